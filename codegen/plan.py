@@ -1,0 +1,171 @@
+"""The plan: a generated straight-line Python function that runs a compiled graph.
+
+``build(consts)`` binds constants to closure locals and returns ``run(*inputs) -> tuple``. Each
+step is one line or two: a library op call (``linalg.MatMul(t3, c1)``) or an output allocation
+plus a fused kernel call. Temporaries are deleted after their last use so memory is returned as
+early as the reference counts allow. A comment above each step names the ONNX nodes it came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from jitort.codegen.cpu import FusedKernel, output_shape_source
+from jitort.codegen.source import IndentedBuffer, comment_safe
+from jitort.ir import Graph, Node
+from jitort.kernels.registry import Call, Ref
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+@dataclass
+class Step:
+    node: Node
+    call: Call | None = None
+    kernel: FusedKernel | None = None
+
+
+class _Names:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.local: dict[str, str] = {}
+        self.consts: dict[str, Any] = {}
+        self.const_lines: list[str] = []
+        for k, i in enumerate(g.inputs):
+            self.local[i] = f"i{k}"
+
+    def ref(self, name: str) -> str:
+        if name in self.local:
+            return self.local[name]
+        c = self.g.const(name)
+        if c is not None:
+            return self.hoist(c, name)
+        n = f"t{len(self.local)}"
+        self.local[name] = n
+        return n
+
+    def hoist(self, obj: Any, label: str) -> str:
+        if label in self.local:
+            return self.local[label]
+        n = f"c{len(self.consts)}"
+        self.consts[n] = obj
+        self.local[label] = n
+        desc = f"{obj.dtype}{list(obj.shape)}" if isinstance(obj, np.ndarray) else type(obj).__name__
+        self.const_lines.append(f"{n} = consts[{n!r}]  # {comment_safe(label)}: {desc}")
+        return n
+
+    def literal(self, v: Any, label: str) -> str:
+        if isinstance(v, Ref):
+            return self.ref(v.name)
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, _SIMPLE) and not (isinstance(v, float) and not np.isfinite(v)):
+            return repr(v)
+        if isinstance(v, (list, tuple)) and all(isinstance(x, _SIMPLE) for x in v) and \
+                not any(isinstance(x, float) and not np.isfinite(x) for x in v):
+            return repr(tuple(v))
+        if isinstance(v, np.dtype) and v.kind in "biuf" and v.name != "bfloat16":
+            return f"np.{v.name if v.name != 'bool' else 'bool_'}"
+        return self.hoist(v, f"{label}#{len(self.consts)}")
+
+
+def _module_alias(fn: Callable[..., Any]) -> tuple[str, str] | None:
+    mod = getattr(fn, "__module__", None)
+    qn = getattr(fn, "__qualname__", "")
+    if not mod or "." in qn or "<" in qn:
+        return None
+    import sys
+    if getattr(sys.modules.get(mod), qn, None) is not fn:
+        return None
+    return mod, qn
+
+
+def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, Any]]:
+    names = _Names(g)
+    body = IndentedBuffer(2)
+    imports: set[str] = {"import numpy as np"}
+    last_use: dict[str, int] = {}
+    for k, s in enumerate(steps):
+        for i in s.node.inputs:
+            if i:
+                last_use[i] = k
+    keep = set(g.outputs) | set(g.inputs)
+    for k, s in enumerate(steps):
+        n = s.node
+        if s.kernel is not None:
+            body_nodes = n.attrs["body"]
+            label = ", ".join(b.name for b in body_nodes)
+            body.writeline(f"# {len(body_nodes)} fused: {comment_safe(label, 300)}")
+            _emit_fused(body, s.kernel, names, g, imports)
+        else:
+            assert s.call is not None
+            body.writeline(f"# {n.op_type} {comment_safe(n.name)}")
+            alias = _module_alias(s.call.fn)
+            if alias is None:
+                fn = names.hoist(s.call.fn, f"{n.name}.fn")
+            else:
+                mod, qn = alias
+                short = mod.rsplit(".", 1)[-1]
+                imports.add(f"import {mod} as {short}" if "." in mod else f"import {mod}")
+                fn = f"{short}.{qn}"
+            args = [names.literal(a, n.name) if a is not None else "None" for a in s.call.args]
+            args += [f"{key}={names.literal(v, n.name + '.' + key)}" for key, v in s.call.kwargs.items()]
+            outs = [names.ref(o) if o else "_" for o in n.outputs]
+            lhs = outs[0] if len(outs) == 1 else ", ".join(outs)
+            body.writeline(f"{lhs} = {fn}({', '.join(args)})")
+        dead = sorted({i for i in n.inputs if i and last_use.get(i) == k and i not in keep
+                       and g.const(i) is None and i in names.local})
+        if dead:
+            body.writeline("del " + ", ".join(names.local[d] for d in dead))
+    outs = [names.ref(o) for o in g.outputs]
+    buf = IndentedBuffer()
+    buf.writeline(f'"""jitort plan: {comment_safe(title)} (generated; edits are overwritten)."""')
+    for line in sorted(imports):
+        buf.writeline(line)
+    buf.writeline("")
+    buf.writeline("")
+    buf.writeline("def build(consts):")
+    with buf.indent():
+        buf.writelines(names.const_lines)
+        buf.writeline("")
+        args = ", ".join(names.local[i] for i in g.inputs)
+        buf.writeline(f"def run({args}):")
+        buf.lines.extend(body.lines)
+        with buf.indent():
+            buf.writeline(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+        buf.writeline("")
+        buf.writeline("return run")
+    return buf.getvalue(), names.consts
+
+
+def _emit_fused(body: IndentedBuffer, fk: FusedKernel, names: _Names, g: Graph, imports: set[str]) -> None:
+    imports.add(f"from {fk.name} import {fk.name}")
+    ins = [names.ref(i) for i in fk.inputs]
+    outs = [names.ref(o) for o in fk.outputs]
+    if fk.mode == "flat":
+        shape = output_shape_source(fk, {i: r for i, r in zip(fk.inputs, ins)})
+        args = ins
+    else:
+        body.writeline(f"_s = np.broadcast_shapes({', '.join(x + '.shape' for x in ins)})")
+        shape = "_s"
+        args = [f"np.broadcast_to({x}, _s)" for x in ins]
+    for o, name in zip(fk.outputs, outs):
+        body.writeline(f"{name} = np.empty({shape}, {_dtype_src(g.type_of(o).dtype, names)})")
+    args = [_as_storage(a, g.type_of(i).dtype) for a, i in zip(args, fk.inputs)]
+    args += [_as_storage(x, g.type_of(o).dtype) for x, o in zip(outs, fk.outputs)]
+    body.writeline(f"{fk.name}({', '.join(args)})")
+
+
+def _dtype_src(dt: np.dtype | None, names: _Names) -> str:
+    dt = np.dtype(dt)
+    if dt.name == "bool":
+        return "np.bool_"
+    if hasattr(np, dt.name):
+        return f"np.{dt.name}"
+    return names.hoist(dt, f"dtype {dt.name}")
+
+
+def _as_storage(src: str, dt: np.dtype | None) -> str:
+    return f"{src}.view(np.uint16)" if np.dtype(dt).name in ("float16", "bfloat16") else src

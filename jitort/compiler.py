@@ -1,0 +1,105 @@
+"""The one path from an imported graph to a runnable plan: passes, lowering, codegen, cache, load.
+
+``compile_graph`` runs the pass list in order (each ``Graph -> Graph``), lowers every node (fused
+groups to generated kernels, the rest to library calls), emits the plan, and imports everything
+through the cache. It reports what Numba compiled versus loaded.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from jitort import cache
+from jitort.codegen.cpu import FusedKernel, fused_kernel
+from jitort.codegen.plan import Step, emit_plan
+from jitort.codegen.source import content_hash
+from jitort.ir import Graph, Node, verify
+from jitort.kernels.registry import lookup, lower_node, run_call
+from jitort.passes.const_fold import fold_constants
+from jitort.passes.fusion import FUSED, fuse_elementwise
+from jitort.passes.partition import partition
+from jitort.passes.shapes import complete_types
+from jitort.passes.simplify import remove_dead, remove_passthrough
+
+
+@dataclass
+class Compiled:
+    graph: Graph
+    run: Callable[..., tuple]
+    plan_source: str
+    plan_name: str
+    kernels: list[FusedKernel]
+    compiled: list[tuple[str, float]] = field(default_factory=list)  # (function, seconds) Numba compiled
+    seconds: float = 0.0
+
+
+def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> list[Callable[[Graph], Graph]]:
+    """The pass list, in order. Each is ``Graph -> Graph``."""
+    ps: list[Callable[[Graph], Graph]] = [remove_passthrough, remove_dead, complete_types]
+    if fold:
+        ps += [lambda g: fold_constants(g, evaluate), remove_dead]
+    if fuse:
+        ps += [fuse_elementwise]
+    ps += [lambda g: partition(g, list(providers))]
+    return ps
+
+
+def optimize(g: Graph, providers: Sequence[str], check: bool = False, **flags: bool) -> Graph:
+    for p in passes(providers, **flags):
+        g = p(g)
+        if check:
+            verify(g)
+    return g
+
+
+def load_kernel(fk: FusedKernel, root: Path | None = None) -> Callable[..., None]:
+    mod = cache.load_source_module("kernels", fk.name, fk.source, root)
+    return getattr(mod, fk.name)
+
+
+def compile_graph(g: Graph, providers: Sequence[str], title: str = "", root: Path | None = None,
+                  **flags: bool) -> Compiled:
+    t0 = time.perf_counter()
+    mark = cache.compile_count()
+    verify(g)
+    g = optimize(g, providers, **flags)
+    steps: list[Step] = []
+    kernels: dict[str, FusedKernel] = {}
+    for n in g.nodes:
+        if n.op_type == FUSED and n.domain == "jitort":
+            fk = fused_kernel(n, g)
+            kernels.setdefault(fk.name, fk)
+            load_kernel(fk, root)
+            steps.append(Step(n, kernel=fk))
+        else:
+            steps.append(Step(n, call=lower_node(n, g)))
+    source, consts = emit_plan(g, steps, title or g.name)
+    name = "plan_" + content_hash(source)[:20]
+    mod = cache.load_source_module("plans", name, source, root)
+    run = mod.build(consts)
+    return Compiled(g, run, source, name, list(kernels.values()), cache.compiled_since(mark),
+                    time.perf_counter() - t0)
+
+
+def evaluate(node: Node, g: Graph) -> list[np.ndarray]:
+    """Run one node on constant inputs with jitort's own kernels (constant folding)."""
+    d = lookup(node.op_type, node.domain, node.version, node.name)
+    if not d.is_elementwise:
+        out = run_call(lower_node(node, g), {i: g.const(i) for i in node.inputs if i})  # type: ignore[misc]
+        return list(out) if isinstance(out, tuple) else [out]
+    ins = list(dict.fromkeys(i for i in node.inputs if i))
+    arrays = [g.const(i) for i in ins]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))  # type: ignore[union-attr]
+    out_t = g.type_of(node.outputs[0])
+    out_t.shape = tuple(shape)
+    fk = fused_kernel(Node(FUSED, ins, list(node.outputs), {"body": [node]}, node.name, "jitort"), g)
+    kernel = load_kernel(fk)
+    out = np.empty(shape, out_t.dtype)
+    args: list[Any] = [a if fk.mode == "flat" else np.broadcast_to(a, shape) for a in arrays]
+    args.append(out)
+    kernel(*[a.view(np.uint16) if a.dtype.name in ("float16", "bfloat16") else a for a in args])
+    return [out]

@@ -1,0 +1,213 @@
+"""ModelProto -> jitort IR.
+
+Loading (path, bytes or ModelProto, external data next to the model file), onnx's schema-driven
+shape inference (symbolic dims, data propagation through shape chains), Constant nodes turned into
+constant values, attribute defaults filled from the op schema, subgraphs imported recursively.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, helper, numpy_helper
+
+from jitort.errors import InvalidGraph, InvalidProtobuf, NoSuchFile
+from jitort.ir import Dim, Graph, Node, TensorType, Value
+
+_unknown_dims = itertools.count()
+
+
+def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
+    """Return the ModelProto (external data loaded) and the file path it came from, if any."""
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(bytes(model))
+        except Exception as e:
+            raise InvalidProtobuf("Failed to load model "
+                                  f"because protobuf parsing failed: {e}") from None
+        _check_not_empty(proto, "<bytes>")
+        return proto, None
+    path = os.fspath(model)
+    if not isinstance(path, str):
+        raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+    if not os.path.isfile(path):
+        raise NoSuchFile(f"Load model from {path} failed:"
+                         f"Load model {path} failed. File doesn't exist")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as e:
+        raise InvalidProtobuf(f"Load model from {path} "
+                              f"failed:Protobuf parsing failed. ({e})") from None
+    _check_not_empty(proto, path)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+    except (OSError, ValueError) as e:
+        raise NoSuchFile(f"Load model from {path} failed: external data could not be read: {e}") from None
+    return proto, path
+
+
+def _check_not_empty(proto: onnx.ModelProto, where: str) -> None:
+    # protobuf happily parses many byte strings into an empty message: a model needs a graph.
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        raise InvalidProtobuf(f"Load model from {where} "
+                              "failed:Protobuf parsing failed (no graph in the model).")
+
+
+def opsets_of(proto: onnx.ModelProto) -> dict[str, int]:
+    ops = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    if not ops:
+        raise InvalidGraph("model has no opset_import")
+    return ops
+
+
+def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's shape inference with data propagation; a model it cannot handle keeps its declared types."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception:
+        try:
+            return onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        except Exception:
+            return proto
+
+
+def import_model(proto: onnx.ModelProto) -> Graph:
+    opsets = opsets_of(proto)
+    inferred = infer(proto)
+    return import_graph(inferred.graph, opsets, outer_types={})
+
+
+def _np_dtype(elem_type: int) -> np.dtype | None:
+    if elem_type == 0:
+        return None
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return None
+
+
+def tensor_type(tp: onnx.TypeProto) -> TensorType:
+    if not tp.HasField("tensor_type"):
+        return TensorType()  # sequences / optionals: typed later by the ops that use them
+    tt = tp.tensor_type
+    shape: tuple[Dim, ...] | None = None
+    if tt.HasField("shape"):
+        dims: list[Dim] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value") and d.dim_value >= 0:
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(d.dim_param)
+            else:
+                dims.append(f"?{next(_unknown_dims)}")
+        shape = tuple(dims)
+    return TensorType(_np_dtype(tt.elem_type), shape)
+
+
+def to_array(t: onnx.TensorProto) -> np.ndarray:
+    if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:
+        raise InvalidGraph(f"initializer '{t.name}' uses external data that was not loaded "
+                           "(load the model from its path so the data file can be found)")
+    a = numpy_helper.to_array(t)
+    return np.ascontiguousarray(a)
+
+
+def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[str, TensorType]) -> Graph:
+    values: dict[str, Value] = {}
+    for name, t in outer_types.items():
+        values[name] = Value(name, t)
+    init_names = set()
+    for t in g.initializer:
+        a = to_array(t)
+        values[t.name] = Value(t.name, TensorType(a.dtype, tuple(a.shape)), a)
+        init_names.add(t.name)
+    for t in g.sparse_initializer:
+        a = numpy_helper.to_array(t)  # densified
+        name = t.values.name
+        values[name] = Value(name, TensorType(a.dtype, tuple(a.shape)), np.ascontiguousarray(a))
+        init_names.add(name)
+    for vi in itertools.chain(g.input, g.value_info, g.output):
+        if vi.name in init_names:
+            continue
+        t = tensor_type(vi.type)
+        old = values.get(vi.name)
+        if old is None or old.type.dtype is None:
+            values[vi.name] = Value(vi.name, t)
+    inputs = [i.name for i in g.input if i.name not in init_names]
+    nodes: list[Node] = []
+    for i, n in enumerate(g.node):
+        domain = "" if n.domain == "ai.onnx" else n.domain
+        version = opsets.get(domain, 1)
+        attrs = {a.name: _attr_value(a, opsets, values) for a in n.attribute}
+        name = n.name or f"{n.op_type}_{i}"
+        if n.op_type == "Constant" and domain == "":
+            out = n.output[0]
+            a = constant_value(attrs, name)
+            values[out] = Value(out, TensorType(a.dtype, tuple(a.shape)), a)
+            continue
+        _fill_defaults(n.op_type, domain, version, attrs)
+        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, domain, version))
+    return Graph(nodes, inputs, [o.name for o in g.output], values, dict(opsets), g.name)
+
+
+def constant_value(attrs: dict[str, Any], node_name: str) -> np.ndarray:
+    if "value" in attrs:
+        return np.ascontiguousarray(attrs["value"])
+    if "value_float" in attrs:
+        return np.array(attrs["value_float"], np.float32)
+    if "value_floats" in attrs:
+        return np.array(attrs["value_floats"], np.float32)
+    if "value_int" in attrs:
+        return np.array(attrs["value_int"], np.int64)
+    if "value_ints" in attrs:
+        return np.array(attrs["value_ints"], np.int64)
+    if "value_string" in attrs:
+        return np.array(attrs["value_string"], object)
+    if "value_strings" in attrs:
+        return np.array(attrs["value_strings"], object)
+    if "sparse_value" in attrs:
+        return np.ascontiguousarray(attrs["sparse_value"])
+    raise InvalidGraph(f"Constant node '{node_name}' has no value attribute")
+
+
+def _attr_value(a: AttributeProto, opsets: dict[str, int], values: dict[str, Value]) -> Any:
+    if a.ref_attr_name:
+        raise InvalidGraph(f"attribute '{a.name}' refers to function attribute '{a.ref_attr_name}' outside a function")
+    if a.type == AttributeProto.GRAPH:
+        return import_graph(a.g, opsets, {k: v.type for k, v in values.items()})
+    if a.type == AttributeProto.GRAPHS:
+        return [import_graph(x, opsets, {k: v.type for k, v in values.items()}) for x in a.graphs]
+    if a.type == AttributeProto.TENSOR:
+        return to_array(a.t)
+    if a.type == AttributeProto.SPARSE_TENSOR:
+        return np.ascontiguousarray(numpy_helper.to_array(a.sparse_tensor))
+    if a.type == AttributeProto.TENSORS:
+        return [to_array(t) for t in a.tensors]
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, list) and v and isinstance(v[0], bytes):
+        return [x.decode("utf-8") for x in v]
+    if a.type == AttributeProto.TYPE_PROTO:
+        return v
+    if isinstance(v, list):
+        return list(v)
+    return v
+
+
+def _fill_defaults(op_type: str, domain: str, version: int, attrs: dict[str, Any]) -> None:
+    """Attribute defaults come from the schema, never retyped in op code."""
+    try:
+        schema = onnx.defs.get_schema(op_type, version, domain)
+    except Exception:
+        return
+    for name, a in schema.attributes.items():
+        if name not in attrs and a.default_value is not None and a.default_value.type != 0:
+            attrs[name] = _attr_value(a.default_value, {}, {})
+

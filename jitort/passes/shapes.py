@@ -1,0 +1,39 @@
+"""Complete dtypes and shapes where onnx's inference left gaps, for the ops jitort fuses.
+
+Invariant after the pass: every elementwise node whose inputs have known dtype/shape has a known
+output dtype/shape (numpy broadcasting; dtype from the op's rule). Library ops keep what onnx's
+schema-driven inference (run at import, with symbolic dims and data propagation) found.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jitort.ir import Dim, Graph, Shape
+from jitort.kernels.registry import elementwise_def
+
+
+def broadcast_shapes(shapes: list[Shape]) -> Shape | None:
+    rank = max(len(s) for s in shapes)
+    out: list[Dim] = []
+    for d in range(rank):
+        dims = {s[d - rank + len(s)] for s in shapes if d - rank + len(s) >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            return None  # symbolic vs static or two symbols: only run time knows
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def complete_types(g: Graph) -> Graph:
+    for n in g.nodes:
+        d = elementwise_def(n)
+        if d is None or not n.outputs:
+            continue
+        out = g.type_of(n.outputs[0])
+        ins = [g.type_of(i) for i in n.inputs if i]
+        if out.dtype is None and all(t.dtype is not None for t in ins):
+            dts = [np.dtype(t.dtype) for t in ins]
+            out.dtype = d.out_dtype(n, dts) if d.out_dtype else dts[0]
+        if out.shape is None and ins and all(t.shape is not None for t in ins):
+            out.shape = broadcast_shapes([t.shape for t in ins])  # type: ignore[misc]
+    return g

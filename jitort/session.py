@@ -1,0 +1,291 @@
+"""InferenceSession: load -> import -> compile (through the cache) -> run, with onnxruntime's API.
+
+``run`` validates feeds (names, dtype, rank, static dims, symbolic dims bound consistently — the
+fused kernels index by them) and calls the generated plan. The plan holds no per-run state, so
+concurrent ``run`` calls on one session are safe, and its kernels release the GIL.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from jitort.compiler import Compiled, compile_graph
+from jitort.dtypes import type_string
+from jitort.errors import Fail, InvalidArgument, RuntimeException
+from jitort.ir import Dim
+from jitort.onnx_import import import_model, load_model
+from jitort.options import RunOptions, SessionOptions
+from jitort.runtime_info import get_available_providers
+from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue
+
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class _InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...] | None
+
+
+def _normalize_providers(providers: Sequence[Any] | None, provider_options: Sequence[dict] | None
+                         ) -> tuple[list[str], list[dict[str, str]]]:
+    names: list[str] = []
+    opts: list[dict[str, str]] = []
+    for k, p in enumerate(providers or [CPU]):
+        name, o = (p[0], dict(p[1])) if isinstance(p, (tuple, list)) else (p, {})
+        if provider_options is not None and k < len(provider_options):
+            o.update(provider_options[k])
+        names.append(name)
+        opts.append({str(a): str(b) for a, b in o.items()})
+    available = get_available_providers()
+    keep = [(n, o) for n, o in zip(names, opts) if n in available]
+    for n in names:
+        if n not in available:
+            warnings.warn(f"Specified provider '{n}' is not in available provider names."
+                          f"Available providers: '{', '.join(available)}'", UserWarning, stacklevel=3)
+    if not any(n == CPU for n, _ in keep):
+        keep.append((CPU, {}))
+    return [n for n, _ in keep], [o for _, o in keep]
+
+
+def _apply_options(proto: onnx.ModelProto, so: SessionOptions) -> onnx.ModelProto:
+    """Free-dimension overrides and added initializers change the model itself: apply them first."""
+    dims = getattr(so, "_free_dim_overrides_by_name", {})
+    denots = getattr(so, "_free_dim_overrides_by_denotation", {})
+    inits = getattr(so, "_initializers", {})
+    if not (dims or denots or inits):
+        return proto
+    proto2 = onnx.ModelProto()
+    proto2.CopyFrom(proto)
+    for vi in proto2.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            v = dims.get(d.dim_param) if d.HasField("dim_param") else None
+            if v is None and d.denotation:
+                v = denots.get(d.denotation)
+            if v is not None:
+                d.dim_value = int(v)
+    for name, ov in inits.items():
+        arr = ov.numpy() if isinstance(ov, OrtValue) else np.asarray(ov)
+        t = onnx.numpy_helper.from_array(arr, name)
+        for k, old in enumerate(proto2.graph.initializer):
+            if old.name == name:
+                proto2.graph.initializer[k].CopyFrom(t)
+                break
+        else:
+            proto2.graph.initializer.append(t)
+    return proto2
+
+
+class InferenceSession:
+    """Runs an ONNX model with jitort-generated kernels (onnxruntime's ``InferenceSession`` API)."""
+
+    def __init__(self, path_or_bytes: str | bytes | os.PathLike | onnx.ModelProto,
+                 sess_options: SessionOptions | None = None, providers: Sequence[Any] | None = None,
+                 provider_options: Sequence[dict] | None = None, **kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        self._model_path = path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else None
+        self._sess_options = sess_options if sess_options is not None else SessionOptions()
+        self._providers, self._provider_options = _normalize_providers(providers, provider_options)
+        proto, _ = load_model(path_or_bytes)
+        proto = _apply_options(proto, self._sess_options)
+        self._meta = ModelMetadata.from_model_proto(proto)
+        init_names = {t.name for t in proto.graph.initializer}
+        self._inputs = [NodeArg.from_value_info(v) for v in proto.graph.input if v.name not in init_names]
+        self._overridable = [NodeArg.from_value_info(v) for v in proto.graph.input if v.name in init_names]
+        self._outputs = [NodeArg.from_value_info(v) for v in proto.graph.output]
+        graph = import_model(proto)
+        self._specs = []
+        for name in graph.inputs:
+            t = graph.type_of(name)
+            if t.dtype is None:
+                raise InvalidArgument(f"graph input '{name}' has no tensor element type")
+            self._specs.append(_InputSpec(name, np.dtype(t.dtype), t.shape))
+        self._set_threads()
+        level = int(self._sess_options.graph_optimization_level)
+        self._compiled: Compiled = compile_graph(
+            graph, self._providers, title=self._meta.graph_name or "model",
+            fold=level > 0, fuse=level > 0)
+        self._plan = self._compiled.run
+        self._out_index = {o: k for k, o in enumerate(self._compiled.graph.outputs)}
+        self._input_names = [s.name for s in self._specs]
+        self._n_inputs = len(self._specs)
+        self._profile: list[dict[str, Any]] | None = [] if self._sess_options.enable_profiling else None
+        self._profile_start = time.time()
+        self._lock = threading.Lock()
+        self.session_seconds = time.perf_counter() - t0
+
+    # --- introspection ----------------------------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        return list(self._overridable)
+
+    def get_modelmeta(self) -> ModelMetadata:
+        return self._meta
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers)
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        return {p: dict(o) for p, o in zip(self._providers, self._provider_options)}
+
+    def get_session_options(self) -> SessionOptions:
+        return self._sess_options
+
+    def set_providers(self, providers: Sequence[Any] | None = None,
+                      provider_options: Sequence[dict] | None = None) -> None:
+        names, opts = _normalize_providers(providers, provider_options)
+        if names != self._providers:
+            raise RuntimeException("jitort compiles for its providers at session creation; "
+                                   f"create a new session to run on {names}")
+        self._provider_options = opts
+
+    def disable_fallback(self) -> None:
+        pass
+
+    def enable_fallback(self) -> None:
+        pass
+
+    @property
+    def compile_report(self) -> dict[str, Any]:
+        """What this session's creation compiled (function, seconds) vs loaded from the cache."""
+        c = self._compiled
+        return {"compiled": list(c.compiled), "kernels": [k.name for k in c.kernels],
+                "plan": c.plan_name, "compile_seconds": c.seconds,
+                "session_seconds": self.session_seconds}
+
+    # --- running --------------------------------------------------------------------------------
+    def _bind(self, feed: dict[str, Any]) -> list[np.ndarray]:
+        if len(feed) != self._n_inputs or any(k not in feed for k in self._input_names):
+            missing = [n for n in self._input_names if n not in feed]
+            if missing:
+                raise ValueError(f"Required inputs ({missing}) are missing from input feed ({list(feed)}).")
+            extra = [k for k in feed if k not in self._input_names]
+            raise InvalidArgument(f"Invalid input name: {extra[0]}")
+        args: list[np.ndarray] = []
+        dims: dict[str, tuple[int, str]] = {}
+        for spec in self._specs:
+            x = feed[spec.name]
+            if type(x) is not np.ndarray:
+                x = self._to_array(spec, x)
+            if x.dtype != spec.dtype:
+                raise InvalidArgument(f"Unexpected input data type. Actual: ({type_string(x.dtype)}) , "
+                                      f"expected: ({type_string(spec.dtype)}) for input '{spec.name}'")
+            if spec.shape is not None:
+                if x.ndim != len(spec.shape):
+                    raise InvalidArgument(f"Invalid rank for input: {spec.name} Got: {x.ndim} Expected: "
+                                          f"{len(spec.shape)} Please fix either the inputs/outputs or the model.")
+                for k, d in enumerate(spec.shape):
+                    got = x.shape[k]
+                    if isinstance(d, int):
+                        if got != d:
+                            raise InvalidArgument(
+                                f"Got invalid dimensions for input: {spec.name} for the following indices\n"
+                                f" index: {k} Got: {got} Expected: {d}\n"
+                                " Please fix either the inputs/outputs or the model.")
+                    elif d in dims and dims[d][0] != got:
+                        raise InvalidArgument(
+                            f"Symbolic dimension '{d}' is {dims[d][0]} in input '{dims[d][1]}' but {got} in "
+                            f"input '{spec.name}' (index {k}); inputs sharing a dimension name must agree")
+                    else:
+                        dims[d] = (got, spec.name)
+            if not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned):
+                x = np.array(x, order="C", copy=True)
+            args.append(x)
+        return args
+
+    @staticmethod
+    def _to_array(spec: _InputSpec, x: Any) -> np.ndarray:
+        if isinstance(x, OrtValue):
+            return x.numpy()
+        if isinstance(x, (list, tuple)):
+            return np.asarray(x, dtype=spec.dtype)
+        if isinstance(x, np.generic):
+            return np.asarray(x)
+        raise RuntimeError(f"Unable to handle object of type {type(x)}")
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+            run_options: RunOptions | None = None) -> list[np.ndarray]:
+        """Run the model: ``output_names`` None or empty means every output, in model order."""
+        if run_options is not None and run_options.terminate:
+            raise Fail("Exiting due to terminate flag being set to true.")
+        args = self._bind(input_feed)
+        t0 = time.perf_counter() if self._profile is not None else 0.0
+        outs = self._plan(*args)
+        if self._profile is not None:
+            self._record("model_run", t0)
+        if not output_names:
+            return list(outs)
+        try:
+            return [outs[self._out_index[n]] for n in output_names]
+        except KeyError:
+            bad = next(n for n in output_names if n not in self._out_index)
+            raise InvalidArgument(f"Invalid output name:{bad}") from None
+
+    def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, OrtValue],
+                            run_options: RunOptions | None = None) -> list[OrtValue]:
+        feeds = {k: v.numpy() if isinstance(v, OrtValue) else v for k, v in input_dict_ort_values.items()}
+        return [OrtValue.ortvalue_from_numpy(a) for a in self.run(output_names, feeds, run_options)]
+
+    def _run_bound(self, inputs: dict[str, np.ndarray], output_names: list[str],
+                   preallocated: dict[str, np.ndarray], *, run_options: RunOptions | None = None
+                   ) -> list[np.ndarray]:
+        outs = self.run(output_names or None, inputs, run_options)
+        names = output_names or list(self._out_index)
+        for n, a in zip(names, outs):
+            dst = preallocated.get(n)
+            if dst is not None:
+                if dst.shape != a.shape or dst.dtype != a.dtype:
+                    raise InvalidArgument(f"bound output '{n}' is {dst.dtype}{list(dst.shape)} but the model "
+                                          f"produced {a.dtype}{list(a.shape)}")
+                np.copyto(dst, a)
+        return [preallocated.get(n, a) for n, a in zip(names, outs)]
+
+    def io_binding(self) -> IOBinding:
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: IOBinding, run_options: RunOptions | None = None) -> None:
+        iobinding._run(self, run_options)
+
+    # --- profiling --------------------------------------------------------------------------------
+    def _record(self, name: str, t0: float) -> None:
+        t1 = time.perf_counter()
+        with self._lock:
+            assert self._profile is not None
+            self._profile.append({"cat": "Session", "name": name, "ph": "X", "pid": os.getpid(),
+                                  "tid": threading.get_ident() % 100000,
+                                  "ts": int((time.time() - (t1 - t0) - self._profile_start) * 1e6),
+                                  "dur": int((t1 - t0) * 1e6), "args": {}})
+
+    def end_profiling(self) -> str:
+        """Write the Chrome-trace profile (when ``enable_profiling``) and return its file name."""
+        if self._profile is None:
+            return ""
+        prefix = self._sess_options.profile_file_prefix or "onnxruntime_profile_"
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        path = f"{prefix}_{stamp}.json"
+        init = {"cat": "Session", "name": "session_initialization", "ph": "X", "pid": os.getpid(), "tid": 0,
+                "ts": 0, "dur": int(self.session_seconds * 1e6), "args": {}}
+        with open(path, "w") as f:
+            json.dump([init, *self._profile], f)
+        self._profile = []
+        return path
+
+    def _set_threads(self) -> None:
+        n = int(self._sess_options.intra_op_num_threads or 0)
+        if n > 0:
+            from jitort.kernels.threads import set_num_threads
+            set_num_threads(n)
