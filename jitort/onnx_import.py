@@ -20,6 +20,12 @@ from jitort.ir import Dim, Graph, Node, TensorType, Value
 _unknown_dims = itertools.count()
 
 
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """C-contiguous and writeable (Numba types read-only arrays apart); 0-d stays 0-d, unlike
+    np.ascontiguousarray."""
+    return a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C", copy=True)
+
+
 def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     """Return the ModelProto (external data loaded) and the file path it came from, if any."""
     if isinstance(model, onnx.ModelProto):
@@ -115,7 +121,7 @@ def to_array(t: onnx.TensorProto) -> np.ndarray:
         raise InvalidGraph(f"initializer '{t.name}' uses external data that was not loaded "
                            "(load the model from its path so the data file can be found)")
     a = numpy_helper.to_array(t)
-    return np.ascontiguousarray(a)
+    return contiguous(a)
 
 
 def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[str, TensorType]) -> Graph:
@@ -130,7 +136,7 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
     for t in g.sparse_initializer:
         a = numpy_helper.to_array(t)  # densified
         name = t.values.name
-        values[name] = Value(name, TensorType(a.dtype, tuple(a.shape)), np.ascontiguousarray(a))
+        values[name] = Value(name, TensorType(a.dtype, tuple(a.shape)), contiguous(a))
         init_names.add(name)
     for vi in itertools.chain(g.input, g.value_info, g.output):
         if vi.name in init_names:
@@ -158,7 +164,7 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
 
 def constant_value(attrs: dict[str, Any], node_name: str) -> np.ndarray:
     if "value" in attrs:
-        return np.ascontiguousarray(attrs["value"])
+        return contiguous(attrs["value"])
     if "value_float" in attrs:
         return np.array(attrs["value_float"], np.float32)
     if "value_floats" in attrs:
@@ -172,7 +178,7 @@ def constant_value(attrs: dict[str, Any], node_name: str) -> np.ndarray:
     if "value_strings" in attrs:
         return np.array(attrs["value_strings"], object)
     if "sparse_value" in attrs:
-        return np.ascontiguousarray(attrs["sparse_value"])
+        return contiguous(attrs["sparse_value"])
     raise InvalidGraph(f"Constant node '{node_name}' has no value attribute")
 
 
@@ -186,7 +192,7 @@ def _attr_value(a: AttributeProto, opsets: dict[str, int], values: dict[str, Val
     if a.type == AttributeProto.TENSOR:
         return to_array(a.t)
     if a.type == AttributeProto.SPARSE_TENSOR:
-        return np.ascontiguousarray(numpy_helper.to_array(a.sparse_tensor))
+        return contiguous(numpy_helper.to_array(a.sparse_tensor))
     if a.type == AttributeProto.TENSORS:
         return [to_array(t) for t in a.tensors]
     v = helper.get_attribute_value(a)

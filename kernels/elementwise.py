@@ -55,7 +55,7 @@ def Mod(c: Scalar, a: str, b: str) -> str:
     if c.attrs.get("fmod", 0) or _is_float(c):
         # fmod: the result has the dividend's sign (C's fmod); float Mod requires fmod=1 by the spec.
         if _is_float(c):
-            return f"math.fmod({a}, {b})"
+            return f"np.fmod({a}, {b})"
         return f"{a} - {b} * ({a} // {b} + (1 if ({a} % {b} != 0 and (({a} < 0) != ({b} < 0))) else 0))"
     return f"{a} % {b}"
 
@@ -261,6 +261,10 @@ def Where(c: Scalar, cond: str, x: str, y: str) -> str:
 
 
 def _clip(c: Scalar, x: str, lo: str | None, hi: str | None) -> str:
+    # An omitted bound is the dtype's lowest/max value (the spec; so Clip maps inf to FLT_MAX).
+    info = np.finfo(c.dtype) if c.dtype.kind == "f" else np.iinfo(c.dtype)
+    lo = lo if lo is not None else c.const(info.min)
+    hi = hi if hi is not None else c.const(info.max)
     v = x
     if lo is not None:
         v = f"({lo} if {v} < {lo} else {v})"

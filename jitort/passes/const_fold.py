@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jitort.ir import Graph, Node
+from jitort.onnx_import import contiguous
 
 # Ops whose result must not be computed once: random generators give fresh values on every run.
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -33,7 +34,7 @@ def fold_constants(g: Graph, evaluate: Evaluator) -> Graph:
         for name, arr in zip(n.outputs, folded):
             if name:
                 v = g.value(name)
-                v.const = np.ascontiguousarray(arr)
+                v.const = contiguous(np.asarray(arr))
                 if v.type.dtype is None:
                     v.type.dtype = v.const.dtype
                 v.type.shape = tuple(v.const.shape)

@@ -1,0 +1,45 @@
+"""jitort: a JIT-compiling ONNX inference runtime with onnxruntime's Python API.
+
+Use it as ``import jitort as ort``; the names below are onnxruntime's, with its signatures.
+As in onnxruntime, the exception classes live in ``jitort.capi.onnxruntime_pybind11_state`` (and
+``jitort.errors``), not here: a top-level ``NotImplemented`` would shadow the builtin under
+``from jitort import *``.
+"""
+
+from jitort import capi
+from jitort.options import (
+    ExecutionMode,
+    ExecutionOrder,
+    GraphOptimizationLevel,
+    OrtAllocatorType,
+    OrtMemType,
+    RunOptions,
+    SessionOptions,
+)
+from jitort.runtime_info import (
+    disable_telemetry_events,
+    enable_telemetry_events,
+    get_all_providers,
+    get_available_providers,
+    get_build_info,
+    get_device,
+    get_version_string,
+    has_collective_ops,
+    set_default_logger_severity,
+    set_default_logger_verbosity,
+    set_seed,
+)
+from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue
+from jitort.session import InferenceSession
+
+__version__: str = get_version_string()
+
+__all__ = [
+    "ExecutionMode", "ExecutionOrder", "GraphOptimizationLevel", "IOBinding", "InferenceSession",
+    "ModelMetadata", "NodeArg", "OrtAllocatorType", "OrtMemType", "OrtValue", "RunOptions",
+    "SessionOptions", "__version__", "capi",
+    "disable_telemetry_events", "enable_telemetry_events", "get_all_providers",
+    "get_available_providers", "get_build_info", "get_device", "get_version_string",
+    "has_collective_ops", "set_default_logger_severity", "set_default_logger_verbosity",
+    "set_seed",
+]
