@@ -137,3 +137,29 @@ def verify(g: Graph, outer: set[str] | frozenset[str] = frozenset()) -> None:
     for o in g.outputs:
         if o not in defined:
             raise InvalidGraph(f"graph output '{o}' is not produced by any node, input or initializer")
+
+
+def toposort(nodes: list[Node]) -> list[Node]:
+    """Kahn's algorithm, preferring the given order (unrelated nodes keep their places)."""
+    import heapq
+    producer = {o: k for k, n in enumerate(nodes) for o in n.outputs if o}
+    deps = [{producer[i] for i in n.inputs if i and i in producer} for n in nodes]
+    users: dict[int, list[int]] = {}
+    for k, ds in enumerate(deps):
+        for d in ds:
+            users.setdefault(d, []).append(k)
+    remaining = [len(ds) for ds in deps]
+    ready = [k for k, r in enumerate(remaining) if r == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        k = heapq.heappop(ready)
+        out.append(nodes[k])
+        for u in users.get(k, ()):
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                heapq.heappush(ready, u)
+    if len(out) != len(nodes):
+        stuck = [nodes[k].name for k, r in enumerate(remaining) if r > 0]
+        raise InvalidGraph(f"the graph has a cycle through node(s) {stuck[:5]}")
+    return out

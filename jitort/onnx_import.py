@@ -15,7 +15,7 @@ import onnx
 from onnx import AttributeProto, helper, numpy_helper
 
 from jitort.errors import InvalidGraph, InvalidProtobuf, NoSuchFile
-from jitort.ir import Dim, Graph, Node, TensorType, Value
+from jitort.ir import Dim, Graph, Node, TensorType, Value, toposort
 
 _unknown_dims = itertools.count()
 
@@ -159,7 +159,7 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
             continue
         _fill_defaults(n.op_type, domain, version, attrs)
         nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, domain, version))
-    return Graph(nodes, inputs, [o.name for o in g.output], values, dict(opsets), g.name)
+    return Graph(toposort(nodes), inputs, [o.name for o in g.output], values, dict(opsets), g.name)
 
 
 def constant_value(attrs: dict[str, Any], node_name: str) -> np.ndarray:

@@ -11,7 +11,7 @@ shape, static broadcast) is kept apart from the merge loop; refusals are written
 """
 from __future__ import annotations
 
-from jitort.ir import Graph, Node, Shape
+from jitort.ir import Graph, Node, Shape, toposort
 from jitort.kernels.registry import elementwise_def
 
 FUSED = "FusedElementwise"
@@ -140,31 +140,6 @@ def fuse_elementwise(g: Graph) -> Graph:
         name = body[0].name if len(body) == 1 else f"fused[{body[0].name}..{body[-1].name}]"
         new_nodes.append(Node(FUSED, gr.inputs(ms), gr.outputs(ms), {"body": body}, name, "jitort", 1,
                               body[0].provider))
-    g.nodes = toposort(new_nodes, g)
+    g.nodes = toposort(new_nodes)
     return g
 
-
-def toposort(nodes: list[Node], g: Graph) -> list[Node]:
-    """Kahn's algorithm, preferring the given order (so unrelated nodes keep their places)."""
-    producer = {o: k for k, n in enumerate(nodes) for o in n.outputs if o}
-    deps = [{producer[i] for i in n.inputs if i and i in producer} for n in nodes]
-    users: dict[int, list[int]] = {}
-    for k, ds in enumerate(deps):
-        for d in ds:
-            users.setdefault(d, []).append(k)
-    import heapq
-    remaining = [len(ds) for ds in deps]
-    ready = [k for k, r in enumerate(remaining) if r == 0]
-    heapq.heapify(ready)
-    out = []
-    while ready:
-        k = heapq.heappop(ready)
-        out.append(nodes[k])
-        for u in users.get(k, ()):
-            remaining[u] -= 1
-            if remaining[u] == 0:
-                heapq.heappush(ready, u)
-    if len(out) != len(nodes):
-        from jitort.errors import InvalidGraph
-        raise InvalidGraph("the graph has a cycle")
-    return out
