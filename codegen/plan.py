@@ -83,6 +83,13 @@ def _module_alias(fn: Callable[..., Any]) -> tuple[str, str] | None:
 
 
 def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, Any]]:
+    """Source of the plan module and the constants ``build(consts, slow_bind)`` expects.
+
+    ``build`` returns ``(run, run_feed)``: ``run(*arrays)`` runs the graph; ``run_feed(feed)`` first
+    checks the feed dict on a straight-line fast path (names, dtypes, ranks, static dims, symbolic
+    dims that must agree, C-contiguous writeable arrays) and otherwise defers to ``slow_bind``,
+    which converts what it can and raises onnxruntime's error for what it cannot.
+    """
     names = _Names(g)
     body = IndentedBuffer(2)
     imports: set[str] = {"import numpy as np"}
@@ -126,7 +133,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
         buf.writeline(line)
     buf.writeline("")
     buf.writeline("")
-    buf.writeline("def build(consts):")
+    buf.writeline("def build(consts, slow_bind):")
     with buf.indent():
         buf.writelines(names.const_lines)
         buf.writeline("")
@@ -136,8 +143,55 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
         with buf.indent():
             buf.writeline(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
         buf.writeline("")
-        buf.writeline("return run")
+        _emit_feed_check(buf, g, names, args)
+        buf.writeline("")
+        buf.writeline("return run, run_feed")
     return buf.getvalue(), names.consts
+
+
+def _emit_feed_check(buf: IndentedBuffer, g: Graph, names: _Names, args: str) -> None:
+    ins = [names.local[i] for i in g.inputs]
+    conds: list[str] = []
+    first_axis: dict[str, str] = {}
+    for name, local in zip(g.inputs, ins):
+        t = g.type_of(name)
+        dt = _dtype_src(t.dtype, names)
+        conds.append(f"type({local}) is ndarray and {local}.dtype == {dt}")
+        if t.shape is not None:
+            conds.append(f"{local}.ndim == {len(t.shape)}")
+            for k, d in enumerate(t.shape):
+                ax = f"{local}.shape[{k}]"
+                if isinstance(d, int):
+                    conds.append(f"{ax} == {d}")
+                elif d in first_axis:
+                    conds.append(f"{ax} == {first_axis[d]}")
+                else:
+                    first_axis[d] = ax
+    buf.writeline("ndarray = np.ndarray")
+    buf.writeline("")
+    buf.writeline("def run_feed(feed):")
+    with buf.indent():
+        buf.writeline(f"if len(feed) == {len(ins)}:")
+        with buf.indent():
+            if ins:
+                buf.writeline("try:")
+                with buf.indent():
+                    for name, local in zip(g.inputs, ins):
+                        buf.writeline(f"{local} = feed[{name!r}]")
+                buf.writeline("except KeyError:")
+                with buf.indent():
+                    buf.writeline("return run(*slow_bind(feed))")
+                buf.writeline("if (" + "\n                    and ".join(conds) + "):")
+                with buf.indent():
+                    for local in ins:
+                        buf.writeline(f"f = {local}.flags")
+                        buf.writeline("if not (f.c_contiguous and f.writeable and f.aligned):")
+                        with buf.indent():
+                            buf.writeline("return run(*slow_bind(feed))")
+                    buf.writeline(f"return run({args})")
+            else:
+                buf.writeline("return run()")
+        buf.writeline("return run(*slow_bind(feed))")
 
 
 def _emit_fused(body: IndentedBuffer, fk: FusedKernel, names: _Names, g: Graph, imports: set[str]) -> None:

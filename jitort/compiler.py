@@ -29,7 +29,8 @@ from jitort.passes.simplify import remove_dead, remove_passthrough
 @dataclass
 class Compiled:
     graph: Graph
-    run: Callable[..., tuple]
+    run: Callable[..., tuple]             # run(*arrays) -> outputs
+    run_feed: Callable[[dict], tuple]     # run_feed(feed dict) -> outputs, checking the feed
     plan_source: str
     plan_name: str
     kernels: list[FusedKernel]
@@ -61,8 +62,8 @@ def load_kernel(fk: FusedKernel, root: Path | None = None) -> Callable[..., None
     return getattr(mod, fk.name)
 
 
-def compile_graph(g: Graph, providers: Sequence[str], title: str = "", root: Path | None = None,
-                  **flags: bool) -> Compiled:
+def compile_graph(g: Graph, providers: Sequence[str], slow_bind: Callable[[dict], list[np.ndarray]],
+                  title: str = "", root: Path | None = None, **flags: bool) -> Compiled:
     t0 = time.perf_counter()
     mark = cache.compile_count()
     verify(g)
@@ -80,8 +81,8 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", root: Pat
     source, consts = emit_plan(g, steps, title or g.name)
     name = "plan_" + content_hash(source)[:20]
     mod = cache.load_source_module("plans", name, source, root)
-    run = mod.build(consts)
-    return Compiled(g, run, source, name, list(kernels.values()), cache.compiled_since(mark),
+    run, run_feed = mod.build(consts, slow_bind)
+    return Compiled(g, run, run_feed, source, name, list(kernels.values()), cache.compiled_since(mark),
                     time.perf_counter() - t0)
 
 

@@ -112,9 +112,10 @@ class InferenceSession:
         self._set_threads()
         level = int(self._sess_options.graph_optimization_level)
         self._compiled: Compiled = compile_graph(
-            graph, self._providers, title=self._meta.graph_name or "model",
+            graph, self._providers, self._bind, title=self._meta.graph_name or "model",
             fold=level > 0, fuse=level > 0)
         self._plan = self._compiled.run
+        self._run_feed = self._compiled.run_feed
         self._out_index = {o: k for k, o in enumerate(self._compiled.graph.outputs)}
         self._input_names = [s.name for s in self._specs]
         self._n_inputs = len(self._specs)
@@ -169,6 +170,8 @@ class InferenceSession:
 
     # --- running --------------------------------------------------------------------------------
     def _bind(self, feed: dict[str, Any]) -> list[np.ndarray]:
+        """The general feed check: converts lists/OrtValues/non-contiguous arrays, raises
+        onnxruntime's exception (naming the input, expected vs actual) for anything invalid."""
         if len(feed) != self._n_inputs or any(k not in feed for k in self._input_names):
             missing = [n for n in self._input_names if n not in feed]
             if missing:
@@ -222,10 +225,11 @@ class InferenceSession:
         """Run the model: ``output_names`` None or empty means every output, in model order."""
         if run_options is not None and run_options.terminate:
             raise Fail("Exiting due to terminate flag being set to true.")
-        args = self._bind(input_feed)
-        t0 = time.perf_counter() if self._profile is not None else 0.0
-        outs = self._plan(*args)
-        if self._profile is not None:
+        if self._profile is None:
+            outs = self._run_feed(input_feed)
+        else:
+            t0 = time.perf_counter()
+            outs = self._run_feed(input_feed)
             self._record("model_run", t0)
         if not output_names:
             return list(outs)
