@@ -41,6 +41,34 @@ def content_hash(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
+_library_hash: str | None = None
+
+
+def library_hash() -> str:
+    """Hash of jitort's kernel and codegen source plus the numba/llvmlite versions.
+
+    Goes into every generated file's header: Numba's cache keys a function by its own source, so a
+    changed @njit callee elsewhere (jitort.kernels.fastmath, say) would otherwise keep serving
+    machine code built from the old callee.
+    """
+    global _library_hash
+    if _library_hash is None:
+        from pathlib import Path
+
+        import llvmlite
+        import numba
+
+        import jitort.codegen
+        import jitort.kernels
+        h = hashlib.sha256(f"numba {numba.__version__} llvmlite {llvmlite.__version__}".encode())
+        for pkg in (jitort.kernels, jitort.codegen):
+            for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+                h.update(f.name.encode())
+                h.update(f.read_bytes())
+        _library_hash = h.hexdigest()[:16]
+    return _library_hash
+
+
 _IDENT = re.compile(r"[^0-9a-zA-Z_]")
 
 
