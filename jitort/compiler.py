@@ -28,14 +28,34 @@ from jitort.passes.simplify import remove_dead, remove_passthrough
 
 @dataclass
 class Compiled:
-    graph: Graph
-    run: Callable[..., tuple]             # run(*arrays) -> outputs
-    run_feed: Callable[[dict], tuple]     # run_feed(feed dict) -> outputs, checking the feed
-    plan_source: str
+    """A compiled model: the plan module and kernel modules (by name, with source), its constants
+    and its input signature. ``graph`` is the IR after passes when this process compiled it, None
+    when it was loaded from a cache entry or artifact."""
+
     plan_name: str
-    kernels: list[FusedKernel]
+    plan_source: str
+    kernel_sources: dict[str, str]
+    consts: dict[str, Any]
+    inputs: list[tuple[str, np.dtype, tuple | None]]
+    outputs: list[str]
+    graph: Graph | None = None
+    kernels: list[FusedKernel] = field(default_factory=list)
     compiled: list[tuple[str, float]] = field(default_factory=list)  # (function, seconds) Numba compiled
     seconds: float = 0.0
+    loaded_from: str = ""  # "" compiled now; else the entry/artifact directory
+
+    def bind(self, slow_bind: Callable[[dict], list[np.ndarray]], root: Path | None = None
+             ) -> tuple[Callable[..., tuple], Callable[[dict], tuple]]:
+        """Import the kernels and the plan (Numba compiles or loads here) -> (run, run_feed)."""
+        t0 = time.perf_counter()
+        mark = cache.compile_count()
+        for name, src in self.kernel_sources.items():
+            cache.load_source_module("kernels", name, src, root)
+        mod = cache.load_source_module("plans", self.plan_name, self.plan_source, root)
+        run, run_feed = mod.build(self.consts, slow_bind)
+        self.compiled += cache.compiled_since(mark)
+        self.seconds += time.perf_counter() - t0
+        return run, run_feed
 
 
 def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> list[Callable[[Graph], Graph]]:
@@ -62,10 +82,10 @@ def load_kernel(fk: FusedKernel, root: Path | None = None) -> Callable[..., None
     return getattr(mod, fk.name)
 
 
-def compile_graph(g: Graph, providers: Sequence[str], slow_bind: Callable[[dict], list[np.ndarray]],
-                  title: str = "", root: Path | None = None, **flags: bool) -> Compiled:
+def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: bool) -> Compiled:
+    """Passes, lowering and codegen; nothing is imported (see ``Compiled.bind``)."""
     t0 = time.perf_counter()
-    mark = cache.compile_count()
+    mark = cache.compile_count()  # constant folding may compile kernels
     verify(g)
     g = optimize(g, providers, **flags)
     steps: list[Step] = []
@@ -74,15 +94,14 @@ def compile_graph(g: Graph, providers: Sequence[str], slow_bind: Callable[[dict]
         if n.op_type == FUSED and n.domain == "jitort":
             fk = fused_kernel(n, g)
             kernels.setdefault(fk.name, fk)
-            load_kernel(fk, root)
             steps.append(Step(n, kernel=fk))
         else:
             steps.append(Step(n, call=lower_node(n, g)))
     source, consts = emit_plan(g, steps, title or g.name)
-    name = "plan_" + content_hash(source)[:20]
-    mod = cache.load_source_module("plans", name, source, root)
-    run, run_feed = mod.build(consts, slow_bind)
-    return Compiled(g, run, run_feed, source, name, list(kernels.values()), cache.compiled_since(mark),
+    inputs = [(i, np.dtype(g.type_of(i).dtype) if g.type_of(i).dtype is not None else None, g.type_of(i).shape)
+              for i in g.inputs]
+    return Compiled("plan_" + content_hash(source)[:20], source, {k.name: k.source for k in kernels.values()},
+                    consts, inputs, list(g.outputs), g, list(kernels.values()), cache.compiled_since(mark),
                     time.perf_counter() - t0)
 
 

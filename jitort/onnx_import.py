@@ -26,8 +26,9 @@ def contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C", copy=True)
 
 
-def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
-    """Return the ModelProto (external data loaded) and the file path it came from, if any."""
+def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, bytes | None]:
+    """Return the ModelProto (external data loaded) and the serialized bytes it was parsed from
+    (None when they are not the whole story: a ModelProto argument, or external data)."""
     if isinstance(model, onnx.ModelProto):
         return model, None
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -38,7 +39,7 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
             raise InvalidProtobuf("Failed to load model "
                                   f"because protobuf parsing failed: {e}") from None
         _check_not_empty(proto, "<bytes>")
-        return proto, None
+        return proto, bytes(model)
     path = os.fspath(model)
     if not isinstance(path, str):
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
@@ -46,16 +47,21 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
         raise NoSuchFile(f"Load model from {path} failed:"
                          f"Load model {path} failed. File doesn't exist")
     try:
-        proto = onnx.load(path, load_external_data=False)
+        with open(path, "rb") as f:
+            raw = f.read()
+        proto = onnx.ModelProto()
+        proto.ParseFromString(raw)
     except Exception as e:
         raise InvalidProtobuf(f"Load model from {path} "
                               f"failed:Protobuf parsing failed. ({e})") from None
     _check_not_empty(proto, path)
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return proto, raw
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
     except (OSError, ValueError) as e:
         raise NoSuchFile(f"Load model from {path} failed: external data could not be read: {e}") from None
-    return proto, path
+    return proto, None
 
 
 def _check_not_empty(proto: onnx.ModelProto, where: str) -> None:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import onnx
 
+from jitort import artifact
 from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
-from jitort.ir import Dim
+from jitort.ir import Dim, Graph
 from jitort.onnx_import import import_model, load_model
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers
@@ -55,6 +58,14 @@ def _normalize_providers(providers: Sequence[Any] | None, provider_options: Sequ
     if not any(n == CPU for n, _ in keep):
         keep.append((CPU, {}))
     return [n for n, _ in keep], [o for _, o in keep]
+
+
+def _artifact_dir(source: Any, config: dict[str, str]) -> Path | None:
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        artifact.check_artifact_dir(Path(source))
+        return Path(source)
+    named = config.get("session.jitort.artifact")
+    return Path(named) if named else None
 
 
 def _apply_options(proto: onnx.ModelProto, so: SessionOptions) -> onnx.ModelProto:
@@ -95,34 +106,91 @@ class InferenceSession:
         self._model_path = path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else None
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
         self._providers, self._provider_options = _normalize_providers(providers, provider_options)
-        proto, _ = load_model(path_or_bytes)
-        proto = _apply_options(proto, self._sess_options)
+        config = dict(getattr(self._sess_options, "_config", {}))
+        self._cache = artifact.policy(config)
+        art = _artifact_dir(path_or_bytes, config)
+        model_arg = art / "model.onnx" if art is not None and os.path.isdir(path_or_bytes) else path_or_bytes
+        self._source = model_arg
+        proto, raw = load_model(model_arg)
+        proto2 = _apply_options(proto, self._sess_options)
+        raw = raw if proto2 is proto else None
+        proto = proto2
         self._meta = ModelMetadata.from_model_proto(proto)
         init_names = {t.name for t in proto.graph.initializer}
         self._inputs = [NodeArg.from_value_info(v) for v in proto.graph.input if v.name not in init_names]
         self._overridable = [NodeArg.from_value_info(v) for v in proto.graph.input if v.name in init_names]
         self._outputs = [NodeArg.from_value_info(v) for v in proto.graph.output]
-        graph = import_model(proto)
-        self._specs = []
-        for name in graph.inputs:
-            t = graph.type_of(name)
-            if t.dtype is None:
-                raise InvalidArgument(f"graph input '{name}' has no tensor element type")
-            self._specs.append(_InputSpec(name, np.dtype(t.dtype), t.shape))
         self._set_threads()
         level = int(self._sess_options.graph_optimization_level)
-        self._compiled: Compiled = compile_graph(
-            graph, self._providers, self._bind, title=self._meta.graph_name or "model",
-            fold=level > 0, fuse=level > 0)
-        self._plan = self._compiled.run
-        self._run_feed = self._compiled.run_feed
-        self._out_index = {o: k for k, o in enumerate(self._compiled.graph.outputs)}
+        self._flags = {"fold": level > 0, "fuse": level > 0}
+        key, model_hash = artifact.model_key(raw if raw is not None else proto.SerializeToString(), [],
+                                             {"providers": self._providers, **self._flags})
+        compiled, root = self._find_compiled(art, key, model_hash)
+        fresh = compiled is None
+        if compiled is None:
+            compiled = compile_graph(import_model(proto), self._providers,
+                                     title=self._meta.graph_name or "model", **self._flags)
+            root = self._cache.root
+        self._compiled: Compiled = compiled
+        self._specs = []
+        for name, dtype, shape in compiled.inputs:
+            if dtype is None:
+                raise InvalidArgument(f"graph input '{name}' has no tensor element type")
+            self._specs.append(_InputSpec(name, np.dtype(dtype), shape))
+        self._plan, self._run_feed = compiled.bind(self._bind, root)
+        if fresh and self._cache.enabled:
+            self._save_entry(key, model_hash)
+        self._out_index = {o: k for k, o in enumerate(compiled.outputs)}
         self._input_names = [s.name for s in self._specs]
         self._n_inputs = len(self._specs)
         self._profile: list[dict[str, Any]] | None = [] if self._sess_options.enable_profiling else None
         self._profile_start = time.time()
         self._lock = threading.Lock()
         self.session_seconds = time.perf_counter() - t0
+
+    # --- compiled-model cache -------------------------------------------------------------------
+    def _find_compiled(self, art: Path | None, key: str, model_hash: str) -> tuple[Compiled | None, Path]:
+        if art is not None:
+            try:
+                c = artifact.load_entry(art, art)
+                m = artifact.load_manifest(art)
+                if m.model_sha256 != model_hash:
+                    raise artifact.StaleEntry("the artifact was built from a different model")
+                artifact.import_library_objects(art, self._cache.root)
+                return c, art
+            except (artifact.StaleEntry, FileNotFoundError) as e:
+                if self._cache.strict:
+                    raise Fail(f"artifact {art} cannot be used: {e}") from None
+                warnings.warn(f"jitort: artifact {art} is stale ({e}); compiling the model instead",
+                              RuntimeWarning, stacklevel=3)
+                self._cache.notes.append(f"artifact stale: {e}")
+        if not self._cache.enabled:
+            return None, self._cache.root
+        entry = artifact.entry_dir(self._cache.root, key)
+        try:
+            return artifact.load_entry(entry, self._cache.root, key), self._cache.root
+        except FileNotFoundError:
+            return None, self._cache.root
+        except artifact.StaleEntry as e:
+            if self._cache.strict:
+                raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
+            self._cache.notes.append(f"cache entry rebuilt: {e}")
+            return None, self._cache.root
+
+    def _save_entry(self, key: str, model_hash: str) -> None:
+        c = self._compiled
+        try:
+            artifact.save(artifact.entry_dir(self._cache.root, key), artifact.manifest_for(c, key, model_hash),
+                          c.consts)
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
+            self._cache.notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
+
+    def _optimized_graph(self) -> Graph:
+        """The IR after passes (recompiled without loading when this session came from a cache)."""
+        if self._compiled.graph is None:
+            proto = _apply_options(load_model(self._source)[0], self._sess_options)
+            self._compiled.graph = compile_graph(import_model(proto), self._providers, **self._flags).graph
+        return self._compiled.graph  # type: ignore[return-value]
 
     # --- introspection ----------------------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -164,8 +232,9 @@ class InferenceSession:
     def compile_report(self) -> dict[str, Any]:
         """What this session's creation compiled (function, seconds) vs loaded from the cache."""
         c = self._compiled
-        return {"compiled": list(c.compiled), "kernels": [k.name for k in c.kernels],
-                "plan": c.plan_name, "compile_seconds": c.seconds,
+        return {"compiled": list(c.compiled), "kernels": list(c.kernel_sources),
+                "plan": c.plan_name, "compile_seconds": c.seconds, "loaded_from": c.loaded_from,
+                "cache_root": str(self._cache.root), "cache_notes": list(self._cache.notes),
                 "session_seconds": self.session_seconds}
 
     # --- running --------------------------------------------------------------------------------

@@ -1,36 +1,59 @@
 """jitort's op implementations (installed as ``jitort.kernels``).
 
-Importing this package first points Numba's on-disk cache for every ``@njit(cache=True)`` kernel
-in it at ``<jitort cache root>/library/<library hash>/``: compiled once per machine, shared by all
-models, and invalidated as a whole when any kernel source (or numba/llvmlite) changes — Numba's
-own cache would keep serving a caller compiled against an old version of a callee in another
-module. The locator runs before any kernel module is imported because it lives here.
+Importing this package installs jitort's Numba cache locator, before any kernel is decorated:
+
+* library kernels (``jitort.kernels.*``) cache under ``<jitort cache root>/library/<library hash>/``:
+  compiled once per machine, shared by all models, and invalidated as a whole when any kernel
+  source (or numba/llvmlite) changes — Numba's own cache would keep serving a caller compiled
+  against an old version of a callee in another module;
+* generated modules (written by ``jitort.cache.load_source_module``) cache in ``__pycache__``
+  beside their source.
+
+Both are stamped by content (the library hash; the generated module's name, itself a content
+hash), not by file mtime, so a copied cache or artifact directory stays valid.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 from numba.core import caching as _caching
 
 
-class _LibraryCacheLocator(_caching._SourceFileBackedLocatorMixin, _caching._CacheLocator):  # type: ignore[misc]
-    def __init__(self, py_func, py_file):  # type: ignore[no-untyped-def]
-        from jitort.cache import cache_root, ensure_private_dir
-        from jitort.codegen.source import library_hash
+class _JitortCacheLocator(_caching._CacheLocator):  # type: ignore[misc]
+    def __init__(self, py_func, py_file, stamp: str, path: str):  # type: ignore[no-untyped-def]
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        root = ensure_private_dir(cache_root())
-        self._cache_path = str(root / "library" / library_hash() / os.path.basename(os.path.dirname(py_file)))
+        self._stamp = stamp
+        self._cache_path = path
 
     def get_cache_path(self) -> str:
         return self._cache_path
 
+    def get_source_stamp(self) -> str:
+        return self._stamp
+
+    def get_disambiguator(self) -> str:
+        return str(self._lineno)
+
     @classmethod
     def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
-        if not (getattr(py_func, "__module__", "") or "").startswith("jitort.kernels."):
+        module = getattr(py_func, "__module__", "") or ""
+        if module.startswith("jitort.kernels."):
+            from jitort.cache import cache_root, ensure_private_dir
+            from jitort.codegen.source import library_hash
+            path = ensure_private_dir(cache_root()) / "library" / library_hash()
+            self = cls(py_func, py_file, library_hash(), str(path))
+        elif getattr(sys.modules.get(module), "__jitort_source__", None) is not None:
+            self = cls(py_func, py_file, module, os.path.join(os.path.dirname(py_file), "__pycache__"))
+        else:
             return None
-        return super().from_function(py_func, py_file)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            return None
+        return self
 
 
-if _LibraryCacheLocator not in _caching.CacheImpl._locator_classes:
-    _caching.CacheImpl._locator_classes.insert(0, _LibraryCacheLocator)
+if not any(c.__name__ == "_JitortCacheLocator" for c in _caching.CacheImpl._locator_classes):
+    _caching.CacheImpl._locator_classes.insert(0, _JitortCacheLocator)

@@ -1,0 +1,180 @@
+"""The compiled-model cache and artifacts: warm starts compile nothing, concurrency leaves a
+consistent cache, damaged entries are rebuilt, unsafe directories are refused."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import jitort
+from jitort import artifact, zoo
+from jitort.errors import Fail
+
+pytestmark = pytest.mark.slow
+
+CHILD = textwrap.dedent("""
+    import json, sys, numpy as np, jitort
+    model, seq = sys.argv[1], int(sys.argv[2])
+    s = jitort.InferenceSession(model)
+    x = np.random.default_rng(seq).standard_normal((2, seq, 64)).astype(np.float32)
+    feeds = {s.get_inputs()[0].name: x}
+    if len(s.get_inputs()) > 1:
+        feeds[s.get_inputs()[1].name] = np.ones((2, seq), np.int64)
+    out = s.run(None, feeds)[0]
+    r = s.compile_report
+    from jitort import cache
+    print(json.dumps({"compiled": len(r["compiled"]) + 0, "run_compiled": cache.compile_count(),
+                      "loaded_from": r["loaded_from"], "sum": float(np.float64(out).sum()),
+                      "notes": r["cache_notes"]}))
+""")
+
+
+def _run_child(root: Path, model: Path, seq: int = 5, extra_env: dict | None = None) -> dict:
+    env = dict(os.environ, JITORT_CACHE_DIR=str(root), **(extra_env or {}))
+    p = subprocess.run([sys.executable, "-c", CHILD, str(model), str(seq)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    paths = []
+    for k, build in enumerate((zoo.gpt_block, zoo.bert_layer)):
+        p = d / f"m{k}.onnx"
+        onnx.save(build(seed=k + 5), str(p))
+        paths.append(p)
+    return paths
+
+
+def test_second_process_compiles_nothing(tmp_path, models):
+    first = _run_child(tmp_path, models[0])
+    assert first["compiled"] > 0 and first["loaded_from"] == ""
+    second = _run_child(tmp_path, models[0])
+    assert second["compiled"] == 0 and second["run_compiled"] == 0, second
+    assert second["loaded_from"] != ""
+    assert second["sum"] == first["sum"]
+    third = _run_child(tmp_path, models[0], seq=9)  # a new sequence length
+    assert third["run_compiled"] == 0
+
+
+def test_concurrent_processes_leave_consistent_cache(tmp_path, models):
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(models[k % 2]), "5"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    sums = {}
+    for k, p in enumerate(procs):
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+        sums.setdefault(k % 2, set()).add(json.loads(out.strip().splitlines()[-1])["sum"])
+    assert all(len(v) == 1 for v in sums.values())
+    for k in range(2):
+        later = _run_child(tmp_path, models[k])
+        assert later["compiled"] == 0 and later["run_compiled"] == 0, later
+        assert later["sum"] in sums[k]
+
+
+def _entry(root: Path) -> Path:
+    (m,) = list((root / "models").glob("*/*/manifest.json"))
+    return m.parent
+
+
+def test_truncated_and_tampered_entries_are_rebuilt(tmp_path, models):
+    ref = _run_child(tmp_path, models[1])
+    entry = _entry(tmp_path)
+    const = next(entry.glob("consts/*.npy"))
+    const.write_bytes(const.read_bytes()[: const.stat().st_size // 2])
+    r = _run_child(tmp_path, models[1])
+    assert r["sum"] == ref["sum"] and any("rebuilt" in n for n in r["notes"]), r
+    # tamper with a generated kernel's source: detected by its hash, rebuilt
+    m = json.loads((_entry(tmp_path) / "manifest.json").read_text())
+    name = next(iter(m["kernels"]))
+    src = next(tmp_path.glob(f"kernels/*/{name}.py"))
+    src.write_text(src.read_text().replace("+", "-"))
+    r = _run_child(tmp_path, models[1])
+    assert r["sum"] == ref["sum"] and any("does not match" in n for n in r["notes"]), r
+    # truncate Numba's own index files: Numba must treat them as misses, not crash
+    for f in tmp_path.rglob("*.nbi"):
+        f.write_bytes(f.read_bytes()[:7])
+    r = _run_child(tmp_path, models[1])
+    assert r["sum"] == ref["sum"]
+
+
+def test_manifest_from_another_version_is_rebuilt_or_refused(tmp_path, models):
+    ref = _run_child(tmp_path, models[0])
+    mf = _entry(tmp_path) / "manifest.json"
+    m = json.loads(mf.read_text())
+    m["versions"]["numba"] = "0.1.0"
+    mf.write_text(json.dumps(m))
+    r = _run_child(tmp_path, models[0])
+    assert r["sum"] == ref["sum"] and any("numba 0.1.0" in n for n in r["notes"]), r
+    mf = _entry(tmp_path) / "manifest.json"
+    m = json.loads(mf.read_text())
+    m["cpu"]["cpu_name"] = "pentium2"
+    mf.write_text(json.dumps(m))
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path), JITORT_STRICT_CACHE="1")
+    p = subprocess.run([sys.executable, "-c", CHILD, str(models[0]), "5"], env=env, capture_output=True, text=True)
+    assert p.returncode != 0 and "pentium2" in p.stderr and "strict" in p.stderr
+
+
+def test_unsafe_cache_directory_is_refused(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    os.chmod(root, 0o777)
+    so = jitort.SessionOptions()
+    so.add_session_config_entry("session.jitort.cache_dir", str(root))
+    with pytest.raises(Fail, match="writable by other users"):
+        jitort.InferenceSession(zoo.mlp(sizes=(4, 3)).SerializeToString(), so)
+
+
+def test_cache_can_be_disabled(tmp_path):
+    so = jitort.SessionOptions()
+    so.add_session_config_entry("session.jitort.disable_cache", "1")
+    so.add_session_config_entry("session.jitort.cache_dir", str(tmp_path / "unused"))
+    s = jitort.InferenceSession(zoo.mlp(sizes=(4, 3)).SerializeToString(), so)
+    x = np.ones((2, 4), np.float32)
+    assert s.run(None, {"x": x})[0].shape == (2, 3)
+    assert not (tmp_path / "unused").exists()
+
+
+def test_artifact_loads_in_fresh_process_with_zero_compilation(tmp_path, models):
+    from jitort.aot import compile_artifact
+    art = tmp_path / "art"
+    rep = compile_artifact(str(models[0]), str(art), {"input_embeds": [2, 5, 64]}, quiet=True)
+    assert (art / "manifest.json").exists() and rep["kernels"] > 0
+    fresh_root = tmp_path / "other-cache"
+    r = _run_child(fresh_root, art)
+    assert r["compiled"] == 0 and r["run_compiled"] == 0, r
+    direct = _run_child(tmp_path / "third-cache", models[0])
+    assert r["sum"] == direct["sum"]
+    # the artifact named by a session option for the original model
+    code = CHILD.replace("s = jitort.InferenceSession(model)",
+                         "so = jitort.SessionOptions(); so.add_session_config_entry('session.jitort.artifact', "
+                         f"{str(art)!r}); s = jitort.InferenceSession(model, so)")
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "fourth-cache"))
+    p = subprocess.run([sys.executable, "-c", code, str(models[0]), "5"], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["compiled"] == 0 and out["run_compiled"] == 0 and out["sum"] == direct["sum"]
+
+
+def test_stale_artifact_rebuilds_or_refuses(tmp_path, models):
+    from jitort.aot import compile_artifact
+    art = tmp_path / "art"
+    compile_artifact(str(models[1]), str(art), {"hidden_states": [2, 5, 64], "attention_mask": [2, 5]}, quiet=True)
+    m = json.loads((art / "manifest.json").read_text())
+    m["versions"]["jitort"] = "0.0.0-other"
+    (art / "manifest.json").write_text(json.dumps(m))
+    r = _run_child(tmp_path / "c1", art)
+    assert any("stale" in n for n in r["notes"]), r
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "c2"), JITORT_STRICT_CACHE="1")
+    p = subprocess.run([sys.executable, "-c", CHILD, str(art), "5"], env=env, capture_output=True, text=True)
+    assert p.returncode != 0 and "0.0.0-other" in p.stderr
