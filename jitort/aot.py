@@ -60,7 +60,13 @@ def _child(job_json: str) -> None:
     so.add_session_config_entry("session.jitort.cache_dir", str(out))
     sess = jitort.InferenceSession(str(out / "model.onnx"), so)
     dims: dict[str, int] = {}
-    feeds = random_feeds(sess, seed=0, dims=dims, shapes={k: list(v) for k, v in job["shapes"].items()})
+    for arg in sess.get_inputs():  # --input-shape name=1x3x224x224 binds that input's symbolic dims
+        given = job["shapes"].get(arg.name)
+        if given is not None:
+            if len(given) != len(arg.shape):
+                raise ValueError(f"--input-shape {arg.name}: rank {len(given)}, the model says {len(arg.shape)}")
+            dims.update({d: int(v) for d, v in zip(arg.shape, given) if isinstance(d, str)})
+    feeds = random_feeds(sess, seed=0, dims=dims)
     sess.run(None, feeds)  # compiles the shared library kernels this model calls, into out/library
     c = sess._compiled
     key = artifact.model_key((out / "model.onnx").read_bytes(), [], {"providers": sess.get_providers(), **sess._flags})

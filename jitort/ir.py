@@ -111,8 +111,12 @@ class Graph:
         for n in self.nodes:
             ins = ", ".join(i or "_" for i in n.inputs)
             outs = ", ".join(f"{o}: {self.type_of(o)}" if o else "_" for o in n.outputs)
-            attrs = {k: v for k, v in n.attrs.items() if not isinstance(v, (Graph, list, np.ndarray))
-                     or (isinstance(v, list) and len(v) < 9)}
+            attrs: dict[str, Any] = {}
+            for k, v in n.attrs.items():
+                if isinstance(v, list) and v and isinstance(v[0], Node):
+                    attrs[k] = "+".join(b.op_type for b in v)
+                elif not isinstance(v, (Graph, list, np.ndarray)) or (isinstance(v, list) and len(v) < 9):
+                    attrs[k] = v
             a = (" " + str(attrs)) if attrs else ""
             lines.append(f"  {outs} = {n.op_type}({ins}){a}")
         lines.append("  return " + ", ".join(self.outputs))
