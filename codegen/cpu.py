@@ -141,7 +141,9 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     sig_parts = []
     for k, i in enumerate(node.inputs):
         r = len(loop_shape) if mode == "strided" else len(g.type_of(i).shape or ())
-        sig_parts.append(f"Array({storage_name(dts[i])}, {r}, \"{in_layouts[k]}\")")
+        # strided mode receives np.broadcast_to views, which are read-only
+        ro = ", readonly=True" if mode == "strided" else ""
+        sig_parts.append(f"Array({storage_name(dts[i])}, {r}, \"{in_layouts[k]}\"{ro})")
     for o in node.outputs:
         sig_parts.append(f"Array({storage_name(dts[o])}, {len(loop_shape)}, \"C\")")
     used_types = sorted({storage_name(dts[v]) for v in dts})

@@ -126,7 +126,11 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
                        and g.const(i) is None and i in names.local})
         if dead:
             body.writeline("del " + ", ".join(names.local[d] for d in dead))
-    outs = [names.ref(o) for o in g.outputs]
+    # Outputs that are constants or inputs are copied: callers may write into what run() returns.
+    outs = [names.ref(o) + (".copy()" if o in g.inputs or g.const(o) is not None else "") for o in g.outputs]
+    args = ", ".join(names.local[i] for i in g.inputs)
+    feed_check = IndentedBuffer(1)
+    _emit_feed_check(feed_check, g, names, args)  # may hoist dtypes: before the constant lines are written
     buf = IndentedBuffer()
     buf.writeline(f'"""jitort plan: {comment_safe(title)} (generated; edits are overwritten)."""')
     for line in sorted(imports):
@@ -137,13 +141,12 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
     with buf.indent():
         buf.writelines(names.const_lines)
         buf.writeline("")
-        args = ", ".join(names.local[i] for i in g.inputs)
         buf.writeline(f"def run({args}):")
         buf.lines.extend(body.lines)
         with buf.indent():
             buf.writeline(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
         buf.writeline("")
-        _emit_feed_check(buf, g, names, args)
+        buf.lines.extend(feed_check.lines)
         buf.writeline("")
         buf.writeline("return run, run_feed")
     return buf.getvalue(), names.consts
@@ -216,7 +219,7 @@ def _dtype_src(dt: np.dtype | None, names: _Names) -> str:
     dt = np.dtype(dt)
     if dt.name == "bool":
         return "np.bool_"
-    if hasattr(np, dt.name):
+    if dt.kind in "biuf" and hasattr(np, dt.name):
         return f"np.{dt.name}"
     return names.hoist(dt, f"dtype {dt.name}")
 
