@@ -63,7 +63,6 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     mode = "flat" if all(p is not None for p in pats) else "strided"
     buf = IndentedBuffer()
     imports: set[str] = set()
-    local: dict[str, str] = {}
     in_args = [f"a{k}" for k in range(len(node.inputs))]
     out_args = [f"o{k}" for k in range(len(node.outputs))]
     dts = {n: _value_dtype(g, n) for n in [*node.inputs, *node.outputs]}
@@ -84,27 +83,7 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
         return f"{out_args[k]}{index} = {val}"
 
     def emit_body(loads: list[str], stores: list[str]) -> None:
-        for k, ld in enumerate(loads):
-            local[node.inputs[k]] = f"x{k}"
-            buf.writeline(f"x{k} = {ld}")
-        for j, n in enumerate(body):
-            d = lookup(n.op_type, n.domain, n.version, n.name)
-            in_dt = [_value_dtype(g, i) if i else np.dtype(np.float32) for i in n.inputs]
-            out_dt = _value_dtype(g, n.outputs[0])
-            c = Scalar(n, in_dt, out_dt, [g.const(i) for i in n.inputs])
-            args = [local[i] if i else None for i in n.inputs]
-            expr = d.scalar(c, *args)  # type: ignore[misc]
-            imports.update(c.imports)
-            v = f"v{j}"
-            if out_dt.name in _HALF:  # round intermediates to the storage precision, as per-op execution would
-                f2, t2 = _HALF[out_dt.name]
-                imports.add(f"from jitort.kernels.fp16 import {f2}, {t2}")
-                buf.writeline(f"{v} = {f2}({t2}({c.cast(expr)}))")
-            else:
-                buf.writeline(f"{v} = {c.cast(expr)}")
-            local[n.outputs[0]] = v
-        for k, o in enumerate(node.outputs):
-            buf.writeline(store(k, stores[k], local[o]))
+        emit_scalar_body(buf, node, g, loads, [store(k, st, "{}") for k, st in enumerate(stores)], "cpu", imports)
 
     if mode == "flat":
         dims, in_pats = _collapse(loop_shape, pats)  # type: ignore[arg-type]
@@ -168,6 +147,34 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     return FusedKernel(name, text, mode, list(node.inputs), list(node.outputs),
                        pats if mode == "flat" else None,
                        tuple(loop_shape))
+
+
+def emit_scalar_body(buf: IndentedBuffer, node: Node, g: Graph, loads: list[str], stores: list[str],
+                     target: str, imports: set[str]) -> None:
+    """The loop body shared by the CPU and CUDA emitters: load operands into locals ``x<k>``, one
+    local ``v<j>`` per op (its scalar expression cast to the op's dtype), store the group's outputs
+    (``stores`` are templates with ``{}`` for the value)."""
+    local: dict[str, str] = {}
+    for k, ld in enumerate(loads):
+        local[node.inputs[k]] = f"x{k}"
+        buf.writeline(f"x{k} = {ld}")
+    for j, n in enumerate(node.attrs["body"]):
+        d = lookup(n.op_type, n.domain, n.version, n.name)
+        in_dt = [_value_dtype(g, i) if i else np.dtype(np.float32) for i in n.inputs]
+        out_dt = _value_dtype(g, n.outputs[0])
+        c = Scalar(n, in_dt, out_dt, [g.const(i) for i in n.inputs], target)
+        expr = d.scalar(c, *[local[i] if i else None for i in n.inputs])  # type: ignore[misc]
+        imports.update(c.imports)
+        v = f"v{j}"
+        if out_dt.name in _HALF:  # round intermediates to the storage precision, as per-op execution would
+            f2, t2 = _HALF[out_dt.name]
+            imports.add(f"from jitort.kernels.fp16 import {f2}, {t2}")
+            buf.writeline(f"{v} = {f2}({t2}({c.cast(expr)}))")
+        else:
+            buf.writeline(f"{v} = {c.cast(expr)}")
+        local[n.outputs[0]] = v
+    for k, o in enumerate(node.outputs):
+        buf.writeline(stores[k].format(local[o]))
 
 
 def _collapse(loop: Shape, pats: list[tuple[str, ...]]) -> tuple[list[list[int]], list[tuple[str, ...]]]:

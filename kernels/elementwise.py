@@ -55,7 +55,7 @@ def Mod(c: Scalar, a: str, b: str) -> str:
     if c.attrs.get("fmod", 0) or _is_float(c):
         # fmod: the result has the dividend's sign (C's fmod); float Mod requires fmod=1 by the spec.
         if _is_float(c):
-            return f"np.fmod({a}, {b})"
+            return c.fn("fmod", a, b)
         return f"{a} - {b} * ({a} // {b} + (1 if ({a} % {b} != 0 and (({a} < 0) != ({b} < 0))) else 0))"
     return f"{a} % {b}"
 
@@ -123,9 +123,9 @@ _unary("Log", 1, lambda c, x: c.math("log", x))
 _unary("Tanh", 1, lambda c, x: c.math("tanh", x))
 _unary("Sigmoid", 1, lambda c, x: c.math("sigmoid", x))
 _unary("Erf", 9, lambda c, x: c.math("erf", x))
-_unary("Floor", 1, lambda c, x: f"np.floor({x})")
-_unary("Ceil", 1, lambda c, x: f"np.ceil({x})")
-_unary("Round", 11, lambda c, x: f"np.rint({x})")
+_unary("Floor", 1, lambda c, x: c.fn("floor", x))
+_unary("Ceil", 1, lambda c, x: c.fn("ceil", x))
+_unary("Round", 11, lambda c, x: c.fn("rint", x))
 for _name in ("Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh"):
     _unary(_name, 7 if _name in ("Sin", "Cos", "Tan", "Asin", "Acos", "Atan") else 9,
            (lambda fname: lambda c, x: f"math.{fname}({x})")(_name.lower()))

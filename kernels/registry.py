@@ -200,6 +200,15 @@ def compute_dtype(dt: np.dtype) -> np.dtype:
     return dt
 
 
+# The few spellings the CPU and CUDA emitters do not share (numba-cuda has no numpy ufuncs in
+# kernels; math.floor returns an int in Numba, which loses inf and NaN).
+_SPELLINGS = {
+    "cpu": {"floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint", "fmod": "np.fmod"},
+    "cuda": {"floor": "libdevice.floor", "ceil": "libdevice.ceil", "rint": "libdevice.rint",
+             "fmod": "libdevice.fmod"},
+}
+
+
 class Scalar:
     """What an elementwise op's scalar expression may ask of its context.
 
@@ -210,8 +219,9 @@ class Scalar:
     """
 
     def __init__(self, node: Node, in_dtypes: list[np.dtype], out_dtype: np.dtype,
-                 consts: list[np.ndarray | None] | None = None):
+                 consts: list[np.ndarray | None] | None = None, target: str = "cpu"):
         self.node = node
+        self.target = target
         self.consts = consts or [None] * len(in_dtypes)
         self.attrs = node.attrs
         self.in_dtypes = [compute_dtype(d) for d in in_dtypes]
@@ -247,10 +257,19 @@ class Scalar:
     def cast(self, expr: str, dtype: np.dtype | None = None) -> str:
         return f"{np_name(dtype if dtype is not None else self.dtype)}({expr})"
 
+    def fn(self, name: str, *args: str) -> str:
+        """A function whose spelling differs by target (``_SPELLINGS``): floor, ceil, rint, fmod."""
+        f32 = compute_dtype(self.dtype) == np.float32
+        spelling = _SPELLINGS[self.target][name]
+        if self.target == "cuda":
+            self.imports.add("from numba.cuda import libdevice")
+            spelling = spelling + ("f" if f32 else "")
+        return f"{spelling}({', '.join(args)})"
+
     def math(self, fname: str, x: str, dtype: np.dtype | None = None) -> str:
-        """A float math function: float32 uses jitort.kernels.fastmath when it has one."""
+        """A float math function: on the CPU float32 uses jitort.kernels.fastmath when it has one."""
         dt = compute_dtype(dtype if dtype is not None else self.dtype)
-        if dt == np.float32:
+        if dt == np.float32 and self.target == "cpu":
             from jitort.kernels.fastmath import FLOAT32_FUNCS
             if fname in FLOAT32_FUNCS:
                 f = FLOAT32_FUNCS[fname]
