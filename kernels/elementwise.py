@@ -206,7 +206,10 @@ def ThresholdedRelu(c: Scalar, x: str) -> str:
 @elementwise("Shrink", since=9)
 def Shrink(c: Scalar, x: str) -> str:
     lam, bias, zero = c.const(c.attrs["lambd"]), c.const(c.attrs["bias"]), c.const(0)
-    return f"({x} + {bias} if {x} < -{lam} else ({x} - {bias} if {x} > {lam} else {zero}))"
+    upper = f"({x} - {bias} if {x} > {lam} else {zero})"
+    if c.dtype.kind == "u":  # x >= 0 > -lambd; negating lambd would wrap around
+        return upper
+    return f"({x} + {bias} if {x} < -{lam} else {upper})"
 
 
 @elementwise("Gelu", since=20)

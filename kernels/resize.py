@@ -1,0 +1,766 @@
+"""Resampling ops: Resize (10, 11, 13, 18, 19), Upsample (7, 9), GridSample (16, 20, 22), AffineGrid (20),
+Col2Im (18).
+
+Resize is separable: every resized axis gets a table of source indices and weights (tap-major,
+``[taps, out]``), built in numpy once per distinct geometry (the whole per-call plan is memoised on
+shapes, scales/sizes/roi values and attributes), and kernels apply the tables. The common
+case — the last two axes of an NCHW tensor — runs one fused kernel per call that interpolates each
+plane horizontally into a small row buffer and then vertically with contiguous, vectorisable row
+sums; any other set of axes is resized one axis at a time on ``[outer, axis, inner]`` views. Nearest
+copies elements through an unsigned-integer view of the same width, so one kernel serves every dtype.
+
+Coordinates follow onnxruntime's CPU kernel (float32 arithmetic in the same order; a fraction within
+1e-6 of .5 is a round_prefer_* tie), so nearest picks the same pixels. Where onnxruntime departs from
+the spec, the spec wins:
+``tf_crop_and_resize`` applies its roi even on axes whose size does not change, and a resize whose
+output shape equals its input shape still interpolates (onnxruntime copies the input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.registry import op
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+_F32 = np.float32
+_UINT_VIEW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+# --- kernels -------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _nearest_2d(x, iy, ix, out):  # type: ignore[no-untyped-def]
+    """out[p, oy, ox] = x[p, iy[oy], ix[ox]]; a row equal to the previous one is copied."""
+    for p in range(x.shape[0]):
+        for oy in range(out.shape[1]):
+            r = iy[oy]
+            if oy > 0 and iy[oy - 1] == r:
+                for o in range(out.shape[2]):
+                    out[p, oy, o] = out[p, oy - 1, o]
+            else:
+                for o in range(out.shape[2]):
+                    out[p, oy, o] = x[p, r, ix[o]]
+
+
+@njit(**_JIT)
+def _interp_axis(x, idx, w, out):  # type: ignore[no-untyped-def]
+    """x: [P, I, Q] -> out: [P, O, Q]; out[p, o, q] = sum_k w[k, o] * x[p, idx[k, o], q] (tap-major tables)."""
+    K = idx.shape[0]
+    O = out.shape[1]
+    Q = x.shape[2]
+    for p in range(x.shape[0]):
+        if Q == 1:  # the last axis: gathers along the row, vectorised over outputs
+            for o in range(O):
+                out[p, o, 0] = w[0, o] * x[p, idx[0, o], 0]
+            for k in range(1, K):
+                for o in range(O):
+                    out[p, o, 0] += w[k, o] * x[p, idx[k, o], 0]
+            continue
+        for o in range(O):
+            w0 = w[0, o]
+            r0 = idx[0, o]
+            for q in range(Q):
+                out[p, o, q] = w0 * x[p, r0, q]
+            for k in range(1, K):
+                wk = w[k, o]
+                rk = idx[k, o]
+                for q in range(Q):
+                    out[p, o, q] += wk * x[p, rk, q]
+
+
+@njit(**_JIT)
+def _interp_2d(x, iy, wy, ix, wx, rows, out):  # type: ignore[no-untyped-def]
+    """x: [P, IH, IW] -> out: [P, OH, OW] with tap-major tables iy/wy [KY, OH], ix/wx [KX, OW].
+
+    Per plane, the input rows the vertical taps touch are interpolated horizontally into ``tmp``
+    (gathers, vectorised over output columns); each output row is then a weighted sum of whole
+    ``tmp`` rows (contiguous). Two-tap tables (linear) take a fused branch.
+    """
+    KY = iy.shape[0]
+    KX = ix.shape[0]
+    OW = out.shape[2]
+    tmp = np.empty((x.shape[1], OW), out.dtype)
+    i0 = ix[0]
+    w0 = wx[0]
+    for p in range(x.shape[0]):
+        for r in rows:
+            xr = x[p, r]
+            tr = tmp[r]
+            if KX == 2:
+                i1 = ix[1]
+                w1 = wx[1]
+                for o in range(OW):
+                    tr[o] = w0[o] * xr[i0[o]] + w1[o] * xr[i1[o]]
+            else:
+                for o in range(OW):
+                    tr[o] = w0[o] * xr[i0[o]]
+                for k in range(1, KX):
+                    ik = ix[k]
+                    wk = wx[k]
+                    for o in range(OW):
+                        tr[o] += wk[o] * xr[ik[o]]
+        for oy in range(out.shape[1]):
+            a0 = wy[0, oy]
+            t0 = tmp[iy[0, oy]]
+            orow = out[p, oy]
+            if KY == 2:
+                a1 = wy[1, oy]
+                t1 = tmp[iy[1, oy]]
+                for o in range(OW):
+                    orow[o] = a0 * t0[o] + a1 * t1[o]
+            else:
+                for o in range(OW):
+                    orow[o] = a0 * t0[o]
+                for k in range(1, KY):
+                    ak = wy[k, oy]
+                    tk = tmp[iy[k, oy]]
+                    for o in range(OW):
+                        orow[o] += ak * tk[o]
+
+
+@njit(**_JIT)
+def _bilinear_2d(x, iy, wy, ix, wx, out):  # type: ignore[no-untyped-def]
+    """Two-tap bilinear in onnxruntime's evaluation order (four weight products, summed left to
+    right): integer outputs truncate, so the rounding order decides the result."""
+    for p in range(x.shape[0]):
+        for oy in range(out.shape[1]):
+            y1 = iy[0, oy]
+            y2 = iy[1, oy]
+            dy2 = wy[0, oy]
+            dy1 = wy[1, oy]
+            for o in range(out.shape[2]):
+                x1 = ix[0, o]
+                x2 = ix[1, o]
+                dx2 = wx[0, o]
+                dx1 = wx[1, o]
+                out[p, oy, o] = (dx2 * dy2 * x[p, y1, x1] + dx1 * dy2 * x[p, y1, x2]
+                                 + dx2 * dy1 * x[p, y2, x1] + dx1 * dy1 * x[p, y2, x2])
+
+
+# --- per-axis tables -------------------------------------------------------------------------------
+
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    """C's std::round, exact for float32 inputs (float64 has room for the +0.5)."""
+    a = np.asarray(v, np.float64)
+    return np.copysign(np.floor(np.abs(a) + 0.5), a)
+
+
+def _coords(coord: str, in_len: int, out_len: int, scale: float, roi: tuple[float, float],
+            cdt: type) -> np.ndarray:
+    """Source coordinate of every output index, in onnxruntime's arithmetic (``cdt`` = float32)."""
+    f = cdt
+    o = np.arange(out_len, dtype=f)
+    s = f(scale)
+    half = f(0.5)
+    if coord == "half_pixel":
+        return (o + half) / s - half
+    if coord == "asymmetric":
+        return o / s
+    if coord == "pytorch_half_pixel":
+        return (o + half) / s - half if out_len > 1 else np.zeros(out_len, f)
+    if coord == "tf_half_pixel_for_nn":
+        return (o + half) / s
+    if coord == "align_corners":
+        return o * f(in_len - 1) / f(out_len - 1) if out_len > 1 else np.zeros(out_len, f)
+    if coord == "tf_crop_and_resize":
+        r0, r1 = f(roi[0]), f(roi[1])
+        if out_len > 1:
+            return r0 * f(in_len - 1) + (o * (r1 - r0) * f(in_len - 1)) / f(out_len - 1)
+        return np.full(out_len, f(0.5 * (float(r0) + float(r1)) * (in_len - 1)), f)
+    if coord == "half_pixel_symmetric":
+        adjustment = f(out_len) / (s * f(in_len))
+        offset = f(in_len) / f(2) * (f(1) - adjustment)
+        return (np.float64(offset) + (o.astype(np.float64) + 0.5) / np.float64(s) - 0.5).astype(f)
+    raise InvalidArgument(f"Resize: unknown coordinate_transformation_mode '{coord}'")
+
+
+def _nearest_index(xo: np.ndarray, mode: str, downsample: bool) -> np.ndarray:
+    if mode in ("round_prefer_floor", "round_prefer_ceil"):
+        f = xo.dtype.type
+        frac = xo - np.floor(xo)
+        # float32 coordinates: a fraction within 1e-6 of .5 is a tie (a true tie computed with
+        # rounding error), as onnxruntime decides; float64 ones compare exactly.
+        tie = np.abs(frac - f(0.5)) <= f(1e-6) if xo.dtype == np.float32 else frac == f(0.5)
+        if mode == "round_prefer_floor":
+            return np.where(tie, np.floor(xo), _round_half_away(xo))
+        return np.where(tie, np.ceil(xo), _round_half_away(xo))
+    if mode == "floor":
+        return np.floor(xo)
+    if mode == "ceil":
+        return np.ceil(xo)
+    if mode == "simple":  # Resize-10 / Upsample: no nearest_mode attribute yet
+        return np.ceil(xo) if downsample else np.trunc(xo)
+    raise InvalidArgument(f"Resize: unknown nearest_mode '{mode}'")
+
+
+def _cubic_coeffs(s: np.ndarray, A: np.floating) -> np.ndarray:
+    """Keys' cubic convolution weights for taps floor(x) - 1 .. floor(x) + 2 (s = x - floor(x))."""
+    f = s.dtype.type
+    one, two, three, four, five, eight = (f(v) for v in (1, 2, 3, 4, 5, 8))
+    s1, t, t1 = s + one, one - s, two - s
+    return np.stack([((A * s1 - five * A) * s1 + eight * A) * s1 - four * A,
+                     ((A + two) * s - (A + three)) * s * s + one,
+                     ((A + two) * t - (A + three)) * t * t + one,
+                     ((A * t1 - five * A) * t1 + eight * A) * t1 - four * A], axis=1)
+
+
+def _aa_filter(v: np.ndarray, cubic: bool, A: np.floating) -> np.ndarray:
+    f = v.dtype.type
+    a = np.abs(v)
+    if not cubic:
+        return np.where(a < f(1), f(1) - a, f(0))
+    inner = ((A + f(2)) * a - (A + f(3))) * a * a + f(1)
+    outer = (((a - f(5)) * a + f(8)) * a - f(4)) * A
+    return np.where(a < f(1), inner, np.where(a < f(2), outer, f(0))).astype(v.dtype)
+
+
+@lru_cache(maxsize=512)
+def _axis_table(mode: str, in_len: int, out_len: int, scale: float, coord: str, roi: tuple[float, float],
+                nearest_mode: str, cubic_a: float, exclude: bool, antialias: bool, cdt_name: str
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Tap-major (indices [taps, out], weights [taps, out] or None for nearest, extrapolation mask or None)."""
+    idx, w, mask = _axis_table_rows(mode, in_len, out_len, scale, coord, roi, nearest_mode, cubic_a, exclude,
+                                    antialias, cdt_name)
+    return (np.ascontiguousarray(idx.T, dtype=np.int64),
+            None if w is None else np.ascontiguousarray(w.T), mask)
+
+
+def _axis_table_rows(mode: str, in_len: int, out_len: int, scale: float, coord: str, roi: tuple[float, float],
+                     nearest_mode: str, cubic_a: float, exclude: bool, antialias: bool, cdt_name: str
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    f = np.dtype(cdt_name).type
+    mask = None
+    if mode == "nearest" or not antialias:
+        xo = _coords(coord, in_len, out_len, scale, roi, f)
+        if coord == "tf_crop_and_resize":
+            mask = (xo < 0) | (xo > f(in_len - 1))
+    if mode == "nearest":
+        i = _nearest_index(xo, nearest_mode, scale < 1)
+        return np.clip(i, 0, in_len - 1).astype(np.int64).reshape(-1, 1), None, mask
+    if antialias:
+        idx, w = _aa_table(mode == "cubic", in_len, out_len, scale, coord, roi, f(cubic_a), exclude, f)
+        if coord == "tf_crop_and_resize":
+            xo = _coords(coord, in_len, out_len, scale, roi, f)
+            mask = (xo < 0) | (xo > f(in_len - 1))
+        return idx, w, mask
+    if mode == "linear":
+        xc = np.clip(xo, f(0), f(in_len - 1))
+        i1 = np.minimum(xc.astype(np.int64), in_len - 1)
+        i2 = np.minimum(i1 + 1, in_len - 1)
+        w2 = np.abs(xc - i1.astype(f))  # weight of i2
+        w1 = np.abs(xc - i2.astype(f))  # weight of i1
+        same = i1 == i2
+        w1[same] = f(0.5)
+        w2[same] = f(0.5)
+        return np.stack([i1, i2], axis=1), np.stack([w1, w2], axis=1), mask
+    # cubic
+    fl = np.floor(xo)
+    s = (xo - fl).astype(f)
+    taps = fl.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
+    w = _cubic_coeffs(s, f(cubic_a))
+    if exclude:
+        w = np.where((taps < 0) | (taps >= in_len), f(0), w)
+        w = (w / w.sum(axis=1, keepdims=True, dtype=f)).astype(f)
+    return np.clip(taps, 0, in_len - 1), w.astype(f), mask
+
+
+def _aa_table(cubic: bool, in_len: int, out_len: int, scale: float, coord: str, roi: tuple[float, float],
+              A: np.floating, exclude: bool, f: type) -> tuple[np.ndarray, np.ndarray]:
+    """Antialiased taps: the filter stretched by 1/scale when downsampling (onnxruntime's
+    upsample_aa; out-of-range taps are clamped to the edge unless ``exclude_outside``)."""
+    support_size = f(4.0 if cubic else 2.0)
+    inv = f(1) / f(scale)
+    support = support_size * f(0.5) * inv if inv >= 1 else support_size * f(0.5)
+    filt_scale = f(1) / inv if inv >= 1 else f(1)
+    if inv == 1:
+        center = np.arange(out_len, dtype=f) + f(0.5)
+    else:
+        center = _coords(coord, in_len, out_len, scale, roi, f) + f(0.5)
+    c64 = center.astype(np.float64)
+    lo = np.floor(c64 - float(support) + 0.5).astype(np.int64)
+    hi = np.floor(c64 + float(support) + 0.5).astype(np.int64)
+    if exclude:
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, in_len)
+    K = max(int((hi - lo).max(initial=1)), 1)
+    taps = lo[:, None] + np.arange(K)[None, :]
+    valid = taps < hi[:, None]
+    arg = (taps.astype(f) - center[:, None] + f(0.5)) * filt_scale
+    w = np.where(valid, _aa_filter(arg.astype(f), cubic, A), f(0)).astype(f)
+    total = w.sum(axis=1, keepdims=True, dtype=f)
+    w = np.where((total != 0) & (total != 1), w / np.where(total == 0, f(1), total), w).astype(f)
+    return np.clip(taps, 0, in_len - 1), w
+
+
+# --- Resize ---------------------------------------------------------------------------------------
+
+def _output_geometry(shape: tuple[int, ...], scales: np.ndarray | None, sizes: np.ndarray | None,
+                     axes: list[int], policy: str, name: str, exact: bool = False) -> tuple[list[int], list[float]]:
+    """Output shape and per-axis scales. Scales derived from sizes are float32 quotients, as
+    onnxruntime computes them, unless ``exact`` (float64 data, which onnxruntime does not cover)."""
+    r = len(shape)
+    has_scales = scales is not None and scales.size > 0
+    has_sizes = sizes is not None and sizes.size > 0
+    if has_scales == has_sizes:
+        raise InvalidArgument(f"{name}: exactly one of 'scales' and 'sizes' must be given (non-empty)")
+    out, sc = list(shape), [1.0] * r
+    if has_scales:
+        s = np.asarray(scales, np.float32).reshape(-1)
+        if s.size != len(axes):
+            raise InvalidArgument(f"{name}: 'scales' has {s.size} values, expected {len(axes)} (rank or len(axes))")
+        for a, v in zip(axes, s):
+            if not v > 0:
+                raise InvalidArgument(f"{name}: scales must be > 0, got {v} for axis {a}")
+            sc[a] = float(v)
+            out[a] = int(_F32(v) * _F32(shape[a]))
+        return out, sc
+    z = np.asarray(sizes, np.int64).reshape(-1)
+    if z.size != len(axes):
+        raise InvalidArgument(f"{name}: 'sizes' has {z.size} values, expected {len(axes)} (rank or len(axes))")
+    for a, v in zip(axes, z):
+        if v < 0:
+            raise InvalidArgument(f"{name}: sizes must be >= 0, got {v} for axis {a}")
+        if shape[a] == 0 and v != 0:
+            raise InvalidArgument(f"{name}: input dim {a} is 0 but the requested output size is {v}")
+        out[a] = int(v)
+        sc[a] = (v / shape[a] if exact else float(_F32(v) / _F32(shape[a]))) if shape[a] else 1.0
+    if policy != "stretch":
+        if policy not in ("not_larger", "not_smaller"):
+            raise InvalidArgument(f"{name}: unknown keep_aspect_ratio_policy '{policy}'")
+        pick = min if policy == "not_larger" else max
+        s = pick(sc[a] for a in axes)
+        for a in axes:
+            sc[a] = s
+            prod = s * shape[a] if exact else _F32(s) * _F32(shape[a])
+            out[a] = int(_round_half_away(np.asarray(prod)))
+    return out, sc
+
+
+def _compute_dtype(dt: np.dtype, name: str) -> np.dtype:
+    if dt == np.float64 or (dt.kind in "iu" and dt.itemsize == 8) or dt == np.uint32:
+        return np.dtype(np.float64)
+    if dt.kind in "fiu" or dt.name == "bfloat16":
+        return np.dtype(np.float32)
+    raise OrtNotImplemented(f"{name}: linear and cubic modes are not supported for dtype {dt} by jitort")
+
+
+def _store(y: np.ndarray, dt: np.dtype, rounding: bool) -> np.ndarray:
+    """Cast interpolated values back: integers truncate (C casts) or round (antialias) and saturate."""
+    if y.dtype == dt:
+        return y
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        y = _round_half_away(y) if rounding else np.trunc(y)
+        return np.clip(y, info.min, info.max).astype(dt)
+    return y.astype(dt)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything about one Resize call that depends only on shapes and attributes (memoised)."""
+
+    out_shape: tuple[int, ...]
+    kind: str  # "empty", "copy", "nearest2d", "take", "bilinear2d", "interp2d", "axes"
+    tables: tuple  # ((axis, idx, weights-in-cdt or None), ...) in application order
+    rows: np.ndarray | None  # interp2d: the input rows the vertical taps read
+    masks: tuple  # ((axis, bool mask), ...) for tf_crop_and_resize extrapolation
+    cdt: np.dtype | None
+
+
+def _array_key(a: np.ndarray | None) -> tuple | None:
+    return None if a is None else (a.dtype.str, a.shape, a.tobytes())
+
+
+def _resize(x: np.ndarray, roi: np.ndarray | None, scales: np.ndarray | None, sizes: np.ndarray | None, *,
+            mode: str, coord: str, nearest_mode: str, cubic_coeff_a: float = -0.75, exclude_outside: int = 0,
+            extrapolation_value: float = 0.0, antialias: int = 0, axes: list[int] | None = None,
+            policy: str = "stretch", name: str = "Resize") -> np.ndarray:
+    roi_key = _array_key(roi) if coord == "tf_crop_and_resize" else None
+    plan = _plan(x.shape, x.dtype, _array_key(scales), _array_key(sizes), roi_key, mode, coord, nearest_mode,
+                 float(cubic_coeff_a), bool(exclude_outside), bool(antialias), tuple(axes) if axes else None,
+                 policy, name)
+    if plan.kind == "empty":
+        return np.zeros(plan.out_shape, x.dtype)
+    if plan.kind == "copy":
+        return x.copy()
+    if plan.cdt is None:
+        y = _apply_nearest(x, plan)
+    else:
+        y = _store(_apply_interp(x.astype(plan.cdt, copy=False), plan), x.dtype, bool(antialias))
+    if plan.masks:
+        m = np.zeros(plan.out_shape, bool)
+        for a, mk in plan.masks:
+            m |= mk.reshape([-1 if d == a else 1 for d in range(x.ndim)])
+        y[m] = _store(np.array([extrapolation_value], np.float64), x.dtype, False)[0]
+    return y
+
+
+def _unkey(k: tuple | None) -> np.ndarray | None:
+    return None if k is None else np.frombuffer(k[2], np.dtype(k[0])).reshape(k[1])
+
+
+@lru_cache(maxsize=256)
+def _plan(shape: tuple[int, ...], dtype: np.dtype, scales_k: tuple | None, sizes_k: tuple | None,
+          roi_k: tuple | None, mode: str, coord: str, nearest_mode: str, cubic_a: float, exclude: bool,
+          antialias: bool, axes_t: tuple[int, ...] | None, policy: str, name: str) -> _Plan:
+    if mode not in ("nearest", "linear", "cubic"):
+        raise InvalidArgument(f"{name}: mode must be nearest, linear or cubic, got '{mode}'")
+    r = len(shape)
+    if r == 0:
+        raise InvalidArgument(f"{name}: input must have rank >= 1")
+    if antialias and mode == "nearest":
+        raise InvalidArgument(f"{name}: antialias is only defined for the linear and cubic modes")
+    if axes_t:
+        if any(not -r <= a < r for a in axes_t):
+            raise InvalidArgument(f"{name}: axes {list(axes_t)} out of range for rank {r}")
+        axes = [a % r for a in axes_t]
+        if len(set(axes)) != len(axes):
+            raise InvalidArgument(f"{name}: axes {list(axes_t)} repeat an axis")
+    else:
+        axes = list(range(r))
+    out_shape, sc = _output_geometry(shape, _unkey(scales_k), _unkey(sizes_k), axes, policy, name,
+                                     exact=dtype == np.float64)
+    rois = [(0.0, 1.0)] * r
+    roi = _unkey(roi_k)
+    if roi is not None and roi.size:
+        rv = roi.astype(np.float64).reshape(-1)
+        if rv.size != 2 * len(axes):
+            raise InvalidArgument(f"{name}: roi has {rv.size} values, expected {2 * len(axes)}")
+        for k, a in enumerate(axes):
+            rois[a] = (float(rv[k]), float(rv[len(axes) + k]))
+    cdt = _compute_dtype(dtype, name) if mode != "nearest" else None
+    out_t = tuple(out_shape)
+    if 0 in out_shape or 0 in shape:
+        return _Plan(out_t, "empty", (), None, (), cdt)
+    active = [a for a in range(r) if not (sc[a] == 1.0 and out_shape[a] == shape[a] and coord != "tf_crop_and_resize")]
+    if not active:
+        return _Plan(out_t, "copy", (), None, (), cdt)
+    coord_dt = "float64" if dtype == np.float64 else "float32"
+    # shrinking axes first keeps the intermediates of the one-axis-at-a-time path small
+    active.sort(key=lambda a: out_shape[a] / shape[a])
+    tables, masks = [], []
+    for a in active:
+        idx, w, mask = _axis_table(mode, shape[a], out_shape[a], sc[a], coord, rois[a], nearest_mode, cubic_a,
+                                   exclude, antialias, coord_dt)
+        tables.append((a, idx, None if w is None else w.astype(cdt)))
+        if mask is not None and mask.any():
+            masks.append((a, mask))
+    last2 = r >= 2 and set(active) <= {r - 2, r - 1}
+    if cdt is None:
+        plain = dtype.kind in "biuf" or dtype.name == "bfloat16"
+        if last2 and plain:
+            t = dict((a, i) for a, i, _ in tables)
+            iy = t.get(r - 2, np.arange(shape[-2], dtype=np.int64).reshape(1, -1))
+            ix = t.get(r - 1, np.arange(shape[-1], dtype=np.int64).reshape(1, -1))
+            tables = [(r - 2, np.ascontiguousarray(iy[0]), None), (r - 1, np.ascontiguousarray(ix[0]), None)]
+            return _Plan(out_t, "nearest2d", tuple(tables), None, tuple(masks), None)
+        return _Plan(out_t, "take", tuple((a, np.ascontiguousarray(i[0]), None) for a, i, _ in tables), None,
+                     tuple(masks), None)
+    if last2 and len(active) == 2:
+        tables.sort(key=lambda t: t[0])
+        (_, iy, wy), (_, ix, wx) = tables
+        if dtype.kind in "iu" and iy.shape[0] == 2 and ix.shape[0] == 2:
+            return _Plan(out_t, "bilinear2d", tuple(tables), None, tuple(masks), cdt)
+        return _Plan(out_t, "interp2d", tuple(tables), np.unique(iy), tuple(masks), cdt)
+    return _Plan(out_t, "axes", tuple(tables), None, tuple(masks), cdt)
+
+
+def _apply_nearest(x: np.ndarray, plan: _Plan) -> np.ndarray:
+    if plan.kind == "nearest2d":
+        (_, iy, _), (_, ix, _) = plan.tables
+        view = _UINT_VIEW[x.dtype.itemsize]
+        xv = x.view(view).reshape(-1, x.shape[-2], x.shape[-1])
+        out = np.empty((xv.shape[0], plan.out_shape[-2], plan.out_shape[-1]), view)
+        _nearest_2d(xv, iy, ix, out)
+        return out.view(x.dtype).reshape(plan.out_shape)
+    y = x
+    for a, idx, _ in plan.tables:
+        y = np.take(y, idx, axis=a)
+    return np.ascontiguousarray(y)
+
+
+def _apply_interp(x: np.ndarray, plan: _Plan) -> np.ndarray:
+    cdt = plan.cdt
+    oshape = plan.out_shape
+    if plan.kind in ("interp2d", "bilinear2d"):
+        (_, iy, wy), (_, ix, wx) = plan.tables
+        x3 = x.reshape(-1, x.shape[-2], x.shape[-1])
+        out = np.empty((x3.shape[0], oshape[-2], oshape[-1]), cdt)
+        if plan.kind == "bilinear2d":
+            _bilinear_2d(x3, iy, wy, ix, wx, out)
+        else:
+            _interp_2d(x3, iy, wy, ix, wx, plan.rows, out)
+        return out.reshape(oshape)
+    y = x
+    shape = list(x.shape)
+    for a, idx, w in plan.tables:
+        P = int(np.prod(shape[:a], dtype=np.int64))
+        Q = int(np.prod(shape[a + 1:], dtype=np.int64))
+        out = np.empty((P, oshape[a], Q), cdt)
+        _interp_axis(y.reshape(P, shape[a], Q), idx, w, out)
+        shape[a] = oshape[a]
+        y = out.reshape(shape)
+    return y
+
+
+@op("Resize", since=10)
+def Resize_10(x: np.ndarray, scales: np.ndarray, *, mode: str) -> np.ndarray:
+    """Opset 10: scales only; asymmetric coordinates, onnxruntime's legacy nearest rounding."""
+    return _resize(x, None, scales, None, mode=mode, coord="asymmetric", nearest_mode="simple")
+
+
+@op("Resize", since=11)
+def Resize(x: np.ndarray, roi: np.ndarray | None = None, scales: np.ndarray | None = None,
+           sizes: np.ndarray | None = None, *, mode: str, coordinate_transformation_mode: str,
+           nearest_mode: str, cubic_coeff_a: float, exclude_outside: int, extrapolation_value: float,
+           antialias: int = 0, axes: list[int] | None = None, keep_aspect_ratio_policy: str = "stretch") -> np.ndarray:
+    """Opsets 11, 13, 18 (antialias, axes, keep_aspect_ratio_policy), 19 (half_pixel_symmetric)."""
+    return _resize(x, roi, scales, sizes, mode=mode, coord=coordinate_transformation_mode,
+                   nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a, exclude_outside=exclude_outside,
+                   extrapolation_value=extrapolation_value, antialias=antialias, axes=axes,
+                   policy=keep_aspect_ratio_policy)
+
+
+def _upsample(x: np.ndarray, scales: np.ndarray | list[float], mode: str) -> np.ndarray:
+    s = np.asarray(scales, np.float32).reshape(-1)
+    if s.size != x.ndim:
+        raise InvalidArgument(f"Upsample: 'scales' has {s.size} values, expected the input rank {x.ndim}")
+    if (s < 1).any():
+        raise InvalidArgument(f"Upsample: scales must be >= 1, got {s.tolist()}")
+    if mode not in ("nearest", "linear"):
+        raise InvalidArgument(f"Upsample: mode must be nearest or linear, got '{mode}'")
+    return _resize(x, None, s, None, mode=mode, coord="asymmetric", nearest_mode="simple", name="Upsample")
+
+
+@op("Upsample", since=7)
+def Upsample_7(x: np.ndarray, *, mode: str, scales: list[float]) -> np.ndarray:
+    """Opsets 7-8: scales as an attribute (deprecated at 10; Resize-10 semantics)."""
+    return _upsample(x, scales, mode)
+
+
+@op("Upsample", since=9)
+def Upsample_9(x: np.ndarray, scales: np.ndarray, *, mode: str) -> np.ndarray:
+    """Opset 9: scales as an input."""
+    return _upsample(x, scales, mode)
+
+
+# --- GridSample -------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _gather_sum(x, idx, w, out):  # type: ignore[no-untyped-def]
+    """x: [N, C, S] -> out: [N, C, P]; out[n, c, p] = sum_j w[n, p, j] * x[n, c, idx[n, p, j]]."""
+    J = idx.shape[2]
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            xs = x[n, c]
+            for p in range(out.shape[2]):
+                acc = w[n, p, 0] * xs[idx[n, p, 0]]
+                for j in range(1, J):
+                    acc += w[n, p, j] * xs[idx[n, p, j]]
+                out[n, c, p] = acc
+
+
+def _gs_reflect(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Reflect by the near border until inside [lo, hi] (onnxruntime's GsReflect, vectorised)."""
+    f = v.dtype.type
+    lo_, hi_ = f(lo), f(hi)
+    rng = hi_ - lo_
+    if rng == 0:
+        return np.full_like(v, lo_)
+    out = v.copy()
+    for below in (True, False):
+        sel = v < lo_ if below else v > hi_
+        if not sel.any():
+            continue
+        dx = (lo_ - v[sel]) if below else (v[sel] - hi_)
+        n = np.trunc(dx / rng)
+        r = dx - n * rng
+        even = (n.astype(np.int64) % 2) == 0
+        near, far = (lo_, hi_) if below else (hi_, lo_)
+        out[sel] = np.where(even, near + r if below else near - r, far - r if below else far + r)
+    return out
+
+
+def _gs_axis_taps(coord: np.ndarray, L: int, mode: str, padding: str, align: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Taps of one spatial axis for every grid point: (indices [..., K], weights [..., K]).
+
+    Padding is applied per tap, as onnxruntime and PyTorch do: zeros zero the weight of an
+    out-of-range tap, border clamps its index, reflection reflects it."""
+    f = coord.dtype.type
+    if mode == "nearest":
+        taps = np.rint(coord)[..., None]
+        w = np.ones(taps.shape, f)
+    elif mode == "linear":
+        x1 = np.floor(coord)
+        taps = np.stack([x1, x1 + f(1)], axis=-1)
+        w = np.stack([x1 + f(1) - coord, coord - x1], axis=-1)
+    else:
+        x0 = np.floor(coord) - f(1)
+        taps = x0[..., None] + np.arange(4, dtype=f)
+        w = _cubic_coeffs(np.abs(coord - x0 - f(1)).reshape(-1), f(-0.75)).reshape(taps.shape)
+    if padding == "zeros":
+        valid = (taps >= 0) & (taps < L)
+        w = np.where(valid, w, f(0))
+        idx = np.where(valid, taps, 0).astype(np.int64)
+    elif padding == "border":
+        idx = np.clip(taps, 0, L - 1).astype(np.int64)
+    else:
+        lo, hi = (0.0, L - 1.0) if align else (-0.5, L - 0.5)
+        idx = np.clip(np.trunc(_gs_reflect(taps, lo, hi)), 0, L - 1).astype(np.int64)
+    return idx, w.astype(f)
+
+
+_GS_MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest", "bicubic": "cubic", "cubic": "cubic"}
+
+
+def _grid_sample(x: np.ndarray, grid: np.ndarray, mode: str, padding_mode: str, align_corners: int) -> np.ndarray:
+    name = "GridSample"
+    if mode not in _GS_MODES:
+        raise InvalidArgument(f"{name}: unknown mode '{mode}'")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise InvalidArgument(f"{name}: unknown padding_mode '{padding_mode}'")
+    m = _GS_MODES[mode]
+    r = x.ndim - 2
+    if r < 1 or grid.ndim != r + 2 or grid.shape[-1] != r or grid.shape[0] != x.shape[0]:
+        raise InvalidArgument(f"{name}: X of shape [N, C, D1..Dr] needs grid of shape [N, O1..Or, r]; "
+                              f"got X {x.shape} and grid {grid.shape}")
+    if x.dtype.kind not in "iuf" and x.dtype.name != "bfloat16":
+        raise OrtNotImplemented(f"{name}: dtype {x.dtype} is not supported by jitort")
+    cdt = np.dtype(np.float64) if x.dtype == np.float64 or (x.dtype.kind in "iu" and x.dtype.itemsize >= 4) \
+        else np.dtype(np.float32)
+    gdt = np.float64 if grid.dtype == np.float64 else np.float32
+    N, C = x.shape[:2]
+    dims = x.shape[2:]
+    out_sp = grid.shape[1:-1]
+    P = int(np.prod(out_sp, dtype=np.int64))
+    if N * C * P == 0 or 0 in dims:
+        return np.zeros((N, C) + tuple(out_sp), x.dtype)
+    g = grid.astype(gdt, copy=False).reshape(N, P, r)
+    f = np.dtype(gdt).type
+    flat_idx = np.zeros((N, P, 1), np.int64)
+    weight = np.ones((N, P, 1), gdt)
+    stride = 1
+    for d in range(r - 1, -1, -1):  # grid[..., 0] indexes the last spatial axis
+        L = dims[d]
+        gn = g[:, :, r - 1 - d]
+        coord = ((gn + f(1)) / f(2) * f(L - 1)) if align_corners else (((gn + f(1)) * f(L) - f(1)) / f(2))
+        idx, w = _gs_axis_taps(coord.astype(gdt), L, m, padding_mode, bool(align_corners))
+        flat_idx = (flat_idx[:, :, None, :] + (idx * stride)[:, :, :, None]).reshape(N, P, -1)
+        weight = (weight[:, :, None, :] * w[:, :, :, None]).reshape(N, P, -1)
+        stride *= L
+    xc = x.astype(cdt, copy=False).reshape(N, C, -1)
+    out = np.empty((N, C, P), cdt)
+    _gather_sum(xc, np.ascontiguousarray(flat_idx), np.ascontiguousarray(weight.astype(cdt)), out)
+    return _store(out, x.dtype, False).reshape((N, C) + tuple(out_sp))
+
+
+@op("GridSample", since=16)
+def GridSample(x: np.ndarray, grid: np.ndarray, *, mode: str, padding_mode: str, align_corners: int) -> np.ndarray:
+    """Opsets 16 (4-D; bilinear/nearest/bicubic), 20 and 22 (N-D; linear/nearest/cubic). Both spellings
+    are accepted at every opset; any spatial rank is supported (cubic in 3-D uses 4x4x4 taps)."""
+    return _grid_sample(x, grid, mode, padding_mode, align_corners)
+
+
+# --- AffineGrid -------------------------------------------------------------------------------------
+
+def _base_coords(L: int, align: bool) -> np.ndarray:
+    """onnxruntime's base grid axis: Eigen's LinSpaced(L, -1, 1) in float32 (L == 1 gives [1]),
+    scaled by (L - 1) / L without align_corners."""
+    v = np.linspace(-1, 1, L, dtype=np.float32) if L > 1 else np.ones(L, np.float32)
+    return v if align else v * np.float32(L - 1) / np.float32(L)
+
+
+@op("AffineGrid", since=20)
+def AffineGrid(theta: np.ndarray, size: np.ndarray, *, align_corners: int) -> np.ndarray:
+    """Sampling grid [N, H, W, 2] (or [N, D, H, W, 3]) of theta applied to the base grid."""
+    sz = [int(v) for v in np.asarray(size).reshape(-1)]
+    if len(sz) not in (4, 5):
+        raise InvalidArgument(f"AffineGrid: size must have 4 or 5 values, got {sz}")
+    r = len(sz) - 2
+    if theta.shape != (sz[0], r, r + 1):
+        raise InvalidArgument(f"AffineGrid: theta must have shape [{sz[0]}, {r}, {r + 1}], got {list(theta.shape)}")
+    cdt = theta.dtype if theta.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    th = theta.astype(cdt, copy=False)
+    axes = [_base_coords(L, bool(align_corners)).astype(cdt) for L in reversed(sz[2:])]  # x, y[, z]
+    mesh = np.meshgrid(*reversed(axes), indexing="ij")  # [z,] y, x order of the output dims
+    base = [m.reshape(-1) for m in reversed(mesh)]  # x, y[, z], flattened in output order
+    out = np.empty((sz[0], len(base[0]), r), cdt)
+    for i in range(r):
+        acc = th[:, i, 0, None] * base[0]
+        for j in range(1, r):
+            acc = acc + th[:, i, j, None] * base[j]
+        out[:, :, i] = acc + th[:, i, r, None]
+    return out.reshape([sz[0]] + sz[2:] + [r]).astype(theta.dtype, copy=False)
+
+
+# --- Col2Im -----------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _col2im(x, idx, out):  # type: ignore[no-untyped-def]
+    """x: [N, C, K, L] -> out: [N, C, S]; out[n, c, idx[k, l]] += x[n, c, k, l] where idx >= 0."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for i in range(out.shape[2]):
+                out[n, c, i] = 0
+            for k in range(x.shape[2]):
+                for l in range(x.shape[3]):
+                    j = idx[k, l]
+                    if j >= 0:
+                        out[n, c, j] += x[n, c, k, l]
+
+
+@lru_cache(maxsize=64)
+def _col2im_table(image: tuple[int, ...], block: tuple[int, ...], dil: tuple[int, ...], pads: tuple[int, ...],
+                  strides: tuple[int, ...]) -> tuple[np.ndarray, int]:
+    """Flat image index of every (kernel offset, block position), -1 where it falls in the padding."""
+    k = len(image)
+    nblocks = [(image[d] + pads[d] + pads[k + d] - dil[d] * (block[d] - 1) - 1) // strides[d] + 1 for d in range(k)]
+    if any(b < 1 for b in nblocks):
+        raise InvalidArgument(f"Col2Im: image_shape {list(image)} with block_shape {list(block)}, pads {list(pads)}, "
+                              f"dilations {list(dil)} and strides {list(strides)} leaves no sliding block")
+    kk = np.meshgrid(*[np.arange(b) for b in block], indexing="ij")
+    ll = np.meshgrid(*[np.arange(b) for b in nblocks], indexing="ij")
+    flat = np.zeros((int(np.prod(block)), int(np.prod(nblocks))), np.int64)
+    valid = np.ones(flat.shape, bool)
+    for d in range(k):
+        pos = ll[d].reshape(1, -1) * strides[d] - pads[d] + kk[d].reshape(-1, 1) * dil[d]
+        valid &= (pos >= 0) & (pos < image[d])
+        flat = flat * image[d] + pos
+    return np.where(valid, flat, -1), int(np.prod(nblocks))
+
+
+@op("Col2Im", since=18)
+def Col2Im(x: np.ndarray, image_shape: np.ndarray, block_shape: np.ndarray, *, dilations: list[int] | None = None,
+           pads: list[int] | None = None, strides: list[int] | None = None) -> np.ndarray:
+    """Sum column blocks [N, C * prod(block), L] back into an image [N, C, *image_shape] (N-D)."""
+    image = tuple(int(v) for v in np.asarray(image_shape).reshape(-1))
+    block = tuple(int(v) for v in np.asarray(block_shape).reshape(-1))
+    k = len(image)
+    if len(block) != k or k == 0:
+        raise InvalidArgument(f"Col2Im: image_shape {list(image)} and block_shape {list(block)} must have the "
+                              "same non-zero length")
+    dil = tuple(dilations) if dilations else (1,) * k
+    pad = tuple(pads) if pads else (0,) * (2 * k)
+    st = tuple(strides) if strides else (1,) * k
+    if len(dil) != k or len(pad) != 2 * k or len(st) != k:
+        raise InvalidArgument(f"Col2Im: dilations/strides need {k} values and pads {2 * k}")
+    if x.ndim != 3:
+        raise InvalidArgument(f"Col2Im: input must be [N, C * prod(block_shape), L], got shape {x.shape}")
+    table, L = _col2im_table(image, block, dil, pad, st)
+    K = table.shape[0]
+    if x.shape[1] % K or x.shape[2] != L:
+        raise InvalidArgument(f"Col2Im: input shape {x.shape} does not match block_shape {list(block)} "
+                              f"(dimension 1 divisible by {K}) and {L} sliding blocks (dimension 2)")
+    if x.dtype.kind not in "iuf" and x.dtype.name != "bfloat16":
+        raise OrtNotImplemented(f"Col2Im: dtype {x.dtype} is not supported by jitort")
+    cdt = x.dtype if x.dtype.kind in "iu" or x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    N, C = x.shape[0], x.shape[1] // K
+    out = np.empty((N, C, int(np.prod(image))), cdt)
+    _col2im(x.astype(cdt, copy=False).reshape(N, C, K, L), table, out)
+    return out.reshape((N, C) + image).astype(x.dtype, copy=False)
