@@ -120,7 +120,6 @@ class InferenceSession:
         self._inputs = [NodeArg.from_value_info(v) for v in proto.graph.input if v.name not in init_names]
         self._overridable = [NodeArg.from_value_info(v) for v in proto.graph.input if v.name in init_names]
         self._outputs = [NodeArg.from_value_info(v) for v in proto.graph.output]
-        self._set_threads()
         level = int(self._sess_options.graph_optimization_level)
         self._flags = {"fold": level > 0, "fuse": level > 0}
         key, model_hash = artifact.model_key(raw if raw is not None else proto.SerializeToString(), [],
@@ -138,6 +137,7 @@ class InferenceSession:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
             self._specs.append(_InputSpec(name, np.dtype(dtype), shape))
         self._plan, self._run_feed = compiled.bind(self._bind, root)
+        self._set_threads()
         if fresh and self._cache.enabled:
             self._save_entry(key, model_hash)
         self._out_index = {o: k for k, o in enumerate(compiled.outputs)}

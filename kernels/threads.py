@@ -17,6 +17,7 @@ def set_num_threads(n: int) -> None:
         if n == _current:
             return
         import numba
+        import scipy.linalg.cython_blas  # noqa: F401  (load scipy's OpenBLAS now: threadpoolctl limits only loaded ones)
         from threadpoolctl import threadpool_limits
         _limiter = threadpool_limits(limits=n, user_api="blas")
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
