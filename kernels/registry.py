@@ -92,11 +92,15 @@ def _load_families() -> None:
 
     import jitort.kernels as pkg
     for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name not in ("registry", "fastmath", "fp16") and not m.name.startswith("_"):
-            importlib.import_module(f"jitort.kernels.{m.name}")
+        if m.name not in ("registry", "fastmath", "fp16") and not m.name.startswith("_") and not m.ispkg:
+            try:
+                importlib.import_module(f"jitort.kernels.{m.name}")
+            except Exception as e:  # noqa: BLE001 - one broken family must not take the others down
+                _broken[m.name] = f"{type(e).__name__}: {e}"
 
 
 _loaded = False
+_broken: dict[str, str] = {}  # kernel family -> why it failed to import (named in NotImplemented errors)
 
 
 def lookup(op_type: str, domain: str, version: int, node_name: str = "") -> OpDef:
@@ -113,6 +117,8 @@ def lookup(op_type: str, domain: str, version: int, node_name: str = "") -> OpDe
     if found is None:
         where = f" (node '{node_name}')" if node_name else ""
         have = f"; jitort implements it from opset {defs[0].since}" if defs else ""
+        if _broken:
+            have += f"; kernel families that failed to import: {_broken}"
         raise OrtNotImplemented(
             f"jitort has no implementation for op "
             f"'{op_type}' in domain '{domain or 'ai.onnx'}' at opset {version}{where}{have}")
