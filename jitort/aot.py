@@ -34,6 +34,9 @@ def compile_artifact(model: str, out: str, input_shapes: dict[str, list[int]] | 
     out_dir = Path(out).resolve()
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = dict(os.environ, JITORT_CACHE_DIR=str(out_dir))
+    show_progress = not quiet and sys.stderr.isatty()
+    if show_progress:
+        env["JITORT_PROGRESS"] = "1"
     if target == "portable":
         env.update(PORTABLE_ENV)
     elif target != "host":
@@ -41,12 +44,19 @@ def compile_artifact(model: str, out: str, input_shapes: dict[str, list[int]] | 
     job = json.dumps({"model": str(model), "out": str(out_dir), "shapes": input_shapes or {}, "target": target,
                       "quiet": quiet})
     proc = subprocess.run([sys.executable, "-c", "import sys, jitort.aot as a; a._child(sys.argv[1])", job],
-                          env=env, capture_output=True, text=True)
+                          env=env, stdout=subprocess.PIPE, stderr=None if show_progress else subprocess.PIPE,
+                          text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"jitort compile failed:\n{proc.stderr[-4000:]}")
-    if proc.stderr and not quiet:
-        sys.stderr.write(proc.stderr)
+        raise RuntimeError(f"jitort compile failed:\n{(proc.stderr or '')[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _bar(done: int, total: int, name: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    sys.stderr.write(f"\rcompiling [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name[:28]:28s}{end}")
+    sys.stderr.flush()
 
 
 def _child(job_json: str) -> None:
@@ -58,7 +68,8 @@ def _child(job_json: str) -> None:
     shutil.copyfile(job["model"], out / "model.onnx")
     so = jitort.SessionOptions()
     so.add_session_config_entry("session.jitort.cache_dir", str(out))
-    sess = jitort.InferenceSession(str(out / "model.onnx"), so)
+    sess = jitort.InferenceSession(str(out / "model.onnx"), so,
+                                   progress=_bar if os.environ.get("JITORT_PROGRESS") == "1" else None)
     dims: dict[str, int] = {}
     for arg in sess.get_inputs():  # --input-shape name=1x3x224x224 binds that input's symbolic dims
         given = job["shapes"].get(arg.name)

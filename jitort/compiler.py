@@ -44,13 +44,18 @@ class Compiled:
     seconds: float = 0.0
     loaded_from: str = ""  # "" compiled now; else the entry/artifact directory
 
-    def bind(self, slow_bind: Callable[[dict], list[np.ndarray]], root: Path | None = None
+    def bind(self, slow_bind: Callable[[dict], list[np.ndarray]], root: Path | None = None,
+             progress: Callable[[int, int, str], None] | None = None
              ) -> tuple[Callable[..., tuple], Callable[[dict], tuple]]:
         """Import the kernels and the plan (Numba compiles or loads here) -> (run, run_feed)."""
         t0 = time.perf_counter()
         mark = cache.compile_count()
-        for name, src in self.kernel_sources.items():
+        for k, (name, src) in enumerate(self.kernel_sources.items()):
+            if progress is not None:
+                progress(k, len(self.kernel_sources), name)
             cache.load_source_module("kernels", name, src, root)
+        if progress is not None:
+            progress(len(self.kernel_sources), len(self.kernel_sources), self.plan_name)
         mod = cache.load_source_module("plans", self.plan_name, self.plan_source, root)
         run, run_feed = mod.build(self.consts, slow_bind)
         self.compiled += cache.compiled_since(mark)

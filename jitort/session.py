@@ -136,7 +136,7 @@ class InferenceSession:
             if dtype is None:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
             self._specs.append(_InputSpec(name, np.dtype(dtype), shape))
-        self._plan, self._run_feed = compiled.bind(self._bind, root)
+        self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
         self._set_threads()
         if fresh and self._cache.enabled:
             self._save_entry(key, model_hash)
