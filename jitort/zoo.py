@@ -11,6 +11,8 @@ sequence dims where the real exporters use them.
 * ``gpt_block`` — a GPT-2 style decoder block as the dynamo exporter (opset 18) writes it: a fused
   QKV projection split in three, a causal mask sliced from a constant buffer with run-time ends,
   Where(-inf) masking, tanh-GELU decomposed into Pow/Mul/Tanh.
+* ``conv_block`` — a ResNet basic block, NCHW: Conv 3x3 -> BatchNormalization -> Relu -> Conv 3x3 ->
+  BatchNormalization, plus the block's input (residual Add), then Relu.
 """
 from __future__ import annotations
 
@@ -187,3 +189,25 @@ def gpt_block(hidden: int = 64, heads: int = 4, max_positions: int = 128, seed: 
     return b.model([helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", "sequence", hidden])],
                    [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "sequence", hidden])],
                    18, "gpt_block")
+
+
+def conv_block(channels: int = 64, size: int = 56, batch: int | str = "N", seed: int = 0,
+               opset: int = 17) -> onnx.ModelProto:
+    b = _Builder(seed)
+
+    def conv_bn(x: str, k: int) -> str:
+        w = b.weight([channels, channels, 3, 3], f"layer.conv{k}.weight", scale=1.0 / math.sqrt(9 * channels))
+        y = b.op("Conv", [x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+        c = channels
+        stats = [b.const((1 + 0.1 * b.rng.standard_normal(c)).astype(np.float32), f"layer.bn{k}.weight"),
+                 b.const((0.1 * b.rng.standard_normal(c)).astype(np.float32), f"layer.bn{k}.bias"),
+                 b.const((0.1 * b.rng.standard_normal(c)).astype(np.float32), f"layer.bn{k}.running_mean"),
+                 b.const((1 + 0.1 * np.abs(b.rng.standard_normal(c))).astype(np.float32), f"layer.bn{k}.running_var")]
+        return b.op("BatchNormalization", [y, *stats], epsilon=1e-5)
+
+    x = "x"
+    h = b.op("Relu", [conv_bn(x, 1)])
+    out = b.op("Relu", [b.op("Add", [conv_bn(h, 2), x])])
+    shape = [batch, channels, size, size]
+    return b.model([helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
+                   [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)], opset, "conv_block")
