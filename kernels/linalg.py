@@ -27,7 +27,7 @@ from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import Call, Ref, default_call, lookup, op
+from jitort.kernels.registry import BFLOAT16, Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -384,7 +384,7 @@ def MatMul_prepared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _lower_matmul(node: Node, g: Graph) -> Call:
     w = g.const(node.inputs[1])
     a_t = g.type_of(node.inputs[0])
-    if w is not None and (w.dtype == np.float16 or w.dtype.name == "bfloat16") and a_t.dtype == w.dtype:
+    if w is not None and (w.dtype == np.float16 or w.dtype == BFLOAT16) and a_t.dtype == w.dtype:
         return Call(MatMul_prepared, [Ref(node.inputs[0]), w.astype(np.float32)])
     return default_call(lookup("MatMul", "", node.version), node, g)
 
@@ -443,7 +443,7 @@ def _lower_gemm(node: Node, g: Graph) -> Call:
     kw = dict(call.kwargs)
     kw.setdefault("broadcast", 1)
     changed = False
-    if b.dtype == np.float16 or b.dtype.name == "bfloat16":
+    if b.dtype == np.float16 or b.dtype == BFLOAT16:
         b, changed = b.astype(np.float32), True
         cn = node.inputs[2] if len(node.inputs) > 2 else ""
         cc = g.const(cn)

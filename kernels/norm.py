@@ -17,7 +17,7 @@ from numba import njit
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import Call, Ref, default_call, lookup, op
+from jitort.kernels.registry import BFLOAT16, Call, Ref, default_call, lookup, op
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # Reassociation lets LLVM vectorise the float64 sums; it keeps NaN/inf semantics (no nnan/ninf).
@@ -28,7 +28,7 @@ def _compute(x: np.ndarray) -> np.ndarray:
     """The array a kernel computes on: float32/float64 as is, other floats widened to float32."""
     if x.dtype == np.float32 or x.dtype == np.float64:
         return x
-    if x.dtype.kind == "f" or x.dtype.name == "bfloat16":
+    if x.dtype.kind == "f" or x.dtype == BFLOAT16:
         return x.astype(np.float32)
     raise OrtNotImplemented(f"jitort's normalisation kernels do not support dtype {x.dtype}")
 

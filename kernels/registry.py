@@ -186,6 +186,13 @@ def run_call(call: Call, env: dict[str, np.ndarray]) -> Any:
 
 # --- the scalar-expression context -------------------------------------------------------------
 
+try:
+    import ml_dtypes as _ml
+    BFLOAT16: np.dtype | None = np.dtype(_ml.bfloat16)
+except ImportError:  # pragma: no cover - onnx depends on ml_dtypes
+    BFLOAT16 = None
+# Compare dtypes with these, not ``dtype.name``: building the name costs ~7 µs in numpy 2.4.
+
 _NP_NAMES = {np.dtype(t): t.__name__ for t in (np.float32, np.float64, np.int8, np.int16, np.int32,
                                                  np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
                                                  np.bool_)}
@@ -199,7 +206,7 @@ def np_name(dt: np.dtype) -> str:
 
 def compute_dtype(dt: np.dtype) -> np.dtype:
     dt = np.dtype(dt)
-    if dt == np.float16 or dt.name == "bfloat16":
+    if dt == np.float16 or dt == BFLOAT16:
         return np.dtype(np.float32)
     if dt not in _NP_NAMES:
         raise OrtNotImplemented(f"jitort's elementwise kernels do not support dtype {dt}")

@@ -40,7 +40,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.fastmath import (exp_f32, exp_f64, log_f32, log_f64, sigmoid_f32, sigmoid_f64,
                                      tanh_f32, tanh_f64)
-from jitort.kernels.registry import Call, default_call, lookup, op
+from jitort.kernels.registry import BFLOAT16, Call, default_call, lookup, op
 
 
 def _limit_kernel_blas() -> None:
@@ -520,7 +520,7 @@ def _compute_dtype(op_type: str, dt: np.dtype) -> np.dtype:
     dt = np.dtype(dt)
     if dt in (np.float32, np.float64):
         return dt
-    if dt == np.float16 or dt.name == "bfloat16":
+    if dt == np.float16 or dt == BFLOAT16:
         return np.dtype(np.float32)
     raise OrtNotImplemented(f"{op_type}: jitort supports float16, bfloat16, float32 and float64 inputs, got {dt}")
 

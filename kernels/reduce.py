@@ -1,0 +1,731 @@
+"""Reductions: the ten Reduce* ops, ArgMax/ArgMin, CumSum and TopK.
+
+Every reduction is brought to one of two layouts by a free reshape: ``[O, R]`` (the reduced axes
+are contiguous and trailing: one row per output, the common case) or ``[O, R, I]`` (contiguous
+reduced axes followed by ``I`` kept elements: vectorised across ``I``). A non-contiguous set of
+reduced axes is transposed to ``[kept..., reduced...]`` first (one copy). Kernels therefore
+specialise on dtype only, never on rank or shape.
+
+Vectorisation: float sums add with a per-instruction ``reassoc`` flag (a reduction cannot
+vectorise without reordering; NaN/inf semantics are untouched). Float max/min use LLVM's
+``llvm.maximum``/``llvm.minimum``: they vectorise and propagate NaN, where a compare-and-select
+chain does neither.
+
+Semantics follow onnxruntime 1.31. An empty reduction gives Sum/Mean/L1/L2/SumSquare 0, Prod 1,
+Max the dtype's lowest value (-inf), Min its highest (inf), LogSum/LogSumExp -inf (integers: the
+minimum). Integer reductions other than Max/Min compute in float64, truncate and saturate at the
+dtype's limits (no wrap-around); integer LogSumExp is max + log(count of the max).
+``noop_with_empty_axes`` still applies the element map (L1 gives |x|, SumSquare x*x, LogSum
+log x). Max/Min always propagate NaN, like numpy (onnxruntime's vectorised kernel does only
+sometimes, depending on where the NaN falls).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.ir import Graph, Node
+from jitort.kernels.fastmath import exp_f32
+from jitort.kernels.registry import Call, Ref, op
+
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy")
+
+
+# --- scalar building blocks (shared with kernels.softmax) -----------------------------------------
+# Intrinsics rather than function-wide fastmath flags: the flags would also reach exp_f32 inlined
+# in the same function, whose rounding tricks need strict IEEE arithmetic.
+
+def _float_intrinsic(name: str) -> Any:
+    @intrinsic
+    def f(typingctx, a, b):  # type: ignore[no-untyped-def]
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            if name == "fadd":  # reassociable: lets LLVM vectorise a sum
+                return builder.fadd(args[0], args[1], flags=("reassoc",))
+            if name == "fmul":
+                return builder.fmul(args[0], args[1], flags=("reassoc",))
+            ty = args[0].type
+            fn = builder.module.declare_intrinsic(name, [ty], ir.FunctionType(ty, [ty, ty]))
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+    return f
+
+
+fmaximum = _float_intrinsic("llvm.maximum")  # NaN-propagating max, vectorisable
+fminimum = _float_intrinsic("llvm.minimum")
+_fadd_reassoc = _float_intrinsic("fadd")
+_fmul_reassoc = _float_intrinsic("fmul")
+
+
+def vmax(a: Any, b: Any) -> Any:
+    """max(a, b) for reduction loops: NaN-propagating for floats."""
+    raise NotImplementedError  # only callable from @njit code
+
+
+def vmin(a: Any, b: Any) -> Any:
+    raise NotImplementedError
+
+
+def radd(a: Any, b: Any) -> Any:
+    """a + b that a reduction loop may reorder (vectorise); exact order for integers anyway."""
+    raise NotImplementedError
+
+
+def rmul(a: Any, b: Any) -> Any:
+    raise NotImplementedError
+
+
+def fexp(x: Any) -> Any:
+    """exp in the argument's own precision: jitort's vectorisable exp_f32 for float32."""
+    raise NotImplementedError
+
+
+@overload(vmax, inline="always")
+def _vmax_ov(a, b):  # type: ignore[no-untyped-def]
+    if isinstance(a, types.Float):
+        return lambda a, b: fmaximum(a, b)
+    return lambda a, b: a if a > b else b
+
+
+@overload(vmin, inline="always")
+def _vmin_ov(a, b):  # type: ignore[no-untyped-def]
+    if isinstance(a, types.Float):
+        return lambda a, b: fminimum(a, b)
+    return lambda a, b: a if a < b else b
+
+
+@overload(radd, inline="always")
+def _radd_ov(a, b):  # type: ignore[no-untyped-def]
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _fadd_reassoc(a, b)
+    return lambda a, b: a + b
+
+
+@overload(rmul, inline="always")
+def _rmul_ov(a, b):  # type: ignore[no-untyped-def]
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _fmul_reassoc(a, b)
+    return lambda a, b: a * b
+
+
+@overload(fexp, inline="always")
+def _fexp_ov(x):  # type: ignore[no-untyped-def]
+    if x == types.float32:
+        return lambda x: exp_f32(x)
+    return lambda x: math.exp(x)
+
+
+# --- row kernels: x [O, R] -> out [O]; R >= 1 ------------------------------------------------------
+
+@njit(**_JIT)
+def _rows_sum(x, out):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        s = x.dtype.type(0)
+        for r in range(x.shape[1]):
+            s = radd(s, x[o, r])
+        out[o] = s
+
+
+@njit(**_JIT)
+def _rows_sumsq(x, out):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        s = x.dtype.type(0)
+        for r in range(x.shape[1]):
+            v = x[o, r]
+            s = radd(s, v * v)
+        out[o] = s
+
+
+@njit(**_JIT)
+def _rows_l1(x, out):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        s = x.dtype.type(0)
+        for r in range(x.shape[1]):
+            s = radd(s, abs(x[o, r]))
+        out[o] = s
+
+
+@njit(**_JIT)
+def _rows_prod(x, out):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        s = x.dtype.type(1)
+        for r in range(x.shape[1]):
+            s = rmul(s, x[o, r])
+        out[o] = s
+
+
+@njit(**_JIT)
+def _rows_max(x, out):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        m = x[o, 0]
+        for r in range(1, x.shape[1]):
+            m = vmax(m, x[o, r])
+        out[o] = m
+
+
+@njit(**_JIT)
+def _rows_min(x, out):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        m = x[o, 0]
+        for r in range(1, x.shape[1]):
+            m = vmin(m, x[o, r])
+        out[o] = m
+
+
+@njit(**_JIT)
+def _rows_logsumexp(x, out):  # type: ignore[no-untyped-def]
+    zero = x.dtype.type(0)
+    for o in range(x.shape[0]):
+        m = x[o, 0]
+        for r in range(1, x.shape[1]):
+            m = fmaximum(m, x[o, r])
+        if m - m != zero:  # +-inf or NaN: shifting by it would turn inf - inf into NaN
+            m = zero
+        s = zero
+        for r in range(x.shape[1]):
+            s = radd(s, fexp(x[o, r] - m))
+        out[o] = math.log(s) + m
+
+
+# --- column kernels: x [O, R, I] -> out [O, I]; vectorised across I ---------------------------------
+
+@njit(**_JIT)
+def _cols_sum(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    for o in range(O):
+        for i in range(I):
+            out[o, i] = x[o, 0, i]
+        for r in range(1, R):
+            for i in range(I):
+                out[o, i] += x[o, r, i]
+
+
+@njit(**_JIT)
+def _cols_sumsq(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    for o in range(O):
+        for i in range(I):
+            out[o, i] = x[o, 0, i] * x[o, 0, i]
+        for r in range(1, R):
+            for i in range(I):
+                out[o, i] += x[o, r, i] * x[o, r, i]
+
+
+@njit(**_JIT)
+def _cols_l1(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    for o in range(O):
+        for i in range(I):
+            out[o, i] = abs(x[o, 0, i])
+        for r in range(1, R):
+            for i in range(I):
+                out[o, i] += abs(x[o, r, i])
+
+
+@njit(**_JIT)
+def _cols_prod(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    for o in range(O):
+        for i in range(I):
+            out[o, i] = x[o, 0, i]
+        for r in range(1, R):
+            for i in range(I):
+                out[o, i] *= x[o, r, i]
+
+
+@njit(**_JIT)
+def _cols_max(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    for o in range(O):
+        for i in range(I):
+            out[o, i] = x[o, 0, i]
+        for r in range(1, R):
+            for i in range(I):
+                out[o, i] = vmax(out[o, i], x[o, r, i])
+
+
+@njit(**_JIT)
+def _cols_min(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    for o in range(O):
+        for i in range(I):
+            out[o, i] = x[o, 0, i]
+        for r in range(1, R):
+            for i in range(I):
+                out[o, i] = vmin(out[o, i], x[o, r, i])
+
+
+@njit(**_JIT)
+def _cols_logsumexp(x, out):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    zero = x.dtype.type(0)
+    m = np.empty(I, x.dtype)
+    for o in range(O):
+        for i in range(I):
+            m[i] = x[o, 0, i]
+        for r in range(1, R):
+            for i in range(I):
+                m[i] = fmaximum(m[i], x[o, r, i])
+        for i in range(I):
+            if m[i] - m[i] != zero:
+                m[i] = zero
+            out[o, i] = zero
+        for r in range(R):
+            for i in range(I):
+                out[o, i] += fexp(x[o, r, i] - m[i])
+        for i in range(I):
+            out[o, i] = math.log(out[o, i]) + m[i]
+
+
+# --- the shared driver -----------------------------------------------------------------------------
+
+# op -> (row kernel over [O, R], column kernel over [O, R, I]); Mean, L2 and LogSum finish in
+# _reduce_layout (divide, sqrt, log). noop_with_empty_axes runs them with R = 1.
+_KERNELS = {
+    "ReduceSum": (_rows_sum, _cols_sum), "ReduceMean": (_rows_sum, _cols_sum),
+    "ReduceSumSquare": (_rows_sumsq, _cols_sumsq), "ReduceL2": (_rows_sumsq, _cols_sumsq),
+    "ReduceL1": (_rows_l1, _cols_l1), "ReduceProd": (_rows_prod, _cols_prod),
+    "ReduceMax": (_rows_max, _cols_max), "ReduceMin": (_rows_min, _cols_min),
+    "ReduceLogSum": (_rows_sum, _cols_sum), "ReduceLogSumExp": (_rows_logsumexp, _cols_logsumexp),
+}
+_BOOL_OK = ("ReduceMax", "ReduceMin")
+
+
+def is_half(dt: np.dtype) -> bool:
+    """float16 or bfloat16 (ml_dtypes): stored in 2 bytes, computed in float32.
+    (``dtype.name`` would say it directly but costs ~10 us per call in numpy 2.)"""
+    return dt.itemsize == 2 and dt.kind in "fV"
+
+
+def normalize_axes(op_type: str, axes: Sequence[int], rank: int) -> tuple[int, ...]:
+    """Sorted, deduplicated, non-negative axes; a scalar accepts axis 0 or -1 (and has none)."""
+    out = set()
+    for a in axes:
+        a = int(a)
+        if not -max(rank, 1) <= a < max(rank, 1):
+            raise InvalidArgument(f"{op_type}: axis {a} is out of range for a tensor of rank {rank} "
+                                  f"(expected [-{rank}, {rank - 1}])")
+        if rank:
+            out.add(a + rank if a < 0 else a)
+    return tuple(sorted(out))
+
+
+@lru_cache(maxsize=4096)
+def _layout(op_type: str, shape: tuple[int, ...], axes: tuple[int, ...] | None, keepdims: bool, noop: bool
+            ) -> tuple[tuple[int, ...], int, int, int, tuple[int, ...] | None]:
+    """(output shape, O, R, I, transpose permutation or None) for reducing ``axes`` of ``shape``."""
+    if not axes:
+        if noop:  # no reduction: each element is its own group of one (the element map still applies)
+            return shape, math.prod(shape), 1, 1, None
+        axes = tuple(range(len(shape)))
+    red = set(normalize_axes(op_type, axes, len(shape)))
+    out_shape = tuple((1 if k in red else d) for k, d in enumerate(shape) if keepdims or k not in red)
+    R = math.prod(shape[k] for k in red)
+    # Size-1 axes do not affect the memory layout: ignore them when testing contiguity.
+    eff = [k for k, d in enumerate(shape) if d != 1]
+    flags = [k in red for k in eff]
+    if True not in flags:
+        return out_shape, math.prod(shape), 1, 1, None
+    first, last = flags.index(True), len(flags) - 1 - flags[::-1].index(True)
+    if all(flags[first:last + 1]):
+        O = math.prod(shape[k] for k in eff[:first])
+        I = math.prod(shape[k] for k in eff[last + 1:])
+        return out_shape, O, R, I, None
+    kept = [k for k in range(len(shape)) if k not in red]
+    return out_shape, math.prod(shape[k] for k in kept), R, 1, tuple(kept + sorted(red))
+
+
+def _empty_value(op_type: str, dt: np.dtype) -> Any:
+    if op_type == "ReduceProd":
+        return 1
+    if op_type in ("ReduceMax", "ReduceLogSum", "ReduceLogSumExp"):
+        if dt.kind == "f":
+            return -np.inf
+        return False if dt == np.bool_ else np.iinfo(dt).min
+    if op_type == "ReduceMin":
+        if dt.kind == "f":
+            return np.inf
+        return True if dt == np.bool_ else np.iinfo(dt).max
+    return 0
+
+
+def _saturate(v: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """float64 -> integer dtype as onnxruntime's integer reductions do: truncate toward zero,
+    saturate at the dtype's limits, NaN (log of a non-positive sum) -> the minimum."""
+    info = np.iinfo(dt)
+    hi, lo = float(info.max), float(info.min)
+    inside = (v < hi) & (v > lo)
+    with np.errstate(invalid="ignore"):
+        t = np.where(inside, v, 0).astype(dt)
+    return np.where(inside, t, np.where(v >= hi, info.max, info.min)).astype(dt, copy=False)
+
+
+def _int_logsumexp(x: np.ndarray, out_shape: tuple[int, ...], O: int, R: int, I: int,
+                   perm: tuple[int, ...] | None) -> np.ndarray:
+    # onnxruntime: exp(v - max) truncates to 1 where v == max and to 0 elsewhere, so the result is
+    # max + log(count of the max), computed in float64, truncated and saturated.
+    if perm is not None:
+        x = np.ascontiguousarray(x.transpose(perm))
+    x3 = x.reshape(O, R, I)
+    m = x3.max(axis=1)
+    count = (x3 == m[:, None, :]).sum(axis=1)
+    return _saturate(np.log(count) + m, x.dtype).reshape(out_shape)
+
+
+def reduce(op_type: str, x: np.ndarray, axes: tuple[int, ...] | None, keepdims: int,
+           noop_with_empty_axes: int = 0) -> np.ndarray:
+    """The reduction ``op_type`` of ``x`` over ``axes`` (None or () = all, or none with
+    ``noop_with_empty_axes``)."""
+    out_shape, O, R, I, perm = _layout(op_type, x.shape, axes, bool(keepdims), bool(noop_with_empty_axes))
+    if O * I == 0:
+        return np.empty(out_shape, x.dtype)
+    if R == 0:
+        return np.full(out_shape, _empty_value(op_type, x.dtype), x.dtype)
+    return _reduce_layout(op_type, x, out_shape, O, R, I, perm)
+
+
+def _reduce_layout(op_type: str, x: np.ndarray, out_shape: tuple[int, ...], O: int, R: int, I: int,
+                   perm: tuple[int, ...] | None) -> np.ndarray:
+    dt = x.dtype
+    if is_half(dt):
+        return _reduce_layout(op_type, x.astype(np.float32), out_shape, O, R, I, perm).astype(dt)
+    if dt.kind not in "fiu":
+        if dt == np.bool_ and op_type in _BOOL_OK:
+            return _reduce_layout(op_type, x.view(np.uint8), out_shape, O, R, I, perm).view(np.bool_)
+        raise OrtNotImplemented(f"{op_type}: input dtype {dt} is not supported")
+    if dt.kind != "f" and op_type not in _BOOL_OK:
+        # onnxruntime accumulates integer reductions in float64 and saturates (no wrap-around)
+        if op_type == "ReduceLogSumExp":
+            return _int_logsumexp(x, out_shape, O, R, I, perm)
+        return _saturate(_reduce_layout(op_type, x.astype(np.float64), out_shape, O, R, I, perm), dt)
+    if perm is not None:
+        x = np.ascontiguousarray(x.transpose(perm))
+    rows, cols = _KERNELS[op_type]
+    out = np.empty(out_shape, dt)
+    if I == 1:
+        rows(x.reshape(O, R), out.reshape(O))
+    else:
+        cols(x.reshape(O, R, I), out.reshape(O, I))
+    if op_type == "ReduceMean" and R != 1:
+        np.divide(out, dt.type(R), out=out)
+    elif op_type == "ReduceL2":
+        np.sqrt(out, out=out)
+    elif op_type == "ReduceLogSum":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(out, out=out)
+    return out
+
+
+def _axes_tuple(op_type: str, axes: np.ndarray | Sequence[int] | None) -> tuple[int, ...] | None:
+    if axes is None or isinstance(axes, tuple):
+        return axes
+    if isinstance(axes, np.ndarray):
+        if axes.ndim > 1 or axes.dtype.kind not in "iu":
+            raise InvalidArgument(f"{op_type}: 'axes' must be a 1-D int64 tensor, got {axes.dtype} "
+                                  f"of shape {list(axes.shape)}")
+        return tuple(axes.reshape(-1).tolist())
+    return tuple(int(a) for a in axes)
+
+
+def _register_reduce(op_type: str, input_since: int) -> None:
+    # static: axes known when the plan is built (the attribute, or a constant 'axes' input)
+    def static(data: np.ndarray, *, axes: Sequence[int] | None = None, keepdims: int = 1,
+               noop_with_empty_axes: int = 0) -> np.ndarray:
+        return reduce(op_type, data, _axes_tuple(op_type, axes), keepdims, noop_with_empty_axes)
+
+    def dynamic(data: np.ndarray, axes: np.ndarray | None = None, *, keepdims: int = 1,
+                noop_with_empty_axes: int = 0) -> np.ndarray:
+        return reduce(op_type, data, _axes_tuple(op_type, axes), keepdims, noop_with_empty_axes)
+
+    def lower(node: Node, g: Graph) -> Call:
+        axes_name = node.inputs[1] if len(node.inputs) > 1 else ""
+        kw = {"keepdims": node.attrs.get("keepdims", 1),
+              "noop_with_empty_axes": node.attrs.get("noop_with_empty_axes", 0)}
+        x = Ref(node.inputs[0])
+        if not axes_name:
+            return Call(static, [x], kw)
+        c = g.const(axes_name)
+        if c is None:
+            return Call(dynamic, [x, Ref(axes_name)], kw)
+        return Call(static, [x], dict(kw, axes=_axes_tuple(op_type, c)))
+
+    for f, form in ((static, "static"), (dynamic, "dynamic")):
+        f.__name__ = f.__qualname__ = f"{op_type}_{form}"
+        globals()[f.__name__] = f  # a module-level name, so the plan imports it instead of hoisting
+    op(op_type, since=1)(static)
+    op(op_type, since=input_since, lower=lower)(dynamic)
+
+
+for _name in _KERNELS:
+    _register_reduce(_name, 13 if _name == "ReduceSum" else 18)
+
+
+# --- ArgMax / ArgMin -------------------------------------------------------------------------------
+# onnxruntime's semantics, NaN included: the first element seeds the best value and a later one
+# replaces it only if strictly better (>= / <= with select_last_index), so a NaN wins only as the
+# first element.
+
+@njit(**_JIT)
+def _arg_rows(x, out, largest, last):  # type: ignore[no-untyped-def]
+    for o in range(x.shape[0]):
+        best = x[o, 0]
+        k = 0
+        for r in range(1, x.shape[1]):
+            v = x[o, r]
+            if largest:
+                better = v >= best if last else v > best
+            else:
+                better = v <= best if last else v < best
+            if better:
+                best = v
+                k = r
+        out[o] = k
+
+
+@njit(**_JIT)
+def _arg_cols(x, out, largest, last):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    best = np.empty(I, x.dtype)
+    for o in range(O):
+        for i in range(I):
+            best[i] = x[o, 0, i]
+            out[o, i] = 0
+        for r in range(1, R):
+            for i in range(I):
+                v = x[o, r, i]
+                if largest:
+                    better = v >= best[i] if last else v > best[i]
+                else:
+                    better = v <= best[i] if last else v < best[i]
+                if better:
+                    best[i] = v
+                    out[o, i] = r
+
+
+def _arg(op_type: str, x: np.ndarray, axis: int, keepdims: int, select_last_index: int) -> np.ndarray:
+    if is_half(x.dtype):
+        x = x.astype(np.float32)
+    elif x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    elif x.dtype.kind not in "fiu":
+        raise OrtNotImplemented(f"{op_type}: input dtype {x.dtype} is not supported")
+    rank = max(x.ndim, 1)
+    if not -rank <= axis < rank:
+        raise InvalidArgument(f"{op_type}: axis {axis} is out of range for a tensor of rank {x.ndim}")
+    shape = x.shape if x.ndim else (1,)
+    axis = axis + rank if axis < 0 else axis
+    O, R, I = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    out_shape = shape[:axis] + ((1,) if keepdims else ()) + shape[axis + 1:]
+    out = np.empty(out_shape, np.int64)
+    if O * I == 0:
+        return out
+    if R == 0:
+        raise InvalidArgument(f"{op_type}: cannot take the arg-extreme over axis {axis} of size 0")
+    largest, last = op_type == "ArgMax", bool(select_last_index)
+    if I == 1:
+        _arg_rows(x.reshape(O, R), out.reshape(O), largest, last)
+    else:
+        _arg_cols(x.reshape(O, R, I), out.reshape(O, I), largest, last)
+    return out
+
+
+@op("ArgMax", since=1)
+def ArgMax(data: np.ndarray, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> np.ndarray:
+    return _arg("ArgMax", data, axis, keepdims, select_last_index)
+
+
+@op("ArgMin", since=1)
+def ArgMin(data: np.ndarray, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> np.ndarray:
+    return _arg("ArgMin", data, axis, keepdims, select_last_index)
+
+
+# --- CumSum ----------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def _cumsum(x, out, exclusive, reverse):  # type: ignore[no-untyped-def]
+    O, R, I = x.shape
+    zero = x.dtype.type(0)
+    for o in range(O):
+        for step in range(R):
+            r = R - 1 - step if reverse else step
+            p = r + 1 if reverse else r - 1  # the previous position along the scan
+            if step == 0:
+                for i in range(I):
+                    out[o, r, i] = zero if exclusive else x[o, r, i]
+            elif exclusive:
+                for i in range(I):
+                    out[o, r, i] = out[o, p, i] + x[o, p, i]
+            else:
+                for i in range(I):
+                    out[o, r, i] = out[o, p, i] + x[o, r, i]
+
+
+@op("CumSum", since=11)
+def CumSum(x: np.ndarray, axis: np.ndarray, *, exclusive: int = 0, reverse: int = 0) -> np.ndarray:
+    if x.ndim == 0:
+        raise InvalidArgument("CumSum: the input must have rank >= 1, got a scalar")
+    if axis is None or axis.ndim > 1 or axis.size != 1 or axis.dtype not in (np.int32, np.int64):
+        raise InvalidArgument("CumSum: 'axis' must be a 0-D or 1-element int32/int64 tensor, got "
+                              f"{None if axis is None else (axis.dtype, list(axis.shape))}")
+    a = int(axis.reshape(-1)[0])
+    if not -x.ndim <= a < x.ndim:
+        raise InvalidArgument(f"CumSum: axis {a} is out of range for a tensor of rank {x.ndim}")
+    a = a + x.ndim if a < 0 else a
+    O, R, I = math.prod(x.shape[:a]), x.shape[a], math.prod(x.shape[a + 1:])
+    out = np.empty(x.shape, x.dtype)
+    if x.size == 0:
+        return out
+    dt = x.dtype
+    if is_half(dt):  # onnxruntime sums float16 in float32 and rounds once
+        return CumSum(x.astype(np.float32), axis, exclusive=exclusive, reverse=reverse).astype(dt)
+    if dt.kind not in "fiu":
+        raise OrtNotImplemented(f"CumSum: input dtype {dt} is not supported")
+    _cumsum(x.reshape(O, R, I), out.reshape(O, R, I), bool(exclusive), bool(reverse))
+    return out
+
+
+# --- TopK ------------------------------------------------------------------------------------------
+# onnxruntime's algorithm choice is reproduced so results match it exactly, ties and NaN included:
+# k == 1 a linear scan; small k a binary heap (its HeapifyIthPosition, unsorted output in heap
+# order); otherwise a selection, here numpy's stable argsort by (value, index). Ties go to the lower
+# index. With NaN, only the sort path can differ from onnxruntime (whose std::nth_element has no
+# defined order for NaN; here NaN sorts as the worst value).
+
+@njit(inline="always")
+def _better(v: Any, w: Any, a: Any, b: Any, largest: Any) -> Any:
+    # the comparator: value strictly better, or equal value and lower index
+    if largest:
+        return v > w or (v == w and a < b)
+    return v < w or (v == w and a < b)
+
+
+@njit(inline="always")  # inlined: a call costs more than the work (array refcounting)
+def _heapify(heap, i, k, row, largest):  # type: ignore[no-untyped-def]
+    while True:
+        left = 2 * i + 1
+        right = left + 1
+        if right < k:
+            hi, hl, hr = heap[i], heap[left], heap[right]
+            i_replaces_left = _better(row[hi], row[hl], hi, hl, largest)
+            if i_replaces_left and _better(row[hr], row[hl], hr, hl, largest):
+                heap[i], heap[left] = hl, hi
+                i = left
+            elif i_replaces_left or _better(row[hi], row[hr], hi, hr, largest):
+                heap[i], heap[right] = hr, hi
+                i = right
+            else:
+                break
+        elif left < k and _better(row[heap[i]], row[heap[left]], heap[i], heap[left], largest):
+            heap[i], heap[left] = heap[left], heap[i]
+            i = left
+        else:
+            break
+
+
+@njit(**_JIT)
+def _topk_rows(x, values, indices, largest, sorted_):  # type: ignore[no-untyped-def]
+    N, R = x.shape
+    k = values.shape[1]
+    heap = np.empty(k, np.int64)
+    for n in range(N):
+        row = x[n]
+        if k == 1:
+            best = row[0]
+            bi = 0
+            for r in range(1, R):
+                v = row[r]
+                if (v > best) if largest else (v < best):
+                    best = v
+                    bi = r
+            values[n, 0] = best
+            indices[n, 0] = bi
+            continue
+        for l in range(k):
+            heap[k - l - 1] = l
+            _heapify(heap, k - l - 1, k, row, largest)
+        top = row[heap[0]]
+        for r in range(k, R):
+            if (row[r] > top) if largest else (row[r] < top):
+                heap[0] = r
+                _heapify(heap, 0, k, row, largest)
+                top = row[heap[0]]
+        if sorted_:
+            for l in range(k):
+                idx = heap[0]
+                values[n, k - l - 1] = row[idx]
+                indices[n, k - l - 1] = idx
+                heap[0] = heap[k - l - 1]
+                _heapify(heap, 0, k - l - 1, row, largest)
+        else:
+            for l in range(k):
+                values[n, l] = row[heap[l]]
+                indices[n, l] = heap[l]
+
+
+def _topk_run(x: np.ndarray, k: int, axis: int, largest: int, sorted_: int) -> tuple[np.ndarray, np.ndarray]:
+    if x.ndim == 0:
+        raise InvalidArgument("TopK: the input must have rank >= 1, got a scalar")
+    if not -x.ndim <= axis < x.ndim:
+        raise InvalidArgument(f"TopK: axis {axis} is out of range for a tensor of rank {x.ndim}")
+    axis = axis + x.ndim if axis < 0 else axis
+    R = x.shape[axis]
+    if k < 0 or k > R:
+        raise InvalidArgument(f"TopK: k argument [{k}] should not be greater than specified axis dim value "
+                              f"[{R}]" if k > R else f"TopK: k must be >= 0, got {k}")
+    dt = x.dtype
+    out_shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
+    if k == 0 or x.size == 0:
+        return np.empty(out_shape, dt), np.empty(out_shape, np.int64)
+    xc = x.astype(np.float32) if is_half(dt) else x
+    if xc.dtype.kind not in "fiu":
+        raise OrtNotImplemented(f"TopK: input dtype {dt} is not supported")
+    last = axis == x.ndim - 1
+    rows = (xc if last else np.moveaxis(xc, axis, -1)).reshape(-1, R)  # a copy when axis is not last
+    if k == 1 or k < 4 or math.log2(k) / math.log2(R) < 0.725:
+        values = np.empty((rows.shape[0], k), xc.dtype)
+        indices = np.empty((rows.shape[0], k), np.int64)
+        _topk_rows(np.ascontiguousarray(rows), values, indices, bool(largest), bool(sorted_))
+    else:
+        # a stable ascending sort of a key that puts the better value first; NaN sorts last
+        key = rows if not largest else (-rows if xc.dtype.kind == "f" else ~rows)
+        indices = np.argsort(key, axis=1, kind="stable")[:, :k]
+        values = np.take_along_axis(rows, indices, axis=1)
+    moved = x.shape[:axis] + x.shape[axis + 1:] + (k,)
+    values, indices = values.reshape(moved), indices.reshape(moved)
+    if not last:
+        values, indices = np.moveaxis(values, -1, axis), np.moveaxis(indices, -1, axis)
+    return np.ascontiguousarray(values, dtype=dt), np.ascontiguousarray(indices)
+
+
+def _k_input(K: np.ndarray | None) -> int:
+    if K is None or K.size != 1 or K.ndim > 1 or K.dtype.kind not in "iu":
+        raise InvalidArgument("TopK: 'K' must be a 1-D int64 tensor with one element, got "
+                              f"{None if K is None else (K.dtype, list(K.shape))}")
+    return int(K.reshape(-1)[0])
+
+
+@op("TopK", since=1)
+def TopK_1(X: np.ndarray, *, k: int, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    return _topk_run(X, k, axis, 1, 1)
+
+
+@op("TopK", since=10)
+def TopK_10(X: np.ndarray, K: np.ndarray, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    return _topk_run(X, _k_input(K), axis, 1, 1)
+
+
+@op("TopK", since=11)
+def TopK(X: np.ndarray, K: np.ndarray, *, axis: int = -1, largest: int = 1, sorted: int = 1
+         ) -> tuple[np.ndarray, np.ndarray]:
+    return _topk_run(X, _k_input(K), axis, largest, sorted)
