@@ -263,11 +263,9 @@ def test_random_feeds(tmp_path: Path) -> None:
 # --- the README's main job --------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_main_job_light_squeezenet(capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_job_light_resnet50(capsys: pytest.CaptureFixture[str]) -> None:
     """README's first command: a shipped CNN, checked against the shipped output and onnxruntime."""
     pytest.importorskip("onnxruntime")
-    rc, out, err = cli_run(capsys, "run", "light_squeezenet", "--compare-ort", "--repeat", "1")
-    if rc == 3 and "NotImplemented" in err:
-        pytest.skip(f"jitort cannot run squeezenet yet: {err.strip()}")
+    rc, out, err = cli_run(capsys, "run", "light_resnet50", "--compare-ort", "--repeat", "1")
     assert rc == 0, out + err
     assert "vs expected output shipped with onnx" in out and "all outputs agree with onnxruntime" in out
