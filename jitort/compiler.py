@@ -20,6 +20,7 @@ from jitort.codegen.source import content_hash
 from jitort.ir import Graph, Node, verify
 from jitort.kernels.registry import lookup, lower_node, run_call
 from jitort.passes.const_fold import fold_constants
+from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import FUSED, fuse_elementwise
 from jitort.passes.partition import partition
 from jitort.passes.shapes import complete_types
@@ -69,7 +70,7 @@ def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> li
     if fold:
         ps += [lambda g: fold_constants(g, evaluate), remove_dead]
     if fuse:
-        ps += [fuse_elementwise]
+        ps += [fuse_conv_epilogue, fuse_elementwise]
     ps += [lambda g: partition(g, list(providers))]
     return ps
 
@@ -95,17 +96,23 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: 
     g = optimize(g, providers, **flags)
     steps: list[Step] = []
     kernels: dict[str, FusedKernel] = {}
-    for n in g.nodes:
-        if n.op_type == FUSED and n.domain == "jitort":
-            fk = fused_kernel(n, g)
-            kernels.setdefault(fk.name, fk)
-            steps.append(Step(n, kernel=fk))
-        else:
-            steps.append(Step(n, call=lower_node(n, g)))
-    source, consts = emit_plan(g, steps, title or g.name)
+    if any(n.provider == "CUDAExecutionProvider" for n in g.nodes):
+        # A graph partitioned across CUDA and CPU: the CUDA plan emits both providers' steps.
+        from jitort.codegen.cuda_plan import emit_cuda_plan
+        source, consts, kernel_sources = emit_cuda_plan(g, title or g.name)
+    else:
+        for n in g.nodes:
+            if n.op_type == FUSED and n.domain == "jitort":
+                fk = fused_kernel(n, g)
+                kernels.setdefault(fk.name, fk)
+                steps.append(Step(n, kernel=fk))
+            else:
+                steps.append(Step(n, call=lower_node(n, g)))
+        source, consts = emit_plan(g, steps, title or g.name)
+        kernel_sources = {k.name: k.source for k in kernels.values()}
     inputs = [(i, np.dtype(g.type_of(i).dtype) if g.type_of(i).dtype is not None else None, g.type_of(i).shape)
               for i in g.inputs]
-    return Compiled("plan_" + content_hash(source)[:20], source, {k.name: k.source for k in kernels.values()},
+    return Compiled("plan_" + content_hash(source)[:20], source, kernel_sources,
                     consts, inputs, list(g.outputs), g, list(kernels.values()), cache.compiled_since(mark),
                     time.perf_counter() - t0)
 

@@ -1,0 +1,195 @@
+"""Fold what follows a Conv into the Conv: an inference BatchNormalization into its constant weights,
+then one activation into its epilogue (bias + activation applied on the GEMM tile while it is hot).
+
+Invariant after the pass: no Conv with constant W and B (or no B) feeds a foldable inference
+BatchNormalization as that value's only consumer, and no Conv whose output's only consumer is a
+supported activation (Relu, Clip with constant bounds, LeakyRelu, HardSigmoid, HardSwish, Sigmoid,
+or the pair Mul(x, Sigmoid(x)) = SiLU) keeps that activation as a separate node; such a Conv
+carries ``_activation`` / ``_alpha`` / ``_beta`` attributes and produces the activation's output
+name. A value that is a graph output or is read by a subgraph is never folded away. Every
+decision is recorded in ``g.notes``. Runs before elementwise fusion, which would otherwise take
+the activation into a separate kernel.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jitort.ir import Graph, Node, TensorType, Value
+
+_SIMPLE_ACTS = ("Relu", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Clip")
+
+
+def _subgraph_reads(g: Graph) -> set[str]:
+    names: set[str] = set()
+
+    def walk(sub: Graph) -> None:
+        for n in sub.nodes:
+            names.update(i for i in n.inputs if i)
+            for a in n.attrs.values():
+                for s in (a if isinstance(a, list) else [a]):
+                    if isinstance(s, Graph):
+                        walk(s)
+        names.update(sub.outputs)
+
+    for n in g.nodes:
+        for a in n.attrs.values():
+            for s in (a if isinstance(a, list) else [a]):
+                if isinstance(s, Graph):
+                    walk(s)
+    return names
+
+
+def _fresh(g: Graph, base: str) -> str:
+    name, k = base, 0
+    while name in g.values:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _add_const(g: Graph, base: str, data: np.ndarray) -> str:
+    name = _fresh(g, base)
+    g.values[name] = Value(name, TensorType(data.dtype, tuple(data.shape)), np.ascontiguousarray(data))
+    return name
+
+
+class _Ctx:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.consumers = g.consumers()
+        self.protected = set(g.outputs) | _subgraph_reads(g)
+        self.removed: set[int] = set()
+
+    def sole_consumer(self, value: str) -> Node | None:
+        cs = self.consumers.get(value, [])
+        if value in self.protected or len(cs) != 1:
+            return None
+        return cs[0]
+
+    def rewire(self, conv: Node, old_out: str, new_out: str, dead: list[Node]) -> None:
+        """The conv now produces ``new_out``; the nodes in ``dead`` disappear."""
+        conv.outputs[0] = new_out
+        for n in dead:
+            self.removed.add(id(n))
+        self.g.values.pop(old_out, None)
+        self.consumers = {k: [c for c in v if id(c) not in self.removed] for k, v in self.consumers.items()}
+        self.consumers.pop(old_out, None)
+
+
+def _scalar_const(g: Graph, name: str) -> float | None:
+    c = g.const(name)
+    if c is None or c.size != 1:
+        return None
+    return float(c.reshape(-1)[0])
+
+
+def _fold_bn(ctx: _Ctx, conv: Node) -> Node | None:
+    g = ctx.g
+    bn = ctx.sole_consumer(conv.outputs[0])
+    if bn is None or bn.op_type != "BatchNormalization" or bn.domain != "" or bn.inputs[0] != conv.outputs[0]:
+        return None
+    if any(o for o in bn.outputs[1:]) or len(bn.inputs) < 5:
+        return None  # training outputs requested
+    if bn.attrs.get("training_mode", 0) or bn.attrs.get("spatial", 1) != 1:
+        return None
+    if bn.version < 6:
+        return None
+    W = g.const(conv.inputs[1])
+    has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
+    B = g.const(conv.inputs[2]) if has_b else None
+    if W is None or (has_b and B is None) or W.dtype.kind != "f" or W.ndim < 3:
+        return None
+    params = [g.const(i) for i in bn.inputs[1:5]]
+    M = W.shape[0]
+    if any(p is None or p.size != M for p in params):
+        return None
+    scale, bias, mean, var = (p.astype(np.float64).reshape(-1) for p in params)  # type: ignore[union-attr]
+    eps = float(bn.attrs.get("epsilon", 1e-5))
+    f = scale / np.sqrt(var + eps)
+    w2 = (W.astype(np.float64) * f.reshape((M,) + (1,) * (W.ndim - 1))).astype(W.dtype)
+    b0 = np.zeros(M) if B is None else B.astype(np.float64).reshape(-1)
+    b2 = ((b0 - mean) * f + bias).astype(W.dtype)
+    wname = _add_const(g, f"{conv.name}.W_bn", w2)
+    bname = _add_const(g, f"{conv.name}.B_bn", b2)
+    conv.inputs = [conv.inputs[0], wname, bname]
+    ctx.rewire(conv, conv.outputs[0], bn.outputs[0], [bn])
+    return bn
+
+
+def _act_params(g: Graph, n: Node) -> tuple[str, float, float] | None:
+    a: dict[str, Any] = n.attrs
+    if n.op_type == "Relu" or n.op_type == "Sigmoid" or n.op_type == "HardSwish":
+        return n.op_type, 0.0, 0.0
+    if n.op_type == "LeakyRelu":
+        return "LeakyRelu", float(a.get("alpha", 0.01)), 0.0
+    if n.op_type == "HardSigmoid":
+        return "HardSigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if n.op_type == "Clip":
+        if n.version < 11:
+            return "Clip", float(a.get("min", -np.inf)), float(a.get("max", np.inf))
+        lo, hi = -np.inf, np.inf
+        if len(n.inputs) > 1 and n.inputs[1]:
+            v = _scalar_const(g, n.inputs[1])
+            if v is None:
+                return None
+            lo = v
+        if len(n.inputs) > 2 and n.inputs[2]:
+            v = _scalar_const(g, n.inputs[2])
+            if v is None:
+                return None
+            hi = v
+        return "Clip", lo, hi
+    return None
+
+
+def _absorb_activation(ctx: _Ctx, conv: Node) -> list[Node]:
+    g = ctx.g
+    y = conv.outputs[0]
+    if y in ctx.protected:
+        return []
+    cs = ctx.consumers.get(y, [])
+    if len(cs) == 1 and cs[0].domain == "" and cs[0].op_type in _SIMPLE_ACTS and cs[0].inputs[0] == y:
+        act = cs[0]
+        p = _act_params(g, act)
+        if p is None or len(act.outputs) != 1:
+            return []
+        conv.attrs["_activation"], conv.attrs["_alpha"], conv.attrs["_beta"] = p
+        ctx.rewire(conv, y, act.outputs[0], [act])
+        return [act]
+    if len(cs) == 2:
+        sig = next((c for c in cs if c.op_type == "Sigmoid" and c.domain == ""), None)
+        mul = next((c for c in cs if c.op_type == "Mul" and c.domain == ""), None)
+        if sig is None or mul is None or sig is mul:
+            return []
+        s = sig.outputs[0]
+        if sorted(mul.inputs) != sorted([y, s]) or ctx.sole_consumer(s) is not mul:
+            return []
+        conv.attrs["_activation"], conv.attrs["_alpha"], conv.attrs["_beta"] = "SiLU", 0.0, 0.0
+        g.values.pop(s, None)
+        ctx.rewire(conv, y, mul.outputs[0], [sig, mul])
+        return [sig, mul]
+    return []
+
+
+def fuse_conv_epilogue(g: Graph) -> Graph:
+    """Fold BatchNormalization and one activation into each Conv (see the module docstring)."""
+    ctx = _Ctx(g)
+    for conv in g.nodes:
+        if conv.op_type != "Conv" or conv.domain != "" or id(conv) in ctx.removed or conv.attrs.get("_activation"):
+            continue
+        if len(conv.outputs) != 1 or not conv.outputs[0]:
+            continue
+        t = g.type_of(conv.outputs[0]).dtype
+        if t is not None and np.dtype(t).kind != "f":
+            continue
+        parts = [conv.name]
+        bn = _fold_bn(ctx, conv)
+        if bn is not None:
+            parts.append(bn.name)
+        parts += [n.name for n in _absorb_activation(ctx, conv)]
+        if len(parts) > 1:
+            g.notes.append("conv epilogue: " + " + ".join(parts))
+    g.nodes = [n for n in g.nodes if id(n) not in ctx.removed]
+    return g
