@@ -62,8 +62,8 @@ def library_hash() -> str:
         import jitort.kernels
         h = hashlib.sha256(f"numba {numba.__version__} llvmlite {llvmlite.__version__}".encode())
         for pkg in (jitort.kernels, jitort.codegen):
-            for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
-                h.update(f.name.encode())
+            for f in sorted(Path(pkg.__file__).parent.rglob("*.py")):
+                h.update(str(f.relative_to(Path(pkg.__file__).parent)).encode())
                 h.update(f.read_bytes())
         _library_hash = h.hexdigest()[:16]
     return _library_hash

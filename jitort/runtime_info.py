@@ -50,8 +50,8 @@ logger = logging.getLogger("jitort")
 # --- providers and build ---------------------------------------------------------------------
 
 
-# jitort lists CUDA only once its CUDA code generator is part of the build (the GPU issue).
-CUDA_BACKEND = False
+# jitort lists CUDA when numba-cuda finds a device (jitort.kernels.cuda, jitort.codegen.cuda_plan).
+CUDA_BACKEND = True
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,9 +27,10 @@ from jitort.ir import Dim, Graph
 from jitort.onnx_import import import_model, load_model
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers
-from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue
+from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, _is_device
 
 CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def _normalize_providers(providers: Sequence[Any] | None, provider_options: Sequ
             o.update(provider_options[k])
         names.append(name)
         opts.append({str(a): str(b) for a, b in o.items()})
-    available = get_available_providers()
+    # Probing for CUDA imports numba.cuda (~0.5 s): only when something other than the CPU is asked for.
+    available = get_available_providers() if any(n != CPU for n in names) else [CPU]
     keep = [(n, o) for n, o in zip(names, opts) if n in available]
     for n in names:
         if n not in available:
@@ -122,8 +124,12 @@ class InferenceSession:
         self._outputs = [NodeArg.from_value_info(v) for v in proto.graph.output]
         level = int(self._sess_options.graph_optimization_level)
         self._flags = {"fold": level > 0, "fuse": level > 0}
+        key_opts: dict[str, Any] = {"providers": self._providers, **self._flags}
+        if CUDA in self._providers:  # CUDA plans call jitort.kernels.cuda, outside the library hash
+            from jitort.kernels.cuda import library_hash as cuda_library_hash
+            key_opts["cuda_library"] = cuda_library_hash()
         key, model_hash = artifact.model_key(raw if raw is not None else proto.SerializeToString(), [],
-                                             {"providers": self._providers, **self._flags})
+                                             key_opts)
         compiled, root = self._find_compiled(art, key, model_hash)
         fresh = compiled is None
         if compiled is None:
@@ -156,6 +162,9 @@ class InferenceSession:
                 m = artifact.load_manifest(art)
                 if m.model_sha256 != model_hash:
                     raise artifact.StaleEntry("the artifact was built from a different model")
+                if m.target.startswith("cuda") != (CUDA in self._providers):
+                    raise artifact.StaleEntry(f"the artifact was built for target {m.target}, this session "
+                                              f"runs on {self._providers}")
                 artifact.import_library_objects(art, self._cache.root)
                 return c, art
             except (artifact.StaleEntry, FileNotFoundError) as e:
@@ -274,15 +283,18 @@ class InferenceSession:
                             f"input '{spec.name}' (index {k}); inputs sharing a dimension name must agree")
                     else:
                         dims[d] = (got, spec.name)
-            if not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned):
+            if isinstance(x, np.ndarray) and not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned):
                 x = np.array(x, order="C", copy=True)
             args.append(x)
         return args
 
-    @staticmethod
-    def _to_array(spec: _InputSpec, x: Any) -> np.ndarray:
+    def _to_array(self, spec: _InputSpec, x: Any) -> np.ndarray:
+        # A CUDA plan takes device arrays as they are (IOBinding, CUDA OrtValues); a CPU plan copies.
+        device_ok = hasattr(self._plan, "run_on")
         if isinstance(x, OrtValue):
-            return x.numpy()
+            return x._array() if device_ok and x._device[0] == "cuda" else x.numpy()
+        if not isinstance(x, (list, tuple, np.generic)) and _is_device(x):
+            return x if device_ok else x.copy_to_host()
         if isinstance(x, (list, tuple)):
             return np.asarray(x, dtype=spec.dtype)
         if isinstance(x, np.generic):
@@ -316,16 +328,28 @@ class InferenceSession:
     def _run_bound(self, inputs: dict[str, np.ndarray], output_names: list[str],
                    preallocated: dict[str, np.ndarray], *, run_options: RunOptions | None = None
                    ) -> list[np.ndarray]:
+        run_on = getattr(self._plan, "run_on", None)
+        if run_on is not None:
+            # CUDA plan: bound device inputs are read in place and outputs computed on the device stay
+            # there; IOBinding copies each result to where its binding wants it.
+            if run_options is not None and run_options.terminate:
+                raise Fail("Exiting due to terminate flag being set to true.")
+            outs = run_on(True, *self._bind(inputs))
+            names = output_names or list(self._out_index)
+            bad = [n for n in names if n not in self._out_index]
+            if bad:
+                raise InvalidArgument(f"Invalid output name:{bad[0]}")
+            return [outs[self._out_index[n]] for n in names]
         outs = self.run(output_names or None, inputs, run_options)
         names = output_names or list(self._out_index)
         for n, a in zip(names, outs):
             dst = preallocated.get(n)
-            if dst is not None:
+            if dst is not None and isinstance(dst, np.ndarray):
                 if dst.shape != a.shape or dst.dtype != a.dtype:
                     raise InvalidArgument(f"bound output '{n}' is {dst.dtype}{list(dst.shape)} but the model "
                                           f"produced {a.dtype}{list(a.shape)}")
                 np.copyto(dst, a)
-        return [preallocated.get(n, a) for n, a in zip(names, outs)]
+        return [dst if isinstance(dst := preallocated.get(n), np.ndarray) else a for n, a in zip(names, outs)]
 
     def io_binding(self) -> IOBinding:
         return IOBinding(self)

@@ -1,9 +1,10 @@
 """``OrtValue``, ``NodeArg``, ``ModelMetadata`` and ``IOBinding``: onnxruntime's value-level API.
 
 An ``OrtValue`` wraps a host numpy array (sharing its memory, as onnxruntime does on CPU) and
-records the device it lives on in ``_device = (device_type, device_id)``. Only ``"cpu"`` exists
-today; a CUDA backend adds itself in :func:`_resolve_device` and stores a device array in
-``_data`` instead, leaving the public methods' signatures unchanged.
+records the device it lives on in ``_device = (device_type, device_id)``. With the CUDA backend
+usable (a GPU, numba-cuda), ``"cuda"`` values hold a numba device array in ``_data`` instead
+(anything exposing ``__cuda_array_interface__`` or CUDA DLPack binds without a copy); the public
+methods keep their signatures, and ``numpy()`` copies such a value back to the host.
 
 ``IOBinding`` talks to its session through exactly one private method (plus the optional public
 ``get_inputs``/``get_overridable_initializers`` for early name checks)::
@@ -50,16 +51,55 @@ _KNOWN_DEVICE_TYPES = ("cpu", "cuda", "gpu", "cann", "dml", "webgpu", "npu")
 
 
 def _resolve_device(device_type: str, device_id: int) -> Device:
-    """Validate a device request. The single place a future CUDA backend plugs in."""
+    """Validate a device request: "cpu", or "cuda" ("gpu") when the CUDA backend is usable."""
     dt = str(device_type).lower()
     if dt not in _KNOWN_DEVICE_TYPES:
         raise ValueError(f"Unsupported device type: {device_type}")
+    if dt in ("cuda", "gpu") and _cuda_usable():
+        if int(device_id) != 0:
+            raise RuntimeError(f"jitort's CUDA backend uses device 0 only (asked for device {device_id})")
+        return ("cuda", 0)
     if dt != "cpu":
         # onnxruntime's CPU build raises RuntimeError for a device it was not built for.
         raise RuntimeError(
             f"Can't allocate memory on the {device_type} device: this jitort build keeps "
-            "OrtValues and IOBinding buffers in CPU memory only.")
+            "OrtValues and IOBinding buffers in CPU memory only (no usable CUDA device).")
     return ("cpu", int(device_id))
+
+
+# --- CUDA values (only reached when the CUDA backend is usable) -------------------------------
+
+def _cuda_usable() -> bool:
+    from jitort.runtime_info import get_available_providers
+    return "CUDAExecutionProvider" in get_available_providers()
+
+
+def _cuda_rt() -> Any:
+    from jitort.kernels.cuda import runtime
+    return runtime
+
+
+def _is_device(x: Any) -> bool:
+    """A CUDA array (numba's, CuPy's, PyTorch's...; the simulator's in tests). Imports nothing."""
+    if isinstance(x, np.ndarray) or x is None:
+        return False
+    return hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray"
+
+
+def _to_device_like(arr: Any, device: Device) -> Any:
+    """``arr`` (host or device) where ``device`` says, copying only when it is elsewhere."""
+    if device[0] == "cuda":
+        return _cuda_rt().as_device_array(arr) if _is_device(arr) else _cuda_rt().upload(np.asarray(arr))
+    return arr.copy_to_host() if _is_device(arr) else arr
+
+
+def _copy_into(dst: Any, src: Any) -> None:
+    """Copy ``src`` into the existing buffer ``dst``; either may be on the device."""
+    if _is_device(dst):
+        d = _cuda_rt().as_device_array(dst)
+        d.copy_to_device(_cuda_rt().as_device_array(src) if _is_device(src) else np.ascontiguousarray(src))
+    else:
+        np.copyto(dst, src.copy_to_host() if _is_device(src) else src)
 
 
 def _host_array(arr: np.ndarray) -> np.ndarray:
@@ -87,7 +127,7 @@ class OrtValue:
 
         ``numpy_obj`` is kept alive as long as this value: the object ``data`` was made from.
         """
-        if data is not None and not isinstance(data, np.ndarray):
+        if data is not None and not isinstance(data, np.ndarray) and not (device[0] == "cuda" and _is_device(data)):
             raise TypeError(f"OrtValue data must be a numpy.ndarray, got {type(data).__name__}")
         self._data: np.ndarray | None = data
         self._device: Device = device
@@ -106,6 +146,11 @@ class OrtValue:
         if not isinstance(numpy_obj, np.ndarray):
             raise RuntimeError("Creation of OrtValues is currently only supported from numpy "
                                f"arrays, got {type(numpy_obj).__name__}")
+        if device[0] == "cuda":
+            host = _host_array(numpy_obj)
+            if host.dtype == object:
+                raise RuntimeError("string tensors cannot live on the CUDA device")
+            return cls(_cuda_rt().upload(host), device)
         return cls(_host_array(numpy_obj), device, numpy_obj)
 
     @classmethod
@@ -133,16 +178,25 @@ class OrtValue:
         dtype = resolve_element_type(element_type)
         onnx_elem_type(dtype)
         if dtype == object:
+            if device[0] == "cuda":
+                raise RuntimeError("string tensors cannot live on the CUDA device")
             return cls(np.full(dims, "", dtype=object), device)
+        if device[0] == "cuda":
+            return cls(_cuda_rt().upload(np.zeros(dims, dtype=dtype)), device)
         return cls(np.zeros(dims, dtype=dtype), device)
 
     @classmethod
     def from_dlpack(cls, data: Any, /) -> OrtValue:
-        """An OrtValue sharing memory with a CPU object that implements the DLPack protocol."""
+        """An OrtValue sharing memory with an object that implements the DLPack protocol (host memory,
+        or CUDA memory when the CUDA backend is usable)."""
         if not hasattr(data, "__dlpack__"):
             raise TypeError("jitort's OrtValue.from_dlpack needs an object with __dlpack__")
         if isinstance(data, OrtValue):
-            return cls(data.numpy(), data._device, data)
+            return cls(data._array(), data._device, data)
+        dev = data.__dlpack_device__() if hasattr(data, "__dlpack_device__") else (1, 0)
+        if int(dev[0]) in (2, 13):  # kDLCUDA, kDLCUDAManaged
+            device = _resolve_device("cuda", int(dev[1]))
+            return cls(_cuda_rt().from_dlpack(data), device, data)
         return cls(_host_array(np.from_dlpack(data)), ("cpu", 0), data)
 
     # --- inspection --------------------------------------------------------------------------
@@ -153,8 +207,10 @@ class OrtValue:
         return self._data
 
     def numpy(self) -> np.ndarray:
-        """The tensor as a numpy array; on CPU this shares memory with the OrtValue."""
-        return self._array()
+        """The tensor as a numpy array; on CPU this shares memory with the OrtValue, from the CUDA
+        device it is a copy."""
+        a = self._array()
+        return a.copy_to_host() if self._device[0] == "cuda" else a
 
     def shape(self) -> list[int]:
         """Shape as a list of ints."""
@@ -173,11 +229,13 @@ class OrtValue:
         return int(self._array().nbytes)
 
     def device_name(self) -> str:
-        """Device the data lives on: ``'cpu'``."""
+        """Device the data lives on: ``'cpu'`` or ``'cuda'``."""
         return self._device[0]
 
     def data_ptr(self) -> int:
-        """Address of the first element."""
+        """Address of the first element (a device address for a CUDA value)."""
+        if self._device[0] == "cuda":
+            return _cuda_rt().device_pointer(self._array())
         return int(self._array().ctypes.data)
 
     def has_value(self) -> bool:
@@ -201,8 +259,8 @@ class OrtValue:
 
         ``data`` must have the same dtype and number of elements; its shape may differ.
         """
-        src = data.numpy() if isinstance(data, OrtValue) else data
-        if not isinstance(src, np.ndarray):
+        src = data._array() if isinstance(data, OrtValue) else data
+        if not isinstance(src, np.ndarray) and not _is_device(src):
             raise TypeError("data must be a numpy.ndarray or an OrtValue.")
         dst = self._array()
         if src.dtype != dst.dtype:
@@ -210,7 +268,7 @@ class OrtValue:
             raise TypeError(f"update_inplace: dtype {src.dtype} does not match the OrtValue's {dst.dtype}")
         if src.size != dst.size:
             raise ValueError(f"update_inplace: {src.size} elements do not fit an OrtValue of {dst.size}")
-        np.copyto(dst, src.reshape(dst.shape))
+        _copy_into(dst, src.reshape(dst.shape))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         arr = self.numpy()
@@ -219,10 +277,20 @@ class OrtValue:
         return arr if dtype is None else np.asarray(arr, dtype=dtype)
 
     def __dlpack__(self, *, stream: Any = None) -> Any:
+        if self._device[0] == "cuda":
+            raise BufferError("jitort's CUDA OrtValues export __cuda_array_interface__, not DLPack: "
+                              "use torch.as_tensor(value, device='cuda') or cupy.asarray(value)")
         return self._array().__dlpack__(stream=stream)
 
     def __dlpack_device__(self) -> tuple[int, int]:
-        return (1, self._device[1])  # kDLCPU
+        return (2 if self._device[0] == "cuda" else 1, self._device[1])  # kDLCUDA / kDLCPU
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """Zero-copy export of a CUDA value to CuPy, PyTorch, numba..."""
+        if self._device[0] != "cuda":
+            raise AttributeError("__cuda_array_interface__: the OrtValue is in CPU memory")
+        return self._array().__cuda_array_interface__  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         if self._data is None:
@@ -363,19 +431,25 @@ class IOBinding:
         if buffer_ptr is None or isinstance(buffer_ptr, bool):
             raise TypeError("bind_input(): buffer_ptr must be an int address")
         try:
-            _resolve_device(device_type, device_id)
+            device = _resolve_device(device_type, device_id)
         except RuntimeError as e:
             raise RuntimeError(f"Error when binding input: {e}") from None
         self._check_input_name(name)
+        if device[0] == "cuda":
+            self._inputs[name] = _cuda_rt().from_pointer(buffer_ptr, shape, resolve_element_type(element_type))
+            return
         self._inputs[name] = _array_from_pointer(buffer_ptr, resolve_element_type(element_type), shape)
 
     def bind_ortvalue_input(self, name: str, ortvalue: OrtValue) -> None:
-        """Bind input ``name`` to an OrtValue's buffer."""
+        """Bind input ``name`` to an OrtValue's buffer (on the device for a CUDA value: no copy)."""
         self._check_input_name(name)
-        self._inputs[name] = ortvalue.numpy()
+        self._inputs[name] = ortvalue._array()
 
     def synchronize_inputs(self) -> None:
-        """No-op on CPU: bound host memory is already visible to every kernel."""
+        """Wait for pending device work (CUDA); a no-op on CPU, where bound memory is always visible."""
+        if any(_is_device(x) for x in self._inputs.values()):
+            from numba import cuda
+            cuda.synchronize()
 
     def clear_binding_inputs(self) -> None:
         """Forget all input bindings."""
@@ -396,7 +470,10 @@ class IOBinding:
         if element_type is None or shape is None:
             raise ValueError(
                 "`element_type` and `shape` are to be provided if pre-allocated memory is provided")
-        arr = _array_from_pointer(buffer_ptr, resolve_element_type(element_type), shape)
+        if device[0] == "cuda":
+            arr = _cuda_rt().from_pointer(buffer_ptr, shape, resolve_element_type(element_type))
+        else:
+            arr = _array_from_pointer(buffer_ptr, resolve_element_type(element_type), shape)
         self._outputs[name] = _OutputBinding(device, OrtValue(arr, device))
 
     def bind_ortvalue_output(self, name: str, ortvalue: OrtValue) -> None:
@@ -404,7 +481,10 @@ class IOBinding:
         self._outputs[name] = _OutputBinding(ortvalue._device, ortvalue)
 
     def synchronize_outputs(self) -> None:
-        """No-op on CPU: a run has finished writing its outputs when it returns."""
+        """Wait for pending device work (CUDA); jitort's runs already wait for their stream."""
+        if any(b.device[0] == "cuda" for b in self._outputs.values()):
+            from numba import cuda
+            cuda.synchronize()
 
     def clear_binding_outputs(self) -> None:
         """Forget all output bindings and the previous run's outputs."""
@@ -421,7 +501,7 @@ class IOBinding:
 
     def copy_outputs_to_cpu(self) -> list[np.ndarray]:
         """Copies of the previous run's outputs as numpy arrays."""
-        return [np.array(v.numpy(), copy=True) for v in self._results]
+        return [v.numpy() if v._device[0] == "cuda" else np.array(v.numpy(), copy=True) for v in self._results]
 
     # --- the session's side ------------------------------------------------------------------
 
@@ -432,21 +512,22 @@ class IOBinding:
         if not self._outputs:
             raise RuntimeError("Error in execution: At least one output should be requested.")
         names = list(self._outputs)
-        preallocated = {n: b.value.numpy() for n, b in self._outputs.items() if b.value is not None}
+        preallocated = {n: b.value._array() for n, b in self._outputs.items() if b.value is not None}
         arrays = session._run_bound(dict(self._inputs), names, preallocated, run_options=run_options)
         if len(arrays) != len(names):
             raise RuntimeError(f"session returned {len(arrays)} outputs for {len(names)} bound names")
         self._results = [self._deliver(n, a) for n, a in zip(names, arrays)]
 
-    def _deliver(self, name: str, arr: np.ndarray) -> OrtValue:
+    def _deliver(self, name: str, arr: Any) -> OrtValue:
+        """The session's result for ``name`` (host or device array) where its binding wants it."""
         binding = self._outputs[name]
         if binding.value is None:
-            return OrtValue(arr, binding.device)
-        dst = binding.value.numpy()
+            return OrtValue(_to_device_like(arr, binding.device), binding.device)
+        dst = binding.value._array()
         if arr is not dst:
-            if arr.shape != dst.shape or arr.dtype != dst.dtype:
+            if tuple(arr.shape) != tuple(dst.shape) or arr.dtype != dst.dtype:
                 raise RuntimeError(
                     f"Error in execution: output {name!r} is {arr.dtype}{list(arr.shape)} but its "
                     f"bound buffer is {dst.dtype}{list(dst.shape)}")
-            np.copyto(dst, arr)
+            _copy_into(dst, arr)
         return binding.value

@@ -57,3 +57,34 @@ class _JitortCacheLocator(_caching._CacheLocator):  # type: ignore[misc]
 
 if not any(c.__name__ == "_JitortCacheLocator" for c in _caching.CacheImpl._locator_classes):
     _caching.CacheImpl._locator_classes.insert(0, _JitortCacheLocator)
+
+
+def _tolerant_load(load):  # type: ignore[no-untyped-def]
+    """Numba raises on a truncated or corrupted index/data file (UnpicklingError, EOFError...),
+    which would make every later session fail until the cache is deleted. A file that cannot be
+    read is a cache miss: Numba compiles again and overwrites it."""
+    def wrapper(self, key):  # type: ignore[no-untyped-def]
+        try:
+            return load(self, key)
+        except Exception:  # noqa: BLE001 - any unreadable cache file is a miss
+            return None
+    wrapper._jitort_tolerant = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+if not getattr(_caching.IndexDataCacheFile.load, "_jitort_tolerant", False):
+    _caching.IndexDataCacheFile.load = _tolerant_load(_caching.IndexDataCacheFile.load)
+
+
+def _tolerant_index(load_index):  # type: ignore[no-untyped-def]
+    def wrapper(self):  # type: ignore[no-untyped-def]
+        try:
+            return load_index(self)
+        except Exception:  # noqa: BLE001 - an unreadable index is an empty one (save() reads it too)
+            return {}
+    wrapper._jitort_tolerant = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+if not getattr(_caching.IndexDataCacheFile._load_index, "_jitort_tolerant", False):
+    _caching.IndexDataCacheFile._load_index = _tolerant_index(_caching.IndexDataCacheFile._load_index)
