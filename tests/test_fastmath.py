@@ -167,7 +167,7 @@ def test_gelu_accuracy(mode: str) -> None:
     x = np.concatenate([all_binades(mode), dense(-12.0, 12.0, mode)])
     x64 = x.astype(np.float64)
     big = np.abs(x64) > 1e30  # x^3 overflows in the float64 reference as it does in float32: compare finite parts
-    for name, ref_fn, abs_bound in [("gelu_erf_f32", _gelu_erf64, 1.4e-6), ("gelu_tanh_f32", _gelu_tanh64, 1.1e-6)]:
+    for name, ref_fn, abs_bound in [("gelu_erf_f32", _gelu_erf64, 1.4e-6), ("gelu_tanh_f32", _gelu_tanh64, 1.2e-6)]:
         y = run(name, x, mode)
         with np.errstate(over="ignore", invalid="ignore"):
             ref = ref_fn(x64)
