@@ -90,6 +90,8 @@ def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def import_model(proto: onnx.ModelProto) -> Graph:
+    from jitort.functions import inline_local_functions
+    proto = inline_local_functions(proto)  # model-local functions: onnx's inliner, before inference
     opsets = opsets_of(proto)
     inferred = infer(proto)
     return import_graph(inferred.graph, opsets, outer_types={})
@@ -153,9 +155,9 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
             values[vi.name] = Value(vi.name, t)
     inputs = [i.name for i in g.input if i.name not in init_names]
     nodes: list[Node] = []
-    for i, n in enumerate(g.node):
+    from jitort.functions import expand_functions  # function ops without a kernel -> their bodies
+    for i, (n, version) in enumerate(expand_functions(g, opsets, values)):
         domain = "" if n.domain == "ai.onnx" else n.domain
-        version = opsets.get(domain, 1)
         attrs = {a.name: _attr_value(a, opsets, values) for a in n.attribute}
         name = n.name or f"{n.op_type}_{i}"
         if n.op_type == "Constant" and domain == "":

@@ -52,8 +52,11 @@ def Div(c: Scalar, a: str, b: str) -> str:
 
 @elementwise("Mod", since=10)
 def Mod(c: Scalar, a: str, b: str) -> str:
-    if c.attrs.get("fmod", 0) or _is_float(c):
-        # fmod: the result has the dividend's sign (C's fmod); float Mod requires fmod=1 by the spec.
+    if _is_float(c) and not c.attrs.get("fmod", 0):
+        # fmod=0 on floats: numpy's mod, the result takes the divisor's sign
+        return f"{a} % {b}"
+    if c.attrs.get("fmod", 0):
+        # fmod: the result has the dividend's sign (C's fmod)
         if _is_float(c):
             return c.fn("fmod", a, b)
         return f"{a} - {b} * ({a} // {b} + (1 if ({a} % {b} != 0 and (({a} < 0) != ({b} < 0))) else 0))"
@@ -253,7 +256,13 @@ elementwise("BitwiseNot", since=18)(lambda c, x: f"~{x}")
 
 @elementwise("BitShift", since=11)
 def BitShift(c: Scalar, a: str, b: str) -> str:
-    return f"{a} << {b}" if c.attrs["direction"] == "LEFT" else f"{a} >> {b}"
+    # Shifting by the bit width or more (or by a negative amount) is undefined in LLVM; ONNX gives 0.
+    bits = c.const(8 * c.dtype.itemsize, c.in_dtypes[1])
+    shifted = f"{a} << {b}" if c.attrs["direction"] == "LEFT" else f"{a} >> {b}"
+    out_of_range = c.const(0)
+    if c.attrs["direction"] != "LEFT" and c.dtype.kind == "i":
+        out_of_range = f"({c.const(-1)} if {a} < {c.const(0)} else {c.const(0)})"  # arithmetic shift fills the sign
+    return f"({shifted}) if ({b} >= {c.const(0, c.in_dtypes[1])} and {b} < {bits}) else {out_of_range}"
 
 
 # --- selection and conversion -------------------------------------------------------------------

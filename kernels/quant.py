@@ -1,0 +1,233 @@
+"""Quantisation: QuantizeLinear, DequantizeLinear (per-tensor, per-axis, blocked; 8/16/4/2-bit
+integers and the float8/float6/float4 formats through ml_dtypes), DynamicQuantizeLinear,
+MatMulInteger, QLinearMatMul.
+
+Rounding is round-half-to-even (``np.rint``), as the spec says. The arithmetic is numpy's
+vectorised elementwise work; integer matrix products run as float64 BLAS products, exact for
+8-bit operands (every partial sum stays far below 2**53).
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.registry import op
+from jitort.onnx_import import contiguous
+
+_INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
+               "uint4": (0, 15), "int4": (-8, 7), "uint2": (0, 3), "int2": (-2, 1)}
+_FLOAT8 = {"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz"}
+_SMALL_FLOATS = {"float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn"}
+
+
+def _np(elem: int) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+
+
+def _broadcastable(v: np.ndarray, shape: tuple[int, ...], axis: int, block_size: int, what: str,
+                   op_name: str) -> np.ndarray:
+    """Scale / zero point reshaped (or, blocked, repeated) to broadcast against ``shape``."""
+    if v.ndim == 0 or v.size == 1 and not block_size:
+        return v.reshape(())
+    rank = len(shape)
+    ax = axis + rank if axis < 0 else axis
+    if not 0 <= ax < rank:
+        raise InvalidArgument(f"{op_name}: axis {axis} is out of range for rank {rank}")
+    if not block_size:
+        if v.ndim != 1 or v.shape[0] != shape[ax]:
+            raise InvalidArgument(f"{op_name}: per-axis {what} must be 1-D of length {shape[ax]} (axis {axis}), "
+                                  f"got shape {list(v.shape)}")
+        dims = [1] * rank
+        dims[ax] = v.shape[0]
+        return v.reshape(dims)
+    if block_size < 0:
+        raise InvalidArgument(f"{op_name}: block_size must be positive, got {block_size}")
+    blocks = -(-shape[ax] // block_size)
+    want = tuple(blocks if k == ax else d for k, d in enumerate(shape))
+    if v.shape != want:
+        raise InvalidArgument(f"{op_name}: blocked {what} must have shape {list(want)} "
+                              f"(block_size {block_size} on axis {axis}), got {list(v.shape)}")
+    return np.repeat(v, block_size, axis=ax)[tuple(slice(0, d) for d in shape)]
+
+
+def _quantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int, saturate: int, block_size: int,
+              out: np.dtype, precision: int = 0) -> np.ndarray:
+    s = _broadcastable(scale, x.shape, axis, block_size, "scale", "QuantizeLinear")
+    if precision:
+        p = _np(precision)
+        y = x.astype(p) / s.astype(p)
+    elif x.dtype.kind in "iu":
+        y = x.astype(np.float32) / s.astype(np.float32)
+    else:
+        y = x / s
+    name = out.name
+    z = None if zp is None else _broadcastable(zp, x.shape, axis, block_size, "zero point", "QuantizeLinear")
+    if name in _INT_RANGES:
+        lo, hi = _INT_RANGES[name]
+        q = np.rint(y)
+        if z is not None:
+            q = q + z.astype(np.float64 if q.dtype == np.float64 else np.float32)
+        return contiguous(np.clip(q, lo, hi).astype(out))
+    if name in _FLOAT8:
+        if z is not None and np.any(z.astype(np.float32) != 0):
+            raise InvalidArgument("QuantizeLinear: a float8 zero point must be zero")
+        y = y.astype(np.float32)
+        if saturate:
+            import ml_dtypes
+            fmax = float(ml_dtypes.finfo(out).max)
+            y = np.clip(y, -fmax, fmax)
+        return contiguous(y.astype(out))
+    if name in _SMALL_FLOATS:
+        y = y.astype(np.float32)
+        if z is not None:
+            y = y + z.astype(np.float32)
+        return contiguous(y.astype(out))
+    raise OrtNotImplemented(f"QuantizeLinear: output type {name} is not supported")
+
+
+def _out_type(zp: np.ndarray | None, output_dtype: int, dtypes: tuple) -> np.dtype:
+    if zp is not None:
+        if output_dtype and _np(output_dtype) != zp.dtype:
+            raise InvalidArgument(f"QuantizeLinear: output_dtype {_np(output_dtype)} differs from the zero point's "
+                                  f"type {zp.dtype}")
+        return zp.dtype
+    if output_dtype:
+        return _np(output_dtype)
+    return np.dtype(np.uint8)
+
+
+def _check_scale(x: np.ndarray, scale: np.ndarray, op_name: str) -> None:
+    if scale.ndim > 1:
+        raise InvalidArgument(f"{op_name}: the scale must be a scalar or 1-D before opset 21, got shape "
+                              f"{list(scale.shape)}")
+
+
+@op("QuantizeLinear", since=10)
+def QuantizeLinear10(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None = None) -> np.ndarray:
+    _check_scale(x, y_scale, "QuantizeLinear")
+    if y_scale.size != 1:
+        raise InvalidArgument("QuantizeLinear-10: the scale must be a scalar")
+    return _quantize(x, y_scale, y_zero_point, 1, 1, 0, _out_type(y_zero_point, 0, ()))
+
+
+@op("QuantizeLinear", since=13)
+def QuantizeLinear13(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None = None, *,
+                     axis: int = 1) -> np.ndarray:
+    _check_scale(x, y_scale, "QuantizeLinear")
+    return _quantize(x, y_scale, y_zero_point, axis, 1, 0, _out_type(y_zero_point, 0, ()))
+
+
+@op("QuantizeLinear", since=19)
+def QuantizeLinear19(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None = None, *,
+                     axis: int = 1, saturate: int = 1) -> np.ndarray:
+    _check_scale(x, y_scale, "QuantizeLinear")
+    return _quantize(x, y_scale, y_zero_point, axis, saturate, 0, _out_type(y_zero_point, 0, ()))
+
+
+@op("QuantizeLinear", since=21)
+def QuantizeLinear21(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None = None, *,
+                     axis: int = 1, saturate: int = 1, block_size: int = 0, output_dtype: int = 0,
+                     precision: int = 0) -> np.ndarray:
+    return _quantize(x, y_scale, y_zero_point, axis, saturate, block_size,
+                     _out_type(y_zero_point, output_dtype, ()), precision)
+
+
+def _dequantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int, block_size: int,
+                out: np.dtype) -> np.ndarray:
+    name = x.dtype.name
+    if name in _FLOAT8 or name in _SMALL_FLOATS or name == "float8_e8m0fnu":
+        if zp is not None and name in _FLOAT8 and np.any(zp.astype(np.float32) != 0):
+            raise InvalidArgument("DequantizeLinear: a float8 zero point must be zero")
+        dx = x.astype(np.float32)
+    else:
+        if zp is not None and zp.dtype != x.dtype:
+            raise InvalidArgument(f"DequantizeLinear: zero point type {zp.dtype} differs from x's {x.dtype}")
+        dx = x.astype(np.float32)
+        if zp is not None:
+            dx = dx - _broadcastable(zp, x.shape, axis, block_size, "zero point", "DequantizeLinear").astype(np.float32)
+    s = _broadcastable(scale, x.shape, axis, block_size, "scale", "DequantizeLinear").astype(np.float32)
+    return contiguous((dx * s).astype(out))
+
+
+@op("DequantizeLinear", since=10)
+def DequantizeLinear10(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None = None) -> np.ndarray:
+    if x_scale.size != 1:
+        raise InvalidArgument("DequantizeLinear-10: the scale must be a scalar")
+    return _dequantize(x, x_scale, x_zero_point, 1, 0, x_scale.dtype)
+
+
+@op("DequantizeLinear", since=13)
+def DequantizeLinear13(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None = None, *,
+                       axis: int = 1) -> np.ndarray:
+    _check_scale(x, x_scale, "DequantizeLinear")
+    return _dequantize(x, x_scale, x_zero_point, axis, 0, x_scale.dtype)
+
+
+@op("DequantizeLinear", since=21)
+def DequantizeLinear21(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None = None, *,
+                       axis: int = 1, block_size: int = 0, output_dtype: int = 0) -> np.ndarray:
+    out = _np(output_dtype) if output_dtype else x_scale.dtype
+    if x_scale.dtype.name == "float8_e8m0fnu" and not output_dtype:
+        out = np.dtype(np.float32)
+    return _dequantize(x, x_scale, x_zero_point, axis, block_size, out)
+
+
+@op("DynamicQuantizeLinear", since=11)
+def DynamicQuantizeLinear(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if x.dtype != np.float32:
+        raise InvalidArgument(f"DynamicQuantizeLinear: x must be float32, got {x.dtype}")
+    qmin, qmax = np.float32(0), np.float32(255)
+    hi = np.float32(max(np.float32(0), x.max())) if x.size else np.float32(0)
+    lo = np.float32(min(np.float32(0), x.min())) if x.size else np.float32(0)
+    scale = np.float32(1.0 if hi == lo else (hi - lo)) / np.float32(qmax - qmin)
+    zp = np.rint(np.float32(max(qmin, min(qmax, np.float32(qmin - lo / scale)))))
+    y = np.clip(np.rint(x / scale) + zp, qmin, qmax).astype(np.uint8)
+    return contiguous(y), np.array(scale, np.float32), np.array(zp.astype(np.uint8))
+
+
+def _centered(v: np.ndarray, zp: np.ndarray | None, per_row: bool, op_name: str, what: str) -> np.ndarray:
+    """``v - zp`` as float64; a 1-D zero point is per row of A (axis -2) or per column of B (axis -1)."""
+    f = v.astype(np.float64)
+    if zp is None:
+        return f
+    z = zp.astype(np.float64)
+    if z.ndim == 1 and z.size > 1 and per_row:
+        if v.ndim < 2 or z.shape[0] != v.shape[-2]:
+            raise InvalidArgument(f"{op_name}: {what} has {z.shape[0]} elements for {v.shape[-2] if v.ndim > 1 else 1} rows")
+        z = z.reshape(-1, 1)
+    return f - z
+
+
+@op("MatMulInteger", since=10)
+def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None = None,
+                  b_zero_point: np.ndarray | None = None) -> np.ndarray:
+    for v, name in ((A, "A"), (B, "B")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise InvalidArgument(f"MatMulInteger: {name} must be int8 or uint8, got {v.dtype}")
+    c = np.matmul(_centered(A, a_zero_point, True, "MatMulInteger", "a_zero_point"),
+               _centered(B, b_zero_point, False, "MatMulInteger", "b_zero_point"))
+    return contiguous(c.astype(np.int32))
+
+
+@op("QLinearMatMul", since=10)
+def QLinearMatMul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b: np.ndarray,
+                  b_scale: np.ndarray, b_zero_point: np.ndarray | None, y_scale: np.ndarray,
+                  y_zero_point: np.ndarray | None = None) -> np.ndarray:
+    for v, name in ((a, "a"), (b, "b")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise OrtNotImplemented(f"QLinearMatMul: {name} of type {v.dtype} is not supported (int8/uint8 only)")
+    c = np.matmul(_centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
+               _centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
+    # The scale product in float32 (the scales' type), applied to the integer product in float64.
+    sa, sb, sy = (s.astype(np.float32) for s in (a_scale, b_scale, y_scale))
+    if sa.ndim == 1 and sa.size > 1:
+        sa = sa.reshape(-1, 1)  # per row of a
+    factor = (sa * sb) / sy.reshape(())
+    d = c * factor
+    out = y_zero_point.dtype if y_zero_point is not None else a.dtype
+    if y_zero_point is not None:
+        d = d + y_zero_point.astype(np.float64)
+    lo, hi = _INT_RANGES[np.dtype(out).name]
+    return contiguous(np.clip(np.rint(d), lo, hi).astype(out))
