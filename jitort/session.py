@@ -105,7 +105,6 @@ class InferenceSession:
                  sess_options: SessionOptions | None = None, providers: Sequence[Any] | None = None,
                  provider_options: Sequence[dict] | None = None, **kwargs: Any) -> None:
         t0 = time.perf_counter()
-        self._model_path = path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else None
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
         self._providers, self._provider_options = _normalize_providers(providers, provider_options)
         config = dict(getattr(self._sess_options, "_config", {}))
@@ -232,10 +231,10 @@ class InferenceSession:
         self._provider_options = opts
 
     def disable_fallback(self) -> None:
-        pass
+        """onnxruntime API; jitort's provider fallback happens per node at compile time."""
 
     def enable_fallback(self) -> None:
-        pass
+        """onnxruntime API; jitort's provider fallback happens per node at compile time."""
 
     @property
     def compile_report(self) -> dict[str, Any]:
