@@ -105,7 +105,7 @@ class SubPlan:
         run = self._specialized.get(key)
         if run is None:
             from jitort.compiler import compile_graph
-            from jitort.functions import retype
+            from jitort.refine import retype
             assert self.generic is not None
             g = copy.deepcopy(self.generic)
             for k, (name, a) in enumerate(zip(g.inputs, args[:self.n_formal])):

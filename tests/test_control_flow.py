@@ -260,3 +260,22 @@ def test_optional_construct_and_empty() -> None:
              helper.make_node("OptionalHasElement", ["e"], ["he"])]
     m = _model(nodes, [_t("x", F, [2])], [_t("h", TP.BOOL, []), _t("v", F, [2]), _t("he", TP.BOOL, [])], opset=18)
     check(m, {"x": np.array([3.0, 4.0], np.float32)})
+
+
+def test_compiled_subgraphs_survive_the_model_cache(tmp_path) -> None:
+    """A model with If/Loop/Scan is stored in, and reloaded from, the compiled-model cache."""
+    import jitort
+    so = jitort.SessionOptions()
+    so.add_session_config_entry("session.jitort.cache_dir", str(tmp_path))
+    model = _loop_model(True, True)
+    # A graph name of its own: a plan already imported by another test would not be rewritten under
+    # this cache root (jitort.cache.load_source_module returns the module it has).
+    model.graph.name = f"cache_test_{tmp_path.name}"
+    m = model.SerializeToString()
+    feeds = {"acc0": np.array([0.5, 1.0], np.float32), "w": np.array([1.0, 2.0], np.float32),
+             "M": np.array(5, np.int64), "cond": np.array(True)}
+    first = jitort.InferenceSession(m, so)
+    second = jitort.InferenceSession(m, so)
+    assert second.compile_report["loaded_from"], second.compile_report["cache_notes"]
+    for a, b in zip(first.run(None, feeds), second.run(None, feeds)):
+        np.testing.assert_array_equal(a, b)

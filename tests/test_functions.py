@@ -1,6 +1,7 @@
-"""Import-time rewrites in jitort.functions: schema-function expansion (plain and context-dependent,
-recursive, renamed uniquely), model-local functions, type refinement, CastLike -> Cast, Cast/Equal
-on types Numba cannot compute with, and opset < 7 broadcasting — against onnxruntime or the spec."""
+"""Import-time work of jitort.functions / rewrites / refine: schema-function expansion (plain and
+context-dependent, recursive, renamed uniquely), model-local functions, type refinement, CastLike ->
+Cast, Cast/Equal on types Numba cannot compute with, and opset < 7 broadcasting — against
+onnxruntime or the spec."""
 from __future__ import annotations
 
 from typing import Any
