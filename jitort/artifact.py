@@ -45,13 +45,33 @@ def cpu_target() -> dict[str, str]:
     return {"cpu_name": str(name), "cpu_features": hashlib.sha256(str(features).encode()).hexdigest()[:16]}
 
 
+_frontend_hash: str | None = None
+
+
+def frontend_hash() -> str:
+    """Hash of jitort's own source outside the kernels and codegen (importer, passes, compiler):
+    they decide what a model compiles to, so an edited pass must not keep serving old entries.
+    (Library kernels do not depend on it: they stay keyed by ``library_hash`` alone.)"""
+    global _frontend_hash
+    if _frontend_hash is None:
+        pkg = Path(__file__).parent
+        h = hashlib.sha256()
+        for f in sorted(pkg.rglob("*.py")):
+            rel = f.relative_to(pkg)
+            if rel.parts[0] != "bench":
+                h.update(str(rel).encode())
+                h.update(f.read_bytes())
+        _frontend_hash = h.hexdigest()[:16]
+    return _frontend_hash
+
+
 def versions() -> dict[str, str]:
     import llvmlite
     import numba
 
     from jitort.runtime_info import get_version_string
     return {"jitort": get_version_string(), "numba": numba.__version__, "llvmlite": llvmlite.__version__,
-            "library": library_hash()}
+            "library": library_hash(), "frontend": frontend_hash()}
 
 
 def model_key(model_bytes: bytes, external: list[bytes], options: dict[str, Any]) -> tuple[str, str]:
@@ -96,7 +116,8 @@ def save(entry: Path, m: Manifest, consts: dict[str, Any]) -> None:
     try:
         (tmp / "consts").mkdir()
         for name, value in consts.items():
-            if isinstance(value, np.ndarray) and value.dtype != object:
+            # .npy round-trips numpy's own kinds only: ml_dtypes (bfloat16, float8, int4) reload as void.
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
                 f = f"consts/{name}.npy"
                 np.save(tmp / f, value, allow_pickle=False)
             else:

@@ -5,9 +5,8 @@ returns the outputs in graph order; ``run_model`` prepares and runs; ``run_node`
 NodeProto in a model typed from the given inputs. Sequence inputs are Python lists of arrays,
 optional inputs ``None`` or their value, as in ``onnx.backend.test``.
 
-Models whose inputs are all tensors run through :class:`jitort.InferenceSession` (its feed checks
-included); a model with sequence or optional graph inputs, which the session does not accept,
-runs its compiled plan directly. Errors are jitort's exceptions (``jitort.errors``).
+Every model runs through :class:`jitort.InferenceSession` (its feed checks included). Errors are
+jitort's exceptions (``jitort.errors``).
 """
 from __future__ import annotations
 
@@ -16,11 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
-from onnx import TypeProto, helper, numpy_helper
+from onnx import TypeProto, helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-from jitort.errors import Fail, InvalidArgument
-from jitort.onnx_import import contiguous, import_model, load_model
+from jitort.errors import InvalidArgument
+from jitort.onnx_import import load_model
 from jitort.options import SessionOptions
 from jitort.session import InferenceSession
 
@@ -36,44 +35,6 @@ def _is_tensor(tp: TypeProto) -> bool:
     return tp.HasField("tensor_type") or tp.HasField("sparse_tensor_type")
 
 
-class _PlanRunner:
-    """Runs a compiled plan on positional inputs that may be lists (sequences) or None (optionals)."""
-
-    def __init__(self, proto: onnx.ModelProto, so: SessionOptions) -> None:
-        from jitort.compiler import compile_graph
-        level = int(so.graph_optimization_level)
-        flags = {"fold": level > 0, "fuse": level > 0}
-        self.compiled = compile_graph(import_model(proto), [CPU], title=proto.graph.name or "model", **flags)
-        self._run, _ = self.compiled.bind(self._no_feed)
-
-    @staticmethod
-    def _no_feed(feed: dict) -> list:
-        raise Fail("jitort backend: this plan takes positional inputs only")
-
-    def __call__(self, args: list[Any]) -> list[Any]:
-        return list(self._run(*args))
-
-
-def _as_value(x: Any, tp: TypeProto, name: str) -> Any:
-    """A feed for a graph input of type ``tp``: arrays C-contiguous, sequences lists, optionals None/value."""
-    if tp.HasField("sequence_type"):
-        if not isinstance(x, (list, tuple)):
-            raise InvalidArgument(f"input '{name}' is a sequence: expected a list of arrays, got {type(x).__name__}")
-        return [_as_value(e, tp.sequence_type.elem_type, name) for e in x]
-    if tp.HasField("optional_type"):
-        return None if x is None else _as_value(x, tp.optional_type.elem_type, name)
-    if isinstance(x, onnx.TensorProto):
-        x = numpy_helper.to_array(x)
-    x = np.asarray(x)
-    want = tp.tensor_type.elem_type if tp.HasField("tensor_type") else 0
-    if want:
-        dt = helper.tensor_dtype_to_np_dtype(want)
-        if x.dtype != dt:
-            raise InvalidArgument(f"Unexpected input data type. Actual: ({x.dtype}) , expected: ({np.dtype(dt)}) "
-                                  f"for input '{name}'")
-    return contiguous(x)
-
-
 class JitortBackendRep(BackendRep):
     """A prepared model: ``run(inputs)`` with inputs as a list in graph-input order (or one array)."""
 
@@ -81,12 +42,7 @@ class JitortBackendRep(BackendRep):
         init = {t.name for t in proto.graph.initializer}
         self.inputs = [vi for vi in proto.graph.input if vi.name not in init]
         self.output_names = [o.name for o in proto.graph.output]
-        self.session: InferenceSession | None = None
-        self._plan: _PlanRunner | None = None
-        if all(_is_tensor(vi.type) for vi in self.inputs):
-            self.session = InferenceSession(proto, so, providers=[CPU])
-        else:
-            self._plan = _PlanRunner(proto, so)
+        self.session = InferenceSession(proto, so, providers=[CPU])
 
     def run(self, inputs: Any, **kwargs: Any) -> list[Any]:
         if isinstance(inputs, dict):
@@ -97,11 +53,8 @@ class JitortBackendRep(BackendRep):
             feeds = [inputs]
         if len(feeds) != len(self.inputs):
             raise InvalidArgument(f"the model has {len(self.inputs)} inputs, got {len(feeds)}")
-        if self.session is not None:
-            return self.session.run(None, {vi.name: (x if isinstance(x, np.ndarray) else np.asarray(x))
-                                           for vi, x in zip(self.inputs, feeds)})
-        assert self._plan is not None
-        return self._plan([_as_value(x, vi.type, vi.name) for vi, x in zip(self.inputs, feeds)])
+        return self.session.run(None, {vi.name: (np.asarray(x) if _is_tensor(vi.type) and not isinstance(
+            x, np.ndarray) else x) for vi, x in zip(self.inputs, feeds)})
 
 
 def _device_type(device: str | Device | None) -> str:

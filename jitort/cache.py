@@ -136,11 +136,13 @@ def load_source_module(kind: str, name: str, source: str, root: Path | None = No
     """Write ``source`` (if needed) to the cache and import it by path as module ``name``."""
     _install_listener()
     with _lock:
-        mod = sys.modules.get(name)
-        if mod is not None and getattr(mod, "__jitort_source__", None) == source:
-            return mod
         root = ensure_private_dir(root or cache_root())
         path = root / kind / name[-20:-18] / f"{name}.py"
+        mod = sys.modules.get(name)
+        if mod is not None and getattr(mod, "__jitort_source__", None) == source:
+            if not path.exists():  # imported from another root: this one's entries must find it too
+                write_atomic(path, source.encode())
+            return mod
         data = source.encode()
         if not path.exists() or path.read_bytes() != data:
             write_atomic(path, data)

@@ -51,6 +51,10 @@ class Compiled:
         """Import the kernels and the plan (Numba compiles or loads here) -> (run, run_feed)."""
         t0 = time.perf_counter()
         mark = cache.compile_count()
+        for c in self.consts.values():  # subgraph plans (If/Loop/Scan bodies) bind lazily, into our root
+            set_root = getattr(c, "set_cache_root", None)
+            if set_root is not None:
+                set_root(root)
         for k, (name, src) in enumerate(self.kernel_sources.items()):
             if progress is not None:
                 progress(k, len(self.kernel_sources), name)

@@ -24,7 +24,7 @@ from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.ir import Dim, Graph
-from jitort.onnx_import import import_model, load_model
+from jitort.onnx_import import contiguous, import_model, load_model
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, _is_device
@@ -36,8 +36,30 @@ CUDA = "CUDAExecutionProvider"
 @dataclass(frozen=True)
 class _InputSpec:
     name: str
-    dtype: np.dtype
+    dtype: np.dtype | None  # None: a sequence or optional input, checked against ``proto``
     shape: tuple[Dim, ...] | None
+    proto: onnx.TypeProto | None = None
+
+
+def _as_value(x: Any, tp: onnx.TypeProto, name: str) -> Any:
+    """The feed for a graph input of ONNX type ``tp``: tensors as C-contiguous arrays of its element
+    type, sequences as lists of them, optionals as None or their value."""
+    if tp.HasField("sequence_type"):
+        if not isinstance(x, (list, tuple)):
+            raise InvalidArgument(f"input '{name}' is a sequence: expected a list of arrays, got {type(x).__name__}")
+        return [_as_value(e, tp.sequence_type.elem_type, name) for e in x]
+    if tp.HasField("optional_type"):
+        return None if x is None else _as_value(x, tp.optional_type.elem_type, name)
+    if isinstance(x, onnx.TensorProto):
+        x = onnx.numpy_helper.to_array(x)
+    x = x.numpy() if isinstance(x, OrtValue) else np.asarray(x)
+    want = tp.tensor_type.elem_type if tp.HasField("tensor_type") else 0
+    if want:
+        dt = onnx.helper.tensor_dtype_to_np_dtype(want)
+        if x.dtype != dt:
+            raise InvalidArgument(f"Unexpected input data type. Actual: ({type_string(x.dtype)}) , "
+                                  f"expected: ({type_string(np.dtype(dt))}) for input '{name}'")
+    return contiguous(x)
 
 
 def _normalize_providers(providers: Sequence[Any] | None, provider_options: Sequence[dict] | None
@@ -137,10 +159,15 @@ class InferenceSession:
             root = self._cache.root
         self._compiled: Compiled = compiled
         self._specs = []
+        input_types = {v.name: v.type for v in proto.graph.input}
         for name, dtype, shape in compiled.inputs:
-            if dtype is None:
+            tp = input_types.get(name)
+            if dtype is not None:
+                self._specs.append(_InputSpec(name, np.dtype(dtype), shape))
+            elif tp is not None and (tp.HasField("sequence_type") or tp.HasField("optional_type")):
+                self._specs.append(_InputSpec(name, None, None, tp))
+            else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
-            self._specs.append(_InputSpec(name, np.dtype(dtype), shape))
         self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
         self._set_threads()
         if fresh and self._cache.enabled:
@@ -259,6 +286,9 @@ class InferenceSession:
         dims: dict[str, tuple[int, str]] = {}
         for spec in self._specs:
             x = feed[spec.name]
+            if spec.proto is not None:
+                args.append(_as_value(x, spec.proto, spec.name))
+                continue
             if type(x) is not np.ndarray:
                 x = self._to_array(spec, x)
             if x.dtype != spec.dtype:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -78,12 +79,18 @@ class SubPlan:
         self._specialized: dict[tuple, Callable[..., tuple]] = {}
         self._run: Callable[..., tuple] | None = None
         self._lock = threading.Lock()
+        self.root: Path | None = None  # the cache root of the session that binds it (set_cache_root)
+
+    def set_cache_root(self, root: Path | None) -> None:
+        """Called by ``Compiled.bind``: this body's modules go where the enclosing plan's went."""
+        self.root = root
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_run"] = None
         state["_lock"] = None
         state["_specialized"] = {}
+        state["root"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -95,7 +102,7 @@ class SubPlan:
             if self._run is None:
                 def no_feed(feed: dict) -> list:
                     raise Fail("a subgraph plan takes positional inputs only")
-                self._run, _ = self.compiled.bind(no_feed)
+                self._run, _ = self.compiled.bind(no_feed, self.root)
             return self._run
 
     def _specialize(self, args: tuple) -> Callable[..., tuple]:
@@ -117,7 +124,7 @@ class SubPlan:
             def no_feed(feed: dict) -> list:
                 raise Fail("a subgraph plan takes positional inputs only")
             with self._lock:
-                run = self._specialized.setdefault(key, compiled.bind(no_feed)[0])
+                run = self._specialized.setdefault(key, compiled.bind(no_feed, self.root)[0])
         return run
 
     def __call__(self, *args: Any) -> tuple:

@@ -178,3 +178,55 @@ def test_stale_artifact_rebuilds_or_refuses(tmp_path, models):
     env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "c2"), JITORT_STRICT_CACHE="1")
     p = subprocess.run([sys.executable, "-c", CHILD, str(art), "5"], env=env, capture_output=True, text=True)
     assert p.returncode != 0 and "0.0.0-other" in p.stderr
+
+
+def _session(model: onnx.ModelProto, root: Path) -> jitort.InferenceSession:
+    so = jitort.SessionOptions()
+    so.add_session_config_entry("session.jitort.cache_dir", str(root))
+    return jitort.InferenceSession(model.SerializeToString(), so)
+
+
+def test_ml_dtypes_constants_survive_the_cache(tmp_path):
+    """bfloat16/float8/int4 constants round-trip through an entry (np.save would reload them as void)."""
+    from onnx import TensorProto, helper
+    vals = np.array([1.5, -2.0, 0.25], np.float32)
+    types = [TensorProto.BFLOAT16, TensorProto.FLOAT8E4M3FN, TensorProto.INT4]
+    nodes, ins, outs, feeds = [], [], [], {}
+    for k, t in enumerate(types):
+        dt = helper.tensor_dtype_to_np_dtype(t)
+        nodes.append(helper.make_node("Concat", [f"c{k}", f"x{k}"], [f"y{k}"], axis=0))
+        ins.append(helper.make_tensor_value_info(f"x{k}", t, [1]))
+        outs.append(helper.make_tensor_value_info(f"y{k}", t, [4]))
+        feeds[f"x{k}"] = vals[:1].astype(dt)
+    inits = [helper.make_tensor(f"c{k}", t, [3], vals.astype(helper.tensor_dtype_to_np_dtype(t)).astype(
+        np.float32).tolist() if t != TensorProto.INT4 else [1, -2, 0]) for k, t in enumerate(types)]
+    m = helper.make_model(helper.make_graph(nodes, "g", ins, outs, inits),
+                          opset_imports=[helper.make_opsetid("", 21)])
+    first = _session(m, tmp_path).run(None, feeds)
+    warm = _session(m, tmp_path)
+    assert warm.compile_report["loaded_from"], warm.compile_report
+    for k, (a, b) in enumerate(zip(first, warm.run(None, feeds))):
+        assert a.dtype == b.dtype == feeds[f"x{k}"].dtype
+        np.testing.assert_array_equal(b.astype(np.float32), a.astype(np.float32))
+    np.testing.assert_array_equal(first[0].astype(np.float32), [1.5, -2.0, 0.25, 1.5])
+
+
+def test_subgraph_plans_live_in_the_session_cache_root(tmp_path):
+    """If-branch plans are written under the session's cache_dir, so a warm session there finds them."""
+    from onnx import TensorProto, helper
+
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node(op, ["x", "x"], [f"{name}_y"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [3])])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=branch("t", "Add"),
+                                            else_branch=branch("e", "Mul"))], "g",
+                          [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    for root in (tmp_path / "a", tmp_path / "b"):  # the second root: modules already imported in-process
+        s = _session(m, root)
+        np.testing.assert_array_equal(s.run(None, {"c": np.array(True), "x": x})[0], x + x)
+        np.testing.assert_array_equal(s.run(None, {"c": np.array(False), "x": x})[0], x * x)
+        assert len(list((root / "plans").rglob("*.py"))) == 3, sorted((root / "plans").rglob("*.py"))

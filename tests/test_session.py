@@ -270,3 +270,28 @@ def test_external_data(tmp_path):
     sess = ort.InferenceSession(str(p))
     x = rand((64, 64), np.float32, 5)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x + w)
+
+
+def test_sequence_and_optional_graph_inputs():
+    """Sequence inputs take lists of arrays, optional inputs None or a value, as in onnxruntime."""
+    seq = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    g = helper.make_graph([helper.make_node("SequenceLength", ["s"], ["n"]),
+                           helper.make_node("ConcatFromSequence", ["s"], ["cat"], axis=0),
+                           helper.make_node("OptionalHasElement", ["o"], ["has"])], "g",
+                          [helper.make_value_info("s", seq), helper.make_value_info("o", opt)],
+                          [helper.make_tensor_value_info("n", TensorProto.INT64, []),
+                           helper.make_tensor_value_info("cat", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("has", TensorProto.BOOL, [])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    sess = ort.InferenceSession(m.SerializeToString())
+    a, b = np.ones((2, 2), np.float32), np.zeros((1, 2), np.float32)
+    n, cat, has = sess.run(None, {"s": [a, b], "o": np.ones(2, np.float32)})
+    assert n == 2 and has and cat.shape == (3, 2)
+    np.testing.assert_array_equal(cat, np.concatenate([a, b]))
+    assert not sess.run(None, {"s": [a], "o": None})[2]
+    with pytest.raises(InvalidArgument, match="'s'"):
+        sess.run(None, {"s": a, "o": None})
+    with pytest.raises(InvalidArgument, match="'s'"):
+        sess.run(None, {"s": [a.astype(np.float64)], "o": None})
+    assert sess.run(None, {"s": [a, b], "o": None})[0] == 2  # still usable
