@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import artifact
+from jitort import artifact, cache
 from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
@@ -120,6 +120,24 @@ def _apply_options(proto: onnx.ModelProto, so: SessionOptions) -> onnx.ModelProt
     return proto2
 
 
+# Ops a warm-up run must not execute: it would advance random state or could loop without end.
+_NO_WARMUP = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+                        "Multinomial", "Dropout", "Loop"})
+
+
+def _warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
+    if CUDA in providers or any(not v.type.HasField("tensor_type") for v in proto.graph.input):
+        return False
+
+    def ops(g: onnx.GraphProto) -> Any:
+        for n in g.node:
+            yield n.op_type
+            for a in n.attribute:
+                for sub in ([a.g] if a.HasField("g") else list(a.graphs)):
+                    yield from ops(sub)
+    return not any(op in _NO_WARMUP for op in ops(proto.graph)) and not proto.functions
+
+
 class InferenceSession:
     """Runs an ONNX model with jitort-generated kernels (onnxruntime's ``InferenceSession`` API)."""
 
@@ -170,6 +188,8 @@ class InferenceSession:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
         self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
         self._set_threads()
+        if fresh and config.get("session.jitort.warmup", "1") != "0" and _warmup_safe(proto, self._providers):
+            self._warm_up()
         if fresh and self._cache.enabled:
             self._save_entry(key, model_hash)
         self._out_index = {o: k for k, o in enumerate(compiled.outputs)}
@@ -211,6 +231,20 @@ class InferenceSession:
                 raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
             self._cache.notes.append(f"cache entry rebuilt: {e}")
             return None, self._cache.root
+
+    def _warm_up(self) -> None:
+        """One run on seeded random inputs (symbolic dims 1) right after a fresh compile, so the
+        shared library kernels the model calls compile now, not in the user's first ``run``. A
+        failure (inputs the model rejects, say) only leaves them to compile lazily."""
+        from jitort.models import random_feeds
+        t0 = time.perf_counter()
+        mark = cache.compile_count()
+        try:
+            self._run_feed(random_feeds(self, seed=0))
+        except Exception as e:  # noqa: BLE001 - best effort: the real feeds decide what runs
+            self._cache.notes.append(f"warm-up run skipped: {type(e).__name__}: {str(e)[:200]}")
+        self._compiled.compiled += cache.compiled_since(mark)
+        self._compiled.seconds += time.perf_counter() - t0
 
     def _save_entry(self, key: str, model_hash: str) -> None:
         c = self._compiled
