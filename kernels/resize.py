@@ -12,8 +12,10 @@ copies elements through an unsigned-integer view of the same width, so one kerne
 Coordinates follow onnxruntime's CPU kernel (float32 arithmetic in the same order; a fraction within
 1e-6 of .5 is a round_prefer_* tie), so nearest picks the same pixels. Where onnxruntime departs from
 the spec, the spec wins:
-``tf_crop_and_resize`` applies its roi even on axes whose size does not change, and a resize whose
-output shape equals its input shape still interpolates (onnxruntime copies the input).
+``tf_crop_and_resize`` applies its roi even on axes whose size does not change, a resize whose
+output shape equals its input shape still interpolates (onnxruntime copies the input), and
+``align_corners`` with the scales input divides by the unfloored ``scale * length - 1``
+(onnxruntime: the integer output length - 1; they agree when ``scale * length`` is whole).
 """
 from __future__ import annotations
 
@@ -151,9 +153,13 @@ def _round_half_away(v: np.ndarray) -> np.ndarray:
     return np.copysign(np.floor(np.abs(a) + 0.5), a)
 
 
-def _coords(coord: str, in_len: int, out_len: int, scale: float, roi: tuple[float, float],
+def _coords(coord: str, in_len: int, out_len: int, length: float, scale: float, roi: tuple[float, float],
             cdt: type) -> np.ndarray:
-    """Source coordinate of every output index, in onnxruntime's arithmetic (``cdt`` = float32)."""
+    """Source coordinate of every output index, in onnxruntime's arithmetic (``cdt`` = float32).
+
+    ``length`` is the spec's length_resized: ``scale * in_len`` unfloored when the scales input
+    gave the output size (onnx/onnx#2462), else ``out_len``. Only align_corners reads it:
+    onnxruntime divides by ``out_len - 1`` there, so it departs from the spec's downsampling cases."""
     f = cdt
     o = np.arange(out_len, dtype=f)
     s = f(scale)
@@ -167,7 +173,7 @@ def _coords(coord: str, in_len: int, out_len: int, scale: float, roi: tuple[floa
     if coord == "tf_half_pixel_for_nn":
         return (o + half) / s
     if coord == "align_corners":
-        return o * f(in_len - 1) / f(out_len - 1) if out_len > 1 else np.zeros(out_len, f)
+        return o * f(in_len - 1) / f(f(length) - f(1)) if out_len > 1 else np.zeros(out_len, f)
     if coord == "tf_crop_and_resize":
         r0, r1 = f(roi[0]), f(roi[1])
         if out_len > 1:
@@ -221,32 +227,34 @@ def _aa_filter(v: np.ndarray, cubic: bool, A: np.floating) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def _axis_table(mode: str, in_len: int, out_len: int, scale: float, coord: str, roi: tuple[float, float],
+def _axis_table(mode: str, in_len: int, out_len: int, length: float, scale: float, coord: str,
+                roi: tuple[float, float],
                 nearest_mode: str, cubic_a: float, exclude: bool, antialias: bool, cdt_name: str
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Tap-major (indices [taps, out], weights [taps, out] or None for nearest, extrapolation mask or None)."""
-    idx, w, mask = _axis_table_rows(mode, in_len, out_len, scale, coord, roi, nearest_mode, cubic_a, exclude,
-                                    antialias, cdt_name)
+    idx, w, mask = _axis_table_rows(mode, in_len, out_len, length, scale, coord, roi, nearest_mode, cubic_a,
+                                    exclude, antialias, cdt_name)
     return (np.ascontiguousarray(idx.T, dtype=np.int64),
             None if w is None else np.ascontiguousarray(w.T), mask)
 
 
-def _axis_table_rows(mode: str, in_len: int, out_len: int, scale: float, coord: str, roi: tuple[float, float],
+def _axis_table_rows(mode: str, in_len: int, out_len: int, length: float, scale: float, coord: str,
+                     roi: tuple[float, float],
                      nearest_mode: str, cubic_a: float, exclude: bool, antialias: bool, cdt_name: str
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     f = np.dtype(cdt_name).type
     mask = None
     if mode == "nearest" or not antialias:
-        xo = _coords(coord, in_len, out_len, scale, roi, f)
+        xo = _coords(coord, in_len, out_len, length, scale, roi, f)
         if coord == "tf_crop_and_resize":
             mask = (xo < 0) | (xo > f(in_len - 1))
     if mode == "nearest":
         i = _nearest_index(xo, nearest_mode, scale < 1)
         return np.clip(i, 0, in_len - 1).astype(np.int64).reshape(-1, 1), None, mask
     if antialias:
-        idx, w = _aa_table(mode == "cubic", in_len, out_len, scale, coord, roi, f(cubic_a), exclude, f)
+        idx, w = _aa_table(mode == "cubic", in_len, out_len, length, scale, coord, roi, f(cubic_a), exclude, f)
         if coord == "tf_crop_and_resize":
-            xo = _coords(coord, in_len, out_len, scale, roi, f)
+            xo = _coords(coord, in_len, out_len, length, scale, roi, f)
             mask = (xo < 0) | (xo > f(in_len - 1))
         return idx, w, mask
     if mode == "linear":
@@ -270,8 +278,8 @@ def _axis_table_rows(mode: str, in_len: int, out_len: int, scale: float, coord: 
     return np.clip(taps, 0, in_len - 1), w.astype(f), mask
 
 
-def _aa_table(cubic: bool, in_len: int, out_len: int, scale: float, coord: str, roi: tuple[float, float],
-              A: np.floating, exclude: bool, f: type) -> tuple[np.ndarray, np.ndarray]:
+def _aa_table(cubic: bool, in_len: int, out_len: int, length: float, scale: float, coord: str,
+              roi: tuple[float, float], A: np.floating, exclude: bool, f: type) -> tuple[np.ndarray, np.ndarray]:
     """Antialiased taps: the filter stretched by 1/scale when downsampling (onnxruntime's
     upsample_aa; out-of-range taps are clamped to the edge unless ``exclude_outside``)."""
     support_size = f(4.0 if cubic else 2.0)
@@ -281,7 +289,7 @@ def _aa_table(cubic: bool, in_len: int, out_len: int, scale: float, coord: str, 
     if inv == 1:
         center = np.arange(out_len, dtype=f) + f(0.5)
     else:
-        center = _coords(coord, in_len, out_len, scale, roi, f) + f(0.5)
+        center = _coords(coord, in_len, out_len, length, scale, roi, f) + f(0.5)
     c64 = center.astype(np.float64)
     lo = np.floor(c64 - float(support) + 0.5).astype(np.int64)
     hi = np.floor(c64 + float(support) + 0.5).astype(np.int64)
@@ -441,12 +449,15 @@ def _plan(shape: tuple[int, ...], dtype: np.dtype, scales_k: tuple | None, sizes
     if not active:
         return _Plan(out_t, "copy", (), None, (), cdt)
     coord_dt = "float64" if dtype == np.float64 else "float32"
+    # the spec's length_resized: scale * length, unfloored, when the scales input sets the size
+    by_scales = scales_k is not None and int(np.prod(scales_k[1])) > 0
+    lengths = [sc[a] * shape[a] if by_scales else float(out_shape[a]) for a in range(r)]
     # shrinking axes first keeps the intermediates of the one-axis-at-a-time path small
     active.sort(key=lambda a: out_shape[a] / shape[a])
     tables, masks = [], []
     for a in active:
-        idx, w, mask = _axis_table(mode, shape[a], out_shape[a], sc[a], coord, rois[a], nearest_mode, cubic_a,
-                                   exclude, antialias, coord_dt)
+        idx, w, mask = _axis_table(mode, shape[a], out_shape[a], lengths[a], sc[a], coord, rois[a], nearest_mode,
+                                   cubic_a, exclude, antialias, coord_dt)
         tables.append((a, idx, None if w is None else w.astype(cdt)))
         if mask is not None and mask.any():
             masks.append((a, mask))

@@ -57,6 +57,18 @@ def check_ref(model: Any, feeds: dict[str, np.ndarray], rtol: float = 1e-5, atol
     assert_close(run_jitort(model, feeds), ref_run(model, feeds), rtol, atol)
 
 
+def check_scales(model: Any, feeds: dict[str, np.ndarray], scales: list[float], coord: str, rtol: float = 1e-5,
+                 atol: float = 1e-6) -> None:
+    """align_corners with a scale whose ``scale * length`` is not whole: the spec divides by that unfloored
+    length - 1 (onnx/onnx#2462), onnxruntime by the integer output length - 1; onnx.reference is the oracle."""
+    shape = feeds["x"].shape
+    whole = all(float(np.float32(s) * np.float32(n)).is_integer() for s, n in zip(scales, shape))
+    if coord == "align_corners" and not whole:
+        check_ref(model, feeds, rtol, atol)
+    else:
+        check(model, feeds, rtol, atol)
+
+
 X4 = rand((2, 3, 7, 9), seed=1)
 
 
@@ -70,7 +82,7 @@ SCALES = [[1, 1, 2, 2], [1, 1, 0.5, 0.5], [1, 1, 1.7, 0.6], [1, 1, 3, 1.25], [1,
 @pytest.mark.parametrize("mode", MODES)
 def test_resize_scales(mode, coord, scales):
     m, feeds = resize_model(X4, scales=scales, mode=mode, coordinate_transformation_mode=coord)
-    check(m, feeds, rtol=1e-5, atol=1e-5)
+    check_scales(m, feeds, scales, coord, rtol=1e-5, atol=1e-5)
 
 
 SIZES = [[2, 3, 14, 18], [2, 3, 4, 5], [2, 3, 9, 20], [2, 3, 1, 1], [2, 3, 7, 4]]
@@ -91,6 +103,25 @@ def test_resize_sizes(mode, coord, sizes):
 def test_resize_nearest_modes(nearest_mode, coord, scales):
     m, feeds = resize_model(X4, scales=scales, mode="nearest", nearest_mode=nearest_mode,
                             coordinate_transformation_mode=coord)
+    check_scales(m, feeds, scales, coord)
+
+
+def test_resize_align_corners_scales_spec():
+    """align_corners with the scales input divides by the unfloored scale * length - 1 (the conformance
+    cases test_resize_downsample_scales_{linear,cubic}_align_corners; onnxruntime gives 4.0 here)."""
+    x = np.arange(1, 9, dtype=np.float32).reshape(1, 1, 2, 4)
+    m, feeds = resize_model(x, scales=[1, 1, 0.6, 0.6], mode="linear", coordinate_transformation_mode="align_corners")
+    assert_close(run_jitort(m, feeds), [np.array([[[[1, 3.142857]]]], np.float32)], 1e-6, 1e-6)
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
+    m, feeds = resize_model(x, scales=[1, 1, 0.8, 0.8], mode="cubic", coordinate_transformation_mode="align_corners",
+                            feed_params=True)
+    check_ref(m, feeds)
+    # antialias takes the same coordinates; sizes keep the integer length (onnxruntime's, exact)
+    x = rand((2, 3, 13, 17), seed=2)
+    m, feeds = resize_model(x, scales=[1, 1, 0.3, 0.7], mode="linear", antialias=1,
+                            coordinate_transformation_mode="align_corners")
+    check_ref(m, feeds)
+    m, feeds = resize_model(x, sizes=[2, 3, 3, 11], mode="linear", coordinate_transformation_mode="align_corners")
     check(m, feeds)
 
 
@@ -287,11 +318,10 @@ def test_resize_nearest_any_dtype(dtype, scales):
 
 @pytest.mark.parametrize("coord", COORDS)
 @pytest.mark.parametrize("mode", ["linear", "cubic"])
-def test_resize_float64_vs_reference(mode, coord):
-    # (onnx.reference divides by the fractional scale * length, not the integer output length, in
-    # align_corners; scales with whole output lengths keep the two definitions equal)
+@pytest.mark.parametrize("scales", [[1, 1, 2, 0.5], [1, 1, 1.3, 0.7]], ids=str)
+def test_resize_float64_vs_reference(mode, coord, scales):
     x = rand((2, 3, 7, 8), np.float64, seed=10)
-    m, feeds = resize_model(x, scales=[1, 1, 2, 0.5], mode=mode, coordinate_transformation_mode=coord)
+    m, feeds = resize_model(x, scales=scales, mode=mode, coordinate_transformation_mode=coord)
     # onnx.reference computes cubic weights in float32 (cubic_coeff_a arrives as np.float32)
     tol = 1e-10 if mode == "linear" else 1e-5
     check_ref(m, feeds, rtol=tol, atol=tol)

@@ -1,7 +1,9 @@
 """Complete dtypes and shapes where onnx's inference left gaps, for the ops jitort fuses.
 
 Invariant after the pass: every elementwise node whose inputs have known dtype/shape has a known
-output dtype/shape (numpy broadcasting; dtype from the op's rule). Library ops keep what onnx's
+output dtype/shape (numpy broadcasting; dtype from the op's rule). An elementwise node whose
+output shape stays unknown (a rank that depends on data, say) becomes a ``jitort::ElementwiseAnyRank``
+library node (kernels/anyrank.py), compiled per rank at run time. Library ops keep what onnx's
 schema-driven inference (run at import, with symbolic dims and data propagation) found.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ def broadcast_shapes(shapes: list[Shape]) -> Shape | None:
 
 
 def complete_types(g: Graph) -> Graph:
-    for n in g.nodes:
+    from jitort.kernels.anyrank import any_rank
+    for k, n in enumerate(g.nodes):
         d = elementwise_def(n)
         if d is None or not n.outputs:
             continue
@@ -36,4 +39,6 @@ def complete_types(g: Graph) -> Graph:
             out.dtype = d.out_dtype(n, dts) if d.out_dtype else dts[0]
         if out.shape is None and ins and all(t.shape is not None for t in ins):
             out.shape = broadcast_shapes([t.shape for t in ins])  # type: ignore[misc]
+        if out.shape is None:
+            g.nodes[k] = any_rank(n)
     return g
