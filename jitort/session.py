@@ -122,20 +122,25 @@ def _apply_options(proto: onnx.ModelProto, so: SessionOptions) -> onnx.ModelProt
 
 # Ops a warm-up run must not execute: it would advance random state or could loop without end.
 _NO_WARMUP = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                        "Multinomial", "Dropout", "Loop"})
+                        "Multinomial", "Loop"})
 
 
 def _warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
     if CUDA in providers or any(not v.type.HasField("tensor_type") for v in proto.graph.input):
         return False
+    inits = {t.name for t in proto.graph.initializer}
 
-    def ops(g: onnx.GraphProto) -> Any:
+    def unsafe(n: onnx.NodeProto) -> bool:  # Dropout is random only with a run-time training_mode
+        return n.op_type in _NO_WARMUP or (n.op_type == "Dropout" and len(n.input) > 2 and n.input[2] != ""
+                                           and n.input[2] not in inits)
+
+    def nodes(g: onnx.GraphProto) -> Any:
         for n in g.node:
-            yield n.op_type
+            yield n
             for a in n.attribute:
                 for sub in ([a.g] if a.HasField("g") else list(a.graphs)):
-                    yield from ops(sub)
-    return not any(op in _NO_WARMUP for op in ops(proto.graph)) and not proto.functions
+                    yield from nodes(sub)
+    return not any(unsafe(n) for n in nodes(proto.graph)) and not proto.functions
 
 
 class InferenceSession:
