@@ -1,5 +1,5 @@
-"""Normalisation ops: BatchNormalization (inference), InstanceNormalization, GroupNormalization, LRN,
-LpNormalization, MeanVarianceNormalization.
+"""Normalisation ops: BatchNormalization (inference; training mode from opset 14), InstanceNormalization,
+GroupNormalization, LRN, LpNormalization, MeanVarianceNormalization.
 
 Every op views its input as a small fixed-rank array (``[N, C, S]`` or ``[N, G, Cg, S]``: leading,
 normalised and trailing extents collapsed) so one kernel per dtype serves every input rank and no
@@ -52,6 +52,43 @@ def _scale_shift(x, s, t, out):  # type: ignore[no-untyped-def]
             b = t[c]
             for i in range(x.shape[2]):
                 out[n, c, i] = x[n, c, i] * a + b
+
+
+@njit(**_JIT_SUM)
+def _channel_stats(x, mean, var):  # type: ignore[no-untyped-def]
+    """x: [N, C, S]; per channel c, the mean and the population variance over (n, i), in float64
+    (two passes: the mean, then squared deviations)."""
+    N, C, S = x.shape
+    cnt = N * S
+    for c in range(C):
+        acc = 0.0
+        for n in range(N):
+            for i in range(S):
+                acc += x[n, c, i]
+        m = acc / cnt
+        acc = 0.0
+        for n in range(N):
+            for i in range(S):
+                d = x[n, c, i] - m
+                acc += d * d
+        mean[c] = m
+        var[c] = acc / cnt
+
+
+@njit(**_JIT)
+def _center_scale_shift(x, mh, ml, s, t, out):  # type: ignore[no-untyped-def]
+    """out[n, c, i] = (x[n, c, i] - m[c]) * s[c] + t[c] with the float64 mean m split as mh + ml in
+    the compute dtype: centred first, and x - mh is exact near the mean (Sterbenz), so a large mean
+    with a small spread neither cancels (as x * s + (t - m * s) would) nor suffers the mean's
+    rounding to float32."""
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            h = mh[c]
+            lo = ml[c]
+            a = s[c]
+            b = t[c]
+            for i in range(x.shape[2]):
+                out[n, c, i] = ((x[n, c, i] - h) - lo) * a + b
 
 
 @njit(**_JIT_SUM)
@@ -167,20 +204,58 @@ def _lower_bn(node: Node, g: Graph) -> Call:
     return Call(_bn_apply, [Ref(node.inputs[0]), s, t])
 
 
+def _bn_training(x: np.ndarray, scale: np.ndarray, B: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                 epsilon: float, momentum: float, nout: int) -> np.ndarray | tuple[np.ndarray, ...]:
+    """training_mode=1 (opsets 14, 15): normalise with the batch statistics (mean and population
+    variance over every axis but 1) and return Y, running_mean = mean * momentum + batch_mean *
+    (1 - momentum) and running_var likewise (the outputs the node asks for, in input_mean's type)."""
+    name = "BatchNormalization"
+    if x.ndim < 2:
+        raise InvalidArgument(f"{name}: X must have rank >= 2 ([N, C, ...]), got shape {x.shape}")
+    C = x.shape[1]
+    xc = _compute(x)
+    x3 = xc.reshape(x.shape[0], C, -1)
+    bm, bv = np.zeros(C), np.zeros(C)
+    if x3.size:
+        _channel_stats(x3, bm, bv)
+    else:
+        bm[:], bv[:] = np.nan, np.nan  # no samples: the statistics are undefined (0 / 0)
+    sc = _vec(scale, C, np.float64, name, "scale", 1.0)
+    b = _vec(B, C, np.float64, name, "B", 0.0)
+    rm0 = _vec(mean, C, np.float64, name, "input_mean", 0.0)
+    rv0 = _vec(var, C, np.float64, name, "input_var", 1.0)
+    s = sc / np.sqrt(bv + float(epsilon))
+    out = np.empty(x3.shape, xc.dtype)
+    mh = bm.astype(xc.dtype)
+    _center_scale_shift(x3, mh, (bm - mh).astype(xc.dtype), s.astype(xc.dtype), b.astype(xc.dtype), out)
+    y = out.reshape(x.shape).astype(x.dtype, copy=False)
+    if nout <= 1:
+        return y
+    m = float(momentum)
+    rm = (rm0 * m + bm * (1.0 - m)).astype(mean.dtype).reshape(mean.shape)
+    rv = (rv0 * m + bv * (1.0 - m)).astype(var.dtype).reshape(var.shape)
+    return (y, rm, rv)[:nout]
+
+
 @op("BatchNormalization", since=1, lower=_lower_bn)
 def BatchNormalization(x: np.ndarray, scale: np.ndarray, B: np.ndarray, mean: np.ndarray, var: np.ndarray, *,
-                       epsilon: float, spatial: int = 1, training_mode: int = 0, _nout: int = 1) -> np.ndarray:
-    """Inference-mode batch normalisation, every opset (1, 6, 7, 9, 14, 15).
+                       epsilon: float, momentum: float = 0.9, spatial: int = 1, training_mode: int = 0,
+                       _nout: int = 1) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Batch normalisation, every opset (1, 6, 7, 9, 14, 15).
 
-    Y = (X - mean) / sqrt(var + epsilon) * scale + B, computed as one pass X * s[c] + t[c] with s, t
-    folded per channel. Opsets 1 and 6 (``is_test``) are run in inference mode when only Y is
-    requested, as onnx's 6 -> 7 version converter does; training (``training_mode=1``, or the
-    running/saved statistics outputs) is not supported. ``spatial=0`` (opsets 1-8) takes per-
-    activation statistics of shape [C, D1, ...].
+    Inference: Y = (X - mean) / sqrt(var + epsilon) * scale + B, computed as one pass X * s[c] + t[c]
+    with s, t folded per channel. Opsets 1 and 6 (``is_test``) are run in inference mode when only Y
+    is requested, as onnx's 6 -> 7 version converter does. ``training_mode=1`` (opsets 14, 15) uses
+    the batch statistics and updates the running ones (``_bn_training``); the older opsets' training
+    outputs (mean, var, saved_mean, saved_var) are not supported. ``spatial=0`` (opsets 1-8) takes
+    per-activation statistics of shape [C, D1, ...].
     """
-    if training_mode or _nout > 1:
-        raise OrtNotImplemented("BatchNormalization: training mode (batch statistics and the running/saved "
-                                "mean and variance outputs) is not supported by jitort; only inference")
+    if training_mode:
+        return _bn_training(x, scale, B, mean, var, epsilon, momentum, _nout)
+    if _nout > 1:
+        raise OrtNotImplemented(f"BatchNormalization: {_nout} outputs requested without training_mode=1: jitort "
+                                "produces the running statistics only in opset 14+ training mode; the training "
+                                "outputs of opsets before 14 (mean, var, saved_mean, saved_var) are not supported")
     if x.ndim < 2:
         raise InvalidArgument(f"BatchNormalization: X must have rank >= 2 ([N, C, ...]), got shape {x.shape}")
     C = x.shape[1] if spatial else int(np.prod(x.shape[1:]))

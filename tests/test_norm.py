@@ -97,10 +97,9 @@ def _raises(m: Any, feeds: dict[str, np.ndarray], exc: type) -> None:
 
 
 def test_batchnorm_training_unsupported():
+    """The training outputs of opsets before 14 (opset 14+ training_mode=1 is tested below)."""
     x = rand((2, 3, 4), np.float32, 0)
     p = bn_params(3)
-    _raises(node_model("BatchNormalization", {"x": x}, opset=15, initializers=p, training_mode=1), {"x": x},
-            OrtNotImplemented)
     _raises(node_model("BatchNormalization", {"x": x}, n_outputs=5, opset=9, initializers=p), {"x": x},
             OrtNotImplemented)
 
@@ -272,3 +271,93 @@ def test_mvn_constant_input():
     got = run_jitort(node_model("MeanVarianceNormalization", {"x": x}, opset=13), {"x": x})
     assert_close(got, [mvn_ref(x, (0, 2, 3))], 1e-5, 1e-5)
     assert not np.isnan(got[0]).any()
+
+
+# --- BatchNormalization, training_mode=1 (opsets 14, 15) ----------------------------------------------
+
+def bn_train_ref(x: np.ndarray, p: dict[str, np.ndarray], eps: float, momentum: float) -> list[np.ndarray]:
+    """The spec: batch mean and population variance over every axis but 1; running = old * momentum +
+    batch * (1 - momentum)."""
+    xf = x.astype(np.float64)
+    ax = (0,) + tuple(range(2, x.ndim))
+    bm, bv = xf.mean(ax), xf.var(ax)
+    momentum = float(np.float32(momentum))  # a float attribute is stored as float32
+    f = {k: v.astype(np.float64) for k, v in p.items()}
+    y = (xf - bcast(bm, x.ndim)) / np.sqrt(bcast(bv, x.ndim) + eps) * bcast(f["s"], x.ndim) + bcast(f["b"], x.ndim)
+    return [y.astype(x.dtype), (f["m"] * momentum + bm * (1 - momentum)).astype(p["m"].dtype),
+            (f["v"] * momentum + bv * (1 - momentum)).astype(p["v"].dtype)]
+
+
+@pytest.mark.parametrize("as_inputs", [False, True], ids=["const", "feeds"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opset", [14, 15])
+def test_batchnorm_training(opset, dtype, shape, as_inputs):
+    x = rand(shape, dtype, 0)
+    p = bn_params(shape[1], dtype)
+    kw = dict(opset=opset, n_outputs=3, training_mode=1, epsilon=1e-3, momentum=0.7)
+    if as_inputs:
+        m, feeds = node_model("BatchNormalization", {"x": x, **p}, **kw), {"x": x, **p}
+    else:
+        m, feeds = node_model("BatchNormalization", {"x": x}, initializers=p, **kw), {"x": x}
+    # onnxruntime forms 1 - momentum in float32 even for double tensors: ~1e-8 off in float64
+    got = check(m, feeds, **(tol(dtype) if dtype != np.float64 else dict(rtol=1e-7, atol=1e-7)))
+    assert_close(got, bn_train_ref(x, p, 1e-3, 0.7), **tol(dtype))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9, 1.0])
+def test_batchnorm_training_momentum_default(momentum):
+    x = rand((3, 4, 5, 2), np.float32, 5)
+    p = bn_params(4)
+    m = node_model("BatchNormalization", {"x": x}, opset=15, initializers=p, n_outputs=3, training_mode=1,
+                   momentum=momentum)
+    check(m, {"x": x}, **tol(np.float32))
+    # schema default momentum (0.9)
+    m = node_model("BatchNormalization", {"x": x}, opset=15, initializers=p, n_outputs=3, training_mode=1)
+    assert_close(check(m, {"x": x}, **tol(np.float32)), bn_train_ref(x, p, 1e-5, 0.9), **tol(np.float32))
+
+
+def test_batchnorm_training_large_mean():
+    """A large mean with a small spread: normalising must centre first (no cancellation)."""
+    x = (1000.0 + rand((4, 3, 6, 6), np.float32, 2, -0.01, 0.01)).astype(np.float32)
+    p = bn_params(3)
+    m = node_model("BatchNormalization", {"x": x}, opset=15, initializers=p, n_outputs=3, training_mode=1)
+    assert_close(run_jitort(m, {"x": x}), bn_train_ref(x, p, 1e-5, 0.9), rtol=2e-3, atol=2e-3)
+
+
+def test_batchnorm_training_nan():
+    x = rand((2, 3, 4), np.float32, 0)
+    x[1, 2, 3] = np.nan
+    p = bn_params(3)
+    m = node_model("BatchNormalization", {"x": x}, opset=15, initializers=p, n_outputs=3, training_mode=1)
+    got = check(m, {"x": x}, **tol(np.float32))
+    assert np.isnan(got[0][:, 2]).all() and not np.isnan(got[0][:, :2]).any()
+
+
+@pytest.mark.parametrize("pdtype,sdtype", [(np.float16, np.float32), (np.float32, np.float16),
+                                           (np.float64, np.float64)])
+def test_batchnorm_training_mixed_types(pdtype, sdtype):
+    """Opset 15: X (T), scale/B (T1) and mean/var (T2) may differ; running stats take T2. float16
+    training has no onnxruntime kernel: the spec formula is the oracle."""
+    x = rand((2, 4, 3, 3), pdtype, 0)
+    p = bn_params(4, sdtype)
+    p["m"], p["v"] = p["m"].astype(np.float32), p["v"].astype(np.float32)
+    m = node_model("BatchNormalization", {"x": x}, opset=15, initializers=p, n_outputs=3, training_mode=1)
+    got = run_jitort(m, {"x": x})
+    assert [g.dtype for g in got] == [np.dtype(pdtype), np.dtype(np.float32), np.dtype(np.float32)]
+    assert_close(got, bn_train_ref(x, p, 1e-5, 0.9), 4e-3, 4e-3)
+
+
+def test_batchnorm_training_after_conv_not_folded():
+    """Conv -> BatchNormalization(training_mode=1): the conv epilogue pass must not fold batch statistics."""
+    from onnx import helper
+
+    from oracle import make_model
+    x = rand((2, 3, 6, 6), np.float32, 0)
+    w = rand((4, 3, 3, 3), np.float32, 1)
+    p = bn_params(4)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1),
+             helper.make_node("Relu", ["y"], ["z"])]
+    m = make_model(nodes, {"x": (np.float32, x.shape)}, ["z", "rm", "rv"], {"w": w, **p}, opset=15)
+    check(m, {"x": x}, rtol=1e-4, atol=1e-4)
