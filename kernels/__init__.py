@@ -88,3 +88,22 @@ def _tolerant_index(load_index):  # type: ignore[no-untyped-def]
 
 if not getattr(_caching.IndexDataCacheFile._load_index, "_jitort_tolerant", False):
     _caching.IndexDataCacheFile._load_index = _tolerant_index(_caching.IndexDataCacheFile._load_index)
+
+
+def _locked_save(save):  # type: ignore[no-untyped-def]
+    """Numba's ``save`` reads the index, picks the first free data-file number and writes both,
+    unlocked: two processes adding different signatures of one function at once both pick ``.1.nbc``,
+    and the index can end up naming the other signature's machine code. One lock per index file
+    makes the read-modify-write atomic across processes."""
+    def wrapper(self, key, data):  # type: ignore[no-untyped-def]
+        from pathlib import Path
+
+        from jitort.cache import file_lock
+        with file_lock(Path(self._index_path + ".lock")):
+            save(self, key, data)
+    wrapper._jitort_locked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+if not getattr(_caching.IndexDataCacheFile.save, "_jitort_locked", False):
+    _caching.IndexDataCacheFile.save = _locked_save(_caching.IndexDataCacheFile.save)

@@ -230,3 +230,30 @@ def test_subgraph_plans_live_in_the_session_cache_root(tmp_path):
         np.testing.assert_array_equal(s.run(None, {"c": np.array(True), "x": x})[0], x + x)
         np.testing.assert_array_equal(s.run(None, {"c": np.array(False), "x": x})[0], x * x)
         assert len(list((root / "plans").rglob("*.py"))) == 3, sorted((root / "plans").rglob("*.py"))
+
+
+def test_numba_index_save_is_atomic(tmp_path, monkeypatch):
+    """Two savers adding different signatures of one function at once (the index read widened to
+    0.2 s): without jitort's lock both pick data file .1.nbc and one signature ends up naming the
+    other's machine code; with it, each key loads its own data."""
+    import threading
+    import time
+
+    from numba.core import caching
+
+    import jitort.kernels  # noqa: F401  (installs the lock)
+    read = caching.IndexDataCacheFile._load_index
+
+    def slow_read(self):  # type: ignore[no-untyped-def]
+        r = read(self)
+        time.sleep(0.2)
+        return r
+    monkeypatch.setattr(caching.IndexDataCacheFile, "_load_index", slow_read)
+    files = [caching.IndexDataCacheFile(str(tmp_path), "f-1.py311", "stamp") for _ in range(2)]
+    threads = [threading.Thread(target=f.save, args=(("sig", k), f"code for sig {k}")) for k, f in enumerate(files)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fresh = caching.IndexDataCacheFile(str(tmp_path), "f-1.py311", "stamp")
+    assert [fresh.load(("sig", k)) for k in range(2)] == ["code for sig 0", "code for sig 1"]
