@@ -44,6 +44,7 @@ class Compiled:
     compiled: list[tuple[str, float]] = field(default_factory=list)  # (function, seconds) Numba compiled
     seconds: float = 0.0
     loaded_from: str = ""  # "" compiled now; else the entry/artifact directory
+    steps: list[Step] = field(default_factory=list)  # the plan's steps, when compiled now
 
     def bind(self, slow_bind: Callable[[dict], list[np.ndarray]], root: Path | None = None,
              progress: Callable[[int, int, str], None] | None = None
@@ -118,7 +119,7 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: 
               for i in g.inputs]
     return Compiled("plan_" + content_hash(source)[:20], source, kernel_sources,
                     consts, inputs, list(g.outputs), g, list(kernels.values()), cache.compiled_since(mark),
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, steps=steps)
 
 
 def evaluate(node: Node, g: Graph) -> list[np.ndarray]:

@@ -191,6 +191,8 @@ class InferenceSession:
                 self._specs.append(_InputSpec(name, None, None, tp))
             else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
+        if fresh and compiled.graph is not None:
+            self._precompile(compiled, root, config)
         self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
         self._set_threads()
         if fresh and config.get("session.jitort.warmup", "1") != "0" and _warmup_safe(proto, self._providers):
@@ -236,6 +238,19 @@ class InferenceSession:
                 raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
             self._cache.notes.append(f"cache entry rebuilt: {e}")
             return None, self._cache.root
+
+    @staticmethod
+    def _precompile(compiled: Compiled, root: Path, config: dict[str, str]) -> None:
+        """Compile the new model's kernels in worker processes too (see ``jitort.compile_pool``)."""
+        from jitort import compile_pool
+        t0 = time.perf_counter()
+        mark = cache.compile_count()
+        jobs = compile_pool.jobs_for(compiled.steps, compiled.graph)  # type: ignore[arg-type]
+        workers = compile_pool.workers_for(len(jobs), config)
+        if workers:
+            compile_pool.precompile(jobs, root, workers)
+            compiled.compiled += cache.compiled_since(mark)
+            compiled.seconds += time.perf_counter() - t0
 
     def _warm_up(self) -> None:
         """One run on seeded random inputs (symbolic dims 1) right after a fresh compile, so the

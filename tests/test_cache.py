@@ -257,3 +257,52 @@ def test_numba_index_save_is_atomic(tmp_path, monkeypatch):
         t.join()
     fresh = caching.IndexDataCacheFile(str(tmp_path), "f-1.py311", "stamp")
     assert [fresh.load(("sig", k)) for k in range(2)] == ["code for sig 0", "code for sig 1"]
+
+
+PRECOMPILE_CHILD = textwrap.dedent("""
+    import json, sys, numpy as np, jitort
+    from jitort import cache
+    so = jitort.SessionOptions()
+    so.add_session_config_entry("session.jitort.compile_workers", sys.argv[2])
+    so.add_session_config_entry("session.jitort.warmup", "0")
+    s = jitort.InferenceSession(sys.argv[1], so)
+    x = np.random.default_rng(0).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    mark = cache.compile_count()
+    y = s.run(None, {s.get_inputs()[0].name: x})[0]
+    np.save(sys.argv[3], y)
+    print(json.dumps({"session": len(s.compile_report["compiled"]), "run": len(cache.compiled_since(mark))}))
+""")
+
+
+def test_worker_processes_precompile_library_calls_and_kernels(tmp_path):
+    """With a compile worker, a fresh session's library calls (on zero stand-ins) and generated kernels
+    are compiled before the first run, by the worker and this process; that run compiles nothing
+    and matches onnxruntime."""
+    from oracle import run_ort
+    m = zoo.conv_block(channels=8, size=9, batch=2)
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path))
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-c", PRECOMPILE_CHILD, str(path), "1", str(tmp_path / "y.npy")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["run"] == 0, r
+    x = np.random.default_rng(0).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), run_ort(m, {m.graph.input[0].name: x})[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_precompile_jobs_describe_static_calls_only():
+    from jitort import compile_pool
+    from jitort.compiler import compile_graph
+    from jitort.onnx_import import import_model
+    c = compile_graph(import_model(zoo.conv_block(channels=8, size=9, batch=2)), ["CPUExecutionProvider"])
+    jobs = compile_pool.jobs_for(c.steps, c.graph)
+    calls = [j for j in jobs if not j.kind]
+    assert calls and all(isinstance(a, compile_pool.Zeros) or not isinstance(a, np.ndarray) or a.nbytes <= 4096
+                         for j in calls for a in [*j.args, *j.kwargs.values()])
+    # symbolic batch: the calls' run-time inputs cannot be described, only the kernel modules remain
+    c = compile_graph(import_model(zoo.conv_block(channels=8, size=9)), ["CPUExecutionProvider"])
+    assert all(j.kind for j in compile_pool.jobs_for(c.steps, c.graph))
+    assert len(compile_pool._split(jobs, 2)) == 2 and sum(map(len, compile_pool._split(jobs, 2))) == len(jobs)
