@@ -13,6 +13,7 @@ mode, refuses with the reason).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -226,8 +227,10 @@ def policy(config: dict[str, str]) -> CachePolicy:
     strict = config.get("session.jitort.strict_cache", os.environ.get("JITORT_STRICT_CACHE", "0")) == "1"
     root = config.get("session.jitort.cache_dir")
     if disabled:
-        # Generated source must still be a real file for Numba: use a private throwaway root.
-        return CachePolicy(Path(tempfile.mkdtemp(prefix="jitort-nocache-")), False, strict)
+        # Generated source must still be a real file for Numba: a private throwaway root, removed at exit.
+        tmp = tempfile.mkdtemp(prefix="jitort-nocache-")
+        atexit.register(shutil.rmtree, tmp, True)
+        return CachePolicy(Path(tmp), False, strict)
     return CachePolicy(Path(root).expanduser() if root else cache.cache_root(), True, strict)
 
 

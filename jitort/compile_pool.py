@@ -136,10 +136,11 @@ def precompile(jobs: list[Job], root: Path, workers: int) -> None:
     shares = _split(jobs, workers + 1)
     procs = []
     with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
-        env = dict(os.environ, JITORT_CACHE_DIR=str(root), JITORT_COMPILE_WORKERS="0")
+        # Library kernels live in the process-wide root (JITORT_CACHE_DIR), generated modules in ``root``.
+        env = dict(os.environ, JITORT_CACHE_DIR=str(cache.cache_root()), JITORT_COMPILE_WORKERS="0")
         for k, share in enumerate(shares[1:]):
             path = Path(tmp) / f"jobs{k}.pkl"
-            path.write_bytes(pickle.dumps(share))
+            path.write_bytes(pickle.dumps((str(root), share)))
             procs.append(subprocess.Popen([sys.executable, "-c", "import sys, jitort.compile_pool as p; "
                                            "p.worker(sys.argv[1])", str(path)], env=env,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -180,5 +181,6 @@ def _attempt(job: Job, root: Path | None) -> None:
 def worker(path: str) -> None:
     """Entry point of a worker process: run the pickled jobs, ignoring failures."""
     import jitort  # noqa: F401  (registers the ops)
-    for job in pickle.loads(Path(path).read_bytes()):
-        _attempt(job, None)
+    root, jobs = pickle.loads(Path(path).read_bytes())
+    for job in jobs:
+        _attempt(job, Path(root))
