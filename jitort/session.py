@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import artifact, cache
+from jitort import allocator, artifact, cache
 from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
@@ -150,6 +150,7 @@ class InferenceSession:
                  sess_options: SessionOptions | None = None, providers: Sequence[Any] | None = None,
                  provider_options: Sequence[dict] | None = None, **kwargs: Any) -> None:
         t0 = time.perf_counter()
+        allocator.tune()
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
         self._providers, self._provider_options = _normalize_providers(providers, provider_options)
         config = dict(getattr(self._sess_options, "_config", {}))
