@@ -1,19 +1,22 @@
 """Pooling: MaxPool (+ Indices), AveragePool, LpPool, their Global forms, MaxRoiPool, RoiAlign, MaxUnpool.
 
-Like the convolutions, every rank runs through one 3-D kernel per dtype (a 1-D or 2-D input is
-viewed as [N*C, 1, 1, W] / [N*C, 1, H, W]). Windowed pooling is separable: for each output row the
-kernel first reduces the window's input rows into one row buffer (contiguous, vectorised), then
-reduces each output column's taps from that buffer (one strided pass per tap). Averages divide by a
-product of per-axis counts, which is exactly onnxruntime's divisor in both count_include_pad
-modes (taps inside input + pads, or inside the input only).
+Windowed pooling is separable. 1-D and 2-D MaxPool/AveragePool (the CNN cases) run ``_pool2d``, one
+kernel per dtype: a vertical pass reduces each window's input rows, a horizontal pass reduces each
+output column's taps, and both run over whole planes where one index formula covers them (see the
+section comment), so the short rows of late layers cost no per-row overhead. A window that is the
+whole plane runs the global kernel. 3-D windows and LpPool take the per-row kernels
+``_max_pool``/``_sum_pool``. Averages divide by a product of per-axis counts, which is exactly
+onnxruntime's divisor in both count_include_pad modes (taps inside input + pads, or inside the input
+only). What depends only on the input shape (output shape, kernel choice, geometry) is prepared once
+per shape: the plan passes the attributes as tuples, so a call costs a dict lookup.
 
 Output sizes follow onnxruntime 1.31, measured against it: with ceil_mode, a last window that
 would start inside the end padding is dropped (onnx's shape inference does not do that, so its
 static shape can be one larger than the run-time one). auto_pad SAME_* computes the padding from
 the undilated kernel, as onnxruntime does.
 
-MaxPool's values-only path uses ``np.maximum`` (NaN-propagating; the only spelling of max that
-Numba/LLVM turns into SIMD code here, 10x faster than a conditional) and reduces in a different
+MaxPool's values-only path propagates NaN (``np.maximum`` in windows; the global max runs eight
+chains of the plain ``max``, which vectorises better, plus a NaN flag) and reduces in a different
 order from onnxruntime: results are equal except where a window holds a NaN (jitort: NaN;
 onnxruntime: depends on the position). The Indices path scans each window in row-major order
 keeping the first maximum, exactly as onnxruntime.
@@ -28,7 +31,8 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.registry import op
+from jitort.ir import Graph, Node
+from jitort.kernels.registry import Call, Ref, default_call, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 _EP = dict(nogil=True, error_model="numpy")
@@ -165,100 +169,390 @@ def _axis_count(o, s, d, k, pb, n, limit):  # type: ignore[no-untyped-def]
     return c
 
 
+@njit(**_EP)
+def _rows(od, oh, geo, D, H, W, rows):  # type: ignore[no-untyped-def]
+    """Offsets (in elements of a [D*H*W] plane) of the input rows inside window (od, oh); returns their count."""
+    kd, kh, sd, sh, dd, dh, pd, ph = geo[0], geo[1], geo[3], geo[4], geo[6], geo[7], geo[9], geo[10]
+    n = 0
+    for a in range(kd):
+        iz = od * sd - pd + a * dd
+        if iz < 0 or iz >= D:
+            continue
+        for b in range(kh):
+            iy = oh * sh - ph + b * dh
+            if 0 <= iy < H:
+                rows[n] = (iz * H + iy) * W
+                n += 1
+    return n
+
+
+@njit(**_EP)
+def _vmax(xc, rows, n, W, mid):  # type: ignore[no-untyped-def]
+    """mid[:W] = elementwise max of the n input rows (the first two or three in one pass)."""
+    r0 = xc[rows[0]:rows[0] + W]
+    if n == 1:
+        for j in range(W):
+            mid[j] = r0[j]
+        return
+    r1 = xc[rows[1]:rows[1] + W]
+    if n == 2:
+        for j in range(W):
+            mid[j] = np.maximum(r0[j], r1[j])
+        return
+    r2 = xc[rows[2]:rows[2] + W]
+    for j in range(W):
+        mid[j] = np.maximum(np.maximum(r0[j], r1[j]), r2[j])
+    for k in range(3, n):
+        rk = xc[rows[k]:rows[k] + W]
+        for j in range(W):
+            mid[j] = np.maximum(mid[j], rk[j])
+
+
+@njit(**_EP)
+def _vsum(xc, rows, n, W, mid, lp, p):  # type: ignore[no-untyped-def]
+    """mid[:W] = sum of the n input rows (lp: of |x|**p)."""
+    if lp:
+        for j in range(W):
+            mid[j] = mid[j] - mid[j]
+        for k in range(n):
+            rk = xc[rows[k]:rows[k] + W]
+            if p == 2:
+                for j in range(W):
+                    mid[j] += rk[j] * rk[j]
+            else:
+                for j in range(W):
+                    mid[j] += abs(rk[j]) ** p
+        return
+    r0 = xc[rows[0]:rows[0] + W]
+    if n == 1:
+        for j in range(W):
+            mid[j] = r0[j]
+        return
+    r1 = xc[rows[1]:rows[1] + W]
+    if n == 2:
+        for j in range(W):
+            mid[j] = r0[j] + r1[j]
+        return
+    r2 = xc[rows[2]:rows[2] + W]
+    for j in range(W):
+        mid[j] = r0[j] + r1[j] + r2[j]
+    for k in range(3, n):
+        rk = xc[rows[k]:rows[k] + W]
+        for j in range(W):
+            mid[j] += rk[j]
+
+
+# The horizontal passes read a padded row rb (padding holds the reduction's identity), so every
+# output column sees a full window; unsigned indices: Numba adds no negative-index wraparound.
+
+@njit(**_EP)
+def _hmax(rb, orow, kw, sw, dw):  # type: ignore[no-untyped-def]
+    n, s = np.uint64(orow.shape[0]), np.uint64(sw)
+    for j in range(n):
+        orow[j] = rb[s * j]
+    for e in range(1, kw):
+        off = np.uint64(e * dw)
+        for j in range(n):
+            orow[j] = np.maximum(orow[j], rb[s * j + off])
+
+
+@njit(**_EP)
+def _hsum(rb, orow, kw, sw, dw):  # type: ignore[no-untyped-def]
+    n, s = np.uint64(orow.shape[0]), np.uint64(sw)
+    for j in range(n):
+        orow[j] = rb[s * j]
+    for e in range(1, kw):
+        off = np.uint64(e * dw)
+        for j in range(n):
+            orow[j] += rb[s * j + off]
+
+
+# --- 3-D windows and LpPool: one output row at a time -------------------------------------------
+
 @njit(**_KW)
-def _pool(x, out, geo, mode, cip, p, lowest):  # type: ignore[no-untyped-def]
-    """x [P, D, H, W] -> out [P, OD, OH, OW]; mode MAX / AVG (cip: count_include_pad) / LP (p)."""
+def _max_pool(x, out, geo, lowest):  # type: ignore[no-untyped-def]
+    """x [P, D, H, W] -> out [P, OD, OH, OW]: per output row, a vertical max of the window's input
+    rows into a padded row buffer, then a horizontal max over each output column's taps."""
+    P, D, H, W = x.shape
+    OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    kw, sw, dw, pw = geo[2], geo[5], geo[8], geo[11]
+    L = max((OW - 1) * sw + (kw - 1) * dw + 1, pw + W)
+    rb = np.empty(L, x.dtype)
+    for j in range(L):
+        rb[j] = lowest
+    mid = rb[pw:pw + W]
+    rows = np.empty(geo[0] * geo[1], np.int64)
+    xf = x.reshape(P, D * H * W)
+    for c in range(P):
+        xc = xf[c]
+        for od in range(OD):
+            for oh in range(OH):
+                orow = out[c, od, oh]
+                n = _rows(od, oh, geo, D, H, W, rows)
+                if n == 0:  # the window holds no input row
+                    for j in range(OW):
+                        orow[j] = lowest
+                    continue
+                _vmax(xc, rows, n, W, mid)
+                _hmax(rb, orow, kw, sw, dw)
+
+
+@njit(**_KW)
+def _sum_pool(x, out, geo, lp, cip, p):  # type: ignore[no-untyped-def]
+    """AveragePool (lp=False; cip: count_include_pad) or LpPool (lp=True, exponent p), shaped like _max_pool."""
     P, D, H, W = x.shape
     OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
     kd, kh, kw = geo[0], geo[1], geo[2]
     sd, sh, sw, dd, dh, dw = geo[3], geo[4], geo[5], geo[6], geo[7], geo[8]
     pd, ph, pw, ed, eh, ew = geo[9], geo[10], geo[11], geo[12], geo[13], geo[14]
-    zero = lowest - lowest
-    one = zero + 1
-    row = np.empty(W, x.dtype)
-    los = np.empty(kw, np.int64)
-    his = np.empty(kw, np.int64)
-    for e in range(kw):
-        los[e], his[e] = _valid_range(e * dw - pw, sw, W, OW)
-    cx = np.empty(OW, x.dtype)
+    zero = p - p
+    L = max((OW - 1) * sw + (kw - 1) * dw + 1, pw + W)
+    rb = np.zeros(L, x.dtype)
+    mid = rb[pw:pw + W]
+    rows = np.empty(kd * kh, np.int64)
+    cx = np.empty(OW, x.dtype)  # taps per column (averages divide by a product of per-axis counts)
     for ow in range(OW):
         cx[ow] = _axis_count(ow, sw, dw, kw, pw, W, W + ew if cip else 0)
-    inv_p = one / p if mode == LP else one
+    inv_p = (zero + 1) / p
+    xf = x.reshape(P, D * H * W)
     for c in range(P):
-        xc = x[c]
+        xc = xf[c]
         for od in range(OD):
             cz = _axis_count(od, sd, dd, kd, pd, D, D + ed if cip else 0)
             for oh in range(OH):
-                # vertical: reduce the window's input rows into one row (a single valid row is used
-                # in place; the first two are combined in one pass)
-                nvalid = 0
-                prev = row
-                for a in range(kd):
-                    iz = od * sd - pd + a * dd
-                    if iz < 0 or iz >= D:
-                        continue
-                    for bb in range(kh):
-                        iy = oh * sh - ph + bb * dh
-                        if iy < 0 or iy >= H:
-                            continue
-                        src = xc[iz, iy]
-                        if mode == LP:
-                            if nvalid == 0:
-                                for j in range(W):
-                                    row[j] = zero
-                            if p == 2:
-                                for j in range(W):
-                                    row[j] += src[j] * src[j]
-                            else:
-                                for j in range(W):
-                                    row[j] += abs(src[j]) ** p
-                        elif nvalid == 0:
-                            prev = src
-                        elif mode == MAX:
-                            if nvalid == 1:
-                                for j in range(W):
-                                    row[j] = np.maximum(prev[j], src[j])
-                            else:
-                                for j in range(W):
-                                    row[j] = np.maximum(row[j], src[j])
-                        else:
-                            if nvalid == 1:
-                                for j in range(W):
-                                    row[j] = prev[j] + src[j]
-                            else:
-                                for j in range(W):
-                                    row[j] += src[j]
-                        nvalid += 1
-                red = prev if nvalid == 1 and mode != LP else row
                 orow = out[c, od, oh]
-                init = lowest if mode == MAX else zero
-                for j in range(OW):
-                    orow[j] = init
-                if nvalid == 0:  # no input row in the window
-                    continue
-                # horizontal: one pass per tap over the output row
-                for e in range(kw):
-                    lo, hi = los[e], his[e]
-                    if hi <= lo:
-                        continue
-                    off = e * dw - pw
-                    seg = orow[lo:hi]
-                    rs = red[lo * sw + off:(hi - 1) * sw + off + 1:sw]
-                    if mode == MAX:
-                        for j in range(seg.shape[0]):
-                            seg[j] = np.maximum(seg[j], rs[j])
-                    else:
-                        for j in range(seg.shape[0]):
-                            seg[j] += rs[j]
-                if mode == AVG:
-                    cy = _axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0)
-                    czy = cz * cy
+                n = _rows(od, oh, geo, D, H, W, rows)
+                if n == 0:
                     for j in range(OW):
-                        n = czy * cx[j]
-                        orow[j] = orow[j] / n if n > 0 else zero
-                elif mode == LP:
+                        orow[j] = zero
+                    continue
+                _vsum(xc, rows, n, W, mid, lp, p)
+                _hsum(rb, orow, kw, sw, dw)
+                if lp:
                     for j in range(OW):
                         orow[j] = orow[j] ** inv_p
+                else:
+                    czy = x.dtype.type(cz * _axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0))
+                    for j in range(OW):
+                        orow[j] = orow[j] / (czy * cx[j])
+
+
+# --- 2-D windows (1-D ones are [N*C, 1, W]): whole-plane runs --------------------------------------
+# Late CNN layers have rows of 7..28 values, too short for per-row loops (or per-row calls) to keep up
+# with onnxruntime, so each pass runs over as much of a plane as one index formula covers, and all
+# per-row/per-column bookkeeping (border windows, their valid taps, divisors) is computed once per call.
+# Vertical: V[oh] = reduction of the window's input rows; for every interior output row at once when
+# sh == 1 (one run of (hi-lo)*W values). Horizontal: out[oh, ow] = reduction of V[oh, ow*sw-pw+e*dw];
+# when W == sw*OW that index is sw*i + const over the flat plane, one run again. Columns whose window
+# leaves its row (they read a neighbouring row or the margin) are recomputed afterwards ("fix-ups").
+# Indices are unsigned so Numba adds no negative-index wraparound to the vector loops, and constant
+# strides let LLVM vectorise the stride-2 reads as interleaved loads.
+
+@njit(**_EP)
+def _vrun(xc, src, sstep, tstep, k, v, dst, dstep, m, nrows, is_max):  # type: ignore[no-untyped-def]
+    """v[dst + r*dstep + i] = reduction over taps b < k of xc[src + r*sstep + b*tstep + i] (i < m, r < nrows).
+    m > dstep (rows of dstep values, m rounded up to the vector width) overwrites the next row's start,
+    computed later: short rows then run without a scalar remainder loop (2-3x faster at 7-28)."""
+    un, t1, t2 = np.uint64(m), np.uint64(tstep), np.uint64(2 * tstep)
+    for r in range(nrows):
+        s = np.uint64(src + r * sstep)
+        d = np.uint64(dst + r * dstep)
+        if k == 1:
+            for i in range(un):
+                v[d + i] = xc[s + i]
+        elif k == 2:
+            if is_max:
+                for i in range(un):
+                    v[d + i] = np.maximum(xc[s + i], xc[s + t1 + i])
+            else:
+                for i in range(un):
+                    v[d + i] = xc[s + i] + xc[s + t1 + i]
+        else:
+            if is_max:
+                for i in range(un):
+                    v[d + i] = np.maximum(np.maximum(xc[s + i], xc[s + t1 + i]), xc[s + t2 + i])
+            else:
+                for i in range(un):
+                    v[d + i] = xc[s + i] + xc[s + t1 + i] + xc[s + t2 + i]
+            for b in range(3, k):
+                sb = s + np.uint64(b * tstep)
+                if is_max:
+                    for i in range(un):
+                        v[d + i] = np.maximum(v[d + i], xc[sb + i])
+                else:
+                    for i in range(un):
+                        v[d + i] += xc[sb + i]
+
+
+@njit(**_EP)
+def _hrun(vb, sstep, o, n, nrows, kw, sw, dw, is_max, dv):  # type: ignore[no-untyped-def]
+    """o[r*n + t] = reduction over taps e < kw of vb[r*sstep + sw*t + e*dw] (averages: / dv[r*n + t])."""
+    un, u1, u2 = np.uint64(n), np.uint64(1), np.uint64(2)
+    s = np.uint64(sw)
+    for r in range(nrows):
+        b = np.uint64(r * sstep)
+        d = np.uint64(r * n)
+        if is_max:
+            if dw == 1 and sw == 2 and kw == 3:
+                for t in range(un):
+                    o[d + t] = np.maximum(np.maximum(vb[b + u2 * t], vb[b + u2 * t + u1]), vb[b + u2 * t + u2])
+            elif dw == 1 and sw == 2 and kw == 2:
+                for t in range(un):
+                    o[d + t] = np.maximum(vb[b + u2 * t], vb[b + u2 * t + u1])
+            elif dw == 1 and sw == 1 and kw == 3:
+                for t in range(un):
+                    o[d + t] = np.maximum(np.maximum(vb[b + t], vb[b + t + u1]), vb[b + t + u2])
+            elif dw == 1 and sw == 1 and kw == 2:
+                for t in range(un):
+                    o[d + t] = np.maximum(vb[b + t], vb[b + t + u1])
+            else:
+                for t in range(un):
+                    o[d + t] = vb[b + s * t]
+                for e in range(1, kw):
+                    be = b + np.uint64(e * dw)
+                    for t in range(un):
+                        o[d + t] = np.maximum(o[d + t], vb[be + s * t])
+        elif dw == 1 and sw == 2 and kw == 3:
+            for t in range(un):
+                o[d + t] = (vb[b + u2 * t] + vb[b + u2 * t + u1] + vb[b + u2 * t + u2]) / dv[d + t]
+        elif dw == 1 and sw == 2 and kw == 2:
+            for t in range(un):
+                o[d + t] = (vb[b + u2 * t] + vb[b + u2 * t + u1]) / dv[d + t]
+        elif dw == 1 and sw == 1 and kw == 3:
+            for t in range(un):
+                o[d + t] = (vb[b + t] + vb[b + t + u1] + vb[b + t + u2]) / dv[d + t]
+        elif dw == 1 and sw == 1 and kw == 2:
+            for t in range(un):
+                o[d + t] = (vb[b + t] + vb[b + t + u1]) / dv[d + t]
+        else:
+            for t in range(un):
+                o[d + t] = vb[b + s * t]
+            for e in range(1, kw):
+                be = b + np.uint64(e * dw)
+                for t in range(un):
+                    o[d + t] += vb[be + s * t]
+            for t in range(un):
+                o[d + t] /= dv[d + t]
+
+
+@njit(**_EP)
+def _full_range(s, d, k, pb, n, count):  # type: ignore[no-untyped-def]
+    """[lo, hi): the output positions o < count whose whole window o*s - pb + [0, (k-1)*d] is inside [0, n)."""
+    lo = min((pb + s - 1) // s, count)
+    last = n - 1 + pb - (k - 1) * d
+    hi = min(last // s + 1, count) if last >= 0 else 0
+    return lo, max(hi, lo)
+
+
+@njit(**_EP)
+def _borders(lo, hi, count, s, d, k, pb, n):  # type: ignore[no-untyped-def]
+    """The output positions outside [lo, hi), each with its first valid input position and number of valid
+    taps (a window's valid taps are consecutive)."""
+    m = lo + count - hi
+    pos = np.empty(m, np.int64)
+    first = np.zeros(m, np.int64)
+    taps = np.zeros(m, np.int64)
+    for q in range(m):
+        o = q if q < lo else hi + q - lo
+        pos[q] = o
+        e0, e1 = _valid_range(o * s - pb, d, n, k)
+        if e1 > e0:
+            first[q] = o * s - pb + e0 * d
+            taps[q] = e1 - e0
+    return pos, first, taps
+
+
+@njit(**_EP)
+def _fix_column(vb, W, o, OH, OW, ow, t0, nt, dw, is_max, dv, ident):  # type: ignore[no-untyped-def]
+    """o[oh*OW + ow] = reduction of the nt taps vb[oh*W + t0 + e*dw] (two taps, the usual border, unrolled)."""
+    if nt == 2:
+        if is_max:
+            for oh in range(OH):
+                o[oh * OW + ow] = np.maximum(vb[oh * W + t0], vb[oh * W + t0 + dw])
+        else:
+            for oh in range(OH):
+                o[oh * OW + ow] = (vb[oh * W + t0] + vb[oh * W + t0 + dw]) / dv[oh * OW + ow]
+        return
+    for oh in range(OH):
+        m = ident
+        for e in range(nt):
+            t = vb[oh * W + t0 + e * dw]
+            m = np.maximum(m, t) if is_max else m + t
+        o[oh * OW + ow] = m if is_max else m / dv[oh * OW + ow]
+
+
+@njit(**_KW)
+def _pool2d(x, out, geo, is_max, cip, ident):  # type: ignore[no-untyped-def]
+    """x [P, H, W] -> out [P, OH, OW]: MaxPool (is_max) or AveragePool (cip: count_include_pad).
+
+    When H == sh*OH, a chunk of consecutive planes is one tall image ([nc*H, W] -> [nc*OH, OW]):
+    output row R's taps are input rows R*sh - ph + b*dh for every plane at once, so the vertical and
+    horizontal runs cover the whole chunk and only the border rows of each plane are redone (their
+    windows read the neighbouring plane). Small late-layer planes then cost no per-plane overhead.
+    """
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    kh, kw, sh, sw, dh, dw = geo[1], geo[2], geo[4], geo[5], geo[7], geo[8]
+    ph, pw, eh, ew = geo[10], geo[11], geo[13], geo[14]
+    T = x.dtype.type
+    CH = min(max(1, 16384 // (OH * W)), P) if H == sh * OH else 1  # planes per chunk (V stays in L2)
+    # V (CH*OH rows of W) lives in vb at offset pw, so the horizontal index sw*t + e*dw is never < 0
+    vb = np.empty(pw + CH * OH * W + sw * OW + (kw - 1) * dw + 8, x.dtype)
+    for i in range(vb.shape[0]):
+        vb[i] = ident
+    # averages divide by the product of per-axis tap counts (onnxruntime's divisor); an empty window
+    # divides its zero sum by inf
+    dv = np.empty(CH * OH * OW if not is_max else 0, x.dtype)
+    if not is_max:
+        cx = np.empty(OW, np.int64)
+        for ow in range(OW):
+            cx[ow] = _axis_count(ow, sw, dw, kw, pw, W, W + ew if cip else 0)
+        for oh in range(OH):
+            cy = _axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0)
+            for ow in range(OW):
+                c = cy * cx[ow]
+                for ci in range(CH):
+                    dv[(ci * OH + oh) * OW + ow] = T(c) if c > 0 else T(np.inf)
+    lo_h, hi_h = _full_range(sh, dh, kh, ph, H, OH)
+    lo_w, hi_w = _full_range(sw, dw, kw, pw, W, OW)
+    rows, rfirst, rtaps = _borders(lo_h, hi_h, OH, sh, dh, kh, ph, H)
+    cols, cfirst, ctaps = _borders(lo_w, hi_w, OW, sw, dw, kw, pw, W)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    W8 = W + (-W) % 8
+    for c0 in range(0, P, CH):
+        nc = min(CH, P - c0)
+        base = c0 * H * W
+        oc = of[c0 * OH * OW:(c0 + nc) * OH * OW]
+        # vertical: the interior rows of the first to the last plane in one run (rows padded to the
+        # vector width overwrite the next row's start, computed later in the same run), then the
+        # border rows of each plane, exactly, over their valid taps
+        r0, r1 = lo_h, (nc - 1) * OH + hi_h
+        if hi_h > lo_h:
+            if sh == 1:
+                n = (r1 - r0) * W
+                _vrun(xf, base + (r0 - ph) * W, 0, dh * W, kh, vb, pw + r0 * W, n, n, 1, is_max)
+            else:
+                s0 = base + (r0 * sh - ph) * W
+                last = s0 + (r1 - r0 - 1) * sh * W + (kh - 1) * dh * W + W8
+                _vrun(xf, s0, sh * W, dh * W, kh, vb, pw + r0 * W, W, W8 if last <= xf.shape[0] else W,
+                      r1 - r0, is_max)
+        for q in range(rows.shape[0]):  # one run per border row, over the chunk's planes
+            d = pw + rows[q] * W
+            if rtaps[q] > 0:
+                _vrun(xf, base + rfirst[q] * W, H * W, dh * W, rtaps[q], vb, d, OH * W, W, nc, is_max)
+            else:
+                for ci in range(nc):
+                    for i in range(W):
+                        vb[d + ci * OH * W + i] = ident
+        # horizontal: one run over the chunk, or one per row
+        if sw * OW == W:
+            _hrun(vb, 0, oc, nc * OH * OW, 1, kw, sw, dw, is_max, dv)
+        else:
+            _hrun(vb, W, oc, OW, nc * OH, kw, sw, dw, is_max, dv)
+        # fix-ups: border columns over their valid taps
+        for q in range(cols.shape[0]):
+            _fix_column(vb, W, oc, nc * OH, OW, cols[q], pw + cfirst[q], ctaps[q], dw, is_max, dv, ident)
 
 
 @njit(**_KW)
@@ -306,55 +600,173 @@ def _maxpool_indices(x, out, ind, geo, storage_order, plane0, lowest):  # type: 
                                         bi[ow] = base + iz + iy * D + ix * D * H
 
 
-def _windowed(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int] | None,
-              strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
-              auto_pad: str, ceil_mode: int, cip: int = 0, p: float = 2.0, ints: bool = False,
-              nout: int = 1, storage_order: int = 0) -> Any:
-    cd = _compute_dtype(op_name, X.dtype, ints)
+_GLOBAL, _2D, _GENERIC = 0, 1, 2
+_PREPARED: dict[tuple, tuple] = {}
+
+
+def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int] | None,
+             strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
+             auto_pad: str, ceil_mode: int, p: float) -> tuple:
+    """Everything about a windowed pooling call that depends on the input's shape and dtype only: the
+    kernel to run, the shapes to view input and output as, the geometry array and two scalars."""
+    cd = _compute_dtype(op_name, X.dtype, ints=mode == MAX)
     k, s, dl, pp = _norm(op_name, X, kernel_shape, strides, dilations, pads, check_pads=auto_pad in ("NOTSET", ""))
     out_sp, begin, end = pool_geometry(op_name, tuple(X.shape[2:]), k, s, dl, pp, auto_pad, int(ceil_mode))
-    out = np.empty(X.shape[:2] + out_sp, cd)
+    oshape = X.shape[:2] + out_sp
     geo = _geo(k, s, dl, begin, end)
     low = np.array(_lowest(cd), cd)[()]
-    x4 = _as4(np.ascontiguousarray(X, cd))
-    if nout > 1:
-        ind = np.empty(out.shape, np.int64)
-        if out.size:
-            _maxpool_indices(x4, _as4(out), _as4(ind), geo, int(storage_order), 0, low)
-        return out.astype(X.dtype, copy=False), ind
+    pv = np.array(p if cd.kind == "f" else 2, cd)[()]
+    planes = X.shape[0] * X.shape[1]
+    if out_sp == (1,) * len(out_sp) and k == X.shape[2:] and not any(begin + end) and set(dl) == {1} \
+            and mode != LP:  # the window is the whole plane
+        return _GLOBAL, oshape, cd, geo, (planes, -1), (planes,), low, pv
+    if X.ndim <= 4 and mode != LP:
+        sp = X.shape[2:]
+        xs = (planes, sp[0] if len(sp) == 2 else 1, sp[-1])
+        os_ = (planes, oshape[-2] if len(sp) == 2 else 1, oshape[-1])
+        return _2D, oshape, cd, geo, xs, os_, low if mode == MAX else np.array(0, cd)[()], pv
+    x4 = (planes,) + (1,) * (5 - X.ndim) + X.shape[2:]
+    return _GENERIC, oshape, cd, geo, x4, (planes,) + (1,) * (5 - X.ndim) + out_sp, low, pv
+
+
+def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int] | None,
+              strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
+              auto_pad: str, ceil_mode: int, cip: int, p: float) -> np.ndarray:
+    """A windowed pooling (values only). The plan passes the attributes as tuples, so the per-shape
+    preparation is looked up by one tuple hash."""
+    key = (X.shape, X.dtype, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)
+    try:
+        g = _PREPARED.get(key)
+    except TypeError:  # list attributes (a direct call): not hashable, not cached
+        g, key = None, None
+    if g is None:
+        g = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)
+        if key is not None:
+            if len(_PREPARED) > 4096:
+                _PREPARED.clear()
+            _PREPARED[key] = g
+    kind, oshape, cd, geo, xs, os_, a0, pv = g
+    x = X if X.dtype == cd and X.flags.c_contiguous else np.ascontiguousarray(X, cd)
+    out = np.empty(oshape, cd)
     if out.size:
-        pv = np.array(p, cd)[()] if cd.kind == "f" else np.array(2, cd)[()]
-        _pool(x4, _as4(out), geo, mode, int(cip), pv, low)
-    return out.astype(X.dtype, copy=False)
+        if kind == _2D:
+            _pool2d(x.reshape(xs), out.reshape(os_), geo, mode == MAX, bool(cip), a0)
+        elif kind == _GLOBAL:
+            _global_run(x.reshape(xs), out.reshape(os_), mode, pv, a0)
+        elif mode == MAX:
+            _max_pool(x.reshape(xs), out.reshape(os_), geo, a0)
+        else:
+            _sum_pool(x.reshape(xs), out.reshape(os_), geo, mode == LP, bool(cip), pv)
+    return out if X.dtype == cd else out.astype(X.dtype)
 
 
-@op("MaxPool", since=1)
+def _maxpool_with_indices(X: np.ndarray, kernel_shape: Sequence[int] | None, strides: Sequence[int] | None,
+                          dilations: Sequence[int] | None, pads: Sequence[int] | None, auto_pad: str,
+                          ceil_mode: int, storage_order: int) -> Any:
+    cd = _compute_dtype("MaxPool", X.dtype, ints=True)
+    k, s, dl, pp = _norm("MaxPool", X, kernel_shape, strides, dilations, pads, check_pads=auto_pad in ("NOTSET", ""))
+    out_sp, begin, end = pool_geometry("MaxPool", tuple(X.shape[2:]), k, s, dl, pp, auto_pad, int(ceil_mode))
+    out = np.empty(X.shape[:2] + out_sp, cd)
+    ind = np.empty(out.shape, np.int64)
+    if out.size:
+        _maxpool_indices(_as4(np.ascontiguousarray(X, cd)), _as4(out), _as4(ind), _geo(k, s, dl, begin, end),
+                         int(storage_order), 0, np.array(_lowest(cd), cd)[()])
+    return out.astype(X.dtype, copy=False), ind
+
+
+def _tup(v: Any) -> tuple[int, ...] | None:
+    return None if v is None else tuple(int(t) for t in v)
+
+
+def _lower_windowed(op_name: str, mode: int) -> Any:
+    """Attributes become tuples at compile time (hashable: the per-shape preparation is cached)."""
+    def lower(node: Node, g: Graph) -> Call:
+        a = node.attrs
+        if len(node.outputs) > 1 and node.outputs[1]:
+            from jitort.kernels.registry import lookup
+            return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+        p = float(a.get("p", 2.0))
+        return Call(_pool_run, [Ref(node.inputs[0]), op_name, mode, _tup(a.get("kernel_shape")),
+                                _tup(a.get("strides")), _tup(a.get("dilations")), _tup(a.get("pads")),
+                                a.get("auto_pad", "NOTSET"), int(a.get("ceil_mode", 0)),
+                                int(a.get("count_include_pad", 0)), p])
+    return lower
+
+
+@op("MaxPool", since=1, lower=_lower_windowed("MaxPool", MAX))
 def MaxPool(X: np.ndarray, *, auto_pad: str, ceil_mode: int = 0, dilations: Sequence[int] | None = None,
             kernel_shape: Sequence[int], pads: Sequence[int] | None = None, storage_order: int = 0,
             strides: Sequence[int] | None = None, _nout: int = 1) -> Any:
     """MaxPool (opset 1, 8, 10, 11, 12, 22); the optional Indices output (opset 8+) is int64."""
-    return _windowed("MaxPool", X, MAX, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
-                     ints=True, nout=_nout, storage_order=storage_order)
+    if _nout > 1:
+        return _maxpool_with_indices(X, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, storage_order)
+    return _pool_run(X, "MaxPool", MAX, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, 0, 2.0)
 
 
-@op("AveragePool", since=1)
+@op("AveragePool", since=1, lower=_lower_windowed("AveragePool", AVG))
 def AveragePool(X: np.ndarray, *, auto_pad: str, ceil_mode: int = 0, count_include_pad: int = 0,
                 dilations: Sequence[int] | None = None, kernel_shape: Sequence[int],
                 pads: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> np.ndarray:
     """AveragePool (opset 1, 7, 10, 11, 19, 22)."""
-    return _windowed("AveragePool", X, AVG, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
-                     cip=count_include_pad)
+    return _pool_run(X, "AveragePool", AVG, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
+                     count_include_pad, 2.0)
 
 
-@op("LpPool", since=1)
+@op("LpPool", since=1, lower=_lower_windowed("LpPool", LP))
 def LpPool(X: np.ndarray, *, auto_pad: str, ceil_mode: int = 0, dilations: Sequence[int] | None = None,
            kernel_shape: Sequence[int], p: float, pads: Sequence[int] | None = None,
            strides: Sequence[int] | None = None) -> np.ndarray:
     """LpPool (opset 1: float p, 2/11: int p, 18: ceil_mode and dilations)."""
-    return _windowed("LpPool", X, LP, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p=float(p))
+    return _pool_run(X, "LpPool", LP, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, 0, float(p))
 
 
 # --- global pooling ------------------------------------------------------------------------------
+
+@njit(**_EP)
+def _max8(xc, L):  # type: ignore[no-untyped-def]
+    """max(xc[:L]) (NaN if any is NaN), L > 0: eight independent chains of the plain max (one vector
+    register) and a separate NaN flag, twice as fast as a chain of NaN-propagating np.maximum."""
+    n8 = L - L % 8
+    m = xc[0]
+    if n8:
+        a0, a1, a2, a3, a4, a5, a6, a7 = xc[0], xc[1], xc[2], xc[3], xc[4], xc[5], xc[6], xc[7]
+        for j in range(8, n8, 8):
+            a0 = max(a0, xc[j])
+            a1 = max(a1, xc[j + 1])
+            a2 = max(a2, xc[j + 2])
+            a3 = max(a3, xc[j + 3])
+            a4 = max(a4, xc[j + 4])
+            a5 = max(a5, xc[j + 5])
+            a6 = max(a6, xc[j + 6])
+            a7 = max(a7, xc[j + 7])
+        m = max(max(max(a0, a4), max(a1, a5)), max(max(a2, a6), max(a3, a7)))
+    for j in range(n8, L):
+        m = max(m, xc[j])
+    nan = False
+    for j in range(L):
+        nan |= xc[j] != xc[j]
+    return m, nan
+
+
+@njit(**_EP)
+def _sum8(xc, L, zero):  # type: ignore[no-untyped-def]
+    """sum(xc[:L]) in eight interleaved partial sums (vectorised; onnxruntime's order differs as well)."""
+    n8 = L - L % 8
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+    for j in range(0, n8, 8):
+        a0 += xc[j]
+        a1 += xc[j + 1]
+        a2 += xc[j + 2]
+        a3 += xc[j + 3]
+        a4 += xc[j + 4]
+        a5 += xc[j + 5]
+        a6 += xc[j + 6]
+        a7 += xc[j + 7]
+    s = ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
+    for j in range(n8, L):
+        s += xc[j]
+    return s
+
 
 @njit(**_KW)
 def _global(x, out, mode, p, lowest):  # type: ignore[no-untyped-def]
@@ -365,17 +777,15 @@ def _global(x, out, mode, p, lowest):  # type: ignore[no-untyped-def]
     for c in range(P):
         xc = x[c]
         if mode == MAX:
-            m = lowest
-            if L > 0:
-                m = xc[0]
-            for j in range(L):
-                m = np.maximum(m, xc[j])
+            if L == 0:
+                out[c] = lowest
+                continue
+            m, nan = _max8(xc, L)
             out[c] = m
+            if nan:
+                out[c] = np.nan
         elif mode == AVG:
-            s = zero
-            for j in range(L):
-                s += xc[j]
-            out[c] = s / L
+            out[c] = _sum8(xc, L, zero) / L
         else:
             s = zero
             if p == 2:
@@ -387,15 +797,47 @@ def _global(x, out, mode, p, lowest):  # type: ignore[no-untyped-def]
             out[c] = s ** (one / p)
 
 
+@njit(**_KW)
+def _global_mean(x, out, ones):  # type: ignore[no-untyped-def]
+    """x [P, L] -> out [P], float32/float64: one BLAS gemv (x @ ones; 4-5x faster than summing short
+    rows of 49 or 196 values one plane at a time), then the division by L."""
+    np.dot(x, ones, out)
+    L = x.shape[1]
+    for c in range(out.shape[0]):
+        out[c] = out[c] / L
+
+
+_ONES: dict[tuple, np.ndarray] = {}
+
+
+def _global_run(x2: np.ndarray, out: np.ndarray, mode: int, p: Any, low: Any) -> None:
+    """x2 [P, L] -> out [P] (C-contiguous, the compute dtype)."""
+    if mode == AVG and x2.shape[1]:
+        key = (x2.dtype, x2.shape[1])
+        ones = _ONES.get(key)
+        if ones is None:
+            ones = _ONES[key] = np.ones(x2.shape[1], x2.dtype)
+        _global_mean(x2, out, ones)
+    else:
+        _global(x2, out, mode, p, low)
+
+
+_GLOBAL_SCALARS: dict[np.dtype, tuple] = {}
+
+
 def _global_pool(op_name: str, X: np.ndarray, mode: int, p: float = 2.0) -> np.ndarray:
     if X.ndim < 3:
         raise InvalidArgument(f"{op_name}: input must have rank >= 3, got shape {list(X.shape)}")
-    cd = _compute_dtype(op_name, X.dtype)
+    sc = _GLOBAL_SCALARS.get(X.dtype)
+    if sc is None:
+        cd = _compute_dtype(op_name, X.dtype)
+        sc = _GLOBAL_SCALARS[X.dtype] = (cd, np.array(_lowest(cd), cd)[()])
+    cd, low = sc
     out = np.empty(X.shape[:2] + (1,) * (X.ndim - 2), cd)
-    x2 = np.ascontiguousarray(X, cd).reshape(X.shape[0] * X.shape[1], -1)
+    x = X if X.dtype == cd and X.flags.c_contiguous else np.ascontiguousarray(X, cd)
     if out.size:
-        _global(x2, out.reshape(-1), mode, np.array(p, cd)[()], np.array(_lowest(cd), cd)[()])
-    return out.astype(X.dtype, copy=False)
+        _global_run(x.reshape(X.shape[0] * X.shape[1], -1), out.reshape(-1), mode, cd.type(p), low)
+    return out if X.dtype == cd else out.astype(X.dtype)
 
 
 @op("GlobalAveragePool", since=1)

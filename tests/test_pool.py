@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from onnx import helper
 
 import jitort
 from jitort.errors import InvalidArgument
 from jitort.kernels import pool as P
-from oracle import check, node_model, rand, run_ort
+from oracle import assert_close, check, make_model, node_model, rand, run_ort
 
 
 def pool_ref(x: np.ndarray, mode: str, k, s, d, pads, ceil=0, cip=0, auto_pad="NOTSET", p=2.0) -> np.ndarray:
@@ -171,14 +172,21 @@ def test_global_dtypes_and_opset1():
     np.testing.assert_allclose(got, (np.abs(x) ** 2.5).sum((2, 3), keepdims=True) ** (1 / 2.5), rtol=1e-5)
 
 
+def _n_signatures() -> int:
+    return sum(len(k.signatures) for k in (P._pool2d, P._max_pool, P._sum_pool, P._global))
+
+
 def test_batch_change_does_not_compile():
-    x = rand((1, 3, 9, 8))
-    P.MaxPool(x, auto_pad="NOTSET", kernel_shape=[3, 3])
-    P.AveragePool(x, auto_pad="NOTSET", kernel_shape=[3, 3])
-    n = len(P._pool.signatures)
-    for shape in ((4, 3, 9, 8), (2, 5, 11), (1, 2, 3, 4, 5)):
-        P.MaxPool(rand(shape), auto_pad="NOTSET", kernel_shape=[2] * (len(shape) - 2))
-    assert len(P._pool.signatures) == n
+    for shape in ((1, 3, 9, 8), (1, 2, 3, 4, 5), (1, 3, 7, 7)):  # 2-D, 3-D and whole-plane windows
+        P.MaxPool(rand(shape), auto_pad="NOTSET", kernel_shape=shape[2:] if shape[-1] == 7 else [2] * (len(shape) - 2))
+        P.AveragePool(rand(shape), auto_pad="NOTSET", kernel_shape=shape[2:] if shape[-1] == 7 else [2] * (len(shape) - 2))
+    n = _n_signatures()
+    for shape in ((4, 3, 9, 8), (2, 5, 11), (1, 2, 3, 4, 5), (8, 300, 14, 14), (3, 2, 7, 7)):
+        x = rand(shape)
+        k = shape[2:] if shape[-1] == 7 else [3] * (len(shape) - 2)
+        P.MaxPool(x, auto_pad="NOTSET", kernel_shape=k, pads=[1] * (2 * len(k)) if shape[-1] != 7 else None)
+        P.AveragePool(x, auto_pad="NOTSET", kernel_shape=k, strides=[2] * len(k))
+    assert _n_signatures() == n
 
 
 def test_pool_errors():
@@ -251,3 +259,75 @@ def test_maxunpool():
 def test_maxpool_resnet_stem():
     x = rand((1, 8, 112, 112), seed=17)
     check(node_model("MaxPool", {"x": x}, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), {"x": x})
+
+
+def test_maxunpool_output_shape_is_the_index_space():
+    """With output_shape, I indexes that tensor (onnxruntime since microsoft/onnxruntime#2193, PyTorch), so a
+    MaxPool of an odd-sized input round-trips. onnx's test_maxunpool_export_with_output_shape expects
+    onnx.reference's reading (I in the default shape, zero-padded at the end): a known mismatch, see
+    tests/test_conformance.py."""
+    feeds = {"x": np.array([[[[5, 6], [7, 8]]]], np.float32), "i": np.array([[[[5, 7], [13, 15]]]], np.int64),
+             "shape": np.array([1, 1, 5, 5], np.int64)}
+    y = check(node_model("MaxUnpool", feeds, opset=11, kernel_shape=[2, 2], strides=[2, 2]), feeds)[0]
+    assert y.reshape(-1)[[5, 7, 13, 15]].tolist() == [5, 6, 7, 8]
+
+
+# --- the 2-D kernel's paths: plane chunks ("tall" images), rows padded to the vector width, border
+# rows/columns, whole-plane windows --------------------------------------------------------------
+
+CNN = [((2, 300, 14, 14), dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),   # s1 chunks
+       ((1, 200, 14, 14), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),   # s2 chunks
+       ((1, 150, 12, 12), dict(kernel_shape=[2, 2], strides=[2, 2])),
+       ((8, 24, 28, 28), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+       ((1, 96, 27, 27), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),           # not tall
+       ((1, 40, 13, 13), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])),
+       ((2, 30, 9, 11), dict(kernel_shape=[2, 3], strides=[1, 2], pads=[0, 1, 1, 1]))]
+
+
+@pytest.mark.parametrize("shape,attrs", CNN, ids=[str(i) for i in range(len(CNN))])
+def test_cnn_shapes(shape, attrs):
+    x = rand(shape, seed=18)
+    check(node_model("MaxPool", {"x": x}, **attrs), {"x": x})
+    check(node_model("AveragePool", {"x": x}, **attrs), {"x": x}, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("w", [7, 8, 9, 15, 16, 17, 23])
+def test_row_widths(w):
+    x = rand((2, 5, w, w), seed=19)
+    for attrs in (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                  dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+                  dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])):
+        check(node_model("MaxPool", {"x": x}, **attrs), {"x": x})
+        check(node_model("AveragePool", {"x": x}, count_include_pad=1, **attrs), {"x": x}, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_plane_window():
+    x = rand((2, 37, 7, 7), seed=20)
+    for op in ("MaxPool", "AveragePool"):
+        check(node_model(op, {"x": x}, kernel_shape=[7, 7]), {"x": x}, rtol=1e-5, atol=1e-6)
+        check(node_model(op, {"x": x}, kernel_shape=[7, 7], pads=[1, 1, 1, 1]), {"x": x}, rtol=1e-5, atol=1e-6)
+    x8 = rand((1, 3, 5, 5), np.int8, seed=20)
+    check(node_model("MaxPool", {"x": x8}, kernel_shape=[5, 5]), {"x": x8})
+
+
+def test_symbolic_batch_session():
+    """The lowered call caches its preparation per input shape: a new batch size gets its own."""
+    m = make_model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                    helper.make_node("AveragePool", ["y"], ["z"], kernel_shape=[2, 2], strides=[2, 2])],
+                   {"x": (np.float32, ["n", 16, 20, 20])}, ["z"])
+    sess = jitort.InferenceSession(m.SerializeToString())
+    for n in (1, 3, 1):
+        x = rand((n, 16, 20, 20), seed=n)
+        assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), 1e-5, 1e-6)
+
+
+def test_nan_propagates():
+    """A window (or plane) holding a NaN gives NaN (onnxruntime's result depends on the position)."""
+    x = rand((1, 3, 8, 8), seed=21)
+    x[0, 0, 3, 4] = np.nan
+    x[0, 2, 0, 0] = np.nan
+    y = P.MaxPool(x, auto_pad="NOTSET", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    ref = pool_ref(x.astype(np.float64), "max", [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    g = P.GlobalMaxPool(x).reshape(-1)
+    assert np.isnan(g[0]) and not np.isnan(g[1]) and np.isnan(g[2])

@@ -133,6 +133,45 @@ def test_transpose_dtypes(dt: Any, opset: int) -> None:
     case("Transpose", [("x", x)], opset=opset, perm=[2, 0, 1], expect=[x.transpose(2, 0, 1)])
 
 
+# The last axis moves (the tiled kernel): full 8x8 tiles, ragged edges, batch axes before, between
+# and after the two tiled axes, size-1 axes and merged runs; channel shuffles keep the last axis.
+TILED = [([1, 64, 56, 56], [0, 2, 3, 1]), ([1, 56, 56, 64], [0, 3, 1, 2]), ([37, 45], [1, 0]), ([8, 8], [1, 0]),
+         ([2, 19, 3, 24], [0, 3, 1, 2]), ([2, 9, 3, 16], [3, 0, 2, 1]), ([3, 17, 1, 9, 13], [3, 2, 1, 4, 0]),
+         ([2, 24, 3, 10], [3, 1, 0, 2]), ([1, 4, 34, 28, 28], [0, 2, 1, 3, 4]), ([2, 16, 12, 40], [0, 2, 3, 1])]
+
+
+@pytest.mark.parametrize("shape,perm", TILED)
+def test_transpose_tiled(shape: list[int], perm: list[int]) -> None:
+    case("Transpose", [("x", data(shape))], perm=perm)
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.int8, np.float16, np.bool_, np.int32, np.uint64, object],
+                         ids=["f64", "i8", "f16", "bool", "i32", "u64", "str"])
+def test_transpose_tiled_dtypes(dt: Any) -> None:
+    for shape, perm in (([3, 37, 41], [0, 2, 1]), ([2, 11, 5, 24], [0, 3, 1, 2])):
+        x = data(shape, dt)
+        case("Transpose", [("x", x)], perm=perm, expect=[x.transpose(perm)])
+
+
+def test_transpose_complex_and_bad_perm() -> None:
+    from jitort.kernels import shape as S
+    for dt in (np.complex64, np.complex128):  # 8 bytes: tiled; 16: numpy
+        x = (data([2, 11, 24]) + 1j * data([2, 11, 24], seed=1)).astype(dt)
+        np.testing.assert_array_equal(S._transpose(x, (2, 0, 1)), x.transpose(2, 0, 1))
+    for perm in ([0, 0, 1], [0, 1], [0, 1, 3]):
+        raises(InvalidArgument, "Transpose", [("x", data([2, 3, 4]))], "not a permutation", perm=perm)
+
+
+def test_transpose_batch_change_does_not_compile() -> None:
+    from jitort.kernels import shape as S
+    S._transpose(data([2, 16, 12]), (0, 2, 1))
+    n = len(S._transpose_tiles.signatures)
+    for shape, perm in (([5, 31, 9], (0, 2, 1)), ([3, 4, 17, 10], (3, 0, 2, 1)), ([64, 64], (1, 0))):
+        x = data(shape)
+        np.testing.assert_array_equal(S._transpose(x, perm), x.transpose(perm))
+    assert len(S._transpose_tiles.signatures) == n
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1, -3])
 @pytest.mark.parametrize("opset", [9, 11, 13, 21])
 def test_flatten(axis: int, opset: int) -> None:
