@@ -1,4 +1,4 @@
-"""Shape and data-movement ops (kernels/shape.py, kernels/gather.py) against onnxruntime.
+"""Shape and data-movement ops (kernels/shape.py, kernels/layout.py, kernels/gather.py) against onnxruntime.
 
 Each case runs twice where it matters: with the shape/axes/indices inputs as initializers (the
 compile-time ``lower=`` path that bakes them into tuples) and as feeds (the run-time path). Where
@@ -154,22 +154,22 @@ def test_transpose_tiled_dtypes(dt: Any) -> None:
 
 
 def test_transpose_complex_and_bad_perm() -> None:
-    from jitort.kernels import shape as S
+    from jitort.kernels import layout as L
     for dt in (np.complex64, np.complex128):  # 8 bytes: tiled; 16: numpy
         x = (data([2, 11, 24]) + 1j * data([2, 11, 24], seed=1)).astype(dt)
-        np.testing.assert_array_equal(S._transpose(x, (2, 0, 1)), x.transpose(2, 0, 1))
+        np.testing.assert_array_equal(L._transpose(x, (2, 0, 1)), x.transpose(2, 0, 1))
     for perm in ([0, 0, 1], [0, 1], [0, 1, 3]):
         raises(InvalidArgument, "Transpose", [("x", data([2, 3, 4]))], "not a permutation", perm=perm)
 
 
 def test_transpose_batch_change_does_not_compile() -> None:
-    from jitort.kernels import shape as S
-    S._transpose(data([2, 16, 12]), (0, 2, 1))
-    n = len(S._transpose_tiles.signatures)
+    from jitort.kernels import layout as L
+    L._transpose(data([2, 16, 12]), (0, 2, 1))
+    n = len(L._transpose_tiles.signatures)
     for shape, perm in (([5, 31, 9], (0, 2, 1)), ([3, 4, 17, 10], (3, 0, 2, 1)), ([64, 64], (1, 0))):
         x = data(shape)
-        np.testing.assert_array_equal(S._transpose(x, perm), x.transpose(perm))
-    assert len(S._transpose_tiles.signatures) == n
+        np.testing.assert_array_equal(L._transpose(x, perm), x.transpose(perm))
+    assert len(L._transpose_tiles.signatures) == n
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1, -3])
