@@ -1,294 +1,135 @@
-"""Convolution: Conv (with a fused bias + activation epilogue), ConvTranspose, quantised stubs.
+"""Conv (with a fused bias + activation epilogue). ConvTranspose: convtranspose.py; quantised: qconv.py.
 
 Every spatial rank (1-D, 2-D, 3-D) runs through one 3-D kernel per dtype: a 1-D or 2-D input is
 viewed as [N, C, 1, 1, W] / [N, C, 1, H, W] (a free reshape), so a model pays one compile per dtype
 and not one per rank. Geometry (kernel, strides, dilations, begin pads, group) travels as one
 int64 array, the epilogue's alpha/beta as one array of the compute dtype; the activation is an int
 code the kernel branches on outside its inner loops, so a new activation never compiles anything.
+Per input shape, the path, geometry and scratch size are worked out once (``_setup``).
 
-Algorithms (Cg = C / group input channels per group, K = Cg * prod(kernel)):
+Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the order tried:
 
-* 1x1, stride 1, no padding: a plain BLAS GEMM W[Mg, Cg] @ X[Cg, block] per column block, written
-  straight into the output (strided GEMM, no copy), epilogue on the block while it is hot.
-* Cg == 1 (depthwise, incl. channel multipliers): a direct kernel over a zero-padded copy of each
-  input plane; with unit strides every tap is a constant offset into the flattened plane, so a
-  plane is a few long contiguous multiply-adds (see ``_conv_direct``).
-* 3x3, stride 1, dilation 1, one group, >= 16 channels in and out: Winograd F(2x2, 3x3), whose
-  transformed weights the ``lower`` hook computes once (see ``_conv_winograd``).
-* otherwise: im2col, blocked over output rows so that the column tile (K x rows*OW) stays in
-  cache; the GEMM writes the output block in place and the epilogue finishes it in the same call.
+* Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
+  input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
+* 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
+  output (``_conv_gemm_1x1``).
+* K <= 256 (first layers, small convs): the implicit GEMM, ``_conv_implicit`` (convdirect's
+  ``conv_tile``: the GEMM tile reading B straight from a zero-padded input, no im2col).
+* 3x3, stride 1, dilation 1, one group, >= 16 channels in and out: Winograd F(2x2, 3x3)
+  (winograd.py), on weights the ``lower`` hook transforms and packs once.
+* larger K while the group's weights stay small (5x5, grouped convs): the implicit GEMM in K
+  blocks; otherwise im2col (``_conv_gemm``), blocked over output rows.
+
+Bias + Relu/Clip run on the register tile before the store; other activations per row or column
+block while the data is in cache (convutil's ``_epilogue``). The GEMMs are jitort's own
+(convgemm.py, on weights packed by the ``lower`` hook), not BLAS: every output element is one fma
+chain in k order on every path, so output channels with identical weights get bitwise identical
+values, as in onnxruntime (OpenBLAS's rounding depends on the channel's position in its register
+tile; see convgemm's docstring for the light_squeezenet case). Work is split between threads by
+output channels or rows, never within a sum, so results do not depend on the thread count.
 
 Inner loops index slices from 0: a computed index that Numba cannot prove non-negative gets a
 wraparound select per element, which keeps the loop scalar (depthwise 3x3 was 10x slower).
 
 float16 computes in float32 (constant weights are converted once at compile time by the
-``lower`` hook, which also reshapes W to [M, K] and materialises a zero bias).
+``lower`` hook, which also packs W and materialises a zero bias).
 """
 from __future__ import annotations
 
-import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Sequence
 
-import llvmlite.binding as ll
 import numpy as np
-from numba import njit, types
-from numba.extending import get_cython_function_address, overload
+from numba import njit
 
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.fastmath import sigmoid_f32, sigmoid_f64
+from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
+from jitort.kernels.convgemm import BBLOCK, MR, gemm_packed, pack_weights
+from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share
+from jitort.kernels.winograd import _conv_winograd, _wino_sizes, winograd_applies, winograd_weights
 from jitort.kernels.registry import Call, Ref, default_call, op
+from jitort.kernels.threads import get_num_threads
 
 ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "HardSwish": 5,
                "Sigmoid": 6, "SiLU": 7}
 
-# im2col: aim for GEMMs of ~512 columns (OpenBLAS is efficient from there), with a column tile of
+# im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
 # at most 256K elements (1 MiB float32). Measured on the 3x3 64->64 56x56 case; flat beyond.
 _BLOCK = 1 << 18
 _GEMM_COLS = 512
+_EP_COLS = 256  # column block of the GEMM + separate-epilogue path (activations other than Relu/Clip)
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
-
-
-# --- BLAS with leading dimensions ----------------------------------------------------------------
-# ``np.dot`` inside @njit needs contiguous operands and goes to scipy's OpenBLAS. The kernels here
-# want strided GEMMs (a column block of X or of the output, ldb/ldc = the full row length) so that
-# tiles are computed in place without copies, so they call ?gemm directly through an external
-# symbol. The compiled code refers to the symbol by name, which keeps it cacheable (a ctypes
-# pointer would be frozen into the cache); the address is registered at import. numpy's own
-# OpenBLAS (ILP64, newer: ~25% faster on these shapes here) is preferred, scipy's (the one Numba
-# uses) is the fallback. Both take the Fortran ABI with every argument by reference; integers are
-# passed as pointers to int64 slots, which a 32-bit-integer BLAS reads correctly (little endian).
-
-def _blas_address(name: str) -> int:
-    libdir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-    for path in sorted(libdir.glob("libscipy_openblas64_*.so*")):
-        try:
-            fn = getattr(ctypes.CDLL(str(path)), f"scipy_{name}_64_")
-            return int(ctypes.cast(fn, ctypes.c_void_p).value)  # type: ignore[arg-type]
-        except (OSError, AttributeError):
-            continue
-    return int(get_cython_function_address("scipy.linalg.cython_blas", name))
-
-
-ll.add_symbol("jitort_conv_sgemm", _blas_address("sgemm"))
-ll.add_symbol("jitort_conv_dgemm", _blas_address("dgemm"))
-_sig13 = types.void(*([types.int64] * 13))
-_sgemm = types.ExternalFunction("jitort_conv_sgemm", _sig13)
-_dgemm = types.ExternalFunction("jitort_conv_dgemm", _sig13)
-
-
-def _gemm(a, b, c, beta):  # type: ignore[no-untyped-def]
-    raise NotImplementedError  # @njit only: see the overload
-
-
-@overload(_gemm)
-def _gemm_ov(a, b, c, beta):  # type: ignore[no-untyped-def]
-    """c = a @ b + beta * c for 2-D views with unit inner stride (row strides arbitrary)."""
-    fn = _sgemm if a.dtype == types.float32 else _dgemm
-
-    def impl(a, b, c, beta):  # type: ignore[no-untyped-def]
-        M, K = a.shape
-        N = b.shape[1]
-        if M == 0 or N == 0:
-            return
-        isz = a.itemsize
-        ints = np.empty(7, np.int64)
-        # Row-major C = A B is column-major C^T = B^T A^T: m=N, n=M, lda=ldb_rowmajor, ldb=lda_rowmajor.
-        ints[0] = N
-        ints[1] = M
-        ints[2] = K
-        ints[3] = max(b.strides[0] // isz, N, 1)
-        ints[4] = max(a.strides[0] // isz, K, 1)
-        ints[5] = max(c.strides[0] // isz, N, 1)
-        ints[6] = 78  # 'N' in the slot's first byte
-        fl = np.empty(2, a.dtype)
-        fl[0] = 1
-        fl[1] = beta
-        p = ints.ctypes.data
-        q = fl.ctypes.data
-        fn(p + 48, p + 48, p, p + 8, p + 16, q, b.ctypes.data, p + 24, a.ctypes.data, p + 32, q + isz,
-           c.ctypes.data, p + 40)
-    return impl
-
-
-# --- scalar helpers ------------------------------------------------------------------------------
-
-# One small function per activation: a loop per function vectorises reliably, whereas one function
-# holding all eight loops left some of them scalar (measured: Clip 0.94 vs 0.14 ns/element).
-
-_EP = dict(nogil=True, error_model="numpy")
-
-
-@njit(**_EP)
-def _ep_none(dst, src, bias):  # type: ignore[no-untyped-def]
-    for i in range(src.shape[0]):
-        dst[i] = src[i] + bias
-
-
-@njit(**_EP)
-def _ep_relu(dst, src, bias, zero):  # type: ignore[no-untyped-def]
-    for i in range(src.shape[0]):
-        v = src[i] + bias
-        dst[i] = zero if v < zero else v
-
-
-@njit(**_EP)
-def _ep_clip(dst, src, bias, lo, hi):  # type: ignore[no-untyped-def]
-    for i in range(src.shape[0]):
-        v = src[i] + bias
-        v = lo if v < lo else v
-        dst[i] = hi if v > hi else v
-
-
-@njit(**_EP)
-def _ep_leaky(dst, src, bias, zero, alpha):  # type: ignore[no-untyped-def]
-    for i in range(src.shape[0]):
-        v = src[i] + bias
-        dst[i] = v if v >= zero else alpha * v
-
-
-@njit(**_EP)
-def _ep_hardsigmoid(dst, src, bias, zero, one, alpha, beta):  # type: ignore[no-untyped-def]
-    for i in range(src.shape[0]):
-        v = alpha * (src[i] + bias) + beta
-        v = zero if v < zero else v
-        dst[i] = one if v > one else v
-
-
-@njit(**_EP)
-def _ep_hardswish(dst, src, bias, zero, one, sixth, half):  # type: ignore[no-untyped-def]
-    for i in range(src.shape[0]):
-        v = src[i] + bias
-        h = v * sixth + half
-        h = zero if h < zero else h
-        h = one if h > one else h
-        dst[i] = v * h
-
-
-def _ep_sigmoid(dst, src, bias):  # type: ignore[no-untyped-def]
-    raise NotImplementedError  # @njit only: see the overload
-
-
-def _ep_silu(dst, src, bias):  # type: ignore[no-untyped-def]
-    raise NotImplementedError  # @njit only: see the overload
-
-
-# Chosen per dtype at typing time; the loops call fastmath's functions directly (inlined at Numba
-# IR level) because a call through a generic wrapper was not inlined and the loop stayed scalar.
-@overload(_ep_sigmoid)
-def _ep_sigmoid_ov(dst, src, bias):  # type: ignore[no-untyped-def]
-    if dst.dtype == types.float32:
-        def f32(dst, src, bias):  # type: ignore[no-untyped-def]
-            for i in range(src.shape[0]):
-                dst[i] = sigmoid_f32(src[i] + bias)
-        return f32
-
-    def f64(dst, src, bias):  # type: ignore[no-untyped-def]
-        for i in range(src.shape[0]):
-            dst[i] = sigmoid_f64(src[i] + bias)
-    return f64
-
-
-@overload(_ep_silu)
-def _ep_silu_ov(dst, src, bias):  # type: ignore[no-untyped-def]
-    if dst.dtype == types.float32:
-        def f32(dst, src, bias):  # type: ignore[no-untyped-def]
-            for i in range(src.shape[0]):
-                v = src[i] + bias
-                dst[i] = v * sigmoid_f32(v)
-        return f32
-
-    def f64(dst, src, bias):  # type: ignore[no-untyped-def]
-        for i in range(src.shape[0]):
-            v = src[i] + bias
-            dst[i] = v * sigmoid_f64(v)
-    return f64
-
-
-@njit(**_EP)
-def _epilogue(dst, src, bias, act, prm):  # type: ignore[no-untyped-def]
-    """dst[i] = act(src[i] + bias) (dst may be src). NaN propagates as in the elementwise ops.
-    prm = [alpha, beta, 0, 1, 1/6, 1/2] in the compute dtype (typed constants, no float64 promotion)."""
-    if act == 0:
-        _ep_none(dst, src, bias)
-    elif act == 1:
-        _ep_relu(dst, src, bias, prm[2])
-    elif act == 2:
-        _ep_clip(dst, src, bias, prm[0], prm[1])
-    elif act == 3:
-        _ep_leaky(dst, src, bias, prm[2], prm[0])
-    elif act == 4:
-        _ep_hardsigmoid(dst, src, bias, prm[2], prm[3], prm[0], prm[1])
-    elif act == 5:
-        _ep_hardswish(dst, src, bias, prm[2], prm[3], prm[4], prm[5])
-    elif act == 6:
-        _ep_sigmoid(dst, src, bias)
-    else:
-        _ep_silu(dst, src, bias)
-
-
-@njit(inline="always", nogil=True, error_model="numpy")
-def _ow_range(off, sw, W, OW):  # type: ignore[no-untyped-def]
-    """[lo, hi): the output columns ow whose input column ow*sw + off lies in [0, W)."""
-    lo = 0 if off >= 0 else (-off + sw - 1) // sw
-    hi = (W - off + sw - 1) // sw if W - off > 0 else 0
-    if hi > OW:
-        hi = OW
-    if lo > hi:
-        lo = hi
-    return lo, hi
 
 
 # --- Conv kernels --------------------------------------------------------------------------------
 # geo: [group, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw]; x [N,C,D,H,W]; w [M,K]; out [N,M,P]
 
 @njit(**_KW)
-def _conv_gemm_1x1(x, w, b, out, group, act, prm):  # type: ignore[no-untyped-def]
-    """x [N, C, P], out [N, M, P]: per column block, out[:, block] = W @ x[:, block] (strided GEMM)."""
-    N, C = x.shape[0], x.shape[1]
-    M, P = out.shape[1], out.shape[2]
-    Cg = C // group
-    Mg = M // group
-    cols = _BLOCK // max(Cg, Mg)
-    cols = max(16, cols - cols % 16)
-    for n in range(N):
-        for g in range(group):
-            wg = w[g * Mg:(g + 1) * Mg]
-            for p0 in range(0, P, cols):
-                p1 = min(P, p0 + cols)
-                ov = out[n, g * Mg:(g + 1) * Mg, p0:p1]
-                _gemm(wg, x[n, g * Cg:(g + 1) * Cg, p0:p1], ov, 0.0)
-                for m in range(Mg):
-                    _epilogue(ov[m], ov[m], b[g * Mg + m], act, prm)
+def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, bp):  # type: ignore[no-untyped-def]
+    """c[M, N] = act(W @ b + bias[bo:bo+M]) with W packed (``convgemm.pack_weights``, from element
+    ao: a row tile boundary). Relu and Clip (and none) run on the GEMM's register tile; the other
+    activations per column block, while the block is still in cache."""
+    if act <= 2:
+        gemm_packed(wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp)
+        return
+    N = c.shape[1]
+    for j0 in range(0, N, _EP_COLS):
+        j1 = min(N, j0 + _EP_COLS)
+        cv = c[:, j0:j1]
+        gemm_packed(wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
+        for m in range(M):
+            _epilogue(cv[m], bias[bo + m], act, prm)
 
 
 @njit(**_KW)
-def _conv_gemm(x, w, b, out, geo, OD, OH, OW, act, prm):  # type: ignore[no-untyped-def]
+def _conv_gemm_1x1(x, wp, b, out, group, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+    """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
+    sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles."""
+    N, C = x.shape[0], x.shape[1]
+    M = out.shape[1]
+    Cg = C // group
+    Mg = M // group
+    bp = sc[:BBLOCK]
+    t0, t1 = _share((Mg + MR - 1) // MR, part, nparts)
+    r0, r1 = t0 * MR, min(Mg, t1 * MR)
+    if r0 >= r1:
+        return
+    for n in range(N):
+        for g in range(group):
+            _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg],
+                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, bp)
+
+
+@njit(**_KW)
+def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+    """im2col per block of output rows, then the GEMM. sc: scratch of ``_scratch_size`` elements;
+    this call computes its ``part`` of the row blocks."""
     N, C, D, H, W = x.shape
-    M, K = w.shape
+    M = out.shape[1]
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
     sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
     Cg = C // group
     Mg = M // group
+    K = Cg * kd * kh * kw
     R = OD * OH
-    rows = (_GEMM_COLS + OW - 1) // OW
-    rows = min(rows, _BLOCK // (K * OW), R)
-    if rows < 1:
-        rows = 1
-    col = np.empty(K * rows * OW, x.dtype)
+    rows = _im2col_rows(K, OW, R)
+    col = sc[:K * rows * OW]
+    bp = sc[K * rows * OW:K * rows * OW + BBLOCK]
     zero = prm[2]
     los = np.empty(kw, np.int64)
     his = np.empty(kw, np.int64)
     for e in range(kw):
         los[e], his[e] = _ow_range(e * dw - pw, sw, W, OW)
+    b0, b1 = _share((R + rows - 1) // rows, part, nparts)
     for n in range(N):
         for g in range(group):
-            wg = w[g * Mg:(g + 1) * Mg]
-            for r0 in range(0, R, rows):
+            for r0 in range(b0 * rows, min(R, b1 * rows), rows):
                 r1 = min(R, r0 + rows)
                 pb = (r1 - r0) * OW
                 colv = col[:K * pb].reshape(K, pb)
@@ -301,10 +142,108 @@ def _conv_gemm(x, w, b, out, geo, OD, OH, OW, act, prm):  # type: ignore[no-unty
                                 _im2col_row(colv[k], xc, r0, r1, OH, OW, D, H, a * dd - pd, bb * dh - ph, sd, sh,
                                             los[e], his[e], e * dw - pw, sw, zero)
                                 k += 1
-                ov = out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW]
-                _gemm(wg, colv, ov, 0.0)
-                for m in range(Mg):
-                    _epilogue(ov[m], ov[m], b[g * Mg + m], act, prm)
+                _gemm_act(wp[g], 0, Mg, K, colv, out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act, prm,
+                          bp)
+
+
+@njit(**_KW)
+def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+    """The GEMM of im2col without im2col, for K = Cg*kd*kh*kw <= ``_IMPLICIT_MAX_K``: each group's
+    input is copied once into a zero-padded buffer split into column-stride phases
+    (``_pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
+    vectors of output columns of one row, contiguous in a phase). Every output is one fma chain in
+    k order, as on the GEMM paths. sc: scratch of ``_scratch_size`` elements; this call computes
+    its ``part`` of the row tiles (each part pads the input itself)."""
+    N, C, D, H, W = x.shape
+    M = out.shape[1]
+    group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
+    sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
+    Cg = C // group
+    Mg = M // group
+    zero = prm[2]
+    Dp = (OD - 1) * sd + (kd - 1) * dd + 1
+    Hp = (OH - 1) * sh + (kh - 1) * dh + 1
+    Wq = OW + ((kw - 1) * dw) // sw
+    plane = sw * Dp * Hp * Wq
+    xbuf = sc[:Cg * plane + SLACK]
+    xbuf[Cg * plane:] = zero
+    K = Cg * kd * kh * kw
+    toff = np.empty(K, np.int64)
+    k = 0
+    for c in range(Cg):
+        for a in range(kd):
+            for bb in range(kh):
+                for e in range(kw):
+                    toff[k] = (c * sw + (e * dw) % sw) * Dp * Hp * Wq + (a * dd * Hp + bb * dh) * Wq + (e * dw) // sw
+                    k += 1
+    P = OD * OH * OW
+    NR = conv_tile_cols(x.dtype)
+    fin = act + 1 if act <= 2 else 0
+    lo, hi = prm[0], prm[1]
+    t0, t1 = _share((Mg + MR - 1) // MR, part, nparts)
+    for n in range(N):
+        for g in range(group):
+            for c in range(Cg):
+                _pad_phases(x, (n * C + g * Cg + c) * D * H * W, D, H, W, xbuf[c * plane:(c + 1) * plane], Dp, Hp, Wq,
+                            pd, ph, pw, sw, zero, n > 0 or g > 0)
+            wg = wp[g]
+            if K <= _IMPLICIT_KC:
+                # one K block: groups in order, each tile's junk columns spill into a later group
+                for od in range(OD):
+                    for oh in range(OH):
+                        xrow = (od * sd * Hp + oh * sh) * Wq
+                        for j0 in range(0, OW, NR):
+                            pos = (od * OH + oh) * OW + j0
+                            spill = 1 if pos + NR <= P else 0
+                            nc = min(NR, OW - j0)
+                            for i in range(t0, t1):
+                                m0 = g * Mg + i * MR
+                                if nc * 2 > NR:
+                                    conv_tile(wg, i * K * MR, xbuf, xrow + j0, toff, 0, K, 1, out, (n * M + m0) * P + pos,
+                                              P, min(MR, Mg - i * MR), nc, spill, 0, b, m0, fin, lo, hi, 1, 2)
+                                else:  # a short row tail: one vector of columns
+                                    conv_tile(wg, i * K * MR, xbuf, xrow + j0, toff, 0, K, 1, out, (n * M + m0) * P + pos,
+                                              P, min(MR, Mg - i * MR), nc, 1 if pos + NR // 2 <= P else 0, 0, b, m0,
+                                              fin, lo, hi, 1, 1)
+                continue
+            # K blocks outermost over a chunk of groups, so that an A block (MC x KC) stays in cache
+            # across the chunk; partial sums live in the output, so no junk spills (masked edges)
+            nj = (OW + NR - 1) // NR
+            ng = OD * OH * nj
+            for q0 in range(0, ng, _IMPLICIT_GROUPS):
+                q1 = min(ng, q0 + _IMPLICIT_GROUPS)
+                for k0 in range(0, K, _IMPLICIT_KC):
+                    kb = min(K - k0, _IMPLICIT_KC)
+                    f = fin if k0 + kb >= K else 0
+                    for i0 in range(t0, t1, _IMPLICIT_MCT):
+                        for q in range(q0, q1):
+                            row = q // nj
+                            j0 = (q - row * nj) * NR
+                            od = row // OH
+                            xo = (od * sd * Hp + (row - od * OH) * sh) * Wq + j0
+                            pos = row * OW + j0
+                            nc = min(NR, OW - j0)
+                            for i in range(i0, min(t1, i0 + _IMPLICIT_MCT)):
+                                m0 = g * Mg + i * MR
+                                if nc * 2 > NR:
+                                    conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
+                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, 0, 1 if k0 > 0 else 0,
+                                              b, m0, f, lo, hi, 1, 2)
+                                else:
+                                    conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
+                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, 0, 1 if k0 > 0 else 0,
+                                              b, m0, f, lo, hi, 1, 1)
+            if act > 2:
+                for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
+                    _epilogue(out[n, m, ::1], b[m], act, prm)
+
+
+@njit(**_EP)
+def _im2col_rows(K, OW, R):  # type: ignore[no-untyped-def]
+    """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK."""
+    rows = (_GEMM_COLS + OW - 1) // OW
+    rows = min(rows, _BLOCK // max(K * OW, 1), R)
+    return max(rows, 1)
 
 
 @njit(**_EP)
@@ -337,89 +276,18 @@ def _im2col_row(dst, xc, r0, r1, OH, OW, D, H, zoff, yoff, sd, sh, lo, hi, off, 
             tail[j] = zero
 
 
-@njit(**_EP)
-def _pad_plane(src, dst, pd, ph, pw, zero, interior_only):  # type: ignore[no-untyped-def]
-    """dst[z, y, u] = src[z - pd, y - ph, u - pw], zero outside src (pads may be negative).
-    interior_only: the border of dst already holds zeros (same geometry as the last call)."""
-    D, H, W = src.shape
-    Dp, Hp, Wp = dst.shape
-    lo = min(max(pw, 0), Wp)
-    hi = max(min(W + pw, Wp), lo)
-    for z in range(Dp):
-        iz = z - pd
-        for y in range(Hp):
-            iy = y - ph
-            drow = dst[z, y]
-            if iz < 0 or iz >= D or iy < 0 or iy >= H:
-                if not interior_only:
-                    for j in range(Wp):
-                        drow[j] = zero
-                continue
-            if not interior_only:
-                for j in range(lo):
-                    drow[j] = zero
-                t = drow[hi:]
-                for j in range(t.shape[0]):
-                    t[j] = zero
-            if hi > lo:
-                d = drow[lo:hi]
-                s = src[iz, iy, lo - pw:hi - pw]
-                for j in range(d.shape[0]):
-                    d[j] = s[j]
-
-
-@njit(**_EP)
-def _taps(acc, xpf, base, toff, wm, L, first):  # type: ignore[no-untyped-def]
-    """acc[i] (=|+=) sum_t wm[t] * xpf[base + toff[t] + i] for i < L; three taps per pass over acc."""
-    T = toff.shape[0]
-    t = 0
-    while t < T:
-        left = T - t
-        if left >= 3:
-            s0 = xpf[base + toff[t]:base + toff[t] + L]
-            s1 = xpf[base + toff[t + 1]:base + toff[t + 1] + L]
-            s2 = xpf[base + toff[t + 2]:base + toff[t + 2] + L]
-            w0, w1, w2 = wm[t], wm[t + 1], wm[t + 2]
-            if first:
-                for i in range(L):
-                    acc[i] = w0 * s0[i] + w1 * s1[i] + w2 * s2[i]
-            else:
-                for i in range(L):
-                    acc[i] += w0 * s0[i] + w1 * s1[i] + w2 * s2[i]
-            t += 3
-        elif left == 2:
-            s0 = xpf[base + toff[t]:base + toff[t] + L]
-            s1 = xpf[base + toff[t + 1]:base + toff[t + 1] + L]
-            w0, w1 = wm[t], wm[t + 1]
-            if first:
-                for i in range(L):
-                    acc[i] = w0 * s0[i] + w1 * s1[i]
-            else:
-                for i in range(L):
-                    acc[i] += w0 * s0[i] + w1 * s1[i]
-            t += 2
-        else:
-            s0 = xpf[base + toff[t]:base + toff[t] + L]
-            w0 = wm[t]
-            if first:
-                for i in range(L):
-                    acc[i] = w0 * s0[i]
-            else:
-                for i in range(L):
-                    acc[i] += w0 * s0[i]
-            t += 1
-        first = False
-
 @njit(**_KW)
-def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm):  # type: ignore[no-untyped-def]
+def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
     """Cg == 1: output channel m reads input channel m // Mg only.
 
-    Each input plane is first copied into a zero-padded buffer covering exactly the window the
-    convolution reads (so no tap needs a bounds check). With unit H/W strides, output position
-    (oh, ow) maps to flat padded index oh*Wp + ow and every tap is a constant offset, so a whole
-    plane is a few long contiguous multiply-adds (three taps per pass); the Wp - OW columns past
-    each row are computed and dropped. Other strides go row by row with strided reads."""
-    N, C = x.shape[0], x.shape[1]
+    Each input plane is copied once into a zero-padded buffer covering exactly the window the
+    convolution reads, so no tap needs a bounds check; output (oh, ow) then reads flat index
+    oh*sh*Wp + ow*sw plus a constant offset per tap. ``dw_plane`` runs the taps along output rows
+    in vector registers (column stride 2 by a shuffle, others by a gather) and writes bias +
+    Relu/Clip straight into the output (other activations after). Every channel runs the same
+    code: rounding does not depend on the channel. sc: scratch of ``_scratch_size`` elements;
+    this call computes its ``part`` of the input channels."""
+    N, C, D, H, W = x.shape
     M = w.shape[0]
     kd, kh, kw = geo[1], geo[2], geo[3]
     sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
@@ -428,177 +296,37 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm):  # type: ignore[no-un
     Dp = (OD - 1) * sd + (kd - 1) * dd + 1
     Hp = (OH - 1) * sh + (kh - 1) * dh + 1
     Wp = (OW - 1) * sw + (kw - 1) * dw + 1
-    xp = np.empty((Dp, Hp, Wp), x.dtype)
-    xpf = xp.reshape(Dp * Hp * Wp)
+    xbuf = sc[:Dp * Hp * Wp + SLACK * max(sw, 1)]  # full vectors read past a row's end (junk lanes)
+    xbuf[Dp * Hp * Wp:] = zero
     T = kd * kh * kw
     toff = np.empty(T, np.int64)
     for a in range(kd):
         for bb in range(kh):
             for e in range(kw):
-                toff[(a * kh + bb) * kw + e] = a * dd * Hp * Wp + bb * dh * Wp + e * dw
-    unit = sh == 1 and sw == 1
-    L = (OH - 1) * Wp + OW if unit else OW
-    acc = np.empty(L, x.dtype)
-    # '::1' types these views as layout 'A', the layout the GEMM paths pass to _epilogue, so the
-    # epilogue (1-2 s to compile) is compiled once per dtype rather than once per layout.
-    acc_a = acc[::1]
+                toff[(a * kh + bb) * kw + e] = (a * dd * Hp + bb * dh) * Wp + e * dw
+    P = OD * OH * OW
+    fin = act + 1 if act <= 2 else 0
+    plan = dw_plan(OH, OW, sh * Wp, sw, x.itemsize)
+    c0, c1 = _share(C, part, nparts)
     for n in range(N):
-        for c in range(C):
-            _pad_plane(x[n, c], xp, pd, ph, pw, zero, n > 0 or c > 0)
+        for c in range(c0, c1):
+            _pad_flat(x, (n * C + c) * D * H * W, D, H, W, xbuf, Dp, Hp, Wp, pd, ph, pw, zero, n > 0 or c > c0)
             for mm in range(Mg):
                 m = c * Mg + mm
-                wm = w[m]
-                om = out[n, m, ::1]
-                omc = out[n, m]
                 for od in range(OD):
-                    if unit:
-                        _taps(acc, xpf, od * sd * Hp * Wp, toff, wm, L, True)
-                        # one epilogue call over the whole plane (the dropped columns included): a
-                        # call per output row cost more than the arithmetic here
-                        _epilogue(acc_a, acc_a, b[m], act, prm)
-                        for oh in range(OH):
-                            dst = omc[(od * OH + oh) * OW:(od * OH + oh + 1) * OW]
-                            src = acc[oh * Wp:oh * Wp + OW]
-                            for j in range(OW):
-                                dst[j] = src[j]
+                    xo = od * sd * Hp * Wp
+                    oo = (n * M + m) * P + od * OH * OW
+                    if sw == 1:
+                        dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 1)
+                    elif sw == 2:
+                        dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 2)
                     else:
-                        for oh in range(OH):
-                            for i in range(OW):
-                                acc[i] = zero
-                            for a in range(kd):
-                                for bb in range(kh):
-                                    row = xp[od * sd + a * dd, oh * sh + bb * dh]
-                                    for e in range(kw):
-                                        wv = wm[(a * kh + bb) * kw + e]
-                                        src = row[e * dw:e * dw + (OW - 1) * sw + 1:sw]
-                                        for i in range(OW):
-                                            acc[i] += wv * src[i]
-                            base = (od * OH + oh) * OW
-                            _epilogue(om[base:base + OW], acc_a[:OW], b[m], act, prm)
+                        dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 0)
+                if act > 2:
+                    _epilogue(out[n, m, ::1], b[m], act, prm)
 
 
-# --- Winograd F(2x2, 3x3) -----------------------------------------------------------------------
-
-@njit(**_EP)
-def _wino_in(xp, V, C, Tb, ty0, ty1, TW):  # type: ignore[no-untyped-def]
-    """V[4i+j, c*Tb + t] = (B^T d B)[i, j] for the 4x4 input patch d of tile t (tile rows ty0..ty1)."""
-    for c in range(C):
-        xc = xp[c]
-        base = c * Tb
-        for ty in range(ty0, ty1):
-            r0 = xc[2 * ty]
-            r1 = xc[2 * ty + 1]
-            r2 = xc[2 * ty + 2]
-            r3 = xc[2 * ty + 3]
-            t0 = base + (ty - ty0) * TW
-            t1 = t0 + TW
-            v0, v1, v2, v3 = V[0, t0:t1], V[1, t0:t1], V[2, t0:t1], V[3, t0:t1]
-            v4, v5, v6, v7 = V[4, t0:t1], V[5, t0:t1], V[6, t0:t1], V[7, t0:t1]
-            v8, v9, v10, v11 = V[8, t0:t1], V[9, t0:t1], V[10, t0:t1], V[11, t0:t1]
-            v12, v13, v14, v15 = V[12, t0:t1], V[13, t0:t1], V[14, t0:t1], V[15, t0:t1]
-            for tx in range(TW):
-                q = 2 * tx
-                # rows of B^T d
-                a0, a1, a2, a3 = r0[q] - r2[q], r0[q + 1] - r2[q + 1], r0[q + 2] - r2[q + 2], r0[q + 3] - r2[q + 3]
-                b0, b1, b2, b3 = r1[q] + r2[q], r1[q + 1] + r2[q + 1], r1[q + 2] + r2[q + 2], r1[q + 3] + r2[q + 3]
-                c0, c1, c2, c3 = r2[q] - r1[q], r2[q + 1] - r1[q + 1], r2[q + 2] - r1[q + 2], r2[q + 3] - r1[q + 3]
-                d0, d1, d2, d3 = r1[q] - r3[q], r1[q + 1] - r3[q + 1], r1[q + 2] - r3[q + 2], r1[q + 3] - r3[q + 3]
-                # (B^T d) B
-                v0[tx], v1[tx], v2[tx], v3[tx] = a0 - a2, a1 + a2, a2 - a1, a1 - a3
-                v4[tx], v5[tx], v6[tx], v7[tx] = b0 - b2, b1 + b2, b2 - b1, b1 - b3
-                v8[tx], v9[tx], v10[tx], v11[tx] = c0 - c2, c1 + c2, c2 - c1, c1 - c3
-                v12[tx], v13[tx], v14[tx], v15[tx] = d0 - d2, d1 + d2, d2 - d1, d1 - d3
-
-
-@njit(**_EP)
-def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm):  # type: ignore[no-untyped-def]
-    """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1, then bias + activation."""
-    M = out.shape[0]
-    full_w = 2 * TW == OW
-    TWf = TW if full_w else TW - 1
-    for m in range(M):
-        om = out[m]
-        oma = out[m, ::1]  # layout 'A' for the epilogue, as elsewhere (one compile of it per dtype)
-        for ty in range(ty0, ty1):
-            t0 = m * Tb + (ty - ty0) * TW
-            t1 = t0 + TW
-            m0, m1, m2, m3 = Mt[0, t0:t1], Mt[1, t0:t1], Mt[2, t0:t1], Mt[3, t0:t1]
-            m4, m5, m6, m7 = Mt[4, t0:t1], Mt[5, t0:t1], Mt[6, t0:t1], Mt[7, t0:t1]
-            m8, m9, m10, m11 = Mt[8, t0:t1], Mt[9, t0:t1], Mt[10, t0:t1], Mt[11, t0:t1]
-            m12, m13, m14, m15 = Mt[12, t0:t1], Mt[13, t0:t1], Mt[14, t0:t1], Mt[15, t0:t1]
-            y0 = 2 * ty
-            row0 = om[y0 * OW:(y0 + 1) * OW]
-            # odd OH: the last tile's second row is computed into row 0's storage, then overwritten
-            y1 = y0 + 1 if y0 + 1 < OH else y0
-            row1 = om[y1 * OW:(y1 + 1) * OW]
-            for tx in range(TW):
-                s00 = m0[tx] + m4[tx] + m8[tx]
-                s01 = m1[tx] + m5[tx] + m9[tx]
-                s02 = m2[tx] + m6[tx] + m10[tx]
-                s10 = m4[tx] - m8[tx] - m12[tx]
-                s11 = m5[tx] - m9[tx] - m13[tx]
-                s12 = m6[tx] - m10[tx] - m14[tx]
-                row1[2 * tx] = s10 + s11 + s12
-                row0[2 * tx] = s00 + s01 + s02
-                if tx < TWf:
-                    s03 = m3[tx] + m7[tx] + m11[tx]
-                    s13 = m7[tx] - m11[tx] - m15[tx]
-                    row1[2 * tx + 1] = s11 - s12 - s13
-                    row0[2 * tx + 1] = s01 - s02 - s03
-        r0 = 2 * ty0
-        r1 = min(2 * ty1, OH)
-        seg = oma[r0 * OW:r1 * OW]
-        _epilogue(seg, seg, b[m], act, prm)
-
-
-@njit(**_KW)
-def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm):  # type: ignore[no-untyped-def]
-    """x [N, C, H, W]; U [16, M, C]; out [N, M, OH*OW]; 3x3, stride 1, dilation 1, group 1.
-
-    Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct sum. Per block of tile rows,
-    the input tiles are transformed (V = B^T d B), the 16 products U[k] @ V[k] are BLAS GEMMs, and
-    the output transform (A^T m A) writes the block, which the epilogue then finishes in place."""
-    N, C, H, W = x.shape
-    M = U.shape[1]
-    TH = (OH + 1) // 2
-    TW = (OW + 1) // 2
-    zero = prm[2]
-    xp = np.empty((C, 1, 2 * TH + 2, 2 * TW + 2), x.dtype)
-    rows = max(1, min(TH, (_WINO_BLOCK // (16 * (C + M))) // TW))
-    Tb = rows * TW
-    # plane strides of 4 KiB multiples + 64 B, so the 16 planes read together fall in different L1
-    # sets (a power-of-two stride made the transforms 3.5x slower at some block sizes)
-    V = np.empty((16, (C * Tb + 1023) // 1024 * 1024 + 16), x.dtype)
-    Mt = np.empty((16, (M * Tb + 1023) // 1024 * 1024 + 16), x.dtype)
-    for n in range(N):
-        for c in range(C):
-            _pad_plane(x[n, c:c + 1], xp[c], 0, ph, pw, zero, n > 0)
-        xp3 = xp[:, 0]
-        on = out[n]
-        for ty0 in range(0, TH, rows):
-            ty1 = min(TH, ty0 + rows)
-            tb = (ty1 - ty0) * TW
-            _wino_in(xp3, V, C, Tb, ty0, ty1, TW)
-            for k in range(16):
-                _gemm(U[k], V[k, :C * Tb].reshape(C, Tb)[:, :tb], Mt[k, :M * Tb].reshape(M, Tb)[:, :tb], 0.0)
-            _wino_out(Mt, on, b, Tb, ty0, ty1, TW, OH, OW, act, prm)
-
-
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 # Elements of V plus the 16 GEMM results per block: 256K float32 = 1 MiB.
-_WINO_BLOCK = 1 << 18
-
-
-def winograd_weights(w: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """U[4i+j, m, c] = (G w[m, c] G^T)[i, j] for 3x3 weights w [M, C, 3, 3]."""
-    u = np.einsum("ia,mcab,jb->ijmc", _G, w.astype(np.float64), _G)
-    return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dt)
-
-
-def winograd_applies(w_shape: tuple[int, ...], group: int, strides: Sequence[int], dilations: Sequence[int]) -> bool:
-    """3x3, stride 1, dilation 1, one group, and enough channels that the GEMMs dominate."""
-    return (len(w_shape) == 4 and tuple(w_shape[2:]) == (3, 3) and group == 1 and tuple(strides) == (1, 1)
-            and tuple(dilations) == (1, 1) and w_shape[0] >= 16 and w_shape[1] >= 16)
 
 
 # --- geometry (onnxruntime's rules, see conv_attributes.h) -----------------------------------------
@@ -683,50 +411,199 @@ def _as5d(x: np.ndarray) -> np.ndarray:
 # --- Conv ----------------------------------------------------------------------------------------
 
 def _check_conv(x: np.ndarray, w_shape: tuple[int, ...], group: int, kernel_shape: Sequence[int] | None) -> None:
-    if x.ndim != len(w_shape):
-        raise Fail(f"Conv: X has rank {x.ndim} but W has rank {len(w_shape)} (shapes {list(x.shape)}, "
-                   f"{list(w_shape)})")
-    if x.ndim < 3:
-        raise InvalidArgument(f"Conv: X must have rank >= 3, got shape {list(x.shape)}")
-    if x.ndim > 5:
-        raise OrtNotImplemented(f"Conv: jitort supports 1-D, 2-D and 3-D convolutions, got X of rank {x.ndim}")
-    if group <= 0 or x.shape[1] != w_shape[1] * group:
-        raise Fail(f"Conv: input channels C={x.shape[1]} is not equal to kernel channels {w_shape[1]} * "
-                   f"group {group}")
-    if w_shape[0] % group:
-        raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
+    _check_conv_shapes(x.shape, w_shape, group)
     if kernel_shape and tuple(kernel_shape) != tuple(w_shape[2:]):
         raise Fail(f"Conv: kernel_shape {list(kernel_shape)} is not compatible with W shape {list(w_shape)}")
 
 
-def conv_packed(x: np.ndarray, w2: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
+def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int) -> None:
+    if len(x_shape) != len(w_shape):
+        raise Fail(f"Conv: X has rank {len(x_shape)} but W has rank {len(w_shape)} (shapes {list(x_shape)}, "
+                   f"{list(w_shape)})")
+    if len(x_shape) < 3:
+        raise InvalidArgument(f"Conv: X must have rank >= 3, got shape {list(x_shape)}")
+    if len(x_shape) > 5:
+        raise OrtNotImplemented(f"Conv: jitort supports 1-D, 2-D and 3-D convolutions, got X of rank {len(x_shape)}")
+    if group <= 0 or x_shape[1] != w_shape[1] * group:
+        raise Fail(f"Conv: input channels C={x_shape[1]} is not equal to kernel channels {w_shape[1]} * "
+                   f"group {group}")
+    if w_shape[0] % group:
+        raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
+
+
+_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT = range(5)
+_IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
+_IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
+_IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
+_IMPLICIT_MAX_MK = 400_000  # beyond one K block, the implicit GEMM's limit on Mg x K (see _implicit_fits)
+_IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
+
+
+@lru_cache(maxsize=1024)
+def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
+           dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
+           ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
+                      float, int]:
+    """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
+    kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
+    can split between threads). Saves ~8 us of Python per call (a conv is often under 100 us).
+    The geometry array is shared: kernels only read it."""
+    _check_conv_shapes(x_shape, w_shape, group)
+    kernel = tuple(w_shape[2:])
+    out_sp, begin = conv_geometry(tuple(x_shape[2:]), kernel, strides, dilations, pads, auto_pad)
+    N, M = x_shape[0], w_shape[0]
+    odhw = _pad3(out_sp, 1)
+    geo = _geo(group, kernel, strides, dilations, begin)
+    x5 = tuple(x_shape[:2]) + _pad3(x_shape[2:], 1)
+    if w_shape[1] == 1:
+        path, xs = _DIRECT, x5
+    elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
+        path, xs = _GEMM_1X1, (N, x_shape[1], int(np.prod(x_shape[2:])))
+    elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
+        path, xs = _IMPLICIT, x5
+    elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
+        path, xs = _WINOGRAD, tuple(x_shape)
+    elif _implicit_fits(w_shape, group, odhw[2], small_k=False):
+        path, xs = _IMPLICIT, x5
+    else:
+        path, xs = _IM2COL, x5
+    nsc = _scratch_size(path, x_shape, w_shape, geo, odhw)
+    P = int(np.prod(out_sp))
+    flops = 2.0 * N * M * P * int(np.prod(w_shape[1:]))
+    Mgt = -(-(M // group) // MR)
+    if path == _DIRECT:
+        units = x_shape[1]
+    elif path == _WINOGRAD:
+        units = -(-((odhw[1] + 1) // 2) // (_wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
+    elif path == _IM2COL:
+        units = -(-(odhw[0] * odhw[1]) // int(_im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1])))
+    else:
+        units = Mgt
+    return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
+
+
+def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool) -> bool:
+    """Whether the implicit GEMM beats the alternatives (measured on Zen 3, 1 thread): its tiles
+    hold two vectors of one output row, so rows must fill them (>= 75 %); with K <= one K block it
+    beats Winograd and im2col (no copies); with more, only while the weights of a group stay small
+    (Mg x K <= 400K: 5x5 and grouped convs won by 10-35 %, a 512x4608 one lost 1.6x)."""
+    K = int(np.prod(w_shape[1:]))
+    nr = 2 * 32 // 4  # conv_tile_cols(float32) on AVX2; a row's tail of <= nr/2 takes a half tile
+    if ow < nr * 3 // 4 or ow / (ow // nr * nr + (nr if ow % nr > nr // 2 else nr // 2 if ow % nr else 0)) < 0.75:
+        return False
+    if small_k:
+        return K <= _IMPLICIT_MAX_K
+    return int(np.prod(w_shape[2:])) > 1 and (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
+
+
+def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,
+                  odhw: tuple[int, int, int]) -> int:
+    """Elements of working memory a kernel takes from ``_scratch`` (instead of allocating per call:
+    a buffer over glibc's mmap threshold is mapped and page-faulted on every call)."""
+    od, oh, ow = odhw
+    kd, kh, kw, sd, sh, sw, dd, dh, dw = (int(v) for v in geo[1:10])
+    if path == _DIRECT:
+        dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
+        return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
+    if path == _GEMM_1X1:
+        return BBLOCK
+    if path == _IMPLICIT:
+        dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
+        return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
+    if path == _WINOGRAD:
+        C, M = x_shape[1], w_shape[0]
+        _, sv, sm = _wino_sizes(C, M, oh, ow)
+        return C * (2 * ((oh + 1) // 2) + 2) * (2 * ((ow + 1) // 2) + 2) + 16 * (sv + sm) + BBLOCK
+    K = int(np.prod(w_shape[1:]))
+    return K * int(_im2col_rows(K, ow, od * oh)) * ow + BBLOCK
+
+
+_pool = threading.local()
+_FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a pool thread costs more
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+
+
+def _threads() -> int:
+    """The session's intra-op thread count; unset, the usable cores (as BLAS would use)."""
+    n = get_num_threads()
+    if n:
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _parallel(fn: Any, args: tuple[Any, ...], nsc: int, cd: np.dtype, nparts: int) -> None:
+    """fn(*args, scratch, part, nparts) for every part: part 0 here, the others on pool threads
+    (the kernels release the GIL; each thread has its own scratch). Output elements are split
+    between parts, never shared, so the result does not depend on the thread count."""
+    global _executor, _executor_pid
+    with _executor_lock:
+        # a forked child inherits the executor object but not its threads: make a new one
+        if _executor is None or _executor._max_workers < nparts - 1 or _executor_pid != os.getpid():
+            _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-conv")
+            _executor_pid = os.getpid()
+        ex = _executor
+    futs = [ex.submit(lambda p: fn(*args, _scratch(nsc, cd), p, nparts), p) for p in range(1, nparts)]
+    fn(*args, _scratch(nsc, cd), 0, nparts)
+    for f in futs:
+        f.result()
+
+
+def _scratch(n: int, dt: np.dtype) -> np.ndarray:
+    """A per-thread working buffer of at least n elements of dt, reused across calls (one conv
+    kernel runs at a time per thread; concurrent sessions run in different threads)."""
+    bufs = getattr(_pool, "bufs", None)
+    if bufs is None:
+        bufs = _pool.bufs = {}
+    a = bufs.get(dt)
+    if a is None or a.shape[0] < n:
+        a = bufs[dt] = np.empty(max(n, 1), dt)
+    return a
+
+
+def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
                 w_shape: tuple[int, ...], auto_pad: str, group: int, strides: tuple[int, ...],
                 dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
-    """Conv on pre-packed weights: w2 [M, K] and b [M] in the compute dtype, prm from ``_prm``, and
-    u the Winograd-transformed weights when ``winograd_applies`` (else None)."""
-    _check_conv(x, w_shape, group, None)
-    kernel = tuple(w_shape[2:])
-    out_sp, begin = conv_geometry(tuple(x.shape[2:]), kernel, strides, dilations, pads, auto_pad)
-    cd = w2.dtype
-    M = w_shape[0]
-    out = np.empty((x.shape[0], M) + out_sp, cd)
-    if x.shape[0] == 0 or M == 0:
+    """Conv on pre-packed weights (``_pack_w``: [M, K] for depthwise, else packed per group for
+    ``gemm_packed``) and b [M] in the compute dtype, prm from ``_prm``, and u the packed Winograd
+    weights when ``winograd_applies`` (else None)."""
+    if x.ndim != len(w_shape):
+        _check_conv(x, w_shape, group, None)
+    out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = _setup(x.shape, w_shape, group, strides,
+                                                                           dilations, pads, auto_pad, u is not None)
+    cd = w.dtype
+    out = np.empty(out_shape, cd)
+    if out_shape[0] == 0 or out_shape[1] == 0:
         return out.astype(x.dtype, copy=False)
-    xc = np.ascontiguousarray(x, cd) if x.dtype != cd else x
-    o3 = out.reshape(x.shape[0], M, -1)
-    od, oh, ow = _pad3(out_sp, 1)
-    if all(k == 1 for k in kernel) and out_sp == x.shape[2:] and not any(begin) and all(s == 1 for s in strides):
-        _conv_gemm_1x1(xc.reshape(x.shape[0], x.shape[1], -1), w2, b, o3, group, act, prm)
-    elif u is not None and oh >= 4 and ow >= 4:
-        _conv_winograd(xc, u, b, o3, begin[0], begin[1], oh, ow, act, prm)
+    xc = (np.ascontiguousarray(x, cd) if x.dtype != cd else x).reshape(xs)
+    o3 = out.reshape(o3s)
+    if path == _DIRECT:
+        fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm)
+    elif path == _GEMM_1X1:
+        fn, args = _conv_gemm_1x1, (xc, w, b, o3, group, act, prm)
+    elif path == _WINOGRAD:
+        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm)
+    elif path == _IMPLICIT:
+        fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm)
     else:
-        geo = _geo(group, kernel, strides, dilations, begin)
-        x5 = _as5d(xc)
-        if w_shape[1] == 1:
-            _conv_direct(x5, w2, b, o3, geo, od, oh, ow, act, prm)
-        else:
-            _conv_gemm(x5, w2, b, o3, geo, od, oh, ow, act, prm)
+        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm)
+    nparts = min(_threads(), units, max(1, int(flops // _FLOPS_PER_PART)))
+    if nparts <= 1:
+        fn(*args, _scratch(nsc, cd), 0, 1)
+    else:
+        _parallel(fn, args, nsc, cd, nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
+
+
+def _pack_w(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:
+    """W [M, C/group, *kernel] -> what ``conv_packed`` takes: [M, K] for the depthwise kernel
+    (C/group == 1), else the GEMM's packed layout per group."""
+    w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), cd)
+    return w2 if W.shape[1] == 1 else pack_weights(w2, group)
 
 
 def _act_code(activation: str) -> int:
@@ -747,13 +624,13 @@ def Conv(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, auto_pad:
     cd = _compute_dtype(X.dtype, "Conv")
     rank = X.ndim - 2
     _, s, dl, p = _attrs_norm(rank, W.shape[2:], strides, dilations, pads)
-    w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), cd)
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B, cd)
     if b.shape != (W.shape[0],):
         raise InvalidArgument(f"Conv: B must have shape [{W.shape[0]}], got {list(b.shape)}")
     u = winograd_weights(W, cd) if winograd_applies(W.shape, group, s, dl) else None
-    return conv_packed(X, w2, b, _prm(cd, _alpha, _beta), u, w_shape=tuple(W.shape), auto_pad=auto_pad,
-                       group=group, strides=s, dilations=dl, pads=p, act=_act_code(_activation))
+    return conv_packed(X, _pack_w(W, group, cd), b, _prm(cd, _alpha, _beta), u, w_shape=tuple(W.shape),
+                       auto_pad=auto_pad, group=group, strides=s, dilations=dl, pads=p,
+                       act=_act_code(_activation))
 
 
 def _lower_conv(node: Node, g: Graph) -> Call:
@@ -772,7 +649,7 @@ def _lower_conv(node: Node, g: Graph) -> Call:
                    f"{list(W.shape)}")
     cd = _compute_dtype(xt.dtype, "Conv")
     _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
-    w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), cd)
+    w2 = _pack_w(W, group, cd)
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B.reshape(-1), cd)
     prm = _prm(cd, float(a.get("_alpha", 0.0)), float(a.get("_beta", 0.0)))
     kwargs: dict[str, Any] = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
@@ -780,204 +657,3 @@ def _lower_conv(node: Node, g: Graph) -> Call:
                                   act=_act_code(a.get("_activation", "")))
     u = winograd_weights(W, cd) if winograd_applies(W.shape, group, s, dl) else None
     return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u], kwargs)
-
-
-# --- ConvTranspose -------------------------------------------------------------------------------
-# x [N, C, D, H, W]; wt [group, Mg*K, Cg]; out [N, M, OD, OH, OW] (initialised with the bias)
-
-@njit(**_KW)
-def _convt(x, D, H, W, wt, b, out, geo):  # type: ignore[no-untyped-def]
-    """x [N, C, D*H*W]; per input-row block: col = W^T[g] @ x[:, block] (strided GEMM), then col2im."""
-    N, C = x.shape[0], x.shape[1]
-    M, OD, OH, OW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
-    group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
-    sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
-    Cg = C // group
-    Mg = M // group
-    KK = kd * kh * kw
-    R = D * H
-    rows = min((_GEMM_COLS + W - 1) // W, _BLOCK // (Mg * KK * W), R)
-    if rows < 1:
-        rows = 1
-    col = np.empty(Mg * KK * rows * W, x.dtype)
-    for m in range(M):
-        for n in range(N):
-            out[n, m] = b[m]
-    los = np.empty(kw, np.int64)
-    his = np.empty(kw, np.int64)
-    for e in range(kw):
-        # input columns iw whose output column iw*sw + e*dw - pw lies in [0, OW)
-        los[e], his[e] = _ow_range(e * dw - pw, sw, OW, W)
-    for n in range(N):
-        for g in range(group):
-            wg = wt[g]
-            for r0 in range(0, R, rows):
-                r1 = min(R, r0 + rows)
-                pb = (r1 - r0) * W
-                colv = col[:Mg * KK * pb].reshape(Mg * KK, pb)
-                _gemm(wg, x[n, g * Cg:(g + 1) * Cg, r0 * W:r1 * W], colv, 0.0)
-                k = 0
-                for m in range(Mg):
-                    om = out[n, g * Mg + m]
-                    for a in range(kd):
-                        for bb in range(kh):
-                            for e in range(kw):
-                                lo, hi = los[e], his[e]
-                                off = e * dw - pw
-                                srow = colv[k]
-                                for r in range(r0, r1):
-                                    iz = r // H
-                                    iy = r - iz * H
-                                    oz = iz * sd - pd + a * dd
-                                    oy = iy * sh - ph + bb * dh
-                                    if oz < 0 or oz >= OD or oy < 0 or oy >= OH:
-                                        continue
-                                    _scatter_row(om[oz, oy], srow[(r - r0) * W:(r - r0 + 1) * W], lo, hi, off, sw)
-                                k += 1
-
-
-@njit(**_EP)
-def _scatter_row(orow, srow, lo, hi, off, sw):  # type: ignore[no-untyped-def]
-    """orow[iw*sw + off] += srow[iw] for iw in [lo, hi)."""
-    if hi <= lo:
-        return
-    s = srow[lo:hi]
-    if sw == 1:
-        o = orow[lo + off:hi + off]
-        for j in range(s.shape[0]):
-            o[j] += s[j]
-    else:
-        o = orow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
-        for j in range(s.shape[0]):
-            o[j] += s[j]
-
-
-def convtranspose_geometry(in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
-                           dilations: tuple[int, ...], pads: tuple[int, ...], output_padding: tuple[int, ...],
-                           output_shape: tuple[int, ...], auto_pad: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Output spatial dims and begin pads as onnxruntime 1.31 computes them (measured against it):
-    with output_shape or SAME_* the total padding natural - target is split with the larger half
-    at the *beginning* unless auto_pad is SAME_UPPER."""
-    r = len(in_sp)
-    out, begin = [], []
-    for d in range(r):
-        i, k, s, dl, adj = in_sp[d], kernel[d], strides[d], dilations[d], output_padding[d]
-        natural = (i - 1) * s + adj + (k - 1) * dl + 1
-        ph, pt = pads[d], pads[d + r]
-        target = -1
-        if output_shape:
-            target = output_shape[d] if len(output_shape) == r else output_shape[d + 2]
-            if target > natural and (target - adj - (k - 1) * dl - 1) // s + 1 != i:
-                raise InvalidArgument(f"ConvTranspose: output_shape {list(output_shape)} is inconsistent with input "
-                                      f"spatial dims {list(in_sp)}, kernel {list(kernel)}, strides {list(strides)}")
-        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            target = i * s
-        if target >= 0:
-            total = max(0, natural - target)
-            ph = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            pt = total - ph
-        o = target if output_shape else natural - ph - pt
-        if o <= 0:
-            raise InvalidArgument(f"ConvTranspose: invalid input shape {list(in_sp)}: output dim {d} would be {o}")
-        out.append(o)
-        begin.append(ph)
-    return tuple(out), tuple(begin)
-
-
-def convtranspose_packed(x: np.ndarray, wt: np.ndarray, b: np.ndarray, *, w_shape: tuple[int, ...], auto_pad: str,
-                         group: int, strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
-                         output_padding: tuple[int, ...], output_shape: tuple[int, ...]) -> np.ndarray:
-    """ConvTranspose on pre-packed weights: wt [group, Mg*K, Cg], b [M] in the compute dtype."""
-    if x.ndim != len(w_shape):
-        raise InvalidArgument(f"ConvTranspose: X has rank {x.ndim} but W has rank {len(w_shape)}")
-    if x.ndim > 5:
-        raise OrtNotImplemented(f"ConvTranspose: jitort supports 1-D, 2-D and 3-D, got X of rank {x.ndim}")
-    if x.shape[1] != w_shape[0]:
-        raise InvalidArgument(f"ConvTranspose: filter number {w_shape[0]} is not equal to input channels "
-                              f"{x.shape[1]}")
-    kernel = tuple(w_shape[2:])
-    out_sp, begin = convtranspose_geometry(tuple(x.shape[2:]), kernel, strides, dilations, pads, output_padding,
-                                           output_shape, auto_pad)
-    cd = wt.dtype
-    M = w_shape[1] * group
-    out = np.empty((x.shape[0], M) + out_sp, cd)
-    if x.shape[0] and M:
-        xc = np.ascontiguousarray(x, cd) if x.dtype != cd else x
-        x5 = _as5d(xc)
-        _convt(xc.reshape(x5.shape[0], x5.shape[1], -1), x5.shape[2], x5.shape[3], x5.shape[4], wt, b,
-               _as5d(out), _geo(group, kernel, strides, dilations, begin))
-    return out if out.dtype == x.dtype else out.astype(x.dtype)
-
-
-def _pack_convt(W: np.ndarray, B: np.ndarray | None, group: int, cd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    C, Mg = W.shape[0], W.shape[1]
-    if group <= 0 or C % group:
-        raise InvalidArgument(f"ConvTranspose: input channels {C} is not divisible by group {group}")
-    wt = np.ascontiguousarray(W.reshape(group, C // group, -1).transpose(0, 2, 1), cd)
-    b = np.zeros(Mg * group, cd) if B is None else np.ascontiguousarray(B.reshape(-1), cd)
-    if b.shape != (Mg * group,):
-        raise InvalidArgument(f"ConvTranspose: B must have shape [{Mg * group}], got {list(b.shape)}")
-    return wt, b
-
-
-def _convt_attrs(rank: int, kernel: Sequence[int], a: dict[str, Any]) -> dict[str, Any]:
-    _, s, dl, p = _attrs_norm(rank, kernel, a.get("strides"), a.get("dilations"), a.get("pads"))
-    op_ = a.get("output_padding")
-    return dict(auto_pad=a.get("auto_pad", "NOTSET"), group=int(a.get("group", 1)), strides=s, dilations=dl,
-                pads=p, output_padding=tuple(int(v) for v in op_) if op_ else (0,) * rank,
-                output_shape=tuple(int(v) for v in (a.get("output_shape") or ())))
-
-
-@op("ConvTranspose", since=1, lower=lambda node, g: _lower_convt(node, g))
-def ConvTranspose(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, auto_pad: str,
-                  dilations: Sequence[int] | None = None, group: int, kernel_shape: Sequence[int] | None = None,
-                  output_padding: Sequence[int] | None = None, output_shape: Sequence[int] | None = None,
-                  pads: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> np.ndarray:
-    """ConvTranspose (opset 1, 11, 22): GEMM (W^T x per group) then col2im, blocked over input rows."""
-    if X.ndim != W.ndim or X.ndim < 3:
-        raise InvalidArgument(f"ConvTranspose: X {list(X.shape)} and W {list(W.shape)} must have the same rank >= 3")
-    if kernel_shape and tuple(kernel_shape) != tuple(W.shape[2:]):
-        raise Fail(f"ConvTranspose: kernel_shape {list(kernel_shape)} is not compatible with W {list(W.shape)}")
-    cd = _compute_dtype(X.dtype, "ConvTranspose")
-    attrs = _convt_attrs(X.ndim - 2, W.shape[2:], dict(auto_pad=auto_pad, dilations=dilations, group=group,
-                                                       output_padding=output_padding, output_shape=output_shape,
-                                                       pads=pads, strides=strides))
-    wt, b = _pack_convt(W, B, attrs["group"], cd)
-    return convtranspose_packed(X, wt, b, w_shape=tuple(W.shape), **attrs)
-
-
-def _lower_convt(node: Node, g: Graph) -> Call:
-    from jitort.kernels.registry import lookup
-    W = g.const(node.inputs[1])
-    has_b = len(node.inputs) > 2 and bool(node.inputs[2])
-    B = g.const(node.inputs[2]) if has_b else None
-    xt = g.type_of(node.inputs[0])
-    if W is None or (has_b and B is None) or xt.dtype is None or W.ndim < 3:
-        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
-    ks = node.attrs.get("kernel_shape")
-    if ks and tuple(ks) != tuple(W.shape[2:]):
-        raise Fail(f"ConvTranspose node '{node.name}': kernel_shape {list(ks)} is not compatible with W "
-                   f"{list(W.shape)}")
-    cd = _compute_dtype(xt.dtype, "ConvTranspose")
-    attrs = _convt_attrs(W.ndim - 2, W.shape[2:], node.attrs)
-    wt, b = _pack_convt(W, B, attrs["group"], cd)
-    return Call(convtranspose_packed, [Ref(node.inputs[0]), wt, b],
-                dict(w_shape=tuple(int(d) for d in W.shape), **attrs))
-
-
-# --- quantised convolution -----------------------------------------------------------------------
-
-def _quantised(op_type: str) -> Any:
-    def lower(node: Node, g: Graph) -> Call:
-        raise OrtNotImplemented(f"{op_type} node '{node.name}': quantised convolution is not implemented yet "
-                                "in jitort")
-
-    def fn(*inputs: Any) -> np.ndarray:
-        raise OrtNotImplemented(f"{op_type}: quantised convolution is not implemented yet in jitort")
-    fn.__name__ = fn.__qualname__ = op_type
-    op(op_type, since=10, lower=lower)(fn)
-    return fn
-
-
-ConvInteger = _quantised("ConvInteger")
-QLinearConv = _quantised("QLinearConv")

@@ -1,4 +1,4 @@
-"""Conv, ConvTranspose, the quantised stubs and the conv-epilogue pass, against onnxruntime.
+"""Conv, ConvTranspose and the conv-epilogue pass, against onnxruntime.
 
 onnxruntime has no float64 Conv/ConvTranspose kernel and rejects SAME auto-padding with dilations,
 so those cases use the numpy reference below (a direct transcription of the spec's sum).
@@ -17,6 +17,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import verify
 from jitort.kernels import conv as K
+from jitort.kernels import convtranspose as KT
 from jitort.kernels.registry import lower_node, run_call
 from jitort.onnx_import import import_model
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
@@ -81,6 +82,12 @@ CONV_CASES = [
     ((1, 2, 6, 6, 6), (3, 2, 2, 2, 2), dict(auto_pad="SAME_LOWER", strides=[2, 2, 2], dilations=[1, 1, 1])),
     ((1, 16, 30, 31), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1])),  # several GEMM column blocks
     ((1, 64, 40, 40), (8, 64, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 32, 15, 17), (8, 32, 3, 3), dict(strides=[2, 2], pads=[1, 0, 1, 2])),  # im2col (K > 256)
+    ((2, 3, 40, 45), (13, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1])),  # implicit GEMM, row tails
+    ((1, 16, 10, 11), (7, 16, 4, 4), dict(dilations=[2, 1], strides=[1, 3])),  # implicit GEMM, K = 256
+    ((1, 2, 9, 70), (20, 2, 1, 5), dict(strides=[2, 4], pads=[0, 2, 0, 2])),  # column phases of stride 4
+    ((1, 40, 13, 30), (10, 40, 3, 3), dict(pads=[1, 1, 1, 1], group=1, dilations=[1, 2])),  # implicit, K blocks
+    ((2, 36, 9, 20), (14, 18, 3, 3), dict(pads=[1, 1, 1, 1], group=2)),  # implicit, K blocks, half-tile tails
 ]
 
 
@@ -128,6 +135,74 @@ def test_conv_winograd(xs, m, attrs):
     np.testing.assert_allclose(ref, conv_ref(x64, w64, None, [1, 1], [1, 1], list(begin), list(out_sp), 1),
                                rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((1, 16, 12, 12), (40, 16, 1, 1), dict()),  # 1x1 GEMM
+    ((1, 8, 12, 12), (40, 4, 1, 1), dict(group=2)),  # grouped 1x1
+    ((1, 16, 12, 12), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1])),  # Winograd
+    ((1, 3, 23, 23), (40, 3, 3, 3), dict(strides=[2, 2])),  # implicit GEMM
+    ((1, 32, 12, 12), (40, 32, 3, 3), dict(strides=[2, 2])),  # im2col
+    ((1, 4, 12, 12), (40, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),  # depthwise, multiplier 10
+])
+def test_output_channels_with_equal_weights_are_bitwise_equal(xs, ws, attrs):
+    """Every path computes each output element the same way whatever its channel (onnxruntime does;
+    light_squeezenet's expected output depends on it): equal weights (and, across groups, equal
+    inputs) give bitwise equal output channels."""
+    x = rand(xs, seed=1, low=-100, high=100)
+    cg = ws[1]
+    x = np.tile(x[:, :cg], (1, xs[1] // cg) + (1,) * (len(xs) - 2))  # groups see equal inputs
+    w = np.broadcast_to(rand((1,) + ws[1:], seed=2), ws).copy()
+    b = np.full(ws[0], 0.02, np.float32)
+    y = jitort.InferenceSession(node_model("Conv", {"x": x}, initializers={"w": w, "b": b}, **attrs)
+                                .SerializeToString()).run(None, {"x": x})[0]
+    assert (y == y[:, :1]).all()
+
+
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((2, 3, 3, 2), (6, 1, 3, 3), dict(group=3, pads=[1, 1, 1, 1])),  # depthwise, planes under a vector
+    ((2, 3, 2, 9), (6, 1, 3, 3), dict(group=3, pads=[1, 1, 1, 1], strides=[1, 2])),
+    ((2, 3, 4, 13), (7, 3, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, short rows
+    ((1, 40, 3, 14), (7, 40, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, K blocks
+])
+def test_kernels_write_nothing_past_the_output(xs, ws, attrs):
+    """Vectors that run past a row spill into later rows of the plane; never past the plane."""
+    x, w, b = rand(xs, seed=1), rand(ws, seed=2), rand((ws[0],), seed=3)
+    group = attrs.get("group", 1)
+    r = len(xs) - 2
+    _, s_, dl, p = K._attrs_norm(r, ws[2:], attrs.get("strides"), None, attrs.get("pads"))
+    out_shape, path, geo, (od, oh, ow), xsh, o3s, nsc, _, _ = K._setup(xs, ws, group, s_, dl, p, "NOTSET", False)
+    buf = np.full(int(np.prod(o3s)) + 64, 12345.0, np.float32)
+    o3 = buf[:-64].reshape(o3s)
+    wp = K._pack_w(w, group, np.dtype(np.float32))
+    kernel = K._conv_direct if path == K._DIRECT else K._conv_implicit
+    assert path in (K._DIRECT, K._IMPLICIT)
+    kernel(x.reshape(xsh), wp, b, o3, geo, od, oh, ow, 1, K._prm(np.float32, 0, 0), K._scratch(nsc, np.float32), 0, 1)
+    assert (buf[-64:] == 12345.0).all()
+    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b, list(s_), list(dl), list(geo[11:]), [oh, ow],
+                   group)
+    np.testing.assert_allclose(o3.reshape(out_shape), np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((2, 16, 12, 12), (40, 16, 1, 1), dict()),  # 1x1 GEMM
+    ((1, 16, 20, 20), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM
+    ((1, 32, 64, 64), (40, 32, 3, 3), dict(pads=[1, 1, 1, 1])),  # Winograd, 5 tile-row blocks
+    ((1, 40, 24, 40), (40, 40, 3, 3), dict(pads=[1, 1, 1, 1], dilations=[1, 2])),  # implicit GEMM, K blocks
+    ((1, 16, 400, 21), (24, 16, 3, 3), dict(strides=[2, 2])),  # im2col, 4 row blocks
+    ((1, 12, 20, 20), (24, 1, 3, 3), dict(group=12, pads=[1, 1, 1, 1])),  # depthwise
+])
+def test_threads_split_the_work_not_the_sums(xs, ws, attrs, monkeypatch):
+    """With several threads each output element is still computed by one thread in the same order:
+    the result is bitwise the single-thread one."""
+    x, w, b = rand(xs, seed=1), rand(ws, seed=2, low=-1, high=1), rand((ws[0],), seed=3)
+    kw = dict(auto_pad="NOTSET", group=attrs.get("group", 1), pads=attrs.get("pads"), strides=attrs.get("strides"),
+              dilations=attrs.get("dilations"), _activation="Relu")
+    monkeypatch.setattr(K, "_threads", lambda: 1)
+    one = K.Conv(x, w, b, **kw)
+    monkeypatch.setattr(K, "_threads", lambda: 3)
+    monkeypatch.setattr(K, "_FLOPS_PER_PART", 1.0)
+    np.testing.assert_array_equal(K.Conv(x, w, b, **kw), one)
 
 
 def test_conv_opset1_and_kernel_shape_attr():
@@ -436,7 +511,7 @@ def test_convtranspose_float16_float64():
     x, w = rand((1, 2, 5, 5), np.float16, low=-1, high=1), rand((2, 3, 3, 3), np.float16, seed=1, low=-1, high=1)
     check(node_model("ConvTranspose", {"x": x}, initializers={"w": w}, strides=[2, 2]), {"x": x}, 1e-2, 2e-2)
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    got = K.ConvTranspose(x64, w64, auto_pad="NOTSET", group=1, strides=[2, 2])
+    got = KT.ConvTranspose(x64, w64, auto_pad="NOTSET", group=1, strides=[2, 2])
     ref = run_ort(node_model("ConvTranspose", {"x": x64.astype(np.float32)},
                              initializers={"w": w64.astype(np.float32)}, strides=[2, 2]), {"x": x.astype(np.float32)})
     assert got.dtype == np.float64
@@ -450,21 +525,6 @@ def test_convtranspose_bad_output_shape():
         run_ort(m, {"x": x})
     with pytest.raises(InvalidArgument, match="output_shape"):
         jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})
-
-
-# --- quantised stubs -----------------------------------------------------------------------------
-
-def test_quantised_conv_not_implemented():
-    x = rand((1, 2, 5, 5), np.uint8, low=0, high=10)
-    w = rand((3, 2, 3, 3), np.uint8, seed=1, low=0, high=10)
-    m = node_model("ConvInteger", {"x": x, "w": w}, opset=10)
-    with pytest.raises(OrtNotImplemented, match="quantised convolution is not implemented"):
-        jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x, "w": w})
-    s, z = np.array(0.1, np.float32), np.array(3, np.uint8)
-    feeds = {"x": x, "xs": s, "xz": z, "w": w, "ws": s, "wz": z, "ys": s, "yz": z}
-    m = node_model("QLinearConv", feeds, opset=10)
-    with pytest.raises(OrtNotImplemented, match="quantised convolution is not implemented"):
-        jitort.InferenceSession(m.SerializeToString()).run(None, feeds)
 
 
 def test_pass_end_to_end_through_session():
