@@ -433,6 +433,18 @@ def table_text(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+# Cases whose expected data jitort deliberately does not reproduce: it follows onnxruntime (the API it
+# is a drop-in for) and the op's spec text where the case's data, made by onnx.reference, disagrees.
+DISPUTED = {
+    "test_maxunpool_export_with_output_shape":
+        "with output_shape, MaxUnpool's indices address the output_shape tensor (they come from a MaxPool "
+        "over an input of that shape, as the spec describes; onnxruntime since microsoft/onnxruntime#2193 and "
+        "PyTorch agree, and MaxPool -> MaxUnpool then round-trips odd sizes), whereas onnx.reference, which "
+        "made this case's data, scatters into the default shape and zero-pads the end; onnx/onnx#8413 "
+        "discusses the inconsistency. onnxruntime fails this case the same way.",
+}
+
+
 def markdown(results: Sequence[Result], seconds: float, jobs: int, pattern: str | None) -> str:
     import onnx
 
@@ -463,6 +475,8 @@ def markdown(results: Sequence[Result], seconds: float, jobs: int, pattern: str 
         out += ["", f"## {status.capitalize()} ({len(bad)})", "", "| case | op | reason |", "|---|---|---|"]
         for r in sorted(bad, key=lambda r: (r.op.lower(), r.name)):
             reason = r.reason.replace("|", "\\|").replace("\n", " ")
+            if r.name in DISPUTED:
+                reason = f"**deliberate, onnxruntime's behaviour:** {DISPUTED[r.name]} Observed: {reason}"
             out.append(f"| {r.name} | {r.op} | {reason} |")
     return "\n".join(out) + "\n"
 
