@@ -466,7 +466,12 @@ class InferenceSession:
         return path
 
     def _set_threads(self) -> None:
+        """intra_op_num_threads (0: the usable cores) for jitort's kernels and BLAS; a model that
+        runs jitort's convolutions keeps BLAS single-threaded (see ``kernels.threads``)."""
         n = int(self._sess_options.intra_op_num_threads or 0)
-        if n > 0:
+        conv_model = "conv.conv_packed(" in self._compiled.plan_source
+        if n > 0 or conv_model:
             from jitort.kernels.threads import set_num_threads
-            set_num_threads(n)
+            if n <= 0:
+                n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            set_num_threads(n, blas=1 if conv_model else None)

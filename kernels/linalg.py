@@ -158,8 +158,8 @@ def _load_fallback_blas() -> None:
     the session may have set the limit before this library was loaded, and threadpoolctl only
     reaches libraries loaded at the time of the call."""
     import scipy.linalg.cython_blas  # noqa: F401
-    from jitort.kernels.threads import get_num_threads
-    n = get_num_threads()
+    from jitort.kernels.threads import get_blas_threads
+    n = get_blas_threads()
     if n:
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=n, user_api="blas")

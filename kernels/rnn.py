@@ -53,7 +53,7 @@ def _limit_kernel_blas() -> None:
     re-applying the current limit fixes it for every session created after this import."""
     import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba binds to)
     from jitort.kernels import threads
-    n = threads.get_num_threads()
+    n = threads.get_blas_threads()
     if n:
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=n, user_api="blas")
