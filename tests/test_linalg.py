@@ -160,6 +160,23 @@ def test_gemm_float32(transA, transB, c_shape, alpha, beta):
     check(m, feeds, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("m_rows,n_cols", [(1, 11), (6, 1), (1, 1)])
+@pytest.mark.parametrize("transA", [0, 1])
+@pytest.mark.parametrize("c_shape", [None, (), (1, 1)])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, -2.0), (1.0, 0.0)])
+def test_gemm_vector_operand(m_rows, n_cols, transA, c_shape, alpha, beta):
+    """A single row or column (the gemv path), with and without C, alpha and beta."""
+    a = rand((13, m_rows) if transA else (m_rows, 13), np.float32, 1)
+    b = rand((13, n_cols), np.float32, 2)
+    feeds = {"a": a, "b": b}
+    names = ["a", "b"]
+    if c_shape is not None:
+        feeds["c"] = rand(c_shape if c_shape != (1, 1) else (m_rows, n_cols), np.float32, 3)
+        names.append("c")
+    m = node_model("Gemm", feeds, opset=13, input_names=names, alpha=alpha, beta=beta, transA=transA)
+    check(m, feeds, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("opset", [7, 9, 11, 13])
 def test_gemm_opsets_dtypes(dtype, opset):
