@@ -238,7 +238,7 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts): 
                     _epilogue(out[n, m, ::1], b[m], act, prm)
 
 
-@njit(**_EP)
+@njit(**_KW)  # also called from Python (per-shape setup): cached
 def _im2col_rows(K, OW, R):  # type: ignore[no-untyped-def]
     """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK."""
     rows = (_GEMM_COLS + OW - 1) // OW

@@ -126,7 +126,7 @@ def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, sc, part, nparts):  #
             _wino_out(Mt, on, b, Tb, ty0, ty1, TW, OH, OW, act, prm)
 
 
-@njit(**_EP)
+@njit(**_KW)  # also called from Python (per-shape setup): cached
 def _wino_sizes(C, M, OH, OW):  # type: ignore[no-untyped-def]
     """(tiles per block, row stride of V, of Mt). The strides are 4 KiB multiples + 64 B, so the 16
     planes read together fall in different L1 sets (a power-of-two stride made the transforms 3.5x
