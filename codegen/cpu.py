@@ -10,7 +10,6 @@ one compile; the plan names the ONNX nodes each call came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 # x86-64-v3: AVX2/FMA/BMI2 machines (Haswell and later, Zen 1 and later).
 PORTABLE_ENV = {"NUMBA_CPU_NAME": "x86-64-v3",

@@ -27,6 +27,7 @@ import numpy as np
 from jitort import cache
 from jitort.ir import Graph
 from jitort.kernels.registry import Call, Ref
+from jitort.kernels.threads import usable_cpus
 
 _SMALL = 4096  # bytes: constants up to this size travel as they are (shape-like values steer code paths)
 
@@ -124,8 +125,7 @@ def workers_for(n_jobs: int, config: dict[str, str]) -> int:
     want = config.get("session.jitort.compile_workers", os.environ.get("JITORT_COMPILE_WORKERS", ""))
     if want.strip():
         return max(0, int(want))
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cpus - 1, 7) if n_jobs >= 16 else 0
+    return min(usable_cpus() - 1, 7) if n_jobs >= 16 else 0
 
 
 def precompile(jobs: list[Job], root: Path, workers: int) -> None:

@@ -471,7 +471,5 @@ class InferenceSession:
         n = int(self._sess_options.intra_op_num_threads or 0)
         conv_model = "conv.conv_packed(" in self._compiled.plan_source
         if n > 0 or conv_model:
-            from jitort.kernels.threads import set_num_threads
-            if n <= 0:
-                n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            set_num_threads(n, blas=1 if conv_model else None)
+            from jitort.kernels.threads import set_num_threads, usable_cpus
+            set_num_threads(n if n > 0 else usable_cpus(), blas=1 if conv_model else None)

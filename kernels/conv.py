@@ -53,7 +53,7 @@ from jitort.kernels.convgemm import BBLOCK, MR, gemm_packed, pack_weights
 from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share
 from jitort.kernels.winograd import _conv_winograd, _wino_sizes, winograd_applies, winograd_weights
 from jitort.kernels.registry import Call, Ref, default_call, op
-from jitort.kernels.threads import get_num_threads
+from jitort.kernels.threads import get_num_threads, usable_cpus
 
 ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "HardSwish": 5,
                "Sigmoid": 6, "SiLU": 7}
@@ -527,13 +527,7 @@ _executor_lock = threading.Lock()
 
 def _threads() -> int:
     """The session's intra-op thread count; unset, the usable cores (as BLAS would use)."""
-    n = get_num_threads()
-    if n:
-        return n
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return get_num_threads() or usable_cpus()
 
 
 def _parallel(fn: Any, args: tuple[Any, ...], nsc: int, cd: np.dtype, nparts: int) -> None:

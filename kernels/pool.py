@@ -32,6 +32,7 @@ from numba import njit
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
+from jitort.kernels.convutil import _ow_range
 from jitort.kernels.registry import Call, Ref, default_call, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -141,18 +142,6 @@ def _lowest(dt: np.dtype) -> Any:
 
 # --- windowed pooling ----------------------------------------------------------------------------
 # geo: [kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw, ed, eh, ew] (e* = end pads)
-
-@njit(**_EP)
-def _valid_range(off, s, n, count):  # type: ignore[no-untyped-def]
-    """[lo, hi): the output positions o < count with input position o*s + off inside [0, n)."""
-    lo = 0 if off >= 0 else (-off + s - 1) // s
-    hi = (n - off + s - 1) // s if n - off > 0 else 0
-    if hi > count:
-        hi = count
-    if lo > hi:
-        lo = hi
-    return lo, hi
-
 
 @njit(**_EP)
 def _axis_count(o, s, d, k, pb, n, limit):  # type: ignore[no-untyped-def]
@@ -455,7 +444,7 @@ def _borders(lo, hi, count, s, d, k, pb, n):  # type: ignore[no-untyped-def]
     for q in range(m):
         o = q if q < lo else hi + q - lo
         pos[q] = o
-        e0, e1 = _valid_range(o * s - pb, d, n, k)
+        e0, e1 = _ow_range(o * s - pb, d, n, k)
         if e1 > e0:
             first[q] = o * s - pb + e0 * d
             taps[q] = e1 - e0
@@ -567,7 +556,7 @@ def _maxpool_indices(x, out, ind, geo, storage_order, plane0, lowest):  # type: 
     los = np.empty(kw, np.int64)
     his = np.empty(kw, np.int64)
     for e in range(kw):
-        los[e], his[e] = _valid_range(e * dw - pw, sw, W, OW)
+        los[e], his[e] = _ow_range(e * dw - pw, sw, W, OW)
     for c in range(P):
         xc = x[c]
         base = (plane0 + c) * step

@@ -31,6 +31,12 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
         _current = (n, blas)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def get_num_threads() -> int | None:
     return None if _current is None else _current[0]
 
