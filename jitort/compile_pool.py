@@ -8,6 +8,12 @@ planned type compiles exactly what the real call will need. Workers and this pro
 jobs; afterwards the session's own bind and warm-up load what the workers compiled from the cache
 (~3.5 ms per function) instead of compiling it.
 
+Workers start before the model is lowered (``early_workers``: their import overlaps the lowering)
+and get their share on stdin. The split knows what each job compiles: a library function may name
+its parts with rough costs (``fn.compile_parts``: conv by path, pooling by kind), calls that
+compile nothing new are dropped, and the shares are balanced on the parts each process does not
+compile already (light_resnet50 on 2 CPUs: 9 jobs, ~13 s per process).
+
 Nothing here is needed for correctness: a job that fails (a stand-in a kernel rejects, a call
 whose arguments cannot be described) is skipped and compiles lazily as before.
 """
@@ -18,7 +24,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,7 @@ class Job:
     fn: Any = None
     args: tuple = ()
     kwargs: dict[str, Any] | None = None
+    parts: dict[str, float] = field(default_factory=dict)  # what it compiles: part -> rough seconds
 
     def run(self, root: Path | None) -> None:
         if self.kind:
@@ -102,16 +109,42 @@ def _call_job(call: Call, g: Graph) -> tuple[Any, Job] | None:
 
 
 def jobs_for(steps: list[Any], g: Graph) -> list[Job]:
-    """One job per distinct kernel module and per distinct library call of the plan's steps."""
+    """One job per distinct kernel module and per distinct library call of the plan's steps; of the
+    calls whose function names what they compile (``compile_parts``), one per distinct set of parts."""
     seen: dict[Any, Job] = {}
     for s in steps:
         if s.kernel is not None:
-            seen.setdefault(("kernel", s.kernel.name), Job(kind="kernels", name=s.kernel.name, source=s.kernel.source))
+            seen.setdefault(("kernel", s.kernel.name),
+                            Job(kind="kernels", name=s.kernel.name, source=s.kernel.source,
+                                parts={f"module {s.kernel.name}": _MODULE_SECONDS}))
         elif s.call is not None:
             kj = _call_job(s.call, g)
             if kj is not None:
-                seen.setdefault(kj[0], kj[1])
+                key, job = kj
+                job.parts = _parts(job, len(seen))
+                if getattr(job.fn, "compile_parts", None) is not None:
+                    key = frozenset(job.parts)
+                seen.setdefault(key, job)
     return list(seen.values())
+
+
+_MODULE_SECONDS = 0.4  # a generated kernel module (measured: 0.2-0.5 s)
+
+
+def _parts(job: Job, uid: int) -> dict[str, float]:
+    """What a call job compiles. A library function may say (``fn.compile_parts(*args, **kwargs)``
+    -> {part: seconds}, called on zero arrays of the planned types); otherwise calls of one
+    function are taken to share most of their work (1 s for the first, 0.3 s for each other)."""
+    name = f"{getattr(job.fn, '__module__', '')}.{getattr(job.fn, '__qualname__', '')}"
+    hint = getattr(job.fn, "compile_parts", None)
+    if hint is not None:
+        real = lambda v: v.make() if isinstance(v, Zeros) else v  # noqa: E731
+        try:
+            return {f"{name}:{p}": float(c) for p, c in
+                    hint(*[real(a) for a in job.args], **{k: real(v) for k, v in (job.kwargs or {}).items()}).items()}
+        except Exception:  # noqa: BLE001 - a hint that fails only makes the split less even
+            pass
+    return {name: 1.0, f"{name}#{uid}": 0.3}
 
 
 def _module_cached(job: Job, root: Path) -> bool:
@@ -119,55 +152,118 @@ def _module_cached(job: Job, root: Path) -> bool:
     return d.is_dir() and any(d.glob(f"{job.name}.*.nbi"))
 
 
-def workers_for(n_jobs: int, config: dict[str, str]) -> int:
-    """Worker processes to start: ``session.jitort.compile_workers`` / ``JITORT_COMPILE_WORKERS``
-    (0 disables), by default one fewer than the usable CPUs, and none for small models."""
+_MIN_NODES = 60  # a model this big usually has several seconds of kernels to compile: start workers early
+
+
+def worker_count(config: dict[str, str]) -> int | None:
+    """``session.jitort.compile_workers`` / ``JITORT_COMPILE_WORKERS`` if set (0 disables), else None."""
     want = config.get("session.jitort.compile_workers", os.environ.get("JITORT_COMPILE_WORKERS", ""))
-    if want.strip():
-        return max(0, int(want))
-    return min(usable_cpus() - 1, 7) if n_jobs >= 16 else 0
+    return max(0, int(want)) if want.strip() else None
 
 
-def precompile(jobs: list[Job], root: Path, workers: int) -> None:
-    """Split ``jobs`` between ``workers`` processes and this one; wait for all of them."""
-    jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
-    if workers <= 0 or len(jobs) < 2:
-        return
-    shares = _split(jobs, workers + 1)
-    procs = []
-    with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
-        # Library kernels live in the process-wide root (JITORT_CACHE_DIR), generated modules in ``root``.
+def early_workers(n_nodes: int, config: dict[str, str]) -> Workers | None:
+    """Worker processes for a model about to be lowered and compiled, started now so that their
+    import and set-up (~1 s) overlap this process's lowering: by default one fewer than the usable
+    CPUs for models of ``_MIN_NODES`` nodes or more."""
+    n = worker_count(config)
+    if n is None:
+        n = min(usable_cpus() - 1, 7) if n_nodes >= _MIN_NODES else 0
+    return Workers(n) if n > 0 else None
+
+
+class Workers:
+    """Idle worker processes: each imports jitort, loads the kernel families and waits for the path
+    of its jobs on stdin (``precompile``); closing stdin without a path ends it."""
+
+    def __init__(self, n: int) -> None:
+        # Library kernels live in the process-wide root (JITORT_CACHE_DIR), generated modules in the
+        # session's root (sent with the jobs).
         env = dict(os.environ, JITORT_CACHE_DIR=str(cache.cache_root()), JITORT_COMPILE_WORKERS="0")
-        for k, share in enumerate(shares[1:]):
-            path = Path(tmp) / f"jobs{k}.pkl"
-            path.write_bytes(pickle.dumps((str(root), share)))
-            procs.append(subprocess.Popen([sys.executable, "-c", "import sys, jitort.compile_pool as p; "
-                                           "p.worker(sys.argv[1])", str(path)], env=env,
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        for job in shares[0]:
-            _attempt(job, root)
-        for p in procs:
+        self.procs = [subprocess.Popen([sys.executable, "-c", "import jitort.compile_pool as p; p.worker()"], env=env,
+                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.procs)
+
+    def send(self, k: int, path: str) -> None:
+        try:
+            self.procs[k].stdin.write(path + "\n")  # type: ignore[union-attr]
+            self.procs[k].stdin.close()  # type: ignore[union-attr]
+        except OSError:  # the worker died: its jobs compile in this process, lazily
+            pass
+
+    def close(self, timeout: float = 900) -> None:
+        """Wait for every worker (one that got no jobs exits as its stdin closes)."""
+        for p in self.procs:
             try:
-                p.wait(timeout=900)
+                if p.stdin is not None and not p.stdin.closed:
+                    p.stdin.close()
+            except OSError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 p.kill()
 
 
+def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
+    """Split ``jobs`` between the ``workers`` and this process; wait for all of them."""
+    jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
+    if sum({p: c for j in jobs for p, c in j.parts.items()}.values()) < _MIN_SECONDS or len(jobs) < 2:
+        workers.close()  # not worth splitting: the session compiles what it needs itself
+        return
+    shares = _split(jobs, len(workers) + 1)
+    with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
+        for k, share in enumerate(shares[1:]):
+            path = Path(tmp) / f"jobs{k}.pkl"
+            path.write_bytes(pickle.dumps((str(root), share)))
+            workers.send(k, str(path))
+        for job in shares[0]:
+            _attempt(job, root)
+        workers.close()
+
+
+_MIN_SECONDS = 4.0  # estimated compile work below which splitting does not pay
+
+
+_WORKER_START = 1.0  # seconds a worker process needs before its first compile (import, Numba's set-up)
+_SHARED = 1.0  # a part this expensive keeps the jobs that need it in one process
+
+
 def _split(jobs: list[Job], n: int) -> list[list[Job]]:
-    """Calls of one library function stay together (they share most of what they compile); groups
-    go to the least loaded share, largest first. The weights are a guess: the first call of a
-    function compiles most of its kernels, later calls with other geometry add code paths."""
-    groups: dict[Any, list[Job]] = {}
-    for j in jobs:
-        key = ("module", j.name) if j.kind else (getattr(j.fn, "__module__", ""), getattr(j.fn, "__qualname__", ""))
-        groups.setdefault(key, []).append(j)
+    """Jobs that share an expensive part (convolution paths on one GEMM) form a cluster that one
+    process compiles, unless the cluster alone exceeds a fair share; then greedy, largest first:
+    each cluster goes to the share that finishes it earliest, counting only the parts that share
+    does not compile already. Share 0 is this process; the workers start later."""
+    cost = lambda js: sum({p: c for j in js for p, c in j.parts.items()}.values())  # noqa: E731
+    owner: dict[str, int] = {}
+    parent = list(range(len(jobs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    for i, j in enumerate(jobs):
+        for p, c in j.parts.items():
+            if c >= _SHARED:
+                parent[root(i)] = root(owner.setdefault(p, i))
+    clusters: dict[int, list[Job]] = {}
+    for i, j in enumerate(jobs):
+        clusters.setdefault(root(i), []).append(j)
+    fair = (cost(jobs) + _WORKER_START * (n - 1)) / n
+    units = [c if cost(c) <= fair else [j] for c in clusters.values() for j in (c if cost(c) > fair else c[:1])]
     shares: list[list[Job]] = [[] for _ in range(n)]
-    load = [0.0] * n
-    for g in sorted(groups.values(), key=len, reverse=True):
-        k = load.index(min(load))
-        shares[k] += g
-        load[k] += 1.0 + 0.5 * (len(g) - 1)
+    have: list[set[str]] = [set() for _ in range(n)]
+    load = [0.0] + [_WORKER_START] * (n - 1)
+    for u in sorted(units, key=cost, reverse=True):
+        parts = {p: c for j in u for p, c in j.parts.items()}
+        extra = [sum(c for p, c in parts.items() if p not in have[k]) for k in range(n)]
+        k = min(range(n), key=lambda k: load[k] + extra[k])
+        shares[k] += u
+        have[k].update(parts)
+        load[k] += extra[k]
     return shares
 
 
@@ -178,9 +274,15 @@ def _attempt(job: Job, root: Path | None) -> None:
         pass
 
 
-def worker(path: str) -> None:
-    """Entry point of a worker process: run the pickled jobs, ignoring failures."""
+def worker() -> None:
+    """Entry point of a worker process (``Workers``): load the kernel families, then run the jobs
+    whose pickle path arrives on stdin, ignoring failures."""
     import jitort  # noqa: F401  (registers the ops)
+    from jitort.kernels.registry import load_families
+    load_families()
+    path = sys.stdin.readline().strip()
+    if not path:
+        return
     root, jobs = pickle.loads(Path(path).read_bytes())
     for job in jobs:
         _attempt(job, Path(root))

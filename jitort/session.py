@@ -177,10 +177,18 @@ class InferenceSession:
                                              key_opts)
         compiled, root = self._find_compiled(art, key, model_hash)
         fresh = compiled is None
+        workers = None
         if compiled is None:
-            compiled = compile_graph(import_model(proto), self._providers,
-                                     title=self._meta.graph_name or "model", **self._flags)
+            if CUDA not in self._providers:
+                from jitort.compile_pool import early_workers
+                workers = early_workers(len(proto.graph.node), config)
             root = self._cache.root
+            try:
+                compiled = compile_graph(import_model(proto), self._providers,
+                                         title=self._meta.graph_name or "model", **self._flags)
+            finally:
+                if workers is not None:
+                    self._precompile(compiled, root, workers)  # or, on an error, just end them
         self._compiled: Compiled = compiled
         self._specs = []
         input_types = {v.name: v.type for v in proto.graph.input}
@@ -192,8 +200,6 @@ class InferenceSession:
                 self._specs.append(_InputSpec(name, None, None, tp))
             else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
-        if fresh and compiled.graph is not None:
-            self._precompile(compiled, root, config)
         self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
         self._set_threads()
         if fresh and config.get("session.jitort.warmup", "1") != "0" and _warmup_safe(proto, self._providers):
@@ -241,17 +247,18 @@ class InferenceSession:
             return None, self._cache.root
 
     @staticmethod
-    def _precompile(compiled: Compiled, root: Path, config: dict[str, str]) -> None:
-        """Compile the new model's kernels in worker processes too (see ``jitort.compile_pool``)."""
+    def _precompile(compiled: Compiled | None, root: Path, workers: Any) -> None:
+        """Compile the new model's kernels in the worker processes too (see ``jitort.compile_pool``)."""
         from jitort import compile_pool
         t0 = time.perf_counter()
         mark = cache.compile_count()
-        jobs = compile_pool.jobs_for(compiled.steps, compiled.graph)  # type: ignore[arg-type]
-        workers = compile_pool.workers_for(len(jobs), config)
-        if workers:
-            compile_pool.precompile(jobs, root, workers)
-            compiled.compiled += cache.compiled_since(mark)
-            compiled.seconds += time.perf_counter() - t0
+        if compiled is None or compiled.graph is None:
+            workers.close()
+            return
+        compile_pool.precompile(compile_pool.jobs_for(compiled.steps, compiled.graph), root,  # type: ignore[arg-type]
+                                workers)
+        compiled.compiled += cache.compiled_since(mark)
+        compiled.seconds += time.perf_counter() - t0
 
     def _warm_up(self) -> None:
         """One run on seeded random inputs (symbolic dims 1) right after a fresh compile, so the

@@ -50,8 +50,9 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_packed, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share
-from jitort.kernels.winograd import _conv_winograd, _wino_sizes, winograd_applies, winograd_weights
+from jitort.kernels.jit import njit_one
+from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share, epilogue_kind
+from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
 from jitort.kernels.registry import Call, Ref, default_call, op
 from jitort.kernels.threads import get_num_threads, usable_cpus
 
@@ -70,8 +71,8 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 # --- Conv kernels --------------------------------------------------------------------------------
 # geo: [group, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw]; x [N,C,D,H,W]; w [M,K]; out [N,M,P]
 
-@njit(**_KW)
-def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, bp):  # type: ignore[no-untyped-def]
+@njit_one(any_layout=("b", "c"), **_KW)
+def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, ep, bp):  # type: ignore[no-untyped-def]
     """c[M, N] = act(W @ b + bias[bo:bo+M]) with W packed (``convgemm.pack_weights``, from element
     ao: a row tile boundary). Relu and Clip (and none) run on the GEMM's register tile; the other
     activations per column block, while the block is still in cache."""
@@ -84,13 +85,14 @@ def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, bp):  # type: ignore[no-un
         cv = c[:, j0:j1]
         gemm_packed(wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
         for m in range(M):
-            _epilogue(cv[m], bias[bo + m], act, prm)
+            _epilogue(cv[m], bias[bo + m], act, prm, ep)
 
 
-@njit(**_KW)
-def _conv_gemm_1x1(x, wp, b, out, group, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+@njit(inline="always", **_EP)
+def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
-    sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles."""
+    sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles.
+    Part of ``_conv_gemm`` (inlined: one kernel module, one copy of the GEMM to compile)."""
     N, C = x.shape[0], x.shape[1]
     M = out.shape[1]
     Cg = C // group
@@ -103,17 +105,21 @@ def _conv_gemm_1x1(x, wp, b, out, group, act, prm, sc, part, nparts):  # type: i
     for n in range(N):
         for g in range(group):
             _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg],
-                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, bp)
+                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, bp)
 
 
 @njit(**_KW)
-def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
-    """im2col per block of output rows, then the GEMM. sc: scratch of ``_scratch_size`` elements;
-    this call computes its ``part`` of the row blocks."""
+def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+    """im2col per block of output rows, then the GEMM; a 1x1 conv without stride or padding skips
+    im2col (``_conv_gemm_1x1``). sc: scratch of ``_scratch_size`` elements; this call computes its
+    ``part`` of the row blocks (of the row tiles for 1x1)."""
     N, C, D, H, W = x.shape
     M = out.shape[1]
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
     sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
+    if kd * kh * kw == 1 and sd * sh * sw == 1 and pd + ph + pw == 0 and OD * OH * OW == D * H * W:
+        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, group, act, prm, ep, sc, part, nparts)
+        return
     Cg = C // group
     Mg = M // group
     K = Cg * kd * kh * kw
@@ -143,11 +149,11 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # t
                                             los[e], his[e], e * dw - pw, sw, zero)
                                 k += 1
                 _gemm_act(wp[g], 0, Mg, K, colv, out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act, prm,
-                          bp)
+                          ep, bp)
 
 
 @njit(**_KW)
-def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """The GEMM of im2col without im2col, for K = Cg*kd*kh*kw <= ``_IMPLICIT_MAX_K``: each group's
     input is copied once into a zero-padded buffer split into column-stride phases
     (``_pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
@@ -235,15 +241,18 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts): 
                                               b, m0, f, lo, hi, 1, 1)
             if act > 2:
                 for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
-                    _epilogue(out[n, m, ::1], b[m], act, prm)
+                    _epilogue(out[n, m, ::1], b[m], act, prm, ep)
 
 
-@njit(**_KW)  # also called from Python (per-shape setup): cached
-def _im2col_rows(K, OW, R):  # type: ignore[no-untyped-def]
-    """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK."""
+def im2col_rows(K: int, OW: int, R: int) -> int:
+    """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK.
+    Plain Python for the per-shape setup; ``_im2col_rows`` is the same function jitted."""
     rows = (_GEMM_COLS + OW - 1) // OW
     rows = min(rows, _BLOCK // max(K * OW, 1), R)
     return max(rows, 1)
+
+
+_im2col_rows = njit(**_EP)(im2col_rows)
 
 
 @njit(**_EP)
@@ -277,7 +286,7 @@ def _im2col_row(dst, xc, r0, r1, OH, OW, D, H, zoff, yoff, sd, sh, lo, hi, off, 
 
 
 @njit(**_KW)
-def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """Cg == 1: output channel m reads input channel m // Mg only.
 
     Each input plane is copied once into a zero-padded buffer covering exactly the window the
@@ -323,7 +332,7 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, sc, part, nparts):  # 
                     else:
                         dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 0)
                 if act > 2:
-                    _epilogue(out[n, m, ::1], b[m], act, prm)
+                    _epilogue(out[n, m, ::1], b[m], act, prm, ep)
 
 
 # Elements of V plus the 16 GEMM results per block: 256K float32 = 1 MiB.
@@ -458,7 +467,7 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
     if w_shape[1] == 1:
         path, xs = _DIRECT, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
-        path, xs = _GEMM_1X1, (N, x_shape[1], int(np.prod(x_shape[2:])))
+        path, xs = _GEMM_1X1, x5
     elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
         path, xs = _IMPLICIT, x5
     elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
@@ -474,9 +483,9 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
     if path == _DIRECT:
         units = x_shape[1]
     elif path == _WINOGRAD:
-        units = -(-((odhw[1] + 1) // 2) // (_wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
+        units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
     elif path == _IM2COL:
-        units = -(-(odhw[0] * odhw[1]) // int(_im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1])))
+        units = -(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1]))
     else:
         units = Mgt
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
@@ -512,10 +521,10 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
     if path == _WINOGRAD:
         C, M = x_shape[1], w_shape[0]
-        _, sv, sm = _wino_sizes(C, M, oh, ow)
+        _, sv, sm = wino_sizes(C, M, oh, ow)
         return C * (2 * ((oh + 1) // 2) + 2) * (2 * ((ow + 1) // 2) + 2) + 16 * (sv + sm) + BBLOCK
     K = int(np.prod(w_shape[1:]))
-    return K * int(_im2col_rows(K, ow, od * oh)) * ow + BBLOCK
+    return K * im2col_rows(K, ow, od * oh) * ow + BBLOCK
 
 
 _pool = threading.local()
@@ -575,22 +584,45 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
         return out.astype(x.dtype, copy=False)
     xc = (np.ascontiguousarray(x, cd) if x.dtype != cd else x).reshape(xs)
     o3 = out.reshape(o3s)
+    ep = epilogue_kind(act)
     if path == _DIRECT:
-        fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm)
+        fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
     elif path == _GEMM_1X1:
-        fn, args = _conv_gemm_1x1, (xc, w, b, o3, group, act, prm)
+        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)  # its 1x1 branch
     elif path == _WINOGRAD:
-        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm)
+        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep)
     elif path == _IMPLICIT:
-        fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm)
+        fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
     else:
-        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm)
+        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
     nparts = min(_threads(), units, max(1, int(flops // _FLOPS_PER_PART)))
     if nparts <= 1:
         fn(*args, _scratch(nsc, cd), 0, 1)
     else:
         _parallel(fn, args, nsc, cd, nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
+
+
+# What a call compiles, for the compile pool's split between processes (``jitort.compile_pool``):
+# each path's parts with their cold-compile seconds, measured on light_resnet50 (Zen 3, float32).
+_COMPILE_PARTS = {
+    _DIRECT: {"direct": 2.0},
+    _GEMM_1X1: {"gemm": 1.8, "gemm_act": 1.0, "im2col": 3.5},  # one kernel, _conv_gemm
+    _IM2COL: {"gemm": 1.8, "gemm_act": 1.0, "im2col": 3.5},
+    _WINOGRAD: {"gemm": 1.8, "winograd": 4.8},
+    _IMPLICIT: {"implicit": 4.2},
+}
+
+
+def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
+                   w_shape: tuple[int, ...], auto_pad: str, group: int, strides: tuple[int, ...],
+                   dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> dict[str, float]:
+    path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None)[1]
+    ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
+    return {f"{p}[{w.dtype}]": c for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
+
+
+conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]
 
 
 def _pack_w(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:

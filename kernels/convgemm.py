@@ -33,6 +33,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from jitort.kernels.jit import njit_one
 from jitort.kernels.vecir import VB, Vec, fma_tile
 
 MR = 6  # rows per register tile: the packed-weight layout depends on it, so it is fixed everywhere
@@ -164,7 +165,7 @@ def _pack_panel(typingctx, b, src, ldb, dst, kb, ncols, nv):  # type: ignore[no-
     return sig, codegen
 
 
-@njit(nogil=True, error_model="numpy", cache=True)
+@njit_one(any_layout=("b",), nogil=True, error_model="numpy", cache=True)
 def _pack_b(b, k0, k1, j0, j1, NR, bp):  # type: ignore[no-untyped-def]
     """bp <- B[k0:k1, j0:j1] as panels [KB][NR]; a last panel of at most NR/2 columns is [KB][NR/2].
     Columns past j1 in the last panel are zero-filled."""
@@ -185,7 +186,7 @@ def _pack_b(b, k0, k1, j0, j1, NR, bp):  # type: ignore[no-untyped-def]
             _pack_panel(bp, src + nf * NR * isz, ldb, dst + nf * kb * NR * isz, kb, w, 2)
 
 
-@njit(nogil=True, error_model="numpy", cache=True)
+@njit_one(any_layout=("b", "c"), nogil=True, error_model="numpy", cache=True)
 def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[no-untyped-def]
     """c[:M] = fin(A @ b): A packed (``pack_weights``) starting at element ``ao`` of ap, b [K, N]
     and c [M, N] 2-D views with unit inner stride. fin as in ``_tile`` (bias[bo:bo+M]); bp is a

@@ -118,7 +118,7 @@ def _ep_silu_ov(a, bias):  # type: ignore[no-untyped-def]
 
 
 @njit(**_EP)
-def _epilogue(row, bias, act, prm):  # type: ignore[no-untyped-def]
+def _epilogue_all(row, bias, act, prm):  # type: ignore[no-untyped-def]
     """row[i] = act(row[i] + bias) in place; row: a 1-D view with unit stride. NaN propagates as in
     the elementwise ops. prm = [alpha, beta, 0, 1, 1/6, 1/2] in the compute dtype (typed constants,
     no float64 promotion)."""
@@ -139,6 +139,38 @@ def _epilogue(row, bias, act, prm):  # type: ignore[no-untyped-def]
         _ep_sigmoid(a, bias)
     else:
         _ep_silu(a, bias)
+
+
+@njit(**_EP)
+def _epilogue_basic(row, bias, act, prm):  # type: ignore[no-untyped-def]
+    """``_epilogue_all`` for act 0-2 (none, Relu, Clip)."""
+    a = _contig(row)
+    if act == 0:
+        _ep_none(a, bias)
+    elif act == 1:
+        _ep_relu(a, bias, prm[2])
+    else:
+        _ep_clip(a, bias, prm[0], prm[1])
+
+
+def epilogue_kind(act: int) -> bool | None:
+    """The ``ep`` argument of the conv kernels for activation code ``act``: None when act is none,
+    Relu or Clip, else True. Its *type* picks what ``_epilogue`` compiles: the other activations
+    (Sigmoid and SiLU with their exp, LeakyRelu, HardSigmoid, HardSwish) cost ~1.5 s of cold
+    compile in every kernel that links them, and most CNNs never use them."""
+    return None if act <= 2 else True
+
+
+def _epilogue(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
+    """row = act(row + bias) in place (see ``_epilogue_all``); ep from ``epilogue_kind``."""
+    raise NotImplementedError("jitted code only")
+
+
+@overload(_epilogue, jit_options=_EP)
+def _epilogue_ov(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
+    if isinstance(ep, types.NoneType):
+        return lambda row, bias, act, prm, ep: _epilogue_basic(row, bias, act, prm)
+    return lambda row, bias, act, prm, ep: _epilogue_all(row, bias, act, prm)
 
 
 @njit(inline="always", nogil=True, error_model="numpy")

@@ -103,12 +103,17 @@ _loaded = False
 _broken: dict[str, str] = {}  # kernel family -> why it failed to import (named in NotImplemented errors)
 
 
-def lookup(op_type: str, domain: str, version: int, node_name: str = "") -> OpDef:
-    """The registration serving ``op_type`` at opset ``version``, or NotImplemented naming op, domain, opset."""
+def load_families() -> None:
+    """Import every kernel family once (lookups do it on first use)."""
     global _loaded
     if not _loaded:
         _load_families()
         _loaded = True
+
+
+def lookup(op_type: str, domain: str, version: int, node_name: str = "") -> OpDef:
+    """The registration serving ``op_type`` at opset ``version``, or NotImplemented naming op, domain, opset."""
+    load_families()
     defs = _REGISTRY.get((domain, op_type))
     found = None
     for d in defs or ():

@@ -83,6 +83,9 @@ def _reshape_to(data: np.ndarray, shape: Shape) -> np.ndarray:
         raise _shape_error("Reshape", data, shape, e) from None
 
 
+_reshape_to.compile_parts = lambda *args, **kwargs: {}  # type: ignore[attr-defined]  # numpy only
+
+
 def _reshape_zeros(data: np.ndarray, shape: Shape) -> np.ndarray:
     """allowzero=0: a 0 in ``shape`` copies the input's dimension at that index."""
     ds = data.shape

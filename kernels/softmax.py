@@ -164,6 +164,11 @@ def _softmax(op_type: str, x: np.ndarray, axis: int, coerce_2d: bool) -> np.ndar
     return y if xc is x else y.astype(x.dtype)
 
 
+def _compile_parts(input: np.ndarray, *, axis: int = -1) -> dict[str, float]:
+    """For ``jitort.compile_pool``: rows or columns kernel, ~2 s cold (measured on Zen 3)."""
+    return {f"softmax[{input.dtype}][{input.ndim > 1 and axis not in (-1, input.ndim - 1)}]": 2.0}
+
+
 @op("Softmax", since=1)
 def Softmax_1(input: np.ndarray, *, axis: int = 1) -> np.ndarray:
     return _softmax("Softmax", input, axis, True)
@@ -292,3 +297,7 @@ def LayerNormalization(X: np.ndarray, Scale: np.ndarray, B: np.ndarray | None = 
             sdt = _dtypes[k] if k < len(_dtypes) and _dtypes[k] is not None else np.dtype(np.float32)
             outs.append(s.reshape(stat_shape).astype(sdt, copy=False))
     return tuple(outs)
+
+
+for _f in (Softmax_1, Softmax, LogSoftmax_1, LogSoftmax):
+    _f.compile_parts = _compile_parts  # type: ignore[attr-defined]

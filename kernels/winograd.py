@@ -49,7 +49,7 @@ def _wino_in(xp, V, C, Tb, ty0, ty1, TW):  # type: ignore[no-untyped-def]
 
 
 @njit(**_EP)
-def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm):  # type: ignore[no-untyped-def]
+def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: ignore[no-untyped-def]
     """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1, then bias + activation."""
     M = out.shape[0]
     full_w = 2 * TW == OW
@@ -86,11 +86,11 @@ def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm):  # type: ignore[n
         r0 = 2 * ty0
         r1 = min(2 * ty1, OH)
         seg = oma[r0 * OW:r1 * OW]
-        _epilogue(seg, b[m], act, prm)
+        _epilogue(seg, b[m], act, prm, ep)
 
 
 @njit(**_KW)
-def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; 3x3, stride 1, dilation 1, group 1.
 
     Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct sum. Per block of tile rows,
@@ -123,14 +123,14 @@ def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, sc, part, nparts):  #
             for k in range(16):
                 gemm_packed(U[k], 0, M, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb], Mt[k, :M * Tb].reshape(M, Tb)[:, :tb],
                             b, 0, 0, zero, zero, bp)
-            _wino_out(Mt, on, b, Tb, ty0, ty1, TW, OH, OW, act, prm)
+            _wino_out(Mt, on, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
 
 
-@njit(**_KW)  # also called from Python (per-shape setup): cached
-def _wino_sizes(C, M, OH, OW):  # type: ignore[no-untyped-def]
+def wino_sizes(C: int, M: int, OH: int, OW: int) -> tuple[int, int, int]:
     """(tiles per block, row stride of V, of Mt). The strides are 4 KiB multiples + 64 B, so the 16
     planes read together fall in different L1 sets (a power-of-two stride made the transforms 3.5x
-    slower at some block sizes)."""
+    slower at some block sizes). Plain Python for the per-shape setup (nothing to compile before
+    a session's first kernel); ``_wino_sizes`` is the same function jitted for the kernel."""
     TH = (OH + 1) // 2
     TW = (OW + 1) // 2
     rows = max(1, min(TH, (_WINO_BLOCK // (16 * (C + M))) // TW))
@@ -138,16 +138,22 @@ def _wino_sizes(C, M, OH, OW):  # type: ignore[no-untyped-def]
     return Tb, (C * Tb + 1023) // 1024 * 1024 + 16, (M * Tb + 1023) // 1024 * 1024 + 16
 
 
+_wino_sizes = njit(**_EP)(wino_sizes)
+
+
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
 _WINO_BLOCK = 1 << 18
+_GG = np.kron(_G, _G)  # [16, 9]
 
 
 def winograd_weights(w: np.ndarray, dt: np.dtype) -> np.ndarray:
     """U[4i+j] = the [M, C] matrix (G w[m, c] G^T)[i, j] for 3x3 weights w [M, C, 3, 3], packed for
     ``gemm_packed`` (one group per k)."""
-    u = np.einsum("ia,mcab,jb->ijmc", _G, w.astype(np.float64), _G)
+    # one GEMM: (G w G^T)[i, j] = sum_ab (G kron G)[4i+j, 3a+b] w[a, b] (an einsum took 35 ms a layer)
+    M, C = w.shape[:2]
+    u = (w.reshape(M * C, 9).astype(np.float64) @ _GG.T).T.reshape(16, M, C)
     return pack_weights(np.ascontiguousarray(u.reshape(16 * w.shape[0], w.shape[1]), dt), 16)
 
 

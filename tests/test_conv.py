@@ -177,7 +177,8 @@ def test_kernels_write_nothing_past_the_output(xs, ws, attrs):
     wp = K._pack_w(w, group, np.dtype(np.float32))
     kernel = K._conv_direct if path == K._DIRECT else K._conv_implicit
     assert path in (K._DIRECT, K._IMPLICIT)
-    kernel(x.reshape(xsh), wp, b, o3, geo, od, oh, ow, 1, K._prm(np.float32, 0, 0), K._scratch(nsc, np.float32), 0, 1)
+    kernel(x.reshape(xsh), wp, b, o3, geo, od, oh, ow, 1, K._prm(np.float32, 0, 0), None, K._scratch(nsc, np.float32),
+           0, 1)
     assert (buf[-64:] == 12345.0).all()
     ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b, list(s_), list(dl), list(geo[11:]), [oh, ow],
                    group)
@@ -297,9 +298,13 @@ def test_epilogue_activations(act, alpha, beta, case):
 
 
 def test_new_activation_or_batch_does_not_compile():
+    """A kernel compiles once for the activations fused into the GEMM tile (none, Relu, Clip) and
+    once for the others (``convutil.epilogue_kind``); beyond that, no activation or batch size
+    compiles anything."""
     x, w = rand((1, 4, 7, 8)), rand((6, 4, 3, 3), seed=2)
     K.Conv(x, w, auto_pad="NOTSET", group=1, _activation="Relu")
-    before = {f: len(f.signatures) for f in (K._conv_gemm, K._conv_direct, K._conv_gemm_1x1)}
+    K.Conv(x, w, auto_pad="NOTSET", group=1, _activation="Sigmoid")
+    before = {f: len(f.signatures) for f in (K._conv_gemm, K._conv_direct, K._conv_implicit)}
     for act in K.ACTIVATIONS:
         K.Conv(rand((3, 4, 9, 5)), w, auto_pad="NOTSET", group=1, _activation=act, _alpha=0.5, _beta=1.0)
     assert {f: len(f.signatures) for f in before} == before
