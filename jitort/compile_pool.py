@@ -182,11 +182,13 @@ class Workers:
         self.procs = [subprocess.Popen([sys.executable, "-c", "import jitort.compile_pool as p; p.worker()"], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
+        self.sent: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.procs)
 
     def send(self, k: int, path: str) -> None:
+        self.sent.add(k)
         try:
             self.procs[k].stdin.write(path + "\n")  # type: ignore[union-attr]
             self.procs[k].stdin.close()  # type: ignore[union-attr]
@@ -194,8 +196,10 @@ class Workers:
             pass
 
     def close(self, timeout: float = 900) -> None:
-        """Wait for every worker (one that got no jobs exits as its stdin closes)."""
-        for p in self.procs:
+        """Wait for the workers that got jobs; end the others (they may still be importing)."""
+        for k, p in enumerate(self.procs):
+            if k not in self.sent:
+                p.kill()
             try:
                 if p.stdin is not None and not p.stdin.closed:
                     p.stdin.close()
@@ -206,6 +210,7 @@ class Workers:
                 p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
 
 
 def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:

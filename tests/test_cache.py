@@ -306,3 +306,25 @@ def test_precompile_jobs_describe_static_calls_only():
     c = compile_graph(import_model(zoo.conv_block(channels=8, size=9)), ["CPUExecutionProvider"])
     assert all(j.kind for j in compile_pool.jobs_for(c.steps, c.graph))
     assert len(compile_pool._split(jobs, 2)) == 2 and sum(map(len, compile_pool._split(jobs, 2))) == len(jobs)
+
+
+def test_split_keeps_jobs_that_share_a_gemm_together():
+    """Jobs sharing an expensive part go to one process when their cluster fits a fair share; every
+    job lands in exactly one share."""
+    from jitort import compile_pool as cp
+    jobs = [cp.Job(kind="k", name=n, parts=p) for n, p in
+            [("a", {"gemm": 2.0, "a": 1.0}), ("b", {"gemm": 2.0, "b": 1.0}), ("c", {"c": 3.0}), ("d", {"d": 2.0})]]
+    shares = cp._split(jobs, 2)
+    assert sorted(j.name for s in shares for j in s) == ["a", "b", "c", "d"]
+    assert any({"a", "b"} <= {j.name for j in s} for s in shares)
+
+
+def test_idle_compile_workers_end_without_jobs():
+    """Workers started before lowering (``early_workers``) that get no jobs are ended, not waited for."""
+    import time
+
+    from jitort import compile_pool as cp
+    w = cp.Workers(1)
+    t0 = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - t0 < 5 and all(p.poll() is not None for p in w.procs)
