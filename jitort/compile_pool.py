@@ -283,8 +283,14 @@ def worker() -> None:
     """Entry point of a worker process (``Workers``): load the kernel families, then run the jobs
     whose pickle path arrives on stdin, ignoring failures."""
     import jitort  # noqa: F401  (registers the ops)
+    from numba.core.registry import cpu_target
+
     from jitort.kernels.registry import load_families
     load_families()
+    # Numba's target set-up (~0.4 s: its numpy and BLAS registries), which the first compile would
+    # do, while the session is still lowering the model
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
     path = sys.stdin.readline().strip()
     if not path:
         return

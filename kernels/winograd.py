@@ -153,8 +153,8 @@ def winograd_weights(w: np.ndarray, dt: np.dtype) -> np.ndarray:
     ``gemm_packed`` (one group per k)."""
     # one GEMM: (G w G^T)[i, j] = sum_ab (G kron G)[4i+j, 3a+b] w[a, b] (an einsum took 35 ms a layer)
     M, C = w.shape[:2]
-    u = (w.reshape(M * C, 9).astype(np.float64) @ _GG.T).T.reshape(16, M, C)
-    return pack_weights(np.ascontiguousarray(u.reshape(16 * w.shape[0], w.shape[1]), dt), 16)
+    u = _GG @ w.reshape(M * C, 9).astype(np.float64).T  # [16, M*C], no transposing copy
+    return pack_weights(u.astype(dt).reshape(16 * M, C), 16)
 
 
 def winograd_applies(w_shape: tuple[int, ...], group: int, strides: Sequence[int], dilations: Sequence[int]) -> bool:
