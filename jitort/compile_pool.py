@@ -233,7 +233,7 @@ def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
 _MIN_SECONDS = 4.0  # estimated compile work below which splitting does not pay
 
 
-_WORKER_START = 1.0  # seconds a worker process needs before its first compile (import, Numba's set-up)
+_MAIN_START = 0.5  # this process sets up Numba's target on its first compile; the workers did it while it lowered
 _SHARED = 1.0  # a part this expensive keeps the jobs that need it in one process
 
 
@@ -241,7 +241,7 @@ def _split(jobs: list[Job], n: int) -> list[list[Job]]:
     """Jobs that share an expensive part (convolution paths on one GEMM) form a cluster that one
     process compiles, unless the cluster alone exceeds a fair share; then greedy, largest first:
     each cluster goes to the share that finishes it earliest, counting only the parts that share
-    does not compile already. Share 0 is this process; the workers start later."""
+    does not compile already. Share 0 is this process."""
     cost = lambda js: sum({p: c for j in js for p, c in j.parts.items()}.values())  # noqa: E731
     owner: dict[str, int] = {}
     parent = list(range(len(jobs)))
@@ -257,11 +257,11 @@ def _split(jobs: list[Job], n: int) -> list[list[Job]]:
     clusters: dict[int, list[Job]] = {}
     for i, j in enumerate(jobs):
         clusters.setdefault(root(i), []).append(j)
-    fair = (cost(jobs) + _WORKER_START * (n - 1)) / n
+    fair = (cost(jobs) + _MAIN_START) / n
     units = [c if cost(c) <= fair else [j] for c in clusters.values() for j in (c if cost(c) > fair else c[:1])]
     shares: list[list[Job]] = [[] for _ in range(n)]
     have: list[set[str]] = [set() for _ in range(n)]
-    load = [0.0] + [_WORKER_START] * (n - 1)
+    load = [_MAIN_START] + [0.0] * (n - 1)
     for u in sorted(units, key=cost, reverse=True):
         parts = {p: c for j in u for p, c in j.parts.items()}
         extra = [sum(c for p, c in parts.items() if p not in have[k]) for k in range(n)]
