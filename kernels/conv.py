@@ -50,8 +50,8 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_packed, pack_weights
-from jitort.kernels.jit import njit_one
 from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share, epilogue_kind
+from jitort.kernels.jit import njit_one
 from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
 from jitort.kernels.registry import Call, Ref, default_call, op
 from jitort.kernels.threads import get_num_threads, usable_cpus

@@ -8,13 +8,13 @@ C-vs-'A' view combination: light_resnet50's cold start compiled ``gemm_packed`` 
 (1.4 s each, and again inside every caller's module).
 
 The dispatcher here canonicalises the argument types of calls from jitted code before Numba looks
-for an overload: literals become their plain type (except ``True``/``False``, which usually
-select a code path: Numba prunes the other branches of such a specialisation), and (those named in ``any_layout``)
-arrays become layout 'A'. Callers then resolve to the one canonical overload and Numba casts their arguments
-to it (a literal to its type, a 'C' array to 'A': no copy). Use it for helpers whose code does not
-depend on the literal value or on contiguity (raw pointers and strides, explicit loops): an 'A'
-array's loops are not vectorised, so ``any_layout`` is for code that indexes through pointers or
-``_contig`` views. Calls from Python are unchanged.
+for an overload: literals become their plain type, and the arrays named in ``any_layout`` become
+layout 'A'. Callers then resolve to the one canonical overload and Numba casts their arguments to
+it (a literal to its type, a 'C' array to 'A': no copy). Use it for helpers whose code does not
+depend on a literal's value (Numba does not prune branches on literal arguments anyway; a branch
+on ``x is None`` is what it prunes) or, for ``any_layout``, on contiguity: an 'A' array's loops are
+not vectorised, so it suits code that indexes through pointers and strides. Calls from Python are
+unchanged.
 """
 from __future__ import annotations
 
