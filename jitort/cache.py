@@ -122,6 +122,12 @@ def _install_listener() -> None:
     _listener_installed = True
 
 
+def record_compile(name: str, seconds: float) -> None:
+    """Count a compilation Numba's compile event does not report (a ``cfunc``)."""
+    _install_listener()
+    _events.append((name, seconds))
+
+
 def compile_count() -> int:
     """Total Numba compilations in this process since jitort started watching (loads excluded)."""
     _install_listener()

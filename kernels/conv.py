@@ -49,7 +49,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
-from jitort.kernels.convgemm import BBLOCK, MR, gemm_packed, pack_weights
+from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, pack_weights
 from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share, epilogue_kind
 from jitort.kernels.jit import njit_one
 from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
@@ -72,24 +72,24 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 # geo: [group, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw]; x [N,C,D,H,W]; w [M,K]; out [N,M,P]
 
 @njit_one(any_layout=("b", "c"), **_KW)
-def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, ep, bp):  # type: ignore[no-untyped-def]
+def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, ep, ga, bp):  # type: ignore[no-untyped-def]
     """c[M, N] = act(W @ b + bias[bo:bo+M]) with W packed (``convgemm.pack_weights``, from element
-    ao: a row tile boundary). Relu and Clip (and none) run on the GEMM's register tile; the other
+    ao: a row tile boundary), through the GEMM at address ga (``convgemm.gemm_address``). Relu and Clip (and none) run on the GEMM's register tile; the other
     activations per column block, while the block is still in cache."""
     if act <= 2:
-        gemm_packed(wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp)
+        gemm_at(ga, wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp)
         return
     N = c.shape[1]
     for j0 in range(0, N, _EP_COLS):
         j1 = min(N, j0 + _EP_COLS)
         cv = c[:, j0:j1]
-        gemm_packed(wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
+        gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
         for m in range(M):
             _epilogue(cv[m], bias[bo + m], act, prm, ep)
 
 
 @njit(inline="always", **_EP)
-def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
     sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles.
     Part of ``_conv_gemm`` (inlined: one kernel module, one copy of the GEMM to compile)."""
@@ -105,11 +105,11 @@ def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, sc, part, nparts):  # typ
     for n in range(N):
         for g in range(group):
             _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg],
-                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, bp)
+                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, ga, bp)
 
 
 @njit(**_KW)
-def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """im2col per block of output rows, then the GEMM; a 1x1 conv without stride or padding skips
     im2col (``_conv_gemm_1x1``). sc: scratch of ``_scratch_size`` elements; this call computes its
     ``part`` of the row blocks (of the row tiles for 1x1)."""
@@ -118,7 +118,7 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts): 
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
     sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
     if kd * kh * kw == 1 and sd * sh * sw == 1 and pd + ph + pw == 0 and OD * OH * OW == D * H * W:
-        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, group, act, prm, ep, sc, part, nparts)
+        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, group, act, prm, ep, ga, sc, part, nparts)
         return
     Cg = C // group
     Mg = M // group
@@ -149,7 +149,7 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts): 
                                             los[e], his[e], e * dw - pw, sw, zero)
                                 k += 1
                 _gemm_act(wp[g], 0, Mg, K, colv, out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act, prm,
-                          ep, bp)
+                          ep, ga, bp)
 
 
 @njit(**_KW)
@@ -588,13 +588,14 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if path == _DIRECT:
         fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
     elif path == _GEMM_1X1:
-        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)  # its 1x1 branch
+        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))  # its 1x1 branch
     elif path == _WINOGRAD:
-        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep)
+        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
+                                    gemm_address(cd))
     elif path == _IMPLICIT:
         fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
     else:
-        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
+        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
     nparts = min(_threads(), units, max(1, int(flops // _FLOPS_PER_PART)))
     if nparts <= 1:
         fn(*args, _scratch(nsc, cd), 0, 1)
@@ -607,9 +608,9 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
 # each path's parts with their cold-compile seconds, measured on light_resnet50 (Zen 3, float32).
 _COMPILE_PARTS = {
     _DIRECT: {"direct": 2.0},
-    _GEMM_1X1: {"gemm": 1.8, "gemm_act": 1.0, "im2col": 3.5},  # one kernel, _conv_gemm
-    _IM2COL: {"gemm": 1.8, "gemm_act": 1.0, "im2col": 3.5},
-    _WINOGRAD: {"gemm": 1.8, "winograd": 4.8},
+    _GEMM_1X1: {"gemm": 1.4, "im2col": 3.5},  # one kernel, _conv_gemm; "gemm": convgemm.gemm_address
+    _IM2COL: {"gemm": 1.4, "im2col": 3.5},
+    _WINOGRAD: {"gemm": 1.4, "winograd": 4.5},
     _IMPLICIT: {"implicit": 4.2},
 }
 

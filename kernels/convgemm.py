@@ -2,7 +2,8 @@
 
 ``gemm_packed`` computes ``C[M, N] = A[M, K] @ B[K, N]`` (then bias + activation) for the Conv paths
 (1x1, im2col, the 16 Winograd products). A is a weight matrix packed once at compile time
-(``pack_weights``); B is the activation matrix, any row stride; C any row stride.
+(``pack_weights``); B is the activation matrix, any row stride; C any row stride. The conv kernels
+call it through one compiled C entry point (``gemm_address``, ``gemm_at``; see the end of this file).
 
 Why not BLAS: OpenBLAS sums an element's K products in an order that depends on where the element
 falls in its register tile (measured on its Haswell/Zen sgemm: output rows 0-5 and 6-11 of each
@@ -25,11 +26,14 @@ AVX2): the tile alone runs at 103 GFLOP/s float32, whole GEMMs at 85-105 % of Op
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Callable
 
+import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -165,7 +169,7 @@ def _pack_panel(typingctx, b, src, ldb, dst, kb, ncols, nv):  # type: ignore[no-
     return sig, codegen
 
 
-@njit_one(any_layout=("b",), nogil=True, error_model="numpy", cache=True)
+@njit(inline="always", nogil=True, error_model="numpy")
 def _pack_b(b, k0, k1, j0, j1, NR, bp):  # type: ignore[no-untyped-def]
     """bp <- B[k0:k1, j0:j1] as panels [KB][NR]; a last panel of at most NR/2 columns is [KB][NR/2].
     Columns past j1 in the last panel are zero-filled."""
@@ -186,7 +190,7 @@ def _pack_b(b, k0, k1, j0, j1, NR, bp):  # type: ignore[no-untyped-def]
             _pack_panel(bp, src + nf * NR * isz, ldb, dst + nf * kb * NR * isz, kb, w, 2)
 
 
-@njit_one(any_layout=("b", "c"), nogil=True, error_model="numpy", cache=True)
+@njit(inline="always", nogil=True, error_model="numpy")  # compiled inside its callers only: _gemm_c, ConvTranspose
 def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[no-untyped-def]
     """c[:M] = fin(A @ b): A packed (``pack_weights``) starting at element ``ao`` of ap, b [K, N]
     and c [M, N] 2-D views with unit inner stride. fin as in ``_tile`` (bias[bo:bo+M]); bp is a
@@ -233,3 +237,89 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[
                         else:
                             _tile(ap, ao_i, pp, cpt, ldc, kb, min(MR, M - i * MR), w, init, bias, bo + i * MR,
                                   f, lo, hi, 2)
+
+
+# --- one compiled GEMM per process, called by address ----------------------------------------------
+# Numba links a callee's code into every kernel that calls it, and LLVM optimises and emits it again
+# there: the packed GEMM (~1.5 s of cold compile) was processed once on its own and once more in
+# each conv kernel. The kernels instead call one C entry point (a ``cfunc``, cached on disk like
+# every library kernel) through its address, which conv passes in at run time: the address is never
+# part of a kernel's code, so kernels stay cacheable across processes. One indirect call per GEMM
+# (a column block of a conv) costs nothing measurable.
+
+def _gemm_c(ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp):  # type: ignore[no-untyped-def]
+    """``gemm_packed`` on raw pointers: A (nap elements), B [K, N] with row stride ldb, C [M, N] with
+    row stride ldc, bias (nbias), the packing scratch (nbp)."""
+    gemm_packed(carray(ap, (nap,)), ao, M, K, carray(b, (K, ldb))[:, :N], carray(c, (M, ldc))[:, :N],
+                carray(bias, (nbias,)), bo, fin, lo, hi, carray(bp, (nbp,)))
+
+
+_GEMM_C: dict[str, Any] = {}  # dtype -> the cfunc; kept alive for the process (callers hold its address)
+_GEMM_C_LOCK = threading.Lock()
+
+
+def gemm_address(dt: np.dtype) -> int:
+    """The address of the GEMM's C entry point for element type dt (float32/64), compiled or loaded
+    from the cache on first use in this process."""
+    f = _GEMM_C.get(dt.str)
+    if f is None:
+        with _GEMM_C_LOCK:
+            f = _GEMM_C.get(dt.str)
+            if f is None:
+                from jitort.cache import record_compile
+                T = numba.from_dtype(dt)
+                P = types.CPointer(T)
+                i = types.intp
+                sig = types.void(P, i, i, i, i, P, i, i, P, i, P, i, i, i, T, T, P, i)
+                t0 = time.perf_counter()
+                f = _GEMM_C[dt.str] = cfunc(sig, cache=True, error_model="numpy")(_gemm_c)
+                if not f.cache_hits:  # compiled, not loaded: report it like the kernels' compiles
+                    record_compile(f"{__name__}._gemm_c[{dt}]", time.perf_counter() - t0)
+    return int(f.address)
+
+
+@intrinsic
+def _call_gemm(typingctx, addr, ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi,  # type: ignore[no-untyped-def]
+               bp, nbp):
+    """Call the C entry point at ``addr`` (``gemm_address``); the pointer arguments come as integer
+    addresses (``arr.ctypes.data``) and become element pointers here."""
+    if not isinstance(lo, types.Float) or hi != lo:
+        return None
+    T = lo
+    argtys = (addr, ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp)
+    pointers = {1, 6, 9, 11, 17}  # positions (in argtys) of the arrays' addresses
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        fty = context.get_value_type(T)
+        i64 = ir.IntType(64)
+        vals, tys = [], []
+        for k in range(1, len(args)):
+            v = args[k]
+            if k in pointers:
+                v = builder.inttoptr(context.cast(builder, v, argtys[k], types.intp), fty.as_pointer())
+                tys.append(fty.as_pointer())
+            elif k in (15, 16):
+                v = context.cast(builder, v, argtys[k], T)
+                tys.append(fty)
+            else:
+                v = context.cast(builder, v, argtys[k], types.intp)
+                tys.append(i64)
+            vals.append(v)
+        fnty = ir.FunctionType(ir.VoidType(), tys)
+        fn = builder.inttoptr(context.cast(builder, args[0], argtys[0], types.intp), fnty.as_pointer())
+        builder.call(fn, vals)
+        return context.get_dummy_value()
+
+    return types.void(*argtys), codegen
+
+
+@njit_one(any_layout=("b", "c"), nogil=True, error_model="numpy", cache=True)
+def gemm_at(addr, ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[no-untyped-def]
+    """``gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp)`` through the C entry point at
+    ``addr`` (``gemm_address`` of the element type). b and c need a unit inner stride, as there."""
+    isz = c.itemsize
+    N = b.shape[1]
+    ldb = b.strides[0] // isz if K > 1 else N
+    ldc = c.strides[0] // isz if M > 1 else N
+    _call_gemm(addr, ap.ctypes.data, ap.shape[0], ao, M, K, b.ctypes.data, ldb, N, c.ctypes.data, ldc,
+               bias.ctypes.data, bias.shape[0], bo, fin, lo, hi, bp.ctypes.data, bp.shape[0])

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from jitort.kernels.convgemm import BBLOCK, gemm_packed, pack_weights
+from jitort.kernels.convgemm import BBLOCK, gemm_at, pack_weights
 from jitort.kernels.convutil import _EP, _epilogue, _pad_plane, _share
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -90,8 +90,9 @@ def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: igno
 
 
 @njit(**_KW)
-def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
-    """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; 3x3, stride 1, dilation 1, group 1.
+def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+    """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; 3x3, stride 1, dilation 1, group 1;
+    ga: the GEMM's address (``convgemm.gemm_address``).
 
     Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct sum. Per block of tile rows,
     the input tiles are transformed (V = B^T d B), the 16 products U[k] @ V[k] are GEMMs, and
@@ -121,8 +122,8 @@ def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, sc, part, nparts)
             tb = (ty1 - ty0) * TW
             _wino_in(xp3, V, C, Tb, ty0, ty1, TW)
             for k in range(16):
-                gemm_packed(U[k], 0, M, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb], Mt[k, :M * Tb].reshape(M, Tb)[:, :tb],
-                            b, 0, 0, zero, zero, bp)
+                gemm_at(ga, U[k], 0, M, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb],
+                        Mt[k, :M * Tb].reshape(M, Tb)[:, :tb], b, 0, 0, zero, zero, bp)
             _wino_out(Mt, on, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
 
 
