@@ -134,7 +134,8 @@ _MODULE_SECONDS = 0.4  # a generated kernel module (measured: 0.2-0.5 s)
 def _parts(job: Job, uid: int) -> dict[str, float]:
     """What a call job compiles. A library function may say (``fn.compile_parts(*args, **kwargs)``
     -> {part: seconds}, called on zero arrays of the planned types); otherwise calls of one
-    function are taken to share most of their work (1 s for the first, 0.3 s for each other)."""
+    function are taken to share most of their work (0.5 s for the first, 0.2 s for each other:
+    most library calls without a hint are numpy-level and compile little)."""
     name = f"{getattr(job.fn, '__module__', '')}.{getattr(job.fn, '__qualname__', '')}"
     hint = getattr(job.fn, "compile_parts", None)
     if hint is not None:
@@ -144,7 +145,7 @@ def _parts(job: Job, uid: int) -> dict[str, float]:
                     hint(*[real(a) for a in job.args], **{k: real(v) for k, v in (job.kwargs or {}).items()}).items()}
         except Exception:  # noqa: BLE001 - a hint that fails only makes the split less even
             pass
-    return {name: 1.0, f"{name}#{uid}": 0.3}
+    return {name: 0.5, f"{name}#{uid}": 0.2}
 
 
 def _module_cached(job: Job, root: Path) -> bool:

@@ -608,10 +608,10 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
 # each path's parts with their cold-compile seconds, measured on light_resnet50 (Zen 3, float32).
 _COMPILE_PARTS = {
     _DIRECT: {"direct": 2.0},
-    _GEMM_1X1: {"gemm": 1.4, "im2col": 3.5},  # one kernel, _conv_gemm; "gemm": convgemm.gemm_address
-    _IM2COL: {"gemm": 1.4, "im2col": 3.5},
-    _WINOGRAD: {"gemm": 1.4, "winograd": 4.5},
-    _IMPLICIT: {"implicit": 4.2},
+    _GEMM_1X1: {"gemm": 1.4, "im2col": 3.8},  # one kernel, _conv_gemm; "gemm": convgemm.gemm_address
+    _IM2COL: {"gemm": 1.4, "im2col": 3.8},
+    _WINOGRAD: {"gemm": 1.4, "winograd": 6.0},
+    _IMPLICIT: {"implicit": 5.5},
 }
 
 

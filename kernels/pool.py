@@ -660,7 +660,7 @@ def _compile_parts(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequenc
     """What a ``_pool_run`` call compiles, for ``jitort.compile_pool`` (seconds measured on Zen 3)."""
     kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)[:3]
     if kind == _2D:
-        return {f"pool2d[{cd}]": 3.5} if mode == MAX else {f"avgpool2d[{cd}]": 4.5}
+        return {f"pool2d[{cd}]": 4.5} if mode == MAX else {f"avgpool2d[{cd}]": 5.5}
     if kind == _GLOBAL:
         return {f"global[{cd}][{mode}]": 0.5}
     return {f"generic[{cd}][{mode == MAX}]": 2.0}
