@@ -216,18 +216,20 @@ class Workers:
 
 def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
     """Split ``jobs`` between the ``workers`` and this process; wait for all of them."""
-    jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
-    if sum({p: c for j in jobs for p, c in j.parts.items()}.values()) < _MIN_SECONDS or len(jobs) < 2:
-        workers.close()  # not worth splitting: the session compiles what it needs itself
-        return
-    shares = _split(jobs, len(workers) + 1)
-    with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
-        for k, share in enumerate(shares[1:]):
-            path = Path(tmp) / f"jobs{k}.pkl"
-            path.write_bytes(pickle.dumps((str(root), share)))
-            workers.send(k, str(path))
-        for job in shares[0]:
-            _attempt(job, root)
+    try:
+        jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
+        if sum({p: c for j in jobs for p, c in j.parts.items()}.values()) < _MIN_SECONDS or len(jobs) < 2:
+            return  # not worth splitting: the session compiles what it needs itself
+        shares = _split(jobs, len(workers) + 1)
+        with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
+            for k, share in enumerate(shares[1:]):
+                path = Path(tmp) / f"jobs{k}.pkl"
+                path.write_bytes(pickle.dumps((str(root), share)))
+                workers.send(k, str(path))
+            for job in shares[0]:
+                _attempt(job, root)
+            workers.close()  # before the job files go
+    finally:
         workers.close()
 
 
