@@ -50,7 +50,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_flat, _pad_phases, _share, epilogue_kind
+from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind
 from jitort.kernels.jit import njit_one
 from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
 from jitort.kernels.registry import Call, Ref, default_call, op
@@ -319,7 +319,8 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):
     c0, c1 = _share(C, part, nparts)
     for n in range(N):
         for c in range(c0, c1):
-            _pad_flat(x, (n * C + c) * D * H * W, D, H, W, xbuf, Dp, Hp, Wp, pd, ph, pw, zero, n > 0 or c > c0)
+            _pad_phases(x, (n * C + c) * D * H * W, D, H, W, xbuf, Dp, Hp, Wp, pd, ph, pw, 1, zero,
+                        n > 0 or c > c0)
             for mm in range(Mg):
                 m = c * Mg + mm
                 for od in range(OD):
@@ -608,11 +609,11 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
 # each path's parts with their cold-compile seconds, measured on light_resnet50 (Zen 3, float32).
 _COMPILE_PARTS = {
     _DIRECT: {"direct": 2.0},
-    _GEMM_1X1: {"gemm": 1.4, "im2col": 3.8},  # one kernel, _conv_gemm; "gemm": convgemm.gemm_address
-    _IM2COL: {"gemm": 1.4, "im2col": 3.8},
+    _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address
     _WINOGRAD: {"gemm": 1.4, "winograd": 6.0},
     _IMPLICIT: {"implicit": 5.5},
 }
+_COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
 
 
 def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,

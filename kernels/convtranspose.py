@@ -11,15 +11,12 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv import _as5d, _attrs_norm, _compute_dtype, _geo
+from jitort.kernels.conv import _as5d, _attrs_norm, _compute_dtype, _geo, _im2col_rows
 from jitort.kernels.convgemm import BBLOCK, gemm_packed, pack_weights
 from jitort.kernels.convutil import _EP, _ow_range
 from jitort.kernels.registry import Call, Ref, default_call, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
-# col2im blocks: GEMMs of ~512 columns, a column tile of at most 256K elements (1 MiB float32)
-_BLOCK = 1 << 18
-_GEMM_COLS = 512
 
 # x [N, C, D, H, W]; wt [group, packed Mg*K x Cg]; out [N, M, OD, OH, OW] (initialised with the bias)
 
@@ -37,9 +34,7 @@ def _convt(x, D, H, W, wt, b, out, geo):  # type: ignore[no-untyped-def]
     KK = kd * kh * kw
     R = D * H
     zero = np.zeros(1, x.dtype)[0]
-    rows = min((_GEMM_COLS + W - 1) // W, _BLOCK // (Mg * KK * W), R)
-    if rows < 1:
-        rows = 1
+    rows = _im2col_rows(Mg * KK, W, R)  # the GEMM's columns per block, as in conv's im2col
     col = np.empty(Mg * KK * rows * W, x.dtype)
     bp = np.empty(BBLOCK, x.dtype)
     for m in range(M):

@@ -118,18 +118,28 @@ def _ep_silu_ov(a, bias):  # type: ignore[no-untyped-def]
 
 
 @njit(**_EP)
-def _epilogue_all(row, bias, act, prm):  # type: ignore[no-untyped-def]
-    """row[i] = act(row[i] + bias) in place; row: a 1-D view with unit stride. NaN propagates as in
-    the elementwise ops. prm = [alpha, beta, 0, 1, 1/6, 1/2] in the compute dtype (typed constants,
-    no float64 promotion)."""
+def _epilogue_basic(row, bias, act, prm):  # type: ignore[no-untyped-def]
+    """row[i] = act(row[i] + bias) in place for act 0-2 (none, Relu, Clip); row: a 1-D view with unit
+    stride. NaN propagates as in the elementwise ops. prm = [alpha, beta, 0, 1, 1/6, 1/2] in the
+    compute dtype (typed constants, no float64 promotion)."""
     a = _contig(row)
     if act == 0:
         _ep_none(a, bias)
     elif act == 1:
         _ep_relu(a, bias, prm[2])
-    elif act == 2:
+    else:
         _ep_clip(a, bias, prm[0], prm[1])
-    elif act == 3:
+
+
+@njit(**_EP)
+def _epilogue_all(row, bias, act, prm):  # type: ignore[no-untyped-def]
+    """``_epilogue_basic`` for any activation code (3-7: LeakyRelu, HardSigmoid, HardSwish,
+    Sigmoid, SiLU)."""
+    if act <= 2:
+        _epilogue_basic(row, bias, act, prm)
+        return
+    a = _contig(row)
+    if act == 3:
         _ep_leaky(a, bias, prm[2], prm[0])
     elif act == 4:
         _ep_hardsigmoid(a, bias, prm[2], prm[3], prm[0], prm[1])
@@ -141,18 +151,6 @@ def _epilogue_all(row, bias, act, prm):  # type: ignore[no-untyped-def]
         _ep_silu(a, bias)
 
 
-@njit(**_EP)
-def _epilogue_basic(row, bias, act, prm):  # type: ignore[no-untyped-def]
-    """``_epilogue_all`` for act 0-2 (none, Relu, Clip)."""
-    a = _contig(row)
-    if act == 0:
-        _ep_none(a, bias)
-    elif act == 1:
-        _ep_relu(a, bias, prm[2])
-    else:
-        _ep_clip(a, bias, prm[0], prm[1])
-
-
 def epilogue_kind(act: int) -> bool | None:
     """The ``ep`` argument of the conv kernels for activation code ``act``: None when act is none,
     Relu or Clip, else True. Its *type* picks what ``_epilogue`` compiles: the other activations
@@ -162,7 +160,7 @@ def epilogue_kind(act: int) -> bool | None:
 
 
 def _epilogue(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
-    """row = act(row + bias) in place (see ``_epilogue_all``); ep from ``epilogue_kind``."""
+    """row = act(row + bias) in place (``_epilogue_basic`` / ``_epilogue_all``); ep from ``epilogue_kind``."""
     raise NotImplementedError("jitted code only")
 
 
@@ -192,63 +190,12 @@ def _share(n, part, nparts):  # type: ignore[no-untyped-def]
 
 
 @njit(**_EP)
-def _pad_plane(src, dst, pd, ph, pw, zero, interior_only):  # type: ignore[no-untyped-def]
-    """dst[z, y, u] = src[z - pd, y - ph, u - pw], zero outside src (pads may be negative).
-    interior_only: the border of dst already holds zeros (same geometry as the last call)."""
-    D, H, W = src.shape
-    Dp, Hp, Wp = dst.shape
-    lo = min(max(pw, 0), Wp)
-    hi = max(min(W + pw, Wp), lo)
-    for z in range(Dp):
-        iz = z - pd
-        for y in range(Hp):
-            iy = y - ph
-            drow = dst[z, y]
-            if iz < 0 or iz >= D or iy < 0 or iy >= H:
-                if not interior_only:
-                    for j in range(Wp):
-                        drow[j] = zero
-                continue
-            if not interior_only:
-                for j in range(lo):
-                    drow[j] = zero
-                t = drow[hi:]
-                for j in range(t.shape[0]):
-                    t[j] = zero
-            if hi > lo:
-                d = drow[lo:hi]
-                s = src[iz, iy, lo - pw:hi - pw]
-                for j in range(d.shape[0]):
-                    d[j] = s[j]
-
-
-@njit(**_EP)
-def _pad_flat(x, so, D, H, W, xp, Dp, Hp, Wp, pd, ph, pw, zero, interior_only):  # type: ignore[no-untyped-def]
-    """xp.flat[(z*Hp + y)*Wp + u] = x.flat[so + ((z-pd)*H + y-ph)*W + u-pw], zero outside the plane
-    (pads may be negative). interior_only: xp's border already holds zeros (same geometry)."""
-    lo = min(max(pw, 0), Wp)
-    hi = max(min(W + pw, Wp), lo)
-    for z in range(Dp):
-        iz = z - pd
-        for y in range(Hp):
-            iy = y - ph
-            row = (z * Hp + y) * Wp
-            if iz < 0 or iz >= D or iy < 0 or iy >= H:
-                if not interior_only:
-                    fill_row(xp, row, Wp, zero)
-                continue
-            if not interior_only:
-                fill_row(xp, row, lo, zero)
-                fill_row(xp, row + hi, Wp - hi, zero)
-            copy_row(xp, row + lo, x, so + (iz * H + iy) * W + lo - pw, hi - lo, 1)
-
-
-@njit(**_EP)
 def _pad_phases(x, so, D, H, W, xp, Dp, Hp, Wq, pd, ph, pw, sw, zero, interior_only):  # type: ignore[no-untyped-def]
     """xp.flat[((px*Dp + z)*Hp + y)*Wq + u] = x.flat[so + ((z-pd)*H + y-ph)*W + u*sw + px-pw], zero
     outside the plane: the zero-padded plane split into its sw column phases, so that a conv of
-    column stride sw reads contiguous runs (phase (e*dw) % sw, column offset (e*dw) // sw).
-    interior_only: xp's zeros are already there (same geometry)."""
+    column stride sw reads contiguous runs (phase (e*dw) % sw, column offset (e*dw) // sw); with
+    sw == 1, the zero-padded plane itself (pads may be negative). interior_only: xp's zeros are
+    already there (same geometry)."""
     for px in range(sw):
         lo, hi = _ow_range(px - pw, sw, W, Wq)
         for z in range(Dp):

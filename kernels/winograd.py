@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from jitort.kernels.convgemm import BBLOCK, gemm_at, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _pad_plane, _share
+from jitort.kernels.convutil import _EP, _epilogue, _pad_phases, _share
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -113,7 +113,7 @@ def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, ga, sc, part, npa
     bp = sc[nxp + 16 * (sv + sm):nxp + 16 * (sv + sm) + BBLOCK]
     for n in range(N):
         for c in range(C):
-            _pad_plane(x[n, c:c + 1], xp[c], 0, ph, pw, zero, n > 0)
+            _pad_phases(x, (n * C + c) * H * W, 1, H, W, xp[c], 1, 2 * TH + 2, 2 * TW + 2, 0, ph, pw, 1, zero, n > 0)
         xp3 = xp[:, 0]
         on = out[n]
         b0, b1 = _share((TH + rows - 1) // rows, part, nparts)
