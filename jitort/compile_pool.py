@@ -141,7 +141,9 @@ def _parts(job: Job, uid: int) -> dict[str, float]:
     if hint is not None:
         real = lambda v: v.make() if isinstance(v, Zeros) else v  # noqa: E731
         try:
-            return {f"{name}:{p}": float(c) for p, c in
+            # a part named with its module ("jitort.kernels.convgemm.gemm[float32]") is shared by
+            # whatever calls need it; others are the function's own
+            return {p if "." in p.split("[")[0] else f"{name}:{p}": float(c) for p, c in
                     hint(*[real(a) for a in job.args], **{k: real(v) for k, v in (job.kwargs or {}).items()}).items()}
         except Exception:  # noqa: BLE001 - a hint that fails only makes the split less even
             pass
@@ -162,28 +164,38 @@ def worker_count(config: dict[str, str]) -> int | None:
     return max(0, int(want)) if want.strip() else None
 
 
-def early_workers(n_nodes: int, config: dict[str, str]) -> Workers | None:
+def early_workers(n_nodes: int, config: dict[str, str], gemm_dtypes: tuple[str, ...] = ()) -> Workers | None:
     """Worker processes for a model about to be lowered and compiled, started now so that their
     import and set-up (~1 s) overlap this process's lowering: by default one fewer than the usable
-    CPUs for models of ``_MIN_NODES`` nodes or more."""
+    CPUs for models of ``_MIN_NODES`` nodes or more. ``gemm_dtypes``: the element types of the
+    model's convolutions; the workers compile the packed GEMM for them while they wait."""
     n = worker_count(config)
     if n is None:
         n = min(usable_cpus() - 1, 7) if n_nodes >= _MIN_NODES else 0
-    return Workers(n) if n > 0 else None
+    return Workers(n, gemm_dtypes) if n > 0 else None
 
 
 class Workers:
-    """Idle worker processes: each imports jitort, loads the kernel families and waits for the path
-    of its jobs on stdin (``precompile``); closing stdin without a path ends it."""
+    """Idle worker processes: each imports jitort, loads the kernel families, compiles the packed
+    GEMM for ``gemm_dtypes`` (every GEMM conv path calls it: ~1.4 s a dtype, which the worker
+    would otherwise spend waiting for the lowering) and waits for the path of its jobs on stdin
+    (``precompile``); closing stdin without a path ends it. ``have``: the compile parts a worker
+    holds before its jobs come."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, gemm_dtypes: tuple[str, ...] = ()) -> None:
         # Library kernels live in the process-wide root (JITORT_CACHE_DIR), generated modules in the
         # session's root (sent with the jobs).
         env = dict(os.environ, JITORT_CACHE_DIR=str(cache.cache_root()), JITORT_COMPILE_WORKERS="0")
-        self.procs = [subprocess.Popen([sys.executable, "-c", "import jitort.compile_pool as p; p.worker()"], env=env,
+        code = f"import jitort.compile_pool as p; p.worker({list(gemm_dtypes)!r})"
+        self.procs = [subprocess.Popen([sys.executable, "-c", code], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
         self.sent: set[int] = set()
+        if gemm_dtypes:
+            from jitort.kernels.convgemm import gemm_part
+            self.have = {gemm_part(np.dtype(d)) for d in gemm_dtypes}
+        else:
+            self.have = set()
 
     def __len__(self) -> int:
         return len(self.procs)
@@ -220,7 +232,7 @@ def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
         jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
         if sum({p: c for j in jobs for p, c in j.parts.items()}.values()) < _MIN_SECONDS or len(jobs) < 2:
             return  # not worth splitting: the session compiles what it needs itself
-        shares = _split(jobs, len(workers) + 1)
+        shares = _split(jobs, len(workers) + 1, workers.have)
         with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
             for k, share in enumerate(shares[1:]):
                 path = Path(tmp) / f"jobs{k}.pkl"
@@ -240,11 +252,11 @@ _MAIN_START = 0.5  # this process sets up Numba's target on its first compile; t
 _SHARED = 1.0  # a part this expensive keeps the jobs that need it in one process
 
 
-def _split(jobs: list[Job], n: int) -> list[list[Job]]:
+def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset()) -> list[list[Job]]:  # type: ignore[assignment]
     """Jobs that share an expensive part (convolution paths on one GEMM) form a cluster that one
     process compiles, unless the cluster alone exceeds a fair share; then greedy, largest first:
     each cluster goes to the share that finishes it earliest, counting only the parts that share
-    does not compile already. Share 0 is this process."""
+    does not compile already (the workers start with ``worker_has``). Share 0 is this process."""
     cost = lambda js: sum({p: c for j in js for p, c in j.parts.items()}.values())  # noqa: E731
     owner: dict[str, int] = {}
     parent = list(range(len(jobs)))
@@ -260,10 +272,11 @@ def _split(jobs: list[Job], n: int) -> list[list[Job]]:
     clusters: dict[int, list[Job]] = {}
     for i, j in enumerate(jobs):
         clusters.setdefault(root(i), []).append(j)
-    fair = (cost(jobs) + _MAIN_START) / n
+    held = sum(c for p, c in {p: c for j in jobs for p, c in j.parts.items()}.items() if p in worker_has)
+    fair = (cost(jobs) - held + _MAIN_START) / n
     units = [c if cost(c) <= fair else [j] for c in clusters.values() for j in (c if cost(c) > fair else c[:1])]
     shares: list[list[Job]] = [[] for _ in range(n)]
-    have: list[set[str]] = [set() for _ in range(n)]
+    have: list[set[str]] = [set()] + [set(worker_has) for _ in range(n - 1)]
     load = [_MAIN_START] + [0.0] * (n - 1)
     for u in sorted(units, key=cost, reverse=True):
         parts = {p: c for j in u for p, c in j.parts.items()}
@@ -282,9 +295,9 @@ def _attempt(job: Job, root: Path | None) -> None:
         pass
 
 
-def worker() -> None:
-    """Entry point of a worker process (``Workers``): load the kernel families, then run the jobs
-    whose pickle path arrives on stdin, ignoring failures."""
+def worker(gemm_dtypes: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Entry point of a worker process (``Workers``): load the kernel families, compile the GEMM
+    for ``gemm_dtypes``, then run the jobs whose pickle path arrives on stdin, ignoring failures."""
     import jitort  # noqa: F401  (registers the ops)
     from numba.core.registry import cpu_target
 
@@ -294,6 +307,13 @@ def worker() -> None:
     # do, while the session is still lowering the model
     cpu_target.typing_context.refresh()
     cpu_target.target_context.refresh()
+    if gemm_dtypes:
+        from jitort.kernels.convgemm import gemm_address
+        for d in gemm_dtypes:
+            try:
+                gemm_address(np.dtype(d))
+            except Exception:  # noqa: BLE001 - best effort, like the jobs
+                pass
     path = sys.stdin.readline().strip()
     if not path:
         return

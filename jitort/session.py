@@ -125,6 +125,15 @@ _NO_WARMUP = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "Ra
                         "Multinomial", "Loop"})
 
 
+def _conv_dtypes(g: onnx.GraphProto) -> tuple[str, ...]:
+    """The compute dtypes of the main graph's Conv nodes with initializer weights (float16 computes
+    in float32): what the compile workers prepare the packed GEMM for."""
+    weights = {n.input[1] for n in g.node if n.op_type == "Conv" and n.domain in ("", "ai.onnx") and len(n.input) > 1}
+    kinds = {t.data_type for t in g.initializer if t.name in weights}
+    return tuple(sorted({"float64" if k == onnx.TensorProto.DOUBLE else "float32" for k in kinds
+                         if k in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)}))
+
+
 def _warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
     if CUDA in providers or any(not v.type.HasField("tensor_type") for v in proto.graph.input):
         return False
@@ -181,7 +190,7 @@ class InferenceSession:
         if compiled is None:
             if CUDA not in self._providers:
                 from jitort.compile_pool import early_workers
-                workers = early_workers(len(proto.graph.node), config)
+                workers = early_workers(len(proto.graph.node), config, _conv_dtypes(proto.graph))
             root = self._cache.root
             try:
                 compiled = compile_graph(import_model(proto), self._providers,

@@ -49,7 +49,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
-from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, pack_weights
+from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
 from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind
 from jitort.kernels.jit import njit_one
 from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
@@ -193,27 +193,10 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                 _pad_phases(x, (n * C + g * Cg + c) * D * H * W, D, H, W, xbuf[c * plane:(c + 1) * plane], Dp, Hp, Wq,
                             pd, ph, pw, sw, zero, n > 0 or g > 0)
             wg = wp[g]
-            if K <= _IMPLICIT_KC:
-                # one K block: groups in order, each tile's junk columns spill into a later group
-                for od in range(OD):
-                    for oh in range(OH):
-                        xrow = (od * sd * Hp + oh * sh) * Wq
-                        for j0 in range(0, OW, NR):
-                            pos = (od * OH + oh) * OW + j0
-                            spill = 1 if pos + NR <= P else 0
-                            nc = min(NR, OW - j0)
-                            for i in range(t0, t1):
-                                m0 = g * Mg + i * MR
-                                if nc * 2 > NR:
-                                    conv_tile(wg, i * K * MR, xbuf, xrow + j0, toff, 0, K, 1, out, (n * M + m0) * P + pos,
-                                              P, min(MR, Mg - i * MR), nc, spill, 0, b, m0, fin, lo, hi, 1, 2)
-                                else:  # a short row tail: one vector of columns
-                                    conv_tile(wg, i * K * MR, xbuf, xrow + j0, toff, 0, K, 1, out, (n * M + m0) * P + pos,
-                                              P, min(MR, Mg - i * MR), nc, 1 if pos + NR // 2 <= P else 0, 0, b, m0,
-                                              fin, lo, hi, 1, 1)
-                continue
-            # K blocks outermost over a chunk of groups, so that an A block (MC x KC) stays in cache
-            # across the chunk; partial sums live in the output, so no junk spills (masked edges)
+            # K blocks outermost over a chunk of column groups (two vectors of one output row), so
+            # that an A block (MC x KC) stays in cache across the chunk; a later K block resumes the
+            # fma chain from the output. With a single K block a tile may also write its junk columns
+            # past the row's end (into a column group computed later) instead of masking them.
             nj = (OW + NR - 1) // NR
             ng = OD * OH * nj
             for q0 in range(0, ng, _IMPLICIT_GROUPS):
@@ -221,6 +204,7 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                 for k0 in range(0, K, _IMPLICIT_KC):
                     kb = min(K - k0, _IMPLICIT_KC)
                     f = fin if k0 + kb >= K else 0
+                    acc = 1 if k0 > 0 else 0
                     for i0 in range(t0, t1, _IMPLICIT_MCT):
                         for q in range(q0, q1):
                             row = q // nj
@@ -229,15 +213,17 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                             xo = (od * sd * Hp + (row - od * OH) * sh) * Wq + j0
                             pos = row * OW + j0
                             nc = min(NR, OW - j0)
+                            nv = 2 if nc * 2 > NR else 1  # a short row tail: one vector of columns
+                            spill = 1 if kb == K and pos + nv * NR // 2 <= P else 0
                             for i in range(i0, min(t1, i0 + _IMPLICIT_MCT)):
                                 m0 = g * Mg + i * MR
-                                if nc * 2 > NR:
+                                if nv == 2:
                                     conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
-                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, 0, 1 if k0 > 0 else 0,
+                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, spill, acc,
                                               b, m0, f, lo, hi, 1, 2)
                                 else:
                                     conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
-                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, 0, 1 if k0 > 0 else 0,
+                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, spill, acc,
                                               b, m0, f, lo, hi, 1, 1)
             if act > 2:
                 for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
@@ -496,14 +482,18 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool)
     """Whether the implicit GEMM beats the alternatives (measured on Zen 3, 1 thread): its tiles
     hold two vectors of one output row, so rows must fill them (>= 75 %); with K <= one K block it
     beats Winograd and im2col (no copies); with more, only while the weights of a group stay small
-    (Mg x K <= 400K: 5x5 and grouped convs won by 10-35 %, a 512x4608 one lost 1.6x)."""
+    (Mg x K <= 400K: 5x5 and grouped convs won by 10-35 %, a 512x4608 one lost 1.6x). Never for a
+    strided 1x1 kernel: its phase-split copy takes the whole input where im2col gathers the used
+    columns only (im2col 25-40 % faster at 64..256 channels, resnet50's 512x256 s2 4.1 -> 2.9 ms)."""
+    if int(np.prod(w_shape[2:])) == 1:
+        return False
     K = int(np.prod(w_shape[1:]))
     nr = 2 * 32 // 4  # conv_tile_cols(float32) on AVX2; a row's tail of <= nr/2 takes a half tile
     if ow < nr * 3 // 4 or ow / (ow // nr * nr + (nr if ow % nr > nr // 2 else nr // 2 if ow % nr else 0)) < 0.75:
         return False
     if small_k:
         return K <= _IMPLICIT_MAX_K
-    return int(np.prod(w_shape[2:])) > 1 and (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
+    return (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
 
 
 def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,
@@ -609,9 +599,9 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
 # each path's parts with their cold-compile seconds, measured on light_resnet50 (Zen 3, float32).
 _COMPILE_PARTS = {
     _DIRECT: {"direct": 2.0},
-    _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address
+    _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address (see gemm_part)
     _WINOGRAD: {"gemm": 1.4, "winograd": 6.0},
-    _IMPLICIT: {"implicit": 5.5},
+    _IMPLICIT: {"implicit": 3.7},
 }
 _COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
 
@@ -621,7 +611,8 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
                    dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> dict[str, float]:
     path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
-    return {f"{p}[{w.dtype}]": c for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
+    return {gemm_part(w.dtype) if p == "gemm" else f"{p}[{w.dtype}]": c
+            for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
 
 
 conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]

@@ -258,6 +258,12 @@ _GEMM_C: dict[str, Any] = {}  # dtype -> the cfunc; kept alive for the process (
 _GEMM_C_LOCK = threading.Lock()
 
 
+def gemm_part(dt: np.dtype) -> str:
+    """The GEMM entry point's name as a compile part (``jitort.compile_pool``): one per dtype and
+    process, whichever conv path needs it."""
+    return f"{__name__}.gemm[{np.dtype(dt)}]"
+
+
 def gemm_address(dt: np.dtype) -> int:
     """The address of the GEMM's C entry point for element type dt (float32/64), compiled or loaded
     from the cache on first use in this process."""

@@ -152,10 +152,11 @@ _GG = np.kron(_G, _G)  # [16, 9]
 def winograd_weights(w: np.ndarray, dt: np.dtype) -> np.ndarray:
     """U[4i+j] = the [M, C] matrix (G w[m, c] G^T)[i, j] for 3x3 weights w [M, C, 3, 3], packed for
     ``gemm_packed`` (one group per k)."""
-    # one GEMM: (G w G^T)[i, j] = sum_ab (G kron G)[4i+j, 3a+b] w[a, b] (an einsum took 35 ms a layer)
+    # one GEMM: (G w G^T)[i, j] = sum_ab (G kron G)[4i+j, 3a+b] w[a, b] (an einsum took 35 ms a layer;
+    # through float64 twice this GEMM's time), in the compute dtype: G's entries are 0, +-1/2, 1
     M, C = w.shape[:2]
-    u = _GG @ w.reshape(M * C, 9).astype(np.float64).T  # [16, M*C], no transposing copy
-    return pack_weights(u.astype(dt).reshape(16 * M, C), 16)
+    u = _GG.astype(dt) @ w.reshape(M * C, 9).astype(dt, copy=False).T  # [16, M*C], no transposing copy
+    return pack_weights(u.reshape(16 * M, C), 16)
 
 
 def winograd_applies(w_shape: tuple[int, ...], group: int, strides: Sequence[int], dilations: Sequence[int]) -> bool:

@@ -319,6 +319,41 @@ def test_split_keeps_jobs_that_share_a_gemm_together():
     assert any({"a", "b"} <= {j.name for j in s} for s in shares)
 
 
+def test_split_gives_gemm_jobs_to_the_worker_that_holds_the_gemm():
+    """A worker that compiled a shared part while the model was lowered (``Workers.have``) gets the
+    jobs needing it: for them it has the smaller remaining cost."""
+    from jitort import compile_pool as cp
+    jobs = [cp.Job(kind="k", name=n, parts=p) for n, p in
+            [("a", {"gemm": 2.0, "a": 1.0}), ("b", {"gemm": 2.0, "b": 1.0}), ("c", {"c": 2.5}), ("d", {"d": 1.0})]]
+    shares = cp._split(jobs, 2, {"gemm"})
+    assert sorted(j.name for s in shares for j in s) == ["a", "b", "c", "d"]
+    assert {"a", "b"} <= {j.name for j in shares[1]}
+
+
+def test_compile_worker_prepares_the_gemm(tmp_path, monkeypatch):
+    """A worker started for a float32 conv model compiles the packed GEMM into the shared cache
+    before its jobs arrive (here: none), and the split knows it holds that part."""
+    import pickle
+
+    from jitort import compile_pool as cp
+    from jitort.kernels.convgemm import gemm_part
+    monkeypatch.setenv("JITORT_CACHE_DIR", str(tmp_path))
+    w = cp.Workers(1, ("float32",))
+    assert w.have == {gemm_part(np.dtype(np.float32))}
+    jobs = tmp_path / "jobs.pkl"
+    jobs.write_bytes(pickle.dumps((str(tmp_path), [])))
+    w.send(0, str(jobs))
+    w.close(timeout=120)
+    assert w.procs[0].returncode == 0
+    assert list(tmp_path.rglob("*_gemm_c*.nbi")), sorted(str(p) for p in tmp_path.rglob("*"))[:20]
+
+
+def test_conv_dtypes_name_what_the_workers_prepare():
+    from jitort.session import _conv_dtypes
+    assert _conv_dtypes(zoo.conv_block(channels=8, size=9).graph) == ("float32",)
+    assert _conv_dtypes(zoo.mlp().graph) == ()
+
+
 def test_idle_compile_workers_end_without_jobs():
     """Workers started before lowering (``early_workers``) that get no jobs are ended, not waited for."""
     import time
