@@ -20,6 +20,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,39 @@ def save(entry: Path, m: Manifest, consts: dict[str, Any]) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_PENDING: dict[str, threading.Thread] = {}  # entry path -> the thread writing it (this process)
+_PENDING_LOCK = threading.Lock()
+
+
+def save_in_background(entry: Path, m: Manifest, consts: dict[str, Any], notes: list[str]) -> None:
+    """``save`` on a thread, so a cold session does not wait for its entry (light_resnet50: 155 MB
+    of packed weights, 0.33 s). The thread is not a daemon: the interpreter finishes it before it
+    exits. ``wait_pending`` makes the entry visible to this process's next lookups; others see it
+    when the atomic rename lands (before that they compile, as during any cold start). Failures
+    go to ``notes`` (the session's cache notes)."""
+    def write() -> None:
+        try:
+            save(entry, m, consts)
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
+            notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
+        finally:
+            with _PENDING_LOCK:
+                if _PENDING.get(str(entry)) is threading.current_thread():
+                    del _PENDING[str(entry)]
+    t = threading.Thread(target=write, name="jitort-cache-write")
+    with _PENDING_LOCK:
+        _PENDING[str(entry)] = t
+    t.start()
+
+
+def wait_pending(entry: Path | None = None) -> None:
+    """Wait until this process's background writes of ``entry`` (default: of all entries) are done."""
+    with _PENDING_LOCK:
+        threads = [t for k, t in _PENDING.items() if entry is None or k == str(entry)]
+    for t in threads:
+        t.join()
 
 
 def save_artifact(root: Path, m: Manifest, consts: dict[str, Any]) -> None:

@@ -126,7 +126,9 @@ def _remove_entry(e: CacheEntry) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from jitort.artifact import wait_pending
     from jitort.cache import cache_root
+    wait_pending()  # entries this process's sessions are still writing
     root = cache_root()
     if args.action == "path":
         print(root)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import threading
 import time
 import warnings
@@ -245,6 +244,7 @@ class InferenceSession:
         if not self._cache.enabled:
             return None, self._cache.root
         entry = artifact.entry_dir(self._cache.root, key)
+        artifact.wait_pending(entry)  # a session of this process may still be writing it
         try:
             return artifact.load_entry(entry, self._cache.root, key), self._cache.root
         except FileNotFoundError:
@@ -285,11 +285,8 @@ class InferenceSession:
 
     def _save_entry(self, key: str, model_hash: str) -> None:
         c = self._compiled
-        try:
-            artifact.save(artifact.entry_dir(self._cache.root, key), artifact.manifest_for(c, key, model_hash),
-                          c.consts)
-        except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
-            self._cache.notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
+        artifact.save_in_background(artifact.entry_dir(self._cache.root, key), artifact.manifest_for(c, key, model_hash),
+                                    c.consts, self._cache.notes)
 
     def _optimized_graph(self) -> Graph:
         """The IR after passes (recompiled without loading when this session came from a cache)."""
