@@ -24,6 +24,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,8 @@ class Workers:
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
         self.sent: set[int] = set()
+        # when the workers will be free for jobs: set-up, then the GEMMs (estimates, Zen 3)
+        self.free_at = time.perf_counter() + _WORKER_SETUP + _GEMM_SECONDS * len(gemm_dtypes)
         if gemm_dtypes:
             from jitort.kernels.convgemm import gemm_part
             self.have = {gemm_part(np.dtype(d)) for d in gemm_dtypes}
@@ -232,7 +235,7 @@ def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
         jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
         if sum({p: c for j in jobs for p, c in j.parts.items()}.values()) < _MIN_SECONDS or len(jobs) < 2:
             return  # not worth splitting: the session compiles what it needs itself
-        shares = _split(jobs, len(workers) + 1, workers.have)
+        shares = _split(jobs, len(workers) + 1, workers.have, max(0.0, workers.free_at - time.perf_counter()))
         with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
             for k, share in enumerate(shares[1:]):
                 path = Path(tmp) / f"jobs{k}.pkl"
@@ -249,14 +252,18 @@ _MIN_SECONDS = 4.0  # estimated compile work below which splitting does not pay
 
 
 _MAIN_START = 0.5  # this process sets up Numba's target on its first compile; the workers did it while it lowered
+_WORKER_SETUP = 1.1  # a worker's start: Python, jitort, the kernel families, Numba's target (measured 1.0-1.2 s)
+_GEMM_SECONDS = 1.4  # the packed GEMM a worker compiles for each conv dtype before its jobs
 _SHARED = 1.0  # a part this expensive keeps the jobs that need it in one process
 
 
-def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset()) -> list[list[Job]]:  # type: ignore[assignment]
+def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type: ignore[assignment]
+           worker_busy: float = 0.0) -> list[list[Job]]:
     """Jobs that share an expensive part (convolution paths on one GEMM) form a cluster that one
     process compiles, unless the cluster alone exceeds a fair share; then greedy, largest first:
     each cluster goes to the share that finishes it earliest, counting only the parts that share
-    does not compile already (the workers start with ``worker_has``). Share 0 is this process."""
+    does not compile already (the workers start with ``worker_has``, after ``worker_busy`` more
+    seconds of their set-up). Share 0 is this process."""
     cost = lambda js: sum({p: c for j in js for p, c in j.parts.items()}.values())  # noqa: E731
     owner: dict[str, int] = {}
     parent = list(range(len(jobs)))
@@ -273,11 +280,11 @@ def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset()) -> list[
     for i, j in enumerate(jobs):
         clusters.setdefault(root(i), []).append(j)
     held = sum(c for p, c in {p: c for j in jobs for p, c in j.parts.items()}.items() if p in worker_has)
-    fair = (cost(jobs) - held + _MAIN_START) / n
+    fair = (cost(jobs) - held + _MAIN_START + worker_busy * (n - 1)) / n
     units = [c if cost(c) <= fair else [j] for c in clusters.values() for j in (c if cost(c) > fair else c[:1])]
     shares: list[list[Job]] = [[] for _ in range(n)]
     have: list[set[str]] = [set()] + [set(worker_has) for _ in range(n - 1)]
-    load = [_MAIN_START] + [0.0] * (n - 1)
+    load = [_MAIN_START] + [worker_busy] * (n - 1)
     for u in sorted(units, key=cost, reverse=True):
         parts = {p: c for j in u for p, c in j.parts.items()}
         extra = [sum(c for p, c in parts.items() if p not in have[k]) for k in range(n)]

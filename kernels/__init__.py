@@ -19,6 +19,10 @@ import sys
 
 from numba.core import caching as _caching
 
+from jitort.kernels.threads import load_scipy_blas
+
+load_scipy_blas()  # before Numba's set-up imports it the slow way (see there)
+
 
 class _JitortCacheLocator(_caching._CacheLocator):  # type: ignore[misc]
     def __init__(self, py_func, py_file, stamp: str, path: str):  # type: ignore[no-untyped-def]

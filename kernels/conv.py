@@ -600,7 +600,7 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
 _COMPILE_PARTS = {
     _DIRECT: {"direct": 2.0},
     _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address (see gemm_part)
-    _WINOGRAD: {"gemm": 1.4, "winograd": 6.0},
+    _WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
     _IMPLICIT: {"implicit": 3.7},
 }
 _COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm

@@ -157,8 +157,8 @@ def _load_fallback_blas() -> None:
     """Load scipy's OpenBLAS (what ``numba_xxgemm`` calls) and give it the session's thread limit:
     the session may have set the limit before this library was loaded, and threadpoolctl only
     reaches libraries loaded at the time of the call."""
-    import scipy.linalg.cython_blas  # noqa: F401
-    from jitort.kernels.threads import get_blas_threads
+    from jitort.kernels.threads import get_blas_threads, load_scipy_blas
+    load_scipy_blas()
     n = get_blas_threads()
     if n:
         from threadpoolctl import threadpool_limits

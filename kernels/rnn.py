@@ -51,8 +51,8 @@ def _limit_kernel_blas() -> None:
     that, and threadpoolctl limits only libraries already loaded, so scipy's BLAS kept its default
     thread count (a 1-thread bidirectional LSTM ran 7x slower on a busy machine). Loading it here and
     re-applying the current limit fixes it for every session created after this import."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba binds to)
     from jitort.kernels import threads
+    threads.load_scipy_blas()  # loads the library numba binds to
     n = threads.get_blas_threads()
     if n:
         from threadpoolctl import threadpool_limits

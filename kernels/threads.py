@@ -4,7 +4,13 @@ GEMMs to 2 GFLOP/s on this machine (see the Numba notes), so the session sets th
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
 import threading
+from typing import Any
 
 _lock = threading.Lock()
 _current: tuple[int, int] | None = None
@@ -24,7 +30,7 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
         if (n, blas) == _current:
             return
         import numba
-        import scipy.linalg.cython_blas  # noqa: F401  (load scipy's OpenBLAS now: threadpoolctl limits only loaded ones)
+        load_scipy_blas()  # scipy's OpenBLAS now: threadpoolctl limits only loaded libraries
         from threadpoolctl import threadpool_limits
         _limiter = threadpool_limits(limits=blas, user_api="blas")
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
@@ -43,3 +49,61 @@ def get_num_threads() -> int | None:
 
 def get_blas_threads() -> int | None:
     return None if _current is None else _current[1]
+
+
+_BLAS = "scipy.linalg.cython_blas"
+
+
+def load_scipy_blas() -> None:
+    """Load scipy's BLAS module (what ``np.dot`` in ``@njit`` code calls) without running
+    ``scipy/linalg/__init__.py``.
+
+    Numba's first compile or cache load in a process imports ``scipy.linalg.cython_blas`` (its numpy
+    registry checks for BLAS), and Python runs the package's ``__init__`` first: ~0.2 s of scipy
+    imports (array-API shims that import numpy.f2py, docstring parsing) that the extension module
+    does not need, a third of a warm session's creation (measured). This loads the extension from
+    its file and registers it; if ``scipy.linalg`` is imported later, a one-shot import hook sets
+    its ``cython_blas`` attribute (Python sets it only when it loads the submodule itself). If
+    scipy.linalg is already imported, or anything here fails, the plain import runs instead."""
+    if _BLAS in sys.modules:
+        return
+    if "scipy.linalg" not in sys.modules:
+        try:
+            import scipy
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = f"{scipy.__path__[0]}/linalg/cython_blas{suffix}"
+                spec = importlib.util.spec_from_file_location(_BLAS, path)
+                if spec is not None and spec.loader is not None and os.path.exists(path):
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[_BLAS] = module
+                    try:
+                        spec.loader.exec_module(module)
+                    except BaseException:
+                        del sys.modules[_BLAS]
+                        raise
+                    sys.meta_path.insert(0, _LinkBlasOnImport())
+                    return
+        except Exception:  # noqa: BLE001 - fall back to the plain import below
+            pass
+    import scipy.linalg.cython_blas  # noqa: F401
+
+
+class _LinkBlasOnImport(importlib.abc.MetaPathFinder):
+    """When ``scipy.linalg`` is imported after ``load_scipy_blas``, sets its ``cython_blas``
+    attribute to the module already loaded; removes itself on first use."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "scipy.linalg":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            if _BLAS in sys.modules:
+                module.cython_blas = sys.modules[_BLAS]
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]  # this module's own loader
+        return spec

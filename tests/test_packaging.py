@@ -108,3 +108,33 @@ def test_console_script_installed() -> None:
                        env={**os.environ, "JITORT_CACHE_DIR": "/nonexistent/jitort-cache"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "/nonexistent/jitort-cache"
+
+
+_BLAS_CHECK = """
+import sys
+import numpy as np
+import jitort  # noqa: F401
+from numba import njit
+assert "scipy.linalg.cython_blas" in sys.modules and "scipy.linalg" not in sys.modules
+
+@njit
+def dot(a, b):
+    return np.dot(a, b)
+
+a = np.arange(9.0).reshape(3, 3)
+assert np.allclose(dot(a, a), a @ a)
+import scipy.linalg
+from scipy.linalg import cython_blas
+assert scipy.linalg.cython_blas is cython_blas is sys.modules["scipy.linalg.cython_blas"]
+assert abs(scipy.linalg.det(np.eye(3)) - 1.0) < 1e-12
+print("ok")
+"""
+
+
+def test_scipy_blas_loads_without_scipy_linalg_and_links_later(tmp_path: Path) -> None:
+    """``kernels.threads.load_scipy_blas``: jitort loads scipy's BLAS extension without scipy.linalg's
+    package init; Numba's np.dot still binds to it, and user code importing scipy.linalg afterwards
+    sees the same module as its ``cython_blas`` attribute."""
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", _BLAS_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
