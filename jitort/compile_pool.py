@@ -8,11 +8,13 @@ planned type compiles exactly what the real call will need. Workers and this pro
 jobs; afterwards the session's own bind and warm-up load what the workers compiled from the cache
 (~3.5 ms per function) instead of compiling it.
 
-Workers start before the model is lowered (``early_workers``: their import overlaps the lowering)
-and get their share on stdin. The split knows what each job compiles: a library function may name
-its parts with rough costs (``fn.compile_parts``: conv by path, pooling by kind), calls that
-compile nothing new are dropped, and the shares are balanced on the parts each process does not
-compile already (light_resnet50 on 2 CPUs: 9 jobs, ~13 s per process).
+Workers start before the model is lowered (``early_workers``: their import overlaps the lowering;
+for a model with convolutions they then compile the packed GEMM every GEMM conv path calls) and get
+their share on stdin. The split knows what each job compiles: a library function may name its
+parts with rough costs (``fn.compile_parts``: conv by path, pooling by kind; a part named with its
+module, like the GEMM, is shared across functions), calls that compile nothing new are dropped, and
+the shares are balanced on the parts each process does not compile already, counting the set-up a
+worker still has to finish (light_resnet50 on 2 CPUs: 9 jobs, ~10-11 s per process).
 
 Nothing here is needed for correctness: a job that fails (a stand-in a kernel rejects, a call
 whose arguments cannot be described) is skipped and compiles lazily as before.
@@ -251,8 +253,8 @@ def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
 _MIN_SECONDS = 4.0  # estimated compile work below which splitting does not pay
 
 
-_MAIN_START = 0.5  # this process sets up Numba's target on its first compile; the workers did it while it lowered
-_WORKER_SETUP = 1.1  # a worker's start: Python, jitort, the kernel families, Numba's target (measured 1.0-1.2 s)
+_MAIN_START = 0.3  # this process sets up Numba's target on its first compile; the workers did it while it lowered
+_WORKER_SETUP = 0.95  # a worker's start: Python, jitort, the kernel families, Numba's target (measured 0.85-1.0 s)
 _GEMM_SECONDS = 1.4  # the packed GEMM a worker compiles for each conv dtype before its jobs
 _SHARED = 1.0  # a part this expensive keeps the jobs that need it in one process
 
@@ -310,7 +312,7 @@ def worker(gemm_dtypes: list[str] = ()) -> None:  # type: ignore[assignment]
 
     from jitort.kernels.registry import load_families
     load_families()
-    # Numba's target set-up (~0.4 s: its numpy and BLAS registries), which the first compile would
+    # Numba's target set-up (~0.25 s: its numpy and BLAS registries), which the first compile would
     # do, while the session is still lowering the model
     cpu_target.typing_context.refresh()
     cpu_target.target_context.refresh()

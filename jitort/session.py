@@ -125,12 +125,23 @@ _NO_WARMUP = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "Ra
 
 
 def _conv_dtypes(g: onnx.GraphProto) -> tuple[str, ...]:
-    """The compute dtypes of the main graph's Conv nodes with initializer weights (float16 computes
-    in float32): what the compile workers prepare the packed GEMM for."""
-    weights = {n.input[1] for n in g.node if n.op_type == "Conv" and n.domain in ("", "ai.onnx") and len(n.input) > 1}
-    kinds = {t.data_type for t in g.initializer if t.name in weights}
-    return tuple(sorted({"float64" if k == onnx.TensorProto.DOUBLE else "float32" for k in kinds
-                         if k in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)}))
+    """The compute dtypes of the main graph's Conv nodes (float16 computes in float32): what the
+    compile workers prepare the packed GEMM for. A weight's type comes from its initializer, a
+    Constant/ConstantOfShape producing it, or the graph input it is; float32 when none says."""
+    T = onnx.TensorProto
+    kinds = {t.name: t.data_type for t in g.initializer}
+    kinds.update({v.name: v.type.tensor_type.elem_type for v in g.input if v.type.HasField("tensor_type")})
+    for n in g.node:
+        if n.op_type in ("Constant", "ConstantOfShape") and n.output:
+            vals = [a.t.data_type for a in n.attribute if a.name == "value"]
+            kinds[n.output[0]] = vals[0] if vals else T.FLOAT
+    out = set()
+    for n in g.node:
+        if n.op_type == "Conv" and n.domain in ("", "ai.onnx") and len(n.input) > 1:
+            k = kinds.get(n.input[1], T.FLOAT)
+            if k in (T.FLOAT, T.FLOAT16, T.DOUBLE):
+                out.add("float64" if k == T.DOUBLE else "float32")
+    return tuple(sorted(out))
 
 
 def _warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:

@@ -350,8 +350,11 @@ def test_compile_worker_prepares_the_gemm(tmp_path, monkeypatch):
 
 def test_conv_dtypes_name_what_the_workers_prepare():
     from jitort.session import _conv_dtypes
+    from jitort.models import resolve_model
     assert _conv_dtypes(zoo.conv_block(channels=8, size=9).graph) == ("float32",)
     assert _conv_dtypes(zoo.mlp().graph) == ()
+    # the wheel's light models make their weights with ConstantOfShape
+    assert _conv_dtypes(onnx.load(str(resolve_model("light_resnet50"))).graph) == ("float32",)
 
 
 def test_idle_compile_workers_end_without_jobs():
