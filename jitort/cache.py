@@ -153,14 +153,22 @@ def load_source_module(kind: str, name: str, source: str, root: Path | None = No
         if not path.exists() or path.read_bytes() != data:
             write_atomic(path, data)
         with file_lock(path.with_suffix(".lock")):
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            mod = importlib.util.module_from_spec(spec)
-            mod.__jitort_source__ = source  # type: ignore[attr-defined]
-            sys.modules[name] = mod
-            try:
-                spec.loader.exec_module(mod)
-            except BaseException:
-                del sys.modules[name]
-                raise
-        return mod
+            return import_file(name, path, __jitort_source__=source)
+
+
+def import_file(name: str, path: Path | str, **attrs: object) -> ModuleType:
+    """Import the module file at ``path`` (source or extension) as ``name``: registered in
+    sys.modules, ``attrs`` set before it runs, unregistered again if running it fails."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {name} from {path}")
+    mod = importlib.util.module_from_spec(spec)
+    for k, v in attrs.items():
+        setattr(mod, k, v)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return mod

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import os
 import sys
 import threading
@@ -70,17 +69,12 @@ def load_scipy_blas() -> None:
     if "scipy.linalg" not in sys.modules:
         try:
             import scipy
+
+            from jitort.cache import import_file
             for suffix in importlib.machinery.EXTENSION_SUFFIXES:
                 path = f"{scipy.__path__[0]}/linalg/cython_blas{suffix}"
-                spec = importlib.util.spec_from_file_location(_BLAS, path)
-                if spec is not None and spec.loader is not None and os.path.exists(path):
-                    module = importlib.util.module_from_spec(spec)
-                    sys.modules[_BLAS] = module
-                    try:
-                        spec.loader.exec_module(module)
-                    except BaseException:
-                        del sys.modules[_BLAS]
-                        raise
+                if os.path.exists(path):
+                    import_file(_BLAS, path)
                     sys.meta_path.insert(0, _LinkBlasOnImport())
                     return
         except Exception:  # noqa: BLE001 - fall back to the plain import below
