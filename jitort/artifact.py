@@ -124,7 +124,7 @@ def save(entry: Path, m: Manifest, consts: dict[str, Any]) -> None:
                 np.save(tmp / f, value, allow_pickle=False)
             else:
                 f = f"consts/{name}.pkl"
-                (tmp / f).write_bytes(pickle.dumps(value))
+                (tmp / f).write_bytes(value.data if isinstance(value, _Pickled) else pickle.dumps(value))
             m.consts[name] = {"file": f, "size": (tmp / f).stat().st_size}
         (tmp / MANIFEST).write_text(json.dumps(asdict(m), indent=1, sort_keys=True))
         with cache.file_lock(entry.parent / f".{entry.name}.lock"):
@@ -136,6 +136,13 @@ def save(entry: Path, m: Manifest, consts: dict[str, Any]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class _Pickled:
+    """A constant already pickled (``save`` writes the bytes as they are)."""
+
+    data: bytes
+
+
 _PENDING: dict[str, threading.Thread] = {}  # entry path -> the thread writing it (this process)
 _PENDING_LOCK = threading.Lock()
 
@@ -145,10 +152,21 @@ def save_in_background(entry: Path, m: Manifest, consts: dict[str, Any], notes: 
     of packed weights, 0.33 s). The thread is not a daemon: the interpreter finishes it before it
     exits. ``wait_pending`` makes the entry visible to this process's next lookups; others see it
     when the atomic rename lands (before that they compile, as during any cold start). Failures
-    go to ``notes`` (the session's cache notes)."""
+    go to ``notes`` (the session's cache notes).
+
+    Constants other than arrays are pickled here, before the session runs: some carry state that
+    running advances (a seeded op's random generator), and the entry must hold their state at
+    creation. Arrays are read-only constants and are written as they are."""
+    try:
+        snapshot = {k: v if isinstance(v, np.ndarray) and v.dtype.kind in "biufc" else _Pickled(pickle.dumps(v))
+                    for k, v in consts.items()}
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
+        return
+
     def write() -> None:
         try:
-            save(entry, m, consts)
+            save(entry, m, snapshot)
         except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
             notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
         finally:
