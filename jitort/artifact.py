@@ -117,14 +117,13 @@ def save(entry: Path, m: Manifest, consts: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".tmp-"))
     try:
         (tmp / "consts").mkdir()
-        for name, value in consts.items():
-            # .npy round-trips numpy's own kinds only: ml_dtypes (bfloat16, float8, int4) reload as void.
-            if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        for name, value in _frozen(consts).items():
+            if isinstance(value, _Pickled):
+                f = f"consts/{name}.pkl"
+                (tmp / f).write_bytes(value.data)
+            else:
                 f = f"consts/{name}.npy"
                 np.save(tmp / f, value, allow_pickle=False)
-            else:
-                f = f"consts/{name}.pkl"
-                (tmp / f).write_bytes(value.data if isinstance(value, _Pickled) else pickle.dumps(value))
             m.consts[name] = {"file": f, "size": (tmp / f).stat().st_size}
         (tmp / MANIFEST).write_text(json.dumps(asdict(m), indent=1, sort_keys=True))
         with cache.file_lock(entry.parent / f".{entry.name}.lock"):
@@ -143,6 +142,14 @@ class _Pickled:
     data: bytes
 
 
+def _frozen(consts: dict[str, Any]) -> dict[str, Any]:
+    """Constants as ``save`` writes them: arrays of numpy's own kinds as they are (.npy), anything
+    else pickled now (.npy round-trips numpy's own kinds only: ml_dtypes such as bfloat16, float8
+    and int4 reload as void)."""
+    return {k: v if isinstance(v, _Pickled) or (isinstance(v, np.ndarray) and v.dtype.kind in "biufc")
+            else _Pickled(pickle.dumps(v)) for k, v in consts.items()}
+
+
 _PENDING: dict[str, threading.Thread] = {}  # entry path -> the thread writing it (this process)
 _PENDING_LOCK = threading.Lock()
 
@@ -158,8 +165,7 @@ def save_in_background(entry: Path, m: Manifest, consts: dict[str, Any], notes: 
     running advances (a seeded op's random generator), and the entry must hold their state at
     creation. Arrays are read-only constants and are written as they are."""
     try:
-        snapshot = {k: v if isinstance(v, np.ndarray) and v.dtype.kind in "biufc" else _Pickled(pickle.dumps(v))
-                    for k, v in consts.items()}
+        snapshot = _frozen(consts)
     except (pickle.PicklingError, TypeError, AttributeError) as e:
         notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
         return
@@ -167,8 +173,8 @@ def save_in_background(entry: Path, m: Manifest, consts: dict[str, Any], notes: 
     def write() -> None:
         try:
             save(entry, m, snapshot)
-        except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
-            notes.append(f"not cached: {e}")  # uncacheable (a hoisted closure, say): bypass loudly
+        except OSError as e:
+            notes.append(f"not cached: {e}")
         finally:
             with _PENDING_LOCK:
                 if _PENDING.get(str(entry)) is threading.current_thread():

@@ -196,11 +196,8 @@ class Workers:
         self.sent: set[int] = set()
         # when the workers will be free for jobs: set-up, then the GEMMs (estimates, Zen 3)
         self.free_at = time.perf_counter() + _WORKER_SETUP + _GEMM_SECONDS * len(gemm_dtypes)
-        if gemm_dtypes:
-            from jitort.kernels.convgemm import gemm_part
-            self.have = {gemm_part(np.dtype(d)) for d in gemm_dtypes}
-        else:
-            self.have = set()
+        from jitort.kernels.convgemm import gemm_part
+        self.have = {gemm_part(np.dtype(d)) for d in gemm_dtypes}
 
     def __len__(self) -> int:
         return len(self.procs)
@@ -235,7 +232,7 @@ def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
     """Split ``jobs`` between the ``workers`` and this process; wait for all of them."""
     try:
         jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
-        if sum({p: c for j in jobs for p, c in j.parts.items()}.values()) < _MIN_SECONDS or len(jobs) < 2:
+        if _cost(jobs) < _MIN_SECONDS or len(jobs) < 2:
             return  # not worth splitting: the session compiles what it needs itself
         shares = _split(jobs, len(workers) + 1, workers.have, max(0.0, workers.free_at - time.perf_counter()))
         with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
@@ -266,7 +263,6 @@ def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type:
     each cluster goes to the share that finishes it earliest, counting only the parts that share
     does not compile already (the workers start with ``worker_has``, after ``worker_busy`` more
     seconds of their set-up). Share 0 is this process."""
-    cost = lambda js: sum({p: c for j in js for p, c in j.parts.items()}.values())  # noqa: E731
     owner: dict[str, int] = {}
     parent = list(range(len(jobs)))
 
@@ -281,20 +277,31 @@ def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type:
     clusters: dict[int, list[Job]] = {}
     for i, j in enumerate(jobs):
         clusters.setdefault(root(i), []).append(j)
-    held = sum(c for p, c in {p: c for j in jobs for p, c in j.parts.items()}.items() if p in worker_has)
-    fair = (cost(jobs) - held + _MAIN_START + worker_busy * (n - 1)) / n
-    units = [c if cost(c) <= fair else [j] for c in clusters.values() for j in (c if cost(c) > fair else c[:1])]
+    held = sum(c for p, c in _parts_of(jobs).items() if p in worker_has)
+    fair = (_cost(jobs) - held + _MAIN_START + worker_busy * (n - 1)) / n
+    units: list[list[Job]] = []
+    for c in clusters.values():  # a cluster over a fair share is split into its jobs
+        units += [c] if _cost(c) <= fair else [[j] for j in c]
     shares: list[list[Job]] = [[] for _ in range(n)]
     have: list[set[str]] = [set()] + [set(worker_has) for _ in range(n - 1)]
     load = [_MAIN_START] + [worker_busy] * (n - 1)
-    for u in sorted(units, key=cost, reverse=True):
-        parts = {p: c for j in u for p, c in j.parts.items()}
+    for u in sorted(units, key=_cost, reverse=True):
+        parts = _parts_of(u)
         extra = [sum(c for p, c in parts.items() if p not in have[k]) for k in range(n)]
         k = min(range(n), key=lambda k: load[k] + extra[k])
         shares[k] += u
         have[k].update(parts)
         load[k] += extra[k]
     return shares
+
+
+def _parts_of(jobs: list[Job]) -> dict[str, float]:
+    """The distinct parts the jobs compile, with their costs."""
+    return {p: c for j in jobs for p, c in j.parts.items()}
+
+
+def _cost(jobs: list[Job]) -> float:
+    return sum(_parts_of(jobs).values())
 
 
 def _attempt(job: Job, root: Path | None) -> None:

@@ -578,14 +578,12 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     ep = epilogue_kind(act)
     if path == _DIRECT:
         fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
-    elif path == _GEMM_1X1:
-        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))  # its 1x1 branch
     elif path == _WINOGRAD:
         fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
                                     gemm_address(cd))
     elif path == _IMPLICIT:
         fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
-    else:
+    else:  # im2col, and 1x1 (its branch of _conv_gemm)
         fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
     nparts = min(_threads(), units, max(1, int(flops // _FLOPS_PER_PART)))
     if nparts <= 1:

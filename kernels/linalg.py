@@ -153,22 +153,6 @@ def _numpy_cblas() -> dict[np.dtype, int]:
 _CBLAS = _numpy_cblas()
 
 
-def _load_fallback_blas() -> None:
-    """Load scipy's OpenBLAS (what ``numba_xxgemm`` calls) and give it the session's thread limit:
-    the session may have set the limit before this library was loaded, and threadpoolctl only
-    reaches libraries loaded at the time of the call."""
-    from jitort.kernels.threads import get_blas_threads, load_scipy_blas
-    load_scipy_blas()
-    n = get_blas_threads()
-    if n:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=n, user_api="blas")
-
-
-if not _CBLAS:
-    _load_fallback_blas()
-
-
 @njit(**_KW)
 def _gemm_batched(fn, a, b, ia, ib, c, ta, tb, alpha, beta):  # type: ignore[no-untyped-def]
     """c[i] = alpha * op(a[ia[i]]) @ op(b[ib[i]]) + beta * c[i], op = transpose when ta / tb.

@@ -43,25 +43,6 @@ from jitort.kernels.fastmath import (exp_f32, exp_f64, log_f32, log_f64, sigmoid
 from jitort.kernels.registry import BFLOAT16, Call, default_call, lookup, op
 
 
-def _limit_kernel_blas() -> None:
-    """Workaround: make the session's thread limit reach the BLAS that ``@njit`` code calls.
-
-    ``np.dot`` inside ``@njit`` goes through scipy's OpenBLAS, which is only loaded when such code is
-    first compiled or loaded. ``kernels.threads.set_num_threads`` runs at session creation, before
-    that, and threadpoolctl limits only libraries already loaded, so scipy's BLAS kept its default
-    thread count (a 1-thread bidirectional LSTM ran 7x slower on a busy machine). Loading it here and
-    re-applying the current limit fixes it for every session created after this import."""
-    from jitort.kernels import threads
-    threads.load_scipy_blas()  # loads the library numba binds to
-    n = threads.get_blas_threads()
-    if n:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=n, user_api="blas")
-
-
-_limit_kernel_blas()
-
-
 # --- activations ---------------------------------------------------------------------------------
 
 # Codes used by the kernels.  SIGMOID and TANH first: the fast path checks for them.

@@ -46,10 +46,6 @@ def get_num_threads() -> int | None:
     return None if _current is None else _current[0]
 
 
-def get_blas_threads() -> int | None:
-    return None if _current is None else _current[1]
-
-
 _BLAS = "scipy.linalg.cython_blas"
 
 
@@ -63,7 +59,11 @@ def load_scipy_blas() -> None:
     does not need, a third of a warm session's creation (measured). This loads the extension from
     its file and registers it; if ``scipy.linalg`` is imported later, a one-shot import hook sets
     its ``cython_blas`` attribute (Python sets it only when it loads the submodule itself). If
-    scipy.linalg is already imported, or anything here fails, the plain import runs instead."""
+    scipy.linalg is already imported, or anything here fails, the plain import runs instead.
+
+    ``jitort.kernels`` calls it when imported, before any session sets thread limits: threadpoolctl
+    limits only libraries loaded at the time, and scipy's OpenBLAS loaded later kept its default
+    thread count (a 1-thread bidirectional LSTM ran 7x slower on a busy machine)."""
     if _BLAS in sys.modules:
         return
     if "scipy.linalg" not in sys.modules:

@@ -25,6 +25,7 @@ from jitort.kernels.conv import conv_geometry
 from jitort.kernels.cuda.runtime import FLOATS, SIMULATOR, A, cdiv, compiled, flat, grid1d, signatures
 from jitort.kernels.pool import _norm as pool_norm
 from jitort.kernels.pool import pool_geometry
+from jitort.kernels.pool2d import _axis_count as cpu_axis_count
 
 TILE = 8 if SIMULATOR else 16  # the simulator runs each thread as a Python thread: smaller blocks there
 _MAX_Z = 65535
@@ -110,19 +111,8 @@ def conv2d_igemm(x, w, bias, prm, y, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw,
         y[(n * M + co) * P + p] = activate(acc + bias[co], act, prm)
 
 
-@cuda.jit(device=True, inline="always")
-def _axis_count(o, s, d, k, pb, n, limit):  # type: ignore[no-untyped-def]
-    """Taps of window o on one axis inside [0, n) (limit == 0) or inside [-pb, limit) (limit > 0)."""
-    c = 0
-    start = o * s - pb
-    for j in range(k):
-        t = start + j * d
-        if limit > 0:
-            if t < limit:
-                c += 1
-        elif t >= 0 and t < n:
-            c += 1
-    return c
+# taps of a window on one axis: the CPU kernel's function, compiled for the device
+_axis_count = cuda.jit(device=True, inline="always")(cpu_axis_count.py_func)
 
 
 @signatures(FLOATS, lambda T: void(A(T), A(T), int64, int64, int64, int64, int64, int64, int64, int64, int64,
