@@ -8,24 +8,30 @@ planned type compiles exactly what the real call will need. Workers and this pro
 jobs; afterwards the session's own bind and warm-up load what the workers compiled from the cache
 (~3.5 ms per function) instead of compiling it.
 
-Workers start before the model is lowered (``early_workers``: their import overlaps the lowering;
-for a model with convolutions they then compile the packed GEMM every GEMM conv path calls) and get
-their share on stdin. The split knows what each job compiles: a library function may name its
-parts with rough costs (``fn.compile_parts``: conv by path, pooling by kind; a part named with its
-module, like the GEMM, is shared across functions), calls that compile nothing new are dropped, and
-the shares are balanced on the parts each process does not compile already, counting the set-up a
-worker still has to finish (light_resnet50 on 2 CPUs: 9 jobs, ~10-11 s per process).
+Workers start before the model is lowered (``early_workers``: forked once this process is set
+up, or started as new interpreters whose import overlaps the lowering; for a model with
+convolutions they then compile the packed GEMM every GEMM conv path calls) and get the jobs through
+a pipe. The split knows what each job compiles: a library function may name its parts with rough
+costs (``fn.compile_parts``: conv by path, pooling by kind; a part named with its module, like the
+GEMM, is shared across functions), calls that compile nothing new are dropped, and the shares are
+balanced on the parts each process does not compile already, counting the set-up a worker still
+has to finish. The estimates are off by 10-25 % per kernel, so a share is only an order of
+preference: every process claims a job before running it, and one that runs out takes the jobs
+the others have not started (light_resnet50 on 2 CPUs: 9 jobs, ~10-12 s per process).
 
 Nothing here is needed for correctness: a job that fails (a stand-in a kernel rejects, a call
 whose arguments cannot be described) is skipped and compiles lazily as before.
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +113,17 @@ def _call_job(call: Call, g: Graph) -> tuple[Any, Job] | None:
     except (ValueError, TypeError, pickle.PicklingError, AttributeError):
         return None
     key = (getattr(call.fn, "__module__", ""), getattr(call.fn, "__qualname__", ""),
-           repr([(a.dtype, a.shape) if isinstance(a, Zeros) else a for a in args]), repr(sorted(kwargs.items())))
+           tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items())))
     return key, job
+
+
+def _key(v: Any) -> Any:
+    """A hashable identity of a described argument (numpy's repr of the small arrays cost 0.17 s for resnet50)."""
+    if isinstance(v, np.ndarray):
+        return (v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__,) + tuple(_key(x) for x in v)
+    return (type(v).__name__, repr(v))
 
 
 def jobs_for(steps: list[Any], g: Graph) -> list[Job]:
@@ -179,23 +194,35 @@ def early_workers(n_nodes: int, config: dict[str, str], gemm_dtypes: tuple[str, 
 
 
 class Workers:
-    """Idle worker processes: each imports jitort, loads the kernel families, compiles the packed
-    GEMM for ``gemm_dtypes`` (every GEMM conv path calls it: ~1.4 s a dtype, which the worker
-    would otherwise spend waiting for the lowering) and waits for the path of its jobs on stdin
-    (``precompile``); closing stdin without a path ends it. ``have``: the compile parts a worker
-    holds before its jobs come."""
+    """Idle worker processes: each has jitort, the kernel families and Numba's target ready,
+    compiles the packed GEMM for ``gemm_dtypes`` (every GEMM conv path calls it: ~1.4 s a dtype,
+    which the worker would otherwise spend waiting for the lowering) and waits for the path of its
+    jobs (``precompile``); closing its input without a path ends it. ``have``: the compile parts a
+    worker holds before its jobs come.
+
+    On Linux, from a process with no other thread, workers are forked (``_Forked``) once this
+    process has loaded the kernel families and set up Numba's target, which it needs before its
+    own first compile anyway: they start with all of it (a started interpreter takes ~1.4 s to
+    import and set up the same). Otherwise (other threads: a fork copies their locks in whatever
+    state they are in) they are started as new interpreters."""
 
     def __init__(self, n: int, gemm_dtypes: tuple[str, ...] = ()) -> None:
         # Library kernels live in the process-wide root (JITORT_CACHE_DIR), generated modules in the
         # session's root (sent with the jobs).
-        env = dict(os.environ, JITORT_CACHE_DIR=str(cache.cache_root()), JITORT_COMPILE_WORKERS="0")
-        code = f"import jitort.compile_pool as p; p.worker({list(gemm_dtypes)!r})"
-        self.procs = [subprocess.Popen([sys.executable, "-c", code], env=env,
-                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
+        self.forked = _FORK and threading.active_count() == 1
+        if self.forked:
+            _set_up()
+            self.procs: list[Any] = [_Forked(list(gemm_dtypes)) for _ in range(n)]
+        else:
+            env = dict(os.environ, JITORT_CACHE_DIR=str(cache.cache_root()), JITORT_COMPILE_WORKERS="0")
+            code = f"import jitort.compile_pool as p; p.worker({list(gemm_dtypes)!r})"
+            self.procs = [subprocess.Popen([sys.executable, "-c", code], env=env,
+                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
         self.sent: set[int] = set()
         # when the workers will be free for jobs: set-up, then the GEMMs (estimates, Zen 3)
-        self.free_at = time.perf_counter() + _WORKER_SETUP + _GEMM_SECONDS * len(gemm_dtypes)
+        self.free_at = (time.perf_counter() + (0.0 if self.forked else _WORKER_SETUP)
+                        + _GEMM_SECONDS * len(gemm_dtypes))
         from jitort.kernels.convgemm import gemm_part
         self.have = {gemm_part(np.dtype(d)) for d in gemm_dtypes}
 
@@ -229,40 +256,82 @@ class Workers:
 
 
 def precompile(jobs: list[Job], root: Path, workers: Workers) -> None:
-    """Split ``jobs`` between the ``workers`` and this process; wait for all of them."""
+    """Split ``jobs`` between the ``workers`` and this process; wait for all of them. The split
+    (from rough cost estimates) is each process's order of preference, not a fixed assignment:
+    a process claims each job before it runs it (``_run_claimed``), and one that finishes its
+    share goes on with the jobs the others have not started (see ``_orders``)."""
     try:
         jobs = [j for j in jobs if not (j.kind and _module_cached(j, root))]
         if _cost(jobs) < _MIN_SECONDS or len(jobs) < 2:
             return  # not worth splitting: the session compiles what it needs itself
-        shares = _split(jobs, len(workers) + 1, workers.have, max(0.0, workers.free_at - time.perf_counter()))
+        shares = _split(jobs, len(workers) + 1, workers.have, max(0.0, workers.free_at - time.perf_counter()),
+                        0.0 if workers.forked else _MAIN_START)
+        jobs = [j for share in shares for j in share]
+        orders = _orders(shares, workers.have)
         with tempfile.TemporaryDirectory(prefix=".compile-", dir=cache.ensure_private_dir(root)) as tmp:
-            for k, share in enumerate(shares[1:]):
+            for k in range(len(workers)):
                 path = Path(tmp) / f"jobs{k}.pkl"
-                path.write_bytes(pickle.dumps((str(root), share)))
+                path.write_bytes(pickle.dumps((str(root), jobs, orders[k + 1], tmp)))
                 workers.send(k, str(path))
-            for job in shares[0]:
-                _attempt(job, root)
+            _run_claimed(jobs, orders[0], Path(tmp), root)
             workers.close()  # before the job files go
     finally:
         workers.close()
 
 
+def _orders(shares: list[list[Job]], worker_has: set[str]) -> list[list[int]]:
+    """Each process's job order (indices into the shares laid end to end): its own share, then the
+    other shares' jobs from their ends (the small jobs their owners would run last), leaving out
+    a job that needs an expensive part both the job's owner and other jobs share and this process
+    does not hold (a second copy of the packed GEMM, say, costs more than waiting would)."""
+    start = [sum(len(s) for s in shares[:k]) for k in range(len(shares))]
+    users: dict[str, int] = {}
+    for share in shares:
+        for j in share:
+            for p in j.parts:
+                users[p] = users.get(p, 0) + 1
+    orders = []
+    for k, own in enumerate(shares):
+        have = set(_parts_of(own)) | (set(worker_has) if k else set())
+        order = [start[k] + i for i in range(len(own))]
+        for o, other in enumerate(shares):
+            if o != k:
+                order += [start[o] + i for i in reversed(range(len(other)))
+                          if all(p in have for p, c in other[i].parts.items() if c >= _SHARED and users[p] > 1)]
+        orders.append(order)
+    return orders
+
+
+def _run_claimed(jobs: list[Job], order: list[int], claims: Path, root: Path) -> None:
+    """Run ``jobs[i]`` for i in ``order`` that no other process has claimed (a claim is a file
+    created exclusively in the directory ``claims``)."""
+    for i in order:
+        try:
+            os.close(os.open(claims / f"claim{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        except OSError:  # the directory is gone: the session has moved on
+            return
+        _attempt(jobs[i], root)
+
+
 _MIN_SECONDS = 4.0  # estimated compile work below which splitting does not pay
 
 
-_MAIN_START = 0.3  # this process sets up Numba's target on its first compile; the workers did it while it lowered
+_MAIN_START = 0.3  # this process sets up Numba's target on its first compile; started workers did it while it lowered
 _WORKER_SETUP = 0.95  # a worker's start: Python, jitort, the kernel families, Numba's target (measured 0.85-1.0 s)
 _GEMM_SECONDS = 1.4  # the packed GEMM a worker compiles for each conv dtype before its jobs
 _SHARED = 1.0  # a part this expensive keeps the jobs that need it in one process
 
 
 def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type: ignore[assignment]
-           worker_busy: float = 0.0) -> list[list[Job]]:
+           worker_busy: float = 0.0, main_start: float = _MAIN_START) -> list[list[Job]]:
     """Jobs that share an expensive part (convolution paths on one GEMM) form a cluster that one
-    process compiles, unless the cluster alone exceeds a fair share; then greedy, largest first:
+    process compiles, unless the cluster alone exceeds a fair share by more than that part; then
+    greedy, largest first:
     each cluster goes to the share that finishes it earliest, counting only the parts that share
     does not compile already (the workers start with ``worker_has``, after ``worker_busy`` more
-    seconds of their set-up). Share 0 is this process."""
+    seconds of their set-up; this process after ``main_start``). Share 0 is this process."""
     owner: dict[str, int] = {}
     parent = list(range(len(jobs)))
 
@@ -278,13 +347,20 @@ def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type:
     for i, j in enumerate(jobs):
         clusters.setdefault(root(i), []).append(j)
     held = sum(c for p, c in _parts_of(jobs).items() if p in worker_has)
-    fair = (_cost(jobs) - held + _MAIN_START + worker_busy * (n - 1)) / n
+    fair = (_cost(jobs) - held + main_start + worker_busy * (n - 1)) / n
     units: list[list[Job]] = []
-    for c in clusters.values():  # a cluster over a fair share is split into its jobs
-        units += [c] if _cost(c) <= fair else [[j] for j in c]
+    for c in clusters.values():
+        # a cluster is split into its jobs only when it exceeds a fair share by more than the
+        # part its jobs share (splitting compiles that part twice; the claiming evens out the rest)
+        counts: dict[str, int] = {}
+        for j in c:
+            for p in j.parts:
+                counts[p] = counts.get(p, 0) + 1
+        shared = max((cost for p, cost in _parts_of(c).items() if counts[p] > 1 and cost >= _SHARED), default=0.0)
+        units += [c] if _cost(c) <= fair + shared else [[j] for j in c]
     shares: list[list[Job]] = [[] for _ in range(n)]
     have: list[set[str]] = [set()] + [set(worker_has) for _ in range(n - 1)]
-    load = [_MAIN_START] + [worker_busy] * (n - 1)
+    load = [main_start] + [worker_busy] * (n - 1)
     for u in sorted(units, key=_cost, reverse=True):
         parts = _parts_of(u)
         extra = [sum(c for p, c in parts.items() if p not in have[k]) for k in range(n)]
@@ -311,18 +387,22 @@ def _attempt(job: Job, root: Path | None) -> None:
         pass
 
 
-def worker(gemm_dtypes: list[str] = ()) -> None:  # type: ignore[assignment]
-    """Entry point of a worker process (``Workers``): load the kernel families, compile the GEMM
-    for ``gemm_dtypes``, then run the jobs whose pickle path arrives on stdin, ignoring failures."""
+def _set_up() -> None:
+    """What a process needs before it compiles kernels: the kernel families (jobs name their
+    functions) and Numba's target (~0.25 s: its numpy and BLAS registries, which the first compile
+    would otherwise set up)."""
     import jitort  # noqa: F401  (registers the ops)
     from numba.core.registry import cpu_target
 
     from jitort.kernels.registry import load_families
     load_families()
-    # Numba's target set-up (~0.25 s: its numpy and BLAS registries), which the first compile would
-    # do, while the session is still lowering the model
     cpu_target.typing_context.refresh()
     cpu_target.target_context.refresh()
+
+
+def _serve(gemm_dtypes: list[str], read_path: Any) -> None:
+    """A set-up worker's work: compile the GEMM for ``gemm_dtypes``, then claim and run jobs from
+    the file whose path ``read_path()`` returns (``precompile``), ignoring failures."""
     if gemm_dtypes:
         from jitort.kernels.convgemm import gemm_address
         for d in gemm_dtypes:
@@ -330,9 +410,78 @@ def worker(gemm_dtypes: list[str] = ()) -> None:  # type: ignore[assignment]
                 gemm_address(np.dtype(d))
             except Exception:  # noqa: BLE001 - best effort, like the jobs
                 pass
-    path = sys.stdin.readline().strip()
+    path = read_path().strip()
     if not path:
         return
-    root, jobs = pickle.loads(Path(path).read_bytes())
-    for job in jobs:
-        _attempt(job, Path(root))
+    root, jobs, order, claims = pickle.loads(Path(path).read_bytes())
+    _run_claimed(jobs, order, Path(claims), Path(root))
+
+
+def worker(gemm_dtypes: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Entry point of a worker started as a new interpreter (``Workers``): set up, then serve the
+    job path that arrives on stdin."""
+    _set_up()
+    _serve(list(gemm_dtypes), sys.stdin.readline)
+
+
+_FORK = sys.platform.startswith("linux")  # fork is the platform's default there and keeps Numba usable
+
+
+class _Forked:
+    """A worker forked from this process, with the part of ``subprocess.Popen``'s interface that
+    ``Workers`` uses (stdin, poll, wait, kill, returncode). The child writes nothing to this
+    process's output and leaves with ``os._exit``: no atexit handlers, no flush of buffers it
+    inherited."""
+
+    def __init__(self, gemm_dtypes: list[str]) -> None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 0
+            try:
+                # what the parent had (its garbage too, whose finalizers could remove the parent's
+                # files) is never collected here
+                gc.freeze()
+                os.close(w)
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.environ["JITORT_COMPILE_WORKERS"] = "0"
+                with os.fdopen(r) as jobs:
+                    _serve(gemm_dtypes, jobs.readline)
+            except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(r)
+        self.pid = pid
+        self.stdin = os.fdopen(w, "w")
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(f"jitort compile worker {self.pid}", timeout or 0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

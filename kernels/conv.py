@@ -36,6 +36,7 @@ float16 computes in float32 (constant weights are converted once at compile time
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
-from jitort.errors import Fail, InvalidArgument
+from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
@@ -570,6 +571,9 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = _setup(x.shape, w_shape, group, strides,
                                                                            dilations, pads, auto_pad, u is not None)
     cd = w.dtype
+    if w.size == 0 and path != _WINOGRAD and math.prod(w_shape):
+        raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
+                               f"known when the model was lowered), but input shape {list(x.shape)} takes another")
     out = np.empty(out_shape, cd)
     if out_shape[0] == 0 or out_shape[1] == 0:
         return out.astype(x.dtype, copy=False)
@@ -666,11 +670,21 @@ def _lower_conv(node: Node, g: Graph) -> Call:
                    f"{list(W.shape)}")
     cd = _compute_dtype(xt.dtype, "Conv")
     _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
-    w2 = _pack_w(W, group, cd)
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B.reshape(-1), cd)
     prm = _prm(cd, float(a.get("_alpha", 0.0)), float(a.get("_beta", 0.0)))
     kwargs: dict[str, Any] = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
                                   group=group, strides=s, dilations=dl, pads=p,
                                   act=_act_code(a.get("_activation", "")))
-    u = winograd_weights(W, cd) if winograd_applies(W.shape, group, s, dl) else None
+    # With the input shape known, only the path that will run gets its weights (a 3x3 layer took
+    # both the packed GEMM and the Winograd weights: twice the lowering, 155 MB of cache for resnet50)
+    wino = winograd_applies(W.shape, group, s, dl)
+    path = None
+    if xt.is_static():
+        try:
+            path = _setup(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"],
+                          wino)[1]
+        except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
+            path = None
+    u = winograd_weights(W, cd) if wino and path in (None, _WINOGRAD) else None
+    w2 = np.empty(0, cd) if path == _WINOGRAD else _pack_w(W, group, cd)
     return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u], kwargs)

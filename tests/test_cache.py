@@ -341,11 +341,69 @@ def test_compile_worker_prepares_the_gemm(tmp_path, monkeypatch):
     w = cp.Workers(1, ("float32",))
     assert w.have == {gemm_part(np.dtype(np.float32))}
     jobs = tmp_path / "jobs.pkl"
-    jobs.write_bytes(pickle.dumps((str(tmp_path), [])))
+    jobs.write_bytes(pickle.dumps((str(tmp_path), [], [], str(tmp_path))))
     w.send(0, str(jobs))
     w.close(timeout=120)
     assert w.procs[0].returncode == 0
     assert list(tmp_path.rglob("*_gemm_c*.nbi")), sorted(str(p) for p in tmp_path.rglob("*"))[:20]
+
+
+def test_forked_compile_worker_prepares_the_gemm_and_runs_claimed_jobs(tmp_path):
+    """In a process with no other thread (a fresh interpreter here: pytest-xdist has its IO
+    thread), workers are forked after the set-up; the forked one compiles the GEMM, claims and
+    runs the jobs its order names that nobody claimed, and ends with status 0."""
+    code = textwrap.dedent("""
+        import os, pickle, sys, threading
+        from pathlib import Path
+        import numpy as np
+        from jitort import compile_pool as cp
+        root = Path(sys.argv[1])
+        assert threading.active_count() == 1
+        w = cp.Workers(1, ("float32",))
+        assert w.forked, "expected a forked worker"
+        jobs = [cp.Job(fn=np.add, args=(1, 2)), cp.Job(fn=os.makedirs, args=(str(root / "ran1"),)),
+                cp.Job(fn=os.makedirs, args=(str(root / "ran2"),))]
+        claims = root / "claims"
+        claims.mkdir()
+        (claims / "claim2").touch()  # claimed by someone else: not run
+        path = root / "jobs.pkl"
+        path.write_bytes(pickle.dumps((str(root), jobs, [0, 1, 2], str(claims))))
+        w.send(0, str(path))
+        w.close(timeout=120)
+        assert w.procs[0].returncode == 0, w.procs[0].returncode
+        assert (root / "ran1").is_dir() and not (root / "ran2").exists()
+        assert sorted(p.name for p in claims.iterdir()) == ["claim0", "claim1", "claim2"]
+        print("ok")
+    """)
+    env = dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr[-3000:]
+    assert list((tmp_path / "cache").rglob("*_gemm_c*.nbi"))
+
+
+def test_claim_orders_steal_from_the_end_but_not_a_second_gemm():
+    """Each process runs its own share first, then the others' jobs from their ends; a job that
+    needs an expensive part shared by several jobs is not taken by a process without it."""
+    from jitort import compile_pool as cp
+    g = "jitort.kernels.convgemm.gemm[float32]"
+    main = [cp.Job(kind="k", name="pool", parts={"pool": 4.5}), cp.Job(kind="k", name="soft", parts={"soft": 2.0})]
+    worker = [cp.Job(kind="k", name="wino", parts={g: 1.4, "wino": 5.2}),
+              cp.Job(kind="k", name="im2col", parts={g: 1.4, "im2col": 3.8}),
+              cp.Job(kind="k", name="fc", parts={"fc": 0.7})]
+    orders = cp._orders([main, worker], {g})
+    jobs = main + worker
+    assert [jobs[i].name for i in orders[0]] == ["pool", "soft", "fc"]
+    assert [jobs[i].name for i in orders[1]] == ["wino", "im2col", "fc", "soft", "pool"]
+
+
+def test_claimed_jobs_run_once(tmp_path):
+    from jitort import compile_pool as cp
+    ran: list[int] = []
+    jobs = [cp.Job(fn=ran.append, args=(i,)) for i in range(4)]
+    cp._run_claimed(jobs, [0, 1], tmp_path, tmp_path)
+    cp._run_claimed(jobs, [3, 1, 2, 0], tmp_path, tmp_path)
+    assert ran == [0, 1, 3, 2]
 
 
 def test_conv_dtypes_name_what_the_workers_prepare():
