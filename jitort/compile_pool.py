@@ -209,11 +209,16 @@ class Workers:
     def __init__(self, n: int, gemm_dtypes: tuple[str, ...] = ()) -> None:
         # Library kernels live in the process-wide root (JITORT_CACHE_DIR), generated modules in the
         # session's root (sent with the jobs).
-        self.forked = _FORK and threading.active_count() == 1
-        if self.forked:
+        self.procs: list[Any] = []
+        if _FORK and threading.active_count() == 1:
             _set_up()
-            self.procs: list[Any] = [_Forked(list(gemm_dtypes)) for _ in range(n)]
-        else:
+            try:
+                for _ in range(n):
+                    self.procs.append(_Forked(list(gemm_dtypes)))
+            except OSError:  # no more processes or memory for one: what was forked serves
+                pass
+        self.forked = bool(self.procs)
+        if not self.forked:
             env = dict(os.environ, JITORT_CACHE_DIR=str(cache.cache_root()), JITORT_COMPILE_WORKERS="0")
             code = f"import jitort.compile_pool as p; p.worker({list(gemm_dtypes)!r})"
             self.procs = [subprocess.Popen([sys.executable, "-c", code], env=env,
