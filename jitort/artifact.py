@@ -155,7 +155,7 @@ _PENDING_LOCK = threading.Lock()
 
 
 def save_in_background(entry: Path, m: Manifest, consts: dict[str, Any], notes: list[str]) -> None:
-    """``save`` on a thread, so a cold session does not wait for its entry (light_resnet50: 155 MB
+    """``save`` on a thread, so a cold session does not wait for its entry (light_resnet50: ~130 MB
     of packed weights, 0.33 s). The thread is not a daemon: the interpreter finishes it before it
     exits. ``wait_pending`` makes the entry visible to this process's next lookups; others see it
     when the atomic rename lands (before that they compile, as during any cold start). Failures
