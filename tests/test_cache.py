@@ -331,13 +331,16 @@ def test_split_gives_gemm_jobs_to_the_worker_that_holds_the_gemm():
 
 
 def test_compile_worker_prepares_the_gemm(tmp_path, monkeypatch):
-    """A worker started for a float32 conv model compiles the packed GEMM into the shared cache
-    before its jobs arrive (here: none), and the split knows it holds that part."""
+    """A worker started (as a new interpreter) for a float32 conv model compiles the packed GEMM
+    into the shared cache before its jobs arrive (here: none), and the split knows it holds that
+    part. (A forked worker inherits this process's GEMM if it has one: the forked path is tested
+    from a fresh interpreter below.)"""
     import pickle
 
     from jitort import compile_pool as cp
     from jitort.kernels.convgemm import gemm_part
     monkeypatch.setenv("JITORT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cp, "_FORK", False)
     w = cp.Workers(1, ("float32",))
     assert w.have == {gemm_part(np.dtype(np.float32))}
     jobs = tmp_path / "jobs.pkl"
