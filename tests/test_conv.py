@@ -563,10 +563,13 @@ def test_lowering_prepares_the_weights_of_the_path_that_runs(dims):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     sess = jitort.InferenceSession(m.SerializeToString())
     assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), rtol=1e-4, atol=1e-4)
-    (call,) = [s.call for s in sess._compiled.steps if s.call is not None and s.call.fn is K.conv_packed]
-    packed, wino = call.args[1], call.args[4]
-    assert wino is not None
+    import re
+    (line,) = [ln for ln in sess._compiled.plan_source.splitlines() if "conv_packed(" in ln]
+    names = re.search(r"conv_packed\((\w+), (\w+), (\w+), (\w+), (\w+),", line).groups()
+    packed, b, prm, wino = (sess._compiled.consts[n] for n in names[1:])
+    assert isinstance(wino, np.ndarray)
     assert (packed.size == 0) == isinstance(dims[0], int)
     if isinstance(dims[0], int):  # a shape the weights were not prepared for is refused, not computed wrong
         with pytest.raises(Exception, match="Winograd path only"):
-            K.conv_packed(np.zeros((1, 16, 3, 3), np.float32), packed, *call.args[2:], **call.kwargs)
+            K.conv_packed(np.zeros((1, 16, 3, 3), np.float32), packed, b, prm, wino, w_shape=(16, 16, 3, 3),
+                          auto_pad="NOTSET", group=1, strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1), act=0)
