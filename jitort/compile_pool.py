@@ -290,11 +290,7 @@ def _orders(shares: list[list[Job]], worker_has: set[str]) -> list[list[int]]:
     a job that needs an expensive part both the job's owner and other jobs share and this process
     does not hold (a second copy of the packed GEMM, say, costs more than waiting would)."""
     start = [sum(len(s) for s in shares[:k]) for k in range(len(shares))]
-    users: dict[str, int] = {}
-    for share in shares:
-        for j in share:
-            for p in j.parts:
-                users[p] = users.get(p, 0) + 1
+    users = _users([j for share in shares for j in share])
     orders = []
     for k, own in enumerate(shares):
         have = set(_parts_of(own)) | (set(worker_has) if k else set())
@@ -357,11 +353,8 @@ def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type:
     for c in clusters.values():
         # a cluster is split into its jobs only when it exceeds a fair share by more than the
         # part its jobs share (splitting compiles that part twice; the claiming evens out the rest)
-        counts: dict[str, int] = {}
-        for j in c:
-            for p in j.parts:
-                counts[p] = counts.get(p, 0) + 1
-        shared = max((cost for p, cost in _parts_of(c).items() if counts[p] > 1 and cost >= _SHARED), default=0.0)
+        users = _users(c)
+        shared = max((cost for p, cost in _parts_of(c).items() if users[p] > 1 and cost >= _SHARED), default=0.0)
         units += [c] if _cost(c) <= fair + shared else [[j] for j in c]
     shares: list[list[Job]] = [[] for _ in range(n)]
     have: list[set[str]] = [set()] + [set(worker_has) for _ in range(n - 1)]
@@ -379,6 +372,15 @@ def _split(jobs: list[Job], n: int, worker_has: set[str] = frozenset(),  # type:
 def _parts_of(jobs: list[Job]) -> dict[str, float]:
     """The distinct parts the jobs compile, with their costs."""
     return {p: c for j in jobs for p, c in j.parts.items()}
+
+
+def _users(jobs: list[Job]) -> dict[str, int]:
+    """How many of the jobs need each part."""
+    n: dict[str, int] = {}
+    for j in jobs:
+        for p in j.parts:
+            n[p] = n.get(p, 0) + 1
+    return n
 
 
 def _cost(jobs: list[Job]) -> float:

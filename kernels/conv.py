@@ -684,7 +684,7 @@ def _lower_conv(node: Node, g: Graph) -> Call:
             path = _setup(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"],
                           wino)[1]
         except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
-            path = None
+            pass
     u = winograd_weights(W, cd) if wino and path in (None, _WINOGRAD) else None
     w2 = np.empty(0, cd) if path == _WINOGRAD else _pack_w(W, group, cd)
     return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u], kwargs)

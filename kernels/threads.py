@@ -29,7 +29,8 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
         if (n, blas) == _current:
             return
         import numba
-        load_scipy_blas()  # scipy's OpenBLAS now: threadpoolctl limits only loaded libraries
+        # scipy's OpenBLAS is loaded already (jitort.kernels' import): threadpoolctl limits only
+        # loaded libraries
         from threadpoolctl import threadpool_limits
         _limiter = threadpool_limits(limits=blas, user_api="blas")
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
