@@ -26,8 +26,9 @@ import numpy as np
 
 from jitort.codegen.cpu import FusedKernel, fused_kernel, output_shape_source
 from jitort.codegen.cuda import CudaKernel, fused_cuda_kernel
-from jitort.codegen.plan import _dtype_src, _emit_feed_check, _emit_fused, _module_alias, _Names
-from jitort.codegen.source import IndentedBuffer, comment_safe
+from jitort.codegen.plan import (_dtype_src, _emit_feed_check, _emit_fused, _module_alias, _Names, keyword,
+                                 plan_header)
+from jitort.codegen.source import IndentedBuffer, comment_safe, string_literal
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, Ref, lower_node
 from jitort.passes.fusion import FUSED, broadcast_pattern
@@ -96,7 +97,8 @@ class _Plan:
         if isinstance(v, ops.Dev):
             return self.dev_array(v)
         if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-            return "{" + ", ".join(f"{k!r}: {self.literal(x, label + '.' + k)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{string_literal(k)}: {self.literal(x, label + '.' + k)}"
+                                   for k, x in v.items()) + "}"
         if callable(v) and not isinstance(v, np.ndarray):
             return self.fn_ref(v, label)
         return self.names.literal(v, label)
@@ -208,7 +210,7 @@ def emit_cuda_plan(g: Graph, title: str) -> tuple[str, dict[str, Any], dict[str,
     _emit_feed_check(feed_check, g, names, args)
 
     buf = IndentedBuffer()
-    buf.writeline(f'"""jitort CUDA plan: {comment_safe(title)} (generated; edits are overwritten)."""')
+    buf.writelines(plan_header("CUDA plan", title))
     for line in sorted(plan.imports):
         buf.writeline(line)
     buf.writeline("")
@@ -218,7 +220,7 @@ def emit_cuda_plan(g: Graph, title: str) -> tuple[str, dict[str, Any], dict[str,
         buf.writelines(names.const_lines)
         buf.lines.extend(plan.build.lines)
         for fn_src, key in sorted(plan.warm):
-            buf.writeline(f"rt.compiled({fn_src}, {key!r})")
+            buf.writeline(f"rt.compiled({fn_src}, {string_literal(key)})")
         buf.writeline("pool = rt.ContextPool()")
         buf.writeline("")
         buf.writeline(f"def run_on(device_out, {args}):" if args else "def run_on(device_out):")
@@ -256,7 +258,7 @@ def _emit_cpu(plan: _Plan, n: Node) -> None:
     call: Call = lower_node(n, g)
     fn = plan.fn_ref(call.fn, f"{n.name}.fn")
     args = [names.literal(a, n.name) if a is not None else "None" for a in call.args]
-    args += [f"{key}={names.literal(v, n.name + '.' + key)}" for key, v in call.kwargs.items()]
+    args += [f"{keyword(key)}={names.literal(v, n.name + '.' + key)}" for key, v in call.kwargs.items()]
     outs = [names.ref(o) if o else "_" for o in n.outputs]
     body.writeline(f"{', '.join(outs)} = {fn}({', '.join(args)})")
 
@@ -271,7 +273,7 @@ def _emit_cuda_call(plan: _Plan, n: Node, slots: tuple[Any, ...]) -> None:
     fn = plan.fn_ref(call.fn, f"{n.name}.launcher")
     args = ["ctx", repr(tuple(slots))]
     args += [plan.literal(a, n.name) if a is not None else "None" for a in call.args]
-    args += [f"{key}={plan.literal(v, n.name + '.' + key)}" for key, v in call.kwargs.items()]
+    args += [f"{keyword(key)}={plan.literal(v, n.name + '.' + key)}" for key, v in call.kwargs.items()]
     outs = [names.ref(o) if o else "_" for o in n.outputs]
     body.writeline(f"{', '.join(outs)} = {fn}({', '.join(args)})")
 

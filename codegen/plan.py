@@ -7,13 +7,14 @@ early as the reference counts allow. A comment above each step names the ONNX no
 """
 from __future__ import annotations
 
+import keyword as keyword_module
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from jitort.codegen.cpu import FusedKernel, output_shape_source
-from jitort.codegen.source import IndentedBuffer, comment_safe
+from jitort.codegen.source import GENERATED_HEADER, IndentedBuffer, comment_safe, string_literal
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, Ref
 
@@ -61,14 +62,36 @@ class _Names:
             return self.ref(v.name)
         if isinstance(v, np.generic):
             v = v.item()
-        if isinstance(v, _SIMPLE) and not (isinstance(v, float) and not np.isfinite(v)):
-            return repr(v)
-        if isinstance(v, (list, tuple)) and all(isinstance(x, _SIMPLE) for x in v) and \
-                not any(isinstance(x, float) and not np.isfinite(x) for x in v):
-            return repr(tuple(v))
+        if _is_simple(v):
+            return _simple_literal(v)
+        if isinstance(v, (list, tuple)) and all(_is_simple(x) for x in v):
+            return "(" + "".join(_simple_literal(x) + ", " for x in v) + ")"
         if isinstance(v, np.dtype) and v.kind in "biuf" and v.name != "bfloat16":
             return f"np.{v.name if v.name != 'bool' else 'bool_'}"
         return self.hoist(v, f"{label}#{len(self.consts)}")
+
+
+def _is_simple(v: Any) -> bool:
+    return isinstance(v, _SIMPLE) and not (isinstance(v, float) and not np.isfinite(v))
+
+
+def _simple_literal(v: Any) -> str:
+    """Source for a bool, int, finite float, None or str (model text: through string_literal)."""
+    return string_literal(v) if isinstance(v, str) else repr(v)
+
+
+def keyword(key: str) -> str:
+    """A keyword argument's name in a generated call: a kernel parameter's, never model text."""
+    if not key.isidentifier() or keyword_module.iskeyword(key):
+        raise ValueError(f"jitort: {key!r} is not a keyword argument name a kernel can take")
+    return key
+
+
+def plan_header(kind: str, title: str) -> list[str]:
+    """The first lines of a generated plan module: the fixed encoding line, a docstring without
+    model text, the model's title in a comment."""
+    return [GENERATED_HEADER, f'"""jitort {kind} (generated; edits are overwritten)."""',
+            f"# model: {comment_safe(title)}"]
 
 
 def _module_alias(fn: Callable[..., Any]) -> tuple[str, str] | None:
@@ -118,7 +141,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
                 imports.add(f"import {mod} as {short}" if "." in mod else f"import {mod}")
                 fn = f"{short}.{qn}"
             args = [names.literal(a, n.name) if a is not None else "None" for a in s.call.args]
-            args += [f"{key}={names.literal(v, n.name + '.' + key)}" for key, v in s.call.kwargs.items()]
+            args += [f"{keyword(key)}={names.literal(v, n.name + '.' + key)}" for key, v in s.call.kwargs.items()]
             outs = [names.ref(o) if o else "_" for o in n.outputs]
             lhs = outs[0] if len(outs) == 1 else ", ".join(outs)
             body.writeline(f"{lhs} = {fn}({', '.join(args)})")
@@ -132,7 +155,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
     feed_check = IndentedBuffer(1)
     _emit_feed_check(feed_check, g, names, args)  # may hoist dtypes: before the constant lines are written
     buf = IndentedBuffer()
-    buf.writeline(f'"""jitort plan: {comment_safe(title)} (generated; edits are overwritten)."""')
+    buf.writelines(plan_header("plan", title))
     for line in sorted(imports):
         buf.writeline(line)
     buf.writeline("")
@@ -180,7 +203,7 @@ def _emit_feed_check(buf: IndentedBuffer, g: Graph, names: _Names, args: str) ->
                 buf.writeline("try:")
                 with buf.indent():
                     for name, local in zip(g.inputs, ins):
-                        buf.writeline(f"{local} = feed[{name!r}]")
+                        buf.writeline(f"{local} = feed[{string_literal(name)}]")
                 buf.writeline("except KeyError:")
                 with buf.indent():
                     buf.writeline("return run(*slow_bind(feed))")

@@ -69,15 +69,38 @@ def library_hash() -> str:
     return _library_hash
 
 
-_IDENT = re.compile(r"[^0-9a-zA-Z_]")
+# --- model text in generated source --------------------------------------------------------------
+# Names, titles and other strings read from a model file are untrusted. Generated source may carry
+# them in exactly two places, both produced here and nowhere else: a ``#`` comment (comment_safe)
+# and a string literal (string_literal). Identifiers in generated code are always jitort's own.
+
+# PEP 263: a comment on line 1 or 2 matching this picks the file's source encoding (utf-7 would
+# turn "+AAo-" in a comment into a newline). Every generated module starts with GENERATED_HEADER, a
+# fixed declaration on line 1, so no later comment is consulted; comment_safe also defuses the
+# pattern, so a comment cannot declare an encoding wherever it lands.
+_CODING = re.compile(r"(coding)([:=])", re.IGNORECASE)
+GENERATED_HEADER = "# -*- coding: utf-8 -*-"
 
 
-def comment_safe(text: str, limit: int = 100) -> str:
-    """A value or node name as it may appear in a comment (one line, bounded)."""
-    text = text.replace("\n", " ").replace("\r", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _printable_ascii(text: str) -> str:
+    """``text`` as printable ASCII: backslash escapes for everything else (newlines, NUL, U+2028,
+    lone surrogates from undecodable bytes, any non-ASCII), as ``ascii()`` spells them."""
+    return ascii(text)[1:-1]
 
 
-def identifier(text: str) -> str:
-    s = _IDENT.sub("_", text)
-    return s if s and not s[0].isdigit() else "_" + s
+def comment_safe(text: object, limit: int = 100) -> str:
+    """Model text as it may stand after ``#`` in generated source: one line of printable ASCII,
+    at most about ``limit`` characters, with no encoding declaration in it."""
+    if not isinstance(text, str):
+        text = repr(text)
+    out = _printable_ascii(text[:limit])
+    if len(text) > limit or len(out) > limit:
+        out = out[: max(limit - 3, 0)] + "..."
+    return _CODING.sub(lambda m: m.group(1) + "\\x%02x" % ord(m.group(2)), out)
+
+
+def string_literal(text: str) -> str:
+    """A Python string literal (printable ASCII) that evaluates to exactly ``text``."""
+    if not isinstance(text, str):
+        raise TypeError(f"string_literal expects str, got {type(text).__name__}")
+    return ascii(text)

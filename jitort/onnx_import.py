@@ -30,6 +30,9 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
     """Return the ModelProto (external data loaded) and the serialized bytes it was parsed from
     (None when they are not the whole story: a ModelProto argument, or external data)."""
     if isinstance(model, onnx.ModelProto):
+        if _decode_text_fields(model, dry_run=True):
+            model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's proto stays as it is
+            _decode_text_fields(model)
         return model, None
     if isinstance(model, (bytes, bytearray, memoryview)):
         proto = onnx.ModelProto()
@@ -39,6 +42,7 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
             raise InvalidProtobuf("Failed to load model "
                                   f"because protobuf parsing failed: {e}") from None
         _check_not_empty(proto, "<bytes>")
+        _decode_text_fields(proto)
         return proto, bytes(model)
     path = os.fspath(model)
     if not isinstance(path, str):
@@ -55,6 +59,7 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
         raise InvalidProtobuf(f"Load model from {path} "
                               f"failed:Protobuf parsing failed. ({e})") from None
     _check_not_empty(proto, path)
+    _decode_text_fields(proto)
     if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         return proto, raw
     try:
@@ -62,6 +67,40 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
     except (OSError, ValueError) as e:
         raise NoSuchFile(f"Load model from {path} failed: external data could not be read: {e}") from None
     return proto, None
+
+
+def _decode_text_fields(msg: Any, dry_run: bool = False) -> bool:
+    """Replace every string field protobuf handed back as bytes (it was not valid UTF-8) by its
+    UTF-8 decoding with backslash escapes for the bad bytes, as onnxruntime runs such models.
+    Returns whether any field was (or, with ``dry_run``, would be) replaced. Tensors' data fields
+    are not visited (they are bytes by type, and can be large)."""
+    changed = False
+    if msg.DESCRIPTOR.full_name == "onnx.TensorProto":
+        fields = [(msg.DESCRIPTOR.fields_by_name[f], getattr(msg, f)) for f in ("name", "doc_string")]
+        fields.append((msg.DESCRIPTOR.fields_by_name["external_data"], msg.external_data))
+    else:
+        fields = msg.ListFields()
+    for fd, value in fields:
+        if fd.type == fd.TYPE_MESSAGE:
+            for m in (value if _is_repeated(fd) else [value]):
+                changed |= _decode_text_fields(m, dry_run)
+        elif fd.type == fd.TYPE_STRING:
+            items = list(value) if _is_repeated(fd) else [value]
+            if any(isinstance(v, bytes) for v in items):
+                changed = True
+                if dry_run:
+                    continue
+                fixed = [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v for v in items]
+                if _is_repeated(fd):
+                    del value[:]
+                    value.extend(fixed)
+                else:
+                    setattr(msg, fd.name, fixed[0])
+    return changed
+
+
+def _is_repeated(fd: Any) -> bool:
+    return bool(fd.is_repeated)
 
 
 def _check_not_empty(proto: onnx.ModelProto, where: str) -> None:
