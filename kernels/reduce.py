@@ -599,15 +599,21 @@ def CumSum(x: np.ndarray, axis: np.ndarray, *, exclusive: int = 0, reverse: int 
 # onnxruntime's algorithm choice is reproduced so results match it exactly, ties and NaN included:
 # k == 1 a linear scan; small k a binary heap (its HeapifyIthPosition, unsorted output in heap
 # order); otherwise a selection, here numpy's stable argsort by (value, index). Ties go to the lower
-# index. With NaN, only the sort path can differ from onnxruntime (whose std::nth_element has no
-# defined order for NaN; here NaN sorts as the worst value).
+# index. NaN orders as onnxruntime 1.32 orders it: above every number (+inf included), NaNs equal
+# to each other, so largest=1 returns NaNs first and largest=0 returns them last (1.31 compared with
+# plain < and >, which let a NaN in the first position stick).
+
+@njit(inline="always")
+def _gt(v: Any, w: Any) -> Any:
+    # v > w in the order where NaN is above every number (``x != x`` is False for integers)
+    return v > w or (v != v and w == w)
+
 
 @njit(inline="always")
 def _better(v: Any, w: Any, a: Any, b: Any, largest: Any) -> Any:
-    # the comparator: value strictly better, or equal value and lower index
-    if largest:
-        return v > w or (v == w and a < b)
-    return v < w or (v == w and a < b)
+    # the comparator: value strictly better, or equal value (NaN equals NaN) and lower index
+    better = _gt(v, w) if largest else _gt(w, v)
+    return better or (not _gt(v, w) and not _gt(w, v) and a < b)
 
 
 @njit(inline="always")  # inlined: a call costs more than the work (array refcounting)
@@ -645,7 +651,7 @@ def _topk_rows(x, values, indices, largest, sorted_):  # type: ignore[no-untyped
             bi = 0
             for r in range(1, R):
                 v = row[r]
-                if (v > best) if largest else (v < best):
+                if _gt(v, best) if largest else _gt(best, v):
                     best = v
                     bi = r
             values[n, 0] = best
@@ -656,7 +662,7 @@ def _topk_rows(x, values, indices, largest, sorted_):  # type: ignore[no-untyped
             _heapify(heap, k - l - 1, k, row, largest)
         top = row[heap[0]]
         for r in range(k, R):
-            if (row[r] > top) if largest else (row[r] < top):
+            if _gt(row[r], top) if largest else _gt(top, row[r]):
                 heap[0] = r
                 _heapify(heap, 0, k, row, largest)
                 top = row[heap[0]]
@@ -697,9 +703,13 @@ def _topk_run(x: np.ndarray, k: int, axis: int, largest: int, sorted_: int) -> t
         indices = np.empty((rows.shape[0], k), np.int64)
         _topk_rows(np.ascontiguousarray(rows), values, indices, bool(largest), bool(sorted_))
     else:
-        # a stable ascending sort of a key that puts the better value first; NaN sorts last
-        key = rows if not largest else (-rows if xc.dtype.kind == "f" else ~rows)
-        indices = np.argsort(key, axis=1, kind="stable")[:, :k]
+        # a stable ascending sort of a key that puts the better value first; NaN is the largest value
+        if not largest:
+            indices = np.argsort(rows, axis=1, kind="stable")[:, :k]  # numpy sorts NaN last
+        elif xc.dtype.kind == "f":
+            indices = np.lexsort((-rows, ~np.isnan(rows)), axis=1)[:, :k]  # NaN first, then descending
+        else:
+            indices = np.argsort(~rows, axis=1, kind="stable")[:, :k]
         values = np.take_along_axis(rows, indices, axis=1)
     moved = x.shape[:axis] + x.shape[axis + 1:] + (k,)
     values, indices = values.reshape(moved), indices.reshape(moved)
