@@ -25,9 +25,17 @@ from jitort.runtime_info import (
     get_device,
     get_version_string,
     has_collective_ops,
+    set_default_logger_callback,
     set_default_logger_severity,
     set_default_logger_verbosity,
     set_seed,
+)
+from jitort.model_package import (
+    ModelPackage,
+    ModelPackageComponentContext,
+    ModelPackageContext,
+    ModelPackageOptions,
+    ModelPackageWriteMode,
 )
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue
 from jitort.session import InferenceSession
@@ -36,10 +44,11 @@ __version__: str = get_version_string()
 
 __all__ = [
     "ExecutionMode", "ExecutionOrder", "GraphOptimizationLevel", "IOBinding", "InferenceSession",
-    "ModelMetadata", "NodeArg", "OrtAllocatorType", "OrtMemType", "OrtValue", "RunOptions",
+    "ModelMetadata", "ModelPackage", "ModelPackageComponentContext", "ModelPackageContext",
+    "ModelPackageOptions", "ModelPackageWriteMode", "NodeArg", "OrtAllocatorType", "OrtMemType", "OrtValue", "RunOptions",
     "SessionOptions", "__version__", "capi",
     "disable_telemetry_events", "enable_telemetry_events", "get_all_providers",
     "get_available_providers", "get_build_info", "get_device", "get_version_string",
-    "has_collective_ops", "set_default_logger_severity", "set_default_logger_verbosity",
+    "has_collective_ops", "set_default_logger_callback", "set_default_logger_severity", "set_default_logger_verbosity",
     "set_seed",
 ]

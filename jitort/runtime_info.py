@@ -2,6 +2,10 @@
 
 Process-wide state other jitort modules read: :func:`get_seed` / :func:`rng` (seeded randomness for
 RandomNormal & co.), :func:`get_default_logger_severity` / :func:`get_default_logger_verbosity`.
+
+jitort logs through the ``jitort`` Python logger (onnxruntime severity 0..4 <-> DEBUG..CRITICAL) and
+warns through :func:`warn`; :func:`set_default_logger_callback` sends both to a Python callable with
+onnxruntime's callback signature.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import importlib.metadata
 import logging
 import operator
 import platform
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,21 +34,23 @@ __all__ = [
     "get_version_string",
     "has_collective_ops",
     "rng",
+    "set_default_logger_callback",
     "set_default_logger_severity",
     "set_default_logger_verbosity",
     "set_seed",
 ]
 
-# onnxruntime 1.31's get_all_providers(), verbatim: sessions accept any of these names (and fall
-# back to CPU for ones not available) exactly as onnxruntime does.
+# onnxruntime 1.32's get_all_providers(), verbatim (1.31 also listed NvTensorRTRTXExecutionProvider
+# first and ACLExecutionProvider): sessions accept any of these names (and fall back to CPU for ones
+# not available) exactly as onnxruntime does.
 _ALL_PROVIDERS: tuple[str, ...] = (
-    "NvTensorRTRTXExecutionProvider", "TensorrtExecutionProvider", "CUDAExecutionProvider",
-    "MIGraphXExecutionProvider", "OpenVINOExecutionProvider", "DnnlExecutionProvider",
-    "VitisAIExecutionProvider", "QNNExecutionProvider", "NnapiExecutionProvider",
-    "VSINPUExecutionProvider", "JsExecutionProvider", "CoreMLExecutionProvider",
-    "ACLExecutionProvider", "DmlExecutionProvider", "RknpuExecutionProvider",
-    "WebNNExecutionProvider", "WebGpuExecutionProvider", "XnnpackExecutionProvider",
-    "CANNExecutionProvider", "AzureExecutionProvider", "CPUExecutionProvider",
+    "TensorrtExecutionProvider", "CUDAExecutionProvider", "MIGraphXExecutionProvider",
+    "OpenVINOExecutionProvider", "DnnlExecutionProvider", "VitisAIExecutionProvider",
+    "QNNExecutionProvider", "NnapiExecutionProvider", "VSINPUExecutionProvider",
+    "JsExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
+    "RknpuExecutionProvider", "WebNNExecutionProvider", "WebGpuExecutionProvider",
+    "XnnpackExecutionProvider", "CANNExecutionProvider", "AzureExecutionProvider",
+    "CPUExecutionProvider",
 )
 
 logger = logging.getLogger("jitort")
@@ -129,18 +138,82 @@ _severity: int = 2  # onnxruntime's default: warnings and above
 _verbosity: int = 0
 
 
+def _check_severity(value: object, func: str) -> int:
+    severity = _index(value, func)
+    if not 0 <= severity <= 4:
+        raise RuntimeError(f"severity >= 0 && severity <= 4 was false. Invalid logging severity "
+                           f"{severity}. 0:Verbose, 1:Info, 2:Warning, 3:Error, 4:Fatal")
+    return severity
+
+
 def set_default_logger_severity(severity: int) -> None:
     """Minimum severity logged: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
 
     Also sets the level of the ``jitort`` Python logger, where jitort's messages go.
     """
     global _severity
-    severity = _index(severity, "set_default_logger_severity")
-    if not 0 <= severity <= 4:
-        raise RuntimeError(f"severity >= 0 && severity <= 4 was false. Invalid logging severity "
-                           f"{severity}. 0:Verbose, 1:Info, 2:Warning, 3:Error, 4:Fatal")
-    _severity = severity
-    logger.setLevel(_LOGGING_LEVELS[severity])
+    _severity = _check_severity(severity, "set_default_logger_severity")
+    logger.setLevel(_LOGGING_LEVELS[_severity])
+
+
+LoggerCallback = Callable[[int, str, str, str, str], Any]
+
+
+def _severity_of(levelno: int) -> int:
+    """The onnxruntime severity of a Python logging level (levels between round down)."""
+    return max((k for k, lv in enumerate(_LOGGING_LEVELS) if lv <= levelno), default=0)
+
+
+class _CallbackHandler(logging.Handler):
+    """Hands each record of the ``jitort`` logger to the installed callback as onnxruntime would:
+    ``callback(severity, category, logid, code_location, message)``. An exception the callback
+    raises is reported as logging reports a failing handler (a traceback on stderr), never raised
+    in the code that logged (onnxruntime reports it through ``sys.unraisablehook``)."""
+
+    def __init__(self, callback: LoggerCallback) -> None:
+        super().__init__(logging.NOTSET)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.callback(_severity_of(record.levelno), "jitort", str(getattr(record, "logid", "")),
+                          f"{record.filename}:{record.lineno} {record.funcName}", record.getMessage())
+        except Exception:  # noqa: BLE001 - a user callback's failure must not break a session
+            self.handleError(record)
+
+
+_callback_handler: _CallbackHandler | None = None
+
+
+def set_default_logger_callback(callback: LoggerCallback | None, severity: int = 2) -> None:
+    """Send jitort's log messages and warnings to ``callback(severity, category, logid,
+    code_location, message)`` instead of the default sink (onnxruntime 1.32's function).
+
+    Installing a callback sets the default logger severity; ``None`` restores the default sink and
+    leaves the severity as it is (``severity`` must still be 0..4). While a callback is installed,
+    jitort's warnings reach it at severity 2 and are still issued as Python warnings.
+    """
+    global _callback_handler
+    severity = _check_severity(severity, "set_default_logger_callback")
+    if callback is not None and not callable(callback):
+        raise RuntimeError("PyCallable_Check(callback.ptr()) was false. callback must be a callable")
+    if _callback_handler is not None:
+        logger.removeHandler(_callback_handler)
+        _callback_handler = None
+    if callback is None:
+        logger.propagate = True
+        return
+    _callback_handler = _CallbackHandler(callback)
+    logger.addHandler(_callback_handler)
+    logger.propagate = False  # the callback replaces the default sink, as in onnxruntime
+    set_default_logger_severity(severity)
+
+
+def warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 2, logid: str = "") -> None:
+    """A jitort warning: a Python warning, and a severity-2 log record for an installed callback."""
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
+    if _callback_handler is not None:
+        logger.warning(message, stacklevel=stacklevel + 1, extra={"logid": logid})
 
 
 def set_default_logger_verbosity(verbosity: int) -> None:

@@ -7,10 +7,10 @@ concurrent ``run`` calls on one session are safe, and its kernels release the GI
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +25,7 @@ from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.ir import Dim, Graph
 from jitort.onnx_import import contiguous, import_model, load_model
 from jitort.options import RunOptions, SessionOptions
-from jitort.runtime_info import get_available_providers
+from jitort.runtime_info import get_available_providers, logger, warn
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, _is_device
 
 CPU = "CPUExecutionProvider"
@@ -76,8 +76,8 @@ def _normalize_providers(providers: Sequence[Any] | None, provider_options: Sequ
     keep = [(n, o) for n, o in zip(names, opts) if n in available]
     for n in names:
         if n not in available:
-            warnings.warn(f"Specified provider '{n}' is not in available provider names."
-                          f"Available providers: '{', '.join(available)}'", UserWarning, stacklevel=3)
+            warn(f"Specified provider '{n}' is not in available provider names."
+                 f"Available providers: '{', '.join(available)}'", UserWarning, stacklevel=3)
     if not any(n == CPU for n, _ in keep):
         keep.append((CPU, {}))
     return [n for n, _ in keep], [o for _, o in keep]
@@ -232,6 +232,20 @@ class InferenceSession:
         self._profile_start = time.time()
         self._lock = threading.Lock()
         self.session_seconds = time.perf_counter() - t0
+        self._log_creation(fresh)
+
+    def _log_creation(self, fresh: bool) -> None:
+        """Severity 1 (info): how the session was made; severity 0 (verbose): the passes' notes."""
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        c, extra = self._compiled, {"logid": self._sess_options.logid}
+        how = (f"compiled {len(c.compiled)} functions in {c.seconds:.3f} s" if fresh
+               else f"loaded from {c.loaded_from}")
+        logger.info("session for graph '%s' on %s created in %.3f s: %s", self._meta.graph_name,
+                    self._providers, self.session_seconds, how, extra=extra)
+        if fresh and c.graph is not None and logger.isEnabledFor(logging.DEBUG):
+            for note in c.graph.notes:
+                logger.debug("%s", note, extra=extra)
 
     # --- compiled-model cache -------------------------------------------------------------------
     def _find_compiled(self, art: Path | None, key: str, model_hash: str) -> tuple[Compiled | None, Path]:
@@ -249,8 +263,8 @@ class InferenceSession:
             except (artifact.StaleEntry, FileNotFoundError) as e:
                 if self._cache.strict:
                     raise Fail(f"artifact {art} cannot be used: {e}") from None
-                warnings.warn(f"jitort: artifact {art} is stale ({e}); compiling the model instead",
-                              RuntimeWarning, stacklevel=3)
+                warn(f"jitort: artifact {art} is stale ({e}); compiling the model instead",
+                     RuntimeWarning, stacklevel=3, logid=self._sess_options.logid)
                 self._cache.notes.append(f"artifact stale: {e}")
         if not self._cache.enabled:
             return None, self._cache.root

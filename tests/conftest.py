@@ -4,3 +4,12 @@ import tempfile
 # Tests use a private, per-run cache so they never depend on (or pollute) the user's cache;
 # pytest-xdist workers share it, which also exercises the cache's locking.
 os.environ.setdefault("JITORT_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jitort-test-cache-{os.getuid()}"))
+
+
+def pytest_report_header(config):  # noqa: ANN001, ANN201 - pytest's hook signature
+    """Name the oracle: every comparison in this suite is against this onnxruntime release."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return f"oracle: onnxruntime {version('onnxruntime')} (the test extra pins the release range)"
+    except PackageNotFoundError:
+        return "oracle: onnxruntime is not installed"

@@ -477,3 +477,106 @@ def test_iobinding_errors(relu_neg: _DelegatingSession) -> None:
     io.synchronize_inputs()
     io.synchronize_outputs()
     assert io.get_outputs_as_ortvaluevector() == []
+
+
+# --- onnxruntime 1.32 additions --------------------------------------------------------------
+
+
+def _tiny_model() -> onnx.ModelProto:
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "logged",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    return _model(g)
+
+
+def test_logger_callback_receives_messages_and_severities() -> None:
+    got: list[tuple] = []
+    before = runtime_info.get_default_logger_severity()
+    so = jitort.SessionOptions()
+    so.logid = "my-session"
+    try:
+        jitort.set_default_logger_callback(lambda *a: got.append(a), 0)
+        assert runtime_info.get_default_logger_severity() == 0  # installing sets the severity
+        with pytest.warns(UserWarning, match="not in available provider names"):
+            sess = jitort.InferenceSession(_tiny_model().SerializeToString(), so,
+                                           providers=["XnnpackExecutionProvider", "CPUExecutionProvider"])
+        np.testing.assert_array_equal(sess.run(None, {"x": np.array([-1, 0, 2], np.float32)})[0], [0, 0, 2])
+        for severity, category, logid, where, message in got:
+            assert isinstance(severity, int) and 0 <= severity <= 4 and category == "jitort"
+            assert isinstance(logid, str) and ".py:" in where and isinstance(message, str)
+        warned = [m for s, _, _, _, m in got if s == 2]
+        assert any("XnnpackExecutionProvider" in m for m in warned)  # a warning also reaches the callback
+        info = [(lid, m) for s, _, lid, _, m in got if s == 1]
+        assert any(lid == "my-session" and "'logged'" in m for lid, m in info)
+        jitort.set_default_logger_callback(lambda *a: got.append(a), 3)
+        n = len(got)
+        jitort.InferenceSession(_tiny_model().SerializeToString(), so)  # info is below severity 3
+        assert len(got) == n
+        jitort.set_default_logger_callback(None, 0)  # reset: severity stays as it is
+        assert runtime_info.get_default_logger_severity() == 3
+        with pytest.warns(UserWarning):
+            jitort.InferenceSession(_tiny_model().SerializeToString(), so,
+                                    providers=["XnnpackExecutionProvider", "CPUExecutionProvider"])
+        assert len(got) == n
+    finally:
+        jitort.set_default_logger_callback(None)
+        jitort.set_default_logger_severity(before)
+
+
+def test_logger_callback_errors_match_onnxruntime() -> None:
+    before = runtime_info.get_default_logger_severity()
+    for args in ((None, 7), (None, -1), (5, 2), ("print", 2)):  # rejected before onnxruntime changes state
+        with pytest.raises(RuntimeError):
+            ort.set_default_logger_callback(*args)
+        with pytest.raises(RuntimeError):
+            jitort.set_default_logger_callback(*args)
+    with pytest.raises(TypeError):
+        jitort.set_default_logger_callback(None, "2")
+    assert runtime_info.get_default_logger_severity() == before
+    try:  # a failing callback never breaks the code that logged
+        jitort.set_default_logger_callback(lambda *a: 1 / 0, 0)
+        sess = jitort.InferenceSession(_tiny_model().SerializeToString())
+        assert sess.run(None, {"x": np.ones(3, np.float32)})[0].tolist() == [1, 1, 1]
+    finally:
+        jitort.set_default_logger_callback(None)
+        jitort.set_default_logger_severity(before)
+
+
+_PACKAGE_CLASSES = ["ModelPackage", "ModelPackageComponentContext", "ModelPackageContext", "ModelPackageOptions"]
+
+
+@pytest.mark.parametrize("name", _PACKAGE_CLASSES)
+def test_model_package_names_match_onnxruntime(name: str) -> None:
+    theirs = {n for n in dir(getattr(ort, name)) if not n.startswith("_")}
+    ours = {n for n in dir(getattr(jitort, name)) if not n.startswith("_")}
+    assert ours == theirs
+    assert getattr(jcapi, name) is getattr(jitort, name)
+
+
+def test_model_package_behaviour() -> None:
+    assert [(m.name, int(m)) for m in jitort.ModelPackageWriteMode] == \
+        [(n, int(v)) for n, v in ort.ModelPackageWriteMode.__members__.items()]
+    jitort.ModelPackageOptions(jitort.SessionOptions())
+    for cls, arg in ((jitort.ModelPackageOptions, 5), (ort.ModelPackageOptions, 5)):
+        with pytest.raises(TypeError):
+            cls(arg)
+    for cls in (jitort.ModelPackageComponentContext, ort.ModelPackageComponentContext):
+        with pytest.raises(TypeError):
+            cls()
+    for call in (lambda: jitort.ModelPackage(), lambda: jitort.ModelPackage.open("pkg"),
+                 lambda: jitort.ModelPackageContext("pkg"), lambda: jitort.ModelPackage.compute_directory_hash(".")):
+        with pytest.raises(errors.NotImplemented, match="model packages"):
+            call()
+
+
+def test_oracle_is_the_pinned_onnxruntime() -> None:
+    """The suite's oracle is the onnxruntime release range named in the test extra; moving to a new
+    release is a deliberate change (bump the range in pyproject.toml, re-run, adapt)."""
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+    pins = [Requirement(r) for r in requires("jitort") or []]
+    pin = next(r for r in pins if r.name == "onnxruntime" and r.marker and r.marker.evaluate({"extra": "test"}))
+    assert pin.specifier.contains(version("onnxruntime")), (
+        f"the oracle is onnxruntime {version('onnxruntime')}, the suite is pinned to onnxruntime{pin.specifier}")
+    assert ort.__version__ == version("onnxruntime")

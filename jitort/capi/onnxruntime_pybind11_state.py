@@ -21,6 +21,13 @@ from jitort.errors import (
     NotImplemented,  # noqa: A004 - onnxruntime's name
     RuntimeException,
 )
+from jitort.model_package import (
+    ModelPackage,
+    ModelPackageComponentContext,
+    ModelPackageContext,
+    ModelPackageOptions,
+    ModelPackageWriteMode,
+)
 from jitort.options import (
     ExecutionMode,
     ExecutionOrder,
@@ -39,6 +46,7 @@ from jitort.runtime_info import (
     get_device,
     get_version_string,
     has_collective_ops,
+    set_default_logger_callback,
     set_default_logger_severity,
     set_default_logger_verbosity,
     set_seed,
@@ -48,10 +56,11 @@ from jitort.values import ModelMetadata, NodeArg, OrtValue
 __all__ = [
     "DeviceReset", "EPFail", "EngineError", "ExecutionMode", "ExecutionOrder", "Fail",
     "GraphOptimizationLevel", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
-    "ModelLoadCanceled", "ModelLoaded", "ModelMetadata", "ModelRequiresCompilation", "NoModel",
+    "ModelLoadCanceled", "ModelLoaded", "ModelMetadata", "ModelPackage",
+    "ModelPackageComponentContext", "ModelPackageContext", "ModelPackageOptions", "ModelPackageWriteMode", "ModelRequiresCompilation", "NoModel",
     "NoSuchFile", "NodeArg", "NotFound", "NotImplemented", "OrtAllocatorType", "OrtMemType",
     "OrtValue", "RunOptions", "RuntimeException", "SessionOptions", "disable_telemetry_events",
     "enable_telemetry_events", "get_all_providers", "get_available_providers", "get_build_info",
-    "get_device", "get_version_string", "has_collective_ops", "set_default_logger_severity",
+    "get_device", "get_version_string", "has_collective_ops", "set_default_logger_callback", "set_default_logger_severity",
     "set_default_logger_verbosity", "set_seed",
 ]
