@@ -26,8 +26,8 @@ import numpy as np
 
 from jitort.codegen.cpu import FusedKernel, fused_kernel, output_shape_source
 from jitort.codegen.cuda import CudaKernel, fused_cuda_kernel
-from jitort.codegen.plan import (_dtype_src, _emit_feed_check, _emit_fused, _module_alias, _Names, keyword,
-                                 plan_header)
+from jitort.codegen.plan import (TERMINATE_CHECK, TERMINATE_IMPORT, _dtype_src, _emit_feed_check, _emit_fused,
+                                 _module_alias, _Names, keyword, plan_header)
 from jitort.codegen.source import IndentedBuffer, comment_safe, string_literal
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, Ref, lower_node
@@ -45,7 +45,7 @@ class _Plan:
         self.g = g
         self.ops = ops
         self.names = _Names(g)
-        self.imports: set[str] = {"import numpy as np", "import jitort.kernels.cuda.runtime as rt"}
+        self.imports: set[str] = {"import numpy as np", "import jitort.kernels.cuda.runtime as rt", TERMINATE_IMPORT}
         self.build = IndentedBuffer(1)           # device constants and kernel warm-up
         self.body = IndentedBuffer(3)            # inside run_on's try:
         self.dev_consts: dict[str, str] = {}     # const name / Dev id -> device local
@@ -176,6 +176,7 @@ def emit_cuda_plan(g: Graph, title: str) -> tuple[str, dict[str, Any], dict[str,
         body.writeline(f"{loc} = ctx.to_host({loc})")
     for k, n in enumerate(g.nodes):
         where = "CUDA" if n.provider == CUDA else "CPU"
+        body.writeline(TERMINATE_CHECK)
         if _is_fused(n):
             label = ", ".join(b.name for b in n.attrs["body"])
             body.writeline(f"# {len(n.attrs['body'])} fused: {comment_safe(label, 300)}  [{where}]")
@@ -223,7 +224,7 @@ def emit_cuda_plan(g: Graph, title: str) -> tuple[str, dict[str, Any], dict[str,
             buf.writeline(f"rt.compiled({fn_src}, {string_literal(key)})")
         buf.writeline("pool = rt.ContextPool()")
         buf.writeline("")
-        buf.writeline(f"def run_on(device_out, {args}):" if args else "def run_on(device_out):")
+        buf.writeline(f"def run_on(device_out, {args}, _ro=None):" if args else "def run_on(device_out, _ro=None):")
         with buf.indent():
             buf.writeline("ctx = pool.acquire()")
             buf.writeline("s = ctx.stream")
@@ -235,9 +236,9 @@ def emit_cuda_plan(g: Graph, title: str) -> tuple[str, dict[str, Any], dict[str,
             buf.writeline("pool.release(ctx)")
             buf.writeline("return _out")
         buf.writeline("")
-        buf.writeline(f"def run({args}):")
+        buf.writeline(f"def run({args}{', ' if args else ''}_ro=None):")
         with buf.indent():
-            buf.writeline(f"return run_on(False{', ' + args if args else ''})")
+            buf.writeline(f"return run_on(False{', ' + args if args else ''}, _ro=_ro)")
         buf.writeline("")
         buf.lines.extend(feed_check.lines)
         buf.writeline("")

@@ -87,6 +87,12 @@ def keyword(key: str) -> str:
     return key
 
 
+# Between plan steps: stop when the run's RunOptions.terminate was set (jitort.run_state). ``_ro`` is
+# the plan's keyword argument, None when the run has no RunOptions (then the check is one compare).
+TERMINATE_IMPORT = "from jitort.run_state import terminated as _terminated"
+TERMINATE_CHECK = "if _ro is not None and _ro.terminate: _terminated()"
+
+
 def plan_header(kind: str, title: str) -> list[str]:
     """The first lines of a generated plan module: the fixed encoding line, a docstring without
     model text, the model's title in a comment."""
@@ -115,7 +121,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
     """
     names = _Names(g)
     body = IndentedBuffer(2)
-    imports: set[str] = {"import numpy as np"}
+    imports: set[str] = {"import numpy as np", TERMINATE_IMPORT}
     last_use: dict[str, int] = {}
     for k, s in enumerate(steps):
         for i in s.node.inputs:
@@ -124,6 +130,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
     keep = set(g.outputs) | set(g.inputs)
     for k, s in enumerate(steps):
         n = s.node
+        body.writeline(TERMINATE_CHECK)
         if s.kernel is not None:
             body_nodes = n.attrs["body"]
             label = ", ".join(b.name for b in body_nodes)
@@ -164,7 +171,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
     with buf.indent():
         buf.writelines(names.const_lines)
         buf.writeline("")
-        buf.writeline(f"def run({args}):")
+        buf.writeline(f"def run({args}{', ' if args else ''}_ro=None):")
         buf.lines.extend(body.lines)
         with buf.indent():
             buf.writeline(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
@@ -195,7 +202,7 @@ def _emit_feed_check(buf: IndentedBuffer, g: Graph, names: _Names, args: str) ->
                     first_axis[d] = ax
     buf.writeline("ndarray = np.ndarray")
     buf.writeline("")
-    buf.writeline("def run_feed(feed):")
+    buf.writeline("def run_feed(feed, _ro=None):")
     with buf.indent():
         buf.writeline(f"if len(feed) == {len(ins)}:")
         with buf.indent():
@@ -206,18 +213,18 @@ def _emit_feed_check(buf: IndentedBuffer, g: Graph, names: _Names, args: str) ->
                         buf.writeline(f"{local} = feed[{string_literal(name)}]")
                 buf.writeline("except KeyError:")
                 with buf.indent():
-                    buf.writeline("return run(*slow_bind(feed))")
+                    buf.writeline("return run(*slow_bind(feed), _ro=_ro)")
                 buf.writeline("if (" + "\n                    and ".join(conds) + "):")
                 with buf.indent():
                     for local in ins:
                         buf.writeline(f"f = {local}.flags")
                         buf.writeline("if not (f.c_contiguous and f.writeable and f.aligned):")
                         with buf.indent():
-                            buf.writeline("return run(*slow_bind(feed))")
-                    buf.writeline(f"return run({args})")
+                            buf.writeline("return run(*slow_bind(feed), _ro=_ro)")
+                    buf.writeline(f"return run({args}, _ro=_ro)")
             else:
-                buf.writeline("return run()")
-        buf.writeline("return run(*slow_bind(feed))")
+                buf.writeline("return run(_ro=_ro)")
+        buf.writeline("return run(*slow_bind(feed), _ro=_ro)")
 
 
 def _emit_fused(body: IndentedBuffer, fk: FusedKernel, names: _Names, g: Graph, imports: set[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import allocator, artifact, cache
+from jitort import allocator, artifact, cache, run_state
 from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
@@ -426,14 +426,13 @@ class InferenceSession:
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
             run_options: RunOptions | None = None) -> list[np.ndarray]:
         """Run the model: ``output_names`` None or empty means every output, in model order."""
-        if run_options is not None and run_options.terminate:
-            raise Fail("Exiting due to terminate flag being set to true.")
-        if self._profile is None:
-            outs = self._run_feed(input_feed)
+        if run_options is None:
+            outs = self._run_feed(input_feed) if self._profile is None else self._run_profiled(input_feed, None)
         else:
-            t0 = time.perf_counter()
-            outs = self._run_feed(input_feed)
-            self._record("model_run", t0)
+            if run_options.terminate:
+                run_state.terminated()
+            with run_state.running(run_options):  # polled between steps and in subgraph calls
+                outs = self._run_profiled(input_feed, run_options)
         if not output_names:
             return list(outs)
         try:
@@ -441,6 +440,14 @@ class InferenceSession:
         except KeyError:
             bad = next(n for n in output_names if n not in self._out_index)
             raise InvalidArgument(f"Invalid output name:{bad}") from None
+
+    def _run_profiled(self, input_feed: dict[str, Any], run_options: RunOptions | None) -> tuple:
+        if self._profile is None:
+            return self._run_feed(input_feed, run_options)
+        t0 = time.perf_counter()
+        outs = self._run_feed(input_feed, run_options)
+        self._record("model_run", t0)
+        return outs
 
     def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, OrtValue],
                             run_options: RunOptions | None = None) -> list[OrtValue]:
@@ -455,8 +462,9 @@ class InferenceSession:
             # CUDA plan: bound device inputs are read in place and outputs computed on the device stay
             # there; IOBinding copies each result to where its binding wants it.
             if run_options is not None and run_options.terminate:
-                raise Fail("Exiting due to terminate flag being set to true.")
-            outs = run_on(True, *self._bind(inputs))
+                run_state.terminated()
+            with run_state.running(run_options):
+                outs = run_on(True, *self._bind(inputs), _ro=run_options)
             names = output_names or list(self._out_index)
             bad = [n for n in names if n not in self._out_index]
             if bad:

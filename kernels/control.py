@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jitort import run_state
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
@@ -129,9 +130,12 @@ class SubPlan:
 
     def __call__(self, *args: Any) -> tuple:
         n = self.n_formal
+        ro = run_state.current()  # each branch / iteration polls the run's terminate flag
+        if ro is not None and ro.terminate:
+            run_state.terminated()
         if self.generic is not None:
             run = self._specialize(args)
-            return run(*args[:n], *[args[n + k] for k in self.pick])
+            return run(*args[:n], *[args[n + k] for k in self.pick], _ro=ro)
         run = self._run or self._bind()
         for k, shape in self.checks:
             a = args[k]
@@ -139,7 +143,7 @@ class SubPlan:
                     isinstance(d, int) and d != s for d, s in zip(shape, a.shape))):
                 raise OrtNotImplemented(f"a subgraph was compiled for input {k} of shape {list(shape)} but got "
                                         f"{list(a.shape)} (shape-changing loop state is not supported)")
-        return run(*args[:n], *[args[n + k] for k in self.pick])
+        return run(*args[:n], *[args[n + k] for k in self.pick], _ro=ro)
 
 
 def compile_body(sub: Graph, outer: Graph, free: Sequence[str], formal_types: Sequence[TensorType | None] = (),
