@@ -181,7 +181,7 @@ def emit_cuda_plan(g: Graph, title: str) -> tuple[str, dict[str, Any], dict[str,
             label = ", ".join(b.name for b in n.attrs["body"])
             body.writeline(f"# {len(n.attrs['body'])} fused: {comment_safe(label, 300)}  [{where}]")
         else:
-            body.writeline(f"# {n.op_type} {comment_safe(n.name)}  [{where}]")
+            body.writeline(f"# {comment_safe(n.op_type)} {comment_safe(n.name)}  [{where}]")
         if n.provider != CUDA:
             _emit_cpu(plan, n)
         elif n.op_type == TO_DEVICE:

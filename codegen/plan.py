@@ -138,7 +138,7 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
             _emit_fused(body, s.kernel, names, g, imports)
         else:
             assert s.call is not None
-            body.writeline(f"# {n.op_type} {comment_safe(n.name)}")
+            body.writeline(f"# {comment_safe(n.op_type)} {comment_safe(n.name)}")
             alias = _module_alias(s.call.fn)
             if alias is None:
                 fn = names.hoist(s.call.fn, f"{n.name}.fn")

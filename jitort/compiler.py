@@ -13,10 +13,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jitort import cache
+from jitort import cache, node_errors
 from jitort.codegen.cpu import FusedKernel, fused_kernel
 from jitort.codegen.plan import Step, emit_plan
-from jitort.codegen.source import content_hash
+from jitort.codegen.source import comment_safe, content_hash
 from jitort.ir import Graph, Node, verify
 from jitort.kernels.registry import lookup, lower_node, run_call
 from jitort.passes.const_fold import fold_constants
@@ -107,12 +107,15 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: 
         source, consts, kernel_sources = emit_cuda_plan(g, title or g.name)
     else:
         for n in g.nodes:
-            if n.op_type == FUSED and n.domain == "jitort":
-                fk = fused_kernel(n, g)
-                kernels.setdefault(fk.name, fk)
-                steps.append(Step(n, kernel=fk))
-            else:
-                steps.append(Step(n, call=lower_node(n, g)))
+            try:
+                if n.op_type == FUSED and n.domain == "jitort":
+                    fk = fused_kernel(n, g)
+                    kernels.setdefault(fk.name, fk)
+                    steps.append(Step(n, kernel=fk))
+                else:
+                    steps.append(Step(n, call=lower_node(n, g)))
+            except Exception as e:  # onnxruntime's class, naming the node that cannot be lowered
+                raise node_errors.at_compile(e, n.op_type, comment_safe(n.name)) from e
         source, consts = emit_plan(g, steps, title or g.name)
         kernel_sources = {k.name: k.source for k in kernels.values()}
     inputs = [(i, np.dtype(g.type_of(i).dtype) if g.type_of(i).dtype is not None else None, g.type_of(i).shape)

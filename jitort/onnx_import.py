@@ -7,14 +7,18 @@ constant values, attribute defaults filled from the op schema, subgraphs importe
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import re
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import AttributeProto, helper, numpy_helper
 
-from jitort.errors import InvalidGraph, InvalidProtobuf, NoSuchFile
+from jitort import memory, validate
+from jitort.codegen.source import comment_safe
+from jitort.errors import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 from jitort.ir import Dim, Graph, Node, TensorType, Value, toposort
 
 _unknown_dims = itertools.count()
@@ -114,6 +118,7 @@ def opsets_of(proto: onnx.ModelProto) -> dict[str, int]:
     ops = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
     if not ops:
         raise InvalidGraph("model has no opset_import")
+    validate.opsets(ops)
     return ops
 
 
@@ -164,14 +169,60 @@ def tensor_type(tp: onnx.TypeProto) -> TensorType:
 
 
 def to_array(t: onnx.TensorProto) -> np.ndarray:
+    """A TensorProto's data (initializer or attribute), checked against its dims and type first:
+    onnxruntime's ``Fail`` naming the tensor for negative or overflowing dims, a data size that does
+    not match them, or anything else onnx's decoder rejects."""
     if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:
         raise InvalidGraph(f"initializer '{t.name}' uses external data that was not loaded "
                            "(load the model from its path so the data file can be found)")
-    a = numpy_helper.to_array(t)
+    what = f"Initializer '{comment_safe(t.name)}'"
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims):
+        raise Fail(f"{what}: Out of bounds dimensions {dims}: a dimension is negative")
+    dt = _np_dtype(t.data_type)
+    if dt is None:
+        raise Fail(f"{what}: unknown tensor data type {t.data_type}")
+    count = math.prod(dims)
+    nbytes = (count + 1) // 2 if t.data_type in _FOUR_BIT else count * (8 if dt == object else dt.itemsize)
+    if nbytes > memory.limit():
+        raise Fail(f"{what}: dims {dims} need {nbytes} bytes, over jitort's limit of {memory.limit()} bytes "
+                   f"per tensor (session config entry {memory.CONFIG_KEY})")
+    if t.HasField("raw_data") and len(t.raw_data) != nbytes:
+        raise Fail(f"{what}: raw_data size ({len(t.raw_data)} bytes) does not match expected size from shape "
+                   f"and data type ({nbytes} bytes)")
+    try:
+        a = numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - a malformed tensor is the model's error, named
+        m = _RESHAPE.search(str(e))
+        if m:
+            raise Fail(f"{what}: data field count ({m.group(1)}) does not match expected count from shape "
+                       f"({count})") from None
+        raise Fail(f"{what}: cannot decode its data ({type(e).__name__}: {e})") from None
     return contiguous(a)
 
 
+_FOUR_BIT = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4, *(
+    [onnx.TensorProto.FLOAT4E2M1] if hasattr(onnx.TensorProto, "FLOAT4E2M1") else [])}
+_RESHAPE = re.compile(r"cannot reshape array of size (\d+)")
+
+
+def _sparse_to_array(t: onnx.SparseTensorProto) -> np.ndarray:
+    """A sparse initializer densified, its dense size checked against the tensor limit first."""
+    what = f"Sparse initializer '{comment_safe(t.values.name)}'"
+    dims = [int(d) for d in t.dims]
+    dt = _np_dtype(t.values.data_type)
+    if any(d < 0 for d in dims) or dt is None:
+        raise Fail(f"{what}: dims {dims} or data type {t.values.data_type} is invalid")
+    memory.check(what, dims, dt)
+    to_array(t.values)
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 - a malformed tensor is the model's error, named
+        raise Fail(f"{what}: cannot decode it ({type(e).__name__}: {e})") from None
+
+
 def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[str, TensorType]) -> Graph:
+    validate.graph_inputs(g)
     values: dict[str, Value] = {}
     for name, t in outer_types.items():
         values[name] = Value(name, t)
@@ -181,7 +232,7 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
         values[t.name] = Value(t.name, TensorType(a.dtype, tuple(a.shape)), a)
         init_names.add(t.name)
     for t in g.sparse_initializer:
-        a = numpy_helper.to_array(t)  # densified
+        a = _sparse_to_array(t)  # densified
         name = t.values.name
         values[name] = Value(name, TensorType(a.dtype, tuple(a.shape)), contiguous(a))
         init_names.add(name)
@@ -197,6 +248,7 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
     from jitort.functions import expand_functions  # function ops without a kernel -> their bodies
     for i, (n, version) in enumerate(expand_functions(g, opsets, values)):
         domain = "" if n.domain == "ai.onnx" else n.domain
+        validate.node(n, domain, opsets)
         attrs = {a.name: _attr_value(a, opsets, values) for a in n.attribute}
         name = n.name or f"{n.op_type}_{i}"
         if n.op_type == "Constant" and domain == "":
@@ -239,14 +291,14 @@ def _attr_value(a: AttributeProto, opsets: dict[str, int], values: dict[str, Val
     if a.type == AttributeProto.TENSOR:
         return to_array(a.t)
     if a.type == AttributeProto.SPARSE_TENSOR:
-        return contiguous(numpy_helper.to_array(a.sparse_tensor))
+        return contiguous(_sparse_to_array(a.sparse_tensor))
     if a.type == AttributeProto.TENSORS:
         return [to_array(t) for t in a.tensors]
     v = helper.get_attribute_value(a)
-    if isinstance(v, bytes):
-        return v.decode("utf-8")
+    if isinstance(v, bytes):  # string attributes are bytes in the proto: not always valid UTF-8
+        return v.decode("utf-8", "backslashreplace")
     if isinstance(v, list) and v and isinstance(v[0], bytes):
-        return [x.decode("utf-8") for x in v]
+        return [x.decode("utf-8", "backslashreplace") for x in v]
     if a.type == AttributeProto.TYPE_PROTO:
         return v
     if isinstance(v, list):

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, NodeProto, TypeProto, helper, numpy_helper
 
+from jitort import memory
+
 def type_proto(t: Any) -> TypeProto:
     """TypeProto of an importer TensorType (unknown dims become unnamed)."""
     if t is None or t.dtype is None:
@@ -32,6 +34,7 @@ def type_proto(t: Any) -> TypeProto:
 
 
 MAX_DATA_ELEMENTS = 4096  # constant values evaluated at import to sharpen inference (shape arithmetic)
+MAX_DATA_BYTES = MAX_DATA_ELEMENTS * 16
 
 
 def unknown(t: Any) -> bool:
@@ -172,7 +175,8 @@ class Refiner:
         for o in outs:
             vals[o] = Value(o, copy.deepcopy(self.values[o].type))
         g = Graph([node], [], outs, vals)
-        results = evaluate(node, g)
+        with memory.budget(MAX_DATA_BYTES):  # only small results are kept: never allocate a big one
+            results = evaluate(node, g)
         for o, r in zip(n.output, results):
             if o and isinstance(r, np.ndarray) and r.size <= MAX_DATA_ELEMENTS:
                 self.data[o] = r

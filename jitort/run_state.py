@@ -15,8 +15,11 @@ _local = threading.local()
 
 
 def terminated() -> NoReturn:
-    """Raise onnxruntime's error for a run whose ``RunOptions.terminate`` is set."""
-    raise Fail("Exiting due to terminate flag being set to true.")
+    """Raise onnxruntime's error for a run whose ``RunOptions.terminate`` is set (marked so the run
+    boundary reports it as it is, without a node)."""
+    e = Fail("Exiting due to terminate flag being set to true.")
+    e.run_state = "terminated"  # type: ignore[attr-defined]
+    raise e
 
 
 def current() -> Any:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import allocator, artifact, cache, run_state
+from jitort import allocator, artifact, cache, memory, node_errors, run_state
 from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
@@ -162,6 +162,10 @@ def _warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
     return not any(unsafe(n) for n in nodes(proto.graph)) and not proto.functions
 
 
+def _no_outputs(*args: Any, **kwargs: Any) -> tuple:
+    raise InvalidArgument("At least one output should be requested.")
+
+
 class InferenceSession:
     """Runs an ONNX model with jitort-generated kernels (onnxruntime's ``InferenceSession`` API)."""
 
@@ -174,6 +178,8 @@ class InferenceSession:
         self._providers, self._provider_options = _normalize_providers(providers, provider_options)
         config = dict(getattr(self._sess_options, "_config", {}))
         self._cache = artifact.policy(config)
+        limit = config.get(memory.CONFIG_KEY)
+        self._tensor_limit = memory.parse_limit(limit, memory.CONFIG_KEY) if limit else None
         art = _artifact_dir(path_or_bytes, config)
         model_arg = art / "model.onnx" if art is not None and os.path.isdir(path_or_bytes) else path_or_bytes
         self._source = model_arg
@@ -205,6 +211,11 @@ class InferenceSession:
             try:
                 compiled = compile_graph(import_model(proto), self._providers,
                                          title=self._meta.graph_name or "model", **self._flags)
+            except Exception as e:
+                mapped = node_errors.at_creation(e)  # internal errors never leak: onnxruntime's class
+                if mapped is None:
+                    raise
+                raise mapped from e
             finally:
                 if workers is not None:
                     self._precompile(compiled, root, workers)  # or, on an error, just end them
@@ -226,6 +237,8 @@ class InferenceSession:
         if fresh and self._cache.enabled:
             self._save_entry(key, model_hash)
         self._out_index = {o: k for k, o in enumerate(compiled.outputs)}
+        if not compiled.outputs:  # onnxruntime creates such a session and refuses every run
+            self._run_feed = _no_outputs
         self._input_names = [s.name for s in self._specs]
         self._n_inputs = len(self._specs)
         self._profile: list[dict[str, Any]] | None = [] if self._sess_options.enable_profiling else None
@@ -426,13 +439,16 @@ class InferenceSession:
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
             run_options: RunOptions | None = None) -> list[np.ndarray]:
         """Run the model: ``output_names`` None or empty means every output, in model order."""
-        if run_options is None:
-            outs = self._run_feed(input_feed) if self._profile is None else self._run_profiled(input_feed, None)
-        else:
-            if run_options.terminate:
-                run_state.terminated()
-            with run_state.running(run_options):  # polled between steps and in subgraph calls
-                outs = self._run_profiled(input_feed, run_options)
+        try:
+            if run_options is None and self._profile is None and self._tensor_limit is None:
+                outs = self._run_feed(input_feed)
+            else:
+                outs = self._run_with(input_feed, run_options)
+        except Exception as e:
+            mapped = node_errors.at_node(e)  # onnxruntime's class, naming the failing node
+            if mapped is None:
+                raise
+            raise mapped from e
         if not output_names:
             return list(outs)
         try:
@@ -441,12 +457,15 @@ class InferenceSession:
             bad = next(n for n in output_names if n not in self._out_index)
             raise InvalidArgument(f"Invalid output name:{bad}") from None
 
-    def _run_profiled(self, input_feed: dict[str, Any], run_options: RunOptions | None) -> tuple:
-        if self._profile is None:
-            return self._run_feed(input_feed, run_options)
+    def _run_with(self, input_feed: dict[str, Any], run_options: RunOptions | None) -> tuple:
+        """A run with run options, profiling or a tensor limit of this session's."""
+        if run_options is not None and run_options.terminate:
+            run_state.terminated()
         t0 = time.perf_counter()
-        outs = self._run_feed(input_feed, run_options)
-        self._record("model_run", t0)
+        with run_state.running(run_options), memory.budget(self._tensor_limit):
+            outs = self._run_feed(input_feed, run_options)
+        if self._profile is not None:
+            self._record("model_run", t0)
         return outs
 
     def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, OrtValue],
@@ -463,8 +482,14 @@ class InferenceSession:
             # there; IOBinding copies each result to where its binding wants it.
             if run_options is not None and run_options.terminate:
                 run_state.terminated()
-            with run_state.running(run_options):
-                outs = run_on(True, *self._bind(inputs), _ro=run_options)
+            try:
+                with run_state.running(run_options), memory.budget(self._tensor_limit):
+                    outs = run_on(True, *self._bind(inputs), _ro=run_options)
+            except Exception as e:
+                mapped = node_errors.at_node(e)
+                if mapped is None:
+                    raise
+                raise mapped from e
             names = output_names or list(self._out_index)
             bad = [n for n in names if n not in self._out_index]
             if bad:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, Ref, op
@@ -192,6 +193,7 @@ def OneHot(indices: np.ndarray, depth: np.ndarray, values: np.ndarray, *, axis: 
         raise InvalidArgument(f"OneHot: depth must be positive, got {d}")
     r = indices.ndim + 1
     a = norm_axis("OneHot", axis, r)
+    memory.check("OneHot", indices.shape[:a] + (d,) + indices.shape[a:], values.dtype)
     idx = indices.astype(np.int64)  # float indices truncate, as onnxruntime casts them
     idx = np.where(idx < 0, idx + d, idx)
     hot = idx.reshape(idx.shape[:a] + (1,) + idx.shape[a:]) == np.arange(d).reshape((d,) + (1,) * (r - a - 1))

@@ -25,7 +25,8 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from jitort.errors import InvalidArgument
+from jitort import memory
+from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.registry import op
 
@@ -322,10 +323,12 @@ def _output_geometry(shape: tuple[int, ...], scales: np.ndarray | None, sizes: n
         if s.size != len(axes):
             raise InvalidArgument(f"{name}: 'scales' has {s.size} values, expected {len(axes)} (rank or len(axes))")
         for a, v in zip(axes, s):
+            if not np.isfinite(v):  # onnxruntime's class and words (ScalesValidation)
+                raise Fail(f"{name}: Scale value must be finite, got {v} for axis {a}")
             if not v > 0:
                 raise InvalidArgument(f"{name}: scales must be > 0, got {v} for axis {a}")
             sc[a] = float(v)
-            out[a] = int(_F32(v) * _F32(shape[a]))
+            out[a] = memory.finite_count(name, _F32(v) * _F32(shape[a]))
         return out, sc
     z = np.asarray(sizes, np.int64).reshape(-1)
     if z.size != len(axes):
@@ -392,6 +395,7 @@ def _resize(x: np.ndarray, roi: np.ndarray | None, scales: np.ndarray | None, si
     plan = _plan(x.shape, x.dtype, _array_key(scales), _array_key(sizes), roi_key, mode, coord, nearest_mode,
                  float(cubic_coeff_a), bool(exclude_outside), bool(antialias), tuple(axes) if axes else None,
                  policy, name)
+    memory.check(name, plan.out_shape, x.dtype)  # the plan is memoised: this call's limit applies
     if plan.kind == "empty":
         return np.zeros(plan.out_shape, x.dtype)
     if plan.kind == "copy":
@@ -433,6 +437,7 @@ def _plan(shape: tuple[int, ...], dtype: np.dtype, scales_k: tuple | None, sizes
         axes = list(range(r))
     out_shape, sc = _output_geometry(shape, _unkey(scales_k), _unkey(sizes_k), axes, policy, name,
                                      exact=dtype == np.float64)
+    memory.check(name, out_shape, dtype)  # before any table of the output's size is built
     rois = [(0.0, 1.0)] * r
     roi = _unkey(roi_k)
     if roi is not None and roi.size:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
@@ -448,19 +449,31 @@ def Slice(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: np.ndarr
 @op("Expand", since=8)
 def Expand(input: np.ndarray, shape: np.ndarray) -> np.ndarray:
     want = tuple(shape.reshape(-1).tolist())
-    try:
-        out = np.broadcast_shapes(input.shape, want)
-    except ValueError:
+    out = _broadcast_shape(input.shape, want)
+    if out is None:
         raise InvalidArgument(f"Expand: input shape {list(input.shape)} does not broadcast with shape "
-                              f"{list(want)}") from None
+                              f"{list(want)}")
     if out == input.shape:
         return input
+    memory.check("Expand", out, input.dtype)
     return np.broadcast_to(input, out).copy()
+
+
+def _broadcast_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
+    """numpy's broadcast of two shapes in Python integers (numpy's own refuses shapes whose size
+    overflows, which a model may ask for: that is the memory check's error, not a broadcast one)."""
+    r = max(len(a), len(b))
+    a, b = (1,) * (r - len(a)) + tuple(a), (1,) * (r - len(b)) + tuple(b)
+    if any(x != y and x != 1 and y != 1 for x, y in zip(a, b)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 def _tile(x: np.ndarray, reps: list[int]) -> np.ndarray:
     if len(reps) != x.ndim or any(r < 0 for r in reps):
         raise InvalidArgument(f"Tile: repeats {reps} must be {x.ndim} non-negative values (the input's rank)")
+    # onnxruntime's Tile checks its output size itself and reports InvalidArgument
+    memory.check("Tile", [d * r for d, r in zip(x.shape, reps)], x.dtype, InvalidArgument)
     return np.tile(x, reps) if reps else x.copy()
 
 
@@ -503,6 +516,7 @@ def ConstantOfShape(input: np.ndarray, *, value: np.ndarray | None = None) -> np
     shape = input.reshape(-1).tolist()
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"ConstantOfShape: shape {shape} has a negative dimension")
+    memory.check("ConstantOfShape", shape, np.float32 if value is None else value.dtype)
     if value is None:
         return np.zeros(shape, np.float32)
     if value.size != 1:
@@ -526,10 +540,12 @@ def Range(start: np.ndarray, limit: np.ndarray, delta: np.ndarray, *, stash_type
     if dt.kind in "iu":
         a, b, c = int(s), int(lim), int(d)
         n = max(-((a - b) // c), 0)  # ceil((limit - start) / delta), exact
+        memory.check("Range", [n], np.int64)
         return (np.arange(n, dtype=np.int64) * c + a).astype(dt)
     # onnxruntime: n = ceil(double(limit - start) / delta) with the difference taken in T. Values follow
     # the spec's start + i * delta, computed in double (as exact as T allows; stash_type has no effect).
-    n = max(int(math.ceil(float(lim - s) / float(d))), 0)
+    n = max(memory.finite_count("Range", float(lim - s) / float(d), ceil=True), 0)
+    memory.check("Range", [n], np.float64)
     return (np.arange(n, dtype=np.float64) * float(d) + float(s)).astype(dt)
 
 
@@ -601,7 +617,7 @@ def _pad(x: np.ndarray, pads: Sequence[int], mode: str, value: Any, axes: Sequen
         end = [max(e, 0) for e in end]
     if not any(begin) and not any(end):
         return contig(x)
-    shape = tuple(d + b + e for d, b, e in zip(x.shape, begin, end))
+    shape = memory.check("Pad", [d + b + e for d, b, e in zip(x.shape, begin, end)], x.dtype)
     if mode == "constant":
         out = np.full(shape, _zero_of(x.dtype) if value is None else value, x.dtype)
         out[tuple(slice(b, b + d) for b, d in zip(begin, x.shape))] = x

@@ -6,10 +6,12 @@ are constants. Folded values keep their data in ``Value.const``.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
 
+from jitort import memory
 from jitort.ir import Graph, Node
 from jitort.onnx_import import contiguous
 
@@ -18,6 +20,10 @@ NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Random
                     "Multinomial", "Bernoulli"}
 # Above this many elements a folded constant costs more memory than the work it saves.
 MAX_FOLD_ELEMENTS = 1 << 22
+# Folding runs kernels on the model's constants at session creation: a node whose output would be
+# larger than this (a constant Range(0, 2**40), say) is not folded but left to run time, where the
+# session's tensor limit applies and the error names the node (jitort.memory).
+MAX_FOLD_BYTES = 64 << 20
 
 Evaluator = Callable[[Node, Graph], Sequence[np.ndarray]]
 
@@ -27,7 +33,7 @@ def fold_constants(g: Graph, evaluate: Evaluator) -> Graph:
     for n in g.nodes:
         folded = _fold_shape(n, g)
         if folded is None and _foldable(n, g):
-            folded = list(evaluate(n, g))
+            folded = _evaluate_bounded(n, g, evaluate)
         if folded is None:
             keep.append(n)
             continue
@@ -41,6 +47,24 @@ def fold_constants(g: Graph, evaluate: Evaluator) -> Graph:
         g.notes.append(f"folded: {n.name} ({n.op_type})")
     g.nodes = keep
     return g
+
+
+def _evaluate_bounded(n: Node, g: Graph, evaluate: Evaluator) -> list[np.ndarray] | None:
+    """The node's outputs, or None when one would exceed MAX_FOLD_BYTES (known from its inferred
+    static shape, or found by the kernel's memory check) or the kernel fails on these constants."""
+    for o in n.outputs:
+        t = g.type_of(o) if o else None
+        if t is not None and t.is_static() and t.dtype is not None and \
+                math.prod(int(d) for d in t.shape) * np.dtype(t.dtype).itemsize > MAX_FOLD_BYTES:  # type: ignore[union-attr]
+            g.notes.append(f"not folded: {n.name} ({n.op_type}): its output is over {MAX_FOLD_BYTES} bytes")
+            return None
+    try:
+        with memory.budget(MAX_FOLD_BYTES):
+            return list(evaluate(n, g))
+    except Exception as e:  # noqa: BLE001 - a node that fails on its constants fails at run time,
+        # naming the node, as in onnxruntime (whose folding also leaves such a node in the graph)
+        g.notes.append(f"not folded: {n.name} ({n.op_type}): {type(e).__name__}: {e.args[0] if e.args else ''}")
+        return None
 
 
 def _foldable(n: Node, g: Graph) -> bool:
