@@ -2,8 +2,17 @@
 
 The artifact directory is a jitort cache root holding exactly one model: generated source
 (``kernels/``, ``plans/``), Numba's compiled objects (beside them, and ``library/`` for the shared
-kernels, which a warm-up run with the given input shapes compiles), the folded constants, a copy
-of the model, and ``manifest.json``. ``InferenceSession(DIR)`` starts without compiling.
+kernels, which a warm-up run compiles), the folded constants, a copy of the model, and
+``manifest.json``. ``InferenceSession(DIR)`` starts without compiling.
+
+The warm-up run only has to reach the library kernels the plan calls, which specialise on dtype,
+rank and layout: its values never matter, so inputs are valid by construction
+(:func:`jitort.models.warmup_feeds`: zeros for integer inputs such as token ids, ones for masks)
+unless ``--input NAME=FILE.npy`` gives a sample; ``--input-shape`` and samples bind symbolic dims
+(default 1). A warm-up run that fails anyway is a warning in the report (``warmup_error``): the
+artifact is complete and what the run did not reach compiles on first use. The artifact is built
+in a hidden directory beside the target and renamed into place at the end: a compile that fails
+or is interrupted leaves no directory behind.
 
 Compilation runs in a child process so the cache root and — for ``--target portable`` — the CPU
 Numba targets (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, read when Numba starts) are set before
@@ -20,13 +29,23 @@ report are the ahead-of-time check.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from jitort import artifact
+from jitort.errors import Fail
 
 
 # x86-64-v3: AVX2/FMA/BMI2 machines (Haswell and later, Zen 1 and later).
@@ -38,29 +57,171 @@ PORTABLE_ENV = {"NUMBA_CPU_NAME": "x86-64-v3",
 
 def compile_artifact(model: str, out: str, input_shapes: dict[str, list[int]] | None = None,
                      target: str = "host", quiet: bool = False, provider: str = "cpu",
-                     cc: tuple[int, int] = (9, 0)) -> dict[str, Any]:
-    """Build the artifact in a child process; returns its report (a dict)."""
-    out_dir = Path(out).resolve()
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    env = dict(os.environ, JITORT_CACHE_DIR=str(out_dir))
-    show_progress = not quiet and sys.stderr.isatty()
-    if show_progress:
-        env["JITORT_PROGRESS"] = "1"
-    if target == "portable":
-        env.update(PORTABLE_ENV)
-    elif target != "host":
+                     cc: tuple[int, int] = (9, 0), inputs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Build the artifact in a child process; returns its report (a dict).
+
+    ``input_shapes`` and ``inputs`` (sample arrays) set the warm-up run's shapes; samples are also
+    its values (the other inputs get :func:`jitort.models.warmup_feeds`). The artifact is built in
+    a hidden directory beside ``out`` and renamed into place when complete (replacing an artifact
+    already there), so a failed or interrupted compile leaves no directory behind. Raises
+    ValueError for bad arguments and :class:`jitort.errors.Fail` (one-line message) when no
+    artifact can be built; a failed warm-up run only sets ``report["warmup_error"]``."""
+    if target not in ("host", "portable"):
         raise ValueError(f"--target must be host or portable, not {target!r}")
     if provider not in ("cpu", "cuda"):
         raise ValueError(f"--provider must be cpu or cuda, not {provider!r}")
-    job = json.dumps({"model": str(model), "out": str(out_dir), "shapes": input_shapes or {}, "target": target,
-                      "quiet": quiet, "cc": list(cc)})
-    child = "_child" if provider == "cpu" else "_child_cuda"
-    proc = subprocess.run([sys.executable, "-c", f"import sys, jitort.aot as a; a.{child}(sys.argv[1])", job],
-                          env=env, stdout=subprocess.PIPE, stderr=None if show_progress else subprocess.PIPE,
-                          text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"jitort compile failed:\n{(proc.stderr or '')[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out_dir = Path(out).resolve()
+    _check_output(out_dir)
+    samples = dict(inputs or {})
+    dims = _warmup_dims(_model_specs(model), input_shapes or {}, samples) if input_shapes or samples else {}
+    out_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _remove_stale(out_dir)
+    staging = _sibling(out_dir, "partial")
+    try:
+        env = dict(os.environ, JITORT_CACHE_DIR=str(staging))
+        show_progress = not quiet and sys.stderr.isatty()
+        if show_progress:
+            env["JITORT_PROGRESS"] = "1"
+        if target == "portable":
+            env.update(PORTABLE_ENV)
+        with tempfile.TemporaryDirectory(prefix="jitort-compile-") as tmp:
+            sample_file = ""
+            if samples:
+                sample_file = str(Path(tmp) / "samples.npz")
+                np.savez(sample_file, *samples.values())  # positional: input names need not be valid keys
+            job = {"model": str(model), "out": str(staging), "dims": dims, "samples": sample_file,
+                   "sample_names": list(samples), "target": target, "quiet": quiet, "cc": list(cc)}
+            report = _run_child("_child" if provider == "cpu" else "_child_cuda", job, env, show_progress)
+        _install(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report["artifact"] = str(out_dir)
+    return report
+
+
+def _model_specs(model: str) -> list[tuple[str, np.dtype, Any]]:
+    """The model's graph inputs ``(name, dtype, shape)``; Fail when the file is not a readable model."""
+    from jitort.models import input_specs
+    try:
+        return input_specs(model)
+    except Exception as e:  # noqa: BLE001 - whatever onnx raises for a damaged file
+        raise Fail(f"cannot read the model {model}: {_one_line(e)}") from None
+
+
+def _warmup_dims(specs: list[tuple[str, np.dtype, Any]], shapes: dict[str, list[int]],
+                 samples: dict[str, np.ndarray]) -> dict[str, int]:
+    """The symbolic dims the given shapes and samples bind (``--input-shape`` name=1x3x224x224
+    binds that input's symbolic dims; a sample binds its own); ValueError for an unknown input, a
+    wrong rank or dtype, or a dim bound to two values."""
+    declared = {name: (dt, shape) for name, dt, shape in specs}
+    dims: dict[str, int] = {}
+    for what, name, given in ([("--input-shape", n, list(v)) for n, v in shapes.items()]
+                              + [("--input", n, list(a.shape)) for n, a in samples.items()]):
+        if name not in declared:
+            raise ValueError(f"{what} {name}: the model has no input {name!r}; its inputs are {list(declared)}")
+        dt, shape = declared[name]
+        if name in samples and samples[name].dtype != dt:
+            raise ValueError(f"--input {name}: the sample is {samples[name].dtype}, the model expects {dt}")
+        if shape is None:
+            continue
+        if len(given) != len(shape):
+            raise ValueError(f"{what} {name}: rank {len(given)}, the model says {len(shape)}")
+        for d, v in zip(shape, given):
+            if isinstance(d, int) and d >= 0 and int(v) != d:
+                raise ValueError(f"{what} {name}: dim {v} where the model says {d}")
+            if isinstance(d, str):
+                if dims.setdefault(d, int(v)) != int(v):
+                    raise ValueError(f"{what} {name}: dim {d!r} is {v} here but {dims[d]} elsewhere")
+    return dims
+
+
+def _check_output(out: Path) -> None:
+    """``out`` must be absent, an empty directory, or an artifact (which is replaced)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ValueError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / artifact.MANIFEST).is_file():
+        raise ValueError(f"{out} is a non-empty directory but not a jitort artifact; not replacing it")
+
+
+def _sibling(out: Path, what: str) -> Path:
+    """A new private directory beside ``out`` (hidden, named for this process: see ``_remove_stale``)."""
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{what}-{os.getpid()}-"))
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove what a compile of ``out`` killed outright (no chance to clean up) left beside it."""
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
+        what, _, rest = p.name[len(out.name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if what in ("partial", "replaced") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Rename the finished artifact to ``out``, replacing what is there (an artifact or an empty directory)."""
+    old = None
+    if out.exists():
+        old = _sibling(out, "replaced")
+        os.replace(out, old / "artifact")
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old is not None:
+            os.replace(old / "artifact", out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_child(entry: str, job: dict[str, Any], env: dict[str, str], show_progress: bool) -> dict[str, Any]:
+    """Run ``jitort.aot.<entry>(job)`` in a new process group, return the report it prints last.
+    Interrupted (KeyboardInterrupt, SystemExit), it kills the group (the child and its compile
+    workers) before re-raising; a failed child is a Fail with its one-line reason."""
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys, jitort.aot as a; a.{entry}(sys.argv[1])",
+                             json.dumps(job)], env=env, stdout=subprocess.PIPE,
+                            stderr=None if show_progress else subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    lines = (stdout or "").strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else None
+    except ValueError:  # it died before reporting
+        report = None
+    if proc.returncode == 0 and isinstance(report, dict) and "error" not in report:
+        return report
+    if isinstance(report, dict) and "error" in report:
+        raise Fail(str(report["error"]))
+    tail = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()][-1:]
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+    raise Fail(f"the compiler process ended with {how}" + (f": {' '.join(tail[0].split())}" if tail else ""))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _one_line(e: BaseException) -> str:
+    """``Type: message`` on one line (jitort's errors: their plain message, without onnxruntime's prefix)."""
+    msg = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    return f"{type(e).__name__}: {' '.join(msg.split())}"
 
 
 def _bar(done: int, total: int, name: str) -> None:
@@ -71,48 +232,85 @@ def _bar(done: int, total: int, name: str) -> None:
     sys.stderr.flush()
 
 
-def _child(job_json: str) -> None:
-    import jitort
-    from jitort import artifact
-    from jitort.models import random_feeds
+def _reporting(build: Callable[[dict[str, Any]], dict[str, Any]], job_json: str) -> None:
+    """The child's frame: print ``build``'s report as the last line of stdout, or ``{"error": one
+    line}`` and exit 3 (the CLI's EXIT_FAILED) when it raises."""
     job = json.loads(job_json)
+    try:
+        report = build(job)
+    except Exception as e:  # noqa: BLE001 - any failure means no artifact; the parent says why in one line
+        staged = str(Path(job["out"]) / "model.onnx")  # name the user's file, not the staged copy
+        print(json.dumps({"error": _one_line(e).replace(staged, job["model"])}))
+        sys.exit(3)
+    print(json.dumps(report))
+
+
+def _child(job_json: str) -> None:
+    _reporting(_build_cpu, job_json)
+
+
+def _child_cuda(job_json: str) -> None:
+    _reporting(_build_cuda, job_json)
+
+
+def _load_samples(job: dict[str, Any]) -> dict[str, np.ndarray]:
+    if not job["samples"]:
+        return {}
+    with np.load(job["samples"], allow_pickle=False) as f:
+        return {name: f[f"arr_{k}"] for k, name in enumerate(job["sample_names"])}
+
+
+def _warm_up(sess: Any, job: dict[str, Any]) -> tuple[dict[str, list[int]], str | None]:
+    """One run that compiles the shared library kernels the plan calls into the artifact's
+    ``library/``: the samples, and :func:`jitort.models.warmup_feeds` (values valid by
+    construction) for the other inputs. Returns the shapes run and, if it failed, why (the
+    kernels it did not reach then compile on first use)."""
+    from jitort.models import warmup_feeds
+    feeds: dict[str, np.ndarray] = {}
+    try:
+        feeds = warmup_feeds(sess, job["dims"], _load_samples(job))
+        sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001 - the artifact does not need the run; the report says what failed
+        return {k: list(v.shape) for k, v in feeds.items()}, _one_line(e)
+    return {k: list(v.shape) for k, v in feeds.items()}, None
+
+
+def _build_cpu(job: dict[str, Any]) -> dict[str, Any]:
+    import jitort
+    from jitort import cache
     out = Path(job["out"])
     shutil.copyfile(job["model"], out / "model.onnx")
     so = jitort.SessionOptions()
     so.add_session_config_entry("session.jitort.cache_dir", str(out))
+    so.add_session_config_entry("session.jitort.warmup", "0")  # _warm_up below, with the job's shapes
     sess = jitort.InferenceSession(str(out / "model.onnx"), so,
                                    progress=_bar if os.environ.get("JITORT_PROGRESS") == "1" else None)
-    dims: dict[str, int] = {}
-    for arg in sess.get_inputs():  # --input-shape name=1x3x224x224 binds that input's symbolic dims
-        given = job["shapes"].get(arg.name)
-        if given is not None:
-            if len(given) != len(arg.shape):
-                raise ValueError(f"--input-shape {arg.name}: rank {len(given)}, the model says {len(arg.shape)}")
-            dims.update({d: int(v) for d, v in zip(arg.shape, given) if isinstance(d, str)})
-    feeds = random_feeds(sess, seed=0, dims=dims)
-    sess.run(None, feeds)  # compiles the shared library kernels this model calls, into out/library
+    mark, t0 = cache.compile_count(), time.perf_counter()
+    shapes, warmup_error = _warm_up(sess, job)
     c = sess._compiled
+    c.compiled += cache.compiled_since(mark)  # the warm-up's library kernels count as this compile's
+    c.seconds += time.perf_counter() - t0
     key = artifact.model_key((out / "model.onnx").read_bytes(), [], {"providers": sess.get_providers(), **sess._flags})
     m = artifact.manifest_for(c, key[0], key[1], target=job["target"])
     artifact.save_artifact(out, m, c.consts)
-    shutil.rmtree(out / "models", ignore_errors=True)  # the session's own cache entry: the artifact replaces it
+    artifact.wait_pending()  # the session's own cache entry, written on a thread: the artifact replaces it
+    shutil.rmtree(out / "models", ignore_errors=True)
     report = {"artifact": str(out), "target": job["target"], "kernels": len(c.kernel_sources),
               "compiled": len(c.compiled), "compile_seconds": round(c.seconds, 3),
-              "inputs": {k: list(v.shape) for k, v in feeds.items()}}
+              "inputs": shapes, "warmup_error": warmup_error}
     if job["target"] == "portable":
         report["load_env"] = PORTABLE_ENV
-    print(json.dumps(report))
+    return report
 
 
-def _child_cuda(job_json: str) -> None:
+def _build_cuda(job: dict[str, Any]) -> dict[str, Any]:
     """Partition for CUDA, write the artifact, compile every kernel to PTX (and cubin where nvJitLink is)."""
-    from jitort import artifact, cache
+    from jitort import cache
     from jitort.codegen.cuda_plan import kernel_ptx
     from jitort.compiler import compile_graph
     from jitort.kernels.cuda import library_hash as cuda_library_hash
     from jitort.kernels.cuda import runtime as rt
     from jitort.onnx_import import import_model, load_model
-    job = json.loads(job_json)
     out = Path(job["out"])
     cc = (int(job["cc"][0]), int(job["cc"][1]))
     sm = f"sm_{cc[0]}{cc[1]}"
@@ -146,13 +344,29 @@ def _child_cuda(job_json: str) -> None:
     (kdir / "kernels.json").write_text(json.dumps(rows, indent=1))
     on_cuda = sorted({n.op_type for n in c.graph.nodes if n.provider == "CUDAExecutionProvider"})
     on_cpu = sorted({n.op_type for n in c.graph.nodes if n.provider != "CUDAExecutionProvider"})
-    print(json.dumps({"artifact": str(out), "target": target, "kernels": len(rows), "linked": link,
-                      "cuda_ops": on_cuda, "cpu_ops": on_cpu,
-                      "resources": [{k: r.get(k) for k in ("kernel", "key", "registers", "shared_bytes", "stack_bytes",
-                                                           "spill_stores")} for r in rows]}))
+    return {"artifact": str(out), "target": target, "kernels": len(rows), "linked": link,
+            "cuda_ops": on_cuda, "cpu_ops": on_cpu,
+            "resources": [{k: r.get(k) for k in ("kernel", "key", "registers", "shared_bytes", "stack_bytes",
+                                                 "spill_stores")} for r in rows]}
 
 
 # --- the `jitort compile` command ----------------------------------------------------------------
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt meanwhile (as Ctrl-C does), so the compile cleans up."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def add_parser(sub: Any) -> None:
     """The ``compile`` subcommand of jitort's CLI."""
@@ -165,6 +379,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
                    help="shape of an input for the warm-up run (binds its symbolic dims); repeatable")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="a sample input for the warm-up run (its values and shape; default zeros, ones for "
+                        "mask-like inputs); repeatable")
     p.add_argument("--target", default="host", choices=["host", "portable"], help="CPU target (default host)")
     p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="execution provider (default cpu)")
     p.add_argument("--cc", default="9.0", metavar="MAJOR.MINOR", help="CUDA compute capability (default 9.0)")
@@ -172,8 +389,10 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_compile(args: Any) -> int:
-    """``jitort compile``: exit 0 when the artifact is written, 2 on bad arguments, 3 when compiling fails."""
-    from jitort.cli import EXIT_FAILED, EXIT_OK, UsageError
+    """``jitort compile``: exit 0 when the artifact is written (a failed warm-up run is a warning),
+    2 on bad arguments, 3 when no artifact can be built, 130 when interrupted; a failure is one
+    line on stderr and leaves no directory behind."""
+    from jitort.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, _parse_inputs
     if not os.path.isfile(args.model):
         raise UsageError(f"no such model file: {args.model}")
     try:
@@ -190,12 +409,25 @@ def cmd_compile(args: Any) -> int:
         except ValueError:
             raise UsageError(f"--input-shape expects NAME=1x3x224x224, got {item!r}") from None
     try:
-        rep = compile_artifact(args.model, args.output, shapes, args.target, provider=args.provider,
-                               cc=(major, minor))
-    except RuntimeError as e:
-        print(str(e), file=sys.stderr)
+        samples = _parse_inputs(args.input, _model_specs(args.model)) if args.input else {}
+        with _sigterm_interrupts():
+            rep = compile_artifact(args.model, args.output, shapes, args.target, provider=args.provider,
+                                   cc=(major, minor), inputs=samples)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except Fail as e:
+        print(f"jitort compile: error: {e.args[0]}; no artifact written", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("jitort compile: interrupted; no artifact written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if rep.get("warmup_error"):
+        print(f"jitort compile: warning: the warm-up run failed ({rep['warmup_error']}); the library kernels "
+              "it did not reach compile on first use", file=sys.stderr)
     print(f"artifact: {rep['artifact']} (target {rep['target']}, {rep['kernels']} kernels)")
+    if rep.get("inputs"):
+        shapes = (f"{n} {'x'.join(map(str, s)) or 'scalar'}" for n, s in rep["inputs"].items())
+        print(f"  warm-up inputs: {', '.join(shapes)}")
     for r in rep.get("resources", []):
         res = "" if r.get("registers") is None else (
             f"  {r['registers']:3d} registers, {r['shared_bytes']:6d} B shared, {r['stack_bytes']} B stack, "

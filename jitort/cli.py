@@ -10,7 +10,7 @@ per-op report (``jitort/conformance.py``).
 
 Exit codes: 0 success; 1 outputs disagree (rtol 1e-3, atol 1e-4); 2 usage error (bad argument,
 missing file, onnxruntime not installed); 3 jitort (or, for ``--compare-ort``, onnxruntime) failed
-to compile or run the model.
+to compile or run the model (``compile``: no artifact could be built); 130 interrupted (``compile``).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 RTOL, ATOL = 1e-3, 1e-4
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 CACHE_KINDS = ("kernels", "plans")  # the trees jitort writes under the cache root (jitort/cache.py)
 
 

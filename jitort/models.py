@@ -4,7 +4,9 @@
 inside the installed onnx package; any existing path is returned as is. The wheel ships one
 expected output per model (``light_<name>_output_0.pb``), computed by the ONNX backend test runner
 from a deterministic input — :func:`reference_inputs` rebuilds that input, :func:`expected_output`
-reads the output. :func:`random_feeds` makes seeded inputs for any model from its declared types.
+reads the output. :func:`random_feeds` makes seeded inputs for any model from its declared types;
+:func:`warmup_feeds` makes inputs whose values are valid by construction, for a run whose only job
+is to compile what the model calls.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 import onnx
 
 __all__ = ["LIGHT_MODELS", "expected_output", "input_specs", "light_dir", "light_models",
-           "random_feeds", "reference_inputs", "resolve_model"]
+           "random_feeds", "reference_inputs", "resolve_model", "warmup_feeds"]
 
 # onnx.backend.test.case.model lists these nine; the wheel carries them with constant weights.
 LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
@@ -151,6 +153,31 @@ def random_feeds(session_or_model: ModelLike, seed: int = 0,
             feeds[name] = rng.random(sh) < 0.5
         else:
             raise ValueError(f"input '{name}': cannot generate random data of type {dt}")
+    return feeds
+
+
+_MASK_RE = re.compile(r"mask", re.IGNORECASE)
+
+
+def warmup_feeds(session_or_model: ModelLike, dims: dict[str, int] | None = None,
+                 given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Inputs whose values no model can reject as indices, for a run that only has to compile the
+    kernels the model calls (library kernels specialise on dtype, rank and layout, not values).
+
+    Integers are 0 (a valid token, position, segment or class id for any non-empty table), booleans
+    False, inputs named like a mask (``attention_mask``) all ones / True (nothing masked), floats
+    1.0 (never an index; a neutral scale or divisor). Symbolic dims take their value from ``dims``
+    (default 1). Inputs in ``given`` (samples) are used as they are.
+    """
+    feeds: dict[str, np.ndarray] = {}
+    for name, dt, shape in input_specs(session_or_model):
+        if given is not None and name in given:
+            feeds[name] = given[name]
+            continue
+        if dt.kind in "OSUM":
+            raise ValueError(f"input '{name}': cannot make warm-up data of type {dt}")
+        one = dt.kind not in "biu" or _MASK_RE.search(name) is not None
+        feeds[name] = (np.ones if one else np.zeros)(_concrete(name, shape, dims or {}), dt)
     return feeds
 
 

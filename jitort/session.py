@@ -308,14 +308,15 @@ class InferenceSession:
         compiled.seconds += time.perf_counter() - t0
 
     def _warm_up(self) -> None:
-        """One run on seeded random inputs (symbolic dims 1) right after a fresh compile, so the
-        shared library kernels the model calls compile now, not in the user's first ``run``. A
-        failure (inputs the model rejects, say) only leaves them to compile lazily."""
-        from jitort.models import random_feeds
+        """One run right after a fresh compile, so the shared library kernels the model calls
+        compile now, not in the user's first ``run``. Its inputs are valid by construction (zeros
+        for integers such as token ids, ones for masks; symbolic dims 1: ``models.warmup_feeds``);
+        a failure anyway only leaves the kernels to compile lazily, never fails the session."""
+        from jitort.models import warmup_feeds
         t0 = time.perf_counter()
         mark = cache.compile_count()
         try:
-            self._run_feed(random_feeds(self, seed=0))
+            self._run_feed(warmup_feeds(self))
         except Exception as e:  # noqa: BLE001 - best effort: the real feeds decide what runs
             self._cache.notes.append(f"warm-up run skipped: {type(e).__name__}: {str(e)[:200]}")
         self._compiled.compiled += cache.compiled_since(mark)
