@@ -64,13 +64,30 @@ def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx
                               f"failed:Protobuf parsing failed. ({e})") from None
     _check_not_empty(proto, path)
     _decode_text_fields(proto)
-    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto.graph)):
         return proto, raw
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+    except onnx.checker.ValidationError as e:  # a location outside the model's directory, absolute, missing
+        raise Fail(f"External data path validation failed: {e}") from None
     except (OSError, ValueError) as e:
         raise NoSuchFile(f"Load model from {path} failed: external data could not be read: {e}") from None
     return proto, None
+
+
+def _all_tensors(g: onnx.GraphProto) -> Any:
+    """Every TensorProto of a graph: initializers and node attributes (Constant values), subgraphs
+    included: each may keep its data in an external file."""
+    yield from g.initializer
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _all_tensors(a.g)
+            for sub in a.graphs:
+                yield from _all_tensors(sub)
 
 
 def _decode_text_fields(msg: Any, dry_run: bool = False) -> bool:
