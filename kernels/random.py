@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
+from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, default_call, lookup, op
@@ -53,12 +54,14 @@ def _dtype(dtype: int | None, like: np.ndarray | None, op_name: str) -> np.dtype
 
 @op("RandomNormal", since=1, lower=_lower)
 def RandomNormal(*, shape: list, dtype: int = 1, mean: float = 0.0, scale: float = 1.0, gen: Any = None) -> np.ndarray:
-    return contiguous(_rng(gen).normal(mean, scale, size=tuple(shape)).astype(_dtype(dtype, None, "RandomNormal")))
+    size = memory.check("RandomNormal", shape, np.float64)
+    return contiguous(_rng(gen).normal(mean, scale, size=size).astype(_dtype(dtype, None, "RandomNormal")))
 
 
 @op("RandomUniform", since=1, lower=_lower)
 def RandomUniform(*, shape: list, dtype: int = 1, low: float = 0.0, high: float = 1.0, gen: Any = None) -> np.ndarray:
-    return contiguous(_rng(gen).uniform(low, high, size=tuple(shape)).astype(_dtype(dtype, None, "RandomUniform")))
+    size = memory.check("RandomUniform", shape, np.float64)
+    return contiguous(_rng(gen).uniform(low, high, size=size).astype(_dtype(dtype, None, "RandomUniform")))
 
 
 @op("RandomNormalLike", since=1, lower=_lower)
@@ -88,6 +91,7 @@ def Multinomial(x: np.ndarray, *, dtype: int = 6, sample_size: int = 1, gen: Any
     out = np.dtype(helper.tensor_dtype_to_np_dtype(dtype))
     if out not in (np.int32, np.int64):
         raise InvalidArgument(f"Multinomial: dtype must be int32 or int64, got {out}")
+    memory.check("Multinomial", (x.shape[0], sample_size), np.float64)
     logits = x.astype(np.float64)
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     cdf = np.cumsum(p, axis=1)

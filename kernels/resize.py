@@ -19,6 +19,7 @@ output shape equals its input shape still interpolates (onnxruntime copies the i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -777,6 +778,6 @@ def Col2Im(x: np.ndarray, image_shape: np.ndarray, block_shape: np.ndarray, *, d
         raise OrtNotImplemented(f"Col2Im: dtype {x.dtype} is not supported by jitort")
     cdt = x.dtype if x.dtype.kind in "iu" or x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
     N, C = x.shape[0], x.shape[1] // K
-    out = np.empty((N, C, int(np.prod(image))), cdt)
+    out = np.empty(memory.check("Col2Im", (N, C, math.prod(image)), cdt), cdt)
     _col2im(x.astype(cdt, copy=False).reshape(N, C, K, L), table, out)
     return out.reshape((N, C) + image).astype(x.dtype, copy=False)

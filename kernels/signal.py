@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
 from jitort.onnx_import import contiguous
@@ -48,6 +49,7 @@ def _dft(x: np.ndarray, length: np.ndarray | None, axis: int, inverse: int, ones
         n = 2 * (x.shape[ax] - 1)
     else:
         n = x.shape[ax]
+    memory.check("DFT", x.shape[:ax] + (n,) + x.shape[ax + 1:-1] + (2,), np.complex128)  # numpy's work array
     z = _complex(x, "DFT")
     if inverse:
         if onesided:
@@ -112,6 +114,7 @@ def MelWeightMatrix(num_mel_bins: np.ndarray, dft_length: np.ndarray, sample_rat
     if mels <= 0 or n <= 0 or rate <= 0 or not 0 <= lo < hi:
         raise InvalidArgument(f"MelWeightMatrix: invalid arguments num_mel_bins={mels}, dft_length={n}, "
                               f"sample_rate={rate}, edges=({lo}, {hi})")
+    memory.check("MelWeightMatrix", (n // 2 + 1, mels), np.float64)
     bins = np.arange(0, mels + 2)
     lo_mel = 2595 * np.log1p(lo / 700) / np.log(10)
     hi_mel = 2595 * np.log1p(hi / 700) / np.log(10)

@@ -69,6 +69,9 @@ CASES = {
                    {"x": np.ones((1, 1, 2, 2), np.float32), "sc": _f32(1, 1, 2**20, 2**20)}, F),
     "Resize-inf": (helper.make_node("Resize", ["x", "", "sc"], ["y"], name="resize", mode="nearest"),
                    {"x": np.ones((1, 1, 2, 2), np.float32), "sc": _f32(1, 1, np.inf, 1)}, F),
+    "RandomNormal-4TB": (helper.make_node("RandomNormal", [], ["y"], name="randn", shape=[BIG, BIG]), {}, F),
+    "DFT-4TB": (helper.make_node("DFT", ["x", "n"], ["y"], name="dft"),
+                {"x": np.ones((1, 4, 1), np.float32), "n": _i64(2**40)}, F),
     "Resize-nan": (helper.make_node("Resize", ["x", "", "sc"], ["y"], name="resize", mode="nearest"),
                    {"x": np.ones((1, 1, 2, 2), np.float32), "sc": _f32(1, 1, np.nan, 1)}, F),
 }
