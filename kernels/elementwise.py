@@ -80,12 +80,19 @@ def Pow(c: Scalar, a: str, b: str) -> str:
     return f"{a} ** {b}"
 
 
+def _fold_left(c: Scalar, fold: Callable[[Scalar, str, str], str], xs: tuple[str, ...]) -> str:
+    """fold(...fold(fold(x0, x1), x2)..., xn) in that order, every partial result a local
+    (``Scalar.let``): the expression stays one fold deep whatever the number of operands."""
+    acc = xs[0]
+    for k, x in enumerate(xs[1:], 1):
+        step = f"({fold(c, acc, x)})"
+        acc = step if k == len(xs) - 1 else c.let(step)
+    return acc
+
+
 def _variadic(fold: Callable[[Scalar, str, str], str]) -> Callable[..., str]:
     def f(c: Scalar, *xs: str) -> str:
-        acc = xs[0]
-        for x in xs[1:]:
-            acc = f"({fold(c, acc, x)})"
-        return acc
+        return _fold_left(c, fold, xs)
     return f
 
 
@@ -108,7 +115,8 @@ elementwise("Sum", since=1)(_variadic(lambda c, a, b: f"{a} + {b}"))
 
 @elementwise("Mean", since=1)
 def Mean(c: Scalar, *xs: str) -> str:
-    return f"({' + '.join(xs)}) / {c.const(len(xs))}"
+    total = _fold_left(c, lambda c, a, b: f"{a} + {b}", xs)
+    return f"{total} / {c.const(len(xs))}"
 
 
 # --- unary math ---------------------------------------------------------------------------------

@@ -237,8 +237,10 @@ class Scalar:
     """
 
     def __init__(self, node: Node, in_dtypes: list[np.dtype], out_dtype: np.dtype,
-                 consts: list[np.ndarray | None] | None = None, target: str = "cpu"):
+                 consts: list[np.ndarray | None] | None = None, target: str = "cpu", local_prefix: str = "t"):
         self.node = node
+        self.local_prefix = local_prefix
+        self.lets: list[tuple[str, str]] = []  # (local, expression) the emitter writes before the op's value
         self.target = target
         self.consts = consts or [None] * len(in_dtypes)
         self.attrs = node.attrs
@@ -271,6 +273,15 @@ class Scalar:
                 return f"{np_name(dt)}({'-' if v < 0 else ''}np.inf)"
             return f"{np_name(dt)}({v!r})"
         return f"{np_name(dt)}({int(value)})"
+
+    def let(self, expr: str) -> str:
+        """Bind ``expr`` to a fresh scalar local (named with ``local_prefix``) and return the local's
+        name. An op over many operands (Sum of 300 inputs) folds through such locals, so the
+        expression it returns stays shallow: Python's parser refuses nesting past 200 levels, and an
+        operand repeated in a fold step (Max's NaN test) would grow the text exponentially."""
+        name = f"{self.local_prefix}{len(self.lets)}"
+        self.lets.append((name, expr))
+        return name
 
     def cast(self, expr: str, dtype: np.dtype | None = None) -> str:
         return f"{np_name(dtype if dtype is not None else self.dtype)}({expr})"
