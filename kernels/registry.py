@@ -70,9 +70,12 @@ def _add(d: OpDef) -> None:
 
 
 def elementwise(op_type: str, since: int = 1, domain: str = "",
-                out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None) -> Callable:
+                out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None,
+                lower: Callable[[Node, Graph], Call] | None = None) -> Callable:
+    """``lower``, when given, runs a node the fusion pass leaves out of every kernel (a variadic op
+    too wide for one) as a library call."""
     def deco(f: Callable[..., str]) -> Callable[..., str]:
-        _add(OpDef(op_type, domain, since, scalar=f, out_dtype=out_dtype))
+        _add(OpDef(op_type, domain, since, scalar=f, out_dtype=out_dtype, lower=lower))
         return f
     return deco
 

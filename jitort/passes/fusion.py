@@ -4,7 +4,9 @@ Invariant after the pass: every elementwise node sits in the ``body`` of exactly
 ``FusedElementwise`` node (domain ``jitort``), whose inputs are the group's external operands and
 whose outputs are the values used outside it; all outputs share one shape (the loop shape) and
 every input broadcasts to it with a pattern known at compile time. Singletons whose broadcast is
-only known at run time stay groups of one and run in the emitter's strided mode.
+only known at run time stay groups of one and run in the emitter's strided mode. The one exception:
+a variadic node (Sum/Max/Min/Mean) whose operands alone exceed ``MAX_GROUP_OPS`` stays a plain node,
+run by its registration's ``lower`` as a library call (a kernel pays compile time per operand).
 
 As in Inductor, *may* two groups fuse (``can_fuse``: no cycle through an outside node, one loop
 shape, static broadcast, at most ``MAX_GROUP_OPS`` scalar operations) is kept apart from the merge
@@ -130,6 +132,10 @@ def fuse_elementwise(g: Graph) -> Graph:
     gr = _Groups(g)
     for k, n in enumerate(g.nodes):
         if elementwise_def(n) is None:
+            continue
+        if scalar_ops(n) > MAX_GROUP_OPS:
+            g.notes.append(f"not fused: {n.name} ({n.op_type} of {len(n.inputs)} inputs) alone exceeds the "
+                           f"kernel size limit ({MAX_GROUP_OPS} scalar operations); it runs as a library call")
             continue
         gr.group_of[k] = k
         gr.members[k] = [k]
