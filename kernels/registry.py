@@ -70,9 +70,12 @@ def _add(d: OpDef) -> None:
 
 
 def elementwise(op_type: str, since: int = 1, domain: str = "",
-                out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None) -> Callable:
+                out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None,
+                lower: Callable[[Node, Graph], Call] | None = None) -> Callable:
+    """``lower``, when given, runs a node the fusion pass leaves out of every kernel (a variadic op
+    too wide for one) as a library call."""
     def deco(f: Callable[..., str]) -> Callable[..., str]:
-        _add(OpDef(op_type, domain, since, scalar=f, out_dtype=out_dtype))
+        _add(OpDef(op_type, domain, since, scalar=f, out_dtype=out_dtype, lower=lower))
         return f
     return deco
 
@@ -237,8 +240,10 @@ class Scalar:
     """
 
     def __init__(self, node: Node, in_dtypes: list[np.dtype], out_dtype: np.dtype,
-                 consts: list[np.ndarray | None] | None = None, target: str = "cpu"):
+                 consts: list[np.ndarray | None] | None = None, target: str = "cpu", local_prefix: str = "t"):
         self.node = node
+        self.local_prefix = local_prefix
+        self.lets: list[tuple[str, str]] = []  # (local, expression) the emitter writes before the op's value
         self.target = target
         self.consts = consts or [None] * len(in_dtypes)
         self.attrs = node.attrs
@@ -271,6 +276,15 @@ class Scalar:
                 return f"{np_name(dt)}({'-' if v < 0 else ''}np.inf)"
             return f"{np_name(dt)}({v!r})"
         return f"{np_name(dt)}({int(value)})"
+
+    def let(self, expr: str) -> str:
+        """Bind ``expr`` to a fresh scalar local (named with ``local_prefix``) and return the local's
+        name. An op over many operands (Sum of 300 inputs) folds through such locals, so the
+        expression it returns stays shallow: Python's parser refuses nesting past 200 levels, and an
+        operand repeated in a fold step (Max's NaN test) would grow the text exponentially."""
+        name = f"{self.local_prefix}{len(self.lets)}"
+        self.lets.append((name, expr))
+        return name
 
     def cast(self, expr: str, dtype: np.dtype | None = None) -> str:
         return f"{np_name(dtype if dtype is not None else self.dtype)}({expr})"
