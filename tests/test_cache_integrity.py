@@ -249,3 +249,22 @@ def test_world_writable_library_directory_is_refused(tmp_path):
     p = subprocess.run([sys.executable, "-c", "import jitort.kernels.conv"], env=env, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode != 0 and "writable by other users" in p.stderr and str(lib) in p.stderr, p.stderr[-2000:]
+
+
+def test_constant_edited_between_sessions_of_one_process_is_caught(tmp_path):
+    """A process skips re-hashing a constant file it verified unless the file was written since
+    (its ctime moves): an edit between two sessions is still found."""
+    import ml_dtypes
+    m = _model()
+    root = tmp_path / "cache"
+    _session(m, root)
+    artifact.wait_pending()
+    feeds = {"x": X, "xb": np.array([1.0], ml_dtypes.bfloat16)}
+    for _ in range(2):  # the second load skips hashing: nothing changed
+        warm = _session(m, root)
+        assert warm.compile_report["loaded_from"] and warm.run(None, feeds)[0].tolist() == EXPECTED["y"]
+    (f,) = sorted(next(d for d in root.glob("models/*/*") if d.is_dir()).glob("consts/*.npy"))[:1]
+    _same_size_edit(f, tmp_path / "unused")
+    with pytest.warns(RuntimeWarning, match=f"{f.name} does not match the manifest"):
+        s = _session(m, root)
+    assert not s.compile_report["loaded_from"] and s.run(None, feeds)[0].tolist() == EXPECTED["y"]
