@@ -244,6 +244,11 @@ def load_manifest(entry: Path) -> Manifest:
         raise StaleEntry(f"manifest unreadable ({e})") from None
     if m.format != FORMAT:
         raise StaleEntry(f"entry format {m.format}, this jitort reads {FORMAT}")
+    shapes = {"kernels": dict, "inputs": list, "outputs": list, "consts": dict, "target": str, "numba": dict,
+              "versions": dict, "cpu": dict, "key": str, "model_sha256": str}
+    bad = [k for k, t in shapes.items() if not isinstance(getattr(m, k), t)]
+    if bad:
+        raise TamperedEntry(f"manifest malformed ({', '.join(bad)})")
     if not all(isinstance(n, str) and _MODULE.fullmatch(n) for n in [m.plan, *m.kernels]):
         raise TamperedEntry("the manifest names a module that jitort does not generate")
     now = versions()

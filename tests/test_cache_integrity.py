@@ -268,3 +268,27 @@ def test_constant_edited_between_sessions_of_one_process_is_caught(tmp_path):
     with pytest.warns(RuntimeWarning, match=f"{f.name} does not match the manifest"):
         s = _session(m, root)
     assert not s.compile_report["loaded_from"] and s.run(None, feeds)[0].tolist() == EXPECTED["y"]
+
+
+@pytest.mark.parametrize("edit", ["const_path", "kernels_type", "module_name"])
+def test_malformed_manifest_is_rebuilt(tmp_path, edit):
+    """The manifest is input too: a constant path leaving the entry, a field of the wrong type or a
+    module name jitort would not generate is a tampered entry (rebuilt with a warning), not a crash."""
+    import ml_dtypes
+    m = _model()
+    root = tmp_path / "cache"
+    _session(m, root)
+    artifact.wait_pending()
+    mf = next(root.glob("models/*/*/manifest.json"))
+    data = json.loads(mf.read_text())
+    if edit == "const_path":
+        next(iter(data["consts"].values()))["file"] = "consts/../../../../evil.pkl"
+    elif edit == "kernels_type":
+        data["kernels"] = 5
+    else:
+        data["plan"] = "../../evil"
+    mf.write_text(json.dumps(data))
+    with pytest.warns(RuntimeWarning, match="failed its integrity check"):
+        s = _session(m, root)
+    feeds = {"x": X, "xb": np.array([1.0], ml_dtypes.bfloat16)}
+    assert not s.compile_report["loaded_from"] and s.run(None, feeds)[0].tolist() == EXPECTED["y"]
