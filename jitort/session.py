@@ -284,12 +284,16 @@ class InferenceSession:
         entry = artifact.entry_dir(self._cache.root, key)
         artifact.wait_pending(entry)  # a session of this process may still be writing it
         try:
-            return artifact.load_entry(entry, self._cache.root, key), self._cache.root
+            return (artifact.load_entry(entry, self._cache.root, key, discard_tampered=not self._cache.strict),
+                    self._cache.root)
         except FileNotFoundError:
             return None, self._cache.root
         except artifact.StaleEntry as e:
             if self._cache.strict:
                 raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
+            if isinstance(e, artifact.TamperedEntry):
+                warnings.warn(f"jitort: cache entry {entry} failed its integrity check ({e}); compiling the model "
+                              "again", RuntimeWarning, stacklevel=3)
             self._cache.notes.append(f"cache entry rebuilt: {e}")
             return None, self._cache.root
 
