@@ -11,8 +11,10 @@ import numpy as np
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
 from jitort.onnx_import import contiguous
+from jitort.passes import const_fold
 
 ML = "ai.onnx.ml"
+const_fold.NONDETERMINISTIC.add("ZipMap")  # its list of dicts is no array constant folding can store
 
 
 def _lookup(x: np.ndarray, keys: list, values: np.ndarray, default: Any, out: np.dtype) -> np.ndarray:
@@ -91,3 +93,17 @@ def ArrayFeatureExtractor(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
         raise InvalidArgument(f"ArrayFeatureExtractor: index out of range for last dim {x.shape[-1]}")
     y = np.take(x, idx, axis=-1)
     return contiguous(y.reshape(1, -1) if x.ndim == 1 else y)
+
+
+@op("ZipMap", since=1, domain=ML)
+def ZipMap(x: np.ndarray, *, classlabels_int64s: list | None = None,
+           classlabels_strings: list | None = None) -> list:
+    """[N, C] scores -> a list of N dicts label -> score (Python ints or strs to Python floats), as
+    onnxruntime's Python API returns a sequence of maps."""
+    labels = list(classlabels_strings or []) or list(classlabels_int64s or [])
+    if classlabels_strings and classlabels_int64s:
+        raise InvalidArgument("ZipMap: both classlabels_strings and classlabels_int64s are set")
+    rows = x.reshape(1, -1) if x.ndim == 1 else x
+    if rows.ndim != 2 or rows.shape[1] != len(labels):
+        raise InvalidArgument(f"ZipMap: input shape {list(x.shape)} does not match {len(labels)} class labels")
+    return [dict(zip(labels, r)) for r in rows.astype(np.float64).tolist()]

@@ -11,6 +11,7 @@ Post-transform codes are the opset-5 TreeEnsemble enum, shared by every op here.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -103,3 +104,26 @@ def post_row(z: np.ndarray, n: int, post: int) -> None:
         softmax_row(z, n, False)
     elif post == SOFTMAX_ZERO:
         softmax_row(z, n, True)
+
+
+@njit(cache=True, nogil=True)
+def post_rows(z: np.ndarray, post: int) -> None:
+    """onnxruntime's ``batched_update_scores_inplace`` without a second class: z [N, C] float32 in
+    place; with one score per row only PROBIT applies."""
+    n, c = z.shape
+    for r in range(n):
+        if c > 1:
+            post_row(z[r], c, post)
+        elif post == PROBIT:
+            z[r, 0] = probit(z[r, 0])
+
+
+def classifier_types(node: Any, g: Any) -> list[np.dtype | None]:
+    """Output dtypes of an ai.onnx.ml classifier (``op(out_types=...)``): labels, then float32 scores."""
+    labels = np.dtype(object) if node.attrs.get("classlabels_strings") else np.dtype(np.int64)
+    return [labels, np.dtype(np.float32)]
+
+
+def float_types(node: Any, g: Any) -> list[np.dtype | None]:
+    """One float32 output (ai.onnx.ml regressors and preprocessors)."""
+    return [np.dtype(np.float32)]

@@ -31,7 +31,8 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.ml_scores import LOGISTIC, NONE, PROBIT, logistic, post_code, post_row, probit
+from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, float_types, logistic, post_code,
+                                      post_row, probit)
 from jitort.kernels.registry import Call, Ref, op
 from jitort.onnx_import import contiguous
 
@@ -641,17 +642,17 @@ def _lower_v5(node: Node, g: Graph) -> Call:
 # The registered functions serve eager evaluation (constant folding) with the node's attributes;
 # sessions go through the lower hooks, which build the Ensemble once.
 
-@op("TreeEnsembleClassifier", since=1, domain=ML, lower=_lower_classifier)
+@op("TreeEnsembleClassifier", since=1, domain=ML, lower=_lower_classifier, out_types=classifier_types)
 def TreeEnsembleClassifier(x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
     return run_classifier(x, build_v3(attrs, "TreeEnsembleClassifier", "", x.dtype))
 
 
-@op("TreeEnsembleRegressor", since=1, domain=ML, lower=_lower_regressor)
+@op("TreeEnsembleRegressor", since=1, domain=ML, lower=_lower_regressor, out_types=float_types)
 def TreeEnsembleRegressor(x: np.ndarray, **attrs: Any) -> np.ndarray:
     return run_regressor(x, build_v3(attrs, "TreeEnsembleRegressor", "", x.dtype))
 
 
-@op("TreeEnsemble", since=5, domain=ML, lower=_lower_v5)
+@op("TreeEnsemble", since=5, domain=ML, lower=_lower_v5, out_types=lambda n, g: [g.type_of(n.inputs[0]).dtype])
 def TreeEnsemble(x: np.ndarray, **attrs: Any) -> np.ndarray:
     xdt = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
     return run_v5(x, build_v5(attrs, "", xdt))
