@@ -98,12 +98,14 @@ def ArrayFeatureExtractor(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
 @op("ZipMap", since=1, domain=ML)
 def ZipMap(x: np.ndarray, *, classlabels_int64s: list | None = None,
            classlabels_strings: list | None = None) -> list:
-    """[N, C] scores -> a list of N dicts label -> score (Python ints or strs to Python floats), as
-    onnxruntime's Python API returns a sequence of maps."""
+    """[N, C] scores -> a list of N dicts label -> score (Python ints or strs to Python floats, keys in
+    sorted order), as onnxruntime's Python API returns a sequence of maps."""
     labels = list(classlabels_strings or []) or list(classlabels_int64s or [])
     if classlabels_strings and classlabels_int64s:
         raise InvalidArgument("ZipMap: both classlabels_strings and classlabels_int64s are set")
     rows = x.reshape(1, -1) if x.ndim == 1 else x
     if rows.ndim != 2 or rows.shape[1] != len(labels):
         raise InvalidArgument(f"ZipMap: input shape {list(x.shape)} does not match {len(labels)} class labels")
-    return [dict(zip(labels, r)) for r in rows.astype(np.float64).tolist()]
+    order = sorted(range(len(labels)), key=lambda k: labels[k])  # onnxruntime's maps are ordered by key
+    keys = [labels[k] for k in order]
+    return [dict(zip(keys, r)) for r in rows[:, order].astype(np.float64).tolist()]

@@ -3,7 +3,7 @@
 Scores are one float32 GEMM (BLAS, coefficients transposed once at lowering) plus the intercepts,
 as onnxruntime computes them in float32 whatever the input type; the post-transforms are
 onnxruntime's batched ones (kernels/ml_scores.py), including the binary classifier's second class
-``[1 - s, s]`` (made from the raw score: onnxruntime applies no transform there but PROBIT).
+``[1 - s, s]`` (of the raw score, or of its logistic under LOGISTIC).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.ml_scores import NONE, PROBIT, classifier_types, float_types, post_code, post_rows
+from jitort.kernels.ml_scores import LOGISTIC, NONE, PROBIT, classifier_types, float_types, post_code, post_rows
 from jitort.kernels.registry import Call, Ref, op
 from jitort.onnx_import import contiguous
 
@@ -72,6 +72,9 @@ def run_linear_classifier(x: np.ndarray, wt: np.ndarray, b: np.ndarray, labels: 
     else:
         y = labels[argmax_first(z)]
     if second:
+        if post == LOGISTIC:  # onnxruntime 1.32 makes [1 - p, p] of the probability
+            v = np.float32(1) / (np.float32(1) + np.exp(-np.abs(z)))
+            z = np.where(z < 0, np.float32(1) - v, v)
         z = np.concatenate([np.float32(1) - z, z], axis=1)
     elif post != NONE:
         post_rows(z, post)

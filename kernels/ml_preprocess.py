@@ -34,6 +34,8 @@ def Scaler(x: np.ndarray, *, offset: list | None = None, scale: list | None = No
         raise InvalidArgument(f"Scaler: X must be [N, C] or [C], got shape {list(x.shape)}")
     off = _per_feature(offset if offset else [0.0], c, "offset", "Scaler")
     sc = _per_feature(scale if scale else [1.0], c, "scale", "Scaler")
+    if offset and scale and len(offset) != len(scale):
+        raise Fail(f"Scaler: scale size ({len(scale)}) != offset size ({len(offset)})")
     return contiguous((x.astype(np.float32) - off) * sc)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.ml_scores import NONE, post_code
+from jitort.kernels.ml_scores import LOGISTIC, NONE, PROBIT, SOFTMAX, post_code
 
 ML = "ai.onnx.ml"
 LEQ, LT, GTE, GT, EQ, NEQ, MEMBER, LEAF = 0, 1, 2, 3, 4, 5, 6, 7
@@ -249,12 +249,17 @@ def build_v3(a: dict[str, Any], op_type: str, node: str, xdt: np.dtype | None) -
     agg_name = a.get("aggregate_function") or "SUM"
     if agg_name not in _AGG_NAMES:
         raise InvalidArgument(f"{op_type} node '{node}': unknown aggregate_function '{agg_name}'")
+    post = post_code(a.get("post_transform") or "NONE", op_type, node)
+    binary = classifier and n_targets == 2 and len(set(w_id)) == 1
+    if binary and set(w_id) == {0} and post == PROBIT and len(_values(a, "base_values", tdt, op_type, node)) != 2:
+        raise OrtNotImplemented(f"{op_type} node '{node}' (domain {ML}): PROBIT on a binary model with one "
+                                "class id (onnxruntime leaves the second score column unwritten)")
     return Ensemble(**flat, n_targets=n_targets, kind=CLASSIFIER if classifier else REGRESSOR,
                     agg=SUM if classifier else _AGG_NAMES[agg_name],
-                    post=post_code(a.get("post_transform") or "NONE", op_type, node),
+                    post=post,
                     base=_values(a, "base_values", tdt, op_type, node), labels=labels,
                     strings=np.array(strings, object) if strings else None,
-                    binary=n_targets == 2 and len(set(w_id)) == 1,
+                    binary=binary,
                     all_pos=bool((weights >= 0).all()), out_dtype=np.dtype(np.float32))
 
 
@@ -279,6 +284,9 @@ def build_v5(a: dict[str, Any], node: str, xdt: np.dtype | None) -> Ensemble:
         raise InvalidArgument(f"{op_type} node '{node}': unknown aggregate_function {agg}")
     if post not in range(5):
         raise InvalidArgument(f"{op_type} node '{node}': unknown post_transform {post}")
+    # onnxruntime 1.32 reads codes 1 and 2 through its own enum (NONE, LOGISTIC, SOFTMAX, ...): 1 runs
+    # LOGISTIC and 2 SOFTMAX, the opposite of the spec; a drop-in does what it does
+    post = {1: LOGISTIC, 2: SOFTMAX}.get(post, post)
     if n_targets <= 0:
         raise Fail(f"{op_type} node '{node}': n_targets must be positive, got {n_targets}")
     sets: list[list[float]] = []

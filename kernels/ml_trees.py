@@ -89,16 +89,17 @@ def _finalize_regressor(sc, has, C, agg, post, n_trees, base, zrow, tmp):  # typ
         return
     use_base = nb == C
     for k in range(C):
-        if agg == SUM:
+        if not has[k]:  # onnxruntime 1.32: a target no leaf scored is 0, without its base value
+            sc[k] = 0
+        elif agg == SUM:
             if use_base:
                 sc[k] = sc[k] + base[k]
         elif agg == AVERAGE:
             sc[k] = sc[k] / sc.dtype.type(n_trees)
             if use_base:
                 sc[k] = sc[k] + base[k]
-        else:
-            v = base[k] if use_base else sc.dtype.type(0)
-            sc[k] = v + (sc[k] if has[k] else sc.dtype.type(0))
+        elif use_base:
+            sc[k] = base[k] + sc[k]
     _write(sc, C, post, zrow, tmp)
 
 
@@ -128,9 +129,11 @@ def _finalize_classifier(sc, has, C, post, base, labels, binary, all_pos, zrow, 
                 sc[1] = base[1] + sc[0]
                 sc[0] = -sc[1]
                 has[1] = 1
-            else:
-                sc[1] += base[1]
-                sc[0] += base[0]
+            else:  # onnxruntime 1.32: a class no leaf scored stays 0, without its base value
+                if has[1]:
+                    sc[1] += base[1]
+                if has[0]:
+                    sc[0] += base[0]
         elif nb == 1:
             sc[0] += base[0]
             if not has[1]:
@@ -156,6 +159,10 @@ def _finalize_classifier(sc, has, C, post, base, labels, binary, all_pos, zrow, 
     elif post == PROBIT:
         zrow[0] = probit(np.float32(sc[0]))
         zrow[1] = 0
+    elif (wa == 0 or wa == 1) and post == LOGISTIC:
+        p1 = logistic(np.float32(sc[0]))
+        zrow[0] = np.float32(1) - p1
+        zrow[1] = p1
     elif wa == 0 or wa == 1:
         zrow[0] = sc.dtype.type(1) - sc[0]
         zrow[1] = sc[0]
