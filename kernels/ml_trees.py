@@ -4,7 +4,9 @@ TreeEnsemble (opset 5), on one compiled engine.
 The ``lower`` hooks build the flat layout once per node (kernels/ml_tree_layout.py). ``evaluate``
 walks it for blocks of rows: in the one-comparison form every row of the block takes one step of
 the same tree together (independent loads the CPU overlaps, no branch on the node kind), for the
-tree's depth; other ensembles take the general walk, row by row.
+tree's depth (measured faster than stopping each row at its leaf from 64 rows up, even on LightGBM's
+unbalanced trees). Blocks of up to four rows walk row by row, each stopping at its leaf; other
+ensembles take the general walk, row by row.
 
 Scores accumulate per row in tree order in the threshold type (float32, or float64 for double
 inputs), as onnxruntime's single-threaded loop does; threads split rows, never trees, so the result
@@ -195,7 +197,17 @@ def evaluate(x, start, stop, fc, thr, leafv, aux, modes, nan_off, simple, track_
         has[:m] = 0
         for t in range(n_trees):
             root = roots[t]
-            if simple:
+            if simple and m <= 4:  # a few rows: each stops at its leaf
+                for j in range(m):
+                    n = root
+                    while modes[n] != LEAF:
+                        v = x[b + j, fc[n, 0]]
+                        o = 0 if v <= thr[n] else 1
+                        if track_nan and v != v:
+                            o = nan_off[n]
+                        n = fc[n, 1] + o
+                    cur[j] = n
+            elif simple:
                 for j in range(m):
                     cur[j] = root
                 for _ in range(depth[t]):
@@ -262,8 +274,8 @@ def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarra
     n = xs.shape[0]
     z = np.empty((n, e.n_targets), e.out_dtype)
     lab = np.empty(n, np.int64)
-    args = (e.fc, e.thr, e.leafv, e.aux, e.modes, e.nan_off, e.simple, e.track_nan, e.roots, e.depth, e.wt, e.wv, e.n_targets, e.kind,
-            e.agg, e.post, e.base, e.labels, e.binary, e.all_pos, z, lab)
+    args = (e.fc, e.thr, e.leafv, e.aux, e.modes, e.nan_off, e.simple, e.track_nan, e.roots, e.depth, e.wt, e.wv,
+            e.n_targets, e.kind, e.agg, e.post, e.base, e.labels, e.binary, e.all_pos, z, lab)
     parts = min(_threads(), max(1, n * len(e.roots) // _PARALLEL_WORK), (n + BLOCK - 1) // BLOCK)
     if parts <= 1:
         evaluate(xs, 0, n, *args)
