@@ -52,6 +52,9 @@ class OpDef:
     out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None  # elementwise; default: input 0's
     fn: Callable[..., Any] | None = None
     lower: Callable[[Node, Graph], Call] | None = None
+    # library ops whose output dtypes onnx's inference can leave unknown (ai.onnx.ml opset 1): one
+    # dtype or None per output, read by passes/shapes.complete_types
+    out_types: Callable[[Node, Graph], list[np.dtype | None]] | None = None
 
     @property
     def is_elementwise(self) -> bool:
@@ -81,9 +84,10 @@ def elementwise(op_type: str, since: int = 1, domain: str = "",
 
 
 def op(op_type: str, since: int = 1, domain: str = "",
-       lower: Callable[[Node, Graph], Call] | None = None) -> Callable:
+       lower: Callable[[Node, Graph], Call] | None = None,
+       out_types: Callable[[Node, Graph], list[np.dtype | None]] | None = None) -> Callable:
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        _add(OpDef(op_type, domain, since, fn=f, lower=lower))
+        _add(OpDef(op_type, domain, since, fn=f, lower=lower, out_types=out_types))
         return f
     return deco
 
