@@ -14,6 +14,10 @@ Two kinds of op:
   its heavy lifting in ``@njit(cache=True, nogil=True)`` kernels compiled once per dtype and rank.
   An optional ``lower(node, graph) -> Call`` replaces the default binding when compile-time work
   pays (prepacked weights, a specialised function chosen from static shapes).
+
+Ops onnx has no schema for (onnxruntime's com.microsoft contrib ops, its default-domain extras)
+get no types from onnx's inference: a library registration gives ``infer(node, input types) ->
+output types`` (jitort.refine calls it at import), and an elementwise one is typed by broadcasting.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.ir import Graph, Node
+from jitort.ir import Graph, Node, TensorType
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class OpDef:
     out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None  # elementwise; default: input 0's
     fn: Callable[..., Any] | None = None
     lower: Callable[[Node, Graph], Call] | None = None
+    infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None
 
     @property
     def is_elementwise(self) -> bool:
@@ -78,9 +83,10 @@ def elementwise(op_type: str, since: int = 1, domain: str = "",
 
 
 def op(op_type: str, since: int = 1, domain: str = "",
-       lower: Callable[[Node, Graph], Call] | None = None) -> Callable:
+       lower: Callable[[Node, Graph], Call] | None = None,
+       infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None) -> Callable:
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        _add(OpDef(op_type, domain, since, fn=f, lower=lower))
+        _add(OpDef(op_type, domain, since, fn=f, lower=lower, infer=infer))
         return f
     return deco
 
