@@ -152,8 +152,52 @@ def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
             return proto
 
 
-def import_model(proto: onnx.ModelProto) -> Graph:
+def distinct_input_dims(proto: onnx.ModelProto, across_inputs: bool = False) -> onnx.ModelProto:
+    """The model with a symbolic dim name repeated within one graph input (``[-1, 3, "?", "?"]``)
+    renamed so that each occurrence is its own symbol; with ``across_inputs``, also names shared
+    between inputs. onnxruntime binds such dims independently (a name is a hint, not a constraint),
+    while jitort's passes read equal names as equal sizes. Declared shapes of intermediates and
+    outputs lose the renamed names (they become unknown dims for inference to fill): a declaration
+    must not re-assert an equality the inputs no longer promise. Returns ``proto`` itself when
+    nothing is shared."""
+    inits = {t.name for t in proto.graph.initializer}
+    seen: set[str] = set()
+    plan: list[tuple[int, int, str]] = []
+    for k, vi in enumerate(proto.graph.input):
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        mine: set[str] = set()
+        for a, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_param") and d.dim_param:
+                if d.dim_param in mine or (across_inputs and d.dim_param in seen):
+                    plan.append((k, a, d.dim_param))
+                mine.add(d.dim_param)
+        seen |= mine
+    if not plan:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    renamed = set()
+    taken = {d.dim_param for vi in out.graph.input for d in vi.type.tensor_type.shape.dim}
+    for k, a, name in plan:
+        fresh = f"{name}__{k}_{a}"
+        while fresh in taken:
+            fresh += "_"
+        taken.add(fresh)
+        out.graph.input[k].type.tensor_type.shape.dim[a].dim_param = fresh
+        renamed.add(name)
+    for vi in itertools.chain(out.graph.value_info, out.graph.output):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in renamed:
+                d.ClearField("dim_param")
+    return out
+
+
+def import_model(proto: onnx.ModelProto, distinct_dims: bool = False) -> Graph:
+    """The IR of ``proto``. Symbolic dims repeated within an input are bound independently; with
+    ``distinct_dims`` names shared across inputs too (see :func:`distinct_input_dims`)."""
     from jitort.functions import inline_local_functions
+    proto = distinct_input_dims(proto, across_inputs=distinct_dims)
     proto = inline_local_functions(proto)  # model-local functions: onnx's inliner, before inference
     opsets = opsets_of(proto)
     inferred = infer(_outputs_undeclared(proto))

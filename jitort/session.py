@@ -1,7 +1,9 @@
 """InferenceSession: load -> import -> compile (through the cache) -> run, with onnxruntime's API.
 
-``run`` validates feeds (names, dtype, rank, static dims, symbolic dims bound consistently — the
-fused kernels index by them) and calls the generated plan. The plan holds no per-run state, so
+``run`` validates feeds (names, dtype, rank, static dims) and calls the generated plan. A symbolic
+dim name is a hint, not a constraint (as in onnxruntime): the plan is compiled assuming inputs that
+share a name agree there; a feed where they do not runs on a second plan, compiled on first need
+with every input dim its own symbol (``_DimsDiffer``, ``_relaxed``). The plan holds no per-run state, so
 concurrent ``run`` calls on one session are safe, and its kernels release the GIL.
 """
 from __future__ import annotations
@@ -166,6 +168,23 @@ def _no_outputs(*args: Any, **kwargs: Any) -> tuple:
     raise InvalidArgument("At least one output should be requested.")
 
 
+class _DimsDiffer(InvalidArgument):
+    """A feed whose inputs differ where they share a symbolic dim name: not an error (onnxruntime
+    binds such dims independently), but the plan compiled for equal sizes cannot run it."""
+
+
+def _shared_dim_names(specs: list[_InputSpec]) -> bool:
+    """Does a symbolic dim name occur twice among the inputs (in one input or across inputs)?"""
+    seen: set[str] = set()
+    for spec in specs:
+        for d in spec.shape or ():
+            if isinstance(d, str):
+                if d in seen:
+                    return True
+                seen.add(d)
+    return False
+
+
 class InferenceSession:
     """Runs an ONNX model with jitort-generated kernels (onnxruntime's ``InferenceSession`` API)."""
 
@@ -231,6 +250,10 @@ class InferenceSession:
             else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
         self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
+        self._lock = threading.Lock()
+        self._relaxed_session: InferenceSession | None = None
+        if _shared_dim_names(self._specs):
+            self._run_feed = self._with_relaxed(self._run_feed)
         self._set_threads()
         if fresh and config.get("session.jitort.warmup", "1") != "0" and _warmup_safe(proto, self._providers):
             self._warm_up()
@@ -243,7 +266,6 @@ class InferenceSession:
         self._n_inputs = len(self._specs)
         self._profile: list[dict[str, Any]] | None = [] if self._sess_options.enable_profiling else None
         self._profile_start = time.time()
-        self._lock = threading.Lock()
         self.session_seconds = time.perf_counter() - t0
         self._log_creation(fresh)
 
@@ -384,6 +406,26 @@ class InferenceSession:
                 "session_seconds": self.session_seconds}
 
     # --- running --------------------------------------------------------------------------------
+    def _with_relaxed(self, run_feed: Any) -> Any:
+        def run_feed_or_relaxed(feed: dict[str, Any], _ro: Any = None) -> tuple:
+            try:
+                return run_feed(feed, _ro)
+            except _DimsDiffer:
+                return self._relaxed()._run_feed(feed, _ro)
+        return run_feed_or_relaxed
+
+    def _relaxed(self) -> InferenceSession:
+        """The session for feeds that differ where inputs share a dim name: the same model with
+        every input dim its own symbol (compiled, or loaded from the cache, on first need)."""
+        with self._lock:
+            if self._relaxed_session is None:
+                from jitort.onnx_import import distinct_input_dims
+                proto = _apply_options(load_model(self._source)[0], self._sess_options)
+                self._relaxed_session = InferenceSession(distinct_input_dims(proto, across_inputs=True),
+                                                         self._sess_options, self._providers,
+                                                         self._provider_options)
+            return self._relaxed_session
+
     def _bind(self, feed: dict[str, Any]) -> list[np.ndarray]:
         """The general feed check: converts lists/OrtValues/non-contiguous arrays, raises
         onnxruntime's exception (naming the input, expected vs actual) for anything invalid."""
@@ -418,9 +460,9 @@ class InferenceSession:
                                 f" index: {k} Got: {got} Expected: {d}\n"
                                 " Please fix either the inputs/outputs or the model.")
                     elif d in dims and dims[d][0] != got:
-                        raise InvalidArgument(
+                        raise _DimsDiffer(
                             f"Symbolic dimension '{d}' is {dims[d][0]} in input '{dims[d][1]}' but {got} in "
-                            f"input '{spec.name}' (index {k}); inputs sharing a dimension name must agree")
+                            f"input '{spec.name}' (index {k}): this plan was compiled for equal sizes")
                     else:
                         dims[d] = (got, spec.name)
             if isinstance(x, np.ndarray) and not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned):

@@ -254,13 +254,19 @@ def Shrink(c: Scalar, x: str) -> str:
     return f"({x} + {bias} if {x} < -{lam} else {upper})"
 
 
-@elementwise("Gelu", since=20)
-def Gelu(c: Scalar, x: str) -> str:
+def gelu(c: Scalar, x: str, approximate: str) -> str:
+    """GELU of the scalar ``x``: exact (erf), or the tanh approximation when ``approximate == "tanh"``
+    (also onnxruntime's contrib Gelu/BiasGelu/FastGelu, kernels/contrib_activation.py)."""
     half, one = c.const(0.5), c.const(1)
-    if c.attrs.get("approximate", "none") == "tanh":
+    if approximate == "tanh":
         inner = f"{c.const(math.sqrt(2 / math.pi))} * ({x} + {c.const(0.044715)} * {x} * {x} * {x})"
         return f"{half} * {x} * ({one} + {c.math('tanh', inner)})"
     return f"{half} * {x} * ({one} + {c.math('erf', f'{x} * {c.const(1 / math.sqrt(2))}')})"
+
+
+@elementwise("Gelu", since=20)
+def Gelu(c: Scalar, x: str) -> str:
+    return gelu(c, x, c.attrs.get("approximate", "none"))
 
 
 # --- comparison and logic -----------------------------------------------------------------------

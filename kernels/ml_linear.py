@@ -105,7 +105,7 @@ def _lower_classifier(node: Node, g: Graph) -> Call:
                 dict(post=post, second=second, pos=pos, neg=neg))
 
 
-@op("LinearClassifier", since=1, domain=ML, lower=_lower_classifier, out_types=classifier_types)
+@op("LinearClassifier", since=1, domain=ML, lower=_lower_classifier, infer=classifier_types)
 def LinearClassifier(x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
     c = _lower_classifier(Node("LinearClassifier", ["x"], ["y", "z"], attrs, "", ML, 1), Graph([], [], [], {}))
     return c.fn(x, *c.args[1:], **c.kwargs)
@@ -126,7 +126,7 @@ def _lower_regressor(node: Node, g: Graph) -> Call:
     return Call(run_linear_regressor, [Ref(node.inputs[0]), wt, b], dict(post=post))
 
 
-@op("LinearRegressor", since=1, domain=ML, lower=_lower_regressor, out_types=float_types)
+@op("LinearRegressor", since=1, domain=ML, lower=_lower_regressor, infer=float_types)
 def LinearRegressor(x: np.ndarray, **attrs: Any) -> np.ndarray:
     c = _lower_regressor(Node("LinearRegressor", ["x"], ["y"], attrs, "", ML, 1), Graph([], [], [], {}))
     return c.fn(x, *c.args[1:], **c.kwargs)

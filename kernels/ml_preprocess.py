@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit
 
 from jitort.errors import Fail, InvalidArgument
-from jitort.kernels.ml_scores import float_types
+from jitort.ir import TensorType
+from jitort.kernels.ml_scores import float_types, input_dtype
 from jitort.kernels.registry import op
 from jitort.onnx_import import contiguous
 
@@ -27,7 +28,7 @@ def _per_feature(v: list | None, c: int, name: str, op_type: str) -> np.ndarray:
     return a
 
 
-@op("Scaler", since=1, domain=ML, out_types=float_types)
+@op("Scaler", since=1, domain=ML, infer=float_types)
 def Scaler(x: np.ndarray, *, offset: list | None = None, scale: list | None = None) -> np.ndarray:
     c = x.shape[-1] if x.ndim == 1 else (x.shape[1] if x.ndim >= 2 else 1)
     if x.ndim > 2:
@@ -72,7 +73,7 @@ def _normalize(x, out, norm):  # type: ignore[no-untyped-def]
                 out[r, k] = np.float32(x[r, k]) / s
 
 
-@op("Normalizer", since=1, domain=ML, out_types=float_types)
+@op("Normalizer", since=1, domain=ML, infer=float_types)
 def Normalizer(x: np.ndarray, *, norm: str = "MAX") -> np.ndarray:
     codes = {"MAX": MAX, "L1": L1, "L2": L2}
     if norm not in codes:
@@ -89,7 +90,7 @@ def Normalizer(x: np.ndarray, *, norm: str = "MAX") -> np.ndarray:
     return contiguous(np.moveaxis(out.reshape(xm.shape), -1, 1))
 
 
-@op("Imputer", since=1, domain=ML, out_types=lambda n, g: [g.type_of(n.inputs[0]).dtype])
+@op("Imputer", since=1, domain=ML, infer=input_dtype)
 def Imputer(x: np.ndarray, *, imputed_value_floats: list | None = None, imputed_value_int64s: list | None = None,
             replaced_value_float: float = 0.0, replaced_value_int64: int = 0) -> np.ndarray:
     if x.ndim == 0:
@@ -111,7 +112,7 @@ def Imputer(x: np.ndarray, *, imputed_value_floats: list | None = None, imputed_
     return contiguous(np.where(hit, imp.astype(x.dtype), x))
 
 
-@op("OneHotEncoder", since=1, domain=ML, out_types=float_types)
+@op("OneHotEncoder", since=1, domain=ML, infer=float_types)
 def OneHotEncoder(x: np.ndarray, *, cats_int64s: list | None = None, cats_strings: list | None = None,
                   zeros: int = 1) -> np.ndarray:
     if x.dtype == object:
@@ -135,7 +136,7 @@ def OneHotEncoder(x: np.ndarray, *, cats_int64s: list | None = None, cats_string
     return out.reshape(tuple(x.shape) + (len(cats),))
 
 
-@op("FeatureVectorizer", since=1, domain=ML, out_types=float_types)
+@op("FeatureVectorizer", since=1, domain=ML, infer=float_types)
 def FeatureVectorizer(*xs: np.ndarray, inputdimensions: list | None = None) -> np.ndarray:
     dims = [int(d) for d in inputdimensions or []]
     if len(dims) != len(xs):
@@ -154,8 +155,8 @@ def FeatureVectorizer(*xs: np.ndarray, inputdimensions: list | None = None) -> n
 
 
 @op("CategoryMapper", since=1, domain=ML,
-    out_types=lambda n, g: [None if g.type_of(n.inputs[0]).dtype is None else
-                            np.dtype(np.int64) if g.type_of(n.inputs[0]).dtype == object else np.dtype(object)])
+    infer=lambda n, ins: [None if not ins or ins[0] is None or ins[0].dtype is None else
+                          TensorType(np.dtype(np.int64) if ins[0].dtype == object else np.dtype(object))])
 def CategoryMapper(x: np.ndarray, *, cats_int64s: list | None = None, cats_strings: list | None = None,
                    default_int64: int = -1, default_string: str = "_Unused") -> np.ndarray:
     ints, strs = list(cats_int64s or []), list(cats_strings or [])

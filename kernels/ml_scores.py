@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from jitort.errors import InvalidArgument
+from jitort.ir import TensorType
 
 NONE, SOFTMAX, LOGISTIC, SOFTMAX_ZERO, PROBIT = 0, 1, 2, 3, 4
 _POST_NAMES = {"NONE": NONE, "SOFTMAX": SOFTMAX, "LOGISTIC": LOGISTIC, "SOFTMAX_ZERO": SOFTMAX_ZERO,
@@ -118,12 +119,18 @@ def post_rows(z: np.ndarray, post: int) -> None:
             z[r, 0] = probit(z[r, 0])
 
 
-def classifier_types(node: Any, g: Any) -> list[np.dtype | None]:
-    """Output dtypes of an ai.onnx.ml classifier (``op(out_types=...)``): labels, then float32 scores."""
+def classifier_types(node: Any, ins: list[TensorType | None]) -> list[TensorType | None]:
+    """Output types of an ai.onnx.ml classifier (``op(infer=...)``): labels, then float32 scores
+    (dtypes only: onnx's inference gives the shapes where it can)."""
     labels = np.dtype(object) if node.attrs.get("classlabels_strings") else np.dtype(np.int64)
-    return [labels, np.dtype(np.float32)]
+    return [TensorType(labels), TensorType(np.dtype(np.float32))]
 
 
-def float_types(node: Any, g: Any) -> list[np.dtype | None]:
+def float_types(node: Any, ins: list[TensorType | None]) -> list[TensorType | None]:
     """One float32 output (ai.onnx.ml regressors and preprocessors)."""
-    return [np.dtype(np.float32)]
+    return [TensorType(np.dtype(np.float32))]
+
+
+def input_dtype(node: Any, ins: list[TensorType | None]) -> list[TensorType | None]:
+    """One output of the first input's dtype."""
+    return [None if not ins or ins[0] is None else TensorType(ins[0].dtype)]

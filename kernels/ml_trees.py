@@ -22,8 +22,8 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.ir import Graph, Node
-from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, float_types, logistic, post_row,
-                                      probit)
+from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, float_types, input_dtype, logistic,
+                                      post_row, probit)
 from jitort.kernels.ml_tree_layout import (AVERAGE, CLASSIFIER, EQ, GT, GTE, LEAF, LEQ, LT, MIN, ML, SUM,
                                            Ensemble, build_v3, build_v5)
 from jitort.kernels.registry import Call, Ref, op
@@ -332,17 +332,17 @@ def _lower_v5(node: Node, g: Graph) -> Call:
 # The registered functions serve eager evaluation (constant folding) with the node's attributes;
 # sessions go through the lower hooks, which build the Ensemble once.
 
-@op("TreeEnsembleClassifier", since=1, domain=ML, lower=_lower_classifier, out_types=classifier_types)
+@op("TreeEnsembleClassifier", since=1, domain=ML, lower=_lower_classifier, infer=classifier_types)
 def TreeEnsembleClassifier(x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
     return run_classifier(x, build_v3(attrs, "TreeEnsembleClassifier", "", x.dtype))
 
 
-@op("TreeEnsembleRegressor", since=1, domain=ML, lower=_lower_regressor, out_types=float_types)
+@op("TreeEnsembleRegressor", since=1, domain=ML, lower=_lower_regressor, infer=float_types)
 def TreeEnsembleRegressor(x: np.ndarray, **attrs: Any) -> np.ndarray:
     return run_regressor(x, build_v3(attrs, "TreeEnsembleRegressor", "", x.dtype))
 
 
-@op("TreeEnsemble", since=5, domain=ML, lower=_lower_v5, out_types=lambda n, g: [g.type_of(n.inputs[0]).dtype])
+@op("TreeEnsemble", since=5, domain=ML, lower=_lower_v5, infer=input_dtype)
 def TreeEnsemble(x: np.ndarray, **attrs: Any) -> np.ndarray:
     xdt = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
     return run_v5(x, build_v5(attrs, "", xdt))

@@ -14,6 +14,12 @@ Two kinds of op:
   its heavy lifting in ``@njit(cache=True, nogil=True)`` kernels compiled once per dtype and rank.
   An optional ``lower(node, graph) -> Call`` replaces the default binding when compile-time work
   pays (prepacked weights, a specialised function chosen from static shapes).
+
+Ops onnx has no schema for (onnxruntime's com.microsoft contrib ops, its default-domain extras)
+get no types from onnx's inference: a library registration gives ``infer(node, input types) ->
+output types`` (jitort.refine calls it at import), and an elementwise one is typed by broadcasting.
+The same rule fills output dtypes onnx's inference leaves unknown for ops it has schemas for
+(ai.onnx.ml opset-1 scores: jitort.passes.shapes.complete_types).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.ir import Graph, Node
+from jitort.ir import Graph, Node, TensorType
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,7 @@ class OpDef:
     out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None  # elementwise; default: input 0's
     fn: Callable[..., Any] | None = None
     lower: Callable[[Node, Graph], Call] | None = None
-    # library ops whose output dtypes onnx's inference can leave unknown (ai.onnx.ml opset 1): one
-    # dtype or None per output, read by passes/shapes.complete_types
-    out_types: Callable[[Node, Graph], list[np.dtype | None]] | None = None
+    infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None
 
     @property
     def is_elementwise(self) -> bool:
@@ -85,9 +89,9 @@ def elementwise(op_type: str, since: int = 1, domain: str = "",
 
 def op(op_type: str, since: int = 1, domain: str = "",
        lower: Callable[[Node, Graph], Call] | None = None,
-       out_types: Callable[[Node, Graph], list[np.dtype | None]] | None = None) -> Callable:
+       infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None) -> Callable:
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        _add(OpDef(op_type, domain, since, fn=f, lower=lower, out_types=out_types))
+        _add(OpDef(op_type, domain, since, fn=f, lower=lower, infer=infer))
         return f
     return deco
 

@@ -48,13 +48,13 @@ def complete_types(g: Graph) -> Graph:
 
 
 def _library_dtypes(n: Node, g: Graph) -> None:
-    """Output dtypes a library op declares (``op(out_types=...)``) where onnx's inference left none."""
+    """Output dtypes a library op's type rule gives (``op(infer=...)``) where onnx's inference left none."""
     try:
         d = lookup(n.op_type, n.domain, n.version)
     except OrtNotImplemented:
         return
-    if d.out_types is None:
+    if d.infer is None:
         return
-    for o, dt in zip(n.outputs, d.out_types(n, g)):
-        if o and dt is not None and g.type_of(o).dtype is None:
-            g.type_of(o).dtype = np.dtype(dt)
+    for o, t in zip(n.outputs, d.infer(n, [g.type_of(i) if i else None for i in n.inputs])):
+        if o and t is not None and t.dtype is not None and g.type_of(o).dtype is None:
+            g.type_of(o).dtype = np.dtype(t.dtype)
