@@ -112,7 +112,8 @@ def format_top_steps(runs: list[list[dict[str, Any]]], top: int) -> str:
         for e in events:
             by_index.setdefault(e["args"]["node_index"], []).append(e)
     steps = sorted(by_index.values(), key=lambda es: statistics.median(e["dur"] for e in es), reverse=True)[:top]
-    lines = [f"{'ms':>7} {'GFLOP/s':>8} {'%peak':>6} {'GB/s':>7} {'%peak':>6}  {'op':14} step (nodes) / inputs -> outputs / kernel"]
+    lines = [f"{'ms':>7} {'GFLOP/s':>8} {'%peak':>6} {'GB/s':>7} {'%peak':>6}  {'op':14} "
+             "step (nodes) / inputs -> outputs / kernel"]
     for es in steps:
         e = min(es, key=lambda x: abs(x["dur"] - statistics.median(y["dur"] for y in es)))
         a = e["args"]
@@ -216,7 +217,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="N", help="intra-op threads of both (default 1)")
     p.add_argument("--runs", type=int, default=10, metavar="N", help="measured runs (default 10)")
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="runs left out first (default 2)")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="jitort's slowest steps to list (default 10; 0: none)")
+    p.add_argument("--top", type=int, default=10, metavar="N",
+                   help="jitort's slowest steps to list (default 10; 0: none)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="the inputs' first dim (default 1)")
     p.add_argument("--dim", action="append", metavar="NAME=N", help="value of a symbolic input dim; repeatable")
     p.add_argument("--seq", type=int, metavar="N", help="other symbolic dims than the batch (default 128)")

@@ -26,6 +26,7 @@ the sizes of its inputs (weights included) and outputs.
 """
 from __future__ import annotations
 
+import array
 import contextlib
 import datetime
 import json
@@ -71,12 +72,18 @@ def recording(record: Callable[..., None]) -> Iterator[None]:
         _local.record = previous
 
 
+_ndarray = np.ndarray
+
+
+def _other_meta(x: Any) -> Meta:
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    return (tuple(shape), dtype) if shape is not None and dtype is not None else None
+
+
 def _meta(values: Sequence[Any]) -> tuple[Meta, ...]:
-    out: list[Meta] = []
-    for x in values:
-        shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
-        out.append((tuple(shape), dtype) if shape is not None and dtype is not None else None)
-    return tuple(out)
+    """(shape, dtype) of each value (None: no value, or not a tensor): what a record keeps, never the
+    arrays themselves."""
+    return tuple([(x.shape, x.dtype) if type(x) is _ndarray else _other_meta(x) for x in values])
 
 
 # --- what a step is (the emitter's side) ----------------------------------------------------------
@@ -216,6 +223,21 @@ def _nbytes(m: Meta) -> int:
     return 0 if m is None else math.prod(m[0]) * np.dtype(m[1]).itemsize
 
 
+def _rates(args: dict[str, Any], seconds: float, peaks: dict[str, Any] | None) -> dict[str, Any]:
+    """A step's args with its achieved GFLOP/s and GB/s (and their fractions of the peaks)."""
+    seconds = max(seconds, 1e-9)
+    flops, nbytes = args["flops"], args["bytes"]
+    gflops = None if flops is None else flops / seconds / 1e9
+    out = {**args, "gflops_s": None if gflops is None else round(gflops, 4),
+           "gbytes_s": round(nbytes / seconds / 1e9, 4)}
+    if peaks is not None:
+        out["peak_gflops_s"] = round(peaks["sgemm_gflops"], 2)
+        out["peak_gbytes_s"] = round(peaks["copy_gbytes_s"], 2)
+        out["flops_fraction"] = None if gflops is None else round(gflops / peaks["sgemm_gflops"], 4)
+        out["bytes_fraction"] = round(nbytes / seconds / 1e9 / peaks["copy_gbytes_s"], 4)
+    return out
+
+
 class Profiler:
     """The profile of one session: session creation, then each profiled run's steps."""
 
@@ -224,24 +246,31 @@ class Profiler:
         self.start_ns = start_ns  # wall clock (the file name, get_profiling_start_time_ns)
         self.start = start  # perf_counter at the same moment (event times)
         self.session_seconds = 0.0
-        self.runs: list[tuple[float, float, int, list[tuple]]] = []
+        # per run: (start, end, thread, step indices, step times (start, end, ...), shapes); the
+        # indices and times are arrays and the shapes are shared by runs that saw the same ones, so a
+        # long profile stays small and out of the garbage collector's way
+        self.runs: list[tuple[float, float, int, array.array, array.array, tuple]] = []
+        self._shapes: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def run(self) -> Iterator[None]:
         """Record the run this thread executes inside the block."""
-        records: list[tuple] = []
-        append = records.append
+        steps, times, shapes = array.array("l"), array.array("d"), []
+        add_step, add_time, add_shapes = steps.append, times.extend, shapes.append
 
         def record(k: int, t0: float, t1: float, ins: tuple, outs: tuple) -> None:
-            append((k, t0, t1, _meta(ins), _meta(outs)))
+            add_step(k)
+            add_time((t0, t1))
+            add_shapes((_meta(ins), _meta(outs)))
 
         t0 = time.perf_counter()
         with recording(record):
             yield
         t1 = time.perf_counter()
         with self._lock:
-            self.runs.append((t0, t1, threading.get_native_id(), records))
+            key = tuple(shapes)
+            self.runs.append((t0, t1, threading.get_native_id(), steps, times, self._shapes.setdefault(key, key)))
 
     def file_name(self, prefix: str) -> str:
         """onnxruntime's name: ``<prefix>_<YYYY-MM-DD_HH-MM-SS_mmm>.json`` at the profiler's start."""
@@ -257,40 +286,35 @@ class Profiler:
         out: list[dict[str, Any]] = [{"cat": "Session", "pid": pid, "tid": pid,
                                       "dur": round(self.session_seconds * 1e6, 3), "ts": 0, "ph": "X",
                                       "name": "session_initialization", "args": {}}]
-        for t0, t1, tid, records in sorted(self.runs, key=lambda r: r[0]):
-            for k, s0, s1, ins, outs in records:
-                out.append(self._step_event(pid, tid, k, s0, s1, ins, outs, peaks))
+        described: dict[tuple[int, int, int], dict[str, Any]] = {}  # (step, id(shapes), j) -> its args
+        names = [f"{info['name']}_kernel_time" for info in self.steps or []]
+        for t0, t1, tid, steps, times, shapes in sorted(self.runs, key=lambda r: r[0]):
+            for j, (k, (ins, outs)) in enumerate(zip(steps, shapes)):
+                args = described.get((k, id(shapes), j))
+                if args is None:
+                    args = described[(k, id(shapes), j)] = self._step_args(k, ins, outs)
+                s0, s1 = times[2 * j], times[2 * j + 1]
+                out.append({"cat": "Node", "pid": pid, "tid": tid, "dur": round((s1 - s0) * 1e6, 3),
+                            "ts": self._us(s0), "ph": "X", "name": names[k], "args": _rates(args, s1 - s0, peaks)})
             out.append({"cat": "Session", "pid": pid, "tid": tid, "dur": round((t1 - t0) * 1e6, 3),
                         "ts": self._us(t0), "ph": "X", "name": "model_run", "args": {}})
         return out
 
-    def _step_event(self, pid: int, tid: int, k: int, t0: float, t1: float, ins: tuple[Meta, ...],
-                    outs: tuple[Meta, ...], peaks: dict[str, Any] | None) -> dict[str, Any]:
+    def _step_args(self, k: int, ins: tuple[Meta, ...], outs: tuple[Meta, ...]) -> dict[str, Any]:
+        """What does not depend on the step's time: onnxruntime's args, nodes, kernel, FLOPs, bytes."""
         info = self.steps[k]  # type: ignore[index]
         ins = tuple(m if m is not None or s is None else (tuple(s[0]), np.dtype(s[1]))
                     for m, s in zip(ins, info["static"]))
         params = sum(_nbytes(m) for m, s in zip(ins, info["static"]) if s is not None)
         acts = sum(_nbytes(m) for m, s in zip(ins, info["static"]) if s is None)
         out_bytes = sum(_nbytes(m) for m in outs)
-        seconds = max(t1 - t0, 1e-9)
-        flops = step_flops(info, [m[0] if m else None for m in ins], [m[0] if m else None for m in outs])
-        nbytes = params + acts + out_bytes
-        args: dict[str, Any] = {
-            "op_name": info["op"], "provider": info["provider"], "node_index": str(k),
-            "activation_size": str(acts), "parameter_size": str(params), "output_size": str(out_bytes),
-            "input_type_shape": [{_type_name(m[1]): list(m[0])} for m in ins if m is not None],
-            "output_type_shape": [{_type_name(m[1]): list(m[0])} for m in outs if m is not None],
-            "nodes": list(info["nodes"]), "node_ops": list(info["node_ops"]), "kernel": info["kernel"],
-            "flops": flops, "bytes": nbytes,
-            "gflops_s": None if flops is None else round(flops / seconds / 1e9, 4),
-            "gbytes_s": round(nbytes / seconds / 1e9, 4)}
-        if peaks is not None:
-            args["peak_gflops_s"] = round(peaks["sgemm_gflops"], 2)
-            args["peak_gbytes_s"] = round(peaks["copy_gbytes_s"], 2)
-            args["flops_fraction"] = None if flops is None else round(flops / seconds / 1e9 / peaks["sgemm_gflops"], 4)
-            args["bytes_fraction"] = round(nbytes / seconds / 1e9 / peaks["copy_gbytes_s"], 4)
-        return {"cat": "Node", "pid": pid, "tid": tid, "dur": round((t1 - t0) * 1e6, 3), "ts": self._us(t0),
-                "ph": "X", "name": f"{info['name']}_kernel_time", "args": args}
+        return {"op_name": info["op"], "provider": info["provider"], "node_index": str(k),
+                "activation_size": str(acts), "parameter_size": str(params), "output_size": str(out_bytes),
+                "input_type_shape": [{_type_name(m[1]): list(m[0])} for m in ins if m is not None],
+                "output_type_shape": [{_type_name(m[1]): list(m[0])} for m in outs if m is not None],
+                "nodes": list(info["nodes"]), "node_ops": list(info["node_ops"]), "kernel": info["kernel"],
+                "flops": step_flops(info, [m[0] if m else None for m in ins], [m[0] if m else None for m in outs]),
+                "bytes": params + acts + out_bytes}
 
     def write(self, path: str, peaks: dict[str, Any] | None = None) -> None:
         with open(path, "w", encoding="utf-8") as f:
