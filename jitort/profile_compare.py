@@ -106,23 +106,26 @@ def _shape_text(ts: list[dict[str, list[int]]]) -> str:
 
 
 def format_top_steps(runs: list[list[dict[str, Any]]], top: int) -> str:
-    """jitort's ``top`` slowest steps (median over runs), with shapes, kernel and achieved rates."""
+    """jitort's ``top`` slowest steps by their median time over ``runs``, with shapes, kernel and the
+    rates achieved at that median."""
     by_index: dict[str, list[dict[str, Any]]] = {}
     for events in runs:
         for e in events:
             by_index.setdefault(e["args"]["node_index"], []).append(e)
-    steps = sorted(by_index.values(), key=lambda es: statistics.median(e["dur"] for e in es), reverse=True)[:top]
+    medians = sorted(((statistics.median(e["dur"] for e in es), es[0]) for es in by_index.values()),
+                     key=lambda m: m[0], reverse=True)[:top]
     lines = [f"{'ms':>7} {'GFLOP/s':>8} {'%peak':>6} {'GB/s':>7} {'%peak':>6}  {'op':14} "
              "step (nodes) / inputs -> outputs / kernel"]
-    for es in steps:
-        e = min(es, key=lambda x: abs(x["dur"] - statistics.median(y["dur"] for y in es)))
+    for us, e in medians:
         a = e["args"]
-        gf, fr, gb, br = a.get("gflops_s"), a.get("flops_fraction"), a.get("gbytes_s"), a.get("bytes_fraction")
+        gf = None if a.get("flops") is None else a["flops"] / us / 1e3
+        gb = a["bytes"] / us / 1e3
+        fr = "-" if gf is None or "peak_gflops_s" not in a else f"{100 * gf / a['peak_gflops_s']:.1f}"
+        br = "-" if "peak_gbytes_s" not in a else f"{100 * gb / a['peak_gbytes_s']:.1f}"
         name = ascii(e["name"].removesuffix("_kernel_time"))[1:-1]
         covered = "" if len(a["nodes"]) <= 1 else f" (+{len(a['nodes']) - 1}: {'+'.join(a['node_ops'][1:])})"
-        lines.append(f"{e['dur'] / 1000:>7.3f} {('-' if gf is None else f'{gf:.2f}'):>8} "
-                     f"{('-' if fr is None else f'{100 * fr:.1f}'):>6} {gb:>7.2f} "
-                     f"{('-' if br is None else f'{100 * br:.1f}'):>6}  {a['op_name'][:14]:14} {name[:60]}{covered}")
+        lines.append(f"{us / 1000:>7.3f} {('-' if gf is None else f'{gf:.2f}'):>8} {fr:>6} {gb:>7.2f} {br:>6}  "
+                     f"{a['op_name'][:14]:14} {name[:60]}{covered}")
         lines.append(f"{'':>40}  {_shape_text(a['input_type_shape'])} -> {_shape_text(a['output_type_shape'])}"
                      f"  [{a['kernel']}]")
     return "\n".join(lines)
