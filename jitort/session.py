@@ -325,8 +325,8 @@ class InferenceSession:
             if self._cache.strict:
                 raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
             if isinstance(e, artifact.TamperedEntry):
-                warnings.warn(f"jitort: cache entry {entry} failed its integrity check ({e}); compiling the model "
-                              "again", RuntimeWarning, stacklevel=3)
+                warn(f"jitort: cache entry {entry} failed its integrity check ({e}); compiling the model again",
+                     RuntimeWarning, stacklevel=3, logid=self._sess_options.logid)
             self._cache.notes.append(f"cache entry rebuilt: {e}")
             return None, self._cache.root
 
