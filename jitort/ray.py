@@ -70,14 +70,16 @@ class Predictor:
     def __init__(self, model: Any, *, providers: list[Any] | None = None, sess_options: Any = None,
                  input_columns: Mapping[str, str] | None = None, output_columns: Mapping[str, str] | None = None,
                  threads: int | None = None) -> None:
-        self._setup(_unshipped(model) if isinstance(model, _Shipped) else model, _model_name(model),
-                    providers=providers, sess_options=sess_options, input_columns=input_columns,
-                    output_columns=output_columns, threads=threads)
+        source = _unshipped(model) if isinstance(model, _Shipped) else model
+        self._setup(source, _model_name(model), providers=providers, sess_options=sess_options,
+                    input_columns=input_columns, output_columns=output_columns, threads=threads)
         report = self.session.compile_report
-        if report["compiled"] and isinstance(model, _Shipped):
-            log.warning("jitort.ray: worker pid %d compiled %d functions for %s instead of loading its artifact "
-                        "(%s)", os.getpid(), len(report["compiled"]), self.model_name,
-                        "; ".join(report["cache_notes"]) or "see the session's warning")
+        if isinstance(model, _Shipped) and report["loaded_from"] != source:  # the safe miss: say so
+            how = (f"took the model from {report['loaded_from']}" if report["loaded_from"]
+                   else f"compiled the model ({len(report['compiled'])} Numba compilations)")
+            log.warning("jitort.ray: worker pid %d did not use the artifact shipped for %s (%s); it %s instead",
+                        os.getpid(), self.model_name, "; ".join(report["cache_notes"]) or "see the session's warning",
+                        how)
 
     def _setup(self, source: Any, name: str, *, providers: list[Any] | None = None, sess_options: Any = None,
                input_columns: Mapping[str, str] | None = None, output_columns: Mapping[str, str] | None = None,
