@@ -8,9 +8,11 @@ sequence); every output is compared with onnxruntime's, row by row.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import ray  # the test extra installs ray[data]
 from onnx import TensorProto, helper
 
 import jitort.ray as jr
-from jitort import aot, cache
+from jitort import aot, archive, cache
 from jitort.errors import Fail, InvalidProtobuf, NoSuchFile
 from jitort.zoo import bert_encoder
 
@@ -48,6 +50,14 @@ def model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "bert.onnx"
     onnx.save(bert_encoder(seed=19), str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(model_file, tmp_path_factory) -> Path:
+    """What ``jitort compile bert.onnx -o DIR --input-shape input_ids=2x16`` writes."""
+    art = tmp_path_factory.mktemp("artifact") / "art"
+    aot.compile_artifact(str(model_file), str(art), input_shapes={"input_ids": [2, SEQ]}, quiet=True)
+    return art
 
 
 @pytest.fixture(scope="module")
@@ -152,21 +162,42 @@ def test_predict_compiles_once_and_every_worker_loads(ray_local, workers_cache, 
 
 
 @pytest.mark.slow
-def test_predictor_from_an_artifact_with_renamed_columns(ray_local, tmp_path, model_file, expected) -> None:
+def test_predictor_from_an_artifact_with_renamed_columns(ray_local, tmp_path, model_file, artifact_dir,
+                                                         expected) -> None:
     """``Predictor`` on a ``jitort compile`` artifact in a plain ``map_batches``: columns renamed both
     ways; workers with an empty cache of their own load everything from the artifact."""
-    art = tmp_path / "art"
-    aot.compile_artifact(str(model_file), str(art), input_shapes={"input_ids": [2, SEQ]}, quiet=True)
     own_cache = tmp_path / "actors-cache"
     own_cache.mkdir()
     out = _output_name(model_file)
     rows = _dataset({"input_ids": "tokens"}).map_batches(Reporting, fn_constructor_kwargs={
-        "model": str(art), "input_columns": {"input_ids": "tokens"}, "output_columns": {out: "embedding"},
+        "model": str(artifact_dir), "input_columns": {"input_ids": "tokens"}, "output_columns": {out: "embedding"},
         "threads": 1}, batch_size=100, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1,
         batch_format="numpy", runtime_env={"env_vars": {"JITORT_CACHE_DIR": str(own_cache)}}).take_all()
     assert set(rows[0]) == {"tokens", "token_type_ids", "attention_mask", "row", "embedding", "worker"}
     _assert_rows_match(rows, "embedding", expected)
     _assert_nothing_compiled(_reports(rows), own_cache)
+
+
+@pytest.mark.slow
+def test_a_worker_on_another_cpu_compiles_and_says_so(ray_local, tmp_path, artifact_dir, model_file, expected,
+                                                      caplog) -> None:
+    """An artifact whose manifest names another CPU is a safe miss: the Predictor compiles (or
+    takes the model from its cache), logs why it did not use the shipped artifact, and is right."""
+    other = tmp_path / "other-cpu"
+    shutil.copytree(artifact_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["cpu"] = {"cpu_name": "some-other-cpu", "cpu_features": "0" * 16}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    data = archive.pack(other)
+    shipped = jr._Shipped(ray.put(data), hashlib.sha256(data).hexdigest(), "bert-for-another-cpu")
+    with pytest.warns(RuntimeWarning, match="built for CPU some-other-cpu"):
+        p = jr.Predictor(shipped, threads=1)
+    warning = [r.getMessage() for r in caplog.records if r.name == "jitort.ray"]
+    assert len(warning) == 1 and "did not use the artifact shipped for bert-for-another-cpu" in warning[0] \
+        and "some-other-cpu" in warning[0], warning
+    cols = _columns()
+    out = p({k: cols[k][:7] for k in INPUTS})[_output_name(model_file)]
+    np.testing.assert_allclose(out, expected[:7], rtol=1e-4, atol=1e-5)
 
 
 def test_predict_refuses_before_any_batch_runs(ray_local, tmp_path, model_file) -> None:
