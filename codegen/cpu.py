@@ -152,8 +152,9 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
 def emit_scalar_body(buf: IndentedBuffer, node: Node, g: Graph, loads: list[str], stores: list[str],
                      target: str, imports: set[str]) -> None:
     """The loop body shared by the CPU and CUDA emitters: load operands into locals ``x<k>``, one
-    local ``v<j>`` per op (its scalar expression cast to the op's dtype), store the group's outputs
-    (``stores`` are templates with ``{}`` for the value)."""
+    local ``v<j>`` per op (its scalar expression cast to the op's dtype, after the partial results
+    ``v<j>_<k>`` the op bound with ``Scalar.let``), store the group's outputs (``stores`` are
+    templates with ``{}`` for the value)."""
     local: dict[str, str] = {}
     for k, ld in enumerate(loads):
         local[node.inputs[k]] = f"x{k}"
@@ -162,10 +163,12 @@ def emit_scalar_body(buf: IndentedBuffer, node: Node, g: Graph, loads: list[str]
         d = lookup(n.op_type, n.domain, n.version, n.name)
         in_dt = [_value_dtype(g, i) if i else np.dtype(np.float32) for i in n.inputs]
         out_dt = _value_dtype(g, n.outputs[0])
-        c = Scalar(n, in_dt, out_dt, [g.const(i) for i in n.inputs], target)
+        v = f"v{j}"
+        c = Scalar(n, in_dt, out_dt, [g.const(i) for i in n.inputs], target, local_prefix=f"{v}_")
         expr = d.scalar(c, *[local[i] if i else None for i in n.inputs])  # type: ignore[misc]
         imports.update(c.imports)
-        v = f"v{j}"
+        for name, e in c.lets:
+            buf.writeline(f"{name} = {e}")
         if out_dt.name in _HALF:  # round intermediates to the storage precision, as per-op execution would
             f2, t2 = _HALF[out_dt.name]
             imports.add(f"from jitort.kernels.fp16 import {f2}, {t2}")

@@ -92,6 +92,14 @@ def keyword(key: str) -> str:
 TERMINATE_IMPORT = "from jitort.run_state import terminated as _terminated"
 TERMINATE_CHECK = "if _ro is not None and _ro.terminate: _terminated()"
 
+# The profiled variant (``emit_plan(..., profile=True)``, only for sessions with enable_profiling):
+# ``_rec`` is the recorder of the run (jitort.profiling.recorder(), taken once per run), each step
+# is timed between its comment and its ``del`` line and reported as
+# ``_rec(step, t_start, t_end, (inputs...), (outputs...))``. What the trace says about each step
+# (node names, op types, kernel) is data, ``consts[PROFILE_STEPS]``, never text in the source.
+PROFILE_IMPORTS = ("from time import perf_counter as _pc", "from jitort.profiling import recorder as _recorder")
+PROFILE_STEPS = "profile_steps"
+
 
 def plan_header(kind: str, title: str) -> list[str]:
     """The first lines of a generated plan module: the fixed encoding line, a docstring without
@@ -111,8 +119,11 @@ def _module_alias(fn: Callable[..., Any]) -> tuple[str, str] | None:
     return mod, qn
 
 
-def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, Any]]:
+def emit_plan(g: Graph, steps: list[Step], title: str, profile: bool = False) -> tuple[str, dict[str, Any]]:
     """Source of the plan module and the constants ``build(consts, slow_bind)`` expects.
+
+    ``profile``: the profiled variant (timing around each step, see PROFILE_IMPORTS); its constants
+    hold the steps' descriptions under PROFILE_STEPS (``jitort.profiling.step_info``).
 
     ``build`` returns ``(run, run_feed)``: ``run(*arrays)`` runs the graph; ``run_feed(feed)`` first
     checks the feed dict on a straight-line fast path (names, dtypes, ranks, static dims, symbolic
@@ -122,6 +133,10 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
     names = _Names(g)
     body = IndentedBuffer(2)
     imports: set[str] = {"import numpy as np", TERMINATE_IMPORT}
+    if profile:
+        from jitort.profiling import step_info
+        imports.update(PROFILE_IMPORTS)
+        infos: list[dict[str, Any]] = []
     last_use: dict[str, int] = {}
     for k, s in enumerate(steps):
         for i in s.node.inputs:
@@ -135,10 +150,15 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
             body_nodes = n.attrs["body"]
             label = ", ".join(b.name for b in body_nodes)
             body.writeline(f"# {len(body_nodes)} fused: {comment_safe(label, 300)}")
+            if profile:
+                body.writeline("_t = _pc()")
             _emit_fused(body, s.kernel, names, g, imports)
+            kernel_label = s.kernel.name
         else:
             assert s.call is not None
             body.writeline(f"# {comment_safe(n.op_type)} {comment_safe(n.name)}")
+            if profile:
+                body.writeline("_t = _pc()")
             alias = _module_alias(s.call.fn)
             if alias is None:
                 fn = names.hoist(s.call.fn, f"{n.name}.fn")
@@ -152,6 +172,12 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
             outs = [names.ref(o) if o else "_" for o in n.outputs]
             lhs = outs[0] if len(outs) == 1 else ", ".join(outs)
             body.writeline(f"{lhs} = {fn}({', '.join(args)})")
+            kernel_label = _function_label(s.call.fn)
+        if profile:
+            infos.append(step_info(s, g, kernel_label))
+            ins = _tuple_source(names.local.get(i) if i else None for i in n.inputs)
+            outs_src = _tuple_source(names.local.get(o) if o else None for o in n.outputs)
+            body.writeline(f"_rec({k}, _t, _pc(), {ins}, {outs_src})")
         dead = sorted({i for i in n.inputs if i and last_use.get(i) == k and i not in keep
                        and g.const(i) is None and i in names.local})
         if dead:
@@ -172,6 +198,9 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
         buf.writelines(names.const_lines)
         buf.writeline("")
         buf.writeline(f"def run({args}{', ' if args else ''}_ro=None):")
+        if profile:
+            with buf.indent():
+                buf.writeline("_rec = _recorder()")
         buf.lines.extend(body.lines)
         with buf.indent():
             buf.writeline(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
@@ -179,7 +208,22 @@ def emit_plan(g: Graph, steps: list[Step], title: str) -> tuple[str, dict[str, A
         buf.lines.extend(feed_check.lines)
         buf.writeline("")
         buf.writeline("return run, run_feed")
+    if profile:
+        names.consts[PROFILE_STEPS] = infos
     return buf.getvalue(), names.consts
+
+
+def _tuple_source(locals_: Any) -> str:
+    """A tuple display of plan locals (``None`` where a value has none: an omitted optional input,
+    a constant the step's call does not read)."""
+    return "(" + "".join(f"{x or 'None'}, " for x in locals_) + ")"
+
+
+def _function_label(fn: Callable[..., Any]) -> str:
+    """``module.function`` of a library function, for the profile (data, never generated source)."""
+    mod = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{mod.removeprefix('jitort.')}.{name}"
 
 
 def _emit_feed_check(buf: IndentedBuffer, g: Graph, names: _Names, args: str) -> None:

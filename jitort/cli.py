@@ -1,10 +1,12 @@
-"""The ``jitort`` command line: ``run``, ``explain``, ``bench`` and ``cache``.
+"""The ``jitort`` command line: ``run``, ``explain``, ``bench``, ``profile`` and ``cache``.
 
 ``jitort run MODEL`` compiles and runs a model (a path, or ``light_<name>`` for a CNN shipped in
 the onnx wheel), prints its outputs and what Numba compiled, and optionally checks it against
 onnxruntime. ``jitort explain MODEL`` shows what the compiler did: the IR after passes, the fused
 groups, the passes' notes, the generated kernels and plan in the cache. ``jitort bench`` compares
-jitort with onnxruntime (``jitort.bench``). ``jitort cache`` inspects and cleans the on-disk cache.
+jitort with onnxruntime (``jitort.bench``). ``jitort profile MODEL`` puts jitort's per-op time next
+to onnxruntime's per-node profile (``jitort/profile_compare.py``). ``jitort cache`` inspects and
+cleans the on-disk cache.
 ``jitort conformance`` runs onnx's backend conformance cases in worker subprocesses and writes a
 per-op report (``jitort/conformance.py``).
 
@@ -301,20 +303,27 @@ def _session_options(threads: int | None, dims: dict[str, int] | None = None) ->
     return so
 
 
-def _ort_session(path: Path, threads: int | None) -> Any:
+def _ort_session(source: Path | Any, threads: int | None, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPU session for a model file or ModelProto (``profile_prefix``: with profiling)."""
     import onnx
     import onnxruntime
     so = onnxruntime.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    is_proto = isinstance(source, onnx.ModelProto)
     try:
-        return onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(source.SerializeToString() if is_proto else str(source), so,
+                                            providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime reads only IR versions up to its own: lower the field
         m = re.search(r"max supported IR version: (\d+)", str(e))
         if m is None:
             raise
-        proto = onnx.load(str(path))
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source if is_proto else onnx.load(str(source)))
         proto.ir_version = min(proto.ir_version, int(m.group(1)))
         return onnxruntime.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
@@ -601,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_conformance_parser(sub)
     from jitort.aot import add_parser as add_compile_parser
     add_compile_parser(sub)
+    from jitort.profile_compare import add_parser as add_profile_parser
+    add_profile_parser(sub)
     return p
 
 

@@ -93,8 +93,10 @@ def load_kernel(fk: FusedKernel, root: Path | None = None) -> Callable[..., None
     return getattr(mod, fk.name)
 
 
-def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: bool) -> Compiled:
-    """Passes, lowering and codegen; nothing is imported (see ``Compiled.bind``)."""
+def compile_graph(g: Graph, providers: Sequence[str], title: str = "", profile: bool = False,
+                  **flags: bool) -> Compiled:
+    """Passes, lowering and codegen; nothing is imported (see ``Compiled.bind``). ``profile``: the
+    CPU plan's profiled variant (``jitort.profiling``; a CUDA plan has none)."""
     t0 = time.perf_counter()
     mark = cache.compile_count()  # constant folding may compile kernels
     verify(g)
@@ -116,7 +118,7 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: 
                     steps.append(Step(n, call=lower_node(n, g)))
             except Exception as e:  # onnxruntime's class, naming the node that cannot be lowered
                 raise node_errors.at_compile(e, n.op_type, comment_safe(n.name)) from e
-        source, consts = emit_plan(g, steps, title or g.name)
+        source, consts = emit_plan(g, steps, title or g.name, profile=profile)
         kernel_sources = {k.name: k.source for k in kernels.values()}
     inputs = [(i, np.dtype(g.type_of(i).dtype) if g.type_of(i).dtype is not None else None, g.type_of(i).shape)
               for i in g.inputs]
@@ -128,7 +130,7 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", **flags: 
 def evaluate(node: Node, g: Graph) -> list[np.ndarray]:
     """Run one node on constant inputs with jitort's own kernels (constant folding)."""
     d = lookup(node.op_type, node.domain, node.version, node.name)
-    if not d.is_elementwise:
+    if not d.is_elementwise or d.lower is not None:  # a library path compiles nothing
         out = run_call(lower_node(node, g), {i: g.const(i) for i in node.inputs if i})  # type: ignore[misc]
         return list(out) if isinstance(out, tuple) else [out]
     ins = list(dict.fromkeys(i for i in node.inputs if i))

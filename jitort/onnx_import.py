@@ -18,8 +18,10 @@ from onnx import AttributeProto, helper, numpy_helper
 
 from jitort import memory, validate
 from jitort.codegen.source import comment_safe
+from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 from jitort.ir import Dim, Graph, Node, TensorType, Value, toposort
+from jitort.runtime_info import warn
 
 _unknown_dims = itertools.count()
 
@@ -150,12 +152,103 @@ def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
             return proto
 
 
-def import_model(proto: onnx.ModelProto) -> Graph:
+def distinct_input_dims(proto: onnx.ModelProto, across_inputs: bool = False) -> onnx.ModelProto:
+    """The model with a symbolic dim name repeated within one graph input (``[-1, 3, "?", "?"]``)
+    renamed so that each occurrence is its own symbol; with ``across_inputs``, also names shared
+    between inputs. onnxruntime binds such dims independently (a name is a hint, not a constraint),
+    while jitort's passes read equal names as equal sizes. Declared shapes of intermediates and
+    outputs lose the renamed names (they become unknown dims for inference to fill): a declaration
+    must not re-assert an equality the inputs no longer promise. Returns ``proto`` itself when
+    nothing is shared."""
+    inits = {t.name for t in proto.graph.initializer}
+    seen: set[str] = set()
+    plan: list[tuple[int, int, str]] = []
+    for k, vi in enumerate(proto.graph.input):
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        mine: set[str] = set()
+        for a, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_param") and d.dim_param:
+                if d.dim_param in mine or (across_inputs and d.dim_param in seen):
+                    plan.append((k, a, d.dim_param))
+                mine.add(d.dim_param)
+        seen |= mine
+    if not plan:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    renamed = set()
+    taken = {d.dim_param for vi in out.graph.input for d in vi.type.tensor_type.shape.dim}
+    for k, a, name in plan:
+        fresh = f"{name}__{k}_{a}"
+        while fresh in taken:
+            fresh += "_"
+        taken.add(fresh)
+        out.graph.input[k].type.tensor_type.shape.dim[a].dim_param = fresh
+        renamed.add(name)
+    for vi in itertools.chain(out.graph.value_info, out.graph.output):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in renamed:
+                d.ClearField("dim_param")
+    return out
+
+
+def import_model(proto: onnx.ModelProto, distinct_dims: bool = False) -> Graph:
+    """The IR of ``proto``. Symbolic dims repeated within an input are bound independently; with
+    ``distinct_dims`` names shared across inputs too (see :func:`distinct_input_dims`)."""
     from jitort.functions import inline_local_functions
+    proto = distinct_input_dims(proto, across_inputs=distinct_dims)
     proto = inline_local_functions(proto)  # model-local functions: onnx's inliner, before inference
     opsets = opsets_of(proto)
-    inferred = infer(proto)
-    return import_graph(inferred.graph, opsets, outer_types={})
+    inferred = infer(_outputs_undeclared(proto))
+    g = import_graph(inferred.graph, opsets, outer_types={})
+    for vi in proto.graph.output:
+        merge_declared_output(g, vi.name, tensor_type(vi.type))
+    return g
+
+
+def _outputs_undeclared(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose graph outputs declare no type, so inference types them from the
+    nodes alone: onnx's non-strict inference otherwise keeps a declaration that contradicts it."""
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    for vi in bare.graph.output:
+        vi.ClearField("type")
+    return bare
+
+
+def merge_declared_output(g: Graph, name: str, declared: TensorType) -> None:
+    """Check graph output ``name``'s declared type against the type the graph computes, as
+    onnxruntime does: a different element type is an error (onnxruntime's Fail); a different shape
+    is a stale hint, warned about, and the computed shape stands. A declaration fills in only what
+    inference left unknown."""
+    v = g.values.get(name)
+    if v is None:
+        return
+    t = v.type
+    if declared.dtype is not None:
+        if t.dtype is None:
+            t.dtype = declared.dtype
+        elif np.dtype(t.dtype) != np.dtype(declared.dtype):
+            want, got = type_string(declared.dtype), type_string(t.dtype)
+            raise Fail(f"Type Error: Type ({want}) of output arg ({name}) does not match expected type "
+                       f"({got}): graph output '{name}' is declared {want} but the graph computes {got}")
+    if declared.shape is None:
+        return
+    if t.shape is None:
+        t.shape = declared.shape
+    elif _shapes_conflict(declared.shape, t.shape):
+        warn(f"jitort: graph output '{name}' is declared with shape {_shape_text(declared.shape)} "
+             f"but the graph computes {_shape_text(t.shape)}; the computed shape is used", stacklevel=2)
+
+
+def _shapes_conflict(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
+    """Different ranks, or a dim static in both with different values (symbols never conflict)."""
+    return len(a) != len(b) or any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b))
+
+
+def _shape_text(shape: tuple[Dim, ...]) -> str:
+    return "[" + ", ".join("?" if isinstance(d, str) and d.startswith("?") else str(d) for d in shape) + "]"
 
 
 def _np_dtype(elem_type: int) -> np.dtype | None:

@@ -29,8 +29,15 @@ def type_proto(t: Any) -> TypeProto:
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype))
     except Exception:
         return TypeProto()
-    shape = None if t.shape is None else [d if isinstance(d, int) else None for d in t.shape]
+    # Symbolic names travel (onnx's inference then relates outputs to inputs); jitort's own
+    # placeholders for unknown dims do not: they promise nothing.
+    shape = None if t.shape is None else [d if isinstance(d, int) or not _placeholder(d) else None
+                                          for d in t.shape]
     return helper.make_tensor_type_proto(elem, shape)
+
+
+def _placeholder(d: Any) -> bool:
+    return isinstance(d, str) and (d.startswith("?") or d.startswith("unk__"))
 
 
 MAX_DATA_ELEMENTS = 4096  # constant values evaluated at import to sharpen inference (shape arithmetic)
@@ -38,8 +45,7 @@ MAX_DATA_BYTES = MAX_DATA_ELEMENTS * 16
 
 
 def unknown(t: Any) -> bool:
-    return t is None or t.dtype is None or t.shape is None or any(
-        isinstance(d, str) and (d.startswith("?") or d.startswith("unk__")) for d in t.shape)
+    return t is None or t.dtype is None or t.shape is None or any(_placeholder(d) for d in t.shape)
 
 
 class Refiner:
@@ -71,12 +77,49 @@ class Refiner:
         return t
 
     def node(self, n: NodeProto, domain: str, version: int, opsets: dict[str, int]) -> None:
-        if domain != "" or any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in n.attribute):
+        if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in n.attribute):
             return
         try:
-            self._node(n, version, opsets)
+            if domain != "" or not onnx.defs.has(n.op_type, version, ""):
+                self._registered(n, domain, version)  # no onnx schema: the op's registration types it
+            else:
+                self._node(n, version, opsets)
         except Exception:
             pass  # refinement is best effort: the graph's own types stand
+
+    def _registered(self, n: NodeProto, domain: str, version: int) -> None:
+        """Types for the outputs of an op onnx has no schema for (contrib ops): broadcasting for an
+        elementwise registration, the registration's ``infer`` for a library one."""
+        from jitort.ir import Node, Value
+        from jitort.kernels.registry import lookup
+        from jitort.onnx_import import _attr_value
+        from jitort.passes.shapes import broadcast_shapes
+        outs = [o for o in n.output if o]
+        if not outs or not any(unknown(self.values[o].type) if o in self.values else True for o in outs):
+            return
+        d = lookup(n.op_type, domain, version)
+        ins = [self.values[i].type if i and i in self.values else None for i in n.input]
+        attrs = {a.name: _attr_value(a, {}, {}) for a in n.attribute}
+        node = Node(n.op_type, list(n.input), list(n.output), attrs, n.name or n.op_type, domain, version)
+        if d.is_elementwise:
+            known = [t for t in ins if t is not None]
+            if len(known) != len([i for i in n.input if i]) or any(t.dtype is None or t.shape is None for t in known):
+                return
+            from jitort.ir import TensorType
+            dts = [np.dtype(t.dtype) for t in known]
+            shape = broadcast_shapes([t.shape for t in known])  # type: ignore[misc]
+            types = [TensorType(d.out_dtype(node, dts) if d.out_dtype else dts[0], shape)]
+        elif d.infer is not None:
+            types = d.infer(node, ins)
+        else:
+            return
+        for o, t in zip(n.output, types):
+            if not o or t is None or t.dtype is None:
+                continue
+            old = self.values.get(o)
+            if old is None or old.type.dtype is None or old.type.shape is None or unknown(old.type) and not unknown(t):
+                self.values[o] = Value(o, t)
+                self.types[o] = type_proto(t)
 
     def _node(self, n: NodeProto, version: int, opsets: dict[str, int]) -> None:
         from jitort.ir import Value

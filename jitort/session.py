@@ -1,12 +1,14 @@
 """InferenceSession: load -> import -> compile (through the cache) -> run, with onnxruntime's API.
 
-``run`` validates feeds (names, dtype, rank, static dims, symbolic dims bound consistently — the
-fused kernels index by them) and calls the generated plan. The plan holds no per-run state, so
+``run`` validates feeds (names, dtype, rank, static dims) and calls the generated plan. A symbolic
+dim name is a hint, not a constraint (as in onnxruntime): the plan is compiled assuming inputs that
+share a name agree there; a feed where they do not runs on a second plan, compiled on first need
+with every input dim its own symbol (``_DimsDiffer``, ``_relaxed``). The plan holds no per-run state, so
 concurrent ``run`` calls on one session are safe, and its kernels release the GIL.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import threading
@@ -18,7 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import allocator, artifact, cache, memory, node_errors, run_state
+from jitort import allocator, artifact, cache, memory, node_errors, profiling, run_state
+from jitort.codegen.plan import PROFILE_STEPS
 from jitort.compiler import Compiled, compile_graph
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
@@ -166,6 +169,23 @@ def _no_outputs(*args: Any, **kwargs: Any) -> tuple:
     raise InvalidArgument("At least one output should be requested.")
 
 
+class _DimsDiffer(InvalidArgument):
+    """A feed whose inputs differ where they share a symbolic dim name: not an error (onnxruntime
+    binds such dims independently), but the plan compiled for equal sizes cannot run it."""
+
+
+def _shared_dim_names(specs: list[_InputSpec]) -> bool:
+    """Does a symbolic dim name occur twice among the inputs (in one input or across inputs)?"""
+    seen: set[str] = set()
+    for spec in specs:
+        for d in spec.shape or ():
+            if isinstance(d, str):
+                if d in seen:
+                    return True
+                seen.add(d)
+    return False
+
+
 class InferenceSession:
     """Runs an ONNX model with jitort-generated kernels (onnxruntime's ``InferenceSession`` API)."""
 
@@ -173,8 +193,10 @@ class InferenceSession:
                  sess_options: SessionOptions | None = None, providers: Sequence[Any] | None = None,
                  provider_options: Sequence[dict] | None = None, **kwargs: Any) -> None:
         t0 = time.perf_counter()
+        start_ns = time.time_ns()
         allocator.tune()
         self._sess_options = sess_options if sess_options is not None else SessionOptions()
+        profile = bool(self._sess_options.enable_profiling)
         self._providers, self._provider_options = _normalize_providers(providers, provider_options)
         config = dict(getattr(self._sess_options, "_config", {}))
         self._cache = artifact.policy(config)
@@ -195,12 +217,17 @@ class InferenceSession:
         level = int(self._sess_options.graph_optimization_level)
         self._flags = {"fold": level > 0, "fuse": level > 0}
         key_opts: dict[str, Any] = {"providers": self._providers, **self._flags}
+        profile_plan = profile and CUDA not in self._providers  # a CUDA plan has no profiled variant
+        if profile_plan:  # the profiled plan is an entry of its own; the plain plan's key is unchanged
+            key_opts["profile"] = PROFILE_STEPS
         if CUDA in self._providers:  # CUDA plans call jitort.kernels.cuda, outside the library hash
             from jitort.kernels.cuda import library_hash as cuda_library_hash
             key_opts["cuda_library"] = cuda_library_hash()
         key, model_hash = artifact.model_key(raw if raw is not None else proto.SerializeToString(), [],
                                              key_opts)
         compiled, root = self._find_compiled(art, key, model_hash)
+        if profile_plan and compiled is not None and PROFILE_STEPS not in compiled.consts:
+            compiled = None  # an artifact holds the plain plan: profiling compiles the profiled one
         fresh = compiled is None
         workers = None
         if compiled is None:
@@ -210,7 +237,8 @@ class InferenceSession:
             root = self._cache.root
             try:
                 compiled = compile_graph(import_model(proto), self._providers,
-                                         title=self._meta.graph_name or "model", **self._flags)
+                                         title=self._meta.graph_name or "model", profile=profile_plan,
+                                         **self._flags)
             except Exception as e:
                 mapped = node_errors.at_creation(e)  # internal errors never leak: onnxruntime's class
                 if mapped is None:
@@ -231,6 +259,10 @@ class InferenceSession:
             else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
         self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
+        self._lock = threading.Lock()
+        self._relaxed_session: InferenceSession | None = None
+        if _shared_dim_names(self._specs):
+            self._run_feed = self._with_relaxed(self._run_feed)
         self._set_threads()
         if fresh and config.get("session.jitort.warmup", "1") != "0" and _warmup_safe(proto, self._providers):
             self._warm_up()
@@ -241,10 +273,11 @@ class InferenceSession:
             self._run_feed = _no_outputs
         self._input_names = [s.name for s in self._specs]
         self._n_inputs = len(self._specs)
-        self._profile: list[dict[str, Any]] | None = [] if self._sess_options.enable_profiling else None
-        self._profile_start = time.time()
-        self._lock = threading.Lock()
+        self._profiler = profiling.Profiler(compiled.consts.get(PROFILE_STEPS), start_ns, t0) if profile else None
+        self._profile_start_ns = start_ns if profile else 0
         self.session_seconds = time.perf_counter() - t0
+        if self._profiler is not None:
+            self._profiler.session_seconds = self.session_seconds
         self._log_creation(fresh)
 
     def _log_creation(self, fresh: bool) -> None:
@@ -284,12 +317,16 @@ class InferenceSession:
         entry = artifact.entry_dir(self._cache.root, key)
         artifact.wait_pending(entry)  # a session of this process may still be writing it
         try:
-            return artifact.load_entry(entry, self._cache.root, key), self._cache.root
+            return (artifact.load_entry(entry, self._cache.root, key, discard_tampered=not self._cache.strict),
+                    self._cache.root)
         except FileNotFoundError:
             return None, self._cache.root
         except artifact.StaleEntry as e:
             if self._cache.strict:
                 raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
+            if isinstance(e, artifact.TamperedEntry):
+                warn(f"jitort: cache entry {entry} failed its integrity check ({e}); compiling the model again",
+                     RuntimeWarning, stacklevel=3, logid=self._sess_options.logid)
             self._cache.notes.append(f"cache entry rebuilt: {e}")
             return None, self._cache.root
 
@@ -380,6 +417,26 @@ class InferenceSession:
                 "session_seconds": self.session_seconds}
 
     # --- running --------------------------------------------------------------------------------
+    def _with_relaxed(self, run_feed: Any) -> Any:
+        def run_feed_or_relaxed(feed: dict[str, Any], _ro: Any = None) -> tuple:
+            try:
+                return run_feed(feed, _ro)
+            except _DimsDiffer:
+                return self._relaxed()._run_feed(feed, _ro)
+        return run_feed_or_relaxed
+
+    def _relaxed(self) -> InferenceSession:
+        """The session for feeds that differ where inputs share a dim name: the same model with
+        every input dim its own symbol (compiled, or loaded from the cache, on first need)."""
+        with self._lock:
+            if self._relaxed_session is None:
+                from jitort.onnx_import import distinct_input_dims
+                proto = _apply_options(load_model(self._source)[0], self._sess_options)
+                self._relaxed_session = InferenceSession(distinct_input_dims(proto, across_inputs=True),
+                                                         self._sess_options, self._providers,
+                                                         self._provider_options)
+            return self._relaxed_session
+
     def _bind(self, feed: dict[str, Any]) -> list[np.ndarray]:
         """The general feed check: converts lists/OrtValues/non-contiguous arrays, raises
         onnxruntime's exception (naming the input, expected vs actual) for anything invalid."""
@@ -414,9 +471,9 @@ class InferenceSession:
                                 f" index: {k} Got: {got} Expected: {d}\n"
                                 " Please fix either the inputs/outputs or the model.")
                     elif d in dims and dims[d][0] != got:
-                        raise InvalidArgument(
+                        raise _DimsDiffer(
                             f"Symbolic dimension '{d}' is {dims[d][0]} in input '{dims[d][1]}' but {got} in "
-                            f"input '{spec.name}' (index {k}); inputs sharing a dimension name must agree")
+                            f"input '{spec.name}' (index {k}): this plan was compiled for equal sizes")
                     else:
                         dims[d] = (got, spec.name)
             if isinstance(x, np.ndarray) and not (x.flags.c_contiguous and x.flags.writeable and x.flags.aligned):
@@ -441,7 +498,7 @@ class InferenceSession:
             run_options: RunOptions | None = None) -> list[np.ndarray]:
         """Run the model: ``output_names`` None or empty means every output, in model order."""
         try:
-            if run_options is None and self._profile is None and self._tensor_limit is None:
+            if run_options is None and self._profiler is None and self._tensor_limit is None:
                 outs = self._run_feed(input_feed)
             else:
                 outs = self._run_with(input_feed, run_options)
@@ -462,12 +519,10 @@ class InferenceSession:
         """A run with run options, profiling or a tensor limit of this session's."""
         if run_options is not None and run_options.terminate:
             run_state.terminated()
-        t0 = time.perf_counter()
-        with run_state.running(run_options), memory.budget(self._tensor_limit):
-            outs = self._run_feed(input_feed, run_options)
-        if self._profile is not None:
-            self._record("model_run", t0)
-        return outs
+        profiler = self._profiler
+        with run_state.running(run_options), memory.budget(self._tensor_limit), \
+                profiler.run() if profiler is not None else contextlib.nullcontext():
+            return self._run_feed(input_feed, run_options)
 
     def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, OrtValue],
                             run_options: RunOptions | None = None) -> list[OrtValue]:
@@ -514,28 +569,33 @@ class InferenceSession:
         iobinding._run(self, run_options)
 
     # --- profiling --------------------------------------------------------------------------------
-    def _record(self, name: str, t0: float) -> None:
-        t1 = time.perf_counter()
-        with self._lock:
-            assert self._profile is not None
-            self._profile.append({"cat": "Session", "name": name, "ph": "X", "pid": os.getpid(),
-                                  "tid": threading.get_ident() % 100000,
-                                  "ts": int((time.time() - (t1 - t0) - self._profile_start) * 1e6),
-                                  "dur": int((t1 - t0) * 1e6), "args": {}})
-
     def end_profiling(self) -> str:
-        """Write the Chrome-trace profile (when ``enable_profiling``) and return its file name."""
-        if self._profile is None:
+        """Write the Chrome-trace profile (``jitort.profiling``: one event per plan step of every run
+        since the session was created) and return its file name, ``<profile_file_prefix>_<date and
+        time of the session's creation>.json``; profiling ends here, as in onnxruntime (runs after it
+        are not recorded, a second call returns ""). "" when the session was not profiling."""
+        profiler, self._profiler = self._profiler, None
+        if profiler is None:
             return ""
-        prefix = self._sess_options.profile_file_prefix or "onnxruntime_profile_"
-        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        path = f"{prefix}_{stamp}.json"
-        init = {"cat": "Session", "name": "session_initialization", "ph": "X", "pid": os.getpid(), "tid": 0,
-                "ts": 0, "dur": int(self.session_seconds * 1e6), "args": {}}
-        with open(path, "w") as f:
-            json.dump([init, *self._profile], f)
-        self._profile = []
+        path = profiler.file_name(self._sess_options.profile_file_prefix)
+        config = dict(getattr(self._sess_options, "_config", {}))
+        mode = config.get(profiling.PEAKS_CONFIG_KEY, "measure")
+        peaks = None
+        if profiler.steps is not None:
+            from jitort.kernels.threads import usable_cpus
+            threads = int(self._sess_options.intra_op_num_threads or 0) or usable_cpus()
+            peaks = profiling.machine_peaks(threads, mode, self._cache.root if self._cache.enabled else None)
+        try:
+            profiler.write(path, peaks)
+        except OSError as e:  # onnxruntime returns the name without writing the file: say why
+            warn(f"jitort: cannot write the profile {path}: {e}", RuntimeWarning, stacklevel=2,
+                 logid=self._sess_options.logid)
         return path
+
+    def get_profiling_start_time_ns(self) -> int:
+        """When profiling started (the session's creation), in nanoseconds since the epoch; 0 when the
+        session does not profile."""
+        return self._profile_start_ns
 
     def _set_threads(self) -> None:
         """intra_op_num_threads (0: the usable cores) for jitort's kernels and BLAS; a model that

@@ -42,12 +42,14 @@ def graph_inputs(g: onnx.GraphProto) -> None:
 def node(n: onnx.NodeProto, domain: str, ops: dict[str, int]) -> None:
     """onnx's schema check of one node. Not checked here: nodes holding subgraphs (checked through
     their subgraphs' nodes: the checker cannot see the outer scope those read), Constant (its tensor
-    is checked as it is decoded, with onnxruntime's class), and ops without a schema at the model's
-    opset (the op table says whether jitort has them, naming op, domain and opset)."""
+    is checked as it is decoded, with onnxruntime's class), ops without a schema at the model's
+    opset (the op table says whether jitort has them, naming op, domain and opset) and deprecated
+    ops."""
     if domain not in SCHEMA_DOMAINS or n.op_type == "Constant" or any(a.type in _GRAPH_ATTRS for a in n.attribute):
         return
-    if not onnx.defs.has(n.op_type, ops.get(domain, 1), domain):
-        return
+    version = ops.get(domain, 1)
+    if not onnx.defs.has(n.op_type, version, domain) or onnx.defs.get_schema(n.op_type, version, domain).deprecated:
+        return  # onnx's checker refuses deprecated ops; onnxruntime (and jitort) still run them
     ctx = checker.C.CheckerContext()
     ctx.ir_version = onnx.IR_VERSION
     ctx.opset_imports = {d: v for d, v in ops.items() if d in SCHEMA_DOMAINS}

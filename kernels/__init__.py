@@ -10,7 +10,9 @@ Importing this package installs jitort's Numba cache locator, before any kernel 
   beside their source.
 
 Both are stamped by content (the library hash; the generated module's name, itself a content
-hash), not by file mtime, so a copied cache or artifact directory stays valid.
+hash), not by file mtime, so a copied cache or artifact directory stays valid. In both, Numba reads
+an index or data file (pickles) only when it matches the record jitort wrote when Numba saved it
+(see ``jitort.cache``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import sys
 
 from numba.core import caching as _caching
 
+from jitort import cache as _cache
 from jitort.kernels.threads import load_scipy_blas
 
 load_scipy_blas()  # before Numba's set-up imports it the slow way (see there)
@@ -44,14 +47,15 @@ class _JitortCacheLocator(_caching._CacheLocator):  # type: ignore[misc]
     def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
         module = getattr(py_func, "__module__", "") or ""
         if module.startswith("jitort.kernels."):
-            from jitort.cache import cache_root, ensure_private_dir
             from jitort.codegen.source import library_hash
-            path = ensure_private_dir(cache_root()) / "library" / library_hash()
+            root = _cache.ensure_private_dir(_cache.cache_root())
+            path = _cache.private_tree(root, root / "library" / library_hash())
             self = cls(py_func, py_file, library_hash(), str(path))
         elif getattr(sys.modules.get(module), "__jitort_source__", None) is not None:
             self = cls(py_func, py_file, module, os.path.join(os.path.dirname(py_file), "__pycache__"))
         else:
             return None
+        _cache.gate_numba_dir(self._cache_path)
         try:
             self.ensure_cache_path()
         except OSError:
@@ -61,6 +65,17 @@ class _JitortCacheLocator(_caching._CacheLocator):  # type: ignore[misc]
 
 if not any(c.__name__ == "_JitortCacheLocator" for c in _caching.CacheImpl._locator_classes):
     _caching.CacheImpl._locator_classes.insert(0, _JitortCacheLocator)
+
+
+# Numba reads and writes its index and data files through these; jitort's versions verify what is
+# read against the record and update the record on save (jitort.cache), in jitort's directories.
+for _name, _hook in (("_load_index", _cache.numba_load_index), ("_load_data", _cache.numba_load_data),
+                     ("_save_index", _cache.numba_save_index), ("_save_data", _cache.numba_save_data),
+                     ("save", _cache.numba_save)):
+    if not getattr(getattr(_caching.IndexDataCacheFile, _name), "_jitort_hook", False):
+        _fn = _hook(getattr(_caching.IndexDataCacheFile, _name))
+        _fn._jitort_hook = True
+        setattr(_caching.IndexDataCacheFile, _name, _fn)
 
 
 def _tolerant_load(load):  # type: ignore[no-untyped-def]
@@ -92,22 +107,3 @@ def _tolerant_index(load_index):  # type: ignore[no-untyped-def]
 
 if not getattr(_caching.IndexDataCacheFile._load_index, "_jitort_tolerant", False):
     _caching.IndexDataCacheFile._load_index = _tolerant_index(_caching.IndexDataCacheFile._load_index)
-
-
-def _locked_save(save):  # type: ignore[no-untyped-def]
-    """Numba's ``save`` reads the index, picks the first free data-file number and writes both,
-    unlocked: two processes adding different signatures of one function at once both pick ``.1.nbc``,
-    and the index can end up naming the other signature's machine code. One lock per index file
-    makes the read-modify-write atomic across processes."""
-    def wrapper(self, key, data):  # type: ignore[no-untyped-def]
-        from pathlib import Path
-
-        from jitort.cache import file_lock
-        with file_lock(Path(self._index_path + ".lock")):
-            save(self, key, data)
-    wrapper._jitort_locked = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-if not getattr(_caching.IndexDataCacheFile.save, "_jitort_locked", False):
-    _caching.IndexDataCacheFile.save = _locked_save(_caching.IndexDataCacheFile.save)

@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from jitort.ir import Node
-from jitort.kernels.registry import Scalar, elementwise
+from jitort.ir import Graph, Node
+from jitort.kernels.registry import Call, Ref, Scalar, compute_dtype, elementwise
 
 
 def _bool_out(node: Node, in_dtypes: list[np.dtype]) -> np.dtype:
@@ -80,12 +80,19 @@ def Pow(c: Scalar, a: str, b: str) -> str:
     return f"{a} ** {b}"
 
 
+def _fold_left(c: Scalar, fold: Callable[[Scalar, str, str], str], xs: tuple[str, ...]) -> str:
+    """fold(...fold(fold(x0, x1), x2)..., xn) in that order, every partial result a local
+    (``Scalar.let``): the expression stays one fold deep whatever the number of operands."""
+    acc = xs[0]
+    for k, x in enumerate(xs[1:], 1):
+        step = f"({fold(c, acc, x)})"
+        acc = step if k == len(xs) - 1 else c.let(step)
+    return acc
+
+
 def _variadic(fold: Callable[[Scalar, str, str], str]) -> Callable[..., str]:
     def f(c: Scalar, *xs: str) -> str:
-        acc = xs[0]
-        for x in xs[1:]:
-            acc = f"({fold(c, acc, x)})"
-        return acc
+        return _fold_left(c, fold, xs)
     return f
 
 
@@ -101,14 +108,46 @@ def _min2(c: Scalar, a: str, b: str) -> str:
     return f"min({a}, {b})"
 
 
-elementwise("Max", since=1)(_variadic(_max2))
-elementwise("Min", since=1)(_variadic(_min2))
-elementwise("Sum", since=1)(_variadic(lambda c, a, b: f"{a} + {b}"))
+# A kernel's compile time grows with its array arguments (each costs Numba and LLVM tens of ms),
+# so the fusion pass leaves a Sum/Max/Min/Mean wider than its kernel size limit out of every kernel
+# and it runs as ``fold_variadic``: nothing to compile, whatever the number of inputs.
+
+def fold_variadic(*xs: np.ndarray, kind: str, dtype: np.dtype) -> np.ndarray:
+    """Sum/Max/Min/Mean of ``xs`` (broadcast) as a left fold over whole arrays, in the order, compute
+    dtype and NaN rule of the scalar expressions above, so results equal the fused kernels' bit for
+    bit (float16/bfloat16 compute in float32 and round once; integers wrap as the final cast does)."""
+    out_dt = np.dtype(dtype)
+    cdt = compute_dtype(out_dt)
+    acc = np.asarray(xs[0]).astype(cdt)
+    for x in xs[1:]:
+        x = np.asarray(x).astype(cdt, copy=False)
+        if kind in ("Sum", "Mean"):
+            acc = acc + x
+        elif cdt.kind == "f":  # as _max2/_min2: keep acc when it wins or is NaN
+            acc = np.where((acc > x if kind == "Max" else acc < x) | (acc != acc), acc, x)
+        else:
+            acc = np.maximum(acc, x) if kind == "Max" else np.minimum(acc, x)
+    if kind == "Mean":
+        acc = acc / cdt.type(len(xs))
+    return np.ascontiguousarray(acc.astype(out_dt, copy=False))
 
 
-@elementwise("Mean", since=1)
+def _fold_lowering(kind: str) -> Callable[[Node, Graph], Call]:
+    def lower(node: Node, g: Graph) -> Call:
+        return Call(fold_variadic, [Ref(i) for i in node.inputs],
+                    {"kind": kind, "dtype": np.dtype(g.type_of(node.outputs[0]).dtype)})
+    return lower
+
+
+elementwise("Max", since=1, lower=_fold_lowering("Max"))(_variadic(_max2))
+elementwise("Min", since=1, lower=_fold_lowering("Min"))(_variadic(_min2))
+elementwise("Sum", since=1, lower=_fold_lowering("Sum"))(_variadic(lambda c, a, b: f"{a} + {b}"))
+
+
+@elementwise("Mean", since=1, lower=_fold_lowering("Mean"))
 def Mean(c: Scalar, *xs: str) -> str:
-    return f"({' + '.join(xs)}) / {c.const(len(xs))}"
+    total = _fold_left(c, lambda c, a, b: f"{a} + {b}", xs)
+    return f"{total} / {c.const(len(xs))}"
 
 
 # --- unary math ---------------------------------------------------------------------------------
@@ -215,13 +254,19 @@ def Shrink(c: Scalar, x: str) -> str:
     return f"({x} + {bias} if {x} < -{lam} else {upper})"
 
 
-@elementwise("Gelu", since=20)
-def Gelu(c: Scalar, x: str) -> str:
+def gelu(c: Scalar, x: str, approximate: str) -> str:
+    """GELU of the scalar ``x``: exact (erf), or the tanh approximation when ``approximate == "tanh"``
+    (also onnxruntime's contrib Gelu/BiasGelu/FastGelu, kernels/contrib_activation.py)."""
     half, one = c.const(0.5), c.const(1)
-    if c.attrs.get("approximate", "none") == "tanh":
+    if approximate == "tanh":
         inner = f"{c.const(math.sqrt(2 / math.pi))} * ({x} + {c.const(0.044715)} * {x} * {x} * {x})"
         return f"{half} * {x} * ({one} + {c.math('tanh', inner)})"
     return f"{half} * {x} * ({one} + {c.math('erf', f'{x} * {c.const(1 / math.sqrt(2))}')})"
+
+
+@elementwise("Gelu", since=20)
+def Gelu(c: Scalar, x: str) -> str:
+    return gelu(c, x, c.attrs.get("approximate", "none"))
 
 
 # --- comparison and logic -----------------------------------------------------------------------

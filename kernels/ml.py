@@ -1,6 +1,6 @@
-"""ai.onnx.ml ops: LabelEncoder, Binarizer, ArrayFeatureExtractor, TreeEnsemble.
+"""ai.onnx.ml ops: LabelEncoder, Binarizer, ArrayFeatureExtractor (tree ensembles: ml_trees.py).
 
-Lookups and tree walks are numpy: a tree is walked for all samples at once, one level per step.
+Lookups are numpy.
 """
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 
 from jitort.errors import InvalidArgument
-from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.registry import op
 from jitort.onnx_import import contiguous
+from jitort.passes import const_fold
 
 ML = "ai.onnx.ml"
+const_fold.NONDETERMINISTIC.add("ZipMap")  # its list of dicts is no array constant folding can store
 
 
 def _lookup(x: np.ndarray, keys: list, values: np.ndarray, default: Any, out: np.dtype) -> np.ndarray:
@@ -94,101 +95,17 @@ def ArrayFeatureExtractor(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return contiguous(y.reshape(1, -1) if x.ndim == 1 else y)
 
 
-def _post(y: np.ndarray, post_transform: int) -> np.ndarray:
-    if post_transform == 0:
-        return y
-    if post_transform == 1:
-        e = np.exp(y - y.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    if post_transform == 2:
-        return 1.0 / (1.0 + np.exp(-y))
-    if post_transform == 3:
-        e = np.where(y != 0, np.exp(y - y.max(axis=1, keepdims=True)), 0.0)
-        s = e.sum(axis=1, keepdims=True)
-        return np.divide(e, s, out=np.zeros_like(e), where=s != 0)
-    if post_transform == 4:
-        from scipy.special import erfinv
-        return np.sqrt(2.0) * erfinv(2.0 * y - 1.0)
-    raise InvalidArgument(f"TreeEnsemble: unknown post_transform {post_transform}")
-
-
-@op("TreeEnsemble", since=5, domain=ML)
-def TreeEnsemble(x: np.ndarray, *, nodes_splits: np.ndarray, nodes_featureids: list, nodes_modes: np.ndarray,
-                 nodes_truenodeids: list, nodes_falsenodeids: list, nodes_trueleafs: list, nodes_falseleafs: list,
-                 leaf_targetids: list, leaf_weights: np.ndarray, tree_roots: list, n_targets: int | None = None,
-                 aggregate_function: int = 1, post_transform: int = 0, membership_values: np.ndarray | None = None,
-                 nodes_missing_value_tracks_true: list | None = None, nodes_hitrates: Any = None) -> np.ndarray:
-    """Every tree walked for all samples together; leaves aggregate per target (SUM/AVERAGE/MIN/MAX)."""
-    if x.ndim != 2:
-        raise InvalidArgument(f"TreeEnsemble: X must be [N, F], got {list(x.shape)}")
-    xs = x.astype(np.float64)
-    splits = nodes_splits.astype(np.float64).reshape(-1)
-    modes = np.asarray(nodes_modes).reshape(-1).astype(np.int64)
-    feat = np.asarray(nodes_featureids, np.int64)
-    t_id, f_id = np.asarray(nodes_truenodeids, np.int64), np.asarray(nodes_falsenodeids, np.int64)
-    t_leaf, f_leaf = np.asarray(nodes_trueleafs, bool), np.asarray(nodes_falseleafs, bool)
-    missing = np.zeros(len(feat), bool) if nodes_missing_value_tracks_true is None else \
-        np.asarray(nodes_missing_value_tracks_true, bool)
-    members: dict[int, np.ndarray] = {}
-    if (modes == 6).any():
-        if membership_values is None:
-            raise InvalidArgument("TreeEnsemble: set-membership nodes need membership_values")
-        vals = membership_values.astype(np.float64).reshape(-1)
-        groups, cur = [], []
-        for v in vals:
-            if np.isnan(v):
-                groups.append(np.array(cur))
-                cur = []
-            else:
-                cur.append(v)
-        member_nodes = np.nonzero(modes == 6)[0]
-        if len(groups) < len(member_nodes):
-            raise InvalidArgument("TreeEnsemble: fewer membership sets than set-membership nodes")
-        members = {int(n): g for n, g in zip(member_nodes, groups)}
-    weights = leaf_weights.astype(np.float64).reshape(-1)
-    targets = np.asarray(leaf_targetids, np.int64)
-    n_t = int(n_targets) if n_targets else int(targets.max()) + 1
-    n = xs.shape[0]
-    rows = np.arange(n)
-    if aggregate_function in (0, 1):
-        y = np.zeros((n, n_t))
-    elif aggregate_function == 2:
-        y = np.full((n, n_t), np.inf)
-    elif aggregate_function == 3:
-        y = np.full((n, n_t), -np.inf)
-    else:
-        raise InvalidArgument(f"TreeEnsemble: unknown aggregate_function {aggregate_function}")
-    for root in tree_roots:
-        degenerate = bool(t_leaf[root] and f_leaf[root] and t_id[root] == f_id[root])  # the tree is a leaf
-        cur = np.full(n, t_id[root] if degenerate else root, np.int64)
-        leaf = np.full(n, degenerate)
-        for _ in range(len(feat) + 1):
-            active = ~leaf
-            if not active.any():
-                break
-            node = cur[active]
-            v = xs[rows[active], feat[node]]
-            s, md = splits[node], modes[node]
-            go = np.select([md == 0, md == 1, md == 2, md == 3, md == 4, md == 5],
-                           [v <= s, v < s, v >= s, v > s, v == s, v != s], False)
-            for k in np.nonzero(md == 6)[0]:
-                go[k] = v[k] in members[int(node[k])]
-            go |= missing[node] & np.isnan(v)
-            cur[active] = np.where(go, t_id[node], f_id[node])
-            leaf[active] = np.where(go, t_leaf[node], f_leaf[node])
-        else:
-            raise InvalidArgument("TreeEnsemble: a tree does not end in leaves (cycle in the node ids)")
-        w, t = weights[cur], targets[cur]
-        if aggregate_function in (0, 1):
-            np.add.at(y, (rows, t), w)
-        elif aggregate_function == 2:
-            np.minimum.at(y, (rows, t), w)
-        else:
-            np.maximum.at(y, (rows, t), w)
-    if aggregate_function == 0:
-        y /= len(tree_roots)
-    if aggregate_function in (2, 3):
-        y[~np.isfinite(y)] = 0.0
-    if post_transform not in (0, 1, 2, 3, 4):
-        raise OrtNotImplemented(f"TreeEnsemble: post_transform {post_transform}")
-    return contiguous(_post(y, post_transform).astype(x.dtype))
+@op("ZipMap", since=1, domain=ML)
+def ZipMap(x: np.ndarray, *, classlabels_int64s: list | None = None,
+           classlabels_strings: list | None = None) -> list:
+    """[N, C] scores -> a list of N dicts label -> score (Python ints or strs to Python floats, keys in
+    sorted order), as onnxruntime's Python API returns a sequence of maps."""
+    labels = list(classlabels_strings or []) or list(classlabels_int64s or [])
+    if classlabels_strings and classlabels_int64s:
+        raise InvalidArgument("ZipMap: both classlabels_strings and classlabels_int64s are set")
+    rows = x.reshape(1, -1) if x.ndim == 1 else x
+    if rows.ndim != 2 or rows.shape[1] != len(labels):
+        raise InvalidArgument(f"ZipMap: input shape {list(x.shape)} does not match {len(labels)} class labels")
+    order = sorted(range(len(labels)), key=lambda k: labels[k])  # onnxruntime's maps are ordered by key
+    keys = [labels[k] for k in order]
+    return [dict(zip(keys, r)) for r in rows[:, order].astype(np.float64).tolist()]

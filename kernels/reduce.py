@@ -383,11 +383,20 @@ def _int_logsumexp(x: np.ndarray, out_shape: tuple[int, ...], O: int, R: int, I:
     return _saturate(np.log(count) + m, x.dtype).reshape(out_shape)
 
 
+def _flag(op_type: str, name: str, value: int) -> bool:
+    """A 0/1 attribute. Other values are refused: onnx's inference reads them as true, onnxruntime's
+    kernels as false, so any answer would contradict one of them."""
+    if value not in (0, 1):
+        raise InvalidArgument(f"{op_type}: attribute '{name}' must be 0 or 1, got {value}")
+    return bool(value)
+
+
 def reduce(op_type: str, x: np.ndarray, axes: tuple[int, ...] | None, keepdims: int,
            noop_with_empty_axes: int = 0) -> np.ndarray:
     """The reduction ``op_type`` of ``x`` over ``axes`` (None or () = all, or none with
     ``noop_with_empty_axes``)."""
-    out_shape, O, R, I, perm = _layout(op_type, x.shape, axes, bool(keepdims), bool(noop_with_empty_axes))
+    out_shape, O, R, I, perm = _layout(op_type, x.shape, axes, _flag(op_type, "keepdims", keepdims),
+                                       bool(noop_with_empty_axes))
     if O * I == 0:
         return np.empty(out_shape, x.dtype)
     if R == 0:
@@ -526,7 +535,7 @@ def _arg(op_type: str, x: np.ndarray, axis: int, keepdims: int, select_last_inde
     shape = x.shape if x.ndim else (1,)
     axis = axis + rank if axis < 0 else axis
     O, R, I = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
-    out_shape = shape[:axis] + ((1,) if keepdims else ()) + shape[axis + 1:]
+    out_shape = shape[:axis] + ((1,) if _flag(op_type, "keepdims", keepdims) else ()) + shape[axis + 1:]
     out = np.empty(out_shape, np.int64)
     if O * I == 0:
         return out

@@ -14,6 +14,12 @@ Two kinds of op:
   its heavy lifting in ``@njit(cache=True, nogil=True)`` kernels compiled once per dtype and rank.
   An optional ``lower(node, graph) -> Call`` replaces the default binding when compile-time work
   pays (prepacked weights, a specialised function chosen from static shapes).
+
+Ops onnx has no schema for (onnxruntime's com.microsoft contrib ops, its default-domain extras)
+get no types from onnx's inference: a library registration gives ``infer(node, input types) ->
+output types`` (jitort.refine calls it at import), and an elementwise one is typed by broadcasting.
+The same rule fills output dtypes onnx's inference leaves unknown for ops it has schemas for
+(ai.onnx.ml opset-1 scores: jitort.passes.shapes.complete_types).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.ir import Graph, Node
+from jitort.ir import Graph, Node, TensorType
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class OpDef:
     out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None  # elementwise; default: input 0's
     fn: Callable[..., Any] | None = None
     lower: Callable[[Node, Graph], Call] | None = None
+    infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None
 
     @property
     def is_elementwise(self) -> bool:
@@ -70,17 +77,21 @@ def _add(d: OpDef) -> None:
 
 
 def elementwise(op_type: str, since: int = 1, domain: str = "",
-                out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None) -> Callable:
+                out_dtype: Callable[[Node, list[np.dtype]], np.dtype] | None = None,
+                lower: Callable[[Node, Graph], Call] | None = None) -> Callable:
+    """``lower``, when given, runs a node the fusion pass leaves out of every kernel (a variadic op
+    too wide for one) as a library call."""
     def deco(f: Callable[..., str]) -> Callable[..., str]:
-        _add(OpDef(op_type, domain, since, scalar=f, out_dtype=out_dtype))
+        _add(OpDef(op_type, domain, since, scalar=f, out_dtype=out_dtype, lower=lower))
         return f
     return deco
 
 
 def op(op_type: str, since: int = 1, domain: str = "",
-       lower: Callable[[Node, Graph], Call] | None = None) -> Callable:
+       lower: Callable[[Node, Graph], Call] | None = None,
+       infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None) -> Callable:
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        _add(OpDef(op_type, domain, since, fn=f, lower=lower))
+        _add(OpDef(op_type, domain, since, fn=f, lower=lower, infer=infer))
         return f
     return deco
 
@@ -237,8 +248,10 @@ class Scalar:
     """
 
     def __init__(self, node: Node, in_dtypes: list[np.dtype], out_dtype: np.dtype,
-                 consts: list[np.ndarray | None] | None = None, target: str = "cpu"):
+                 consts: list[np.ndarray | None] | None = None, target: str = "cpu", local_prefix: str = "t"):
         self.node = node
+        self.local_prefix = local_prefix
+        self.lets: list[tuple[str, str]] = []  # (local, expression) the emitter writes before the op's value
         self.target = target
         self.consts = consts or [None] * len(in_dtypes)
         self.attrs = node.attrs
@@ -271,6 +284,15 @@ class Scalar:
                 return f"{np_name(dt)}({'-' if v < 0 else ''}np.inf)"
             return f"{np_name(dt)}({v!r})"
         return f"{np_name(dt)}({int(value)})"
+
+    def let(self, expr: str) -> str:
+        """Bind ``expr`` to a fresh scalar local (named with ``local_prefix``) and return the local's
+        name. An op over many operands (Sum of 300 inputs) folds through such locals, so the
+        expression it returns stays shallow: Python's parser refuses nesting past 200 levels, and an
+        operand repeated in a fold step (Max's NaN test) would grow the text exponentially."""
+        name = f"{self.local_prefix}{len(self.lets)}"
+        self.lets.append((name, expr))
+        return name
 
     def cast(self, expr: str, dtype: np.dtype | None = None) -> str:
         return f"{np_name(dtype if dtype is not None else self.dtype)}({expr})"

@@ -38,7 +38,8 @@ BAD_FEEDS = {
     "dtype": ({"x": 0, "y": np.ones((2, 4), np.float64)}, InvalidArgument, ["tensor(double)", "tensor(float)"]),
     "rank": ({"x": 0, "y": np.ones((1, 2, 4), np.float32)}, InvalidArgument, ["y", "Got: 3", "Expected: 2"]),
     "static dim": ({"x": 0, "y": np.ones((2, 5), np.float32)}, InvalidArgument, ["y", "index: 1", "Got: 5", "Expected: 4"]),
-    "symbolic dim": ({"x": 0, "y": np.ones((3, 4), np.float32)}, InvalidArgument, ["'B'", "x", "y"]),
+    # a shared dim name is not a constraint (onnxruntime): the Add fails to broadcast, naming the node
+    "symbolic dim": ({"x": 0, "y": np.ones((3, 4), np.float32)}, Fail, ["Add", "(2, 4)", "(3, 4)"]),
     "scalar object": ({"x": 0, "y": 1.5}, RuntimeError, ["float"]),
 }
 

@@ -6,9 +6,11 @@ BatchNormalization as that value's only consumer, and no Conv whose output's onl
 supported activation (Relu, Clip with constant bounds, LeakyRelu, HardSigmoid, HardSwish, Sigmoid,
 or the pair Mul(x, Sigmoid(x)) = SiLU) keeps that activation as a separate node; such a Conv
 carries ``_activation`` / ``_alpha`` / ``_beta`` attributes and produces the activation's output
-name. A value that is a graph output or is read by a subgraph is never folded away. Every
-decision is recorded in ``g.notes``. Runs before elementwise fusion, which would otherwise take
-the activation into a separate kernel.
+name; ``_absorbed`` lists the nodes folded into it and ``_written_inputs`` its input count as written
+(the profile names the ONNX nodes a step covers and counts their FLOPs as written).
+A value that is a graph output or is read by a subgraph is never folded away. Every decision is
+recorded in ``g.notes``. Runs before elementwise fusion, which would otherwise take the activation
+into a separate kernel.
 """
 from __future__ import annotations
 
@@ -188,11 +190,12 @@ def fuse_conv_epilogue(g: Graph) -> Graph:
         if t is not None and np.dtype(t).kind != "f":
             continue
         parts = [conv.name]
+        written = len(conv.inputs)  # a folded BatchNormalization may give the Conv a bias
         bn = _fold_bn(ctx, conv)
-        if bn is not None:
-            parts.append(bn.name)
-        parts += [n.name for n in _absorb_activation(ctx, conv)]
-        if len(parts) > 1:
+        absorbed = ([bn] if bn is not None else []) + _absorb_activation(ctx, conv)
+        parts += [n.name for n in absorbed]
+        if absorbed:
+            conv.attrs["_absorbed"], conv.attrs["_written_inputs"] = absorbed, written
             g.notes.append("conv epilogue: " + " + ".join(parts))
     g.nodes = [n for n in g.nodes if id(n) not in ctx.removed]
     return g

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitort.ir import Dim, Graph, Shape
-from jitort.kernels.registry import elementwise_def
+from jitort.ir import Dim, Graph, Node, Shape
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.registry import elementwise_def, lookup
 
 
 def broadcast_shapes(shapes: list[Shape]) -> Shape | None:
@@ -30,6 +31,8 @@ def complete_types(g: Graph) -> Graph:
     from jitort.kernels.anyrank import any_rank
     for k, n in enumerate(g.nodes):
         d = elementwise_def(n)
+        if d is None:
+            _library_dtypes(n, g)
         if d is None or not n.outputs:
             continue
         out = g.type_of(n.outputs[0])
@@ -42,3 +45,16 @@ def complete_types(g: Graph) -> Graph:
         if out.shape is None:
             g.nodes[k] = any_rank(n)
     return g
+
+
+def _library_dtypes(n: Node, g: Graph) -> None:
+    """Output dtypes a library op's type rule gives (``op(infer=...)``) where onnx's inference left none."""
+    try:
+        d = lookup(n.op_type, n.domain, n.version)
+    except OrtNotImplemented:
+        return
+    if d.infer is None:
+        return
+    for o, t in zip(n.outputs, d.infer(n, [g.type_of(i) if i else None for i in n.inputs])):
+        if o and t is not None and t.dtype is not None and g.type_of(o).dtype is None:
+            g.type_of(o).dtype = np.dtype(t.dtype)

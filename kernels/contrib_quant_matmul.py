@@ -1,0 +1,182 @@
+"""onnxruntime's quantised matrix products (com.microsoft): MatMulNBits (2/4/8-bit blockwise weights,
+packed zero points or float ones; g_idx only as the identity block assignment), MatMulIntegerToFloat
+and DynamicQuantizeMatMul.
+
+MatMulNBits' constant weights are dequantised once, when the node is lowered, to a float [K, N]
+matrix the GEMM reads (an 8x larger copy of a 4-bit weight, made once per session, not per run);
+weights that arrive at run time are dequantised per call. MatMulIntegerToFloat and
+DynamicQuantizeMatMul reuse kernels/quant.py: the zero-point-centred integer product (exact in
+float64) times the scales, DynamicQuantizeLinear for A.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.ir import Graph, Node, TensorType
+from jitort.kernels.quant import DynamicQuantizeLinear, _centered
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
+
+MS = "com.microsoft"
+
+
+def _unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """uint8 [..., bytes] -> the first ``count`` ``bits``-bit values of each row, lowest bits first."""
+    per = 8 // bits
+    shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
+    vals = (packed[..., :, None] >> shifts) & np.uint8((1 << bits) - 1)
+    return vals.reshape(packed.shape[:-1] + (-1,))[..., :count]
+
+
+def dequantize_nbits(B: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None, g_idx: np.ndarray | None,
+                     K: int, N: int, bits: int, block_size: int, dt: np.dtype) -> np.ndarray:
+    """The float weight [K, N] of MatMulNBits' packed B [N, blocks, block_size * bits / 8]."""
+    name = "MatMulNBits"
+    if bits not in (2, 4, 8):
+        raise OrtNotImplemented(f"jitort has no implementation for op '{name}' in domain '{MS}' at opset 1 with "
+                                f"bits={bits}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise InvalidArgument(f"{name}: block_size must be a power of 2 and >= 16, got {block_size}")
+    blocks = -(-K // block_size)
+    blob = block_size * bits // 8
+    if B.dtype != np.uint8 or B.size != N * blocks * blob:
+        raise InvalidArgument(f"{name}: B must be uint8 [{N}, {blocks}, {blob}], got {B.dtype}{list(B.shape)}")
+    if scales.size != N * blocks:
+        raise InvalidArgument(f"{name}: scales must have {N} x {blocks} elements, got {list(scales.shape)}")
+    q = _unpack(B.reshape(N, blocks, blob), bits, block_size).reshape(N, blocks * block_size)[:, :K]
+    block_of = np.arange(K) // block_size
+    if g_idx is not None:
+        # Only the identity assignment (row k in block k // block_size): onnxruntime's act-order
+        # results with a permuted g_idx were not reproduced from its documentation.
+        if g_idx.size != K or not np.array_equal(g_idx.astype(np.int64).reshape(-1), block_of):
+            raise OrtNotImplemented(f"jitort has no implementation for op '{name}' in domain '{MS}' at opset 1 "
+                                    "with a g_idx other than k // block_size")
+    s = scales.astype(dt).reshape(N, blocks)[:, block_of]
+    if zero_points is None:
+        zp: np.ndarray | float = float(1 << (bits - 1))
+    elif zero_points.dtype == np.uint8:
+        zbytes = -(-blocks * bits // 8)
+        if zero_points.size != N * zbytes:
+            raise InvalidArgument(f"{name}: packed zero_points must be uint8 [{N}, {zbytes}], got "
+                                  f"{list(zero_points.shape)}")
+        zp = _unpack(zero_points.reshape(N, zbytes), bits, blocks).astype(dt)[:, block_of]
+    else:  # float zero points: w = (q - zp) * scale with zp in the scales' type
+        if zero_points.size != N * blocks:
+            raise InvalidArgument(f"{name}: zero_points must have {N} x {blocks} elements")
+        zp = zero_points.astype(dt).reshape(N, blocks)[:, block_of]
+    w = (q.astype(dt) - zp) * s
+    return np.ascontiguousarray(w.T)
+
+
+def _gemm(A: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    dt = w.dtype
+    K, N = w.shape
+    if A.shape[-1] != K:
+        raise InvalidArgument(f"MatMulNBits: A's last dimension {A.shape[-1]} is not K={K}")
+    y = np.matmul(A.reshape(-1, K).astype(dt, copy=False), w)
+    if bias is not None:
+        if bias.size != N:
+            raise InvalidArgument(f"MatMulNBits: bias must have N={N} elements, got {list(bias.shape)}")
+        y += bias.astype(dt, copy=False).reshape(N)
+    return y.reshape(A.shape[:-1] + (N,)).astype(A.dtype, copy=False)
+
+
+def matmul_dequantized(A: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """MatMulNBits on weights dequantised when the node was lowered."""
+    return _gemm(A, w, bias)
+
+
+def _compute(dt: np.dtype) -> np.dtype:
+    return np.dtype(np.float32) if np.dtype(dt) == np.float16 else np.dtype(dt)
+
+
+def _lower_nbits(node: Node, g: Graph) -> Call:
+    ins = list(node.inputs) + [""] * (6 - len(node.inputs))
+    B, scales = g.const(ins[1]), g.const(ins[2])
+    zp, gi = g.const(ins[3]), g.const(ins[4])
+    at = g.type_of(ins[0]).dtype
+    if B is None or scales is None or (ins[3] and zp is None) or (ins[4] and gi is None) or at is None:
+        return default_call(lookup("MatMulNBits", MS, node.version), node, g)
+    a = node.attrs
+    w = dequantize_nbits(B, scales, zp, gi, int(a["K"]), int(a["N"]), int(a.get("bits", 4)), int(a["block_size"]),
+                         _compute(at))
+    return Call(matmul_dequantized, [Ref(ins[0]), w, Ref(ins[5]) if ins[5] else None])
+
+
+def _infer_nbits(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
+    a = ins[0]
+    if a is None or a.shape is None or "N" not in node.attrs:
+        return []
+    return [TensorType(a.dtype, tuple(a.shape[:-1]) + (int(node.attrs["N"]),))]
+
+
+@op("MatMulNBits", since=1, domain=MS, lower=_lower_nbits, infer=_infer_nbits)
+def MatMulNBits(A: np.ndarray, B: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None = None,
+                g_idx: np.ndarray | None = None, bias: np.ndarray | None = None, *, K: int, N: int, bits: int = 4,
+                block_size: int, accuracy_level: int = 0, weight_prepacked: int = 0) -> np.ndarray:
+    """Y = A @ dequantize(B)^T + bias; weight w[n, k] = (q[n, k] - zp) * scale[n, block(k)], zp
+    2^(bits-1) when absent. accuracy_level only lets onnxruntime compute A in lower precision."""
+    if weight_prepacked:
+        raise OrtNotImplemented(f"jitort has no implementation for op 'MatMulNBits' in domain '{MS}' at opset 1 "
+                                "with weight_prepacked=1")
+    return _gemm(A, dequantize_nbits(B, scales, zero_points, g_idx, K, N, bits, block_size, _compute(A.dtype)), bias)
+
+
+# --- MatMulIntegerToFloat, DynamicQuantizeMatMul ------------------------------------------------------
+
+def _per_column(v: np.ndarray, N: int, what: str, op_name: str) -> np.ndarray:
+    """A scalar, or one value per output column ([N]), as float64 broadcasting over [..., N]."""
+    f = v.astype(np.float64)
+    if f.size == 1:
+        return f.reshape(())
+    if f.size != N:
+        raise InvalidArgument(f"{op_name}: {what} must be a scalar or have N={N} elements, got {list(v.shape)}")
+    return f.reshape(N)
+
+
+def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                  a_zero_point: np.ndarray | None, b_zero_point: np.ndarray | None, bias: np.ndarray | None,
+                  out: np.dtype) -> np.ndarray:
+    for v, name in ((A, "A"), (B, "B")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
+    N = B.shape[-1]
+    if a_zero_point is not None and a_zero_point.size != 1:
+        raise InvalidArgument(f"{op_name}: a_zero_point must be a scalar")
+    bz = None if b_zero_point is None else _per_column(b_zero_point, N, "b_zero_point", op_name)
+    c = np.matmul(_centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
+                  (0.0 if bz is None else bz))
+    scale = (a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32)).astype(np.float64)
+    y = c * _per_column(scale, N, "b_scale", op_name)
+    if bias is not None:
+        y = y + _per_column(bias, N, "bias", op_name)
+    return np.ascontiguousarray(y.astype(out))
+
+
+def _infer_matmul_like(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
+    from jitort.kernels.contrib_infer import infer_as
+    a, b = ins[0], ins[1] if len(ins) > 1 else None
+    scale = ins[2] if len(ins) > 2 else None
+    out = infer_as("MatMulInteger", 10, {}, [a, b])
+    if not out or out[0] is None or scale is None:
+        return []
+    dt = a.dtype if node.op_type == "DynamicQuantizeMatMul" and a is not None else scale.dtype
+    return [TensorType(dt, out[0].shape)]
+
+
+@op("MatMulIntegerToFloat", since=1, domain=MS, infer=_infer_matmul_like)
+def MatMulIntegerToFloat(A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                         a_zero_point: np.ndarray | None = None, b_zero_point: np.ndarray | None = None,
+                         bias: np.ndarray | None = None) -> np.ndarray:
+    """(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias, b_zp and b_scale per column or scalar."""
+    return _int_to_float("MatMulIntegerToFloat", A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias,
+                         a_scale.dtype)
+
+
+@op("DynamicQuantizeMatMul", since=1, domain=MS, infer=_infer_matmul_like)
+def DynamicQuantizeMatMul(A: np.ndarray, B: np.ndarray, b_scale: np.ndarray, b_zero_point: np.ndarray | None = None,
+                          bias: np.ndarray | None = None) -> np.ndarray:
+    """A quantised to uint8 as DynamicQuantizeLinear does, then MatMulIntegerToFloat."""
+    qa, sa, za = DynamicQuantizeLinear(A.astype(np.float32, copy=False))
+    return _int_to_float("DynamicQuantizeMatMul", qa, B, sa, b_scale, za, b_zero_point, bias, A.dtype)

@@ -1,0 +1,302 @@
+"""ai.onnx.ml operators one at a time, built with onnx.helper over their attribute grids (node modes,
+missing-value tracking with NaN inputs, aggregate functions, post-transforms, base values, int64 and
+string labels, double inputs with ``_as_tensor`` attributes), against onnxruntime."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+import jitort
+from jitort.errors import Fail, InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from ml_compare import compare
+
+ML = "ai.onnx.ml"
+F = 5  # features
+GRID_BATCHES = (1, 64, 300)
+POSTS = ["NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT"]
+
+
+def _model(op: str, inputs: dict[str, tuple[int, list]], outputs: dict[str, Any], ml_opset: int = 3,
+           **attrs: Any) -> onnx.ModelProto:
+    ins = [helper.make_tensor_value_info(k, t, s) for k, (t, s) in inputs.items()]
+    outs = [v if isinstance(v, onnx.ValueInfoProto) else helper.make_tensor_value_info(k, v, None)
+            for k, v in outputs.items()]
+    node = helper.make_node(op, list(inputs), list(outputs), domain=ML, name=f"the_{op}", **attrs)
+    g = helper.make_graph([node], "g", ins, outs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, ml_opset)])
+    m.ir_version = 10
+    return m
+
+
+def _x(n: int, seed: int, dtype: Any = np.float32, nan: bool = False) -> np.ndarray:
+    # values on a 0.25 grid so EQ/NEQ splits and thresholds are hit exactly
+    x = np.round(np.random.default_rng(seed).normal(size=(n, F)) * 4) / 4
+    if nan:
+        x[np.random.default_rng(seed + 1).random(x.shape) < 0.2] = np.nan
+    return x.astype(dtype)
+
+
+def _trees(n_trees: int, depth: int, n_targets: int, modes: list[str], seed: int, missing: bool,
+           lo: float = -1.0, hi: float = 1.0, all_targets: bool = True) -> dict[str, list]:
+    """Random complete-ish trees in the opset-3 attribute form (nodes listed breadth-first, leaves
+    carrying weights for all targets or a random subset)."""
+    rng = np.random.default_rng(seed)
+    a: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false",
+                                          "missing", "w_tree", "w_node", "w_id", "w_val")}
+    for t in range(n_trees):
+        next_id = 1
+        queue = [(0, 0)]
+        while queue:
+            nid, d = queue.pop(0)
+            a["treeids"].append(t)
+            a["nodeids"].append(nid)
+            if d == depth or (d > 1 and rng.random() < 0.2):
+                a["featureids"].append(0)
+                a["modes"].append("LEAF")
+                a["values"].append(0.0)
+                a["true"].append(0)
+                a["false"].append(0)
+                a["missing"].append(0)
+                targets = range(n_targets) if all_targets else sorted(
+                    rng.choice(n_targets, size=rng.integers(1, n_targets + 1), replace=False))
+                for k in targets:
+                    a["w_tree"].append(t)
+                    a["w_node"].append(nid)
+                    a["w_id"].append(int(k))
+                    a["w_val"].append(float(rng.uniform(lo, hi)))
+                continue
+            a["featureids"].append(int(rng.integers(0, F)))
+            a["modes"].append(modes[int(rng.integers(0, len(modes)))])
+            a["values"].append(float(np.round(rng.normal() * 4) / 4))
+            a["true"].append(next_id)
+            a["false"].append(next_id + 1)
+            a["missing"].append(int(missing and rng.random() < 0.5))
+            queue += [(next_id, d + 1), (next_id + 1, d + 1)]
+            next_id += 2
+    return a
+
+
+def _attrs(t: dict[str, list], pre: str, double: bool = False) -> dict[str, Any]:
+    out = dict(nodes_treeids=t["treeids"], nodes_nodeids=t["nodeids"], nodes_featureids=t["featureids"],
+               nodes_modes=t["modes"], nodes_truenodeids=t["true"], nodes_falsenodeids=t["false"],
+               nodes_missing_value_tracks_true=t["missing"], **{f"{pre}_treeids": t["w_tree"],
+                                                                f"{pre}_nodeids": t["w_node"],
+                                                                f"{pre}_ids": t["w_id"]})
+    if double:
+        out["nodes_values_as_tensor"] = numpy_helper.from_array(np.array(t["values"], np.float64))
+        out[f"{pre}_weights_as_tensor"] = numpy_helper.from_array(np.array(t["w_val"], np.float64))
+    else:
+        out["nodes_values"] = t["values"]
+        out[f"{pre}_weights"] = t["w_val"]
+    return out
+
+
+MODE_SETS = {"leq": ["BRANCH_LEQ"], "lt": ["BRANCH_LT"], "gte_gt": ["BRANCH_GTE", "BRANCH_GT"],
+             "all": ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"]}
+
+
+@pytest.mark.parametrize("missing", [False, True])
+@pytest.mark.parametrize("modes", sorted(MODE_SETS))
+def test_tree_regressor_modes_and_missing_values(modes: str, missing: bool) -> None:
+    t = _trees(6, 4, 2, MODE_SETS[modes], seed=len(modes), missing=missing)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=2,
+               **_attrs(t, "target"))
+    compare(m, lambda n: {"X": _x(n, n, nan=True)}, GRID_BATCHES)
+
+
+@pytest.mark.parametrize("post", POSTS)
+@pytest.mark.parametrize("aggregate", ["SUM", "AVERAGE", "MIN", "MAX"])
+@pytest.mark.parametrize("n_targets,base", [(1, None), (1, [0.25]), (3, None), (3, [0.1, -0.2, 0.3])])
+def test_tree_regressor_aggregates(aggregate: str, post: str, n_targets: int, base: Any) -> None:
+    # small positive leaf values keep PROBIT's argument inside (0, 1); some leaves miss some targets
+    t = _trees(4, 3, n_targets, MODE_SETS["leq"], seed=3, missing=False, lo=0.0, hi=0.2, all_targets=False)
+    extra = {} if base is None else {"base_values": base}
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=n_targets,
+               aggregate_function=aggregate, post_transform=post, **extra, **_attrs(t, "target"))
+    compare(m, lambda n: {"X": _x(n, n)}, GRID_BATCHES)
+
+
+def _classifier(t: dict[str, list], labels: str, n_classes: int, **extra: Any) -> onnx.ModelProto:
+    lab = ({"classlabels_strings": [f"c{k}" for k in range(n_classes)]} if labels == "strings"
+           else {"classlabels_int64s": [10 * k + 3 for k in range(n_classes)]})
+    return _model("TreeEnsembleClassifier", {"X": (TP.FLOAT, [None, F])},
+                  {"Y": TP.STRING if labels == "strings" else TP.INT64, "Z": TP.FLOAT}, **lab, **extra,
+                  **_attrs(t, "class"))
+
+
+@pytest.mark.parametrize("post", POSTS)
+@pytest.mark.parametrize("case", ["binary_positive", "binary_mixed", "two_class_ids", "three_classes"])
+@pytest.mark.parametrize("base", [0, 1, 2])
+def test_tree_classifier_cases(case: str, post: str, base: int) -> None:
+    """onnxruntime's binary special cases: one class id with positive or mixed weights, both class ids,
+    and a multiclass model; base_values of every length it treats differently."""
+    n_classes = 3 if case == "three_classes" else 2
+    ids = 1 if case.startswith("binary") else n_classes
+    lo = 0.0 if case == "binary_positive" else -0.5
+    t = _trees(5, 3, ids, MODE_SETS["leq"], seed=11, missing=False, lo=lo, hi=0.3, all_targets=case != "two_class_ids")
+    extra: dict[str, Any] = {"post_transform": post}
+    if base:
+        extra["base_values"] = [0.1, -0.05, 0.2][:base if n_classes == 2 else n_classes]
+    m = _classifier(t, "ints", n_classes, **extra)
+    if case.startswith("binary") and post == "PROBIT" and base != 2:
+        # onnxruntime writes one score and leaves the second column uninitialised: refused
+        with pytest.raises(OrtNotImplemented, match="the_TreeEnsembleClassifier.*PROBIT"):
+            jitort.InferenceSession(m.SerializeToString())
+        return
+    compare(m, lambda n: {"X": _x(n, 5 + n)}, GRID_BATCHES)
+
+
+@pytest.mark.parametrize("labels", ["ints", "strings"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int32])
+def test_tree_classifier_input_types(dtype: Any, labels: str) -> None:
+    t = _trees(5, 4, 3, MODE_SETS["all"], seed=2, missing=True)
+    m = _classifier(t, labels, 3, post_transform="SOFTMAX")
+    m.graph.input[0].type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    compare(m, lambda n: {"X": _x(n, 9 + n, dtype=np.float64, nan=np.dtype(dtype).kind == "f").astype(dtype)},
+            GRID_BATCHES)
+
+
+def test_tree_regressor_double_as_tensor() -> None:
+    """Double inputs: thresholds, weights and sums in double, from the ``_as_tensor`` attributes."""
+    t = _trees(6, 4, 2, MODE_SETS["lt"], seed=4, missing=True)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.DOUBLE, [None, F])}, {"Y": TP.FLOAT}, n_targets=2,
+               base_values_as_tensor=numpy_helper.from_array(np.array([0.5, -0.5])), **_attrs(t, "target", True))
+    compare(m, lambda n: {"X": _x(n, n, dtype=np.float64, nan=True) + 1e-12}, GRID_BATCHES)
+
+
+def test_tree_ensemble_errors() -> None:
+    t = _trees(2, 2, 1, MODE_SETS["leq"], seed=1, missing=False)
+    bad = _attrs(t, "target")
+    bad["nodes_nodeids"] = list(bad["nodes_nodeids"])
+    bad["nodes_nodeids"][1] = bad["nodes_nodeids"][0]
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=1, **bad)
+    with pytest.raises(Fail, match="the_TreeEnsembleRegressor"):
+        jitort.InferenceSession(m.SerializeToString())
+    t = _trees(2, 2, 1, MODE_SETS["leq"], seed=1, missing=False)
+    f32 = _attrs(t, "target", double=True)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=1, **f32)
+    with pytest.raises(Fail, match="as_tensor"):
+        jitort.InferenceSession(m.SerializeToString())
+    one = _classifier(t, "ints", 1)
+    with pytest.raises(OrtNotImplemented, match="TreeEnsembleClassifier.*ai.onnx.ml"):
+        jitort.InferenceSession(one.SerializeToString())
+
+
+@pytest.mark.parametrize("post", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("aggregate", [0, 1, 2, 3])
+def test_tree_ensemble_v5(aggregate: int, post: int) -> None:
+    """Opset 5: leaves apart from nodes, set membership, missing values; same engine."""
+    rng = np.random.default_rng(aggregate * 7 + post)
+    n_nodes, n_leaves = 7, 8
+    # tree 0: a complete depth-3 tree over nodes 0..6 (leaves 0..7); tree 1: one leaf
+    feats = rng.integers(0, F, n_nodes).tolist()
+    modes = [0, 6, 1, 2, 3, 4, 5]
+    splits = np.round(rng.normal(size=n_nodes) * 4) / 4
+    members = [0.0, 1.0, -1.0, float("nan")]  # onnxruntime implements integer sets only
+    true_ids = [1, 3, 5, 0, 2, 4, 6]
+    false_ids = [2, 4, 6, 1, 3, 5, 7]
+    true_leaf = [0, 0, 0, 1, 1, 1, 1]
+    attrs = dict(nodes_featureids=feats + [0], nodes_modes=helper.make_tensor("m", TP.UINT8, [8], modes + [0]),
+                 nodes_splits=helper.make_tensor("s", TP.FLOAT, [8], splits.tolist() + [0.0]),
+                 nodes_truenodeids=true_ids + [8], nodes_falsenodeids=false_ids + [8],
+                 nodes_trueleafs=true_leaf + [1], nodes_falseleafs=true_leaf + [1],
+                 nodes_missing_value_tracks_true=[1, 0, 1, 0, 0, 1, 0, 0],
+                 leaf_targetids=rng.integers(0, 2, n_leaves + 1).tolist(),
+                 leaf_weights=helper.make_tensor("w", TP.FLOAT, [9], rng.uniform(0, 0.4, n_leaves + 1).tolist()),
+                 membership_values=helper.make_tensor("mv", TP.FLOAT, [4], members),
+                 tree_roots=[0, 7], n_targets=2, aggregate_function=aggregate, post_transform=post)
+    m = _model("TreeEnsemble", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, ml_opset=5, **attrs)
+    # integer features: onnxruntime 1.32 tests membership on the value cast to int32 (jitort: the value)
+    compare(m, lambda n: {"X": np.round(_x(n, n, nan=True))}, GRID_BATCHES)
+
+
+# --- linear models and preprocessing ------------------------------------------------------------
+
+@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"])
+@pytest.mark.parametrize("classes", [1, 3, 6])
+@pytest.mark.parametrize("labels", ["ints", "strings"])
+def test_linear_classifier(classes: int, post: str, labels: str) -> None:
+    rng = np.random.default_rng(classes)
+    n_labels = 2 if classes == 1 else classes
+    lab = ({"classlabels_strings": [f"k{k}" for k in range(n_labels)]} if labels == "strings"
+           else {"classlabels_ints": list(range(5, 5 + n_labels))})
+    m = _model("LinearClassifier", {"X": (TP.FLOAT, [None, F])},
+               {"Y": TP.STRING if labels == "strings" else TP.INT64, "Z": TP.FLOAT},
+               coefficients=rng.normal(size=classes * F).tolist(), intercepts=rng.normal(size=classes).tolist(),
+               post_transform=post, **lab)
+    compare(m, lambda n: {"X": _x(n, n)}, GRID_BATCHES)
+
+
+@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "PROBIT"])
+@pytest.mark.parametrize("targets", [1, 3])
+def test_linear_regressor(targets: int, post: str) -> None:
+    rng = np.random.default_rng(targets)
+    scale = 0.05 if post == "PROBIT" else 1.0
+    m = _model("LinearRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, targets=targets,
+               coefficients=(rng.normal(size=targets * F) * scale).tolist(),
+               intercepts=(0.5 + rng.normal(size=targets) * scale).tolist(), post_transform=post)
+    compare(m, lambda n: {"X": _x(n, n) * np.float32(0.1)}, GRID_BATCHES)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_scaler_normalizer(dtype: Any) -> None:
+    t = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    m = _model("Scaler", {"X": (t, [None, F])}, {"Y": TP.FLOAT}, offset=[0.5, -1, 2, 0, 1], scale=[2.0, 1, 0.5, -1, 3])
+    compare(m, lambda n: {"X": (_x(n, n) * 3).astype(dtype)}, GRID_BATCHES)
+    for norm in ("MAX", "L1", "L2"):
+        m = _model("Normalizer", {"X": (t, [None, F])}, {"Y": TP.FLOAT}, norm=norm)
+        compare(m, lambda n: {"X": (_x(n, n) * 3).astype(dtype)}, GRID_BATCHES)
+
+
+def test_imputer_one_hot_category_mapper_feature_vectorizer() -> None:
+    m = _model("Imputer", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT},
+               imputed_value_floats=[1.0, 2, 3, 4, 5], replaced_value_float=float("nan"))
+    compare(m, lambda n: {"X": _x(n, n, nan=True)}, GRID_BATCHES)
+    m = _model("Imputer", {"X": (TP.INT64, [None, F])}, {"Y": TP.INT64}, imputed_value_int64s=[-7],
+               replaced_value_int64=0)
+    compare(m, lambda n: {"X": _x(n, n, dtype=np.int64)}, GRID_BATCHES)
+    m = _model("OneHotEncoder", {"X": (TP.INT64, [None, 2])}, {"Y": TP.FLOAT}, cats_int64s=[0, 1, 2, -1], zeros=1)
+    compare(m, lambda n: {"X": _x(n, n, dtype=np.int64)[:, :2]}, GRID_BATCHES)
+    words = np.array(["a", "b", "c", "zz"], object)
+    m = _model("OneHotEncoder", {"X": (TP.STRING, [None, 1])}, {"Y": TP.FLOAT}, cats_strings=["c", "a", "b"])
+    compare(m, lambda n: {"X": words[np.arange(n) % 4].reshape(n, 1)}, GRID_BATCHES)
+    m = _model("CategoryMapper", {"X": (TP.STRING, [None])}, {"Y": TP.INT64}, cats_strings=["a", "b"],
+               cats_int64s=[4, 9], default_int64=-3)
+    compare(m, lambda n: {"X": words[np.arange(n) % 4]}, GRID_BATCHES)
+    m = _model("CategoryMapper", {"X": (TP.INT64, [None])}, {"Y": TP.STRING}, cats_strings=["a", "b"],
+               cats_int64s=[4, 9], default_string="none")
+    compare(m, lambda n: {"X": (np.arange(n) % 11).astype(np.int64)}, GRID_BATCHES)
+    m = _model("FeatureVectorizer", {"A": (TP.FLOAT, [None, 3]), "B": (TP.FLOAT, [None, 2])}, {"Y": TP.FLOAT},
+               inputdimensions=[2, 4])
+    compare(m, lambda n: {"A": _x(n, n)[:, :3], "B": _x(n, n + 1)[:, :2]}, GRID_BATCHES)
+
+
+@pytest.mark.parametrize("keys", ["ints", "strings"])
+def test_zipmap(keys: str) -> None:
+    key_type = TP.INT64 if keys == "ints" else TP.STRING
+    out = helper.make_value_info("Z", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(key_type, helper.make_tensor_type_proto(TP.FLOAT, None))))
+    labels = ({"classlabels_int64s": [3, 1, 2]} if keys == "ints" else {"classlabels_strings": ["x", "y", "z"]})
+    m = _model("ZipMap", {"X": (TP.FLOAT, [None, 3])}, {"Z": out}, **labels)
+    compare(m, lambda n: {"X": _x(n, n)[:, :3]}, GRID_BATCHES)
+
+
+def test_unknown_ml_op_names_op_domain_and_opset() -> None:
+    m = _model("SVMRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, kernel_type="LINEAR",
+               coefficients=[1.0], support_vectors=[0.0] * F, n_supports=1, rho=[0.0])
+    with pytest.raises(OrtNotImplemented, match="'SVMRegressor' in domain 'ai.onnx.ml' at opset 3"):
+        jitort.InferenceSession(m.SerializeToString())
+
+
+def test_unknown_post_transform_is_refused() -> None:
+    t = _trees(2, 2, 1, MODE_SETS["leq"], seed=1, missing=False)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=1,
+               post_transform="CUBE", **_attrs(t, "target"))
+    with pytest.raises(InvalidArgument, match="the_TreeEnsembleRegressor.*CUBE"):
+        jitort.InferenceSession(m.SerializeToString())
