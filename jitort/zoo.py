@@ -8,6 +8,8 @@ sequence dims where the real exporters use them.
 * ``bert_layer`` — a BERT encoder layer as torch's legacy exporter (opset 14–17) writes it: shape
   chains (Shape/Gather/Unsqueeze/Concat -> Reshape), an extended attention mask, Erf-based GELU,
   one decomposed LayerNorm (ReduceMean/Sub/Pow/Sqrt/Div) and one LayerNormalization op.
+* ``bert_encoder`` — token-level BERT: int64 ``input_ids``, ``token_type_ids`` and ``attention_mask``
+  (batch x sequence), word/position/token-type embeddings summed and layer-normed, then ``bert_layer``.
 * ``gpt_block`` — a GPT-2 style decoder block as the dynamo exporter (opset 18) writes it: a fused
   QKV projection split in three, a causal mask sliced from a constant buffer with run-time ends,
   Where(-inf) masking, tanh-GELU decomposed into Pow/Mul/Tanh.
@@ -154,6 +156,45 @@ def bert_layer(hidden: int = 64, heads: int = 4, ffn: int = 256, seed: int = 0, 
                     helper.make_tensor_value_info(mask, TensorProto.INT64, ["batch", "sequence"])],
                    [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "sequence", hidden])],
                    opset, "bert_layer")
+
+
+def token_ids(name: str) -> onnx.ValueInfoProto:
+    """An int64 ``batch x sequence`` graph input (token ids, positions, segment ids)."""
+    return helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+
+
+def prepend(model: onnx.ModelProto, replaced: str, inputs: list[onnx.ValueInfoProto], b: _Builder,
+            last: str) -> onnx.ModelProto:
+    """``model`` with its graph input ``replaced`` computed from ``inputs`` by ``b``'s nodes (ending in ``last``)."""
+    g = model.graph
+    kept = [v for v in g.input if v.name != replaced]
+    del g.input[:]
+    g.input.extend(inputs + kept)
+    nodes = [*b.nodes, helper.make_node("Identity", [last], [replaced])] + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(b.inits)
+    onnx.checker.check_model(model)
+    return model
+
+
+def bert_encoder(vocab: int = 30, positions: int = 32, hidden: int = 32, heads: int = 2, ffn: int = 64,
+                 seed: int = 0) -> onnx.ModelProto:
+    """Token-type vocab 2, positions from Range over the sequence length (at most ``positions``),
+    word/position/type embeddings summed and layer-normed, then ``bert_layer`` (attention + FFN, two
+    LayerNorms). Inputs: ``input_ids``, ``token_type_ids``, ``attention_mask``, all int64
+    ``batch x sequence``. The defaults are a tiny model for tests."""
+    b = _Builder(seed)
+    b.count = 10_000  # node and tensor names apart from the layer's
+    words = b.op("Gather", [b.weight([vocab, hidden], "word_embeddings", 0.5), "input_ids"], axis=0)
+    seq = b.op("Gather", [b.op("Shape", ["input_ids"]), b.constant_node(np.array(1, np.int64))], axis=0)
+    pos = b.op("Range", [b.constant_node(np.array(0, np.int64)), seq, b.constant_node(np.array(1, np.int64))])
+    pos = b.op("Gather", [b.weight([positions, hidden], "position_embeddings", 0.5),
+                          b.op("Unsqueeze", [pos, b.constant_node(np.array([0], np.int64))])], axis=0)
+    types = b.op("Gather", [b.weight([2, hidden], "token_type_embeddings", 0.5), "token_type_ids"], axis=0)
+    emb = b.layernorm(b.op("Add", [b.op("Add", [words, pos]), types]), hidden, eps=1e-12)
+    return prepend(bert_layer(hidden=hidden, heads=heads, ffn=ffn, seed=seed), "hidden_states",
+                   [token_ids("input_ids"), token_ids("token_type_ids")], b, emb)
 
 
 def gpt_block(hidden: int = 64, heads: int = 4, max_positions: int = 128, seed: int = 0) -> onnx.ModelProto:

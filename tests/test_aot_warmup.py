@@ -19,45 +19,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from jitort import zoo
+from jitort.zoo import bert_encoder
 
 pytestmark = pytest.mark.slow
 
-VOCAB, POSITIONS, HIDDEN = 30, 32, 32
-
-
-def _prepend(model: onnx.ModelProto, replaced: str, inputs: list[onnx.ValueInfoProto], b: zoo._Builder,
-             last: str) -> onnx.ModelProto:
-    """``model`` with its graph input ``replaced`` computed from ``inputs`` by ``b``'s nodes (ending in ``last``)."""
-    g = model.graph
-    kept = [v for v in g.input if v.name != replaced]
-    del g.input[:]
-    g.input.extend(inputs + kept)
-    nodes = [*b.nodes, helper.make_node("Identity", [last], [replaced])] + list(g.node)
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(b.inits)
-    onnx.checker.check_model(model)
-    return model
-
-
-def _ids(name: str) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
-
-
-def bert_encoder(seed: int = 0) -> onnx.ModelProto:
-    """Token-type vocab 2, positions from Range over the sequence length, word/position/type
-    embeddings summed and layer-normed, then zoo's BERT layer (attention + FFN, two LayerNorms)."""
-    b = zoo._Builder(seed)
-    b.count = 10_000  # node and tensor names apart from the layer's
-    words = b.op("Gather", [b.weight([VOCAB, HIDDEN], "word_embeddings", 0.5), "input_ids"], axis=0)
-    seq = b.op("Gather", [b.op("Shape", ["input_ids"]), b.constant_node(np.array(1, np.int64))], axis=0)
-    pos = b.op("Range", [b.constant_node(np.array(0, np.int64)), seq, b.constant_node(np.array(1, np.int64))])
-    pos = b.op("Gather", [b.weight([POSITIONS, HIDDEN], "position_embeddings", 0.5),
-                          b.op("Unsqueeze", [pos, b.constant_node(np.array([0], np.int64))])], axis=0)
-    types = b.op("Gather", [b.weight([2, HIDDEN], "token_type_embeddings", 0.5), "token_type_ids"], axis=0)
-    emb = b.layernorm(b.op("Add", [b.op("Add", [words, pos]), types]), HIDDEN, eps=1e-12)
-    return _prepend(zoo.bert_layer(hidden=HIDDEN, heads=2, ffn=64, seed=seed), "hidden_states",
-                    [_ids("input_ids"), _ids("token_type_ids")], b, emb)
+VOCAB, POSITIONS, HIDDEN = 30, 32, 32  # zoo.bert_encoder's defaults
 
 
 def gpt_decoder(seed: int = 0) -> onnx.ModelProto:
@@ -67,8 +33,8 @@ def gpt_decoder(seed: int = 0) -> onnx.ModelProto:
     b.count = 10_000
     emb = b.op("Add", [b.op("Gather", [b.weight([VOCAB, HIDDEN], "wte", 0.5), "input_ids"], axis=0),
                        b.op("Gather", [b.weight([POSITIONS, HIDDEN], "wpe", 0.5), "position_ids"], axis=0)])
-    m = _prepend(zoo.gpt_block(hidden=HIDDEN, heads=2, max_positions=POSITIONS, seed=seed), "input_embeds",
-                 [_ids("input_ids"), _ids("position_ids")], b, emb)
+    m = zoo.prepend(zoo.gpt_block(hidden=HIDDEN, heads=2, max_positions=POSITIONS, seed=seed), "input_embeds",
+                    [zoo.token_ids("input_ids"), zoo.token_ids("position_ids")], b, emb)
     head = zoo._Builder(seed + 1)
     head.count = 20_000
     g = m.graph

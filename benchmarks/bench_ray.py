@@ -1,0 +1,162 @@
+"""Batch inference on Ray Data: rows/s and time to first batch, for 1 and 2 actors, of
+
+* ``jitort artifact``: ``jitort.ray.predict`` (compiled once on the driver, shipped to the actors
+  through the object store, loaded without compiling);
+* ``jitort per worker``: ``jitort.ray.Predictor`` given the ``.onnx`` file, so every actor compiles
+  the model itself (an empty jitort cache per run);
+* ``onnxruntime``: the same callable-class ``map_batches`` with an onnxruntime session.
+
+    python benchmarks/bench_ray.py [--rows 4096] [--seq 32] [--batch-size 256] [--rounds 3] [--json FILE]
+
+Every run starts its own local Ray instance (``ray.init(num_cpus=2)``) whose workers get a new,
+empty JITORT_CACHE_DIR, so every actor is a fresh process with nothing compiled, and arms alternate
+within a round. Each actor has ``num_cpus=1`` and one intra-op thread (1 actor: one core busy; 2
+actors: two). The model is ``jitort.zoo.bert_encoder`` at BERT-mini width (hidden 256, 4 heads, FFN
+1024, one layer); input rows are token ids, segment ids and an attention mask (int64, ``--seq``
+long), made before the timer starts and materialized, so the model's actors are the only operator.
+
+Measured, from the start of execution (the first ``iter_batches`` call): **first batch** (seconds
+until the first output batch reaches the driver: actor start, imports, session creation or
+compilation, one batch) and **rows/s** (all rows over the whole execution: what a job of this size
+sees); **steady rows/s** counts only the rows after the first batch, over the time after it (what a
+long job converges to). ``setup`` is what ``predict`` does on the driver before execution (the artifact compile on
+the first round, from the cache afterwards; loading it once; packing and ``ray.put``). Medians over
+rounds are printed as a markdown table. Outputs are checked against onnxruntime on every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import ray
+
+import jitort.ray as jr
+from jitort import zoo
+
+HIDDEN, HEADS, FFN, VOCAB, POSITIONS = 256, 4, 1024, 1000, 128
+INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+class OrtPredictor:
+    """The onnxruntime side of the comparison: the usual callable class for map_batches."""
+
+    def __init__(self, model: str, threads: int) -> None:
+        so = onnxruntime.SessionOptions()
+        so.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.session.run(self.outputs, {k: np.ascontiguousarray(batch[k]) for k in INPUTS})
+        return {**batch, **dict(zip(self.outputs, results))}
+
+
+def rows(n: int, seq: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    types = np.zeros((n, seq), np.int64)
+    types[:, seq // 2:] = 1
+    mask = np.ones((n, seq), np.int64)
+    mask[::4, -(seq // 4):] = 0
+    return {"input_ids": rng.integers(0, VOCAB, (n, seq)).astype(np.int64), "token_type_ids": types,
+            "attention_mask": mask, "row": np.arange(n)}
+
+
+def one_run(arm: str, actors: int, model: Path, data: dict[str, np.ndarray], batch_size: int,
+            expected: np.ndarray, output: str, work: Path) -> dict:
+    """One measurement in a new Ray instance whose workers' jitort cache is new and empty."""
+    cache_dir = Path(tempfile.mkdtemp(prefix="workers-cache-", dir=work))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"JITORT_CACHE_DIR": str(cache_dir)}})
+    try:
+        n = len(data["row"])
+        ds = ray.data.from_items([{k: v[i] for k, v in data.items()} for i in range(n)],
+                                 override_num_blocks=max(2 * actors, n // batch_size)).materialize()
+        pool = ray.data.ActorPoolStrategy(size=actors)
+        t0 = time.perf_counter()
+        if arm == "jitort artifact":
+            out = jr.predict(ds, str(model), batch_size=batch_size, concurrency=actors, num_cpus=1)
+        elif arm == "jitort per worker":
+            out = ds.map_batches(jr.Predictor, fn_constructor_kwargs={"model": str(model), "threads": 1},
+                                 batch_size=batch_size, compute=pool, num_cpus=1, batch_format="numpy")
+        else:
+            out = ds.map_batches(OrtPredictor, fn_constructor_kwargs={"model": str(model), "threads": 1},
+                                 batch_size=batch_size, compute=pool, num_cpus=1, batch_format="numpy")
+        t1 = time.perf_counter()
+        first = None
+        got = np.empty_like(expected)
+        seen = first_rows = 0
+        for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+            if first is None:
+                first, first_rows = time.perf_counter(), len(batch["row"])
+            got[batch["row"]] = batch[output]
+            seen += len(batch["row"])
+        t2 = time.perf_counter()
+        assert seen == n, (arm, seen, n)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4, err_msg=arm)
+        return {"arm": arm, "actors": actors, "setup": t1 - t0, "first_batch": first - t1, "total": t2 - t1,
+                "rows_per_s": n / (t2 - t1), "steady_rows_per_s": (n - first_rows) / max(t2 - first, 1e-9)}
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", metavar="FILE", help="write every measurement here")
+    args = ap.parse_args(argv)
+    arms = ("jitort artifact", "jitort per worker", "onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        work = Path(tmp)
+        os.environ["JITORT_CACHE_DIR"] = str(work / "driver-cache")  # the driver compiles the artifact cold once
+        model = work / "bert.onnx"
+        onnx.save(zoo.bert_encoder(vocab=VOCAB, positions=POSITIONS, hidden=HIDDEN, heads=HEADS, ffn=FFN, seed=1),
+                  str(model))
+        output = onnx.load(str(model)).graph.output[0].name
+        data = rows(args.rows, args.seq)
+        ref = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        expected = ref.run([output], {k: data[k] for k in INPUTS})[0]
+        results = []
+        for r in range(args.rounds):
+            for actors in (1, 2):
+                for arm in arms:
+                    res = one_run(arm, actors, model, data, args.batch_size, expected, output, work)
+                    res["round"] = r
+                    results.append(res)
+                    print(f"round {r} {arm:18} {actors} actor(s): setup {res['setup']:6.2f} s  first batch "
+                          f"{res['first_batch']:6.2f} s  {res['rows_per_s']:7.0f} rows/s", file=sys.stderr)
+    cold_setup = results[0]["setup"]  # round 0's artifact arm compiled the artifact on the driver
+    print(f"\n{args.rows} rows x {args.seq} tokens, batch {args.batch_size}; BERT-mini width (hidden {HIDDEN}, "
+          f"FFN {FFN}, 1 layer); {args.rounds} rounds, medians; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs\n")
+    print("| runtime | actors | first batch (s) | rows/s | steady rows/s | driver setup (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for actors in (1, 2):
+        for arm in arms:
+            rs = [x for x in results if x["arm"] == arm and x["actors"] == actors]
+            setups = [x["setup"] for x in rs if x is not results[0]] or [results[0]["setup"]]
+            setup = f"{statistics.median(setups):.2f}" if arm == "jitort artifact" else "-"
+            print(f"| {arm} | {actors} | {statistics.median(x['first_batch'] for x in rs):.2f} | "
+                  f"{statistics.median(x['rows_per_s'] for x in rs):.0f} | "
+                  f"{statistics.median(x['steady_rows_per_s'] for x in rs):.0f} | {setup} |")
+    print(f"\njitort artifact: the first predict() compiled the artifact on the driver in {cold_setup:.1f} s "
+          "(once per model and machine; later calls take it from the cache)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
