@@ -458,7 +458,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"jitort failed on {path}: {type(e).__name__}: {e.args[0] if e.args else e}", file=sys.stderr)
         return EXIT_FAILED
     c = sess._compiled
-    g = c.graph
+    g = sess._ir()  # a session loaded from the cache or an artifact rebuilds it
     print(f"model: {path}")
     print("\n== IR after passes ==")
     print(format_graph(g))
@@ -484,8 +484,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     compiled = {fn.split(".")[0]: 0.0 for fn, _ in c.compiled}
     for fn, s in c.compiled:
         compiled[fn.split(".")[0]] += s
-    print(f"\n== kernels ({len(c.kernels)}) ==")
-    for k in c.kernels:
+    kernels = c.kernels or list({k.name: k for k in (fused_kernel(n, g) for n in groups)}.values())
+    print(f"\n== kernels ({len(kernels)}) ==")
+    for k in kernels:
         how = f"compiled now ({compiled[k.name]:.2f} s)" if k.name in compiled else "loaded from the cache"
         print(f"{k.name} ({k.mode}) {how}")
         print(f"    {_module_path(k.name, 'kernels')}")

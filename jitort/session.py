@@ -22,7 +22,7 @@ import onnx
 
 from jitort import allocator, artifact, cache, memory, node_errors, profiling, run_state
 from jitort.codegen.plan import PROFILE_STEPS
-from jitort.compiler import Compiled, compile_graph
+from jitort.compiler import Compiled, compile_graph, optimize
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.ir import Dim, Graph
@@ -292,6 +292,14 @@ class InferenceSession:
         if fresh and c.graph is not None and logger.isEnabledFor(logging.DEBUG):
             for note in c.graph.notes:
                 logger.debug("%s", note, extra=extra)
+
+    def _ir(self) -> Graph:
+        """The IR after passes: kept from a fresh compile; rebuilt (passes only, no code generation)
+        for a session loaded from the cache or an artifact, which keep no IR."""
+        if self._compiled.graph is None:
+            proto = _apply_options(load_model(self._source)[0], self._sess_options)
+            self._compiled.graph = optimize(import_model(proto), self._providers, **self._flags)
+        return self._compiled.graph
 
     # --- compiled-model cache -------------------------------------------------------------------
     def _find_compiled(self, art: Path | None, key: str, model_hash: str) -> tuple[Compiled | None, Path]:

@@ -158,6 +158,23 @@ def test_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert plan.is_file() and "explained" in plan.read_text()
 
 
+def test_explain_a_cached_model_and_an_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A session loaded from the cache or from a jitort compile artifact keeps no IR: explain rebuilds
+    it (it used to crash with AttributeError on any model already in the cache)."""
+    model = tiny_model(tmp_path / "m.onnx", "explained")
+    first = cli_run(capsys, "explain", model, "--dim", "N=2")
+    again = cli_run(capsys, "explain", model, "--dim", "N=2")  # from the cache now
+    assert first[0] == again[0] == 0, again[1] + again[2]
+    assert "loaded from the cache" in sections(again[1])["kernels (2)"]
+    for title in ("IR after passes", "fused groups (2)", "pass notes (1)"):
+        assert sections(again[1])[title] == sections(first[1])[title], title
+    art = tmp_path / "art"
+    assert cli_run(capsys, "compile", model, "-o", art)[0] == 0
+    rc, out, err = cli_run(capsys, "explain", art)
+    assert rc == 0, out + err
+    assert "graph explained(x: float32[N,4])" in sections(out)["IR after passes"]
+
+
 def test_cached_source_path(tmp_path: Path) -> None:
     assert cli.cached_source_path("k_0123456789abcdef0123", "kernels", tmp_path) == \
         tmp_path / "kernels" / "01" / "k_0123456789abcdef0123.py"
