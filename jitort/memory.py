@@ -18,10 +18,11 @@ import contextlib
 import math
 import os
 import threading
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from jitort import run_state
 from jitort.errors import Fail, InvalidArgument
 
 CONFIG_KEY = "session.jitort.max_tensor_bytes"
@@ -59,18 +60,9 @@ def limit() -> int:
     return getattr(_local, "limit", None) or DEFAULT_LIMIT
 
 
-@contextlib.contextmanager
-def budget(nbytes: int | None) -> Iterator[None]:
+def budget(nbytes: int | None) -> contextlib.AbstractContextManager[None]:
     """Run a block under another byte limit (None: leave the current one)."""
-    if nbytes is None:
-        yield
-        return
-    previous = getattr(_local, "limit", None)
-    _local.limit = nbytes
-    try:
-        yield
-    finally:
-        _local.limit = previous
+    return contextlib.nullcontext() if nbytes is None else run_state.bound(_local, "limit", nbytes)
 
 
 def check(op: str, shape: Sequence[int], dtype: np.dtype | type, error: type[Exception] = Fail) -> tuple[int, ...]:

@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from jitort import run_state
+
 __all__ = ["PEAKS_CONFIG_KEY", "Profiler", "machine_peaks", "recorder", "recording", "step_flops", "step_info"]
 
 PEAKS_CONFIG_KEY = "session.jitort.profile_peaks"  # measure (default) | quick | off
@@ -62,14 +64,9 @@ def recorder() -> Callable[..., None]:
     return getattr(_local, "record", None) or _ignore
 
 
-@contextlib.contextmanager
-def recording(record: Callable[..., None]) -> Iterator[None]:
-    previous = getattr(_local, "record", None)
-    _local.record = record
-    try:
-        yield
-    finally:
-        _local.record = previous
+def recording(record: Callable[..., None]) -> contextlib.AbstractContextManager[None]:
+    """Make ``record`` this thread's recorder while a profiled run executes."""
+    return run_state.bound(_local, "record", record)
 
 
 _ndarray = np.ndarray

@@ -28,11 +28,17 @@ def current() -> Any:
 
 
 @contextlib.contextmanager
-def running(run_options: Any) -> Iterator[None]:
-    """Make ``run_options`` this thread's current run options while a run executes."""
-    previous = getattr(_local, "run_options", None)
-    _local.run_options = run_options
+def bound(local: threading.local, name: str, value: Any) -> Iterator[None]:
+    """Set ``local.<name>`` to ``value`` for this thread while a block runs, then restore it (the
+    per-run settings that kernels and plans read: run options, tensor limit, profile recorder)."""
+    previous = getattr(local, name, None)
+    setattr(local, name, value)
     try:
         yield
     finally:
-        _local.run_options = previous
+        setattr(local, name, previous)
+
+
+def running(run_options: Any) -> contextlib.AbstractContextManager[None]:
+    """Make ``run_options`` this thread's current run options while a run executes."""
+    return bound(_local, "run_options", run_options)
