@@ -117,7 +117,10 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", profile: 
                 else:
                     steps.append(Step(n, call=lower_node(n, g)))
             except Exception as e:  # onnxruntime's class, naming the node that cannot be lowered
-                raise node_errors.at_compile(e, n.op_type, comment_safe(n.name)) from e
+                mapped = node_errors.at_compile(e, n.op_type, comment_safe(n.name))
+                if mapped is None:
+                    raise
+                raise mapped from e
         source, consts = emit_plan(g, steps, title or g.name, profile=profile)
         kernel_sources = {k.name: k.source for k in kernels.values()}
     inputs = [(i, np.dtype(g.type_of(i).dtype) if g.type_of(i).dtype is not None else None, g.type_of(i).shape)

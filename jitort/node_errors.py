@@ -67,15 +67,14 @@ def with_node(e: BaseException, steps: list[tuple[str, str]]) -> BaseException:
     return cls(msg)
 
 
-def at_compile(e: BaseException, op: str, name: str) -> BaseException:
-    """``e``, raised while importing or lowering node ``name`` (``op``) at session creation, as
-    onnxruntime reports a node it cannot load: its class kept when it is one of onnxruntime's
-    (``Fail`` otherwise), the node named once."""
+def at_compile(e: BaseException, op: str, name: str) -> BaseException | None:
+    """The exception to raise instead of ``e``, raised while lowering node ``name`` (``op``) at
+    session creation, as onnxruntime reports a node it cannot load: its class kept when it is one of
+    onnxruntime's (``Fail`` otherwise), the node named once. None: re-raise ``e`` as it is."""
     msg = _message(e)
-    where = f"Node ({name}) Op ({op})"
     if msg.startswith("Node (") or f"'{name}'" in msg:
-        return e if type(e) in ALL_ERRORS else Fail(msg)
-    return (type(e) if type(e) in ALL_ERRORS else Fail)(f"{where} {msg}")
+        return None if type(e) in ALL_ERRORS else Fail(msg)
+    return (type(e) if type(e) in ALL_ERRORS else Fail)(f"Node ({name}) Op ({op}) {msg}")
 
 
 def at_creation(e: BaseException) -> BaseException | None:
