@@ -100,6 +100,8 @@ def _reshape(data: np.ndarray, shape: Sequence[int], allowzero: int) -> np.ndarr
     s = tuple(shape)
     if s.count(-1) > 1:
         raise InvalidArgument(f"Reshape: shape {list(s)} has more than one -1")
+    if any(d < -1 for d in s):  # numpy would read any negative value as -1
+        raise InvalidArgument(f"Reshape: shape {list(s)} has a dimension below -1")
     if allowzero:
         if 0 in s and -1 in s:
             raise InvalidArgument(f"Reshape: shape {list(s)} has both 0 and -1 with allowzero=1")
@@ -121,7 +123,7 @@ def _reshape_prefix(data: np.ndarray, n: int, tail: Shape) -> np.ndarray:
 
 def _lower_reshape_const(node: Node, g: Graph, s: list[int], allowzero: int) -> Call:
     x = Ref(node.inputs[0])
-    if s.count(-1) > 1 or (allowzero and 0 in s and -1 in s):
+    if s.count(-1) > 1 or (allowzero and 0 in s and -1 in s) or any(d < -1 for d in s):
         return Call(_reshape, [x, tuple(s), allowzero])  # raises with its message
     if allowzero or 0 not in s:
         return Call(_reshape_to, [x, tuple(s)])

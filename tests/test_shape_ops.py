@@ -113,6 +113,9 @@ def test_reshape_1_attr() -> None:
 def test_reshape_bad(const: bool) -> None:
     raises(InvalidArgument, "Reshape", [("x", data([2, 3])), ("s", i64(4, 2))], "Reshape",
            const=["s"] if const else [])
+    # a dimension below -1 (numpy would read it as -1; onnxruntime refuses it)
+    raises(InvalidArgument, "Reshape", [("x", data([2, 3])), ("s", i64(-3))], "Reshape",
+           const=["s"] if const else [])
 
 
 # --- Transpose, Flatten, Squeeze, Unsqueeze, Identity -------------------------------------------
