@@ -9,13 +9,10 @@ and every operation on a package raises onnxruntime's ``NotImplemented`` naming 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.options import SessionOptions, _OrtEnum
-
-if TYPE_CHECKING:
-    from jitort.session import InferenceSession
 
 __all__ = ["ModelPackage", "ModelPackageComponentContext", "ModelPackageContext", "ModelPackageOptions",
            "ModelPackageWriteMode"]
@@ -55,7 +52,7 @@ class ModelPackageComponentContext:
     def get_selected_variant_folder_path(self) -> str:
         _unsupported("ModelPackageComponentContext.get_selected_variant_folder_path")
 
-    def create_session(self, sess_options: SessionOptions | None = None) -> InferenceSession:
+    def create_session(self, sess_options: SessionOptions | None = None) -> NoReturn:
         _unsupported("ModelPackageComponentContext.create_session")
 
 
