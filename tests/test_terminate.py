@@ -69,9 +69,9 @@ def _stops_within(sess: ort.InferenceSession, feeds: dict, delay: float = 0.1) -
 
 
 def test_terminate_stops_a_long_run_between_steps() -> None:
-    model, w = _chain(400, 256)
+    model, w = _chain(400, 384)  # ~45 GFLOP: well over the 0.1 s before terminate is set, on any host
     sess = ort.InferenceSession(model.SerializeToString())
-    x = np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((384, 384)).astype(np.float32)
     t0 = time.perf_counter()
     full = sess.run(None, {"x": x})[0]
     assert time.perf_counter() - t0 > 0.15  # long enough to be stopped midway
