@@ -53,17 +53,20 @@ def library_hash() -> str:
     """
     global _library_hash
     if _library_hash is None:
+        import importlib.util
         from pathlib import Path
 
         import llvmlite
         import numba
 
-        import jitort.codegen
-        import jitort.kernels
         h = hashlib.sha256(f"numba {numba.__version__} llvmlite {llvmlite.__version__}".encode())
-        for pkg in (jitort.kernels, jitort.codegen):
-            for f in sorted(Path(pkg.__file__).parent.rglob("*.py")):
-                h.update(str(f.relative_to(Path(pkg.__file__).parent)).encode())
+        # The packages' directories, found without importing them (the kernels import this module).
+        for pkg in ("jitort.kernels", "jitort.codegen"):
+            spec = importlib.util.find_spec(pkg)
+            assert spec is not None and spec.submodule_search_locations, pkg
+            d = Path(list(spec.submodule_search_locations)[0])
+            for f in sorted(d.rglob("*.py")):
+                h.update(str(f.relative_to(d)).encode())
                 h.update(f.read_bytes())
         _library_hash = h.hexdigest()[:16]
     return _library_hash

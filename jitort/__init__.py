@@ -4,6 +4,14 @@ Use it as ``import jitort as ort``; the names below are onnxruntime's, with its 
 As in onnxruntime, the exception classes live in ``jitort.capi.onnxruntime_pybind11_state`` (and
 ``jitort.errors``), not here: a top-level ``NotImplemented`` would shadow the builtin under
 ``from jitort import *``.
+
+Inside, one path: ModelProto -> ``frontend`` (import) -> ``passes`` -> ``compiler`` (lowering,
+emission through ``codegen``) -> ``cache``/``artifact`` -> ``compile_service`` (which owns that path
+and returns one ``compiled.Artifact``) -> ``session``. Layers, lowest first (a module imports only
+from its layer or below; ``tests/test_layers.py`` fails on any import cycle):
+errors/ir/arrays/dtypes/memory/cache -> protos -> kernels (registry, op families, engines) ->
+codegen -> evaluate -> passes -> frontend -> compiler -> artifact/compile_pool -> compile_service ->
+session/values/options/aot/ray/backend -> cli.
 """
 
 from jitort import capi

@@ -29,7 +29,6 @@ report are the ahead-of-time check.
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
@@ -40,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,7 +72,7 @@ def compile_artifact(model: str, out: str, input_shapes: dict[str, list[int]] | 
     out_dir = Path(out).resolve()
     _check_output(out_dir)
     samples = dict(inputs or {})
-    dims = _warmup_dims(_model_specs(model), input_shapes or {}, samples) if input_shapes or samples else {}
+    dims = _warmup_dims(model_specs(model), input_shapes or {}, samples) if input_shapes or samples else {}
     out_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _remove_stale(out_dir)
     staging = _sibling(out_dir, "partial")
@@ -99,7 +98,7 @@ def compile_artifact(model: str, out: str, input_shapes: dict[str, list[int]] | 
     return report
 
 
-def _model_specs(model: str) -> list[tuple[str, np.dtype, Any]]:
+def model_specs(model: str) -> list[tuple[str, np.dtype, Any]]:
     """The model's graph inputs ``(name, dtype, shape)``; Fail when the file is not a readable model."""
     from jitort.models import input_specs
     try:
@@ -287,11 +286,10 @@ def _build_cpu(job: dict[str, Any]) -> dict[str, Any]:
                                    progress=_bar if os.environ.get("JITORT_PROGRESS") == "1" else None)
     mark, t0 = cache.compile_count(), time.perf_counter()
     shapes, warmup_error = _warm_up(sess, job)
-    c = sess._compiled
+    c = sess.artifact
     c.compiled += cache.compiled_since(mark)  # the warm-up's library kernels count as this compile's
     c.seconds += time.perf_counter() - t0
-    key = artifact.model_key((out / "model.onnx").read_bytes(), [], {"providers": sess.get_providers(), **sess._flags})
-    m = artifact.manifest_for(c, key[0], key[1], target=job["target"])
+    m = artifact.manifest_for(c, target=job["target"])
     artifact.save_artifact(out, m, c.consts)
     artifact.wait_pending()  # the session's own cache entry, written on a thread: the artifact replaces it
     shutil.rmtree(out / "models", ignore_errors=True)
@@ -307,10 +305,10 @@ def _build_cuda(job: dict[str, Any]) -> dict[str, Any]:
     """Partition for CUDA, write the artifact, compile every kernel to PTX (and cubin where nvJitLink is)."""
     from jitort import cache
     from jitort.codegen.cuda_plan import kernel_ptx
+    from jitort.compile_service import cache_key
     from jitort.compiler import compile_graph
-    from jitort.kernels.cuda import library_hash as cuda_library_hash
     from jitort.kernels.cuda import runtime as rt
-    from jitort.onnx_import import import_model, load_model
+    from jitort.frontend.importer import import_model, load_model
     out = Path(job["out"])
     cc = (int(job["cc"][0]), int(job["cc"][1]))
     sm = f"sm_{cc[0]}{cc[1]}"
@@ -321,11 +319,9 @@ def _build_cuda(job: dict[str, Any]) -> dict[str, Any]:
     for name, src in c.kernel_sources.items():  # sources into the artifact root (CPU kernels compile here)
         cache.load_source_module("kernels", name, src, out)
     cache.load_source_module("plans", c.plan_name, c.plan_source, out)
-    key, model_hash = artifact.model_key(raw if raw is not None else proto.SerializeToString(), [],
-                                         {"providers": providers, "fold": True, "fuse": True,
-                                          "cuda_library": cuda_library_hash()})
+    c.key, c.model_hash = cache_key(raw if raw is not None else proto.SerializeToString(), providers, True, True)
     target = f"cuda-{sm}"
-    artifact.save_artifact(out, artifact.manifest_for(c, key, model_hash, target=target), c.consts)
+    artifact.save_artifact(out, artifact.manifest_for(c, target=target), c.consts)
     shutil.rmtree(out / "models", ignore_errors=True)
     assert c.graph is not None
     kdir = out / "cuda"
@@ -348,92 +344,3 @@ def _build_cuda(job: dict[str, Any]) -> dict[str, Any]:
             "cuda_ops": on_cuda, "cpu_ops": on_cpu,
             "resources": [{k: r.get(k) for k in ("kernel", "key", "registers", "shared_bytes", "stack_bytes",
                                                  "spill_stores")} for r in rows]}
-
-
-# --- the `jitort compile` command ----------------------------------------------------------------
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt meanwhile (as Ctrl-C does), so the compile cleans up."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def add_parser(sub: Any) -> None:
-    """The ``compile`` subcommand of jitort's CLI."""
-    p = sub.add_parser("compile", help="compile a model ahead of time into an artifact directory",
-                       description="Compile MODEL into DIR: generated source, Numba's objects, folded constants "
-                                   "and a manifest; InferenceSession(DIR) then starts without compiling. With "
-                                   "--provider cuda: the CUDA partition, and every CUDA kernel as PTX (and cubin "
-                                   "with registers/shared memory where nvJitLink is installed); no GPU needed.")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory")
-    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
-                   help="shape of an input for the warm-up run (binds its symbolic dims); repeatable")
-    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
-                   help="a sample input for the warm-up run (its values and shape; default zeros, ones for "
-                        "mask-like inputs); repeatable")
-    p.add_argument("--target", default="host", choices=["host", "portable"], help="CPU target (default host)")
-    p.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="execution provider (default cpu)")
-    p.add_argument("--cc", default="9.0", metavar="MAJOR.MINOR", help="CUDA compute capability (default 9.0)")
-    p.set_defaults(fn=cmd_compile)
-
-
-def cmd_compile(args: Any) -> int:
-    """``jitort compile``: exit 0 when the artifact is written (a failed warm-up run is a warning),
-    2 on bad arguments, 3 when no artifact can be built, 130 when interrupted; a failure is one
-    line on stderr and leaves no directory behind."""
-    from jitort.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, _parse_inputs
-    if not os.path.isfile(args.model):
-        raise UsageError(f"no such model file: {args.model}")
-    try:
-        major, minor = (int(v) for v in args.cc.split("."))
-    except ValueError:
-        raise UsageError(f"--cc expects MAJOR.MINOR (e.g. 9.0), got {args.cc!r}") from None
-    shapes: dict[str, list[int]] = {}
-    for item in args.input_shape or []:
-        name, sep, dims = item.rpartition("=")
-        try:
-            if not sep:
-                raise ValueError
-            shapes[name] = [int(d) for d in dims.lower().split("x")]
-        except ValueError:
-            raise UsageError(f"--input-shape expects NAME=1x3x224x224, got {item!r}") from None
-    try:
-        samples = _parse_inputs(args.input, _model_specs(args.model)) if args.input else {}
-        with _sigterm_interrupts():
-            rep = compile_artifact(args.model, args.output, shapes, args.target, provider=args.provider,
-                                   cc=(major, minor), inputs=samples)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    except Fail as e:
-        print(f"jitort compile: error: {e.args[0]}; no artifact written", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("jitort compile: interrupted; no artifact written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if rep.get("warmup_error"):
-        print(f"jitort compile: warning: the warm-up run failed ({rep['warmup_error']}); the library kernels "
-              "it did not reach compile on first use", file=sys.stderr)
-    print(f"artifact: {rep['artifact']} (target {rep['target']}, {rep['kernels']} kernels)")
-    if rep.get("inputs"):
-        shapes = (f"{n} {'x'.join(map(str, s)) or 'scalar'}" for n, s in rep["inputs"].items())
-        print(f"  warm-up inputs: {', '.join(shapes)}")
-    for r in rep.get("resources", []):
-        res = "" if r.get("registers") is None else (
-            f"  {r['registers']:3d} registers, {r['shared_bytes']:6d} B shared, {r['stack_bytes']} B stack, "
-            f"{r['spill_stores']} B spilled")
-        print(f"  {r['kernel']:<28} {r['key']:<14}{res}")
-    if "cuda_ops" in rep:
-        print(f"  on CUDA: {', '.join(rep['cuda_ops'])}")
-        print(f"  on CPU:  {', '.join(rep['cpu_ops']) or '-'}")
-    return EXIT_OK

@@ -37,9 +37,10 @@ import numpy as np
 
 from jitort import cache
 from jitort.codegen.source import content_hash, library_hash
+from jitort.compiled import Artifact
 from jitort.errors import Fail
 
-FORMAT = 2  # 2: constants and Numba's files carry a sha256
+FORMAT = 3  # 2: constants and Numba's files carry a sha256; 3: own_threads
 MANIFEST = "manifest.json"
 NUMBA_FILES = (".nbi", ".nbc")
 
@@ -117,6 +118,7 @@ class Manifest:
     outputs: list[str]
     consts: dict[str, dict[str, Any]]        # name -> {"file", "size", "sha256"}
     target: str = "host"
+    own_threads: bool = False                # see jitort.compiled.Artifact
     numba: dict[str, str] = field(default_factory=dict)  # Numba file (relative to the root) -> sha256
     format: int = FORMAT
     versions: dict[str, str] = field(default_factory=versions)
@@ -245,7 +247,7 @@ def load_manifest(entry: Path) -> Manifest:
     if m.format != FORMAT:
         raise StaleEntry(f"entry format {m.format}, this jitort reads {FORMAT}")
     shapes = {"kernels": dict, "inputs": list, "outputs": list, "consts": dict, "target": str, "numba": dict,
-              "versions": dict, "cpu": dict, "key": str, "model_sha256": str}
+              "versions": dict, "cpu": dict, "key": str, "model_sha256": str, "own_threads": bool}
     bad = [k for k, t in shapes.items() if not isinstance(getattr(m, k), t)]
     if bad:
         raise TamperedEntry(f"manifest malformed ({', '.join(bad)})")
@@ -454,23 +456,23 @@ def policy(config: dict[str, str]) -> CachePolicy:
     return CachePolicy(Path(root).expanduser() if root else cache.cache_root(), True, strict)
 
 
-def manifest_for(c: Any, key: str, model_hash: str, target: str = "host") -> Manifest:
+def manifest_for(c: Artifact, target: str = "host") -> Manifest:
+    """The manifest of ``c`` (its ``key`` and ``model_hash`` set) as an entry for ``target``."""
     sha = lambda s: hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
-    return Manifest(key=key, model_sha256=model_hash, plan=c.plan_name, plan_sha256=sha(c.plan_source),
+    return Manifest(key=c.key, model_sha256=c.model_hash, plan=c.plan_name, plan_sha256=sha(c.plan_source),
                     kernels={k: sha(v) for k, v in c.kernel_sources.items()},
                     inputs=[{"name": n, "dtype": None if d is None else np.dtype(d).name,
                              "shape": None if s is None else list(s)} for n, d, s in c.inputs],
-                    outputs=list(c.outputs), consts={}, target=target)
+                    outputs=list(c.outputs), consts={}, target=target, own_threads=c.own_threads)
 
 
-def load_entry(entry: Path, root: Path, key: str | None = None, discard_tampered: bool = False) -> Any:
-    """A Compiled from an entry directory; raises StaleEntry (or FileNotFoundError if absent).
+def load_entry(entry: Path, root: Path, key: str | None = None, discard_tampered: bool = False) -> Artifact:
+    """The ``Artifact`` in an entry directory; raises StaleEntry (or FileNotFoundError if absent).
 
     Every file is verified before it is read (see the module docstring); the arrays are hashed while
     the plan and kernel modules (verified source, verified Numba files) are imported, so the
     session's own imports find them loaded. With ``discard_tampered`` (a cache root about to be
     rebuilt) Numba files that fail their check are removed, so the rebuild cannot load them."""
-    from jitort.compiler import Compiled
     m = load_manifest(entry)
     if key is not None and m.key != key:
         raise StaleEntry(f"entry key {m.key[:12]} does not match {key[:12]}")
@@ -491,8 +493,9 @@ def load_entry(entry: Path, root: Path, key: str | None = None, discard_tampered
     wait()
     inputs = [(i["name"], None if i["dtype"] is None else _dtype(i["dtype"]),
                None if i["shape"] is None else tuple(i["shape"])) for i in m.inputs]
-    return Compiled(m.plan, sources[m.plan], {k: sources[k] for k in m.kernels}, consts, inputs,
-                    list(m.outputs), loaded_from=str(entry))
+    return Artifact(m.plan, sources[m.plan], {k: sources[k] for k in m.kernels}, consts, inputs,
+                    list(m.outputs), target="cuda" if m.target.startswith("cuda") else "cpu",
+                    own_threads=m.own_threads, loaded_from=str(entry), key=m.key, model_hash=m.model_sha256)
 
 
 def _dtype(name: str) -> np.dtype:

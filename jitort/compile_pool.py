@@ -398,7 +398,7 @@ def _set_up() -> None:
     """What a process needs before it compiles kernels: the kernel families (jobs name their
     functions) and Numba's target (~0.25 s: its numpy and BLAS registries, which the first compile
     would otherwise set up)."""
-    import jitort  # noqa: F401  (registers the ops)
+    import jitort.compiler  # noqa: F401  (control-flow kernels compile bodies through it)
     from numba.core.registry import cpu_target
 
     from jitort.kernels.registry import load_families

@@ -21,14 +21,12 @@ import enum
 import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from jitort.errors import NotImplemented as OrtNotImplemented
-
-if TYPE_CHECKING:
-    from jitort.values import OrtValue
+from jitort.values import OrtValue
 
 __all__ = [
     "ExecutionMode",
@@ -254,16 +252,12 @@ class SessionOptions(_Options):
 
     def add_initializer(self, name: str, ort_value: OrtValue) -> None:
         """Replace the model initializer ``name`` with ``ort_value`` (kept alive by these options)."""
-        from jitort.values import OrtValue
-
         if not isinstance(ort_value, OrtValue):
             raise RuntimeError("The provided Python object must be an OrtValue")
         self._initializers[_check_str("SessionOptions", "name", name)] = ort_value
 
     def add_external_initializers(self, names: Sequence[str], ort_values: Sequence[OrtValue]) -> None:
         """Supply in memory the initializers the model stores as external data."""
-        from jitort.values import OrtValue
-
         if len(names) != len(ort_values):
             raise ValueError("names and ort_values must have the same length")
         for name, value in zip(names, ort_values):

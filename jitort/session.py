@@ -20,13 +20,14 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import allocator, artifact, cache, memory, node_errors, profiling, run_state
+from jitort import allocator, artifact, compile_service, memory, node_errors, profiling, run_state
+from jitort.arrays import contiguous
 from jitort.codegen.plan import PROFILE_STEPS
-from jitort.compiler import Compiled, compile_graph, optimize
+from jitort.compiled import Artifact
 from jitort.dtypes import type_string
-from jitort.errors import Fail, InvalidArgument, RuntimeException
-from jitort.ir import Dim, Graph
-from jitort.onnx_import import contiguous, import_model, load_model
+from jitort.errors import InvalidArgument, RuntimeException
+from jitort.frontend.importer import distinct_input_dims, load_model
+from jitort.ir import Dim
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers, logger, warn
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, _is_device
@@ -122,49 +123,6 @@ def _apply_options(proto: onnx.ModelProto, so: SessionOptions) -> onnx.ModelProt
     return proto2
 
 
-# Ops a warm-up run must not execute: it would advance random state or could loop without end.
-_NO_WARMUP = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                        "Multinomial", "Loop"})
-
-
-def _conv_dtypes(g: onnx.GraphProto) -> tuple[str, ...]:
-    """The compute dtypes of the main graph's Conv nodes (float16 computes in float32): what the
-    compile workers prepare the packed GEMM for. A weight's type comes from its initializer, a
-    Constant/ConstantOfShape producing it, or the graph input it is; float32 when none says."""
-    T = onnx.TensorProto
-    kinds = {t.name: t.data_type for t in g.initializer}
-    kinds.update({v.name: v.type.tensor_type.elem_type for v in g.input if v.type.HasField("tensor_type")})
-    for n in g.node:
-        if n.op_type in ("Constant", "ConstantOfShape") and n.output:
-            vals = [a.t.data_type for a in n.attribute if a.name == "value"]
-            kinds[n.output[0]] = vals[0] if vals else T.FLOAT
-    out = set()
-    for n in g.node:
-        if n.op_type == "Conv" and n.domain in ("", "ai.onnx") and len(n.input) > 1:
-            k = kinds.get(n.input[1], T.FLOAT)
-            if k in (T.FLOAT, T.FLOAT16, T.DOUBLE):
-                out.add("float64" if k == T.DOUBLE else "float32")
-    return tuple(sorted(out))
-
-
-def _warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
-    if CUDA in providers or any(not v.type.HasField("tensor_type") for v in proto.graph.input):
-        return False
-    inits = {t.name for t in proto.graph.initializer}
-
-    def unsafe(n: onnx.NodeProto) -> bool:  # Dropout is random only with a run-time training_mode
-        return n.op_type in _NO_WARMUP or (n.op_type == "Dropout" and len(n.input) > 2 and n.input[2] != ""
-                                           and n.input[2] not in inits)
-
-    def nodes(g: onnx.GraphProto) -> Any:
-        for n in g.node:
-            yield n
-            for a in n.attribute:
-                for sub in ([a.g] if a.HasField("g") else list(a.graphs)):
-                    yield from nodes(sub)
-    return not any(unsafe(n) for n in nodes(proto.graph)) and not proto.functions
-
-
 def _no_outputs(*args: Any, **kwargs: Any) -> tuple:
     raise InvalidArgument("At least one output should be requested.")
 
@@ -199,7 +157,6 @@ class InferenceSession:
         profile = bool(self._sess_options.enable_profiling)
         self._providers, self._provider_options = _normalize_providers(providers, provider_options)
         config = dict(getattr(self._sess_options, "_config", {}))
-        self._cache = artifact.policy(config)
         limit = config.get(memory.CONFIG_KEY)
         self._tensor_limit = memory.parse_limit(limit, memory.CONFIG_KEY) if limit else None
         art = _artifact_dir(path_or_bytes, config)
@@ -216,38 +173,16 @@ class InferenceSession:
         self._outputs = [NodeArg.from_value_info(v) for v in proto.graph.output]
         level = int(self._sess_options.graph_optimization_level)
         self._flags = {"fold": level > 0, "fuse": level > 0}
-        key_opts: dict[str, Any] = {"providers": self._providers, **self._flags}
         profile_plan = profile and CUDA not in self._providers  # a CUDA plan has no profiled variant
-        if profile_plan:  # the profiled plan is an entry of its own; the plain plan's key is unchanged
-            key_opts["profile"] = PROFILE_STEPS
-        if CUDA in self._providers:  # CUDA plans call jitort.kernels.cuda, outside the library hash
-            from jitort.kernels.cuda import library_hash as cuda_library_hash
-            key_opts["cuda_library"] = cuda_library_hash()
-        key, model_hash = artifact.model_key(raw if raw is not None else proto.SerializeToString(), [],
-                                             key_opts)
-        compiled, root = self._find_compiled(art, key, model_hash)
-        if profile_plan and compiled is not None and PROFILE_STEPS not in compiled.consts:
-            compiled = None  # an artifact holds the plain plan: profiling compiles the profiled one
-        fresh = compiled is None
-        workers = None
-        if compiled is None:
-            if CUDA not in self._providers:
-                from jitort.compile_pool import early_workers
-                workers = early_workers(len(proto.graph.node), config, _conv_dtypes(proto.graph))
-            root = self._cache.root
-            try:
-                compiled = compile_graph(import_model(proto), self._providers,
-                                         title=self._meta.graph_name or "model", profile=profile_plan,
-                                         **self._flags)
-            except Exception as e:
-                mapped = node_errors.at_creation(e)  # internal errors never leak: onnxruntime's class
-                if mapped is None:
-                    raise
-                raise mapped from e
-            finally:
-                if workers is not None:
-                    self._precompile(compiled, root, workers)  # or, on an error, just end them
-        self._compiled: Compiled = compiled
+        source, so = model_arg, self._sess_options
+        req = compile_service.Request(
+            proto, raw, self._providers, config, reload=lambda: _apply_options(load_model(source)[0], so),
+            profile=profile_plan, artifact_dir=art, title=self._meta.graph_name or "model",
+            logid=self._sess_options.logid, progress=kwargs.get("progress"), **self._flags)
+        job = compile_service.resolve(req)
+        compiled = job.artifact
+        self._cache = job.policy
+        self._compiled: Artifact = compiled
         self._specs = []
         input_types = {v.name: v.type for v in proto.graph.input}
         for name, dtype, shape in compiled.inputs:
@@ -258,126 +193,43 @@ class InferenceSession:
                 self._specs.append(_InputSpec(name, None, None, tp))
             else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
-        self._plan, self._run_feed = compiled.bind(self._bind, root, kwargs.get("progress"))
+        self._input_names = [s.name for s in self._specs]
+        self._n_inputs = len(self._specs)
+        self._set_threads()
+        self._plan, self._run_feed = job.start(self._bind)
+        del job, req, proto  # the session keeps the artifact, not the model
         self._lock = threading.Lock()
         self._relaxed_session: InferenceSession | None = None
         if _shared_dim_names(self._specs):
             self._run_feed = self._with_relaxed(self._run_feed)
-        self._set_threads()
-        if fresh and config.get("session.jitort.warmup", "1") != "0" and _warmup_safe(proto, self._providers):
-            self._warm_up()
-        if fresh and self._cache.enabled:
-            self._save_entry(key, model_hash)
         self._out_index = {o: k for k, o in enumerate(compiled.outputs)}
         if not compiled.outputs:  # onnxruntime creates such a session and refuses every run
             self._run_feed = _no_outputs
-        self._input_names = [s.name for s in self._specs]
-        self._n_inputs = len(self._specs)
         self._profiler = profiling.Profiler(compiled.consts.get(PROFILE_STEPS), start_ns, t0) if profile else None
         self._profile_start_ns = start_ns if profile else 0
         self.session_seconds = time.perf_counter() - t0
         if self._profiler is not None:
             self._profiler.session_seconds = self.session_seconds
-        self._log_creation(fresh)
+        self._log_creation()
 
-    def _log_creation(self, fresh: bool) -> None:
+    def _log_creation(self) -> None:
         """Severity 1 (info): how the session was made; severity 0 (verbose): the passes' notes."""
         if not logger.isEnabledFor(logging.INFO):
             return
         c, extra = self._compiled, {"logid": self._sess_options.logid}
-        how = (f"compiled {len(c.compiled)} functions in {c.seconds:.3f} s" if fresh
+        how = (f"compiled {len(c.compiled)} functions in {c.seconds:.3f} s" if c.fresh
                else f"loaded from {c.loaded_from}")
         logger.info("session for graph '%s' on %s created in %.3f s: %s", self._meta.graph_name,
                     self._providers, self.session_seconds, how, extra=extra)
-        if fresh and c.graph is not None and logger.isEnabledFor(logging.DEBUG):
+        if c.fresh and c.graph is not None and logger.isEnabledFor(logging.DEBUG):
             for note in c.graph.notes:
                 logger.debug("%s", note, extra=extra)
 
-    def _ir(self) -> Graph:
-        """The IR after passes: kept from a fresh compile; rebuilt (passes only, no code generation)
-        for a session loaded from the cache or an artifact, which keep no IR."""
-        if self._compiled.graph is None:
-            proto = _apply_options(load_model(self._source)[0], self._sess_options)
-            self._compiled.graph = optimize(import_model(proto), self._providers, **self._flags)
-        return self._compiled.graph
-
-    # --- compiled-model cache -------------------------------------------------------------------
-    def _find_compiled(self, art: Path | None, key: str, model_hash: str) -> tuple[Compiled | None, Path]:
-        if art is not None:
-            try:
-                c = artifact.load_entry(art, art)
-                m = artifact.load_manifest(art)
-                if m.model_sha256 != model_hash:
-                    raise artifact.StaleEntry("the artifact was built from a different model")
-                if m.target.startswith("cuda") != (CUDA in self._providers):
-                    raise artifact.StaleEntry(f"the artifact was built for target {m.target}, this session "
-                                              f"runs on {self._providers}")
-                artifact.import_library_objects(art, self._cache.root)
-                return c, art
-            except (artifact.StaleEntry, FileNotFoundError) as e:
-                if self._cache.strict:
-                    raise Fail(f"artifact {art} cannot be used: {e}") from None
-                warn(f"jitort: artifact {art} is stale ({e}); compiling the model instead",
-                     RuntimeWarning, stacklevel=3, logid=self._sess_options.logid)
-                self._cache.notes.append(f"artifact stale: {e}")
-        if not self._cache.enabled:
-            return None, self._cache.root
-        entry = artifact.entry_dir(self._cache.root, key)
-        artifact.wait_pending(entry)  # a session of this process may still be writing it
-        try:
-            return (artifact.load_entry(entry, self._cache.root, key, discard_tampered=not self._cache.strict),
-                    self._cache.root)
-        except FileNotFoundError:
-            return None, self._cache.root
-        except artifact.StaleEntry as e:
-            if self._cache.strict:
-                raise Fail(f"jitort cache entry {entry} is stale and strict mode is on: {e}") from None
-            if isinstance(e, artifact.TamperedEntry):
-                warn(f"jitort: cache entry {entry} failed its integrity check ({e}); compiling the model again",
-                     RuntimeWarning, stacklevel=3, logid=self._sess_options.logid)
-            self._cache.notes.append(f"cache entry rebuilt: {e}")
-            return None, self._cache.root
-
-    @staticmethod
-    def _precompile(compiled: Compiled | None, root: Path, workers: Any) -> None:
-        """Compile the new model's kernels in the worker processes too (see ``jitort.compile_pool``)."""
-        from jitort import compile_pool
-        t0 = time.perf_counter()
-        mark = cache.compile_count()
-        if compiled is None or compiled.graph is None:
-            workers.close()
-            return
-        compile_pool.precompile(compile_pool.jobs_for(compiled.steps, compiled.graph), root,  # type: ignore[arg-type]
-                                workers)
-        compiled.compiled += cache.compiled_since(mark)
-        compiled.seconds += time.perf_counter() - t0
-
-    def _warm_up(self) -> None:
-        """One run right after a fresh compile, so the shared library kernels the model calls
-        compile now, not in the user's first ``run``. Its inputs are valid by construction (zeros
-        for integers such as token ids, ones for masks; symbolic dims 1: ``models.warmup_feeds``);
-        a failure anyway only leaves the kernels to compile lazily, never fails the session."""
-        from jitort.models import warmup_feeds
-        t0 = time.perf_counter()
-        mark = cache.compile_count()
-        try:
-            self._run_feed(warmup_feeds(self))
-        except Exception as e:  # noqa: BLE001 - best effort: the real feeds decide what runs
-            self._cache.notes.append(f"warm-up run skipped: {type(e).__name__}: {str(e)[:200]}")
-        self._compiled.compiled += cache.compiled_since(mark)
-        self._compiled.seconds += time.perf_counter() - t0
-
-    def _save_entry(self, key: str, model_hash: str) -> None:
-        c = self._compiled
-        artifact.save_in_background(artifact.entry_dir(self._cache.root, key), artifact.manifest_for(c, key, model_hash),
-                                    c.consts, self._cache.notes)
-
-    def _optimized_graph(self) -> Graph:
-        """The IR after passes (recompiled without loading when this session came from a cache)."""
-        if self._compiled.graph is None:
-            proto = _apply_options(load_model(self._source)[0], self._sess_options)
-            self._compiled.graph = compile_graph(import_model(proto), self._providers, **self._flags).graph
-        return self._compiled.graph  # type: ignore[return-value]
+    @property
+    def artifact(self) -> Artifact:
+        """The compiled model (jitort's own API): plan and kernel sources, constants, what creating
+        the session compiled, and ``artifact.ir()``, the IR after passes."""
+        return self._compiled
 
     # --- introspection ----------------------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -438,7 +290,6 @@ class InferenceSession:
         every input dim its own symbol (compiled, or loaded from the cache, on first need)."""
         with self._lock:
             if self._relaxed_session is None:
-                from jitort.onnx_import import distinct_input_dims
                 proto = _apply_options(load_model(self._source)[0], self._sess_options)
                 self._relaxed_session = InferenceSession(distinct_input_dims(proto, across_inputs=True),
                                                          self._sess_options, self._providers,
@@ -609,7 +460,7 @@ class InferenceSession:
         """intra_op_num_threads (0: the usable cores) for jitort's kernels and BLAS; a model that
         runs jitort's convolutions keeps BLAS single-threaded (see ``kernels.threads``)."""
         n = int(self._sess_options.intra_op_num_threads or 0)
-        conv_model = "conv.conv_packed(" in self._compiled.plan_source
+        conv_model = self._compiled.own_threads
         if n > 0 or conv_model:
             from jitort.kernels.threads import set_num_threads, usable_cpus
             set_num_threads(n if n > 0 else usable_cpus(), blas=1 if conv_model else None)

@@ -39,7 +39,7 @@ from jitort.dtypes import (
 if TYPE_CHECKING:
     import onnx
 
-    from jitort.options import RunOptions
+RunOptions = Any  # jitort.options.RunOptions, which imports this module: not imported back
 
 __all__ = ["IOBinding", "ModelMetadata", "NodeArg", "OrtValue"]
 

@@ -52,7 +52,7 @@ class AnyRankKernel:
         if hit is not None:
             return hit
         from jitort.codegen.cpu import fused_kernel
-        from jitort.compiler import load_kernel
+        from jitort.evaluate import load_kernel
         from jitort.passes.fusion import FUSED
         n = self.node
         d = elementwise_def(n)

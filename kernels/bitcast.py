@@ -6,7 +6,7 @@ from onnx import helper
 
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 
 @op("BitCast", since=26)

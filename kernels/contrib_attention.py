@@ -33,8 +33,8 @@ def _unsupported(op_type: str, what: str) -> OrtNotImplemented:
 
 
 def _fresh() -> str:
-    from jitort.onnx_import import _unknown_dims
-    return f"?{next(_unknown_dims)}"
+    from jitort.protos import unknown_dim
+    return unknown_dim()
 
 
 def additive_mask(op_type: str, mask: np.ndarray | None, B: int, S: int, T: int, P: int, causal: bool,

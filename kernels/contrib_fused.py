@@ -105,9 +105,9 @@ def conv_then(z: np.ndarray | None, *args: Any, conv_fn: Callable[..., np.ndarra
 
 
 def _conv_node(node: Node, epilogue: tuple[str, float, float] | None) -> Node:
-    from jitort.onnx_import import _fill_defaults
+    from jitort.protos import fill_defaults
     attrs = {k: v for k, v in node.attrs.items() if k not in ("activation", "activation_params")}
-    _fill_defaults("Conv", "", _CONV_OPSET, attrs)
+    fill_defaults("Conv", "", _CONV_OPSET, attrs)
     if epilogue is not None and epilogue[0]:
         attrs["_activation"], attrs["_alpha"], attrs["_beta"] = epilogue
     return Node("Conv", node.inputs[:3], node.outputs[:1], attrs, node.name, "", _CONV_OPSET)

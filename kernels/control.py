@@ -2,7 +2,8 @@
 
 At import every node with graph attributes gets its subgraphs' free variables (outer-scope names
 they use but do not define, nested subgraphs included) appended to its inputs, so the passes see
-those uses. The ``lower`` hooks here compile each subgraph with ``jitort.compiler.compile_graph``
+those uses. The ``lower`` hooks here compile each subgraph (the compiler's ``compile_graph``, reached through
+``kernels.subgraph``)
 into a :class:`SubPlan`: its inputs are the body's formal inputs followed by the free variables it
 needs at run time (constant ones are baked into the body, where they fold). The run-time ops call
 the SubPlan per branch / iteration.
@@ -20,11 +21,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jitort import run_state
+from jitort.arrays import contiguous
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
+from jitort.kernels import subgraph
 from jitort.kernels.registry import Call, Ref, op
-from jitort.onnx_import import contiguous
 
 CPU = "CPUExecutionProvider"
 
@@ -112,15 +114,12 @@ class SubPlan:
                     for a in args[:self.n_formal])
         run = self._specialized.get(key)
         if run is None:
-            from jitort.compiler import compile_graph
-            from jitort.refine import retype
             assert self.generic is not None
             g = copy.deepcopy(self.generic)
             for k, (name, a) in enumerate(zip(g.inputs, args[:self.n_formal])):
                 if isinstance(a, np.ndarray) and _rank_unknown(g.type_of(name)):
                     g.value(name).type = TensorType(a.dtype, tuple(f"?s{k}_{j}" for j in range(a.ndim)))
-            retype(g)
-            compiled = compile_graph(g, [CPU], title=g.name or "subgraph")
+            compiled = subgraph.compile_graph(g, [CPU], title=g.name or "subgraph", retype=True)
 
             def no_feed(feed: dict) -> list:
                 raise Fail("a subgraph plan takes positional inputs only")
@@ -149,7 +148,6 @@ class SubPlan:
 def compile_body(sub: Graph, outer: Graph, free: Sequence[str], formal_types: Sequence[TensorType | None] = (),
                  title: str = "") -> SubPlan:
     """Compile subgraph ``sub`` of a node whose free-variable inputs are ``free`` (in ``outer``)."""
-    from jitort.compiler import compile_graph
     sub = copy.deepcopy(sub)
     for name, t in zip(sub.inputs, formal_types):
         cur = sub.value(name).type
@@ -178,7 +176,7 @@ def compile_body(sub: Graph, outer: Graph, free: Sequence[str], formal_types: Se
     sub.name = title or sub.name or "subgraph"
     if any(_rank_unknown(sub.type_of(i)) for i in sub.inputs[:n_formal]):
         return SubPlan(None, n_formal, pick, checks, generic=sub)  # compiled per call signature
-    compiled = compile_graph(sub, [CPU], title=sub.name)
+    compiled = subgraph.compile_graph(sub, [CPU], title=sub.name)
     compiled.graph = None  # the IR is not needed at run time; keeps the pickled plan small
     return SubPlan(compiled, n_formal, pick, checks)
 

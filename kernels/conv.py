@@ -618,6 +618,7 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
 
 
 conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]
+conv_packed.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 
 
 def _pack_w(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:

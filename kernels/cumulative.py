@@ -6,7 +6,7 @@ import numpy as np
 
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 
 @op("CumProd", since=26)

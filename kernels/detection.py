@@ -7,7 +7,7 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -13,7 +13,7 @@ from onnx import helper
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.registry import compute_dtype, op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 _FLOAT8 = {"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz"}
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 from jitort.passes import const_fold
 
 ML = "ai.onnx.ml"

@@ -17,7 +17,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.ml_scores import LOGISTIC, NONE, PROBIT, classifier_types, float_types, post_code, post_rows
 from jitort.kernels.registry import Call, Ref, op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 ML = "ai.onnx.ml"
 

@@ -16,7 +16,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.ir import TensorType
 from jitort.kernels.ml_scores import float_types, input_dtype
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 ML = "ai.onnx.ml"
 

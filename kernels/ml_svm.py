@@ -36,7 +36,7 @@ from jitort.kernels.ml_linear import argmax_first, rows_f32
 from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, float_types, logistic, post_code,
                                       post_rows)
 from jitort.kernels.registry import Call, Ref, op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 ML = "ai.onnx.ml"
 LINEAR, POLY, RBF, SIGMOID = 0, 1, 2, 3

@@ -27,7 +27,7 @@ from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, 
 from jitort.kernels.ml_tree_layout import (AVERAGE, CLASSIFIER, EQ, GT, GTE, LEAF, LEQ, LT, MIN, ML, SUM,
                                            Ensemble, build_v3, build_v5)
 from jitort.kernels.registry import Call, Ref, op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 BLOCK = 64  # rows walked together: their nodes and features stay in L1/L2 across a tree
 _PARALLEL_WORK = 200_000  # rows x trees below which one thread is faster than handing out parts

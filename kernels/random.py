@@ -18,7 +18,7 @@ from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, default_call, lookup, op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 
 def _generator(seed: float | None) -> np.random.Generator | None:

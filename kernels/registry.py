@@ -17,7 +17,7 @@ Two kinds of op:
 
 Ops onnx has no schema for (onnxruntime's com.microsoft contrib ops, its default-domain extras)
 get no types from onnx's inference: a library registration gives ``infer(node, input types) ->
-output types`` (jitort.refine calls it at import), and an elementwise one is typed by broadcasting.
+output types`` (jitort.frontend.refine calls it at import), and an elementwise one is typed by broadcasting.
 The same rule fills output dtypes onnx's inference leaves unknown for ops it has schemas for
 (ai.onnx.ml opset-1 scores: jitort.passes.shapes.complete_types).
 """

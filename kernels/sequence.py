@@ -15,7 +15,7 @@ from jitort.errors import InvalidArgument
 from jitort.ir import Graph, Node
 from jitort.kernels.control import lower_with_bodies
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 from jitort.passes import const_fold
 
 # These produce lists or empty optionals: constant folding stores numpy arrays and must skip them.

@@ -13,7 +13,7 @@ from onnx import helper
 from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 
 def _complex(x: np.ndarray, op_name: str) -> np.ndarray:

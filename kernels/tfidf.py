@@ -12,7 +12,7 @@ import numpy as np
 
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 
 def _pool(ngram_counts: list, ngram_indexes: list, pool: list, lo: int, hi: int

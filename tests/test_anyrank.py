@@ -8,7 +8,7 @@ from onnx import helper
 
 import jitort
 from jitort.compiler import compile_graph
-from jitort.onnx_import import import_model
+from jitort.frontend.importer import import_model
 from oracle import assert_close, make_model, run_ort
 
 

@@ -53,7 +53,7 @@ def inverted_residual():
 def test_block_matches_ort_with_conv_bn_act_as_one_kernel(build, acts):
     m = build()
     sess = jitort.InferenceSession(m.SerializeToString())
-    g = sess._optimized_graph()
+    g = sess.artifact.ir()
     ops = [n.op_type for n in g.nodes]
     assert "BatchNormalization" not in ops and "Relu" not in ops[:-2] and "Clip" not in ops, ops
     convs = [n for n in g.nodes if n.op_type == "Conv"]

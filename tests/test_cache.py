@@ -296,7 +296,7 @@ def test_worker_processes_precompile_library_calls_and_kernels(tmp_path):
 def test_precompile_jobs_describe_static_calls_only():
     from jitort import compile_pool
     from jitort.compiler import compile_graph
-    from jitort.onnx_import import import_model
+    from jitort.frontend.importer import import_model
     c = compile_graph(import_model(zoo.conv_block(channels=8, size=9, batch=2)), ["CPUExecutionProvider"])
     jobs = compile_pool.jobs_for(c.steps, c.graph)
     calls = [j for j in jobs if not j.kind]
@@ -410,12 +410,12 @@ def test_claimed_jobs_run_once(tmp_path):
 
 
 def test_conv_dtypes_name_what_the_workers_prepare():
-    from jitort.session import _conv_dtypes
+    from jitort.compile_service import conv_dtypes
     from jitort.models import resolve_model
-    assert _conv_dtypes(zoo.conv_block(channels=8, size=9).graph) == ("float32",)
-    assert _conv_dtypes(zoo.mlp().graph) == ()
+    assert conv_dtypes(zoo.conv_block(channels=8, size=9).graph) == ("float32",)
+    assert conv_dtypes(zoo.mlp().graph) == ()
     # the wheel's light models make their weights with ConstantOfShape
-    assert _conv_dtypes(onnx.load(str(resolve_model("light_resnet50"))).graph) == ("float32",)
+    assert conv_dtypes(onnx.load(str(resolve_model("light_resnet50"))).graph) == ("float32",)
 
 
 def test_idle_compile_workers_end_without_jobs():

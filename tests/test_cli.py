@@ -12,6 +12,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from jitort import cli
+from jitort.cli import cache as cli_cache
+from jitort.cli import common
 from jitort.cli import main
 from jitort.models import (LIGHT_MODELS, expected_output, light_models, random_feeds, reference_inputs,
                            resolve_model)
@@ -115,24 +117,24 @@ def test_run_mismatch_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                               monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     model = tiny_model(tmp_path / "m.onnx")
-    monkeypatch.setattr(cli, "compare", lambda a, b: (False, "forced"))
+    monkeypatch.setattr(cli.run, "compare", lambda a, b: (False, "forced"))
     rc, out, _ = cli_run(capsys, "run", model, "--random", "--compare-ort", "--repeat", "0")
     assert rc == 1 and "MISMATCH" in out and "2 output(s) disagree" in out
 
 
 def test_compare() -> None:
     a = np.array([1.0, 2.0, np.nan, np.inf], np.float32)
-    assert cli.compare(a, a.copy())[0]
-    assert cli.compare(a, a + np.float32(1e-5))[0]
-    ok, line = cli.compare(a, a * np.float32(1.01))
+    assert common.compare(a, a.copy())[0]
+    assert common.compare(a, a + np.float32(1e-5))[0]
+    ok, line = common.compare(a, a * np.float32(1.01))
     assert not ok and "max rel err 0.0099" in line
     b = a.copy()
     b[2] = 0
-    ok, line = cli.compare(a, b)
+    ok, line = common.compare(a, b)
     assert not ok and "NaN" in line
-    assert not cli.compare(a, a[:2])[0]
-    assert cli.compare(np.array([True, False]), np.array([True, False]))[0]
-    assert not cli.compare(np.array([3], np.int64), np.array([4], np.int64))[0]
+    assert not common.compare(a, a[:2])[0]
+    assert common.compare(np.array([True, False]), np.array([True, False]))[0]
+    assert not common.compare(np.array([3], np.int64), np.array([4], np.int64))[0]
 
 
 # --- explain ---------------------------------------------------------------------------------------
@@ -176,7 +178,7 @@ def test_explain_a_cached_model_and_an_artifact(tmp_path: Path, capsys: pytest.C
 
 
 def test_cached_source_path(tmp_path: Path) -> None:
-    assert cli.cached_source_path("k_0123456789abcdef0123", "kernels", tmp_path) == \
+    assert cli_cache.cached_source_path("k_0123456789abcdef0123", "kernels", tmp_path) == \
         tmp_path / "kernels" / "01" / "k_0123456789abcdef0123.py"
 
 

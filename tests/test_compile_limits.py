@@ -48,7 +48,7 @@ def _session(model: onnx.ModelProto, cache: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def _fused_bodies(sess: jitort.InferenceSession) -> list[list[Node]]:
-    g = sess._optimized_graph()
+    g = sess.artifact.ir()
     return [n.attrs["body"] for n in g.nodes if n.op_type == FUSED and n.domain == "jitort"]
 
 
@@ -81,7 +81,7 @@ def test_short_chain_is_still_one_kernel(tmp_path: Path, monkeypatch: pytest.Mon
 def test_split_is_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sess, _ = _session(chain_model(MAX_GROUP_OPS + 1, seed=4), tmp_path, monkeypatch)
     assert [len(b) for b in _fused_bodies(sess)] == [MAX_GROUP_OPS, 1]
-    assert any("scalar operations" in note and "split" in note for note in sess._optimized_graph().notes)
+    assert any("scalar operations" in note and "split" in note for note in sess.artifact.ir().notes)
 
 
 def _variadic_feeds(n_inputs: int, dtype: type, seed: int) -> dict[str, np.ndarray]:

@@ -64,7 +64,7 @@ def test_chain_fuses_into_one_kernel():
     feeds = {"x": rand((2, 5, 8), seed=5), "b": rand((8,), seed=6)}
     sess = _check(nodes, feeds, ["y"], {"w": w}, rtol=1e-4, atol=1e-5)
     assert len(sess.compile_report["kernels"]) == 1, sess.compile_report["kernels"]
-    assert "fused" in sess._compiled.plan_source and "BiasGelu" in sess._compiled.plan_source
+    assert "fused" in sess.artifact.plan_source and "BiasGelu" in sess.artifact.plan_source
 
 
 @pytest.mark.parametrize("op", ["Gelu", "FastGelu", "QuickGelu", "BiasGelu"])

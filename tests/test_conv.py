@@ -19,7 +19,7 @@ from jitort.ir import verify
 from jitort.kernels import conv as K
 from jitort.kernels import convtranspose as KT
 from jitort.kernels.registry import lower_node, run_call
-from jitort.onnx_import import import_model
+from jitort.frontend.importer import import_model
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from oracle import assert_close, check, make_model, node_model, rand, run_ort
 
@@ -542,7 +542,7 @@ def test_pass_end_to_end_through_session():
     assert_close(sess.run(None, feeds), run_ort(m, feeds), rtol=1e-4, atol=1e-4)
     if "fuse_conv_epilogue" not in inspect.getsource(compiler):
         pytest.skip("fuse_conv_epilogue is not in the compiler's pass list yet")
-    plan = sess._compiled.plan_source
+    plan = sess.artifact.plan_source
     assert "BatchNormalization" not in plan.split("def run")[1].replace("# Conv", "")
     assert plan.count("conv_packed(") == 1 and "act=1" in plan
 
@@ -564,9 +564,9 @@ def test_lowering_prepares_the_weights_of_the_path_that_runs(dims):
     sess = jitort.InferenceSession(m.SerializeToString())
     assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), rtol=1e-4, atol=1e-4)
     import re
-    (line,) = [ln for ln in sess._compiled.plan_source.splitlines() if "conv_packed(" in ln]
+    (line,) = [ln for ln in sess.artifact.plan_source.splitlines() if "conv_packed(" in ln]
     names = re.search(r"conv_packed\((\w+), (\w+), (\w+), (\w+), (\w+),", line).groups()
-    packed, b, prm, wino = (sess._compiled.consts[n] for n in names[1:])
+    packed, b, prm, wino = (sess.artifact.consts[n] for n in names[1:])
     assert isinstance(wino, np.ndarray)
     assert (packed.size == 0) == isinstance(dims[0], int)
     if isinstance(dims[0], int):  # a shape the weights were not prepared for is refused, not computed wrong

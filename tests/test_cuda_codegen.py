@@ -18,7 +18,7 @@ from jitort import zoo  # noqa: E402
 from jitort.codegen.cuda import compile_ptx, fused_cuda_kernel  # noqa: E402
 from jitort.compiler import optimize  # noqa: E402
 from jitort.errors import NotImplemented as OrtNotImplemented  # noqa: E402
-from jitort.onnx_import import import_model  # noqa: E402
+from jitort.frontend.importer import import_model  # noqa: E402
 
 
 def _fused_groups(model):
@@ -51,7 +51,7 @@ SIM = textwrap.dedent("""
     from jitort import zoo, cache
     from jitort.codegen.cuda import fused_cuda_kernel
     from jitort.compiler import optimize
-    from jitort.onnx_import import import_model
+    from jitort.frontend.importer import import_model
     model = zoo.elementwise_chain(shape=(2, 3, 4, 5))
     g = optimize(import_model(model), ["CPUExecutionProvider"])
     (n,) = [n for n in g.nodes if n.op_type == "FusedElementwise"]

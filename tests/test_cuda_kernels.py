@@ -201,7 +201,7 @@ def _run_group(group: str) -> dict[str, str | None]:
 
     from jitort.compiler import compile_graph
     from jitort.errors import InvalidArgument
-    from jitort.onnx_import import import_model
+    from jitort.frontend.importer import import_model
     from jitort.passes.conv_epilogue import fuse_conv_epilogue
     results: dict[str, str | None] = {}
     for name, model, feeds, opts in GROUPS[group]():
@@ -286,7 +286,7 @@ def test_library_kernel_compiles_to_sm90(qual: str, key: str) -> None:
 
 def _partitioned(build: Callable[[], Any]) -> Any:
     from jitort.compiler import optimize
-    from jitort.onnx_import import import_model
+    from jitort.frontend.importer import import_model
     return optimize(import_model(build()), [CUDA, "CPUExecutionProvider"], check=True)
 
 

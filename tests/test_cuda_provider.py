@@ -27,7 +27,7 @@ import jitort as ort
 from jitort import zoo
 from jitort.compiler import compile_graph, optimize
 from jitort.ir import Graph, verify
-from jitort.onnx_import import import_model
+from jitort.frontend.importer import import_model
 
 HERE = Path(__file__).parent
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -265,7 +265,7 @@ def _sim_session(names: list[str]) -> dict[str, Any]:
         want = _ort(model, feeds)
         sess = ort.InferenceSession(model.SerializeToString(), providers=BOTH)
         assert sess.get_providers() == BOTH
-        on_cuda = {n.op_type for n in sess._optimized_graph().nodes if n.provider == CUDA}
+        on_cuda = {n.op_type for n in sess.artifact.ir().nodes if n.provider == CUDA}
         got = sess.run(None, feeds)
         err = [float(np.abs(a - b).max()) for a, b in zip(got, want)]
         # IOBinding (a second run: the arena is reused): device OrtValue inputs, the output left on the device

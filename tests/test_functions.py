@@ -16,8 +16,8 @@ from onnx import helper
 import jitort
 import jitort.backend as backend
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.functions import expand_functions, function_of
-from jitort.onnx_import import import_model
+from jitort.frontend.functions import expand_functions, function_of
+from jitort.frontend.importer import import_model
 from oracle import ORT_MAX_IR, check, make_model, node_model, rand, run_jitort
 
 F = TP.FLOAT
@@ -227,7 +227,7 @@ def test_unknown_op_without_function_is_not_implemented() -> None:
 
 def test_expand_functions_yields_versions() -> None:
     m = node_model("Swish", {"x": rand([3])}, opset=24)
-    from jitort.onnx_import import infer, opsets_of
+    from jitort.frontend.importer import infer, opsets_of
     g = infer(m).graph
     values: dict = {}
     out = list(expand_functions(g, opsets_of(m), values))

@@ -24,7 +24,7 @@ from jitort.bench.flops import count_model
 from jitort.bench.workload import prepare
 from jitort.cli import main
 from jitort.codegen.plan import PROFILE_STEPS
-from jitort.profile_compare import by_op_type, format_comparison, measured_runs
+from jitort.cli.profile import by_op_type, format_comparison, measured_runs
 from oracle import ORT_MAX_IR
 
 ORT_ARGS = ("op_name", "provider", "node_index", "activation_size", "parameter_size", "output_size",
@@ -69,7 +69,7 @@ def test_cnn_one_event_per_step_with_nodes_shapes_and_flops(tmp_path: Path) -> N
     for _ in range(2):
         sess.run(None, {"x": x})
     events = _trace(sess.end_profiling())
-    steps = sess._compiled.consts[PROFILE_STEPS]
+    steps = sess.artifact.consts[PROFILE_STEPS]
     runs = measured_runs(events)
     assert len(runs) == 2
     for run in runs:  # one event per plan step, in plan order
@@ -220,16 +220,16 @@ def test_plain_plan_has_no_timing_code(tmp_path: Path) -> None:
     profiled = ort.InferenceSession(model, _options(tmp_path / "p"))
     again = ort.InferenceSession(model)  # the plain plan, from the cache: not the profiled entry
     for s in (plain, again):
-        assert not any(t in s._compiled.plan_source for t in TIMING)
-        assert PROFILE_STEPS not in s._compiled.consts
-    assert all(t in profiled._compiled.plan_source for t in TIMING)
-    assert profiled._compiled.plan_name != plain._compiled.plan_name == again._compiled.plan_name
+        assert not any(t in s.artifact.plan_source for t in TIMING)
+        assert PROFILE_STEPS not in s.artifact.consts
+    assert all(t in profiled.artifact.plan_source for t in TIMING)
+    assert profiled.artifact.plan_name != plain.artifact.plan_name == again.artifact.plan_name
     x = np.random.default_rng(2).standard_normal((1, 8, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(plain.run(None, {"x": x})[0], profiled.run(None, {"x": x})[0])
     cached = ort.InferenceSession(model, _options(tmp_path / "q"))  # the profiled plan from the cache
-    assert cached._compiled.loaded_from and cached._compiled.plan_name == profiled._compiled.plan_name
+    assert cached.artifact.loaded_from and cached.artifact.plan_name == profiled.artifact.plan_name
     cached.run(None, {"x": x})
-    assert len(measured_runs(_trace(cached.end_profiling()))[0]) == len(cached._compiled.consts[PROFILE_STEPS])
+    assert len(measured_runs(_trace(cached.end_profiling()))[0]) == len(cached.artifact.consts[PROFILE_STEPS])
 
 
 def test_artifact_with_profiling_runs_the_profiled_plan(tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_artifact_with_profiling_runs_the_profiled_plan(tmp_path: Path) -> None:
     onnx.save(zoo.conv_block(channels=8, size=8, batch=1), str(path))
     assert main(["compile", str(path), "-o", str(art)]) == 0
     plain = ort.InferenceSession(str(art))
-    assert plain._compiled.loaded_from and not any(t in plain._compiled.plan_source for t in TIMING)
+    assert plain.artifact.loaded_from and not any(t in plain.artifact.plan_source for t in TIMING)
     profiled = ort.InferenceSession(str(art), _options(tmp_path / "p"))  # the artifact's plan is the plain one
     x = np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(profiled.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
@@ -257,7 +257,7 @@ def test_concurrent_profiled_runs_are_recorded_apart(tmp_path: Path) -> None:
     events = _trace(sess.end_profiling())
     runs = [e for e in events if e["name"] == "model_run"]
     assert len(runs) == 15 and len({e["tid"] for e in runs}) == 3
-    steps = len(sess._compiled.consts[PROFILE_STEPS])
+    steps = len(sess.artifact.consts[PROFILE_STEPS])
     for tid in {e["tid"] for e in runs}:
         mine = [e for e in events if e["cat"] == "Node" and e["tid"] == tid]
         assert [int(e["args"]["node_index"]) for e in mine] == list(range(steps)) * 5
@@ -329,7 +329,7 @@ def test_hostile_node_names_reach_the_trace_as_data(kind: str, tmp_path: Path,
     inputs = [i.name for i in sess.get_inputs()]
     np.testing.assert_allclose(sess.run(None, {inputs[0]: x, inputs[1]: np.array(True)})[0], _expected(x, True),
                                rtol=1e-5, atol=1e-6)
-    assert not sentinel.exists() and sess._compiled.plan_source.isascii()
+    assert not sentinel.exists() and sess.artifact.plan_source.isascii()
     events = [e for e in _trace(sess.end_profiling()) if e["cat"] == "Node"]
     covered = [n for e in events for n in e["args"]["nodes"]]
     assert p + "|matmul" in covered and p + "|if" in covered  # the names exactly, not escaped

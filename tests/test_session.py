@@ -164,11 +164,11 @@ def test_twenty_op_chain_is_one_kernel():
     m, n_ops = _chain_model()
     assert n_ops == 20
     sess = ort.InferenceSession(m.SerializeToString())
-    g = sess._optimized_graph()
+    g = sess.artifact.ir()
     assert [n.op_type for n in g.nodes] == ["FusedElementwise"]
     assert len(g.nodes[0].attrs["body"]) == 20
-    assert len(sess._compiled.kernel_sources) == 1
-    assert "fused" in sess._compiled.plan_source and "(flat)" in next(iter(sess._compiled.kernel_sources.values()))
+    assert len(sess.artifact.kernel_sources) == 1
+    assert "fused" in sess.artifact.plan_source and "(flat)" in next(iter(sess.artifact.kernel_sources.values()))
     for batch in (1, 2, 5):
         x = rand((batch, 3, 8, 16), np.float32, 10 + batch)
         check(m, {"x": x}, rtol=2e-5, atol=1e-6)
@@ -201,8 +201,8 @@ def test_constant_folding_and_identity_removal():
              helper.make_node("Mul", ["xi", "c2"], ["z"])]
     m = make_model(nodes, {"x": (np.float32, [4])}, ["z"], {"c": np.array([4, 9, 16, 25], np.float32)})
     sess = ort.InferenceSession(m.SerializeToString())
-    ops = [n.op_type for n in sess._optimized_graph().nodes]
-    assert ops == ["FusedElementwise"] and len(sess._optimized_graph().nodes[0].attrs["body"]) == 1
+    ops = [n.op_type for n in sess.artifact.ir().nodes]
+    assert ops == ["FusedElementwise"] and len(sess.artifact.ir().nodes[0].attrs["body"]) == 1
     check(m, {"x": rand((4,), np.float32)})
 
 

@@ -39,7 +39,7 @@ def test_matches_ort_and_new_length_compiles_nothing(build):
 
 def test_bert_fuses_gelu_and_mask_chains():
     sess = jitort.InferenceSession(zoo.bert_layer().SerializeToString())
-    g = sess._optimized_graph()
+    g = sess.artifact.ir()
     fused = [n for n in g.nodes if n.op_type == "FusedElementwise"]
     bodies = [[b.op_type for b in n.attrs["body"]] for n in fused]
     assert any({"Erf", "Div", "Add", "Mul"} <= set(ops) for ops in bodies), bodies

@@ -13,7 +13,7 @@ import numpy as np
 
 from jitort import memory
 from jitort.ir import Graph, Node
-from jitort.onnx_import import contiguous
+from jitort.arrays import contiguous
 
 # Ops whose result must not be computed once: random generators give fresh values on every run.
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jitort.cli.common import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, UsageError, compare, ort_session, parse_dims
+
 __all__ = ["OpRow", "add_parser", "by_op_type", "cmd_profile", "format_comparison", "measured_runs"]
 
 PREFIX = "Fused"  # onnxruntime's fused kernels: FusedConv, FusedGemm, FusedMatMul ...
@@ -143,12 +145,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import jitort
     from jitort.bench.machine import cpu_info
     from jitort.bench.workload import prepare
-    from jitort.cli import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, UsageError, _ort_session, _parse_dims, compare
     from jitort.profiling import PEAKS_CONFIG_KEY
     if args.runs < 1 or args.warmup < 0:
         raise UsageError("--runs must be at least 1 and --warmup at least 0")
     try:
-        wl = prepare(args.model, args.batch, _parse_dims(args.dim), args.seq, args.seed)
+        wl = prepare(args.model, args.batch, parse_dims(args.dim), args.seq, args.seed)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="jitort-profile-"))
@@ -166,7 +167,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"jitort profile: jitort failed to load {args.model}: {type(e).__name__}: {e}")
         return EXIT_FAILED
     try:
-        osess = _ort_session(wl.proto, args.threads, profile_prefix=str(out / "onnxruntime"))
+        osess = ort_session(wl.proto, args.threads, profile_prefix=str(out / "onnxruntime"))
     except ImportError:
         raise UsageError("onnxruntime is not installed (pip install onnxruntime)") from None
     except Exception as e:  # noqa: BLE001

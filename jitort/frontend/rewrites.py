@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, NodeProto, TypeProto, helper, numpy_helper
 
+from jitort.kernels.lowbit import numba_typed
+
 _fresh = itertools.count()
 
 
@@ -117,7 +119,6 @@ def with_free_variables(n: NodeProto) -> NodeProto:
 
 
 def untypable(n: NodeProto, values: dict[str, Any]) -> bool:
-    from jitort.kernels.lowbit import numba_typed
     dts = [values[i].type.dtype for i in n.input if i and i in values]
     for a in n.attribute:
         if a.name == "to":

@@ -20,32 +20,14 @@ import onnx
 from onnx import AttributeProto, NodeProto, TypeProto, helper, numpy_helper
 
 from jitort import memory
+from jitort.evaluate import evaluate
+from jitort.ir import Graph, Node, TensorType, Value
+from jitort.kernels.registry import lookup
+from jitort.passes.shapes import broadcast_shapes
+from jitort.protos import (MAX_DATA_ELEMENTS, attr_value, constant_value, fill_defaults, tensor_type, type_proto,
+                           unknown, unknown_dim)
 
-def type_proto(t: Any) -> TypeProto:
-    """TypeProto of an importer TensorType (unknown dims become unnamed)."""
-    if t is None or t.dtype is None:
-        return TypeProto()
-    try:
-        elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype))
-    except Exception:
-        return TypeProto()
-    # Symbolic names travel (onnx's inference then relates outputs to inputs); jitort's own
-    # placeholders for unknown dims do not: they promise nothing.
-    shape = None if t.shape is None else [d if isinstance(d, int) or not _placeholder(d) else None
-                                          for d in t.shape]
-    return helper.make_tensor_type_proto(elem, shape)
-
-
-def _placeholder(d: Any) -> bool:
-    return isinstance(d, str) and (d.startswith("?") or d.startswith("unk__"))
-
-
-MAX_DATA_ELEMENTS = 4096  # constant values evaluated at import to sharpen inference (shape arithmetic)
 MAX_DATA_BYTES = MAX_DATA_ELEMENTS * 16
-
-
-def unknown(t: Any) -> bool:
-    return t is None or t.dtype is None or t.shape is None or any(_placeholder(d) for d in t.shape)
 
 
 class Refiner:
@@ -90,22 +72,17 @@ class Refiner:
     def _registered(self, n: NodeProto, domain: str, version: int) -> None:
         """Types for the outputs of an op onnx has no schema for (contrib ops): broadcasting for an
         elementwise registration, the registration's ``infer`` for a library one."""
-        from jitort.ir import Node, Value
-        from jitort.kernels.registry import lookup
-        from jitort.onnx_import import _attr_value
-        from jitort.passes.shapes import broadcast_shapes
         outs = [o for o in n.output if o]
         if not outs or not any(unknown(self.values[o].type) if o in self.values else True for o in outs):
             return
         d = lookup(n.op_type, domain, version)
         ins = [self.values[i].type if i and i in self.values else None for i in n.input]
-        attrs = {a.name: _attr_value(a, {}, {}) for a in n.attribute}
+        attrs = {a.name: attr_value(a) for a in n.attribute}
         node = Node(n.op_type, list(n.input), list(n.output), attrs, n.name or n.op_type, domain, version)
         if d.is_elementwise:
             known = [t for t in ins if t is not None]
             if len(known) != len([i for i in n.input if i]) or any(t.dtype is None or t.shape is None for t in known):
                 return
-            from jitort.ir import TensorType
             dts = [np.dtype(t.dtype) for t in known]
             shape = broadcast_shapes([t.shape for t in known])  # type: ignore[misc]
             types = [TensorType(d.out_dtype(node, dts) if d.out_dtype else dts[0], shape)]
@@ -122,10 +99,8 @@ class Refiner:
                 self.types[o] = type_proto(t)
 
     def _node(self, n: NodeProto, version: int, opsets: dict[str, int]) -> None:
-        from jitort.ir import Value
-        from jitort.onnx_import import constant_value, tensor_type, _attr_value
         if n.op_type == "Constant":
-            a = constant_value({x.name: _attr_value(x, {}, {}) for x in n.attribute}, n.name)
+            a = constant_value({x.name: attr_value(x) for x in n.attribute}, n.name)
             if a.size <= MAX_DATA_ELEMENTS and a.dtype != object:
                 self.data[n.output[0]] = a
             return
@@ -171,8 +146,6 @@ class Refiner:
     def _reduce_rank(self, n: NodeProto, out: str) -> None:
         """A reduction with run-time axes: keepdims keeps the rank; otherwise a static number of
         axes removes that many (onnx's inference gives up without the axes' values)."""
-        from jitort.ir import TensorType, Value
-        from jitort.onnx_import import _unknown_dims
         x = self.values.get(n.input[0])
         if x is None or x.type.shape is None:
             return
@@ -187,7 +160,7 @@ class Refiner:
                 return
             new_rank = rank - axes.type.shape[0]
         dt = self.values[out].type.dtype or x.type.dtype
-        self.values[out] = Value(out, TensorType(dt, tuple(f"?{next(_unknown_dims)}" for _ in range(new_rank))))
+        self.values[out] = Value(out, TensorType(dt, tuple(unknown_dim() for _ in range(new_rank))))
         self.types.pop(out, None)
 
     def _evaluate(self, n: NodeProto, version: int, outs: list[str]) -> None:
@@ -207,11 +180,8 @@ class Refiner:
             return
         if not all(o in self.values and self.values[o].type.dtype is not None for o in outs):
             return
-        from jitort.compiler import evaluate
-        from jitort.ir import Graph, Node, Value
-        from jitort.onnx_import import _attr_value, _fill_defaults
-        attrs = {a.name: _attr_value(a, {}, {}) for a in n.attribute}
-        _fill_defaults(n.op_type, "", version, attrs)
+        attrs = {a.name: attr_value(a) for a in n.attribute}
+        fill_defaults(n.op_type, "", version, attrs)
         node = Node(n.op_type, list(n.input), list(n.output), attrs, n.name or n.op_type, "", version)
         vals = {i: Value(i, self.values[i].type if i in self.values else _tensor_type_of(self.data[i]),
                          self.data[i]) for i in ins}
@@ -230,7 +200,6 @@ _NO_EVAL = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformL
 
 
 def _tensor_type_of(a: np.ndarray) -> Any:
-    from jitort.ir import TensorType
     return TensorType(a.dtype, tuple(a.shape))
 
 
@@ -243,56 +212,3 @@ def active() -> list[Refiner]:
     if not hasattr(_local, "stack"):
         _local.stack = []
     return _local.stack
-
-
-def _ir_attr(name: str, v: Any) -> AttributeProto | None:
-    if v is None:
-        return None
-    if isinstance(v, np.ndarray):
-        return helper.make_attribute(name, numpy_helper.from_array(v))
-    if isinstance(v, (list, tuple)) and v and isinstance(v[0], np.ndarray):
-        return helper.make_attribute(name, [numpy_helper.from_array(x) for x in v])
-    try:
-        return helper.make_attribute(name, v)
-    except Exception:
-        return None
-
-
-def retype(g: Any) -> None:
-    """Re-run onnx's per-node type inference over an IR graph in order, filling outputs whose type
-    is unknown or partial (after its inputs were given sharper types, e.g. a subgraph compiled for
-    the ranks it is called with). Nodes with subgraph attributes keep their types."""
-    from jitort.ir import Graph
-    from jitort.onnx_import import tensor_type
-    for n in g.nodes:
-        outs = [o for o in n.outputs if o]
-        if not any(unknown(g.type_of(o)) for o in outs):
-            continue
-        if any(isinstance(a, Graph) or (isinstance(a, list) and a and isinstance(a[0], Graph))
-               for a in n.attrs.values()):
-            continue
-        try:
-            schema = onnx.defs.get_schema(n.op_type, n.version, n.domain)
-        except Exception:
-            continue
-        proto = helper.make_node(n.op_type, list(n.inputs), list(n.outputs), domain=n.domain or None)
-        proto.attribute.extend(a for a in (_ir_attr(k, v) for k, v in n.attrs.items()) if a is not None)
-        ins = {i: type_proto(g.type_of(i)) for i in n.inputs if i}
-        if any(t.WhichOneof("value") is None for t in ins.values()):
-            continue
-        data = {}
-        for i in ins:
-            c = g.const(i)
-            if c is not None and c.size <= MAX_DATA_ELEMENTS and c.dtype != object:
-                data[i] = numpy_helper.from_array(c, i)
-        try:
-            inferred = onnx.shape_inference.infer_node_outputs(
-                schema, proto, ins, data, opset_imports=[helper.make_opsetid(n.domain, n.version)])
-        except Exception:
-            continue
-        for o, t in inferred.items():
-            new = tensor_type(t)
-            old = g.type_of(o)
-            if new.dtype is not None and new.shape is not None and (old.shape is None or old.dtype is None or
-                                                                    unknown(old) and not unknown(new)):
-                g.value(o).type = new

@@ -16,7 +16,7 @@ Model-local functions (``ModelProto.functions``) are inlined by onnx's own inlin
 (:func:`inline_local_functions`); the schema functions they call then expand here.
 
 :func:`expand_functions` is the importer's one hook: besides expansion it applies the node rewrites
-of :mod:`jitort.rewrites` and the type refinement of :mod:`jitort.refine` to every node it yields.
+of :mod:`jitort.frontend.rewrites` and the type refinement of :mod:`jitort.frontend.refine` to every node it yields.
 """
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, FunctionProto, NodeProto, TypeProto, helper, numpy_helper
 
-from jitort.refine import Refiner, active, type_proto
-from jitort.rewrites import (LEGACY_BROADCAST, castlike_as_cast, defined_in, in_domain, legacy_broadcast,
-                             type_bodies, untypable, with_free_variables)
+from jitort.frontend.refine import Refiner, active
+from jitort.frontend.rewrites import (LEGACY_BROADCAST, castlike_as_cast, defined_in, in_domain, legacy_broadcast,
+                                      type_bodies, untypable, with_free_variables)
+from jitort.protos import tensor_type, type_proto
 
 _fresh = itertools.count()
 MAX_CONST_ELEMENTS = 1 << 16  # constants larger than this are not handed to shape inference
@@ -223,7 +224,6 @@ def expand_functions(g: onnx.GraphProto, opsets: dict[str, int], values: dict[st
 def _expand(g: onnx.GraphProto, opsets: dict[str, int], values: dict[str, Any], types: dict[str, TypeProto],
             refine: Refiner) -> Iterator[tuple[NodeProto, int]]:
     from jitort.ir import Value
-    from jitort.onnx_import import tensor_type
     stack: list[tuple[NodeProto, int | None]] = [(n, None) for n in reversed(g.node)]
     while stack:
         n, ver = stack.pop()

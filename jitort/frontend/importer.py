@@ -7,29 +7,21 @@ constant values, attribute defaults filled from the op schema, subgraphs importe
 from __future__ import annotations
 
 import itertools
-import math
 import os
-import re
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import AttributeProto, helper, numpy_helper
+from onnx import AttributeProto
 
-from jitort import memory, validate
-from jitort.codegen.source import comment_safe
+from jitort import protos, validate
+from jitort.arrays import contiguous
 from jitort.dtypes import type_string
 from jitort.errors import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+from jitort.frontend.functions import expand_functions, inline_local_functions
 from jitort.ir import Dim, Graph, Node, TensorType, Value, toposort
+from jitort.protos import constant_value, fill_defaults, sparse_to_array, tensor_type, to_array
 from jitort.runtime_info import warn
-
-_unknown_dims = itertools.count()
-
-
-def contiguous(a: np.ndarray) -> np.ndarray:
-    """C-contiguous and writeable (Numba types read-only arrays apart); 0-d stays 0-d, unlike
-    np.ascontiguousarray."""
-    return a if a.flags.c_contiguous and a.flags.writeable else np.array(a, order="C", copy=True)
 
 
 def load_model(model: str | bytes | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, bytes | None]:
@@ -196,7 +188,6 @@ def distinct_input_dims(proto: onnx.ModelProto, across_inputs: bool = False) -> 
 def import_model(proto: onnx.ModelProto, distinct_dims: bool = False) -> Graph:
     """The IR of ``proto``. Symbolic dims repeated within an input are bound independently; with
     ``distinct_dims`` names shared across inputs too (see :func:`distinct_input_dims`)."""
-    from jitort.functions import inline_local_functions
     proto = distinct_input_dims(proto, across_inputs=distinct_dims)
     proto = inline_local_functions(proto)  # model-local functions: onnx's inliner, before inference
     opsets = opsets_of(proto)
@@ -251,86 +242,6 @@ def _shape_text(shape: tuple[Dim, ...]) -> str:
     return "[" + ", ".join("?" if isinstance(d, str) and d.startswith("?") else str(d) for d in shape) + "]"
 
 
-def _np_dtype(elem_type: int) -> np.dtype | None:
-    if elem_type == 0:
-        return None
-    try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
-    except Exception:
-        return None
-
-
-def tensor_type(tp: onnx.TypeProto) -> TensorType:
-    if not tp.HasField("tensor_type"):
-        return TensorType()  # sequences / optionals: typed later by the ops that use them
-    tt = tp.tensor_type
-    shape: tuple[Dim, ...] | None = None
-    if tt.HasField("shape"):
-        dims: list[Dim] = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value") and d.dim_value >= 0:
-                dims.append(int(d.dim_value))
-            elif d.HasField("dim_param") and d.dim_param:
-                dims.append(d.dim_param)
-            else:
-                dims.append(f"?{next(_unknown_dims)}")
-        shape = tuple(dims)
-    return TensorType(_np_dtype(tt.elem_type), shape)
-
-
-def to_array(t: onnx.TensorProto) -> np.ndarray:
-    """A TensorProto's data (initializer or attribute), checked against its dims and type first:
-    onnxruntime's ``Fail`` naming the tensor for negative or overflowing dims, a data size that does
-    not match them, or anything else onnx's decoder rejects."""
-    if t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data:
-        raise InvalidGraph(f"initializer '{t.name}' uses external data that was not loaded "
-                           "(load the model from its path so the data file can be found)")
-    what = f"Initializer '{comment_safe(t.name)}'"
-    dims = [int(d) for d in t.dims]
-    if any(d < 0 for d in dims):
-        raise Fail(f"{what}: Out of bounds dimensions {dims}: a dimension is negative")
-    dt = _np_dtype(t.data_type)
-    if dt is None:
-        raise Fail(f"{what}: unknown tensor data type {t.data_type}")
-    count = math.prod(dims)
-    nbytes = (count + 1) // 2 if t.data_type in _FOUR_BIT else count * (8 if dt == object else dt.itemsize)
-    if nbytes > memory.limit():
-        raise Fail(f"{what}: dims {dims} need {nbytes} bytes, over jitort's limit of {memory.limit()} bytes "
-                   f"per tensor (session config entry {memory.CONFIG_KEY})")
-    if t.HasField("raw_data") and len(t.raw_data) != nbytes:
-        raise Fail(f"{what}: raw_data size ({len(t.raw_data)} bytes) does not match expected size from shape "
-                   f"and data type ({nbytes} bytes)")
-    try:
-        a = numpy_helper.to_array(t)
-    except Exception as e:  # noqa: BLE001 - a malformed tensor is the model's error, named
-        m = _RESHAPE.search(str(e))
-        if m:
-            raise Fail(f"{what}: data field count ({m.group(1)}) does not match expected count from shape "
-                       f"({count})") from None
-        raise Fail(f"{what}: cannot decode its data ({type(e).__name__}: {e})") from None
-    return contiguous(a)
-
-
-_FOUR_BIT = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4, *(
-    [onnx.TensorProto.FLOAT4E2M1] if hasattr(onnx.TensorProto, "FLOAT4E2M1") else [])}
-_RESHAPE = re.compile(r"cannot reshape array of size (\d+)")
-
-
-def _sparse_to_array(t: onnx.SparseTensorProto) -> np.ndarray:
-    """A sparse initializer densified, its dense size checked against the tensor limit first."""
-    what = f"Sparse initializer '{comment_safe(t.values.name)}'"
-    dims = [int(d) for d in t.dims]
-    dt = _np_dtype(t.values.data_type)
-    if any(d < 0 for d in dims) or dt is None:
-        raise Fail(f"{what}: dims {dims} or data type {t.values.data_type} is invalid")
-    memory.check(what, dims, dt)
-    to_array(t.values)
-    try:
-        return numpy_helper.to_array(t)
-    except Exception as e:  # noqa: BLE001 - a malformed tensor is the model's error, named
-        raise Fail(f"{what}: cannot decode it ({type(e).__name__}: {e})") from None
-
-
 def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[str, TensorType]) -> Graph:
     validate.graph_inputs(g)
     values: dict[str, Value] = {}
@@ -342,7 +253,7 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
         values[t.name] = Value(t.name, TensorType(a.dtype, tuple(a.shape)), a)
         init_names.add(t.name)
     for t in g.sparse_initializer:
-        a = _sparse_to_array(t)  # densified
+        a = sparse_to_array(t)  # densified
         name = t.values.name
         values[name] = Value(name, TensorType(a.dtype, tuple(a.shape)), contiguous(a))
         init_names.add(name)
@@ -355,74 +266,27 @@ def import_graph(g: onnx.GraphProto, opsets: dict[str, int], outer_types: dict[s
             values[vi.name] = Value(vi.name, t)
     inputs = [i.name for i in g.input if i.name not in init_names]
     nodes: list[Node] = []
-    from jitort.functions import expand_functions  # function ops without a kernel -> their bodies
+    # function ops without a kernel -> their bodies
     for i, (n, version) in enumerate(expand_functions(g, opsets, values)):
         domain = "" if n.domain == "ai.onnx" else n.domain
         validate.node(n, domain, opsets)
-        attrs = {a.name: _attr_value(a, opsets, values) for a in n.attribute}
+        attrs = {a.name: attr_value(a, opsets, values) for a in n.attribute}
         name = n.name or f"{n.op_type}_{i}"
         if n.op_type == "Constant" and domain == "":
             out = n.output[0]
             a = constant_value(attrs, name)
             values[out] = Value(out, TensorType(a.dtype, tuple(a.shape)), a)
             continue
-        _fill_defaults(n.op_type, domain, version, attrs)
+        fill_defaults(n.op_type, domain, version, attrs)
         nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, domain, version))
     return Graph(toposort(nodes), inputs, [o.name for o in g.output], values, dict(opsets), g.name)
 
 
-def constant_value(attrs: dict[str, Any], node_name: str) -> np.ndarray:
-    if "value" in attrs:
-        return contiguous(attrs["value"])
-    if "value_float" in attrs:
-        return np.array(attrs["value_float"], np.float32)
-    if "value_floats" in attrs:
-        return np.array(attrs["value_floats"], np.float32)
-    if "value_int" in attrs:
-        return np.array(attrs["value_int"], np.int64)
-    if "value_ints" in attrs:
-        return np.array(attrs["value_ints"], np.int64)
-    if "value_string" in attrs:
-        return np.array(attrs["value_string"], object)
-    if "value_strings" in attrs:
-        return np.array(attrs["value_strings"], object)
-    if "sparse_value" in attrs:
-        return contiguous(attrs["sparse_value"])
-    raise InvalidGraph(f"Constant node '{node_name}' has no value attribute")
-
-
-def _attr_value(a: AttributeProto, opsets: dict[str, int], values: dict[str, Value]) -> Any:
-    if a.ref_attr_name:
-        raise InvalidGraph(f"attribute '{a.name}' refers to function attribute '{a.ref_attr_name}' outside a function")
-    if a.type == AttributeProto.GRAPH:
+def attr_value(a: AttributeProto, opsets: dict[str, int], values: dict[str, Value]) -> Any:
+    """An attribute's value; a GRAPH/GRAPHS attribute is imported as an IR subgraph that sees
+    ``values`` (the enclosing graph's) as outer scope."""
+    if a.type == AttributeProto.GRAPH and not a.ref_attr_name:
         return import_graph(a.g, opsets, {k: v.type for k, v in values.items()})
-    if a.type == AttributeProto.GRAPHS:
+    if a.type == AttributeProto.GRAPHS and not a.ref_attr_name:
         return [import_graph(x, opsets, {k: v.type for k, v in values.items()}) for x in a.graphs]
-    if a.type == AttributeProto.TENSOR:
-        return to_array(a.t)
-    if a.type == AttributeProto.SPARSE_TENSOR:
-        return contiguous(_sparse_to_array(a.sparse_tensor))
-    if a.type == AttributeProto.TENSORS:
-        return [to_array(t) for t in a.tensors]
-    v = helper.get_attribute_value(a)
-    if isinstance(v, bytes):  # string attributes are bytes in the proto: not always valid UTF-8
-        return v.decode("utf-8", "backslashreplace")
-    if isinstance(v, list) and v and isinstance(v[0], bytes):
-        return [x.decode("utf-8", "backslashreplace") for x in v]
-    if a.type == AttributeProto.TYPE_PROTO:
-        return v
-    if isinstance(v, list):
-        return list(v)
-    return v
-
-
-def _fill_defaults(op_type: str, domain: str, version: int, attrs: dict[str, Any]) -> None:
-    """Attribute defaults come from the schema, never retyped in op code."""
-    try:
-        schema = onnx.defs.get_schema(op_type, version, domain)
-    except Exception:
-        return
-    for name, a in schema.attributes.items():
-        if name not in attrs and a.default_value is not None and a.default_value.type != 0:
-            attrs[name] = _attr_value(a.default_value, {}, {})
-
+    return protos.attr_value(a)
