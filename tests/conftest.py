@@ -4,6 +4,9 @@ import tempfile
 # Tests use a private, per-run cache so they never depend on (or pollute) the user's cache;
 # pytest-xdist workers share it, which also exercises the cache's locking.
 os.environ.setdefault("JITORT_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jitort-test-cache-{os.getuid()}"))
+# The IR is verified after every pass (jitort.compiler.optimize), so a pass that leaves it broken
+# fails where it broke it.
+os.environ.setdefault("JITORT_DEBUG", "1")
 
 
 def pytest_report_header(config):  # noqa: ANN001, ANN201 - pytest's hook signature
