@@ -28,6 +28,7 @@ from jitort.dtypes import type_string
 from jitort.errors import InvalidArgument, RuntimeException
 from jitort.frontend.importer import distinct_input_dims, load_model
 from jitort.ir import Dim
+from jitort.kernels.threads import set_num_threads, usable_cpus
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers, logger, warn
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, _is_device
@@ -441,7 +442,6 @@ class InferenceSession:
         mode = config.get(profiling.PEAKS_CONFIG_KEY, "measure")
         peaks = None
         if profiler.steps is not None:
-            from jitort.kernels.threads import usable_cpus
             threads = int(self._sess_options.intra_op_num_threads or 0) or usable_cpus()
             peaks = profiling.machine_peaks(threads, mode, self._cache.root if self._cache.enabled else None)
         try:
@@ -462,5 +462,4 @@ class InferenceSession:
         n = int(self._sess_options.intra_op_num_threads or 0)
         conv_model = self._compiled.own_threads
         if n > 0 or conv_model:
-            from jitort.kernels.threads import set_num_threads, usable_cpus
             set_num_threads(n if n > 0 else usable_cpus(), blas=1 if conv_model else None)

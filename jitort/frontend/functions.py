@@ -30,6 +30,8 @@ from onnx import AttributeProto, FunctionProto, NodeProto, TypeProto, helper, nu
 from jitort.frontend.refine import Refiner, active
 from jitort.frontend.rewrites import (LEGACY_BROADCAST, castlike_as_cast, defined_in, in_domain, legacy_broadcast,
                                       type_bodies, untypable, with_free_variables)
+from jitort.ir import Value
+from jitort.kernels.registry import is_registered
 from jitort.protos import tensor_type, type_proto
 
 _fresh = itertools.count()
@@ -49,11 +51,6 @@ def inline_local_functions(proto: onnx.ModelProto) -> onnx.ModelProto:
             return inline(proto, convert_version=False)
         except Exception:
             return proto
-
-
-def _is_registered(op_type: str, domain: str, version: int) -> bool:
-    from jitort.kernels.registry import is_registered
-    return is_registered(op_type, domain, version)
 
 
 def _pick(versions: Iterable[int], version: int) -> int | None:
@@ -223,7 +220,6 @@ def expand_functions(g: onnx.GraphProto, opsets: dict[str, int], values: dict[st
 
 def _expand(g: onnx.GraphProto, opsets: dict[str, int], values: dict[str, Any], types: dict[str, TypeProto],
             refine: Refiner) -> Iterator[tuple[NodeProto, int]]:
-    from jitort.ir import Value
     stack: list[tuple[NodeProto, int | None]] = [(n, None) for n in reversed(g.node)]
     while stack:
         n, ver = stack.pop()
@@ -232,7 +228,7 @@ def _expand(g: onnx.GraphProto, opsets: dict[str, int], values: dict[str, Any], 
         if n.op_type == "CastLike" and domain == "":
             n = castlike_as_cast(n, values, types)
         if domain == "" and version < 7 and n.op_type in LEGACY_BROADCAST and \
-                not _is_registered(n.op_type, domain, version):
+                not is_registered(n.op_type, domain, version):
             legacy = legacy_broadcast(n, values, refine.data)
             if legacy is not None:
                 stack.extend((m, 7 if m.op_type == n.op_type else version) for m in reversed(legacy))
@@ -240,7 +236,7 @@ def _expand(g: onnx.GraphProto, opsets: dict[str, int], values: dict[str, Any], 
         if n.op_type in ("Cast", "Equal") and domain == "" and untypable(n, values):
             n = in_domain(n, "jitort")  # kernels/lowbit.py: types Numba cannot compute with
             domain = "jitort"
-        if (n.op_type == "Constant" and domain == "") or _is_registered(n.op_type, domain, version):
+        if (n.op_type == "Constant" and domain == "") or is_registered(n.op_type, domain, version):
             refine.node(n, domain, version, {**opsets, domain: version})
             yield with_free_variables(type_bodies(n, domain, version, values)), version
             continue
