@@ -1,0 +1,347 @@
+"""onnxruntime's GroupQueryAttention (com.microsoft), as its CPU provider computes it (1.32).
+
+Q [B, S, N*H] (or packed QKV [B, S, (N + 2 Nkv) * H]), K and V [B, S, Nkv*H]; query head ``h``
+reads key/value head ``h // (N / Nkv)``. The KV cache is BNSH: ``past_key`` / ``past_value``
+[B, Nkv, P, H] in, ``present_key`` / ``present_value`` [B, Nkv, max(total_sequence_length, P), H]
+out, past rows first and the new rows after them, zeros after that. ``seqlens_k[b] + 1`` is batch
+b's total length T_b; on the first prompt (``sequence_length == total_sequence_length``) its new
+rows start at 0 and the causal offset is 0 (a right-padded prompt), afterwards its past length is
+``T_b - S``. onnxruntime's shared past/present buffer (past length = the buffer's capacity) is the
+same arithmetic: the present keeps the buffer's length and the valid rows.
+
+Scores ``q.k * scale`` (default 1/sqrt(H)), then ``softcap * tanh(x / softcap)``, then
+``attention_bias`` [B|1, N|1, S, total_sequence_length]; softmax over keys ``[start, end)`` with
+``end = min(past_b + s + 1, T_b)`` and, with ``local_window_size`` W >= 0, ``start = end - W``
+(when positive); ``smooth_softmax`` or ``head_sink`` add ``exp(sink - max)`` to the denominator
+(sink 0, or ``head_sink[h]``). ``do_rotary`` rotates Q and K (cos/sin caches [M, r/2], r <= H,
+interleaved or not) at positions ``s`` on the first prompt and ``past_b + s`` after, or at
+``position_ids``. float16 computes in float32.
+
+One kernel per (batch, head) unit streams keys in blocks with an online softmax (running max and
+sum, the accumulator rescaled once per block), so nothing of size S x T is materialised and the
+compiled code does not depend on any length: one compile per dtype serves every prompt and every
+decode step. Work splits over (batch, head) units across the session's threads.
+
+Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), the windowed
+cache (sliding_window_cache=1), query_seqlens, q/k_norm_weight, the qk output, causal=0.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.ir import Node, TensorType
+from jitort.kernels.contrib_rotary import rotate
+from jitort.kernels.fastmath import exp_f32, tanh_f32
+from jitort.kernels.registry import op
+from jitort.kernels.threads import get_num_threads, usable_cpus
+
+MS = "com.microsoft"
+OP = "GroupQueryAttention"
+BLOCK = 64  # keys per online-softmax block: scores of one block live in a small scratch row
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+_FLOPS_PER_PART = 4e6  # below this much work per thread, a pool hand-off costs more than it saves
+
+
+@njit(**_JIT)
+def _attend(q, kc, vc, total, past, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
+    """Units (b, h) with ``unit % nparts == part``: out[b, s, h*H:(h+1)*H] = softmax-weighted
+    sum of vc rows for every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B];
+    bias [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
+    B, N, S, H = q.shape
+    g = N // kc.shape[1]
+    Bb, Nb, Tb = bias.shape[0], bias.shape[1], bias.shape[3]
+    neg = np.float32(-np.inf)
+    zero = np.float32(0)
+    sc = np.float32(scale)
+    cap = np.float32(softcap)
+    acc = np.empty(H, np.float32)
+    buf = np.empty(BLOCK, np.float32)
+    for unit in range(part, B * N, nparts):
+        b = unit // N
+        h = unit - b * N
+        kh = h // g
+        tb = total[b]
+        bb = b if Bb > 1 else 0
+        hb = h if Nb > 1 else 0
+        for s in range(S):
+            end = min(past[b] + s + 1, tb)
+            start = 0
+            if window >= 0 and end > window:
+                start = end - window
+            qr = q[b, h, s]
+            m = sink[h] if use_sink else neg
+            lsum = zero
+            for i in range(H):
+                acc[i] = zero
+            for j0 in range(start, end, BLOCK):
+                j1 = min(j0 + BLOCK, end)
+                bm = neg
+                for j in range(j0, j1):
+                    kr = kc[b, kh, j]
+                    x = zero
+                    for i in range(H):
+                        x += qr[i] * kr[i]
+                    x *= sc
+                    if cap > zero:
+                        x = cap * tanh_f32(x / cap)
+                    if Tb > 0:
+                        x += bias[bb, hb, s, j]
+                    buf[j - j0] = x
+                    bm = max(bm, x)
+                if bm > m:  # rescale what was summed under the old max
+                    c = exp_f32(m - bm) if m > neg else zero
+                    lsum *= c
+                    for i in range(H):
+                        acc[i] *= c
+                    m = bm
+                for j in range(j0, j1):
+                    p = exp_f32(buf[j - j0] - m)
+                    lsum += p
+                    vr = vc[b, kh, j]
+                    for i in range(H):
+                        acc[i] += p * vr[i]
+            if use_sink:
+                lsum += exp_f32(sink[h] - m)
+            inv = np.float32(1) / lsum if lsum > zero else zero
+            o = out[b, s]
+            for i in range(H):
+                o[h * H + i] = acc[i] * inv
+
+
+@njit(**_JIT)
+def _write_cache(dst, past, new, npast, start):
+    """dst [B, Nkv, L, H] = zeros, past rows [0, npast[b]) from ``past``, then ``new`` [B, Nkv, S, H]
+    at row start[b]."""
+    B, K, L, H = dst.shape
+    S = new.shape[2]
+    for b in range(B):
+        for k in range(K):
+            d = dst[b, k]
+            for r in range(npast[b]):
+                for i in range(H):
+                    d[r, i] = past[b, k, r, i]
+            for r in range(npast[b], L):
+                for i in range(H):
+                    d[r, i] = np.float32(0)
+            for r in range(S):
+                for i in range(H):
+                    d[start[b] + r, i] = new[b, k, r, i]
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+
+
+def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
+    """``_attend(*args, part, nparts)`` for every part: part 0 here, the others on pool threads
+    (the kernel releases the GIL). Units are split, never shared: results do not depend on nparts."""
+    global _executor, _executor_pid
+    if nparts <= 1:
+        _attend(*args, 0, 1)
+        return
+    with _executor_lock:
+        if _executor is None or _executor._max_workers < nparts - 1 or _executor_pid != os.getpid():
+            _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-gqa")
+            _executor_pid = os.getpid()
+        ex = _executor
+    futs = [ex.submit(_attend, *args, p, nparts) for p in range(1, nparts)]
+    _attend(*args, 0, nparts)
+    for f in futs:
+        f.result()
+
+
+def _unsupported(what: str) -> OrtNotImplemented:
+    return OrtNotImplemented(f"jitort has no implementation for op '{OP}' in domain '{MS}' at opset 1 with {what}")
+
+
+def _heads(x: np.ndarray, n: int, h: int) -> np.ndarray:
+    """[B, S, n*h] -> [B, n, S, h] (float32, contiguous)."""
+    B, S, _ = x.shape
+    return np.ascontiguousarray(x.reshape(B, S, n, h).transpose(0, 2, 1, 3), np.float32)
+
+
+def _positions(position_ids: np.ndarray | None, first: bool, past: np.ndarray, B: int, S: int) -> np.ndarray:
+    """[B, S] rotary positions, as onnxruntime derives them."""
+    if position_ids is not None:
+        if position_ids.ndim != 2 or position_ids.shape[0] != B or position_ids.shape[1] < S:
+            raise InvalidArgument(f"{OP}: position_ids of shape {list(position_ids.shape)} must be [{B}, >= {S}]")
+        pid = position_ids.astype(np.int64)
+        if first:  # onnxruntime reads only the first element on the first prompt
+            return np.broadcast_to(pid.reshape(-1)[0] + np.arange(S), (B, S))
+        return pid[:, :S]
+    if first:
+        return np.broadcast_to(np.arange(S, dtype=np.int64), (B, S))
+    return past.reshape(B, 1) + np.arange(S, dtype=np.int64)
+
+
+def _rotary(q: np.ndarray, k: np.ndarray, cos_cache: np.ndarray | None, sin_cache: np.ndarray | None,
+            pos: np.ndarray, interleaved: bool, H: int) -> tuple[np.ndarray, np.ndarray]:
+    if cos_cache is None or sin_cache is None:
+        raise InvalidArgument(f"{OP}: do_rotary=1 needs cos_cache and sin_cache")
+    if cos_cache.ndim != 2 or sin_cache.shape != cos_cache.shape:
+        raise InvalidArgument(f"{OP}: cos_cache {list(cos_cache.shape)} and sin_cache {list(sin_cache.shape)} must "
+                              "be 2-D of one shape")
+    half = cos_cache.shape[1]
+    if H % 16 or half % 8 or half > (H // 16) * 8:
+        raise InvalidArgument(f"{OP}: head_size {H} must be a multiple of 16 and the caches' {half} columns a "
+                              "multiple of 8, at most head_size / 2")
+    if pos.size and (pos.min() < 0 or pos.max() >= cos_cache.shape[0]):
+        raise InvalidArgument(f"{OP}: rotary positions [{int(pos.min())}, {int(pos.max())}] are outside the "
+                              f"caches' {cos_cache.shape[0]} rows")
+    cos = cos_cache.astype(np.float32)[pos][:, None]  # [B, 1, S, half]
+    sin = sin_cache.astype(np.float32)[pos][:, None]
+    return rotate(q, cos, sin, interleaved), rotate(k, cos, sin, interleaved)
+
+
+def _check_cache(past: np.ndarray, what: str, B: int, kvN: int, H: int) -> None:
+    if past.ndim != 4 or past.shape[0] != B or past.shape[1] != kvN or past.shape[3] != H:
+        raise InvalidArgument(f"{OP}: {what} of shape {list(past.shape)} must be [{B}, {kvN}, P, {H}] (BNSH)")
+
+
+def _nparts(B: int, N: int, S: int, L: int, H: int) -> int:
+    n = min(get_num_threads() or usable_cpus(), B * N)
+    return max(1, min(n, int(4.0 * S * L * H * B * N / _FLOPS_PER_PART)))
+
+
+def _infer(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
+    from jitort.onnx_import import _unknown_dims  # fresh symbols, as the importer names unknown dims
+    q = ins[0]
+    if q is None or q.shape is None or len(q.shape) != 3:
+        return []
+    N, kvN = int(node.attrs.get("num_heads", 0)), int(node.attrs.get("kv_num_heads", 0))
+    key = ins[1] if len(ins) > 1 else None
+    D = q.shape[2]
+    if not isinstance(D, int) or N <= 0 or kvN <= 0:
+        return []
+    H = D // N if key is not None else D // (N + 2 * kvN)
+    B, S = q.shape[0], q.shape[1]
+    present = TensorType(q.dtype, (B, kvN, f"?{next(_unknown_dims)}", H))
+    present_v = TensorType(q.dtype, (B, kvN, present.shape[2], H))  # type: ignore[index]
+    return [TensorType(q.dtype, (B, S, N * H)), present, present_v]
+
+
+@op(OP, since=1, domain=MS, infer=_infer)
+def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value: np.ndarray | None = None,
+                        past_key: np.ndarray | None = None, past_value: np.ndarray | None = None,
+                        seqlens_k: np.ndarray | None = None, total_sequence_length: np.ndarray | None = None,
+                        cos_cache: np.ndarray | None = None, sin_cache: np.ndarray | None = None,
+                        position_ids: np.ndarray | None = None, attention_bias: np.ndarray | None = None,
+                        head_sink: np.ndarray | None = None, *rest: np.ndarray | None, num_heads: int,
+                        kv_num_heads: int, scale: float = 0.0, softcap: float = 0.0, do_rotary: int = 0,
+                        rotary_interleaved: int = 0, local_window_size: int = -1, smooth_softmax: int = -1,
+                        causal: int = 1, qk_output: int = 0, sliding_window_cache: int = 0,
+                        kv_cache_bit_width: int = 0, k_quant_type: str = "NONE", v_quant_type: str = "NONE",
+                        _nout: int = 1) -> Any:
+    names = ("k_scale", "v_scale", "q_norm_weight", "k_norm_weight", "query_seqlens")
+    given = [n for n, a in zip(names, rest) if a is not None]
+    if given:
+        raise _unsupported(f"input(s) {given}")
+    if k_quant_type != "NONE" or v_quant_type != "NONE" or kv_cache_bit_width:
+        raise _unsupported("a quantised KV cache")
+    if sliding_window_cache:
+        raise _unsupported("sliding_window_cache=1")
+    if qk_output or _nout > 3:
+        raise _unsupported("the output_qk output")
+    if causal != 1:
+        raise _unsupported(f"causal={causal}")
+    N, kvN = num_heads, kv_num_heads
+    if N <= 0 or kvN <= 0 or N % kvN:
+        raise InvalidArgument(f"{OP}: num_heads {N} must be a positive multiple of kv_num_heads {kvN}")
+    if query.dtype not in (np.float32, np.float16):
+        raise _unsupported(f"element type {query.dtype}")
+    if query.ndim != 3:
+        raise InvalidArgument(f"{OP}: query of shape {list(query.shape)} must be [B, S, D]")
+    if seqlens_k is None or total_sequence_length is None:
+        raise InvalidArgument(f"{OP}: seqlens_k and total_sequence_length are required")
+    B, S, D = query.shape
+    if key is None:  # packed QKV
+        if value is not None or D % (N + 2 * kvN):
+            raise InvalidArgument(f"{OP}: packed QKV of width {D} is not (num_heads + 2 kv_num_heads) x head_size")
+        H = D // (N + 2 * kvN)
+        qf = query.reshape(B, S, N + 2 * kvN, H)
+        q, k, v = (np.ascontiguousarray(part.transpose(0, 2, 1, 3), np.float32)
+                   for part in (qf[:, :, :N], qf[:, :, N:N + kvN], qf[:, :, N + kvN:]))
+    else:
+        if value is None or D % N or key.ndim != 3 or value.shape != key.shape or key.shape[:2] != (B, S) \
+                or key.shape[2] != kvN * (D // N):
+            raise InvalidArgument(f"{OP}: key {list(key.shape)} and value {None if value is None else list(value.shape)}"
+                                  f" must be [{B}, {S}, kv_num_heads x head_size] for query {list(query.shape)}")
+        H = D // N
+        q, k, v = _heads(query, N, H), _heads(key, kvN, H), _heads(value, kvN, H)
+    if (past_key is None) != (past_value is None):
+        raise InvalidArgument(f"{OP}: past_key and past_value must both be given or both be absent")
+    P = 0
+    if past_key is not None and past_value is not None:
+        _check_cache(past_key, "past_key", B, kvN, H)
+        _check_cache(past_value, "past_value", B, kvN, H)
+        if past_value.shape != past_key.shape:
+            raise InvalidArgument(f"{OP}: past_value {list(past_value.shape)} differs from past_key "
+                                  f"{list(past_key.shape)}")
+        P = past_key.shape[2]
+    if seqlens_k.size != B:
+        raise InvalidArgument(f"{OP}: seqlens_k of shape {list(seqlens_k.shape)} must be [{B}]")
+    if total_sequence_length.size != 1:
+        raise InvalidArgument(f"{OP}: total_sequence_length must have one element")
+    total_len = int(total_sequence_length.reshape(-1)[0])
+    L = max(total_len, P)
+    first = S == total_len
+    if S > 1 and not first and B != 1:
+        raise InvalidArgument(f"{OP}: batch_size must be 1 when sequence_length > 1 and past context is given")
+    tot = seqlens_k.astype(np.int64).reshape(B) + 1
+    if tot.min() < 1 or tot.max() > L:
+        raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is out of range [0, {L})")
+    if first:
+        past = np.zeros(B, np.int64)
+    else:
+        past = tot - S
+        if past.min() < 0:
+            raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is too small for "
+                                  f"sequence_length {S}")
+        if past.max() > P:
+            raise InvalidArgument(f"{OP}: seqlens_k needs {int(past.max())} past rows; past_key has {P}")
+    if do_rotary:
+        pos = _positions(position_ids, first, past, B, S)
+        q, k = _rotary(q, k, cos_cache, sin_cache, pos, bool(rotary_interleaved), H)
+    # the cache: past rows, then the new ones (onnxruntime writes all S new rows, padding included)
+    kc = np.empty((B, kvN, L, H), np.float32)
+    vc = np.empty((B, kvN, L, H), np.float32)
+    npast = np.zeros(B, np.int64) if first else past
+    pk = np.zeros((B, kvN, 0, H), np.float32) if past_key is None else np.ascontiguousarray(past_key, np.float32)
+    pv = np.zeros((B, kvN, 0, H), np.float32) if past_value is None else np.ascontiguousarray(past_value, np.float32)
+    _write_cache(kc, pk, np.ascontiguousarray(k), npast, npast)
+    _write_cache(vc, pv, np.ascontiguousarray(v), npast, npast)
+    if attention_bias is not None:
+        ab = attention_bias
+        if ab.ndim != 4 or ab.shape[0] not in (1, B) or ab.shape[1] not in (1, N) or ab.shape[2] != S \
+                or ab.shape[3] != total_len:
+            raise InvalidArgument(f"{OP}: attention_bias of shape {list(ab.shape)} must be [{B} or 1, {N} or 1, "
+                                  f"{S}, {total_len}]")
+        bias = np.ascontiguousarray(ab, np.float32)
+    else:
+        bias = np.zeros((1, 1, 1, 0), np.float32)
+    use_sink = head_sink is not None or smooth_softmax == 1
+    if head_sink is not None:
+        if smooth_softmax == 1:
+            raise InvalidArgument(f"{OP}: head_sink should not be provided when smooth_softmax is 1")
+        if head_sink.shape != (N,):
+            raise InvalidArgument(f"{OP}: head_sink of shape {list(head_sink.shape)} must be [{N}]")
+        sink = np.ascontiguousarray(head_sink, np.float32)
+    else:
+        sink = np.zeros(N, np.float32)
+    out = np.empty((B, S, N * H), np.float32)
+    sc = scale if scale != 0.0 else 1.0 / math.sqrt(H)
+    args = (q, kc, vc, tot, past, int(local_window_size), float(sc), float(softcap), bias, sink, use_sink, out)
+    _run_parts(args, _nparts(B, N, S, L, H))
+    dt = query.dtype
+    outs = (out.astype(dt, copy=False), kc.astype(dt, copy=False), vc.astype(dt, copy=False))
+    return outs[0] if _nout == 1 else outs[:_nout]
