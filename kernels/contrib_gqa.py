@@ -11,8 +11,8 @@ same arithmetic: the present keeps the buffer's length and the valid rows.
 
 Scores ``q.k * scale`` (default 1/sqrt(H)), then ``softcap * tanh(x / softcap)``, then
 ``attention_bias`` [B|1, N|1, S, total_sequence_length]; softmax over keys ``[start, end)`` with
-``end = min(past_b + s + 1, T_b)`` and, with ``local_window_size`` W >= 0, ``start = end - W``
-(when positive); ``smooth_softmax`` or ``head_sink`` add ``exp(sink - max)`` to the denominator
+``end = min(past_b + s + 1, T_b)`` (``T_b`` when causal=0) and, with ``local_window_size`` W >= 0,
+``start = end - W`` (when positive); ``smooth_softmax`` or ``head_sink`` add ``exp(sink - max)`` to the denominator
 (sink 0, or ``head_sink[h]``). ``do_rotary`` rotates Q and K (cos/sin caches [M, r/2], r <= H,
 interleaved or not) at positions ``s`` on the first prompt and ``past_b + s`` after, or at
 ``position_ids``. float16 computes in float32.
@@ -23,7 +23,7 @@ compiled code does not depend on any length: one compile per dtype serves every 
 decode step. Work splits over (batch, head) units across the session's threads.
 
 Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), the windowed
-cache (sliding_window_cache=1), query_seqlens, q/k_norm_weight, the qk output, causal=0.
+cache (sliding_window_cache=1), query_seqlens, q/k_norm_weight, the qk output.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ _FLOPS_PER_PART = 4e6  # below this much work per thread, a pool hand-off costs 
 
 
 @njit(**_JIT)
-def _attend(q, kc, vc, total, past, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
+def _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
     """Units (b, h) with ``unit % nparts == part``: out[b, s, h*H:(h+1)*H] = softmax-weighted
     sum of vc rows for every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B];
     bias [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
@@ -73,7 +73,7 @@ def _attend(q, kc, vc, total, past, window, scale, softcap, bias, sink, use_sink
         bb = b if Bb > 1 else 0
         hb = h if Nb > 1 else 0
         for s in range(S):
-            end = min(past[b] + s + 1, tb)
+            end = min(past[b] + s + 1, tb) if causal else tb
             start = 0
             if window >= 0 and end > window:
                 start = end - window
@@ -252,8 +252,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         raise _unsupported("sliding_window_cache=1")
     if qk_output or _nout > 3:
         raise _unsupported("the output_qk output")
-    if causal != 1:
-        raise _unsupported(f"causal={causal}")
+    if causal not in (0, 1) or (causal == 0 and local_window_size != -1):
+        raise InvalidArgument(f"{OP}: causal must be 0 or 1, and local_window_size -1 when causal is 0")
     N, kvN = num_heads, kv_num_heads
     if N <= 0 or kvN <= 0 or N % kvN:
         raise InvalidArgument(f"{OP}: num_heads {N} must be a positive multiple of kv_num_heads {kvN}")
@@ -340,7 +340,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         sink = np.zeros(N, np.float32)
     out = np.empty((B, S, N * H), np.float32)
     sc = scale if scale != 0.0 else 1.0 / math.sqrt(H)
-    args = (q, kc, vc, tot, past, int(local_window_size), float(sc), float(softcap), bias, sink, use_sink, out)
+    args = (q, kc, vc, tot, past, bool(causal), int(local_window_size), float(sc), float(softcap), bias, sink,
+            use_sink, out)
     _run_parts(args, _nparts(B, N, S, L, H))
     dt = query.dtype
     outs = (out.astype(dt, copy=False), kc.astype(dt, copy=False), vc.astype(dt, copy=False))

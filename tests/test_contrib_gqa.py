@@ -96,6 +96,8 @@ GRID = {
     "head_sink": (4, 2, 16, 2, 1, dict(P=5, sink=True)),
     "bias_head": (4, 2, 16, 2, 5, dict(bias="head")),
     "bias_batch_decode": (4, 2, 16, 2, 1, dict(P=5, bias="batch")),
+    "non_causal": (4, 2, 16, 2, 4, dict(causal=0, seqlens=[4, 3])),
+    "non_causal_decode": (4, 2, 16, 2, 1, dict(P=5, seqlens=[6, 4], causal=0)),
     "all_options": (4, 2, 16, 1, 6, dict(rotary=8, local_window_size=3, softcap=3.0, bias="head", sink=True)),
 }
 
@@ -115,8 +117,7 @@ def test_output_only():
     _check(*_build(4, 2, 16, 2, 5), outs=("y",))
 
 
-@pytest.mark.parametrize("attrs,what", [({"qk_output": 1}, "output_qk"), ({"causal": 0}, "causal=0"),
-                                        ({"sliding_window_cache": 1, "local_window_size": 2},
+@pytest.mark.parametrize("attrs,what", [({"qk_output": 1}, "output_qk"), ({"sliding_window_cache": 1, "local_window_size": 2},
                                          "sliding_window_cache")])
 def test_refused(attrs, what):
     feeds, names, base = _build(4, 2, 16, 1, 3)
