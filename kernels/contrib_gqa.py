@@ -274,7 +274,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     else:
         if value is None or D % N or key.ndim != 3 or value.shape != key.shape or key.shape[:2] != (B, S) \
                 or key.shape[2] != kvN * (D // N):
-            raise InvalidArgument(f"{OP}: key {list(key.shape)} and value {None if value is None else list(value.shape)}"
+            vs = None if value is None else list(value.shape)
+            raise InvalidArgument(f"{OP}: key {list(key.shape)} and value {vs}"
                                   f" must be [{B}, {S}, kv_num_heads x head_size] for query {list(query.shape)}")
         H = D // N
         q, k, v = _heads(query, N, H), _heads(key, kvN, H), _heads(value, kvN, H)

@@ -117,7 +117,8 @@ def test_output_only():
     _check(*_build(4, 2, 16, 2, 5), outs=("y",))
 
 
-@pytest.mark.parametrize("attrs,what", [({"qk_output": 1}, "output_qk"), ({"sliding_window_cache": 1, "local_window_size": 2},
+@pytest.mark.parametrize("attrs,what", [({"qk_output": 1}, "output_qk"),
+                                        ({"sliding_window_cache": 1, "local_window_size": 2},
                                          "sliding_window_cache")])
 def test_refused(attrs, what):
     feeds, names, base = _build(4, 2, 16, 1, 3)
