@@ -17,10 +17,11 @@ Scores ``q.k * scale`` (default 1/sqrt(H)), then ``softcap * tanh(x / softcap)``
 interleaved or not) at positions ``s`` on the first prompt and ``past_b + s`` after, or at
 ``position_ids``. float16 computes in float32.
 
-One kernel per (batch, head) unit streams keys in blocks with an online softmax (running max and
-sum, the accumulator rescaled once per block), so nothing of size S x T is materialised and the
-compiled code does not depend on any length: one compile per dtype serves every prompt and every
-decode step. Work splits over (batch, head) units across the session's threads.
+One kernel writes Q (rotated, BNSH) and the caches; one kernel per (batch, KV head) unit streams keys
+in blocks with an online softmax (running max and sum, the accumulator rescaled once per block), so
+nothing of size S x T is materialised and the compiled code does not depend on any length: one
+compile serves every prompt and every decode step. Work splits over (batch, KV head)
+units across the session's threads.
 
 Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), the windowed
 cache (sliding_window_cache=1), query_seqlens, q/k_norm_weight, the qk output.
@@ -39,7 +40,6 @@ from numba import njit
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Node, TensorType
-from jitort.kernels.contrib_rotary import rotate
 from jitort.kernels.fastmath import exp_f32, tanh_f32
 from jitort.kernels.registry import op
 from jitort.kernels.threads import get_num_threads, usable_cpus
@@ -48,93 +48,148 @@ MS = "com.microsoft"
 OP = "GroupQueryAttention"
 BLOCK = 64  # keys per online-softmax block: scores of one block live in a small scratch row
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+# the score and softmax sums may reassociate (vectorised dot products); max/exp keep inf semantics
+_FAST: dict[str, Any] = dict(_JIT, fastmath={"contract", "reassoc"})
 _FLOPS_PER_PART = 4e6  # below this much work per thread, a pool hand-off costs more than it saves
 
 
-@njit(**_JIT)
+@njit(**_FAST)
 def _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
-    """Units (b, h) with ``unit % nparts == part``: out[b, s, h*H:(h+1)*H] = softmax-weighted
-    sum of vc rows for every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B];
-    bias [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
+    """Units (b, kv head) with ``unit % nparts == part``: for the query heads sharing that KV head
+    (each K/V row is read once for all of them), out[b, s, h*H:(h+1)*H] = the softmax-weighted sum
+    of V rows, every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B]; bias
+    [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
     B, N, S, H = q.shape
-    g = N // kc.shape[1]
+    K = kc.shape[1]
+    g = N // K
     Bb, Nb, Tb = bias.shape[0], bias.shape[1], bias.shape[3]
     neg = np.float32(-np.inf)
     zero = np.float32(0)
     sc = np.float32(scale)
     cap = np.float32(softcap)
-    acc = np.empty(H, np.float32)
-    buf = np.empty(BLOCK, np.float32)
-    for unit in range(part, B * N, nparts):
-        b = unit // N
-        h = unit - b * N
-        kh = h // g
+    acc = np.empty((g, H), np.float32)
+    buf = np.empty((g, BLOCK), np.float32)
+    m = np.empty(g, np.float32)
+    lsum = np.empty(g, np.float32)
+    for unit in range(part, B * K, nparts):
+        b = unit // K
+        kh = unit - b * K
         tb = total[b]
         bb = b if Bb > 1 else 0
-        hb = h if Nb > 1 else 0
         for s in range(S):
             end = min(past[b] + s + 1, tb) if causal else tb
             start = 0
             if window >= 0 and end > window:
                 start = end - window
-            qr = q[b, h, s]
-            m = sink[h] if use_sink else neg
-            lsum = zero
-            for i in range(H):
-                acc[i] = zero
+            for r in range(g):
+                m[r] = sink[kh * g + r] if use_sink else neg
+                lsum[r] = zero
+                acc[r, :] = zero
             for j0 in range(start, end, BLOCK):
-                j1 = min(j0 + BLOCK, end)
-                bm = neg
-                for j in range(j0, j1):
-                    kr = kc[b, kh, j]
-                    x = zero
-                    for i in range(H):
-                        x += qr[i] * kr[i]
-                    x *= sc
+                n = min(BLOCK, end - j0)
+                for j in range(n):  # the block's scores, one K row for the g query heads
+                    kr = kc[b, kh, j0 + j]
+                    for r in range(g):
+                        qr = q[b, kh * g + r, s]
+                        x = zero
+                        for i in range(H):
+                            x += qr[i] * kr[i]
+                        buf[r, j] = x * sc
+                for r in range(g):
+                    br = buf[r]
                     if cap > zero:
-                        x = cap * tanh_f32(x / cap)
+                        for j in range(n):
+                            br[j] = cap * tanh_f32(br[j] / cap)
                     if Tb > 0:
-                        x += bias[bb, hb, s, j]
-                    buf[j - j0] = x
-                    bm = max(bm, x)
-                if bm > m:  # rescale what was summed under the old max
-                    c = exp_f32(m - bm) if m > neg else zero
-                    lsum *= c
-                    for i in range(H):
-                        acc[i] *= c
-                    m = bm
-                for j in range(j0, j1):
-                    p = exp_f32(buf[j - j0] - m)
-                    lsum += p
-                    vr = vc[b, kh, j]
-                    for i in range(H):
-                        acc[i] += p * vr[i]
-            if use_sink:
-                lsum += exp_f32(sink[h] - m)
-            inv = np.float32(1) / lsum if lsum > zero else zero
+                        bias_row = bias[bb, kh * g + r if Nb > 1 else 0, s]
+                        for j in range(n):
+                            br[j] += bias_row[j0 + j]
+                    bm = neg
+                    for j in range(n):
+                        bm = max(bm, br[j])
+                    if bm > m[r]:  # rescale what was summed under the old max
+                        c = exp_f32(m[r] - bm) if m[r] > neg else zero
+                        lsum[r] *= c
+                        for i in range(H):
+                            acc[r, i] *= c
+                        m[r] = bm
+                    t = zero
+                    for j in range(n):
+                        br[j] = exp_f32(br[j] - m[r])
+                        t += br[j]
+                    lsum[r] += t
+                for j in range(n):
+                    vr = vc[b, kh, j0 + j]
+                    for r in range(g):
+                        p = buf[r, j]
+                        ar = acc[r]
+                        for i in range(H):
+                            ar[i] += p * vr[i]
             o = out[b, s]
-            for i in range(H):
-                o[h * H + i] = acc[i] * inv
+            for r in range(g):
+                h = kh * g + r
+                if use_sink:
+                    lsum[r] += exp_f32(sink[h] - m[r])
+                inv = np.float32(1) / lsum[r] if lsum[r] > zero else zero
+                for i in range(H):
+                    o[h * H + i] = acc[r, i] * inv
 
 
 @njit(**_JIT)
-def _write_cache(dst, past, new, npast, start):
-    """dst [B, Nkv, L, H] = zeros, past rows [0, npast[b]) from ``past``, then ``new`` [B, Nkv, S, H]
-    at row start[b]."""
-    B, K, L, H = dst.shape
-    S = new.shape[2]
+def _rotate_row(x, pos, cos, sin, rotary, interleaved, y):
+    """y = x rotated at position ``pos`` (cos/sin [M, r/2]; features past r copied)."""
+    H = x.shape[0]
+    if not rotary:
+        for i in range(H):
+            y[i] = x[i]
+        return
+    half = cos.shape[1]
+    c, s = cos[pos], sin[pos]
+    if interleaved:
+        for i in range(half):
+            a, b = x[2 * i], x[2 * i + 1]
+            y[2 * i] = a * c[i] - b * s[i]
+            y[2 * i + 1] = b * c[i] + a * s[i]
+    else:
+        for i in range(half):
+            a, b = x[i], x[i + half]
+            y[i] = a * c[i] - b * s[i]
+            y[i + half] = b * c[i] + a * s[i]
+    for i in range(2 * half, H):
+        y[i] = x[i]
+
+
+@njit(**_JIT)
+def _copy_flat(src, dst, n):
+    """The first n elements of contiguous 2-D src into contiguous 2-D dst (one flat loop: a memcpy)."""
+    a, d = src.reshape(-1), dst.reshape(-1)
+    for i in range(n):
+        d[i] = a[i]
+
+
+@njit(**_JIT)
+def _prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc):
+    """Q heads of qs [B, S, *, H] (from head qo) rotated into q [B, N, S, H]; the caches kc, vc
+    [B, Nkv, L, H]: past rows [0, npast[b]) of pk, pv, the new K (rotated) and V rows of ks, vs
+    (from heads ko, vo) after them, zeros after that. pos [B, S] rotary positions."""
+    B, N, S, H = q.shape
+    K = kc.shape[1]
     for b in range(B):
+        for s in range(S):
+            for h in range(N):
+                _rotate_row(qs[b, s, qo + h], pos[b, s], cos, sin, rotary, interleaved, q[b, h, s])
+        n0 = npast[b]
         for k in range(K):
-            d = dst[b, k]
-            for r in range(npast[b]):
-                for i in range(H):
-                    d[r, i] = past[b, k, r, i]
-            for r in range(npast[b], L):
-                for i in range(H):
-                    d[r, i] = np.float32(0)
-            for r in range(S):
-                for i in range(H):
-                    d[start[b] + r, i] = new[b, k, r, i]
+            kd, vd = kc[b, k], vc[b, k]
+            _copy_flat(pk[b, k], kd, n0 * H)
+            _copy_flat(pv[b, k], vd, n0 * H)
+            for s in range(S):
+                _rotate_row(ks[b, s, ko + k], pos[b, s], cos, sin, rotary, interleaved, kd[n0 + s])
+                vd[n0 + s] = vs[b, s, vo + k]
+            kf, vf = kd.reshape(-1), vd.reshape(-1)
+            for i in range((n0 + S) * H, kf.shape[0]):
+                kf[i] = np.float32(0)
+                vf[i] = np.float32(0)
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -164,10 +219,12 @@ def _unsupported(what: str) -> OrtNotImplemented:
     return OrtNotImplemented(f"jitort has no implementation for op '{OP}' in domain '{MS}' at opset 1 with {what}")
 
 
-def _heads(x: np.ndarray, n: int, h: int) -> np.ndarray:
-    """[B, S, n*h] -> [B, n, S, h] (float32, contiguous)."""
-    B, S, _ = x.shape
-    return np.ascontiguousarray(x.reshape(B, S, n, h).transpose(0, 2, 1, 3), np.float32)
+_NO_CACHE = np.zeros((1, 1), np.float32)
+_NO_PAST = np.zeros((1, 1, 0, 1), np.float32)
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, np.float32)
 
 
 def _positions(position_ids: np.ndarray | None, first: bool, past: np.ndarray, B: int, S: int) -> np.ndarray:
@@ -184,8 +241,8 @@ def _positions(position_ids: np.ndarray | None, first: bool, past: np.ndarray, B
     return past.reshape(B, 1) + np.arange(S, dtype=np.int64)
 
 
-def _rotary(q: np.ndarray, k: np.ndarray, cos_cache: np.ndarray | None, sin_cache: np.ndarray | None,
-            pos: np.ndarray, interleaved: bool, H: int) -> tuple[np.ndarray, np.ndarray]:
+def _rotary_caches(cos_cache: np.ndarray | None, sin_cache: np.ndarray | None, pos: np.ndarray,
+                   H: int) -> tuple[np.ndarray, np.ndarray]:
     if cos_cache is None or sin_cache is None:
         raise InvalidArgument(f"{OP}: do_rotary=1 needs cos_cache and sin_cache")
     if cos_cache.ndim != 2 or sin_cache.shape != cos_cache.shape:
@@ -198,9 +255,7 @@ def _rotary(q: np.ndarray, k: np.ndarray, cos_cache: np.ndarray | None, sin_cach
     if pos.size and (pos.min() < 0 or pos.max() >= cos_cache.shape[0]):
         raise InvalidArgument(f"{OP}: rotary positions [{int(pos.min())}, {int(pos.max())}] are outside the "
                               f"caches' {cos_cache.shape[0]} rows")
-    cos = cos_cache.astype(np.float32)[pos][:, None]  # [B, 1, S, half]
-    sin = sin_cache.astype(np.float32)[pos][:, None]
-    return rotate(q, cos, sin, interleaved), rotate(k, cos, sin, interleaved)
+    return np.ascontiguousarray(cos_cache, np.float32), np.ascontiguousarray(sin_cache, np.float32)
 
 
 def _check_cache(past: np.ndarray, what: str, B: int, kvN: int, H: int) -> None:
@@ -208,8 +263,8 @@ def _check_cache(past: np.ndarray, what: str, B: int, kvN: int, H: int) -> None:
         raise InvalidArgument(f"{OP}: {what} of shape {list(past.shape)} must be [{B}, {kvN}, P, {H}] (BNSH)")
 
 
-def _nparts(B: int, N: int, S: int, L: int, H: int) -> int:
-    n = min(get_num_threads() or usable_cpus(), B * N)
+def _nparts(B: int, K: int, N: int, S: int, L: int, H: int) -> int:
+    n = min(get_num_threads() or usable_cpus(), B * K)
     return max(1, min(n, int(4.0 * S * L * H * B * N / _FLOPS_PER_PART)))
 
 
@@ -264,13 +319,12 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     if seqlens_k is None or total_sequence_length is None:
         raise InvalidArgument(f"{OP}: seqlens_k and total_sequence_length are required")
     B, S, D = query.shape
-    if key is None:  # packed QKV
+    if key is None:  # packed QKV: the heads of Q, then K, then V in each row
         if value is not None or D % (N + 2 * kvN):
             raise InvalidArgument(f"{OP}: packed QKV of width {D} is not (num_heads + 2 kv_num_heads) x head_size")
         H = D // (N + 2 * kvN)
-        qf = query.reshape(B, S, N + 2 * kvN, H)
-        q, k, v = (np.ascontiguousarray(part.transpose(0, 2, 1, 3), np.float32)
-                   for part in (qf[:, :, :N], qf[:, :, N:N + kvN], qf[:, :, N + kvN:]))
+        qs = ks = vs = _f32(query).reshape(B, S, N + 2 * kvN, H)
+        heads = (0, N, N + kvN)
     else:
         if value is None or D % N or key.ndim != 3 or value.shape != key.shape or key.shape[:2] != (B, S) \
                 or key.shape[2] != kvN * (D // N):
@@ -278,7 +332,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
             raise InvalidArgument(f"{OP}: key {list(key.shape)} and value {vs}"
                                   f" must be [{B}, {S}, kv_num_heads x head_size] for query {list(query.shape)}")
         H = D // N
-        q, k, v = _heads(query, N, H), _heads(key, kvN, H), _heads(value, kvN, H)
+        qs, ks, vs = _f32(query).reshape(B, S, N, H), _f32(key).reshape(B, S, kvN, H), _f32(value).reshape(B, S, kvN, H)
+        heads = (0, 0, 0)
     if (past_key is None) != (past_value is None):
         raise InvalidArgument(f"{OP}: past_key and past_value must both be given or both be absent")
     P = 0
@@ -311,16 +366,18 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         if past.max() > P:
             raise InvalidArgument(f"{OP}: seqlens_k needs {int(past.max())} past rows; past_key has {P}")
     if do_rotary:
-        pos = _positions(position_ids, first, past, B, S)
-        q, k = _rotary(q, k, cos_cache, sin_cache, pos, bool(rotary_interleaved), H)
-    # the cache: past rows, then the new ones (onnxruntime writes all S new rows, padding included)
+        pos = np.ascontiguousarray(_positions(position_ids, first, past, B, S))
+        cos, sin = _rotary_caches(cos_cache, sin_cache, pos, H)
+    else:
+        pos, cos, sin = np.zeros((B, S), np.int64), _NO_CACHE, _NO_CACHE
+    # the caches: past rows, then the new ones (onnxruntime writes all S new rows, padding included)
+    q = np.empty((B, N, S, H), np.float32)
     kc = np.empty((B, kvN, L, H), np.float32)
     vc = np.empty((B, kvN, L, H), np.float32)
     npast = np.zeros(B, np.int64) if first else past
-    pk = np.zeros((B, kvN, 0, H), np.float32) if past_key is None else np.ascontiguousarray(past_key, np.float32)
-    pv = np.zeros((B, kvN, 0, H), np.float32) if past_value is None else np.ascontiguousarray(past_value, np.float32)
-    _write_cache(kc, pk, np.ascontiguousarray(k), npast, npast)
-    _write_cache(vc, pv, np.ascontiguousarray(v), npast, npast)
+    pk = _NO_PAST if past_key is None else _f32(past_key)
+    pv = _NO_PAST if past_value is None else _f32(past_value)
+    _prepare(qs, ks, vs, *heads, pk, pv, npast, pos, cos, sin, bool(do_rotary), bool(rotary_interleaved), q, kc, vc)
     if attention_bias is not None:
         ab = attention_bias
         if ab.ndim != 4 or ab.shape[0] not in (1, B) or ab.shape[1] not in (1, N) or ab.shape[2] != S \
@@ -343,7 +400,7 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     sc = scale if scale != 0.0 else 1.0 / math.sqrt(H)
     args = (q, kc, vc, tot, past, bool(causal), int(local_window_size), float(sc), float(softcap), bias, sink,
             use_sink, out)
-    _run_parts(args, _nparts(B, N, S, L, H))
+    _run_parts(args, _nparts(B, kvN, N, S, L, H))
     dt = query.dtype
     outs = (out.astype(dt, copy=False), kc.astype(dt, copy=False), vc.astype(dt, copy=False))
     return outs[0] if _nout == 1 else outs[:_nout]
