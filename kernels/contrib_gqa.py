@@ -192,6 +192,14 @@ def _prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, inter
                 vf[i] = np.float32(0)
 
 
+@njit(**_JIT)
+def _prepare_attend(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc, total, past,
+                    causal, window, scale, softcap, bias, sink, use_sink, out):
+    """``_prepare`` then ``_attend`` on one thread."""
+    _prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc)
+    _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, 0, 1)
+
+
 _executor: ThreadPoolExecutor | None = None
 _executor_pid = 0
 _executor_lock = threading.Lock()
@@ -221,6 +229,7 @@ def _unsupported(what: str) -> OrtNotImplemented:
 
 _NO_CACHE = np.zeros((1, 1), np.float32)
 _NO_PAST = np.zeros((1, 1, 0, 1), np.float32)
+_NO_BIAS = np.zeros((1, 1, 1, 0), np.float32)
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -241,8 +250,9 @@ def _positions(position_ids: np.ndarray | None, first: bool, past: np.ndarray, B
     return past.reshape(B, 1) + np.arange(S, dtype=np.int64)
 
 
-def _rotary_caches(cos_cache: np.ndarray | None, sin_cache: np.ndarray | None, pos: np.ndarray,
+def _rotary_caches(cos_cache: np.ndarray | None, sin_cache: np.ndarray | None, span: tuple[int, int],
                    H: int) -> tuple[np.ndarray, np.ndarray]:
+    """The caches as float32, checked against onnxruntime's rules and the positions' range ``span``."""
     if cos_cache is None or sin_cache is None:
         raise InvalidArgument(f"{OP}: do_rotary=1 needs cos_cache and sin_cache")
     if cos_cache.ndim != 2 or sin_cache.shape != cos_cache.shape:
@@ -252,8 +262,8 @@ def _rotary_caches(cos_cache: np.ndarray | None, sin_cache: np.ndarray | None, p
     if H % 16 or half % 8 or half > (H // 16) * 8:
         raise InvalidArgument(f"{OP}: head_size {H} must be a multiple of 16 and the caches' {half} columns a "
                               "multiple of 8, at most head_size / 2")
-    if pos.size and (pos.min() < 0 or pos.max() >= cos_cache.shape[0]):
-        raise InvalidArgument(f"{OP}: rotary positions [{int(pos.min())}, {int(pos.max())}] are outside the "
+    if span[0] < 0 or span[1] >= cos_cache.shape[0]:
+        raise InvalidArgument(f"{OP}: rotary positions [{span[0]}, {span[1]}] are outside the "
                               f"caches' {cos_cache.shape[0]} rows")
     return np.ascontiguousarray(cos_cache, np.float32), np.ascontiguousarray(sin_cache, np.float32)
 
@@ -353,21 +363,26 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     first = S == total_len
     if S > 1 and not first and B != 1:
         raise InvalidArgument(f"{OP}: batch_size must be 1 when sequence_length > 1 and past context is given")
-    tot = seqlens_k.astype(np.int64).reshape(B) + 1
-    if tot.min() < 1 or tot.max() > L:
+    lens = [int(t) + 1 for t in seqlens_k.reshape(-1).tolist()]  # B is small: Python, not numpy reductions
+    if min(lens) < 1 or max(lens) > L:
         raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is out of range [0, {L})")
+    tot = np.array(lens, np.int64)
     if first:
         past = np.zeros(B, np.int64)
+        span = (0, S - 1)
     else:
         past = tot - S
-        if past.min() < 0:
+        if min(lens) - S < 0:
             raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is too small for "
                                   f"sequence_length {S}")
-        if past.max() > P:
-            raise InvalidArgument(f"{OP}: seqlens_k needs {int(past.max())} past rows; past_key has {P}")
+        if max(lens) - S > P:
+            raise InvalidArgument(f"{OP}: seqlens_k needs {max(lens) - S} past rows; past_key has {P}")
+        span = (min(lens) - S, max(lens) - 1)
     if do_rotary:
         pos = np.ascontiguousarray(_positions(position_ids, first, past, B, S))
-        cos, sin = _rotary_caches(cos_cache, sin_cache, pos, H)
+        if position_ids is not None and pos.size:
+            span = (int(pos.min()), int(pos.max()))
+        cos, sin = _rotary_caches(cos_cache, sin_cache, span if S else (0, 0), H)
     else:
         pos, cos, sin = np.zeros((B, S), np.int64), _NO_CACHE, _NO_CACHE
     # the caches: past rows, then the new ones (onnxruntime writes all S new rows, padding included)
@@ -377,7 +392,6 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     npast = np.zeros(B, np.int64) if first else past
     pk = _NO_PAST if past_key is None else _f32(past_key)
     pv = _NO_PAST if past_value is None else _f32(past_value)
-    _prepare(qs, ks, vs, *heads, pk, pv, npast, pos, cos, sin, bool(do_rotary), bool(rotary_interleaved), q, kc, vc)
     if attention_bias is not None:
         ab = attention_bias
         if ab.ndim != 4 or ab.shape[0] not in (1, B) or ab.shape[1] not in (1, N) or ab.shape[2] != S \
@@ -386,7 +400,7 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
                                   f"{S}, {total_len}]")
         bias = np.ascontiguousarray(ab, np.float32)
     else:
-        bias = np.zeros((1, 1, 1, 0), np.float32)
+        bias = _NO_BIAS
     use_sink = head_sink is not None or smooth_softmax == 1
     if head_sink is not None:
         if smooth_softmax == 1:
@@ -397,10 +411,15 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     else:
         sink = np.zeros(N, np.float32)
     out = np.empty((B, S, N * H), np.float32)
-    sc = scale if scale != 0.0 else 1.0 / math.sqrt(H)
-    args = (q, kc, vc, tot, past, bool(causal), int(local_window_size), float(sc), float(softcap), bias, sink,
-            use_sink, out)
-    _run_parts(args, _nparts(B, kvN, N, S, L, H))
+    sc = float(scale if scale != 0.0 else 1.0 / math.sqrt(H))
+    prep = (qs, ks, vs, *heads, pk, pv, npast, pos, cos, sin, bool(do_rotary), bool(rotary_interleaved), q, kc, vc)
+    att = (tot, past, bool(causal), int(local_window_size), sc, float(softcap), bias, sink, use_sink, out)
+    nparts = _nparts(B, kvN, N, S, L, H)
+    if nparts == 1:
+        _prepare_attend(*prep, *att)  # one dispatch from Python: each costs ~1 us per argument
+    else:
+        _prepare(*prep)
+        _run_parts((q, kc, vc) + att, nparts)
     dt = query.dtype
     outs = (out.astype(dt, copy=False), kc.astype(dt, copy=False), vc.astype(dt, copy=False))
     return outs[0] if _nout == 1 else outs[:_nout]
