@@ -1,6 +1,8 @@
 """QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QLinearGlobalAveragePool
 (com.microsoft) vs onnxruntime, uint8 and int8, broadcasting, channels_last; scales chosen so many
-values fall on rounding ties (exact equality asserted)."""
+values fall on rounding ties (exact equality asserted); QGemm (transposes, per-column B, int32 C,
+float or requantised Y), QLinearAveragePool (within one step: float sums in another order) and
+NhwcMaxPool."""
 from __future__ import annotations
 
 import numpy as np
@@ -63,3 +65,75 @@ def test_qlinear_global_average_pool(dt, channels_last):
     node = helper.make_node("QLinearGlobalAveragePool", ["x", "sx", "zx", "sy", "zy"], ["y"], domain="com.microsoft",
                             channels_last=channels_last)
     _run(node, {"x": _q((2, 6, 5, 7), dt, 6)}, inits)
+
+
+QGEMM_GRID = [  # onnxruntime registers a quantised Y of A's type only
+    # (A type, B type, transA, transB, per-column B, C, y (None: float output), alpha)
+    (np.uint8, np.int8, 0, 0, False, False, None, 1.0),
+    (np.uint8, np.uint8, 1, 0, True, True, None, 0.5),
+    (np.int8, np.int8, 0, 1, False, True, np.int8, 1.0),
+    (np.uint8, np.int8, 1, 1, True, False, np.uint8, 2.0),
+    (np.uint8, np.int8, 0, 0, True, True, np.uint8, 1.0),
+]
+
+
+@pytest.mark.parametrize("adt,bdt,ta,tb,per_col,with_c,ydt,alpha", QGEMM_GRID)
+def test_qgemm(adt, bdt, ta, tb, per_col, with_c, ydt, alpha):
+    M, K, N = 5, 24, 7
+    rng = np.random.default_rng(M * N + ta * 2 + tb)
+    feeds = {"a": _q((K, M) if ta else (M, K), adt, 1)}
+    inits = {"sa": np.array(0.03, F), "za": np.array(4, adt), "b": _q((N, K) if tb else (K, N), bdt, 2),
+             "sb": rng.uniform(0.01, 0.05, N if per_col else ()).astype(F),
+             "zb": (rng.integers(0, 6, N) if per_col else np.array(3)).astype(bdt)}
+    ins = ["a", "sa", "za", "b", "sb", "zb", "", "", ""]
+    if with_c:
+        inits["c"] = rng.integers(-500, 500, (N,)).astype(np.int32)
+        ins[6] = "c"
+    if ydt is not None:
+        inits["sy"], inits["zy"] = np.array(0.4, F), np.array(-3 if ydt == np.int8 else 120, ydt)
+        ins[7:9] = ["sy", "zy"]
+    while not ins[-1]:
+        ins.pop()
+    node = helper.make_node("QGemm", ins, ["y"], domain="com.microsoft", transA=ta, transB=tb, alpha=alpha)
+    if ydt is not None:
+        _run(node, feeds, inits)
+        return
+    m = make_model([node], {"a": (adt, list(feeds["a"].shape))}, ["y"], inits, extra_opsets=MS)
+    got = ort.InferenceSession(m.SerializeToString()).run(None, feeds)[0]
+    want = run_ort(m, feeds)[0]
+    assert got.dtype == want.dtype == F and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)  # exact integer sums, one float32 product each
+
+
+@pytest.mark.parametrize("dt,attrs,last", [
+    (np.uint8, dict(kernel_shape=[2, 2]), 0),
+    (np.int8, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 0),
+    (np.uint8, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), 0),
+    (np.uint8, dict(kernel_shape=[2, 3], strides=[1, 2], ceil_mode=1), 1),
+    (np.int8, dict(kernel_shape=[3], auto_pad="SAME_UPPER"), 0),
+])
+def test_qlinear_average_pool(dt, attrs, last):
+    shape = (2, 7, 6, 3) if last else ((2, 3, 9) if len(attrs["kernel_shape"]) == 1 else (2, 3, 7, 6))
+    inits = {"sx": np.array(0.05, F), "zx": np.array(3, dt), "sy": np.array(0.03, F),
+             "zy": np.array(-4 if dt == np.int8 else 9, dt)}
+    node = helper.make_node("QLinearAveragePool", ["x", "sx", "zx", "sy", "zy"], ["y"], domain="com.microsoft",
+                            channels_last=last, **attrs)
+    feeds = {"x": _q(shape, dt, 3)}
+    m = make_model([node], {"x": (dt, list(shape))}, ["y"], inits, extra_opsets=MS)
+    got = ort.InferenceSession(m.SerializeToString()).run(None, feeds)[0]
+    want = run_ort(m, feeds)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, got.shape, want.dtype, want.shape)
+    # onnxruntime sums the window's float32 values in its own order: a sum on a rounding tie may land
+    # one step away (seen: 1 to 2 elements of ~100); everything else is equal
+    diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.03, diff
+
+
+@pytest.mark.parametrize("dt,attrs", [
+    (np.uint8, dict(kernel_shape=[2, 2])),
+    (np.int8, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    (np.uint8, dict(kernel_shape=[2, 2], dilations=[2, 2], ceil_mode=1, strides=[2, 2])),
+])
+def test_nhwc_max_pool(dt, attrs):
+    node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain="com.microsoft", **attrs)
+    _run(node, {"x": _q((2, 7, 6, 5), dt, 4)}, {})
