@@ -10,7 +10,7 @@ import pytest
 from onnx import helper
 
 import jitort as ort
-from oracle import make_model, rand, run_ort
+from oracle import make_model, run_ort
 
 F = np.float32
 MS = {"com.microsoft": 1}
@@ -32,7 +32,8 @@ def _q(shape, dt, seed):
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 @pytest.mark.parametrize("dt,bshape", [(np.uint8, (3, 4, 5)), (np.int8, (5,)), (np.uint8, (4, 1))])
 def test_qlinear_binary(op, dt, bshape):
-    inits = {"sa": np.array(0.05, F), "za": np.array(3, dt), "sb": np.array(0.02, F), "zb": np.array(-2 if dt == np.int8 else 7, dt),
+    inits = {"sa": np.array(0.05, F), "za": np.array(3, dt), "sb": np.array(0.02, F),
+             "zb": np.array(-2 if dt == np.int8 else 7, dt),
              "sc": np.array(0.08 if op == "QLinearAdd" else 0.1, F), "zc": np.array(5, dt)}
     node = helper.make_node(op, ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["y"], domain="com.microsoft")
     _run(node, {"a": _q((3, 4, 5), dt, 1), "b": _q(bshape, dt, 2)}, inits)
@@ -42,7 +43,8 @@ def test_qlinear_binary(op, dt, bshape):
                                       ("QLinearLeakyRelu", {"alpha": 0.3})])
 @pytest.mark.parametrize("dt", [np.uint8, np.int8])
 def test_qlinear_unary(op, attrs, dt):
-    inits = {"sx": np.array(0.05, F), "zx": np.array(10, dt), "sy": np.array(1 / 256 if op == "QLinearSigmoid" else 0.04, F),
+    inits = {"sx": np.array(0.05, F), "zx": np.array(10, dt),
+             "sy": np.array(1 / 256 if op == "QLinearSigmoid" else 0.04, F),
              "zy": np.array(0 if dt == np.uint8 else -128, dt) if op == "QLinearSigmoid" else np.array(4, dt)}
     node = helper.make_node(op, ["x", "sx", "zx", "sy", "zy"], ["y"], domain="com.microsoft", **attrs)
     _run(node, {"x": _q((4, 33), dt, 3)}, inits)
@@ -61,7 +63,8 @@ def test_qlinear_concat(dt, axis):
 
 @pytest.mark.parametrize("dt,channels_last", [(np.uint8, 0), (np.int8, 0), (np.uint8, 1)])
 def test_qlinear_global_average_pool(dt, channels_last):
-    inits = {"sx": np.array(0.05, F), "zx": np.array(3, dt), "sy": np.array(0.03, F), "zy": np.array(-1 if dt == np.int8 else 2, dt)}
+    inits = {"sx": np.array(0.05, F), "zx": np.array(3, dt), "sy": np.array(0.03, F),
+             "zy": np.array(-1 if dt == np.int8 else 2, dt)}
     node = helper.make_node("QLinearGlobalAveragePool", ["x", "sx", "zx", "sy", "zy"], ["y"], domain="com.microsoft",
                             channels_last=channels_last)
     _run(node, {"x": _q((2, 6, 5, 7), dt, 6)}, inits)
