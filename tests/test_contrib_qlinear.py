@@ -140,3 +140,53 @@ def test_qlinear_average_pool(dt, attrs, last):
 def test_nhwc_max_pool(dt, attrs):
     node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain="com.microsoft", **attrs)
     _run(node, {"x": _q((2, 7, 6, 5), dt, 4)}, {})
+
+
+def _lstm_model(D, I, H, direction, seq=5, batch=2, peep=False):
+    rng = np.random.default_rng(D * 10 + I)
+    inits = {"W": (0.4 * rng.standard_normal((D, 4 * H, I))).astype(F),
+             "R": (0.4 * rng.standard_normal((D, 4 * H, H))).astype(F),
+             "B": (0.2 * rng.standard_normal((D, 8 * H))).astype(F)}
+    ins = ["x", "W", "R", "B", "", "h0", "c0"]
+    if peep:
+        inits["P"] = (0.2 * rng.standard_normal((D, 3 * H))).astype(F)
+        ins.append("P")
+    node = helper.make_node("LSTM", ins, ["y", "yh", "yc"], hidden_size=H, direction=direction)
+    feeds = {"x": np.random.default_rng(5).uniform(-1, 1, (seq, batch, I)).astype(F),
+             "h0": np.random.default_rng(6).uniform(-1, 1, (D, batch, H)).astype(F),
+             "c0": np.random.default_rng(7).uniform(-1, 1, (D, batch, H)).astype(F)}
+    m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, ["y", "yh", "yc"], inits,
+                   opset=14)
+    return m, feeds
+
+
+@pytest.mark.parametrize("direction,per_channel,peep", [("forward", False, False), ("bidirectional", True, True),
+                                                        ("reverse", False, True)])
+def test_dynamic_quantize_lstm(tmp_path, direction, per_channel, peep):
+    """quantize_dynamic writes DynamicQuantizeLSTM; jitort runs it as the float LSTM of the exactly
+    dequantised weights (checked against onnxruntime's LSTM on those weights, rtol 1e-5), which is
+    within onnxruntime's own activation-quantisation error of its DynamicQuantizeLSTM (atol 3e-2)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from jitort.kernels.contrib_qlstm import dequantize_gates
+    D = 2 if direction == "bidirectional" else 1
+    m, feeds = _lstm_model(D, 6, 8, direction, peep=peep)
+    src, dst = tmp_path / "lstm.onnx", tmp_path / "lstm_q.onnx"
+    onnx.save(m, str(src))
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+    q = onnx.load(str(dst))
+    node = next(n for n in q.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    got = ort.InferenceSession(q.SerializeToString()).run(None, feeds)
+    for g_, w_ in zip(got, run_ort(q, feeds)):
+        np.testing.assert_allclose(g_, w_, atol=3e-2, rtol=0)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
+    w = dequantize_gates(*(inits[node.input[k]] for k in (1, 8, 9)), "W")
+    r = dequantize_gates(*(inits[node.input[k]] for k in (2, 10, 11)), "R")
+    ref = onnx.ModelProto()
+    ref.CopyFrom(m)
+    for t in ref.graph.initializer:
+        if t.name in ("W", "R"):
+            t.CopyFrom(onnx.numpy_helper.from_array(w if t.name == "W" else r, t.name))
+    for g_, w_ in zip(got, run_ort(ref, feeds)):
+        np.testing.assert_allclose(g_, w_, rtol=1e-5, atol=1e-6)
