@@ -181,8 +181,9 @@ def _prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, inter
         n0 = npast[b]
         for k in range(K):
             kd, vd = kc[b, k], vc[b, k]
-            _copy_flat(pk[b, k], kd, n0 * H)
-            _copy_flat(pv[b, k], vd, n0 * H)
+            if n0 > 0:  # (no past: pk, pv are a placeholder without rows)
+                _copy_flat(pk[b, k], kd, n0 * H)
+                _copy_flat(pv[b, k], vd, n0 * H)
             for s in range(S):
                 _rotate_row(ks[b, s, ko + k], pos[b, s], cos, sin, rotary, interleaved, kd[n0 + s])
                 vd[n0 + s] = vs[b, s, vo + k]

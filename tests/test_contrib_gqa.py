@@ -127,3 +127,21 @@ def test_refused(attrs, what):
     m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, outs, {}, extra_opsets=MS)
     with pytest.raises(OrtNotImplemented, match=f"GroupQueryAttention.*com.microsoft.*{what}"):
         ort.InferenceSession(m.SerializeToString()).run(None, feeds)
+
+
+def test_threads_split_units(monkeypatch):
+    """The (batch, KV head) units split over 2 threads give the same bits as 1 thread (each unit's
+    rows are written by one thread, in one order), and onnxruntime's result."""
+    from jitort.kernels import contrib_gqa
+    feeds, names, attrs = _build(4, 2, 16, 2, 6, rotary=8, bias="head")
+    args = [feeds.get(n) if n else None for n in names]
+    outs = {}
+    for parts in (1, 2):
+        monkeypatch.setattr(contrib_gqa, "_nparts", lambda *a, p=parts: p)
+        outs[parts] = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
+    for a, b in zip(outs[1], outs[2]):
+        np.testing.assert_array_equal(a, b)
+    node = helper.make_node("GroupQueryAttention", names, ["y", "pk", "pv"], domain="com.microsoft", **attrs)
+    m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, ["y", "pk", "pv"], {},
+                   extra_opsets=MS)
+    assert_close(list(outs[2]), run_ort(m, feeds), 1e-4, 1e-5)
