@@ -9,7 +9,8 @@ every projection an int4 MatMulNBits, block 32). For each model, thread count (i
 and context length C, both runtimes prefill a C-token prompt once; each timed call is then one decode
 step (batch 1, one new token, a past of C positions, the same feeds every call, so the context
 stays at C). Calls alternate jitort, onnxruntime, jitort, ... after warm-ups; medians of ``--rounds``
-calls each. The decode step's logits are checked against onnxruntime's (rtol 1e-3). The table's
+calls each. A second table times the prefill of a ``--prefill``-token prompt on an empty cache. The
+logits are checked against onnxruntime's (rtol 1e-3). The table's
 ratio is jitort's median over onnxruntime's (below 1: jitort is faster). The CPU and the load
 average are printed with the numbers: absolute times on a shared machine are noisy, the
 interleaved ratios less so.
@@ -76,10 +77,21 @@ def _decode_feeds(sess, model, context: int) -> dict[str, np.ndarray]:
     return feeds
 
 
-def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5) -> dict:
+def _prefill_feeds(model, n: int) -> dict[str, np.ndarray]:
+    vocab = model.graph.output[0].type.tensor_type.shape.dim[2].dim_value
+    prompt = np.random.default_rng(0).integers(0, vocab, (1, n)).astype(np.int64)
+    return {"input_ids": prompt, "attention_mask": np.ones((1, n), np.int64), **empty_cache(model, 1)}
+
+
+def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, prefill: bool = False) -> dict:
+    """Decode-step latency at ``context`` (or, with ``prefill``, the latency of a ``context``-token
+    prompt on an empty cache)."""
     model = llama_decoder(**MODELS[name])
     mine, ref = _sessions(model, threads)
-    fm, fr = _decode_feeds(mine, model, context), _decode_feeds(ref, model, context)
+    if prefill:
+        fm = fr = _prefill_feeds(model, context)
+    else:
+        fm, fr = _decode_feeds(mine, model, context), _decode_feeds(ref, model, context)
     got, want = mine.run(["logits"], fm)[0], ref.run(["logits"], fr)[0]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
     tm, tr = [], []
@@ -102,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--contexts", default="64,512")
     ap.add_argument("--models", default="tiny,large,large-int4")
+    ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
     args = ap.parse_args(argv)
     print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
     print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio | load |")
@@ -112,6 +125,15 @@ def main(argv: list[str] | None = None) -> None:
                 r = bench(name, threads, context, args.rounds)
                 print(f"| {name} | {threads} | {context} | {r['jitort_ms']:.3f} | {r['ort_ms']:.3f} | "
                       f"{r['ratio']:.2f}x | {_load()} |", flush=True)
+    if args.prefill:
+        print(f"\nprefill of {args.prefill} tokens (empty cache, batch 1)\n")
+        print("| model | threads | jitort ms | onnxruntime ms | ratio | load |")
+        print("|---|---|---|---|---|---|")
+        for name in args.models.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                r = bench(name, threads, args.prefill, max(15, args.rounds // 2), warmup=5, prefill=True)
+                print(f"| {name} | {threads} | {r['jitort_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f}x | "
+                      f"{_load()} |", flush=True)
 
 
 if __name__ == "__main__":
