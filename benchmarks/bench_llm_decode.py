@@ -1,6 +1,7 @@
 """Per-token decode latency of a Llama-style decoder with a KV cache: jitort vs onnxruntime.
 
-    python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512] [--models tiny,large]
+    python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512]
+                                          [--models tiny,large,large-int4] [--prefill 128]
 
 The models are ``tests/test_llm_decode.py``'s ``llama_decoder`` (onnxruntime-genai's graph layout,
 random weights): ``tiny`` (hidden 64, 4 heads / 2 KV heads, 2 layers, FFN 128, vocab 64),
@@ -10,10 +11,9 @@ and context length C, both runtimes prefill a C-token prompt once; each timed ca
 step (batch 1, one new token, a past of C positions, the same feeds every call, so the context
 stays at C). Calls alternate jitort, onnxruntime, jitort, ... after warm-ups; medians of ``--rounds``
 calls each. A second table times the prefill of a ``--prefill``-token prompt on an empty cache. The
-logits are checked against onnxruntime's (rtol 1e-3). The table's
-ratio is jitort's median over onnxruntime's (below 1: jitort is faster). The CPU and the load
-average are printed with the numbers: absolute times on a shared machine are noisy, the
-interleaved ratios less so.
+logits are checked against onnxruntime's (rtol 1e-3). The ratio is jitort's median over
+onnxruntime's (below 1: jitort is faster). The CPU and the load average are printed with the
+numbers: absolute times on a shared machine are noisy, the interleaved ratios less so.
 """
 from __future__ import annotations
 
