@@ -6,8 +6,9 @@ reads key/value head ``h // (N / Nkv)``. The KV cache is BNSH: ``past_key`` / ``
 out, past rows first and the new rows after them, zeros after that. ``seqlens_k[b] + 1`` is batch
 b's total length T_b; on the first prompt (``sequence_length == total_sequence_length``) its new
 rows start at 0 and the causal offset is 0 (a right-padded prompt), afterwards its past length is
-``T_b - S``. onnxruntime's shared past/present buffer (past length = the buffer's capacity) is the
-same arithmetic: the present keeps the buffer's length and the valid rows.
+``T_b - S``. onnxruntime's shared past/present buffer (one max-length OrtValue bound as past_key
+and present_key through IOBinding) is the same arithmetic: the present keeps the buffer's length
+and its valid rows; the rows after them, unspecified, are zeros here (onnxruntime leaves old ones).
 
 Scores ``q.k * scale`` (default 1/sqrt(H)), then ``softcap * tanh(x / softcap)``, then
 ``attention_bias`` [B|1, N|1, S, total_sequence_length]; softmax over keys ``[start, end)`` with

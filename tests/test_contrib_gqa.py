@@ -145,3 +145,51 @@ def test_threads_split_units(monkeypatch):
     m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, ["y", "pk", "pv"], {},
                    extra_opsets=MS)
     assert_close(list(outs[2]), run_ort(m, feeds), 1e-4, 1e-5)
+
+
+def _shared_buffer_decode(rt, m, feeds, steps):
+    """Decode ``steps`` tokens through IOBinding with past_key/present_key (and the values) bound
+    to one OrtValue each: onnxruntime's shared past/present buffer of max length; -> outputs."""
+    so = rt.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = rt.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    karr, varr = feeds["past_key"].copy(), feeds["past_value"].copy()  # onnxruntime's OrtValue borrows them
+    kbuf, vbuf = rt.OrtValue.ortvalue_from_numpy(karr), rt.OrtValue.ortvalue_from_numpy(varr)
+    ys = []
+    for t in range(steps):
+        io = sess.io_binding()
+        for n in ("query", "key", "value"):
+            io.bind_cpu_input(n, np.ascontiguousarray(feeds[n][:, t:t + 1]))
+        io.bind_cpu_input("seqlens_k", (feeds["seqlens_k"] + t).astype(I32))
+        io.bind_cpu_input("total_sequence_length", np.array(int(feeds["seqlens_k"].max()) + t + 1, I32))
+        io.bind_ortvalue_input("past_key", kbuf)
+        io.bind_ortvalue_input("past_value", vbuf)
+        io.bind_output("y")
+        io.bind_ortvalue_output("present_key", kbuf)
+        io.bind_ortvalue_output("present_value", vbuf)
+        sess.run_with_iobinding(io)
+        ys.append(io.copy_outputs_to_cpu()[0])
+    return ys + [kbuf.numpy().copy(), vbuf.numpy().copy()]  # copied while karr, varr live
+
+
+def test_shared_past_present_buffer():
+    """genai's static cache: past and present bound to one max-length buffer, 5 decode steps of a
+    ragged batch; outputs and the buffer's valid rows as onnxruntime's. (Rows past a batch's length
+    are unspecified: onnxruntime, writing in place, leaves the old ones; jitort computes the present
+    as without sharing, zeros there, and the binding copies it into the buffer.)"""
+    import onnxruntime
+    N, kvN, H, B, L, steps = 4, 2, 16, 2, 12, 5
+    feeds = {"query": rand((B, steps, N * H), seed=1), "key": rand((B, steps, kvN * H), seed=2),
+             "value": rand((B, steps, kvN * H), seed=3), "past_key": rand((B, kvN, L, H), seed=4),
+             "past_value": rand((B, kvN, L, H), seed=5), "seqlens_k": np.array([3, 5], I32)}
+    names = INPUTS[:7]
+    node = helper.make_node("GroupQueryAttention", names, ["y", "present_key", "present_value"],
+                            domain="com.microsoft", num_heads=N, kv_num_heads=kvN)
+    types = {n: (F, [B, "S", feeds[n].shape[2]]) for n in ("query", "key", "value")}
+    types.update({n: (F, [B, kvN, L, H]) for n in ("past_key", "past_value")})
+    types.update(seqlens_k=(I32, [B]), total_sequence_length=(I32, []))
+    m = make_model([node], types, ["y", "present_key", "present_value"], {}, extra_opsets=MS)
+    got, want = _shared_buffer_decode(ort, m, feeds, steps), _shared_buffer_decode(onnxruntime, m, feeds, steps)
+    assert_close(got[:steps], want[:steps], 1e-4, 1e-5)
+    for b, n in enumerate(feeds["seqlens_k"] + steps):  # valid rows after the last step
+        assert_close([c[b, :, :n] for c in got[steps:]], [c[b, :, :n] for c in want[steps:]], 1e-5, 1e-6)
