@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Node, TensorType
@@ -387,7 +388,9 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         cos, sin = _rotary_caches(cos_cache, sin_cache, span if S else (0, 0), H)
     else:
         pos, cos, sin = np.zeros((B, S), np.int64), _NO_CACHE, _NO_CACHE
-    # the caches: past rows, then the new ones (onnxruntime writes all S new rows, padding included)
+    # the caches: past rows, then the new ones (onnxruntime writes all S new rows, padding included);
+    # their length comes from a model input: bounded before allocating
+    memory.check(OP, (B, kvN, L, H), np.float32)
     q = np.empty((B, N, S, H), np.float32)
     kc = np.empty((B, kvN, L, H), np.float32)
     vc = np.empty((B, kvN, L, H), np.float32)

@@ -193,3 +193,16 @@ def test_shared_past_present_buffer():
     assert_close(got[:steps], want[:steps], 1e-4, 1e-5)
     for b, n in enumerate(feeds["seqlens_k"] + steps):  # valid rows after the last step
         assert_close([c[b, :, :n] for c in got[steps:]], [c[b, :, :n] for c in want[steps:]], 1e-5, 1e-6)
+
+
+def test_cache_length_is_bounded():
+    """total_sequence_length sizes the present cache: a huge one is onnxruntime's allocation
+    failure (jitort's per-tensor limit), not an attempt to allocate it."""
+    from jitort.capi.onnxruntime_pybind11_state import Fail
+    feeds, names, attrs = _build(4, 2, 16, 1, 1, P=3)
+    feeds["total_sequence_length"] = np.array(2**31 - 1, I32)
+    node = helper.make_node("GroupQueryAttention", names, ["y", "pk", "pv"], domain="com.microsoft", **attrs)
+    m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, ["y", "pk", "pv"], {},
+                   extra_opsets=MS)
+    with pytest.raises(Fail, match="GroupQueryAttention.*allocate"):
+        ort.InferenceSession(m.SerializeToString()).run(None, feeds)
