@@ -24,8 +24,13 @@ nothing of size S x T is materialised and the compiled code does not depend on a
 compile serves every prompt and every decode step. Work splits over (batch, KV head)
 units across the session's threads.
 
-Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), the windowed
-cache (sliding_window_cache=1), query_seqlens, q/k_norm_weight, the qk output.
+``sliding_window_cache=1`` (a window-sized cache of capacity C = past_key's length, evicting
+internally): attention runs on a staging cache of the resident rows and the new ones (the masks
+depend on distances only; rotary uses absolute positions), and the present holds the last L(T)
+positions at rows [0, L(T)), L as the schema defines it.
+
+Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), query_seqlens,
+q/k_norm_weight, the qk output, attention_bias with the windowed cache.
 """
 from __future__ import annotations
 
@@ -271,6 +276,28 @@ def _rotary_caches(cos_cache: np.ndarray | None, sin_cache: np.ndarray | None, s
     return np.ascontiguousarray(cos_cache, np.float32), np.ascontiguousarray(sin_cache, np.float32)
 
 
+def _resident(T: int, C: int, W: int) -> int:
+    """Rows a windowed cache of capacity C holds after T positions, window W (the schema's L(T)):
+    eviction reclaims G = C - W + 1 rows at once."""
+    if T <= C:
+        return T
+    G = C - W + 1
+    return T - G * (-(-(T - C) // G))
+
+
+def _window_present(staged: np.ndarray, lens: list[int], resident: list[int], S: int, C: int,
+                    W: int) -> np.ndarray:
+    """The windowed present [B, Nkv, C, H]: batch b's last L(T_b) staged rows at rows [0, L(T_b)),
+    zeros after them (unspecified rows: onnxruntime leaves what its compaction left there)."""
+    B, K, _, H = staged.shape
+    out = np.zeros((B, K, C, H), np.float32)
+    for b in range(B):
+        end = resident[b] + S
+        n = _resident(lens[b], C, W)
+        out[b, :, :n] = staged[b, :, end - n:end]
+    return out
+
+
 def _check_cache(past: np.ndarray, what: str, B: int, kvN: int, H: int) -> None:
     if past.ndim != 4 or past.shape[0] != B or past.shape[1] != kvN or past.shape[3] != H:
         raise InvalidArgument(f"{OP}: {what} of shape {list(past.shape)} must be [{B}, {kvN}, P, {H}] (BNSH)")
@@ -316,8 +343,6 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         raise _unsupported(f"input(s) {given}")
     if k_quant_type != "NONE" or v_quant_type != "NONE" or kv_cache_bit_width:
         raise _unsupported("a quantised KV cache")
-    if sliding_window_cache:
-        raise _unsupported("sliding_window_cache=1")
     if qk_output or _nout > 3:
         raise _unsupported("the output_qk output")
     if causal not in (0, 1) or (causal == 0 and local_window_size != -1):
@@ -367,22 +392,41 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     if S > 1 and not first and B != 1:
         raise InvalidArgument(f"{OP}: batch_size must be 1 when sequence_length > 1 and past context is given")
     lens = [int(t) + 1 for t in seqlens_k.reshape(-1).tolist()]  # B is small: Python, not numpy reductions
-    if min(lens) < 1 or max(lens) > L:
-        raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is out of range [0, {L})")
-    tot = np.array(lens, np.int64)
-    if first:
-        past = np.zeros(B, np.int64)
-        span = (0, S - 1)
-    else:
-        past = tot - S
-        if min(lens) - S < 0:
+    if sliding_window_cache:
+        if local_window_size <= 0 or past_key is None or P < local_window_size:
+            raise InvalidArgument(f"{OP}: sliding_window_cache=1 needs local_window_size > 0 and past_key/value "
+                                  f"of a capacity >= it (local_window_size {local_window_size}, capacity {P})")
+        if attention_bias is not None:
+            raise _unsupported("attention_bias and sliding_window_cache=1")
+        if min(lens) < S:
             raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is too small for "
                                   f"sequence_length {S}")
-        if max(lens) - S > P:
-            raise InvalidArgument(f"{OP}: seqlens_k needs {max(lens) - S} past rows; past_key has {P}")
+        # run against a staging cache: the resident rows, then the new ones (cache-relative positions:
+        # the causal and window masks depend on distances only); the present keeps its last L(T) rows
+        resident = [_resident(t - S, P, local_window_size) for t in lens]
+        L = max(resident) + S
+        absolute = np.array(lens, np.int64) - S
+        tot = np.array([r + S for r in resident], np.int64)
+        past = np.array(resident, np.int64)
         span = (min(lens) - S, max(lens) - 1)
+    else:
+        if min(lens) < 1 or max(lens) > L:
+            raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is out of range [0, {L})")
+        tot = np.array(lens, np.int64)
+        if first:
+            past = np.zeros(B, np.int64)
+            span = (0, S - 1)
+        else:
+            past = tot - S
+            if min(lens) - S < 0:
+                raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is too small for "
+                                      f"sequence_length {S}")
+            if max(lens) - S > P:
+                raise InvalidArgument(f"{OP}: seqlens_k needs {max(lens) - S} past rows; past_key has {P}")
+            span = (min(lens) - S, max(lens) - 1)
+        absolute = past
     if do_rotary:
-        pos = np.ascontiguousarray(_positions(position_ids, first, past, B, S))
+        pos = np.ascontiguousarray(_positions(position_ids, first, absolute, B, S))
         if position_ids is not None and pos.size:
             span = (int(pos.min()), int(pos.max()))
         cos, sin = _rotary_caches(cos_cache, sin_cache, span if S else (0, 0), H)
@@ -425,6 +469,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     else:
         _prepare(*prep)
         _run_parts((q, kc, vc) + att, nparts)
+    if sliding_window_cache:
+        kc, vc = (_window_present(c, lens, resident, S, P, local_window_size) for c in (kc, vc))
     dt = query.dtype
     outs = (out.astype(dt, copy=False), kc.astype(dt, copy=False), vc.astype(dt, copy=False))
     return outs[0] if _nout == 1 else outs[:_nout]

@@ -117,9 +117,7 @@ def test_output_only():
     _check(*_build(4, 2, 16, 2, 5), outs=("y",))
 
 
-@pytest.mark.parametrize("attrs,what", [({"qk_output": 1}, "output_qk"),
-                                        ({"sliding_window_cache": 1, "local_window_size": 2},
-                                         "sliding_window_cache")])
+@pytest.mark.parametrize("attrs,what", [({"qk_output": 1}, "output_qk")])
 def test_refused(attrs, what):
     feeds, names, base = _build(4, 2, 16, 1, 3)
     outs = ["y", "pk", "pv"] + (["qk"] if "qk_output" in attrs else [])
@@ -206,3 +204,51 @@ def test_cache_length_is_bounded():
                    extra_opsets=MS)
     with pytest.raises(Fail, match="GroupQueryAttention.*allocate"):
         ort.InferenceSession(m.SerializeToString()).run(None, feeds)
+
+
+def _resident(T, C, W):  # the schema's L(T) for a windowed cache
+    G = C - W + 1
+    return T if T <= C else T - G * -(-(T - C) // G)
+
+
+@pytest.mark.parametrize("B,C,W,prompt,chunks", [(1, 6, 4, 5, [1] * 9 + [3, 1]), (2, 5, 5, 4, [1] * 7),
+                                                 (1, 4, 3, 9, [1, 2, 1])])
+def test_sliding_window_cache(B, C, W, prompt, chunks):
+    """sliding_window_cache=1: a prompt (possibly longer than the capacity), then steps of 1-3 tokens,
+    each runtime fed its own present; outputs and the present's resident rows [0, L(T)) as
+    onnxruntime's (rows after them are unspecified), with rotary at absolute positions."""
+    import onnxruntime
+    N, kvN, H = 4, 2, 16
+    steps = [prompt] + chunks
+    total = sum(steps)
+    rng = np.random.default_rng(B * 100 + C)
+    data = {n: rng.uniform(-2, 2, (B, total, w)).astype(F) for n, w in (("query", N * H), ("key", kvN * H),
+                                                                          ("value", kvN * H))}
+    cos, sin = _caches(total + 4, 8)
+    names = INPUTS[:9]
+    node = helper.make_node("GroupQueryAttention", names, ["y", "present_key", "present_value"],
+                            domain="com.microsoft", num_heads=N, kv_num_heads=kvN, local_window_size=W,
+                            sliding_window_cache=1, do_rotary=1)
+    types = {n: (F, [B, "S", d.shape[2]]) for n, d in data.items()}
+    types.update({n: (F, [B, kvN, C, H]) for n in ("past_key", "past_value")})
+    types.update(seqlens_k=(I32, [B]), total_sequence_length=(I32, []), cos_cache=(F, list(cos.shape)),
+                 sin_cache=(F, list(sin.shape)))
+    m = make_model([node], types, ["y", "present_key", "present_value"], {}, extra_opsets=MS)
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(m.SerializeToString()),
+                onnxruntime.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])]
+    caches = [[np.zeros((B, kvN, C, H), F)] * 2 for _ in sessions]
+    done = 0
+    for S in steps:
+        T = done + S
+        feeds = {n: np.ascontiguousarray(d[:, done:T]) for n, d in data.items()}
+        feeds.update(seqlens_k=np.full(B, T - 1, I32), total_sequence_length=np.array(T, I32), cos_cache=cos,
+                     sin_cache=sin)
+        outs = []
+        for k, sess in enumerate(sessions):
+            y, pk, pv = sess.run(None, {**feeds, "past_key": caches[k][0], "past_value": caches[k][1]})
+            caches[k] = [pk, pv]
+            outs.append((y, pk[:, :, :_resident(T, C, W)], pv[:, :, :_resident(T, C, W)]))
+        assert_close(outs[0], outs[1], 1e-4, 1e-5)
+        done = T
