@@ -29,8 +29,11 @@ internally): attention runs on a staging cache of the resident rows and the new 
 depend on distances only; rotary uses absolute positions), and the present holds the last L(T)
 positions at rows [0, L(T)), L as the schema defines it.
 
-Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), query_seqlens,
-q/k_norm_weight, the qk output, attention_bias with the windowed cache.
+``query_seqlens`` (right-padded chunks): entry b's Q_b valid rows follow its T_b - Q_b cached ones
+(written there with the padding rows after them, which, like output rows past Q_b, are unspecified).
+
+Refused (NotImplemented): quantised KV caches (k_scale/v_scale, kv_cache_bit_width), q/k_norm_weight,
+the qk output, attention_bias or query_seqlens with the windowed cache.
 """
 from __future__ import annotations
 
@@ -337,10 +340,11 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
                         causal: int = 1, qk_output: int = 0, sliding_window_cache: int = 0,
                         kv_cache_bit_width: int = 0, k_quant_type: str = "NONE", v_quant_type: str = "NONE",
                         _nout: int = 1) -> Any:
-    names = ("k_scale", "v_scale", "q_norm_weight", "k_norm_weight", "query_seqlens")
+    names = ("k_scale", "v_scale", "q_norm_weight", "k_norm_weight")
     given = [n for n, a in zip(names, rest) if a is not None]
     if given:
         raise _unsupported(f"input(s) {given}")
+    query_seqlens = rest[4] if len(rest) > 4 else None
     if k_quant_type != "NONE" or v_quant_type != "NONE" or kv_cache_bit_width:
         raise _unsupported("a quantised KV cache")
     if qk_output or _nout > 3:
@@ -389,15 +393,15 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     total_len = int(total_sequence_length.reshape(-1)[0])
     L = max(total_len, P)
     first = S == total_len
-    if S > 1 and not first and B != 1:
+    if S > 1 and not first and B != 1 and query_seqlens is None:
         raise InvalidArgument(f"{OP}: batch_size must be 1 when sequence_length > 1 and past context is given")
     lens = [int(t) + 1 for t in seqlens_k.reshape(-1).tolist()]  # B is small: Python, not numpy reductions
     if sliding_window_cache:
         if local_window_size <= 0 or past_key is None or P < local_window_size:
             raise InvalidArgument(f"{OP}: sliding_window_cache=1 needs local_window_size > 0 and past_key/value "
                                   f"of a capacity >= it (local_window_size {local_window_size}, capacity {P})")
-        if attention_bias is not None:
-            raise _unsupported("attention_bias and sliding_window_cache=1")
+        if attention_bias is not None or query_seqlens is not None:
+            raise _unsupported("attention_bias or query_seqlens with sliding_window_cache=1")
         if min(lens) < S:
             raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is too small for "
                                   f"sequence_length {S}")
@@ -409,6 +413,20 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         tot = np.array([r + S for r in resident], np.int64)
         past = np.array(resident, np.int64)
         span = (min(lens) - S, max(lens) - 1)
+    elif query_seqlens is not None:  # right-padded chunks: Q_b valid rows, appended after T_b - Q_b
+        if past_key is None or causal != 1:
+            raise InvalidArgument(f"{OP}: query_seqlens needs past_key/past_value and causal=1")
+        qlen = [int(x) for x in query_seqlens.reshape(-1).tolist()]
+        if len(qlen) != B or min(lens) < 1 or any(not 0 <= q <= min(S, t) for q, t in zip(qlen, lens)):
+            raise InvalidArgument(f"{OP}: query_seqlens {qlen} must be [{B}] counts in [0, min({S}, seqlens_k + 1)]")
+        past = np.array([t - q for t, q in zip(lens, qlen)], np.int64)
+        if int(past.max()) > P or int(past.max()) + S > L:
+            raise InvalidArgument(f"{OP}: the cache must hold the {int(past.max())} cached rows and room for the "
+                                  f"{S}-row chunk (past_key {P} rows, present {L})")
+        tot = np.array(lens, np.int64)
+        absolute = past
+        first = False  # positions from each entry's cached count, not the first-prompt rule
+        span = (int(past.min()), int(past.max()) + S - 1)
     else:
         if min(lens) < 1 or max(lens) > L:
             raise InvalidArgument(f"{OP}: seqlens_k {seqlens_k.reshape(-1).tolist()} is out of range [0, {L})")

@@ -252,3 +252,29 @@ def test_sliding_window_cache(B, C, W, prompt, chunks):
             outs.append((y, pk[:, :, :_resident(T, C, W)], pv[:, :, :_resident(T, C, W)]))
         assert_close(outs[0], outs[1], 1e-4, 1e-5)
         done = T
+
+
+@pytest.mark.parametrize("qlens,past,rotary", [([4, 2], [3, 5], 8), ([3, 0], [2, 6], None), ([1, 4], [0, 7], 8)])
+def test_query_seqlens(qlens, past, rotary):
+    """Right-padded chunks (query_seqlens) into a static cache: the valid output rows and the cache's
+    valid rows as onnxruntime's (padding rows are unspecified)."""
+    N, kvN, H, B, S, L = 4, 2, 16, 2, 4, 12
+    feeds = {"query": rand((B, S, N * H), seed=1), "key": rand((B, S, kvN * H), seed=2),
+             "value": rand((B, S, kvN * H), seed=3), "past_key": rand((B, kvN, L, H), seed=4),
+             "past_value": rand((B, kvN, L, H), seed=5),
+             "seqlens_k": np.array([p + q - 1 for p, q in zip(past, qlens)], I32),
+             "total_sequence_length": np.array(L, I32)}
+    attrs = dict(num_heads=N, kv_num_heads=kvN)
+    if rotary:
+        feeds["cos_cache"], feeds["sin_cache"] = _caches(L + 4, rotary)
+        attrs["do_rotary"] = 1
+    feeds["query_seqlens"] = np.array(qlens, I32)
+    names = [n if n in feeds else "" for n in INPUTS] + ["", "", "", "", "query_seqlens"]
+    node = helper.make_node("GroupQueryAttention", names, ["y", "pk", "pv"], domain="com.microsoft", **attrs)
+    m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, ["y", "pk", "pv"], {},
+                   extra_opsets=MS)
+    got = ort.InferenceSession(m.SerializeToString()).run(None, feeds)
+    want = run_ort(m, feeds)
+    for b, (p, q) in enumerate(zip(past, qlens)):
+        assert_close([got[0][b, :q], got[1][b, :, :p + q], got[2][b, :, :p + q]],
+                     [want[0][b, :q], want[1][b, :, :p + q], want[2][b, :, :p + q]], 1e-4, 1e-5)
