@@ -1,0 +1,140 @@
+"""Per-token decode latency of a Llama-style decoder with a KV cache: jitort vs onnxruntime.
+
+    python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512]
+                                          [--models tiny,large,large-int4] [--prefill 128]
+
+The models are ``tests/test_llm_decode.py``'s ``llama_decoder`` (onnxruntime-genai's graph layout,
+random weights): ``tiny`` (hidden 64, 4 heads / 2 KV heads, 2 layers, FFN 128, vocab 64),
+``large`` (hidden 768, 12 / 4 heads, 4 layers, FFN 2048, vocab 4096) and ``large-int4`` (the same,
+every projection an int4 MatMulNBits, block 32). For each model, thread count (intra_op_num_threads)
+and context length C, both runtimes prefill a C-token prompt once; each timed call is then one decode
+step (batch 1, one new token, a past of C positions, the same feeds every call, so the context
+stays at C). Calls alternate jitort, onnxruntime, jitort, ... after warm-ups; medians of ``--rounds``
+calls each. A second table times the prefill of a ``--prefill``-token prompt on an empty cache. The
+logits are checked against onnxruntime's (rtol 1e-3). The ratio is jitort's median over
+onnxruntime's (below 1: jitort is faster). The CPU and the load average are printed with the
+numbers: absolute times on a shared machine are noisy, the interleaved ratios less so.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+import jitort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_llm_decode import empty_cache, llama_decoder  # noqa: E402
+
+MODELS = {
+    "tiny": dict(vocab=64, hidden=64, heads=4, kv_heads=2, layers=2, ffn=128, max_len=1024),
+    "large": dict(vocab=4096, hidden=768, heads=12, kv_heads=4, layers=4, ffn=2048, max_len=1024),
+    "large-int4": dict(vocab=4096, hidden=768, heads=12, kv_heads=4, layers=4, ffn=2048, max_len=1024, int4=True),
+}
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _sessions(model, threads: int):
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads
+    ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    jo = jitort.SessionOptions()
+    jo.intra_op_num_threads = threads
+    return jitort.InferenceSession(model.SerializeToString(), jo), ref
+
+
+def _decode_feeds(sess, model, context: int) -> dict[str, np.ndarray]:
+    """Prefill ``context`` tokens on ``sess``; -> the feeds of the next (decode) step."""
+    rng = np.random.default_rng(0)
+    vocab = model.graph.output[0].type.tensor_type.shape.dim[2].dim_value
+    prompt = rng.integers(0, vocab, (1, context)).astype(np.int64)
+    names = [o.name for o in model.graph.output]
+    outs = dict(zip(names, sess.run(None, {"input_ids": prompt, "attention_mask": np.ones((1, context), np.int64),
+                                            **empty_cache(model, 1)})))
+    nxt = outs["logits"][:, -1].argmax(-1).reshape(1, 1).astype(np.int64)
+    feeds = {"input_ids": nxt, "attention_mask": np.ones((1, context + 1), np.int64)}
+    feeds.update({n.replace("present.", "past_key_values."): outs[n] for n in names if n != "logits"})
+    return feeds
+
+
+def _prefill_feeds(model, n: int) -> dict[str, np.ndarray]:
+    vocab = model.graph.output[0].type.tensor_type.shape.dim[2].dim_value
+    prompt = np.random.default_rng(0).integers(0, vocab, (1, n)).astype(np.int64)
+    return {"input_ids": prompt, "attention_mask": np.ones((1, n), np.int64), **empty_cache(model, 1)}
+
+
+def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, prefill: bool = False) -> dict:
+    """Decode-step latency at ``context`` (or, with ``prefill``, the latency of a ``context``-token
+    prompt on an empty cache)."""
+    model = llama_decoder(**MODELS[name])
+    mine, ref = _sessions(model, threads)
+    if prefill:
+        fm = fr = _prefill_feeds(model, context)
+    else:
+        fm, fr = _decode_feeds(mine, model, context), _decode_feeds(ref, model, context)
+    got, want = mine.run(["logits"], fm)[0], ref.run(["logits"], fr)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    tm, tr = [], []
+    for k in range(warmup + rounds):
+        t0 = time.perf_counter()
+        mine.run(None, fm)
+        t1 = time.perf_counter()
+        ref.run(None, fr)
+        t2 = time.perf_counter()
+        if k >= warmup:
+            tm.append(t1 - t0)
+            tr.append(t2 - t1)
+    a, b = statistics.median(tm), statistics.median(tr)
+    return dict(model=name, threads=threads, context=context, jitort_ms=a * 1e3, ort_ms=b * 1e3, ratio=a / b)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--contexts", default="64,512")
+    ap.add_argument("--models", default="tiny,large,large-int4")
+    ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
+    args = ap.parse_args(argv)
+    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
+    print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio | load |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        for threads in (int(t) for t in args.threads.split(",")):
+            for context in (int(c) for c in args.contexts.split(",")):
+                r = bench(name, threads, context, args.rounds)
+                print(f"| {name} | {threads} | {context} | {r['jitort_ms']:.3f} | {r['ort_ms']:.3f} | "
+                      f"{r['ratio']:.2f}x | {_load()} |", flush=True)
+    if args.prefill:
+        print(f"\nprefill of {args.prefill} tokens (empty cache, batch 1)\n")
+        print("| model | threads | jitort ms | onnxruntime ms | ratio | load |")
+        print("|---|---|---|---|---|---|")
+        for name in args.models.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                r = bench(name, threads, args.prefill, max(15, args.rounds // 2), warmup=5, prefill=True)
+                print(f"| {name} | {threads} | {r['jitort_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f}x | "
+                      f"{_load()} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
