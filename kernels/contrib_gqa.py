@@ -53,6 +53,7 @@ from jitort.ir import Node, TensorType
 from jitort.kernels.fastmath import exp_f32, tanh_f32
 from jitort.kernels.registry import op
 from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
 OP = "GroupQueryAttention"
@@ -312,7 +313,6 @@ def _nparts(B: int, K: int, N: int, S: int, L: int, H: int) -> int:
 
 
 def _infer(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    from jitort.onnx_import import _unknown_dims  # fresh symbols, as the importer names unknown dims
     q = ins[0]
     if q is None or q.shape is None or len(q.shape) != 3:
         return []
@@ -323,7 +323,7 @@ def _infer(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
         return []
     H = D // N if key is not None else D // (N + 2 * kvN)
     B, S = q.shape[0], q.shape[1]
-    present = TensorType(q.dtype, (B, kvN, f"?{next(_unknown_dims)}", H))
+    present = TensorType(q.dtype, (B, kvN, unknown_dim(), H))
     present_v = TensorType(q.dtype, (B, kvN, present.shape[2], H))  # type: ignore[index]
     return [TensorType(q.dtype, (B, S, N * H)), present, present_v]
 

@@ -14,6 +14,7 @@ from jitort.kernels.contrib_infer import same_as_input
 from jitort.kernels.registry import op
 from jitort.kernels.shape import Range as _Range
 from jitort.kernels.shape import Trilu as _Trilu
+from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
 
@@ -24,9 +25,8 @@ def Trilu(X: np.ndarray, k: np.ndarray | None = None, *, upper: int = 1) -> np.n
 
 
 def _infer_range(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    from jitort.onnx_import import _unknown_dims  # a fresh symbol, as the importer names unknown dims
     s = ins[0] if ins else None
-    return [TensorType(s.dtype, (f"?{next(_unknown_dims)}",))] if s is not None else []
+    return [TensorType(s.dtype, (unknown_dim(),))] if s is not None else []
 
 
 @op("Range", since=1, domain=MS, infer=_infer_range)

@@ -2,7 +2,7 @@
 int4/uint4, int2/uint2 (ml_dtypes) and strings.
 
 The elementwise emitters cover the Numba types plus float16/bfloat16; a Cast (or Equal) touching
-any other type is routed at import (``jitort.rewrites``) to these ``jitort``-domain library ops,
+any other type is routed at import (``jitort.frontend.rewrites``) to these ``jitort``-domain library ops,
 which convert with ml_dtypes' numpy casts (round to nearest even) plus ONNX's saturation rules.
 """
 from __future__ import annotations
