@@ -22,6 +22,7 @@ from jitort.kernels.registry import lookup, lower_node, run_call
 from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import FUSED, fuse_elementwise
+from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
 from jitort.passes.partition import partition
 from jitort.passes.shapes import complete_types
 from jitort.passes.simplify import remove_dead, remove_passthrough
@@ -75,7 +76,7 @@ def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> li
     if fold:
         ps += [lambda g: fold_constants(g, evaluate), remove_dead]
     if fuse:
-        ps += [fuse_conv_epilogue, fuse_elementwise]
+        ps += [fuse_conv_epilogue, fuse_gemm_epilogue, fuse_elementwise]
     ps += [lambda g: partition(g, list(providers))]
     return ps
 
