@@ -25,6 +25,7 @@ stored column strip while it is in cache, with jitort's vectorisable float32 mat
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -59,7 +60,10 @@ ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSwish": 4, "Har
 _POST = 6
 
 
+@functools.lru_cache(maxsize=1)
 def host_isa() -> str:
+    """"avx512" when the host (or Numba's configured CPU) has AVX-512F, else "avx2" (asked once:
+    llvmlite's feature query costs ~0.7 ms)."""
     feats = numba.config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
     return "avx512" if "+avx512f" in feats.split(",") else "avx2"
 
