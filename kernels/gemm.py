@@ -483,7 +483,10 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     r = _Z2 if res is None else res
     hasr = 0 if res is None else 1
     f32 = np.float32
-    post = post_address(act)
+    post = post_address(act) if act >= _POST else 0
+    if 2.0 * M * n * K < 2 * _FLOPS_PER_PART:  # one thread's work: no split (batch-1 products)
+        kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
+        return out
     nt = nthreads or threads()
     chunks = split(M, n, K, isa, nt)
     if len(chunks) == 1:
