@@ -30,6 +30,7 @@ from jitort.kernels.registry import lower_node
 from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import FUSED, fuse_elementwise
+from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
 from jitort.passes.shapes import complete_types
@@ -51,7 +52,7 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
     if fold_consts:
         ps += [fold, remove_dead]
     if fuse:
-        ps += [fuse_conv_epilogue, fuse_elementwise]
+        ps += [fuse_conv_epilogue, fuse_gemm_epilogue, fuse_elementwise]
     ps += [partition_to_providers]
     return ps
 

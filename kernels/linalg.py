@@ -27,6 +27,7 @@ from numba.np.linalg import check_blas_return, ensure_blas, get_blas_kind
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
+from jitort.kernels.gemm_ops import lower_packed
 from jitort.kernels.registry import BFLOAT16, Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -377,6 +378,9 @@ def MatMul_prepared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _lower_matmul(node: Node, g: Graph) -> Call:
+    packed = lower_packed(node, g)  # float32 with constant weights: jitort's packed GEMM
+    if packed is not None:
+        return packed
     w = g.const(node.inputs[1])
     a_t = g.type_of(node.inputs[0])
     if w is not None and (w.dtype == np.float16 or w.dtype == BFLOAT16) and a_t.dtype == w.dtype:
@@ -429,6 +433,9 @@ def Gemm_prepared(a: np.ndarray, b: np.ndarray, c: np.ndarray | None, *, alpha: 
 
 
 def _lower_gemm(node: Node, g: Graph) -> Call:
+    packed = lower_packed(node, g)
+    if packed is not None:
+        return packed
     d = lookup("Gemm", "", node.version)
     call = default_call(d, node, g)
     b = g.const(node.inputs[1])

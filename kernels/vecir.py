@@ -35,10 +35,12 @@ def lanes(itemsize: int) -> int:
 class Vec:
     """Vector IR helpers for one codegen: VL lanes of the element type ``dt`` (float32/64)."""
 
-    def __init__(self, context: Any, builder: ir.IRBuilder, dt: Any) -> None:
+    def __init__(self, context: Any, builder: ir.IRBuilder, dt: Any, vbytes: int | None = None) -> None:
+        """vbytes: the vector width in bytes; default the host's (``VB``). A kernel that picks its
+        width itself (gemm.py's AVX2 path on an AVX-512 host) passes it."""
         self.context, self.b = context, builder
         self.isz = dt.bitwidth // 8
-        self.VL = VL = lanes(self.isz)
+        self.VL = VL = (vbytes or VB) // self.isz
         self.fty = context.get_value_type(dt)
         self.vty = ir.VectorType(self.fty, VL)
         self.vpty = self.vty.as_pointer()
@@ -147,6 +149,12 @@ def fma_tile(v: Vec, rows: int, nvec: int, K: ir.Value, a_row: Callable[[ir.Valu
     """The register tile's k loop: acc[r][j] = fma(a[k, r], b[k, j], acc[r][j]) for k < K, in k
     order, from ``start``; a_row(k) points at the rows' k-th weights (rows consecutive),
     b_vecs(k) gives the nvec B vectors of step k. Returns the final accumulators (phis)."""
+    return fma_rows(v, rows, nvec, K, lambda k, r: v.b.load(v.at(a_row(k), r)), b_vecs, start)
+
+
+def fma_rows(v: Vec, rows: int, nvec: int, K: ir.Value, a_elem: Callable[[ir.Value, int], ir.Value],
+             b_vecs: Callable[[ir.Value], list[ir.Value]], start: list[list[ir.Value]]) -> list[list[ir.Value]]:
+    """``fma_tile`` with A given per element: a_elem(k, r) is the scalar A[r, k] (any layout)."""
     b = v.b
     pre = b.block
     loop = b.append_basic_block("tile.k")
@@ -160,10 +168,9 @@ def fma_tile(v: Vec, rows: int, nvec: int, K: ir.Value, a_row: Callable[[ir.Valu
         for j in range(nvec):
             acc[r][j].add_incoming(start[r][j], pre)
     bv = b_vecs(k)
-    ap = a_row(k)
     new = []
     for r in range(rows):
-        s = v.splat(b.load(v.at(ap, r)))
+        s = v.splat(a_elem(k, r))
         new.append([v.fma(s, bv[j], acc[r][j]) for j in range(nvec)])
     k1 = b.add(k, v.c(1))
     end = b.block

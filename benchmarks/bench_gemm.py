@@ -1,0 +1,136 @@
+"""MatMul / Gemm with constant weights, jitort vs onnxruntime, interleaved rounds in one process, at 1 and 2
+intra-op threads. Prints a table of medians and ratios (jitort time / onnxruntime time).
+
+    python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05]
+
+Cases: the issue's MatMul+bias grid, BERT-base projections (M = 128 / 256 tokens), GPT-2 projections at
+decode (M = 1) and prefill (M = 64), torch-style Gemm (transB=1) layers, and a few fused epilogues.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jitort  # noqa: E402
+
+# (name, M, K, N, kind, activation): kind "mm" is MatMul + Add(bias), "gemm" is Gemm(transB=1) with C
+CASES = [
+    ("issue 128x768x768", 128, 768, 768, "mm", ""),
+    ("issue 16x1024x1024", 16, 1024, 1024, "mm", ""),
+    ("issue 256x768x3072", 256, 768, 3072, "mm", ""),
+    ("issue 1x768x768", 1, 768, 768, "mm", ""),
+    ("bert 128x768x3072 gelu", 128, 768, 3072, "mm", "Gelu"),
+    ("bert 128x3072x768", 128, 3072, 768, "mm", ""),
+    ("bert 256x768x768", 256, 768, 768, "mm", ""),
+    ("bert 256x3072x768", 256, 3072, 768, "mm", ""),
+    ("gpt2 1x768x2304", 1, 768, 2304, "mm", ""),
+    ("gpt2 1x768x3072 gelu", 1, 768, 3072, "mm", "Gelu"),
+    ("gpt2 1x3072x768", 1, 3072, 768, "mm", ""),
+    ("gpt2 64x768x2304", 64, 768, 2304, "mm", ""),
+    ("gpt2 64x3072x768", 64, 3072, 768, "mm", ""),
+    ("gemm 128x768x768 tB", 128, 768, 768, "gemm", ""),
+    ("gemm 1x2048x1000 tB", 1, 2048, 1000, "gemm", ""),
+    ("gemm 4x512x512 tB relu", 4, 512, 512, "gemm", "Relu"),
+    ("mm 200x500x300 odd", 200, 500, 300, "mm", ""),
+]
+
+
+def build(M: int, K: int, N: int, kind: str, act: str, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((N, K) if kind == "gemm" else (K, N)) / np.sqrt(K)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(bias, "bias")]
+    y = "y" if not act else "t"
+    if kind == "gemm":
+        nodes = [helper.make_node("Gemm", ["x", "W", "bias"], [y], transB=1)]
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], [y])]
+    if act == "Gelu":
+        nodes.append(helper.make_node("Gelu", ["t"], ["y"]))
+    elif act:
+        nodes.append(helper.make_node(act, ["t"], ["y"]))
+    g = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    m.ir_version = 10
+    return m
+
+
+def sessions(model: onnx.ModelProto, threads: int):
+    import onnxruntime
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    jso = jitort.SessionOptions()
+    jso.intra_op_num_threads = threads
+    return jitort.InferenceSession(model.SerializeToString(), jso), ref
+
+
+def _time(sess, feeds, seconds: float) -> float:
+    """Median per-run time of a burst lasting about ``seconds``."""
+    run = sess.run
+    run(None, feeds)
+    t0 = time.perf_counter()
+    run(None, feeds)
+    one = max(time.perf_counter() - t0, 1e-7)
+    n = max(3, min(2000, int(seconds / one)))
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run(None, feeds)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--seconds", type=float, default=0.05, help="length of one timed burst")
+    args = ap.parse_args()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    try:
+        from jitort.kernels.gemm import default_isa
+        isa = default_isa()
+    except ImportError:  # before the GEMM engine existed (baseline runs)
+        isa = "BLAS"
+    print(f"CPU: {cpu}; jitort GEMM path: {isa}; load: {os.getloadavg()}")
+    print(f"{'case':28s} {'thr':>3s} {'jitort ms':>10s} {'ort ms':>9s} {'ratio':>6s}  maxdiff")
+    ratios: dict[int, list[float]] = {}
+    for name, M, K, N, kind, act in CASES:
+        if args.filter not in name:
+            continue
+        model = build(M, K, N, kind, act)
+        x = np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)
+        feeds = {"x": x}
+        for t in (int(s) for s in args.threads.split(",")):
+            js, rs = sessions(model, t)
+            diff = float(np.abs(js.run(None, feeds)[0] - rs.run(None, feeds)[0]).max())
+            tj, tr = [], []
+            for _ in range(args.rounds):
+                tj.append(_time(js, feeds, args.seconds))
+                tr.append(_time(rs, feeds, args.seconds))
+            mj, mr = statistics.median(tj), statistics.median(tr)
+            ratios.setdefault(t, []).append(mj / mr)
+            print(f"{name:28s} {t:3d} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
+    for t, rs in ratios.items():
+        print(f"threads {t}: geomean ratio {float(np.exp(np.mean(np.log(rs)))):.2f}, worst {max(rs):.2f}")
+    print(f"load after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

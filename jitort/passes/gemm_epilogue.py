@@ -1,0 +1,170 @@
+"""Fold what follows a float32 MatMul/Gemm with constant weights into the packed GEMM's epilogue:
+a bias Add, a residual Add, an activation (applied while the output tile is in registers or cache).
+
+Pattern, each part optional but at least one present, every intermediate value read only by the
+next node and neither a graph output nor read by a subgraph:
+
+    y = MatMul(A, W) | Gemm(A, W[, C])       W a float32 2-D constant (kernels/gemm_ops.lower_packed)
+    y = Add(y, b)                            b a constant row vector ([N], [1, N], scalar); not after a Gemm with C
+    y = Add(y, R)                            R a run-time value of y's exact shape
+    y = act(y)                               Relu, Clip (constant bounds), LeakyRelu, HardSwish, HardSigmoid,
+                                             Sigmoid, Mul(y, Sigmoid(y)) = SiLU, Gelu (opset 20, com.microsoft)
+
+Invariant after the pass: such a chain is one node of domain ``jitort`` and the product's op type, with
+inputs ``A, W, bias-or-C, R`` ("" where absent), the product's attributes, ``_activation`` /
+``_alpha`` / ``_beta``, ``_absorbed`` (the folded nodes) and ``_written_inputs`` (the product's input
+count, for the profile). The order of operations is the graph's: ((A @ W + b) + R), then the
+activation. Every fold is recorded in ``g.notes``; runs before elementwise fusion.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jitort.ir import Graph, Node
+from jitort.kernels.gemm_ops import lower_packed
+
+_ACTS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Gelu")
+
+
+def _protected(g: Graph) -> set[str]:
+    """Graph outputs and every name a subgraph reads (folding those away would break them)."""
+    names = set(g.outputs)
+    for sub in g.subgraphs():
+        for n in sub.nodes:
+            names.update(i for i in n.inputs if i)
+        names.update(sub.outputs)
+    return names
+
+
+def _scalar(g: Graph, name: str) -> float | None:
+    c = g.const(name)
+    return None if c is None or c.size != 1 else float(c.reshape(-1)[0])
+
+
+def _activation(g: Graph, n: Node) -> tuple[str, float, float] | None:
+    a: dict[str, Any] = n.attrs
+    if n.domain == "com.microsoft" and n.op_type == "Gelu":
+        return "Gelu", 0.0, 0.0
+    if n.domain != "" or n.op_type not in _ACTS or len(n.outputs) != 1:
+        return None
+    if n.op_type == "Gelu":
+        approx = a.get("approximate", "none")
+        return ("GeluTanh" if approx == "tanh" else "Gelu"), 0.0, 0.0
+    if n.op_type == "LeakyRelu":
+        return "LeakyRelu", float(a.get("alpha", 0.01)), 0.0
+    if n.op_type == "HardSigmoid":
+        return "HardSigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if n.op_type == "Clip":
+        if n.version < 11:
+            return "Clip", float(a.get("min", -3.4028234663852886e38)), float(a.get("max", 3.4028234663852886e38))
+        lo, hi = -np.inf, np.inf
+        for k in (1, 2):
+            if len(n.inputs) > k and n.inputs[k]:
+                v = _scalar(g, n.inputs[k])
+                if v is None:
+                    return None
+                lo, hi = (v, hi) if k == 1 else (lo, v)
+        return "Clip", lo, hi
+    return n.op_type, 0.0, 0.0
+
+
+class _Chain:
+    """Walks forward from a product over sole consumers."""
+
+    def __init__(self, g: Graph, consumers: dict[str, list[Node]], protected: set[str]) -> None:
+        self.g, self.consumers, self.protected = g, consumers, protected
+
+    def next(self, value: str) -> Node | None:
+        cs = self.consumers.get(value, [])
+        if value in self.protected or len(cs) != 1:
+            return None
+        return cs[0]
+
+    def add_operand(self, y: str) -> tuple[Node, str] | None:
+        n = self.next(y)
+        if n is None or n.op_type != "Add" or n.domain != "" or len(n.inputs) != 2 or n.inputs[0] == n.inputs[1]:
+            return None
+        return n, n.inputs[1] if n.inputs[0] == y else n.inputs[0]
+
+    def silu(self, y: str) -> tuple[list[Node], str] | None:
+        cs = self.consumers.get(y, [])
+        if y in self.protected or len(cs) != 2:
+            return None
+        sig = next((c for c in cs if c.op_type == "Sigmoid" and c.domain == ""), None)
+        mul = next((c for c in cs if c.op_type == "Mul" and c.domain == ""), None)
+        if sig is None or mul is None or sig.inputs[0] != y:
+            return None
+        s = sig.outputs[0]
+        if sorted(mul.inputs) != sorted([y, s]) or self.next(s) is not mul:
+            return None
+        return [sig, mul], mul.outputs[0]
+
+
+def _same_shape(g: Graph, a: str, b: str) -> bool:
+    ta, tb = g.type_of(a), g.type_of(b)
+    return ta.shape is not None and ta.shape == tb.shape and ta.dtype is not None and ta.dtype == tb.dtype
+
+
+def fuse_gemm_epilogue(g: Graph) -> Graph:
+    """Fold bias, residual and activation into MatMul/Gemm products (see the module docstring)."""
+    consumers = g.consumers()
+    walk = _Chain(g, consumers, _protected(g))
+    removed: set[int] = set()
+    replace: dict[int, Node] = {}
+    for n in g.nodes:
+        if n.op_type not in ("MatMul", "Gemm") or n.domain != "" or id(n) in removed:
+            continue
+        if len(n.outputs) != 1 or lower_packed(n, g, pack=False) is None:
+            continue
+        y = n.outputs[0]
+        absorbed: list[Node] = []
+        has_c = n.op_type == "Gemm" and len(n.inputs) > 2 and bool(n.inputs[2])
+        inputs = list(n.inputs[:2]) + [n.inputs[2] if has_c else "", ""]
+        attrs = {k: v for k, v in n.attrs.items()}
+        step = walk.add_operand(y)
+        if step is not None and not has_c and g.const(step[1]) is not None:
+            trial = Node(n.op_type, inputs[:2] + [step[1], ""], [y], dict(attrs, beta=1.0), n.name, "jitort", 1)
+            if lower_packed(trial, g, bias=step[1] if n.op_type == "MatMul" else "", pack=False) is not None:
+                inputs[2] = step[1]
+                attrs["beta"] = 1.0
+                absorbed.append(step[0])
+                y = step[0].outputs[0]
+                step = walk.add_operand(y)
+        if step is not None and g.const(step[1]) is None and _same_shape(g, y, step[1]):
+            trial = Node(n.op_type, inputs[:3] + [step[1]], [y], attrs, n.name, "jitort", 1)
+            bias = inputs[2] if n.op_type == "MatMul" else ""
+            if lower_packed(trial, g, bias=bias, res=step[1], pack=False) is not None:
+                inputs[3] = step[1]
+                absorbed.append(step[0])
+                y = step[0].outputs[0]
+        act_node = walk.next(y)
+        act = _activation(g, act_node) if act_node is not None and act_node.inputs[0] == y else None
+        if act is not None:
+            absorbed.append(act_node)  # type: ignore[arg-type]
+            y = act_node.outputs[0]  # type: ignore[union-attr]
+        else:
+            silu = walk.silu(y)
+            if silu is not None:
+                act = ("SiLU", 0.0, 0.0)
+                absorbed += silu[0]
+                y = silu[1]
+        if not absorbed:
+            continue
+        if act is not None:
+            attrs["_activation"], attrs["_alpha"], attrs["_beta"] = act
+        attrs["_absorbed"], attrs["_written_inputs"] = absorbed, len([i for i in n.inputs if i])
+        # at the last folded node's place: R may be computed after the product
+        replace[id(absorbed[-1])] = Node(n.op_type, inputs, [y], attrs, n.name, "jitort", 1, n.provider)
+        removed.add(id(n))
+        for d in absorbed[:-1]:
+            removed.add(id(d))
+            if d.outputs[0] != y:
+                g.values.pop(d.outputs[0], None)
+        if n.outputs[0] != y:
+            g.values.pop(n.outputs[0], None)
+        g.notes.append(f"gemm epilogue: {n.op_type} '{n.name}' + " + " + ".join(f"{d.op_type} '{d.name}'"
+                                                                              for d in absorbed))
+    g.nodes = [replace.get(id(n), n) for n in g.nodes if id(n) not in removed]
+    return g

@@ -1,0 +1,501 @@
+"""jitort's float32 GEMM for MatMul and Gemm with constant weights: ``C = act(A @ B + bias [+ R])``.
+
+B (the weights) is packed once, when the model is lowered (``pack_b``), into panels of ``PANEL`` = 16
+columns: panel p holds ``B[k, 16p + c]`` at ``(p*K + k)*16 + c``, zero-padded past N. The layout does
+not depend on the vector ISA (a panel is one zmm or two ymm per k), so a packed constant stored in the
+cache or an AOT artifact runs on either path. A is read in place (row-major, no packing): a register
+tile of R rows broadcasts A[r, k] and multiplies it into the tile's panels, which is also the small-M
+(batch-1, classifier head) path: a 1-row tile streams B once with 8 panels of accumulators.
+
+Summation order: every element of C is ``fma(a[K-1], b[K-1], ... fma(a[0], b[0], 0))`` in k order,
+whatever the tile shape, the ISA path, the K block (a block resumes the chain from C, which float32
+stores exactly) or the thread that computes it; then ``+ bias``, then ``+ R``, then the activation.
+So results are bitwise equal across both ISA paths and any thread count (tests/test_gemm.py), and
+identical weight columns give identical output columns (convgemm.py explains why that matters).
+
+Tiles (rows x panels; accumulators = rows x panels x vectors per panel): AVX-512 (32 zmm) 6x4 (24),
+AVX2 (16 ymm) 6x1 (12); a row tail takes the 1-, 2- or 4-row tile (``TILES``; 3 and 5 rows use the
+next one up, its spare row computing on a clamped pointer and never stored: four tile shapes per ISA
+keep the cold compile at ~5 s of CPU for both). Measured on the 2-vCPU AMD EPYC (Zen 4) dev VM, one
+thread: 104-110 GFLOP/s on 16x1024x1024 and 128x768x768 on either path (Zen 4 runs a zmm FMA as two
+ymm halves), where numpy's OpenBLAS sgemm gave 68-90. The vector width is a
+literal argument of the kernels, not the import-time ``vecir.VB``: ``gemm_f32_avx512`` and
+``gemm_f32_avx2`` are separate cached functions, chosen per call (``default_isa``; ``JITORT_ISA=avx2``
+forces the narrower path on an AVX-512 host; the wider one is never taken on a host without it).
+
+Epilogue: bias (a padded row vector), residual R [M, N], and Relu / Clip / LeakyRelu / HardSwish /
+HardSigmoid run on the register tile before the store; Sigmoid, SiLU and GELU (erf, tanh) run on each
+stored column strip while it is in cache, with jitort's vectorisable float32 math (fastmath.py).
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import llvmlite.binding as ll
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
+from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.vecir import Vec, fma_rows
+
+PANEL = 16  # columns per packed panel: fixed, so packed weights are the same on every host
+MR = 6  # rows of the main register tile
+KC = 256  # K block: a tile's B panels (KC x 16 x panels) stay in L1 while every row tile passes
+_VBYTES = {"avx512": 64, "avx2": 32}
+# rows -> panels per tile, per vector width in bytes
+_TILES64 = (0, 8, 8, 0, 6, 0, 4)  # tiles of 1, 2, 4 and 6 rows
+_TILES32 = (0, 4, 3, 0, 1, 0, 1)
+TILES = {64: _TILES64, 32: _TILES32}
+
+# activation codes: < _POST on the register tile, the rest on the stored strip
+ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSwish": 4, "HardSigmoid": 5,
+               "Sigmoid": 6, "SiLU": 7, "Gelu": 8, "GeluTanh": 9}
+_POST = 6
+
+
+@functools.lru_cache(maxsize=1)
+def host_isa() -> str:
+    """"avx512" when the host (or Numba's configured CPU) has AVX-512F, else "avx2" (asked once:
+    llvmlite's feature query costs ~0.7 ms)."""
+    feats = numba.config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
+    return "avx512" if "+avx512f" in feats.split(",") else "avx2"
+
+
+def default_isa() -> str:
+    """The GEMM path this process takes: the host's, or ``JITORT_ISA`` (``avx2`` / ``avx512``) when it
+    names one the host has. Read per call, so a test can switch it."""
+    want = os.environ.get("JITORT_ISA", "").lower()
+    host = host_isa()
+    if want == "avx2" or (want == "avx512" and host == "avx512"):
+        return want
+    return host
+
+
+# --- the register tile ---------------------------------------------------------------------------
+
+def _finish(v: Vec, act: ir.Value, lo: ir.Value, hi: ir.Value) -> Callable[[ir.Value], ir.Value]:
+    """The in-tile activation for run-time code ``act`` (0-5, see ACTIVATIONS), as selects (NaN passes
+    through Relu/Clip/LeakyRelu as in the elementwise ops)."""
+    b = v.b
+    zero, one = v.splat(ir.Constant(v.fty, 0.0)), v.splat(ir.Constant(v.fty, 1.0))
+    los, his = v.splat(lo), v.splat(hi)
+    sixth, half = v.splat(ir.Constant(v.fty, 1 / 6)), v.splat(ir.Constant(v.fty, 0.5))
+    codes = [b.icmp_signed("==", act, v.c(k)) for k in range(6)]
+
+    def clamp01(h: ir.Value) -> ir.Value:
+        h = b.select(b.fcmp_ordered("<", h, zero), zero, h)
+        return b.select(b.fcmp_ordered(">", h, one), one, h)
+
+    def fin(x: ir.Value) -> ir.Value:
+        relu = b.select(b.fcmp_ordered("<", x, zero), zero, x)
+        clip = b.select(b.fcmp_ordered("<", x, los), los, x)
+        clip = b.select(b.fcmp_ordered(">", clip, his), his, clip)
+        leaky = b.select(b.fcmp_ordered(">=", x, zero), x, b.fmul(los, x))
+        hswish = b.fmul(x, clamp01(b.fadd(b.fmul(x, sixth), half)))
+        hsig = clamp01(b.fadd(b.fmul(los, x), his))
+        y = x
+        for code, val in ((1, relu), (2, clip), (3, leaky), (4, hswish), (5, hsig)):
+            y = b.select(codes[code], val, y)
+        return y
+    return fin
+
+
+@intrinsic
+def _tile(typingctx, rows, vbytes, a, lda, mrows, bp, ps, npv, kb, c, ldc, init, ep, bias, hasb,  # type: ignore[no-untyped-def]
+          r, ldr, hasr, act, lo, hi):
+    """One register tile, on integer addresses: C[i, :16 npv] (i < mrows) = fin(C0 + sum_{k<kb} A[i, k]
+    Bp[k, :]). A row-major (lda); Bp panels from ``bp``, ``ps`` elements apart; C0 zero, or C when
+    init (resuming a K block). ep 0 stores the raw sums (a K block that is not the last); else
+    + bias (when hasb; read from ``bias``, padded to whole panels), + R (when hasr; row stride ldr;
+    any readable [mrows, 16 npv] block otherwise), then in-tile activation ``act`` with lo/hi.
+    Every stored panel is whole: a partial last column tile goes through a scratch (``_strip``).
+    rows and vbytes must be literals: the tile's rows and vector bytes; its panels come from TILES.
+    Rows past mrows and panels past npv compute on clamped pointers and are not stored."""
+    if not isinstance(rows, types.IntegerLiteral) or not isinstance(vbytes, types.IntegerLiteral):
+        return None
+    if lo != types.float32 or hi != types.float32:
+        return None
+    R, VB = rows.literal_value, vbytes.literal_value
+    NP = TILES[VB][R]
+    sig = types.void(rows, vbytes, a, lda, mrows, bp, ps, npv, kb, c, ldc, init, ep, bias, hasb, r, ldr, hasr,
+                     act, lo, hi)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        (_, _, a_, lda_, mrows_, bp_, ps_, npv_, kb_, c_, ldc_, init_, ep_, bias_, hasb_, r_, ldr_, hasr_, act_,
+         lo_, hi_) = [context.cast(builder, x, t, types.int64) if isinstance(t, types.Integer) else x
+                      for x, t in zip(args, signature.args)]
+        b = builder
+        v = Vec(context, b, types.float32, VB)
+        VL = v.VL
+        VPP = PANEL // VL
+        one = v.c(1)
+        arow = []
+        for i in range(R):
+            ii = b.select(b.icmp_signed("<", v.c(i), mrows_), v.c(i), b.sub(mrows_, one))
+            arow.append(v.at(v.address(a_), b.mul(ii, lda_)))
+        pbase = []
+        for p in range(NP):
+            pp = b.select(b.icmp_signed("<", v.c(p), npv_), v.c(p), b.sub(npv_, one))
+            pbase.append(v.at(v.address(bp_), b.mul(pp, ps_)))
+        cbase, rbase, bbase = v.address(c_), v.address(r_), v.address(bias_)
+
+        def each(body: Callable[[int, int, int], None]) -> None:
+            """body(row, panel, vector) for every stored vector."""
+            for i in range(R):
+                with b.if_then(b.icmp_signed(">", mrows_, v.c(i)), likely=True):
+                    for p in range(NP):
+                        with b.if_then(b.icmp_signed(">", npv_, v.c(p)), likely=True):
+                            for q in range(VPP):
+                                body(i, p, q)
+
+        def at(base: ir.Value, ld_: ir.Value, i: int, p: int, q: int) -> ir.Value:
+            return v.at(base, b.add(b.mul(v.c(i), ld_), v.c(p * PANEL + q * VL)))
+
+        slots = [[cgutils.alloca_once_value(b, v.zero) for _ in range(NP * VPP)] for _ in range(R)]
+
+        def load_c(i: int, p: int, q: int) -> None:
+            b.store(v.load(at(cbase, ldc_, i, p, q)), slots[i][p * VPP + q])
+
+        with b.if_then(b.icmp_signed("!=", init_, v.c(0))):
+            each(load_c)
+        start = [[b.load(s) for s in row] for row in slots]
+
+        def b_vecs(k: ir.Value) -> list[ir.Value]:
+            off = b.mul(k, v.c(PANEL))
+            return [v.load(v.at(pbase[p], b.add(off, v.c(q * VL)))) for p in range(NP) for q in range(VPP)]
+
+        acc = fma_rows(v, R, NP * VPP, kb_, lambda k, i: b.load(v.at(arow[i], k)), b_vecs, start)
+        fin = _finish(v, act_, lo_, hi_)
+        use_b = b.icmp_signed("!=", hasb_, v.c(0))
+        use_r = b.icmp_signed("!=", hasr_, v.c(0))
+
+        def store(i: int, p: int, q: int) -> None:
+            x = acc[i][p * VPP + q]
+            x = b.select(use_b, b.fadd(x, v.load(v.at(bbase, v.c(p * PANEL + q * VL)))), x)
+            x = b.select(use_r, b.fadd(x, v.load(at(rbase, ldr_, i, p, q))), x)
+            v.store(fin(x), at(cbase, ldc_, i, p, q))
+
+        def store_raw(i: int, p: int, q: int) -> None:
+            v.store(acc[i][p * VPP + q], at(cbase, ldc_, i, p, q))
+
+        with b.if_else(b.icmp_signed("==", ep_, v.c(0))) as (raw, finished):
+            with raw:
+                each(store_raw)
+            with finished:
+                each(store)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _call_row(typingctx, fn, p, n):  # type: ignore[no-untyped-def]
+    """Call the C function at address fn, ``void f(float *row, int64 n)``, on the address p."""
+    sig = types.void(fn, p, n)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        f32p = ir.FloatType().as_pointer()
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [f32p, i64])
+        cast = [context.cast(builder, x, t, types.int64) for x, t in zip(args, signature.args)]
+        f = builder.inttoptr(cast[0], fnty.as_pointer())
+        builder.call(f, [builder.inttoptr(cast[1], f32p), cast[2]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# --- activations on a stored strip: one C function per activation, compiled on first use ------
+# Called by address from the GEMM kernels (which then compile without jitort's float32 math: that took
+# two thirds of their cold compile), one call per output row of a column strip still in cache.
+
+def _sigmoid_row(p, n):  # type: ignore[no-untyped-def]
+    x = carray(p, (n,))
+    for j in range(n):
+        x[j] = sigmoid_f32(x[j])
+
+
+def _silu_row(p, n):  # type: ignore[no-untyped-def]
+    x = carray(p, (n,))
+    for j in range(n):
+        x[j] = x[j] * sigmoid_f32(x[j])
+
+
+def _gelu_row(p, n):  # type: ignore[no-untyped-def]
+    x = carray(p, (n,))
+    for j in range(n):
+        x[j] = gelu_erf_f32(x[j])
+
+
+def _gelu_tanh_row(p, n):  # type: ignore[no-untyped-def]
+    x = carray(p, (n,))
+    for j in range(n):
+        x[j] = gelu_tanh_f32(x[j])
+
+
+_POST_FNS = {6: _sigmoid_row, 7: _silu_row, 8: _gelu_row, 9: _gelu_tanh_row}
+_POST_C: dict[int, Any] = {}  # act code -> its cfunc, alive for the process (kernels hold the address)
+_POST_LOCK = threading.Lock()
+
+
+def post_address(act: int) -> int:
+    """Address of the row activation for code act (>= 6), compiled or loaded on first use; 0 for
+    the codes the register tile applies itself."""
+    if act < _POST:
+        return 0
+    f = _POST_C.get(act)
+    if f is None:
+        with _POST_LOCK:
+            f = _POST_C.get(act)
+            if f is None:
+                from jitort.cache import record_compile
+                t0 = time.perf_counter()
+                sig = types.void(types.CPointer(types.float32), types.int64)
+                f = _POST_C[act] = cfunc(sig, cache=True, error_model="numpy")(_POST_FNS[act])
+                if not f.cache_hits:
+                    record_compile(f"{__name__}.{_POST_FNS[act].__name__}", time.perf_counter() - t0)
+    return int(f.address)
+
+
+# --- the blocked product -------------------------------------------------------------------------
+
+@njit(inline="always")
+def _addr(x):  # type: ignore[no-untyped-def]
+    """The data address as int64 (uintp mixed with int64 arithmetic would turn into float64)."""
+    return np.int64(x.ctypes.data)
+
+
+@njit(nogil=True, error_model="numpy")
+def _strip(R, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
+    """Rows m0..m1 (a multiple of R rows, or fewer than R) by panels p0..p1 with R-row tiles.
+    R and VB arrive as literals (each caller's constants), so each (R, VB) is its own tile. A column
+    tile that ends inside a panel computes into a scratch (with a copy of R's columns) and is
+    copied out: the tile never stores or reads past N."""
+    K = a.shape[1]
+    N = c.shape[1]
+    NP = _TILES64[R] if VB == 64 else _TILES32[R]
+    ps = K * PANEL
+    isz = 4
+    ad, bd = _addr(a), _addr(bp)
+    lda = a.shape[1]
+    tact = act if act < _POST else 0
+    for jt in range(p0, p1, NP):
+        npv = min(NP, p1 - jt)
+        j0 = jt * PANEL
+        w = min(N, j0 + npv * PANEL) - j0
+        if w == npv * PANEL:
+            ldc = N
+            cbase = _addr(c) + (m0 * ldc + j0) * isz
+            ldr = ldc
+            rbase = cbase
+            if hasr:
+                ldr = res.shape[1]
+                rbase = _addr(res) + (m0 * ldr + j0) * isz
+            cs = c[:0]
+        else:
+            cs = np.empty((m1 - m0, npv * PANEL), np.float32)
+            ldc = ldr = npv * PANEL
+            cbase = rbase = _addr(cs)
+            if hasr:
+                rs = np.zeros((m1 - m0, ldr), np.float32)
+                for i in range(m1 - m0):  # loops: a 2-D slice assignment costs seconds of compile
+                    for j in range(w):
+                        rs[i, j] = res[m0 + i, j0 + j]
+                rbase = _addr(rs)
+        for k0 in range(0, max(K, 1), KC):
+            kb = min(KC, K - k0)
+            init = 1 if k0 > 0 else 0
+            ep = 1 if k0 + KC >= K else 0
+            for i in range(m0, m1, R):
+                _tile(R, VB, ad + (i * lda + k0) * isz, lda, min(R, m1 - i), bd + (jt * K + k0) * PANEL * isz, ps,
+                      npv, kb, cbase + (i - m0) * ldc * isz, ldc, init, ep, _addr(bias) + j0 * isz, hasb,
+                      rbase + (i - m0) * ldr * isz, ldr, hasr, tact, lo, hi)
+        if cs.shape[0]:
+            for i in range(m1 - m0):
+                for j in range(w):
+                    c[m0 + i, j0 + j] = cs[i, j]
+        if post:
+            for i in range(m0, m1):
+                _call_row(post, _addr(c) + (i * N + j0) * isz, w)
+
+
+@njit(inline="always", nogil=True, error_model="numpy")
+def _gemm(VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
+    mf = m0 + (m1 - m0) // MR * MR
+    if mf > m0:
+        _strip(6, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, mf, p0, p1)
+    t = m1 - mf  # a row tail takes the smallest tile that holds it (one of four shapes: compile time)
+    if t >= 5:
+        _strip(6, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, mf, m1, p0, p1)
+    elif t >= 3:
+        _strip(4, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, mf, m1, p0, p1)
+    elif t == 2:
+        _strip(2, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, mf, m1, p0, p1)
+    elif t == 1:
+        _strip(1, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, mf, m1, p0, p1)
+
+
+_KW = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_KW)
+def gemm_f32_avx512(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
+    """c[m0:m1, panels p0:p1] = act(a @ B + bias + res): a [M, K] and c [M, N] C-contiguous, bp the
+    packed B (``pack_b``), bias padded to whole panels (read when hasb), res [M, N] (read when hasr;
+    any [.., N] array otherwise), act an ACTIVATIONS code with lo/hi its parameters."""
+    _gemm(64, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
+
+
+@njit(**_KW)
+def gemm_f32_avx2(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
+    """``gemm_f32_avx512`` with 32-byte vectors and AVX2's tile shapes."""
+    _gemm(32, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
+
+
+KERNELS = {"avx512": gemm_f32_avx512, "avx2": gemm_f32_avx2}
+
+
+# --- packing -------------------------------------------------------------------------------------
+
+def pack_b(b: np.ndarray) -> np.ndarray:
+    """B [K, N] float32 -> the packed panels (1-D, ``panels(N) * K * 16`` elements)."""
+    K, N = b.shape
+    npan = panels(N)
+    out = np.zeros((npan, K, PANEL), np.float32)
+    full = N // PANEL
+    out[:full] = b[:, :full * PANEL].reshape(K, full, PANEL).transpose(1, 0, 2)
+    if full < npan:
+        out[full, :, :N - full * PANEL] = b[:, full * PANEL:]
+    return out.reshape(-1)
+
+
+def panels(n: int) -> int:
+    return -(-n // PANEL)
+
+
+def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
+    """bias [N] (or None: zeros) as float32 padded to whole panels, what the kernels read."""
+    out = np.zeros(panels(n) * PANEL, np.float32)
+    if bias is not None:
+        out[:n] = bias.reshape(-1)
+    return out
+
+
+# --- threads -------------------------------------------------------------------------------------
+
+_FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+_executor_lock = threading.Lock()
+
+
+class _Job:
+    """Chunks claimed from a shared counter by the caller and the pool's workers alike: a worker the OS
+    starts late finds nothing left, and the caller never waits for it (a busy machine)."""
+
+    def __init__(self, fn: Callable[..., None], chunks: list[tuple[int, int, int, int]]) -> None:
+        self.fn, self.chunks = fn, chunks
+        self.next = itertools.count()
+        self.left = len(chunks)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        while True:
+            k = next(self.next)
+            if k >= len(self.chunks):
+                return
+            try:
+                self.fn(*self.chunks[k])
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                self.error = e
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.done.set()
+
+
+def _run_parallel(fn: Callable[..., None], chunks: list[tuple[int, int, int, int]], nthreads: int) -> None:
+    global _executor, _executor_pid
+    with _executor_lock:
+        # a forked child inherits the executor object but not its threads: make a new one
+        if _executor is None or _executor._max_workers < nthreads - 1 or _executor_pid != os.getpid():
+            _executor = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="jitort-gemm")
+            _executor_pid = os.getpid()
+        ex = _executor
+    job = _Job(fn, chunks)
+    for _ in range(nthreads - 1):
+        ex.submit(job.work)
+    job.work()
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
+
+
+def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int, int, int]]:
+    """(m0, m1, p0, p1) chunks of the output: whole column tiles when there are enough of them,
+    else row blocks of whole tiles. One chunk when the work is too small to share."""
+    nparts = min(threads, max(1, int(2.0 * M * N * K // _FLOPS_PER_PART)))
+    npan = panels(N)
+    if nparts <= 1:
+        return [(0, M, 0, npan)]
+    np_tile = TILES[_VBYTES[isa]][MR if M >= MR else M]
+    ntiles = -(-npan // np_tile)
+    want = 2 * nparts  # a few chunks per thread: a late thread costs at most one chunk
+    if ntiles >= want or ntiles >= -(-M // MR):
+        per = -(-ntiles // min(want, ntiles))
+        return [(0, M, t * np_tile, min(npan, (t + per) * np_tile)) for t in range(0, ntiles, per)]
+    mt = -(-M // MR)
+    per = -(-mt // min(want, mt))
+    return [(t * MR, min(M, (t + per) * MR), 0, npan) for t in range(0, mt, per)]
+
+
+def threads() -> int:
+    """The session's intra-op thread count; unset, the usable cores."""
+    return get_num_threads() or usable_cpus()
+
+
+_Z2 = np.zeros((1, 1), np.float32)  # R when there is none (never read)
+
+
+def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, res: np.ndarray | None = None,
+         act: int = 0, lo: float = 0.0, hi: float = 0.0, out: np.ndarray | None = None,
+         isa: str | None = None, nthreads: int | None = None) -> np.ndarray:
+    """act(a @ B + bias [+ res]) for a [M, K] float32 and B packed by ``pack_b`` (N = n columns):
+    bias padded by ``pad_bias`` (added when hasb), res [M, N] or None, act an ACTIVATIONS code."""
+    M, K = a.shape
+    if out is None:
+        out = np.empty((M, n), np.float32)
+    if M == 0 or n == 0:
+        return out
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    isa = isa or default_isa()
+    kern = KERNELS[isa]
+    r = _Z2 if res is None else res
+    hasr = 0 if res is None else 1
+    f32 = np.float32
+    post = post_address(act) if act >= _POST else 0
+    if 2.0 * M * n * K < 2 * _FLOPS_PER_PART:  # one thread's work: no split (batch-1 products)
+        kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
+        return out
+    nt = nthreads or threads()
+    chunks = split(M, n, K, isa, nt)
+    if len(chunks) == 1:
+        kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
+    else:
+        _run_parallel(lambda m0, m1, p0, p1: kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi),
+                                                   post, m0, m1, p0, p1), chunks, min(len(chunks), nt))
+    return out

@@ -1,0 +1,310 @@
+"""jitort's packed float32 GEMM (kernels/gemm.py) and the MatMul/Gemm epilogue fusion.
+
+Engine level: against numpy in float64 on a grid of shapes, every epilogue, both ISA paths; bitwise equal
+across the ISA paths, thread counts and any split of the output into chunks. Graph level: MatMul/Gemm
+chains against onnxruntime, the fusion pass's result, and the packed weights through the cache and a
+``jitort compile`` artifact.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import scipy.special
+from onnx import helper
+
+import jitort
+from jitort.compiler import optimize
+from jitort.errors import InvalidArgument
+from jitort.kernels import gemm
+from jitort.onnx_import import import_model
+from oracle import make_model, run_ort
+
+ISAS = ["avx2"] + (["avx512"] if gemm.host_isa() == "avx512" else [])
+
+# (M, K, N): tails in every dimension, K beyond one K block, N beyond one column tile, 1000+
+SHAPES = [(1, 1, 1), (1, 768, 100), (2, 33, 17), (3, 5, 16), (4, 300, 97), (5, 64, 48), (6, 7, 15),
+          (7, 513, 130), (13, 1, 33), (64, 257, 64), (130, 70, 1030), (1001, 40, 9), (3, 1100, 1025)]
+
+
+def _rand(shape, seed, lo=-1.0, hi=1.0):
+    return np.random.default_rng(seed).uniform(lo, hi, shape).astype(np.float32)
+
+
+def _ref_act(x: np.ndarray, act: str, lo: float, hi: float) -> np.ndarray:
+    if act == "Relu":
+        return np.maximum(x, 0)
+    if act == "Clip":
+        return np.clip(x, lo, hi)
+    if act == "LeakyRelu":
+        return np.where(x >= 0, x, lo * x)
+    if act == "HardSwish":
+        return x * np.clip(x / 6 + 0.5, 0, 1)
+    if act == "HardSigmoid":
+        return np.clip(lo * x + hi, 0, 1)
+    if act == "Sigmoid":
+        return 1 / (1 + np.exp(-x))
+    if act == "SiLU":
+        return x / (1 + np.exp(-x))
+    if act == "Gelu":
+        return 0.5 * x * (1 + scipy.special.erf(x / math.sqrt(2)))
+    if act == "GeluTanh":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return x
+
+
+def _run(a, b, bias=None, res=None, act="", lo=0.0, hi=0.0, isa=None, nthreads=1):
+    n = b.shape[1]
+    return gemm.gemm(a, gemm.pack_b(b), n, gemm.pad_bias(bias, n), bias is not None, res,
+                     gemm.ACTIVATIONS[act], lo, hi, isa=isa, nthreads=nthreads)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("mkn", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_engine_matches_numpy(isa, mkn):
+    M, K, N = mkn
+    a, b, bias = _rand((M, K), 1), _rand((K, N), 2), _rand(N, 3)
+    got = _run(a, b, bias, isa=isa)
+    want = a.astype(np.float64) @ b.astype(np.float64) + bias
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * math.sqrt(K) + 1e-6)
+    got0 = _run(a, b, isa=isa)  # no bias
+    np.testing.assert_allclose(got0, want - bias, rtol=1e-5, atol=2e-6 * math.sqrt(K) + 1e-6)
+
+
+@pytest.mark.parametrize("mkn", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bitwise_across_isas_threads_and_chunks(mkn):
+    """One fma chain per element in k order: the ISA path, the thread count and the way the output is
+    cut into chunks (rows, column panels) do not change a bit."""
+    M, K, N = mkn
+    a, b, bias = _rand((M, K), 4), _rand((K, N), 5), _rand(N, 6)
+    base = _run(a, b, bias, isa="avx2")
+    for isa in ISAS:
+        assert np.array_equal(_run(a, b, bias, isa=isa, nthreads=2), base)
+        bp, pb = gemm.pack_b(b), gemm.pad_bias(bias, N)
+        out = np.full((M, N), np.nan, np.float32)
+        kern = gemm.KERNELS[isa]
+        npan = gemm.panels(N)
+        rows = sorted({0, M // 3, M // 2, M})
+        cols = sorted({0, npan // 2, npan})
+        for m0, m1 in zip(rows, rows[1:]):
+            for p0, p1 in zip(cols, cols[1:]):
+                kern(a, bp, out, pb, 1, gemm._Z2, 0, 0, np.float32(0), np.float32(0), 0, m0, m1, p0, p1)
+        assert np.array_equal(out, base), isa
+
+
+def test_two_threads_split_the_work_and_agree():
+    M, K, N = 96, 256, 1000  # 49 MFLOP: split into several chunks
+    assert len(gemm.split(M, N, K, "avx2", 2)) > 1 and len(gemm.split(1, 768, 768, "avx2", 2)) == 1
+    a, b = _rand((M, K), 7), _rand((K, N), 8)
+    assert np.array_equal(_run(a, b, nthreads=2), _run(a, b, nthreads=1))
+
+
+def test_identical_weight_columns_give_identical_outputs():
+    """Columns at different positions in a register tile and in different tiles round alike."""
+    K = 300
+    w = _rand((K, 1), 9)
+    b = np.repeat(w, 70, axis=1)
+    a = _rand((11, K), 10, -5, 5)
+    for isa in ISAS:
+        y = _run(a, b, isa=isa)
+        assert (y == y[:, :1]).all()
+
+
+ACTS = [("Relu", 0, 0), ("Clip", -0.3, 0.4), ("LeakyRelu", 0.1, 0), ("HardSwish", 0, 0), ("HardSigmoid", 0.3, 0.4),
+        ("Sigmoid", 0, 0), ("SiLU", 0, 0), ("Gelu", 0, 0), ("GeluTanh", 0, 0)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act,lo,hi", ACTS)
+def test_every_epilogue(isa, act, lo, hi):
+    M, K, N = 9, 70, 37  # row and column tails
+    a, b, bias, res = _rand((M, K), 11), _rand((K, N), 12), _rand(N, 13), _rand((M, N), 14)
+    s = a.astype(np.float64) @ b
+    got = _run(a, b, bias, res, act, lo, hi, isa=isa)
+    np.testing.assert_allclose(got, _ref_act(s + bias + res, act, lo, hi), rtol=2e-5, atol=2e-5)
+    got = _run(a, b, None, None, act, lo, hi, isa=isa)
+    np.testing.assert_allclose(got, _ref_act(s, act, lo, hi), rtol=2e-5, atol=2e-5)
+    assert np.array_equal(got, _run(a, b, None, None, act, lo, hi, isa="avx2"))
+
+
+def test_nan_and_inf_propagate():
+    a = _rand((7, 20), 15)
+    a[2, 3], a[5, 0] = np.nan, np.inf
+    b = _rand((20, 18), 16)
+    got = _run(a, b, act="Relu")
+    want = np.maximum(a.astype(np.float64) @ b, 0)  # NaN stays NaN through Relu, as in the elementwise op
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_isa_override(monkeypatch):
+    monkeypatch.setenv("JITORT_ISA", "avx2")
+    assert gemm.default_isa() == "avx2"
+    monkeypatch.setenv("JITORT_ISA", "avx512")
+    assert gemm.default_isa() == gemm.host_isa()  # never wider than the host
+    monkeypatch.delenv("JITORT_ISA")
+    assert gemm.default_isa() == gemm.host_isa()
+
+
+# --- graph level ------------------------------------------------------------------------------------
+
+def _chain_model(M, K, N, act="", residual=False, a_shape=None, gemm_attrs=None, c_shape=None, seed=0,
+                 bias=True):
+    """MatMul(x, W) [+ b] [+ r] [act], or Gemm(x, W[, C]) [+ r] [act] when gemm_attrs is given."""
+    inits = {}
+    nodes = []
+    inputs = {"x": (np.float32, list(a_shape or (M, K)))}
+    if gemm_attrs is not None:
+        ta, tb = gemm_attrs.get("transA", 0), gemm_attrs.get("transB", 0)
+        inits["W"] = _rand((N, K) if tb else (K, N), seed + 1)
+        ins = ["x", "W"]
+        if c_shape is not None:
+            inits["C"] = _rand(c_shape, seed + 2)
+            ins.append("C")
+        nodes.append(helper.make_node("Gemm", ins, ["y0"], **gemm_attrs))
+        inputs["x"] = (np.float32, [K, M] if ta else [M, K])
+        y = "y0"
+    else:
+        inits["W"] = _rand((K, N), seed + 1)
+        nodes.append(helper.make_node("MatMul", ["x", "W"], ["y0"]))
+        y = "y0"
+        if bias:
+            inits["b"] = _rand(N, seed + 2)
+            nodes.append(helper.make_node("Add", [y, "b"], ["y1"]))
+            y = "y1"
+    out_shape = list(a_shape[:-1]) + [N] if a_shape else [M, N]
+    if residual:
+        inputs["r"] = (np.float32, out_shape)
+        nodes.append(helper.make_node("Add", ["r", y], ["y2"]))
+        y = "y2"
+    if act == "SiLU":
+        nodes += [helper.make_node("Sigmoid", [y], ["sg"]), helper.make_node("Mul", [y, "sg"], ["y3"])]
+    elif act == "Clip":
+        inits["lo"], inits["hi"] = np.float32(-0.5), np.float32(0.5)
+        nodes.append(helper.make_node("Clip", [y, "lo", "hi"], ["y3"]))
+    elif act in ("Gelu", "GeluTanh"):
+        nodes.append(helper.make_node("Gelu", [y], ["y3"], approximate="tanh" if act == "GeluTanh" else "none"))
+    elif act:
+        nodes.append(helper.make_node(act, [y], ["y3"]))
+    last = nodes[-1].output[0]
+    return make_model(nodes, inputs, [last], inits, opset=20)
+
+
+def _feeds(model, seed=20):
+    return {i.name: _rand([d.dim_value for d in i.type.tensor_type.shape.dim], seed + k)
+            for k, i in enumerate(model.graph.input)}
+
+
+def _fused(model) -> list:
+    g = optimize(import_model(model), ["CPUExecutionProvider"])
+    return [n for n in g.nodes if n.domain == "jitort" and n.op_type in ("MatMul", "Gemm")]
+
+
+def _session(model, threads=1):
+    so = jitort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return jitort.InferenceSession(model.SerializeToString(), so)
+
+
+@pytest.mark.parametrize("act", ["", "Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "SiLU",
+                                 "Gelu", "GeluTanh"])
+def test_matmul_bias_activation_vs_onnxruntime(act):
+    m = _chain_model(10, 50, 40, act=act, residual=act in ("", "Relu"))
+    fused = _fused(m)
+    assert len(fused) == 1 and fused[0].attrs.get("_activation", "") == ("" if act == "" else act)
+    feeds = _feeds(m)
+    got = _session(m).run(None, feeds)[0]
+    np.testing.assert_allclose(got, run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs,c_shape", [
+    (dict(transB=1), (33,)), (dict(transB=1), (1, 33)), (dict(), ()), (dict(transA=1), (12, 33)),
+    (dict(transA=1, transB=1, beta=0.5), (33,)), (dict(beta=2.0), (12, 1)), (dict(), None),
+    (dict(alpha=0.5, transB=1), (33,)),  # alpha != 1 keeps the BLAS path
+])
+def test_gemm_vs_onnxruntime(attrs, c_shape):
+    m = _chain_model(12, 45, 33, act="Relu", gemm_attrs=attrs, c_shape=c_shape)
+    feeds = _feeds(m)
+    np.testing.assert_allclose(_session(m).run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_batched_input_residual_and_small_m():
+    for a_shape in ((2, 5, 64), (1, 64), (64,)):
+        m = _chain_model(0, 64, 300, act="Gelu", residual=len(a_shape) > 1, a_shape=a_shape)
+        feeds = _feeds(m)
+        np.testing.assert_allclose(_session(m).run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_graph_bitwise_across_threads_and_isas(monkeypatch):
+    m = _chain_model(200, 256, 300, act="Gelu", residual=True)
+    feeds = _feeds(m)
+    one = _session(m, 1).run(None, feeds)[0]
+    assert np.array_equal(_session(m, 2).run(None, feeds)[0], one)
+    monkeypatch.setenv("JITORT_ISA", "avx2")
+    assert np.array_equal(_session(m, 2).run(None, feeds)[0], one)
+
+
+def test_not_fused_when_intermediate_is_an_output():
+    m = _chain_model(4, 8, 8, act="Relu")
+    m.graph.output.append(helper.make_value_info("y1", onnx.TypeProto()))
+    assert not any(n.attrs.get("_activation") for n in _fused(m))
+    feeds = _feeds(m)
+    got, want = _session(m).run(None, feeds), run_ort(m, feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_shape_mismatch_is_invalid_argument():
+    m = make_model([helper.make_node("MatMul", ["x", "W"], ["y"])], {"x": (np.float32, ["m", "k"])}, ["y"],
+                   {"W": _rand((8, 5), 1)})
+    with pytest.raises(InvalidArgument, match="inner dimensions"):
+        _session(m).run(None, {"x": _rand((3, 7), 2)})
+
+
+# --- packed weights through the cache and an artifact ------------------------------------------------
+
+CHILD = textwrap.dedent("""
+    import json, sys, numpy as np, jitort
+    s = jitort.InferenceSession(sys.argv[1])
+    x = np.load(sys.argv[2])
+    y = s.run(None, {"x": x})[0]
+    np.save(sys.argv[3], y)
+    print(json.dumps({"loaded_from": s.compile_report["loaded_from"]}))
+""")
+
+
+def _child(model: str, x: Path, out: Path, cache: Path) -> dict:
+    env = dict(os.environ, JITORT_CACHE_DIR=str(cache))
+    p = subprocess.run([sys.executable, "-c", CHILD, model, str(x), str(out)], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_packed_weights_survive_cache_and_artifact(tmp_path):
+    m = _chain_model(9, 40, 70, act="Gelu")
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path))
+    x = _rand((9, 40), 30)
+    np.save(tmp_path / "x.npy", x)
+    want = _session(m).run(None, {"x": x})[0]
+    first = _child(str(path), tmp_path / "x.npy", tmp_path / "y1.npy", tmp_path / "cache")
+    second = _child(str(path), tmp_path / "x.npy", tmp_path / "y2.npy", tmp_path / "cache")
+    assert first["loaded_from"] == "" and second["loaded_from"] != ""
+    art = tmp_path / "art"
+    p = subprocess.run([sys.executable, "-m", "jitort", "compile", str(path), "-o", str(art)], capture_output=True,
+                       text=True, timeout=600, env=dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "c2")))
+    assert p.returncode == 0, p.stderr[-3000:]
+    _child(str(art), tmp_path / "x.npy", tmp_path / "y3.npy", tmp_path / "c3")
+    for k in (1, 2, 3):
+        assert np.array_equal(np.load(tmp_path / f"y{k}.npy"), want), k
+    consts = list((art / "consts").glob("*.npy"))
+    assert any(np.load(c).size == gemm.panels(70) * 40 * gemm.PANEL for c in consts)  # the packed panels
