@@ -458,8 +458,9 @@ class InferenceSession:
 
     def _set_threads(self) -> None:
         """intra_op_num_threads (0: the usable cores) for jitort's kernels and BLAS; a model that
-        runs jitort's convolutions keeps BLAS single-threaded (see ``kernels.threads``)."""
+        runs jitort's own threaded GEMMs (convolutions, packed MatMul/Gemm: ``Artifact.own_threads``)
+        keeps BLAS single-threaded, so no spinning BLAS worker competes with them (``kernels.threads``)."""
         n = int(self._sess_options.intra_op_num_threads or 0)
-        conv_model = self._compiled.own_threads
-        if n > 0 or conv_model:
-            set_num_threads(n if n > 0 else usable_cpus(), blas=1 if conv_model else None)
+        own = self._compiled.own_threads
+        if n > 0 or own:
+            set_num_threads(n if n > 0 else usable_cpus(), blas=1 if own else None)

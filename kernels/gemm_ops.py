@@ -67,6 +67,9 @@ def matmul_packed(a: np.ndarray, bp: np.ndarray, bias: np.ndarray, res: np.ndarr
     return y.reshape(out_shape)
 
 
+matmul_packed.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
+
+
 def _const_bias(c: np.ndarray | None, n: int, beta: float = 1.0) -> np.ndarray | None:
     """A constant addend as the padded row vector the kernels take, if it is one (shape [n], [1, n],
     a scalar, or any all-ones-but-last shape of rank <= 2); None otherwise."""
