@@ -295,7 +295,7 @@ def _assign_slots(prog: list[Statement], stages: list[list[int]], cross: list[se
     free_at: list[int] = []  # stage after which the slot is free
     for v in sorted(last, key=lambda v: (where[v], int(v[1:]))):
         for sl in range(len(slot_dt)):
-            if slot_dt[sl] == dt[v] and free_at[sl] <= where[v]:
+            if slot_dt[sl] == dt[v] and free_at[sl] < where[v]:
                 slot_of[v] = sl
                 free_at[sl] = last[v]
                 break

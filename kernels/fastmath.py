@@ -171,12 +171,12 @@ def exp_f32(x):  # type: ignore[no-untyped-def]
 @njit(**_INLINE)
 def log_f32(x):  # type: ignore[no-untyped-def]
     """Natural log.  x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log(1+f) = f - f^2/2 + f^3 P(f), P degree 8 (Cephes)."""
+    # subnormals: scale into the normal range first.  Both as selects of constants (one branch on ``sub`` that
+    # assigned two values kept the loop scalar when log followed other functions in a kernel).
     sub = x < _FLT_MIN
-    xs = x * _TWO_23 if sub else x  # subnormals: scale into the normal range first
+    xs = x * (_TWO_23 if sub else _ONE)
     bits = _bitcast_f32_to_i32(xs)
-    e = np.int32((bits >> np.int32(23)) - np.int32(127))
-    if sub:
-        e = np.int32(e - np.int32(23))
+    e = np.int32((bits >> np.int32(23)) - (np.int32(150) if sub else np.int32(127)))
     m = _bitcast_i32_to_f32(np.int32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000)))  # [1, 2)
     if m > _SQRT2:
         m = m * _HALF
