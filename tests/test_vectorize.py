@@ -164,3 +164,21 @@ def test_parts_cover_the_output_bit_for_bit(shape: list[int]) -> None:
         np.testing.assert_array_equal(out, whole)
     np.testing.assert_array_equal(_session(m, threads=2).run(None, {"x": x})[0], whole)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], whole)
+
+
+def test_short_rows_run_as_one_longer_inner_loop() -> None:
+    """16-element rows under [N, 3, 8] with operands broadcast inside the rows: the inner loop runs
+    over 3*8*16 elements, the small operands expanded to that run once per call."""
+    inits = {"b1": rand((16,), np.float32, 1), "b2": rand((8, 1), np.float32, 2),
+             "b3": rand((3, 1, 16), np.float32, 3), "s": np.array(0.5, np.float32)}
+    ops = [("Add", "b1"), ("Tanh",), ("Mul", "b2"), ("Exp",), ("Sub", "b3"), ("Erf",), ("Max", "s"), ("Sigmoid",),
+           ("Div", "b2")]
+    m = chain(ops, np.float32, [5, 3, 8, 16], inits)
+    sess = _session(m)
+    src, disp = _kernel_of(sess)
+    assert "n1 = s[1] * s[2] * s[3]" in src and "e1 = np.empty(n1" in src and "e3 = np.empty(n1" in src, src
+    llvm = _fresh_llvm(disp)
+    assert len(re.findall(r"^vector\.body\d*:", llvm, re.M)) >= src.count("for j in range(m):")
+    x = rand((5, 3, 8, 16), np.float32, 4)
+    x.reshape(-1)[:SPECIAL.size] = SPECIAL
+    assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), rtol=2e-5, atol=1e-6)
