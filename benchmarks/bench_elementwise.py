@@ -115,16 +115,17 @@ def sessions(model: onnx.ModelProto, threads: int):  # type: ignore[no-untyped-d
     return jitort.InferenceSession(model.SerializeToString(), jso), ref
 
 
-def time_run(sess, feeds: dict[str, np.ndarray], min_s: float = 0.02) -> float:  # type: ignore[no-untyped-def]
-    """µs per run: as many runs as fit in ``min_s``."""
+def time_run(sess, feeds: dict[str, np.ndarray], min_s: float = 0.02) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(wall µs, this thread's CPU µs) per run, over as many runs as fit in ``min_s``. At 1 thread
+    both runtimes compute on the calling thread, so CPU time is what a busy machine distorts least."""
     run = sess.run
     n, t = 0, 0.0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     while t < min_s:
         run(None, feeds)
         n += 1
         t = time.perf_counter() - t0
-    return t / n * 1e6
+    return t / n * 1e6, (time.thread_time() - c0) / n * 1e6
 
 
 def cpu_name() -> str:
@@ -147,7 +148,7 @@ def main() -> None:
     ap.add_argument("--case", nargs="*", default=list(CASES))
     args = ap.parse_args()
     print(f"CPU: {cpu_name()}; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"{'case':28s} {'thr':>3s} {'jitort us':>10s} {'ort us':>10s} {'ratio':>6s}")
+    print(f"{'case':28s} {'thr':>3s} {'jitort us':>10s} {'ort us':>10s} {'ratio':>6s} {'cpu-time ratio':>14s}")
     ratios: dict[int, list[float]] = {t: [] for t in args.threads}
     for name in args.case:
         model, feeds = CASES[name]()
@@ -159,9 +160,11 @@ def main() -> None:
             for _ in range(args.rounds):  # interleaved: drift hits both alike
                 jt.append(time_run(js, feeds))
                 rt.append(time_run(rs, feeds))
-            j, r = statistics.median(jt), statistics.median(rt)
+            j, r = statistics.median(w for w, _ in jt), statistics.median(w for w, _ in rt)
             ratios[threads].append(j / r)
-            print(f"{name:28s} {threads:3d} {j:10.1f} {r:10.1f} {j / r:6.2f}", flush=True)
+            cpu = (f"{statistics.median(c for _, c in jt) / statistics.median(c for _, c in rt):14.2f}"
+                   if threads == 1 else f"{'':14s}")
+            print(f"{name:28s} {threads:3d} {j:10.1f} {r:10.1f} {j / r:6.2f} {cpu}", flush=True)
     for t, rs_ in ratios.items():
         print(f"geomean at {t} thread(s): {math.exp(statistics.fmean(math.log(x) for x in rs_)):.2f}")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -94,7 +94,7 @@ def test_generated_kernel_vectorises(kind: str) -> None:
 
 
 def test_scalars_and_rows_are_loaded_outside_the_inner_loop() -> None:
-    n, c = 6, 40
+    n, c = 6, 300  # rows long enough to be the inner loop alone
     sess = _session(chain(BROADCAST, np.float32, [n, c], _consts(np.float32, n, c)))
     src, _ = _kernel_of(sess)
     inner = src.split("for j in range(m):", 1)[1]
@@ -111,7 +111,9 @@ def test_chains_match_onnxruntime(kind: str, dtype: Any, rtol: float, atol: floa
     ops = CHAINS[kind]
     if dtype == np.float64:  # onnxruntime has no float64 Erf
         ops = [("Tanh",) if op == ("Erf",) else op for op in ops]
-    for n, c in ((3, 17), (5, 1029)):  # odd sizes: vector remainders, a partial last block
+    # odd sizes: vector remainders, a partial last block; (3, 17) is one short-run kernel (float16
+    # kernels compile slowly: a conversion pair per op)
+    for n, c in ((3, 17), (5, 1029)) if dtype != np.float16 else ((5, 1029),):
         m = chain(ops, dtype, [n, c], _consts(dtype, n, c))
         x = rand((n, c), dtype, 11)
         x.reshape(-1)[:SPECIAL.size] = SPECIAL[: x.size].astype(dtype)
