@@ -184,3 +184,26 @@ def test_short_rows_run_as_one_longer_inner_loop() -> None:
     x = rand((5, 3, 8, 16), np.float32, 4)
     x.reshape(-1)[:SPECIAL.size] = SPECIAL
     assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), rtol=2e-5, atol=1e-6)
+
+
+def test_run_split_runs_every_part_once_and_reraises(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from jitort.kernels import parallel
+    monkeypatch.setattr(parallel, "thread_count", lambda: 4)
+    seen: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def fn(tag: str, part: int, nparts: int) -> None:
+        with lock:
+            seen.append((part, nparts))
+    for _ in range(50):
+        seen.clear()
+        parallel.run_split(fn, ("x",), 3)
+        assert sorted(seen) == [(0, 3), (1, 3), (2, 3)]
+
+    def boom(part: int, nparts: int) -> None:
+        if part == nparts - 1:
+            raise ValueError("part failed")
+    with pytest.raises(ValueError, match="part failed"):
+        parallel.run_split(boom, (), 2)
