@@ -104,9 +104,11 @@ def test_scalars_and_rows_are_loaded_outside_the_inner_loop() -> None:
     assert re.search(r"x\d+ = a\d+\[0\]", head) and re.search(r"x\d+ = a\d+\[i0\]", head), head
 
 
-@pytest.mark.parametrize("dtype,rtol,atol", [(np.float32, 2e-5, 1e-6), (np.float64, 1e-12, 1e-13),
-                                              (np.float16, 2e-3, 2e-3)])
-@pytest.mark.parametrize("kind", ["nan_select", "mixed"])
+@pytest.mark.parametrize("kind,dtype,rtol,atol", [
+    (kind, *tol) for kind in ("nan_select", "mixed")
+    for tol in ((np.float32, 2e-5, 1e-6), (np.float64, 1e-12, 1e-13), (np.float16, 2e-3, 2e-3))
+    if (kind, tol[0]) != ("mixed", np.float16)] + [
+    pytest.param("mixed", np.float16, 2e-3, 2e-3, marks=pytest.mark.slow)])  # compiles for ~20-60 s
 def test_chains_match_onnxruntime(kind: str, dtype: Any, rtol: float, atol: float) -> None:
     ops = CHAINS[kind]
     if dtype == np.float64:  # onnxruntime has no float64 Erf
