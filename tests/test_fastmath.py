@@ -322,3 +322,37 @@ def test_roundtrips() -> None:
     np.testing.assert_array_equal(run("f32_to_f16", run("f16_to_f32", h))[finite16], h[finite16])
     finite_b = ~np.isnan(h.view(ml_dtypes.bfloat16).astype(np.float32))
     np.testing.assert_array_equal(run("f32_to_bf16", run("bf16_to_f32", h))[finite_b], h[finite_b])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The polynomials' multiply-adds (``_fmuladd``) fuse where the target has FMA: both paths keep the bounds above
+
+_NO_FMA_ENV = {"NUMBA_CPU_NAME": "x86-64", "NUMBA_CPU_FEATURES": "+64bit,+cmov,+cx8,+fxsr,+mmx,+sse,+sse2"}
+
+
+def test_host_fuses_the_polynomials_where_it_has_fma() -> None:
+    import re
+
+    from llvmlite import binding as ll
+    run("exp_f32", np.ones(64, np.float32))
+    asm = next(iter(_kernel("exp_f32").inspect_asm().values()))
+    has_fma = "+fma" in ll.get_host_cpu_features().flatten().split(",")
+    assert bool(re.search(r"vfmadd\w+ps", asm)) == has_fma
+
+
+def test_accuracy_without_fma() -> None:
+    """The accuracy tests' sparse grid on a baseline x86-64 target (SSE2, no FMA), in a subprocess (Numba reads its
+    target once per process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import re, numpy as np, test_fastmath as t\n"
+            "t.run('exp_f32', np.ones(64, np.float32))\n"
+            "asm = next(iter(t._kernel('exp_f32').inspect_asm().values()))\n"
+            "assert not re.search('vfmadd|fmaf', asm) and 'mulps' in asm, 'not the no-FMA path'\n"
+            "for f in ('exp', 'log', 'tanh', 'sigmoid', 'erf', 'gelu'):\n"
+            "    getattr(t, f'test_{f}_accuracy')('contract')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env={**os.environ, **_NO_FMA_ENV},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
