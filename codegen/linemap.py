@@ -9,11 +9,13 @@ run's error check and synchronisation, where asynchronous kernel failures surfac
 tuple) are tagged as the last step's. The map is written at the end of the module as the constant
 ``NODE_LINES``, so it lives with the plan wherever the plan is stored (cache entry, AOT artifact).
 
-``node_at`` reads it for a traceback frame (``jitort.node_errors``); ``node_lines`` lists it
+``node_at`` reads it for a traceback frame (``jitort.node_errors``); ``node_lines`` lists it from an
+imported plan module's globals, ``parse_line_map`` from a plan's source without running it
 (``jitort explain``, tests).
 """
 from __future__ import annotations
 
+import ast
 from typing import Any, Hashable, Mapping, NamedTuple, Sequence
 
 from jitort.codegen.source import string_literal
@@ -61,3 +63,12 @@ def node_at(namespace: Mapping[str, Any], lineno: int) -> tuple[str, str] | None
         if first <= lineno <= last:
             return op, name
     return None
+
+
+def parse_line_map(source: str) -> tuple[NodeLines, ...]:
+    """The map in a plan module's source, read without running the module (literals only)."""
+    for stmt in reversed(ast.parse(source).body):
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and stmt.targets[0].id == NODE_LINES):
+            return tuple(NodeLines(*e) for e in ast.literal_eval(stmt.value))
+    return ()

@@ -19,7 +19,6 @@ needed to emit it).
 """
 from __future__ import annotations
 
-import ast
 import os
 import re
 from pathlib import Path
@@ -31,7 +30,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from jitort.codegen.emit import emit, lower
-from jitort.codegen.linemap import NODE_LINES, node_lines
+from jitort.codegen.linemap import parse_line_map
 from jitort.codegen.plan import Emitted
 from jitort.compiler import optimize
 from jitort.kernels.control import SubPlan
@@ -191,6 +190,4 @@ def test_line_map_points_at_each_steps_comment(case: str) -> None:
             assert comment.startswith(f"# {len(n.attrs['body'])} fused: {entry.name}")
         else:
             assert comment.startswith(f"# {entry.op} {entry.name}") and entry.name == n.name
-    (value,) = [a.value for a in ast.parse(e.source).body
-                if isinstance(a, ast.Assign) and [t.id for t in a.targets if isinstance(t, ast.Name)] == [NODE_LINES]]
-    assert node_lines({NODE_LINES: ast.literal_eval(value)}) == e.line_map  # the map in the source is the map
+    assert parse_line_map(e.source) == e.line_map  # the map in the source is the emitter's

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 
 import jitort as ort
 from jitort import errors
-from jitort.codegen.linemap import NodeLines, build_line_map, line_map_source, node_at
+from jitort.codegen.linemap import NodeLines, build_line_map, line_map_source, node_at, parse_line_map
 from jitort.codegen.source import IndentedBuffer
 from oracle import make_model
 
@@ -50,6 +50,8 @@ def test_line_map_round_trip() -> None:
     exec("\n".join(line_map_source(entries)), namespace)  # noqa: S102 - jitort's own generated text
     assert node_at(namespace, 3) == ("Relu", "r") and node_at(namespace, 7) == ("fused elementwise", "a, b")
     assert node_at(namespace, 4) is None and node_at(namespace, 1) is None and node_at({}, 3) is None
+    assert parse_line_map("x = 1\n" + "\n".join(line_map_source(entries))) == entries
+    assert parse_line_map("x = 1\n") == ()
 
 
 def _middle_failure() -> bytes:
