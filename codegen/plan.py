@@ -215,16 +215,15 @@ class PlanEmitter:
                 if i:
                     last_use[i] = k
         keep = set(g.outputs) | set(g.inputs)
+        labels = [step_label(s.node) for s in steps]
         target.begin(self, steps)
         for k, s in enumerate(steps):
             n = s.node
+            op, name = labels[k]
             body.writeline(TERMINATE_CHECK)
             with body.origin(k):
-                if is_fused(n):
-                    label = ", ".join(b.name for b in n.attrs["body"])
-                    body.writeline(f"# {len(n.attrs['body'])} fused: {comment_safe(label, 300)}{target.where(s)}")
-                else:
-                    body.writeline(f"# {comment_safe(n.op_type)} {comment_safe(n.name)}{target.where(s)}")
+                head = f"{len(n.attrs['body'])} fused: {name}" if is_fused(n) else f"{op} {name}"
+                body.writeline(f"# {head}{target.where(s)}")
                 if self.profile:
                     body.writeline("_t = _pc()")
                 if s.device is not None:
@@ -269,7 +268,7 @@ class PlanEmitter:
             buf.writeline("")
             target.write_tail(buf)
             buf.writeline("return run, run_feed")
-        line_map = build_line_map(buf.origins(), [step_label(s.node) for s in steps])
+        line_map = build_line_map(buf.origins(), labels)
         buf.writeline("")
         buf.writeline("")
         buf.writelines(line_map_source(line_map))
