@@ -32,6 +32,7 @@ class CudaKernel:
     n_dims: int                       # collapsed loop dims, passed as int64 sizes after the arrays
     dim_groups: list[list[int]]       # loop dims each collapsed dim multiplies
     loop_shape: Shape
+    patterns: list[tuple[str, ...]]   # each input's broadcast pattern over loop_shape (passes.fusion)
 
 
 def fused_cuda_kernel(node: Node, g: Graph) -> CudaKernel:
@@ -89,7 +90,7 @@ def fused_cuda_kernel(node: Node, g: Graph) -> CudaKernel:
     text = "\n".join(header) + buf.getvalue() + f"\n\nSIGNATURE = void({sig})\n"
     name = "cuk_" + content_hash(text)[:20]
     return CudaKernel(name, text.replace("{KNAME}", name), list(node.inputs), list(node.outputs), K, dims,
-                      tuple(loop_shape))
+                      tuple(loop_shape), pats)  # type: ignore[arg-type]
 
 
 def compile_ptx(kernel: CudaKernel, cc: tuple[int, int] = (9, 0), root: Any = None) -> str:

@@ -1,90 +1,61 @@
-"""The plan: a generated straight-line Python function that runs a compiled graph.
+"""The plan: one generated straight-line Python function that runs a compiled graph, for every provider.
 
-``build(consts)`` binds constants to closure locals and returns ``run(*inputs) -> tuple``. Each
-step is one line or two: a library op call (``linalg.MatMul(t3, c1)``) or an output allocation
-plus a fused kernel call. Temporaries are deleted after their last use so memory is returned as
-early as the reference counts allow. A comment above each step names the ONNX nodes it came from.
+Two steps, kept apart:
+
+* **lowering** (``PlanTarget.lower``; over a graph, ``jitort.codegen.emit.lower``) turns every node
+  into a ``Step``: a CPU library call (``call``), a CPU fused elementwise kernel (``kernel``), or the
+  record a device target lowered the node to (``device``);
+* **emission** (``PlanEmitter``) writes the plan module from the steps. The CPU plan is this module's
+  ``PlanTarget``; a device provider subclasses it and overrides its hooks
+  (``jitort.codegen.cuda_plan.CudaTarget`` adds arena slots, uploads, launches and the run context
+  around the same steps).
+
+The module: ``build(consts, slow_bind)`` binds constants to closure locals and returns ``(run,
+run_feed)``. ``run(*inputs, _ro=None)`` is straight-line: per step a terminate check, a comment naming
+the ONNX nodes it came from, the call (or the output allocation and the fused kernel's call), and a
+``del`` of the temporaries read for the last time, so memory is returned as early as the reference
+counts allow. ``run_feed(feed)`` checks a feed dict on a fast path (``jitort.codegen.feed_check``). At
+the end of the module, ``NODE_LINES`` maps generated lines to ONNX nodes (``jitort.codegen.linemap``).
 """
 from __future__ import annotations
 
-import keyword as keyword_module
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
-from jitort.codegen.cpu import FusedKernel, output_shape_source
-from jitort.codegen.source import GENERATED_HEADER, IndentedBuffer, comment_safe, string_literal
+from jitort.codegen.broadcast import output_shape_source
+from jitort.codegen.cpu import FusedKernel, fused_kernel
+from jitort.codegen.feed_check import emit_feed_check
+from jitort.codegen.linemap import NodeLines, build_line_map, line_map_source
+from jitort.codegen.names import PlanNames, as_storage, keyword, module_alias
+from jitort.codegen.source import GENERATED_HEADER, IndentedBuffer, comment_safe
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import Call, Ref
-
-_SIMPLE = (bool, int, float, str, type(None))
+from jitort.kernels.registry import Call, lower_node
+from jitort.passes.fusion import FUSED
+from jitort.profiling import step_info
 
 
 @dataclass
 class Step:
+    """One node, lowered: exactly one of ``call`` (a CPU library call), ``kernel`` (a CPU fused
+    elementwise kernel) and ``device`` (what a device target lowered the node to) is set."""
+
     node: Node
     call: Call | None = None
     kernel: FusedKernel | None = None
+    device: Any = None
 
 
-class _Names:
-    def __init__(self, g: Graph) -> None:
-        self.g = g
-        self.local: dict[str, str] = {}
-        self.consts: dict[str, Any] = {}
-        self.const_lines: list[str] = []
-        for k, i in enumerate(g.inputs):
-            self.local[i] = f"i{k}"
+@dataclass
+class Emitted:
+    """A plan module and what it needs: its constants, the kernel modules it imports (name ->
+    source; CPU fused kernels first), the CPU fused kernels among them, and its line map (also in
+    the source, as ``NODE_LINES``)."""
 
-    def ref(self, name: str) -> str:
-        if name in self.local:
-            return self.local[name]
-        c = self.g.const(name)
-        if c is not None:
-            return self.hoist(c, name)
-        n = f"t{len(self.local)}"
-        self.local[name] = n
-        return n
-
-    def hoist(self, obj: Any, label: str) -> str:
-        if label in self.local:
-            return self.local[label]
-        n = f"c{len(self.consts)}"
-        self.consts[n] = obj
-        self.local[label] = n
-        desc = f"{obj.dtype}{list(obj.shape)}" if isinstance(obj, np.ndarray) else type(obj).__name__
-        self.const_lines.append(f"{n} = consts[{n!r}]  # {comment_safe(label)}: {desc}")
-        return n
-
-    def literal(self, v: Any, label: str) -> str:
-        if isinstance(v, Ref):
-            return self.ref(v.name)
-        if isinstance(v, np.generic):
-            v = v.item()
-        if _is_simple(v):
-            return _simple_literal(v)
-        if isinstance(v, (list, tuple)) and all(_is_simple(x) for x in v):
-            return "(" + "".join(_simple_literal(x) + ", " for x in v) + ")"
-        if isinstance(v, np.dtype) and v.kind in "biuf" and v.name != "bfloat16":
-            return f"np.{v.name if v.name != 'bool' else 'bool_'}"
-        return self.hoist(v, f"{label}#{len(self.consts)}")
-
-
-def _is_simple(v: Any) -> bool:
-    return isinstance(v, _SIMPLE) and not (isinstance(v, float) and not np.isfinite(v))
-
-
-def _simple_literal(v: Any) -> str:
-    """Source for a bool, int, finite float, None or str (model text: through string_literal)."""
-    return string_literal(v) if isinstance(v, str) else repr(v)
-
-
-def keyword(key: str) -> str:
-    """A keyword argument's name in a generated call: a kernel parameter's, never model text."""
-    if not key.isidentifier() or keyword_module.iskeyword(key):
-        raise ValueError(f"jitort: {key!r} is not a keyword argument name a kernel can take")
-    return key
+    source: str
+    consts: dict[str, Any]
+    kernel_sources: dict[str, str]
+    kernels: list[FusedKernel]
+    line_map: tuple[NodeLines, ...]
 
 
 # Between plan steps: stop when the run's RunOptions.terminate was set (jitort.run_state). ``_ro`` is
@@ -92,7 +63,7 @@ def keyword(key: str) -> str:
 TERMINATE_IMPORT = "from jitort.run_state import terminated as _terminated"
 TERMINATE_CHECK = "if _ro is not None and _ro.terminate: _terminated()"
 
-# The profiled variant (``emit_plan(..., profile=True)``, only for sessions with enable_profiling):
+# The profiled variant (``profile=True``, only for sessions with enable_profiling, CPU plans only):
 # ``_rec`` is the recorder of the run (jitort.profiling.recorder(), taken once per run), each step
 # is timed between its comment and its ``del`` line and reported as
 # ``_rec(step, t_start, t_end, (inputs...), (outputs...))``. What the trace says about each step
@@ -108,19 +79,209 @@ def plan_header(kind: str, title: str) -> list[str]:
             f"# model: {comment_safe(title)}"]
 
 
-def _module_alias(fn: Callable[..., Any]) -> tuple[str, str] | None:
-    mod = getattr(fn, "__module__", None)
-    qn = getattr(fn, "__qualname__", "")
-    if not mod or "." in qn or "<" in qn:
-        return None
-    import sys
-    if getattr(sys.modules.get(mod), qn, None) is not fn:
-        return None
-    return mod, qn
+def is_fused(n: Node) -> bool:
+    """A fused elementwise group (``jitort.passes.fusion``)."""
+    return n.op_type == FUSED and n.domain == "jitort"
+
+
+def step_label(n: Node) -> tuple[str, str]:
+    """(op, node name) of a step as its comment prints them and the line map holds them."""
+    if is_fused(n):
+        return "fused elementwise", comment_safe(", ".join(b.name for b in n.attrs["body"]), 300)
+    return comment_safe(n.op_type), comment_safe(n.name)
+
+
+class PlanTarget:
+    """The CPU plan, and the hooks a device provider overrides (one instance per plan: a device
+    target keeps the plan's device state — slots, uploads, kernels — between its hooks)."""
+
+    kind = "plan"                                      # the module docstring's word
+    profiled = True                                    # has a profiled variant
+    module_prefixes: tuple[tuple[str, str], ...] = ()  # (module prefix, alias prefix) for imports
+
+    def lower(self, n: Node, g: Graph) -> Step:
+        """Node ``n`` as a plan step (errors name no node: ``jitort.codegen.emit.lower`` adds it)."""
+        if is_fused(n):
+            return Step(n, kernel=fused_kernel(n, g))
+        return Step(n, call=lower_node(n, g))
+
+    def imports(self) -> set[str]:
+        return {"import numpy as np", TERMINATE_IMPORT}
+
+    def begin(self, em: PlanEmitter, steps: list[Step]) -> None:
+        """Before the first step: plan the steps, write ``em.body``'s first lines."""
+
+    def where(self, step: Step) -> str:
+        """Text after the step's comment (a device plan: which provider runs it)."""
+        return ""
+
+    def emit_device(self, em: PlanEmitter, k: int, step: Step) -> None:
+        """Write step ``k``, lowered by this target (``step.device``), into ``em.body``."""
+        raise TypeError(f"the CPU plan cannot emit a device step ({step.node.describe()})")
+
+    def end(self, em: PlanEmitter) -> None:
+        """After the last step, before the outputs (counted as the last step's lines)."""
+
+    def result(self, outputs: str) -> str:
+        """The line that hands the outputs tuple back."""
+        return f"return {outputs}"
+
+    def write_build(self, em: PlanEmitter, buf: IndentedBuffer) -> None:
+        """``build``'s lines after the constants are bound."""
+
+    def write_run(self, em: PlanEmitter, buf: IndentedBuffer, args: str) -> None:
+        """The run function(s) around ``em.body``; ``args`` are the inputs' locals."""
+        buf.writeline(f"def run({args}{', ' if args else ''}_ro=None):")
+        with buf.indent():
+            if em.profile:
+                buf.writeline("_rec = _recorder()")
+            buf.splice(em.body)
+
+    def write_tail(self, buf: IndentedBuffer) -> None:
+        """``build``'s lines before it returns ``run, run_feed``."""
+
+    def kernel_sources(self) -> dict[str, str]:
+        """The device kernel modules the plan imports (name -> source)."""
+        return {}
+
+
+class PlanEmitter:
+    """Writes one plan module: the step loop, names, imports, feed check and line map are shared;
+    what a provider adds comes from its ``PlanTarget``."""
+
+    def __init__(self, g: Graph, target: PlanTarget, profile: bool = False) -> None:
+        self.g = g
+        self.target = target
+        self.profile = profile and target.profiled
+        self.names = PlanNames(g)
+        self.imports = target.imports()
+        self.body = IndentedBuffer()  # run's body, written at level 0 and spliced where it belongs
+        self.kernels: dict[str, FusedKernel] = {}
+        if self.profile:
+            self.imports.update(PROFILE_IMPORTS)
+
+    # --- references used by the step writers -------------------------------------------------------
+    def fn_ref(self, fn: Callable[..., Any], label: str) -> str:
+        """Source naming a library function: ``module.name`` (imported) or a hoisted constant."""
+        alias = module_alias(fn)
+        if alias is None:
+            return self.names.hoist(fn, label)
+        mod, qn = alias
+        short = mod.rsplit(".", 1)[-1]
+        for prefix, tag in self.target.module_prefixes:
+            if mod.startswith(prefix):
+                short = tag + short
+        self.imports.add(f"import {mod} as {short}" if "." in mod else f"import {mod}")
+        return f"{short}.{qn}"
+
+    # --- CPU steps --------------------------------------------------------------------------------
+    def emit_call(self, n: Node, call: Call) -> None:
+        """``outs = module.fn(args..., key=value...)``."""
+        names = self.names
+        fn = self.fn_ref(call.fn, f"{n.name}.fn")
+        args = [names.literal(a, n.name) if a is not None else "None" for a in call.args]
+        args += [f"{keyword(key)}={names.literal(v, n.name + '.' + key)}" for key, v in call.kwargs.items()]
+        outs = [names.ref(o) if o else "_" for o in n.outputs]
+        self.body.writeline(f"{', '.join(outs)} = {fn}({', '.join(args)})")
+
+    def emit_fused(self, fk: FusedKernel) -> None:
+        """Allocate the group's outputs, call its kernel (broadcast views where it is strided)."""
+        g, names, body = self.g, self.names, self.body
+        self.kernels.setdefault(fk.name, fk)
+        self.imports.add(f"from {fk.name} import {fk.name}")
+        ins = [names.ref(i) for i in fk.inputs]
+        outs = [names.ref(o) for o in fk.outputs]
+        if fk.mode == "flat":
+            assert fk.patterns is not None
+            shape = output_shape_source(fk.inputs, fk.patterns, fk.loop_shape, dict(zip(fk.inputs, ins)))
+            args = ins
+        else:
+            body.writeline(f"_s = np.broadcast_shapes({', '.join(x + '.shape' for x in ins)})")
+            shape = "_s"
+            args = [f"np.broadcast_to({x}, _s)" for x in ins]
+        for o, name in zip(fk.outputs, outs):
+            body.writeline(f"{name} = np.empty({shape}, {names.dtype(g.type_of(o).dtype)})")
+        args = [as_storage(a, g.type_of(i).dtype) for a, i in zip(args, fk.inputs)]
+        args += [as_storage(x, g.type_of(o).dtype) for x, o in zip(outs, fk.outputs)]
+        body.writeline(f"{fk.name}({', '.join(args)})")
+
+    # --- the module -------------------------------------------------------------------------------
+    def emit(self, steps: list[Step], title: str) -> Emitted:
+        g, names, body, target = self.g, self.names, self.body, self.target
+        infos: list[dict[str, Any]] = []
+        last_use: dict[str, int] = {}
+        for k, s in enumerate(steps):
+            for i in s.node.inputs:
+                if i:
+                    last_use[i] = k
+        keep = set(g.outputs) | set(g.inputs)
+        labels = [step_label(s.node) for s in steps]
+        target.begin(self, steps)
+        for k, s in enumerate(steps):
+            n = s.node
+            op, name = labels[k]
+            body.writeline(TERMINATE_CHECK)
+            with body.origin(k):
+                head = f"{len(n.attrs['body'])} fused: {name}" if is_fused(n) else f"{op} {name}"
+                body.writeline(f"# {head}{target.where(s)}")
+                if self.profile:
+                    body.writeline("_t = _pc()")
+                if s.device is not None:
+                    target.emit_device(self, k, s)
+                elif s.kernel is not None:
+                    self.emit_fused(s.kernel)
+                else:
+                    assert s.call is not None
+                    self.emit_call(n, s.call)
+                if self.profile:
+                    infos.append(step_info(s, g, s.kernel.name if s.kernel is not None else _function_label(s.call)))
+                    ins = _tuple_source(names.local.get(i) if i else None for i in n.inputs)
+                    outs_src = _tuple_source(names.local.get(o) if o else None for o in n.outputs)
+                    body.writeline(f"_rec({k}, _t, _pc(), {ins}, {outs_src})")
+                dead = sorted({i for i in n.inputs if i and last_use.get(i) == k and i not in keep
+                               and g.const(i) is None and i in names.local})
+                if dead:
+                    body.writeline("del " + ", ".join(names.local[d] for d in dead))
+        with body.origin(len(steps) - 1 if steps else None):
+            target.end(self)
+            # Outputs that are constants or inputs are copied: callers may write into what run() returns.
+            outs = [names.ref(o) + (".copy()" if o in g.inputs or g.const(o) is not None else "")
+                    for o in g.outputs]
+            body.writeline(target.result(f"({', '.join(outs)}{',' if len(outs) == 1 else ''})"))
+        args = ", ".join(names.local[i] for i in g.inputs)
+        feed_check = IndentedBuffer()
+        emit_feed_check(feed_check, g, names, args)  # may hoist dtypes: before the constant lines are written
+
+        buf = IndentedBuffer()
+        buf.writelines(plan_header(target.kind, title))
+        buf.writelines(sorted(self.imports))
+        buf.writeline("")
+        buf.writeline("")
+        buf.writeline("def build(consts, slow_bind):")
+        with buf.indent():
+            buf.writelines(names.const_lines)
+            target.write_build(self, buf)
+            buf.writeline("")
+            target.write_run(self, buf, args)
+            buf.writeline("")
+            buf.splice(feed_check)
+            buf.writeline("")
+            target.write_tail(buf)
+            buf.writeline("return run, run_feed")
+        line_map = build_line_map(buf.origins(), labels)
+        buf.writeline("")
+        buf.writeline("")
+        buf.writelines(line_map_source(line_map))
+        if self.profile:
+            names.consts[PROFILE_STEPS] = infos
+        kernel_sources = {k.name: k.source for k in self.kernels.values()}
+        kernel_sources.update(target.kernel_sources())
+        return Emitted(buf.getvalue(), names.consts, kernel_sources, list(self.kernels.values()), line_map)
 
 
 def emit_plan(g: Graph, steps: list[Step], title: str, profile: bool = False) -> tuple[str, dict[str, Any]]:
-    """Source of the plan module and the constants ``build(consts, slow_bind)`` expects.
+    """Source of a CPU plan module and the constants ``build(consts, slow_bind)`` expects (the
+    interface the compiler has always called; ``jitort.codegen.emit.emit`` returns the full record).
 
     ``profile``: the profiled variant (timing around each step, see PROFILE_IMPORTS); its constants
     hold the steps' descriptions under PROFILE_STEPS (``jitort.profiling.step_info``).
@@ -130,87 +291,8 @@ def emit_plan(g: Graph, steps: list[Step], title: str, profile: bool = False) ->
     dims that must agree, C-contiguous writeable arrays) and otherwise defers to ``slow_bind``,
     which converts what it can and raises onnxruntime's error for what it cannot.
     """
-    names = _Names(g)
-    body = IndentedBuffer(2)
-    imports: set[str] = {"import numpy as np", TERMINATE_IMPORT}
-    if profile:
-        from jitort.profiling import step_info
-        imports.update(PROFILE_IMPORTS)
-        infos: list[dict[str, Any]] = []
-    last_use: dict[str, int] = {}
-    for k, s in enumerate(steps):
-        for i in s.node.inputs:
-            if i:
-                last_use[i] = k
-    keep = set(g.outputs) | set(g.inputs)
-    for k, s in enumerate(steps):
-        n = s.node
-        body.writeline(TERMINATE_CHECK)
-        if s.kernel is not None:
-            body_nodes = n.attrs["body"]
-            label = ", ".join(b.name for b in body_nodes)
-            body.writeline(f"# {len(body_nodes)} fused: {comment_safe(label, 300)}")
-            if profile:
-                body.writeline("_t = _pc()")
-            _emit_fused(body, s.kernel, names, g, imports)
-            kernel_label = s.kernel.name
-        else:
-            assert s.call is not None
-            body.writeline(f"# {comment_safe(n.op_type)} {comment_safe(n.name)}")
-            if profile:
-                body.writeline("_t = _pc()")
-            alias = _module_alias(s.call.fn)
-            if alias is None:
-                fn = names.hoist(s.call.fn, f"{n.name}.fn")
-            else:
-                mod, qn = alias
-                short = mod.rsplit(".", 1)[-1]
-                imports.add(f"import {mod} as {short}" if "." in mod else f"import {mod}")
-                fn = f"{short}.{qn}"
-            args = [names.literal(a, n.name) if a is not None else "None" for a in s.call.args]
-            args += [f"{keyword(key)}={names.literal(v, n.name + '.' + key)}" for key, v in s.call.kwargs.items()]
-            outs = [names.ref(o) if o else "_" for o in n.outputs]
-            lhs = outs[0] if len(outs) == 1 else ", ".join(outs)
-            body.writeline(f"{lhs} = {fn}({', '.join(args)})")
-            kernel_label = _function_label(s.call.fn)
-        if profile:
-            infos.append(step_info(s, g, kernel_label))
-            ins = _tuple_source(names.local.get(i) if i else None for i in n.inputs)
-            outs_src = _tuple_source(names.local.get(o) if o else None for o in n.outputs)
-            body.writeline(f"_rec({k}, _t, _pc(), {ins}, {outs_src})")
-        dead = sorted({i for i in n.inputs if i and last_use.get(i) == k and i not in keep
-                       and g.const(i) is None and i in names.local})
-        if dead:
-            body.writeline("del " + ", ".join(names.local[d] for d in dead))
-    # Outputs that are constants or inputs are copied: callers may write into what run() returns.
-    outs = [names.ref(o) + (".copy()" if o in g.inputs or g.const(o) is not None else "") for o in g.outputs]
-    args = ", ".join(names.local[i] for i in g.inputs)
-    feed_check = IndentedBuffer(1)
-    _emit_feed_check(feed_check, g, names, args)  # may hoist dtypes: before the constant lines are written
-    buf = IndentedBuffer()
-    buf.writelines(plan_header("plan", title))
-    for line in sorted(imports):
-        buf.writeline(line)
-    buf.writeline("")
-    buf.writeline("")
-    buf.writeline("def build(consts, slow_bind):")
-    with buf.indent():
-        buf.writelines(names.const_lines)
-        buf.writeline("")
-        buf.writeline(f"def run({args}{', ' if args else ''}_ro=None):")
-        if profile:
-            with buf.indent():
-                buf.writeline("_rec = _recorder()")
-        buf.lines.extend(body.lines)
-        with buf.indent():
-            buf.writeline(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
-        buf.writeline("")
-        buf.lines.extend(feed_check.lines)
-        buf.writeline("")
-        buf.writeline("return run, run_feed")
-    if profile:
-        names.consts[PROFILE_STEPS] = infos
-    return buf.getvalue(), names.consts
+    e = PlanEmitter(g, PlanTarget(), profile).emit(steps, title)
+    return e.source, e.consts
 
 
 def _tuple_source(locals_: Any) -> str:
@@ -219,84 +301,9 @@ def _tuple_source(locals_: Any) -> str:
     return "(" + "".join(f"{x or 'None'}, " for x in locals_) + ")"
 
 
-def _function_label(fn: Callable[..., Any]) -> str:
+def _function_label(call: Call | None) -> str:
     """``module.function`` of a library function, for the profile (data, never generated source)."""
+    fn = call.fn if call is not None else None
     mod = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     return f"{mod.removeprefix('jitort.')}.{name}"
-
-
-def _emit_feed_check(buf: IndentedBuffer, g: Graph, names: _Names, args: str) -> None:
-    ins = [names.local[i] for i in g.inputs]
-    conds: list[str] = []
-    first_axis: dict[str, str] = {}
-    for name, local in zip(g.inputs, ins):
-        t = g.type_of(name)
-        dt = _dtype_src(t.dtype, names)
-        conds.append(f"type({local}) is ndarray and {local}.dtype == {dt}")
-        if t.shape is not None:
-            conds.append(f"{local}.ndim == {len(t.shape)}")
-            for k, d in enumerate(t.shape):
-                ax = f"{local}.shape[{k}]"
-                if isinstance(d, int):
-                    conds.append(f"{ax} == {d}")
-                elif d in first_axis:
-                    conds.append(f"{ax} == {first_axis[d]}")
-                else:
-                    first_axis[d] = ax
-    buf.writeline("ndarray = np.ndarray")
-    buf.writeline("")
-    buf.writeline("def run_feed(feed, _ro=None):")
-    with buf.indent():
-        buf.writeline(f"if len(feed) == {len(ins)}:")
-        with buf.indent():
-            if ins:
-                buf.writeline("try:")
-                with buf.indent():
-                    for name, local in zip(g.inputs, ins):
-                        buf.writeline(f"{local} = feed[{string_literal(name)}]")
-                buf.writeline("except KeyError:")
-                with buf.indent():
-                    buf.writeline("return run(*slow_bind(feed), _ro=_ro)")
-                buf.writeline("if (" + "\n                    and ".join(conds) + "):")
-                with buf.indent():
-                    for local in ins:
-                        buf.writeline(f"f = {local}.flags")
-                        buf.writeline("if not (f.c_contiguous and f.writeable and f.aligned):")
-                        with buf.indent():
-                            buf.writeline("return run(*slow_bind(feed), _ro=_ro)")
-                    buf.writeline(f"return run({args}, _ro=_ro)")
-            else:
-                buf.writeline("return run(_ro=_ro)")
-        buf.writeline("return run(*slow_bind(feed), _ro=_ro)")
-
-
-def _emit_fused(body: IndentedBuffer, fk: FusedKernel, names: _Names, g: Graph, imports: set[str]) -> None:
-    imports.add(f"from {fk.name} import {fk.name}")
-    ins = [names.ref(i) for i in fk.inputs]
-    outs = [names.ref(o) for o in fk.outputs]
-    if fk.mode == "flat":
-        shape = output_shape_source(fk, {i: r for i, r in zip(fk.inputs, ins)})
-        args = ins
-    else:
-        body.writeline(f"_s = np.broadcast_shapes({', '.join(x + '.shape' for x in ins)})")
-        shape = "_s"
-        args = [f"np.broadcast_to({x}, _s)" for x in ins]
-    for o, name in zip(fk.outputs, outs):
-        body.writeline(f"{name} = np.empty({shape}, {_dtype_src(g.type_of(o).dtype, names)})")
-    args = [_as_storage(a, g.type_of(i).dtype) for a, i in zip(args, fk.inputs)]
-    args += [_as_storage(x, g.type_of(o).dtype) for x, o in zip(outs, fk.outputs)]
-    body.writeline(f"{fk.name}({', '.join(args)})")
-
-
-def _dtype_src(dt: np.dtype | None, names: _Names) -> str:
-    dt = np.dtype(dt)
-    if dt.name == "bool":
-        return "np.bool_"
-    if dt.kind in "biuf" and hasattr(np, dt.name):
-        return f"np.{dt.name}"
-    return names.hoist(dt, f"dtype {dt.name}")
-
-
-def _as_storage(src: str, dt: np.dtype | None) -> str:
-    return f"{src}.view(np.uint16)" if np.dtype(dt).name in ("float16", "bfloat16") else src

@@ -3,34 +3,86 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import re
-from typing import Iterator
+from pathlib import Path
+from typing import Hashable, Iterable, Iterator
 
 
 class IndentedBuffer:
-    """Lines of Python source with an indentation context (after Inductor's IndentedBuffer)."""
+    """Lines of Python source with an indentation context (after Inductor's IndentedBuffer).
+
+    Each line may carry an *origin* (``with buf.origin(tag):``): the plan emitter tags the lines of
+    each step with the step, so a generated line can be mapped back to its ONNX node after buffers
+    are spliced into one another (``jitort.codegen.linemap``). ``splice(other)`` appends another
+    buffer's lines at this buffer's current indentation, their origins kept.
+    """
 
     def __init__(self, indent: int = 0) -> None:
-        self.lines: list[str] = []
-        self.level = indent
+        self._lines: list[str] = []
+        self._origins: list[Hashable | None] = []
+        self._level = indent
+        self._origin: Hashable | None = None
+
+    @property
+    def level(self) -> int:
+        """The current indentation depth, in steps of four spaces."""
+        return self._level
+
+    @level.setter
+    def level(self, value: int) -> None:
+        # Transitional: codegen/cpu.py's loop nests still step the level by hand; new code uses indent().
+        self._level = value
 
     def writeline(self, line: str = "") -> None:
-        self.lines.append(("    " * self.level + line) if line else "")
+        """One line at the current indentation (text holding newlines: one line per piece, each
+        indented, so that the buffer's line numbers are the source's)."""
+        for piece in line.split("\n"):
+            self._lines.append(("    " * self._level + piece) if piece else "")
+            self._origins.append(self._origin)
 
-    def writelines(self, lines: list[str]) -> None:
+    def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
             self.writeline(line)
 
     @contextlib.contextmanager
     def indent(self, n: int = 1) -> Iterator[None]:
-        self.level += n
+        self._level += n
         try:
             yield
         finally:
-            self.level -= n
+            self._level -= n
+
+    @contextlib.contextmanager
+    def origin(self, tag: Hashable) -> Iterator[None]:
+        """Lines written (or spliced without an origin of their own) inside carry ``tag``."""
+        outer, self._origin = self._origin, tag
+        try:
+            yield
+        finally:
+            self._origin = outer
+
+    def splice(self, other: IndentedBuffer) -> None:
+        """Append ``other``'s lines, indented by this buffer's current level, with their origins
+        (lines without one take this buffer's current origin)."""
+        pad = "    " * self._level
+        for line, tag in zip(other._lines, other._origins):
+            self._lines.append(pad + line if line else "")
+            self._origins.append(self._origin if tag is None else tag)
+
+    def lines(self) -> list[str]:
+        """A copy of the lines written so far."""
+        return list(self._lines)
+
+    def origins(self) -> list[Hashable | None]:
+        """Each line's origin (None: written outside any ``origin``), parallel to ``lines()``."""
+        return list(self._origins)
+
+    def __len__(self) -> int:
+        return len(self._lines)
 
     def getvalue(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return "\n".join(self._lines) + "\n"
 
 
 def content_hash(*parts: str | bytes) -> str:
@@ -53,20 +105,17 @@ def library_hash() -> str:
     """
     global _library_hash
     if _library_hash is None:
-        import importlib.util
-        from pathlib import Path
-
         import llvmlite
         import numba
 
         h = hashlib.sha256(f"numba {numba.__version__} llvmlite {llvmlite.__version__}".encode())
-        # The packages' directories, found without importing them (the kernels import this module).
         for pkg in ("jitort.kernels", "jitort.codegen"):
+            # find_spec locates the package without importing it (jitort.kernels imports this module)
             spec = importlib.util.find_spec(pkg)
-            assert spec is not None and spec.submodule_search_locations, pkg
-            d = Path(list(spec.submodule_search_locations)[0])
-            for f in sorted(d.rglob("*.py")):
-                h.update(str(f.relative_to(d)).encode())
+            assert spec is not None and spec.origin is not None
+            root = Path(spec.origin).parent
+            for f in sorted(root.rglob("*.py")):
+                h.update(str(f.relative_to(root)).encode())
                 h.update(f.read_bytes())
         _library_hash = h.hexdigest()[:16]
     return _library_hash

@@ -5,44 +5,31 @@ onnxruntime reports a kernel's failure as ``Non-zero status code returned while 
 Name:'<name>' Status Message: <message>``, nested for nodes inside If/Loop/Scan bodies. jitort's
 kernels raise onnxruntime's classes without knowing their node; numpy and Numba raise their own
 (``MemoryError``, ``ValueError: array is too big``, ``IndexError`` ...). :func:`at_node` finds the
-failing plan step(s) from the traceback (the generated plans mark each step with a comment naming
-its node, see ``jitort.codegen.plan``) and rebuilds the exception: jitort's classes keep their class,
-allocation failures and every other internal exception become ``Fail``. Node names appear as the
-plan's comments hold them (printable ASCII, escaped by ``jitort.codegen.source.comment_safe``).
+failing plan step(s) from the traceback (every generated plan module carries a generated-line ->
+node map, ``NODE_LINES``, see ``jitort.codegen.linemap``) and rebuilds the exception: jitort's
+classes keep their class, allocation failures and every other internal exception become ``Fail``.
+Node names appear as the plan's step comments print them (printable ASCII, escaped by
+``jitort.codegen.source.comment_safe``).
 """
 from __future__ import annotations
 
-import re
 from types import TracebackType
 
+from jitort.codegen.linemap import node_at
 from jitort.errors import ALL_ERRORS, Fail
 
-# A plan step's comment: "# <Op> <name>" or "# <N> fused: <names>", CUDA plans add "  [CUDA]".
-_STEP = re.compile(r"^\s*# (?:(\d+) fused: (.*?)|(\S+) (.*?))(?:  \[(?:CUDA|CPU)\])?$")
 _PLAN_FUNCTIONS = ("run", "run_on")
 
 
-def _step_at(source: str, lineno: int) -> tuple[str, str] | None:
-    """(op, node name) of the plan step holding line ``lineno`` (1-based) of ``source``."""
-    lines = source.splitlines()
-    for k in range(min(lineno, len(lines)) - 1, -1, -1):
-        m = _STEP.match(lines[k])
-        if m:
-            return ("fused elementwise", m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        if lines[k].lstrip().startswith("def "):
-            return None
-    return None
-
-
 def failing_steps(tb: TracebackType | None) -> list[tuple[str, str]]:
-    """The plan steps a traceback passes through, outermost first (nested subgraph plans follow
-    the If/Loop/Scan step that called them)."""
+    """The plan steps (op, node name) a traceback passes through, outermost first (nested subgraph
+    plans follow the If/Loop/Scan step that called them)."""
     steps = []
     while tb is not None:
         frame = tb.tb_frame
-        source = frame.f_globals.get("__jitort_source__")
-        if source is not None and frame.f_code.co_name in _PLAN_FUNCTIONS:
-            step = _step_at(source, tb.tb_lineno)
+        # a generated module (jitort.cache.load_source_module marks it), in its run function
+        if "__jitort_source__" in frame.f_globals and frame.f_code.co_name in _PLAN_FUNCTIONS:
+            step = node_at(frame.f_globals, tb.tb_lineno)
             if step is not None:
                 steps.append(step)
         tb = tb.tb_next
