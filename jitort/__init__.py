@@ -10,8 +10,8 @@ emission through ``codegen``) -> ``cache``/``artifact`` -> ``compile_service`` (
 and returns one ``compiled.Artifact``) -> ``session``. Layers, lowest first (a module imports only
 from its layer or below; ``tests/test_layers.py`` fails on any import cycle):
 errors/ir/arrays/dtypes/memory/cache -> protos -> kernels (registry, op families, engines) ->
-codegen -> evaluate -> passes -> frontend -> compiler -> artifact/compile_pool -> compile_service ->
-session/values/options/aot/ray/backend -> cli.
+codegen/passes/evaluate (the compiler's internals) -> frontend -> compiler -> artifact/compile_pool ->
+compile_service -> session/values/options/aot/ray/backend -> cli.
 """
 
 from jitort import capi

@@ -27,7 +27,8 @@ import onnx
 from jitort import artifact, cache, compile_pool, node_errors
 from jitort.codegen.plan import PROFILE_STEPS
 from jitort.compiled import Artifact
-from jitort.compiler import compile_graph, lower, optimize
+from jitort.codegen.emit import lower
+from jitort.compiler import compile_graph, optimize
 from jitort.errors import Fail
 from jitort.frontend.importer import import_model
 from jitort.ir import Graph
@@ -126,8 +127,7 @@ def resolve(req: Request) -> Compilation:
 def rebuild_ir(proto: onnx.ModelProto, providers: list[str], fold: bool, fuse: bool) -> Graph:
     """The IR after passes (and the notes lowering adds), without emitting or compiling anything."""
     g = optimize(import_model(proto), providers, fold=fold, fuse=fuse)
-    if not any(n.provider == CUDA for n in g.nodes):
-        lower(g)
+    lower(g)
     return g
 
 

@@ -5,10 +5,10 @@ miss, and control-flow kernels reach it for their bodies through ``jitort.kernel
 1. **Passes** (:func:`pass_list`), each a named ``Graph -> Graph`` function that may rewrite its
    input in place: clean-up, types, constant folding, fusion, partitioning across providers. With
    ``JITORT_DEBUG=1`` (and in tests that ask) the IR is verified after every pass.
-2. **Lowering** (:func:`lower`): every node becomes a plan step, a generated fused kernel for a
-   fused group or a call into the kernel library (``kernels.registry.lower_node``).
-3. **Emission**: the plan module's source (``codegen.plan``; ``codegen.cuda_plan`` for a graph with
-   CUDA nodes).
+2. **Lowering** (``codegen.emit.lower``): every node becomes a plan step, a generated fused kernel
+   for a fused group, a call into the kernel library, or a CUDA launch.
+3. **Emission** (``codegen.emit.emit``): one plan emitter with a target per provider set
+   (``codegen.plan.PlanTarget``, ``codegen.cuda_plan.CudaTarget``).
 """
 from __future__ import annotations
 
@@ -18,18 +18,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jitort import cache, node_errors
-from jitort.codegen.cpu import FusedKernel, fused_kernel
-from jitort.codegen.plan import Step, emit_plan
-from jitort.codegen.source import comment_safe, content_hash
+from jitort import cache
+from jitort.codegen.emit import emit, lower
+from jitort.codegen.source import content_hash
 from jitort.compiled import Artifact
 from jitort.evaluate import evaluate
 from jitort.ir import Graph, verify
 from jitort.kernels import subgraph
-from jitort.kernels.registry import lower_node
 from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
-from jitort.passes.fusion import FUSED, fuse_elementwise
+from jitort.passes.fusion import fuse_elementwise
 from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
@@ -76,26 +74,6 @@ def optimize(g: Graph, providers: Sequence[str], check: bool = False, fold: bool
     return g
 
 
-def lower(g: Graph) -> tuple[list[Step], list[FusedKernel]]:
-    """Every node of an optimised CPU graph -> a plan step (its fused kernel, or its library call)."""
-    steps: list[Step] = []
-    kernels: dict[str, FusedKernel] = {}
-    for n in g.nodes:
-        try:
-            if n.op_type == FUSED and n.domain == "jitort":
-                fk = fused_kernel(n, g)
-                kernels.setdefault(fk.name, fk)
-                steps.append(Step(n, kernel=fk))
-            else:
-                steps.append(Step(n, call=lower_node(n, g)))
-        except Exception as e:  # onnxruntime's class, naming the node that cannot be lowered
-            mapped = node_errors.at_compile(e, n.op_type, comment_safe(n.name))
-            if mapped is None:
-                raise
-            raise mapped from e
-    return steps, list(kernels.values())
-
-
 def compile_graph(g: Graph, providers: Sequence[str], title: str = "", profile: bool = False,
                   fold: bool = True, fuse: bool = True) -> Artifact:
     """Passes, lowering and emission -> an unbound ``Artifact``. ``profile``: the CPU plan's
@@ -104,22 +82,16 @@ def compile_graph(g: Graph, providers: Sequence[str], title: str = "", profile: 
     mark = cache.compile_count()  # constant folding may compile kernels
     verify(g)
     g = optimize(g, providers, fold=fold, fuse=fuse)
-    steps: list[Step] = []
-    if any(n.provider == CUDA for n in g.nodes):
-        # A graph partitioned across CUDA and CPU: the CUDA plan emits both providers' steps.
-        from jitort.codegen.cuda_plan import emit_cuda_plan  # numba.cuda: imported only for CUDA
-        source, consts, kernel_sources = emit_cuda_plan(g, title or g.name)
-        target = "cuda"
-    else:
-        steps, kernels = lower(g)
-        source, consts = emit_plan(g, steps, title or g.name, profile=profile)
-        kernel_sources = {k.name: k.source for k in kernels}
-        target = "cpu"
+    steps = lower(g)  # every node, every provider; errors name the node (node_errors.at_compile)
+    e = emit(g, steps, title or g.name, profile=profile)
+    target = "cuda" if any(n.provider == CUDA for n in g.nodes) else "cpu"
+    if target == "cuda":
+        steps = []  # the compile workers precompile CPU plans' steps only
     inputs = [(i, np.dtype(g.type_of(i).dtype) if g.type_of(i).dtype is not None else None, g.type_of(i).shape)
               for i in g.inputs]
     own_threads = any(getattr(s.call.fn, "own_threads", False) for s in steps if s.call is not None)
-    return Artifact("plan_" + content_hash(source)[:20], source, kernel_sources, consts, inputs, list(g.outputs),
-                    target=target, own_threads=own_threads, compiled=cache.compiled_since(mark),
+    return Artifact("plan_" + content_hash(e.source)[:20], e.source, e.kernel_sources, e.consts, inputs,
+                    list(g.outputs), target=target, own_threads=own_threads, compiled=cache.compiled_since(mark),
                     seconds=time.perf_counter() - t0, steps=steps, graph=g)
 
 

@@ -25,7 +25,7 @@ import jitort
 from jitort.compiler import optimize
 from jitort.errors import InvalidArgument
 from jitort.kernels import gemm
-from jitort.onnx_import import import_model
+from jitort.frontend.importer import import_model
 from oracle import make_model, run_ort
 
 ISAS = ["avx2"] + (["avx512"] if gemm.host_isa() == "avx512" else [])

@@ -34,7 +34,7 @@ from jitort.codegen.linemap import parse_line_map
 from jitort.codegen.plan import TERMINATE_CHECK, Emitted
 from jitort.compiler import optimize
 from jitort.kernels.control import SubPlan
-from jitort.onnx_import import import_model
+from jitort.frontend.importer import import_model
 from oracle import make_model
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -60,7 +60,7 @@ def _session(model: onnx.ModelProto, threads: int = 1) -> Any:
 
 def _kernel_of(sess: Any) -> tuple[str, Any]:
     """The (single) fused kernel of a session: its source and its @njit function."""
-    (name, src), = sess._compiled.kernel_sources.items()
+    (name, src), = sess.artifact.kernel_sources.items()
     mod = sys.modules[name]
     return src, getattr(mod, "_kernel", None) or getattr(mod, name)
 
@@ -78,7 +78,7 @@ def test_generated_kernel_vectorises(kind: str) -> None:
     m = chain(CHAINS[kind], np.float32, [n, c], _consts(np.float32, n, c))
     sess = _session(m)
     src, disp = _kernel_of(sess)
-    assert len(sess._compiled.kernel_sources) == 1 and "(flat)" in src
+    assert len(sess.artifact.kernel_sources) == 1 and "(flat)" in src
     llvm = _fresh_llvm(disp)
     loops = src.count("for j in range(m):")
     assert loops >= (3 if kind in ("unary", "mixed") else 1), src  # long chains run as stages

@@ -16,10 +16,14 @@ def k_<1>(a0, o0):
     a0 = a0.reshape(-1)
     o0 = o0.reshape(-1)
     n0 = s[0]
-    for i0 in range(n0):
-        x0 = a0[i0]
-        v0 = np.float32(sigmoid_f32(x0))
-        o0[i0] = v0
+    nb = (n0 + 511) // 512
+    for b in range(nb):
+        jb = b * 512
+        m = min(512, n0 - jb)
+        for j in range(m):
+            x0 = a0[np.uint64(jb + j)]
+            v0 = np.float32(sigmoid_f32(x0))
+            o0[np.uint64(jb + j)] = v0
 
 # ---- next kernel module ----
 # -*- coding: utf-8 -*-
@@ -39,7 +43,11 @@ def k_<2>(a0, o0):
     a0 = a0.reshape(-1)
     o0 = o0.reshape(-1)
     n0 = s[0]
-    for i0 in range(n0):
-        x0 = a0[i0]
-        v0 = np.float32(-x0)
-        o0[i0] = v0
+    nb = (n0 + 511) // 512
+    for b in range(nb):
+        jb = b * 512
+        m = min(512, n0 - jb)
+        for j in range(m):
+            x0 = a0[np.uint64(jb + j)]
+            v0 = np.float32(-x0)
+            o0[np.uint64(jb + j)] = v0

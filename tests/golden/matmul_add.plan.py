@@ -2,25 +2,19 @@
 """jitort plan (generated; edits are overwritten)."""
 # model: matmul_add
 from jitort.run_state import terminated as _terminated
-from k_<1> import k_<1>
-import jitort.kernels.linalg as linalg
+import jitort.kernels.gemm_ops as gemm_ops
 import numpy as np
 
 
 def build(consts, slow_bind):
-    c0 = consts['c0']  # w: float32[3, 4]
-    c1 = consts['c1']  # b: float32[4]
+    c0 = consts['c0']  # matmul#0: float32[48]
+    c1 = consts['c1']  # matmul#1: float32[16]
 
     def run(i0, _ro=None):
         if _ro is not None and _ro.terminate: _terminated()
         # MatMul matmul
-        t2 = linalg.MatMul(i0, c0)
-        if _ro is not None and _ro.terminate: _terminated()
-        # 1 fused: add
-        t4 = np.empty(t2.shape, np.float32)
-        k_<1>(t2, c1, t4)
-        del t2
-        return (t4,)
+        t3 = gemm_ops.matmul_packed(i0, c0, c1, None, k=3, n=4, hasb=1, transA=0, act=0, lo=0.0, hi=0.0)
+        return (t3,)
 
     ndarray = np.ndarray
 
@@ -45,6 +39,5 @@ def build(consts, slow_bind):
 
 # generated line -> ONNX node: (first line, last line, op, node) per step (jitort.codegen.linemap)
 NODE_LINES = (
-    (16, 17, 'MatMul', 'matmul'),
-    (19, 23, 'fused elementwise', 'add'),
+    (15, 17, 'MatMul', 'matmul'),
 )
