@@ -50,7 +50,10 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
     if fold_consts:
         ps += [fold, remove_dead]
     if fuse:
-        ps += [fuse_conv_epilogue, fuse_gemm_epilogue, fuse_elementwise]
+        ps += [fuse_conv_epilogue]
+        if CUDA not in providers:  # CPU-only fused ops (jitort domain): CUDA runs these ops unfused
+            ps += [fuse_gemm_epilogue]
+        ps += [fuse_elementwise]
     ps += [partition_to_providers]
     return ps
 

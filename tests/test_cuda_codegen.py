@@ -22,7 +22,8 @@ from jitort.frontend.importer import import_model  # noqa: E402
 
 
 def _fused_groups(model):
-    g = optimize(import_model(model), ["CPUExecutionProvider"])
+    # the groups a CUDA session compiles (a CPU session folds the MLP's bias/Relu into its GEMMs)
+    g = optimize(import_model(model), ["CUDAExecutionProvider", "CPUExecutionProvider"])
     return g, [n for n in g.nodes if n.op_type == "FusedElementwise"]
 
 
