@@ -73,10 +73,8 @@ class Ensemble:
 # (byte offset, byte length) of each segment below, then the scalars; every segment is 64-byte
 # aligned so float64 and uint64 views of it are aligned.
 
-SEGMENTS = ("pairs", "thr", "leafv", "aux", "modes", "nan_off", "roots", "depth", "order", "wt", "wv", "base",
-            "labels")
-(S_PAIRS, S_THR, S_LEAFV, S_AUX, S_MODES, S_NAN, S_ROOTS, S_DEPTH, S_ORDER, S_WT, S_WV, S_BASE,
- S_LABELS) = range(len(SEGMENTS))
+SEGMENTS = ("pairs", "thr", "leafv", "aux", "modes", "nan_off", "roots", "depth", "wt", "wv", "base", "labels")
+S_PAIRS, S_THR, S_LEAFV, S_AUX, S_MODES, S_NAN, S_ROOTS, S_DEPTH, S_WT, S_WV, S_BASE, S_LABELS = range(len(SEGMENTS))
 SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos")
 H_SCALARS = 2 * len(SEGMENTS)
 HEADER = H_SCALARS + len(SCALARS)
@@ -84,13 +82,11 @@ HEADER = H_SCALARS + len(SCALARS)
 
 def pack(e: Ensemble) -> np.ndarray:
     """The ensemble as one aligned uint8 buffer (header, then the segments). ``pairs`` holds each
-    node's (feature, child) as one uint64 (feature in the low half); ``order`` lists the trees by
-    increasing depth, so trees walked together in lockstep have similar depths."""
+    node's (feature, child) as one uint64 (feature in the low half)."""
     tdt = e.thr.dtype
     pairs = np.ascontiguousarray(e.fc.astype(np.uint32)).view(np.uint64).reshape(-1)
-    order = np.argsort(e.depth, kind="stable").astype(np.int32)
     parts = [pairs, e.thr, e.leafv.astype(tdt), e.aux.astype(np.int32).reshape(-1), e.modes.astype(np.uint8),
-             e.nan_off.astype(np.uint8), e.roots.astype(np.uint32), e.depth.astype(np.int32), order,
+             e.nan_off.astype(np.uint8), e.roots.astype(np.uint32), e.depth.astype(np.int32),
              e.wt.astype(np.int32), e.wv.astype(tdt), e.base.astype(tdt), e.labels.astype(np.int64)]
     header = np.zeros(HEADER, np.int64)
     off = -(-HEADER * 8 // 64) * 64

@@ -18,7 +18,7 @@ from ml_compare import compare, ort_session
 
 ML = "ai.onnx.ml"
 F = 5  # features
-GRID_BATCHES = (1, 64, 300)
+GRID_BATCHES = (1, 7, 64, 300)  # 7: a queue of walks over several rows; 300: blocks of 64 and a tail of 44
 POSTS = ["NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT"]
 
 
