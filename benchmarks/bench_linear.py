@@ -39,7 +39,7 @@ def _models(quick: bool) -> list[tuple[str, Any, int]]:
         y = {"reg": s, "bin": (s > 0).astype(np.int64), "cls3": np.digitize(s, [-1, 1]),
              "cls5": np.digitize(s, [-2, -0.5, 0.5, 2])}[kind]
         m = make().fit(x, y)
-        opts = None if kind == "reg" else {id(m): {"zipmap": False}}
+        opts = {id(m): {"zipmap": False}} if hasattr(m, "predict_proba") else None  # LinearSVC has no ZipMap
         out.append((name, to_onnx(m, x[:1], options=opts, target_opset={"": 17, "ai.onnx.ml": 3}), f))
     return out
 
