@@ -20,6 +20,28 @@ from typing import Any, Callable
 import numpy as np
 
 
+def cpu_name() -> str:
+    """The CPU's model name from lscpu, with AVX-512F noted when present."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                k, _, v = ln.partition(":")
+                info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    fam = f" (family {info['cpu family']} model {info['model']})" if "cpu family" in info and "model" in info else ""
+    return _cpu() + fam + (", AVX-512F" if "avx512f" in info.get("flags", "").split() else "")
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages (the machine is shared: read ratios next to them)."""
+    try:
+        return "load average " + ", ".join(f"{v:.2f}" for v in __import__("os").getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
 def _cpu() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -63,10 +85,22 @@ def _models(quick: bool) -> list[tuple[str, Any, int]]:
                 m, initial_types=[("X", FloatTensorType([None, 100]))], target_opset=15, zipmap=False), 100))
         except ImportError:
             pass
+        try:
+            import xgboost as xgb
+            from onnxmltools import convert_xgboost
+            from onnxmltools.convert.common.data_types import FloatTensorType
+            x = rng.normal(size=(5000, 50)).astype(np.float32)
+            y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(np.int64)
+            m = xgb.XGBClassifier(n_estimators=300, max_depth=6, random_state=0).fit(x, y)
+            out.append(("xgb_cls 300x6 f50", convert_xgboost(
+                m, initial_types=[("X", FloatTensorType([None, 50]))], target_opset=15), 50))
+        except ImportError:
+            pass
     return out
 
 
-def _time(fn: Callable[[], Any], budget: float) -> float:
+def time_call(fn: Callable[[], Any], budget: float) -> float:
+    """Seconds per call of ``fn``: calls for ``budget`` seconds (at most 2000), after one warm-up."""
     fn()
     n, t0 = 0, time.perf_counter()
     while True:
@@ -86,7 +120,7 @@ def main() -> None:
     import jitort
     budget = 0.05 if args.quick else 0.2
     rounds = 3 if args.quick else 5
-    print(f"CPU: {_cpu()}; onnxruntime {onnxruntime.__version__}; jitort (numba)")
+    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
     print(f"{'model':26} {'thr':>3} {'batch':>6} {'ort us':>10} {'jitort us':>10} {'ratio':>6}")
     ratios: dict[int, list[float]] = {}
     for name, onx, f in _models(args.quick):
@@ -104,11 +138,12 @@ def main() -> None:
                 feed = {onx.graph.input[0].name: x}
                 a, b = [], []
                 for _ in range(rounds):  # interleaved
-                    a.append(_time(lambda: ort.run(None, feed), budget))
-                    b.append(_time(lambda: jit.run(None, feed), budget))
+                    a.append(time_call(lambda: ort.run(None, feed), budget))
+                    b.append(time_call(lambda: jit.run(None, feed), budget))
                 ta, tb = statistics.median(a) * 1e6, statistics.median(b) * 1e6
                 ratios.setdefault(batch, []).append(tb / ta)
                 print(f"{name:26} {threads:>3} {batch:>6} {ta:>10.1f} {tb:>10.1f} {tb / ta:>6.2f}", flush=True)
+    print(f"{load()} at end")
     for batch, r in sorted(ratios.items()):
         print(f"geomean ratio at batch {batch}: {math.exp(sum(map(math.log, r)) / len(r)):.2f} ({len(r)} cells)")
 

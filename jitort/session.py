@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from jitort import allocator, artifact, compile_service, memory, node_errors, profiling, run_state
+from jitort import allocator, artifact, compile_service, feeds, memory, node_errors, profiling, run_state
 from jitort.arrays import contiguous
 from jitort.codegen.plan import PROFILE_STEPS
 from jitort.compiled import Artifact
@@ -47,7 +47,9 @@ class _InputSpec:
 
 def _as_value(x: Any, tp: onnx.TypeProto, name: str) -> Any:
     """The feed for a graph input of ONNX type ``tp``: tensors as C-contiguous arrays of its element
-    type, sequences as lists of them, optionals as None or their value."""
+    type, sequences as lists of them, optionals as None or their value, maps as ordered dicts."""
+    if tp.HasField("map_type"):
+        return feeds.map_feed(x, tp, name)
     if tp.HasField("sequence_type"):
         if not isinstance(x, (list, tuple)):
             raise InvalidArgument(f"input '{name}' is a sequence: expected a list of arrays, got {type(x).__name__}")
@@ -190,7 +192,8 @@ class InferenceSession:
             tp = input_types.get(name)
             if dtype is not None:
                 self._specs.append(_InputSpec(name, np.dtype(dtype), shape))
-            elif tp is not None and (tp.HasField("sequence_type") or tp.HasField("optional_type")):
+            elif tp is not None and (tp.HasField("sequence_type") or tp.HasField("optional_type")
+                                     or tp.HasField("map_type")):
                 self._specs.append(_InputSpec(name, None, None, tp))
             else:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")

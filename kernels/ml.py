@@ -1,83 +1,159 @@
-"""ai.onnx.ml ops: LabelEncoder, Binarizer, ArrayFeatureExtractor (tree ensembles: ml_trees.py).
+"""ai.onnx.ml ops: LabelEncoder, Binarizer, ArrayFeatureExtractor, ZipMap (tree ensembles: ml_trees.py).
 
-Lookups are numpy.
+LabelEncoder follows onnxruntime 1.32 per opset (1; 2-3; 4+): which key/value attributes it reads,
+which duplicate key wins, whether NaN matches a NaN key, where the default comes from. Its lookup is
+a Python dict built once per node.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from onnx import numpy_helper
 
-from jitort.errors import InvalidArgument
-from jitort.kernels.registry import op
 from jitort.arrays import contiguous
+from jitort.errors import Fail, InvalidArgument
+from jitort.ir import Graph, Node
+from jitort.kernels.registry import Call, Ref, op
 from jitort.passes import const_fold
 
 ML = "ai.onnx.ml"
 const_fold.NONDETERMINISTIC.add("ZipMap")  # its list of dicts is no array constant folding can store
 
 
-def _lookup(x: np.ndarray, keys: list, values: np.ndarray, default: Any, out: np.dtype) -> np.ndarray:
-    table: dict[Any, Any] = {}
-    nan_value = None
-    for k, v in zip(keys, values):
-        if isinstance(k, float) and np.isnan(k):
-            nan_value = v
-        else:
-            table.setdefault(k, v)
-    flat = x.reshape(-1)
+def encode(x: np.ndarray, table: dict, nan_value: Any, default: Any, out: np.dtype) -> np.ndarray:
+    """Each element of x looked up in ``table`` (NaN elements give ``nan_value`` unless it is None:
+    the default), else ``default``."""
     res = []
-    for e in flat.tolist():
-        if nan_value is not None and isinstance(e, float) and np.isnan(e):
+    for e in x.reshape(-1).tolist():
+        if nan_value is not None and e != e:
             res.append(nan_value)
         else:
             res.append(table.get(e, default))
     return contiguous(np.array(res, dtype=out).reshape(x.shape))
 
 
-@op("LabelEncoder", since=1, domain=ML)
-def LabelEncoder1(x: np.ndarray, *, classes_strings: list | None = None, default_int64: int = -1,
-                  default_string: str = "_Unused") -> np.ndarray:
-    classes = list(classes_strings or [])
-    if x.dtype == object:
-        return _lookup(x, classes, np.arange(len(classes), dtype=np.int64), default_int64, np.dtype(np.int64))
-    return _lookup(x.astype(np.int64), list(range(len(classes))), np.array(classes, object), default_string,
-                   np.dtype(object))
+@dataclass(frozen=True)
+class Encoder:
+    """A LabelEncoder node's lookup, built once: keys in the input's type (Python values)."""
+
+    table: dict
+    nan_value: Any
+    default: Any
+    out: np.dtype
 
 
-@op("LabelEncoder", since=2, domain=ML)
-def LabelEncoder(x: np.ndarray, *, keys_floats: list | None = None, keys_int64s: list | None = None,
-                 keys_strings: list | None = None, keys_tensor: np.ndarray | None = None,
-                 values_floats: list | None = None, values_int64s: list | None = None,
-                 values_strings: list | None = None, values_tensor: np.ndarray | None = None,
-                 default_float: float = -0.0, default_int64: int = -1, default_string: str = "_Unused",
-                 default_tensor: np.ndarray | None = None) -> np.ndarray:
-    if keys_tensor is not None:
-        keys = keys_tensor.reshape(-1).tolist()
-    else:
-        keys = list(keys_floats or keys_int64s or keys_strings or [])
-    if values_tensor is not None:
-        vals = values_tensor.reshape(-1)
-        out = vals.dtype
-        if default_tensor is not None:
-            default = default_tensor.reshape(-1)[0]
-        else:
-            default = "_Unused" if out == object else (-1 if out.kind in "iu" else -0.0)
-    elif values_floats:
-        vals, out, default = np.array(values_floats, np.float32), np.dtype(np.float32), default_float
-    elif values_int64s:
-        vals, out, default = np.array(values_int64s, np.int64), np.dtype(np.int64), default_int64
-    elif values_strings:
-        vals, out, default = np.array(values_strings, object), np.dtype(object), default_string
-    else:
-        raise InvalidArgument("LabelEncoder: no values attribute")
+def _tensor(t: Any) -> np.ndarray | None:
+    if t is None:
+        return None
+    return t if isinstance(t, np.ndarray) else numpy_helper.to_array(t)
+
+
+def _from_lists(a: dict[str, Any], prefix: str, where: str) -> tuple[list, np.dtype] | None:
+    """The one ``{prefix}_floats|int64s|strings`` attribute that is set, with its element type."""
+    found = [(a[prefix + sfx], dt) for sfx, dt in _LISTS if a.get(prefix + sfx)]
+    if len(found) > 1:
+        raise Fail(f"{where}: more than one {prefix}_* attribute is set")
+    return (list(found[0][0]), found[0][1]) if found else None
+
+
+_LISTS = (("_floats", np.dtype(np.float32)), ("_int64s", np.dtype(np.int64)), ("_strings", np.dtype(object)))
+_LIST_DEFAULTS = {np.dtype(np.float32): "default_float", np.dtype(np.int64): "default_int64",
+                  np.dtype(object): "default_string"}
+
+
+def _build(keys: list, vals: np.ndarray, key_dt: np.dtype, default: Any, nan_keys: bool, where: str) -> Encoder:
     if len(keys) != len(vals):
-        raise InvalidArgument(f"LabelEncoder: {len(keys)} keys but {len(vals)} values")
-    src = x
-    if x.dtype.kind == "f":
-        src = x.astype(np.float64)
-        keys = [float(np.float32(k)) for k in keys]
-    return _lookup(src, keys, vals, default, out)
+        raise Fail(f"{where}: the number of keys {len(keys)} and the number of values {len(vals)} differ")
+    if key_dt.kind == "f":
+        keys = np.asarray(keys, key_dt).tolist()
+    table: dict[Any, Any] = {}
+    nan_value = None
+    for k, v in zip(keys, vals.tolist()):
+        if isinstance(k, float) and k != k:
+            if nan_keys and nan_value is None:
+                nan_value = v
+        else:
+            table.setdefault(k, v)  # onnxruntime emplaces: the first of duplicate keys wins
+    return Encoder(table, nan_value, default, vals.dtype)
+
+
+def encoder_v2(a: dict[str, Any], where: str, nan_keys: bool = False) -> Encoder:
+    """Opsets 2-3: list attributes only, the default from default_float/int64/string; a NaN input
+    never matches (onnxruntime 1.32's plain hash map)."""
+    keys = _from_lists(a, "keys", where)
+    vals = _from_lists(a, "values", where)
+    if keys is None or vals is None:
+        raise Fail(f"{where}: a keys_* and a values_* attribute are required")
+    out = vals[1]
+    return _build(keys[0], np.array(vals[0], out), keys[1], a.get(_LIST_DEFAULTS[out]), nan_keys, where)
+
+
+def encoder_v4(a: dict[str, Any], where: str) -> Encoder:
+    """Opset 4: keys/values from the list attributes or ``keys_tensor`` / ``values_tensor`` (one of
+    each), the default from ``default_tensor`` (one element of the values' type), else the
+    default_* attribute of the values' type (float, int64, string), else -0.0 / -1 / "_Unused";
+    a NaN key matches NaN inputs."""
+    keys, vals = _from_lists(a, "keys", where), _from_lists(a, "values", where)
+    kt, vt = _tensor(a.get("keys_tensor")), _tensor(a.get("values_tensor"))
+    if (keys is None) == (kt is None) or (vals is None) == (vt is None):
+        raise Fail(f"{where}: one and only one keys_* and one values_* attribute must be set")
+    k_list, k_dt = keys if keys is not None else (kt.reshape(-1).tolist(), kt.dtype)
+    v_arr = np.array(vals[0], vals[1]) if vals is not None else vt.reshape(-1)
+    out = v_arr.dtype
+    dt = _tensor(a.get("default_tensor"))
+    if dt is not None:
+        if dt.dtype != out:
+            raise Fail(f"{where}: the default tensor's type {dt.dtype} differs from the values' type {out}")
+        if dt.ndim != 1 or dt.size != 1:
+            raise Fail(f"{where}: the default tensor must be a one-element 1-D tensor, got shape {list(dt.shape)}")
+        default = dt.tolist()[0]
+    elif out in _LIST_DEFAULTS and a.get(_LIST_DEFAULTS[out]) is not None:
+        default = a[_LIST_DEFAULTS[out]]
+    else:
+        default = "_Unused" if out == object else (-1 if out.kind in "iu" else -0.0)
+    return _build(k_list, v_arr, k_dt, default, True, where)
+
+
+def encoder_v1(a: dict[str, Any], x_is_string: bool) -> Encoder:
+    """Opset 1: classes_strings; string -> int64 takes the *last* index of a repeated class (onnxruntime
+    assigns its map in order), int64 -> string the class at that index."""
+    classes = list(a.get("classes_strings") or [])
+    if x_is_string:
+        return Encoder({c: i for i, c in enumerate(classes)}, None, a.get("default_int64", -1), np.dtype(np.int64))
+    return Encoder(dict(enumerate(classes)), None, a.get("default_string", "_Unused"), np.dtype(object))
+
+
+def run_encoder(x: np.ndarray, e: Encoder) -> np.ndarray:
+    return encode(x, e.table, e.nan_value, e.default, e.out)
+
+
+def _where(node: Node) -> str:
+    return f"LabelEncoder node '{node.name}'"
+
+
+def _is_string_input(node: Node, g: Graph) -> bool:
+    dt = g.type_of(node.inputs[0]).dtype
+    return dt is not None and np.dtype(dt) == object
+
+
+@op("LabelEncoder", since=1, domain=ML,
+    lower=lambda n, g: Call(run_encoder, [Ref(n.inputs[0]), encoder_v1(n.attrs, _is_string_input(n, g))]))
+def LabelEncoder1(x: np.ndarray, **attrs: Any) -> np.ndarray:
+    return run_encoder(x, encoder_v1(attrs, x.dtype == object))
+
+
+@op("LabelEncoder", since=2, domain=ML, lower=lambda n, g: Call(run_encoder, [Ref(n.inputs[0]),
+                                                                             encoder_v2(n.attrs, _where(n))]))
+def LabelEncoder2(x: np.ndarray, **attrs: Any) -> np.ndarray:
+    return run_encoder(x, encoder_v2(attrs, "LabelEncoder"))
+
+
+@op("LabelEncoder", since=4, domain=ML, lower=lambda n, g: Call(run_encoder, [Ref(n.inputs[0]),
+                                                                             encoder_v4(n.attrs, _where(n))]))
+def LabelEncoder(x: np.ndarray, **attrs: Any) -> np.ndarray:
+    return run_encoder(x, encoder_v4(attrs, "LabelEncoder"))
 
 
 @op("Binarizer", since=1, domain=ML)

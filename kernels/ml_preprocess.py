@@ -80,13 +80,16 @@ def Normalizer(x: np.ndarray, *, norm: str = "MAX") -> np.ndarray:
         raise Fail(f"Normalizer: invalid normalize value of {norm}")
     if x.ndim == 0:
         raise InvalidArgument("Normalizer: input shape needs to be at least a single dimension")
-    # normalised along axis 1 (the only axis of a 1-D input)
-    xm = x.reshape(1, -1) if x.ndim == 1 else np.moveaxis(x, 1, -1)
+    if x.ndim <= 2:  # normalised along the last axis: no moves (np.moveaxis costs ~2 us a call)
+        x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+        out = np.empty(x2.shape, np.float32)
+        _normalize(x2, out, codes[norm])
+        return out.reshape(x.shape)
+    # normalised along axis 1
+    xm = np.moveaxis(x, 1, -1)
     x2 = np.ascontiguousarray(xm.reshape(-1, xm.shape[-1]))
     out = np.empty(x2.shape, np.float32)
     _normalize(x2, out, codes[norm])
-    if x.ndim == 1:
-        return out.reshape(x.shape)
     return contiguous(np.moveaxis(out.reshape(xm.shape), -1, 1))
 
 

@@ -14,11 +14,11 @@ from onnx import helper, numpy_helper
 import jitort
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from ml_compare import compare
+from ml_compare import compare, ort_session
 
 ML = "ai.onnx.ml"
 F = 5  # features
-GRID_BATCHES = (1, 64, 300)
+GRID_BATCHES = (1, 7, 64, 300)  # 7: a queue of walks over several rows; 300: blocks of 64 and a tail of 44
 POSTS = ["NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT"]
 
 
@@ -300,3 +300,116 @@ def test_unknown_post_transform_is_refused() -> None:
                post_transform="CUBE", **_attrs(t, "target"))
     with pytest.raises(InvalidArgument, match="the_TreeEnsembleRegressor.*CUBE"):
         jitort.InferenceSession(m.SerializeToString())
+
+
+# --- LabelEncoder: every key/value form onnxruntime 1.32 registers, per opset -------------------------
+
+LE_NP = {TP.STRING: object, TP.INT64: np.int64, TP.FLOAT: np.float32, TP.DOUBLE: np.float64, TP.INT16: np.int16,
+         TP.INT32: np.int32}
+LE_LIST = {TP.STRING: "strings", TP.INT64: "int64s", TP.FLOAT: "floats"}
+LE_V2 = [(k, v) for k in LE_LIST for v in LE_LIST]  # opsets 2-3: float/int64/string both sides
+LE_V4 = LE_V2 + [(TP.DOUBLE, TP.DOUBLE), (TP.DOUBLE, TP.INT64), (TP.DOUBLE, TP.STRING), (TP.INT64, TP.DOUBLE),
+                 (TP.STRING, TP.DOUBLE), (TP.STRING, TP.INT16)]
+
+
+def _le_values(t: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if t == TP.STRING:
+        return np.array([f"s{i}" for i in rng.permutation(n)], object)
+    v = rng.permutation(n) - n // 3
+    return (v * 0.1 + 0.05).astype(LE_NP[t]) if t in (TP.FLOAT, TP.DOUBLE) else v.astype(LE_NP[t])
+
+
+def _le_model(kt: int, vt: int, opset: int, **attrs: Any) -> onnx.ModelProto:
+    return _model("LabelEncoder", {"X": (kt, [None])}, {"Y": vt}, ml_opset=opset, **attrs)
+
+
+def _le_input(kt: int, keys: np.ndarray, n: int) -> np.ndarray:
+    x = np.concatenate([keys, _le_values(kt, 12, 7)])[np.random.default_rng(n).integers(0, len(keys) + 12, n)]
+    if kt in (TP.FLOAT, TP.DOUBLE):
+        x[::5] = np.nan
+        x[1::7] = -0.0
+    return x.astype(LE_NP[kt]) if kt != TP.STRING else x
+
+
+LE_FORMS = [(2, "lists"), (2, "lists, no default"), (4, "lists"), (4, "lists, no default"),
+            (4, "lists, default_tensor"), (4, "tensors"), (4, "tensors, no default"), (4, "tensors, default_tensor")]
+
+
+@pytest.mark.parametrize("opset,form", LE_FORMS)
+def test_label_encoder_forms(opset: int, form: str) -> None:
+    """Every key/value type pair onnxruntime registers for the opset; keys with a NaN, a 0.0 (-0.0
+    inputs match it) and a duplicate (the first wins); NaN matches NaN only from opset 4; the default
+    from default_tensor, else the default_* attribute of the values' type, else the schema's."""
+    tensors = form.startswith("tensors")
+    for kt, vt in LE_V4 if tensors else LE_V2:
+        keys, vals = _le_values(kt, 8, 1), _le_values(vt, 9, 2)
+        keys = np.concatenate([keys, keys[:1]])  # a duplicate key
+        if kt in (TP.FLOAT, TP.DOUBLE):
+            keys[2], keys[3] = np.nan, 0.0
+        attrs: dict[str, Any] = {}
+        if tensors:
+            attrs["keys_tensor"] = numpy_helper.from_array(keys, "k")
+            attrs["values_tensor"] = numpy_helper.from_array(vals, "v")
+        else:
+            attrs["keys_" + LE_LIST[kt]] = keys.tolist()
+            attrs["values_" + LE_LIST[vt]] = vals.tolist()
+        others = _le_values(vt, 12, 3)[-2:]
+        if form.endswith("default_tensor"):
+            attrs["default_tensor"] = numpy_helper.from_array(others[:1], "d")
+        if not form.endswith("no default") and vt in LE_LIST:  # loses to default_tensor where both are set
+            attrs["default_" + {"strings": "string", "int64s": "int64", "floats": "float"}[LE_LIST[vt]]] = \
+                others.tolist()[1]
+        compare(_le_model(kt, vt, opset, **attrs), lambda n: {"X": _le_input(kt, keys, n)}, (1, 40))
+
+
+def test_label_encoder_opset1() -> None:
+    """classes_strings: a repeated class maps to its last index (onnxruntime assigns in order)."""
+    classes = ["a", "b", "c", "a"]
+    m = _le_model(TP.STRING, TP.INT64, 1, classes_strings=classes, default_int64=-7)
+    compare(m, lambda n: {"X": np.array(["a", "c", "zz", "b"] * n, object)}, (1, 3))
+    m = _le_model(TP.INT64, TP.STRING, 1, classes_strings=classes)
+    compare(m, lambda n: {"X": np.array([0, 3, 9, -1] * n, np.int64)}, (1, 3))
+
+
+@pytest.mark.parametrize("kt,vt", [(TP.INT32, TP.INT32), (TP.FLOAT, TP.DOUBLE), (TP.INT16, TP.STRING),
+                                   (TP.DOUBLE, TP.FLOAT)])
+def test_label_encoder_types_onnxruntime_lacks(kt: int, vt: int) -> None:
+    """Type pairs opset 4 allows but onnxruntime 1.32 registers no kernel for: the spec's lookup,
+    written out, with its default (-1 integral, -0.0 float, "_Unused")."""
+    keys, vals = _le_values(kt, 6, 1), _le_values(vt, 6, 2)
+    m = _le_model(kt, vt, 4, keys_tensor=numpy_helper.from_array(keys, "k"),
+                  values_tensor=numpy_helper.from_array(vals, "v"))
+    x = _le_input(kt, keys, 30)
+    table = dict(zip(keys.tolist(), vals.tolist()))
+    default = "_Unused" if vt == TP.STRING else (-0.0 if vt in (TP.FLOAT, TP.DOUBLE) else -1)
+    want = np.array([table.get(e, default) for e in x.tolist()], LE_NP[vt])
+    got = jitort.InferenceSession(m.SerializeToString()).run(None, {"X": x})[0]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("case", ["both_key_forms", "default_wrong_type", "default_two_values", "default_scalar",
+                                  "length_mismatch", "no_values"])
+def test_label_encoder_invalid_attributes_fail_like_onnxruntime(case: str) -> None:
+    t = numpy_helper.from_array
+    attrs: dict[str, Any] = dict(keys_int64s=[1, 2], values_int64s=[10, 11])
+    if case == "both_key_forms":
+        attrs["keys_tensor"] = t(np.array([2, 1]))
+    elif case == "default_wrong_type":
+        attrs["default_tensor"] = t(np.array([4.5], np.float32))
+    elif case == "default_two_values":
+        attrs["default_tensor"] = t(np.array([4, 5]))
+    elif case == "default_scalar":
+        attrs["default_tensor"] = t(np.array(4))
+    elif case == "length_mismatch":
+        attrs["values_int64s"] = [10]
+    else:
+        del attrs["values_int64s"]
+    for opset in (2, 4) if case in ("length_mismatch", "no_values") else (4,):
+        m = _le_model(TP.INT64, TP.INT64, opset, **attrs)
+        with pytest.raises(Exception) as want:
+            ort_session(m)
+        assert type(want.value).__name__ == "Fail"
+        with pytest.raises(Fail):
+            jitort.InferenceSession(m.SerializeToString())
