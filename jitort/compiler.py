@@ -19,6 +19,7 @@ from jitort.codegen.plan import Step, emit_plan
 from jitort.codegen.source import comment_safe, content_hash
 from jitort.ir import Graph, Node, verify
 from jitort.kernels.registry import lookup, lower_node, run_call
+from jitort.passes.attention_fusion import fuse_attention
 from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import FUSED, fuse_elementwise
@@ -75,6 +76,7 @@ def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> li
     if fold:
         ps += [lambda g: fold_constants(g, evaluate), remove_dead]
     if fuse:
+        ps += [fuse_attention]
         ps += [fuse_conv_epilogue, fuse_elementwise]
     ps += [lambda g: partition(g, list(providers))]
     return ps

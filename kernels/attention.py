@@ -1,0 +1,250 @@
+"""Fused scaled-dot-product attention (``FusedAttention``, domain ``jitort``), the node
+``jitort.passes.attention_fusion`` writes for the MatMul / scale / mask / Softmax / MatMul chains torch's
+exporters emit.
+
+Semantics, per (batch b, head n, query s, key t), exactly the chain it replaces:
+``x = (q . k) * scale``; then the mask steps in graph order: ``x = x + add_mask`` (broadcast to
+[B, N, S, T]) and ``x = keep ? x : fill`` (a boolean mask, ``keep`` = mask or its negation; with
+``causal`` the boolean mask is a slice from the origin of a lower-triangular buffer, so keep is
+``t <= s`` and masked key blocks are skipped); then softmax over t and ``sum_t p * v``. A row whose
+scores are all -inf is NaN, as Softmax makes it.
+
+Run as one task per (b, n, block of query rows): scores for a block of keys come from one strided GEMM
+(attention_gemm), the block goes through an online softmax (running max and sum, earlier partial
+output rescaled), and its probabilities times V accumulate into the output rows in place; no
+[S, T] score tensor exists beyond one [SB, TB] tile. Q, K, V and the output are read and written
+through strides (``q_perm`` etc. map the stored tensor to [B, N, S, H]), so the Transposes of split
+heads and of the merged output cost no copy. K/V with fewer heads than Q (GQA/MQA) serve
+``N / NK`` query heads each. float16 computes in float32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.attention_gemm import cblas_address, gemm
+from jitort.kernels.reduce import fexp, fmaximum, is_half
+from jitort.kernels.registry import op
+from jitort.kernels.threads import get_num_threads, usable_cpus
+
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+SB = 64    # query rows per task
+TB = 256   # keys per online-softmax block
+
+
+@njit(**_JIT)
+def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, part, nparts):  # type: ignore[no-untyped-def]
+    """st: int64 [6, 4] element strides (b, n, s|t, h) of q, k, v, o, madd, mkeep; dims: B, N, NK, S,
+    T, H, HV; flags: has_add, has_keep, keep_is (1: keep where mask true), where_first, causal,
+    k_rows (1: K's h stride is 1, rows are keys; 0: K^T rows are contiguous)."""
+    B, N, NK, S, T, H, HV = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    has_add, has_keep, keep_is, where_first, causal, k_rows = (flags[0], flags[1], flags[2], flags[3],
+                                                              flags[4], flags[5])
+    dt = o.dtype
+    ninf = dt.type(-np.inf)
+    zero = dt.type(0)
+    one = dt.type(1)
+    sc = np.empty(SB * TB, dt)
+    m = np.empty(SB, dt)
+    lsum = np.empty(SB, dt)
+    rep = N // NK
+    nsb = (S + SB - 1) // SB
+    ntask = B * N * nsb
+    for task in range(part, ntask, nparts):
+        sb = task % nsb
+        bn = task // nsb
+        n = bn % N
+        b = bn // N
+        nk = n // rep
+        s0 = sb * SB
+        ns = min(SB, S - s0)
+        qo = b * st[0, 0] + n * st[0, 1] + s0 * st[0, 2]
+        ko = b * st[1, 0] + nk * st[1, 1]
+        vo = b * st[2, 0] + nk * st[2, 1]
+        oo = b * st[3, 0] + n * st[3, 1] + s0 * st[3, 2]
+        tend = T
+        if causal and fill == ninf:  # keys after the block's last row contribute exactly 0
+            tend = min(T, s0 + ns)
+        for i in range(ns):
+            m[i] = ninf
+            lsum[i] = zero
+        for t0 in range(0, tend, TB):
+            nt = min(TB, tend - t0)
+            if k_rows:
+                gemm(fn, 0, 1, ns, nt, H, scale, q[qo:], st[0, 2], k[ko + t0 * st[1, 2]:], st[1, 2], zero, sc, TB)
+            else:
+                gemm(fn, 0, 0, ns, nt, H, scale, q[qo:], st[0, 2], k[ko + t0 * st[1, 2]:], st[1, 3], zero, sc, TB)
+            for i in range(ns):
+                s = s0 + i
+                row = sc[i * TB:i * TB + nt]
+                for phase in range(2):
+                    if (phase == 0) == (where_first != 0):  # the Where step (boolean mask or causal)
+                        if has_keep:
+                            kb = b * st[5, 0] + n * st[5, 1] + s * st[5, 2] + t0 * st[5, 3]
+                            k3 = st[5, 3]
+                            for j in range(nt):
+                                if (mkeep[kb + j * k3] != 0) != (keep_is != 0):
+                                    row[j] = fill
+                        if causal:
+                            for j in range(max(0, s + 1 - t0), nt):
+                                row[j] = fill
+                    elif has_add:
+                        ab = b * st[4, 0] + n * st[4, 1] + s * st[4, 2] + t0 * st[4, 3]
+                        a3 = st[4, 3]
+                        for j in range(nt):
+                            row[j] += madd[ab + j * a3]
+                mx = m[i]
+                for j in range(nt):
+                    mx = fmaximum(mx, row[j])
+                if mx == ninf:  # nothing visible yet: this block adds nothing (exp(-inf - -inf) is NaN)
+                    for j in range(nt):
+                        row[j] = zero
+                    if t0 > 0:
+                        continue
+                    alpha = zero
+                else:
+                    alpha = fexp(m[i] - mx) if t0 > 0 else zero
+                    for j in range(nt):
+                        row[j] = fexp(row[j] - mx)
+                ssum = zero
+                for j in range(nt):
+                    ssum += row[j]
+                lsum[i] = lsum[i] * alpha + ssum
+                m[i] = mx
+                if t0 > 0 and alpha != one:
+                    orow = o[oo + i * st[3, 2]:oo + i * st[3, 2] + HV]
+                    for h in range(HV):
+                        orow[h] *= alpha
+            gemm(fn, 0, 0, ns, HV, nt, one, sc, TB, v[vo + t0 * st[2, 2]:], st[2, 2], zero if t0 == 0 else one,
+                 o[oo:], st[3, 2])
+        for i in range(ns):
+            inv = one / lsum[i]  # 0 visible keys: 0 * inf = NaN, Softmax's answer for an all -inf row
+            orow = o[oo + i * st[3, 2]:oo + i * st[3, 2] + HV]
+            for h in range(HV):
+                orow[h] *= inv
+
+
+def _view(x: np.ndarray, perm: tuple[int, ...], dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(x as contiguous 1-D in dt, x.transpose(perm)) — the kernel addresses the view by strides."""
+    if x.ndim != len(perm):
+        raise InvalidArgument(f"FusedAttention: an input of shape {list(x.shape)} is not of rank {len(perm)}")
+    c = np.ascontiguousarray(x, dt)
+    return c.reshape(-1), c.transpose(perm)
+
+
+def _strides(x: np.ndarray) -> list[int]:
+    """Element strides (a transposed contiguous array's: positive, natural even for size-1 dims)."""
+    return [s // x.itemsize for s in x.strides]
+
+
+_pool: Any = None
+
+
+def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
+    global _pool
+    if nparts <= 1:
+        _attend(*args, 0, 1)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    if _pool is None or _pool._max_workers < nparts - 1:
+        _pool = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-attention")
+    futs = [_pool.submit(_attend, *args, p, nparts) for p in range(1, nparts)]
+    _attend(*args, 0, nparts)
+    for f in futs:
+        f.result()
+
+
+@op("FusedAttention", since=1, domain="jitort")
+def FusedAttention(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.ndarray | None = None,
+                   keep_mask: np.ndarray | None = None, *, q_perm: tuple[int, ...], k_perm: tuple[int, ...],
+                   v_perm: tuple[int, ...], out_bsnh: int, scale: float, keep_is: int = 1, fill: str = "-inf",
+                   where_first: int = 0, causal: int = 0) -> np.ndarray:
+    """softmax(q k^T * scale, masks) v with q/k/v ``x.transpose(perm)`` = [B, N, S|T, H]; the output is
+    [B, S, N, Hv] when ``out_bsnh`` else [B, N, S, Hv]; ``fill`` is the Where constant as text (it
+    may be -inf). See the module docstring."""
+    dt = q.dtype
+    cd = np.dtype(np.float32) if is_half(dt) else dt
+    if cd not in (np.float32, np.float64):
+        raise OrtNotImplemented(f"jitort has no implementation for op 'FusedAttention' in domain 'jitort' at opset 1 "
+                                f"for element type {dt}")
+    (qf, q4), (kf, k4), (vf, v4) = _view(q, q_perm, cd), _view(k, k_perm, cd), _view(v, v_perm, cd)
+    B, N, S, H = q4.shape
+    Bk, NK, T, Hk = k4.shape
+    if Hk != H or v4.shape[:3] != k4.shape[:3] or Bk not in (1, B) or NK == 0 or N % NK:
+        raise InvalidArgument(f"FusedAttention: key {list(k4.shape)} and value {list(v4.shape)} (as [B, N, T, H]) do "
+                              f"not match the query {list(q4.shape)}")
+    HV = v4.shape[3]
+    out = np.empty((B, S, N, HV) if out_bsnh else (B, N, S, HV), cd)
+    o4 = out.transpose(0, 2, 1, 3) if out_bsnh else out
+    if out.size == 0:
+        return out.astype(dt)
+    if T == 0:  # softmax over no keys
+        out.fill(np.nan)
+        return out.astype(dt)
+    qs, ks, vs = _strides(q4), _strides(k4), _strides(v4)
+    if qs[3] != 1 and H > 1:
+        qf, q4 = _view(np.ascontiguousarray(q4), (0, 1, 2, 3), cd)
+        qs = _strides(q4)
+    k_rows = 1 if ks[3] == 1 or H == 1 else 0
+    if not k_rows and ks[2] != 1:
+        kf, k4 = _view(np.ascontiguousarray(k4), (0, 1, 2, 3), cd)
+        ks, k_rows = _strides(k4), 1
+    if vs[3] != 1 and HV > 1:
+        vf, v4 = _view(np.ascontiguousarray(v4), (0, 1, 2, 3), cd)
+        vs = _strides(v4)
+    # a size-1 dim's stride is arbitrary in numpy, but BLAS checks leading dims even for one row
+    if S == 1:
+        qs[2] = H
+    if T == 1:
+        vs[2] = HV
+        if k_rows:
+            ks[2] = H
+    if Bk == 1:
+        ks[0] = vs[0] = 0
+    os_ = _strides(o4)
+    full = (B, N, S, T)
+    try:
+        ma = np.broadcast_to(add_mask.astype(cd, copy=False), full) if add_mask is not None else None
+        mk = np.broadcast_to(keep_mask, full) if keep_mask is not None else None
+    except ValueError:
+        raise InvalidArgument(f"FusedAttention: a mask does not broadcast to the scores {list(full)}") from None
+    if add_mask is not None and add_mask.ndim > 4 or keep_mask is not None and keep_mask.ndim > 4:
+        raise InvalidArgument("FusedAttention: a mask of rank above 4 does not broadcast to the scores")
+    if causal and (mk is None or keep_mask.shape[-2:] != (S, T)):  # type: ignore[union-attr]
+        causal = 0  # the slice is not [.., S, T]: apply it as the boolean mask it is
+    elif causal:
+        mk = None
+    maf, mas = (np.zeros(1, cd), [0, 0, 0, 0]) if ma is None else _mask_base(ma, add_mask.astype(cd, copy=False))
+    mkf, mks = (np.zeros(1, np.bool_), [0, 0, 0, 0]) if mk is None else _mask_base(mk, keep_mask.astype(np.bool_))
+    st = np.array([qs, ks, vs, os_, mas, mks], np.int64)
+    dims = np.array([B, N, NK, S, T, H, HV], np.int64)
+    flags = np.array([ma is not None, mk is not None, keep_is, where_first, causal, k_rows], np.int64)
+    of = out.reshape(-1)
+    fn = cblas_address(cd)
+    tasks = B * N * ((S + SB - 1) // SB)
+    flops = 4.0 * B * N * S * T * max(H, HV)
+    nparts = min(get_num_threads() or usable_cpus(), tasks, max(1, int(flops // 2e6)))
+    _run_parts((fn, qf, kf, vf, of, st, maf, mkf, dims, flags, cd.type(scale), cd.type(float(fill))), nparts)
+    return out if cd == dt else out.astype(dt)
+
+
+def _mask_base(view: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """A broadcast mask view: the contiguous source as 1-D, and the view's element strides."""
+    c = np.ascontiguousarray(src)
+    bview = np.broadcast_to(c, view.shape)
+    return c.reshape(-1), [s // c.itemsize for s in bview.strides]
+
+
+def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """softmax(q k^T * scale) v on [B, N, S, H] arrays in float64 (for tests and docs)."""
+    s = np.matmul(q.astype(np.float64), np.swapaxes(k.astype(np.float64), -1, -2)) * scale
+    s = np.exp(s - s.max(-1, keepdims=True))
+    return np.matmul(s / s.sum(-1, keepdims=True), v.astype(np.float64))
+
+
+__all__ = ["FusedAttention", "reference", "SB", "TB", "math"]
