@@ -23,6 +23,7 @@ from jitort.passes.attention_fusion import fuse_attention
 from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import FUSED, fuse_elementwise
+from jitort.passes.norm_fusion import fuse_norms
 from jitort.passes.partition import partition
 from jitort.passes.shapes import complete_types
 from jitort.passes.simplify import remove_dead, remove_passthrough
@@ -77,6 +78,7 @@ def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> li
         ps += [lambda g: fold_constants(g, evaluate), remove_dead]
     if fuse:
         ps += [fuse_attention]
+        ps += [fuse_norms]
         ps += [fuse_conv_epilogue, fuse_elementwise]
     ps += [lambda g: partition(g, list(providers))]
     return ps

@@ -258,3 +258,34 @@ def EmbedLayerNormalization(input_ids: np.ndarray, segment_ids: np.ndarray | Non
     if _nout > 2:
         outs.append(t.reshape(B, S, D).astype(word_embedding.dtype, copy=False))
     return outs[0] if _nout == 1 else tuple(outs)
+
+
+# --- FusedNorm (domain jitort): what jitort.passes.norm_fusion writes ------------------------------
+
+@op("FusedNorm", since=1, domain="jitort")
+def FusedNorm(x: np.ndarray, skip: np.ndarray | None = None, gamma: np.ndarray | None = None,
+              beta: np.ndarray | None = None, *, epsilon: float, simplified: int = 0, _nout: int = 1) -> Any:
+    """LayerNorm (or RMSNorm when ``simplified``) over the last axis of ``t = x + skip`` (skip of x's
+    shape, or None), times gamma, plus beta (each [D] or None): ``(y, t)`` when two outputs are asked
+    for (the residual sum read elsewhere), else y. One row kernel pass per row (_norm_rows)."""
+    name = "FusedNorm"
+    if x.ndim < 1:
+        raise InvalidArgument(f"{name}: the input must have rank >= 1, got a scalar")
+    D = x.shape[-1]
+    N = math.prod(x.shape[:-1])
+    if skip is not None and skip.shape != x.shape:
+        try:
+            shape = np.broadcast_shapes(x.shape, skip.shape)
+        except ValueError:
+            raise InvalidArgument(f"{name}: the residual {list(skip.shape)} does not broadcast to "
+                                  f"{list(x.shape)}") from None
+        x, skip = np.broadcast_to(x, shape), np.ascontiguousarray(np.broadcast_to(skip, shape))
+        x = np.ascontiguousarray(x)
+        D, N = shape[-1], math.prod(shape[:-1])
+    dt = _float_compute(name, x).dtype
+    g = gamma if gamma is not None else np.ones(D, dt)
+    y, t, _, _ = _normalize(name, x, N, D, skip, None, g, beta, bool(simplified), epsilon)
+    y = y.reshape(x.shape).astype(x.dtype, copy=False)
+    if _nout == 1:
+        return y
+    return y, t.reshape(x.shape).astype(x.dtype, copy=False)
