@@ -19,7 +19,7 @@ heads and of the merged output cost no copy. K/V with fewer heads than Q (GQA/MQ
 """
 from __future__ import annotations
 
-import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -129,10 +129,11 @@ def _keep(row, mkeep, base, step, keep_is, fill):  # type: ignore[no-untyped-def
 
 
 @njit(**_JIT)
-def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, part, nparts):  # type: ignore[no-untyped-def]
+def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, part, nparts):  # type: ignore[no-untyped-def]
     """st: int64 [6, 4] element strides (b, n, s|t, h) of q, k, v, o, madd, mkeep; dims: B, N, NK, S,
     T, H, HV; flags: has_add, has_keep, keep_is (1: keep where mask true), where_first, causal,
-    k_rows (1: K's h stride is 1, rows are keys; 0: K^T rows are contiguous)."""
+    k_rows (1: K's h stride is 1, rows are keys; 0: K^T rows are contiguous). sc, pr: this thread's
+    scratch of at least min(S, SB) * min(T, TB) elements."""
     B, N, NK, S, T, H, HV = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
     has_add, has_keep, keep_is, where_first, causal, k_rows = (flags[0], flags[1], flags[2], flags[3],
                                                               flags[4], flags[5])
@@ -140,9 +141,7 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, part, npa
     ninf = dt.type(-np.inf)
     zero = dt.type(0)
     one = dt.type(1)
-    sc = np.empty(SB * TB, dt)
     sci = _int_view(sc)
-    pr = np.empty(SB * TB, dt)
     m = np.empty(SB, dt)
     shift = np.empty(SB, dt)
     lsum = np.empty(SB, dt)
@@ -204,34 +203,77 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, part, npa
                 orow[h] *= inv
 
 
-def _view(x: np.ndarray, perm: tuple[int, ...], dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(x as contiguous 1-D in dt, x.transpose(perm)) — the kernel addresses the view by strides."""
+def _operand(x: np.ndarray, perm: tuple[int, ...], cd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(x contiguous in cd as 1-D, its view transposed by perm) — the kernel addresses the view by strides."""
     if x.ndim != len(perm):
         raise InvalidArgument(f"FusedAttention: an input of shape {list(x.shape)} is not of rank {len(perm)}")
-    c = np.ascontiguousarray(x, dt)
+    c = x if x.dtype == cd and x.flags.c_contiguous else np.ascontiguousarray(x, cd)
     return c.reshape(-1), c.transpose(perm)
 
 
 def _strides(x: np.ndarray) -> list[int]:
     """Element strides (a transposed contiguous array's: positive, natural even for size-1 dims)."""
-    return [s // x.itemsize for s in x.strides]
+    n = x.itemsize
+    return [s // n for s in x.strides]
+
+
+def _mask(m: np.ndarray, full: tuple[int, int, int, int], dt: Any) -> tuple[np.ndarray, list[int]]:
+    """(the mask contiguous in dt as 1-D, its element strides broadcast to ``full``, 0 on broadcast dims)."""
+    c = m if m.dtype == dt and m.flags.c_contiguous else np.ascontiguousarray(m, dt)
+    if c.ndim > 4:
+        raise InvalidArgument(f"FusedAttention: a mask of shape {list(m.shape)} does not broadcast to the scores "
+                              f"{list(full)}")
+    lead = 4 - c.ndim
+    st = [0] * 4
+    for d in range(c.ndim):
+        size = c.shape[d]
+        if size == full[lead + d]:
+            st[lead + d] = c.strides[d] // c.itemsize if size > 1 else 0
+        elif size != 1:
+            raise InvalidArgument(f"FusedAttention: a mask of shape {list(m.shape)} does not broadcast to the "
+                                  f"scores {list(full)}")
+    return c.reshape(-1), st
 
 
 _pool: Any = None
+_pool_pid = 0
+_local = threading.local()
+
+
+def _scratch(dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two [SB * TB] score tiles, reused across calls (one kernel runs at a time per
+    thread): a fresh 128 KB buffer per call would be mmapped and page-faulted every time."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    pair = bufs.get(dt)
+    if pair is None:
+        pair = bufs[dt] = (np.empty(SB * TB, dt), np.empty(SB * TB, dt))
+    return pair
 
 
 def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
-    global _pool
+    """_attend(*args, part, nparts) for each part: part 0 here, the others on pool threads (nogil);
+    tasks are split, never shared, so results do not depend on the thread count."""
+    global _pool, _pool_pid
     if nparts <= 1:
-        _attend(*args, 0, 1)
+        _attend(*args, *_scratch(args[4].dtype), 0, 1)
         return
+    import os
     from concurrent.futures import ThreadPoolExecutor
-    if _pool is None or _pool._max_workers < nparts - 1:
+    if _pool is None or _pool._max_workers < nparts - 1 or _pool_pid != os.getpid():
         _pool = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-attention")
-    futs = [_pool.submit(_attend, *args, p, nparts) for p in range(1, nparts)]
-    _attend(*args, 0, nparts)
+        _pool_pid = os.getpid()
+    futs = [_pool.submit(lambda p: _attend(*args, *_scratch(args[4].dtype), p, nparts), p) for p in range(1, nparts)]
+    _attend(*args, *_scratch(args[4].dtype), 0, nparts)
     for f in futs:
         f.result()
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_NO_ADD = {_F32: np.zeros(1, _F32), _F64: np.zeros(1, _F64)}
+_NO_KEEP = np.zeros(1, np.bool_)
+_FLOPS_PER_PART = 2e6  # below ~25 us of work per thread, a pool thread costs more than it saves
 
 
 @op("FusedAttention", since=1, domain="jitort")
@@ -243,11 +285,11 @@ def FusedAttention(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.nda
     [B, S, N, Hv] when ``out_bsnh`` else [B, N, S, Hv]; ``fill`` is the Where constant as text (it
     may be -inf). See the module docstring."""
     dt = q.dtype
-    cd = np.dtype(np.float32) if is_half(dt) else dt
-    if cd not in (np.float32, np.float64):
+    cd = dt if dt == _F32 or dt == _F64 else (_F32 if is_half(dt) else None)
+    if cd is None:
         raise OrtNotImplemented(f"jitort has no implementation for op 'FusedAttention' in domain 'jitort' at opset 1 "
                                 f"for element type {dt}")
-    (qf, q4), (kf, k4), (vf, v4) = _view(q, q_perm, cd), _view(k, k_perm, cd), _view(v, v_perm, cd)
+    (qf, q4), (kf, k4), (vf, v4) = _operand(q, q_perm, cd), _operand(k, k_perm, cd), _operand(v, v_perm, cd)
     B, N, S, H = q4.shape
     Bk, NK, T, Hk = k4.shape
     if Hk != H or v4.shape[:3] != k4.shape[:3] or Bk not in (1, B) or NK == 0 or N % NK:
@@ -255,22 +297,19 @@ def FusedAttention(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.nda
                               f"not match the query {list(q4.shape)}")
     HV = v4.shape[3]
     out = np.empty((B, S, N, HV) if out_bsnh else (B, N, S, HV), cd)
-    o4 = out.transpose(0, 2, 1, 3) if out_bsnh else out
-    if out.size == 0:
-        return out.astype(dt)
-    if T == 0:  # softmax over no keys
+    if out.size == 0 or T == 0:  # softmax over no keys: NaN
         out.fill(np.nan)
-        return out.astype(dt)
+        return out if cd == dt else out.astype(dt)
     qs, ks, vs = _strides(q4), _strides(k4), _strides(v4)
     if qs[3] != 1 and H > 1:
-        qf, q4 = _view(np.ascontiguousarray(q4), (0, 1, 2, 3), cd)
+        qf, q4 = _operand(np.ascontiguousarray(q4), (0, 1, 2, 3), cd)
         qs = _strides(q4)
     k_rows = 1 if ks[3] == 1 or H == 1 else 0
     if not k_rows and ks[2] != 1:
-        kf, k4 = _view(np.ascontiguousarray(k4), (0, 1, 2, 3), cd)
+        kf, k4 = _operand(np.ascontiguousarray(k4), (0, 1, 2, 3), cd)
         ks, k_rows = _strides(k4), 1
     if vs[3] != 1 and HV > 1:
-        vf, v4 = _view(np.ascontiguousarray(v4), (0, 1, 2, 3), cd)
+        vf, v4 = _operand(np.ascontiguousarray(v4), (0, 1, 2, 3), cd)
         vs = _strides(v4)
     # a size-1 dim's stride is arbitrary in numpy, but BLAS checks leading dims even for one row
     if S == 1:
@@ -281,45 +320,31 @@ def FusedAttention(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.nda
             ks[2] = H
     if Bk == 1:
         ks[0] = vs[0] = 0
-    os_ = _strides(o4)
+    os_ = [N * HV * S, HV, N * HV, 1] if out_bsnh else [N * S * HV, S * HV, HV, 1]
     full = (B, N, S, T)
-    try:
-        ma = np.broadcast_to(add_mask.astype(cd, copy=False), full) if add_mask is not None else None
-        mk = np.broadcast_to(keep_mask, full) if keep_mask is not None else None
-    except ValueError:
-        raise InvalidArgument(f"FusedAttention: a mask does not broadcast to the scores {list(full)}") from None
-    if add_mask is not None and add_mask.ndim > 4 or keep_mask is not None and keep_mask.ndim > 4:
-        raise InvalidArgument("FusedAttention: a mask of rank above 4 does not broadcast to the scores")
-    if causal and (mk is None or keep_mask.shape[-2:] != (S, T)):  # type: ignore[union-attr]
-        causal = 0  # the slice is not [.., S, T]: apply it as the boolean mask it is
-    elif causal:
-        mk = None
-    maf, mas = (np.zeros(1, cd), [0, 0, 0, 0]) if ma is None else _mask_base(ma, add_mask.astype(cd, copy=False))
-    mkf, mks = (np.zeros(1, np.bool_), [0, 0, 0, 0]) if mk is None else _mask_base(mk, keep_mask.astype(np.bool_))
+    maf, mas = _NO_ADD[cd], [0, 0, 0, 0]
+    if add_mask is not None:
+        maf, mas = _mask(add_mask, full, cd)
+    mkf, mks = _NO_KEEP, [0, 0, 0, 0]
+    if keep_mask is not None:
+        mkf, mks = _mask(keep_mask, full, np.bool_)
+        if causal and keep_mask.shape[-2:] == (S, T):
+            mkf, mks = _NO_KEEP, [0, 0, 0, 0]  # a slice of tril from the origin: keep = t <= s, computed
+        else:
+            causal = 0  # not [.., S, T]: apply it as the boolean mask it is
     st = np.array([qs, ks, vs, os_, mas, mks], np.int64)
-    dims = np.array([B, N, NK, S, T, H, HV], np.int64)
-    flags = np.array([ma is not None, mk is not None, keep_is, where_first, causal, k_rows], np.int64)
-    of = out.reshape(-1)
-    fn = cblas_address(cd)
+    params = np.array([B, N, NK, S, T, H, HV, add_mask is not None, keep_mask is not None and not causal, keep_is,
+                       where_first, causal, k_rows], np.int64)
     tasks = B * N * ((S + SB - 1) // SB)
-    flops = 4.0 * B * N * S * T * max(H, HV)
-    nparts = min(get_num_threads() or usable_cpus(), tasks, max(1, int(flops // 2e6)))
-    _run_parts((fn, qf, kf, vf, of, st, maf, mkf, dims, flags, cd.type(scale), cd.type(float(fill))), nparts)
+    nparts = min(get_num_threads() or usable_cpus(), tasks, max(1, int(4.0 * B * N * S * T * max(H, HV)
+                                                                       // _FLOPS_PER_PART)))
+    _run_parts((cblas_address(cd), qf, kf, vf, out.reshape(-1), st, maf, mkf, params[:7], params[7:],
+                cd.type(scale), cd.type(float(fill))), nparts)
     return out if cd == dt else out.astype(dt)
 
 
-def _mask_base(view: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """A broadcast mask view: the contiguous source as 1-D, and the view's element strides."""
-    c = np.ascontiguousarray(src)
-    bview = np.broadcast_to(c, view.shape)
-    return c.reshape(-1), [s // c.itemsize for s in bview.strides]
-
-
 def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """softmax(q k^T * scale) v on [B, N, S, H] arrays in float64 (for tests and docs)."""
+    """softmax(q k^T * scale) v on [B, N, S, H] arrays in float64 (for tests)."""
     s = np.matmul(q.astype(np.float64), np.swapaxes(k.astype(np.float64), -1, -2)) * scale
     s = np.exp(s - s.max(-1, keepdims=True))
     return np.matmul(s / s.sum(-1, keepdims=True), v.astype(np.float64))
-
-
-__all__ = ["FusedAttention", "reference", "SB", "TB", "math"]

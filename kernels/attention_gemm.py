@@ -103,10 +103,9 @@ def _numpy_cblas() -> dict[np.dtype, int]:
 
 
 _ADDRESSES = _numpy_cblas()
+use_blas = os.environ.get("JITORT_ATTENTION_BLAS", "1") != "0"  # read once; tests flip it to run the loops
 
 
 def cblas_address(dt: np.dtype) -> int:
-    """The BLAS entry for dt, or 0 (the loop kernel) when none was found or JITORT_ATTENTION_BLAS=0."""
-    if os.environ.get("JITORT_ATTENTION_BLAS", "1") == "0":
-        return 0
-    return _ADDRESSES.get(np.dtype(dt), 0)
+    """The BLAS entry for dt, or 0 (the loop kernel) when none was found or ``use_blas`` is off."""
+    return _ADDRESSES.get(dt, 0) if use_blas else 0
