@@ -147,7 +147,9 @@ def _match(ctx: _Ctx, sm: Node) -> tuple[Node, list[Node]]:
         if p is None:
             raise _Refuse("the scores are not computed by a MatMul")
         if ctx.sole(cur) is None:
-            raise _Refuse(f"an intermediate score value '{cur}' is read by other nodes too")
+            why = "is a graph output" if cur in ctx.protected else \
+                f"is read by {len(ctx.consumers.get(cur, []))} nodes"
+            raise _Refuse(f"the intermediate score value '{cur}' {why}")
         if p.op_type == "MatMul" and not p.domain:
             qk = p
             absorbed.append(p)
