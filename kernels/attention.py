@@ -19,7 +19,9 @@ heads and of the merged output cost no copy. K/V with fewer heads than Q (GQA/MQ
 """
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ from numba.extending import overload
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.attention_gemm import cblas_address, gemm
+from jitort.kernels.attention_gemm import cblas_address, gemm, set_blas_threads_here
 from jitort.kernels.reduce import fexp, fmaximum, is_half, radd
 from jitort.kernels.softmax import exp_block as _exp
 from jitort.kernels.registry import op
@@ -254,26 +256,35 @@ def _scratch(dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
 def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
     """_attend(*args, part, nparts) for each part: part 0 here, the others on pool threads (nogil);
-    tasks are split, never shared, so results do not depend on the thread count."""
+    tasks are split, never shared, so results do not depend on the thread count. Every thread runs
+    its GEMMs on one BLAS thread (attention_gemm.set_blas_threads_here)."""
     global _pool, _pool_pid
-    if nparts <= 1:
-        _attend(*args, *_scratch(args[4].dtype), 0, 1)
-        return
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-    if _pool is None or _pool._max_workers < nparts - 1 or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-attention")
-        _pool_pid = os.getpid()
-    futs = [_pool.submit(lambda p: _attend(*args, *_scratch(args[4].dtype), p, nparts), p) for p in range(1, nparts)]
-    _attend(*args, *_scratch(args[4].dtype), 0, nparts)
-    for f in futs:
-        f.result()
+    prev = set_blas_threads_here(1)
+    try:
+        if nparts <= 1:
+            _attend(*args, *_scratch(args[4].dtype), 0, 1)
+            return
+        if _pool is None or _pool._max_workers < nparts - 1 or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-attention")
+            _pool_pid = os.getpid()
+        futs = [_pool.submit(_part, args, p, nparts) for p in range(1, nparts)]
+        _attend(*args, *_scratch(args[4].dtype), 0, nparts)
+        for f in futs:
+            f.result()
+    finally:
+        if prev > 0:
+            set_blas_threads_here(prev)
+
+
+def _part(args: tuple[Any, ...], p: int, nparts: int) -> None:
+    set_blas_threads_here(1)
+    _attend(*args, *_scratch(args[4].dtype), p, nparts)
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _NO_ADD = {_F32: np.zeros(1, _F32), _F64: np.zeros(1, _F64)}
 _NO_KEEP = np.zeros(1, np.bool_)
-_FLOPS_PER_PART = 2e6  # below ~25 us of work per thread, a pool thread costs more than it saves
+_FLOPS_PER_PART = 8e6  # below ~100 us of work per part, handing it to a pool thread costs more than it saves
 
 
 @op("FusedAttention", since=1, domain="jitort")

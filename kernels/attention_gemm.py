@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -84,8 +85,9 @@ def gemm(fn, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # type: ign
                 cr[j] = alpha * acc[j] + beta * cr[j]
 
 
-def _numpy_cblas() -> dict[np.dtype, int]:
-    """Addresses of numpy's bundled OpenBLAS ``cblas_sgemm64_`` / ``cblas_dgemm64_``, or {}."""
+def _numpy_cblas() -> tuple[dict[np.dtype, int], Any]:
+    """Addresses of numpy's bundled OpenBLAS ``cblas_sgemm64_`` / ``cblas_dgemm64_`` ({} if not found),
+    and its ``openblas_set_num_threads_local`` (None if it has none)."""
     libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libs, "*openblas64*.so*"))):
         try:
@@ -97,15 +99,27 @@ def _numpy_cblas() -> dict[np.dtype, int]:
                 fs, fd = getattr(lib, f"{pre}cblas_sgemm64_"), getattr(lib, f"{pre}cblas_dgemm64_")
             except AttributeError:
                 continue
+            local = getattr(lib, "openblas_set_num_threads_local", None)
+            if local is not None:
+                local.restype, local.argtypes = ctypes.c_int, [ctypes.c_int]
             return {np.dtype(np.float32): ctypes.cast(fs, ctypes.c_void_p).value or 0,
-                    np.dtype(np.float64): ctypes.cast(fd, ctypes.c_void_p).value or 0}
-    return {}
+                    np.dtype(np.float64): ctypes.cast(fd, ctypes.c_void_p).value or 0}, local
+    return {}, None
 
 
-_ADDRESSES = _numpy_cblas()
+_ADDRESSES, _SET_LOCAL = _numpy_cblas()
 use_blas = os.environ.get("JITORT_ATTENTION_BLAS", "1") != "0"  # read once; tests flip it to run the loops
 
 
 def cblas_address(dt: np.dtype) -> int:
     """The BLAS entry for dt, or 0 (the loop kernel) when none was found or ``use_blas`` is off."""
     return _ADDRESSES.get(dt, 0) if use_blas else 0
+
+
+def set_blas_threads_here(n: int) -> int:
+    """Limit the BLAS calls this thread makes to n threads; returns the previous limit (0: unknown).
+
+    The attention kernel splits its tasks between threads itself; each of its GEMMs is small, and
+    OpenBLAS threading them too (its threshold is M*N*K >= 262144) made 2-thread runs slower than
+    1-thread ones here, and under load a few hundred times slower (threads spinning for each other)."""
+    return _SET_LOCAL(n) if _SET_LOCAL is not None else 0
