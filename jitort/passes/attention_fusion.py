@@ -260,7 +260,4 @@ def fuse_attention(g: Graph) -> Graph:
         g.notes.append(f"attention fused: Softmax '{sm.name}' and {len(absorbed) - 1} more nodes -> {OP} ({masks})")
     if replaced:
         g.nodes = [replaced.get(id(n), n) for n in g.nodes if id(n) not in removed or id(n) in replaced]
-        live = {i for n in g.nodes for i in n.inputs} | {o for n in g.nodes for o in n.outputs} | set(g.outputs)
-        for name in [k for k, v in g.values.items() if v.const is None and k not in live and k not in g.inputs]:
-            del g.values[name]
     return g

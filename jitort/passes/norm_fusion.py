@@ -244,7 +244,4 @@ def fuse_norms(g: Graph) -> Graph:
         g.notes.append(f"normalisation fused: {kind} at '{n.name}'{extra} ({len(absorbed)} nodes) -> {OP}")
     if replaced:
         g.nodes = toposort([replaced.get(id(n), n) for n in g.nodes if id(n) not in ctx.removed or id(n) in replaced])
-        live = {i for m in g.nodes for i in m.inputs} | {o for m in g.nodes for o in m.outputs} | set(g.outputs)
-        for name in [k for k, v in g.values.items() if v.const is None and k not in live and k not in g.inputs]:
-            del g.values[name]
     return g
