@@ -3,6 +3,7 @@ at intra-op 1 and 2 threads. Every model is built here with onnx.helper, in the 
 write (no downloads); tests/test_transformer_fusion.py builds its small graphs with the same builders.
 
     python benchmarks/bench_transformer.py [--threads 1,2] [--rounds 9] [--round-time 0.2] [--only NAME,...]
+                                           [--clock wall|cpu]
 
 Cases: BERT-base-size and tiny encoder layers (legacy exporter: Div scale, additive mask, decomposed
 LayerNorm, Erf GELU), a GPT-2 decoder block at 64 and 512 tokens (dynamo exporter: sqrt-scale Mul on Q
@@ -292,18 +293,23 @@ def _sessions(model: onnx.ModelProto, threads: int) -> tuple[Any, Any]:
     so = onnxruntime.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.log_severity_level = 3
     ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     jso = jitort.SessionOptions()
     jso.intra_op_num_threads = threads
     return jitort.InferenceSession(model.SerializeToString(), jso), ref
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def _timed(run: Callable[[], Any], seconds: float) -> float:
-    n, t0 = 0, time.perf_counter()
+    """Mean seconds per call over at least ``seconds`` of CLOCK (and 3 calls)."""
+    n, t0 = 0, CLOCK()
     while True:
         run()
         n += 1
-        t = time.perf_counter() - t0
+        t = CLOCK() - t0
         if t >= seconds and n >= 3:
             return t / n
 
@@ -344,10 +350,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--round-time", type=float, default=0.2)
     ap.add_argument("--only", default="", help="comma-separated substrings of case names")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: this process's CPU time (steadier on a loaded machine, "
+                         "fair at 1 thread only: it adds up all threads' time, spinning included)")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     names = [n for n in CASES if not args.only or any(s in n for s in args.only.split(","))]
     threads = [int(t) for t in args.threads.split(",")]
-    print(f"CPU: {cpu_name()}; load before: {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {cpu_name()}; clock: {args.clock}; load before: {os.getloadavg()[0]:.2f}")
     print(f"{'case':34s} " + " ".join(f"{'t=' + str(t) + ' jit ms':>12s} {'ort ms':>8s} {'ratio':>6s}" for t in threads)
           + "  max|diff|")
     ratios: dict[int, list[float]] = {t: [] for t in threads}

@@ -6,8 +6,13 @@ Semantics, per (batch b, head n, query s, key t), exactly the chain it replaces:
 ``x = (q . k) * scale``; then the mask steps in graph order: ``x = x + add_mask`` (broadcast to
 [B, N, S, T]) and ``x = keep ? x : fill`` (a boolean mask, ``keep`` = mask or its negation; with
 ``causal`` the boolean mask is a slice from the origin of a lower-triangular buffer, so keep is
-``t <= s`` and masked key blocks are skipped); then softmax over t and ``sum_t p * v``. A row whose
-scores are all -inf is NaN, as Softmax makes it.
+``t <= s``, computed, and key blocks wholly after a query block are skipped when the fill is -inf);
+then softmax over t and ``sum_t p * v``. A row whose scores are all -inf is NaN, as Softmax makes it.
+
+Speed notes (measured on the AMD EPYC Zen 4 host, 1 thread): the row max goes through integer keys
+(vectorises: 0.09 ns per float32, a float max reduction 0.55); exp runs as one flat call per tile
+(kernels/softmax.py's reason); the score tiles are per-thread buffers reused across calls; every
+thread runs its GEMMs on one OpenBLAS thread (see attention_gemm.set_blas_threads_here).
 
 Run as one task per (b, n, block of query rows): scores for a block of keys come from one strided GEMM
 (attention_gemm), the block goes through an online softmax (running max and sum, earlier partial
