@@ -77,8 +77,8 @@ def passes(providers: Sequence[str], fold: bool = True, fuse: bool = True) -> li
     if fold:
         ps += [lambda g: fold_constants(g, evaluate), remove_dead]
     if fuse:
-        ps += [fuse_attention]
-        ps += [fuse_norms]
+        ps += [fuse_attention] if set(providers) <= {"CPUExecutionProvider"} else []  # CPU kernels only
+        ps += [fuse_norms] if set(providers) <= {"CPUExecutionProvider"} else []
         ps += [fuse_conv_epilogue, fuse_elementwise]
     ps += [lambda g: partition(g, list(providers))]
     return ps
