@@ -25,10 +25,12 @@ from jitort.compiled import Artifact
 from jitort.evaluate import evaluate
 from jitort.ir import Graph, verify
 from jitort.kernels import subgraph
+from jitort.passes.attention_fusion import fuse_attention
 from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import fuse_elementwise
 from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
+from jitort.passes.norm_fusion import fuse_norms
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
 from jitort.passes.shapes import complete_types
@@ -50,9 +52,10 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
     if fold_consts:
         ps += [fold, remove_dead]
     if fuse:
+        cpu_only = CUDA not in providers  # jitort-domain fused ops with CPU kernels only: CUDA runs them unfused
+        ps += [fuse_attention, fuse_norms] if cpu_only else []
         ps += [fuse_conv_epilogue]
-        if CUDA not in providers:  # CPU-only fused ops (jitort domain): CUDA runs these ops unfused
-            ps += [fuse_gemm_epilogue]
+        ps += [fuse_gemm_epilogue] if cpu_only else []
         ps += [fuse_elementwise]
     ps += [partition_to_providers]
     return ps

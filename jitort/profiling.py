@@ -118,7 +118,7 @@ def step_info(step: Any, g: Any, kernel: str) -> dict[str, Any]:
         covered = [n, *absorbed]
         op = n.op_type
         flops = [[n.op_type, _flop_attrs(n.attrs), "io", int(n.attrs.get("_written_inputs", 0))]]
-        flops += [[a.op_type, _flop_attrs(a.attrs), None, 1] for a in absorbed]
+        flops += [[a.op_type, _flop_attrs(a.attrs), _own_shapes(g, a), 1] for a in absorbed]
     static: list[list[Any] | None] = []
     for i in n.inputs:
         c = g.const(i) if i else None
@@ -127,6 +127,16 @@ def step_info(step: Any, g: Any, kernel: str) -> dict[str, Any]:
             "nodes": [c.name for c in covered], "node_ops": [c.op_type for c in covered], "kernel": kernel,
             "inputs": list(n.inputs), "outputs": list(n.outputs), "static": static, "flops": flops,
             "in_shapes": [_shape(g, i) for i in n.inputs], "out_shapes": [_shape(g, o) for o in n.outputs]}
+
+
+def _own_shapes(g: Any, a: Any) -> dict[str, Any] | None:
+    """An absorbed node's own input and output shapes ({"in", "out"}), when the graph still types all
+    of them (attention/norm fusions keep them: a MatMul inside a step is not counted on the step's
+    output shape); else None (counted on the step's first output shape: an epilogue)."""
+    names = [i for i in a.inputs if i] + [a.outputs[0]]
+    if any(n not in g.values or g.values[n].type.shape is None for n in names):
+        return None
+    return {"in": [_shape(g, i) for i in a.inputs if i], "out": _shape(g, a.outputs[0])}
 
 
 def _bind(info: dict[str, Any], ins: Sequence[tuple[int, ...] | None],
@@ -149,6 +159,13 @@ def step_flops(info: dict[str, Any], ins: Sequence[tuple[int, ...] | None],
     for op, attrs, shape, n_in in info["flops"]:
         if shape == "io":  # n_in: the node's inputs as written (a Conv given a bias by a folded BatchNorm)
             f = node_flops(op, attrs, list(ins)[:n_in] if n_in else list(ins), list(outs))
+        elif isinstance(shape, dict):  # an absorbed node on its own shapes, symbols bound by this run
+            dims = _bind(info, ins, outs) if dims is None else dims
+            own = [*shape["in"], shape["out"]]
+            if any(sh is None or not all(isinstance(d, int) or d in dims for d in sh) for sh in own):
+                return None
+            res = [tuple(d if isinstance(d, int) else dims[d] for d in sh) for sh in own]
+            f = node_flops(op, attrs, res[:-1], res[-1:])
         else:
             y = outs[0] if outs else None
             if shape is not None:

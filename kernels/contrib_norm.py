@@ -19,6 +19,7 @@ from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
 from jitort.kernels.registry import op
 from jitort.kernels.softmax import LayerNormalization as _LayerNormalization17
+from jitort.kernels.reduce import radd
 from jitort.kernels.softmax import _float_compute, _row_sqdev, _row_sum, _split
 
 MS = "com.microsoft"
@@ -258,3 +259,90 @@ def EmbedLayerNormalization(input_ids: np.ndarray, segment_ids: np.ndarray | Non
     if _nout > 2:
         outs.append(t.reshape(B, S, D).astype(word_embedding.dtype, copy=False))
     return outs[0] if _nout == 1 else tuple(outs)
+
+
+# --- FusedNorm (domain jitort): what jitort.passes.norm_fusion writes ------------------------------
+
+@njit(**_JIT)
+def _fused_rows(x, skip, gamma, beta, has_skip, has_gamma, has_beta, simplified, eps, y, t, write_t):  # type: ignore[no-untyped-def]
+    """Rows of y = norm(x + skip) * gamma + beta ([N, D]; skip, gamma, beta optional), the sum into t
+    when write_t. Passes over one L1-resident row: sum, (mean,) squared deviations, normalise."""
+    N, D = x.shape
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    inv_d = one / x.dtype.type(D)
+    tmp = np.empty(D, x.dtype)
+    for o in range(N):
+        xr = x[o]
+        yr = y[o]
+        if has_skip:
+            tr = t[o] if write_t else tmp
+            sr = skip[o]
+            acc = zero
+            for i in range(D):
+                v = xr[i] + sr[i]
+                tr[i] = v
+                acc = radd(acc, v)
+        else:
+            tr = xr
+            acc = _row_sum(xr)
+        mean = zero if simplified else acc * inv_d
+        inv = one / math.sqrt(_row_sqdev(tr, mean) * inv_d + eps)
+        if has_gamma and has_beta:
+            for i in range(D):
+                yr[i] = (tr[i] - mean) * inv * gamma[i] + beta[i]
+        elif has_gamma:
+            for i in range(D):
+                yr[i] = (tr[i] - mean) * inv * gamma[i]
+        elif has_beta:
+            for i in range(D):
+                yr[i] = (tr[i] - mean) * inv + beta[i]
+        else:
+            for i in range(D):
+                yr[i] = (tr[i] - mean) * inv
+
+
+def _row_vec(name: str, v: np.ndarray | None, D: int, dt: np.dtype) -> np.ndarray:
+    if v is None:
+        return np.zeros(1, dt)
+    if v.dtype == dt and v.ndim == 1 and v.shape[0] == D and v.flags.c_contiguous:
+        return v
+    return _vec("FusedNorm", name, v, D, dt)
+
+
+@op("FusedNorm", since=1, domain="jitort")
+def FusedNorm(x: np.ndarray, skip: np.ndarray | None = None, gamma: np.ndarray | None = None,
+              beta: np.ndarray | None = None, *, epsilon: float, simplified: int = 0, _nout: int = 1) -> Any:
+    """LayerNorm (or RMSNorm when ``simplified``) over the last axis of ``t = x + skip`` (skip of x's
+    shape, or None), times gamma, plus beta (each [D] or None): ``(y, t)`` when two outputs are asked
+    for (the residual sum read elsewhere), else y. One row kernel pass per row (_norm_rows)."""
+    name = "FusedNorm"
+    if x.ndim < 1:
+        raise InvalidArgument(f"{name}: the input must have rank >= 1, got a scalar")
+    D = x.shape[-1]
+    N = math.prod(x.shape[:-1])
+    if skip is not None and skip.shape != x.shape:
+        try:
+            shape = np.broadcast_shapes(x.shape, skip.shape)
+        except ValueError:
+            raise InvalidArgument(f"{name}: the residual {list(skip.shape)} does not broadcast to "
+                                  f"{list(x.shape)}") from None
+        x, skip = np.broadcast_to(x, shape), np.ascontiguousarray(np.broadcast_to(skip, shape))
+        x = np.ascontiguousarray(x)
+        D, N = shape[-1], math.prod(shape[:-1])
+    xc = _float_compute(name, x)
+    dt = xc.dtype
+    xc = np.ascontiguousarray(xc).reshape(N, D)
+    sc = np.ascontiguousarray(skip, dt).reshape(N, D) if skip is not None else xc
+    y = np.empty((N, D), dt)
+    t = np.empty((N, D), dt) if _nout > 1 and skip is not None else y
+    if N and D:
+        _fused_rows(xc, sc, _row_vec("gamma", gamma, D, dt), _row_vec("beta", beta, D, dt), skip is not None,
+                    gamma is not None, beta is not None, bool(simplified), dt.type(epsilon), y, t,
+                    _nout > 1 and skip is not None)
+    out_shape = x.shape
+    y = y.reshape(out_shape).astype(x.dtype, copy=False)
+    if _nout == 1:
+        return y
+    s_out = t if skip is not None else xc
+    return y, s_out.reshape(out_shape).astype(x.dtype, copy=False)

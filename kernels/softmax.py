@@ -60,6 +60,10 @@ def _exp(x, y):  # type: ignore[no-untyped-def]
         y[i] = fexp(x[i])
 
 
+# Public names of the row helpers for other kernels (the fused attention kernel).
+row_max, row_sum, exp_block = _row_max, _row_sum, _exp
+
+
 # --- Softmax / LogSoftmax --------------------------------------------------------------------------
 
 _BLOCK = 2048  # elements per block of rows: the block's scratch and output stay in L1
