@@ -26,7 +26,7 @@ F32 = np.float32
 
 
 def _ops(sess: jitort.InferenceSession) -> list[str]:
-    return [n.op_type for n in sess._ir().nodes]
+    return [n.op_type for n in sess.artifact.ir().nodes]
 
 
 def _check_lengths(model, lengths, batch=2, pad=2, rtol=1e-4, atol=1e-5):  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def test_encoder_fuses_attention_and_norms(style, mask, ln):
     ops = _ops(sess)
     assert ops.count("FusedAttention") == 1 and ops.count("FusedNorm") == 2, ops
     assert not {"Softmax", "Transpose", "ReduceMean", "LayerNormalization"} & set(ops), ops
-    notes = sess._ir().notes
+    notes = sess.artifact.ir().notes
     assert any(n.startswith("attention fused") for n in notes) and sum("normalisation fused" in n for n in notes) == 2
 
 
@@ -60,7 +60,7 @@ def test_decoder_causal_odd_head_dim(mask):
     ops = _ops(sess)
     # the first LayerNorm reads the graph input (no residual: it stays the one-kernel op)
     assert ops.count("FusedAttention") == 1 and ops.count("FusedNorm") == 1, ops
-    fused = next(n for n in sess._ir().nodes if n.op_type == "FusedAttention")
+    fused = next(n for n in sess.artifact.ir().nodes if n.op_type == "FusedAttention")
     assert fused.attrs["causal"] == (mask == "causal")
 
 
@@ -131,8 +131,8 @@ def test_attention_refusals_are_explained(case, reason):
                   axis=2 if case == "axis" else -1)
     sess = jitort.InferenceSession(model.SerializeToString())
     assert "FusedAttention" not in _ops(sess)
-    notes = [n for n in sess._ir().notes if n.startswith("attention not fused")]
-    assert notes and reason in notes[0], sess._ir().notes
+    notes = [n for n in sess.artifact.ir().notes if n.startswith("attention not fused")]
+    assert notes and reason in notes[0], sess.artifact.ir().notes
     feeds = _sdpa_feeds("add")
     assert_close(sess.run(None, feeds), run_ort(model, feeds), rtol=1e-5, atol=1e-6)
 
@@ -155,7 +155,7 @@ def test_norm_forms_with_residual(form, dtype):
     sess = _check_lengths(model, (3, 8), rtol=tol, atol=tol)
     ops = _ops(sess)
     assert ops.count("FusedNorm") == 1, ops
-    fused = next(n for n in sess._ir().nodes if n.op_type == "FusedNorm")
+    fused = next(n for n in sess.artifact.ir().nodes if n.op_type == "FusedNorm")
     assert len(fused.outputs) == 2  # the residual sum, read by the final Add
     assert not {"ReduceMean", "LayerNormalization", "SimplifiedLayerNormalization", "Sqrt"} & set(ops), ops
 
@@ -177,8 +177,8 @@ def test_norm_refusal_is_explained():
     model = b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 16])], [y, d], 17, "n")
     sess = jitort.InferenceSession(model.SerializeToString())
     assert _ops(sess).count("ReduceMean") == 1, _ops(sess)
-    notes = [n for n in sess._ir().notes if n.startswith("normalisation not fused")]
-    assert notes and "centred input" in notes[0], sess._ir().notes
+    notes = [n for n in sess.artifact.ir().notes if n.startswith("normalisation not fused")]
+    assert notes and "centred input" in notes[0], sess.artifact.ir().notes
     feeds = {"x": np.random.default_rng(0).standard_normal((3, 16)).astype(F32)}
     assert_close(sess.run(None, feeds), run_ort(model, feeds), rtol=1e-5, atol=1e-6)
 
@@ -203,4 +203,4 @@ def test_make_model_helper_still_runs_unfused_softmax():
     """A lone Softmax (no attention around it) is left alone and leaves no note."""
     model = make_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {"x": (F32, [2, 3, 4, 5])}, ["y"])
     sess = jitort.InferenceSession(model.SerializeToString())
-    assert _ops(sess) == ["Softmax"] and not [n for n in sess._ir().notes if "attention" in n]
+    assert _ops(sess) == ["Softmax"] and not [n for n in sess.artifact.ir().notes if "attention" in n]
