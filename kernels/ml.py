@@ -11,10 +11,8 @@ import numpy as np
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
 from jitort.onnx_import import contiguous
-from jitort.passes import const_fold
 
 ML = "ai.onnx.ml"
-const_fold.NONDETERMINISTIC.add("ZipMap")  # its list of dicts is no array constant folding can store
 
 
 def _lookup(x: np.ndarray, keys: list, values: np.ndarray, default: Any, out: np.dtype) -> np.ndarray:
@@ -95,7 +93,7 @@ def ArrayFeatureExtractor(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return contiguous(y.reshape(1, -1) if x.ndim == 1 else y)
 
 
-@op("ZipMap", since=1, domain=ML)
+@op("ZipMap", since=1, domain=ML, tensor_outputs=False)  # a list of dicts: nothing constant folding stores
 def ZipMap(x: np.ndarray, *, classlabels_int64s: list | None = None,
            classlabels_strings: list | None = None) -> list:
     """[N, C] scores -> a list of N dicts label -> score (Python ints or strs to Python floats, keys in

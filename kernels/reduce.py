@@ -473,7 +473,7 @@ def _register_reduce(op_type: str, input_since: int) -> None:
         f.__name__ = f.__qualname__ = f"{op_type}_{form}"
         globals()[f.__name__] = f  # a module-level name, so the plan imports it instead of hoisting
     op(op_type, since=1)(static)
-    op(op_type, since=input_since, lower=lower)(dynamic)
+    op(op_type, since=input_since, lower=lower, host_inputs=(1,))(dynamic)
 
 
 for _name in _KERNELS:
