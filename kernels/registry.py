@@ -168,7 +168,7 @@ def op(op_type: str, since: int = 1, domain: str = "",
        host_outputs: bool = False, compute: ComputePolicy | None = None) -> Callable:
     """Register a library op; the keyword-only arguments are its facts (module docstring)."""
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        fn = f if compute is None else _with_compute(f, compute, op_type)
+        fn = f if compute is None else apply_compute(f, compute, op_type)
         _add(OpDef(op_type, domain, since, fn=fn, lower=lower, infer=infer, random=random,
                    random_inputs=random_inputs, halts=halts, tensor_outputs=tensor_outputs,
                    host_inputs=host_inputs, meta_inputs=meta_inputs, host_outputs=host_outputs,
@@ -177,7 +177,7 @@ def op(op_type: str, since: int = 1, domain: str = "",
     return deco
 
 
-def _with_compute(f: Callable[..., Any], policy: ComputePolicy, op_type: str) -> Callable[..., Any]:
+def apply_compute(f: Callable[..., Any], policy: ComputePolicy, op_type: str) -> Callable[..., Any]:
     """``f`` given ``_compute``, the dtype its first input computes in under ``policy`` (which refuses
     other dtypes before the body runs), unless the caller passes one (a lowering that chose it at
     compile time)."""

@@ -352,7 +352,9 @@ def _output_geometry(shape: tuple[int, ...], scales: np.ndarray | None, sizes: n
     return out, sc
 
 
-def _compute_dtype(dt: np.dtype, name: str) -> np.dtype:
+def _interpolation_dtype(dt: np.dtype, name: str) -> np.dtype:
+    """The dtype linear and cubic modes interpolate in (a mode's policy, not the op's: nearest copies
+    any dtype); 64-bit integers and uint32 need float64 to hold their values."""
     if dt == np.float64 or (dt.kind in "iu" and dt.itemsize == 8) or dt == np.uint32:
         return np.dtype(np.float64)
     if dt.kind in "fiu" or dt.name == "bfloat16":
@@ -446,7 +448,7 @@ def _plan(shape: tuple[int, ...], dtype: np.dtype, scales_k: tuple | None, sizes
             raise InvalidArgument(f"{name}: roi has {rv.size} values, expected {2 * len(axes)}")
         for k, a in enumerate(axes):
             rois[a] = (float(rv[k]), float(rv[len(axes) + k]))
-    cdt = _compute_dtype(dtype, name) if mode != "nearest" else None
+    cdt = _interpolation_dtype(dtype, name) if mode != "nearest" else None
     out_t = tuple(out_shape)
     if 0 in out_shape or 0 in shape:
         return _Plan(out_t, "empty", (), None, (), cdt)

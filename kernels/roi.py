@@ -201,10 +201,20 @@ def _roi_align_run(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, m
 
 
 @op("RoiAlign", since=10, compute=FLOAT)
-def RoiAlign(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, *,
-             coordinate_transformation_mode: str = "output_half_pixel", mode: str, output_height: int,
-             output_width: int, sampling_ratio: int, spatial_scale: float, _compute: np.dtype) -> np.ndarray:
-    """RoiAlign (opset 10: output_half_pixel coordinates; 16: coordinate_transformation_mode). Max mode
-    takes the maximum of the weighted bilinear corners, as onnxruntime and the reference do."""
+def RoiAlign_10(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, *,
+                coordinate_transformation_mode: str | None = None, mode: str, output_height: int,
+                output_width: int, sampling_ratio: int, spatial_scale: float, _compute: np.dtype) -> np.ndarray:
+    """RoiAlign-10: output_half_pixel coordinates, the only ones before opset 16 (a model that sets the
+    opset-16 attribute anyway gets it, as from onnxruntime). Max mode takes the maximum of the
+    weighted bilinear corners, as onnxruntime and the reference do."""
     return _roi_align_run(X, rois, batch_indices, mode, output_height, output_width, sampling_ratio, spatial_scale,
-                      coordinate_transformation_mode, _compute)
+                          coordinate_transformation_mode or "output_half_pixel", _compute)
+
+
+@op("RoiAlign", since=16, compute=FLOAT)
+def RoiAlign(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, *, coordinate_transformation_mode: str,
+             mode: str, output_height: int, output_width: int, sampling_ratio: int, spatial_scale: float,
+             _compute: np.dtype) -> np.ndarray:
+    """RoiAlign-16 (and 22): coordinate_transformation_mode chooses half_pixel or output_half_pixel."""
+    return _roi_align_run(X, rois, batch_indices, mode, output_height, output_width, sampling_ratio, spatial_scale,
+                          coordinate_transformation_mode, _compute)
