@@ -32,6 +32,7 @@ from jitort.compiler import compile_graph, optimize
 from jitort.errors import Fail
 from jitort.frontend.importer import import_model
 from jitort.ir import Graph
+from jitort.kernels import registry
 from jitort.models import warmup_feeds
 from jitort.passes.partition import CUDA
 from jitort.runtime_info import warn
@@ -199,11 +200,6 @@ def _find(req: Request, policy: artifact.CachePolicy, key: str, model_hash: str)
         return None, policy.root
 
 
-# Ops a warm-up run must not execute: it would advance random state or could loop without end.
-_NO_WARMUP = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                        "Multinomial", "Loop"})
-
-
 def warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
     """May a warm-up run execute this model? Not on CUDA, not with non-tensor inputs, not with an op
     that draws random numbers or may loop without end, not with model-local functions."""
@@ -211,9 +207,8 @@ def warmup_safe(proto: onnx.ModelProto, providers: list[str]) -> bool:
         return False
     inits = {t.name for t in proto.graph.initializer}
 
-    def unsafe(n: onnx.NodeProto) -> bool:  # Dropout is random only with a run-time training_mode
-        return n.op_type in _NO_WARMUP or (n.op_type == "Dropout" and len(n.input) > 2 and n.input[2] != ""
-                                           and n.input[2] not in inits)
+    def unsafe(n: onnx.NodeProto) -> bool:  # the op table: random ops, Loop, Dropout with a run-time mode
+        return not registry.warmup_safe(n.op_type, n.domain, list(n.input), inits)
 
     def nodes(g: onnx.GraphProto) -> Any:
         for n in g.node:

@@ -229,7 +229,7 @@ def _empty_scan(dtype: Any, shape: Any) -> np.ndarray:
     return np.zeros((0, *rest), dtype if dtype is not None else np.float32)
 
 
-@op("Loop", since=1, lower=_lower_loop)
+@op("Loop", since=1, lower=_lower_loop, halts=False)  # its trip count may be unbounded
 def Loop(M: np.ndarray | None, cond: np.ndarray | None, *rest: Any, body: SubPlan, n_inputs: int,
          _nout: int = 1, _dtypes: tuple = (), _shapes: tuple = ()) -> Any:
     n_carried = n_inputs - 2

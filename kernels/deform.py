@@ -22,8 +22,8 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.conv import _attrs_norm, _compute_dtype, conv_geometry
-from jitort.kernels.registry import op
+from jitort.kernels.conv import _attrs_norm, conv_geometry
+from jitort.kernels.registry import FLOAT, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 # column tile: at most 256K elements of the compute dtype (1 MiB float32)
@@ -118,7 +118,7 @@ def _deform(x, off, mask, has_mask, w, b, out, geo, OH, OW):  # type: ignore[no-
 
 def _deform_conv(X: np.ndarray, W: np.ndarray, offset: np.ndarray, B: np.ndarray | None, mask: np.ndarray | None,
                  dilations: Sequence[int] | None, group: int, kernel_shape: Sequence[int] | None, offset_group: int,
-                 pads: Sequence[int] | None, strides: Sequence[int] | None) -> np.ndarray:
+                 pads: Sequence[int] | None, strides: Sequence[int] | None, cd: np.dtype) -> np.ndarray:
     name = "DeformConv"
     if X.ndim < 3 or W.ndim != X.ndim:
         raise InvalidArgument(f"{name}: X {list(X.shape)} and W {list(W.shape)} must have the same rank >= 3")
@@ -145,7 +145,6 @@ def _deform_conv(X: np.ndarray, W: np.ndarray, offset: np.ndarray, B: np.ndarray
                               f"got {list(mask.shape)}")
     if B is not None and B.shape != (M,):
         raise InvalidArgument(f"{name}: B must have shape [{M}], got {list(B.shape)}")
-    cd = _compute_dtype(X.dtype, name)
     P = int(np.prod(out_sp))
     if rank == 1:  # as 2-D: height one, vertical offsets zero
         x2 = X.reshape(N, C, X.shape[2])
@@ -176,10 +175,11 @@ def _deform_conv(X: np.ndarray, W: np.ndarray, offset: np.ndarray, B: np.ndarray
     return out.astype(X.dtype, copy=False)
 
 
-@op("DeformConv", since=19)
+@op("DeformConv", since=19, compute=FLOAT)
 def DeformConv(X: np.ndarray, W: np.ndarray, offset: np.ndarray, B: np.ndarray | None = None,
                mask: np.ndarray | None = None, *, dilations: Sequence[int] | None = None, group: int,
                kernel_shape: Sequence[int] | None = None, offset_group: int, pads: Sequence[int] | None = None,
-               strides: Sequence[int] | None = None) -> np.ndarray:
+               strides: Sequence[int] | None = None, _compute: np.dtype) -> np.ndarray:
     """DeformConv, opset 19 and 22 (22 only adds bfloat16)."""
-    return _deform_conv(X, W, offset, B, mask, dilations, group, kernel_shape, offset_group, pads, strides)
+    return _deform_conv(X, W, offset, B, mask, dilations, group, kernel_shape, offset_group, pads, strides,
+                        _compute)

@@ -16,10 +16,8 @@ from jitort.arrays import contiguous
 from jitort.errors import Fail, InvalidArgument
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, Ref, op
-from jitort.passes import const_fold
 
 ML = "ai.onnx.ml"
-const_fold.NONDETERMINISTIC.add("ZipMap")  # its list of dicts is no array constant folding can store
 
 
 def encode(x: np.ndarray, table: dict, nan_value: Any, default: Any, out: np.dtype) -> np.ndarray:
@@ -171,7 +169,7 @@ def ArrayFeatureExtractor(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return contiguous(y.reshape(1, -1) if x.ndim == 1 else y)
 
 
-@op("ZipMap", since=1, domain=ML)
+@op("ZipMap", since=1, domain=ML, tensor_outputs=False)  # a list of dicts: nothing constant folding stores
 def ZipMap(x: np.ndarray, *, classlabels_int64s: list | None = None,
            classlabels_strings: list | None = None) -> list:
     """[N, C] scores -> a list of N dicts label -> score (Python ints or strs to Python floats, keys in

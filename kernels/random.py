@@ -4,7 +4,8 @@ Multinomial.
 A node with a ``seed`` attribute owns a generator seeded with it, created at compile time (so a
 session's successive runs draw successive values, and a new session repeats them); a node without
 one draws from jitort's process generator (``jitort.runtime_info.rng()``, reproducible after
-``jitort.set_seed``). Constant folding never folds these ops (``passes.const_fold.NONDETERMINISTIC``).
+``jitort.set_seed``). Their registrations say ``random=True``: constant folding never folds them,
+warm-up runs never execute them (``registry.is_random``).
 Draws are made in float64 and cast to the output type.
 """
 from __future__ import annotations
@@ -52,38 +53,38 @@ def _dtype(dtype: int | None, like: np.ndarray | None, op_name: str) -> np.dtype
     return dt
 
 
-@op("RandomNormal", since=1, lower=_lower)
+@op("RandomNormal", since=1, lower=_lower, random=True)
 def RandomNormal(*, shape: list, dtype: int = 1, mean: float = 0.0, scale: float = 1.0, gen: Any = None) -> np.ndarray:
     size = memory.check("RandomNormal", shape, np.float64)
     return contiguous(_rng(gen).normal(mean, scale, size=size).astype(_dtype(dtype, None, "RandomNormal")))
 
 
-@op("RandomUniform", since=1, lower=_lower)
+@op("RandomUniform", since=1, lower=_lower, random=True)
 def RandomUniform(*, shape: list, dtype: int = 1, low: float = 0.0, high: float = 1.0, gen: Any = None) -> np.ndarray:
     size = memory.check("RandomUniform", shape, np.float64)
     return contiguous(_rng(gen).uniform(low, high, size=size).astype(_dtype(dtype, None, "RandomUniform")))
 
 
-@op("RandomNormalLike", since=1, lower=_lower)
+@op("RandomNormalLike", since=1, lower=_lower, random=True)
 def RandomNormalLike(x: np.ndarray, *, dtype: int | None = None, mean: float = 0.0, scale: float = 1.0,
                      gen: Any = None) -> np.ndarray:
     return contiguous(_rng(gen).normal(mean, scale, size=x.shape).astype(_dtype(dtype, x, "RandomNormalLike")))
 
 
-@op("RandomUniformLike", since=1, lower=_lower)
+@op("RandomUniformLike", since=1, lower=_lower, random=True)
 def RandomUniformLike(x: np.ndarray, *, dtype: int | None = None, low: float = 0.0, high: float = 1.0,
                       gen: Any = None) -> np.ndarray:
     return contiguous(_rng(gen).uniform(low, high, size=x.shape).astype(_dtype(dtype, x, "RandomUniformLike")))
 
 
-@op("Bernoulli", since=15, lower=_lower)
+@op("Bernoulli", since=15, lower=_lower, random=True)
 def Bernoulli(x: np.ndarray, *, dtype: int | None = None, gen: Any = None) -> np.ndarray:
     """1 with probability x, else 0, per element."""
     out = _dtype(dtype, x, "Bernoulli")
     return contiguous((_rng(gen).random(x.shape) < x.astype(np.float64)).astype(out))
 
 
-@op("Multinomial", since=7, lower=_lower)
+@op("Multinomial", since=7, lower=_lower, random=True)
 def Multinomial(x: np.ndarray, *, dtype: int = 6, sample_size: int = 1, gen: Any = None) -> np.ndarray:
     """[batch, classes] unnormalised log-probabilities -> [batch, sample_size] class indices."""
     if x.ndim != 2:

@@ -20,12 +20,37 @@ get no types from onnx's inference: a library registration gives ``infer(node, i
 output types`` (jitort.frontend.refine calls it at import), and an elementwise one is typed by broadcasting.
 The same rule fills output dtypes onnx's inference leaves unknown for ops it has schemas for
 (ai.onnx.ml opset-1 scores: jitort.passes.shapes.complete_types).
+
+A registration is also the one place that states the op's facts, which the passes read from here
+rather than from lists of op names:
+
+* ``random=True`` — every run draws fresh values (RandomNormal...): constant folding, warm-up runs,
+  FLOP counting and the conformance comparison treat it apart (``is_random``); ``random_inputs``
+  name inputs that make the op random when a run-time value turns them on (Dropout's
+  ``training_mode``);
+* ``halts=False`` — a run may not terminate (Loop with an unbounded trip count): no warm-up run;
+* ``tensor_outputs=False`` — outputs are sequences, optionals or maps, which constant folding
+  cannot store (``folds``);
+* ``host_inputs`` — inputs that are shape data (shape, axes, starts/ends), read in host memory by
+  every provider (onnxruntime's kernels declare the same inputs as CPU memory); ``meta_inputs`` —
+  inputs of which only the shape is read; ``host_outputs`` — outputs that are host tensors
+  (Shape, Size);
+* ``compute`` — the compute-dtype policy (``FLOAT``, ``FLOAT_OR_INT8``...): a library function
+  declaring a keyword-only ``_compute`` parameter receives the dtype it computes in, chosen from
+  its first input's dtype by the policy, which refuses any other dtype with NotImplemented naming
+  the op (``compute_dtype_for``);
+* per-provider implementations: ``implement("CUDAExecutionProvider", "Softmax", since=13, ...)``
+  registers the CUDA kernel of the same entry over the same opset range as the CPU one
+  (``provider_impl``); a provider registration never serves a version that a later CPU
+  registration of the op took over, so an opset's semantic change is one more registration on
+  both sides instead of a version test inside the kernel.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Container, Sequence
 
 import numpy as np
 
@@ -49,6 +74,43 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+class ComputePolicy:
+    """Which dtype an op computes in for a given input dtype: ``table`` maps the storage dtypes the
+    op supports to their compute dtypes; any other dtype is refused with NotImplemented naming the op."""
+
+    def __init__(self, name: str, table: dict[np.dtype, np.dtype], supported: str):
+        self.name = name
+        self.table = table
+        self.supported = supported
+
+    def __call__(self, dt: Any, op_type: str) -> np.dtype:
+        cd = self.table.get(np.dtype(dt))
+        if cd is None:
+            raise OrtNotImplemented(f"{op_type}: jitort does not support input dtype {np.dtype(dt)} "
+                                    f"({self.supported})")
+        return cd
+
+    def __repr__(self) -> str:
+        return f"ComputePolicy({self.name})"
+
+
+@dataclass(frozen=True)
+class ProviderImpl:
+    """An execution provider's kernel for one registration (same op, same opset range).
+
+    ``check(node, graph)`` is None when the kernel covers the node (dtypes, attributes, ranks known at
+    compile time), else the reason it stays on the CPU; ``lower(node, graph)`` returns the
+    provider's call record; ``view``: output 0 aliases input 0's memory (Reshape & co.)."""
+
+    provider: str
+    op_type: str
+    domain: str
+    since: int
+    check: Callable[[Node, Graph], str | None]
+    lower: Callable[[Node, Graph], Any]
+    view: bool = False
+
+
 @dataclass(frozen=True)
 class OpDef:
     op_type: str
@@ -59,6 +121,15 @@ class OpDef:
     fn: Callable[..., Any] | None = None
     lower: Callable[[Node, Graph], Call] | None = None
     infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None
+    # The op's facts (module docstring).
+    random: bool = False
+    random_inputs: tuple[int, ...] = ()
+    halts: bool = True
+    tensor_outputs: bool = True
+    host_inputs: tuple[int, ...] = ()
+    meta_inputs: tuple[int, ...] = ()
+    host_outputs: bool = False
+    compute: ComputePolicy | None = None
 
     @property
     def is_elementwise(self) -> bool:
@@ -66,6 +137,8 @@ class OpDef:
 
 
 _REGISTRY: dict[tuple[str, str], list[OpDef]] = {}
+# (provider, domain, op_type) -> that provider's registrations, by since
+_PROVIDERS: dict[tuple[str, str, str], list[ProviderImpl]] = {}
 
 
 def _add(d: OpDef) -> None:
@@ -89,11 +162,54 @@ def elementwise(op_type: str, since: int = 1, domain: str = "",
 
 def op(op_type: str, since: int = 1, domain: str = "",
        lower: Callable[[Node, Graph], Call] | None = None,
-       infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None) -> Callable:
+       infer: Callable[[Node, list[TensorType | None]], list[TensorType | None]] | None = None, *,
+       random: bool = False, random_inputs: tuple[int, ...] = (), halts: bool = True,
+       tensor_outputs: bool = True, host_inputs: tuple[int, ...] = (), meta_inputs: tuple[int, ...] = (),
+       host_outputs: bool = False, compute: ComputePolicy | None = None) -> Callable:
+    """Register a library op; the keyword-only arguments are its facts (module docstring)."""
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        _add(OpDef(op_type, domain, since, fn=f, lower=lower, infer=infer))
-        return f
+        fn = f if compute is None else apply_compute(f, compute, op_type)
+        _add(OpDef(op_type, domain, since, fn=fn, lower=lower, infer=infer, random=random,
+                   random_inputs=random_inputs, halts=halts, tensor_outputs=tensor_outputs,
+                   host_inputs=host_inputs, meta_inputs=meta_inputs, host_outputs=host_outputs,
+                   compute=compute))
+        return fn
     return deco
+
+
+def apply_compute(f: Callable[..., Any], policy: ComputePolicy, op_type: str) -> Callable[..., Any]:
+    """``f`` given ``_compute``, the dtype its first input computes in under ``policy`` (which refuses
+    other dtypes before the body runs), unless the caller passes one (a lowering that chose it at
+    compile time)."""
+    if getattr(f, "__jitort_compute__", None) is not None:
+        return f  # stacked registrations of one function (LSTM since 1, 7, 14)
+    if "_compute" not in _keyword_params(f):
+        raise TypeError(f"{op_type}: a compute policy needs a keyword-only '_compute' parameter")
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_compute") is None:
+            kwargs["_compute"] = policy(args[0].dtype, op_type)
+        return f(*args, **kwargs)
+    run.__jitort_compute__ = policy  # type: ignore[attr-defined]
+    return run
+
+
+def implement(provider: str, op_type: str, since: int, domain: str = "", *,
+              check: Callable[[Node, Graph], str | None], lower: Callable[[Node, Graph], Any],
+              view: bool = False) -> None:
+    """Register ``provider``'s kernel for the CPU registration of ``op_type`` that serves opset
+    ``since`` (the CPU's ``since`` itself, or a later opset when the provider covers only part of
+    the range)."""
+    impls = _PROVIDERS.setdefault((provider, domain, op_type), [])
+    if any(x.since == since for x in impls):
+        raise ValueError(f"{provider} {op_type} since {since} registered twice")
+    impls.append(ProviderImpl(provider, op_type, domain, since, check, lower, view))
+    impls.sort(key=lambda x: x.since)
+
+
+# Provider tables registered into the op table with the families; they import no device runtime.
+PROVIDER_TABLES = ("jitort.kernels.cuda.ops",)
 
 
 def _load_families() -> None:
@@ -102,12 +218,13 @@ def _load_families() -> None:
     import pkgutil
 
     import jitort.kernels as pkg
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name not in ("registry", "fastmath", "fp16") and not m.name.startswith("_") and not m.ispkg:
-            try:
-                importlib.import_module(f"jitort.kernels.{m.name}")
-            except Exception as e:  # noqa: BLE001 - one broken family must not take the others down
-                _broken[m.name] = f"{type(e).__name__}: {e}"
+    names = [f"jitort.kernels.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
+             if m.name not in ("registry", "fastmath", "fp16") and not m.name.startswith("_") and not m.ispkg]
+    for name in [*names, *PROVIDER_TABLES]:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - one broken family must not take the others down
+            _broken[name.rsplit(".", 1)[-1]] = f"{type(e).__name__}: {e}"
 
 
 _loaded = False
@@ -139,6 +256,85 @@ def lookup(op_type: str, domain: str, version: int, node_name: str = "") -> OpDe
             f"jitort has no implementation for op "
             f"'{op_type}' in domain '{domain or 'ai.onnx'}' at opset {version}{where}{have}")
     return found
+
+
+def find(op_type: str, domain: str, version: int) -> OpDef | None:
+    """The registration serving ``op_type`` at opset ``version``, or None."""
+    load_families()
+    found = None
+    for d in _REGISTRY.get((_domain(domain), op_type)) or ():
+        if d.since <= version:
+            found = d
+    return found
+
+
+def _domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+def _all(op_type: str, domain: str) -> list[OpDef]:
+    load_families()
+    return _REGISTRY.get((_domain(domain), op_type)) or []
+
+
+def is_random(op_type: str, domain: str = "") -> bool:
+    """Whether a registration of the op (at any opset) draws fresh values on every run."""
+    return any(d.random for d in _all(op_type, domain))
+
+
+def warmup_safe(op_type: str, domain: str, inputs: Sequence[str], constants: Container[str]) -> bool:
+    """Whether a warm-up run may execute this node (of the given input names; ``constants`` holds
+    the names of the graph's initializers): not for ops that consume random state or may not
+    terminate, nor for ops made random by a run-time input (Dropout's training_mode). Opset-blind,
+    as the question is asked of an ONNX graph before import."""
+    for d in _all(op_type, domain):
+        if d.random or not d.halts:
+            return False
+        if any(k < len(inputs) and inputs[k] and inputs[k] not in constants for k in d.random_inputs):
+            return False
+    return True
+
+
+def folds(node: Node) -> bool:
+    """Whether constant folding may compute the node once: its values are the same every run and
+    its outputs are tensors. Ops jitort does not register fold (their evaluation decides)."""
+    d = find(node.op_type, node.domain, node.version)
+    return d is None or (not d.random and d.tensor_outputs)
+
+
+def compute_dtype_for(node: Node, dt: Any) -> np.dtype | None:
+    """The dtype ``node``'s library kernel computes in for input dtype ``dt`` (None when its
+    registration declares no policy); NotImplemented naming the op for a dtype it refuses."""
+    d = find(node.op_type, node.domain, node.version)
+    if d is None or d.compute is None:
+        return None
+    return d.compute(dt, node.op_type)
+
+
+def provider_impl(provider: str, node: Node) -> tuple[OpDef, ProviderImpl] | None:
+    """``provider``'s kernel for ``node`` with the CPU registration it belongs to, or None: the
+    provider's latest registration at or below the node's opset that does not predate the CPU
+    registration serving that opset."""
+    d = find(node.op_type, node.domain, node.version)
+    if d is None:
+        return None
+    found = None
+    for impl in _PROVIDERS.get((provider, _domain(node.domain), node.op_type)) or ():
+        if d.since <= impl.since <= node.version:
+            found = impl
+    return None if found is None else (d, found)
+
+
+def provider_registrations(provider: str) -> list[ProviderImpl]:
+    """Every registration of ``provider`` (for tests and documentation)."""
+    load_families()
+    return [impl for (p, _, _), impls in sorted(_PROVIDERS.items()) if p == provider for impl in impls]
+
+
+def registrations() -> list[OpDef]:
+    """Every CPU registration, by domain, op and opset."""
+    load_families()
+    return [d for _, defs in sorted(_REGISTRY.items()) for d in defs]
 
 
 def elementwise_def(node: Node) -> OpDef | None:
@@ -218,6 +414,19 @@ def np_name(dt: np.dtype) -> str:
     """``np.float32`` etc. as source text; float16/bfloat16 compute as float32."""
     dt = compute_dtype(dt)
     return "np." + _NP_NAMES[dt]
+
+
+def _policy(name: str, pairs: dict[Any, Any], supported: str) -> ComputePolicy:
+    table = {np.dtype(k): np.dtype(v) for k, v in pairs.items() if k is not None}
+    return ComputePolicy(name, table, supported)
+
+
+_FLOAT_PAIRS = {np.float32: np.float32, np.float64: np.float64, np.float16: np.float32, BFLOAT16: np.float32}
+# Float kernels: float32/float64 compute as themselves, float16/bfloat16 in float32.
+FLOAT = _policy("FLOAT", _FLOAT_PAIRS, "float16, bfloat16, float32 and float64 only")
+# The same, and int8/uint8 computed as themselves (MaxPool: comparisons only).
+FLOAT_OR_INT8 = _policy("FLOAT_OR_INT8", {**_FLOAT_PAIRS, np.int8: np.int8, np.uint8: np.uint8},
+                        "float16, bfloat16, float32, float64, int8 and uint8 only")
 
 
 def compute_dtype(dt: np.dtype) -> np.dtype:

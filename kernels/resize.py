@@ -1,5 +1,5 @@
-"""Resampling ops: Resize (10, 11, 13, 18, 19), Upsample (7, 9), GridSample (16, 20, 22), AffineGrid (20),
-Col2Im (18).
+"""Resampling ops: Resize (10, 11, 13, 18, 19), Upsample (7, 9); the per-axis interpolation tables
+and the cubic weights and saturating store that GridSample (``kernels/gridsample.py``) shares.
 
 Resize is separable: every resized axis gets a table of source indices and weights (tap-major,
 ``[taps, out]``), built in numpy once per distinct geometry (the whole per-call plan is memoised on
@@ -19,7 +19,6 @@ output shape equals its input shape still interpolates (onnxruntime copies the i
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -207,7 +206,7 @@ def _nearest_index(xo: np.ndarray, mode: str, downsample: bool) -> np.ndarray:
     raise InvalidArgument(f"Resize: unknown nearest_mode '{mode}'")
 
 
-def _cubic_coeffs(s: np.ndarray, A: np.floating) -> np.ndarray:
+def cubic_coeffs(s: np.ndarray, A: np.floating) -> np.ndarray:
     """Keys' cubic convolution weights for taps floor(x) - 1 .. floor(x) + 2 (s = x - floor(x))."""
     f = s.dtype.type
     one, two, three, four, five, eight = (f(v) for v in (1, 2, 3, 4, 5, 8))
@@ -273,7 +272,7 @@ def _axis_table_rows(mode: str, in_len: int, out_len: int, length: float, scale:
     fl = np.floor(xo)
     s = (xo - fl).astype(f)
     taps = fl.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
-    w = _cubic_coeffs(s, f(cubic_a))
+    w = cubic_coeffs(s, f(cubic_a))
     if exclude:
         w = np.where((taps < 0) | (taps >= in_len), f(0), w)
         w = (w / w.sum(axis=1, keepdims=True, dtype=f)).astype(f)
@@ -353,7 +352,9 @@ def _output_geometry(shape: tuple[int, ...], scales: np.ndarray | None, sizes: n
     return out, sc
 
 
-def _compute_dtype(dt: np.dtype, name: str) -> np.dtype:
+def _interpolation_dtype(dt: np.dtype, name: str) -> np.dtype:
+    """The dtype linear and cubic modes interpolate in (a mode's policy, not the op's: nearest copies
+    any dtype); 64-bit integers and uint32 need float64 to hold their values."""
     if dt == np.float64 or (dt.kind in "iu" and dt.itemsize == 8) or dt == np.uint32:
         return np.dtype(np.float64)
     if dt.kind in "fiu" or dt.name == "bfloat16":
@@ -361,7 +362,7 @@ def _compute_dtype(dt: np.dtype, name: str) -> np.dtype:
     raise OrtNotImplemented(f"{name}: linear and cubic modes are not supported for dtype {dt} by jitort")
 
 
-def _store(y: np.ndarray, dt: np.dtype, rounding: bool) -> np.ndarray:
+def store_interpolated(y: np.ndarray, dt: np.dtype, rounding: bool) -> np.ndarray:
     """Cast interpolated values back: integers truncate (C casts) or round (antialias) and saturate."""
     if y.dtype == dt:
         return y
@@ -404,12 +405,12 @@ def _resize(x: np.ndarray, roi: np.ndarray | None, scales: np.ndarray | None, si
     if plan.cdt is None:
         y = _apply_nearest(x, plan)
     else:
-        y = _store(_apply_interp(x.astype(plan.cdt, copy=False), plan), x.dtype, bool(antialias))
+        y = store_interpolated(_apply_interp(x.astype(plan.cdt, copy=False), plan), x.dtype, bool(antialias))
     if plan.masks:
         m = np.zeros(plan.out_shape, bool)
         for a, mk in plan.masks:
             m |= mk.reshape([-1 if d == a else 1 for d in range(x.ndim)])
-        y[m] = _store(np.array([extrapolation_value], np.float64), x.dtype, False)[0]
+        y[m] = store_interpolated(np.array([extrapolation_value], np.float64), x.dtype, False)[0]
     return y
 
 
@@ -447,7 +448,7 @@ def _plan(shape: tuple[int, ...], dtype: np.dtype, scales_k: tuple | None, sizes
             raise InvalidArgument(f"{name}: roi has {rv.size} values, expected {2 * len(axes)}")
         for k, a in enumerate(axes):
             rois[a] = (float(rv[k]), float(rv[len(axes) + k]))
-    cdt = _compute_dtype(dtype, name) if mode != "nearest" else None
+    cdt = _interpolation_dtype(dtype, name) if mode != "nearest" else None
     out_t = tuple(out_shape)
     if 0 in out_shape or 0 in shape:
         return _Plan(out_t, "empty", (), None, (), cdt)
@@ -564,220 +565,3 @@ def Upsample_7(x: np.ndarray, *, mode: str, scales: list[float]) -> np.ndarray:
 def Upsample_9(x: np.ndarray, scales: np.ndarray, *, mode: str) -> np.ndarray:
     """Opset 9: scales as an input."""
     return _upsample(x, scales, mode)
-
-
-# --- GridSample -------------------------------------------------------------------------------------
-
-@njit(**_JIT)
-def _gather_sum(x, idx, w, out):  # type: ignore[no-untyped-def]
-    """x: [N, C, S] -> out: [N, C, P]; out[n, c, p] = sum_j w[n, p, j] * x[n, c, idx[n, p, j]]."""
-    J = idx.shape[2]
-    for n in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            xs = x[n, c]
-            for p in range(out.shape[2]):
-                acc = w[n, p, 0] * xs[idx[n, p, 0]]
-                for j in range(1, J):
-                    acc += w[n, p, j] * xs[idx[n, p, j]]
-                out[n, c, p] = acc
-
-
-def _gs_reflect(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Reflect by the near border until inside [lo, hi] (onnxruntime's GsReflect, vectorised)."""
-    f = v.dtype.type
-    lo_, hi_ = f(lo), f(hi)
-    rng = hi_ - lo_
-    if rng == 0:
-        return np.full_like(v, lo_)
-    out = v.copy()
-    for below in (True, False):
-        sel = v < lo_ if below else v > hi_
-        if not sel.any():
-            continue
-        dx = (lo_ - v[sel]) if below else (v[sel] - hi_)
-        n = np.trunc(dx / rng)
-        r = dx - n * rng
-        even = (n.astype(np.int64) % 2) == 0
-        near, far = (lo_, hi_) if below else (hi_, lo_)
-        out[sel] = np.where(even, near + r if below else near - r, far - r if below else far + r)
-    return out
-
-
-def _gs_axis_taps(coord: np.ndarray, L: int, mode: str, padding: str, align: bool
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Taps of one spatial axis for every grid point: (indices [..., K], weights [..., K]).
-
-    Padding is applied per tap, as onnxruntime and PyTorch do: zeros zero the weight of an
-    out-of-range tap, border clamps its index, reflection reflects it."""
-    f = coord.dtype.type
-    if mode == "nearest":
-        taps = np.rint(coord)[..., None]
-        w = np.ones(taps.shape, f)
-    elif mode == "linear":
-        x1 = np.floor(coord)
-        taps = np.stack([x1, x1 + f(1)], axis=-1)
-        w = np.stack([x1 + f(1) - coord, coord - x1], axis=-1)
-    else:
-        x0 = np.floor(coord) - f(1)
-        taps = x0[..., None] + np.arange(4, dtype=f)
-        w = _cubic_coeffs(np.abs(coord - x0 - f(1)).reshape(-1), f(-0.75)).reshape(taps.shape)
-    if padding == "zeros":
-        valid = (taps >= 0) & (taps < L)
-        w = np.where(valid, w, f(0))
-        idx = np.where(valid, taps, 0).astype(np.int64)
-    elif padding == "border":
-        idx = np.clip(taps, 0, L - 1).astype(np.int64)
-    else:
-        lo, hi = (0.0, L - 1.0) if align else (-0.5, L - 0.5)
-        idx = np.clip(np.trunc(_gs_reflect(taps, lo, hi)), 0, L - 1).astype(np.int64)
-    return idx, w.astype(f)
-
-
-_GS_MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest", "bicubic": "cubic", "cubic": "cubic"}
-
-
-def _grid_sample(x: np.ndarray, grid: np.ndarray, mode: str, padding_mode: str, align_corners: int) -> np.ndarray:
-    name = "GridSample"
-    if mode not in _GS_MODES:
-        raise InvalidArgument(f"{name}: unknown mode '{mode}'")
-    if padding_mode not in ("zeros", "border", "reflection"):
-        raise InvalidArgument(f"{name}: unknown padding_mode '{padding_mode}'")
-    m = _GS_MODES[mode]
-    r = x.ndim - 2
-    if r < 1 or grid.ndim != r + 2 or grid.shape[-1] != r or grid.shape[0] != x.shape[0]:
-        raise InvalidArgument(f"{name}: X of shape [N, C, D1..Dr] needs grid of shape [N, O1..Or, r]; "
-                              f"got X {x.shape} and grid {grid.shape}")
-    if x.dtype.kind not in "iuf" and x.dtype.name != "bfloat16":
-        raise OrtNotImplemented(f"{name}: dtype {x.dtype} is not supported by jitort")
-    cdt = np.dtype(np.float64) if x.dtype == np.float64 or (x.dtype.kind in "iu" and x.dtype.itemsize >= 4) \
-        else np.dtype(np.float32)
-    gdt = np.float64 if grid.dtype == np.float64 else np.float32
-    N, C = x.shape[:2]
-    dims = x.shape[2:]
-    out_sp = grid.shape[1:-1]
-    P = int(np.prod(out_sp, dtype=np.int64))
-    if N * C * P == 0 or 0 in dims:
-        return np.zeros((N, C) + tuple(out_sp), x.dtype)
-    g = grid.astype(gdt, copy=False).reshape(N, P, r)
-    f = np.dtype(gdt).type
-    flat_idx = np.zeros((N, P, 1), np.int64)
-    weight = np.ones((N, P, 1), gdt)
-    stride = 1
-    for d in range(r - 1, -1, -1):  # grid[..., 0] indexes the last spatial axis
-        L = dims[d]
-        gn = g[:, :, r - 1 - d]
-        coord = ((gn + f(1)) / f(2) * f(L - 1)) if align_corners else (((gn + f(1)) * f(L) - f(1)) / f(2))
-        idx, w = _gs_axis_taps(coord.astype(gdt), L, m, padding_mode, bool(align_corners))
-        flat_idx = (flat_idx[:, :, None, :] + (idx * stride)[:, :, :, None]).reshape(N, P, -1)
-        weight = (weight[:, :, None, :] * w[:, :, :, None]).reshape(N, P, -1)
-        stride *= L
-    xc = x.astype(cdt, copy=False).reshape(N, C, -1)
-    out = np.empty((N, C, P), cdt)
-    _gather_sum(xc, np.ascontiguousarray(flat_idx), np.ascontiguousarray(weight.astype(cdt)), out)
-    return _store(out, x.dtype, False).reshape((N, C) + tuple(out_sp))
-
-
-@op("GridSample", since=16)
-def GridSample(x: np.ndarray, grid: np.ndarray, *, mode: str, padding_mode: str, align_corners: int) -> np.ndarray:
-    """Opsets 16 (4-D; bilinear/nearest/bicubic), 20 and 22 (N-D; linear/nearest/cubic). Both spellings
-    are accepted at every opset; any spatial rank is supported (cubic in 3-D uses 4x4x4 taps)."""
-    return _grid_sample(x, grid, mode, padding_mode, align_corners)
-
-
-# --- AffineGrid -------------------------------------------------------------------------------------
-
-def _base_coords(L: int, align: bool) -> np.ndarray:
-    """onnxruntime's base grid axis: Eigen's LinSpaced(L, -1, 1) in float32 (L == 1 gives [1]),
-    scaled by (L - 1) / L without align_corners."""
-    v = np.linspace(-1, 1, L, dtype=np.float32) if L > 1 else np.ones(L, np.float32)
-    return v if align else v * np.float32(L - 1) / np.float32(L)
-
-
-@op("AffineGrid", since=20)
-def AffineGrid(theta: np.ndarray, size: np.ndarray, *, align_corners: int) -> np.ndarray:
-    """Sampling grid [N, H, W, 2] (or [N, D, H, W, 3]) of theta applied to the base grid."""
-    sz = [int(v) for v in np.asarray(size).reshape(-1)]
-    if len(sz) not in (4, 5):
-        raise InvalidArgument(f"AffineGrid: size must have 4 or 5 values, got {sz}")
-    r = len(sz) - 2
-    if theta.shape != (sz[0], r, r + 1):
-        raise InvalidArgument(f"AffineGrid: theta must have shape [{sz[0]}, {r}, {r + 1}], got {list(theta.shape)}")
-    cdt = theta.dtype if theta.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-    th = theta.astype(cdt, copy=False)
-    axes = [_base_coords(L, bool(align_corners)).astype(cdt) for L in reversed(sz[2:])]  # x, y[, z]
-    mesh = np.meshgrid(*reversed(axes), indexing="ij")  # [z,] y, x order of the output dims
-    base = [m.reshape(-1) for m in reversed(mesh)]  # x, y[, z], flattened in output order
-    out = np.empty((sz[0], len(base[0]), r), cdt)
-    for i in range(r):
-        acc = th[:, i, 0, None] * base[0]
-        for j in range(1, r):
-            acc = acc + th[:, i, j, None] * base[j]
-        out[:, :, i] = acc + th[:, i, r, None]
-    return out.reshape([sz[0]] + sz[2:] + [r]).astype(theta.dtype, copy=False)
-
-
-# --- Col2Im -----------------------------------------------------------------------------------------
-
-@njit(**_JIT)
-def _col2im(x, idx, out):  # type: ignore[no-untyped-def]
-    """x: [N, C, K, L] -> out: [N, C, S]; out[n, c, idx[k, l]] += x[n, c, k, l] where idx >= 0."""
-    for n in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            for i in range(out.shape[2]):
-                out[n, c, i] = 0
-            for k in range(x.shape[2]):
-                for l in range(x.shape[3]):
-                    j = idx[k, l]
-                    if j >= 0:
-                        out[n, c, j] += x[n, c, k, l]
-
-
-@lru_cache(maxsize=64)
-def _col2im_table(image: tuple[int, ...], block: tuple[int, ...], dil: tuple[int, ...], pads: tuple[int, ...],
-                  strides: tuple[int, ...]) -> tuple[np.ndarray, int]:
-    """Flat image index of every (kernel offset, block position), -1 where it falls in the padding."""
-    k = len(image)
-    nblocks = [(image[d] + pads[d] + pads[k + d] - dil[d] * (block[d] - 1) - 1) // strides[d] + 1 for d in range(k)]
-    if any(b < 1 for b in nblocks):
-        raise InvalidArgument(f"Col2Im: image_shape {list(image)} with block_shape {list(block)}, pads {list(pads)}, "
-                              f"dilations {list(dil)} and strides {list(strides)} leaves no sliding block")
-    kk = np.meshgrid(*[np.arange(b) for b in block], indexing="ij")
-    ll = np.meshgrid(*[np.arange(b) for b in nblocks], indexing="ij")
-    flat = np.zeros((int(np.prod(block)), int(np.prod(nblocks))), np.int64)
-    valid = np.ones(flat.shape, bool)
-    for d in range(k):
-        pos = ll[d].reshape(1, -1) * strides[d] - pads[d] + kk[d].reshape(-1, 1) * dil[d]
-        valid &= (pos >= 0) & (pos < image[d])
-        flat = flat * image[d] + pos
-    return np.where(valid, flat, -1), int(np.prod(nblocks))
-
-
-@op("Col2Im", since=18)
-def Col2Im(x: np.ndarray, image_shape: np.ndarray, block_shape: np.ndarray, *, dilations: list[int] | None = None,
-           pads: list[int] | None = None, strides: list[int] | None = None) -> np.ndarray:
-    """Sum column blocks [N, C * prod(block), L] back into an image [N, C, *image_shape] (N-D)."""
-    image = tuple(int(v) for v in np.asarray(image_shape).reshape(-1))
-    block = tuple(int(v) for v in np.asarray(block_shape).reshape(-1))
-    k = len(image)
-    if len(block) != k or k == 0:
-        raise InvalidArgument(f"Col2Im: image_shape {list(image)} and block_shape {list(block)} must have the "
-                              "same non-zero length")
-    dil = tuple(dilations) if dilations else (1,) * k
-    pad = tuple(pads) if pads else (0,) * (2 * k)
-    st = tuple(strides) if strides else (1,) * k
-    if len(dil) != k or len(pad) != 2 * k or len(st) != k:
-        raise InvalidArgument(f"Col2Im: dilations/strides need {k} values and pads {2 * k}")
-    if x.ndim != 3:
-        raise InvalidArgument(f"Col2Im: input must be [N, C * prod(block_shape), L], got shape {x.shape}")
-    table, L = _col2im_table(image, block, dil, pad, st)
-    K = table.shape[0]
-    if x.shape[1] % K or x.shape[2] != L:
-        raise InvalidArgument(f"Col2Im: input shape {x.shape} does not match block_shape {list(block)} "
-                              f"(dimension 1 divisible by {K}) and {L} sliding blocks (dimension 2)")
-    if x.dtype.kind not in "iuf" and x.dtype.name != "bfloat16":
-        raise OrtNotImplemented(f"Col2Im: dtype {x.dtype} is not supported by jitort")
-    cdt = x.dtype if x.dtype.kind in "iu" or x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-    N, C = x.shape[0], x.shape[1] // K
-    out = np.empty(memory.check("Col2Im", (N, C, math.prod(image)), cdt), cdt)
-    _col2im(x.astype(cdt, copy=False).reshape(N, C, K, L), table, out)
-    return out.reshape((N, C) + image).astype(x.dtype, copy=False)

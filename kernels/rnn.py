@@ -34,7 +34,7 @@ import numpy as np
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import BFLOAT16, Call, default_call, lookup, op
+from jitort.kernels.registry import FLOAT, Call, compute_dtype_for, default_call, lookup, op
 from jitort.kernels.rnn_cells import _CODES, _gru_dir, _lstm_dir, _rnn_dir
 
 _TAKES_ALPHA = {"affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu"}
@@ -129,15 +129,6 @@ class Packed:
     lbr: bool
 
 
-def _compute_dtype(op_type: str, dt: np.dtype) -> np.dtype:
-    dt = np.dtype(dt)
-    if dt in (np.float32, np.float64):
-        return dt
-    if dt == np.float16 or dt == BFLOAT16:
-        return np.dtype(np.float32)
-    raise OrtNotImplemented(f"{op_type}: jitort supports float16, bfloat16, float32 and float64 inputs, got {dt}")
-
-
 def _pack(op_type: str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, hidden_size: int | None,
           dirs: int, lbr: bool, dt: np.dtype) -> Packed:
     g = _GATES[op_type]
@@ -189,9 +180,9 @@ def _state(op_type: str, name: str, v: np.ndarray | None, dirs: int, nb: int, hs
 def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None,
          sequence_lens: np.ndarray | None, initial_h: np.ndarray | None, initial_c: np.ndarray | None,
          P: np.ndarray | None, a: _Attrs, hidden_size: int | None, lbr: bool, input_forget: bool,
-         want: Sequence[bool]) -> Any:
+         want: Sequence[bool], dt: np.dtype) -> Any:
+    """``dt``: the compute dtype (the registration's FLOAT policy, applied by the op decorator)."""
     out_dt = np.dtype(X.dtype)
-    dt = _compute_dtype(op_type, out_dt)
     if X.ndim != 3:
         raise InvalidArgument(f"{op_type}: input X must be 3-D, got shape {X.shape}")
     if a.layout:
@@ -290,7 +281,7 @@ def _lower(node: Node, g: Graph) -> Call:
         return call
     try:
         pk = _pack(node.op_type, W, R, B, kw.get("hidden_size"), a.dirs,
-                   bool(kw.get("linear_before_reset", 0)), _compute_dtype(node.op_type, np.dtype(xt)))
+                   bool(kw.get("linear_before_reset", 0)), compute_dtype_for(node, xt))
     except (InvalidArgument, OrtNotImplemented):
         return call  # let the run raise the error the user would see from onnxruntime
     args = list(call.args) + [None] * (_WEIGHT_INPUTS - len(call.args))
@@ -300,53 +291,53 @@ def _lower(node: Node, g: Graph) -> Call:
 
 # --- the ops -------------------------------------------------------------------------------------
 
-@op("LSTM", since=1, lower=_lower)
-@op("LSTM", since=7, lower=_lower)
-@op("LSTM", since=14, lower=_lower)
+@op("LSTM", since=1, lower=_lower, compute=FLOAT)
+@op("LSTM", since=7, lower=_lower, compute=FLOAT)
+@op("LSTM", since=14, lower=_lower, compute=FLOAT)
 def LSTM(X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None = None,
          sequence_lens: np.ndarray | None = None, initial_h: np.ndarray | None = None,
          initial_c: np.ndarray | None = None, P: np.ndarray | None = None, *,
          activation_alpha: Sequence[float] | None = None, activation_beta: Sequence[float] | None = None,
          activations: Sequence[str] | None = None, clip: float | None = None, direction: str = "forward",
          hidden_size: int | None = None, input_forget: int = 0, layout: int = 0, _nout: int = 3,
-         _want: Sequence[bool] | None = None, _attrs: _Attrs | None = None) -> Any:
+         _want: Sequence[bool] | None = None, _attrs: _Attrs | None = None, _compute: Any = None) -> Any:
     a = _attrs or _parse_attrs("LSTM", direction, activations, activation_alpha, activation_beta, clip, layout,
                                 hidden_size)
     return _run("LSTM", X, W, R, B, sequence_lens, initial_h, initial_c, P, a, hidden_size, False,
-                bool(input_forget), _wanted(_nout, _want))
+                bool(input_forget), _wanted(_nout, _want), _compute)
 
 
-@op("GRU", since=1, lower=_lower)
-@op("GRU", since=3, lower=_lower)
-@op("GRU", since=7, lower=_lower)
-@op("GRU", since=14, lower=_lower)
+@op("GRU", since=1, lower=_lower, compute=FLOAT)
+@op("GRU", since=3, lower=_lower, compute=FLOAT)
+@op("GRU", since=7, lower=_lower, compute=FLOAT)
+@op("GRU", since=14, lower=_lower, compute=FLOAT)
 def GRU(X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None = None,
         sequence_lens: np.ndarray | None = None, initial_h: np.ndarray | None = None, *,
         activation_alpha: Sequence[float] | None = None, activation_beta: Sequence[float] | None = None,
         activations: Sequence[str] | None = None, clip: float | None = None, direction: str = "forward",
         hidden_size: int | None = None, linear_before_reset: int = 0, layout: int = 0, _nout: int = 2,
-        _want: Sequence[bool] | None = None, _attrs: _Attrs | None = None) -> Any:
+        _want: Sequence[bool] | None = None, _attrs: _Attrs | None = None, _compute: Any = None) -> Any:
     a = _attrs or _parse_attrs("GRU", direction, activations, activation_alpha, activation_beta, clip, layout,
                                 hidden_size)
     if isinstance(W, Packed) and W.lbr != bool(linear_before_reset):
         raise Fail("GRU: packed weights disagree with linear_before_reset")
     return _run("GRU", X, W, R, B, sequence_lens, initial_h, None, None, a, hidden_size,
-                bool(linear_before_reset), False, _wanted(_nout, _want)[:2])
+                bool(linear_before_reset), False, _wanted(_nout, _want)[:2], _compute)
 
 
-@op("RNN", since=1, lower=_lower)
-@op("RNN", since=7, lower=_lower)
-@op("RNN", since=14, lower=_lower)
+@op("RNN", since=1, lower=_lower, compute=FLOAT)
+@op("RNN", since=7, lower=_lower, compute=FLOAT)
+@op("RNN", since=14, lower=_lower, compute=FLOAT)
 def RNN(X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None = None,
         sequence_lens: np.ndarray | None = None, initial_h: np.ndarray | None = None, *,
         activation_alpha: Sequence[float] | None = None, activation_beta: Sequence[float] | None = None,
         activations: Sequence[str] | None = None, clip: float | None = None, direction: str = "forward",
         hidden_size: int | None = None, layout: int = 0, _nout: int = 2,
-        _want: Sequence[bool] | None = None, _attrs: _Attrs | None = None) -> Any:
+        _want: Sequence[bool] | None = None, _attrs: _Attrs | None = None, _compute: Any = None) -> Any:
     a = _attrs or _parse_attrs("RNN", direction, activations, activation_alpha, activation_beta, clip, layout,
                                 hidden_size)
     return _run("RNN", X, W, R, B, sequence_lens, initial_h, None, None, a, hidden_size, False, False,
-                _wanted(_nout, _want)[:2])
+                _wanted(_nout, _want)[:2], _compute)
 
 
 __all__ = ["LSTM", "GRU", "RNN", "Packed"]

@@ -13,8 +13,8 @@ import numpy as np
 from numba import njit
 
 from jitort.errors import InvalidArgument
-from jitort.kernels.pool import _compute_dtype, _lowest
-from jitort.kernels.registry import op
+from jitort.kernels.pool import _lowest
+from jitort.kernels.registry import FLOAT, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -51,8 +51,9 @@ def _max_roi_pool(x, rois, out, floor_val):  # type: ignore[no-untyped-def]
                     out[n, c, ph, pw] = m
 
 
-@op("MaxRoiPool", since=1)
-def MaxRoiPool(X: np.ndarray, rois: np.ndarray, *, pooled_shape: Sequence[int], spatial_scale: float) -> np.ndarray:
+@op("MaxRoiPool", since=1, compute=FLOAT)
+def MaxRoiPool(X: np.ndarray, rois: np.ndarray, *, pooled_shape: Sequence[int], spatial_scale: float,
+               _compute: np.dtype) -> np.ndarray:
     """MaxRoiPool (opset 1, 22): roi corners scaled in float32 and rounded half away from zero, bins
     of float32 size, an empty bin is 0 (as onnxruntime)."""
     if X.ndim != 4 or rois.ndim != 2 or rois.shape[1] != 5:
@@ -60,7 +61,7 @@ def MaxRoiPool(X: np.ndarray, rois: np.ndarray, *, pooled_shape: Sequence[int], 
                               f"{list(rois.shape)}")
     if len(pooled_shape) != 2:
         raise InvalidArgument(f"MaxRoiPool: pooled_shape must have 2 values, got {list(pooled_shape)}")
-    cd = _compute_dtype("MaxRoiPool", X.dtype)
+    cd = _compute
     r = np.asarray(rois, np.float32)
     # float32 products rounded half away from zero, like C's round() in onnxruntime
     v = r[:, 1:] * np.float32(spatial_scale)
@@ -176,7 +177,7 @@ def _roi_align_k(x, rois, bidx, out, scale, sampling_ratio, mode_max, half_pixel
 
 
 def _roi_align_run(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, mode: str, output_height: int,
-               output_width: int, sampling_ratio: int, spatial_scale: float, ctm: str) -> np.ndarray:
+               output_width: int, sampling_ratio: int, spatial_scale: float, ctm: str, cd: np.dtype) -> np.ndarray:
     if X.ndim != 4:
         raise InvalidArgument(f"RoiAlign: X must be 4-D [N,C,H,W], got {list(X.shape)}")
     if rois.ndim != 2 or rois.shape[1] != 4:
@@ -192,7 +193,6 @@ def _roi_align_run(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, m
     bi = np.ascontiguousarray(batch_indices, np.int64)
     if bi.size and (bi.min() < 0 or bi.max() >= X.shape[0]):
         raise InvalidArgument(f"RoiAlign: batch_indices out of range [0, {X.shape[0]})")
-    cd = _compute_dtype("RoiAlign", X.dtype)
     out = np.empty((rois.shape[0], X.shape[1], int(output_height), int(output_width)), cd)
     if out.size:
         _roi_align_k(np.ascontiguousarray(X, cd), np.ascontiguousarray(rois, cd), bi, out,
@@ -200,11 +200,21 @@ def _roi_align_run(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, m
     return out.astype(X.dtype, copy=False)
 
 
-@op("RoiAlign", since=10)
-def RoiAlign(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, *,
-             coordinate_transformation_mode: str = "output_half_pixel", mode: str, output_height: int,
-             output_width: int, sampling_ratio: int, spatial_scale: float) -> np.ndarray:
-    """RoiAlign (opset 10: output_half_pixel coordinates; 16: coordinate_transformation_mode). Max mode
-    takes the maximum of the weighted bilinear corners, as onnxruntime and the reference do."""
+@op("RoiAlign", since=10, compute=FLOAT)
+def RoiAlign_10(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, *,
+                coordinate_transformation_mode: str | None = None, mode: str, output_height: int,
+                output_width: int, sampling_ratio: int, spatial_scale: float, _compute: np.dtype) -> np.ndarray:
+    """RoiAlign-10: output_half_pixel coordinates, the only ones before opset 16 (a model that sets the
+    opset-16 attribute anyway gets it, as from onnxruntime). Max mode takes the maximum of the
+    weighted bilinear corners, as onnxruntime and the reference do."""
     return _roi_align_run(X, rois, batch_indices, mode, output_height, output_width, sampling_ratio, spatial_scale,
-                      coordinate_transformation_mode)
+                          coordinate_transformation_mode or "output_half_pixel", _compute)
+
+
+@op("RoiAlign", since=16, compute=FLOAT)
+def RoiAlign(X: np.ndarray, rois: np.ndarray, batch_indices: np.ndarray, *, coordinate_transformation_mode: str,
+             mode: str, output_height: int, output_width: int, sampling_ratio: int, spatial_scale: float,
+             _compute: np.dtype) -> np.ndarray:
+    """RoiAlign-16 (and 22): coordinate_transformation_mode chooses half_pixel or output_half_pixel."""
+    return _roi_align_run(X, rois, batch_indices, mode, output_height, output_width, sampling_ratio, spatial_scale,
+                          coordinate_transformation_mode, _compute)

@@ -16,11 +16,9 @@ from jitort.ir import Graph, Node
 from jitort.kernels.control import lower_with_bodies
 from jitort.kernels.registry import op
 from jitort.arrays import contiguous
-from jitort.passes import const_fold
 
-# These produce lists or empty optionals: constant folding stores numpy arrays and must skip them.
-const_fold.NONDETERMINISTIC.update({"SequenceEmpty", "SequenceConstruct", "SplitToSequence", "Optional",
-                                    "SequenceInsert", "SequenceErase", "SequenceMap"})
+# Ops producing lists or empty optionals register tensor_outputs=False: constant folding stores numpy
+# arrays and skips them.
 
 
 def _position(pos: np.ndarray | None, n: int, op_name: str, default: int, insert: bool = False) -> int:
@@ -40,12 +38,12 @@ def _seq(x: Any, op_name: str) -> list[np.ndarray]:
     return x
 
 
-@op("SequenceEmpty", since=11)
+@op("SequenceEmpty", since=11, tensor_outputs=False)
 def SequenceEmpty(*, dtype: int = 1) -> list:
     return []
 
 
-@op("SequenceConstruct", since=11)
+@op("SequenceConstruct", since=11, tensor_outputs=False)
 def SequenceConstruct(*inputs: np.ndarray) -> list:
     return list(inputs)
 
@@ -56,14 +54,14 @@ def SequenceAt(seq: list, position: np.ndarray) -> np.ndarray:
     return s[_position(position, len(s), "SequenceAt", 0)]
 
 
-@op("SequenceInsert", since=11)
+@op("SequenceInsert", since=11, tensor_outputs=False)
 def SequenceInsert(seq: list, tensor: np.ndarray, position: np.ndarray | None = None) -> list:
     s = list(_seq(seq, "SequenceInsert"))
     s.insert(_position(position, len(s), "SequenceInsert", len(s), insert=True), tensor)
     return s
 
 
-@op("SequenceErase", since=11)
+@op("SequenceErase", since=11, tensor_outputs=False)
 def SequenceErase(seq: list, position: np.ndarray | None = None) -> list:
     s = list(_seq(seq, "SequenceErase"))
     if not s:
@@ -77,7 +75,7 @@ def SequenceLength(seq: list) -> np.ndarray:
     return np.array(len(_seq(seq, "SequenceLength")), np.int64)
 
 
-@op("SplitToSequence", since=11)
+@op("SplitToSequence", since=11, tensor_outputs=False)
 def SplitToSequence(x: np.ndarray, split: np.ndarray | None = None, *, axis: int = 0, keepdims: int = 1) -> list:
     ax = axis + x.ndim if axis < 0 else axis
     if not 0 <= ax < x.ndim:
@@ -123,7 +121,7 @@ def _lower_sequence_map(node: Node, g: Graph) -> Any:
     return lower_with_bodies(node, g, SequenceMap, formal_counts={"body": None})
 
 
-@op("SequenceMap", since=17, lower=_lower_sequence_map)
+@op("SequenceMap", since=17, lower=_lower_sequence_map, tensor_outputs=False)
 def SequenceMap(seq: list, *rest: Any, body: Any, n_additional: int, _nout: int = 1) -> tuple:
     """Apply ``body`` to each element (and the matching element of every additional sequence input;
     tensor additional inputs are passed whole)."""
@@ -141,7 +139,7 @@ def SequenceMap(seq: list, *rest: Any, body: Any, n_additional: int, _nout: int 
     return tuple(outs) if _nout > 1 else outs[0]
 
 
-@op("Optional", since=15)
+@op("Optional", since=15, tensor_outputs=False)
 def Optional(x: Any = None, *, type: Any = None) -> Any:
     return x
 

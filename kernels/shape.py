@@ -155,7 +155,7 @@ def _lower_reshape(node: Node, g: Graph) -> Call:
     return _lower_reshape_const(node, g, [int(v) for v in s.reshape(-1)], int(node.attrs.get("allowzero", 0)))
 
 
-@op("Reshape", since=5, lower=_lower_reshape)
+@op("Reshape", since=5, lower=_lower_reshape, host_inputs=(1,))
 def Reshape(data: np.ndarray, shape: np.ndarray, *, allowzero: int = 0) -> np.ndarray:
     return _reshape(data, shape.tolist(), allowzero)
 
@@ -220,7 +220,7 @@ def Squeeze_1(data: np.ndarray, *, axes: list[int] | None = None) -> np.ndarray:
     return _squeeze(data, axes)
 
 
-@op("Squeeze", since=13, lower=_lower_squeeze)
+@op("Squeeze", since=13, lower=_lower_squeeze, host_inputs=(1,))
 def Squeeze(data: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
     return _squeeze(data, ints(axes))
 
@@ -265,7 +265,7 @@ def Unsqueeze_1(data: np.ndarray, *, axes: list[int]) -> np.ndarray:
     return _unsqueeze(data, axes)
 
 
-@op("Unsqueeze", since=13, lower=_lower_unsqueeze)
+@op("Unsqueeze", since=13, lower=_lower_unsqueeze, host_inputs=(1,))
 def Unsqueeze(data: np.ndarray, axes: np.ndarray) -> np.ndarray:
     return _unsqueeze(data, axes.reshape(-1).tolist())
 
@@ -327,7 +327,7 @@ def _split_num(x: np.ndarray, axis: int, nout: int) -> Any:
     return _split(x, axis, sizes, nout)
 
 
-@op("Split", since=1)
+@op("Split", since=1, host_inputs=(1,))
 def Split_1(input: np.ndarray, split_input: np.ndarray | None = None, *, _nout: int, axis: int = 0,
             split: list[int] | None = None) -> Any:
     sizes = ints(split_input) if split_input is not None else split
@@ -339,7 +339,7 @@ def Split_2(input: np.ndarray, *, _nout: int, axis: int = 0, split: list[int] | 
     return _split(input, axis, split, _nout) if split else _split_equal(input, axis, _nout)
 
 
-@op("Split", since=13)
+@op("Split", since=13, host_inputs=(1,))
 def Split(input: np.ndarray, split: np.ndarray | None = None, *, _nout: int, axis: int = 0,
           num_outputs: int | None = None) -> Any:
     if split is not None:
@@ -440,7 +440,7 @@ def _lower_slice(node: Node, g: Graph) -> Call:
     return default(Slice, node, g) if idx is None else Call(_slice_static, [Ref(node.inputs[0]), idx])
 
 
-@op("Slice", since=10, lower=_lower_slice)
+@op("Slice", since=10, lower=_lower_slice, host_inputs=(1, 2, 3, 4))
 def Slice(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: np.ndarray | None = None,
           steps: np.ndarray | None = None) -> np.ndarray:
     return _slice(data, starts.tolist(), ends.tolist(), ints(axes), ints(steps))
@@ -448,7 +448,7 @@ def Slice(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, axes: np.ndarr
 
 # --- Expand, Tile -------------------------------------------------------------------------------
 
-@op("Expand", since=8)
+@op("Expand", since=8, host_inputs=(1,))
 def Expand(input: np.ndarray, shape: np.ndarray) -> np.ndarray:
     want = tuple(shape.reshape(-1).tolist())
     out = _broadcast_shape(input.shape, want)
@@ -503,12 +503,12 @@ def _lower_shape(node: Node, g: Graph) -> Call:
     return default(Shape, node, g)
 
 
-@op("Shape", since=1, lower=_lower_shape)
+@op("Shape", since=1, lower=_lower_shape, meta_inputs=(0,), host_outputs=True)
 def Shape(data: np.ndarray, *, start: int = 0, end: int | None = None) -> np.ndarray:
     return np.array(data.shape[start:end], np.int64)  # Python's slice clamping is Shape-15's
 
 
-@op("Size", since=1)
+@op("Size", since=1, meta_inputs=(0,), host_outputs=True)
 def Size(data: np.ndarray) -> np.ndarray:
     return np.array(data.size, np.int64)
 
@@ -581,7 +581,7 @@ def Dropout_10(data: np.ndarray, *, _nout: int) -> Any:
     return _dropout_out(data, _nout, np.bool_)
 
 
-@op("Dropout", since=12)
+@op("Dropout", since=12, random_inputs=(2,))  # random when training_mode is on at run time
 def Dropout(data: np.ndarray, ratio: np.ndarray | None = None, training_mode: np.ndarray | None = None, *,
             _nout: int) -> Any:
     if training_mode is not None and training_mode.size and bool(training_mode.reshape(-1)[0]):

@@ -231,6 +231,21 @@ def test_random_like_and_bernoulli_and_multinomial() -> None:
     np.testing.assert_allclose(freq, [0.1, 0.6, 0.3], atol=0.03)
 
 
+def test_random_normal_like() -> None:
+    """RandomNormalLike: the input's shape, its dtype unless ``dtype`` says otherwise, the moments asked
+    for; a seeded node repeats its draws in a new session and draws anew on each run."""
+    x = np.zeros((200, 50), np.float64)
+    m = node_model("RandomNormalLike", {"x": x}, opset=17, mean=-1.0, scale=2.0, seed=5.0)
+    sess = jitort.InferenceSession(m.SerializeToString())
+    a, b = sess.run(None, {"x": x})[0], sess.run(None, {"x": x})[0]
+    assert a.shape == x.shape and a.dtype == np.float64
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0])
+    assert abs(a.mean() + 1.0) < 0.1 and abs(a.std() - 2.0) < 0.1
+    y = run_jitort(node_model("RandomNormalLike", {"x": x}, opset=17, dtype=TP.FLOAT16), {"x": x})[0]
+    assert y.dtype == np.float16 and y.shape == x.shape
+
+
 def test_image_decoder_is_not_implemented() -> None:
     x = np.zeros(16, np.uint8)
     with pytest.raises(OrtNotImplemented, match="ImageDecoder.*opset 20"):

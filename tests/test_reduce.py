@@ -1,4 +1,4 @@
-"""Reductions and normalisations (kernels/reduce.py, kernels/softmax.py) against onnxruntime.
+"""Reductions and normalisations (kernels/reduce.py, cumulative.py, topk.py, softmax.py) against onnxruntime.
 
 Reduce* run with ``axes`` as an attribute (old opsets), as a constant input (the ``lower=`` path that
 bakes them into a tuple) and as a feed (the run-time path). Where onnxruntime has no kernel (a

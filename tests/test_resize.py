@@ -1,4 +1,5 @@
-"""Resize, Upsample, GridSample, AffineGrid and Col2Im (kernels/resize.py) against onnxruntime.
+"""Resize, Upsample, GridSample, AffineGrid and Col2Im (kernels/resize.py, gridsample.py, col2im.py)
+against onnxruntime.
 
 Where onnxruntime has no kernel (float64 Resize, linear on 1-D or on non-spatial axes, cubic outside
 2-D/4-D, GridSample cubic in 3-D) onnx.reference is the oracle, used only in cases where its

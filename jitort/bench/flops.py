@@ -23,9 +23,10 @@ FLOPs (a multiply-add is two):
 
 Bytes: the sizes of every input (weights included) and output of each node. Nodes computed from
 constants only (e.g. the ConstantOfShape weights of the onnx wheel's light models) are left out:
-every runtime folds them when it creates the session. Outputs nothing reads (Dropout's mask) are not
-counted. Nodes whose shapes inference cannot pin down count what is known and are listed in
-``ModelCount.unknown``.
+every runtime folds them when it creates the session; the ops jitort's op table marks random
+(``jitort.kernels.registry.is_random``) are not constants, as they run every time. Outputs nothing
+reads (Dropout's mask) are not counted. Nodes whose shapes inference cannot pin down count what is
+known and are listed in ``ModelCount.unknown``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
+
+from jitort.kernels.registry import is_random
 
 __all__ = ["ELEMENTWISE", "ModelCount", "NodeCount", "count_model", "node_flops"]
 
@@ -55,8 +58,6 @@ REDUCE = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "Reduce
                     "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin",
                     "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 POOL = frozenset({"MaxPool", "AveragePool", "LpPool"})
-NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                              "Multinomial", "Bernoulli"})
 
 
 @dataclass
@@ -213,7 +214,7 @@ def _infer_folding_shapes(m: onnx.ModelProto, rounds: int = 4) -> onnx.ModelProt
 
 def _fold_node(n: onnx.NodeProto, types: dict[str, tuple[Shape | None, int]], consts: dict[str, np.ndarray],
                opsets: dict[str, int], evaluator: Any) -> dict[str, np.ndarray] | None:
-    if n.op_type in NONDETERMINISTIC or n.domain not in ("", "ai.onnx") or not n.output or \
+    if is_random(n.op_type, n.domain) or n.domain not in ("", "ai.onnx") or not n.output or \
             any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
         return None
     if n.op_type == "Shape":
@@ -253,7 +254,7 @@ def count_model(model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]] |
     used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
     total = ModelCount()
     for n in m.graph.node:
-        if (n.op_type not in NONDETERMINISTIC and all(i in const for i in n.input if i)
+        if (not is_random(n.op_type, n.domain) and all(i in const for i in n.input if i)
                 and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)):
             const.update(o for o in n.output if o)
             continue

@@ -22,7 +22,7 @@ from onnx import AttributeProto, NodeProto, TypeProto, helper, numpy_helper
 from jitort import memory
 from jitort.evaluate import evaluate
 from jitort.ir import Graph, Node, TensorType, Value
-from jitort.kernels.registry import lookup
+from jitort.kernels.registry import is_random, lookup
 from jitort.passes.shapes import broadcast_shapes
 from jitort.protos import (MAX_DATA_ELEMENTS, attr_value, constant_value, fill_defaults, tensor_type, type_proto,
                            unknown, unknown_dim)
@@ -176,7 +176,7 @@ class Refiner:
             self.data[outs[0]] = np.array(int(np.prod(self.values[n.input[0]].type.shape)), np.int64)
             return
         ins = [i for i in n.input if i]
-        if not ins or not all(i in self.data for i in ins) or n.op_type in _NO_EVAL:
+        if not ins or not all(i in self.data for i in ins) or n.op_type == "Constant" or is_random(n.op_type):
             return
         if not all(o in self.values and self.values[o].type.dtype is not None for o in outs):
             return
@@ -194,9 +194,6 @@ class Refiner:
             if o and isinstance(r, np.ndarray) and r.size <= MAX_DATA_ELEMENTS:
                 self.data[o] = r
 
-
-_NO_EVAL = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
-            "Constant"}
 
 
 def _tensor_type_of(a: np.ndarray) -> Any:

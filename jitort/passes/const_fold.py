@@ -1,8 +1,9 @@
 """Constant folding with jitort's own kernels.
 
 Invariant after the pass: no node remains whose inputs are all compile-time constants (except ops
-that must run each time, like the random generators), and Shape/Size of statically shaped values
-are constants. Folded values keep their data in ``Value.const``.
+that must run each time, like the random generators, and ops whose outputs are no tensors, like
+the sequence ops: ``registry.folds`` reads both facts from the op table), and Shape/Size of
+statically shaped values are constants. Folded values keep their data in ``Value.const``.
 """
 from __future__ import annotations
 
@@ -14,10 +15,8 @@ import numpy as np
 from jitort import memory
 from jitort.ir import Graph, Node
 from jitort.arrays import contiguous
+from jitort.kernels import registry
 
-# Ops whose result must not be computed once: random generators give fresh values on every run.
-NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                    "Multinomial", "Bernoulli"}
 # Above this many elements a folded constant costs more memory than the work it saves.
 MAX_FOLD_ELEMENTS = 1 << 22
 # Folding runs kernels on the model's constants at session creation: a node whose output would be
@@ -68,9 +67,9 @@ def _evaluate_bounded(n: Node, g: Graph, evaluate: Evaluator) -> list[np.ndarray
 
 
 def _foldable(n: Node, g: Graph) -> bool:
-    if n.op_type in NONDETERMINISTIC or any(isinstance(a, Graph) for a in n.attrs.values()):
+    if any(isinstance(a, Graph) for a in n.attrs.values()):
         return False
-    if n.domain not in ("", "jitort"):
+    if n.domain not in ("", "jitort") or not registry.folds(n):
         return False
     ins = [i for i in n.inputs if i]
     if not all(g.const(i) is not None for i in ins):

@@ -9,6 +9,8 @@ axes, starts...), and every graph output is in host memory. Crossings are explic
 (device -> host), one per value and direction. A device-resident graph output keeps its name: its
 producer writes ``<name>::cuda`` and a MemcpyToHost node produces ``<name>``.
 
+Which inputs a provider reads in host memory (shape, axes, starts/ends tensors) and which outputs
+are host tensors (Shape, Size) are the op's facts in the op table (``jitort.kernels.registry``).
 Where values live: graph inputs in host memory; constants wherever they are read (the CUDA plan
 uploads the ones CUDA kernels read, once); outputs of CPU nodes in host memory; outputs of CUDA
 nodes on the device, except Shape/Size, whose outputs are host tensors. Integer-valued CUDA nodes
@@ -29,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from jitort.ir import Graph, Node, TensorType, Value, toposort
+from jitort.kernels import registry
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -39,7 +42,7 @@ SUPPORTS: dict[str, Callable[[Node, Graph], str | None]] = {CPU: lambda n, g: No
 
 
 def _cuda_supports(n: Node, g: Graph) -> str | None:
-    from jitort.kernels.cuda.ops import supports
+    from jitort.kernels.cuda.ops import supports  # the CUDA half of the op table (no device runtime)
     return supports(n, g)
 
 
@@ -93,26 +96,24 @@ def _keep_subgraph_reads_on_cpu(g: Graph) -> None:
 
 
 def _slot_location(n: Node, k: int) -> str:
-    """Where node n reads its input k."""
+    """Where node n reads its input k (the op table's host/meta inputs of its registration)."""
     if n.provider != CUDA:
         return HOST
     if is_copy(n):
         return HOST if n.op_type == TO_DEVICE else DEVICE
-    from jitort.kernels.cuda.ops import cuda_op
-    entry = cuda_op(n)
-    if entry is None:  # FusedElementwise
+    d = registry.find(n.op_type, n.domain, n.version)
+    if d is None:  # FusedElementwise
         return DEVICE
-    if k in entry.meta_inputs:
+    if k in d.meta_inputs:
         return ANY
-    return HOST if k in entry.host_inputs else DEVICE
+    return HOST if k in d.host_inputs else DEVICE
 
 
 def _host_outputs(n: Node) -> bool:
     if n.provider != CUDA or is_copy(n):
         return n.provider != CUDA or n.op_type == TO_HOST
-    from jitort.kernels.cuda.ops import cuda_op
-    entry = cuda_op(n)
-    return entry is not None and entry.host_outputs
+    d = registry.find(n.op_type, n.domain, n.version)
+    return d is not None and d.host_outputs
 
 
 def _shape_like(t: TensorType) -> bool:

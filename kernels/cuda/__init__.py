@@ -9,10 +9,11 @@
 * ``convpool`` — Conv (1-D/2-D implicit GEMM with the bias + activation epilogue), Max/AveragePool,
   BatchNormalization (inference);
 * ``movement`` — Transpose, Concat, Split, Slice, Expand, Gather, and the free views (Reshape...);
-* ``ops``      — the CUDA op table the partitioner and the CUDA plan read.
+* ``ops``      — the CUDA provider's registrations in the op table (``jitort.kernels.registry``),
+  which the partitioner and the CUDA plan read.
 
-Nothing here is imported by the CPU path: this package's ``__init__`` stays empty so that the op
-registry's family scan (which imports every subpackage of ``jitort.kernels``) never pulls in
+The registry imports ``ops`` with the kernel families; ``ops`` imports the launcher modules only
+when it lowers a node, and this package's ``__init__`` stays empty, so the CPU path never pulls in
 ``numba.cuda``.
 """
 

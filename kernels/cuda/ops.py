@@ -1,13 +1,12 @@
-"""The CUDA op table: which nodes the CUDA provider runs, where their inputs live, how they launch.
+"""The CUDA provider's registrations in the op table: which nodes it runs and how they launch.
 
-For each op type an entry says
+Each ``implement(CUDA, op, since=...)`` joins the CPU registration of the op with the same opset
+range (``jitort.kernels.registry``), so an opset's semantic change is a second registration here
+as on the CPU side, never a version test inside a check. A registration gives
 
-* ``check(node, graph)`` — None when a CUDA kernel covers the node (its dtypes, attributes, ranks as
-  far as they are known at compile time), else the reason it stays on the CPU (kept in ``g.notes``);
-* ``host_inputs`` — input slots read on the host: shape, axes, starts/ends tensors (onnxruntime's
-  CUDA kernels declare the same inputs as CPU memory), so shape arithmetic never bounces through
-  the device; ``meta_inputs`` — slots of which only the shape is read (Shape, Size): no copy either
-  way; ``host_outputs`` — the outputs are host tensors (Shape, Size);
+* ``check(node, graph)`` — None when the CUDA kernel covers the node (its dtypes, attributes, ranks
+  as far as they are known at compile time), else the reason it stays on the CPU (kept in
+  ``g.notes``);
 * ``view`` — output 0 aliases input 0's device memory (Reshape & co.), which the plan's buffer
   liveness must know;
 * ``lower(node, graph) -> CudaCall`` — the launcher (``jitort.kernels.cuda.<family>``) and its
@@ -15,7 +14,13 @@ For each op type an entry says
   at compile time, uploaded once when the plan is built), plain Python values; and the
   ``(kernel, key)`` pairs it may launch, which the PTX checks compile and the plan pre-compiles.
 
-Fused elementwise groups are decided by ``jitort.codegen.cuda.fused_cuda_kernel``.
+Where inputs live is the op's fact, declared by its CPU registration: ``host_inputs`` (shape, axes,
+starts/ends tensors, read on the host as onnxruntime's CUDA kernels declare them, so shape
+arithmetic never bounces through the device), ``meta_inputs`` (only the shape is read: Shape,
+Size) and ``host_outputs`` (Shape, Size). ``cuda_op(node)`` puts both halves together.
+
+Fused elementwise groups are decided by ``jitort.codegen.cuda.fused_cuda_kernel``. This module
+imports no device runtime: the registry loads it with the kernel families.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import numpy as np
 
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import Ref
+from jitort.kernels.registry import Ref, implement, provider_impl
 
 CUDA = "CUDAExecutionProvider"
 FUSED = "FusedElementwise"
@@ -56,16 +61,6 @@ class CudaCall:
     args: list[Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     kernels: list[tuple[Callable, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class CudaOp:
-    check: Callable[[Node, Graph], str | None]
-    lower: Callable[[Node, Graph], CudaCall]
-    host_inputs: tuple[int, ...] = ()
-    meta_inputs: tuple[int, ...] = ()
-    host_outputs: bool = False
-    view: bool = False
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -134,25 +129,34 @@ def _move_key(g: Graph, name: str) -> str:
 
 # --- Softmax / LogSoftmax ------------------------------------------------------------------------
 
+def _check_softmax_1(node: Node, g: Graph) -> str | None:
+    return _float_in(node, g)  # opsets 1-12 coerce the input to 2-D at the axis: rows whatever it is
+
+
 def _check_softmax(node: Node, g: Graph) -> str | None:
     def axis() -> str | None:
         r = _rank(g, node.inputs[0])
-        if node.version >= 13:
-            if r is None:
-                return "rank unknown at compile time"
-            a = int(node.attrs.get("axis", -1))
-            if (a + r if a < 0 else a) != r - 1:
-                return f"axis {a} is not the last axis (the CUDA kernel normalises rows)"
+        if r is None:
+            return "rank unknown at compile time"
+        a = int(node.attrs.get("axis", -1))
+        if (a + r if a < 0 else a) != r - 1:
+            return f"axis {a} is not the last axis (the CUDA kernel normalises rows)"
         return None
     return _first(lambda: _float_in(node, g), axis)
 
 
-def _lower_softmax(node: Node, g: Graph) -> CudaCall:
+def _softmax_call(node: Node, g: Graph, axis: int, coerce_2d: int) -> CudaCall:
     from jitort.kernels.cuda import rows
-    default_axis = -1 if node.version >= 13 else 1
-    kw = {"axis": int(node.attrs.get("axis", default_axis)), "log": int(node.op_type == "LogSoftmax"),
-          "coerce_2d": int(node.version < 13)}
+    kw = {"axis": axis, "log": int(node.op_type == "LogSoftmax"), "coerce_2d": coerce_2d}
     return CudaCall(rows.softmax, [Ref(node.inputs[0])], kw, [(rows.softmax_rows, _key(g, node.inputs[0]))])
+
+
+def _lower_softmax_1(node: Node, g: Graph) -> CudaCall:
+    return _softmax_call(node, g, int(node.attrs.get("axis", 1)), 1)
+
+
+def _lower_softmax(node: Node, g: Graph) -> CudaCall:
+    return _softmax_call(node, g, int(node.attrs.get("axis", -1)), 0)
 
 
 # --- LayerNormalization --------------------------------------------------------------------------
@@ -194,10 +198,10 @@ def _lower_layernorm(node: Node, g: Graph) -> CudaCall:
 
 # --- Reduce* and Global pools --------------------------------------------------------------------
 
-def _reduce_axes(node: Node, g: Graph) -> tuple[int, ...] | None | str:
-    """The reduced axes (None: all), or a reason."""
-    attr_form = node.version < (13 if node.op_type == "ReduceSum" else 18)
-    if attr_form:
+def _reduce_axes(node: Node, g: Graph, axes_input: bool) -> tuple[int, ...] | None | str:
+    """The reduced axes (None: all), or a reason. ``axes_input``: the registration of the opset
+    that made axes an input (ReduceSum 13, the others 18); before it, the attribute."""
+    if not axes_input:
         axes = node.attrs.get("axes")
     elif _present(node, 1):
         c = g.const(node.inputs[1])
@@ -213,12 +217,12 @@ def _reduce_axes(node: Node, g: Graph) -> tuple[int, ...] | None | str:
     return tuple(int(a) for a in axes)
 
 
-def _trailing(node: Node, g: Graph) -> int | str:
+def _trailing(node: Node, g: Graph, axes_input: bool) -> int | str:
     """How many trailing axes the node reduces, or why it is not a trailing reduction."""
     r = _rank(g, node.inputs[0])
     if r is None:
         return "rank unknown at compile time"
-    axes = _reduce_axes(node, g)
+    axes = _reduce_axes(node, g, axes_input)
     if isinstance(axes, str):
         return axes
     if axes is None:
@@ -229,21 +233,22 @@ def _trailing(node: Node, g: Graph) -> int | str:
     return len(norm)
 
 
-def _check_reduce(node: Node, g: Graph) -> str | None:
-    dt = _dt(g, node.inputs[0])
-    ok = _FLOATS if node.op_type in ("ReduceSum", "ReduceMean") else _FLOATS + (np.dtype(np.int32),
-                                                                              np.dtype(np.int64))
-    if dt not in ok:
-        return f"dtype {dt} not supported by the CUDA reduction"
-    t = _trailing(node, g)
-    return t if isinstance(t, str) else None
+def _reduce_impl(axes_input: bool) -> tuple[Callable[[Node, Graph], str | None], Callable[[Node, Graph], CudaCall]]:
+    def check(node: Node, g: Graph) -> str | None:
+        dt = _dt(g, node.inputs[0])
+        ok = _FLOATS if node.op_type in ("ReduceSum", "ReduceMean") else _FLOATS + (np.dtype(np.int32),
+                                                                                  np.dtype(np.int64))
+        if dt not in ok:
+            return f"dtype {dt} not supported by the CUDA reduction"
+        t = _trailing(node, g, axes_input)
+        return t if isinstance(t, str) else None
 
-
-def _lower_reduce(node: Node, g: Graph) -> CudaCall:
-    from jitort.kernels.cuda import rows
-    n = _trailing(node, g)
-    kw = {"n_axes": n, "keepdims": int(node.attrs.get("keepdims", 1)), "op_type": node.op_type}
-    return CudaCall(rows.reduce_last, [Ref(node.inputs[0])], kw, [(rows.reduce_rows, _key(g, node.inputs[0]))])
+    def lower(node: Node, g: Graph) -> CudaCall:
+        from jitort.kernels.cuda import rows
+        n = _trailing(node, g, axes_input)
+        kw = {"n_axes": n, "keepdims": int(node.attrs.get("keepdims", 1)), "op_type": node.op_type}
+        return CudaCall(rows.reduce_last, [Ref(node.inputs[0])], kw, [(rows.reduce_rows, _key(g, node.inputs[0]))])
+    return check, lower
 
 
 def _check_global(node: Node, g: Graph) -> str | None:
@@ -359,8 +364,8 @@ def _lower_pool(node: Node, g: Graph) -> CudaCall:
 def _check_bn(node: Node, g: Graph) -> str | None:
     def params() -> str | None:
         a = node.attrs
-        if a.get("training_mode", 0) or any(o for o in node.outputs[1:]) or node.version < 6:
-            return "training mode / statistics outputs / opset < 6"
+        if a.get("training_mode", 0) or any(o for o in node.outputs[1:]):
+            return "training mode / statistics outputs"
         if not a.get("spatial", 1):
             return "spatial=0"
         ps = [g.const(i) if i else None for i in node.inputs[1:5]]
@@ -406,25 +411,36 @@ def _lower_concat(node: Node, g: Graph) -> CudaCall:
                     [(movement.scatter_strided, _move_key(g, node.inputs[0]))])
 
 
-def _lower_split(node: Node, g: Graph) -> CudaCall:
+def _split_call(node: Node, g: Graph, sizes: Any) -> CudaCall:
     from jitort.kernels.cuda import movement
     a = node.attrs
     split_in = HostRef(node.inputs[1]) if _present(node, 1) else None
-    sizes = a.get("split") if node.version < 13 else None
     kw = {"axis": int(a.get("axis", 0)), "sizes": None if not sizes else tuple(int(v) for v in sizes),
           "num_outputs": a.get("num_outputs"), "nout": len(node.outputs)}
     return CudaCall(movement.split, [Ref(node.inputs[0]), split_in], kw,
                     [(movement.gather_strided, _move_key(g, node.inputs[0]))])
 
 
+def _lower_split_1(node: Node, g: Graph) -> CudaCall:
+    return _split_call(node, g, node.attrs.get("split"))  # opsets 1-12: the 'split' attribute
+
+
+def _lower_split(node: Node, g: Graph) -> CudaCall:
+    return _split_call(node, g, None)  # opset 13 on: sizes come from the 'split' input
+
+
+def _lower_slice_1(node: Node, g: Graph) -> CudaCall:
+    from jitort.kernels.cuda import movement
+    key = [(movement.gather_strided, _move_key(g, node.inputs[0]))]
+    a = node.attrs
+    kw = {"attr_starts": tuple(a["starts"]), "attr_ends": tuple(a["ends"]),
+          "attr_axes": None if a.get("axes") is None else tuple(a["axes"])}
+    return CudaCall(movement.slice_, [Ref(node.inputs[0])], kw, key)
+
+
 def _lower_slice(node: Node, g: Graph) -> CudaCall:
     from jitort.kernels.cuda import movement
     key = [(movement.gather_strided, _move_key(g, node.inputs[0]))]
-    if node.version < 10:
-        a = node.attrs
-        kw = {"attr_starts": tuple(a["starts"]), "attr_ends": tuple(a["ends"]),
-              "attr_axes": None if a.get("axes") is None else tuple(a["axes"])}
-        return CudaCall(movement.slice_, [Ref(node.inputs[0])], kw, key)
     args: list[Any] = [Ref(node.inputs[0])] + [HostRef(node.inputs[k]) if _present(node, k) else None
                                                  for k in range(1, 5)]
     return CudaCall(movement.slice_, args, {}, key)
@@ -483,40 +499,78 @@ def _ok(node: Node, g: Graph) -> str | None:
     return None
 
 
-OPS: dict[str, CudaOp] = {
-    "Softmax": CudaOp(_check_softmax, _lower_softmax),
-    "LogSoftmax": CudaOp(_check_softmax, _lower_softmax),
-    "LayerNormalization": CudaOp(_check_layernorm, _lower_layernorm),
-    "ReduceSum": CudaOp(_check_reduce, _lower_reduce, host_inputs=(1,)),
-    "ReduceMean": CudaOp(_check_reduce, _lower_reduce, host_inputs=(1,)),
-    "ReduceMax": CudaOp(_check_reduce, _lower_reduce, host_inputs=(1,)),
-    "ReduceMin": CudaOp(_check_reduce, _lower_reduce, host_inputs=(1,)),
-    "GlobalAveragePool": CudaOp(_check_global, _lower_global),
-    "GlobalMaxPool": CudaOp(_check_global, _lower_global),
-    "MatMul": CudaOp(_check_matmul, _lower_matmul),
-    "Gemm": CudaOp(_check_gemm, _lower_gemm),
-    "Conv": CudaOp(_check_conv, _lower_conv),
-    "MaxPool": CudaOp(_check_pool, _lower_pool),
-    "AveragePool": CudaOp(_check_pool, _lower_pool),
-    "BatchNormalization": CudaOp(_check_bn, _lower_bn),
-    "Transpose": CudaOp(_check_moves, _lower_transpose),
-    "Concat": CudaOp(_check_concat, _lower_concat),
-    "Split": CudaOp(_check_moves, _lower_split, host_inputs=(1,)),
-    "Slice": CudaOp(_check_moves, _lower_slice, host_inputs=(1, 2, 3, 4)),
-    "Expand": CudaOp(_check_expand, _lower_expand, host_inputs=(1,)),
-    "Gather": CudaOp(_check_gather, _lower_gather),
-    "Reshape": CudaOp(_check_view, _lower_view, host_inputs=(1,), view=True),
-    "Flatten": CudaOp(_check_view, _lower_view, view=True),
-    "Squeeze": CudaOp(_check_view, _lower_view, host_inputs=(1,), view=True),
-    "Unsqueeze": CudaOp(_check_view, _lower_view, host_inputs=(1,), view=True),
-    "Identity": CudaOp(_check_view, _lower_view, view=True),
-    "Shape": CudaOp(_ok, _lower_shape, meta_inputs=(0,), host_outputs=True),
-    "Size": CudaOp(_ok, _lower_shape, meta_inputs=(0,), host_outputs=True),
-}
+_reduce_attr = _reduce_impl(axes_input=False)
+_reduce_input = _reduce_impl(axes_input=True)
+
+# (op, since, check, lower, view): ``since`` is the opset of the CPU registration it joins, or a
+# later one where the CUDA kernel covers only part of that range (BatchNormalization from 6).
+_TABLE: list[tuple[str, int, Callable[[Node, Graph], str | None], Callable[[Node, Graph], CudaCall], bool]] = [
+    ("Softmax", 1, _check_softmax_1, _lower_softmax_1, False),
+    ("Softmax", 13, _check_softmax, _lower_softmax, False),
+    ("LogSoftmax", 1, _check_softmax_1, _lower_softmax_1, False),
+    ("LogSoftmax", 13, _check_softmax, _lower_softmax, False),
+    ("LayerNormalization", 1, _check_layernorm, _lower_layernorm, False),  # onnxruntime's, before onnx's 17
+    ("LayerNormalization", 17, _check_layernorm, _lower_layernorm, False),
+    ("ReduceSum", 1, *_reduce_attr, False),
+    ("ReduceSum", 13, *_reduce_input, False),
+    ("ReduceMean", 1, *_reduce_attr, False),
+    ("ReduceMean", 18, *_reduce_input, False),
+    ("ReduceMax", 1, *_reduce_attr, False),
+    ("ReduceMax", 18, *_reduce_input, False),
+    ("ReduceMin", 1, *_reduce_attr, False),
+    ("ReduceMin", 18, *_reduce_input, False),
+    ("GlobalAveragePool", 1, _check_global, _lower_global, False),
+    ("GlobalMaxPool", 1, _check_global, _lower_global, False),
+    ("MatMul", 1, _check_matmul, _lower_matmul, False),
+    ("Gemm", 1, _check_gemm, _lower_gemm, False),
+    ("Gemm", 7, _check_gemm, _lower_gemm, False),
+    ("Conv", 1, _check_conv, _lower_conv, False),
+    ("MaxPool", 1, _check_pool, _lower_pool, False),
+    ("AveragePool", 1, _check_pool, _lower_pool, False),
+    ("BatchNormalization", 6, _check_bn, _lower_bn, False),  # opsets 1-5: is_test/consumed_inputs
+    ("Transpose", 1, _check_moves, _lower_transpose, False),
+    ("Concat", 1, _check_concat, _lower_concat, False),
+    ("Split", 1, _check_moves, _lower_split_1, False),
+    ("Split", 2, _check_moves, _lower_split_1, False),
+    ("Split", 13, _check_moves, _lower_split, False),
+    ("Slice", 1, _check_moves, _lower_slice_1, False),
+    ("Slice", 10, _check_moves, _lower_slice, False),
+    ("Expand", 8, _check_expand, _lower_expand, False),
+    ("Gather", 1, _check_gather, _lower_gather, False),
+    ("Reshape", 1, _check_view, _lower_view, True),
+    ("Reshape", 5, _check_view, _lower_view, True),
+    ("Flatten", 1, _check_view, _lower_view, True),
+    ("Squeeze", 1, _check_view, _lower_view, True),
+    ("Squeeze", 13, _check_view, _lower_view, True),
+    ("Unsqueeze", 1, _check_view, _lower_view, True),
+    ("Unsqueeze", 13, _check_view, _lower_view, True),
+    ("Identity", 1, _check_view, _lower_view, True),
+    ("Shape", 1, _ok, _lower_shape, False),
+    ("Size", 1, _ok, _lower_shape, False),
+]
+for _op, _since, _check, _lower, _view in _TABLE:
+    implement(CUDA, _op, since=_since, check=_check, lower=_lower, view=_view)
+
+
+@dataclass(frozen=True)
+class CudaOp:
+    """A node's CUDA kernel (``check``, ``lower``, ``view``) with its op's memory facts."""
+
+    check: Callable[[Node, Graph], str | None]
+    lower: Callable[[Node, Graph], CudaCall]
+    host_inputs: tuple[int, ...] = ()
+    meta_inputs: tuple[int, ...] = ()
+    host_outputs: bool = False
+    view: bool = False
 
 
 def cuda_op(node: Node) -> CudaOp | None:
-    return OPS.get(node.op_type) if node.domain == "" else None
+    """The op table's CUDA registration serving ``node`` (its domain and opset), or None."""
+    found = provider_impl(CUDA, node)
+    if found is None:
+        return None
+    d, impl = found
+    return CudaOp(impl.check, impl.lower, d.host_inputs, d.meta_inputs, d.host_outputs, impl.view)
 
 
 def supports(node: Node, g: Graph) -> str | None:
@@ -530,7 +584,8 @@ def supports(node: Node, g: Graph) -> str | None:
         return None
     entry = cuda_op(node)
     if entry is None:
-        return f"no CUDA kernel for {node.op_type}" + (f" (domain {node.domain})" if node.domain else "")
+        return f"no CUDA kernel for {node.op_type}" + (f" (domain {node.domain})" if node.domain else "") + \
+            f" at opset {node.version}"
     if any(isinstance(a, Graph) for a in node.attrs.values()):
         return "has a subgraph"
     try:
