@@ -6,7 +6,7 @@ import cuk_<1>
 import jitort.kernels.cuda.gemm as cu_gemm
 import jitort.kernels.cuda.rows as cu_rows
 import jitort.kernels.cuda.runtime as rt
-import jitort.kernels.reduce as reduce
+import jitort.kernels.cumulative as cumulative
 import numpy as np
 
 
@@ -47,7 +47,7 @@ def build(consts, slow_bind):
             del t5
             if _ro is not None and _ro.terminate: _terminated()
             # CumSum cumsum  [CPU]
-            t8 = reduce.CumSum(t6, c2, exclusive=0, reverse=0)
+            t8 = cumulative.CumSum(t6, c2, exclusive=0, reverse=0)
             del t6
             if _ro is not None and _ro.terminate: _terminated()
             # MemcpyFromHost MemcpyFromHost(cs)  [CUDA]
