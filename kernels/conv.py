@@ -37,9 +37,6 @@ float16 computes in float32 (constant weights are converted once at compile time
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -51,11 +48,13 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind
+from jitort.kernels.conv_window import (WIN_R, _conv_window, pack_window_weights, window_applies, window_cols,
+                                        window_scratch)
+from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
 from jitort.kernels.registry import Call, Ref, default_call, op
-from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.threads import parts_for, run_parts, scratch
 
 ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "HardSwish": 5,
                "Sigmoid": 6, "SiLU": 7}
@@ -72,25 +71,31 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 # --- Conv kernels --------------------------------------------------------------------------------
 # geo: [group, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw]; x [N,C,D,H,W]; w [M,K]; out [N,M,P]
 
-@njit_one(any_layout=("b", "c"), **_KW)
-def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, ep, ga, bp):  # type: ignore[no-untyped-def]
-    """c[M, N] = act(W @ b + bias[bo:bo+M]) with W packed (``convgemm.pack_weights``, from element
-    ao: a row tile boundary), through the GEMM at address ga (``convgemm.gemm_address``). Relu and Clip (and none) run on the GEMM's register tile; the other
-    activations per column block, while the block is still in cache."""
-    if act <= 2:
+@njit_one(any_layout=("b", "c", "z"), **_KW)
+def _gemm_act(wp, ao, M, K, b, c, z, bias, bo, act, prm, ep, ga, bp):  # type: ignore[no-untyped-def]
+    """c[M, N] = act(W @ b + bias[bo:bo+M] (+ z)) with W packed (``convgemm.pack_weights``, from
+    element ao: a row tile boundary), through the GEMM at address ga (``convgemm.gemm_address``).
+    Without a residual z, Relu and Clip (and none) run on the GEMM's register tile; the other
+    activations, and the residual with any activation, per column block while it is in cache."""
+    if z is None and act <= 2:
         gemm_at(ga, wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp)
         return
     N = c.shape[1]
     for j0 in range(0, N, _EP_COLS):
         j1 = min(N, j0 + _EP_COLS)
         cv = c[:, j0:j1]
-        gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
-        for m in range(M):
-            _epilogue(cv[m], bias[bo + m], act, prm, ep)
+        if z is None:
+            gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
+            for m in range(M):
+                _epilogue(cv[m], bias[bo + m], act, prm, ep)
+        else:
+            gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 1, prm[0], prm[1], bp)
+            for m in range(M):
+                epilogue_residual(cv[m], z[m, j0:j1], act, prm, ep)
 
 
 @njit(inline="always", **_EP)
-def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
     sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles.
     Part of ``_conv_gemm`` (inlined: one kernel module, one copy of the GEMM to compile)."""
@@ -105,12 +110,17 @@ def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, ga, sc, part, nparts):  #
         return
     for n in range(N):
         for g in range(group):
-            _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg],
-                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, ga, bp)
+            o = out[n, g * Mg + r0:g * Mg + r1]
+            if z is None:
+                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg], o, None, b, g * Mg + r0, act,
+                          prm, ep, ga, bp)
+            else:
+                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg], o,
+                          z[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, ga, bp)
 
 
 @njit(**_KW)
-def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """im2col per block of output rows, then the GEMM; a 1x1 conv without stride or padding skips
     im2col (``_conv_gemm_1x1``). sc: scratch of ``_scratch_size`` elements; this call computes its
     ``part`` of the row blocks (of the row tiles for 1x1)."""
@@ -119,7 +129,7 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, npart
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
     sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
     if kd * kh * kw == 1 and sd * sh * sw == 1 and pd + ph + pw == 0 and OD * OH * OW == D * H * W:
-        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, group, act, prm, ep, ga, sc, part, nparts)
+        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts)
         return
     Cg = C // group
     Mg = M // group
@@ -149,12 +159,16 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, npart
                                 _im2col_row(colv[k], xc, r0, r1, OH, OW, D, H, a * dd - pd, bb * dh - ph, sd, sh,
                                             los[e], his[e], e * dw - pw, sw, zero)
                                 k += 1
-                _gemm_act(wp[g], 0, Mg, K, colv, out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act, prm,
-                          ep, ga, bp)
+                o = out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW]
+                if z is None:
+                    _gemm_act(wp[g], 0, Mg, K, colv, o, None, b, g * Mg, act, prm, ep, ga, bp)
+                else:
+                    _gemm_act(wp[g], 0, Mg, K, colv, o, z[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act,
+                              prm, ep, ga, bp)
 
 
 @njit(**_KW)
-def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """The GEMM of im2col without im2col, for K = Cg*kd*kh*kw <= ``_IMPLICIT_MAX_K``: each group's
     input is copied once into a zero-padded buffer split into column-stride phases
     (``_pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
@@ -185,7 +199,7 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                     k += 1
     P = OD * OH * OW
     NR = conv_tile_cols(x.dtype)
-    fin = act + 1 if act <= 2 else 0
+    fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     lo, hi = prm[0], prm[1]
     t0, t1 = _share((Mg + MR - 1) // MR, part, nparts)
     for n in range(N):
@@ -226,7 +240,12 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                                     conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
                                               (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, spill, acc,
                                               b, m0, f, lo, hi, 1, 1)
-            if act > 2:
+                if z is not None:  # the chunk's positions, still in cache (a spill lands past p1 only)
+                    p0 = (q0 // nj) * OW + (q0 % nj) * NR
+                    p1 = ((q1 - 1) // nj) * OW + min(OW, ((q1 - 1) % nj) * NR + NR)
+                    for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
+                        epilogue_residual(out[n, m, ::1][p0:p1], z[n, m, ::1][p0:p1], act, prm, ep)
+            if act > 2 and z is None:
                 for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
                     _epilogue(out[n, m, ::1], b[m], act, prm, ep)
 
@@ -273,7 +292,7 @@ def _im2col_row(dst, xc, r0, r1, OH, OW, D, H, zoff, yoff, sd, sh, lo, hi, off, 
 
 
 @njit(**_KW)
-def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_direct(x, w, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """Cg == 1: output channel m reads input channel m // Mg only.
 
     Each input plane is copied once into a zero-padded buffer covering exactly the window the
@@ -301,7 +320,7 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):
             for e in range(kw):
                 toff[(a * kh + bb) * kw + e] = (a * dd * Hp + bb * dh) * Wp + e * dw
     P = OD * OH * OW
-    fin = act + 1 if act <= 2 else 0
+    fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     plan = dw_plan(OH, OW, sh * Wp, sw, x.itemsize)
     c0, c1 = _share(C, part, nparts)
     for n in range(N):
@@ -319,7 +338,9 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):
                         dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 2)
                     else:
                         dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 0)
-                if act > 2:
+                if z is not None:
+                    epilogue_residual(out[n, m, ::1], z[n, m, ::1], act, prm, ep)
+                elif act > 2:
                     _epilogue(out[n, m, ::1], b[m], act, prm, ep)
 
 
@@ -428,7 +449,7 @@ def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group
         raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
 
 
-_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT = range(5)
+_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW = range(6)
 _IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
 _IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
 _IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
@@ -452,7 +473,9 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
     odhw = _pad3(out_sp, 1)
     geo = _geo(group, kernel, strides, dilations, begin)
     x5 = tuple(x_shape[:2]) + _pad3(x_shape[2:], 1)
-    if w_shape[1] == 1:
+    if window_applies(w_shape, group):
+        path, xs = _WINDOW, x5
+    elif w_shape[1] == 1:
         path, xs = _DIRECT, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
         path, xs = _GEMM_1X1, x5
@@ -470,6 +493,8 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
     Mgt = -(-(M // group) // MR)
     if path == _DIRECT:
         units = x_shape[1]
+    elif path == _WINDOW:
+        units = -(-odhw[2] // WIN_R)
     elif path == _WINOGRAD:
         units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
     elif path == _IM2COL:
@@ -508,6 +533,8 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
     if path == _GEMM_1X1:
         return BBLOCK
+    if path == _WINDOW:
+        return window_scratch(w_shape[1], ow, kw, sw, dw, window_cols(w_shape[0], np.dtype(np.float32)))
     if path == _IMPLICIT:
         dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
         return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
@@ -519,53 +546,12 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
     return K * im2col_rows(K, ow, od * oh) * ow + BBLOCK
 
 
-_pool = threading.local()
-_FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a pool thread costs more
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
-
-
-def _threads() -> int:
-    """The session's intra-op thread count; unset, the usable cores (as BLAS would use)."""
-    return get_num_threads() or usable_cpus()
-
-
-def _parallel(fn: Any, args: tuple[Any, ...], nsc: int, cd: np.dtype, nparts: int) -> None:
-    """fn(*args, scratch, part, nparts) for every part: part 0 here, the others on pool threads
-    (the kernels release the GIL; each thread has its own scratch). Output elements are split
-    between parts, never shared, so the result does not depend on the thread count."""
-    global _executor, _executor_pid
-    with _executor_lock:
-        # a forked child inherits the executor object but not its threads: make a new one
-        if _executor is None or _executor._max_workers < nparts - 1 or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-conv")
-            _executor_pid = os.getpid()
-        ex = _executor
-    futs = [ex.submit(lambda p: fn(*args, _scratch(nsc, cd), p, nparts), p) for p in range(1, nparts)]
-    fn(*args, _scratch(nsc, cd), 0, nparts)
-    for f in futs:
-        f.result()
-
-
-def _scratch(n: int, dt: np.dtype) -> np.ndarray:
-    """A per-thread working buffer of at least n elements of dt, reused across calls (one conv
-    kernel runs at a time per thread; concurrent sessions run in different threads)."""
-    bufs = getattr(_pool, "bufs", None)
-    if bufs is None:
-        bufs = _pool.bufs = {}
-    a = bufs.get(dt)
-    if a is None or a.shape[0] < n:
-        a = bufs[dt] = np.empty(max(n, 1), dt)
-    return a
-
-
-def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
-                w_shape: tuple[int, ...], auto_pad: str, group: int, strides: tuple[int, ...],
-                dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
-    """Conv on pre-packed weights (``_pack_w``: [M, K] for depthwise, else packed per group for
-    ``gemm_packed``) and b [M] in the compute dtype, prm from ``_prm``, and u the packed Winograd
-    weights when ``winograd_applies`` (else None)."""
+def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
+                z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
+                strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
+    """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
+    ``_prm``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
+    the residual added before the activation (the output's shape)."""
     if x.ndim != len(w_shape):
         _check_conv(x, w_shape, group, None)
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = _setup(x.shape, w_shape, group, strides,
@@ -574,26 +560,32 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if w.size == 0 and path != _WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
                                f"known when the model was lowered), but input shape {list(x.shape)} takes another")
+    if z is not None and tuple(z.shape) != out_shape:
+        raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output "
+                              f"{list(out_shape)}")
     out = np.empty(out_shape, cd)
     if out_shape[0] == 0 or out_shape[1] == 0:
         return out.astype(x.dtype, copy=False)
     xc = (np.ascontiguousarray(x, cd) if x.dtype != cd else x).reshape(xs)
     o3 = out.reshape(o3s)
+    z3 = None if z is None else np.ascontiguousarray(z, cd).reshape(o3s)
     ep = epilogue_kind(act)
     if path == _DIRECT:
-        fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
+        fn, args = _conv_direct, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
+    elif path == _WINDOW:
+        fn, args = _conv_window, (xc, w, b, o3, z3, geo, ow, act, prm, ep)
     elif path == _WINOGRAD:
-        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
+        fn, args = _conv_winograd, (xc, u, b, o3, z3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
                                     gemm_address(cd))
     elif path == _IMPLICIT:
-        fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
+        fn, args = _conv_implicit, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
     else:  # im2col, and 1x1 (its branch of _conv_gemm)
-        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
-    nparts = min(_threads(), units, max(1, int(flops // _FLOPS_PER_PART)))
+        fn, args = _conv_gemm, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
+    nparts = parts_for(units, flops)
     if nparts <= 1:
-        fn(*args, _scratch(nsc, cd), 0, 1)
+        fn(*args, scratch(nsc, cd), 0, 1)
     else:
-        _parallel(fn, args, nsc, cd, nparts)
+        run_parts(lambda p: fn(*args, scratch(nsc, cd), p, nparts), nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
@@ -604,57 +596,79 @@ _COMPILE_PARTS = {
     _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address (see gemm_part)
     _WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
     _IMPLICIT: {"implicit": 3.7},
+    _WINDOW: {"window": 1.5},
 }
 _COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
 
 
-def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
-                   w_shape: tuple[int, ...], auto_pad: str, group: int, strides: tuple[int, ...],
-                   dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> dict[str, float]:
+def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
+                   z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
+                   strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
+                   act: int) -> dict[str, float]:
     path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
-    return {gemm_part(w.dtype) if p == "gemm" else f"{p}[{w.dtype}]": c
+    res = "" if z is None else "+residual"  # the residual variant is a kernel signature of its own
+    return {gemm_part(w.dtype) if p == "gemm" else f"{p}[{w.dtype}]{res}": c
             for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
 
 
 conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]
 
 
-def _pack_w(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:
-    """W [M, C/group, *kernel] -> what ``conv_packed`` takes: [M, K] for the depthwise kernel
-    (C/group == 1), else the GEMM's packed layout per group."""
+def pack_conv_weights(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:
+    """W [M, C/group, *kernel] -> what ``conv_packed`` takes: W^T in panels for the window path
+    (``window_applies``), [M, K] for the depthwise kernel (C/group == 1), else the GEMM's packed
+    layout per group."""
+    if window_applies(tuple(W.shape), group):
+        return pack_window_weights(W, cd)
     w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), cd)
     return w2 if W.shape[1] == 1 else pack_weights(w2, group)
 
 
-def _act_code(activation: str) -> int:
+def act_code(activation: str, op_name: str = "Conv") -> int:
+    """The epilogue's code for an activation name ("" none); NotImplemented for others."""
     code = ACTIVATIONS.get(activation)
     if code is None:
-        raise OrtNotImplemented(f"Conv: fused activation '{activation}' is not supported "
+        raise OrtNotImplemented(f"{op_name}: fused activation '{activation}' is not supported "
                                 f"(known: {sorted(a for a in ACTIVATIONS if a)})")
     return code
 
 
-@op("Conv", since=1, lower=lambda node, g: _lower_conv(node, g))
-def Conv(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, auto_pad: str,
-         dilations: Sequence[int] | None = None, group: int, kernel_shape: Sequence[int] | None = None,
-         pads: Sequence[int] | None = None, strides: Sequence[int] | None = None,
-         _activation: str = "", _alpha: float = 0.0, _beta: float = 0.0) -> np.ndarray:
-    """Conv (opset 1, 11, 22); ``_activation/_alpha/_beta`` are the epilogue set by fuse_conv_epilogue."""
+def conv_eager(X: np.ndarray, W: np.ndarray, B: np.ndarray | None, Z: np.ndarray | None, *, auto_pad: str,
+               dilations: Sequence[int] | None, group: int, kernel_shape: Sequence[int] | None,
+               pads: Sequence[int] | None, strides: Sequence[int] | None, activation: str, alpha: float,
+               beta: float, op_name: str = "Conv") -> np.ndarray:
+    """act(Conv(X, W, B) (+ Z)) with the weights packed on the spot: the op functions' path (constant
+    folding, weights known only at run time)."""
     _check_conv(X, W.shape, group, kernel_shape)
-    cd = _compute_dtype(X.dtype, "Conv")
+    cd = _compute_dtype(X.dtype, op_name)
     rank = X.ndim - 2
     _, s, dl, p = _attrs_norm(rank, W.shape[2:], strides, dilations, pads)
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B, cd)
     if b.shape != (W.shape[0],):
-        raise InvalidArgument(f"Conv: B must have shape [{W.shape[0]}], got {list(b.shape)}")
+        raise InvalidArgument(f"{op_name}: B must have shape [{W.shape[0]}], got {list(b.shape)}")
     u = winograd_weights(W, cd) if winograd_applies(W.shape, group, s, dl) else None
-    return conv_packed(X, _pack_w(W, group, cd), b, _prm(cd, _alpha, _beta), u, w_shape=tuple(W.shape),
+    return conv_packed(X, pack_conv_weights(W, group, cd), b, _prm(cd, alpha, beta), u, Z, w_shape=tuple(W.shape),
                        auto_pad=auto_pad, group=group, strides=s, dilations=dl, pads=p,
-                       act=_act_code(_activation))
+                       act=act_code(activation, op_name))
 
 
-def _lower_conv(node: Node, g: Graph) -> Call:
+@op("Conv", since=1, lower=lambda node, g: lower_conv(node, g))
+def Conv(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, auto_pad: str,
+         dilations: Sequence[int] | None = None, group: int, kernel_shape: Sequence[int] | None = None,
+         pads: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> np.ndarray:
+    """Conv (opset 1, 11, 22). Its fused form (+ residual, + activation) is jitort's FusedConv
+    (conv_fused.py), formed by the conv epilogue pass."""
+    return conv_eager(X, W, B, None, auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+                      pads=pads, strides=strides, activation="", alpha=0.0, beta=0.0)
+
+
+def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, beta: float = 0.0,
+               residual: str = "") -> Call:
+    """A Conv-like node (Conv's inputs X, W, B and attributes) with constant weights -> a
+    ``conv_packed`` call on weights packed now, with the epilogue activation(conv + bias +
+    residual) (residual: the name of the value added, "" none). Weights known only at run time:
+    the op function's call."""
     from jitort.kernels.registry import lookup
     W = g.const(node.inputs[1])
     B = g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
@@ -666,15 +680,14 @@ def _lower_conv(node: Node, g: Graph) -> Call:
     group = int(a.get("group", 1))
     ks = a.get("kernel_shape")
     if ks and tuple(ks) != tuple(W.shape[2:]):
-        raise Fail(f"Conv node '{node.name}': kernel_shape {list(ks)} is not compatible with W shape "
+        raise Fail(f"{node.op_type} node '{node.name}': kernel_shape {list(ks)} is not compatible with W shape "
                    f"{list(W.shape)}")
-    cd = _compute_dtype(xt.dtype, "Conv")
+    cd = _compute_dtype(xt.dtype, node.op_type)
     _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B.reshape(-1), cd)
-    prm = _prm(cd, float(a.get("_alpha", 0.0)), float(a.get("_beta", 0.0)))
+    prm = _prm(cd, alpha, beta)
     kwargs: dict[str, Any] = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
-                                  group=group, strides=s, dilations=dl, pads=p,
-                                  act=_act_code(a.get("_activation", "")))
+                                  group=group, strides=s, dilations=dl, pads=p, act=act_code(activation, node.op_type))
     # With the input shape known, only the path that will run gets its weights (a 3x3 layer took
     # both the packed GEMM and the Winograd weights: resnet50 lowered 162 MB of constants, now 129 MB)
     wino = winograd_applies(W.shape, group, s, dl)
@@ -686,5 +699,8 @@ def _lower_conv(node: Node, g: Graph) -> Call:
         except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
             pass
     u = winograd_weights(W, cd) if wino and path in (None, _WINOGRAD) else None
-    w2 = np.empty(0, cd) if path == _WINOGRAD else _pack_w(W, group, cd)
-    return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u], kwargs)
+    w2 = np.empty(0, cd) if path == _WINOGRAD else pack_conv_weights(W, group, cd)
+    return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u, Ref(residual) if residual else None], kwargs)
+
+
+_lower_conv = lower_conv  # the com.microsoft FusedConv lowering's name for it

@@ -27,6 +27,7 @@ from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, 
 from jitort.kernels.ml_tree_layout import (AVERAGE, CLASSIFIER, EQ, GT, GTE, LEAF, LEQ, LT, MIN, ML, SUM,
                                            Ensemble, build_v3, build_v5)
 from jitort.kernels.registry import Call, Ref, op
+from jitort.kernels.threads import parts_for, run_parts
 from jitort.onnx_import import contiguous
 
 BLOCK = 64  # rows walked together: their nodes and features stay in L1/L2 across a tree
@@ -269,24 +270,22 @@ def _input(x: np.ndarray, e: Ensemble, op_type: str) -> np.ndarray:
 
 def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarray]:
     """(scores [N, C], labels [N] int64) for the rows of x, rows split across the session's threads."""
-    from jitort.kernels.conv import _parallel, _threads  # the kernels' shared thread pool
     xs = _input(x, e, op_type)
     n = xs.shape[0]
     z = np.empty((n, e.n_targets), e.out_dtype)
     lab = np.empty(n, np.int64)
     args = (e.fc, e.thr, e.leafv, e.aux, e.modes, e.nan_off, e.simple, e.track_nan, e.roots, e.depth, e.wt, e.wv,
             e.n_targets, e.kind, e.agg, e.post, e.base, e.labels, e.binary, e.all_pos, z, lab)
-    parts = min(_threads(), max(1, n * len(e.roots) // _PARALLEL_WORK), (n + BLOCK - 1) // BLOCK)
+    parts = parts_for((n + BLOCK - 1) // BLOCK, n * len(e.roots), _PARALLEL_WORK)
     if parts <= 1:
         evaluate(xs, 0, n, *args)
     else:
         step = -(-n // parts)
         step = -(-step // BLOCK) * BLOCK
 
-        def part(*a: Any) -> None:
-            p = a[-2]
+        def part(p: int) -> None:
             evaluate(xs, min(n, p * step), min(n, (p + 1) * step), *args)
-        _parallel(part, (), 1, np.dtype(np.float32), parts)
+        run_parts(part, parts)
     return z, lab
 
 

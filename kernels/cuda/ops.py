@@ -307,14 +307,18 @@ def _check_conv(node: Node, g: Graph) -> str | None:
         if W.ndim != r:
             return "W rank differs from X"
         from jitort.kernels.conv import ACTIVATIONS
-        if node.attrs.get("_activation", "") not in ACTIVATIONS:
-            return f"fused activation {node.attrs.get('_activation')!r}"
+        from jitort.kernels.conv_fused import epilogue, residual
+        if residual(node):
+            return "a fused residual input"
+        if epilogue(node)[0] not in ACTIVATIONS:
+            return f"fused activation {epilogue(node)[0]!r}"
         return None
     return _first(lambda: _float_in(node, g), shapes)
 
 
 def _lower_conv(node: Node, g: Graph) -> CudaCall:
-    from jitort.kernels.conv import _act_code, _attrs_norm, _prm
+    from jitort.kernels.conv import _attrs_norm, _prm, act_code
+    from jitort.kernels.conv_fused import epilogue
     from jitort.kernels.cuda import convpool
     W = g.const(node.inputs[1])
     assert W is not None
@@ -324,10 +328,11 @@ def _lower_conv(node: Node, g: Graph) -> CudaCall:
     _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
     w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), dt)
     b = np.zeros(W.shape[0], dt) if B is None else np.ascontiguousarray(B.reshape(-1), dt)
-    prm = _prm(dt, float(a.get("_alpha", 0.0)), float(a.get("_beta", 0.0)))  # type: ignore[arg-type]
+    activation, alpha, beta = epilogue(node)
+    prm = _prm(dt, alpha, beta)  # type: ignore[arg-type]
     kw = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
               group=int(a.get("group", 1)), strides=s, dilations=dl, pads=p,
-              act=_act_code(a.get("_activation", "")))
+              act=act_code(activation))
     args = [Ref(node.inputs[0]), Dev(w2, f"{node.name}.W"), Dev(b, f"{node.name}.B"), Dev(prm, f"{node.name}.act")]
     return CudaCall(convpool.conv, args, kw, [(convpool.conv2d_igemm, str(dt.name))])  # type: ignore[union-attr]
 
@@ -516,6 +521,8 @@ OPS: dict[str, CudaOp] = {
 
 
 def cuda_op(node: Node) -> CudaOp | None:
+    if node.domain == "jitort" and node.op_type == "FusedConv":  # Conv + activation (conv_fused.py)
+        return OPS["Conv"]
     return OPS.get(node.op_type) if node.domain == "" else None
 
 
