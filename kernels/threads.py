@@ -81,7 +81,11 @@ def run_parts(fn: Callable[[int], None], nparts: int) -> None:
     """fn(part) for part in range(nparts): part 0 on this thread, the others on jitort's worker
     threads (fn should release the GIL: ``nogil`` kernels). Returns when every part is done and
     re-raises the first part's exception. Parts must write disjoint outputs, so results do not
-    depend on nparts' threads' timing."""
+    depend on which thread ran a part.
+
+    A part no worker has started when this thread is done with its own, this thread takes over
+    (each part is claimed once, by whoever comes first): on a busy machine a worker thread may wait
+    milliseconds for a CPU, and the call then costs what one thread costs instead of that wait."""
     global _executor, _executor_pid
     if nparts <= 1:
         fn(0)
@@ -92,9 +96,16 @@ def run_parts(fn: Callable[[int], None], nparts: int) -> None:
             _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-kernel")
             _executor_pid = os.getpid()
         ex = _executor
-    futs = [ex.submit(fn, p) for p in range(1, nparts)]
+    claims = [threading.Lock() for _ in range(nparts)]
+
+    def claimed(p: int) -> None:
+        if claims[p].acquire(blocking=False):
+            fn(p)
+    futs = [ex.submit(claimed, p) for p in range(1, nparts)]
     try:
         fn(0)
+        for p in range(1, nparts):
+            claimed(p)
     finally:
         for f in futs:
             f.result()

@@ -479,7 +479,7 @@ def test_pass_chain_of_convs():
              helper.make_node("Conv", ["dm", "w3"], ["y"])]
     m = make_model(nodes, {"x": (np.float32, x.shape)}, ["y"], inits, opset=9)
     got, ops, notes = _run_fused(m, {"x": x})
-    assert ops == ["Conv", "Conv", "Conv"] and len(notes) == 2
+    assert ops == ["FusedConv", "FusedConv", "Conv"] and len(notes) == 2
     assert_close(got, run_ort(m, {"x": x}), rtol=1e-4, atol=1e-4)
 
 

@@ -307,9 +307,7 @@ def _check_conv(node: Node, g: Graph) -> str | None:
         if W.ndim != r:
             return "W rank differs from X"
         from jitort.kernels.conv import ACTIVATIONS
-        from jitort.kernels.conv_fused import epilogue, residual
-        if residual(node):
-            return "a fused residual input"
+        from jitort.kernels.conv_fused import epilogue
         if epilogue(node)[0] not in ACTIVATIONS:
             return f"fused activation {epilogue(node)[0]!r}"
         return None
@@ -318,7 +316,7 @@ def _check_conv(node: Node, g: Graph) -> str | None:
 
 def _lower_conv(node: Node, g: Graph) -> CudaCall:
     from jitort.kernels.conv import _attrs_norm, _prm, act_code
-    from jitort.kernels.conv_fused import epilogue
+    from jitort.kernels.conv_fused import epilogue, residual
     from jitort.kernels.cuda import convpool
     W = g.const(node.inputs[1])
     assert W is not None
@@ -333,7 +331,9 @@ def _lower_conv(node: Node, g: Graph) -> CudaCall:
     kw = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
               group=int(a.get("group", 1)), strides=s, dilations=dl, pads=p,
               act=act_code(activation))
-    args = [Ref(node.inputs[0]), Dev(w2, f"{node.name}.W"), Dev(b, f"{node.name}.B"), Dev(prm, f"{node.name}.act")]
+    z = residual(node)
+    args = [Ref(node.inputs[0]), Dev(w2, f"{node.name}.W"), Dev(b, f"{node.name}.B"), Dev(prm, f"{node.name}.act"),
+            Ref(z) if z else None]
     return CudaCall(convpool.conv, args, kw, [(convpool.conv2d_igemm, str(dt.name))])  # type: ignore[union-attr]
 
 
