@@ -18,6 +18,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import verify
 from jitort.kernels import conv as K
 from jitort.kernels import conv_fused as F
+from jitort.kernels import conv_setup as S
 from jitort.kernels import threads as T
 from jitort.kernels import convtranspose as KT
 from jitort.kernels.registry import lower_node, run_call
@@ -133,7 +134,7 @@ def test_conv_winograd(xs, m, attrs):
     ref = K.Conv(x64, w64, auto_pad=attrs.get("auto_pad", "NOTSET"), group=1, pads=attrs.get("pads"),
                  dilations=[1, 1])
     _, _, _, p = K._attrs_norm(2, (3, 3), None, None, attrs.get("pads"))
-    out_sp, begin = K.conv_geometry(xs[2:], (3, 3), (1, 1), (1, 1), p, attrs.get("auto_pad", "NOTSET"))
+    out_sp, begin = S.conv_geometry(xs[2:], (3, 3), (1, 1), (1, 1), p, attrs.get("auto_pad", "NOTSET"))
     np.testing.assert_allclose(ref, conv_ref(x64, w64, None, [1, 1], [1, 1], list(begin), list(out_sp), 1),
                                rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-10, atol=1e-10)
@@ -239,7 +240,7 @@ def test_conv_float64_vs_reference(xs, ws, attrs):
     got = jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
     r = x.ndim - 2
     k, s, dl, p = K._attrs_norm(r, ws[2:], attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"))
-    out_sp, begin = K.conv_geometry(xs[2:], k, s, dl, p, attrs.get("auto_pad", "NOTSET"))
+    out_sp, begin = S.conv_geometry(xs[2:], k, s, dl, p, attrs.get("auto_pad", "NOTSET"))
     ref = conv_ref(x, w, b, list(s), list(dl), list(begin), list(out_sp), attrs.get("group", 1))
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
@@ -252,7 +253,7 @@ def test_conv_same_with_dilation_follows_spec():
         m = node_model("Conv", {"x": x}, initializers={"w": w}, auto_pad=ap, dilations=[2, 2], strides=[2, 1])
         got = jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
         assert got.shape == (1, 3, 5, 8)
-        out_sp, begin = K.conv_geometry((9, 8), (3, 3), (2, 1), (2, 2), (0,) * 4, ap)
+        out_sp, begin = S.conv_geometry((9, 8), (3, 3), (2, 1), (2, 2), (0,) * 4, ap)
         ref = conv_ref(x.astype(np.float64), w.astype(np.float64), None, [2, 1], [2, 2], list(begin), list(out_sp), 1)
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 

@@ -315,7 +315,8 @@ def _check_conv(node: Node, g: Graph) -> str | None:
 
 
 def _lower_conv(node: Node, g: Graph) -> CudaCall:
-    from jitort.kernels.conv import _attrs_norm, _prm, act_code
+    from jitort.kernels.conv import act_code
+    from jitort.kernels.conv_setup import _attrs_norm, _prm
     from jitort.kernels.conv_fused import epilogue, residual
     from jitort.kernels.cuda import convpool
     W = g.const(node.inputs[1])
