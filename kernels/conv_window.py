@@ -16,7 +16,8 @@ bias, the residual Z and the activation are applied (convutil's epilogue).
 
 Every output element is one fma chain in k order (channel-major, then tap), as on the other conv
 paths: results do not depend on the blocking, the vector width or the thread count. The packed
-layout does not depend on the host: Mpad is a multiple of 256 bytes, whatever the vector width.
+layout does not depend on the host: Mpad is a multiple of 64 bytes, whatever the vector width
+(columns past the last whole tile run as one-vector tiles).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from jitort.kernels.convutil import _EP, _epilogue, _share
 from jitort.kernels.vecir import VB, Vec
 
 WIN_R = 6  # output positions per register tile
-_PANEL_BYTES = 256  # Mpad granularity: one tile's columns on every vector width (4 x 64 B or 2 x 32 B ... )
+_ROW_BYTES = 64  # Mpad granularity: whole vectors on every vector width (1 x 64 B, 2 x 32 B)
 _BLOCK_TILES = 8  # position tiles per transposed block (48 positions x Mpad stays in L1/L2)
 _MAX_C = 4  # input channels: beyond, the GEMM paths read each window's channels as well
 _MIN_K = 16  # C * kernel: shorter sums are better served by the depthwise/implicit kernels
@@ -51,7 +52,7 @@ _NV = 4 if VB == 64 else 2  # accumulator vectors per tile row (of 32 zmm / 16 y
 
 
 def pack_window_weights(w: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """W [M, C, k] -> W^T [K = C*k, Mpad] in dt, zero columns past M (Mpad: whole 256-byte panels)."""
+    """W [M, C, k] -> W^T [K = C*k, Mpad] in dt, zero columns past M (``window_cols``)."""
     M = w.shape[0]
     K = int(np.prod(w.shape[1:]))
     out = np.zeros((K, window_cols(M, dt)), dt)
@@ -63,7 +64,7 @@ def pack_window_weights(w: np.ndarray, dt: np.dtype) -> np.ndarray:
 def win_tile(typingctx, xp, xo, sx, toff, wt, wo, ldw, t, to, ldt, nv):  # type: ignore[no-untyped-def]
     """t[to + r*ldt + j] = sum_k xp[xo + r*sx + toff[k]] * wt[wo + k*ldw + j] for r < WIN_R and j <
     nv vectors (literal), k < len(toff), summed in k order with fma; full vector loads and stores
-    (wt and t are padded to whole panels, xp to whole tiles)."""
+    (wt and t are padded to whole vectors, xp to whole tiles)."""
     if not all(isinstance(a, types.Array) for a in (xp, toff, wt, t)):
         return None
     if not isinstance(nv, types.IntegerLiteral):
@@ -142,7 +143,8 @@ def _conv_window(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # 
     n_in = max(0, min(W - src0, L - lo))
     ntiles = (OW + WIN_R - 1) // WIN_R
     t0, t1 = _share(ntiles, part, nparts)
-    TW = _NV * VB // x.itemsize  # output channels per tile
+    VLx = VB // x.itemsize
+    TW = _NV * VLx  # output channels per tile
     for n in range(N):
         for c in range(C):
             fill_row(xp, c * L, lo, zero)
@@ -152,8 +154,12 @@ def _conv_window(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # 
         for q0 in range(t0, t1, _BLOCK_TILES):
             q1 = min(t1, q0 + _BLOCK_TILES)
             for q in range(q0, q1):
-                for m0 in range(0, mpad, TW):
-                    win_tile(xp, q * WIN_R * sw, sw, toff, wt, m0, mpad, tb, (q - q0) * WIN_R * mpad + m0, mpad, _NV)
+                to = (q - q0) * WIN_R * mpad
+                mfull = mpad - mpad % TW
+                for m0 in range(0, mfull, TW):
+                    win_tile(xp, q * WIN_R * sw, sw, toff, wt, m0, mpad, tb, to + m0, mpad, _NV)
+                for m0 in range(mfull, mpad, VLx):  # the last columns, one vector at a time
+                    win_tile(xp, q * WIN_R * sw, sw, toff, wt, m0, mpad, tb, to + m0, mpad, 1)
             p0 = q0 * WIN_R
             p1 = min(OW, q1 * WIN_R)
             for m in range(M):
@@ -169,6 +175,6 @@ def _conv_window(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # 
 
 
 def window_cols(M: int, dt: np.dtype) -> int:
-    """Mpad: the packed W^T's row length for M output channels (whole 256-byte panels)."""
-    step = _PANEL_BYTES // np.dtype(dt).itemsize
+    """Mpad: the packed W^T's row length for M output channels (whole 64-byte rows)."""
+    step = _ROW_BYTES // np.dtype(dt).itemsize
     return -(-M // step) * step
