@@ -12,6 +12,8 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
 
 * 1-D, one group, Cg <= 4, K >= 16 (audio front ends: a learned STFT has C = 1, kernel 256, stride
   128): the window GEMM, out^T = windows @ W^T (conv_window.py).
+* 2-D depthwise (one output channel per input channel) with output rows of <= 8: channels in
+  vector lanes (conv_dwblock.py).
 * Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
   input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
 * 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
@@ -51,7 +53,8 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv_setup import (_DIRECT, _GEMM_1X1, _IM2COL, _IMPLICIT, _IMPLICIT_GROUPS,
+from jitort.kernels.conv_dwblock import _conv_dwblock
+from jitort.kernels.conv_setup import (_DIRECT, _DWBLOCK, _GEMM_1X1, _IM2COL, _IMPLICIT, _IMPLICIT_GROUPS,
                                        _IMPLICIT_KC, _IMPLICIT_MCT, _WINDOW, _WINOGRAD, _attrs_norm, _check_conv,
                                        _compute_dtype, _im2col_rows, _prm, _setup)
 from jitort.kernels.conv_window import _conv_window, pack_window_weights, window_applies
@@ -365,6 +368,8 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     ep = epilogue_kind(act)
     if path == _DIRECT:
         fn, args = _conv_direct, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
+    elif path == _DWBLOCK:
+        fn, args = _conv_dwblock, (xc, w, b, o3, z3, geo, oh, ow, act, prm, ep)
     elif path == _WINDOW:
         fn, args = _conv_window, (xc, w, b, o3, z3, geo, ow, act, prm, ep)
     elif path == _WINOGRAD:
@@ -390,6 +395,7 @@ _COMPILE_PARTS = {
     _WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
     _IMPLICIT: {"implicit": 3.7},
     _WINDOW: {"window": 1.5},
+    _DWBLOCK: {"dwblock": 1.5},
 }
 _COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
 

@@ -12,6 +12,7 @@ from numba import njit
 
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.conv_dwblock import dwblock_applies, dwblock_scratch
 from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
 from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR
@@ -137,7 +138,7 @@ def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group
         raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
 
 
-_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW = range(6)
+_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW, _DWBLOCK = range(7)
 _IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
 _IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
 _IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
@@ -163,6 +164,8 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
     x5 = tuple(x_shape[:2]) + _pad3(x_shape[2:], 1)
     if window_applies(w_shape, group):
         path, xs = _WINDOW, x5
+    elif dwblock_applies(len(x_shape), w_shape, group, odhw[2]):
+        path, xs = _DWBLOCK, x5
     elif w_shape[1] == 1:
         path, xs = _DIRECT, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
@@ -183,6 +186,8 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
         units = x_shape[1]
     elif path == _WINDOW:
         units = -(-odhw[2] // WIN_R)
+    elif path == _DWBLOCK:
+        units = -(-x_shape[1] // 8)
     elif path == _WINOGRAD:
         units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
     elif path == _IM2COL:
@@ -221,6 +226,8 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
     if path == _GEMM_1X1:
         return BBLOCK
+    if path == _DWBLOCK:
+        return dwblock_scratch(oh, ow, kh, kw, sh, sw, dh, dw, 4)
     if path == _WINDOW:
         return window_scratch(w_shape[1], ow, kw, sw, dw, window_cols(w_shape[0], np.dtype(np.float32)))
     if path == _IMPLICIT:

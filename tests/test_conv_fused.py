@@ -162,3 +162,43 @@ def test_window_conv_matches_ort(xs, ws, attrs):
     assert_close(_session(m).run(None, {"x": x}), ref, rtol=1e-4, atol=1e-4)
     two = _session(m, threads=2).run(None, {"x": x})
     np.testing.assert_array_equal(two[0], _session(m).run(None, {"x": x})[0])
+
+
+# --- depthwise small planes: channels in vector lanes ----------------------------------------------
+
+DW_SMALL = [
+    ((2, 40, 7, 7), dict(pads=[1, 1, 1, 1])),
+    ((1, 17, 9, 11), dict(pads=[1, 0, 1, 2], strides=[2, 2])),  # a partial channel block, odd sizes
+    ((1, 33, 5, 6), dict(pads=[2, 2, 2, 2], dilations=[2, 2])),
+]
+
+
+@pytest.mark.parametrize("xs,attrs", DW_SMALL, ids=[str(i) for i in range(len(DW_SMALL))])
+@pytest.mark.parametrize("residual", [False, True])
+def test_depthwise_small_planes_match_ort_and_the_plane_kernel(xs, attrs, residual, monkeypatch):
+    from jitort.kernels import conv_dwblock, conv_setup
+    C = xs[1]
+    ws = (C, 1, 3, 3)
+    kw = dict(auto_pad="NOTSET", group=C, pads=attrs.get("pads"), strides=attrs.get("strides"),
+              dilations=attrs.get("dilations"), activation="Relu")
+    x, w, b = rand(xs, seed=1), rand(ws, seed=2), rand((C,), seed=3)
+    y = F.FusedConv(x, w, b, **kw)
+    z = rand(y.shape, seed=4) if residual else None
+    assert conv_setup._setup(xs, ws, C, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("dilations", [1, 1])),
+                             tuple(attrs["pads"]), "NOTSET", False)[1] == conv_setup._DWBLOCK
+    got = F.FusedConv(x, w, b, z, **kw)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=C, **attrs)]
+    feeds = {"x": x}
+    if residual:
+        nodes.append(helper.make_node("Add", ["c", "z"], ["s"]))
+        feeds["z"] = z
+    nodes.append(helper.make_node("Relu", ["s" if residual else "c"], ["y"]))
+    ins = {"x": (np.float32, xs), **({"z": (np.float32, y.shape)} if residual else {})}
+    m = make_model(nodes, ins, ["y"], {"w": w, "b": b}, 13)
+    assert_close([got], run_ort(m, feeds), rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(conv_dwblock, "_MAX_OW", 0)  # the per-plane kernel: the same sums, bitwise
+    conv_setup._setup.cache_clear()
+    try:
+        np.testing.assert_array_equal(F.FusedConv(x, w, b, z, **kw), got)
+    finally:
+        conv_setup._setup.cache_clear()
