@@ -92,6 +92,23 @@ def test_residual_from_a_later_conv_moves_the_fused_node():
     assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), rtol=1e-4, atol=1e-4)
 
 
+def test_residual_operand_read_elsewhere_stays():
+    """Add(conv_a, conv_b) fused into conv_a, and conv_b's output also feeds a Relu: conv_b must keep
+    its output (the FusedConv reads it), so it does not absorb that Relu."""
+    x = rand((1, 8, 6, 6), seed=1)
+    inits = {"wa": rand((8, 8, 1, 1), seed=2), "wb": rand((8, 8, 1, 1), seed=3)}
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a"),
+             helper.make_node("Conv", ["x", "wb"], ["b"], name="conv_b"),
+             helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+             helper.make_node("Relu", ["b"], ["r"], name="relu_b"),
+             helper.make_node("Mul", ["s", "r"], ["y"], name="mul")]
+    m = make_model(nodes, {"x": (np.float32, x.shape)}, ["y"], inits, 13)
+    sess = _session(m)
+    ops = [(n.name, n.op_type) for n in sess._optimized_graph().nodes]
+    assert ("conv_b", "Conv") in ops and ("conv_a", "FusedConv") in ops, ops
+    assert_close(sess.run(None, {"x": x}), run_ort(m, {"x": x}), rtol=1e-4, atol=1e-4)
+
+
 def test_residual_refused():
     xs, ws, attrs = PATHS["1x1"]
     # broadcast operand: not the output's shape

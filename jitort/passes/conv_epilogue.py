@@ -205,6 +205,7 @@ def _absorb_residual(ctx: _Ctx, conv: Node) -> Node | None:
         return None
     make_fused(conv, z=z)
     ctx.rewire(conv, y, add.outputs[0], [add])
+    ctx.consumers.setdefault(z, []).append(conv)  # z's producer must not fold z away now
     return add
 
 
