@@ -1,7 +1,8 @@
 """onnxruntime's fused linear ops (com.microsoft), written by its offline optimiser: FusedConv
 (Conv [+ Z] + activation), FusedGemm (Gemm + activation), FusedMatMul (MatMul with transposes and a
-scale). Each lowers onto jitort's standard kernel: FusedConv onto Conv's lowering with the
-activation in its GEMM epilogue (kernels/conv.py) when the epilogue has it and no Z is added,
+scale). Each lowers onto jitort's standard kernel: FusedConv onto jitort's own FusedConv
+(kernels/conv_fused.py: the activation and Z in the conv's epilogue) when the epilogue has the
+activation,
 FusedGemm and FusedMatMul onto kernels/linalg.py's batched GEMM.
 """
 from __future__ import annotations
@@ -104,12 +105,10 @@ def conv_then(z: np.ndarray | None, *args: Any, conv_fn: Callable[..., np.ndarra
     return activate(y, activation, alpha, beta)
 
 
-def _conv_node(node: Node, epilogue: tuple[str, float, float] | None) -> Node:
+def _conv_node(node: Node) -> Node:
     from jitort.protos import fill_defaults
     attrs = {k: v for k, v in node.attrs.items() if k not in ("activation", "activation_params")}
     fill_defaults("Conv", "", _CONV_OPSET, attrs)
-    if epilogue is not None and epilogue[0]:
-        attrs["_activation"], attrs["_alpha"], attrs["_beta"] = epilogue
     return Node("Conv", node.inputs[:3], node.outputs[:1], attrs, node.name, "", _CONV_OPSET)
 
 
@@ -118,9 +117,11 @@ def _lower_fused_conv(node: Node, g: Graph) -> Call:
                       node.attrs.get("activation_params") or [])
     z = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3] else ""
     dt = g.type_of(node.inputs[0]).dtype
-    if not z and act[0] in conv_mod.ACTIVATIONS and dt is not None and np.dtype(dt).kind == "f":
-        return conv_mod._lower_conv(_conv_node(node, act), g)
-    inner = conv_mod._lower_conv(_conv_node(node, None), g)
+    zt = g.type_of(z) if z else None
+    z_ok = zt is None or (zt.dtype is not None and np.dtype(zt.dtype) == np.dtype(dt))
+    if act[0] in conv_mod.ACTIVATIONS and dt is not None and np.dtype(dt).kind == "f" and z_ok:
+        return conv_mod.lower_conv(_conv_node(node), g, *act, residual=z)
+    inner = conv_mod.lower_conv(_conv_node(node), g)
     return Call(conv_then, [Ref(z) if z else None, *inner.args],
                 {**inner.kwargs, "conv_fn": inner.fn, "activation": act[0], "alpha": act[1], "beta": act[2]})
 

@@ -7,8 +7,13 @@ int64 array, the epilogue's alpha/beta as one array of the compute dtype; the ac
 code the kernel branches on outside its inner loops, so a new activation never compiles anything.
 Per input shape, the path, geometry and scratch size are worked out once (``_setup``).
 
-Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the order tried:
+Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the order tried
+(conv_setup.py's ``_setup`` picks one per input shape):
 
+* 1-D, one group, Cg <= 4, K >= 16 (audio front ends: a learned STFT has C = 1, kernel 256, stride
+  128): the window GEMM, out^T = windows @ W^T (conv_window.py).
+* 2-D depthwise (one output channel per input channel) with output rows of <= 8: channels in
+  vector lanes (conv_dwblock.py).
 * Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
   input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
 * 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
@@ -21,12 +26,15 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
   blocks; otherwise im2col (``_conv_gemm``), blocked over output rows.
 
 Bias + Relu/Clip run on the register tile before the store; other activations per row or column
-block while the data is in cache (convutil's ``_epilogue``). The GEMMs are jitort's own
-(convgemm.py, on weights packed by the ``lower`` hook), not BLAS: every output element is one fma
+block while the data is in cache (convutil's ``_epilogue``). A residual z (jitort's FusedConv,
+conv_fused.py: activation(conv + bias + z)) is added by convutil's ``epilogue_residual`` on the same
+blocks, after the bias, with the activation; kernels take z as None otherwise, which Numba prunes.
+The GEMMs are jitort's own (convgemm.py, on weights packed by the ``lower`` hook), not BLAS: every output element is one fma
 chain in k order on every path, so output channels with identical weights get bitwise identical
 values, as in onnxruntime (OpenBLAS's rounding depends on the channel's position in its register
-tile; see convgemm's docstring for the light_squeezenet case). Work is split between threads by
-output channels or rows, never within a sum, so results do not depend on the thread count.
+tile; see convgemm's docstring for the light_squeezenet case). Work is split between threads
+(threads.py's ``run_parts``) by output channels, rows or positions, never within a sum, so results
+do not depend on the thread count.
 
 Inner loops index slices from 0: a computed index that Numba cannot prove non-negative gets a
 wraparound select per element, which keeps the loop scalar (depthwise 3x3 was 10x slower).
@@ -37,10 +45,6 @@ float16 computes in float32 (constant weights are converted once at compile time
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,21 +53,22 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
+from jitort.kernels.conv_dwblock import _conv_dwblock
+from jitort.kernels.conv_setup import (_DIRECT, _DWBLOCK, _GEMM_1X1, _IM2COL, _IMPLICIT, _IMPLICIT_GROUPS,
+                                       _IMPLICIT_KC, _IMPLICIT_MCT, _WINDOW, _WINOGRAD, _attrs_norm, _check_conv,
+                                       _compute_dtype, _im2col_rows, _prm, _setup)
+from jitort.kernels.conv_window import _conv_window, pack_window_weights, window_applies
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind
+from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
-from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights, wino_sizes
 from jitort.kernels.registry import Call, Ref, default_call, op
-from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.threads import parts_for, run_parts, scratch
+from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights
 
 ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "HardSwish": 5,
                "Sigmoid": 6, "SiLU": 7}
 
-# im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
-# at most 256K elements (1 MiB float32). Measured on the 3x3 64->64 56x56 case; flat beyond.
-_BLOCK = 1 << 18
-_GEMM_COLS = 512
 _EP_COLS = 256  # column block of the GEMM + separate-epilogue path (activations other than Relu/Clip)
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -72,11 +77,19 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 # --- Conv kernels --------------------------------------------------------------------------------
 # geo: [group, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw]; x [N,C,D,H,W]; w [M,K]; out [N,M,P]
 
-@njit_one(any_layout=("b", "c"), **_KW)
-def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, ep, ga, bp):  # type: ignore[no-untyped-def]
-    """c[M, N] = act(W @ b + bias[bo:bo+M]) with W packed (``convgemm.pack_weights``, from element
-    ao: a row tile boundary), through the GEMM at address ga (``convgemm.gemm_address``). Relu and Clip (and none) run on the GEMM's register tile; the other
-    activations per column block, while the block is still in cache."""
+@njit_one(any_layout=("b", "c", "z"), **_KW)
+def _gemm_act(wp, ao, M, K, b, c, z, bias, bo, act, prm, ep, ga, bp):  # type: ignore[no-untyped-def]
+    """c[M, N] = act(W @ b + bias[bo:bo+M] (+ z)) with W packed (``convgemm.pack_weights``, from
+    element ao: a row tile boundary), through the GEMM at address ga (``convgemm.gemm_address``).
+    Without a residual z, Relu and Clip (and none) run on the GEMM's register tile, the other
+    activations per column block while it is in cache. With z, the GEMM (+ bias) runs whole and
+    then act(c + z) row by row: per column block, z's rows were read in short strided runs, which
+    cost more than the whole pass (resnet50's residual 1x1 convs: +2 ms over a separate Sum+Relu)."""
+    if z is not None:
+        gemm_at(ga, wp, ao, M, K, b, c, bias, bo, 1, prm[0], prm[1], bp)
+        for m in range(M):
+            epilogue_residual(c[m], z[m], act, prm, ep)
+        return
     if act <= 2:
         gemm_at(ga, wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp)
         return
@@ -90,7 +103,7 @@ def _gemm_act(wp, ao, M, K, b, c, bias, bo, act, prm, ep, ga, bp):  # type: igno
 
 
 @njit(inline="always", **_EP)
-def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
     sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles.
     Part of ``_conv_gemm`` (inlined: one kernel module, one copy of the GEMM to compile)."""
@@ -105,12 +118,17 @@ def _conv_gemm_1x1(x, wp, b, out, group, act, prm, ep, ga, sc, part, nparts):  #
         return
     for n in range(N):
         for g in range(group):
-            _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg],
-                      out[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, ga, bp)
+            o = out[n, g * Mg + r0:g * Mg + r1]
+            if z is None:
+                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg], o, None, b, g * Mg + r0, act,
+                          prm, ep, ga, bp)
+            else:
+                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg], o,
+                          z[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, ga, bp)
 
 
 @njit(**_KW)
-def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """im2col per block of output rows, then the GEMM; a 1x1 conv without stride or padding skips
     im2col (``_conv_gemm_1x1``). sc: scratch of ``_scratch_size`` elements; this call computes its
     ``part`` of the row blocks (of the row tiles for 1x1)."""
@@ -119,7 +137,7 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, npart
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
     sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
     if kd * kh * kw == 1 and sd * sh * sw == 1 and pd + ph + pw == 0 and OD * OH * OW == D * H * W:
-        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, group, act, prm, ep, ga, sc, part, nparts)
+        _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts)
         return
     Cg = C // group
     Mg = M // group
@@ -149,12 +167,16 @@ def _conv_gemm(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, ga, sc, part, npart
                                 _im2col_row(colv[k], xc, r0, r1, OH, OW, D, H, a * dd - pd, bb * dh - ph, sd, sh,
                                             los[e], his[e], e * dw - pw, sw, zero)
                                 k += 1
-                _gemm_act(wp[g], 0, Mg, K, colv, out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act, prm,
-                          ep, ga, bp)
+                o = out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW]
+                if z is None:
+                    _gemm_act(wp[g], 0, Mg, K, colv, o, None, b, g * Mg, act, prm, ep, ga, bp)
+                else:
+                    _gemm_act(wp[g], 0, Mg, K, colv, o, z[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act,
+                              prm, ep, ga, bp)
 
 
 @njit(**_KW)
-def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """The GEMM of im2col without im2col, for K = Cg*kd*kh*kw <= ``_IMPLICIT_MAX_K``: each group's
     input is copied once into a zero-padded buffer split into column-stride phases
     (``_pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
@@ -185,7 +207,7 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                     k += 1
     P = OD * OH * OW
     NR = conv_tile_cols(x.dtype)
-    fin = act + 1 if act <= 2 else 0
+    fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     lo, hi = prm[0], prm[1]
     t0, t1 = _share((Mg + MR - 1) // MR, part, nparts)
     for n in range(N):
@@ -226,20 +248,14 @@ def _conv_implicit(x, wp, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                                     conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
                                               (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, spill, acc,
                                               b, m0, f, lo, hi, 1, 1)
-            if act > 2:
+                if z is not None:  # the chunk's positions, still in cache (a spill lands past p1 only)
+                    p0 = (q0 // nj) * OW + (q0 % nj) * NR
+                    p1 = ((q1 - 1) // nj) * OW + min(OW, ((q1 - 1) % nj) * NR + NR)
+                    for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
+                        epilogue_residual(out[n, m, ::1][p0:p1], z[n, m, ::1][p0:p1], act, prm, ep)
+            if act > 2 and z is None:
                 for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
                     _epilogue(out[n, m, ::1], b[m], act, prm, ep)
-
-
-def im2col_rows(K: int, OW: int, R: int) -> int:
-    """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK.
-    Plain Python for the per-shape setup; ``_im2col_rows`` is the same function jitted."""
-    rows = (_GEMM_COLS + OW - 1) // OW
-    rows = min(rows, _BLOCK // max(K * OW, 1), R)
-    return max(rows, 1)
-
-
-_im2col_rows = njit(**_EP)(im2col_rows)
 
 
 @njit(**_EP)
@@ -273,7 +289,7 @@ def _im2col_row(dst, xc, r0, r1, OH, OW, D, H, zoff, yoff, sd, sh, lo, hi, off, 
 
 
 @njit(**_KW)
-def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def _conv_direct(x, w, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """Cg == 1: output channel m reads input channel m // Mg only.
 
     Each input plane is copied once into a zero-padded buffer covering exactly the window the
@@ -301,7 +317,7 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):
             for e in range(kw):
                 toff[(a * kh + bb) * kw + e] = (a * dd * Hp + bb * dh) * Wp + e * dw
     P = OD * OH * OW
-    fin = act + 1 if act <= 2 else 0
+    fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     plan = dw_plan(OH, OW, sh * Wp, sw, x.itemsize)
     c0, c1 = _share(C, part, nparts)
     for n in range(N):
@@ -319,253 +335,21 @@ def _conv_direct(x, w, b, out, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):
                         dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 2)
                     else:
                         dw_plane(plan, xbuf, xo, sh * Wp, toff, w, m * T, out, oo, OH, OW, b[m], fin, prm[0], prm[1], sw, 0)
-                if act > 2:
+                if z is not None:
+                    epilogue_residual(out[n, m, ::1], z[n, m, ::1], act, prm, ep)
+                elif act > 2:
                     _epilogue(out[n, m, ::1], b[m], act, prm, ep)
 
 
 # Elements of V plus the 16 GEMM results per block: 256K float32 = 1 MiB.
 
 
-# --- geometry (onnxruntime's rules, see conv_attributes.h) -----------------------------------------
-
-def _cdiv(a: int, b: int) -> int:
-    """C++ integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def _pad3(v: Sequence[int], fill: int) -> tuple[int, int, int]:
-    v = tuple(int(t) for t in v)
-    return (fill,) * (3 - len(v)) + v  # type: ignore[return-value]
-
-
-@lru_cache(maxsize=1024)
-def conv_geometry(in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
-                  dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str,
-                  op_name: str = "Conv") -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Output spatial dims and begin pads of a convolution, exactly as onnxruntime computes them."""
-    r = len(in_sp)
-    out, begin = [], []
-    for d in range(r):
-        i, k, s, dl = in_sp[d], kernel[d], strides[d], dilations[d]
-        dk = dl * (k - 1) + 1
-        ph, pt = pads[d], pads[d + r]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            target = _cdiv(i + s - 1, s)
-            need = (target - 1) * s + dk - i
-            o = _cdiv(i + need - dk, s) + 1
-            ph = _cdiv(need + 1, 2) if auto_pad == "SAME_LOWER" else _cdiv(need, 2)
-        elif auto_pad == "VALID":
-            ph = 0
-            o = _cdiv(i - dk, s) + 1
-        elif auto_pad in ("NOTSET", ""):
-            o = int(np.float32(i + ph + pt - dk) / np.float32(s) + 1)
-        else:
-            raise InvalidArgument(f"{op_name}: auto_pad '{auto_pad}' is not one of NOTSET, SAME_UPPER, "
-                                  "SAME_LOWER, VALID")
-        if o <= 0:
-            raise InvalidArgument(f"{op_name}: invalid input shape {list(in_sp)} for kernel {list(kernel)}, "
-                                  f"strides {list(strides)}, dilations {list(dilations)}, pads {list(pads)}: "
-                                  f"output dim {d} would be {o}")
-        out.append(o)
-        begin.append(ph)
-    return tuple(out), tuple(begin)
-
-
-def _attrs_norm(rank: int, kernel: Sequence[int], strides: Sequence[int] | None,
-                dilations: Sequence[int] | None, pads: Sequence[int] | None
-                ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    k = tuple(int(v) for v in kernel)
-    s = tuple(int(v) for v in strides) if strides else (1,) * rank
-    dl = tuple(int(v) for v in dilations) if dilations else (1,) * rank
-    p = tuple(int(v) for v in pads) if pads else (0,) * (2 * rank)
-    return k, s, dl, p
-
-
-def _geo(group: int, k: tuple[int, ...], s: tuple[int, ...], dl: tuple[int, ...],
-         begin: tuple[int, ...]) -> np.ndarray:
-    return np.array((group,) + _pad3(k, 1) + _pad3(s, 1) + _pad3(dl, 1) + _pad3(begin, 0), np.int64)
-
-
-def _prm(dt: np.dtype, alpha: float, beta: float) -> np.ndarray:
-    return np.array([alpha, beta, 0.0, 1.0, 1.0 / 6.0, 0.5], dt)
-
-
-def _compute_dtype(dt: np.dtype, op_name: str) -> np.dtype:
-    dt = np.dtype(dt)
-    if dt in (np.float32, np.float64):
-        return dt
-    if dt == np.float16 or dt.name == "bfloat16":
-        return np.dtype(np.float32)
-    raise OrtNotImplemented(f"{op_name}: jitort does not support dtype {dt} (float16/32/64 only)")
-
-
-def _as5d(x: np.ndarray) -> np.ndarray:
-    sp = x.shape[2:]
-    return x.reshape(x.shape[:2] + (1,) * (3 - len(sp)) + sp)
-
-
-# --- Conv ----------------------------------------------------------------------------------------
-
-def _check_conv(x: np.ndarray, w_shape: tuple[int, ...], group: int, kernel_shape: Sequence[int] | None) -> None:
-    _check_conv_shapes(x.shape, w_shape, group)
-    if kernel_shape and tuple(kernel_shape) != tuple(w_shape[2:]):
-        raise Fail(f"Conv: kernel_shape {list(kernel_shape)} is not compatible with W shape {list(w_shape)}")
-
-
-def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int) -> None:
-    if len(x_shape) != len(w_shape):
-        raise Fail(f"Conv: X has rank {len(x_shape)} but W has rank {len(w_shape)} (shapes {list(x_shape)}, "
-                   f"{list(w_shape)})")
-    if len(x_shape) < 3:
-        raise InvalidArgument(f"Conv: X must have rank >= 3, got shape {list(x_shape)}")
-    if len(x_shape) > 5:
-        raise OrtNotImplemented(f"Conv: jitort supports 1-D, 2-D and 3-D convolutions, got X of rank {len(x_shape)}")
-    if group <= 0 or x_shape[1] != w_shape[1] * group:
-        raise Fail(f"Conv: input channels C={x_shape[1]} is not equal to kernel channels {w_shape[1]} * "
-                   f"group {group}")
-    if w_shape[0] % group:
-        raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
-
-
-_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT = range(5)
-_IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
-_IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
-_IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
-_IMPLICIT_MAX_MK = 400_000  # beyond one K block, the implicit GEMM's limit on Mg x K (see _implicit_fits)
-_IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
-
-
-@lru_cache(maxsize=1024)
-def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
-           dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
-           ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
-                      float, int]:
-    """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
-    kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
-    can split between threads). Saves ~8 us of Python per call (a conv is often under 100 us).
-    The geometry array is shared: kernels only read it."""
-    _check_conv_shapes(x_shape, w_shape, group)
-    kernel = tuple(w_shape[2:])
-    out_sp, begin = conv_geometry(tuple(x_shape[2:]), kernel, strides, dilations, pads, auto_pad)
-    N, M = x_shape[0], w_shape[0]
-    odhw = _pad3(out_sp, 1)
-    geo = _geo(group, kernel, strides, dilations, begin)
-    x5 = tuple(x_shape[:2]) + _pad3(x_shape[2:], 1)
-    if w_shape[1] == 1:
-        path, xs = _DIRECT, x5
-    elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
-        path, xs = _GEMM_1X1, x5
-    elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
-        path, xs = _IMPLICIT, x5
-    elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
-        path, xs = _WINOGRAD, tuple(x_shape)
-    elif _implicit_fits(w_shape, group, odhw[2], small_k=False):
-        path, xs = _IMPLICIT, x5
-    else:
-        path, xs = _IM2COL, x5
-    nsc = _scratch_size(path, x_shape, w_shape, geo, odhw)
-    P = int(np.prod(out_sp))
-    flops = 2.0 * N * M * P * int(np.prod(w_shape[1:]))
-    Mgt = -(-(M // group) // MR)
-    if path == _DIRECT:
-        units = x_shape[1]
-    elif path == _WINOGRAD:
-        units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
-    elif path == _IM2COL:
-        units = -(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1]))
-    else:
-        units = Mgt
-    return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
-
-
-def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool) -> bool:
-    """Whether the implicit GEMM beats the alternatives (measured on Zen 3, 1 thread): its tiles
-    hold two vectors of one output row, so rows must fill them (>= 75 %); with K <= one K block it
-    beats Winograd and im2col (no copies); with more, only while the weights of a group stay small
-    (Mg x K <= 400K: 5x5 and grouped convs won by 10-35 %, a 512x4608 one lost 1.6x). Never for a
-    strided 1x1 kernel: its phase-split copy takes the whole input where im2col gathers the used
-    columns only (im2col 25-40 % faster at 64..256 channels, resnet50's 512x256 s2 4.1 -> 2.9 ms)."""
-    if int(np.prod(w_shape[2:])) == 1:
-        return False
-    K = int(np.prod(w_shape[1:]))
-    nr = 2 * 32 // 4  # conv_tile_cols(float32) on AVX2; a row's tail of <= nr/2 takes a half tile
-    if ow < nr * 3 // 4 or ow / (ow // nr * nr + (nr if ow % nr > nr // 2 else nr // 2 if ow % nr else 0)) < 0.75:
-        return False
-    if small_k:
-        return K <= _IMPLICIT_MAX_K
-    return (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
-
-
-def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,
-                  odhw: tuple[int, int, int]) -> int:
-    """Elements of working memory a kernel takes from ``_scratch`` (instead of allocating per call:
-    a buffer over glibc's mmap threshold is mapped and page-faulted on every call)."""
-    od, oh, ow = odhw
-    kd, kh, kw, sd, sh, sw, dd, dh, dw = (int(v) for v in geo[1:10])
-    if path == _DIRECT:
-        dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
-        return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
-    if path == _GEMM_1X1:
-        return BBLOCK
-    if path == _IMPLICIT:
-        dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
-        return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
-    if path == _WINOGRAD:
-        C, M = x_shape[1], w_shape[0]
-        _, sv, sm = wino_sizes(C, M, oh, ow)
-        return C * (2 * ((oh + 1) // 2) + 2) * (2 * ((ow + 1) // 2) + 2) + 16 * (sv + sm) + BBLOCK
-    K = int(np.prod(w_shape[1:]))
-    return K * im2col_rows(K, ow, od * oh) * ow + BBLOCK
-
-
-_pool = threading.local()
-_FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a pool thread costs more
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
-
-
-def _threads() -> int:
-    """The session's intra-op thread count; unset, the usable cores (as BLAS would use)."""
-    return get_num_threads() or usable_cpus()
-
-
-def _parallel(fn: Any, args: tuple[Any, ...], nsc: int, cd: np.dtype, nparts: int) -> None:
-    """fn(*args, scratch, part, nparts) for every part: part 0 here, the others on pool threads
-    (the kernels release the GIL; each thread has its own scratch). Output elements are split
-    between parts, never shared, so the result does not depend on the thread count."""
-    global _executor, _executor_pid
-    with _executor_lock:
-        # a forked child inherits the executor object but not its threads: make a new one
-        if _executor is None or _executor._max_workers < nparts - 1 or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-conv")
-            _executor_pid = os.getpid()
-        ex = _executor
-    futs = [ex.submit(lambda p: fn(*args, _scratch(nsc, cd), p, nparts), p) for p in range(1, nparts)]
-    fn(*args, _scratch(nsc, cd), 0, nparts)
-    for f in futs:
-        f.result()
-
-
-def _scratch(n: int, dt: np.dtype) -> np.ndarray:
-    """A per-thread working buffer of at least n elements of dt, reused across calls (one conv
-    kernel runs at a time per thread; concurrent sessions run in different threads)."""
-    bufs = getattr(_pool, "bufs", None)
-    if bufs is None:
-        bufs = _pool.bufs = {}
-    a = bufs.get(dt)
-    if a is None or a.shape[0] < n:
-        a = bufs[dt] = np.empty(max(n, 1), dt)
-    return a
-
-
-def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
-                w_shape: tuple[int, ...], auto_pad: str, group: int, strides: tuple[int, ...],
-                dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
-    """Conv on pre-packed weights (``_pack_w``: [M, K] for depthwise, else packed per group for
-    ``gemm_packed``) and b [M] in the compute dtype, prm from ``_prm``, and u the packed Winograd
-    weights when ``winograd_applies`` (else None)."""
+def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
+                z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
+                strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
+    """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
+    ``_prm``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
+    the residual added before the activation (the output's shape)."""
     if x.ndim != len(w_shape):
         _check_conv(x, w_shape, group, None)
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = _setup(x.shape, w_shape, group, strides,
@@ -574,26 +358,34 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if w.size == 0 and path != _WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
                                f"known when the model was lowered), but input shape {list(x.shape)} takes another")
+    if z is not None and tuple(z.shape) != out_shape:
+        raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output "
+                              f"{list(out_shape)}")
     out = np.empty(out_shape, cd)
     if out_shape[0] == 0 or out_shape[1] == 0:
         return out.astype(x.dtype, copy=False)
     xc = (np.ascontiguousarray(x, cd) if x.dtype != cd else x).reshape(xs)
     o3 = out.reshape(o3s)
+    z3 = None if z is None else np.ascontiguousarray(z, cd).reshape(o3s)
     ep = epilogue_kind(act)
     if path == _DIRECT:
-        fn, args = _conv_direct, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
+        fn, args = _conv_direct, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
+    elif path == _DWBLOCK:
+        fn, args = _conv_dwblock, (xc, w, b, o3, z3, geo, oh, ow, act, prm, ep)
+    elif path == _WINDOW:
+        fn, args = _conv_window, (xc, w, b, o3, z3, geo, ow, act, prm, ep)
     elif path == _WINOGRAD:
-        fn, args = _conv_winograd, (xc, u, b, o3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
+        fn, args = _conv_winograd, (xc, u, b, o3, z3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
                                     gemm_address(cd))
     elif path == _IMPLICIT:
-        fn, args = _conv_implicit, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep)
+        fn, args = _conv_implicit, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
     else:  # im2col, and 1x1 (its branch of _conv_gemm)
-        fn, args = _conv_gemm, (xc, w, b, o3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
-    nparts = min(_threads(), units, max(1, int(flops // _FLOPS_PER_PART)))
+        fn, args = _conv_gemm, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
+    nparts = parts_for(units, flops)
     if nparts <= 1:
-        fn(*args, _scratch(nsc, cd), 0, 1)
+        fn(*args, scratch(nsc, cd), 0, 1)
     else:
-        _parallel(fn, args, nsc, cd, nparts)
+        run_parts(lambda p: fn(*args, scratch(nsc, cd), p, nparts), nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
@@ -604,16 +396,20 @@ _COMPILE_PARTS = {
     _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address (see gemm_part)
     _WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
     _IMPLICIT: {"implicit": 3.7},
+    _WINDOW: {"window": 1.5},
+    _DWBLOCK: {"dwblock": 1.5},
 }
 _COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
 
 
-def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None, *,
-                   w_shape: tuple[int, ...], auto_pad: str, group: int, strides: tuple[int, ...],
-                   dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> dict[str, float]:
+def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
+                   z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
+                   strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
+                   act: int) -> dict[str, float]:
     path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
-    return {gemm_part(w.dtype) if p == "gemm" else f"{p}[{w.dtype}]": c
+    res = "" if z is None else "+residual"  # the residual variant is a kernel signature of its own
+    return {gemm_part(w.dtype) if p == "gemm" else f"{p}[{w.dtype}]{res}": c
             for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
 
 
@@ -621,41 +417,60 @@ conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]
 conv_packed.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 
 
-def _pack_w(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:
-    """W [M, C/group, *kernel] -> what ``conv_packed`` takes: [M, K] for the depthwise kernel
-    (C/group == 1), else the GEMM's packed layout per group."""
+def pack_conv_weights(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:
+    """W [M, C/group, *kernel] -> what ``conv_packed`` takes: W^T in panels for the window path
+    (``window_applies``), [M, K] for the depthwise kernel (C/group == 1), else the GEMM's packed
+    layout per group."""
+    if window_applies(tuple(W.shape), group):
+        return pack_window_weights(W, cd)
     w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), cd)
     return w2 if W.shape[1] == 1 else pack_weights(w2, group)
 
 
-def _act_code(activation: str) -> int:
+def act_code(activation: str, op_name: str = "Conv") -> int:
+    """The epilogue's code for an activation name ("" none); NotImplemented for others."""
     code = ACTIVATIONS.get(activation)
     if code is None:
-        raise OrtNotImplemented(f"Conv: fused activation '{activation}' is not supported "
+        raise OrtNotImplemented(f"{op_name}: fused activation '{activation}' is not supported "
                                 f"(known: {sorted(a for a in ACTIVATIONS if a)})")
     return code
 
 
-@op("Conv", since=1, lower=lambda node, g: _lower_conv(node, g))
-def Conv(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, auto_pad: str,
-         dilations: Sequence[int] | None = None, group: int, kernel_shape: Sequence[int] | None = None,
-         pads: Sequence[int] | None = None, strides: Sequence[int] | None = None,
-         _activation: str = "", _alpha: float = 0.0, _beta: float = 0.0) -> np.ndarray:
-    """Conv (opset 1, 11, 22); ``_activation/_alpha/_beta`` are the epilogue set by fuse_conv_epilogue."""
+def conv_eager(X: np.ndarray, W: np.ndarray, B: np.ndarray | None, Z: np.ndarray | None, *, auto_pad: str,
+               dilations: Sequence[int] | None, group: int, kernel_shape: Sequence[int] | None,
+               pads: Sequence[int] | None, strides: Sequence[int] | None, activation: str, alpha: float,
+               beta: float, op_name: str = "Conv") -> np.ndarray:
+    """act(Conv(X, W, B) (+ Z)) with the weights packed on the spot: the op functions' path (constant
+    folding, weights known only at run time)."""
     _check_conv(X, W.shape, group, kernel_shape)
-    cd = _compute_dtype(X.dtype, "Conv")
+    cd = _compute_dtype(X.dtype, op_name)
     rank = X.ndim - 2
     _, s, dl, p = _attrs_norm(rank, W.shape[2:], strides, dilations, pads)
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B, cd)
     if b.shape != (W.shape[0],):
-        raise InvalidArgument(f"Conv: B must have shape [{W.shape[0]}], got {list(b.shape)}")
+        raise InvalidArgument(f"{op_name}: B must have shape [{W.shape[0]}], got {list(b.shape)}")
     u = winograd_weights(W, cd) if winograd_applies(W.shape, group, s, dl) else None
-    return conv_packed(X, _pack_w(W, group, cd), b, _prm(cd, _alpha, _beta), u, w_shape=tuple(W.shape),
+    return conv_packed(X, pack_conv_weights(W, group, cd), b, _prm(cd, alpha, beta), u, Z, w_shape=tuple(W.shape),
                        auto_pad=auto_pad, group=group, strides=s, dilations=dl, pads=p,
-                       act=_act_code(_activation))
+                       act=act_code(activation, op_name))
 
 
-def _lower_conv(node: Node, g: Graph) -> Call:
+@op("Conv", since=1, lower=lambda node, g: lower_conv(node, g))
+def Conv(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, auto_pad: str,
+         dilations: Sequence[int] | None = None, group: int, kernel_shape: Sequence[int] | None = None,
+         pads: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> np.ndarray:
+    """Conv (opset 1, 11, 22). Its fused form (+ residual, + activation) is jitort's FusedConv
+    (conv_fused.py), formed by the conv epilogue pass."""
+    return conv_eager(X, W, B, None, auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+                      pads=pads, strides=strides, activation="", alpha=0.0, beta=0.0)
+
+
+def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, beta: float = 0.0,
+               residual: str = "") -> Call:
+    """A Conv-like node (Conv's inputs X, W, B and attributes) with constant weights -> a
+    ``conv_packed`` call on weights packed now, with the epilogue activation(conv + bias +
+    residual) (residual: the name of the value added, "" none). Weights known only at run time:
+    the op function's call."""
     from jitort.kernels.registry import lookup
     W = g.const(node.inputs[1])
     B = g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
@@ -667,15 +482,14 @@ def _lower_conv(node: Node, g: Graph) -> Call:
     group = int(a.get("group", 1))
     ks = a.get("kernel_shape")
     if ks and tuple(ks) != tuple(W.shape[2:]):
-        raise Fail(f"Conv node '{node.name}': kernel_shape {list(ks)} is not compatible with W shape "
+        raise Fail(f"{node.op_type} node '{node.name}': kernel_shape {list(ks)} is not compatible with W shape "
                    f"{list(W.shape)}")
-    cd = _compute_dtype(xt.dtype, "Conv")
+    cd = _compute_dtype(xt.dtype, node.op_type)
     _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B.reshape(-1), cd)
-    prm = _prm(cd, float(a.get("_alpha", 0.0)), float(a.get("_beta", 0.0)))
+    prm = _prm(cd, alpha, beta)
     kwargs: dict[str, Any] = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
-                                  group=group, strides=s, dilations=dl, pads=p,
-                                  act=_act_code(a.get("_activation", "")))
+                                  group=group, strides=s, dilations=dl, pads=p, act=act_code(activation, node.op_type))
     # With the input shape known, only the path that will run gets its weights (a 3x3 layer took
     # both the packed GEMM and the Winograd weights: resnet50 lowered 162 MB of constants, now 129 MB)
     wino = winograd_applies(W.shape, group, s, dl)
@@ -687,5 +501,8 @@ def _lower_conv(node: Node, g: Graph) -> Call:
         except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
             pass
     u = winograd_weights(W, cd) if wino and path in (None, _WINOGRAD) else None
-    w2 = np.empty(0, cd) if path == _WINOGRAD else _pack_w(W, group, cd)
-    return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u], kwargs)
+    w2 = np.empty(0, cd) if path == _WINOGRAD else pack_conv_weights(W, group, cd)
+    return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u, Ref(residual) if residual else None], kwargs)
+
+
+_lower_conv = lower_conv  # the com.microsoft FusedConv lowering's name for it

@@ -11,7 +11,7 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv import _as5d, _attrs_norm, _compute_dtype, _geo, _im2col_rows
+from jitort.kernels.conv_setup import _as5d, _attrs_norm, _compute_dtype, _geo, _im2col_rows
 from jitort.kernels.convgemm import BBLOCK, gemm_packed, pack_weights
 from jitort.kernels.convutil import _EP, _ow_range
 from jitort.kernels.registry import Call, Ref, default_call, op

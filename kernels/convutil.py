@@ -211,3 +211,47 @@ def _pad_phases(x, so, D, H, W, xp, Dp, Hp, Wq, pd, ph, pw, sw, zero, interior_o
                     fill_row(xp, row, lo, zero)
                     fill_row(xp, row + hi, Wq - hi, zero)
                 copy_row(xp, row + lo, x, so + (iz * H + iy) * W + lo * sw + px - pw, hi - lo, sw)
+
+
+@njit(**_EP)
+def _ez_add(a, z):  # type: ignore[no-untyped-def]
+    for i in range(a.shape[0]):
+        a[i] = a[i] + z[i]
+
+
+@njit(**_EP)
+def _ez_relu(a, z, zero):  # type: ignore[no-untyped-def]
+    for i in range(a.shape[0]):
+        v = a[i] + z[i]
+        a[i] = zero if v < zero else v
+
+
+@njit(**_EP)
+def _ez_clip(a, z, lo, hi):  # type: ignore[no-untyped-def]
+    for i in range(a.shape[0]):
+        v = a[i] + z[i]
+        v = lo if v < lo else v
+        a[i] = hi if v > hi else v
+
+
+def epilogue_residual(row, zrow, act, prm, ep):  # type: ignore[no-untyped-def]
+    """row = act(row + zrow) in place (the bias is already in row): the residual epilogue of a
+    fused Conv + Add (+ activation); row and zrow 1-D views with unit stride, ep from
+    ``epilogue_kind``."""
+    raise NotImplementedError("jitted code only")
+
+
+@overload(epilogue_residual, jit_options=_EP)
+def _epilogue_residual_ov(row, zrow, act, prm, ep):  # type: ignore[no-untyped-def]
+    def impl(row, zrow, act, prm, ep):  # type: ignore[no-untyped-def]
+        a = _contig(row)
+        z = _contig(zrow)
+        if act == 1:
+            _ez_relu(a, z, prm[2])
+        elif act == 2:
+            _ez_clip(a, z, prm[0], prm[1])
+        else:
+            _ez_add(a, z)
+            if act > 2:
+                _epilogue(row, prm[2], act, prm, ep)
+    return impl

@@ -22,7 +22,7 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.conv import _attrs_norm, conv_geometry
+from jitort.kernels.conv_setup import _attrs_norm, conv_geometry
 from jitort.kernels.registry import FLOAT, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")

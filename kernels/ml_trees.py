@@ -34,9 +34,9 @@ from jitort.kernels.ml_tree_layout import (AVERAGE, CLASSIFIER, EQ, GT, GTE, H_S
                                            MIN, ML, S_AUX, S_BASE, S_DEPTH, S_LABELS, S_LEAFV, S_MODES, S_NAN,
                                            S_PAIRS, S_ROOTS, S_THR, S_WT, S_WV, SUM, Ensemble, build_v3,
                                            build_v5)
-from jitort.kernels.threads import get_num_threads, usable_cpus
 from jitort.kernels.registry import Call, Ref, op
 from jitort.arrays import contiguous
+from jitort.kernels.threads import parts_for, run_parts
 
 BLOCK = 64  # rows walked together: their nodes and features stay in L1/L2 across a tree
 CHAINS = 32  # walks in flight: enough to hide the loads' latency
@@ -384,18 +384,16 @@ def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarra
     if work < _PARALLEL_WORK or n <= BLOCK:
         evaluate(x, e.buf, 0, n, z, lab)
         return z, lab
-    parts = min(get_num_threads() or usable_cpus(), work // _PARALLEL_WORK, (n + BLOCK - 1) // BLOCK)
+    parts = parts_for((n + BLOCK - 1) // BLOCK, work, _PARALLEL_WORK)
     if parts <= 1:
         evaluate(x, e.buf, 0, n, z, lab)
         return z, lab
-    from jitort.kernels.conv import _parallel  # the kernels' shared thread pool
     step = -(-n // parts)
     step = -(-step // BLOCK) * BLOCK
 
-    def part(*a: Any) -> None:
-        p = a[-2]
+    def part(p: int) -> None:
         evaluate(x, e.buf, min(n, p * step), min(n, (p + 1) * step), z, lab)
-    _parallel(part, (), 1, np.dtype(np.float32), parts)
+    run_parts(part, parts)
     return z, lab
 
 

@@ -28,7 +28,7 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv import _attrs_norm, _pad3, conv_geometry
+from jitort.kernels.conv_setup import _attrs_norm, _pad3, conv_geometry
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from jitort.kernels.convgemm import BBLOCK, gemm_at, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _pad_phases, _share
+from jitort.kernels.convutil import _EP, _epilogue, _pad_phases, _share, epilogue_residual
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -49,8 +49,9 @@ def _wino_in(xp, V, C, Tb, ty0, ty1, TW):  # type: ignore[no-untyped-def]
 
 
 @njit(**_EP)
-def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: ignore[no-untyped-def]
-    """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1, then bias + activation."""
+def _wino_out(Mt, out, zn, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: ignore[no-untyped-def]
+    """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1, then bias (+ the
+    residual zn [M, OH*OW] when not None) + activation."""
     M = out.shape[0]
     full_w = 2 * TW == OW
     TWf = TW if full_w else TW - 1
@@ -86,12 +87,16 @@ def _wino_out(Mt, out, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: igno
         r0 = 2 * ty0
         r1 = min(2 * ty1, OH)
         seg = oma[r0 * OW:r1 * OW]
-        _epilogue(seg, b[m], act, prm, ep)
+        if zn is None:
+            _epilogue(seg, b[m], act, prm, ep)
+        else:
+            _epilogue(seg, b[m], 0, prm, ep)
+            epilogue_residual(seg, zn[m, ::1][r0 * OW:r1 * OW], act, prm, ep)
 
 
 @njit(**_KW)
-def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
-    """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; 3x3, stride 1, dilation 1, group 1;
+def _conv_winograd(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+    """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; z None or the residual like out; 3x3, stride 1, dilation 1, group 1;
     ga: the GEMM's address (``convgemm.gemm_address``).
 
     Winograd F(2x2, 3x3): 2.25x fewer multiplications than the direct sum. Per block of tile rows,
@@ -124,7 +129,10 @@ def _conv_winograd(x, U, b, out, ph, pw, OH, OW, act, prm, ep, ga, sc, part, npa
             for k in range(16):
                 gemm_at(ga, U[k], 0, M, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb],
                         Mt[k, :M * Tb].reshape(M, Tb)[:, :tb], b, 0, 0, zero, zero, bp)
-            _wino_out(Mt, on, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
+            if z is None:
+                _wino_out(Mt, on, None, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
+            else:
+                _wino_out(Mt, on, z[n], b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
 
 
 def wino_sizes(C: int, M: int, OH: int, OW: int) -> tuple[int, int, int]:

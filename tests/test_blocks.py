@@ -1,5 +1,6 @@
 """A ResNet bottleneck and a MobileNetV2 inverted-residual block match onnxruntime, and every
-Conv+BatchNormalization(+activation) runs as one conv call (BN folded, activation in the epilogue)."""
+Conv+BatchNormalization(+residual Add)(+activation) runs as one conv call (BN folded, residual and
+activation in the epilogue: jitort's FusedConv)."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,15 +50,15 @@ def inverted_residual():
     return make_model(nodes, {"x": (np.float32, ["N", 16, 14, 14])}, ["y"], inits, opset=13)
 
 
-@pytest.mark.parametrize("build,acts", [(bottleneck, 2), (inverted_residual, 2)], ids=["bottleneck", "inverted"])
+@pytest.mark.parametrize("build,acts", [(bottleneck, 3), (inverted_residual, 2)], ids=["bottleneck", "inverted"])
 def test_block_matches_ort_with_conv_bn_act_as_one_kernel(build, acts):
     m = build()
     sess = jitort.InferenceSession(m.SerializeToString())
     g = sess.artifact.ir()
     ops = [n.op_type for n in g.nodes]
-    assert "BatchNormalization" not in ops and "Relu" not in ops[:-2] and "Clip" not in ops, ops
-    convs = [n for n in g.nodes if n.op_type == "Conv"]
-    assert len(convs) == 3 and sum(1 for n in convs if n.attrs.get("_activation")) == acts
+    assert ops == ["FusedConv"] * 3, ops  # the residual Add (and its Relu) too
+    assert sum(1 for n in g.nodes if n.attrs.get("activation")) == acts
+    assert g.nodes[-1].inputs[3] == "x"
     assert sum("conv epilogue" in note for note in g.notes) == 3, g.notes
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, m.graph.input[0].type.tensor_type.shape.dim[1].dim_value,

@@ -17,6 +17,9 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import verify
 from jitort.kernels import conv as K
+from jitort.kernels import conv_fused as F
+from jitort.kernels import conv_setup as S
+from jitort.kernels import threads as T
 from jitort.kernels import convtranspose as KT
 from jitort.kernels.registry import lower_node, run_call
 from jitort.frontend.importer import import_model
@@ -126,12 +129,12 @@ def test_conv_winograd(xs, m, attrs):
     feeds = {"x": x, "w": w}
     check(node_model("Conv", feeds, **attrs), feeds, rtol=1e-4, atol=1e-4)
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    got = K.Conv(x64, w64, auto_pad=attrs.get("auto_pad", "NOTSET"), group=1, pads=attrs.get("pads"),
-                 _activation="Relu")
+    got = F.FusedConv(x64, w64, auto_pad=attrs.get("auto_pad", "NOTSET"), group=1, pads=attrs.get("pads"),
+                 activation="Relu")
     ref = K.Conv(x64, w64, auto_pad=attrs.get("auto_pad", "NOTSET"), group=1, pads=attrs.get("pads"),
                  dilations=[1, 1])
     _, _, _, p = K._attrs_norm(2, (3, 3), None, None, attrs.get("pads"))
-    out_sp, begin = K.conv_geometry(xs[2:], (3, 3), (1, 1), (1, 1), p, attrs.get("auto_pad", "NOTSET"))
+    out_sp, begin = S.conv_geometry(xs[2:], (3, 3), (1, 1), (1, 1), p, attrs.get("auto_pad", "NOTSET"))
     np.testing.assert_allclose(ref, conv_ref(x64, w64, None, [1, 1], [1, 1], list(begin), list(out_sp), 1),
                                rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-10, atol=1e-10)
@@ -164,8 +167,10 @@ def test_output_channels_with_equal_weights_are_bitwise_equal(xs, ws, attrs):
     ((2, 3, 2, 9), (6, 1, 3, 3), dict(group=3, pads=[1, 1, 1, 1], strides=[1, 2])),
     ((2, 3, 4, 13), (7, 3, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, short rows
     ((1, 40, 3, 14), (7, 40, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, K blocks
+    ((2, 1, 77), (9, 1, 20), dict(pads=[3, 2], strides=[7])),  # window, position tiles past the end
 ])
-def test_kernels_write_nothing_past_the_output(xs, ws, attrs):
+@pytest.mark.parametrize("residual", [False, True])
+def test_kernels_write_nothing_past_the_output(xs, ws, attrs, residual):
     """Vectors that run past a row spill into later rows of the plane; never past the plane."""
     x, w, b = rand(xs, seed=1), rand(ws, seed=2), rand((ws[0],), seed=3)
     group = attrs.get("group", 1)
@@ -174,14 +179,20 @@ def test_kernels_write_nothing_past_the_output(xs, ws, attrs):
     out_shape, path, geo, (od, oh, ow), xsh, o3s, nsc, _, _ = K._setup(xs, ws, group, s_, dl, p, "NOTSET", False)
     buf = np.full(int(np.prod(o3s)) + 64, 12345.0, np.float32)
     o3 = buf[:-64].reshape(o3s)
-    wp = K._pack_w(w, group, np.dtype(np.float32))
-    kernel = K._conv_direct if path == K._DIRECT else K._conv_implicit
-    assert path in (K._DIRECT, K._IMPLICIT)
-    kernel(x.reshape(xsh), wp, b, o3, geo, od, oh, ow, 1, K._prm(np.float32, 0, 0), None, K._scratch(nsc, np.float32),
-           0, 1)
+    z = rand(o3s, seed=4) if residual else None
+    wp = K.pack_conv_weights(w, group, np.dtype(np.float32))
+    prm, sc = K._prm(np.float32, 0, 0), T.scratch(nsc, np.float32)
+    if path == K._WINDOW:
+        K._conv_window(x.reshape(xsh), wp, b, o3, z, geo, ow, 1, prm, None, sc, 0, 1)
+    else:
+        assert path in (K._DIRECT, K._IMPLICIT)
+        kernel = K._conv_direct if path == K._DIRECT else K._conv_implicit
+        kernel(x.reshape(xsh), wp, b, o3, z, geo, od, oh, ow, 1, prm, None, sc, 0, 1)
     assert (buf[-64:] == 12345.0).all()
-    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b, list(s_), list(dl), list(geo[11:]), [oh, ow],
-                   group)
+    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b, list(s_), list(dl), list(geo[13 - r:]),
+                   [od, oh, ow][3 - r:], group)
+    if residual:
+        ref = ref + z.reshape(out_shape)
     np.testing.assert_allclose(o3.reshape(out_shape), np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
 
 
@@ -198,12 +209,12 @@ def test_threads_split_the_work_not_the_sums(xs, ws, attrs, monkeypatch):
     the result is bitwise the single-thread one."""
     x, w, b = rand(xs, seed=1), rand(ws, seed=2, low=-1, high=1), rand((ws[0],), seed=3)
     kw = dict(auto_pad="NOTSET", group=attrs.get("group", 1), pads=attrs.get("pads"), strides=attrs.get("strides"),
-              dilations=attrs.get("dilations"), _activation="Relu")
-    monkeypatch.setattr(K, "_threads", lambda: 1)
-    one = K.Conv(x, w, b, **kw)
-    monkeypatch.setattr(K, "_threads", lambda: 3)
-    monkeypatch.setattr(K, "_FLOPS_PER_PART", 1.0)
-    np.testing.assert_array_equal(K.Conv(x, w, b, **kw), one)
+              dilations=attrs.get("dilations"), activation="Relu")
+    monkeypatch.setattr(T, "intra_op_threads", lambda: 1)
+    one = F.FusedConv(x, w, b, **kw)
+    monkeypatch.setattr(T, "intra_op_threads", lambda: 3)
+    monkeypatch.setattr(T, "PART_FLOPS", 1.0)
+    np.testing.assert_array_equal(F.FusedConv(x, w, b, **kw), one)
 
 
 def test_conv_opset1_and_kernel_shape_attr():
@@ -229,7 +240,7 @@ def test_conv_float64_vs_reference(xs, ws, attrs):
     got = jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
     r = x.ndim - 2
     k, s, dl, p = K._attrs_norm(r, ws[2:], attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"))
-    out_sp, begin = K.conv_geometry(xs[2:], k, s, dl, p, attrs.get("auto_pad", "NOTSET"))
+    out_sp, begin = S.conv_geometry(xs[2:], k, s, dl, p, attrs.get("auto_pad", "NOTSET"))
     ref = conv_ref(x, w, b, list(s), list(dl), list(begin), list(out_sp), attrs.get("group", 1))
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
@@ -242,7 +253,7 @@ def test_conv_same_with_dilation_follows_spec():
         m = node_model("Conv", {"x": x}, initializers={"w": w}, auto_pad=ap, dilations=[2, 2], strides=[2, 1])
         got = jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
         assert got.shape == (1, 3, 5, 8)
-        out_sp, begin = K.conv_geometry((9, 8), (3, 3), (2, 1), (2, 2), (0,) * 4, ap)
+        out_sp, begin = S.conv_geometry((9, 8), (3, 3), (2, 1), (2, 2), (0,) * 4, ap)
         ref = conv_ref(x.astype(np.float64), w.astype(np.float64), None, [2, 1], [2, 2], list(begin), list(out_sp), 1)
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
@@ -292,8 +303,8 @@ def test_epilogue_activations(act, alpha, beta, case):
     group = 4 if case == "depthwise" else 1
     x, w, b = rand((2, 4, 7, 8), seed=1), rand(ws, seed=2), rand((ws[0],), seed=3)
     plain = K.Conv(x, w, b, auto_pad="NOTSET", group=group, pads=[1, 1, 1, 1])
-    got = K.Conv(x, w, b, auto_pad="NOTSET", group=group, pads=[1, 1, 1, 1], _activation=act, _alpha=alpha,
-                 _beta=beta)
+    got = F.FusedConv(x, w, b, auto_pad="NOTSET", group=group, pads=[1, 1, 1, 1], activation=act, alpha=alpha,
+                 beta=beta)
     np.testing.assert_allclose(got, _act_ref(plain.astype(np.float64), act, alpha, beta), rtol=1e-5, atol=1e-6)
 
 
@@ -302,21 +313,21 @@ def test_new_activation_or_batch_does_not_compile():
     once for the others (``convutil.epilogue_kind``); beyond that, no activation or batch size
     compiles anything."""
     x, w = rand((1, 4, 7, 8)), rand((6, 4, 3, 3), seed=2)
-    K.Conv(x, w, auto_pad="NOTSET", group=1, _activation="Relu")
-    K.Conv(x, w, auto_pad="NOTSET", group=1, _activation="Sigmoid")
+    F.FusedConv(x, w, auto_pad="NOTSET", group=1, activation="Relu")
+    F.FusedConv(x, w, auto_pad="NOTSET", group=1, activation="Sigmoid")
     before = {f: len(f.signatures) for f in (K._conv_gemm, K._conv_direct, K._conv_implicit)}
     for act in K.ACTIVATIONS:
-        K.Conv(rand((3, 4, 9, 5)), w, auto_pad="NOTSET", group=1, _activation=act, _alpha=0.5, _beta=1.0)
+        F.FusedConv(rand((3, 4, 9, 5)), w, auto_pad="NOTSET", group=1, activation=act, alpha=0.5, beta=1.0)
     assert {f: len(f.signatures) for f in before} == before
     with pytest.raises(OrtNotImplemented, match="Tanh"):
-        K.Conv(x, w, auto_pad="NOTSET", group=1, _activation="Tanh")
+        F.FusedConv(x, w, auto_pad="NOTSET", group=1, activation="Tanh")
 
 
 def test_epilogue_nan_propagates():
     x, w = rand((1, 2, 4, 4)), rand((3, 2, 1, 1), seed=2)
     x[0, :, 1, 1] = np.nan
     for act in ("Relu", "Clip", "LeakyRelu", "HardSwish"):
-        y = K.Conv(x, w, auto_pad="NOTSET", group=1, _activation=act, _alpha=-1.0, _beta=1.0)
+        y = F.FusedConv(x, w, auto_pad="NOTSET", group=1, activation=act, alpha=-1.0, beta=1.0)
         assert np.isnan(y[0, :, 1, 1]).all() and not np.isnan(y[0, :, 0, 0]).any(), act
 
 
@@ -398,7 +409,7 @@ def test_pass_absorbs_activation(name, acts, opset, bn):
         m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array(-0.25, np.float32), "lo"),
                                     onnx.numpy_helper.from_array(np.array(0.75, np.float32), "hi")])
     got, ops, notes = _run_fused(m, feeds)
-    assert ops == ["Conv"], ops
+    assert ops == ["FusedConv"], ops
     assert len(notes) == 1 and notes[0].startswith("conv epilogue: Conv_3 + "), notes
     if bn:
         assert "BatchNormalization_4" in notes[0]
@@ -416,7 +427,7 @@ def test_pass_note_format_and_bn_without_bias():
 def test_pass_depthwise_bn_relu():
     m, feeds = _chain([helper.make_node("Relu", ["$"], ["y"])], w_shape=(4, 1, 3, 3), group=4)
     got, ops, _ = _run_fused(m, feeds)
-    assert ops == ["Conv"]
+    assert ops == ["FusedConv"]
     assert_close(got, run_ort(m, feeds), rtol=1e-4, atol=1e-4)
 
 
@@ -469,7 +480,7 @@ def test_pass_chain_of_convs():
              helper.make_node("Conv", ["dm", "w3"], ["y"])]
     m = make_model(nodes, {"x": (np.float32, x.shape)}, ["y"], inits, opset=9)
     got, ops, notes = _run_fused(m, {"x": x})
-    assert ops == ["Conv", "Conv", "Conv"] and len(notes) == 2
+    assert ops == ["FusedConv", "FusedConv", "Conv"] and len(notes) == 2
     assert_close(got, run_ort(m, {"x": x}), rtol=1e-4, atol=1e-4)
 
 

@@ -77,9 +77,9 @@ def test_cnn_one_event_per_step_with_nodes_shapes_and_flops(tmp_path: Path) -> N
     convs, bns, relus = (_nodes_by_op(model, op) for op in ("Conv", "BatchNormalization", "Relu"))
     first = runs[1][0]
     a = first["args"]
-    assert first["name"] == convs[0] + "_kernel_time" and a["op_name"] == "Conv"
+    assert first["name"] == convs[0] + "_kernel_time" and a["op_name"] == "FusedConv"  # jitort's, as onnxruntime's
     assert a["nodes"] == [convs[0], bns[0], relus[0]]  # BatchNormalization and Relu folded into the Conv
-    assert a["node_ops"] == ["Conv", "BatchNormalization", "Relu"]
+    assert a["node_ops"] == ["FusedConv", "BatchNormalization", "Relu"]  # the Conv node, as jitort runs it
     assert a["input_type_shape"] == [{"float": [1, 8, 8, 8]}, {"float": [8, 8, 3, 3]}, {"float": [8]}]
     assert a["output_type_shape"] == [{"float": [1, 8, 8, 8]}]
     assert a["kernel"] == "kernels.conv.conv_packed"
@@ -91,10 +91,11 @@ def test_cnn_one_event_per_step_with_nodes_shapes_and_flops(tmp_path: Path) -> N
     assert a["gflops_s"] == pytest.approx(a["flops"] / first["dur"] / 1e3, rel=1e-2, abs=1e-3)
     assert a["flops_fraction"] == pytest.approx(a["gflops_s"] / a["peak_gflops_s"], rel=2e-2, abs=1e-3)
     assert a["bytes_fraction"] == pytest.approx(a["gbytes_s"] / a["peak_gbytes_s"], rel=2e-2, abs=1e-3)
-    fused = runs[1][-1]["args"]  # the residual Add and the Relu after it: one fused kernel
-    assert fused["op_name"] == "Add+Relu" and fused["nodes"] == [_nodes_by_op(model, "Add")[0], relus[1]]
-    assert fused["kernel"] in sess.compile_report["kernels"]
-    assert fused["flops"] == 512 + 512
+    fused = runs[1][-1]["args"]  # the second Conv with its BatchNormalization, the residual Add and the Relu
+    assert fused["op_name"] == "FusedConv" and fused["nodes"] == [convs[1], bns[1], _nodes_by_op(model, "Add")[0],
+                                                                  relus[1]]
+    assert fused["kernel"] == "kernels.conv.conv_packed"
+    assert fused["flops"] == 73728 + 1024 + 512 + 512
     # Every ONNX node is covered once per run, and the FLOPs add up to the count of the model as written.
     assert sorted(n for e in runs[1] for n in e["args"]["nodes"]) == sorted(n.name for n in model.graph.node)
     assert sum(e["args"]["flops"] for e in runs[1]) == count_model(model, {"x": [1, 8, 8, 8]}).flops
@@ -250,7 +251,7 @@ def test_artifact_with_profiling_runs_the_profiled_plan(tmp_path: Path) -> None:
     x = np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(profiled.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
     (run,) = measured_runs(_trace(profiled.end_profiling()))
-    assert [e["args"]["op_name"] for e in run] == ["Conv", "Conv", "Add+Relu"]
+    assert [e["args"]["op_name"] for e in run] == ["FusedConv", "FusedConv"]
 
 
 def test_concurrent_profiled_runs_are_recorded_apart(tmp_path: Path) -> None:

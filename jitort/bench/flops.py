@@ -103,7 +103,7 @@ def node_flops(op_type: str, attrs: dict[str, Any], ins: Sequence[Shape | None],
     def has(k: int) -> bool:
         return len(ins) > k and ins[k] is not None
 
-    if op_type == "Conv":
+    if op_type in ("Conv", "FusedConv"):  # FusedConv: its Conv part (jitort's and com.microsoft's)
         if y is None or not has(1):
             return None
         return 2 * _size(y) * _size(ins[1][1:]) + (_size(y) if has(2) else 0)  # type: ignore[index]

@@ -10,12 +10,12 @@ step, ``jitort.profiling``; onnxruntime's: one per kernel), and the command read
 * jitort's slowest steps, with the ONNX nodes they cover, shapes, kernel, achieved GFLOP/s and GB/s and
   their fractions of the machine's peaks.
 
-The op types are what each runtime executed: a jitort step is named by its op (a Conv with its
-folded BatchNormalization and activation is "Conv"; a fused elementwise group by its ops,
-"Add+Relu"); onnxruntime's fused kernels lose their "Fused" prefix ("FusedConv" -> "Conv") and its
-layout kernels (ReorderInput/ReorderOutput) stay as they are. Where the runtimes fuse differently
-(onnxruntime takes a residual Add into the Conv, jitort runs it with the Relu after it), a row has
-time on one side only: compare totals across such rows.
+The op types are what each runtime executed: a jitort step is named by its op (a fused elementwise
+group by its ops, "Add+Relu"); fused kernels of either runtime lose their "Fused" prefix (jitort's
+and onnxruntime's "FusedConv": a Conv with its folded BatchNormalization, residual Add and
+activation, -> "Conv") and onnxruntime's layout kernels (ReorderInput/ReorderOutput) stay as they
+are. Where the runtimes fuse differently, a row has time on one side only: compare totals across
+such rows.
 """
 from __future__ import annotations
 

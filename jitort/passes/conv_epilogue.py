@@ -1,16 +1,21 @@
 """Fold what follows a Conv into the Conv: an inference BatchNormalization into its constant weights,
-then one activation into its epilogue (bias + activation applied on the GEMM tile while it is hot).
+then a residual Add and one activation into its epilogue (bias, + residual, activation applied to
+the output block while it is in cache; see kernels/conv_fused.py).
 
 Invariant after the pass: no Conv with constant W and B (or no B) feeds a foldable inference
-BatchNormalization as that value's only consumer, and no Conv whose output's only consumer is a
-supported activation (Relu, Clip with constant bounds, LeakyRelu, HardSigmoid, HardSwish, Sigmoid,
-or the pair Mul(x, Sigmoid(x)) = SiLU) keeps that activation as a separate node; such a Conv
-carries ``_activation`` / ``_alpha`` / ``_beta`` attributes and produces the activation's output
-name; ``_absorbed`` lists the nodes folded into it and ``_written_inputs`` its input count as written
-(the profile names the ONNX nodes a step covers and counts their FLOPs as written).
-A value that is a graph output or is read by a subgraph is never folded away. Every decision is
-recorded in ``g.notes``. Runs before elementwise fusion, which would otherwise take the activation
-into a separate kernel.
+BatchNormalization as that value's only consumer; no Conv whose output's only consumer is a
+residual Add/Sum (two operands of the same shape, dims known or symbolic and float dtype, the other one not the
+Conv's output) keeps it as a separate node; and no Conv whose output's (or fused residual's) only
+consumer is a supported activation (Relu, Clip with constant bounds, LeakyRelu, HardSigmoid,
+HardSwish, Sigmoid, or the pair Mul(x, Sigmoid(x)) = SiLU) keeps that activation as a separate
+node. A Conv that took a residual or an activation becomes a ``FusedConv`` (domain "jitort"):
+activation(Conv + B + Z) with ``activation``/``alpha``/``beta`` attributes and Z its fourth input,
+placed where the Add was (Z may be computed after the Conv); it produces the last absorbed node's
+output. ``_absorbed`` lists the nodes folded into a Conv or FusedConv and ``_written_inputs`` its
+input count as written (the profile names the ONNX nodes a step covers and counts their FLOPs as
+written). A value that is a graph output or is read by a subgraph is never folded away. Every
+decision is recorded in ``g.notes``. Runs before elementwise fusion, which would otherwise take
+the Add and activation into a separate kernel.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jitort.ir import Graph, Node, TensorType, Value
+from jitort.kernels.conv_fused import make_fused
 
 _SIMPLE_ACTS = ("Relu", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Clip")
 
@@ -160,7 +166,7 @@ def _absorb_activation(ctx: _Ctx, conv: Node) -> list[Node]:
         p = _act_params(g, act)
         if p is None or len(act.outputs) != 1:
             return []
-        conv.attrs["_activation"], conv.attrs["_alpha"], conv.attrs["_beta"] = p
+        make_fused(conv, *p)
         ctx.rewire(conv, y, act.outputs[0], [act])
         return [act]
     if len(cs) == 2:
@@ -171,18 +177,45 @@ def _absorb_activation(ctx: _Ctx, conv: Node) -> list[Node]:
         s = sig.outputs[0]
         if sorted(mul.inputs) != sorted([y, s]) or ctx.sole_consumer(s) is not mul:
             return []
-        conv.attrs["_activation"], conv.attrs["_alpha"], conv.attrs["_beta"] = "SiLU", 0.0, 0.0
+        make_fused(conv, "SiLU")
         g.values.pop(s, None)
         ctx.rewire(conv, y, mul.outputs[0], [sig, mul])
         return [sig, mul]
     return []
 
 
+def _absorb_residual(ctx: _Ctx, conv: Node) -> Node | None:
+    """A residual Add(y, z) / Sum(y, z) as y's only consumer: z of y's static shape and dtype."""
+    g = ctx.g
+    y = conv.outputs[0]
+    add = ctx.sole_consumer(y)
+    if add is None or add.domain != "" or len(add.outputs) != 1 or len([i for i in add.inputs if i]) != 2:
+        return None
+    if not ((add.op_type == "Add" and add.version >= 7) or (add.op_type == "Sum" and add.version >= 6)):
+        return None
+    z = add.inputs[1] if add.inputs[0] == y else add.inputs[0]
+    if z == y or y not in add.inputs:
+        return None
+    ty, tz = g.type_of(y), g.type_of(z)
+    if ty.shape is None or tz.shape is None or not all(isinstance(d, (int, str)) for d in ty.shape):
+        return None  # symbolic dims of one name are one size
+    if tuple(ty.shape) != tuple(tz.shape) or ty.dtype is None or np.dtype(ty.dtype) != np.dtype(tz.dtype):
+        return None
+    if np.dtype(ty.dtype) not in (np.float32, np.float64):
+        return None
+    make_fused(conv, z=z)
+    ctx.rewire(conv, y, add.outputs[0], [add])
+    ctx.consumers.setdefault(z, []).append(conv)  # z's producer must not fold z away now
+    return add
+
+
 def fuse_conv_epilogue(g: Graph) -> Graph:
-    """Fold BatchNormalization and one activation into each Conv (see the module docstring)."""
+    """Fold BatchNormalization, a residual Add and one activation into each Conv (see the module
+    docstring)."""
     ctx = _Ctx(g)
-    for conv in g.nodes:
-        if conv.op_type != "Conv" or conv.domain != "" or id(conv) in ctx.removed or conv.attrs.get("_activation"):
+    moved: dict[int, Node] = {}  # id(residual Add) -> the FusedConv that takes its place
+    for conv in list(g.nodes):
+        if conv.op_type != "Conv" or conv.domain != "" or id(conv) in ctx.removed:
             continue
         if len(conv.outputs) != 1 or not conv.outputs[0]:
             continue
@@ -192,10 +225,20 @@ def fuse_conv_epilogue(g: Graph) -> Graph:
         parts = [conv.name]
         written = len(conv.inputs)  # a folded BatchNormalization may give the Conv a bias
         bn = _fold_bn(ctx, conv)
-        absorbed = ([bn] if bn is not None else []) + _absorb_activation(ctx, conv)
+        add = _absorb_residual(ctx, conv)
+        if add is not None:
+            moved[id(add)] = conv
+        absorbed = ([bn] if bn is not None else []) + ([add] if add is not None else []) + _absorb_activation(ctx, conv)
         parts += [n.name for n in absorbed]
         if absorbed:
             conv.attrs["_absorbed"], conv.attrs["_written_inputs"] = absorbed, written
             g.notes.append("conv epilogue: " + " + ".join(parts))
-    g.nodes = [n for n in g.nodes if id(n) not in ctx.removed]
+    placed = {id(c) for c in moved.values()}
+    nodes = []
+    for n in g.nodes:
+        if id(n) in moved:
+            nodes.append(moved[id(n)])
+        elif id(n) not in ctx.removed and id(n) not in placed:
+            nodes.append(n)
+    g.nodes = nodes
     return g

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numba import cuda, int64, void
 
-from jitort.kernels.conv import conv_geometry
+from jitort.kernels.conv_setup import conv_geometry
 from jitort.kernels.cuda.runtime import FLOATS, SIMULATOR, A, cdiv, compiled, flat, grid1d, signatures
 from jitort.kernels.pool import _norm as pool_norm
 from jitort.kernels.pool import pool_geometry
@@ -57,12 +57,13 @@ def activate(v, act, prm):  # type: ignore[no-untyped-def]
     return v
 
 
-@signatures(FLOATS, lambda T: void(A(T), A(T), A(T), A(T), A(T), int64, int64, int64, int64, int64, int64,
+@signatures(FLOATS, lambda T: void(A(T), A(T), A(T), A(T), A(T), A(T), int64, int64, int64, int64, int64, int64,
                                    int64, int64, int64, int64, int64, int64, int64, int64, int64, int64,
-                                   int64))
-def conv2d_igemm(x, w, bias, prm, y, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, group, act,
-                 z0):  # type: ignore[no-untyped-def]
-    """y[n, g*Mg + m, p] = act(sum_k w[g*Mg + m, k] * im2col(x[n, g])[k, p] + bias[g*Mg + m])."""
+                                   int64, int64))
+def conv2d_igemm(x, w, bias, prm, y, res, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, group, act,
+                 z0, has_res):  # type: ignore[no-untyped-def]
+    """y[n, g*Mg + m, p] = act(sum_k w[g*Mg + m, k] * im2col(x[n, g])[k, p] + bias[g*Mg + m] (+ res[same]
+    when has_res: jitort's FusedConv residual))."""
     sw_ = cuda.shared.array((TILE, TILE), x.dtype)
     sx = cuda.shared.array((TILE, TILE), x.dtype)
     tx = cuda.threadIdx.x
@@ -108,7 +109,10 @@ def conv2d_igemm(x, w, bias, prm, y, C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw,
         cuda.syncthreads()
     if m < Mg and p < P:
         co = g * Mg + m
-        y[(n * M + co) * P + p] = activate(acc + bias[co], act, prm)
+        v = acc + bias[co]
+        if has_res:
+            v += res[(n * M + co) * P + p]
+        y[(n * M + co) * P + p] = activate(v, act, prm)
 
 
 # taps of a window on one axis: the CPU kernel's function, compiled for the device
@@ -165,10 +169,11 @@ def channel_affine(x, a, b, y, total, C, inner):  # type: ignore[no-untyped-def]
 
 # --- launchers -----------------------------------------------------------------------------------
 
-def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, *, w_shape: tuple, auto_pad: str,
-         group: int, strides: tuple, dilations: tuple, pads: tuple, act: int) -> Any:
-    """Conv on packed weights (w2 [M, Cg*prod(kernel)], b [M], prm: the epilogue's parameters)."""
-    from jitort.kernels.conv import _check_conv
+def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, z: Any = None, *, w_shape: tuple,
+         auto_pad: str, group: int, strides: tuple, dilations: tuple, pads: tuple, act: int) -> Any:
+    """Conv on packed weights (w2 [M, Cg*prod(kernel)], b [M], prm: the epilogue's parameters), with
+    z (None or of the output's shape) added before the activation."""
+    from jitort.kernels.conv_setup import _check_conv
     _check_conv(x, tuple(w_shape), group, None)
     kernel = tuple(w_shape[2:])
     out_sp, begin = conv_geometry(tuple(x.shape[2:]), kernel, tuple(strides), tuple(dilations), tuple(pads),
@@ -176,6 +181,9 @@ def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, *, w_shape: 
     N, C = x.shape[0], x.shape[1]
     M = w_shape[0]
     y = ctx.alloc(slots[0], (N, M) + tuple(out_sp), x.dtype)
+    if z is not None and tuple(z.shape) != tuple(y.shape):
+        from jitort.errors import InvalidArgument
+        raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output {list(y.shape)}")
     if y.size == 0:
         return y
     if len(kernel) == 1:
@@ -190,8 +198,9 @@ def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, *, w_shape: 
     Mg, P, Z = M // group, OH * OW, N * group
     for z0 in range(0, Z, _MAX_Z):
         grid = (cdiv(P, TILE), cdiv(Mg, TILE), min(_MAX_Z, Z - z0))
-        k[grid, (TILE, TILE), ctx.stream](flat(x), flat(w2), flat(b), flat(prm), flat(y), C, H, W, M, OH, OW, KH, KW,
-                                          sh, sw, ph, pw, dh, dw, group, act, z0)
+        k[grid, (TILE, TILE), ctx.stream](flat(x), flat(w2), flat(b), flat(prm), flat(y), flat(b if z is None else z),
+                                          C, H, W, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, group, act, z0,
+                                          0 if z is None else 1)
     return y
 
 

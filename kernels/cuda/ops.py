@@ -312,14 +312,17 @@ def _check_conv(node: Node, g: Graph) -> str | None:
         if W.ndim != r:
             return "W rank differs from X"
         from jitort.kernels.conv import ACTIVATIONS
-        if node.attrs.get("_activation", "") not in ACTIVATIONS:
-            return f"fused activation {node.attrs.get('_activation')!r}"
+        from jitort.kernels.conv_fused import epilogue
+        if epilogue(node)[0] not in ACTIVATIONS:
+            return f"fused activation {epilogue(node)[0]!r}"
         return None
     return _first(lambda: _float_in(node, g), shapes)
 
 
 def _lower_conv(node: Node, g: Graph) -> CudaCall:
-    from jitort.kernels.conv import _act_code, _attrs_norm, _prm
+    from jitort.kernels.conv import act_code
+    from jitort.kernels.conv_setup import _attrs_norm, _prm
+    from jitort.kernels.conv_fused import epilogue, residual
     from jitort.kernels.cuda import convpool
     W = g.const(node.inputs[1])
     assert W is not None
@@ -329,11 +332,14 @@ def _lower_conv(node: Node, g: Graph) -> CudaCall:
     _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
     w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), dt)
     b = np.zeros(W.shape[0], dt) if B is None else np.ascontiguousarray(B.reshape(-1), dt)
-    prm = _prm(dt, float(a.get("_alpha", 0.0)), float(a.get("_beta", 0.0)))  # type: ignore[arg-type]
+    activation, alpha, beta = epilogue(node)
+    prm = _prm(dt, alpha, beta)  # type: ignore[arg-type]
     kw = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
               group=int(a.get("group", 1)), strides=s, dilations=dl, pads=p,
-              act=_act_code(a.get("_activation", "")))
-    args = [Ref(node.inputs[0]), Dev(w2, f"{node.name}.W"), Dev(b, f"{node.name}.B"), Dev(prm, f"{node.name}.act")]
+              act=act_code(activation))
+    z = residual(node)
+    args = [Ref(node.inputs[0]), Dev(w2, f"{node.name}.W"), Dev(b, f"{node.name}.B"), Dev(prm, f"{node.name}.act"),
+            Ref(z) if z else None]
     return CudaCall(convpool.conv, args, kw, [(convpool.conv2d_igemm, str(dt.name))])  # type: ignore[union-attr]
 
 
@@ -565,7 +571,10 @@ class CudaOp:
 
 
 def cuda_op(node: Node) -> CudaOp | None:
-    """The op table's CUDA registration serving ``node`` (its domain and opset), or None."""
+    """The op table's CUDA registration serving ``node`` (its domain and opset), or None. A jitort
+    FusedConv (Conv + residual + activation, ``kernels.conv_fused``) is served by Conv's."""
+    if node.domain == "jitort" and node.op_type == "FusedConv":
+        node = Node("Conv", node.inputs, node.outputs, node.attrs, node.name, "", 11)
     found = provider_impl(CUDA, node)
     if found is None:
         return None

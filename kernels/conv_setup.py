@@ -1,0 +1,241 @@
+"""Convolution's per-shape plan: geometry (onnxruntime's rules), shape checks, and which kernel path
+a call takes with what scratch and how many units of work it splits into (``_setup``, cached per
+input shape). The kernels are in conv.py (and winograd.py, conv_window.py); the paths and their
+order are described in conv.py's docstring."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+from numba import njit
+
+from jitort.errors import Fail, InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.conv_dwblock import dwblock_applies, dwblock_scratch
+from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
+from jitort.kernels.convdirect import SLACK
+from jitort.kernels.convgemm import BBLOCK, MR
+from jitort.kernels.convutil import _EP
+from jitort.kernels.winograd import wino_sizes
+
+# im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
+# at most 256K elements (1 MiB float32). Measured on the 3x3 64->64 56x56 case; flat beyond.
+_BLOCK = 1 << 18
+_GEMM_COLS = 512
+
+
+def im2col_rows(K: int, OW: int, R: int) -> int:
+    """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK.
+    Plain Python for the per-shape setup; ``_im2col_rows`` is the same function jitted."""
+    rows = (_GEMM_COLS + OW - 1) // OW
+    rows = min(rows, _BLOCK // max(K * OW, 1), R)
+    return max(rows, 1)
+
+
+_im2col_rows = njit(**_EP)(im2col_rows)
+
+
+# --- geometry (onnxruntime's rules, see conv_attributes.h) -----------------------------------------
+
+def _cdiv(a: int, b: int) -> int:
+    """C++ integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _pad3(v: Sequence[int], fill: int) -> tuple[int, int, int]:
+    v = tuple(int(t) for t in v)
+    return (fill,) * (3 - len(v)) + v  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=1024)
+def conv_geometry(in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
+                  dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str,
+                  op_name: str = "Conv") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Output spatial dims and begin pads of a convolution, exactly as onnxruntime computes them."""
+    r = len(in_sp)
+    out, begin = [], []
+    for d in range(r):
+        i, k, s, dl = in_sp[d], kernel[d], strides[d], dilations[d]
+        dk = dl * (k - 1) + 1
+        ph, pt = pads[d], pads[d + r]
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            target = _cdiv(i + s - 1, s)
+            need = (target - 1) * s + dk - i
+            o = _cdiv(i + need - dk, s) + 1
+            ph = _cdiv(need + 1, 2) if auto_pad == "SAME_LOWER" else _cdiv(need, 2)
+        elif auto_pad == "VALID":
+            ph = 0
+            o = _cdiv(i - dk, s) + 1
+        elif auto_pad in ("NOTSET", ""):
+            o = int(np.float32(i + ph + pt - dk) / np.float32(s) + 1)
+        else:
+            raise InvalidArgument(f"{op_name}: auto_pad '{auto_pad}' is not one of NOTSET, SAME_UPPER, "
+                                  "SAME_LOWER, VALID")
+        if o <= 0:
+            raise InvalidArgument(f"{op_name}: invalid input shape {list(in_sp)} for kernel {list(kernel)}, "
+                                  f"strides {list(strides)}, dilations {list(dilations)}, pads {list(pads)}: "
+                                  f"output dim {d} would be {o}")
+        out.append(o)
+        begin.append(ph)
+    return tuple(out), tuple(begin)
+
+
+def _attrs_norm(rank: int, kernel: Sequence[int], strides: Sequence[int] | None,
+                dilations: Sequence[int] | None, pads: Sequence[int] | None
+                ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    k = tuple(int(v) for v in kernel)
+    s = tuple(int(v) for v in strides) if strides else (1,) * rank
+    dl = tuple(int(v) for v in dilations) if dilations else (1,) * rank
+    p = tuple(int(v) for v in pads) if pads else (0,) * (2 * rank)
+    return k, s, dl, p
+
+
+def _geo(group: int, k: tuple[int, ...], s: tuple[int, ...], dl: tuple[int, ...],
+         begin: tuple[int, ...]) -> np.ndarray:
+    return np.array((group,) + _pad3(k, 1) + _pad3(s, 1) + _pad3(dl, 1) + _pad3(begin, 0), np.int64)
+
+
+def _prm(dt: np.dtype, alpha: float, beta: float) -> np.ndarray:
+    return np.array([alpha, beta, 0.0, 1.0, 1.0 / 6.0, 0.5], dt)
+
+
+def _compute_dtype(dt: np.dtype, op_name: str) -> np.dtype:
+    dt = np.dtype(dt)
+    if dt in (np.float32, np.float64):
+        return dt
+    if dt == np.float16 or dt.name == "bfloat16":
+        return np.dtype(np.float32)
+    raise OrtNotImplemented(f"{op_name}: jitort does not support dtype {dt} (float16/32/64 only)")
+
+
+def _as5d(x: np.ndarray) -> np.ndarray:
+    sp = x.shape[2:]
+    return x.reshape(x.shape[:2] + (1,) * (3 - len(sp)) + sp)
+
+
+# --- checks and the per-shape plan ---------------------------------------------------------------
+
+def _check_conv(x: np.ndarray, w_shape: tuple[int, ...], group: int, kernel_shape: Sequence[int] | None) -> None:
+    _check_conv_shapes(x.shape, w_shape, group)
+    if kernel_shape and tuple(kernel_shape) != tuple(w_shape[2:]):
+        raise Fail(f"Conv: kernel_shape {list(kernel_shape)} is not compatible with W shape {list(w_shape)}")
+
+
+def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int) -> None:
+    if len(x_shape) != len(w_shape):
+        raise Fail(f"Conv: X has rank {len(x_shape)} but W has rank {len(w_shape)} (shapes {list(x_shape)}, "
+                   f"{list(w_shape)})")
+    if len(x_shape) < 3:
+        raise InvalidArgument(f"Conv: X must have rank >= 3, got shape {list(x_shape)}")
+    if len(x_shape) > 5:
+        raise OrtNotImplemented(f"Conv: jitort supports 1-D, 2-D and 3-D convolutions, got X of rank {len(x_shape)}")
+    if group <= 0 or x_shape[1] != w_shape[1] * group:
+        raise Fail(f"Conv: input channels C={x_shape[1]} is not equal to kernel channels {w_shape[1]} * "
+                   f"group {group}")
+    if w_shape[0] % group:
+        raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
+
+
+_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW, _DWBLOCK = range(7)
+_IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
+_IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
+_IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
+_IMPLICIT_MAX_MK = 400_000  # beyond one K block, the implicit GEMM's limit on Mg x K (see _implicit_fits)
+_IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
+
+
+@lru_cache(maxsize=1024)
+def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
+           dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
+           ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
+                      float, int]:
+    """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
+    kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
+    can split between threads). Saves ~8 us of Python per call (a conv is often under 100 us).
+    The geometry array is shared: kernels only read it."""
+    _check_conv_shapes(x_shape, w_shape, group)
+    kernel = tuple(w_shape[2:])
+    out_sp, begin = conv_geometry(tuple(x_shape[2:]), kernel, strides, dilations, pads, auto_pad)
+    N, M = x_shape[0], w_shape[0]
+    odhw = _pad3(out_sp, 1)
+    geo = _geo(group, kernel, strides, dilations, begin)
+    x5 = tuple(x_shape[:2]) + _pad3(x_shape[2:], 1)
+    if window_applies(w_shape, group):
+        path, xs = _WINDOW, x5
+    elif dwblock_applies(len(x_shape), w_shape, group, odhw[2]):
+        path, xs = _DWBLOCK, x5
+    elif w_shape[1] == 1:
+        path, xs = _DIRECT, x5
+    elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
+        path, xs = _GEMM_1X1, x5
+    elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
+        path, xs = _IMPLICIT, x5
+    elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
+        path, xs = _WINOGRAD, tuple(x_shape)
+    elif _implicit_fits(w_shape, group, odhw[2], small_k=False):
+        path, xs = _IMPLICIT, x5
+    else:
+        path, xs = _IM2COL, x5
+    nsc = _scratch_size(path, x_shape, w_shape, geo, odhw)
+    P = int(np.prod(out_sp))
+    flops = 2.0 * N * M * P * int(np.prod(w_shape[1:]))
+    Mgt = -(-(M // group) // MR)
+    if path == _DIRECT:
+        units = x_shape[1]
+    elif path == _WINDOW:
+        units = -(-odhw[2] // WIN_R)
+    elif path == _DWBLOCK:
+        units = -(-x_shape[1] // 8)
+    elif path == _WINOGRAD:
+        units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
+    elif path == _IM2COL:
+        units = -(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1]))
+    else:
+        units = Mgt
+    return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
+
+
+def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool) -> bool:
+    """Whether the implicit GEMM beats the alternatives (measured on Zen 3, 1 thread): its tiles
+    hold two vectors of one output row, so rows must fill them (>= 75 %); with K <= one K block it
+    beats Winograd and im2col (no copies); with more, only while the weights of a group stay small
+    (Mg x K <= 400K: 5x5 and grouped convs won by 10-35 %, a 512x4608 one lost 1.6x). Never for a
+    strided 1x1 kernel: its phase-split copy takes the whole input where im2col gathers the used
+    columns only (im2col 25-40 % faster at 64..256 channels, resnet50's 512x256 s2 4.1 -> 2.9 ms)."""
+    if int(np.prod(w_shape[2:])) == 1:
+        return False
+    K = int(np.prod(w_shape[1:]))
+    nr = 2 * 32 // 4  # conv_tile_cols(float32) on AVX2; a row's tail of <= nr/2 takes a half tile
+    if ow < nr * 3 // 4 or ow / (ow // nr * nr + (nr if ow % nr > nr // 2 else nr // 2 if ow % nr else 0)) < 0.75:
+        return False
+    if small_k:
+        return K <= _IMPLICIT_MAX_K
+    return (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
+
+
+def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,
+                  odhw: tuple[int, int, int]) -> int:
+    """Elements of working memory a kernel takes from ``_scratch`` (instead of allocating per call:
+    a buffer over glibc's mmap threshold is mapped and page-faulted on every call)."""
+    od, oh, ow = odhw
+    kd, kh, kw, sd, sh, sw, dd, dh, dw = (int(v) for v in geo[1:10])
+    if path == _DIRECT:
+        dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
+        return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
+    if path == _GEMM_1X1:
+        return BBLOCK
+    if path == _DWBLOCK:
+        return dwblock_scratch(oh, ow, kh, kw, sh, sw, dh, dw, 4)
+    if path == _WINDOW:
+        return window_scratch(w_shape[1], ow, kw, sw, dw, window_cols(w_shape[0], np.dtype(np.float32)))
+    if path == _IMPLICIT:
+        dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
+        return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
+    if path == _WINOGRAD:
+        C, M = x_shape[1], w_shape[0]
+        _, sv, sm = wino_sizes(C, M, oh, ow)
+        return C * (2 * ((oh + 1) // 2) + 2) * (2 * ((ow + 1) // 2) + 2) + 16 * (sv + sm) + BBLOCK
+    K = int(np.prod(w_shape[1:]))
+    return K * im2col_rows(K, ow, od * oh) * ow + BBLOCK
