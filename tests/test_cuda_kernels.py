@@ -214,7 +214,8 @@ def _run_group(group: str) -> dict[str, str | None]:
             ops = [n.op_type for n in c.graph.nodes if n.provider != CUDA]
             if ops:
                 raise AssertionError(f"ran on the CPU: {ops} ({[x for x in c.graph.notes if CUDA in x]})")
-            if opts.get("epilogue") and [n.op_type for n in c.graph.nodes if n.domain == ""] != ["Conv"]:
+            if opts.get("epilogue") and [n.op_type for n in c.graph.nodes
+                                         if n.domain == "" or n.op_type == "FusedConv"] != ["FusedConv"]:
                 raise AssertionError(f"the activation was not fused into the Conv: {c.graph}")
             run, run_feed = c.bind(lambda f: 1 / 0)
             if "raises" in opts:
@@ -300,14 +301,14 @@ def test_every_launched_kernel_compiles_to_sm90(name: str) -> None:
     entries = kernel_ptx(g, (9, 0))
     launched = {n.name for e in entries for n in g.nodes if n.name in e["nodes"]}
     on_cuda = {n.name for n in g.nodes if n.provider == CUDA and n.domain != "jitort" or
-               (n.provider == CUDA and n.op_type == "FusedElementwise")}
+               (n.provider == CUDA and n.op_type in ("FusedElementwise", "FusedConv"))}
     views = {n.name for n in g.nodes if n.op_type in ("Reshape", "Unsqueeze", "Shape", "Squeeze", "Flatten")}
     assert on_cuda - views <= launched, on_cuda - views - launched
     for e in entries:
         assert ".target sm_90" in e["ptx"], e["kernel"]
     heavy = {"bert": {"MatMul", "Softmax", "LayerNormalization", "ReduceMean", "Transpose"},
              "gpt": {"MatMul", "Softmax", "LayerNormalization", "Split", "Transpose", "Slice"},
-             "conv": {"Conv"}, "chain": set()}[name]
+             "conv": {"FusedConv"}, "chain": set()}[name]  # Conv + BN + Relu (passes/conv_epilogue.py)
     assert heavy <= {n.op_type for n in g.nodes if n.provider == CUDA}
 
 

@@ -13,8 +13,8 @@ def build(consts, slow_bind):
 
     def run(i0, _ro=None):
         if _ro is not None and _ro.terminate: _terminated()
-        # Conv conv
-        t4 = conv.conv_packed(i0, c0, c1, c2, None, w_shape=(3, 2, 3, 3, ), auto_pad='NOTSET', group=1, strides=(1, 1, ), dilations=(1, 1, ), pads=(1, 1, 1, 1, ), act=1)
+        # FusedConv conv
+        t4 = conv.conv_packed(i0, c0, c1, c2, None, None, w_shape=(3, 2, 3, 3, ), auto_pad='NOTSET', group=1, strides=(1, 1, ), dilations=(1, 1, ), pads=(1, 1, 1, 1, ), act=1)
         return (t4,)
 
     ndarray = np.ndarray
@@ -42,5 +42,5 @@ def build(consts, slow_bind):
 
 # generated line -> ONNX node: (first line, last line, op, node) per step (jitort.codegen.linemap)
 NODE_LINES = (
-    (16, 18, 'Conv', 'conv'),
+    (16, 18, 'FusedConv', 'conv'),
 )
