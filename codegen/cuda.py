@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jitort import cache
 from jitort.codegen.cpu import _HALF, _collapse, _flat_index, _value_dtype, emit_scalar_body, storage_name
 from jitort.codegen.source import GENERATED_HEADER, IndentedBuffer, comment_safe, content_hash, library_hash
 from jitort.errors import NotImplemented as OrtNotImplemented
@@ -97,7 +98,6 @@ def compile_ptx(kernel: CudaKernel, cc: tuple[int, int] = (9, 0), root: Any = No
     """PTX for a kernel, without a GPU or driver (numba-cuda's NVVM)."""
     from numba import cuda
 
-    from jitort import cache
     mod = cache.load_source_module("cuda", kernel.name, kernel.source, root)
     ptx, _ = cuda.compile_ptx(getattr(mod, kernel.name), mod.SIGNATURE.args, cc=cc)
     return ptx

@@ -43,8 +43,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jitort import artifact
+import jitort
+from jitort import artifact, cache
+from jitort.codegen.cuda_plan import kernel_ptx
+from jitort.compile_service import cache_key
+from jitort.compiler import compile_graph
 from jitort.errors import Fail
+from jitort.frontend.importer import import_model, load_model
+from jitort.models import input_specs, warmup_feeds
 
 
 # x86-64-v3: AVX2/FMA/BMI2 machines (Haswell and later, Zen 1 and later).
@@ -100,7 +106,6 @@ def compile_artifact(model: str, out: str, input_shapes: dict[str, list[int]] | 
 
 def model_specs(model: str) -> list[tuple[str, np.dtype, Any]]:
     """The model's graph inputs ``(name, dtype, shape)``; Fail when the file is not a readable model."""
-    from jitort.models import input_specs
     try:
         return input_specs(model)
     except Exception as e:  # noqa: BLE001 - whatever onnx raises for a damaged file
@@ -264,7 +269,6 @@ def _warm_up(sess: Any, job: dict[str, Any]) -> tuple[dict[str, list[int]], str 
     ``library/``: the samples, and :func:`jitort.models.warmup_feeds` (values valid by
     construction) for the other inputs. Returns the shapes run and, if it failed, why (the
     kernels it did not reach then compile on first use)."""
-    from jitort.models import warmup_feeds
     feeds: dict[str, np.ndarray] = {}
     try:
         feeds = warmup_feeds(sess, job["dims"], _load_samples(job))
@@ -275,8 +279,6 @@ def _warm_up(sess: Any, job: dict[str, Any]) -> tuple[dict[str, list[int]], str 
 
 
 def _build_cpu(job: dict[str, Any]) -> dict[str, Any]:
-    import jitort
-    from jitort import cache
     out = Path(job["out"])
     shutil.copyfile(job["model"], out / "model.onnx")
     so = jitort.SessionOptions()
@@ -303,12 +305,8 @@ def _build_cpu(job: dict[str, Any]) -> dict[str, Any]:
 
 def _build_cuda(job: dict[str, Any]) -> dict[str, Any]:
     """Partition for CUDA, write the artifact, compile every kernel to PTX (and cubin where nvJitLink is)."""
-    from jitort import cache
-    from jitort.codegen.cuda_plan import kernel_ptx
-    from jitort.compile_service import cache_key
-    from jitort.compiler import compile_graph
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import runtime as rt
-    from jitort.frontend.importer import import_model, load_model
     out = Path(job["out"])
     cc = (int(job["cc"][0]), int(job["cc"][1]))
     sm = f"sm_{cc[0]}{cc[1]}"

@@ -39,6 +39,7 @@ from jitort import cache
 from jitort.codegen.source import content_hash, library_hash
 from jitort.compiled import Artifact
 from jitort.errors import Fail
+from jitort.runtime_info import get_version_string
 
 FORMAT = 3  # 2: constants and Numba's files carry a sha256; 3: own_threads
 MANIFEST = "manifest.json"
@@ -91,7 +92,6 @@ def versions() -> dict[str, str]:
     import llvmlite
     import numba
 
-    from jitort.runtime_info import get_version_string
     return {"jitort": get_version_string(), "numba": numba.__version__, "llvmlite": llvmlite.__version__,
             "library": library_hash(), "frontend": frontend_hash()}
 

@@ -41,7 +41,8 @@ import numpy as np
 
 from jitort import cache
 from jitort.ir import Graph
-from jitort.kernels.registry import Call, Ref
+from jitort.kernels.convgemm import gemm_address, gemm_part
+from jitort.kernels.registry import Call, Ref, load_families
 from jitort.kernels.threads import usable_cpus
 
 _SMALL = 4096  # bytes: constants up to this size travel as they are (shape-like values steer code paths)
@@ -228,7 +229,6 @@ class Workers:
         # when the workers will be free for jobs: set-up, then the GEMMs (estimates, Zen 3)
         self.free_at = (time.perf_counter() + (0.0 if self.forked else _WORKER_SETUP)
                         + _GEMM_SECONDS * len(gemm_dtypes))
-        from jitort.kernels.convgemm import gemm_part
         self.have = {gemm_part(np.dtype(d)) for d in gemm_dtypes}
 
     def __len__(self) -> int:
@@ -401,7 +401,6 @@ def _set_up() -> None:
     import jitort.compiler  # noqa: F401  (control-flow kernels compile bodies through it)
     from numba.core.registry import cpu_target
 
-    from jitort.kernels.registry import load_families
     load_families()
     cpu_target.typing_context.refresh()
     cpu_target.target_context.refresh()
@@ -411,7 +410,6 @@ def _serve(gemm_dtypes: list[str], read_path: Any) -> None:
     """A set-up worker's work: compile the GEMM for ``gemm_dtypes``, then claim and run jobs from
     the file whose path ``read_path()`` returns (``precompile``), ignoring failures."""
     if gemm_dtypes:
-        from jitort.kernels.convgemm import gemm_address
         for d in gemm_dtypes:
             try:
                 gemm_address(np.dtype(d))

@@ -28,6 +28,10 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+import jitort
+from jitort.cache import cache_root, ensure_private_dir, file_lock, write_atomic
+from jitort.errors import NotImplemented as OrtNotImplemented
+from jitort.kernels.registry import is_random
 
 PASS, MISMATCH, NOT_IMPLEMENTED, ERROR = "pass", "mismatch", "not implemented", "error"
 STATUSES = (PASS, MISMATCH, NOT_IMPLEMENTED, ERROR)
@@ -64,7 +68,6 @@ def _onnx_data_dir() -> Path:
 
 def node_cases_dir() -> Path:
     import onnx
-    from jitort.cache import cache_root, ensure_private_dir
     return ensure_private_dir(cache_root()) / "conformance" / f"onnx-{onnx.__version__}" / "node"
 
 
@@ -91,7 +94,6 @@ def _write_value(path: Path, value: Any, tp: Any, name: str) -> None:
 def materialize_node_cases(root: Path | None = None) -> Path:
     """Write onnx's node cases to disk once (a manifest marks completion); returns the directory."""
     import warnings
-    from jitort.cache import file_lock, write_atomic
     root = root or node_cases_dir()
     manifest = root / "manifest.json"
     if manifest.exists():
@@ -193,7 +195,6 @@ def _graph_ops(g: Any) -> set[tuple[str, str]]:
 
 def has_random_ops(g: Any) -> bool:
     """Whether the graph runs an op the op table marks random (compared by shape and dtype only)."""
-    from jitort.kernels.registry import is_random
     return any(is_random(op, dom) for dom, op in _graph_ops(g))
 
 
@@ -272,8 +273,8 @@ def run_case(path: str, rtol: float, atol: float) -> tuple[str, str]:
     import numpy as np
     import onnx
 
+    # deferred: onnx.backend, needed only in the conformance worker process
     from jitort import backend
-    from jitort.errors import NotImplemented as OrtNotImplemented
     try:
         model = onnx.load(os.path.join(path, "model.onnx"))
         shape_only = has_random_ops(model.graph)
@@ -470,7 +471,6 @@ DISPUTED = {
 def markdown(results: Sequence[Result], seconds: float, jobs: int, pattern: str | None) -> str:
     import onnx
 
-    import jitort
     s = summarize(results)
     out = ["# ONNX conformance", "",
            f"jitort {jitort.__version__} against onnx {onnx.__version__}'s backend test cases "

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from jitort.dtypes import type_proto_string
+from jitort.dtypes import type_proto_string, type_string
 from jitort.errors import InvalidArgument
 
 __all__ = ["map_feed", "is_map_type"]
@@ -103,7 +103,6 @@ _VALUE_GETTERS: dict[int, Callable[[Any], Any]] = {_P.FLOAT: _float32, _P.DOUBLE
 def _actual(x: Any) -> str:
     """The ONNX type string of a fed value that is not a dict (for the type-mismatch message)."""
     if isinstance(x, np.ndarray):
-        from jitort.dtypes import type_string
         return f"tensor({type_string(x.dtype)})"
     if isinstance(x, (list, tuple)):
         return "seq"

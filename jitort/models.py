@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import numpy as np
 import onnx
+from jitort.dtypes import dtype_from_type_string, np_dtype
 
 __all__ = ["LIGHT_MODELS", "expected_output", "input_specs", "light_dir", "light_models",
            "random_feeds", "reference_inputs", "resolve_model", "warmup_feeds"]
@@ -94,8 +95,6 @@ def input_specs(model: ModelLike) -> list[tuple[str, np.dtype, list[int | str | 
     """``(name, dtype, shape)`` per graph input that is not an initializer. ``shape`` is None when
     the rank is unknown; a dim is an int, a symbolic name, or None (unnamed). ``model`` is a path,
     short name, bytes, ModelProto, or anything with ``get_inputs()`` (an InferenceSession)."""
-    from jitort.dtypes import dtype_from_type_string, np_dtype
-
     if hasattr(model, "get_inputs"):
         out = []
         for a in model.get_inputs():

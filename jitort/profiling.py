@@ -40,6 +40,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from jitort import run_state
+from jitort.cache import write_atomic
+from jitort.dtypes import ELEM_TYPE_NAMES, onnx_elem_type
+from jitort.errors import InvalidArgument
 
 __all__ = ["PEAKS_CONFIG_KEY", "Profiler", "machine_peaks", "recorder", "recording", "step_flops", "step_info"]
 
@@ -153,6 +156,7 @@ def _bind(info: dict[str, Any], ins: Sequence[tuple[int, ...] | None],
 def step_flops(info: dict[str, Any], ins: Sequence[tuple[int, ...] | None],
                outs: Sequence[tuple[int, ...] | None]) -> int | None:
     """FLOPs of a step (``step_info``) on the shapes of one run; None when a shape needed is unknown."""
+    # deferred: bench machinery, imported only when a profile report is built
     from jitort.bench.flops import node_flops
     total = 0
     dims: dict[str, int] | None = None
@@ -185,6 +189,7 @@ _peaks_memo: dict[str, dict[str, Any]] = {}
 
 
 def _peaks_key(threads: int, mode: str) -> str:
+    # deferred: bench machinery, imported only when a profile report is built
     from jitort.bench.machine import cpu_info, versions
     v = versions()
     return (f"{cpu_info()['model_name']}|threads={threads}|numpy={v.get('numpy')}|scipy={v.get('scipy')}"
@@ -196,7 +201,6 @@ def machine_peaks(threads: int, mode: str = "measure", root: Path | None = None)
     (``jitort.bench.machine.measure_peaks``), measured once and kept in ``root/profile-peaks.json``
     (and in this process); None with ``mode`` "off". "quick" measures small sizes: fast, not a peak."""
     if mode not in PEAK_MODES:
-        from jitort.errors import InvalidArgument
         raise InvalidArgument(f"{PEAKS_CONFIG_KEY} must be one of {', '.join(PEAK_MODES)}, got {mode!r}")
     if mode == "off":
         return None
@@ -210,12 +214,12 @@ def machine_peaks(threads: int, mode: str = "measure", root: Path | None = None)
             stored = json.loads(path.read_text())
     peaks = stored.get(key) if isinstance(stored, dict) else None
     if not (isinstance(peaks, dict) and peaks.get("sgemm_gflops") and peaks.get("copy_gbytes_s")):
+        # deferred: bench machinery, imported only when peaks are measured
         from jitort.bench.machine import measure_peaks
         m = measure_peaks([threads], quick=mode == "quick")[str(threads)]
         peaks = {"sgemm_gflops": m["sgemm_gflops"], "copy_gbytes_s": m["copy_gbytes_s"], "threads": threads,
                  "quick": mode == "quick", "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         if path is not None:
-            from jitort.cache import write_atomic
             with contextlib.suppress(OSError):  # a read-only cache: measured again next time
                 write_atomic(path, json.dumps({**(stored if isinstance(stored, dict) else {}), key: peaks},
                                               indent=1).encode())
@@ -226,7 +230,6 @@ def machine_peaks(threads: int, mode: str = "measure", root: Path | None = None)
 # --- the session's profiler -----------------------------------------------------------------------
 
 def _type_name(dtype: Any) -> str:
-    from jitort.dtypes import ELEM_TYPE_NAMES, onnx_elem_type
     try:
         return ELEM_TYPE_NAMES[onnx_elem_type(np.dtype(dtype))]
     except Exception:  # noqa: BLE001 - a dtype ONNX has no name for

@@ -34,7 +34,8 @@ from typing import Any, Mapping
 import numpy as np
 import ray
 
-from jitort import archive, artifact, cache
+import jitort
+from jitort import aot, archive, artifact, cache
 from jitort.errors import Fail, NoSuchFile
 
 __all__ = ["Predictor", "predict"]
@@ -84,7 +85,6 @@ class Predictor:
     def _setup(self, source: Any, name: str, *, providers: list[Any] | None = None, sess_options: Any = None,
                input_columns: Mapping[str, str] | None = None, output_columns: Mapping[str, str] | None = None,
                threads: int | None = None) -> None:
-        import jitort
         self.model_name = name
         so = copy.deepcopy(sess_options) if sess_options is not None else jitort.SessionOptions()
         if threads is None and not so.intra_op_num_threads:
@@ -200,7 +200,6 @@ def _model_path(model: Any, name: str, tmp: Path) -> Path:
 
 def _model_specs(path: Path, name: str) -> list[tuple[str, np.dtype, Any]]:
     """The model's graph inputs; Fail naming the model when it cannot be read."""
-    from jitort import aot
     onnx_file = path / "model.onnx" if path.is_dir() else path
     try:
         return aot._model_specs(str(onnx_file))
@@ -211,7 +210,6 @@ def _model_specs(path: Path, name: str) -> list[tuple[str, np.dtype, Any]]:
 def _compiled(path: Path, name: str, shapes: dict[str, list[int]]) -> Path:
     """The artifact of the model at ``path`` warmed up at ``shapes``, from ``<jitort cache>/artifacts/``
     or compiled into it now; Fail naming the model when it does not compile."""
-    from jitort import aot
     key, _ = artifact.model_key(path.read_bytes(), [], {"ray_warmup": shapes})
     out = cache.ensure_private_dir(cache.cache_root()) / "artifacts" / key[:2] / key
     if (out / artifact.MANIFEST).is_file():

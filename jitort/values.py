@@ -35,6 +35,7 @@ from jitort.dtypes import (
     type_proto_string,
     type_string,
 )
+from jitort.runtime_info import get_available_providers
 
 if TYPE_CHECKING:
     import onnx
@@ -70,11 +71,11 @@ def _resolve_device(device_type: str, device_id: int) -> Device:
 # --- CUDA values (only reached when the CUDA backend is usable) -------------------------------
 
 def _cuda_usable() -> bool:
-    from jitort.runtime_info import get_available_providers
     return "CUDAExecutionProvider" in get_available_providers()
 
 
 def _cuda_rt() -> Any:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import runtime
     return runtime
 

@@ -22,6 +22,7 @@ import sys
 from numba.core import caching as _caching
 
 from jitort import cache as _cache
+from jitort.codegen.source import library_hash
 from jitort.kernels.threads import load_scipy_blas
 
 load_scipy_blas()  # before Numba's set-up imports it the slow way (see there)
@@ -47,7 +48,6 @@ class _JitortCacheLocator(_caching._CacheLocator):  # type: ignore[misc]
     def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
         module = getattr(py_func, "__module__", "") or ""
         if module.startswith("jitort.kernels."):
-            from jitort.codegen.source import library_hash
             root = _cache.ensure_private_dir(_cache.cache_root())
             path = _cache.private_tree(root, root / "library" / library_hash())
             self = cls(py_func, py_file, library_hash(), str(path))

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from jitort.codegen.cpu import fused_kernel
+from jitort.evaluate import load_kernel
 from jitort.ir import Graph, Node, TensorType, Value
 from jitort.kernels.registry import Call, Ref, elementwise_def, op
+from jitort.passes.fusion import FUSED
 
 OP = "ElementwiseAnyRank"
 
@@ -51,9 +54,6 @@ class AnyRankKernel:
         hit = self._kernels.get(key)
         if hit is not None:
             return hit
-        from jitort.codegen.cpu import fused_kernel
-        from jitort.evaluate import load_kernel
-        from jitort.passes.fusion import FUSED
         n = self.node
         d = elementwise_def(n)
         assert d is not None, f"{n.describe()} is not elementwise"

@@ -22,6 +22,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Node, TensorType
 from jitort.kernels.registry import op
 from jitort.kernels.softmax import _softmax
+from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
 MASK_FILTER_VALUE = -10000.0  # onnxruntime's default for mask_filter_value
@@ -33,7 +34,6 @@ def _unsupported(op_type: str, what: str) -> OrtNotImplemented:
 
 
 def _fresh() -> str:
-    from jitort.protos import unknown_dim
     return unknown_dim()
 
 

@@ -17,7 +17,8 @@ from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import conv as conv_mod
 from jitort.kernels.contrib_infer import infer_as
 from jitort.kernels.linalg import Gemm, _bmm, _compute_dtype, _matmul, _to
-from jitort.kernels.registry import Call, Ref, default_call, op
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
+from jitort.protos import fill_defaults
 
 MS = "com.microsoft"
 _CONV_OPSET = 11  # the Conv FusedConv extends (its attributes and defaults)
@@ -106,7 +107,6 @@ def conv_then(z: np.ndarray | None, *args: Any, conv_fn: Callable[..., np.ndarra
 
 
 def _conv_node(node: Node) -> Node:
-    from jitort.protos import fill_defaults
     attrs = {k: v for k, v in node.attrs.items() if k not in ("activation", "activation_params")}
     fill_defaults("Conv", "", _CONV_OPSET, attrs)
     return Node("Conv", node.inputs[:3], node.outputs[:1], attrs, node.name, "", _CONV_OPSET)
@@ -162,7 +162,6 @@ def _lower_fused_gemm(node: Node, g: Graph) -> Call:
     a = node.attrs
     _gemm_activation(node.name, a.get("activation", ""), a.get("activation_alpha"), a.get("activation_beta"),
                      a.get("activation_gamma"))
-    from jitort.kernels.registry import lookup
     return default_call(lookup("FusedGemm", MS, node.version), node, g)
 
 

@@ -11,8 +11,9 @@ import numpy as np
 
 from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
-from jitort.kernels.contrib_infer import same_as_input
+from jitort.kernels.contrib_infer import infer_as, same_as_input
 from jitort.kernels.registry import op
+from jitort.passes.shapes import broadcast_shapes
 
 MS = "com.microsoft"
 
@@ -65,7 +66,6 @@ def _binary(op_name: str, fn: str, A: np.ndarray, A_scale: np.ndarray, A_zero_po
 
 
 def _infer_binary(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    from jitort.passes.shapes import broadcast_shapes
     a, b = ins[0], ins[3] if len(ins) > 3 else None
     if a is None or b is None or a.shape is None or b.shape is None:
         return []
@@ -101,7 +101,6 @@ def QLinearLeakyRelu(X: np.ndarray, X_scale: np.ndarray, X_zero_point: np.ndarra
 
 
 def _infer_concat(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    from jitort.kernels.contrib_infer import infer_as
     zp = ins[1] if len(ins) > 1 else None
     out = infer_as("Concat", 13, {"axis": node.attrs.get("axis")}, ins[2::3])
     if not out or out[0] is None or zp is None:

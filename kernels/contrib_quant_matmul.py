@@ -15,6 +15,7 @@ import numpy as np
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
+from jitort.kernels.contrib_infer import infer_as
 from jitort.kernels.quant import DynamicQuantizeLinear, _centered
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
@@ -155,7 +156,6 @@ def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarra
 
 
 def _infer_matmul_like(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    from jitort.kernels.contrib_infer import infer_as
     a, b = ins[0], ins[1] if len(ins) > 1 else None
     scale = ins[2] if len(ins) > 2 else None
     out = infer_as("MatMulInteger", 10, {}, [a, b])

@@ -62,7 +62,7 @@ from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan,
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
 from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
-from jitort.kernels.registry import Call, Ref, default_call, op
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import parts_for, run_parts, scratch
 from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights
 
@@ -471,7 +471,6 @@ def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, b
     ``conv_packed`` call on weights packed now, with the epilogue activation(conv + bias +
     residual) (residual: the name of the value added, "" none). Weights known only at run time:
     the op function's call."""
-    from jitort.kernels.registry import lookup
     W = g.const(node.inputs[1])
     B = g.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     has_b = len(node.inputs) > 2 and bool(node.inputs[2])

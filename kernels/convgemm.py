@@ -37,6 +37,7 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from jitort.cache import record_compile
 from jitort.kernels.jit import njit_one
 from jitort.kernels.vecir import VB, Vec, fma_tile
 
@@ -279,7 +280,6 @@ def gemm_address(dt: np.dtype) -> int:
         with _GEMM_C_LOCK:
             f = _GEMM_C.get(dt.str)
             if f is None:
-                from jitort.cache import record_compile
                 T = numba.from_dtype(dt)
                 P = types.CPointer(T)
                 i = types.intp

@@ -14,7 +14,7 @@ from jitort.ir import Graph, Node
 from jitort.kernels.conv_setup import _as5d, _attrs_norm, _compute_dtype, _geo, _im2col_rows
 from jitort.kernels.convgemm import BBLOCK, gemm_packed, pack_weights
 from jitort.kernels.convutil import _EP, _ow_range
-from jitort.kernels.registry import Call, Ref, default_call, op
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -186,7 +186,6 @@ def ConvTranspose(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, 
 
 
 def _lower_convt(node: Node, g: Graph) -> Call:
-    from jitort.kernels.registry import lookup
     W = g.const(node.inputs[1])
     has_b = len(node.inputs) > 2 and bool(node.inputs[2])
     B = g.const(node.inputs[2]) if has_b else None

@@ -45,6 +45,7 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from jitort.cache import record_compile
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
 from jitort.kernels.threads import get_num_threads, usable_cpus
 from jitort.kernels.vecir import Vec, fma_rows
@@ -259,7 +260,6 @@ def post_address(act: int) -> int:
         with _POST_LOCK:
             f = _POST_C.get(act)
             if f is None:
-                from jitort.cache import record_compile
                 t0 = time.perf_counter()
                 sig = types.void(types.CPointer(types.float32), types.int64)
                 f = _POST_C[act] = cfunc(sig, cache=True, error_model="numpy")(_POST_FNS[act])

@@ -34,7 +34,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convutil import _ow_range
 from jitort.kernels.pool2d import _axis_count, _pool2d
-from jitort.kernels.registry import Call, Ref, default_call, op
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 _EP = dict(nogil=True, error_model="numpy")
@@ -455,7 +455,6 @@ def _lower_windowed(op_name: str, mode: int) -> Any:
     def lower(node: Node, g: Graph) -> Call:
         a = node.attrs
         if len(node.outputs) > 1 and node.outputs[1]:
-            from jitort.kernels.registry import lookup
             return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
         p = float(a.get("p", 2.0))
         return Call(_pool_run, [Ref(node.inputs[0]), op_name, mode, _tup(a.get("kernel_shape")),

@@ -16,10 +16,11 @@ import numpy as np
 from onnx import helper
 
 from jitort import memory
+from jitort.arrays import contiguous
 from jitort.errors import InvalidArgument
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, default_call, lookup, op
-from jitort.arrays import contiguous
+from jitort.runtime_info import rng
 
 
 def _generator(seed: float | None) -> np.random.Generator | None:
@@ -38,7 +39,6 @@ def _lower(node: Node, g: Graph) -> Call:
 def _rng(gen: np.random.Generator | None) -> np.random.Generator:
     if gen is not None:
         return gen
-    from jitort.runtime_info import rng
     return rng()
 
 

@@ -56,6 +56,8 @@ import numpy as np
 
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
+import jitort.kernels as pkg
+from jitort.kernels.fastmath import FLOAT32_FUNCS
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,6 @@ def _load_families() -> None:
     import importlib
     import pkgutil
 
-    import jitort.kernels as pkg
     names = [f"jitort.kernels.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)
              if m.name not in ("registry", "fastmath", "fp16") and not m.name.startswith("_") and not m.ispkg]
     for name in [*names, *PROVIDER_TABLES]:
@@ -519,7 +520,6 @@ class Scalar:
         """A float math function: on the CPU float32 uses jitort.kernels.fastmath when it has one."""
         dt = compute_dtype(dtype if dtype is not None else self.dtype)
         if dt == np.float32 and self.target == "cpu":
-            from jitort.kernels.fastmath import FLOAT32_FUNCS
             if fname in FLOAT32_FUNCS:
                 f = FLOAT32_FUNCS[fname]
                 self.imports.add(f"from jitort.kernels.fastmath import {f}")

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
+from jitort.cache import import_file
 
 _lock = threading.Lock()
 _current: tuple[int, int] | None = None
@@ -151,7 +152,6 @@ def load_scipy_blas() -> None:
         try:
             import scipy
 
-            from jitort.cache import import_file
             for suffix in importlib.machinery.EXTENSION_SUFFIXES:
                 path = f"{scipy.__path__[0]}/linalg/cython_blas{suffix}"
                 if os.path.exists(path):

@@ -4,6 +4,8 @@ README's architecture section; a cycle means some module reaches up past its lay
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 import jitort
@@ -107,3 +109,53 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_layer_order_is_documented() -> None:
     for text in (jitort.__doc__ or "", (ROOT / "README.md").read_text()):
         assert "frontend" in text and "compile_service" in text and "kernels" in text
+
+
+def uncovered_function_imports(text: str) -> list[int]:
+    """Lines of the imports of jitort modules inside functions that no comment explains: a comment on
+    the import's line, on another line of its block (consecutive import statements), or on the line
+    just above the block. A function-level import is a deliberate start-up deferral and says why."""
+    comments = {t.start[0] for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT}
+    bad = set()
+    for fn in ast.walk(ast.parse(text)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        imports = [n for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        starts = {n.end_lineno: n.lineno for n in imports}
+        ends = {n.lineno: n.end_lineno for n in imports}
+        for node in imports:
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["jitort"]
+            else:
+                names = [a.name for a in node.names]
+            if not any(x == "jitort" or x.startswith("jitort.") for x in names):
+                continue
+            first, last = node.lineno, node.end_lineno
+            while first - 1 in starts:
+                first = starts[first - 1]
+            while last + 1 in ends:
+                last = ends[last + 1]
+            if not any(ln in comments for ln in range(first - 1, last + 1)):
+                bad.add(node.lineno)
+    return sorted(bad)
+
+
+def test_function_level_imports_say_why() -> None:
+    """Function-level imports of jitort modules are start-up deferrals (numba.cuda only for CUDA
+    sessions, the bench machinery only for ``jitort bench``/profile reports, kernel families on first
+    lookup...), each with a comment saying why; any other belongs at the module's top level."""
+    found = []
+    for base, _ in PACKAGES:
+        for f in sorted((ROOT / base).rglob("*.py")):
+            text = f.read_text()
+            lines = text.splitlines()
+            found += [f"{f.relative_to(ROOT)}:{ln}: {lines[ln - 1].strip()}" for ln in uncovered_function_imports(text)]
+    assert not found, ("function-level imports with no comment saying why they are deferred (hoist them, or "
+                       "add e.g. '# deferred: numba.cuda, imported only for CUDA sessions'):\n" + "\n".join(found))
+
+
+def test_uncovered_function_imports_finds_one() -> None:
+    text = ("def f():\n    import os\n    from jitort import cache\n    return cache\n\n\n"
+            "def g():\n    # deferred: why\n    import os\n    from jitort import cache\n    return cache\n\n\n"
+            "def h():\n    import jitort.kernels as k  # deferred: why\n    return k\n")
+    assert uncovered_function_imports(text) == [3]

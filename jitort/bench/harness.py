@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 
-from jitort.bench import stats
+from jitort.bench import machine, stats
 from jitort.bench.flops import ModelCount, count_model
 from jitort.bench.workload import Workload, load_model, prepare
 
@@ -546,7 +546,6 @@ def summarize(records: list[dict[str, Any]], runtimes: Sequence[str]) -> dict[st
 def run_benchmark(cfg: BenchConfig, progress: Any = None, log: Callable[[str], None] | None = None,
                   keep_tmp: bool = False) -> Results:
     """Run the benchmark ``cfg`` describes; ``progress`` has ``step(label, n)``, ``note(msg)``, ``close()``."""
-    from jitort.bench import machine
     progress = progress or _NullProgress()
     t_start = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -54,6 +54,7 @@ def peak_rss_kb() -> int:
 
 def make_session(runtime: str, model: str, threads: int) -> Any:
     if runtime == "jitort":
+        # deferred: the onnxruntime worker must not carry Numba in its peak RSS (see the module docstring)
         import jitort
         so = jitort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -81,6 +82,7 @@ def make_session(runtime: str, model: str, threads: int) -> Any:
 def _compile_mark(runtime: str) -> int | None:
     if runtime != "jitort":
         return None
+    # deferred: the onnxruntime worker must not carry Numba in its peak RSS (see the module docstring)
     from jitort import cache
     return cache.compile_count()
 
@@ -89,6 +91,7 @@ def _compiled_since(runtime: str, mark: int | None) -> int | None:
     """How many functions Numba compiled (session creation and first run) since ``mark``."""
     if mark is None:
         return None
+    # deferred: the onnxruntime worker must not carry Numba in its peak RSS (see the module docstring)
     from jitort import cache
     return len(cache.compiled_since(mark))
 

@@ -27,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from jitort import zoo
+from jitort.models import input_specs, resolve_model
 
 __all__ = ["DEFAULT_SEQ", "Workload", "ZOO", "load_model", "make_feeds", "parse_spec", "prepare", "with_batch"]
 
@@ -34,7 +36,6 @@ DEFAULT_SEQ = 128
 
 
 def _zoo() -> dict[str, Callable[..., onnx.ModelProto]]:
-    from jitort import zoo
     return {"chain": zoo.elementwise_chain, "mlp": zoo.mlp, "bert": zoo.bert_layer, "gpt": zoo.gpt_block,
             "conv_block": zoo.conv_block}
 
@@ -82,7 +83,6 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def load_model(spec: str) -> tuple[onnx.ModelProto, str]:
     """The ModelProto for a MODEL argument, and where it came from."""
-    from jitort.models import resolve_model
     if os.path.exists(spec):
         return onnx.load(spec), str(Path(spec).resolve())
     name, kwargs = parse_spec(spec)
@@ -187,7 +187,6 @@ def dim_values(model: onnx.ModelProto, batch: int, dims: dict[str, int] | None =
 
 def make_feeds(model: onnx.ModelProto, values: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for ``model`` with symbolic dims set from ``values``."""
-    from jitort.models import input_specs
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for name, dt, shape in input_specs(model):

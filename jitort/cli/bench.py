@@ -11,6 +11,7 @@ from jitort.cli.common import UsageError, int_list, parse_dims
 # --- bench ---------------------------------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    # deferred: the CLI answers --help without importing the bench machinery
     from jitort.bench import BenchConfig, Progress, format_table, run_benchmark, total_steps, write_all
 
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
+from jitort.artifact import wait_pending
+from jitort.cache import cache_root
 from jitort.cli.common import EXIT_OK, UsageError
 
 CACHE_KINDS = ("kernels", "plans")  # the trees jitort writes under the cache root (jitort/cache.py)
@@ -19,7 +21,6 @@ CACHE_KINDS = ("kernels", "plans")  # the trees jitort writes under the cache ro
 def cached_source_path(name: str, kind: str = "kernels", root: Path | None = None) -> Path:
     """Where ``jitort.cache.load_source_module(kind, name, ...)`` keeps a generated module:
     ``<root>/<kind>/<name[-20:-18]>/<name>.py``."""
-    from jitort.cache import cache_root
     return (root or cache_root()) / kind / name[-20:-18] / f"{name}.py"
 
 
@@ -57,7 +58,6 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     """Every module under ``<root>/kernels`` and ``<root>/plans``, files grouped by module name
     (Numba's ``__pycache__/<name>.<func>-<line>.py311.nbi/.nbc`` files belong to ``<name>``).
     Leftover temporary files (``.tmp-*``) are entries of their own."""
-    from jitort.cache import cache_root
     root = root or cache_root()
     entries: dict[tuple[str, str], CacheEntry] = {}
     for kind in CACHE_KINDS:
@@ -104,8 +104,6 @@ def _remove_entry(e: CacheEntry) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from jitort.artifact import wait_pending
-    from jitort.cache import cache_root
     wait_pending()  # entries this process's sessions are still writing
     root = cache_root()
     if args.action == "path":

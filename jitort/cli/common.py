@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import jitort
 
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -150,7 +151,6 @@ def print_compile_report(sess: Any, run_compiled: list[tuple[str, float]] | None
 # --- run -----------------------------------------------------------------------------------------
 
 def session_options(threads: int | None, dims: dict[str, int] | None = None) -> Any:
-    import jitort
     so = jitort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 
+import jitort
 from jitort.cli.cache import cached_source_path
 from jitort.cli.common import EXIT_FAILED, EXIT_OK, parse_dims, resolve, session_options
+from jitort.codegen.cpu import fused_kernel
+from jitort.errors import ALL_ERRORS
+from jitort.models import resolve_model
+from jitort.passes.fusion import FUSED
 
 
 # --- explain -------------------------------------------------------------------------------------
 
 def format_graph(g: Any) -> str:
     """The IR as ``Graph.__str__`` prints it, with each fused group's body shown by node names."""
-    from jitort.passes.fusion import FUSED
     nodes = [replace(n, attrs={**n.attrs, "body": "+".join(b.name or b.op_type for b in n.attrs["body"])})
              if n.op_type == FUSED and "body" in n.attrs else n for n in g.nodes]
     return str(replace(g, nodes=nodes))
@@ -31,12 +35,6 @@ def _module_path(name: str, kind: str) -> Path:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    import jitort
-    from jitort.codegen.cpu import fused_kernel
-    from jitort.errors import ALL_ERRORS
-    from jitort.models import resolve_model
-    from jitort.passes.fusion import FUSED
-
     path = resolve(args.model, resolve_model)
     try:
         sess = jitort.InferenceSession(str(path), session_options(None, parse_dims(args.dim)),

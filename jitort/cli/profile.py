@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jitort
 from jitort.cli.common import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, UsageError, compare, ort_session, parse_dims
+from jitort.profiling import PEAKS_CONFIG_KEY
 
 __all__ = ["OpRow", "add_parser", "by_op_type", "cmd_profile", "format_comparison", "measured_runs"]
 
@@ -142,10 +144,9 @@ def _wall_ms(events: list[dict[str, Any]], skip: int) -> float:
 def cmd_profile(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import jitort
+    # deferred: the CLI answers --help without importing the bench machinery
     from jitort.bench.machine import cpu_info
     from jitort.bench.workload import prepare
-    from jitort.profiling import PEAKS_CONFIG_KEY
     if args.runs < 1 or args.warmup < 0:
         raise UsageError("--runs must be at least 1 and --warmup at least 0")
     try:

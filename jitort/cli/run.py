@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 
+import jitort
+from jitort import cache
 from jitort.cli.common import ATOL, EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, RTOL, UsageError, compare, median, ms, ort_session, parse_dims, parse_inputs, print_compile_report, resolve, safe_name, session_options, summary, timed
+from jitort.errors import ALL_ERRORS
+from jitort.models import expected_output, input_specs, random_feeds, reference_inputs, resolve_model
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import jitort
-    from jitort import cache
-    from jitort.errors import ALL_ERRORS
-    from jitort.models import expected_output, input_specs, random_feeds, reference_inputs, resolve_model
-
     path = resolve(args.model, resolve_model)
     specs = input_specs(path)
     dims = parse_dims(args.dim)

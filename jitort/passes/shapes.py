@@ -28,6 +28,7 @@ def broadcast_shapes(shapes: list[Shape]) -> Shape | None:
 
 
 def complete_types(g: Graph) -> Graph:
+    # deferred: kernel families load on first lookup (registry.load_families), not at import jitort
     from jitort.kernels.anyrank import any_rank
     for k, n in enumerate(g.nodes):
         d = elementwise_def(n)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from numba import cuda, int64, void
 
-from jitort.kernels.conv_setup import conv_geometry
+from jitort.errors import InvalidArgument
+from jitort.kernels.conv_setup import _check_conv, conv_geometry
 from jitort.kernels.cuda.runtime import FLOATS, SIMULATOR, A, cdiv, compiled, flat, grid1d, signatures
 from jitort.kernels.pool import _norm as pool_norm
 from jitort.kernels.pool import pool_geometry
@@ -173,7 +174,6 @@ def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, z: Any = Non
          auto_pad: str, group: int, strides: tuple, dilations: tuple, pads: tuple, act: int) -> Any:
     """Conv on packed weights (w2 [M, Cg*prod(kernel)], b [M], prm: the epilogue's parameters), with
     z (None or of the output's shape) added before the activation."""
-    from jitort.kernels.conv_setup import _check_conv
     _check_conv(x, tuple(w_shape), group, None)
     kernel = tuple(w_shape[2:])
     out_sp, begin = conv_geometry(tuple(x.shape[2:]), kernel, tuple(strides), tuple(dilations), tuple(pads),
@@ -182,7 +182,6 @@ def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, z: Any = Non
     M = w_shape[0]
     y = ctx.alloc(slots[0], (N, M) + tuple(out_sp), x.dtype)
     if z is not None and tuple(z.shape) != tuple(y.shape):
-        from jitort.errors import InvalidArgument
         raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output {list(y.shape)}")
     if y.size == 0:
         return y

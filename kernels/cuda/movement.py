@@ -23,6 +23,7 @@ from numba import cuda, int32, int64, void
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.cuda.runtime import MOVE_KEYS, A, compiled, flat, grid1d, signatures
+from jitort.kernels.shape import _clamped
 
 RANK = 6
 _BYTE = np.zeros(1, np.uint8)
@@ -243,7 +244,6 @@ def slice_(ctx: Any, slots: tuple, x: Any, starts: Any = None, ends: Any = None,
            steps: Any = None, *, attr_starts: tuple | None = None, attr_ends: tuple | None = None,
            attr_axes: tuple | None = None) -> Any:
     """Slice-1 (attributes) and Slice-10+ (host inputs), with ONNX's clamping."""
-    from jitort.kernels.shape import _clamped
     st = list(attr_starts) if attr_starts is not None else [int(v) for v in np.asarray(starts).reshape(-1)]
     en = list(attr_ends) if attr_ends is not None else [int(v) for v in np.asarray(ends).reshape(-1)]
     if attr_starts is not None:

@@ -30,9 +30,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jitort.codegen.cuda import fused_cuda_kernel
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import Ref, implement, provider_impl
+from jitort.kernels.conv import ACTIVATIONS, act_code
+from jitort.kernels.conv_fused import epilogue, residual
+from jitort.kernels.conv_setup import _attrs_norm, _prm
+from jitort.kernels.registry import Ref, implement, lower_node, provider_impl
 
 CUDA = "CUDAExecutionProvider"
 FUSED = "FusedElementwise"
@@ -146,6 +150,7 @@ def _check_softmax(node: Node, g: Graph) -> str | None:
 
 
 def _softmax_call(node: Node, g: Graph, axis: int, coerce_2d: int) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import rows
     kw = {"axis": axis, "log": int(node.op_type == "LogSoftmax"), "coerce_2d": coerce_2d}
     return CudaCall(rows.softmax, [Ref(node.inputs[0])], kw, [(rows.softmax_rows, _key(g, node.inputs[0]))])
@@ -189,6 +194,7 @@ def _check_layernorm(node: Node, g: Graph) -> str | None:
 
 
 def _lower_layernorm(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import rows
     nout = max(k + 1 for k, o in enumerate(node.outputs) if o) if any(node.outputs) else 1
     kw = {"axis": int(node.attrs.get("axis", -1)), "epsilon": float(node.attrs.get("epsilon", 1e-5)), "nout": nout}
@@ -244,6 +250,7 @@ def _reduce_impl(axes_input: bool) -> tuple[Callable[[Node, Graph], str | None],
         return t if isinstance(t, str) else None
 
     def lower(node: Node, g: Graph) -> CudaCall:
+        # deferred: numba.cuda, imported only for CUDA sessions
         from jitort.kernels.cuda import rows
         n = _trailing(node, g, axes_input)
         kw = {"n_axes": n, "keepdims": int(node.attrs.get("keepdims", 1)), "op_type": node.op_type}
@@ -257,6 +264,7 @@ def _check_global(node: Node, g: Graph) -> str | None:
 
 
 def _lower_global(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import rows
     r = _rank(g, node.inputs[0])
     kw = {"n_axes": r - 2, "keepdims": 1, "op_type": node.op_type}  # type: ignore[operator]
@@ -277,6 +285,7 @@ def _check_matmul(node: Node, g: Graph) -> str | None:
 
 
 def _lower_matmul(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import gemm
     return CudaCall(gemm.matmul, [Ref(node.inputs[0]), Ref(node.inputs[1])], {},
                     [(gemm.gemm_tiled, _key(g, node.inputs[0]))])
@@ -291,6 +300,7 @@ def _check_gemm(node: Node, g: Graph) -> str | None:
 
 
 def _lower_gemm(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import gemm
     a = node.attrs
     kw = {"alpha": float(a.get("alpha", 1.0)), "beta": float(a.get("beta", 1.0)),
@@ -311,8 +321,6 @@ def _check_conv(node: Node, g: Graph) -> str | None:
             return "weights or bias known only at run time"
         if W.ndim != r:
             return "W rank differs from X"
-        from jitort.kernels.conv import ACTIVATIONS
-        from jitort.kernels.conv_fused import epilogue
         if epilogue(node)[0] not in ACTIVATIONS:
             return f"fused activation {epilogue(node)[0]!r}"
         return None
@@ -320,9 +328,7 @@ def _check_conv(node: Node, g: Graph) -> str | None:
 
 
 def _lower_conv(node: Node, g: Graph) -> CudaCall:
-    from jitort.kernels.conv import act_code
-    from jitort.kernels.conv_setup import _attrs_norm, _prm
-    from jitort.kernels.conv_fused import epilogue, residual
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import convpool
     W = g.const(node.inputs[1])
     assert W is not None
@@ -357,6 +363,7 @@ def _check_pool(node: Node, g: Graph) -> str | None:
 
 
 def _lower_pool(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import convpool
     a = node.attrs
     tup = lambda v: None if v is None else tuple(int(t) for t in v)  # noqa: E731
@@ -383,6 +390,7 @@ def _check_bn(node: Node, g: Graph) -> str | None:
 
 
 def _lower_bn(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import convpool
     scale, bias, mean, var = (g.const(i).astype(np.float64) for i in node.inputs[1:5])  # type: ignore[union-attr]
     dt = _dt(g, node.inputs[0])
@@ -399,6 +407,7 @@ def _check_moves(node: Node, g: Graph) -> str | None:
 
 
 def _lower_transpose(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     perm = node.attrs.get("perm")
     kw = {"perm": None if perm is None else tuple(int(p) for p in perm)}
@@ -412,12 +421,14 @@ def _check_concat(node: Node, g: Graph) -> str | None:
 
 
 def _lower_concat(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     return CudaCall(movement.concat, [Ref(i) for i in node.inputs if i], {"axis": int(node.attrs.get("axis", 1))},
                     [(movement.scatter_strided, _move_key(g, node.inputs[0]))])
 
 
 def _split_call(node: Node, g: Graph, sizes: Any) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     a = node.attrs
     split_in = HostRef(node.inputs[1]) if _present(node, 1) else None
@@ -436,6 +447,7 @@ def _lower_split(node: Node, g: Graph) -> CudaCall:
 
 
 def _lower_slice_1(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     key = [(movement.gather_strided, _move_key(g, node.inputs[0]))]
     a = node.attrs
@@ -445,6 +457,7 @@ def _lower_slice_1(node: Node, g: Graph) -> CudaCall:
 
 
 def _lower_slice(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     key = [(movement.gather_strided, _move_key(g, node.inputs[0]))]
     args: list[Any] = [Ref(node.inputs[0])] + [HostRef(node.inputs[k]) if _present(node, k) else None
@@ -458,6 +471,7 @@ def _check_expand(node: Node, g: Graph) -> str | None:
 
 
 def _lower_expand(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     return CudaCall(movement.expand, [Ref(node.inputs[0]), HostRef(node.inputs[1])], {},
                     [(movement.gather_strided, _move_key(g, node.inputs[0]))])
@@ -472,6 +486,7 @@ def _check_gather(node: Node, g: Graph) -> str | None:
 
 
 def _lower_gather(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     key = f"{_move_key(g, node.inputs[0])},{_key(g, node.inputs[1])}"
     return CudaCall(movement.gather, [Ref(node.inputs[0]), Ref(node.inputs[1])],
@@ -484,8 +499,8 @@ def _check_view(node: Node, g: Graph) -> str | None:
 
 def _lower_view(node: Node, g: Graph) -> CudaCall:
     """The CPU op's lowering computes the output shape (on a dummy); the device array is reshaped."""
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
-    from jitort.kernels.registry import lower_node
     call = lower_node(node, g)
     if not call.args or call.args[0] != Ref(node.inputs[0]):
         raise OrtNotImplemented(f"{node.describe()}: unexpected CPU lowering for a CUDA view")
@@ -494,6 +509,7 @@ def _lower_view(node: Node, g: Graph) -> CudaCall:
 
 
 def _lower_shape(node: Node, g: Graph) -> CudaCall:
+    # deferred: numba.cuda, imported only for CUDA sessions
     from jitort.kernels.cuda import movement
     if node.op_type == "Size":
         return CudaCall(movement.size_of, [HostRef(node.inputs[0])])
@@ -585,7 +601,6 @@ def cuda_op(node: Node) -> CudaOp | None:
 def supports(node: Node, g: Graph) -> str | None:
     """None when the CUDA provider can run ``node``, else the reason it cannot."""
     if node.op_type == FUSED and node.domain == "jitort":
-        from jitort.codegen.cuda import fused_cuda_kernel
         try:
             fused_cuda_kernel(node, g)
         except OrtNotImplemented as e:
