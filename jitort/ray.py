@@ -202,7 +202,7 @@ def _model_specs(path: Path, name: str) -> list[tuple[str, np.dtype, Any]]:
     """The model's graph inputs; Fail naming the model when it cannot be read."""
     onnx_file = path / "model.onnx" if path.is_dir() else path
     try:
-        return aot._model_specs(str(onnx_file))
+        return aot.model_specs(str(onnx_file))
     except Fail as e:
         raise Fail(e.args[0].replace(str(onnx_file), name)) from None
 
