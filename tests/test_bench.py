@@ -258,8 +258,9 @@ def _e2e_run(d: Path) -> tuple[int, Path, dict[str, Any], str]:
                   {"w": rng.standard_normal((8, 4)).astype(np.float32), "b": rng.standard_normal(4).astype(np.float32)})
     onnx.save(tiny, str(d / "tiny.onnx"))
     # an onnxruntime contrib op onnxruntime runs and jitort does not implement (yet)
-    contrib = _model([helper.make_node("Inverse", ["x"], ["y"], domain="com.microsoft")], {"x": (F, ["N", 4, 4])},
-                     {"y": (F, ["N", 4, 4])}, extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    contrib = _model([helper.make_node("CDist", ["x", "c"], ["y"], domain="com.microsoft", metric="euclidean")],
+                     {"x": (F, ["N", 4])}, {"y": (F, ["N", 3])}, {"c": rng.standard_normal((3, 4)).astype(np.float32)},
+                     extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
     onnx.save(contrib, str(d / "contrib.onnx"))
     out = d / "out"
     buf = io.StringIO()
