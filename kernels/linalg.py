@@ -3,7 +3,7 @@
 Floats (float32/float64) go to OpenBLAS sgemm/dgemm from ``@njit`` through intrinsics that expose
 alpha, beta and the transpose flags (``np.dot`` in ``@njit`` hard-codes alpha=1, beta=0 and rejects
 3-D operands): numpy's own OpenBLAS through its ILP64 ``cblas_?gemm`` when it can be found (faster
-here, see ``_numpy_cblas``), else scipy's through Numba's ``numba_xxgemm`` helper. So a transposed
+here, see ``jitort.kernels.blas``), else scipy's through Numba's ``numba_xxgemm`` helper. So a transposed
 operand costs no copy, Gemm's ``alpha * A @ B + beta * C`` is one BLAS call on an output pre-filled
 with C, and a ``[B, S, K] @ [K, N]`` MatMul is a single ``[B*S, K] @ [K, N]`` call. Integers use a
 blocked ``@njit`` loop kernel (wrapping like C); float16/bfloat16 compute in float32.
@@ -28,6 +28,7 @@ from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.gemm_ops import lower_packed
+from jitort.kernels import blas
 from jitort.kernels.registry import BFLOAT16, Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -90,68 +91,10 @@ def _xgemm(typingctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # 
     return sig, codegen
 
 
-_I32, _I64 = ir.IntType(32), ir.IntType(64)
 
 
-@intrinsic
-def _cblas_gemm(typingctx, fn, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # type: ignore[no-untyped-def]
-    """Row-major ``c = alpha * op(a) @ op(b) + beta * c`` through an ILP64 ``cblas_[sd]gemm`` whose
-    address is the run-time argument ``fn`` (an address, not a constant, so the kernel caches)."""
-    dt = c.dtype
-    get_blas_kind(dt, "jitort gemm")
-    sig = types.void(fn, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+_CBLAS = dict(blas.CBLAS)  # tests empty it to run the scipy-BLAS branch
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        st = sig.args
-        fl = context.get_value_type(dt)
-        fnty = ir.FunctionType(ir.VoidType(), [_I32, _I32, _I32, _I64, _I64, _I64, fl, _VP, _I64,
-                                               _VP, _I64, fl, _VP, _I64])
-        f = builder.inttoptr(context.cast(builder, args[0], st[0], types.int64), fnty.as_pointer())
-
-        def i64(k: int):  # type: ignore[no-untyped-def]
-            return context.cast(builder, args[k], st[k], types.int64)
-
-        def trans(k: int):  # type: ignore[no-untyped-def]
-            is_t = builder.icmp_signed("!=", i64(k), ir.Constant(_I64, 0))
-            return builder.select(is_t, ir.Constant(_I32, 112), ir.Constant(_I32, 111))  # CblasTrans / NoTrans
-
-        def data(k: int):  # type: ignore[no-untyped-def]
-            return builder.bitcast(context.make_array(st[k])(context, builder, args[k]).data, _VP)
-
-        builder.call(f, (ir.Constant(_I32, 101), trans(1), trans(2), i64(3), i64(4), i64(5),  # 101: RowMajor
-                         context.cast(builder, args[6], st[6], dt), data(7), i64(8), data(9), i64(10),
-                         context.cast(builder, args[11], st[11], dt), data(12), i64(13)))
-
-    return sig, codegen
-
-
-def _numpy_cblas() -> dict[np.dtype, int]:
-    """Addresses of numpy's own OpenBLAS cblas_sgemm / cblas_dgemm (ILP64), or {} if not found.
-
-    Measured on this machine (AMD EPYC, AVX2, 1 thread): numpy's OpenBLAS 0.3.31 runs sgemm with a
-    small M 2-2.5x faster than scipy's 0.3.30 (M=8..64, K=N=1024) and never slower, so jitort calls it
-    directly; without it, scipy's BLAS through Numba's helper is the fallback.
-    """
-    import ctypes
-    import glob
-    import os
-    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "*openblas64*.so*"))):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for pre in ("scipy_", ""):
-            try:
-                fs, fd = getattr(lib, f"{pre}cblas_sgemm64_"), getattr(lib, f"{pre}cblas_dgemm64_")
-            except AttributeError:
-                continue
-            return {_F32: ctypes.cast(fs, ctypes.c_void_p).value or 0,
-                    _F64: ctypes.cast(fd, ctypes.c_void_p).value or 0}
-    return {}
-
-
-_CBLAS = _numpy_cblas()
 
 
 @njit(**_KW)
@@ -168,7 +111,7 @@ def _gemm_batched(fn, a, b, ia, ib, c, ta, tb, alpha, beta):  # type: ignore[no-
     ldc = max(n, 1)
     for i in range(c.shape[0]):
         if fn != 0:
-            _cblas_gemm(fn, ta, tb, m, n, k, alpha, a[ia[i]], lda, b[ib[i]], ldb, beta, c[i], ldc)
+            blas.cblas_gemm(fn, ta, tb, m, n, k, alpha, a[ia[i]], lda, b[ib[i]], ldb, beta, c[i], ldc)
         else:
             _xgemm(ta, tb, m, n, k, alpha, a[ia[i]], lda, b[ib[i]], ldb, beta, c[i], ldc)
 
