@@ -11,13 +11,11 @@ The CPU and the load average are printed with the table: the machines are shared
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 from typing import Any
 
 import numpy as np
 
-from bench_trees import cpu_name, load, time_call
+from bench_trees import run
 
 
 def _models(quick: bool) -> list[tuple[str, Any, int]]:
@@ -48,41 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one model, short rounds")
     args = ap.parse_args()
-    import onnxruntime
-
-    import jitort
-    budget = 0.05 if args.quick else 0.2
-    rounds = 3 if args.quick else 5
-    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
-    print(f"{'model':26} {'thr':>3} {'batch':>6} {'ort us':>10} {'jitort us':>10} {'ratio':>6}")
-    ratios: dict[int, list[float]] = {}
-    for name, onx, f in _models(args.quick):
-        data = onx.SerializeToString()
-        for threads in (1, 2):
-            so = onnxruntime.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.log_severity_level = 3
-            ort = onnxruntime.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-            jso = jitort.SessionOptions()
-            jso.intra_op_num_threads = threads
-            jit = jitort.InferenceSession(data, jso)
-            for batch in (1, 64, 10000):
-                x = np.random.default_rng(batch).normal(size=(batch, f)).astype(np.float32)
-                feed = {onx.graph.input[0].name: x}
-                for g, w in zip(jit.run(None, feed), ort.run(None, feed)):  # same answers before timing
-                    np.testing.assert_allclose(np.asarray(g, np.float64) if g.dtype.kind == "f" else g,
-                                               np.asarray(w, np.float64) if w.dtype.kind == "f" else w,
-                                               rtol=1e-4, atol=1e-5)
-                a, b = [], []
-                for _ in range(rounds):  # interleaved
-                    a.append(time_call(lambda: ort.run(None, feed), budget))
-                    b.append(time_call(lambda: jit.run(None, feed), budget))
-                ta, tb = statistics.median(a) * 1e6, statistics.median(b) * 1e6
-                ratios.setdefault(batch, []).append(tb / ta)
-                print(f"{name:26} {threads:>3} {batch:>6} {ta:>10.1f} {tb:>10.1f} {tb / ta:>6.2f}", flush=True)
-    print(f"{load()} at end")
-    for batch, r in sorted(ratios.items()):
-        print(f"geomean ratio at batch {batch}: {math.exp(sum(map(math.log, r)) / len(r)):.2f} ({len(r)} cells)")
+    run(_models(args.quick), args.quick, check=True)
 
 
 if __name__ == "__main__":

@@ -111,19 +111,18 @@ def time_call(fn: Callable[[], Any], budget: float) -> float:
             return dt / n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="one model, short rounds")
-    args = ap.parse_args()
+def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False) -> None:
+    """Time every (model, threads, batch) cell, interleaved, and print the table and the geomean per
+    batch size. ``check``: first assert that both runtimes give the same answers."""
     import onnxruntime
 
     import jitort
-    budget = 0.05 if args.quick else 0.2
-    rounds = 3 if args.quick else 5
+    budget = 0.05 if quick else 0.2
+    rounds = 3 if quick else 5
     print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
     print(f"{'model':26} {'thr':>3} {'batch':>6} {'ort us':>10} {'jitort us':>10} {'ratio':>6}")
     ratios: dict[int, list[float]] = {}
-    for name, onx, f in _models(args.quick):
+    for name, onx, f in models:
         data = onx.SerializeToString()
         for threads in (1, 2):
             so = onnxruntime.SessionOptions()
@@ -136,6 +135,11 @@ def main() -> None:
             for batch in (1, 64, 10000):
                 x = np.random.default_rng(batch).normal(size=(batch, f)).astype(np.float32)
                 feed = {onx.graph.input[0].name: x}
+                if check:  # same answers before timing
+                    for g, w in zip(jit.run(None, feed), ort.run(None, feed)):
+                        np.testing.assert_allclose(np.asarray(g, np.float64) if g.dtype.kind == "f" else g,
+                                                   np.asarray(w, np.float64) if w.dtype.kind == "f" else w,
+                                                   rtol=1e-4, atol=1e-5)
                 a, b = [], []
                 for _ in range(rounds):  # interleaved
                     a.append(time_call(lambda: ort.run(None, feed), budget))
@@ -146,6 +150,13 @@ def main() -> None:
     print(f"{load()} at end")
     for batch, r in sorted(ratios.items()):
         print(f"geomean ratio at batch {batch}: {math.exp(sum(map(math.log, r)) / len(r)):.2f} ({len(r)} cells)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one model, short rounds")
+    args = ap.parse_args()
+    run(_models(args.quick), args.quick)
 
 
 if __name__ == "__main__":
