@@ -215,11 +215,30 @@ def split_work(dirs: int, nb: int, work: float) -> list[list[tuple[int, int, int
     """The recurrence as parts for ``run_parts``: each a list of (direction, first row, end row) jobs.
     Directions and batch rows are independent: directions go to separate threads first, then each
     direction's rows are split evenly; ``work`` (flops) decides how many threads are worth it."""
-    nparts = threads.parts_for(dirs * nb, work)
+    nparts = 1 if dirs * nb == 1 or work < 2 * threads.PART_FLOPS else threads.parts_for(dirs * nb, work)
+    if nparts == 1:
+        return [[(d, 0, nb) for d in range(dirs)]]
     per_dir = max(1, nparts // dirs)
     jobs = [(d, nb * k // per_dir, nb * (k + 1) // per_dir) for d in range(dirs) for k in range(per_dir)]
     n = min(nparts, len(jobs))
     return [jobs[p::n] for p in range(n)]
+
+
+def _project(x2: np.ndarray, pk: Packed, n: int, isa: str) -> np.ndarray:
+    """X·Wᵀ + bias for every step and direction: [S*B, n]."""
+    if not pk.packed:
+        xw = np.dot(x2, pk.w)
+        xw += pk.wbias
+        return xw
+    m, k = x2.shape
+    if 2.0 * m * n * k >= 2 * threads.PART_FLOPS:
+        return gemm.gemm(x2, pk.w, n, pk.wbias, True, isa=isa)
+    # one thread's work: the kernel itself, without gemm()'s per-call set-up (~3 us of a ~20 us LSTM)
+    xw = np.empty((m, n), np.float32)
+    z = np.float32(0.0)
+    if m:
+        gemm.KERNELS[isa](x2, pk.w, xw, pk.wbias, 1, xw, 0, 0, z, z, 0, 0, m, 0, gemm.panels(n))
+    return xw
 
 
 def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None,
@@ -261,13 +280,9 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
         peep = np.ascontiguousarray(P, dt)
 
     # One GEMM projects every time step of every direction, bias included.
-    x2 = np.ascontiguousarray(X, dt).reshape(S * nb, n_in)
+    isa = gemm.default_isa()
     n = dirs * g * hs
-    if pk.packed:
-        xw = gemm.gemm(x2, pk.w, n, pk.wbias, True).reshape(S, nb, n)
-    else:
-        xw = np.dot(x2, pk.w).reshape(S, nb, n)
-        xw += pk.wbias
+    xw = _project(np.ascontiguousarray(X, dt).reshape(S * nb, n_in), pk, n, isa).reshape(S, nb, n)
     if not want[0]:
         y = np.zeros((0, 0, 0, 0), dt)
     elif lmin < S:
@@ -276,7 +291,7 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
         y = np.empty((S, dirs, nb, hs), dt)
     clip = dt.type(a.clip if a.clip is not None else 0.0)
     use_clip = a.clip is not None
-    wide = pk.packed and gemm.default_isa() == "avx512"
+    wide = pk.packed and isa == "avx512"
     hasb = pk.has_rbias
 
     def job(d: int, b0: int, b1: int) -> None:
@@ -400,4 +415,9 @@ def RNN(X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None = None
                 _wanted(_nout, _want)[:2], _compute)
 
 
-__all__ = ["LSTM", "GRU", "RNN", "Packed"]
+# The float32 path runs jitort's packed GEMM on its own threads (and float64's per-step BLAS products
+# are too small to share): the session keeps BLAS single-threaded (jitort.compiled.Artifact.own_threads).
+for _f in (LSTM, GRU, RNN):
+    _f.own_threads = True  # type: ignore[attr-defined]
+
+__all__ = ["LSTM", "GRU", "RNN", "Packed", "split_work"]
