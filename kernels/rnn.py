@@ -2,14 +2,18 @@
 
 Shape of the computation, per op:
 
-* The input projection ``X · Wᵀ`` for every time step and both directions is ONE BLAS GEMM up front
-  (``[seq*batch, input] x [input, dirs*gates*hidden]``); weights are pre-transposed and concatenated,
-  at compile time by the ``lower=`` hook when W/R/B are constants.
-* Each direction then runs one ``@njit`` kernel that loops over time: per step one BLAS GEMM for
-  ``H·Rᵀ``, issued as ``R·Hᵀ`` (``[gates*hidden, hidden] x [hidden, batch]``: OpenBLAS runs this
-  orientation ~2x faster for small batches, and R needs no transpose), two for GRU with
-  ``linear_before_reset=0`` (the second product needs the reset gate first), and a fused gate loop
-  in the input dtype's precision (``rnn_cells.py``).
+* The input projection ``X · Wᵀ + bias`` for every time step and both directions is ONE GEMM up
+  front (``[seq*batch, input] x [input, dirs*gates*hidden]``): float32 on jitort's packed GEMM
+  (``kernels/gemm.py``; W packed and the bias folded into its epilogue), float64 on BLAS. For
+  constant weights the ``lower=`` hook packs W and R once, at compile time (plan constants).
+* The recurrence runs one ``@njit`` kernel per (direction, range of batch rows) that loops over
+  time: per step the recurrent product ``H·Rᵀ`` (two for GRU with ``linear_before_reset=0``: the
+  second needs the reset gate first) on the packed GEMM's small-M tiles, called from inside the
+  loop, then one fused gate loop per row in the input dtype's precision (``rnn_cells.py``). No
+  Python, BLAS call or allocation per step.
+* Directions and batch rows are independent: ``split_work`` hands them to ``kernels.threads``'
+  workers (directions first, then even row ranges) when the work is worth a thread. Each element's
+  arithmetic does not depend on the split, so results are bitwise equal for any thread count.
 
 Semantics follow onnxruntime's CPU kernels, which the tests check:
 
@@ -291,7 +295,7 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
         y = np.empty((S, dirs, nb, hs), dt)
     clip = dt.type(a.clip if a.clip is not None else 0.0)
     use_clip = a.clip is not None
-    wide = pk.packed and isa == "avx512"
+    wide = True if pk.packed and isa == "avx512" else None  # None: AVX2 tiles (or BLAS); see rnn_cells
     hasb = pk.has_rbias
 
     def job(d: int, b0: int, b1: int) -> None:

@@ -150,9 +150,9 @@ def _clip_vec(v, c):  # type: ignore[no-untyped-def]
 # rest.  lens[b] steps run for row b.  rp/rt: this direction's Rᵀ, packed (float32, rt None) or
 # plain [H, G*H] (float64, rp None); rbias (added when has_rbias; float32: padded to whole panels,
 # the GEMM reads it either way) is the recurrent product's bias.
-# wide: the AVX-512 GEMM tiles (else AVX2's).  The default activations without clip (and, for LSTM,
-# without peepholes or input_forget) take one fused loop per row; anything else goes gate by gate
-# through _act_vec.
+# wide: True for the AVX-512 GEMM tiles, None for AVX2's (a type, so a kernel compiles one of them).
+# The default activations without clip (and, for LSTM, without peepholes or input_forget) take one
+# fused loop per row; anything else goes gate by gate through _act_vec.
 
 def _recur(h, rp, rt, rbias, has_rbias, wide, prod, b0, b1):  # type: ignore[no-untyped-def]
     """prod[b0:b1] = h[b0:b1]·Rᵀ (+ rbias when has_rbias)."""
@@ -160,17 +160,22 @@ def _recur(h, rp, rt, rbias, has_rbias, wide, prod, b0, b1):  # type: ignore[no-
 
 
 @njit(nogil=True, error_model="numpy")
-def _recur_packed(h, rp, rbias, has_rbias, wide, prod, b0, b1):  # type: ignore[no-untyped-def]
+def _recur_avx512(h, rp, rbias, has_rbias, prod, b0, b1):  # type: ignore[no-untyped-def]
     # int64 arguments throughout: the signature the Python callers of the GEMM compile
     z = np.float32(0.0)
     zi = np.int64(0)
     npan = np.int64((prod.shape[1] + PANEL - 1) // PANEL)
-    if wide:
-        gemm_f32_avx512(h, rp, prod, rbias, np.int64(has_rbias), prod, zi, zi, z, z, zi, np.int64(b0),
-                        np.int64(b1), zi, npan)
-    else:
-        gemm_f32_avx2(h, rp, prod, rbias, np.int64(has_rbias), prod, zi, zi, z, z, zi, np.int64(b0),
-                      np.int64(b1), zi, npan)
+    gemm_f32_avx512(h, rp, prod, rbias, np.int64(has_rbias), prod, zi, zi, z, z, zi, np.int64(b0), np.int64(b1),
+                    zi, npan)
+
+
+@njit(nogil=True, error_model="numpy")
+def _recur_avx2(h, rp, rbias, has_rbias, prod, b0, b1):  # type: ignore[no-untyped-def]
+    z = np.float32(0.0)
+    zi = np.int64(0)
+    npan = np.int64((prod.shape[1] + PANEL - 1) // PANEL)
+    gemm_f32_avx2(h, rp, prod, rbias, np.int64(has_rbias), prod, zi, zi, z, z, zi, np.int64(b0), np.int64(b1),
+                  zi, npan)
 
 
 @njit(nogil=True, error_model="numpy")
@@ -184,13 +189,16 @@ def _recur_blas(h, rt, rbias, has_rbias, prod, b0, b1):  # type: ignore[no-untyp
 
 @overload(_recur)
 def _recur_ov(h, rp, rt, rbias, has_rbias, wide, prod, b0, b1):  # type: ignore[no-untyped-def]
-    """The packed GEMM when rt is None (float32), else BLAS on rt (float64): chosen by type, so each
-    kernel compiles only its own."""
-    if rt == types.none:
-        return lambda h, rp, rt, rbias, has_rbias, wide, prod, b0, b1: _recur_packed(
-            h, rp, rbias, has_rbias, wide, prod, b0, b1)
-    return lambda h, rp, rt, rbias, has_rbias, wide, prod, b0, b1: _recur_blas(
-        h, rt, rbias, has_rbias, prod, b0, b1)
+    """Chosen by type, so each kernel compiles only its own product: BLAS on rt (float64, rp None),
+    else the packed GEMM, its AVX-512 tiles when wide is True and AVX2's when wide is None."""
+    if rt != types.none:
+        return lambda h, rp, rt, rbias, has_rbias, wide, prod, b0, b1: _recur_blas(
+            h, rt, rbias, has_rbias, prod, b0, b1)
+    if wide == types.none:
+        return lambda h, rp, rt, rbias, has_rbias, wide, prod, b0, b1: _recur_avx2(
+            h, rp, rbias, has_rbias, prod, b0, b1)
+    return lambda h, rp, rt, rbias, has_rbias, wide, prod, b0, b1: _recur_avx512(
+        h, rp, rbias, has_rbias, prod, b0, b1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
