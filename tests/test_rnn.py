@@ -383,11 +383,11 @@ def test_split_work_covers_every_row_once() -> None:
                                                 ("GRU", {"linear_before_reset": 1}, "bidirectional"),
                                                 ("RNN", {}, "reverse")], ids=["LSTM", "GRU", "GRU-lbr-bidi", "RNN"])
 def test_threads_split_rows_and_directions(op: str, extra: dict, direction: str) -> None:
-    # Enough work (> 2 x threads.PART_FLOPS) that 2 threads split the batch rows (forward, reverse)
-    # or the directions: the same bits as one thread, and onnxruntime's answer.
+    # Enough work (> 2 x rnn.PART_FLOPS) that 2 threads split the batch rows (forward, reverse) or
+    # the directions: the same bits as one thread, and onnxruntime's answer.
     from jitort.kernels.rnn import split_work
-    S, B, I, H = 20, 5, 8, 256 if op == "RNN" else 128
-    v = inputs(op, S, B, I, H, direction, seed=3, lens=[20, 9, 0, 20, 4], init=True)
+    S, B, I, H = 40, 6, 8, 512 if op == "RNN" else 256
+    v = inputs(op, S, B, I, H, direction, seed=3, lens=[40, 9, 0, 40, 4, 33], init=True)
     v["R"] = v["R"] * np.float32(1 / np.sqrt(H))  # a contracting recurrence: rounding does not grow over steps
     m, feeds = model(op, v, hidden_size=H, direction=direction, **extra)
     one, two = _session_run(m, feeds, 1), _session_run(m, feeds, 2)
