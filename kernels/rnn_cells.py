@@ -220,6 +220,7 @@ def lstm_dir(xw, off, rp, rt, rbias, has_rbias, peep, use_peep, input_forget, le
     g = np.empty(4 * hs, h.dtype)
     hc = np.empty(hs, h.dtype)
     prod = np.empty((nb, 4 * hs), h.dtype)
+    noy = np.empty(hs, h.dtype)  # where the fused loop writes Y's row when Y is not wanted
     for s in range(_max_len(lens, b0, b1)):
         _recur(h, rp, rt, rbias, has_rbias, wide, prod, b0, b1)
         for b in range(b0, b1):
@@ -236,6 +237,7 @@ def lstm_dir(xw, off, rp, rt, rbias, has_rbias, peep, use_peep, input_forget, le
                 xi, xo, xf, xc = xr[off:off + hs], xr[off + hs:off + 2 * hs], \
                     xr[off + 2 * hs:off + 3 * hs], xr[off + 3 * hs:off + 4 * hs]
                 ri, ro, rf, rc = gr[:hs], gr[hs:2 * hs], gr[2 * hs:3 * hs], gr[3 * hs:]
+                yb = y[t, yd, b] if want_y else noy
                 for j in range(hs):
                     gi = _sigm(xi[j] + ri[j])
                     go = _sigm(xo[j] + ro[j])
@@ -243,7 +245,9 @@ def lstm_dir(xw, off, rp, rt, rbias, has_rbias, peep, use_peep, input_forget, le
                     gc = _tanh(xc[j] + rc[j])
                     cn = gf * cb[j] + gi * gc
                     cb[j] = cn
-                    hb[j] = go * _tanh(cn)
+                    hv = go * _tanh(cn)
+                    hb[j] = hv
+                    yb[j] = hv  # Y's row in the same pass
             else:
                 for j in range(4 * hs):
                     g[j] = xr[off + j] + gr[j]
@@ -273,9 +277,9 @@ def lstm_dir(xw, off, rp, rt, rbias, has_rbias, peep, use_peep, input_forget, le
                 _act_vec(codes[2], hc, alphas[2], betas[2])
                 for j in range(hs):
                     hb[j] = g[hs + j] * hc[j]
-            if want_y:
-                for j in range(hs):  # an element loop: slice assignment compiles a 15 s error path
-                    y[t, yd, b, j] = hb[j]
+                if want_y:
+                    for j in range(hs):  # an element loop: slice assignment compiles a 15 s error path
+                        y[t, yd, b, j] = hb[j]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
