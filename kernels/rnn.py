@@ -2,14 +2,18 @@
 
 Shape of the computation, per op:
 
-* The input projection ``X · Wᵀ`` for every time step and both directions is ONE BLAS GEMM up front
-  (``[seq*batch, input] x [input, dirs*gates*hidden]``); weights are pre-transposed and concatenated,
-  at compile time by the ``lower=`` hook when W/R/B are constants.
-* Each direction then runs one ``@njit`` kernel that loops over time: per step one BLAS GEMM for
-  ``H·Rᵀ``, issued as ``R·Hᵀ`` (``[gates*hidden, hidden] x [hidden, batch]``: OpenBLAS runs this
-  orientation ~2x faster for small batches, and R needs no transpose), two for GRU with
-  ``linear_before_reset=0`` (the second product needs the reset gate first), and a fused gate loop
-  in the input dtype's precision (``rnn_cells.py``).
+* The input projection ``X · Wᵀ + bias`` for every time step and both directions is ONE GEMM up
+  front (``[seq*batch, input] x [input, dirs*gates*hidden]``): float32 on jitort's packed GEMM
+  (``kernels/gemm.py``; W packed and the bias folded into its epilogue), float64 on BLAS. For
+  constant weights the ``lower=`` hook packs W and R once, at compile time (plan constants).
+* The recurrence runs one ``@njit`` kernel per (direction, range of batch rows) that loops over
+  time: per step the recurrent product ``H·Rᵀ`` (two for GRU with ``linear_before_reset=0``: the
+  second needs the reset gate first) on the packed GEMM's small-M tiles, called from inside the
+  loop, then one fused gate loop per row in the input dtype's precision (``rnn_cells.py``). No
+  Python, BLAS call or allocation per step.
+* Directions and batch rows are independent: ``split_work`` hands them to ``kernels.threads``'
+  workers (directions first, then even row ranges) when the work is worth a thread. Each element's
+  arithmetic does not depend on the split, so results are bitwise equal for any thread count.
 
 Semantics follow onnxruntime's CPU kernels, which the tests check:
 
@@ -35,7 +39,8 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import FLOAT, Call, compute_dtype_for, default_call, lookup, op
-from jitort.kernels.rnn_cells import _CODES, _gru_dir, _lstm_dir, _rnn_dir
+from jitort.kernels import gemm, threads
+from jitort.kernels.rnn_cells import CODES, gru_dir, lstm_dir, rnn_dir
 
 _TAKES_ALPHA = {"affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu"}
 _TAKES_BETA = {"affine", "scaledtanh", "hardsigmoid"}
@@ -85,10 +90,10 @@ def _parse_attrs(op_type: str, direction: str, activations: Sequence[str] | None
     be = np.zeros(len(names))
     for k, name in enumerate(names):
         key = str(name).lower()
-        if key not in _CODES:
+        if key not in CODES:
             raise Fail(f"{op_type}: unsupported activation '{name}'; expected one of Relu, Tanh, Sigmoid, "
                        "Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, Softplus")
-        codes[k] = _CODES[key]
+        codes[k] = CODES[key]
         da, db = _DEFAULT_ALPHA_BETA.get(key, (0.0, 0.0))
         if key in _TAKES_ALPHA:
             al[k] = alphas.pop(0) if alphas else da
@@ -113,20 +118,45 @@ def _parse_attrs(op_type: str, direction: str, activations: Sequence[str] | None
 
 @dataclass(frozen=True)
 class Packed:
-    """W, R and B rearranged for the kernels (built once by the lower hook for constant weights)."""
+    """W, R and B rearranged for the kernels (built once by the lower hook for constant weights).
+
+    float32 (``packed``): ``w`` and ``r`` are jitort's packed GEMM panels (``gemm.pack_b``) and the
+    biases are padded to whole panels (the GEMM reads them so); float64: plain transposes."""
 
     op: str
     dtype: np.dtype        # compute dtype: float32 or float64
     dirs: int
     hidden: int
     inputs: int
-    wt: np.ndarray         # [I, dirs*G*H]: Wᵀ of every direction side by side (one projection GEMM)
-    r: np.ndarray          # [dirs, G*H, H]: R as given (the kernels multiply R·Hᵀ); GRU lbr=0: empty
-    r_zr: np.ndarray       # GRU, linear_before_reset=0: R's z and r rows [dirs, 2H, H]; else [dirs, 0, 0]
-    r_h: np.ndarray        # GRU, linear_before_reset=0: R's h rows [dirs, H, H]; else [dirs, 0, 0]
-    bias: np.ndarray       # [dirs, G*H]: Wb+Rb (GRU h gate: Wbh only)
-    bias_rh: np.ndarray    # GRU: [dirs, H] Rbh; else [dirs, 0]
+    w: np.ndarray          # Wᵀ [I, dirs*G*H] of every direction side by side (one projection GEMM)
+    wbias: np.ndarray      # [dirs*G*H] the projection's bias: Wb+Rb (GRU h gate: Wbh)
+    r: np.ndarray          # per direction Rᵀ [H, N1] (GRU lbr=0: its z and r columns only)
+    rbias: np.ndarray      # [dirs, N1] the recurrent product's bias: GRU lbr=1 [0, 0, Rbh]; else zeros
+    r_h: np.ndarray        # GRU lbr=0: per direction R_hᵀ [H, H]; else empty
+    rbias_h: np.ndarray    # GRU lbr=0: [dirs, H] Rbh; else empty
     lbr: bool
+
+    @property
+    def packed(self) -> bool:
+        return self.dtype == np.float32
+
+    @property
+    def has_rbias(self) -> int:
+        return int(self.op == "GRU" and self.lbr)
+
+
+def _pad(v: np.ndarray) -> np.ndarray:
+    """[..., n] float32 padded with zeros to whole GEMM panels (the GEMM reads whole panels)."""
+    out = np.zeros(v.shape[:-1] + (gemm.panels(v.shape[-1]) * gemm.PANEL,), np.float32)
+    out[..., :v.shape[-1]] = v
+    return out
+
+
+def _rt(r: np.ndarray, packed: bool) -> np.ndarray:
+    """[dirs, N, H] -> each direction's Rᵀ [H, N]: packed panels [dirs, len] or plain [dirs, H, N]."""
+    if packed:
+        return np.stack([gemm.pack_b(np.ascontiguousarray(r[d].T)) for d in range(r.shape[0])])
+    return np.ascontiguousarray(r.transpose(0, 2, 1))
 
 
 def _pack(op_type: str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, hidden_size: int | None,
@@ -142,25 +172,33 @@ def _pack(op_type: str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, hidd
         raise InvalidArgument(f"{op_type}: input R must have shape {(dirs, g * hs, hs)}, got {R.shape}")
     if B is not None and B.shape != (dirs, 2 * g * hs):
         raise InvalidArgument(f"{op_type}: input B must have shape {(dirs, 2 * g * hs)}, got {B.shape}")
+    packed = np.dtype(dt) == np.float32
     Wc = W.astype(dt, copy=False)
     Rc = R.astype(dt, copy=False)
     wt = np.ascontiguousarray(Wc.transpose(2, 0, 1).reshape(n_in, dirs * g * hs))
-    if op_type == "GRU" and not lbr:
-        r = np.zeros((dirs, 0, 0), dt)
-        r_zr = np.ascontiguousarray(Rc[:, :2 * hs])
-        r_h = np.ascontiguousarray(Rc[:, 2 * hs:])
-    else:
-        r = np.ascontiguousarray(Rc)
-        r_zr = r_h = np.zeros((dirs, 0, 0), dt)
     Bc = np.zeros((dirs, 2 * g * hs), dt) if B is None else B.astype(dt, copy=False)
     wb, rb = Bc[:, :g * hs], Bc[:, g * hs:]
+    r_h = np.zeros((dirs, 0) if packed else (dirs, 0, 0), dt)
+    rbias_h = np.zeros((dirs, 0), dt)
     if op_type == "GRU":
-        bias = np.ascontiguousarray(np.concatenate([wb[:, :2 * hs] + rb[:, :2 * hs], wb[:, 2 * hs:]], axis=1))
-        bias_rh = np.ascontiguousarray(rb[:, 2 * hs:])
+        wbias = np.concatenate([wb[:, :2 * hs] + rb[:, :2 * hs], wb[:, 2 * hs:]], axis=1)
+        if lbr:
+            r = _rt(Rc, packed)
+            rbias = np.concatenate([np.zeros((dirs, 2 * hs), dt), rb[:, 2 * hs:]], axis=1)
+        else:
+            r = _rt(Rc[:, :2 * hs], packed)
+            rbias = np.zeros((dirs, 2 * hs), dt)
+            r_h = _rt(Rc[:, 2 * hs:], packed)
+            rbias_h = np.ascontiguousarray(rb[:, 2 * hs:])
     else:
-        bias = np.ascontiguousarray(wb + rb)
-        bias_rh = np.zeros((dirs, 0), dt)
-    return Packed(op_type, dt, dirs, hs, n_in, wt, r, r_zr, r_h, bias, bias_rh, bool(lbr))
+        wbias = wb + rb
+        r = _rt(Rc, packed)
+        rbias = np.zeros((dirs, g * hs), dt)
+    wbias = np.ascontiguousarray(wbias.reshape(-1))
+    if packed:
+        return Packed(op_type, dt, dirs, hs, n_in, gemm.pack_b(wt), _pad(wbias), r, _pad(rbias), r_h,
+                      _pad(rbias_h), bool(lbr))
+    return Packed(op_type, dt, dirs, hs, n_in, wt, wbias, r, np.ascontiguousarray(rbias), r_h, rbias_h, bool(lbr))
 
 
 # --- the shared driver ---------------------------------------------------------------------------
@@ -175,6 +213,43 @@ def _state(op_type: str, name: str, v: np.ndarray | None, dirs: int, nb: int, hs
         raise InvalidArgument(f"{op_type}: input {name} must have shape {want}, got {v.shape}")
     v = v.transpose(1, 0, 2) if layout else v
     return np.array(v, dtype=dt, order="C")
+
+
+# Flops a part of the recurrence must be worth (~0.3-1 ms): the steps are a chain, so a worker thread
+# that starts late or is preempted (a busy machine) delays the whole op by its delay, not by a share
+# of it. A bidirectional GRU of 64 steps, batch 1, hidden 128 (12.6 Mflop) ran 5x slower on two
+# threads than on one on the loaded 2-vCPU dev VM; splits of >= 200 Mflop ran 1.3-3x faster.
+PART_FLOPS = 8 * threads.PART_FLOPS
+
+
+def split_work(dirs: int, nb: int, work: float) -> list[list[tuple[int, int, int]]]:
+    """The recurrence as parts for ``run_parts``: each a list of (direction, first row, end row) jobs.
+    Directions and batch rows are independent: directions go to separate threads first, then each
+    direction's rows are split evenly; ``work`` (flops) decides how many threads are worth it."""
+    nparts = 1 if dirs * nb == 1 or work < 2 * PART_FLOPS else threads.parts_for(dirs * nb, work, PART_FLOPS)
+    if nparts == 1:
+        return [[(d, 0, nb) for d in range(dirs)]]
+    per_dir = max(1, nparts // dirs)
+    jobs = [(d, nb * k // per_dir, nb * (k + 1) // per_dir) for d in range(dirs) for k in range(per_dir)]
+    n = min(nparts, len(jobs))
+    return [jobs[p::n] for p in range(n)]
+
+
+def _project(x2: np.ndarray, pk: Packed, n: int, isa: str) -> np.ndarray:
+    """X·Wᵀ + bias for every step and direction: [S*B, n]."""
+    if not pk.packed:
+        xw = np.dot(x2, pk.w)
+        xw += pk.wbias
+        return xw
+    m, k = x2.shape
+    if 2.0 * m * n * k >= 2 * threads.PART_FLOPS:
+        return gemm.gemm(x2, pk.w, n, pk.wbias, True, isa=isa)
+    # one thread's work: the kernel itself, without gemm()'s per-call set-up (~3 us of a ~20 us LSTM)
+    xw = np.empty((m, n), np.float32)
+    z = np.float32(0.0)
+    if m:
+        gemm.KERNELS[isa](x2, pk.w, xw, pk.wbias, 1, xw, 0, 0, z, z, 0, 0, m, 0, gemm.panels(n))
+    return xw
 
 
 def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None,
@@ -193,6 +268,7 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
         raise InvalidArgument(f"{op_type}: input W must have shape "
                               f"{(a.dirs, _GATES[op_type] * pk.hidden, n_in)} for X of shape {X.shape}")
     hs, dirs = pk.hidden, a.dirs
+    g = _GATES[op_type]
 
     if sequence_lens is None:
         lens = np.full(nb, S, np.int32)
@@ -214,8 +290,10 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
             raise InvalidArgument(f"{op_type}: input P must have shape {(dirs, 3 * hs)}, got {P.shape}")
         peep = np.ascontiguousarray(P, dt)
 
-    # One GEMM projects every time step of every direction.
-    xw = np.dot(np.ascontiguousarray(X, dt).reshape(S * nb, n_in), pk.wt).reshape(S, nb, pk.wt.shape[1])
+    # One GEMM projects every time step of every direction, bias included.
+    isa = gemm.default_isa()
+    n = dirs * g * hs
+    xw = _project(np.ascontiguousarray(X, dt).reshape(S * nb, n_in), pk, n, isa).reshape(S, nb, n)
     if not want[0]:
         y = np.zeros((0, 0, 0, 0), dt)
     elif lmin < S:
@@ -224,20 +302,28 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
         y = np.empty((S, dirs, nb, hs), dt)
     clip = dt.type(a.clip if a.clip is not None else 0.0)
     use_clip = a.clip is not None
-    g = _GATES[op_type]
-    for d in range(dirs):
+    wide = True if pk.packed and isa == "avx512" else None  # None: AVX2 tiles (or BLAS); see rnn_cells
+    hasb = pk.has_rbias
+
+    def job(d: int, b0: int, b1: int) -> None:
         rev = bool(a.reverse_only or d == 1)
         off = d * g * hs
         codes, al, be = a.codes[d], a.alphas[dt.char][d], a.betas[dt.char][d]
+        rp, rt = (pk.r[d], None) if pk.packed else (None, pk.r[d])
         if op_type == "LSTM":
             assert c is not None
-            _lstm_dir(xw, off, pk.r[d], pk.bias[d], peep[d], P is not None, bool(input_forget), lens, rev,
-                      h[d], c[d], y, d, codes, al, be, clip, use_clip)
+            lstm_dir(xw, off, rp, rt, pk.rbias[d], hasb, peep[d], P is not None, bool(input_forget), lens, rev,
+                     h[d], c[d], y, d, b0, b1, codes, al, be, clip, use_clip, wide)
         elif op_type == "GRU":
-            _gru_dir(xw, off, pk.r[d], pk.r_zr[d], pk.r_h[d], pk.bias[d], pk.bias_rh[d], pk.lbr, lens, rev,
-                     h[d], y, d, codes, al, be, clip, use_clip)
+            rph, rth = (pk.r_h[d], None) if pk.packed else (None, pk.r_h[d])
+            gru_dir(xw, off, rp, rt, pk.rbias[d], hasb, rph, rth, pk.rbias_h[d], pk.lbr, lens, rev, h[d], y, d,
+                    b0, b1, codes, al, be, clip, use_clip, wide)
         else:
-            _rnn_dir(xw, off, pk.r[d], pk.bias[d], lens, rev, h[d], y, d, codes, al, be, clip, use_clip)
+            rnn_dir(xw, off, rp, rt, pk.rbias[d], hasb, lens, rev, h[d], y, d, b0, b1, codes, al, be, clip,
+                    use_clip, wide)
+
+    parts = split_work(dirs, nb, 2.0 * dirs * S * nb * hs * g * hs)
+    threads.run_parts(lambda p: [job(*j) for j in parts[p]], len(parts))
 
     if lmin == 0:  # onnxruntime returns zeros, not the initial state, for empty sequences
         empty = lens == 0
@@ -340,4 +426,9 @@ def RNN(X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarray | None = None
                 _wanted(_nout, _want)[:2], _compute)
 
 
-__all__ = ["LSTM", "GRU", "RNN", "Packed"]
+# The float32 path runs jitort's packed GEMM on its own threads (and float64's per-step BLAS products
+# are too small to share): the session keeps BLAS single-threaded (jitort.compiled.Artifact.own_threads).
+for _f in (LSTM, GRU, RNN):
+    _f.own_threads = True  # type: ignore[attr-defined]
+
+__all__ = ["LSTM", "GRU", "RNN", "Packed", "split_work"]

@@ -255,7 +255,7 @@ def test_optional_outputs(op: str, outputs: tuple[bool, ...]) -> None:
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_new_batch_size_and_length_do_not_recompile(op: str) -> None:
     from jitort.kernels import rnn
-    kernel = {"LSTM": rnn._lstm_dir, "GRU": rnn._gru_dir, "RNN": rnn._rnn_dir}[op]
+    kernel = {"LSTM": rnn.lstm_dir, "GRU": rnn.gru_dir, "RNN": rnn.rnn_dir}[op]
     v = inputs(op, 5, 2, 3, 4, "bidirectional", seed=1)
     m, _ = model(op, {**v, "X": v["X"]}, hidden_size=4, direction="bidirectional")
     # X with symbolic batch and sequence dims, so one session serves every shape.
@@ -344,6 +344,58 @@ def test_old_opsets(op: str, opset: int) -> None:
     new_dir = {} if (op, opset) == ("GRU", 1) else {"direction": "forward"}
     got = run_jitort(*model(op, v, opset, **old, **new_dir))
     assert_close(got, run_ort(*model(op, v, 7, **attrs, direction="forward")), **F32_TOL)
+
+
+# --- the packed-GEMM recurrence: ISA paths, threads -----------------------------------------------
+
+def _session_run(m: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = 1) -> list[np.ndarray]:
+    so = jitort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return jitort.InferenceSession(m.SerializeToString(), so).run(None, feeds)
+
+
+@pytest.mark.parametrize("op,extra", OPS, ids=["LSTM", "GRU", "GRU-lbr", "RNN"])
+def test_isa_paths_agree(op: str, extra: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The AVX2 tiles (forced) and the host's give the same bits (one fma chain per element in k
+    # order), and both match onnxruntime. H = 16: whole GEMM panels; H = 5: a partial last panel.
+    for H in (16, 5):
+        v = inputs(op, 6, 7, 9, H, "bidirectional", seed=H, lens=[6, 0, 3, 6, 1, 5, 2], init=True)
+        m, feeds = model(op, v, hidden_size=H, direction="bidirectional", **extra)
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+        narrow = _session_run(m, feeds)
+        monkeypatch.delenv("JITORT_ISA")
+        host = _session_run(m, feeds)
+        assert_close(host, run_ort(m, feeds), **F32_TOL)
+        for a, b in zip(narrow, host):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_split_work_covers_every_row_once() -> None:
+    from jitort.kernels.rnn import split_work
+    for dirs, nb, work in [(1, 1, 1e9), (2, 1, 1e9), (1, 16, 1e9), (2, 16, 1e9), (2, 5, 1e3), (1, 7, 1e9)]:
+        parts = split_work(dirs, nb, work)
+        seen = sorted((d, b) for jobs in parts for d, b0, b1 in jobs for b in range(b0, b1))
+        assert seen == [(d, b) for d in range(dirs) for b in range(nb)]
+        assert all(jobs for jobs in parts)
+
+
+@pytest.mark.parametrize("op,extra,direction", [("LSTM", {}, "forward"), ("GRU", {"linear_before_reset": 0}, "forward"),
+                                                ("GRU", {"linear_before_reset": 1}, "bidirectional"),
+                                                ("RNN", {}, "reverse")], ids=["LSTM", "GRU", "GRU-lbr-bidi", "RNN"])
+def test_threads_split_rows_and_directions(op: str, extra: dict, direction: str) -> None:
+    # Enough work (> 2 x rnn.PART_FLOPS) that 2 threads split the batch rows (forward, reverse) or
+    # the directions: the same bits as one thread, and onnxruntime's answer.
+    from jitort.kernels.rnn import split_work
+    S, B, I, H = 40, 6, 8, 512 if op == "RNN" else 256
+    v = inputs(op, S, B, I, H, direction, seed=3, lens=[40, 9, 0, 40, 4, 33], init=True)
+    v["R"] = v["R"] * np.float32(1 / np.sqrt(H))  # a contracting recurrence: rounding does not grow over steps
+    m, feeds = model(op, v, hidden_size=H, direction=direction, **extra)
+    one, two = _session_run(m, feeds, 1), _session_run(m, feeds, 2)
+    dirs = 2 if direction == "bidirectional" else 1
+    assert len(split_work(dirs, B, 2.0 * dirs * S * B * H * GATES[op] * H)) == 2  # at 2 threads: split
+    assert_close(two, run_ort(m, feeds), **F32_TOL)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- errors ---------------------------------------------------------------------------------------
