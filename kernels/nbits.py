@@ -1,0 +1,234 @@
+"""MatMulNBits' native kernels: products that read the packed 2/4/8-bit weights instead of a float copy.
+
+Layout (``pack``, done once when the node is lowered; plan constants, so the cache and AOT artifacts
+keep it). The N output columns are cut into panels of ``NC`` columns (the last padded with zero
+weights). A panel's weights are one contiguous stream of uint32 words ``w[p, kw, c]``: word
+(kw, c) holds the ``per = 32 // bits`` quantised values q[n, kw*per .. kw*per+per-1] of column
+n = p*NC + c, value i in bits [i*bits, (i+1)*bits). Scales ``s[p, b, c]`` and (when the model
+has them) zero points ``z[p, b, c]`` are float32, one per block b. K is padded to whole blocks
+with zero values (A is padded with zeros to match).
+
+The product of block b then factors as
+    sum_k a[k] * (q[k] - zp) * s  =  s * (sum_k a[k] * q[k]  -  zp * sum_k a[k]),
+so the inner loop, over the NC columns of a panel, is pure lane arithmetic on 32-bit integers and
+floats (shift, mask, convert, fma) that LLVM vectorises without shuffles or gathers; the sums of A
+per block (``asum``) are computed once per call. Rounding differs from onnxruntime's (which
+dequantises w = (q - zp) * s, then multiplies) in the last bits of float32 only.
+
+``gemv`` runs the rows of A (decode: M = 1..``GEMV_ROWS``) panel by panel, a panel's packed weights
+staying in cache across rows; ``dequant_tile`` writes a [k0:k1, n0:n1] tile of the float weight
+for the prefill path, which multiplies tiles with BLAS (a tile at a time: never a full float copy).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from jitort.kernels import threads
+
+NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
+GEMV_ROWS = 4    # rows of A up to which the packed GEMV beats dequantise-a-tile + BLAS
+GEMV_MACS_PER_PART = 5e5  # ~25 us of GEMV work: less is not worth another thread
+
+
+class Packed:
+    """MatMulNBits' constant weight in ``gemv``'s layout (see the module doc)."""
+
+    def __init__(self, w: np.ndarray, s: np.ndarray, z: np.ndarray | None, zdef: float, bits: int,
+                 block: int, K: int, N: int) -> None:
+        self.w, self.s, self.z, self.zdef = w, s, z, np.float32(zdef)
+        self.bits, self.block, self.K, self.N = bits, block, K, N
+
+    @property
+    def blocks(self) -> int:
+        return self.s.shape[1]
+
+    @property
+    def kp(self) -> int:
+        """K padded to whole blocks."""
+        return self.blocks * self.block
+
+
+def pack(q: np.ndarray, s: np.ndarray, z: np.ndarray | None, zdef: float, bits: int, block: int,
+         K: int) -> Packed:
+    """q: uint8 [N, blocks * block] quantised values (the padding beyond K zero); s, z: float32
+    [N, blocks] scales and zero points (z None: every zero point is ``zdef``)."""
+    N, kp = q.shape
+    per = 32 // bits
+    P = -(-N // NC)
+    qp = np.zeros((P * NC, kp), np.uint32)
+    qp[:N] = q
+    words = np.zeros((P * NC, kp // per), np.uint32)
+    for i in range(per):
+        words |= qp[:, i::per] << np.uint32(i * bits)
+    w = np.ascontiguousarray(words.reshape(P, NC, kp // per).transpose(0, 2, 1)).view(np.int32)
+
+    def panels(v: np.ndarray) -> np.ndarray:
+        out = np.zeros((P * NC, v.shape[1]), np.float32)
+        out[:N] = v
+        return np.ascontiguousarray(out.reshape(P, NC, -1).transpose(0, 2, 1))
+
+    return Packed(w, panels(s), None if z is None else panels(z), zdef, bits, block, K, N)
+
+
+def prep(a: np.ndarray, pk: Packed) -> tuple[np.ndarray, np.ndarray]:
+    """A [M, K] -> (A as float32 [M, kp], zero padded, each k scaled by 2**-(bits * (k % per)) but
+    the last field of a word unscaled (see ``_q``); A's sums per block [M, blocks], unscaled)."""
+    return scaled_sums(np.ascontiguousarray(a, np.float32), pk.kp, pk.block, pk.bits)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def scaled_sums(a, kp, block, bits):  # type: ignore[no-untyped-def]
+    M, K = a.shape
+    per = 32 // bits
+    out = np.zeros((M, kp), np.float32)
+    sums = np.zeros((M, kp // block), np.float32)
+    for m in range(M):
+        for k in range(K):
+            i = k % per
+            f = np.float32(1.0) if i == per - 1 else np.float32(2.0 ** (-bits * i))
+            out[m, k] = a[m, k] * f
+            sums[m, k // block] += a[m, k]
+    return out, sums
+
+
+@njit(inline="always")
+def _q(v, field):  # type: ignore[no-untyped-def]
+    """The bit field ``field`` (a mask, below bit 31) of int32 word v, as float32 and still shifted:
+    q * 2**shift, exact. Masked in place, not shifted down: one instruction less per value (A is
+    pre-scaled by 2**-shift instead). Computed in int32: Numba's int64 promotion would convert with
+    vcvtqq2ps (AVX-512DQ, not in AVX2)."""
+    return np.float32(np.int32(v & np.int32(field)))
+
+
+@njit(inline="always")
+def _top(v, shift):  # type: ignore[no-untyped-def]
+    """The top bit field of int32 word v (from bit ``shift``) as float32: a logical shift, no mask."""
+    return np.float32(np.int32(np.uint32(v) >> np.uint32(shift)))
+
+
+@njit(inline="always")
+def _block_out(acc, tot, s, z, zdef, t, p, b):  # type: ignore[no-untyped-def]
+    """tot += s * (acc - zp * t): block b's contribution (t: A's sum over the block)."""
+    for c in range(NC):
+        zc = zdef if z is None else z[p, b, c]
+        tot[c] += s[p, b, c] * (acc[c] - zc * t)
+
+
+@njit(inline="always")
+def _store(tot, bias, y, m, n0):  # type: ignore[no-untyped-def]
+    N = y.shape[1]
+    for c in range(min(NC, N - n0)):
+        if bias is None:
+            y[m, n0 + c] = tot[c]
+        else:
+            y[m, n0 + c] = tot[c] + bias[n0 + c]
+
+
+@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+def gemv4(a, asum, w, s, z, zdef, bias, y, p0, p1):  # type: ignore[no-untyped-def]
+    """y[m, n] = sum_k a[m, k] * (q[n, k] - zp[n, b(k)]) * s[n, b(k)] (+ bias[n]) for the columns
+    of panels p0..p1, 4-bit values (8 per word); a and asum from ``prep``."""
+    M = y.shape[0]
+    blocks = s.shape[1]
+    wpb = w.shape[1] // blocks
+    acc = np.empty(NC, np.float32)
+    tot = np.empty(NC, np.float32)
+    for p in range(p0, p1):
+        for m in range(M):
+            tot[:] = 0.0
+            for b in range(blocks):
+                acc[:] = 0.0
+                for kw in range(b * wpb, (b + 1) * wpb):
+                    k = kw * 8
+                    a0, a1, a2, a3 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+                    a4, a5, a6, a7 = a[m, k + 4], a[m, k + 5], a[m, k + 6], a[m, k + 7]
+                    for c in range(NC):
+                        v = w[p, kw, c]
+                        acc[c] += (((a0 * _q(v, 0xF) + a1 * _q(v, 0xF0))
+                                    + (a2 * _q(v, 0xF00) + a3 * _q(v, 0xF000)))
+                                   + ((a4 * _q(v, 0xF0000) + a5 * _q(v, 0xF00000))
+                                      + (a6 * _q(v, 0xF000000) + a7 * _top(v, 28))))
+                _block_out(acc, tot, s, z, zdef, asum[m, b], p, b)
+            _store(tot, bias, y, m, p * NC)
+
+
+@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+def gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1):  # type: ignore[no-untyped-def]
+    """``gemv4`` for 8-bit values (4 per word)."""
+    M = y.shape[0]
+    blocks = s.shape[1]
+    wpb = w.shape[1] // blocks
+    acc = np.empty(NC, np.float32)
+    tot = np.empty(NC, np.float32)
+    for p in range(p0, p1):
+        for m in range(M):
+            tot[:] = 0.0
+            for b in range(blocks):
+                acc[:] = 0.0
+                for kw in range(b * wpb, (b + 1) * wpb):
+                    k = kw * 4
+                    a0, a1, a2, a3 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+                    for c in range(NC):
+                        v = w[p, kw, c]
+                        acc[c] += (a0 * _q(v, 0xFF) + a1 * _q(v, 0xFF00)) + (a2 * _q(v, 0xFF0000) + a3 * _top(v, 24))
+                _block_out(acc, tot, s, z, zdef, asum[m, b], p, b)
+            _store(tot, bias, y, m, p * NC)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dequant_tile(w, s, z, zdef, bits, block, k0, k1, n0, n1, out):  # type: ignore[no-untyped-def]
+    """out[:k1-k0, :n1-n0] = the float weight W[k0:k1, n0:n1] (W[k, n] = (q[n, k] - zp) * s), from
+    the packed layout; k0 a multiple of the values per word, n0 of NC."""
+    per = 32 // bits
+    mask = np.int32((1 << bits) - 1)
+    for k in range(k0, k1):
+        kw = k // per
+        sh = np.int32(bits * (k % per))
+        b = k // block
+        r = k - k0
+        for n in range(n0, n1):
+            p = n // NC
+            c = n - p * NC
+            q = np.float32(np.int32(np.uint32(w[p, kw, c]) >> np.uint32(sh)) & mask)
+            zc = zdef if z is None else z[p, b, c]
+            out[r, n - n0] = (q - zc) * s[p, b, c]
+
+
+KT, NT = 512, 256  # the prefill path's weight tile (rows of K, columns of N): 512 KiB of float32
+
+
+def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
+    """a [M, K] float32 @ the packed weight -> float32 [M, N] (+ bias): ``gemv4``/``gemv8`` split
+    over panels on jitort's threads when M <= GEMV_ROWS, else float tiles through BLAS."""
+    M = a.shape[0]
+    y = np.empty((M, pk.N), np.float32)
+    b32 = None if bias is None else np.ascontiguousarray(bias.reshape(-1), np.float32)
+    if M <= GEMV_ROWS and pk.bits in (4, 8):
+        ap, asum = prep(a, pk)
+        kern = gemv4 if pk.bits == 4 else gemv8
+        P = pk.w.shape[0]
+        parts = threads.parts_for(P, M * pk.kp * pk.N, GEMV_MACS_PER_PART)
+        if parts == 1:
+            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, 0, P)
+        else:
+            def part(i: int) -> None:
+                kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, P * i // parts, P * (i + 1) // parts)
+            threads.run_parts(part, parts)
+        return y
+    a32 = np.ascontiguousarray(a, np.float32)
+    tile = threads.scratch(KT * NT, np.dtype(np.float32))
+    for n0 in range(0, pk.N, NT):
+        n1 = min(pk.N, n0 + NT)
+        for k0 in range(0, pk.K, KT):
+            k1 = min(pk.K, k0 + KT)
+            t = tile[:(k1 - k0) * (n1 - n0)].reshape(k1 - k0, n1 - n0)
+            dequant_tile(pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, k0, k1, n0, n1, t)
+            part = a32[:, k0:k1] @ t
+            if k0 == 0:
+                y[:, n0:n1] = part
+            else:
+                y[:, n0:n1] += part
+    if b32 is not None:
+        y += b32
+    return y
