@@ -15,19 +15,21 @@ floats (shift, mask, convert, fma) that LLVM vectorises without shuffles or gath
 per block (``asum``) are computed once per call. Rounding differs from onnxruntime's (which
 dequantises w = (q - zp) * s, then multiplies) in the last bits of float32 only.
 
-``gemv`` runs the rows of A (decode: M = 1..``GEMV_ROWS``) panel by panel, a panel's packed weights
-staying in cache across rows; ``dequant_tile`` writes a [k0:k1, n0:n1] tile of the float weight
-for the prefill path, which multiplies tiles with BLAS (a tile at a time: never a full float copy).
+``gemv4``/``gemv8`` run the rows of A (decode: M = 1..``GEMV_ROWS``) panel by panel, a panel's
+packed weights staying in cache across rows. More rows (prefill) take ``dequant_panels``: a strip of
+columns dequantised into kernels/gemm.py's packed-B layout, multiplied by its GEMM (a strip at a
+time, in a per-thread scratch buffer: never a float copy of the whole weight).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from jitort.kernels import threads
+from jitort.kernels import gemm, threads
+from jitort.kernels.gemm import PANEL
 
 NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
-GEMV_ROWS = 4    # rows of A up to which the packed GEMV beats dequantise-a-tile + BLAS
+GEMV_ROWS = 4    # rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM
 GEMV_MACS_PER_PART = 5e5  # ~25 us of GEMV work: less is not worth another thread
 
 
@@ -176,59 +178,60 @@ def gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1):  # type: ignore[no-untyped-d
             _store(tot, bias, y, m, p * NC)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def dequant_tile(w, s, z, zdef, bits, block, k0, k1, n0, n1, out):  # type: ignore[no-untyped-def]
-    """out[:k1-k0, :n1-n0] = the float weight W[k0:k1, n0:n1] (W[k, n] = (q[n, k] - zp) * s), from
-    the packed layout; k0 a multiple of the values per word, n0 of NC."""
+@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+def dequant_panels(w, s, z, zdef, bits, block, K, p0, p1, out):  # type: ignore[no-untyped-def]
+    """The float weight W[:K, p0*NC : p1*NC] (W[k, n] = (q[n, k] - zp) * s) written into ``out`` in
+    kernels/gemm.py's packed-B layout (``gemm.PANEL``-column panels [panel, K, PANEL])."""
     per = 32 // bits
     mask = np.int32((1 << bits) - 1)
-    for k in range(k0, k1):
-        kw = k // per
-        sh = np.int32(bits * (k % per))
-        b = k // block
-        r = k - k0
-        for n in range(n0, n1):
-            p = n // NC
-            c = n - p * NC
-            q = np.float32(np.int32(np.uint32(w[p, kw, c]) >> np.uint32(sh)) & mask)
-            zc = zdef if z is None else z[p, b, c]
-            out[r, n - n0] = (q - zc) * s[p, b, c]
+    sub = NC // PANEL
+    for p in range(p0, p1):
+        for k in range(K):
+            kw = k // per
+            sh = np.uint32(bits * (k % per))
+            b = k // block
+            for j in range(sub):
+                o = (p - p0) * sub + j
+                for c16 in range(PANEL):
+                    c = j * PANEL + c16
+                    q = np.float32(np.int32(np.uint32(w[p, kw, c]) >> sh) & mask)
+                    zc = zdef if z is None else z[p, b, c]
+                    out[o, k, c16] = (q - zc) * s[p, b, c]
 
 
-KT, NT = 512, 256  # the prefill path's weight tile (rows of K, columns of N): 512 KiB of float32
+STRIP = 4  # panels of NC columns per prefill strip: 256 columns, K x 256 floats of scratch per thread
 
 
 def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
-    """a [M, K] float32 @ the packed weight -> float32 [M, N] (+ bias): ``gemv4``/``gemv8`` split
-    over panels on jitort's threads when M <= GEMV_ROWS, else float tiles through BLAS."""
+    """a [M, K] float32 @ the packed weight -> float32 [M, N] (+ bias): ``gemv4``/``gemv8`` for M <=
+    GEMV_ROWS; else strips of STRIP panels dequantised into kernels/gemm.py's packed layout and
+    multiplied by its GEMM. Both split panels (strips) over jitort's threads."""
     M = a.shape[0]
     y = np.empty((M, pk.N), np.float32)
     b32 = None if bias is None else np.ascontiguousarray(bias.reshape(-1), np.float32)
+    P = pk.w.shape[0]
     if M <= GEMV_ROWS and pk.bits in (4, 8):
         ap, asum = prep(a, pk)
         kern = gemv4 if pk.bits == 4 else gemv8
-        P = pk.w.shape[0]
         parts = threads.parts_for(P, M * pk.kp * pk.N, GEMV_MACS_PER_PART)
-        if parts == 1:
-            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, 0, P)
-        else:
-            def part(i: int) -> None:
-                kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, P * i // parts, P * (i + 1) // parts)
-            threads.run_parts(part, parts)
+
+        def part(i: int) -> None:
+            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, P * i // parts, P * (i + 1) // parts)
+        threads.run_parts(part, parts)
         return y
     a32 = np.ascontiguousarray(a, np.float32)
-    tile = threads.scratch(KT * NT, np.dtype(np.float32))
-    for n0 in range(0, pk.N, NT):
-        n1 = min(pk.N, n0 + NT)
-        for k0 in range(0, pk.K, KT):
-            k1 = min(pk.K, k0 + KT)
-            t = tile[:(k1 - k0) * (n1 - n0)].reshape(k1 - k0, n1 - n0)
-            dequant_tile(pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, k0, k1, n0, n1, t)
-            part = a32[:, k0:k1] @ t
-            if k0 == 0:
-                y[:, n0:n1] = part
-            else:
-                y[:, n0:n1] += part
-    if b32 is not None:
-        y += b32
+    strips = -(-P // STRIP)
+    parts = threads.parts_for(strips, 2.0 * M * pk.K * pk.N)
+    zero = np.zeros(STRIP * NC, np.float32)
+
+    def run(i: int) -> None:
+        for t in range(strips * i // parts, strips * (i + 1) // parts):
+            p0, p1 = t * STRIP, min(P, (t + 1) * STRIP)
+            n0, n1 = p0 * NC, min(pk.N, p1 * NC)
+            bp = threads.scratch((p1 - p0) * NC * pk.K, np.dtype(np.float32))[:(p1 - p0) * NC * pk.K]
+            dequant_panels(pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, pk.K, p0, p1,
+                           bp.reshape((p1 - p0) * NC // PANEL, pk.K, PANEL))
+            yt = gemm.gemm(a32, bp, n1 - n0, zero, False, nthreads=1)
+            y[:, n0:n1] = yt if b32 is None else yt + b32[n0:n1]
+    threads.run_parts(run, parts)
     return y
