@@ -185,18 +185,20 @@ def dequant_panels(w, s, z, zdef, bits, block, K, p0, p1, out):  # type: ignore[
     per = 32 // bits
     mask = np.int32((1 << bits) - 1)
     sub = NC // PANEL
+    row = np.empty(NC, np.float32)
     for p in range(p0, p1):
         for k in range(K):
             kw = k // per
-            sh = np.uint32(bits * (k % per))
+            sh = np.int32(bits * (k % per))
             b = k // block
-            for j in range(sub):
+            for c in range(NC):  # one vector loop over the panel's columns
+                q = np.float32(np.int32(np.int32(w[p, kw, c] >> sh) & mask))
+                zc = zdef if z is None else z[p, b, c]
+                row[c] = (q - zc) * s[p, b, c]
+            for j in range(sub):  # then copies of PANEL floats
                 o = (p - p0) * sub + j
                 for c16 in range(PANEL):
-                    c = j * PANEL + c16
-                    q = np.float32(np.int32(np.uint32(w[p, kw, c]) >> sh) & mask)
-                    zc = zdef if z is None else z[p, b, c]
-                    out[o, k, c16] = (q - zc) * s[p, b, c]
+                    out[o, k, c16] = row[j * PANEL + c16]
 
 
 STRIP = 4  # panels of NC columns per prefill strip: 256 columns, K x 256 floats of scratch per thread
