@@ -195,7 +195,8 @@ def test_int4_weights_stay_packed():
     """The int4 decoder's session keeps MatMulNBits' weights packed (kernels/nbits.py), not as float
     copies: its constants stay within 1.5x the model's initializer bytes (a float copy of each int4
     weight would be 8x its bytes; the tiny model's would make ~4.5x), and no constant is a float
-    matrix of a projection's [K, N] shape (but the model's own float initializers). Its first decode step matches onnxruntime."""
+    matrix of a projection's [K, N] shape (but the model's own float initializers). Its first decode
+    step matches onnxruntime."""
     model = llama_decoder(int4=True)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     sess = ort.InferenceSession(model.SerializeToString())
