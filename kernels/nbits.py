@@ -29,8 +29,11 @@ from jitort.kernels import gemm, threads
 from jitort.kernels.gemm import PANEL
 
 NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
-GEMV_ROWS = 4    # rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM
-GEMV_MACS_PER_PART = 5e5  # ~25 us of GEMV work: less is not worth another thread
+# Rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM: measured (2-vCPU AMD EPYC
+# Zen 4, 1 thread, loaded) K x N = 768 x 2048, int4: M=1 64 us vs 835, M=8 484 vs 1128 (the strip
+# path's cost is mostly the dequantisation, whatever M).
+GEMV_ROWS = 16
+GEMV_MACS_PER_PART = 1e6  # ~40 us of one thread's GEMV work: less is not worth handing to another
 
 
 class Packed:

@@ -89,7 +89,7 @@ def test_matmul_nbits_g_idx():
 
 
 # (bits, block, K, N, zero points, bias, rows of A): N past one panel of nbits.NC with a ragged
-# tail; 1 and GEMV_ROWS rows of 4/8-bit take the GEMV, more rows and 2-bit the dequantise-a-strip
+# tail; up to GEMV_ROWS (16) rows of 4/8-bit take the GEMV, more rows and 2-bit the dequantise-a-strip
 # GEMM (N past one strip, so that two threads get a strip each). onnxruntime's CPU kernel refuses
 # 8-bit weights with float zero points.
 PACKED_GRID = [
@@ -99,7 +99,8 @@ PACKED_GRID = [
     (8, 32, 96, 70, "packed", True, 1),
     (8, 16, 48, 70, None, False, 3),
     (4, 32, 96, 300, "packed", True, 7),
-    (8, 64, 128, 260, "packed", False, 9),
+    (8, 64, 128, 260, "packed", False, 17),
+    (4, 32, 64, 260, None, True, 20),
     (2, 16, 48, 260, None, True, 1),
 ]
 

@@ -208,7 +208,7 @@ def test_int4_weights_stay_packed():
     copies = [v.shape for v in consts if v.dtype == np.float32 and v.shape in shapes
               and not any(f.shape == v.shape and np.array_equal(f, v) for f in floats)]
     assert shapes and not copies
-    prompt = np.random.default_rng(3).integers(0, 64, (1, 5)).astype(np.int64)
+    prompt = np.random.default_rng(3).integers(0, 64, (1, 20)).astype(np.int64)
     mine, ref = Decoder(sess, model, prompt), Decoder(_ort_session(model), model, prompt)
-    for step in range(2):  # the prompt (strip GEMM path), then one token (GEMV path)
+    for step in range(2):  # the prompt (20 rows: the strip GEMM path), then one token (the GEMV)
         np.testing.assert_allclose(mine.step()[0], ref.step()[0], rtol=1e-3, atol=1e-4, err_msg=f"step {step}")
