@@ -230,13 +230,19 @@ def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
     zero = np.zeros(STRIP * NC, np.float32)
 
     def run(i: int) -> None:
+        nbp = STRIP * NC * pk.K
+        buf = threads.scratch(nbp + M * STRIP * NC, np.dtype(np.float32))  # this thread's: weights, product
         for t in range(strips * i // parts, strips * (i + 1) // parts):
             p0, p1 = t * STRIP, min(P, (t + 1) * STRIP)
             n0, n1 = p0 * NC, min(pk.N, p1 * NC)
-            bp = threads.scratch((p1 - p0) * NC * pk.K, np.dtype(np.float32))[:(p1 - p0) * NC * pk.K]
+            bp = buf[:(p1 - p0) * NC * pk.K]
             dequant_panels(pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, pk.K, p0, p1,
                            bp.reshape((p1 - p0) * NC // PANEL, pk.K, PANEL))
-            yt = gemm.gemm(a32, bp, n1 - n0, zero, False, nthreads=1)
-            y[:, n0:n1] = yt if b32 is None else yt + b32[n0:n1]
+            yt = gemm.gemm(a32, bp, n1 - n0, zero, False, out=buf[nbp:nbp + M * (n1 - n0)].reshape(M, n1 - n0),
+                           nthreads=1)
+            if b32 is None:
+                y[:, n0:n1] = yt
+            else:
+                np.add(yt, b32[n0:n1], out=y[:, n0:n1])
     threads.run_parts(run, parts)
     return y
