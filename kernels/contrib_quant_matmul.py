@@ -110,6 +110,12 @@ def matmul_packed(A: np.ndarray, w: np.ndarray, s: np.ndarray, z: np.ndarray | N
     return y.reshape(A.shape[:-1] + (N,)).astype(A.dtype, copy=False)
 
 
+# jitort.compiled.Artifact.own_threads, as gemm_ops.matmul_packed: the kernels split their work over
+# jitort's threads, so the session keeps BLAS single-threaded (no spinning OpenBLAS worker competing
+# with them; see kernels/threads.py)
+matmul_packed.own_threads = True  # type: ignore[attr-defined]
+
+
 def _compute(dt: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if np.dtype(dt) == np.float16 else np.dtype(dt)
 
