@@ -5,7 +5,8 @@ rotary embeddings; SiLU MLP as Sigmoid * x; lm head; seqlens_k and total_sequenc
 from attention_mask; ``past_key_values.i.key/value`` inputs and ``present.i.key/value`` outputs,
 BNSH). One session per runtime runs a prompt, then 20 greedy decode steps feeding each runtime's own
 present back: every step's logits match onnxruntime's (rtol 1e-3: float32 sums over a few hundred
-terms in a different order; int4 1e-3 as well, both dequantise to the same float weights) and pick
+terms in a different order; int4 1e-3 as well: jitort's packed int4 kernels round differently from
+onnxruntime's dequantise-then-multiply only in float32's last bits) and pick
 the same token, and Numba compiles nothing after the first decode step (kernels specialise on
 dtype and rank, never on the growing sequence length)."""
 from __future__ import annotations
