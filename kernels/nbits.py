@@ -2,18 +2,21 @@
 
 Layout (``pack``, done once when the node is lowered; plan constants, so the cache and AOT artifacts
 keep it). The N output columns are cut into panels of ``NC`` columns (the last padded with zero
-weights). A panel's weights are one contiguous stream of uint32 words ``w[p, kw, c]``: word
-(kw, c) holds the ``per = 32 // bits`` quantised values q[n, kw*per .. kw*per+per-1] of column
-n = p*NC + c, value i in bits [i*bits, (i+1)*bits). Scales ``s[p, b, c]`` and (when the model
-has them) zero points ``z[p, b, c]`` are float32, one per block b. K is padded to whole blocks
-with zero values (A is padded with zeros to match).
+weights). A panel's weights are one contiguous stream of 32-bit words ``w[p, kw, c]`` (int32 dtype,
+read as unsigned): word (kw, c) holds the ``per = 32 // bits`` quantised values q[n, kw*per ..
+kw*per+per-1] of column n = p*NC + c, value i in bits [i*bits, (i+1)*bits). Scales ``s[p, b, c]``
+and (when the model has them) zero points ``z[p, b, c]`` are float32, one per block b. K is padded
+to whole blocks (with the values B holds there; A is padded with zeros, so they add nothing).
 
 The product of block b then factors as
     sum_k a[k] * (q[k] - zp) * s  =  s * (sum_k a[k] * q[k]  -  zp * sum_k a[k]),
 so the inner loop, over the NC columns of a panel, is pure lane arithmetic on 32-bit integers and
-floats (shift, mask, convert, fma) that LLVM vectorises without shuffles or gathers; the sums of A
-per block (``asum``) are computed once per call. Rounding differs from onnxruntime's (which
-dequantises w = (q - zp) * s, then multiplies) in the last bits of float32 only.
+floats (mask, convert, fma) that LLVM vectorises without shuffles or gathers; the sums of A per
+block (``asum``) are computed once per call. A value is masked in place, not shifted down (one
+instruction less per value): A is pre-scaled by 2**-shift instead, exact for |a| above 2**-100
+(smaller values lose bits as float32 subnormals; their products are below float32's resolution of
+any sum they join anyway). Rounding differs from onnxruntime's (which dequantises w = (q - zp) * s,
+then multiplies) in the last bits of float32 only.
 
 ``gemv4``/``gemv8`` run the rows of A (decode: M = 1..``GEMV_ROWS``) panel by panel, a panel's
 packed weights staying in cache across rows. More rows (prefill) take ``dequant_panels``: a strip of
@@ -37,7 +40,7 @@ GEMV_MACS_PER_PART = 1e6  # ~40 us of one thread's GEMV work: less is not worth 
 
 
 class Packed:
-    """MatMulNBits' constant weight in ``gemv``'s layout (see the module doc)."""
+    """MatMulNBits' constant weight in the packed layout (see the module doc)."""
 
     def __init__(self, w: np.ndarray, s: np.ndarray, z: np.ndarray | None, zdef: float, bits: int,
                  block: int, K: int, N: int) -> None:
@@ -56,8 +59,8 @@ class Packed:
 
 def pack(q: np.ndarray, s: np.ndarray, z: np.ndarray | None, zdef: float, bits: int, block: int,
          K: int) -> Packed:
-    """q: uint8 [N, blocks * block] quantised values (the padding beyond K zero); s, z: float32
-    [N, blocks] scales and zero points (z None: every zero point is ``zdef``)."""
+    """q: uint8 [N, blocks * block] quantised values (those past K are multiplied by zeros); s, z:
+    float32 [N, blocks] scales and zero points (z None: every zero point is ``zdef``)."""
     N, kp = q.shape
     per = 32 // bits
     P = -(-N // NC)
