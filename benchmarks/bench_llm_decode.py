@@ -1,7 +1,7 @@
 """Per-token decode latency of a Llama-style decoder with a KV cache: jitort vs onnxruntime.
 
     python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512]
-                                          [--models tiny,large,large-int4] [--prefill 128]
+                                          [--models tiny,large,large-int4] [--prefill 128] [--op-rows 1,128]
 
 The models are ``tests/test_llm_decode.py``'s ``llama_decoder`` (onnxruntime-genai's graph layout,
 random weights): ``tiny`` (hidden 64, 4 heads / 2 KV heads, 2 layers, FFN 128, vocab 64),
@@ -14,6 +14,10 @@ calls each. A second table times the prefill of a ``--prefill``-token prompt on 
 logits are checked against onnxruntime's (rtol 1e-3). The ratio is jitort's median over
 onnxruntime's (below 1: jitort is faster). The CPU and the load average are printed with the
 numbers: absolute times on a shared machine are noisy, the interleaved ratios less so.
+
+A third table (``--op-rows``, empty: none) times one int4 MatMulNBits node (block 32, no zero
+points) alone, at the large model's projection shapes K x N and M rows of A (1: a decode step's
+projection; 128: a prefill's), interleaved the same way.
 """
 from __future__ import annotations
 
@@ -108,6 +112,40 @@ def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, p
     return dict(model=name, threads=threads, context=context, jitort_ms=a * 1e3, ort_ms=b * 1e3, ratio=a / b)
 
 
+OP_SHAPES = [(768, 768), (768, 2048), (2048, 768), (768, 4096)]  # q/o, gate/up, down, lm head
+
+
+def bench_op(K: int, N: int, M: int, threads: int, rounds: int, warmup: int = 5) -> dict:
+    """One int4 MatMulNBits node, A [M, K]: jitort vs onnxruntime, interleaved."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from test_llm_decode import _quant4
+    w, s = _quant4(np.random.default_rng(K + N), K, N)
+    node = helper.make_node("MatMulNBits", ["a", "B", "s"], ["y"], domain="com.microsoft", K=K, N=N, bits=4,
+                            block_size=32)
+    graph = helper.make_graph([node], "op", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [M, K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])],
+                              [numpy_helper.from_array(w, "B"), numpy_helper.from_array(s, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    mine, ref = _sessions(model, threads)
+    feeds = {"a": np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)}
+    np.testing.assert_allclose(mine.run(None, feeds)[0], ref.run(None, feeds)[0], rtol=1e-3, atol=1e-3)
+    tm, tr = [], []
+    for k in range(warmup + rounds):
+        t0 = time.perf_counter()
+        mine.run(None, feeds)
+        t1 = time.perf_counter()
+        ref.run(None, feeds)
+        t2 = time.perf_counter()
+        if k >= warmup:
+            tm.append(t1 - t0)
+            tr.append(t2 - t1)
+    a, b = statistics.median(tm), statistics.median(tr)
+    return dict(jitort_us=a * 1e6, ort_us=b * 1e6, ratio=a / b)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
@@ -115,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--contexts", default="64,512")
     ap.add_argument("--models", default="tiny,large,large-int4")
     ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
+    ap.add_argument("--op-rows", default="1,128", help="rows of A of the MatMulNBits table ('': none)")
     args = ap.parse_args(argv)
     print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
     print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio | load |")
@@ -134,6 +173,18 @@ def main(argv: list[str] | None = None) -> None:
                 r = bench(name, threads, args.prefill, max(15, args.rounds // 2), warmup=5, prefill=True)
                 print(f"| {name} | {threads} | {r['jitort_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f}x | "
                       f"{_load()} |", flush=True)
+
+
+    if args.op_rows:
+        print("\none int4 MatMulNBits node (block 32), A [M, K] @ [K, N]\n")
+        print("| K x N | M | threads | jitort us | onnxruntime us | ratio | load |")
+        print("|---|---|---|---|---|---|---|")
+        for M in (int(m) for m in args.op_rows.split(",")):
+            for K, N in OP_SHAPES:
+                for threads in (int(t) for t in args.threads.split(",")):
+                    r = bench_op(K, N, M, threads, max(50, args.rounds) if M == 1 else args.rounds)
+                    print(f"| {K} x {N} | {M} | {threads} | {r['jitort_us']:.0f} | {r['ort_us']:.0f} | "
+                          f"{r['ratio']:.2f}x | {_load()} |", flush=True)
 
 
 if __name__ == "__main__":

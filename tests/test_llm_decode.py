@@ -5,7 +5,8 @@ rotary embeddings; SiLU MLP as Sigmoid * x; lm head; seqlens_k and total_sequenc
 from attention_mask; ``past_key_values.i.key/value`` inputs and ``present.i.key/value`` outputs,
 BNSH). One session per runtime runs a prompt, then 20 greedy decode steps feeding each runtime's own
 present back: every step's logits match onnxruntime's (rtol 1e-3: float32 sums over a few hundred
-terms in a different order; int4 1e-3 as well, both dequantise to the same float weights) and pick
+terms in a different order; int4 1e-3 as well: jitort's packed int4 kernels round differently from
+onnxruntime's dequantise-then-multiply only in float32's last bits) and pick
 the same token, and Numba compiles nothing after the first decode step (kernels specialise on
 dtype and rank, never on the growing sequence length)."""
 from __future__ import annotations
@@ -189,3 +190,26 @@ def test_greedy_decode_matches_onnxruntime(int4, batch):
             np.testing.assert_allclose(a, ref.past[n], rtol=1e-3, atol=1e-4, err_msg=f"step {step} {n}")
     assert mine.past["past_key_values.0.key"].shape[2] == 7 + 20
     assert compiles[2:] == [compiles[1]] * (len(compiles) - 2), f"new code during decode: {compiles}"
+
+
+def test_int4_weights_stay_packed():
+    """The int4 decoder's session keeps MatMulNBits' weights packed (kernels/nbits.py), not as float
+    copies: its constants stay within 1.5x the model's initializer bytes (a float copy of each int4
+    weight would be 8x its bytes; the tiny model's would make ~4.5x), and no constant is a float
+    matrix of a projection's [K, N] shape (but the model's own float initializers). Its first decode
+    step matches onnxruntime."""
+    model = llama_decoder(int4=True)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    sess = ort.InferenceSession(model.SerializeToString())
+    consts = [v for v in sess.artifact.consts.values() if isinstance(v, np.ndarray)]
+    assert sum(v.nbytes for v in consts) < 1.5 * sum(v.nbytes for v in inits.values())
+    shapes = {(int(a.i), int(b.i)) for n in model.graph.node if n.op_type == "MatMulNBits"
+              for a, b in [sorted((x for x in n.attribute if x.name in "KN"), key=lambda x: x.name)]}
+    floats = [v for v in inits.values() if v.dtype == np.float32]  # the embedding table is [64, 64] too
+    copies = [v.shape for v in consts if v.dtype == np.float32 and v.shape in shapes
+              and not any(f.shape == v.shape and np.array_equal(f, v) for f in floats)]
+    assert shapes and not copies
+    prompt = np.random.default_rng(3).integers(0, 64, (1, 20)).astype(np.int64)
+    mine, ref = Decoder(sess, model, prompt), Decoder(_ort_session(model), model, prompt)
+    for step in range(2):  # the prompt (20 rows: the strip GEMM path), then one token (the GEMV)
+        np.testing.assert_allclose(mine.step()[0], ref.step()[0], rtol=1e-3, atol=1e-4, err_msg=f"step {step}")

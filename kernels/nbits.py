@@ -1,0 +1,251 @@
+"""MatMulNBits' native kernels: products that read the packed 2/4/8-bit weights instead of a float copy.
+
+Layout (``pack``, done once when the node is lowered; plan constants, so the cache and AOT artifacts
+keep it). The N output columns are cut into panels of ``NC`` columns (the last padded with zero
+weights). A panel's weights are one contiguous stream of 32-bit words ``w[p, kw, c]`` (int32 dtype,
+read as unsigned): word (kw, c) holds the ``per = 32 // bits`` quantised values q[n, kw*per ..
+kw*per+per-1] of column n = p*NC + c, value i in bits [i*bits, (i+1)*bits). Scales ``s[p, b, c]``
+and (when the model has them) zero points ``z[p, b, c]`` are float32, one per block b. K is padded
+to whole blocks (with the values B holds there; A is padded with zeros, so they add nothing).
+
+The product of block b then factors as
+    sum_k a[k] * (q[k] - zp) * s  =  s * (sum_k a[k] * q[k]  -  zp * sum_k a[k]),
+so the inner loop, over the NC columns of a panel, is pure lane arithmetic on 32-bit integers and
+floats (mask, convert, fma) that LLVM vectorises without shuffles or gathers; the sums of A per
+block (``asum``) are computed once per call. A value is masked in place, not shifted down (one
+instruction less per value): A is pre-scaled by 2**-shift instead, exact for |a| above 2**-100
+(smaller values lose bits as float32 subnormals; their products are below float32's resolution of
+any sum they join anyway). Rounding differs from onnxruntime's (which dequantises w = (q - zp) * s,
+then multiplies) in the last bits of float32 only.
+
+``gemv4``/``gemv8`` run the rows of A (decode: M = 1..``GEMV_ROWS``) panel by panel, a panel's
+packed weights staying in cache across rows. More rows (prefill) take ``dequant_panels``: a strip of
+columns dequantised into kernels/gemm.py's packed-B layout, multiplied by its GEMM (a strip at a
+time, in a per-thread scratch buffer: never a float copy of the whole weight).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from jitort.kernels import gemm, threads
+from jitort.kernels.gemm import PANEL
+
+NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
+# Rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM: measured (2-vCPU AMD EPYC
+# Zen 4, 1 thread, loaded) K x N = 768 x 2048, int4: M=1 64 us vs 835, M=8 484 vs 1128 (the strip
+# path's cost is mostly the dequantisation, whatever M).
+GEMV_ROWS = 16
+GEMV_MACS_PER_PART = 1e6  # ~40 us of one thread's GEMV work: less is not worth handing to another
+
+
+class Packed:
+    """MatMulNBits' constant weight in the packed layout (see the module doc)."""
+
+    def __init__(self, w: np.ndarray, s: np.ndarray, z: np.ndarray | None, zdef: float, bits: int,
+                 block: int, K: int, N: int) -> None:
+        self.w, self.s, self.z, self.zdef = w, s, z, np.float32(zdef)
+        self.bits, self.block, self.K, self.N = bits, block, K, N
+
+    @property
+    def blocks(self) -> int:
+        return self.s.shape[1]
+
+    @property
+    def kp(self) -> int:
+        """K padded to whole blocks."""
+        return self.blocks * self.block
+
+
+def pack(q: np.ndarray, s: np.ndarray, z: np.ndarray | None, zdef: float, bits: int, block: int,
+         K: int) -> Packed:
+    """q: uint8 [N, blocks * block] quantised values (those past K are multiplied by zeros); s, z:
+    float32 [N, blocks] scales and zero points (z None: every zero point is ``zdef``)."""
+    N, kp = q.shape
+    per = 32 // bits
+    P = -(-N // NC)
+    qp = np.zeros((P * NC, kp), np.uint32)
+    qp[:N] = q
+    words = np.zeros((P * NC, kp // per), np.uint32)
+    for i in range(per):
+        words |= qp[:, i::per] << np.uint32(i * bits)
+    w = np.ascontiguousarray(words.reshape(P, NC, kp // per).transpose(0, 2, 1)).view(np.int32)
+
+    def panels(v: np.ndarray) -> np.ndarray:
+        out = np.zeros((P * NC, v.shape[1]), np.float32)
+        out[:N] = v
+        return np.ascontiguousarray(out.reshape(P, NC, -1).transpose(0, 2, 1))
+
+    return Packed(w, panels(s), None if z is None else panels(z), zdef, bits, block, K, N)
+
+
+def prep(a: np.ndarray, pk: Packed) -> tuple[np.ndarray, np.ndarray]:
+    """A [M, K] -> (A as float32 [M, kp], zero padded, each k scaled by 2**-(bits * (k % per)) but
+    the last field of a word unscaled (see ``_q``); A's sums per block [M, blocks], unscaled)."""
+    return scaled_sums(np.ascontiguousarray(a, np.float32), pk.kp, pk.block, pk.bits)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def scaled_sums(a, kp, block, bits):  # type: ignore[no-untyped-def]
+    M, K = a.shape
+    per = 32 // bits
+    out = np.zeros((M, kp), np.float32)
+    sums = np.zeros((M, kp // block), np.float32)
+    for m in range(M):
+        for k in range(K):
+            i = k % per
+            f = np.float32(1.0) if i == per - 1 else np.float32(2.0 ** (-bits * i))
+            out[m, k] = a[m, k] * f
+            sums[m, k // block] += a[m, k]
+    return out, sums
+
+
+@njit(inline="always")
+def _q(v, field):  # type: ignore[no-untyped-def]
+    """The bit field ``field`` (a mask, below bit 31) of int32 word v, as float32 and still shifted:
+    q * 2**shift, exact. Masked in place, not shifted down: one instruction less per value (A is
+    pre-scaled by 2**-shift instead). Computed in int32: Numba's int64 promotion would convert with
+    vcvtqq2ps (AVX-512DQ, not in AVX2)."""
+    return np.float32(np.int32(v & np.int32(field)))
+
+
+@njit(inline="always")
+def _top(v, shift):  # type: ignore[no-untyped-def]
+    """The top bit field of int32 word v (from bit ``shift``) as float32: a logical shift, no mask."""
+    return np.float32(np.int32(np.uint32(v) >> np.uint32(shift)))
+
+
+@njit(inline="always")
+def _block_out(acc, tot, s, z, zdef, t, p, b):  # type: ignore[no-untyped-def]
+    """tot += s * (acc - zp * t): block b's contribution (t: A's sum over the block)."""
+    for c in range(NC):
+        zc = zdef if z is None else z[p, b, c]
+        tot[c] += s[p, b, c] * (acc[c] - zc * t)
+
+
+@njit(inline="always")
+def _store(tot, bias, y, m, n0):  # type: ignore[no-untyped-def]
+    N = y.shape[1]
+    for c in range(min(NC, N - n0)):
+        if bias is None:
+            y[m, n0 + c] = tot[c]
+        else:
+            y[m, n0 + c] = tot[c] + bias[n0 + c]
+
+
+@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+def gemv4(a, asum, w, s, z, zdef, bias, y, p0, p1):  # type: ignore[no-untyped-def]
+    """y[m, n] = sum_k a[m, k] * (q[n, k] - zp[n, b(k)]) * s[n, b(k)] (+ bias[n]) for the columns
+    of panels p0..p1, 4-bit values (8 per word); a and asum from ``prep``."""
+    M = y.shape[0]
+    blocks = s.shape[1]
+    wpb = w.shape[1] // blocks
+    acc = np.empty(NC, np.float32)
+    tot = np.empty(NC, np.float32)
+    for p in range(p0, p1):
+        for m in range(M):
+            tot[:] = 0.0
+            for b in range(blocks):
+                acc[:] = 0.0
+                for kw in range(b * wpb, (b + 1) * wpb):
+                    k = kw * 8
+                    a0, a1, a2, a3 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+                    a4, a5, a6, a7 = a[m, k + 4], a[m, k + 5], a[m, k + 6], a[m, k + 7]
+                    for c in range(NC):
+                        v = w[p, kw, c]
+                        acc[c] += (((a0 * _q(v, 0xF) + a1 * _q(v, 0xF0))
+                                    + (a2 * _q(v, 0xF00) + a3 * _q(v, 0xF000)))
+                                   + ((a4 * _q(v, 0xF0000) + a5 * _q(v, 0xF00000))
+                                      + (a6 * _q(v, 0xF000000) + a7 * _top(v, 28))))
+                _block_out(acc, tot, s, z, zdef, asum[m, b], p, b)
+            _store(tot, bias, y, m, p * NC)
+
+
+@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+def gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1):  # type: ignore[no-untyped-def]
+    """``gemv4`` for 8-bit values (4 per word)."""
+    M = y.shape[0]
+    blocks = s.shape[1]
+    wpb = w.shape[1] // blocks
+    acc = np.empty(NC, np.float32)
+    tot = np.empty(NC, np.float32)
+    for p in range(p0, p1):
+        for m in range(M):
+            tot[:] = 0.0
+            for b in range(blocks):
+                acc[:] = 0.0
+                for kw in range(b * wpb, (b + 1) * wpb):
+                    k = kw * 4
+                    a0, a1, a2, a3 = a[m, k], a[m, k + 1], a[m, k + 2], a[m, k + 3]
+                    for c in range(NC):
+                        v = w[p, kw, c]
+                        acc[c] += (a0 * _q(v, 0xFF) + a1 * _q(v, 0xFF00)) + (a2 * _q(v, 0xFF0000) + a3 * _top(v, 24))
+                _block_out(acc, tot, s, z, zdef, asum[m, b], p, b)
+            _store(tot, bias, y, m, p * NC)
+
+
+@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
+def dequant_panels(w, s, z, zdef, bits, block, K, p0, p1, out):  # type: ignore[no-untyped-def]
+    """The float weight W[:K, p0*NC : p1*NC] (W[k, n] = (q[n, k] - zp) * s) written into ``out`` in
+    kernels/gemm.py's packed-B layout (``gemm.PANEL``-column panels [panel, K, PANEL])."""
+    per = 32 // bits
+    mask = np.int32((1 << bits) - 1)
+    sub = NC // PANEL
+    row = np.empty(NC, np.float32)
+    for p in range(p0, p1):
+        for k in range(K):
+            kw = k // per
+            sh = np.int32(bits * (k % per))
+            b = k // block
+            for c in range(NC):  # one vector loop over the panel's columns
+                q = np.float32(np.int32(np.int32(w[p, kw, c] >> sh) & mask))
+                zc = zdef if z is None else z[p, b, c]
+                row[c] = (q - zc) * s[p, b, c]
+            for j in range(sub):  # then copies of PANEL floats
+                o = (p - p0) * sub + j
+                for c16 in range(PANEL):
+                    out[o, k, c16] = row[j * PANEL + c16]
+
+
+STRIP = 4  # panels of NC columns per prefill strip: 256 columns, K x 256 floats of scratch per thread
+
+
+def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
+    """a [M, K] float32 @ the packed weight -> float32 [M, N] (+ bias): ``gemv4``/``gemv8`` for M <=
+    GEMV_ROWS; else strips of STRIP panels dequantised into kernels/gemm.py's packed layout and
+    multiplied by its GEMM. Both split panels (strips) over jitort's threads."""
+    M = a.shape[0]
+    y = np.empty((M, pk.N), np.float32)
+    b32 = None if bias is None else np.ascontiguousarray(bias.reshape(-1), np.float32)
+    P = pk.w.shape[0]
+    if M <= GEMV_ROWS and pk.bits in (4, 8):
+        ap, asum = prep(a, pk)
+        kern = gemv4 if pk.bits == 4 else gemv8
+        parts = threads.parts_for(P, M * pk.kp * pk.N, GEMV_MACS_PER_PART)
+
+        def part(i: int) -> None:
+            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, P * i // parts, P * (i + 1) // parts)
+        threads.run_parts(part, parts)
+        return y
+    a32 = np.ascontiguousarray(a, np.float32)
+    strips = -(-P // STRIP)
+    parts = threads.parts_for(strips, 2.0 * M * pk.K * pk.N)
+    zero = np.zeros(STRIP * NC, np.float32)
+
+    def run(i: int) -> None:
+        nbp = STRIP * NC * pk.K
+        buf = threads.scratch(nbp + M * STRIP * NC, np.dtype(np.float32))  # this thread's: weights, product
+        for t in range(strips * i // parts, strips * (i + 1) // parts):
+            p0, p1 = t * STRIP, min(P, (t + 1) * STRIP)
+            n0, n1 = p0 * NC, min(pk.N, p1 * NC)
+            bp = buf[:(p1 - p0) * NC * pk.K]
+            dequant_panels(pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, pk.K, p0, p1,
+                           bp.reshape((p1 - p0) * NC // PANEL, pk.K, PANEL))
+            yt = gemm.gemm(a32, bp, n1 - n0, zero, False, out=buf[nbp:nbp + M * (n1 - n0)].reshape(M, n1 - n0),
+                           nthreads=1)
+            if b32 is None:
+                y[:, n0:n1] = yt
+            else:
+                np.add(yt, b32[n0:n1], out=y[:, n0:n1])
+    threads.run_parts(run, parts)
+    return y
