@@ -289,7 +289,7 @@ def run_svm_classifier(x: np.ndarray, sv: SupportVectors | None, lin: Packed | N
             z = _probabilities(z, proba, probb, n_class)
     else:
         _features(xs, lin.k, "SVMClassifier")
-        z = gemm.gemm(xs, lin.bp, lin.n, lin.bias, True)
+        z = lin.product(xs)
         best = argmax_first(z)
         max_weight = z[np.arange(len(best)), best]
     if n_class == 2:  # onnxruntime's ChooseClass
@@ -390,7 +390,7 @@ def run_svm_regressor(x: np.ndarray, sv: SupportVectors | None, lin: Packed | No
         y = _weighted_t(kernel_t(xs, sv, kernel, gamma, coef0, degree), coef, rho)
     else:
         _features(xs, lin.k, "SVMRegressor")
-        y = gemm.gemm(xs, lin.bp, 1, lin.bias, True)
+        y = lin.product(xs)
     if one_class:
         y = np.where(y > 0, np.float32(1), np.float32(-1))
     return contiguous(y.astype(np.float32, copy=False))
