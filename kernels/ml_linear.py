@@ -18,13 +18,15 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels import gemm
-from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, float_types, logistic, post_code,
-                                      post_rows)
+from jitort.kernels.fastmath import exp_f32, sigmoid_f32
+from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, SOFTMAX, classifier_types, float_types, logistic,
+                                      post_code, post_rows)
 from jitort.kernels.registry import Call, Ref, op
 from jitort.kernels.threads import parts_for, run_parts
 from jitort.arrays import contiguous
 
 ML = "ai.onnx.ml"
+_FMAX = np.float32(np.finfo(np.float32).max)
 
 
 def rows_f32(x: np.ndarray, op_type: str) -> np.ndarray:
@@ -134,11 +136,32 @@ def _finish_one(z: np.ndarray, post: int, second: bool) -> tuple[np.ndarray, np.
     return idx, out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _finish_many(z: np.ndarray, post: int) -> np.ndarray:
-    """Two or more scores per row: the first largest raw score's index, then the post-transform in place."""
+    """Two or more scores per row: the first largest raw score's index, then the post-transform in place.
+    LOGISTIC and SOFTMAX use jitort's inlined float32 exp (kernels/fastmath.py, within ~1e-7 of libm's,
+    vectorisable), as onnxruntime's batched path uses MLAS's vectorised approximations; SOFTMAX_ZERO and
+    PROBIT go through kernels/ml_scores.py."""
     idx = argmax_first(z)
-    if post != NONE:
+    n, c = z.shape
+    if post == LOGISTIC:
+        zf = z.reshape(-1)
+        for i in range(zf.size):
+            zf[i] = sigmoid_f32(zf[i])
+    elif post == SOFTMAX:
+        for r in range(n):
+            vmax = -_FMAX
+            for k in range(c):
+                if z[r, k] > vmax:
+                    vmax = z[r, k]
+            s = np.float32(0.0)
+            for k in range(c):
+                e = exp_f32(z[r, k] - vmax)
+                z[r, k] = e
+                s += e
+            for k in range(c):
+                z[r, k] = z[r, k] / s
+    elif post != NONE:
         post_rows(z, post)
     return idx
 
