@@ -30,6 +30,7 @@ from jitort.passes.const_fold import fold_constants
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import fuse_elementwise
 from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
+from jitort.passes.ml_tail import drop_ml_no_ops
 from jitort.passes.norm_fusion import fuse_norms
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
@@ -50,7 +51,7 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
         return partition(g, list(providers))
     ps: list[Pass] = [remove_passthrough, remove_dead, complete_types]
     if fold_consts:
-        ps += [fold, remove_dead]
+        ps += [fold, drop_ml_no_ops, remove_dead]
     if fuse:
         cpu_only = CUDA not in providers  # jitort-domain fused ops with CPU kernels only: CUDA runs them unfused
         ps += [fuse_attention, fuse_norms] if cpu_only else []

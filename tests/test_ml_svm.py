@@ -191,3 +191,57 @@ def test_binary_probit_without_probabilities_is_refused() -> None:
                  classlabels_ints=[0, 1], post_transform="PROBIT")
     with pytest.raises(OrtNotImplemented, match="SVMClassifier.*ai.onnx.ml, opset 1.*PROBIT"):
         jitort.InferenceSession(_model("SVMClassifier", (TP.INT64, TP.FLOAT), **attrs).SerializeToString())
+
+
+def test_svm_kernels_keep_each_rows_arithmetic() -> None:
+    """The vectorised kernels (kernel values transposed, rows summed side by side) give, bit for bit, the
+    row-at-a-time arithmetic the module doc states; 300 rows span two blocks of ``ROWS``; the two GEMM
+    orientations of the dot products agree bit for bit (one fma chain per value either way)."""
+    from jitort.kernels import ml_svm
+    rng = np.random.default_rng(12)
+    n, v, f = 300, 7, F
+    x, sv = rng.normal(size=(n, f)).astype(np.float32), rng.normal(size=(v, f)).astype(np.float32)
+    vecs = ml_svm.SupportVectors(sv)
+    g = np.float32(0.3)
+    kt = ml_svm.kernel_t(x, vecs, ml_svm.RBF, g, np.float32(0), np.float32(0))
+    want = np.empty((v, n), np.float32)
+    for r in range(n):
+        for m in range(v):
+            s = np.float32(0)
+            for k in range(f):
+                d = x[r, k] - sv[m, k]
+                s = np.float32(s + d * d)
+            want[m, r] = np.float32(np.exp(-g * s))
+    np.testing.assert_allclose(kt, want, rtol=2e-7)  # numpy's float32 exp vs libm's expf: within an ulp
+    counts, starts = np.array([3, 4]), np.array([0, 3])
+    coef, rho = rng.normal(size=(1, v)).astype(np.float32), np.array([0.1], np.float32)
+    scores, votes = ml_svm._ovo(kt, coef, rho, starts, counts, 2)
+    for r in range(n):
+        s = 0.0
+        for m in range(v):
+            s += float(np.float32(coef[0, m] * kt[m, r]))
+        s += float(rho[0])
+        assert scores[r, 0] == np.float32(s) and votes[r, 0 if s > 0 else 1] == 1
+    y = ml_svm._weighted_t(kt, coef[0], np.float32(0.5))
+    for r in range(n):
+        s = np.float32(0)
+        for m in range(v):
+            s = np.float32(s + np.float32(coef[0, m] * kt[m, r]))
+        assert y[r, 0] == np.float32(s + np.float32(0.5))
+    few, many = ml_svm.dots_t(x[:5], vecs), ml_svm.dots_t(x, vecs)
+    np.testing.assert_array_equal(few, many[:, :5])
+    np.testing.assert_allclose(many, sv.astype(np.float64) @ x.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("outputs", [3, 20])
+def test_linear_product_paths(outputs: int) -> None:
+    """ml_linear.Packed: dot products (< 16 outputs) or the packed GEMM (>= 16) against float64, and the
+    same bits whether the rows run in one part or split across threads."""
+    from jitort.kernels import ml_linear
+    rng = np.random.default_rng(13)
+    w, b = rng.normal(size=(100, outputs)).astype(np.float32), rng.normal(size=outputs).astype(np.float32)
+    p = ml_linear.Packed(w, b)
+    x = rng.normal(size=(20000, 100)).astype(np.float32)
+    got = p.product(x)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got[:7], p.product(x[:7]))
