@@ -8,7 +8,8 @@ per-row values) are loaded outside it, inner-loop indices are uint64 (no wraparo
 chain with several fast-math functions runs as stages over L1-sized blocks (``stages.py``), so each
 stage loop vectorises and overlaps its iterations. A kernel whose output can be large also gets a
 Python wrapper that splits it across the session's threads (``kernels/parallel.py``). "Strided"
-mode (broadcast known only at run time) loops over the full rank of ``np.broadcast_to`` views.
+mode (broadcast known only at run time) loops over the output's full rank, reading operands through
+views broadcast to it (one-element constants are read once instead).
 
 Kernel source is canonical (no value or node names) so identical chains in one model, or in
 different models, share one file and one compile; the plan names the ONNX nodes each call came from.
@@ -52,6 +53,10 @@ class FusedKernel:
     outputs: list[str]
     patterns: list[tuple[str, ...]] | None
     loop_shape: Shape
+    # Strided mode, per input: True where the plan passes a view broadcast to the output's shape
+    # (``jitort.codegen.broadcast.expand_to``), False for a one-element constant passed as it is
+    # (read once, before the loops). None in flat mode.
+    views: list[bool] | None = None
 
 
 
@@ -85,6 +90,7 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
         return f"{out_args[k]}{index} = {val}"
 
     split = None
+    views: list[bool] | None = None
     if mode == "flat":
         dims, in_pats = collapse_dims(loop_shape, pats)  # type: ignore[arg-type]
         split = _split_threshold(loop_shape, prog, in_pats)
@@ -93,14 +99,20 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
         in_layouts = ["C"] * len(in_args)
     else:
         R = len(loop_shape)
+        views = [not _one_element_constant(g, i) for i in node.inputs]
         buf.writeline("def {KNAME}(" + ", ".join(in_args + out_args) + "):")
         with buf.indent(), contextlib.ExitStack() as nest:
+            for k, i in enumerate(node.inputs):  # one-element constants: read once, before the loops
+                if not views[k]:
+                    r = len(g.type_of(i).shape or ())
+                    buf.writeline(f"x{k} = {load(k, '[' + ', '.join(['0'] * r) + ']' if r else '[()]')}")
             for d in range(R):
                 buf.writeline(f"for i{d} in range(o0.shape[{d}]):")
                 nest.enter_context(buf.indent())
             ix = "[" + ", ".join(f"i{d}" for d in range(R)) + "]" if R else "[()]"
             for k in range(len(in_args)):
-                buf.writeline(f"x{k} = {load(k, ix)}")
+                if views[k]:
+                    buf.writeline(f"x{k} = {load(k, ix)}")
             _emit_statements(buf, prog)
             for k, o in enumerate(node.outputs):
                 buf.writeline(store(k, ix, local[o]))
@@ -108,8 +120,8 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     src = buf.getvalue()
     sig_parts = []
     for k, i in enumerate(node.inputs):
-        r = len(loop_shape) if mode == "strided" else len(g.type_of(i).shape or ())
-        # strided mode receives np.broadcast_to views, which are read-only
+        r = len(loop_shape) if mode == "strided" and views[k] else len(g.type_of(i).shape or ())
+        # strided mode may receive np.broadcast_to views, which are read-only
         ro = ", readonly=True" if mode == "strided" else ""
         sig_parts.append(f"Array({storage_name(dts[i])}, {r}, \"{in_layouts[k]}\"{ro})")
     for o in node.outputs:
@@ -149,7 +161,14 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     text = text.replace("{KNAME}", name)
     return FusedKernel(name, text, mode, list(node.inputs), list(node.outputs),
                        pats if mode == "flat" else None,
-                       tuple(loop_shape))
+                       tuple(loop_shape), views)
+
+
+def _one_element_constant(g: Graph, name: str) -> bool:
+    """A constant of one element (a scalar, [1], [1, 1], ...). Only constants: their shapes are
+    exact, where a computed value's static shape may come from a wrong declaration in the model."""
+    c = g.const(name)
+    return c is not None and np.ndim(c) == len(g.type_of(name).shape or ()) and np.size(c) == 1
 
 
 def emit_scalar_body(buf: IndentedBuffer, node: Node, g: Graph, loads: list[str], stores: list[str],
