@@ -106,8 +106,16 @@ def test_broadcast_shape_is_numpys() -> None:
             assert broadcast_shape(*case) == want, case
     x = np.ones((2, 1), F)
     assert expand_to(x, (2, 1)) is x
-    v = expand_to(x, (3, 2, 4))
-    assert v.shape == (3, 2, 4) and not v.flags.writeable
+    rng = np.random.default_rng(0)
+    for xs, to in [((2, 1), (3, 2, 4)), ((), (2, 3)), ((1,), (5,)), ((3, 1, 2), (4, 3, 5, 2)), ((0, 1), (0, 3)),
+                   ((2, 1), (2, 0))]:
+        for x in (rng.standard_normal(xs).astype(F), rng.standard_normal(xs + (2,)).astype(F)[..., 0]):
+            v = expand_to(x, to)  # C-contiguous and strided operands
+            assert v.shape == to and not v.flags.writeable
+            np.testing.assert_array_equal(v, np.broadcast_to(x, to))
+    for xs, to in [((2, 3), (3, 3)), ((2, 3), (3,))]:
+        with pytest.raises(ValueError):
+            expand_to(np.ones(xs, F), to)
 
 
 def test_steps_broadcast_at_run_time_match_onnxruntime() -> None:
