@@ -83,8 +83,7 @@ class SubPlan:
         self._run: Callable[..., tuple] | None = None
         self._lock = threading.Lock()
         self.root: Path | None = None  # the cache root of the session that binds it (set_cache_root)
-        # the free variables the body takes are the node's whole tail, in order: passed on as they are
-        self.all_free = pick == list(range(len(pick)))
+        self._index()
 
     def set_cache_root(self, root: Path | None) -> None:
         """Called by ``Compiled.bind``: this body's modules go where the enclosing plan's went."""
@@ -101,7 +100,13 @@ class SubPlan:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        self.all_free = self.pick == list(range(len(self.pick)))  # (pickled before the attribute existed)
+        self._index()  # (a SubPlan pickled before these attributes existed has none)
+
+    def _index(self) -> None:
+        """What a call passes on: ``all_free`` when the body takes the node's whole tail of free
+        variables in order (the arguments go as they are), else the positions ``take`` picks."""
+        self.all_free = self.pick == list(range(len(self.pick)))
+        self.take = tuple(range(self.n_formal)) + tuple(self.n_formal + k for k in self.pick)
 
     def _bind(self) -> Callable[..., tuple]:
         with self._lock:
@@ -141,13 +146,13 @@ class SubPlan:
         run = self._run or self._bind()
         for k, shape in self.checks:
             a = args[k]
-            if isinstance(a, np.ndarray) and (a.ndim != len(shape) or any(
+            if isinstance(a, np.ndarray) and a.shape != shape and (a.ndim != len(shape) or any(
                     isinstance(d, int) and d != s for d, s in zip(shape, a.shape))):
                 raise OrtNotImplemented(f"a subgraph was compiled for input {k} of shape {list(shape)} but got "
                                         f"{list(a.shape)} (shape-changing loop state is not supported)")
         if self.all_free and len(args) == n + len(self.pick):
             return run(*args, _ro=ro)
-        return run(*args[:n], *[args[n + k] for k in self.pick], _ro=ro)
+        return run(*[args[k] for k in self.take], _ro=ro)
 
 
 def compile_body(sub: Graph, outer: Graph, free: Sequence[str], formal_types: Sequence[TensorType | None] = (),
@@ -247,8 +252,9 @@ def Loop(M: np.ndarray | None, cond: np.ndarray | None, *rest: Any, body: SubPla
     while go and (trips is None or i < trips):
         outs = body(np.array(i, np.int64), np.array(go), *state, *free)
         if cond is not None:
-            go = bool(np.asarray(outs[0]).reshape(-1)[0])
-        state = list(outs[1:1 + n_carried])
+            c = outs[0]
+            go = bool((c if type(c) is np.ndarray else np.asarray(c)).reshape(-1)[0])
+        state = outs[1:1 + n_carried]
         for j in range(n_scan):
             scans[j].append(outs[1 + n_carried + j])
         i += 1

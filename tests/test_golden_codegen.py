@@ -84,13 +84,13 @@ def if_branches() -> onnx.ModelProto:
 
 
 def runtime_broadcast() -> onnx.ModelProto:
-    """Operands whose broadcast is known only at run time (x has no shape): "strided" kernels, the
-    plan broadcasting at run time, a one-element constant passed as it is."""
+    """An operand whose broadcast is known only at run time (x has no shape): a "strided" kernel,
+    the plan broadcasting at run time, a one-element constant passed as it is. (One fused kernel per
+    plan: kernel placeholders are numbered in order of appearance, and import lines are sorted by
+    the real, library-dependent names.)"""
     nodes = [helper.make_node("Relu", ["x"], ["m"], name="relu"),
-             helper.make_node("Sub", ["m", "y"], ["z"], name="sub"),
              helper.make_node("Mul", ["m", "k"], ["w"], name="scale")]
-    return make_model(nodes, {"x": (F, None), "y": (F, ["C", "D"])}, {"z": (F, ["A", "B"]), "w": (F, ["A", "B"])},
-                      {"k": np.array(3, F)})
+    return make_model(nodes, {"x": (F, None)}, {"w": (F, ["A", "B"])}, {"k": np.array(3, F)})
 
 
 def cuda_partitioned() -> onnx.ModelProto:

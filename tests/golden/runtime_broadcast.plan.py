@@ -4,7 +4,6 @@
 from jitort.codegen.broadcast import broadcast_shape as _broadcast_shape, expand_to as _expand_to
 from jitort.run_state import terminated as _terminated
 from k_<1> import k_<1>
-from k_<2> import k_<2>
 import jitort.kernels.anyrank as anyrank
 import numpy as np
 
@@ -13,42 +12,31 @@ def build(consts, slow_bind):
     c0 = consts['c0']  # relu.kernel#0: AnyRankKernel
     c1 = consts['c1']  # k: float32[]
 
-    def run(i0, i1, _ro=None):
+    def run(i0, _ro=None):
         if _ro is not None and _ro.terminate: _terminated()
         # ElementwiseAnyRank relu
-        t3 = anyrank.ElementwiseAnyRank(i0, kernel=c0)
-        if _ro is not None and _ro.terminate: _terminated()
-        # 1 fused: sub
-        _s = _broadcast_shape(t3.shape, i1.shape)
-        t4 = np.empty(_s, np.float32)
-        k_<1>(_expand_to(t3, _s), _expand_to(i1, _s), t4)
+        t2 = anyrank.ElementwiseAnyRank(i0, kernel=c0)
         if _ro is not None and _ro.terminate: _terminated()
         # 1 fused: scale
-        _s = _broadcast_shape(t3.shape, c1.shape)
-        t6 = np.empty(_s, np.float32)
-        k_<2>(_expand_to(t3, _s), c1, t6)
-        del t3
-        return (t4, t6)
+        _s = _broadcast_shape(t2.shape, c1.shape)
+        t4 = np.empty(_s, np.float32)
+        k_<1>(_expand_to(t2, _s), c1, t4)
+        del t2
+        return (t4,)
 
     ndarray = np.ndarray
 
     def run_feed(feed, _ro=None):
-        if len(feed) == 2:
+        if len(feed) == 1:
             try:
                 i0 = feed['x']
-                i1 = feed['y']
             except KeyError:
                 return run(*slow_bind(feed), _ro=_ro)
-            if (type(i0) is ndarray and i0.dtype == np.float32
-                    and type(i1) is ndarray and i1.dtype == np.float32
-                    and i1.ndim == 2):
+            if (type(i0) is ndarray and i0.dtype == np.float32):
                 f = i0.flags
                 if not (f.c_contiguous and f.writeable and f.aligned):
                     return run(*slow_bind(feed), _ro=_ro)
-                f = i1.flags
-                if not (f.c_contiguous and f.writeable and f.aligned):
-                    return run(*slow_bind(feed), _ro=_ro)
-                return run(i0, i1, _ro=_ro)
+                return run(i0, _ro=_ro)
         return run(*slow_bind(feed), _ro=_ro)
 
     return run, run_feed
@@ -56,7 +44,6 @@ def build(consts, slow_bind):
 
 # generated line -> ONNX node: (first line, last line, op, node) per step (jitort.codegen.linemap)
 NODE_LINES = (
-    (18, 19, 'ElementwiseAnyRank', 'relu'),
-    (21, 24, 'fused elementwise', 'sub'),
-    (26, 31, 'fused elementwise', 'scale'),
+    (17, 18, 'ElementwiseAnyRank', 'relu'),
+    (20, 25, 'fused elementwise', 'scale'),
 )
