@@ -5,7 +5,7 @@
 Cases: a 1-node Add of 1,000 floats; the 20-op elementwise chain of tests/test_session.py (one fused
 kernel) at two sizes; an elementwise Mul whose operand's dims are known only at run time (a "strided"
 kernel: the plan broadcasts at run time, like the Cast/Mul after a converted tree ensemble); a chain
-of 20 If nodes (one tiny branch each); and 20 blocks of shape glue (Shape, Gather, Unsqueeze,
+of 20 If nodes (one tiny branch each); a Loop of 100 iterations of a tiny body; and 20 blocks of shape glue (Shape, Gather, Unsqueeze,
 Concat, Reshape, Slice, Concat on a [1, T] tensor: 141 nodes, as in voice-activity models). Each
 round times ``--iters`` calls of one runtime, then the other (machine drift hits both alike); the
 table prints the medians (us per call, per node) and the ratio jitort / onnxruntime, with the CPU
@@ -61,6 +61,19 @@ def if_chain(n: int = 20) -> onnx.ModelProto:
     return make_model(nodes, {"c": (np.bool_, []), "x": (F, [1, 64])}, ["y"])
 
 
+def loop_model() -> onnx.ModelProto:
+    """Loop of M iterations; the body adds a constant [1, 16] to the carried state."""
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph([helper.make_node("Identity", ["cin"], ["cout"]),
+                              helper.make_node("Add", ["s", "one"], ["s2"])], "body",
+                             [vi("i", TensorProto.INT64, []), vi("cin", TensorProto.BOOL, []),
+                              vi("s", TensorProto.FLOAT, [1, 16])],
+                             [vi("cout", TensorProto.BOOL, []), vi("s2", TensorProto.FLOAT, [1, 16])])
+    nodes = [helper.make_node("Loop", ["M", "c", "x"], ["y"], body=body)]
+    return make_model(nodes, {"M": (np.int64, []), "c": (np.bool_, []), "x": (F, [1, 16])}, ["y"],
+                      {"one": np.ones((1, 16), F)})
+
+
 def shape_glue(n: int = 20) -> onnx.ModelProto:
     """Per block: Shape, Gather, Unsqueeze, Concat, Reshape, Slice, Concat on a [1, T] tensor."""
     inits = {"zero": np.array(0, np.int64), "ax0": np.array([0], np.int64), "m1": np.array([-1], np.int64),
@@ -90,6 +103,8 @@ def cases() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], int]]:
         "run-time broadcast [1,2]": (runtime_broadcast_model(), {"x": rng.standard_normal((1, 2)).astype(F),
                                                                   "y": rng.standard_normal((1, 1)).astype(F)}, 1),
         "20 If [1,64]": (if_chain(), {"c": np.array(True), "x": rng.standard_normal((1, 64)).astype(F)}, 1),
+        "Loop x100 [1,16]": (loop_model(), {"M": np.array(100, np.int64), "c": np.array(True),
+                                            "x": rng.standard_normal((1, 16)).astype(F)}, 10),
         "shape glue x20 [1,65]": (shape_glue(), {"x": rng.standard_normal((1, 65)).astype(F),
                                                  "h": np.ones((1, 1), F)}, 1),
     }
