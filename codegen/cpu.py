@@ -8,13 +8,15 @@ per-row values) are loaded outside it, inner-loop indices are uint64 (no wraparo
 chain with several fast-math functions runs as stages over L1-sized blocks (``stages.py``), so each
 stage loop vectorises and overlaps its iterations. A kernel whose output can be large also gets a
 Python wrapper that splits it across the session's threads (``kernels/parallel.py``). "Strided"
-mode (broadcast known only at run time) loops over the full rank of ``np.broadcast_to`` views.
+mode (broadcast known only at run time) loops over the output's full rank, reading operands through
+views broadcast to it (one-element constants are read once instead).
 
 Kernel source is canonical (no value or node names) so identical chains in one model, or in
 different models, share one file and one compile; the plan names the ONNX nodes each call came from.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,13 +32,12 @@ from jitort.passes.fusion import broadcast_pattern
 _NB_TYPES = {"float32": "float32", "float64": "float64", "int8": "int8", "int16": "int16",
              "int32": "int32", "int64": "int64", "uint8": "uint8", "uint16": "uint16",
              "uint32": "uint32", "uint64": "uint64", "bool": "boolean"}
-_HALF = HALF_CONVERSIONS
 
 
 def storage_name(dt: np.dtype) -> str:
     """The Numba element type a kernel sees: 16-bit floats travel as their uint16 bits."""
     n = np.dtype(dt).name
-    if n in _HALF:
+    if n in HALF_CONVERSIONS:
         return "uint16"
     if n not in _NB_TYPES:
         raise OrtNotImplemented(f"jitort's CPU kernels do not support dtype {n}")
@@ -52,9 +53,11 @@ class FusedKernel:
     outputs: list[str]
     patterns: list[tuple[str, ...]] | None
     loop_shape: Shape
+    # Strided mode, per input: True where the plan passes a view broadcast to the output's shape
+    # (``jitort.codegen.broadcast.expand_to``), False for a one-element constant passed as it is
+    # (read once, before the loops). None in flat mode.
+    views: list[bool] | None = None
 
-
-_value_dtype = value_dtype
 
 
 def fused_kernel(node: Node, g: Graph) -> FusedKernel:
@@ -68,51 +71,57 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     imports: set[str] = set()
     in_args = [f"a{k}" for k in range(len(node.inputs))]
     out_args = [f"o{k}" for k in range(len(node.outputs))]
-    dts = {n: _value_dtype(g, n) for n in [*node.inputs, *node.outputs]}
+    dts = {n: value_dtype(g, n) for n in [*node.inputs, *node.outputs]}
     prog, local = scalar_program(node, g, "cpu", imports)
 
     def load(k: int, index: str, array: str | None = None) -> str:
         dt = dts[node.inputs[k]]
         raw = f"{array or in_args[k]}{index}"
-        if dt.name in _HALF:
-            imports.add(f"from jitort.kernels.fp16 import {_HALF[dt.name][0]}")
-            return f"{_HALF[dt.name][0]}({raw})"
+        if dt.name in HALF_CONVERSIONS:
+            imports.add(f"from jitort.kernels.fp16 import {HALF_CONVERSIONS[dt.name][0]}")
+            return f"{HALF_CONVERSIONS[dt.name][0]}({raw})"
         return raw
 
     def store(k: int, index: str, val: str) -> str:
         dt = dts[node.outputs[k]]
-        if dt.name in _HALF:
-            imports.add(f"from jitort.kernels.fp16 import {_HALF[dt.name][1]}")
-            val = f"{_HALF[dt.name][1]}({val})"
+        if dt.name in HALF_CONVERSIONS:
+            imports.add(f"from jitort.kernels.fp16 import {HALF_CONVERSIONS[dt.name][1]}")
+            val = f"{HALF_CONVERSIONS[dt.name][1]}({val})"
         return f"{out_args[k]}{index} = {val}"
 
     split = None
+    views: list[bool] | None = None
     if mode == "flat":
-        dims, in_pats = _collapse(loop_shape, pats)  # type: ignore[arg-type]
+        dims, in_pats = collapse_dims(loop_shape, pats)  # type: ignore[arg-type]
         split = _split_threshold(loop_shape, prog, in_pats)
         kname = "_kernel" if split else "{KNAME}"
         _emit_flat(buf, kname, node, prog, local, loop_shape, dims, in_pats, load, store, split is not None)
         in_layouts = ["C"] * len(in_args)
     else:
         R = len(loop_shape)
+        views = [not _one_element_constant(g, i) for i in node.inputs]
         buf.writeline("def {KNAME}(" + ", ".join(in_args + out_args) + "):")
-        with buf.indent():
+        with buf.indent(), contextlib.ExitStack() as nest:
+            for k, i in enumerate(node.inputs):  # one-element constants: read once, before the loops
+                if not views[k]:
+                    r = len(g.type_of(i).shape or ())
+                    buf.writeline(f"x{k} = {load(k, '[' + ', '.join(['0'] * r) + ']' if r else '[()]')}")
             for d in range(R):
                 buf.writeline(f"for i{d} in range(o0.shape[{d}]):")
-                buf.level += 1
+                nest.enter_context(buf.indent())
             ix = "[" + ", ".join(f"i{d}" for d in range(R)) + "]" if R else "[()]"
             for k in range(len(in_args)):
-                buf.writeline(f"x{k} = {load(k, ix)}")
+                if views[k]:
+                    buf.writeline(f"x{k} = {load(k, ix)}")
             _emit_statements(buf, prog)
             for k, o in enumerate(node.outputs):
                 buf.writeline(store(k, ix, local[o]))
-            buf.level -= R
         in_layouts = ["A"] * len(in_args)
     src = buf.getvalue()
     sig_parts = []
     for k, i in enumerate(node.inputs):
-        r = len(loop_shape) if mode == "strided" else len(g.type_of(i).shape or ())
-        # strided mode receives np.broadcast_to views, which are read-only
+        r = len(loop_shape) if mode == "strided" and views[k] else len(g.type_of(i).shape or ())
+        # strided mode may receive np.broadcast_to views, which are read-only
         ro = ", readonly=True" if mode == "strided" else ""
         sig_parts.append(f"Array({storage_name(dts[i])}, {r}, \"{in_layouts[k]}\"{ro})")
     for o in node.outputs:
@@ -152,7 +161,14 @@ def fused_kernel(node: Node, g: Graph) -> FusedKernel:
     text = text.replace("{KNAME}", name)
     return FusedKernel(name, text, mode, list(node.inputs), list(node.outputs),
                        pats if mode == "flat" else None,
-                       tuple(loop_shape))
+                       tuple(loop_shape), views)
+
+
+def _one_element_constant(g: Graph, name: str) -> bool:
+    """A constant of one element (a scalar, [1], [1, 1], ...). Only constants: their shapes are
+    exact, where a computed value's static shape may come from a wrong declaration in the model."""
+    c = g.const(name)
+    return c is not None and np.ndim(c) == len(g.type_of(name).shape or ()) and np.size(c) == 1
 
 
 def emit_scalar_body(buf: IndentedBuffer, node: Node, g: Graph, loads: list[str], stores: list[str],
@@ -226,87 +242,87 @@ def _emit_flat(buf: IndentedBuffer, kname: str, node: Node, prog: list[Statement
     cross = crossing(prog, stages)
     slots, slot_dtypes = _assign_slots(prog, stages, cross)
     buf.writeline(f"def {kname}(" + ", ".join(args + (["part", "nparts"] if threaded else [])) + "):")
-    level = buf.level
-    buf.level += 1
-    buf.writeline("s = o0.shape")
-    for a in args:
-        buf.writeline(f"{a} = {a}.reshape(-1)")
-    for k, group in enumerate(dims):
-        size = " * ".join(f"s[{d}]" for d in group) if group else "1"
-        buf.writeline(f"n{k} = {size}")
-    for slot, dt in enumerate(slot_dtypes):
-        buf.writeline(f"t{slot} = np.empty({BLOCK}, {np_name(dt)})")
-    for g, group in enumerate(run_dims if expand else []):
-        buf.writeline(f"r{g} = " + " * ".join(f"s[{d}]" for d in group))
-    for k in expand:  # small operands broadcast inside the inner run: materialised once per call
-        buf.writeline(f"e{k} = np.empty(n{inner}, a{k}.dtype)")
-        for g in range(len(run_dims)):
-            buf.writeline(f"for q{g} in range(r{g}):")
-            buf.level += 1
-        full = _flat_index(("s",) * len(run_dims), "q", "r")
-        buf.writeline(f"e{k}[{full}] = a{k}[{_flat_index(run_pats[k][r0:], 'q', 'r')}]")
-        buf.level -= len(run_dims)
-    for k, p in enumerate(in_pats):  # operands constant over the whole loop
-        if "s" not in p:
-            buf.writeline(f"x{k} = {load(k, '[0]')}")
-    if K == 1:
-        buf.writeline(f"nb = (n0 + {BLOCK - 1}) // {BLOCK}")
-        _emit_part_loop(buf, "b", "nb", threaded)
-        buf.writeline(f"jb = b * {BLOCK}")
-        buf.writeline(f"m = min({BLOCK}, n0 - jb)")
-        base = {k: "jb" for k in range(n_in) if vec[k]}
-        base["o"] = "jb"
-    else:
-        _emit_part_loop(buf, "i0", "n0", threaded)
-        for k in range(1, inner):
-            buf.writeline(f"for i{k} in range(n{k}):")
-            buf.level += 1
-        for k, p in enumerate(in_pats):  # operands constant along the inner loop
-            if "s" in p and not vec[k]:
-                buf.writeline(f"x{k} = {load(k, f'[{_flat_index(p[:inner])}]')}")
-        base = {}
-        for k, p in [*((k, in_pats[k]) for k in range(n_in) if vec[k]), ("o", ("s",) * K)]:
-            outer = _flat_index(p[:inner])  # type: ignore[index]
-            buf.writeline(f"c{k} = ({outer}) * n{inner}" if outer != "0" else f"c{k} = 0")
-            base[k] = f"c{k}"
-        if len(stages) > 1:
-            buf.writeline(f"for jb in range(0, n{inner}, {BLOCK}):")
-            buf.level += 1
-            buf.writeline(f"m = min({BLOCK}, n{inner} - jb)")
-            for k in base:
-                buf.writeline(f"d{k} = c{k} + jb")
-                base[k] = f"d{k}"
+    with contextlib.ExitStack() as nest:
+        nest.enter_context(buf.indent())
+        buf.writeline("s = o0.shape")
+        for a in args:
+            buf.writeline(f"{a} = {a}.reshape(-1)")
+        for k, group in enumerate(dims):
+            size = " * ".join(f"s[{d}]" for d in group) if group else "1"
+            buf.writeline(f"n{k} = {size}")
+        for slot, dt in enumerate(slot_dtypes):
+            buf.writeline(f"t{slot} = np.empty({BLOCK}, {np_name(dt)})")
+        for g, group in enumerate(run_dims if expand else []):
+            buf.writeline(f"r{g} = " + " * ".join(f"s[{d}]" for d in group))
+        for k in expand:  # small operands broadcast inside the inner run: materialised once per call
+            buf.writeline(f"e{k} = np.empty(n{inner}, a{k}.dtype)")
+            with contextlib.ExitStack() as copy:
+                for g in range(len(run_dims)):
+                    buf.writeline(f"for q{g} in range(r{g}):")
+                    copy.enter_context(buf.indent())
+                full = flat_index(("s",) * len(run_dims), "q", "r")
+                buf.writeline(f"e{k}[{full}] = a{k}[{flat_index(run_pats[k][r0:], 'q', 'r')}]")
+        for k, p in enumerate(in_pats):  # operands constant over the whole loop
+            if "s" not in p:
+                buf.writeline(f"x{k} = {load(k, '[0]')}")
+        if K == 1:
+            buf.writeline(f"nb = (n0 + {BLOCK - 1}) // {BLOCK}")
+            _emit_part_loop(buf, nest, "b", "nb", threaded)
+            buf.writeline(f"jb = b * {BLOCK}")
+            buf.writeline(f"m = min({BLOCK}, n0 - jb)")
+            base = {k: "jb" for k in range(n_in) if vec[k]}
+            base["o"] = "jb"
         else:
-            buf.writeline(f"m = n{inner}")
-    for si, st in enumerate(stages):
-        buf.writeline("for j in range(m):")
-        with buf.indent():
-            reads = {r for j in st for r in prog[j].reads}
-            for k in range(n_in):
-                if vec[k] and f"x{k}" in reads:
-                    buf.writeline(f"x{k} = {load(k, f'[np.uint64({base[k]} + j)]', f'e{k}' if k in expand else None)}")
-            for v in sorted(cross[si], key=lambda v: int(v[1:])):
-                buf.writeline(f"{v} = t{slots[v]}[j]")
-            _emit_statements(buf, [prog[j] for j in st])
-            for j in st:
-                name = prog[j].name
-                if any(name in cross[later] for later in range(si + 1, len(stages))):
-                    buf.writeline(f"t{slots[name]}[j] = {name}")
-                for k, o in enumerate(node.outputs):
-                    if local[o] == name:
-                        buf.writeline(store(k, f"[np.uint64({base['o']} + j)]", name))
-    buf.level = level
+            _emit_part_loop(buf, nest, "i0", "n0", threaded)
+            for k in range(1, inner):
+                buf.writeline(f"for i{k} in range(n{k}):")
+                nest.enter_context(buf.indent())
+            for k, p in enumerate(in_pats):  # operands constant along the inner loop
+                if "s" in p and not vec[k]:
+                    buf.writeline(f"x{k} = {load(k, f'[{flat_index(p[:inner])}]')}")
+            base = {}
+            for k, p in [*((k, in_pats[k]) for k in range(n_in) if vec[k]), ("o", ("s",) * K)]:
+                outer = flat_index(p[:inner])  # type: ignore[index]
+                buf.writeline(f"c{k} = ({outer}) * n{inner}" if outer != "0" else f"c{k} = 0")
+                base[k] = f"c{k}"
+            if len(stages) > 1:
+                buf.writeline(f"for jb in range(0, n{inner}, {BLOCK}):")
+                nest.enter_context(buf.indent())
+                buf.writeline(f"m = min({BLOCK}, n{inner} - jb)")
+                for k in base:
+                    buf.writeline(f"d{k} = c{k} + jb")
+                    base[k] = f"d{k}"
+            else:
+                buf.writeline(f"m = n{inner}")
+        for si, st in enumerate(stages):
+            buf.writeline("for j in range(m):")
+            with buf.indent():
+                reads = {r for j in st for r in prog[j].reads}
+                for k in range(n_in):
+                    if vec[k] and f"x{k}" in reads:
+                        buf.writeline(f"x{k} = {load(k, f'[np.uint64({base[k]} + j)]', f'e{k}' if k in expand else None)}")
+                for v in sorted(cross[si], key=lambda v: int(v[1:])):
+                    buf.writeline(f"{v} = t{slots[v]}[j]")
+                _emit_statements(buf, [prog[j] for j in st])
+                for j in st:
+                    name = prog[j].name
+                    if any(name in cross[later] for later in range(si + 1, len(stages))):
+                        buf.writeline(f"t{slots[name]}[j] = {name}")
+                    for k, o in enumerate(node.outputs):
+                        if local[o] == name:
+                            buf.writeline(store(k, f"[np.uint64({base['o']} + j)]", name))
 
 
-def _emit_part_loop(buf: IndentedBuffer, var: str, n: str, threaded: bool) -> None:
-    """``for var in range(n)``, restricted to the part's share when ``threaded``."""
+def _emit_part_loop(buf: IndentedBuffer, nest: contextlib.ExitStack, var: str, n: str, threaded: bool) -> None:
+    """``for var in range(n)``, restricted to the part's share when ``threaded``; the loop's body
+    indentation is entered on ``nest``."""
     if not threaded:
         buf.writeline(f"for {var} in range({n}):")
-        buf.level += 1
+        nest.enter_context(buf.indent())
         return
     buf.writeline(f"lo = {n} * part // nparts")
     buf.writeline(f"for {var} in range({n} * (part + 1) // nparts):")
-    buf.level += 1
+    nest.enter_context(buf.indent())
     buf.writeline(f"if {var} < lo:")
     buf.writeline("    continue")
 
@@ -334,7 +350,7 @@ def _assign_slots(prog: list[Statement], stages: list[list[int]], cross: list[se
     return slot_of, slot_dt
 
 
-def _collapse(loop: Shape, pats: list[tuple[str, ...]]) -> tuple[list[list[int]], list[tuple[str, ...]]]:
+def collapse_dims(loop: Shape, pats: list[tuple[str, ...]]) -> tuple[list[list[int]], list[tuple[str, ...]]]:
     """Group loop dims: drop static 1s, merge neighbours where every operand has the same pattern."""
     keep = [d for d in range(len(loop)) if loop[d] != 1]
     groups: list[list[int]] = []
@@ -352,7 +368,7 @@ def _collapse(loop: Shape, pats: list[tuple[str, ...]]) -> tuple[list[list[int]]
     return groups, [tuple(x) for x in gp]
 
 
-def _flat_index(p: tuple[str, ...], i: str = "i", n: str = "n") -> str:
+def flat_index(p: tuple[str, ...], i: str = "i", n: str = "n") -> str:
     """Index of an operand whose collapsed dims have pattern p ('s' same as loop, '1' broadcast),
     with loop variables ``<i><k>`` over extents ``<n><k>``."""
     expr = ""
@@ -384,32 +400,3 @@ def _inner_run(loop: Shape, dims: list[list[int]], pats: list[tuple[str, ...]]) 
             if run >= MIN_STAGED_RUN:
                 break
     return best
-
-
-def output_shape_source(fk: FusedKernel, names: dict[str, str]) -> str:
-    """Source for the shape of a flat-mode kernel's outputs, read from its inputs' shapes at run time."""
-    R = len(fk.loop_shape)
-    assert fk.patterns is not None
-    for k, p in enumerate(fk.patterns):
-        if all(s == "s" for s in p):
-            return f"{names[fk.inputs[k]]}.shape"
-    dims = []
-    for d in range(R):
-        src = None
-        for k, p in enumerate(fk.patterns):
-            off = R - _rank_of(p)
-            if p[d] == "s" and d >= off:
-                src = f"{names[fk.inputs[k]]}.shape[{d - off}]"
-                break
-        if src is None:
-            dim = fk.loop_shape[d]
-            if not isinstance(dim, int):
-                raise OrtNotImplemented(f"jitort cannot derive output dim {dim} of a fused kernel")
-            src = str(dim)
-        dims.append(src)
-    return "(" + ", ".join(dims) + ("," if R == 1 else "") + ")"
-
-
-def _rank_of(p: tuple[str, ...]) -> int:
-    # broadcast_pattern marks dims an operand lacks (leading) with '-'.
-    return sum(1 for s in p if s != "-")

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jitort import cache
-from jitort.codegen.cpu import _HALF, _collapse, _flat_index, _value_dtype, emit_scalar_body, storage_name
+from jitort.codegen.cpu import collapse_dims, emit_scalar_body, flat_index, storage_name
+from jitort.codegen.stages import HALF_CONVERSIONS, value_dtype
 from jitort.codegen.source import GENERATED_HEADER, IndentedBuffer, comment_safe, content_hash, library_hash
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, Shape
@@ -44,10 +45,10 @@ def fused_cuda_kernel(node: Node, g: Graph) -> CudaKernel:
     if any(p is None for p in pats):
         raise OrtNotImplemented(f"{node.describe()}: broadcast known only at run time; runs on CPU")
     for v in [*node.inputs, *node.outputs]:
-        if _value_dtype(g, v).name in _HALF:
+        if value_dtype(g, v).name in HALF_CONVERSIONS:
             raise OrtNotImplemented(f"{node.describe()}: 16-bit floats are not supported by jitort's CUDA "
                                     "kernels yet; runs on CPU")
-    dims, in_pats = _collapse(loop_shape, pats)  # type: ignore[arg-type]
+    dims, in_pats = collapse_dims(loop_shape, pats)  # type: ignore[arg-type]
     K = len(dims)
     ins = [f"a{k}" for k in range(len(node.inputs))]
     outs = [f"o{k}" for k in range(len(node.outputs))]
@@ -67,11 +68,11 @@ def fused_cuda_kernel(node: Node, g: Graph) -> CudaKernel:
                 buf.writeline(f"r{k} = {rem} // n{k}")
                 rem = f"r{k}"
             buf.writeline(f"i0 = {rem}")
-            loads = [f"{a}[{_flat_index(p)}]" for a, p in zip(ins, in_pats)]
+            loads = [f"{a}[{flat_index(p)}]" for a, p in zip(ins, in_pats)]
             stores = [f"{o}[i] = {{}}" for o in outs]
             emit_scalar_body(buf, node, g, loads, stores, "cuda", imports)
             buf.writeline("i += step")
-    dts = [storage_name(_value_dtype(g, v)) for v in [*node.inputs, *node.outputs]]
+    dts = [storage_name(value_dtype(g, v)) for v in [*node.inputs, *node.outputs]]
     sig = ", ".join([f"Array({d}, 1, \"C\")" for d in dts] + ["int64"] * K)
     chain = " -> ".join(n.op_type for n in node.attrs["body"])
     header = [

@@ -63,6 +63,9 @@ class Emitted:
 TERMINATE_IMPORT = "from jitort.run_state import terminated as _terminated"
 TERMINATE_CHECK = "if _ro is not None and _ro.terminate: _terminated()"
 
+# A strided fused kernel's operands are broadcast at run time (jitort.codegen.broadcast).
+BROADCAST_IMPORT = "from jitort.codegen.broadcast import broadcast_shape as _broadcast_shape, expand_to as _expand_to"
+
 # The profiled variant (``profile=True``, only for sessions with enable_profiling, CPU plans only):
 # ``_rec`` is the recorder of the run (jitort.profiling.recorder(), taken once per run), each step
 # is timed between its comment and its ``del`` line and reported as
@@ -185,7 +188,8 @@ class PlanEmitter:
         self.body.writeline(f"{', '.join(outs)} = {fn}({', '.join(args)})")
 
     def emit_fused(self, fk: FusedKernel) -> None:
-        """Allocate the group's outputs, call its kernel (broadcast views where it is strided)."""
+        """Allocate the group's outputs, call its kernel (where it is strided: with the operands
+        broadcast at run time, one-element constants passed as they are)."""
         g, names, body = self.g, self.names, self.body
         self.kernels.setdefault(fk.name, fk)
         self.imports.add(f"from {fk.name} import {fk.name}")
@@ -195,10 +199,16 @@ class PlanEmitter:
             assert fk.patterns is not None
             shape = output_shape_source(fk.inputs, fk.patterns, fk.loop_shape, dict(zip(fk.inputs, ins)))
             args = ins
-        else:
-            body.writeline(f"_s = np.broadcast_shapes({', '.join(x + '.shape' for x in ins)})")
+        else:  # strided: the broadcast is resolved here, at run time
+            assert fk.views is not None
+            if len(ins) == 1:
+                body.writeline(f"_s = {ins[0]}.shape")
+                args = ins
+            else:
+                self.imports.add(BROADCAST_IMPORT)
+                body.writeline(f"_s = _broadcast_shape({', '.join(x + '.shape' for x in ins)})")
+                args = [f"_expand_to({x}, _s)" if view else x for x, view in zip(ins, fk.views)]
             shape = "_s"
-            args = [f"np.broadcast_to({x}, _s)" for x in ins]
         for o, name in zip(fk.outputs, outs):
             body.writeline(f"{name} = np.empty({shape}, {names.dtype(g.type_of(o).dtype)})")
         args = [as_storage(a, g.type_of(i).dtype) for a, i in zip(args, fk.inputs)]

@@ -26,13 +26,8 @@ class IndentedBuffer:
 
     @property
     def level(self) -> int:
-        """The current indentation depth, in steps of four spaces."""
+        """The current indentation depth, in steps of four spaces (change it with ``indent()``)."""
         return self._level
-
-    @level.setter
-    def level(self, value: int) -> None:
-        # Transitional: codegen/cpu.py's loop nests still step the level by hand; new code uses indent().
-        self._level = value
 
     def writeline(self, line: str = "") -> None:
         """One line at the current indentation (text holding newlines: one line per piece, each

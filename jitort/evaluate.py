@@ -38,7 +38,8 @@ def evaluate(node: Node, g: Graph) -> list[np.ndarray]:
     fk = fused_kernel(Node(FUSED, ins, list(node.outputs), {"body": [node]}, node.name, "jitort"), g)
     kernel = load_kernel(fk)
     out = np.empty(shape, out_t.dtype)
-    args: list[Any] = [a if fk.mode == "flat" else np.broadcast_to(a, shape) for a in arrays]
+    # fk.views: None for a flat kernel; a strided one takes views broadcast to ``shape`` where True
+    args: list[Any] = [np.broadcast_to(a, shape) if fk.views and fk.views[k] else a for k, a in enumerate(arrays)]
     args.append(out)
     kernel(*[a.view(np.uint16) if a.dtype.name in ("float16", "bfloat16") else a for a in args])
     return [out]

@@ -11,7 +11,16 @@ from typing import Any, Iterator, NoReturn
 
 from jitort.errors import Fail
 
-_local = threading.local()
+
+
+class _RunLocal(threading.local):
+    """Per-thread run state; the class default makes ``current()`` a plain lookup (~0.1 us) on a
+    thread that never bound options, where a missing attribute costs ~1.5 us (AttributeError)."""
+
+    run_options: Any = None
+
+
+_local = _RunLocal()
 
 
 def terminated() -> NoReturn:
@@ -24,7 +33,7 @@ def terminated() -> NoReturn:
 
 def current() -> Any:
     """The ``RunOptions`` of the run this thread is executing, or None."""
-    return getattr(_local, "run_options", None)
+    return _local.run_options
 
 
 @contextlib.contextmanager

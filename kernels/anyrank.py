@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from jitort.codegen.broadcast import broadcast_shape, expand_to
 from jitort.codegen.cpu import fused_kernel
 from jitort.evaluate import load_kernel
 from jitort.ir import Graph, Node, TensorType, Value
@@ -65,17 +66,18 @@ class AnyRankKernel:
         values[n.outputs[0]] = Value(n.outputs[0], TensorType(out_dt, tuple(f"?o{j}" for j in range(rank))))
         g = Graph([n], list(names), [n.outputs[0]], values)
         fk = fused_kernel(Node(FUSED, list(names), [n.outputs[0]], {"body": [n]}, n.name, "jitort"), g)
-        hit = (load_kernel(fk, self.root), fk.mode, out_dt)
+        hit = (load_kernel(fk, self.root), fk.views, out_dt)
         with self._lock:
             return self._kernels.setdefault(key, hit)
 
     def __call__(self, *xs: np.ndarray) -> np.ndarray:
         names = list(dict.fromkeys(i for i in self.node.inputs if i))
         arrays = [np.asarray(xs[self.node.inputs.index(i)]) for i in names]
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        kernel, mode, out_dt = self._kernel(names, arrays, len(shape))
+        shape = broadcast_shape(*(a.shape for a in arrays))
+        kernel, views, out_dt = self._kernel(names, arrays, len(shape))
         out = np.empty(shape, out_dt)
-        args = [a if mode == "flat" else np.broadcast_to(a, shape) for a in arrays] + [out]
+        # views: None (flat kernel), else per operand whether it goes in broadcast to the output's shape
+        args = [expand_to(a, shape) if views and views[k] else a for k, a in enumerate(arrays)] + [out]
         kernel(*[a.view(np.uint16) if a.dtype.name in ("float16", "bfloat16") else a for a in args])
         return out
 

@@ -83,6 +83,7 @@ class SubPlan:
         self._run: Callable[..., tuple] | None = None
         self._lock = threading.Lock()
         self.root: Path | None = None  # the cache root of the session that binds it (set_cache_root)
+        self._index()
 
     def set_cache_root(self, root: Path | None) -> None:
         """Called by ``Compiled.bind``: this body's modules go where the enclosing plan's went."""
@@ -99,6 +100,13 @@ class SubPlan:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._index()  # (a SubPlan pickled before these attributes existed has none)
+
+    def _index(self) -> None:
+        """What a call passes on: ``all_free`` when the body takes the node's whole tail of free
+        variables in order (the arguments go as they are), else the positions ``take`` picks."""
+        self.all_free = self.pick == list(range(len(self.pick)))
+        self.take = tuple(range(self.n_formal)) + tuple(self.n_formal + k for k in self.pick)
 
     def _bind(self) -> Callable[..., tuple]:
         with self._lock:
@@ -138,11 +146,13 @@ class SubPlan:
         run = self._run or self._bind()
         for k, shape in self.checks:
             a = args[k]
-            if isinstance(a, np.ndarray) and (a.ndim != len(shape) or any(
+            if isinstance(a, np.ndarray) and a.shape != shape and (a.ndim != len(shape) or any(
                     isinstance(d, int) and d != s for d, s in zip(shape, a.shape))):
                 raise OrtNotImplemented(f"a subgraph was compiled for input {k} of shape {list(shape)} but got "
                                         f"{list(a.shape)} (shape-changing loop state is not supported)")
-        return run(*args[:n], *[args[n + k] for k in self.pick], _ro=ro)
+        if self.all_free and len(args) == n + len(self.pick):
+            return run(*args, _ro=ro)
+        return run(*[args[k] for k in self.take], _ro=ro)
 
 
 def compile_body(sub: Graph, outer: Graph, free: Sequence[str], formal_types: Sequence[TensorType | None] = (),
@@ -197,16 +207,15 @@ def _lower_if(node: Node, g: Graph) -> Call:
     free = node.inputs[1:]
     then_p = compile_body(node.attrs["then_branch"], g, free, title=f"{node.name}.then_branch")
     else_p = compile_body(node.attrs["else_branch"], g, free, title=f"{node.name}.else_branch")
-    return Call(If, _args(node), {"then_branch": then_p, "else_branch": else_p, **_kw(node, g, 1)})
+    return Call(If, _args(node), {"then_branch": then_p, "else_branch": else_p, "_nout": len(node.outputs)})
 
 
 @op("If", since=1, lower=_lower_if)
-def If(cond: np.ndarray, *free: Any, then_branch: SubPlan, else_branch: SubPlan, n_inputs: int = 1,
-       _nout: int = 1, _dtypes: tuple = (), _shapes: tuple = ()) -> Any:
-    c = np.asarray(cond)
+def If(cond: np.ndarray, *free: Any, then_branch: SubPlan, else_branch: SubPlan, _nout: int = 1) -> Any:
+    c = cond if type(cond) is np.ndarray else np.asarray(cond)
     if c.size != 1:
         raise InvalidArgument(f"If: cond must hold one element, got shape {list(c.shape)}")
-    outs = (then_branch if bool(c.reshape(-1)[0]) else else_branch)(*free)
+    outs = (then_branch if c.item() else else_branch)(*free)
     if len(outs) != _nout:
         raise Fail(f"If: the branch produced {len(outs)} outputs, the node has {_nout}")
     return outs[0] if _nout == 1 else tuple(outs)
@@ -243,8 +252,9 @@ def Loop(M: np.ndarray | None, cond: np.ndarray | None, *rest: Any, body: SubPla
     while go and (trips is None or i < trips):
         outs = body(np.array(i, np.int64), np.array(go), *state, *free)
         if cond is not None:
-            go = bool(np.asarray(outs[0]).reshape(-1)[0])
-        state = list(outs[1:1 + n_carried])
+            c = outs[0]
+            go = bool((c if type(c) is np.ndarray else np.asarray(c)).reshape(-1)[0])
+        state = outs[1:1 + n_carried]
         for j in range(n_scan):
             scans[j].append(outs[1 + n_carried + j])
         i += 1

@@ -1,4 +1,4 @@
-"""Golden tests of generated source: the plan (and kernel) text of five small graphs, compared with
+"""Golden tests of generated source: the plan (and kernel) text of six small graphs, compared with
 the files in ``tests/golden/`` so that an emitter change shows up as a readable diff.
 
 After an intended change to the generated text, rewrite the golden files and review the diff:
@@ -14,8 +14,8 @@ The text is made independent of the library version: content-hashed kernel names
 ``test_emission_is_deterministic`` checks that.
 
 The graphs: an elementwise chain (one fused kernel), Conv + Relu (the conv epilogue), MatMul + Add,
-an If with a branch per subgraph plan, and a graph partitioned across CUDA and CPU (CUDA plan; no GPU
-needed to emit it).
+an If with a branch per subgraph plan, elementwise ops whose broadcast is resolved at run time, and a
+graph partitioned across CUDA and CPU (CUDA plan; no GPU needed to emit it).
 """
 from __future__ import annotations
 
@@ -83,6 +83,16 @@ def if_branches() -> onnx.ModelProto:
     return make_model(nodes, {"c": (np.bool_, []), "x": (F, [3])}, {"y": (F, [3])})
 
 
+def runtime_broadcast() -> onnx.ModelProto:
+    """An operand whose broadcast is known only at run time (x has no shape): a "strided" kernel,
+    the plan broadcasting at run time, a one-element constant passed as it is. (One fused kernel per
+    plan: kernel placeholders are numbered in order of appearance, and import lines are sorted by
+    the real, library-dependent names.)"""
+    nodes = [helper.make_node("Relu", ["x"], ["m"], name="relu"),
+             helper.make_node("Mul", ["m", "k"], ["w"], name="scale")]
+    return make_model(nodes, {"x": (F, None)}, {"w": (F, ["A", "B"])}, {"k": np.array(3, F)})
+
+
 def cuda_partitioned() -> onnx.ModelProto:
     """MatMul, a fused Add + Relu and Softmax on CUDA; CumSum (no CUDA kernel) on the CPU, with copies."""
     r = _rng()
@@ -101,6 +111,7 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], list[str]]] = {
     "conv_relu": (conv_relu, [CPU]),
     "matmul_add": (matmul_add, [CPU]),
     "if_branches": (if_branches, [CPU]),
+    "runtime_broadcast": (runtime_broadcast, [CPU]),
     "cuda_partitioned": (cuda_partitioned, [CUDA, CPU]),
 }
 

@@ -1,13 +1,18 @@
-"""The plan emitter's pieces: the IndentedBuffer API (indent, splice, origins), and the generated-line ->
-ONNX-node map that names the failing node when a run fails (outer plans and If branches)."""
+"""The plan emitter's pieces: the IndentedBuffer API (indent, splice, origins), the generated-line ->
+ONNX-node map that names the failing node when a run fails (outer plans and If branches), and fused
+steps whose broadcast is resolved at run time (``jitort.codegen.broadcast``)."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
 import jitort as ort
 from jitort import errors
+from jitort.codegen.broadcast import broadcast_shape, expand_to
 from jitort.codegen.linemap import NodeLines, build_line_map, line_map_source, node_at, parse_line_map
 from jitort.codegen.source import IndentedBuffer
 from oracle import make_model
@@ -86,3 +91,49 @@ def test_a_failing_step_in_an_if_branch_names_both_nodes() -> None:
     msg = str(e.value)
     outer, inner = msg.find("running If node. Name:'the_if'"), msg.find("running Reshape node. Name:'inner_reshape'")
     assert 0 <= outer < inner, msg
+
+
+def test_broadcast_shape_is_numpys() -> None:
+    shapes = [(), (1,), (3,), (2, 1), (2, 3), (1, 3), (4, 1, 3), (0,), (1, 0), (2, 0)]
+    for k in (1, 2, 3):
+        for case in itertools.product(shapes, repeat=k):
+            try:
+                want = np.broadcast_shapes(*case)
+            except ValueError as e:
+                with pytest.raises(ValueError, match=str(e).split(".")[0]):
+                    broadcast_shape(*case)
+                continue
+            assert broadcast_shape(*case) == want, case
+    x = np.ones((2, 1), F)
+    assert expand_to(x, (2, 1)) is x
+    rng = np.random.default_rng(0)
+    for xs, to in [((2, 1), (3, 2, 4)), ((), (2, 3)), ((1,), (5,)), ((3, 1, 2), (4, 3, 5, 2)), ((0, 1), (0, 3)),
+                   ((2, 1), (2, 0))]:
+        for x in (rng.standard_normal(xs).astype(F), rng.standard_normal(xs + (2,)).astype(F)[..., 0]):
+            v = expand_to(x, to)  # C-contiguous and strided operands
+            assert v.shape == to and not v.flags.writeable
+            np.testing.assert_array_equal(v, np.broadcast_to(x, to))
+    for xs, to in [((2, 3), (3, 3)), ((2, 3), (3,))]:
+        with pytest.raises(ValueError):
+            expand_to(np.ones(xs, F), to)
+
+
+def test_steps_broadcast_at_run_time_match_onnxruntime() -> None:
+    """x has no shape: the fused steps after it broadcast at run time ("strided" kernels; the
+    constant scalar is passed as it is). Every broadcast case agrees with onnxruntime; shapes that
+    do not broadcast fail naming the node."""
+    nodes = [helper.make_node("Relu", ["x"], ["m"], name="relu"),
+             helper.make_node("Sub", ["m", "y"], ["z"], name="sub"),
+             helper.make_node("Mul", ["m", "k"], ["w"], name="scale")]
+    model = make_model(nodes, {"x": (F, None), "y": (F, ["C", "D"])}, {"z": (F, ["A", "B"]), "w": (F, ["A", "B"])},
+                       {"k": np.array(3, F)})
+    sess = ort.InferenceSession(model.SerializeToString())
+    ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for xs, ys in [((2, 3), (2, 3)), ((2, 1), (1, 4)), ((1, 3), (5, 3)), ((2, 3), (1, 1)), ((0, 3), (1, 3))]:
+        feeds = {"x": rng.standard_normal(xs).astype(F), "y": rng.standard_normal(ys).astype(F)}
+        for got, want in zip(sess.run(None, feeds), ref.run(None, feeds)):
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(errors.ALL_ERRORS, match="Name:'sub'"):
+        sess.run(None, {"x": np.ones((2, 3), F), "y": np.ones((2, 4), F)})

@@ -9,14 +9,12 @@ import numpy as np
 def build(consts, slow_bind):
     c0 = consts['c0']  # if.then_branch#0: SubPlan
     c1 = consts['c1']  # if.else_branch#1: SubPlan
-    c2 = consts['c2']  # if._dtypes#2: tuple
-    c3 = consts['c3']  # if._shapes#3: tuple
 
     def run(i0, i1, _ro=None):
         if _ro is not None and _ro.terminate: _terminated()
         # If if
-        t6 = control.If(i0, i1, then_branch=c0, else_branch=c1, n_inputs=1, _nout=1, _dtypes=c2, _shapes=c3)
-        return (t6,)
+        t4 = control.If(i0, i1, then_branch=c0, else_branch=c1, _nout=1)
+        return (t4,)
 
     ndarray = np.ndarray
 
@@ -46,5 +44,5 @@ def build(consts, slow_bind):
 
 # generated line -> ONNX node: (first line, last line, op, node) per step (jitort.codegen.linemap)
 NODE_LINES = (
-    (17, 19, 'If', 'if'),
+    (15, 17, 'If', 'if'),
 )
