@@ -1,7 +1,10 @@
 """MatMul / Gemm with constant weights, jitort vs onnxruntime, interleaved rounds in one process, at 1 and 2
 intra-op threads. Prints a table of medians and ratios (jitort time / onnxruntime time).
 
-    python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05]
+    python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05] [--ort-spin both]
+
+Rows at more than one thread come twice: ``2T`` against onnxruntime with its default spinning intra-op
+threads, ``2T nospin`` with ``session.intra_op.allow_spinning=0`` (``harness.ort_spin_modes``).
 
 Cases: the issue's MatMul+bias grid, BERT-base projections (M = 128 / 256 tokens), GPT-2 projections at
 decode (M = 1) and prefill (M = 64), torch-style Gemm (transB=1) layers, and a few fused epilogues.
@@ -23,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jitort  # noqa: E402
+from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label  # noqa: E402
 
 # (name, M, K, N, kind, activation): kind "mm" is MatMul + Add(bias), "gemm" is Gemm(transB=1) with C
 CASES = [
@@ -67,11 +71,9 @@ def build(M: int, K: int, N: int, kind: str, act: str, seed: int = 0) -> onnx.Mo
     return m
 
 
-def sessions(model: onnx.ModelProto, threads: int):
+def sessions(model: onnx.ModelProto, threads: int, spinning: bool = True):
     import onnxruntime
-    so = onnxruntime.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so = ort_session_options(threads, spinning)
     ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     jso = jitort.SessionOptions()
     jso.intra_op_num_threads = threads
@@ -100,6 +102,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--filter", default="")
     ap.add_argument("--seconds", type=float, default=0.05, help="length of one timed burst")
+    ap.add_argument("--ort-spin", choices=ORT_SPIN_CHOICES, default="both",
+                    help="onnxruntime's intra-op spinning in multi-thread rows: both (two rows), on (its default), "
+                         "off (session.intra_op.allow_spinning=0)")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
@@ -109,26 +114,28 @@ def main() -> None:
     except ImportError:  # before the GEMM engine existed (baseline runs)
         isa = "BLAS"
     print(f"CPU: {cpu}; jitort GEMM path: {isa}; load: {os.getloadavg()}")
-    print(f"{'case':28s} {'thr':>3s} {'jitort ms':>10s} {'ort ms':>9s} {'ratio':>6s}  maxdiff")
-    ratios: dict[int, list[float]] = {}
+    print(f"{'case':28s} {'thr':>9s} {'jitort ms':>10s} {'ort ms':>9s} {'ratio':>6s}  maxdiff")
+    ratios: dict[str, list[float]] = {}
     for name, M, K, N, kind, act in CASES:
         if args.filter not in name:
             continue
         model = build(M, K, N, kind, act)
         x = np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)
         feeds = {"x": x}
-        for t in (int(s) for s in args.threads.split(",")):
-            js, rs = sessions(model, t)
+        for t, spin in ((int(s), sp) for s in args.threads.split(",") for sp in ort_spin_modes(int(s), args.ort_spin)):
+            col = spin_label(t, spin)
+            js, rs = sessions(model, t, spin)
             diff = float(np.abs(js.run(None, feeds)[0] - rs.run(None, feeds)[0]).max())
             tj, tr = [], []
             for _ in range(args.rounds):
                 tj.append(_time(js, feeds, args.seconds))
                 tr.append(_time(rs, feeds, args.seconds))
             mj, mr = statistics.median(tj), statistics.median(tr)
-            ratios.setdefault(t, []).append(mj / mr)
-            print(f"{name:28s} {t:3d} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
-    for t, rs in ratios.items():
-        print(f"threads {t}: geomean ratio {float(np.exp(np.mean(np.log(rs)))):.2f}, worst {max(rs):.2f}")
+            del rs  # its threads stop (no spinning onnxruntime pool left behind the next row)
+            ratios.setdefault(col, []).append(mj / mr)
+            print(f"{name:28s} {col:>9s} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
+    for col, rs in ratios.items():
+        print(f"{col}: geomean ratio {float(np.exp(np.mean(np.log(rs)))):.2f}, worst {max(rs):.2f}")
     print(f"load after: {os.getloadavg()}")
 
 

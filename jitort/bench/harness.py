@@ -52,13 +52,52 @@ from jitort.bench import machine, stats
 from jitort.bench.flops import ModelCount, count_model
 from jitort.bench.workload import Workload, load_model, prepare
 
-__all__ = ["BASELINE", "BenchConfig", "Results", "RUNTIMES", "compare_outputs", "run_benchmark"]
+__all__ = ["BASELINE", "BenchConfig", "ORT_SPIN_CHOICES", "Results", "RUNTIMES", "compare_outputs", "ort_session_options",
+           "ort_spin_modes", "run_benchmark", "spin_label"]
 
 RUNTIMES = ("jitort", "onnxruntime")
 ALIASES = {"ort": "onnxruntime", "onnx_runtime": "onnxruntime"}
 BASELINE = "onnxruntime"
 WORKER = Path(__file__).with_name("worker.py")
 SCHEMA = "jitort.bench/1"
+
+# --- onnxruntime's spinning threads --------------------------------------------------------------------
+# onnxruntime's intra-op worker threads spin for a while after each parallel section (its default,
+# ``session.intra_op.allow_spinning=1``). In a benchmark that interleaves jitort and onnxruntime in one
+# process (or on one 2-core machine), those spinning threads take the CPU that jitort's next run needs:
+# light_resnet50 at 2 threads measured 1.93x with onnxruntime spinning, 1.43x with it off. Neither number
+# alone is the honest one (spinning is what onnxruntime users get; a machine with other work on it is
+# what the spinning costs), so the scripts that print 2-thread tables report both.
+ORT_SPIN_CHOICES = ("both", "on", "off")
+
+
+def ort_spin_modes(threads: int, choice: str = "both") -> list[bool]:
+    """The onnxruntime spinning settings (True: its default) to measure at ``threads`` intra-op threads
+    for ``--ort-spin choice``. One thread has no intra-op pool to spin: [True] only."""
+    if choice not in ORT_SPIN_CHOICES:
+        raise ValueError(f"--ort-spin must be one of {', '.join(ORT_SPIN_CHOICES)}, got {choice!r}")
+    if threads <= 1:
+        return [True]
+    return {"both": [True, False], "on": [True], "off": [False]}[choice]
+
+
+def ort_session_options(threads: int, spinning: bool = True) -> Any:
+    """onnxruntime SessionOptions as the benchmarks use them: ``threads`` intra-op threads, one inter-op
+    thread, warnings off, and ``session.intra_op.allow_spinning=0`` when not ``spinning``."""
+    import onnxruntime  # deferred: jitort.bench is imported by the CLI, onnxruntime only when measuring
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def spin_label(threads: int, spinning: bool) -> str:
+    """A table column's name: ``1T``, ``2T`` (onnxruntime spinning), ``2T nospin``."""
+    return f"{threads}T" if spinning or threads <= 1 else f"{threads}T nospin"
+
 
 
 @dataclass
