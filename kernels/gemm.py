@@ -30,11 +30,9 @@ stored column strip while it is in cache, with jitort's vectorisable float32 mat
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import llvmlite.binding as ll
@@ -47,7 +45,7 @@ from numba.extending import intrinsic
 
 from jitort.cache import record_compile
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
-from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.threads import intra_op_threads, run_parts
 from jitort.kernels.vecir import Vec, fma_rows
 
 PANEL = 16  # columns per packed panel: fixed, so packed weights are the same on every host
@@ -395,53 +393,6 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # --- threads -------------------------------------------------------------------------------------
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
-
-
-class _Job:
-    """Chunks claimed from a shared counter by the caller and the pool's workers alike: a worker the OS
-    starts late finds nothing left, and the caller never waits for it (a busy machine)."""
-
-    def __init__(self, fn: Callable[..., None], chunks: list[tuple[int, int, int, int]]) -> None:
-        self.fn, self.chunks = fn, chunks
-        self.next = itertools.count()
-        self.left = len(chunks)
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def work(self) -> None:
-        while True:
-            k = next(self.next)
-            if k >= len(self.chunks):
-                return
-            try:
-                self.fn(*self.chunks[k])
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                self.error = e
-            with self.lock:
-                self.left -= 1
-                if self.left == 0:
-                    self.done.set()
-
-
-def _run_parallel(fn: Callable[..., None], chunks: list[tuple[int, int, int, int]], nthreads: int) -> None:
-    global _executor, _executor_pid
-    with _executor_lock:
-        # a forked child inherits the executor object but not its threads: make a new one
-        if _executor is None or _executor._max_workers < nthreads - 1 or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="jitort-gemm")
-            _executor_pid = os.getpid()
-        ex = _executor
-    job = _Job(fn, chunks)
-    for _ in range(nthreads - 1):
-        ex.submit(job.work)
-    job.work()
-    job.done.wait()
-    if job.error is not None:
-        raise job.error
 
 
 def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int, int, int]]:
@@ -464,7 +415,7 @@ def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int
 
 def threads() -> int:
     """The session's intra-op thread count; unset, the usable cores."""
-    return get_num_threads() or usable_cpus()
+    return intra_op_threads()
 
 
 _Z2 = np.zeros((1, 1), np.float32)  # R when there is none (never read)
@@ -496,6 +447,6 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     if len(chunks) == 1:
         kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
     else:
-        _run_parallel(lambda m0, m1, p0, p1: kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi),
-                                                   post, m0, m1, p0, p1), chunks, min(len(chunks), nt))
+        hb, flo, fhi = int(hasb), f32(lo), f32(hi)
+        run_parts(lambda k: kern(a, bp, out, bias, hb, r, hasr, act, flo, fhi, post, *chunks[k]), len(chunks), nt)
     return out
