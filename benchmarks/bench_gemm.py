@@ -2,6 +2,7 @@
 intra-op threads. Prints a table of medians and ratios (jitort time / onnxruntime time).
 
     python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05] [--ort-spin both]
+    python benchmarks/bench_gemm.py --split-sweep     # small-M products, 1 vs 2 threads (gemm._BYTES_PER_PART)
 
 Rows at more than one thread come twice: ``2T`` against onnxruntime with its default spinning intra-op
 threads, ``2T nospin`` with ``session.intra_op.allow_spinning=0`` (``harness.ort_spin_modes``).
@@ -96,6 +97,55 @@ def _time(sess, feeds, seconds: float) -> float:
     return statistics.median(ts)
 
 
+def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4)) -> None:
+    """The measurement behind ``gemm._BYTES_PER_PART``: small-M products through ``gemm.gemm`` on one
+    thread and split over two (by column tiles, forced), interleaved rounds of ~10 ms bursts; prints
+    the median and best-round ratios split / one thread per size of B."""
+    from jitort.kernels import gemm as G
+    from jitort.kernels.threads import set_num_threads
+    set_num_threads(2)
+    rng = np.random.default_rng(0)
+    print(f"small-M split sweep, GEMM path {G.default_isa()}, load {os.getloadavg()}")
+    sizes = [(256, 256), (256, 512), (512, 512), (512, 1024), (768, 768), (768, 1536), (768, 2304), (3072, 768),
+             (1024, 4096)]
+    saved = G._BYTES_PER_PART
+    try:
+        for M in rows:
+            for K, N in sizes:
+                a = rng.standard_normal((M, K)).astype(np.float32)
+                bp = G.pack_b(rng.standard_normal((K, N)).astype(np.float32))
+                bias = G.pad_bias(None, N)
+                out = np.empty((M, N), np.float32)
+
+                def one() -> None:
+                    G.gemm(a, bp, N, bias, False, out=out, nthreads=1)
+
+                def two() -> None:
+                    G._BYTES_PER_PART = 1  # force the split
+                    G.gemm(a, bp, N, bias, False, out=out, nthreads=2)
+                    G._BYTES_PER_PART = saved
+                one()
+                two()
+                t0 = time.perf_counter()
+                one()
+                reps = max(3, int(0.01 / max(time.perf_counter() - t0, 1e-7)))
+                t1: list[float] = []
+                t2: list[float] = []
+                for r in range(rounds):
+                    for f, ts in ((one, t1), (two, t2)) if r % 2 == 0 else ((two, t2), (one, t1)):
+                        t0 = time.perf_counter()
+                        for _ in range(reps):
+                            f()
+                        ts.append((time.perf_counter() - t0) / reps)
+                m1, m2 = statistics.median(t1), statistics.median(t2)
+                print(f"M={M} K={K:5d} N={N:5d} B {K * N * 4 >> 10:6d} KiB: 1 thread {m1 * 1e6:8.1f} us, "
+                      f"2 threads {m2 * 1e6:8.1f} us, ratio {m2 / m1:.2f} (best rounds {min(t2) / min(t1):.2f})",
+                      flush=True)
+    finally:
+        G._BYTES_PER_PART = saved
+    print(f"load after: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
@@ -105,7 +155,12 @@ def main() -> None:
     ap.add_argument("--ort-spin", choices=ORT_SPIN_CHOICES, default="both",
                     help="onnxruntime's intra-op spinning in multi-thread rows: both (two rows), on (its default), "
                          "off (session.intra_op.allow_spinning=0)")
+    ap.add_argument("--split-sweep", action="store_true",
+                    help="only measure small-M products on 1 vs 2 threads (how gemm._BYTES_PER_PART was set)")
     args = ap.parse_args()
+    if args.split_sweep:
+        split_sweep(max(args.rounds, 9))
+        return
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     try:

@@ -393,16 +393,29 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # --- threads -------------------------------------------------------------------------------------
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
+_BYTES_PER_PART = 512 << 10  # of B for small M: see ``parts`` (measured: tests/... docstring below)
+
+
+def parts(M: int, N: int, K: int, threads: int) -> int:
+    """How many threads a product is worth: one per ``_FLOPS_PER_PART`` of arithmetic, and for
+    small-M products (fewer rows than a register tile: batch-1 MatMul, decode steps, classifier
+    heads), which stream B once and are bound by reading it, one per ``_BYTES_PER_PART`` of B."""
+    work = 2.0 * M * N * K / _FLOPS_PER_PART
+    if M < MR:
+        work = max(work, 4.0 * K * N / _BYTES_PER_PART)
+    return max(1, min(threads, int(work)))
 
 
 def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int, int, int]]:
-    """(m0, m1, p0, p1) chunks of the output: whole column tiles when there are enough of them,
-    else row blocks of whole tiles. One chunk when the work is too small to share."""
-    nparts = min(threads, max(1, int(2.0 * M * N * K // _FLOPS_PER_PART)))
+    """(m0, m1, p0, p1) chunks of the output: whole column tiles when there are enough of them (always
+    for small M: a GEMV splits by N), else row blocks of whole tiles. One chunk when the work is too
+    small to share (``parts``)."""
+    nparts = parts(M, N, K, threads)
     npan = panels(N)
     if nparts <= 1:
         return [(0, M, 0, npan)]
-    np_tile = TILES[_VBYTES[isa]][MR if M >= MR else M]
+    rows = MR if M >= MR else 1 if M == 1 else 2 if M == 2 else 4 if M <= 4 else 6  # the tile _gemm uses
+    np_tile = TILES[_VBYTES[isa]][rows]
     ntiles = -(-npan // np_tile)
     want = 2 * nparts  # a few chunks per thread: a late thread costs at most one chunk
     if ntiles >= want or ntiles >= -(-M // MR):
@@ -439,10 +452,10 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     hasr = 0 if res is None else 1
     f32 = np.float32
     post = post_address(act) if act >= _POST else 0
-    if 2.0 * M * n * K < 2 * _FLOPS_PER_PART:  # one thread's work: no split (batch-1 products)
+    nt = nthreads or threads()
+    if nt <= 1 or parts(M, n, K, nt) <= 1:  # one thread's work: no split
         kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
         return out
-    nt = nthreads or threads()
     chunks = split(M, n, K, isa, nt)
     if len(chunks) == 1:
         kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))

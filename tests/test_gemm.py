@@ -102,9 +102,25 @@ def test_bitwise_across_isas_threads_and_chunks(mkn):
 
 def test_two_threads_split_the_work_and_agree():
     M, K, N = 96, 256, 1000  # 49 MFLOP: split into several chunks
-    assert len(gemm.split(M, N, K, "avx2", 2)) > 1 and len(gemm.split(1, 768, 768, "avx2", 2)) == 1
+    assert len(gemm.split(M, N, K, "avx2", 2)) > 1 and len(gemm.split(1, 256, 256, "avx2", 2)) == 1
     a, b = _rand((M, K), 7), _rand((K, N), 8)
     assert np.array_equal(_run(a, b, nthreads=2), _run(a, b, nthreads=1))
+
+
+@pytest.mark.parametrize("M", [1, 3])
+def test_small_m_products_split_by_columns_and_agree(M):
+    """A GEMV-shaped product (gpt2 decode 1x768x2304: 7 MB of weights, 3.5 MFLOP) is split over threads
+    by whole column tiles, and every element comes out bitwise as on one thread."""
+    K, N = 768, 2304
+    for isa in ISAS:
+        chunks = gemm.split(M, N, K, isa, 2)
+        assert len(chunks) > 1 and all((m0, m1) == (0, M) for m0, m1, _, _ in chunks)
+        assert sorted(chunks)[0][2] == 0 and sorted(chunks)[-1][3] == gemm.panels(N)
+    assert gemm.parts(M, N, K, 1) == 1 and gemm.parts(1, 64, 64, 8) == 1
+    a, b, bias = _rand((M, K), 17), _rand((K, N), 18), _rand(N, 19)
+    for isa in ISAS:
+        assert np.array_equal(_run(a, b, bias, act="Gelu", isa=isa, nthreads=2),
+                              _run(a, b, bias, act="Gelu", isa=isa, nthreads=1))
 
 
 def test_identical_weight_columns_give_identical_outputs():
