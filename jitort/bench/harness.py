@@ -26,7 +26,10 @@ records of that runtime and model and the benchmark goes on; a failure at the co
 model's settings for that runtime (they would fail the same way).
 
 Threads: jitort ``SessionOptions.intra_op_num_threads`` (it limits BLAS and Numba pools);
-onnxruntime ``intra_op_num_threads`` with ``inter_op_num_threads = 1`` and its default spinning.
+onnxruntime ``intra_op_num_threads`` with ``inter_op_num_threads = 1`` and its default spinning. The
+runtime ``onnxruntime-nospin`` (``--runtimes jitort,onnxruntime,onnxruntime-nospin``) is onnxruntime with
+``session.intra_op.allow_spinning=0``: jitort's records then also carry ``ratio_p50_nospin`` and the
+summary a geomean against it (why both: ``ort_spin_modes``).
 """
 from __future__ import annotations
 
@@ -52,11 +55,12 @@ from jitort.bench import machine, stats
 from jitort.bench.flops import ModelCount, count_model
 from jitort.bench.workload import Workload, load_model, prepare
 
-__all__ = ["BASELINE", "BenchConfig", "ORT_SPIN_CHOICES", "Results", "RUNTIMES", "compare_outputs", "ort_session_options",
+__all__ = ["BASELINE", "BenchConfig", "NOSPIN", "ORT_SPIN_CHOICES", "Results", "RUNTIMES", "compare_outputs", "ort_session_options",
            "ort_spin_modes", "run_benchmark", "spin_label"]
 
-RUNTIMES = ("jitort", "onnxruntime")
-ALIASES = {"ort": "onnxruntime", "onnx_runtime": "onnxruntime"}
+NOSPIN = "onnxruntime-nospin"  # onnxruntime with session.intra_op.allow_spinning=0 (see ort_spin_modes)
+RUNTIMES = ("jitort", "onnxruntime", NOSPIN)
+ALIASES = {"ort": "onnxruntime", "onnx_runtime": "onnxruntime", "ort-nospin": NOSPIN}
 BASELINE = "onnxruntime"
 WORKER = Path(__file__).with_name("worker.py")
 SCHEMA = "jitort.bench/1"
@@ -318,7 +322,7 @@ def _empty_record(model: str, source: str, runtime: str, threads: int, batch: in
             "peak_rss_mb": None, "baseline_rss_mb": None, "cold_peak_rss_mb": None,
             "flops": None, "bytes": None, "counts_complete": None,
             "gflops_s": None, "gbytes_s": None, "frac_sgemm_peak": None, "frac_copy_bw": None,
-            "agreement": None, "ratio_p50": None, "ratio_rounds": None}
+            "agreement": None, "ratio_p50": None, "ratio_rounds": None, "ratio_p50_nospin": None}
 
 
 def _mb(kb: int | None) -> float | None:
@@ -555,6 +559,10 @@ class _Bench:
             r["ratio_p50"] = stats.ratio(r["latency_ms"]["p50"], base["latency_ms"]["p50"])
             r["ratio_rounds"] = [stats.ratio(a, c) for a, c in zip(r["round_p50_ms"], base["round_p50_ms"])]
             base["ratio_p50"], base["ratio_rounds"] = 1.0, [1.0] * len(base["round_p50_ms"])
+        for r in recs:
+            ns = by.get((NOSPIN, r["threads"], r["batch"]))
+            if r["runtime"] == "jitort" and ns is not None and r["latency_ms"] and ns["latency_ms"]:
+                r["ratio_p50_nospin"] = stats.ratio(r["latency_ms"]["p50"], ns["latency_ms"]["p50"])
 
 
 def summarize(records: list[dict[str, Any]], runtimes: Sequence[str]) -> dict[str, Any]:
@@ -573,6 +581,14 @@ def summarize(records: list[dict[str, Any]], runtimes: Sequence[str]) -> dict[st
                             "geomean_ratio_p50": stats.geomean(r["ratio_p50"] for r in have),
                             "models": [r["model"] for r in have],
                             "excluded": [r["model"] for r in rs if r["ratio_p50"] is None]})
+    if NOSPIN in runtimes and "jitort" in runtimes:
+        for t, b in settings:
+            rs = [r for r in records if r["runtime"] == "jitort" and (r["threads"], r["batch"]) == (t, b)]
+            have = [r for r in rs if r.get("ratio_p50_nospin") is not None]
+            geo.append({"runtime": "jitort", "baseline": NOSPIN, "threads": t, "batch": b,
+                        "geomean_ratio_p50": stats.geomean(r["ratio_p50_nospin"] for r in have),
+                        "models": [r["model"] for r in have],
+                        "excluded": [r["model"] for r in rs if r.get("ratio_p50_nospin") is None]})
     return {"baseline": BASELINE if BASELINE in runtimes else None, "geomean": geo,
             "failures": [{k: r[k] for k in ("model", "runtime", "threads", "batch", "error")}
                          for r in records if r["status"] != "ok"],
