@@ -324,3 +324,24 @@ def test_packed_weights_survive_cache_and_artifact(tmp_path):
         assert np.array_equal(np.load(tmp_path / f"y{k}.npy"), want), k
     consts = list((art / "consts").glob("*.npy"))
     assert any(np.load(c).size == gemm.panels(70) * 40 * gemm.PANEL for c in consts)  # the packed panels
+
+
+def test_concurrent_split_products_from_several_threads():
+    """Sessions in several Python threads share the one pool (a call finding it busy runs its chunks on
+    its own thread): every result stays bitwise what one thread computes."""
+    import threading
+    M, K, N = 1, 512, 1024  # 2 MB of weights: split at 2 threads
+    a, b = _rand((M, K), 21), _rand((K, N), 22)
+    want = _run(a, b, nthreads=1)
+    bad: list[int] = []
+
+    def worker(k: int) -> None:
+        for _ in range(20):
+            if not np.array_equal(_run(a, b, nthreads=2), want):
+                bad.append(k)
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not bad and not any(t.is_alive() for t in ts)
