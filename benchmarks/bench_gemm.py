@@ -100,7 +100,9 @@ def _time(sess, feeds, seconds: float) -> float:
 def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4)) -> None:
     """The measurement behind ``gemm._BYTES_PER_PART``: small-M products through ``gemm.gemm`` on one
     thread and split over two (by column tiles, forced), interleaved rounds of ~10 ms bursts; prints
-    the median and best-round ratios split / one thread per size of B."""
+    the medians of the rounds and the 5th percentiles of single calls (on a loaded machine: the calls
+    during which both threads had a CPU, what a quiet machine would see), as ratios split / one thread
+    per size of B."""
     from jitort.kernels import gemm as G
     from jitort.kernels.threads import set_num_threads
     set_num_threads(2)
@@ -131,16 +133,21 @@ def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4)) -> None:
                 reps = max(3, int(0.01 / max(time.perf_counter() - t0, 1e-7)))
                 t1: list[float] = []
                 t2: list[float] = []
+                c1: list[float] = []
+                c2: list[float] = []
                 for r in range(rounds):
-                    for f, ts in ((one, t1), (two, t2)) if r % 2 == 0 else ((two, t2), (one, t1)):
+                    for f, ts, cs in ((one, t1, c1), (two, t2, c2)) if r % 2 == 0 else ((two, t2, c2), (one, t1, c1)):
                         t0 = time.perf_counter()
                         for _ in range(reps):
+                            t = time.perf_counter()
                             f()
+                            cs.append(time.perf_counter() - t)
                         ts.append((time.perf_counter() - t0) / reps)
                 m1, m2 = statistics.median(t1), statistics.median(t2)
+                q1, q2 = np.percentile(c1, 5), np.percentile(c2, 5)
                 print(f"M={M} K={K:5d} N={N:5d} B {K * N * 4 >> 10:6d} KiB: 1 thread {m1 * 1e6:8.1f} us, "
-                      f"2 threads {m2 * 1e6:8.1f} us, ratio {m2 / m1:.2f} (best rounds {min(t2) / min(t1):.2f})",
-                      flush=True)
+                      f"2 threads {m2 * 1e6:8.1f} us, ratio {m2 / m1:.2f}; fastest calls (5th percentile) "
+                      f"{q1 * 1e6:7.1f} / {q2 * 1e6:7.1f} us, ratio {q2 / q1:.2f}", flush=True)
     finally:
         G._BYTES_PER_PART = saved
     print(f"load after: {os.getloadavg()}")

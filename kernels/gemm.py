@@ -393,7 +393,12 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # --- threads -------------------------------------------------------------------------------------
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-_BYTES_PER_PART = 512 << 10  # of B for small M: see ``parts`` (measured: tests/... docstring below)
+# Small-M products: one part per MiB of B. ``bench_gemm.py --split-sweep`` (2-vCPU Zen 4 dev VM, load
+# 19-20 from other jobs: a quiet crossover could not be seen) measured a split call's fixed cost at
+# ~7-15 us over one thread when the worker does not get a CPU (the caller then runs every chunk), and
+# one thread streams 1 MiB of packed B in ~16 us (1x512x512) to ~30 us: parts below that would lose
+# more than they save on a busy machine and gain a few microseconds at most on a quiet one.
+_BYTES_PER_PART = 1 << 20
 
 
 def parts(M: int, N: int, K: int, threads: int) -> int:
