@@ -246,7 +246,7 @@ RECORD_TYPES: dict[str, Any] = {
     "baseline_rss_mb": float, "cold_peak_rss_mb": float,
     "flops": int, "bytes": int, "counts_complete": bool, "gflops_s": float, "gbytes_s": float,
     "frac_sgemm_peak": float, "frac_copy_bw": float, "agreement": (dict, type(None)), "ratio_p50": float,
-    "ratio_rounds": list,
+    "ratio_rounds": list, "ratio_p50_nospin": type(None),  # a float when onnxruntime-nospin ran too
 }
 
 
