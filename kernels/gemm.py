@@ -393,12 +393,16 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # --- threads -------------------------------------------------------------------------------------
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-# Small-M products: one part per MiB of B. ``bench_gemm.py --split-sweep`` (2-vCPU Zen 4 dev VM, load
-# 19-20 from other jobs: a quiet crossover could not be seen) measured a split call's fixed cost at
-# ~7-15 us over one thread when the worker does not get a CPU (the caller then runs every chunk), and
-# one thread streams 1 MiB of packed B in ~16 us (1x512x512) to ~30 us: parts below that would lose
-# more than they save on a busy machine and gain a few microseconds at most on a quiet one.
-_BYTES_PER_PART = 1 << 20
+# Small-M products: one part per 16 MiB of B, so only products with 32 MiB of weights and more (an
+# LLM's 4096x4096 float32 projection at decode) split. Measured on the 2-vCPU Zen 4 dev VM under load
+# 12-20 from other jobs (no quiet crossover could be seen there): a forced 2-way split of a 1-5 row
+# product never ran faster than one thread, from 256 KiB to 16 MiB of B, in the medians or in the
+# fastest 5 % of calls (``bench_gemm.py --split-sweep``), and at 1 MiB per part the model-level A/B
+# against the previous code (bench_gemm, 2 threads) lost 12-27 us per product (1x768x768 36 -> 48 us,
+# gpt2 1x768x2304 92 -> 117 us): a worker that claims a chunk and then waits for a CPU holds the
+# caller. Above 32 MiB that cost is a few percent of the product, and on a quiet machine the split
+# streams B with both cores.
+_BYTES_PER_PART = 16 << 20
 
 
 def parts(M: int, N: int, K: int, threads: int) -> int:
