@@ -92,7 +92,12 @@ def _spin_cycles() -> int:
         return SPIN_CYCLES_DEFAULT
 
 
-SPIN_CYCLES_DEFAULT = 100_000  # ~40 us at 2.6 GHz; JITORT_THREAD_SPIN overrides (0: never spin)
+# ~8 us at 2.6 GHz (this VM's TSC): enough for the next split kernel of a plan, which follows within
+# microseconds. benchmarks/bench_threads.py on the 2-vCPU dev VM at load 9-17 (other jobs): a 100000-cycle
+# spin was never the fastest variant (a spinning worker takes CPU time its own caller needs on an
+# oversubscribed machine); 0 and 20000 were within noise of each other. JITORT_THREAD_SPIN overrides
+# (0: never spin).
+SPIN_CYCLES_DEFAULT = 20_000
 SPIN_CYCLES = SPIN_CYCLES_DEFAULT if "JITORT_THREAD_SPIN" not in os.environ else _spin_cycles()
 
 

@@ -117,3 +117,17 @@ def test_scratch_is_per_thread_and_reused():
     t.start()
     t.join()
     assert other[0] is not a
+
+
+def test_spin_while_is_bounded_and_sees_other_threads_writes():
+    from jitort.kernels.spin import spin_while
+    flags = np.zeros(2, np.int64)
+    t0 = time.perf_counter()
+    assert spin_while(flags, 0, 0, 200_000) == 0  # nothing changes: gives up after ~200k cycles
+    assert time.perf_counter() - t0 < 1.0
+    flags[1] = 7
+    assert spin_while(flags, 1, 0, 10 ** 12) == 7  # already different: returns at once
+    t = threading.Timer(0.01, lambda: flags.__setitem__(0, 3))
+    t.start()
+    assert spin_while(flags, 0, 0, 10 ** 11) == 3  # a write from another thread ends the wait
+    t.join()
