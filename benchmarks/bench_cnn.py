@@ -1,6 +1,7 @@
 """CNNs and single conv layers: jitort vs onnxruntime, interleaved, at 1 and 2 threads.
 
     python benchmarks/bench_cnn.py [--threads 1,2] [--rounds N] [--only models|layers] [--filter REGEX]
+                                   [--ort-spin both|on|off]
 
 Workloads: the nine light CNNs the onnx wheel ships (``jitort.models.light_models()``) on seeded
 random inputs, and single Conv layers built here with random constant weights: ResNet-50 layers
@@ -16,6 +17,11 @@ jitort / onnxruntime of each (below 1: jitort is faster), then the geometric mea
 header names the CPU and the load average. On a machine with more runnable threads than CPUs the
 medians measure the scheduler as much as the code (a round that lost the CPU for a while); the
 ratio of minimums, each runtime's best round, is the steadier number there.
+
+At more than one thread each cell is measured twice (``--ort-spin both``): against onnxruntime with its
+default spinning intra-op threads (column ``2T``) and with ``session.intra_op.allow_spinning=0``
+(``2T nospin``). Its spinning threads take the CPU that jitort's next run needs on a small machine, so
+the first column is what an onnxruntime user sees and the second what jitort's threads do on their own.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label
 
 
 def _cpu() -> str:
@@ -132,6 +140,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=8.0, help="seconds of timing per cell at most")
     ap.add_argument("--only", choices=("models", "layers"), default=None)
     ap.add_argument("--filter", default="")
+    ap.add_argument("--ort-spin", choices=ORT_SPIN_CHOICES, default="both",
+                    help="onnxruntime's intra-op spinning in multi-thread cells: both (two cells), on (its "
+                         "default), off (session.intra_op.allow_spinning=0)")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -160,52 +171,56 @@ def main() -> None:
     print(f"CPU: {_cpu()} ({_isa()}), {os.cpu_count()} logical CPUs; jitort {jitort.__version__}, "
           f"onnxruntime {ort.__version__}")
     print(f"load average at start: {os.getloadavg()}")
-    ratios: dict[tuple[str, int], list[float]] = {}
+    # one column per (threads, onnxruntime spinning): 2-thread cells are measured once against
+    # onnxruntime with its default spinning and once with it off (harness.ort_spin_modes), each
+    # its own interleaved cell, so one runtime's spinning threads never run between the other's calls
+    cols = [(t, spin) for t in threads for spin in ort_spin_modes(t, args.ort_spin)]
+    ratios: dict[tuple[str, str], list[float]] = {}
     rows = []
-    for t in threads:
+    for t, spin in cols:
+        col = spin_label(t, spin)
         for group, name, data, feeds in work:
             def mk_j(data: bytes = data, t: int = t) -> Any:
                 so = jitort.SessionOptions()
                 so.intra_op_num_threads = t
                 return jitort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
-            def mk_o(data: bytes = data, t: int = t) -> Any:
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = t
-                so.inter_op_num_threads = 1
-                return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+            def mk_o(data: bytes = data, t: int = t, spin: bool = spin) -> Any:
+                return ort.InferenceSession(data, ort_session_options(t, spin), providers=["CPUExecutionProvider"])
             sj, so_, err = _cell(mk_j, mk_o, feeds, args.rounds, args.budget)
             tj, to = statistics.median(sj), statistics.median(so_)
             r, rmin = tj / to, min(sj) / min(so_)
-            ratios.setdefault((group, t), []).append(r)
-            ratios.setdefault((group + " min", t), []).append(rmin)
-            rows.append((group, name, t, tj, to, r, min(sj), min(so_), rmin))
-            print(f"  [{t}T] {name:38s} median jitort {tj * 1e3:9.3f} ms  onnxruntime {to * 1e3:9.3f} ms  "
+            ratios.setdefault((group, col), []).append(r)
+            ratios.setdefault((group + " min", col), []).append(rmin)
+            rows.append((group, name, col, tj, to, r, min(sj), min(so_), rmin))
+            print(f"  [{col:9s}] {name:38s} median jitort {tj * 1e3:9.3f} ms  onnxruntime {to * 1e3:9.3f} ms  "
                   f"ratio {r:5.2f}x | min {min(sj) * 1e3:9.3f} / {min(so_) * 1e3:9.3f} ms  ratio {rmin:5.2f}x  "
                   f"(max err {err:.2g})", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print()
-    print("ratios jitort / onnxruntime: of the minimums (of the medians); times: minimums, jitort / onnxruntime")
+    print("ratios jitort / onnxruntime: of the minimums (of the medians); times: minimums, jitort / onnxruntime; "
+          "'nospin': onnxruntime with session.intra_op.allow_spinning=0")
     print()
-    print("| workload | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in threads) + " |")
-    print("|---|" + "---|" * len(threads))
+    labels = [spin_label(t, spin) for t, spin in cols]
+    print("| workload | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
     names = list(dict.fromkeys((g, n) for g, n, *_ in rows))
     for g, n in names:
         cells = []
-        for t in threads:
-            r = [row for row in rows if row[0] == g and row[1] == n and row[2] == t]
+        for col in labels:
+            r = [row for row in rows if row[0] == g and row[1] == n and row[2] == col]
             cells.append(f"{r[0][8]:.2f}x ({r[0][5]:.2f}x) {r[0][6] * 1e3:.2f} / {r[0][7] * 1e3:.2f} ms" if r else "-")
         print(f"| {n} | " + " | ".join(cells) + " |")
+
     def gm(rs: list[float]) -> float:
         return math.exp(statistics.fmean(math.log(x) for x in rs))
     for g in ("models", "layers"):
         cells = []
-        for t in threads:
-            rs, rm = ratios.get((g, t)), ratios.get((g + " min", t))
+        for col in labels:
+            rs, rm = ratios.get((g, col)), ratios.get((g + " min", col))
             cells.append(f"**{gm(rm):.2f}x** ({gm(rs):.2f}x)" if rs and rm else "-")
         if any(c != "-" for c in cells):
             print(f"| geomean ({g}) | " + " | ".join(cells) + " |")
-
 
 if __name__ == "__main__":
     main()

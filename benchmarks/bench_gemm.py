@@ -1,7 +1,11 @@
 """MatMul / Gemm with constant weights, jitort vs onnxruntime, interleaved rounds in one process, at 1 and 2
 intra-op threads. Prints a table of medians and ratios (jitort time / onnxruntime time).
 
-    python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05]
+    python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05] [--ort-spin both]
+    python benchmarks/bench_gemm.py --split-sweep     # small-M products, 1 vs 2 threads (gemm._BYTES_PER_PART)
+
+Rows at more than one thread come twice: ``2T`` against onnxruntime with its default spinning intra-op
+threads, ``2T nospin`` with ``session.intra_op.allow_spinning=0`` (``harness.ort_spin_modes``).
 
 Cases: the issue's MatMul+bias grid, BERT-base projections (M = 128 / 256 tokens), GPT-2 projections at
 decode (M = 1) and prefill (M = 64), torch-style Gemm (transB=1) layers, and a few fused epilogues.
@@ -23,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jitort  # noqa: E402
+from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label  # noqa: E402
 
 # (name, M, K, N, kind, activation): kind "mm" is MatMul + Add(bias), "gemm" is Gemm(transB=1) with C
 CASES = [
@@ -67,11 +72,9 @@ def build(M: int, K: int, N: int, kind: str, act: str, seed: int = 0) -> onnx.Mo
     return m
 
 
-def sessions(model: onnx.ModelProto, threads: int):
+def sessions(model: onnx.ModelProto, threads: int, spinning: bool = True):
     import onnxruntime
-    so = onnxruntime.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    so = ort_session_options(threads, spinning)
     ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     jso = jitort.SessionOptions()
     jso.intra_op_num_threads = threads
@@ -94,13 +97,77 @@ def _time(sess, feeds, seconds: float) -> float:
     return statistics.median(ts)
 
 
+def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4)) -> None:
+    """The measurement behind ``gemm._BYTES_PER_PART``: small-M products through ``gemm.gemm`` on one
+    thread and split over two (by column tiles, forced), interleaved rounds of ~10 ms bursts; prints
+    the medians of the rounds and the 5th percentiles of single calls (on a loaded machine: the calls
+    during which both threads had a CPU, what a quiet machine would see), as ratios split / one thread
+    per size of B."""
+    from jitort.kernels import gemm as G
+    from jitort.kernels.threads import set_num_threads
+    set_num_threads(2)
+    rng = np.random.default_rng(0)
+    print(f"small-M split sweep, GEMM path {G.default_isa()}, load {os.getloadavg()}")
+    sizes = [(256, 256), (256, 512), (512, 512), (512, 1024), (768, 768), (768, 1536), (768, 2304), (3072, 768),
+             (1024, 4096)]
+    saved = G._BYTES_PER_PART
+    try:
+        for M in rows:
+            for K, N in sizes:
+                a = rng.standard_normal((M, K)).astype(np.float32)
+                bp = G.pack_b(rng.standard_normal((K, N)).astype(np.float32))
+                bias = G.pad_bias(None, N)
+                out = np.empty((M, N), np.float32)
+
+                def one() -> None:
+                    G.gemm(a, bp, N, bias, False, out=out, nthreads=1)
+
+                def two() -> None:
+                    G._BYTES_PER_PART = 1  # force the split
+                    G.gemm(a, bp, N, bias, False, out=out, nthreads=2)
+                    G._BYTES_PER_PART = saved
+                one()
+                two()
+                t0 = time.perf_counter()
+                one()
+                reps = max(3, int(0.01 / max(time.perf_counter() - t0, 1e-7)))
+                t1: list[float] = []
+                t2: list[float] = []
+                c1: list[float] = []
+                c2: list[float] = []
+                for r in range(rounds):
+                    for f, ts, cs in ((one, t1, c1), (two, t2, c2)) if r % 2 == 0 else ((two, t2, c2), (one, t1, c1)):
+                        t0 = time.perf_counter()
+                        for _ in range(reps):
+                            t = time.perf_counter()
+                            f()
+                            cs.append(time.perf_counter() - t)
+                        ts.append((time.perf_counter() - t0) / reps)
+                m1, m2 = statistics.median(t1), statistics.median(t2)
+                q1, q2 = np.percentile(c1, 5), np.percentile(c2, 5)
+                print(f"M={M} K={K:5d} N={N:5d} B {K * N * 4 >> 10:6d} KiB: 1 thread {m1 * 1e6:8.1f} us, "
+                      f"2 threads {m2 * 1e6:8.1f} us, ratio {m2 / m1:.2f}; fastest calls (5th percentile) "
+                      f"{q1 * 1e6:7.1f} / {q2 * 1e6:7.1f} us, ratio {q2 / q1:.2f}", flush=True)
+    finally:
+        G._BYTES_PER_PART = saved
+    print(f"load after: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--filter", default="")
     ap.add_argument("--seconds", type=float, default=0.05, help="length of one timed burst")
+    ap.add_argument("--ort-spin", choices=ORT_SPIN_CHOICES, default="both",
+                    help="onnxruntime's intra-op spinning in multi-thread rows: both (two rows), on (its default), "
+                         "off (session.intra_op.allow_spinning=0)")
+    ap.add_argument("--split-sweep", action="store_true",
+                    help="only measure small-M products on 1 vs 2 threads (how gemm._BYTES_PER_PART was set)")
     args = ap.parse_args()
+    if args.split_sweep:
+        split_sweep(max(args.rounds, 9))
+        return
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     try:
@@ -109,26 +176,28 @@ def main() -> None:
     except ImportError:  # before the GEMM engine existed (baseline runs)
         isa = "BLAS"
     print(f"CPU: {cpu}; jitort GEMM path: {isa}; load: {os.getloadavg()}")
-    print(f"{'case':28s} {'thr':>3s} {'jitort ms':>10s} {'ort ms':>9s} {'ratio':>6s}  maxdiff")
-    ratios: dict[int, list[float]] = {}
+    print(f"{'case':28s} {'thr':>9s} {'jitort ms':>10s} {'ort ms':>9s} {'ratio':>6s}  maxdiff")
+    ratios: dict[str, list[float]] = {}
     for name, M, K, N, kind, act in CASES:
         if args.filter not in name:
             continue
         model = build(M, K, N, kind, act)
         x = np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)
         feeds = {"x": x}
-        for t in (int(s) for s in args.threads.split(",")):
-            js, rs = sessions(model, t)
+        for t, spin in ((int(s), sp) for s in args.threads.split(",") for sp in ort_spin_modes(int(s), args.ort_spin)):
+            col = spin_label(t, spin)
+            js, rs = sessions(model, t, spin)
             diff = float(np.abs(js.run(None, feeds)[0] - rs.run(None, feeds)[0]).max())
             tj, tr = [], []
             for _ in range(args.rounds):
                 tj.append(_time(js, feeds, args.seconds))
                 tr.append(_time(rs, feeds, args.seconds))
             mj, mr = statistics.median(tj), statistics.median(tr)
-            ratios.setdefault(t, []).append(mj / mr)
-            print(f"{name:28s} {t:3d} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
-    for t, rs in ratios.items():
-        print(f"threads {t}: geomean ratio {float(np.exp(np.mean(np.log(rs)))):.2f}, worst {max(rs):.2f}")
+            del rs  # its threads stop (no spinning onnxruntime pool left behind the next row)
+            ratios.setdefault(col, []).append(mj / mr)
+            print(f"{name:28s} {col:>9s} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
+    for col, rs in ratios.items():
+        print(f"{col}: geomean ratio {float(np.exp(np.mean(np.log(rs)))):.2f}, worst {max(rs):.2f}")
     print(f"load after: {os.getloadavg()}")
 
 

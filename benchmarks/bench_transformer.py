@@ -3,7 +3,10 @@ at intra-op 1 and 2 threads. Every model is built here with onnx.helper, in the 
 write (no downloads); tests/test_transformer_fusion.py builds its small graphs with the same builders.
 
     python benchmarks/bench_transformer.py [--threads 1,2] [--rounds 9] [--round-time 0.2] [--only NAME,...]
-                                           [--clock wall|cpu]
+                                           [--clock wall|cpu] [--ort-spin both|on|off]
+
+At more than one thread each case is measured twice: column ``2T`` against onnxruntime with its default
+spinning intra-op threads, ``2T nospin`` with ``session.intra_op.allow_spinning=0``.
 
 Cases: BERT-base-size and tiny encoder layers (legacy exporter: Div scale, additive mask, decomposed
 LayerNorm, Erf GELU), a GPT-2 decoder block at 64 and 512 tokens (dynamo exporter: sqrt-scale Mul on Q
@@ -286,14 +289,12 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], int, int]] = {
 }
 
 
-def _sessions(model: onnx.ModelProto, threads: int) -> tuple[Any, Any]:
+def _sessions(model: onnx.ModelProto, threads: int, spinning: bool = True) -> tuple[Any, Any]:
     import onnxruntime
 
     import jitort
-    so = onnxruntime.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    from jitort.bench.harness import ort_session_options
+    so = ort_session_options(threads, spinning)
     ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     jso = jitort.SessionOptions()
     jso.intra_op_num_threads = threads
@@ -314,12 +315,14 @@ def _timed(run: Callable[[], Any], seconds: float) -> float:
             return t / n
 
 
-def measure(name: str, threads: int, rounds: int, round_time: float) -> tuple[float, float, float]:
-    """(jitort s, onnxruntime s, max abs difference) medians of interleaved rounds."""
+def measure(name: str, threads: int, rounds: int, round_time: float,
+            spinning: bool = True) -> tuple[float, float, float]:
+    """(jitort s, onnxruntime s, max abs difference) medians of interleaved rounds; ``spinning``:
+    onnxruntime's intra-op threads spin after each run (its default) or not."""
     build, batch, seq = CASES[name]
     model = build()
     feeds = feeds_for(model, batch, seq, pad=2 if seq else 0)
-    js, rs = _sessions(model, threads)
+    js, rs = _sessions(model, threads, spinning)
     a, r = js.run(None, feeds), rs.run(None, feeds)
     diff = max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(a, r))
     tj, tr = [], []
@@ -353,24 +356,30 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: this process's CPU time (steadier on a loaded machine, "
                          "fair at 1 thread only: it adds up all threads' time, spinning included)")
+    ap.add_argument("--ort-spin", choices=("both", "on", "off"), default="both",
+                    help="onnxruntime's intra-op spinning in multi-thread columns: both (two columns), on (its "
+                         "default), off (session.intra_op.allow_spinning=0)")
     args = ap.parse_args()
+    from jitort.bench.harness import ort_spin_modes, spin_label
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     names = [n for n in CASES if not args.only or any(s in n for s in args.only.split(","))]
-    threads = [int(t) for t in args.threads.split(",")]
-    print(f"CPU: {cpu_name()}; clock: {args.clock}; load before: {os.getloadavg()[0]:.2f}")
-    print(f"{'case':34s} " + " ".join(f"{'t=' + str(t) + ' jit ms':>12s} {'ort ms':>8s} {'ratio':>6s}" for t in threads)
+    cols = [(int(t), spin) for t in args.threads.split(",") for spin in ort_spin_modes(int(t), args.ort_spin)]
+    labels = [spin_label(t, spin) for t, spin in cols]
+    print(f"CPU: {cpu_name()}; clock: {args.clock}; load before: {os.getloadavg()[0]:.2f}; "
+          f"'nospin': onnxruntime with session.intra_op.allow_spinning=0")
+    print(f"{'case':34s} " + " ".join(f"{c + ' jit ms':>15s} {'ort ms':>8s} {'ratio':>6s}" for c in labels)
           + "  max|diff|")
-    ratios: dict[int, list[float]] = {t: [] for t in threads}
+    ratios: dict[str, list[float]] = {c: [] for c in labels}
     for name in names:
         cells, diff = [], 0.0
-        for t in threads:
-            tj, tr, d = measure(name, t, args.rounds, args.round_time)
+        for (t, spin), col in zip(cols, labels):
+            tj, tr, d = measure(name, t, args.rounds, args.round_time, spin)
             diff = max(diff, d)
-            ratios[t].append(tj / tr)
-            cells.append(f"{tj * 1e3:12.3f} {tr * 1e3:8.3f} {tj / tr:6.2f}")
+            ratios[col].append(tj / tr)
+            cells.append(f"{tj * 1e3:15.3f} {tr * 1e3:8.3f} {tj / tr:6.2f}")
         print(f"{name:34s} " + " ".join(cells) + f"  {diff:.1e}", flush=True)
-    print("geomean ratio: " + ", ".join(f"{t} thread(s) {math.exp(statistics.mean(map(math.log, r))):.2f}x"
+    print("geomean ratio: " + ", ".join(f"{t} {math.exp(statistics.mean(map(math.log, r))):.2f}x"
                                          for t, r in ratios.items() if r))
     print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -24,9 +24,7 @@ heads and of the merged output cost no copy. K/V with fewer heads than Q (GQA/MQ
 """
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,7 +37,7 @@ from jitort.kernels.attention_gemm import cblas_address, gemm, set_blas_threads_
 from jitort.kernels.reduce import fexp, fmaximum, is_half, radd
 from jitort.kernels.softmax import exp_block as _exp
 from jitort.kernels.registry import op
-from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 SB = 128    # query rows per task
@@ -245,8 +243,6 @@ def _mask(m: np.ndarray, full: tuple[int, int, int, int], dt: Any, op_name: str)
     return c.reshape(-1), st
 
 
-_pool: Any = None
-_pool_pid = 0
 _local = threading.local()
 
 
@@ -263,22 +259,15 @@ def _scratch(dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
-    """_attend(*args, part, nparts) for each part: part 0 here, the others on pool threads (nogil);
-    tasks are split, never shared, so results do not depend on the thread count. Every thread runs
-    its GEMMs on one BLAS thread (attention_gemm.set_blas_threads_here)."""
-    global _pool, _pool_pid
+    """_attend(*args, part, nparts) for each part on jitort's pool (threads.run_parts; nogil); tasks
+    are split, never shared, so results do not depend on the thread count. Every thread runs its
+    GEMMs on one BLAS thread (attention_gemm.set_blas_threads_here)."""
     prev = set_blas_threads_here(1)
     try:
         if nparts <= 1:
             _attend(*args, *_scratch(args[4].dtype), 0, 1)
             return
-        if _pool is None or _pool._max_workers < nparts - 1 or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-attention")
-            _pool_pid = os.getpid()
-        futs = [_pool.submit(_part, args, p, nparts) for p in range(1, nparts)]
-        _attend(*args, *_scratch(args[4].dtype), 0, nparts)
-        for f in futs:
-            f.result()
+        run_parts(lambda p: _part(args, p, nparts), nparts, nparts)
     finally:
         if prev > 0:
             set_blas_threads_here(prev)

@@ -38,9 +38,6 @@ the qk output, attention_bias or query_seqlens with the windowed cache.
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -52,7 +49,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Node, TensorType
 from jitort.kernels.fastmath import exp_f32, tanh_f32
 from jitort.kernels.registry import op
-from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus
 from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
@@ -212,27 +209,13 @@ def _prepare_attend(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary
     _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, 0, 1)
 
 
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
-
-
 def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
-    """``_attend(*args, part, nparts)`` for every part: part 0 here, the others on pool threads
-    (the kernel releases the GIL). Units are split, never shared: results do not depend on nparts."""
-    global _executor, _executor_pid
+    """``_attend(*args, part, nparts)`` for every part on jitort's pool (threads.run_parts; the kernel
+    releases the GIL). Units are split, never shared: results do not depend on nparts."""
     if nparts <= 1:
         _attend(*args, 0, 1)
         return
-    with _executor_lock:
-        if _executor is None or _executor._max_workers < nparts - 1 or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-gqa")
-            _executor_pid = os.getpid()
-        ex = _executor
-    futs = [ex.submit(_attend, *args, p, nparts) for p in range(1, nparts)]
-    _attend(*args, 0, nparts)
-    for f in futs:
-        f.result()
+    run_parts(lambda p: _attend(*args, p, nparts), nparts, nparts)
 
 
 def _unsupported(what: str) -> OrtNotImplemented:

@@ -30,11 +30,9 @@ stored column strip while it is in cache, with jitort's vectorisable float32 mat
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import llvmlite.binding as ll
@@ -47,7 +45,7 @@ from numba.extending import intrinsic
 
 from jitort.cache import record_compile
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
-from jitort.kernels.threads import get_num_threads, usable_cpus
+from jitort.kernels.threads import intra_op_threads, run_parts
 from jitort.kernels.vecir import Vec, fma_rows
 
 PANEL = 16  # columns per packed panel: fixed, so packed weights are the same on every host
@@ -395,63 +393,38 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # --- threads -------------------------------------------------------------------------------------
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
+# Small-M products: one part per 16 MiB of B, so only products with 32 MiB of weights and more (an
+# LLM's 4096x4096 float32 projection at decode) split. Measured on the 2-vCPU Zen 4 dev VM under load
+# 12-20 from other jobs (no quiet crossover could be seen there): a forced 2-way split of a 1-5 row
+# product never ran faster than one thread, from 256 KiB to 16 MiB of B, in the medians or in the
+# fastest 5 % of calls (``bench_gemm.py --split-sweep``), and at 1 MiB per part the model-level A/B
+# against the previous code (bench_gemm, 2 threads) lost 12-27 us per product (1x768x768 36 -> 48 us,
+# gpt2 1x768x2304 92 -> 117 us): a worker that claims a chunk and then waits for a CPU holds the
+# caller. Above 32 MiB that cost is a few percent of the product, and on a quiet machine the split
+# streams B with both cores.
+_BYTES_PER_PART = 16 << 20
 
 
-class _Job:
-    """Chunks claimed from a shared counter by the caller and the pool's workers alike: a worker the OS
-    starts late finds nothing left, and the caller never waits for it (a busy machine)."""
-
-    def __init__(self, fn: Callable[..., None], chunks: list[tuple[int, int, int, int]]) -> None:
-        self.fn, self.chunks = fn, chunks
-        self.next = itertools.count()
-        self.left = len(chunks)
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def work(self) -> None:
-        while True:
-            k = next(self.next)
-            if k >= len(self.chunks):
-                return
-            try:
-                self.fn(*self.chunks[k])
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                self.error = e
-            with self.lock:
-                self.left -= 1
-                if self.left == 0:
-                    self.done.set()
-
-
-def _run_parallel(fn: Callable[..., None], chunks: list[tuple[int, int, int, int]], nthreads: int) -> None:
-    global _executor, _executor_pid
-    with _executor_lock:
-        # a forked child inherits the executor object but not its threads: make a new one
-        if _executor is None or _executor._max_workers < nthreads - 1 or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="jitort-gemm")
-            _executor_pid = os.getpid()
-        ex = _executor
-    job = _Job(fn, chunks)
-    for _ in range(nthreads - 1):
-        ex.submit(job.work)
-    job.work()
-    job.done.wait()
-    if job.error is not None:
-        raise job.error
+def parts(M: int, N: int, K: int, threads: int) -> int:
+    """How many threads a product is worth: one per ``_FLOPS_PER_PART`` of arithmetic, and for
+    small-M products (fewer rows than a register tile: batch-1 MatMul, decode steps, classifier
+    heads), which stream B once and are bound by reading it, one per ``_BYTES_PER_PART`` of B."""
+    work = 2.0 * M * N * K / _FLOPS_PER_PART
+    if M < MR:
+        work = max(work, 4.0 * K * N / _BYTES_PER_PART)
+    return max(1, min(threads, int(work)))
 
 
 def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int, int, int]]:
-    """(m0, m1, p0, p1) chunks of the output: whole column tiles when there are enough of them,
-    else row blocks of whole tiles. One chunk when the work is too small to share."""
-    nparts = min(threads, max(1, int(2.0 * M * N * K // _FLOPS_PER_PART)))
+    """(m0, m1, p0, p1) chunks of the output: whole column tiles when there are enough of them (always
+    for small M: a GEMV splits by N), else row blocks of whole tiles. One chunk when the work is too
+    small to share (``parts``)."""
+    nparts = parts(M, N, K, threads)
     npan = panels(N)
     if nparts <= 1:
         return [(0, M, 0, npan)]
-    np_tile = TILES[_VBYTES[isa]][MR if M >= MR else M]
+    rows = MR if M >= MR else 1 if M == 1 else 2 if M == 2 else 4 if M <= 4 else 6  # the tile _gemm uses
+    np_tile = TILES[_VBYTES[isa]][rows]
     ntiles = -(-npan // np_tile)
     want = 2 * nparts  # a few chunks per thread: a late thread costs at most one chunk
     if ntiles >= want or ntiles >= -(-M // MR):
@@ -464,7 +437,7 @@ def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int
 
 def threads() -> int:
     """The session's intra-op thread count; unset, the usable cores."""
-    return get_num_threads() or usable_cpus()
+    return intra_op_threads()
 
 
 _Z2 = np.zeros((1, 1), np.float32)  # R when there is none (never read)
@@ -488,14 +461,14 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     hasr = 0 if res is None else 1
     f32 = np.float32
     post = post_address(act) if act >= _POST else 0
-    if 2.0 * M * n * K < 2 * _FLOPS_PER_PART:  # one thread's work: no split (batch-1 products)
+    nt = nthreads or threads()
+    if nt <= 1 or parts(M, n, K, nt) <= 1:  # one thread's work: no split
         kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
         return out
-    nt = nthreads or threads()
     chunks = split(M, n, K, isa, nt)
     if len(chunks) == 1:
         kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
     else:
-        _run_parallel(lambda m0, m1, p0, p1: kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi),
-                                                   post, m0, m1, p0, p1), chunks, min(len(chunks), nt))
+        hb, flo, fhi = int(hasb), f32(lo), f32(hi)
+        run_parts(lambda k: kern(a, bp, out, bias, hb, r, hasr, act, flo, fhi, post, *chunks[k]), len(chunks), nt)
     return out

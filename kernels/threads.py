@@ -4,11 +4,13 @@
 through) and Numba's own pool together: two uncoordinated BLAS pools collapsed small GEMMs to
 2 GFLOP/s on this machine (see the Numba notes).
 
-``run_parts`` is the kernels' own pool (convolution, pooling, tree ensembles): a kernel split into
-``nparts`` independent parts (``nogil`` code) runs part 0 on the calling thread and the others on
-persistent worker threads. ``parts_for`` decides how many parts a piece of work is worth: none
-beyond the session's thread count, the units the work splits into, or one per ``PART_FLOPS`` of
-work (below ~50 us per thread, handing work to another thread costs more than it saves).
+``run_parts`` is jitort's one worker pool, used by every kernel that splits its work (convolution,
+pooling, tree ensembles, GEMM, attention, GroupQueryAttention, fused elementwise kernels): a call
+split into ``nparts`` independent parts (``nogil`` code) runs parts on the calling thread and on
+persistent worker threads, each part claimed once by whichever thread comes first. ``parts_for``
+decides how many parts a piece of work is worth: none beyond the session's thread count, the units
+the work splits into, or one per ``PART_FLOPS`` of work (below ~50 us per thread, handing work to
+another thread costs more than it saves).
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+import itertools
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 from jitort.cache import import_file
+from jitort.kernels.spin import spin_while
 
 _lock = threading.Lock()
 _current: tuple[int, int] | None = None
@@ -73,43 +76,184 @@ def parts_for(units: int, work: float, per_part: float | None = None) -> int:
     return max(1, min(intra_op_threads(), units, int(work // (PART_FLOPS if per_part is None else per_part))))
 
 
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-_executor_lock = threading.Lock()
+# --- the pool ----------------------------------------------------------------------------------------
+# One pool for every kernel that splits its work (convolution, pooling, trees, GEMM, attention,
+# GroupQueryAttention, fused elementwise kernels). A call publishes a job (a part counter) and runs
+# parts itself; persistent workers claim parts from the same counter, so a worker the OS starts late
+# finds nothing left and the caller never waits for it. Hand-over without a system call where it
+# can: after a job, a worker spins (``spin.spin_while``, without the GIL) for up to ``SPIN_CYCLES``
+# on the job counter before it sleeps on a condition variable, and the caller spins as long on the
+# completion flag before it blocks. The spin is bounded, so an idle session burns no CPU after that.
 
-
-def run_parts(fn: Callable[[int], None], nparts: int) -> None:
-    """fn(part) for part in range(nparts): part 0 on this thread, the others on jitort's worker
-    threads (fn should release the GIL: ``nogil`` kernels). Returns when every part is done and
-    re-raises the first part's exception. Parts must write disjoint outputs, so results do not
-    depend on which thread ran a part.
-
-    A part no worker has started when this thread is done with its own, this thread takes over
-    (each part is claimed once, by whoever comes first): on a busy machine a worker thread may wait
-    milliseconds for a CPU, and the call then costs what one thread costs instead of that wait."""
-    global _executor, _executor_pid
-    if nparts <= 1:
-        fn(0)
-        return
-    with _executor_lock:
-        # a forked child inherits the executor object but not its threads: make a new one
-        if _executor is None or _executor._max_workers < nparts - 1 or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(max_workers=nparts - 1, thread_name_prefix="jitort-kernel")
-            _executor_pid = os.getpid()
-        ex = _executor
-    claims = [threading.Lock() for _ in range(nparts)]
-
-    def claimed(p: int) -> None:
-        if claims[p].acquire(blocking=False):
-            fn(p)
-    futs = [ex.submit(claimed, p) for p in range(1, nparts)]
+def _spin_cycles() -> int:
     try:
-        fn(0)
-        for p in range(1, nparts):
-            claimed(p)
-    finally:
-        for f in futs:
-            f.result()
+        return max(0, int(os.environ.get("JITORT_THREAD_SPIN", "")))
+    except ValueError:
+        return SPIN_CYCLES_DEFAULT
+
+
+# ~8 us at 2.6 GHz (this VM's TSC): enough for the next split kernel of a plan, which follows within
+# microseconds. benchmarks/bench_threads.py on the 2-vCPU dev VM at load 9-17 (other jobs): a 100000-cycle
+# spin was never the fastest variant (a spinning worker takes CPU time its own caller needs on an
+# oversubscribed machine); 0 and 20000 were within noise of each other. JITORT_THREAD_SPIN overrides
+# (0: never spin).
+SPIN_CYCLES_DEFAULT = 20_000
+SPIN_CYCLES = SPIN_CYCLES_DEFAULT if "JITORT_THREAD_SPIN" not in os.environ else _spin_cycles()
+
+
+class _Job:
+    """One call's parts: claimed once each from ``claims`` by the caller and the workers; the thread
+    that finishes the last part sets the pool's done flag to this job's number and releases ``done``."""
+
+    __slots__ = ("fn", "nparts", "helpers", "gen", "ctl", "claims", "finished", "done", "error")
+
+    def __init__(self, fn: Callable[[int], None], nparts: int, helpers: int, gen: int, ctl: np.ndarray) -> None:
+        self.fn, self.nparts, self.helpers, self.gen, self.ctl = fn, nparts, helpers, gen, ctl
+        self.claims = itertools.count()  # next() is atomic under the GIL
+        self.finished = itertools.count(1)
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        n = self.nparts
+        while True:
+            k = next(self.claims)
+            if k >= n:
+                return
+            try:
+                self.fn(k)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller
+                if self.error is None:
+                    self.error = e
+            if next(self.finished) == n:
+                self.ctl[1] = self.gen
+                self.done.release()
+
+
+class Pool:
+    """Persistent worker threads and one job at a time (``run``). ``ctl[0]`` is the number of the
+    job last published, ``ctl[1]`` of the job last finished; workers wait for ``ctl[0]`` to change."""
+
+    def __init__(self, spin_cycles: int | None = None) -> None:
+        self.spin = SPIN_CYCLES if spin_cycles is None else spin_cycles
+        self.ctl = np.zeros(2, np.int64)
+        self.job: _Job | None = None
+        self.busy = threading.Lock()
+        self.cond = threading.Condition(threading.Lock())
+        self.sleepers = 0
+        self.closed = False
+        self.workers: list[threading.Thread] = []
+        self.grow_lock = threading.Lock()
+
+    def grow(self, n: int) -> None:
+        """At least n worker threads."""
+        with self.grow_lock:
+            while len(self.workers) < n:
+                t = threading.Thread(target=self._loop, args=(len(self.workers), int(self.ctl[0])), daemon=True,
+                                     name=f"jitort-kernel-{len(self.workers)}")
+                self.workers.append(t)
+                t.start()
+
+    def _loop(self, idx: int, seen: int) -> None:
+        ctl = self.ctl
+        while not self.closed:
+            gen = int(spin_while(ctl, 0, seen, self.spin)) if self.spin else seen
+            if gen == seen:
+                with self.cond:
+                    self.sleepers += 1
+                    while int(ctl[0]) == seen and not self.closed:
+                        self.cond.wait()
+                    self.sleepers -= 1
+                gen = int(ctl[0])
+            seen = gen
+            job = self.job
+            if job is not None and idx < job.helpers:
+                job.work()
+
+    def close(self) -> None:
+        """Stop the workers (each ends when it next wakes); for tests and forked children."""
+        self.closed = True
+        with self.cond:
+            self.cond.notify_all()
+
+    def run(self, fn: Callable[[int], None], nparts: int, threads: int) -> None:
+        """fn(part) for part in range(nparts) on this thread and up to threads - 1 workers."""
+        helpers = min(threads, nparts) - 1
+        if helpers <= 0 or not self.busy.acquire(blocking=False):
+            # one thread, or the pool runs another job: a part calling run_parts (nested), or
+            # another thread's session; running here cannot deadlock or oversubscribe the machine
+            _serial(fn, nparts)
+            return
+        try:
+            if len(self.workers) < helpers:
+                self.grow(helpers)
+            ctl = self.ctl
+            gen = int(ctl[0]) + 1
+            job = self.job = _Job(fn, nparts, helpers, gen, ctl)
+            ctl[0] = gen
+            if self.sleepers:
+                with self.cond:
+                    self.cond.notify_all()
+            job.work()
+            if int(ctl[1]) != gen and self.spin:
+                spin_while(ctl, 1, gen - 1, self.spin)
+            if int(ctl[1]) != gen:
+                job.done.acquire()
+        finally:
+            self.job = None
+            self.busy.release()
+        if job.error is not None:
+            raise job.error
+
+
+def _serial(fn: Callable[[int], None], nparts: int) -> None:
+    """Every part on this thread; every part runs even if one fails, the first error is raised."""
+    error: BaseException | None = None
+    for p in range(nparts):
+        try:
+            fn(p)
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            if error is None:
+                error = e
+    if error is not None:
+        raise error
+
+
+_pool: Pool | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def pool() -> Pool:
+    """This process's pool (a forked child inherits the object but not its threads: it gets a new one)."""
+    global _pool, _pool_pid
+    p = _pool
+    if p is not None and _pool_pid == os.getpid():
+        return p
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool, _pool_pid = Pool(), os.getpid()
+        return _pool
+
+
+def run_parts(fn: Callable[[int], None], nparts: int, threads: int | None = None) -> None:
+    """fn(part) for part in range(nparts) on this thread and jitort's worker threads: at most
+    ``threads`` threads (default the session's ``intra_op_threads()``), and fn should release the GIL
+    (``nogil`` kernels). Parts are claimed dynamically, each once, by whoever comes first: nparts may
+    exceed the threads (a late thread then costs at most one part), and a part no worker has started
+    when this thread is free, this thread runs (on a busy machine a worker may wait milliseconds for
+    a CPU; the call then costs what one thread costs instead of that wait). Returns when every part
+    is done and re-raises the first part's exception. Parts must write disjoint outputs, so results
+    do not depend on which thread ran a part.
+
+    A call made while the pool runs another job (from inside a part, or from another thread's
+    session) runs its parts on the calling thread: nested calls cannot deadlock."""
+    if nparts <= 1:
+        if nparts == 1:
+            fn(0)
+        return
+    pool().run(fn, nparts, threads or intra_op_threads())
 
 
 _local = threading.local()

@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from jitort.bench import stats
 from jitort.bench.flops import count_model, node_flops
-from jitort.bench.harness import BenchConfig, compare_outputs
+from jitort.bench.harness import (NOSPIN, BenchConfig, compare_outputs, ort_session_options, ort_spin_modes,
+                                  spin_label)
 from jitort.bench.report import Progress
 from jitort.bench.workload import parse_spec, prepare, with_batch
 from jitort.cli import main
@@ -211,6 +212,15 @@ def test_model_specs() -> None:
         BenchConfig(models=["mlp"], runtimes=["tensorrt"])
 
 
+def test_onnxruntime_spinning_settings() -> None:
+    """Multi-thread cells are measured against onnxruntime spinning (its default) and not spinning."""
+    assert ort_spin_modes(1) == [True] and ort_spin_modes(2) == [True, False] and ort_spin_modes(2, "off") == [False]
+    assert spin_label(2, False) == "2T nospin" and spin_label(1, True) == "1T"
+    so = ort_session_options(2, spinning=False)
+    assert so.intra_op_num_threads == 2 and so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert BenchConfig(models=["mlp"], runtimes=["jitort", "ort-nospin"]).runtimes == ["jitort", NOSPIN]
+
+
 def test_progress_is_quiet_without_a_terminal() -> None:
     s = io.StringIO()
     p = Progress(10, stream=s)
@@ -236,7 +246,7 @@ RECORD_TYPES: dict[str, Any] = {
     "baseline_rss_mb": float, "cold_peak_rss_mb": float,
     "flops": int, "bytes": int, "counts_complete": bool, "gflops_s": float, "gbytes_s": float,
     "frac_sgemm_peak": float, "frac_copy_bw": float, "agreement": (dict, type(None)), "ratio_p50": float,
-    "ratio_rounds": list,
+    "ratio_rounds": list, "ratio_p50_nospin": type(None),  # a float when onnxruntime-nospin ran too
 }
 
 

@@ -102,9 +102,27 @@ def test_bitwise_across_isas_threads_and_chunks(mkn):
 
 def test_two_threads_split_the_work_and_agree():
     M, K, N = 96, 256, 1000  # 49 MFLOP: split into several chunks
-    assert len(gemm.split(M, N, K, "avx2", 2)) > 1 and len(gemm.split(1, 768, 768, "avx2", 2)) == 1
+    assert len(gemm.split(M, N, K, "avx2", 2)) > 1 and len(gemm.split(1, 256, 256, "avx2", 2)) == 1
     a, b = _rand((M, K), 7), _rand((K, N), 8)
     assert np.array_equal(_run(a, b, nthreads=2), _run(a, b, nthreads=1))
+
+
+@pytest.mark.parametrize("M", [1, 3])
+def test_small_m_products_split_by_columns_and_agree(M, monkeypatch):
+    """A GEMV-shaped product with enough weights is split over threads by whole column tiles, and every
+    element comes out bitwise as on one thread."""
+    K, N = 768, 2304
+    assert gemm.parts(1, 4096, 4096, 2) == 2  # 64 MiB of weights: split
+    assert gemm.parts(1, 2304, 768, 2) == 1 and gemm.parts(M, N, K, 1) == 1  # gpt2's 7 MiB: not worth it
+    monkeypatch.setattr(gemm, "_BYTES_PER_PART", 1 << 20)  # the mechanism at a test-sized shape
+    for isa in ISAS:
+        chunks = gemm.split(M, N, K, isa, 2)
+        assert len(chunks) > 1 and all((m0, m1) == (0, M) for m0, m1, _, _ in chunks)
+        assert sorted(chunks)[0][2] == 0 and sorted(chunks)[-1][3] == gemm.panels(N)
+    a, b, bias = _rand((M, K), 17), _rand((K, N), 18), _rand(N, 19)
+    for isa in ISAS:
+        assert np.array_equal(_run(a, b, bias, act="Gelu", isa=isa, nthreads=2),
+                              _run(a, b, bias, act="Gelu", isa=isa, nthreads=1))
 
 
 def test_identical_weight_columns_give_identical_outputs():
@@ -308,3 +326,25 @@ def test_packed_weights_survive_cache_and_artifact(tmp_path):
         assert np.array_equal(np.load(tmp_path / f"y{k}.npy"), want), k
     consts = list((art / "consts").glob("*.npy"))
     assert any(np.load(c).size == gemm.panels(70) * 40 * gemm.PANEL for c in consts)  # the packed panels
+
+
+def test_concurrent_split_products_from_several_threads(monkeypatch):
+    """Sessions in several Python threads share the one pool (a call finding it busy runs its chunks on
+    its own thread): every result stays bitwise what one thread computes."""
+    import threading
+    monkeypatch.setattr(gemm, "_BYTES_PER_PART", 256 << 10)
+    M, K, N = 1, 512, 1024  # 2 MB of weights: split at 2 threads
+    a, b = _rand((M, K), 21), _rand((K, N), 22)
+    want = _run(a, b, nthreads=1)
+    bad: list[int] = []
+
+    def worker(k: int) -> None:
+        for _ in range(20):
+            if not np.array_equal(_run(a, b, nthreads=2), want):
+                bad.append(k)
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not bad and not any(t.is_alive() for t in ts)

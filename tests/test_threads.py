@@ -25,37 +25,78 @@ def test_run_parts_runs_every_part_once():
         assert sorted(seen) == list(range(n))
 
 
-def test_run_parts_caller_takes_over_parts_no_worker_started():
+def test_run_parts_caller_takes_over_parts_no_worker_started(monkeypatch):
     """A worker that does not get a CPU does not hold the call up: the calling thread runs its part."""
-    T.run_parts(lambda p: None, 2)  # the pool exists
-    ran_on: dict[int, str] = {}
     gate = threading.Event()
+    monkeypatch.setattr(T.Pool, "_loop", lambda self, idx, seen: gate.wait(10))  # workers never start
+    pool = T.Pool()
+    ran_on: dict[int, str] = {}
 
     def part(p: int) -> None:
         ran_on[p] = threading.current_thread().name
-    ex = T._executor
-    assert ex is not None
-    busy = [ex.submit(gate.wait, 5) for _ in range(ex._max_workers)]  # every worker is taken
     try:
-        T.run_parts(part, 2)
-        assert ran_on == {0: threading.current_thread().name, 1: threading.current_thread().name}
+        pool.run(part, 3, 3)
+        me = threading.current_thread().name
+        assert ran_on == {0: me, 1: me, 2: me}
     finally:
         gate.set()
-        for f in busy:
-            f.result()
 
 
-def test_run_parts_raises_the_parts_error_after_all_parts_finish():
-    done: list[int] = []
+@pytest.mark.parametrize("spin", [0, 50_000])
+def test_pool_workers_take_parts_with_and_without_spinning(spin):
+    """Workers (spinning after a job, or asleep on the condition variable) run parts of later jobs."""
+    pool = T.Pool(spin_cycles=spin)
+    names: set[str] = set()
+    lock = threading.Lock()
 
     def part(p: int) -> None:
-        if p == 1:
-            raise ValueError("part 1")
-        time.sleep(0.01)
-        done.append(p)
-    with pytest.raises(ValueError, match="part 1"):
-        T.run_parts(part, 3)
-    assert sorted(done) == [0, 2]
+        time.sleep(0.002)  # releases the GIL, as a nogil kernel does: both threads get a part
+        with lock:
+            names.add(threading.current_thread().name)
+    try:
+        for _ in range(20):
+            pool.run(part, 4, 2)
+            time.sleep(0.001 if spin else 0.0)  # a gap between jobs, as between two layers
+        assert any(n.startswith("jitort-kernel") for n in names)
+    finally:
+        pool.close()
+
+
+def test_run_parts_nested_and_concurrent_calls():
+    """A part calling run_parts (the pool is busy: it runs inline) cannot deadlock; calls from several
+    threads at once each run every part exactly once."""
+    counts: dict[tuple[int, int, int], int] = {}
+    lock = threading.Lock()
+
+    def job(tag: int) -> None:
+        def outer(p: int) -> None:
+            def inner(q: int) -> None:
+                with lock:
+                    counts[(tag, p, q)] = counts.get((tag, p, q), 0) + 1
+            T.run_parts(inner, 3, 2)
+        for _ in range(30):
+            T.run_parts(outer, 4, 2)
+    ts = [threading.Thread(target=job, args=(i,)) for i in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not any(t.is_alive() for t in ts)
+    assert counts == {(i, p, q): 30 for i in range(3) for p in range(4) for q in range(3)}
+
+
+def test_run_parts_more_parts_than_threads_and_threads_limit():
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def part(p: int) -> None:
+        with lock:
+            seen.append(p)
+    T.run_parts(part, 17, 2)
+    assert sorted(seen) == list(range(17))
+    seen.clear()
+    T.run_parts(part, 5, 1)  # one thread: every part here, in order
+    assert seen == list(range(5))
 
 
 def test_parts_for(monkeypatch):
@@ -76,3 +117,17 @@ def test_scratch_is_per_thread_and_reused():
     t.start()
     t.join()
     assert other[0] is not a
+
+
+def test_spin_while_is_bounded_and_sees_other_threads_writes():
+    from jitort.kernels.spin import spin_while
+    flags = np.zeros(2, np.int64)
+    t0 = time.perf_counter()
+    assert spin_while(flags, 0, 0, 200_000) == 0  # nothing changes: gives up after ~200k cycles
+    assert time.perf_counter() - t0 < 1.0
+    flags[1] = 7
+    assert spin_while(flags, 1, 0, 10 ** 12) == 7  # already different: returns at once
+    t = threading.Timer(0.01, lambda: flags.__setitem__(0, 3))
+    t.start()
+    assert spin_while(flags, 0, 0, 10 ** 11) == 3  # a write from another thread ends the wait
+    t.join()

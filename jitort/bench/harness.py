@@ -26,7 +26,10 @@ records of that runtime and model and the benchmark goes on; a failure at the co
 model's settings for that runtime (they would fail the same way).
 
 Threads: jitort ``SessionOptions.intra_op_num_threads`` (it limits BLAS and Numba pools);
-onnxruntime ``intra_op_num_threads`` with ``inter_op_num_threads = 1`` and its default spinning.
+onnxruntime ``intra_op_num_threads`` with ``inter_op_num_threads = 1`` and its default spinning. The
+runtime ``onnxruntime-nospin`` (``--runtimes jitort,onnxruntime,onnxruntime-nospin``) is onnxruntime with
+``session.intra_op.allow_spinning=0``: jitort's records then also carry ``ratio_p50_nospin`` and the
+summary a geomean against it (why both: ``ort_spin_modes``).
 """
 from __future__ import annotations
 
@@ -52,13 +55,53 @@ from jitort.bench import machine, stats
 from jitort.bench.flops import ModelCount, count_model
 from jitort.bench.workload import Workload, load_model, prepare
 
-__all__ = ["BASELINE", "BenchConfig", "Results", "RUNTIMES", "compare_outputs", "run_benchmark"]
+__all__ = ["BASELINE", "BenchConfig", "NOSPIN", "ORT_SPIN_CHOICES", "Results", "RUNTIMES", "compare_outputs", "ort_session_options",
+           "ort_spin_modes", "run_benchmark", "spin_label"]
 
-RUNTIMES = ("jitort", "onnxruntime")
-ALIASES = {"ort": "onnxruntime", "onnx_runtime": "onnxruntime"}
+NOSPIN = "onnxruntime-nospin"  # onnxruntime with session.intra_op.allow_spinning=0 (see ort_spin_modes)
+RUNTIMES = ("jitort", "onnxruntime", NOSPIN)
+ALIASES = {"ort": "onnxruntime", "onnx_runtime": "onnxruntime", "ort-nospin": NOSPIN}
 BASELINE = "onnxruntime"
 WORKER = Path(__file__).with_name("worker.py")
 SCHEMA = "jitort.bench/1"
+
+# --- onnxruntime's spinning threads --------------------------------------------------------------------
+# onnxruntime's intra-op worker threads spin for a while after each parallel section (its default,
+# ``session.intra_op.allow_spinning=1``). In a benchmark that interleaves jitort and onnxruntime in one
+# process (or on one 2-core machine), those spinning threads take the CPU that jitort's next run needs:
+# light_resnet50 at 2 threads measured 1.93x with onnxruntime spinning, 1.43x with it off. Neither number
+# alone is the honest one (spinning is what onnxruntime users get; a machine with other work on it is
+# what the spinning costs), so the scripts that print 2-thread tables report both.
+ORT_SPIN_CHOICES = ("both", "on", "off")
+
+
+def ort_spin_modes(threads: int, choice: str = "both") -> list[bool]:
+    """The onnxruntime spinning settings (True: its default) to measure at ``threads`` intra-op threads
+    for ``--ort-spin choice``. One thread has no intra-op pool to spin: [True] only."""
+    if choice not in ORT_SPIN_CHOICES:
+        raise ValueError(f"--ort-spin must be one of {', '.join(ORT_SPIN_CHOICES)}, got {choice!r}")
+    if threads <= 1:
+        return [True]
+    return {"both": [True, False], "on": [True], "off": [False]}[choice]
+
+
+def ort_session_options(threads: int, spinning: bool = True) -> Any:
+    """onnxruntime SessionOptions as the benchmarks use them: ``threads`` intra-op threads, one inter-op
+    thread, warnings off, and ``session.intra_op.allow_spinning=0`` when not ``spinning``."""
+    import onnxruntime  # deferred: jitort.bench is imported by the CLI, onnxruntime only when measuring
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def spin_label(threads: int, spinning: bool) -> str:
+    """A table column's name: ``1T``, ``2T`` (onnxruntime spinning), ``2T nospin``."""
+    return f"{threads}T" if spinning or threads <= 1 else f"{threads}T nospin"
+
 
 
 @dataclass
@@ -279,7 +322,7 @@ def _empty_record(model: str, source: str, runtime: str, threads: int, batch: in
             "peak_rss_mb": None, "baseline_rss_mb": None, "cold_peak_rss_mb": None,
             "flops": None, "bytes": None, "counts_complete": None,
             "gflops_s": None, "gbytes_s": None, "frac_sgemm_peak": None, "frac_copy_bw": None,
-            "agreement": None, "ratio_p50": None, "ratio_rounds": None}
+            "agreement": None, "ratio_p50": None, "ratio_rounds": None, "ratio_p50_nospin": None}
 
 
 def _mb(kb: int | None) -> float | None:
@@ -516,6 +559,10 @@ class _Bench:
             r["ratio_p50"] = stats.ratio(r["latency_ms"]["p50"], base["latency_ms"]["p50"])
             r["ratio_rounds"] = [stats.ratio(a, c) for a, c in zip(r["round_p50_ms"], base["round_p50_ms"])]
             base["ratio_p50"], base["ratio_rounds"] = 1.0, [1.0] * len(base["round_p50_ms"])
+        for r in recs:
+            ns = by.get((NOSPIN, r["threads"], r["batch"]))
+            if r["runtime"] == "jitort" and ns is not None and r["latency_ms"] and ns["latency_ms"]:
+                r["ratio_p50_nospin"] = stats.ratio(r["latency_ms"]["p50"], ns["latency_ms"]["p50"])
 
 
 def summarize(records: list[dict[str, Any]], runtimes: Sequence[str]) -> dict[str, Any]:
@@ -534,6 +581,14 @@ def summarize(records: list[dict[str, Any]], runtimes: Sequence[str]) -> dict[st
                             "geomean_ratio_p50": stats.geomean(r["ratio_p50"] for r in have),
                             "models": [r["model"] for r in have],
                             "excluded": [r["model"] for r in rs if r["ratio_p50"] is None]})
+    if NOSPIN in runtimes and "jitort" in runtimes:
+        for t, b in settings:
+            rs = [r for r in records if r["runtime"] == "jitort" and (r["threads"], r["batch"]) == (t, b)]
+            have = [r for r in rs if r.get("ratio_p50_nospin") is not None]
+            geo.append({"runtime": "jitort", "baseline": NOSPIN, "threads": t, "batch": b,
+                        "geomean_ratio_p50": stats.geomean(r["ratio_p50_nospin"] for r in have),
+                        "models": [r["model"] for r in have],
+                        "excluded": [r["model"] for r in rs if r.get("ratio_p50_nospin") is None]})
     return {"baseline": BASELINE if BASELINE in runtimes else None, "geomean": geo,
             "failures": [{k: r[k] for k in ("model", "runtime", "threads", "batch", "error")}
                          for r in records if r["status"] != "ok"],

@@ -60,12 +60,14 @@ def make_session(runtime: str, model: str, threads: int) -> Any:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         return jitort.InferenceSession(model, so, providers=CPU)
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-nospin"):
         import onnxruntime
         so = onnxruntime.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        if runtime == "onnxruntime-nospin":  # harness.NOSPIN: its intra-op threads do not spin
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return onnxruntime.InferenceSession(model, so, providers=CPU)
         except Exception as e:  # onnxruntime reads IR versions up to its own: lower the field
@@ -76,7 +78,7 @@ def make_session(runtime: str, model: str, threads: int) -> Any:
             proto = onnx.load(model)
             proto.ir_version = min(proto.ir_version, int(m.group(1)))
             return onnxruntime.InferenceSession(proto.SerializeToString(), so, providers=CPU)
-    raise ValueError(f"unknown runtime {runtime!r}; known: jitort, onnxruntime")
+    raise ValueError(f"unknown runtime {runtime!r}; known: jitort, onnxruntime, onnxruntime-nospin")
 
 
 def _compile_mark(runtime: str) -> int | None:
@@ -105,7 +107,7 @@ class State:
         import numpy as np
         runtime, model, threads = msg["runtime"], msg["model"], int(msg["threads"])
         t0 = time.perf_counter()
-        __import__("jitort" if runtime == "jitort" else runtime)
+        __import__("jitort" if runtime == "jitort" else "onnxruntime")
         import_s = time.perf_counter() - t0
         baseline = peak_rss_kb()
         with np.load(msg["feeds"], allow_pickle=False) as z:
