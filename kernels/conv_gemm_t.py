@@ -2,12 +2,12 @@
 
 The NCHW conv paths put output positions in vector lanes: a 7x7 output (resnet50's last stage: 49
 positions) fills 49 of 64 lanes (AVX-512, 77 %), and their tile (6 rows x 2 vectors) is narrower
-than the MatMul engine's (6 x 4 zmm). For 1x1 kernels on such outputs the product is turned around:
-``out^T[P, M] = X^T[P, K] @ W^T[K, M]`` with output channels in the lanes (M is a multiple of 16 in
-every CNN), on the engine with W^T packed once when the model is lowered (``pack_t_weights``). Per
-image: X is transposed into X^T (a strided conv's positions picked out first), the engine runs, and
-its [P, M] result is transposed into the output with the epilogue the other paths use (convutil's
-``_epilogue`` / ``epilogue_residual``).
+than the MatMul engine's (6 x 4 zmm). For 1x1 and strided kernels on such outputs the product is
+turned around: ``out^T[P, M] = X^T[P, K] @ W^T[K, M]`` with output channels in the lanes (M is a
+multiple of 16 in every CNN), on the engine with W^T packed once when the model is lowered
+(``pack_t_weights``). Per image: X is transposed into X^T (im2col first unless the kernel is 1x1
+without stride or padding), the engine runs, and its [P, M] result is transposed into the output
+with the epilogue the other paths use (convutil's ``_epilogue`` / ``epilogue_residual``).
 
 Measured on the 2-vCPU AMD EPYC (Zen 4, AVX-512) dev VM, 1 thread, conv 1x1 512->2048 on 7x7:
 1.40 ms through convgemm (74 GFLOP/s), 1.05 ms here (the engine's product 0.94, the transposes 0.09).
@@ -35,17 +35,18 @@ _MIN_WASTE = 0.15  # the lane share the NCHW paths would waste, from which this 
 _MAX_PK = 1 << 21  # elements of the transposed X (8 MiB float32): beyond, the other paths
 
 
-def gemm_t_applies(w_shape: tuple[int, ...], group: int, positions: int) -> bool:
+def gemm_t_applies(w_shape: tuple[int, ...], group: int, positions: int, strides: tuple[int, ...]) -> bool:
     """Whether a float32 conv of weights ``w_shape`` with ``positions`` output positions per image
-    takes this path: one group, a 1x1 kernel (any stride), at most ``P_MAX`` positions of which the
-    NCHW paths' vectors would leave >= 15 % of lanes empty (7x7: 49 of 64; 13x13 and 14x14 fill
-    96 % and 94 %, and there this path lost: 1024->256 on 14x14 1.08 ms vs 1.01, 384->48 on 13x13
-    0.126 vs 0.079), and a bounded transpose buffer. Not larger kernels: a 3x3 512->512 on 7x7
-    took 2.75 ms here (its im2col gather 0.28) where Winograd takes 2.6."""
+    takes this path: one group; a 1x1 kernel (any stride) or a strided larger one (no Winograd
+    there); at most ``P_MAX`` positions of which the NCHW paths' vectors would leave >= 15 % of
+    lanes empty (7x7: 49 of 64; 13x13 and 14x14 fill 96 % and 94 %, and there this path lost:
+    1024->256 on 14x14 1.08 ms vs 1.01, 384->48 on 13x13 0.126 vs 0.079); a bounded buffer. Not
+    unstrided larger kernels: a 3x3 512->512 on 7x7 took 2.75 ms here where Winograd takes 2.6."""
     if group != 1 or len(w_shape) < 3 or w_shape[0] == 0 or not 0 < positions <= P_MAX:
         return False
     K = int(np.prod(w_shape[1:]))
-    if any(int(k) != 1 for k in w_shape[2:]) or K == 0 or positions * K > _MAX_PK:
+    one = all(int(k) == 1 for k in w_shape[2:])
+    if not (one or any(int(s) > 1 for s in strides)) or K == 0 or positions * K > _MAX_PK:
         return False
     return 1.0 - positions / (-(-positions // _LANES) * _LANES) >= _MIN_WASTE
 
@@ -67,28 +68,41 @@ def engine_part() -> str:
 
 
 @njit(**_KW)
-def _subsample(x, geo, OD, OH, OW, sub):  # type: ignore[no-untyped-def]
-    """sub[c, p] = x[c, od*sd - pd, oh*sh - ph, ow*sw - pw] (0 outside) for output position
-    p = (od, oh, ow) of a 1x1 kernel; x [C, D, H, W], sub [C, P], both C-contiguous."""
+def _im2col(x, geo, OD, OH, OW, col):  # type: ignore[no-untyped-def]
+    """col[c*T + t, p] = x[c, od*sd + a*dd - pd, oh*sh + b*dh - ph, ow*sw + e*dw - pw] (0 outside)
+    for output position p = (od, oh, ow) and tap t = (a*kh + b)*kw + e (W's row order); x
+    [C, D, H, W], col [K, P], both C-contiguous. Each tap's offset in a plane (or -1) is worked out
+    once; rows are then written contiguously from one plane (in L1 for the small outputs here)."""
     C, D, H, W = x.shape
-    sd, sh, sw, pd, ph, pw = geo[4], geo[5], geo[6], geo[10], geo[11], geo[12]
+    kd, kh, kw = geo[1], geo[2], geo[3]
+    sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
     P = OD * OH * OW
+    T = kd * kh * kw
     S = D * H * W
     zero = np.float32(0.0)
     xf = x.reshape(C * S)
-    idx = np.empty(P, np.int64)
+    idx = np.empty((T, P), np.int64)
     for p in range(P):
         od = p // (OH * OW)
         r = p - od * OH * OW
         oh = r // OW
-        iz, iy, ix = od * sd - pd, oh * sh - ph, (r - oh * OW) * sw - pw
-        idx[p] = (iz * H + iy) * W + ix if 0 <= iz < D and 0 <= iy < H and 0 <= ix < W else -1
+        ow = r - oh * OW
+        for a in range(kd):
+            iz = od * sd + a * dd - pd
+            for b in range(kh):
+                iy = oh * sh + b * dh - ph
+                for e in range(kw):
+                    ix = ow * sw + e * dw - pw
+                    inside = 0 <= iz < D and 0 <= iy < H and 0 <= ix < W
+                    idx[(a * kh + b) * kw + e, p] = (iz * H + iy) * W + ix if inside else -1
     for c in range(C):
-        row = sub[c]
         base = c * S
-        for p in range(P):
-            o = idx[p]
-            row[p] = xf[base + o] if o >= 0 else zero
+        for t in range(T):
+            row = col[c * T + t]
+            it = idx[t]
+            for p in range(P):
+                o = it[p]
+                row[p] = xf[base + o] if o >= 0 else zero
 
 
 @njit(**_KW)
@@ -132,14 +146,16 @@ def _finish_t(ct, o, z, b, act, prm, ep):  # type: ignore[no-untyped-def]
 def conv_gemm_t(x: np.ndarray, wt: np.ndarray, b: np.ndarray, o3: np.ndarray, z3: np.ndarray | None,
                 geo: np.ndarray, od: int, oh: int, ow: int, act: int, prm: np.ndarray, ep: bool | None) -> None:
     """o3 [N, M, P] = act(conv(x) + b (+ z3)) for x [N, C, D, H, W] float32, wt from
-    ``pack_t_weights`` (a 1x1 kernel: K = C), b from ``pad_t_bias``. Threads: the engine's split of each product (output
-    channel panels or position rows; bitwise the same at any thread count)."""
-    N, C = x.shape[0], x.shape[1]
+    ``pack_t_weights``, b from ``pad_t_bias``. Threads: the engine's split of each product
+    (output channel panels or position rows; bitwise the same at any thread count)."""
+    N = x.shape[0]
     M, P = o3.shape[1], o3.shape[2]
-    plain = P == x.shape[2] * x.shape[3] * x.shape[4] and not geo[10:13].any()  # no stride, no padding
-    sc = scratch(P * C + P * M + (0 if plain else C * P), np.dtype(np.float32))
-    xt = sc[:P * C].reshape(P, C)
-    ct = sc[P * C:P * (C + M)].reshape(P, M)
+    K = x.shape[1] * int(geo[1] * geo[2] * geo[3])
+    # a 1x1 kernel without stride or padding: X^T is a plain transpose (else im2col, then that)
+    plain = K == x.shape[1] and P == x.shape[2] * x.shape[3] * x.shape[4] and not geo[10:13].any()
+    sc = scratch(P * K + P * M + (0 if plain else K * P), np.dtype(np.float32))
+    xt = sc[:P * K].reshape(P, K)
+    ct = sc[P * K:P * (K + M)].reshape(P, M)
     if z3 is None and act <= 2:  # bias + Relu/Clip on the engine's register tile
         eact, hasb = act, True
     else:  # z: bias on the tile, act(+ z) after; other activations: bias + act after
@@ -148,10 +164,10 @@ def conv_gemm_t(x: np.ndarray, wt: np.ndarray, b: np.ndarray, o3: np.ndarray, z3
     for n in range(N):
         xn = np.ascontiguousarray(x[n])
         if plain:
-            _transpose(xn.reshape(C, P), xt)
+            _transpose(xn.reshape(K, P), xt)
         else:
-            sub = sc[P * (C + M):P * (2 * C + M)].reshape(C, P)
-            _subsample(xn, geo, od, oh, ow, sub)
-            _transpose(sub, xt)
+            col = sc[P * (K + M):P * (2 * K + M)].reshape(K, P)
+            _im2col(xn, geo, od, oh, ow, col)
+            _transpose(col, xt)
         gemm.gemm(xt, wt, M, b, hasb, None, eact, lo, hi, out=ct)
         _finish_t(ct, o3[n], None if z3 is None else z3[n], b, act, prm, ep)

@@ -171,7 +171,7 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
         path, xs = _DWBLOCK, x5
     elif w_shape[1] == 1:
         path, xs = _DIRECT, x5
-    elif gemm_t and gemm_t_applies(w_shape, group, int(np.prod(out_sp))):
+    elif gemm_t and gemm_t_applies(w_shape, group, int(np.prod(out_sp)), strides):
         path, xs = _GEMM_T, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
         path, xs = _GEMM_1X1, x5

@@ -1,5 +1,5 @@
-"""Conv's transposed-GEMM path (kernels/conv_gemm_t.py: 1x1 convs on few output positions on the
-MatMul engine), against onnxruntime: which shapes take it, strides/padding/ranks/batches, bias,
+"""Conv's transposed-GEMM path (kernels/conv_gemm_t.py: 1x1 and strided convs on few output
+positions, on the MatMul engine), against onnxruntime: which shapes take it, strides/padding/ranks/batches, bias,
 fused activations and residual, float16, both ISA paths and thread counts bitwise."""
 from __future__ import annotations
 
@@ -72,9 +72,10 @@ def test_which_shapes_take_it():
     assert _path((1, 32, 7, 7), (48, 32, 1, 1), gemm_t=False) == S._GEMM_1X1  # no such weights
     assert _path((1, 32, 12, 12), (48, 32, 1, 1)) == S._GEMM_1X1  # 144 positions fill whole vectors
     assert _path((1, 32, 14, 14), (48, 32, 1, 1)) != S._GEMM_T  # 196 of 208 lanes
-    assert _path((1, 32, 7, 7), (48, 32, 3, 3), pads=[1, 1, 1, 1]) != S._GEMM_T  # not a 1x1 kernel
+    assert _path((1, 32, 7, 7), (48, 32, 3, 3), pads=[1, 1, 1, 1]) != S._GEMM_T  # 3x3 unstrided: Winograd
+    assert _path((1, 32, 14, 14), (48, 32, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1]) == S._GEMM_T
     assert _path((1, 32, 7, 7), (48, 16, 1, 1), group=2) != S._GEMM_T
-    assert not GT.gemm_t_applies((48, 32, 1, 1), 1, 300)  # beyond P_MAX
+    assert not GT.gemm_t_applies((48, 32, 1, 1), 1, 300, (1, 1))  # beyond P_MAX
 
 
 CASES = [
@@ -84,6 +85,9 @@ CASES = [
     ((1, 20, 40), (16, 20, 1), dict()),  # 1-D, 40 positions
     ((1, 8, 2, 2, 5), (24, 8, 1, 1, 1), dict()),  # 3-D, 20 positions
     ((1, 48, 9, 9), (20, 48, 1, 1), dict(strides=[2, 2], pads=[0, 1, 0, 0])),  # 5x5 out, asymmetric pad
+    ((2, 16, 13, 13), (24, 16, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1])),  # strided 3x3: im2col
+    ((1, 8, 13, 13), (16, 8, 3, 3), dict(strides=[2, 2], dilations=[2, 2], pads=[2, 2, 2, 2])),  # dilated
+    ((1, 6, 11, 12), (20, 6, 5, 3), dict(strides=[2, 3], pads=[2, 1, 1, 0])),  # 5x3, uneven strides, 5x4 out
 ]
 
 
