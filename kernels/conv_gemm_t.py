@@ -31,7 +31,9 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 P_MAX = 256  # output positions per image at most (the NCHW paths are efficient beyond)
 _LANES = 16  # float32 lanes of a zmm: the NCHW paths' unit of positions (on any host, so the
 # lowering decides alike everywhere)
-_MIN_WASTE = 0.15  # the lane share the NCHW paths would waste, from which this path wins
+_MIN_WASTE = 0.15  # the lane share the NCHW paths would waste, from which this path may win
+_MOVE = 25.0  # the transposes' cost per element moved, in units of multiply-adds (~0.5 ns, 100 GFLOP/s)
+_MIN_GAIN = 0.08  # wasted lane share minus the transposes' share of the work, at least
 _MAX_PK = 1 << 21  # elements of the transposed X (8 MiB float32): beyond, the other paths
 
 
@@ -39,16 +41,20 @@ def gemm_t_applies(w_shape: tuple[int, ...], group: int, positions: int, strides
     """Whether a float32 conv of weights ``w_shape`` with ``positions`` output positions per image
     takes this path: one group; a 1x1 kernel (any stride) or a strided larger one (no Winograd
     there); at most ``P_MAX`` positions of which the NCHW paths' vectors would leave >= 15 % of
-    lanes empty (7x7: 49 of 64; 13x13 and 14x14 fill 96 % and 94 %, and there this path lost:
-    1024->256 on 14x14 1.08 ms vs 1.01, 384->48 on 13x13 0.126 vs 0.079); a bounded buffer. Not
-    unstrided larger kernels: a 3x3 512->512 on 7x7 took 2.75 ms here where Winograd takes 2.6."""
+    lanes empty (7x7: 49 of 64); and that waste exceeding the transposes' share of the work,
+    (K + M) P moves against M K P multiply-adds, by ``_MIN_GAIN``. Measured interleaved, 1 thread
+    (old path -> this one): 7x7 512->2048 1.45 -> 1.23 ms, 2048->512 1.41 -> 1.17, 832->384 0.376
+    -> 0.352, but 1024->128 0.167 -> 0.172 (taken no longer: the transposes cost 22 %); 14x14 (94 %
+    of lanes used) 1024->256 1.01 -> 1.08. Not unstrided larger kernels: a 3x3 512->512 on 7x7
+    took 2.75 ms here where Winograd takes 2.6."""
     if group != 1 or len(w_shape) < 3 or w_shape[0] == 0 or not 0 < positions <= P_MAX:
         return False
     K = int(np.prod(w_shape[1:]))
     one = all(int(k) == 1 for k in w_shape[2:])
     if not (one or any(int(s) > 1 for s in strides)) or K == 0 or positions * K > _MAX_PK:
         return False
-    return 1.0 - positions / (-(-positions // _LANES) * _LANES) >= _MIN_WASTE
+    waste = 1.0 - positions / (-(-positions // _LANES) * _LANES)
+    return waste >= _MIN_WASTE and waste - _MOVE * (1.0 / w_shape[0] + 1.0 / K) >= _MIN_GAIN
 
 
 def pack_t_weights(W: np.ndarray) -> np.ndarray:
