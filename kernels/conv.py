@@ -16,9 +16,10 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
   vector lanes (conv_dwblock.py).
 * Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
   input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
-* float32, one group, few output positions (1x1 and strided 1x1 up to 16x16, other kernels up to
-  8x8 outputs): the transposed GEMM on the MatMul engine, channels in vector lanes
-  (conv_gemm_t.py, on W^T the ``lower`` hook packs).
+* float32, one group, a 1x1 or strided kernel on few output positions that would leave >= 15 % of
+  the paths below' vector lanes empty, by more than the transposes cost (resnet50's 7x7 stage):
+  the transposed GEMM on the MatMul engine, channels in vector lanes (conv_gemm_t.py, on W^T the
+  ``lower`` hook packs when the input shape is known).
 * 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
   output (``_conv_gemm_1x1``).
 * K <= 256 (first layers, small convs): the implicit GEMM, ``_conv_implicit`` (convdirect's
@@ -419,7 +420,8 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
                    z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
                    act: int) -> dict[str, float]:
-    path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None, w.ndim == 1)[1]
+    path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None,
+                  w.ndim == 1 and w.size > 0)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
     res = "" if z is None else "+residual"  # the residual variant is a kernel signature of its own
     shared = {"gemm": gemm_part(w.dtype), "engine": engine_part()}
