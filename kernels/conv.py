@@ -16,6 +16,10 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
   vector lanes (conv_dwblock.py).
 * Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
   input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
+* float32, one group, a 1x1 or strided kernel on few output positions that would leave >= 15 % of
+  the paths below' vector lanes empty, by more than the transposes cost (resnet50's 7x7 stage):
+  the transposed GEMM on the MatMul engine, channels in vector lanes (conv_gemm_t.py, on W^T the
+  ``lower`` hook packs when the input shape is known).
 * 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
   output (``_conv_gemm_1x1``).
 * K <= 256 (first layers, small convs): the implicit GEMM, ``_conv_implicit`` (convdirect's
@@ -54,7 +58,8 @@ from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.conv_dwblock import _conv_dwblock
-from jitort.kernels.conv_setup import (_DIRECT, _DWBLOCK, _GEMM_1X1, _IM2COL, _IMPLICIT, _IMPLICIT_GROUPS,
+from jitort.kernels.conv_gemm_t import conv_gemm_t, engine_part, pack_t_weights, pad_t_bias
+from jitort.kernels.conv_setup import (_DIRECT, _DWBLOCK, _GEMM_1X1, _GEMM_T, _IM2COL, _IMPLICIT, _IMPLICIT_GROUPS,
                                        _IMPLICIT_KC, _IMPLICIT_MCT, _WINDOW, _WINOGRAD, _attrs_norm, _check_conv,
                                        _compute_dtype, _im2col_rows, _prm, _setup)
 from jitort.kernels.conv_window import _conv_window, pack_window_weights, window_applies
@@ -352,11 +357,16 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     the residual added before the activation (the output's shape)."""
     if x.ndim != len(w_shape):
         _check_conv(x, w_shape, group, None)
+    wt = w.ndim == 1 and w.size > 0  # packed for the transposed GEMM (pack_t_weights; Winograd's: empty)
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = _setup(x.shape, w_shape, group, strides,
-                                                                           dilations, pads, auto_pad, u is not None)
+                                                                           dilations, pads, auto_pad, u is not None,
+                                                                           wt)
     cd = w.dtype
     if w.size == 0 and path != _WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
+                               f"known when the model was lowered), but input shape {list(x.shape)} takes another")
+    if wt and path != _GEMM_T:
+        raise RuntimeException(f"Conv: the weights were prepared for the transposed GEMM only (the input shape "
                                f"known when the model was lowered), but input shape {list(x.shape)} takes another")
     if z is not None and tuple(z.shape) != out_shape:
         raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output "
@@ -368,6 +378,9 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     o3 = out.reshape(o3s)
     z3 = None if z is None else np.ascontiguousarray(z, cd).reshape(o3s)
     ep = epilogue_kind(act)
+    if path == _GEMM_T:
+        conv_gemm_t(xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
+        return out if out.dtype == x.dtype else out.astype(x.dtype)
     if path == _DIRECT:
         fn, args = _conv_direct, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
     elif path == _DWBLOCK:
@@ -398,6 +411,7 @@ _COMPILE_PARTS = {
     _IMPLICIT: {"implicit": 3.7},
     _WINDOW: {"window": 1.5},
     _DWBLOCK: {"dwblock": 1.5},
+    _GEMM_T: {"gemm_t": 1.0, "engine": 2.5},  # "engine": gemm.py's kernel (shared with MatMul)
 }
 _COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
 
@@ -406,10 +420,12 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
                    z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
                    act: int) -> dict[str, float]:
-    path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None)[1]
+    path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None,
+                  w.ndim == 1 and w.size > 0)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
     res = "" if z is None else "+residual"  # the residual variant is a kernel signature of its own
-    return {gemm_part(w.dtype) if p == "gemm" else f"{p}[{w.dtype}]{res}": c
+    shared = {"gemm": gemm_part(w.dtype), "engine": engine_part()}
+    return {shared.get(p, f"{p}[{w.dtype}]{res}"): c
             for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
 
 
@@ -496,10 +512,13 @@ def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, b
     if xt.is_static():
         try:
             path = _setup(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"],
-                          wino)[1]
+                          wino, cd == np.float32)[1]
         except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
             pass
     u = winograd_weights(W, cd) if wino and path in (None, _WINOGRAD) else None
+    if path == _GEMM_T:
+        return Call(conv_packed, [Ref(node.inputs[0]), pack_t_weights(W), pad_t_bias(b), prm, None,
+                                  Ref(residual) if residual else None], kwargs)
     w2 = np.empty(0, cd) if path == _WINOGRAD else pack_conv_weights(W, group, cd)
     return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u, Ref(residual) if residual else None], kwargs)
 

@@ -13,6 +13,7 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.conv_dwblock import dwblock_applies, dwblock_scratch
+from jitort.kernels.conv_gemm_t import gemm_t_applies
 from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
 from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR
@@ -138,7 +139,7 @@ def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group
         raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
 
 
-_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW, _DWBLOCK = range(7)
+_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW, _DWBLOCK, _GEMM_T = range(8)
 _IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
 _IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
 _IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
@@ -148,12 +149,14 @@ _IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
 
 @lru_cache(maxsize=1024)
 def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
-           dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
+           dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool, gemm_t: bool = False
            ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
                       float, int]:
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
     kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
-    can split between threads). Saves ~8 us of Python per call (a conv is often under 100 us).
+    can split between threads). winograd / gemm_t: whether the Winograd / transposed-GEMM weights
+    exist (the lowering passes gemm_t only for float32 weights). Saves ~8 us of Python per call (a
+    conv is often under 100 us).
     The geometry array is shared: kernels only read it."""
     _check_conv_shapes(x_shape, w_shape, group)
     kernel = tuple(w_shape[2:])
@@ -168,6 +171,8 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
         path, xs = _DWBLOCK, x5
     elif w_shape[1] == 1:
         path, xs = _DIRECT, x5
+    elif gemm_t and gemm_t_applies(w_shape, group, int(np.prod(out_sp)), strides):
+        path, xs = _GEMM_T, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
         path, xs = _GEMM_1X1, x5
     elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
@@ -226,6 +231,8 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
     if path == _GEMM_1X1:
         return BBLOCK
+    if path == _GEMM_T:
+        return 0  # conv_gemm_t takes its own (the gather and the engine's result)
     if path == _DWBLOCK:
         return dwblock_scratch(oh, ow, kh, kw, sh, sw, dh, dw, 4)
     if path == _WINDOW:
