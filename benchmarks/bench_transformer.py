@@ -239,6 +239,18 @@ def attention_block(hidden: int = 256, heads: int = 4, style: str = "legacy", se
     return b.model([_x("x", hidden)], [b.attention("x", hidden, heads, style, None)], 17, "attention_block")
 
 
+def attention_op(hidden: int = 256, heads: int = 4, causal: int = 1) -> onnx.ModelProto:
+    """The ONNX Attention op (opset 23) on 3-D q, k, v [batch, seq, hidden] (torch's dynamo exporter
+    emits it for scaled_dot_product_attention at opset 23)."""
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=causal, q_num_heads=heads,
+                            kv_num_heads=heads)
+    g = helper.make_graph([node], "attention_op", [_x(n, hidden) for n in "qkv"],
+                          [helper.make_tensor_value_info("y", F32, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)])
+    m.ir_version = 10
+    return m
+
+
 def ln_gelu_block(hidden: int = 256, ffn: int = 1024, form: str = "decomposed", seed: int = 0) -> onnx.ModelProto:
     """LayerNorm then a GELU MLP with a residual: decomposed (ReduceMean..., Erf GELU) or op forms
     (LayerNormalization, Gelu opset 20)."""
@@ -283,6 +295,7 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], int, int]] = {
     "gpt2_block h128 512 tok": (lambda: decoder_block(128, 4), 1, 512),
     "vit_block h192 197 tok": (lambda: vit_block(), 1, 197),
     "attention_block [2,128,256]": (lambda: attention_block(), 2, 128),
+    "Attention op23 causal [2,128,256]": (lambda: attention_op(), 2, 128),
     "ln_gelu decomposed [2,128,256]": (lambda: ln_gelu_block(form="decomposed"), 2, 128),
     "ln_gelu op [2,128,256]": (lambda: ln_gelu_block(form="op"), 2, 128),
     "mlp3 x[32,784]": (mlp3, 32, 0),
