@@ -23,7 +23,7 @@ from numba import cuda, int32, int64, void
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.cuda.runtime import MOVE_KEYS, A, compiled, flat, grid1d, signatures
-from jitort.kernels.shape import _clamped
+from jitort.kernels.movement import clamped_slice
 
 RANK = 6
 _BYTE = np.zeros(1, np.uint8)
@@ -265,7 +265,7 @@ def slice_(ctx: Any, slots: tuple, x: Any, starts: Any = None, ends: Any = None,
         seen.add(a)
         if sp[k] == 0:
             raise InvalidArgument("Slice: steps must not be 0")
-        idx[a] = _clamped(st[k], en[k], sp[k], int(x.shape[a]))
+        idx[a] = clamped_slice(st[k], en[k], sp[k], int(x.shape[a]))
     d = dummy(x.shape)
     return gather_view(ctx, slots[0], x, d[tuple(idx)], d)
 
