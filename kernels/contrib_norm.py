@@ -17,9 +17,9 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
+from jitort.kernels.reduce_math import radd
 from jitort.kernels.registry import op
 from jitort.kernels.softmax import LayerNormalization as _LayerNormalization17
-from jitort.kernels.reduce import radd
 from jitort.kernels.softmax import _float_compute, _row_sqdev, _row_sum, _split
 
 MS = "com.microsoft"
