@@ -11,7 +11,7 @@ from numba import njit
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.registry import op
-from jitort.kernels.resize import cubic_coeffs, store_interpolated
+from jitort.kernels.resize_tables import cubic_coeffs, store_interpolated
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
