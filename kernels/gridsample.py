@@ -1,7 +1,7 @@
 """Sampling grids: GridSample (16, 20, 22) samples an N-D input at grid coordinates; AffineGrid (20)
 makes the grid of an affine transform. Coordinates, padding and cubic weights follow onnxruntime's
 CPU kernels; the cubic weights and the saturating integer store are Resize's
-(``kernels/resize.py``).
+(``kernels/resize_tables.py``).
 """
 from __future__ import annotations
 

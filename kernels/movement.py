@@ -111,26 +111,33 @@ def clamped_slice(start: int, end: int, step: int, dim: int) -> slice:
     return slice(start, end if end >= 0 else None, step)
 
 
-def _slice(x: np.ndarray, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None,
-           steps: Sequence[int] | None) -> np.ndarray:
+def slice_index(shape: Sequence[int], starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None,
+                steps: Sequence[int] | None) -> tuple[slice, ...]:
+    """Slice's index tuple for an array of ``shape``, with ONNX's checks and clamping (axes None: the
+    first ``len(starts)`` axes; steps None: 1). The CUDA Slice (``kernels/cuda/movement.py``) uses it too."""
     n = len(starts)
     if axes is None:
         axes = range(n)
     if len(ends) != n or len(axes) != n or (steps is not None and len(steps) != n):
         raise InvalidArgument(f"Slice: starts, ends, axes and steps must have the same length "
                               f"(got {len(starts)}, {len(ends)}, {len(axes)}, {None if steps is None else len(steps)})")
-    idx: list[slice] = [slice(None)] * x.ndim
+    idx: list[slice] = [slice(None)] * len(shape)
     seen = set()
     for k in range(n):
-        a = norm_axis("Slice", axes[k], x.ndim)
+        a = norm_axis("Slice", axes[k], len(shape))
         if a in seen:
             raise InvalidArgument(f"Slice: axes {list(axes)} repeat axis {a}")
         seen.add(a)
         st = 1 if steps is None else steps[k]
         if st == 0:
             raise InvalidArgument("Slice: steps must not be 0")
-        idx[a] = clamped_slice(starts[k], ends[k], st, x.shape[a])
-    y = x[tuple(idx)]
+        idx[a] = clamped_slice(starts[k], ends[k], st, shape[a])
+    return tuple(idx)
+
+
+def _slice(x: np.ndarray, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None,
+           steps: Sequence[int] | None) -> np.ndarray:
+    y = x[slice_index(x.shape, starts, ends, axes, steps)]
     return y if y.flags.c_contiguous else y.copy()
 
 

@@ -3,7 +3,7 @@
 Both follow onnxruntime's arithmetic: MaxRoiPool rounds the scaled roi corners half away from zero
 and sizes its bins in float32; RoiAlign precomputes the bilinear corners and weights of every sample
 point once per roi, shares them across channels, and computes in the input dtype. The compute
-dtype (float16 -> float32) and the max identity come from kernels/pool.py.
+dtype (float16 -> float32) and the max identity come from kernels/pool_geometry.py.
 """
 from __future__ import annotations
 
