@@ -139,11 +139,13 @@ def _keep(row, mkeep, base, step, keep_is, fill):  # type: ignore[no-untyped-def
 def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, part, nparts):  # type: ignore[no-untyped-def]
     """st: int64 [6, 4] element strides (b, n, s|t, h) of q, k, v, o, madd, mkeep; dims: B, N, NK, S,
     T, H, HV; flags: has_add, has_keep, keep_is (1: keep where mask true), where_first, causal,
-    k_rows (1: K's h stride is 1, rows are keys; 0: K^T rows are contiguous). sc, pr: this thread's
-    scratch of at least min(S, SB) * min(T, TB) elements."""
+    k_rows (1: K's h stride is 1, rows are keys; 0: K^T rows are contiguous), causal_offset (query s
+    sees keys t <= s + offset), empty_zero (1: a row with no visible key is 0, not NaN). sc, pr: this
+    thread's scratch of at least min(S, SB) * min(T, TB) elements."""
     B, N, NK, S, T, H, HV = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
     has_add, has_keep, keep_is, where_first, causal, k_rows = (flags[0], flags[1], flags[2], flags[3],
                                                               flags[4], flags[5])
+    coff, empty_zero = flags[6], flags[7]
     dt = o.dtype
     ninf = dt.type(-np.inf)
     zero = dt.type(0)
@@ -169,7 +171,7 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, p
         oo = b * st[3, 0] + n * st[3, 1] + s0 * st[3, 2]
         tend = T
         if causal and fill == ninf:  # keys after the block's last row contribute exactly 0
-            tend = min(T, s0 + ns)
+            tend = max(0, min(T, s0 + ns + coff))
         for i in range(ns):
             m[i] = ninf
             lsum[i] = zero
@@ -188,7 +190,7 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, p
                             _keep(row, mkeep, b * st[5, 0] + n * st[5, 1] + s * st[5, 2] + t0 * st[5, 3], st[5, 3],
                                   keep_is != 0, fill)
                         if causal:
-                            for j in range(max(0, s + 1 - t0), nt):
+                            for j in range(max(0, s + 1 + coff - t0), nt):
                                 row[j] = fill
                     elif has_add:
                         _add(row, madd, b * st[4, 0] + n * st[4, 1] + s * st[4, 2] + t0 * st[4, 3], st[4, 3])
@@ -204,7 +206,8 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, p
             gemm(fn, 0, 0, ns, HV, nt, one, pr, nt, v[vo + t0 * st[2, 2]:], st[2, 2], zero if t0 == 0 else one,
                  o[oo:], st[3, 2])
         for i in range(ns):
-            inv = one / lsum[i]  # 0 visible keys: 0 * inf = NaN, Softmax's answer for an all -inf row
+            # 0 visible keys: 0 * inf = NaN, Softmax's answer for an all -inf row (0 where empty_zero)
+            inv = zero if empty_zero and lsum[i] == zero else one / lsum[i]
             orow = o[oo + i * st[3, 2]:oo + i * st[3, 2] + HV]
             for h in range(HV):
                 orow[h] *= inv
@@ -213,7 +216,7 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, p
 def _operand(x: np.ndarray, perm: tuple[int, ...], cd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """(x contiguous in cd as 1-D, its view transposed by perm) — the kernel addresses the view by strides."""
     if x.ndim != len(perm):
-        raise InvalidArgument(f"FusedAttention: an input of shape {list(x.shape)} is not of rank {len(perm)}")
+        raise InvalidArgument(f"attention: an input of shape {list(x.shape)} is not of rank {len(perm)}")
     c = x if x.dtype == cd and x.flags.c_contiguous else np.ascontiguousarray(x, cd)
     return c.reshape(-1), c.transpose(perm)
 
@@ -224,11 +227,11 @@ def _strides(x: np.ndarray) -> list[int]:
     return [s // n for s in x.strides]
 
 
-def _mask(m: np.ndarray, full: tuple[int, int, int, int], dt: Any) -> tuple[np.ndarray, list[int]]:
+def _mask(m: np.ndarray, full: tuple[int, int, int, int], dt: Any, op_name: str) -> tuple[np.ndarray, list[int]]:
     """(the mask contiguous in dt as 1-D, its element strides broadcast to ``full``, 0 on broadcast dims)."""
     c = m if m.dtype == dt and m.flags.c_contiguous else np.ascontiguousarray(m, dt)
     if c.ndim > 4:
-        raise InvalidArgument(f"FusedAttention: a mask of shape {list(m.shape)} does not broadcast to the scores "
+        raise InvalidArgument(f"{op_name}: a mask of shape {list(m.shape)} does not broadcast to the scores "
                               f"{list(full)}")
     lead = 4 - c.ndim
     st = [0] * 4
@@ -237,7 +240,7 @@ def _mask(m: np.ndarray, full: tuple[int, int, int, int], dt: Any) -> tuple[np.n
         if size == full[lead + d]:
             st[lead + d] = c.strides[d] // c.itemsize if size > 1 else 0
         elif size != 1:
-            raise InvalidArgument(f"FusedAttention: a mask of shape {list(m.shape)} does not broadcast to the "
+            raise InvalidArgument(f"{op_name}: a mask of shape {list(m.shape)} does not broadcast to the "
                                   f"scores {list(full)}")
     return c.reshape(-1), st
 
@@ -299,22 +302,40 @@ def FusedAttention(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.nda
                    where_first: int = 0, causal: int = 0) -> np.ndarray:
     """softmax(q k^T * scale, masks) v with q/k/v ``x.transpose(perm)`` = [B, N, S|T, H]; the output is
     [B, S, N, Hv] when ``out_bsnh`` else [B, N, S, Hv]; ``fill`` is the Where constant as text (it
-    may be -inf). See the module docstring."""
+    may be -inf). With ``causal`` the boolean mask is a slice of a lower-triangular buffer from its
+    origin: where it is [.., S, T], keep = t <= s is computed instead of read. See the module docstring."""
+    if causal and keep_mask is not None:
+        S, T = q.shape[q_perm[2]], k.shape[k_perm[2]]
+        if keep_mask.shape[-2:] == (S, T):
+            keep_mask = None  # a slice of tril from the origin: keep = t <= s, computed
+        else:
+            causal = 0  # not [.., S, T]: apply it as the boolean mask it is
+    return attend(q, k, v, add_mask, keep_mask, q_perm=q_perm, k_perm=k_perm, v_perm=v_perm, out_bsnh=out_bsnh,
+                  scale=scale, keep_is=keep_is, fill=float(fill), where_first=where_first, causal=causal)
+
+
+def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.ndarray | None, keep_mask: np.ndarray | None,
+           *, q_perm: tuple[int, ...], k_perm: tuple[int, ...], v_perm: tuple[int, ...], out_bsnh: int,
+           scale: float, keep_is: int = 1, fill: float = -np.inf, where_first: int = 0, causal: int = 0,
+           causal_offset: int = 0, empty_zero: int = 0, op_name: str = "FusedAttention") -> np.ndarray:
+    """The attention kernel's entry: q/k/v ``x.transpose(perm)`` = [B, N, S|T, H]; ``add_mask``
+    (added) and ``keep_mask`` (``fill`` where it is not ``keep_is``) broadcast to [B, N, S, T], applied
+    in that order unless ``where_first``; ``causal``: query s sees keys t <= s + ``causal_offset``
+    (computed, applied with the keep mask); ``empty_zero``: a row that sees no key is 0 (else NaN)."""
     dt = q.dtype
     cd = dt if dt == _F32 or dt == _F64 else (_F32 if is_half(dt) else None)
     if cd is None:
-        raise OrtNotImplemented(f"jitort has no implementation for op 'FusedAttention' in domain 'jitort' at opset 1 "
-                                f"for element type {dt}")
+        raise OrtNotImplemented(f"jitort has no implementation for op '{op_name}' for element type {dt}")
     (qf, q4), (kf, k4), (vf, v4) = _operand(q, q_perm, cd), _operand(k, k_perm, cd), _operand(v, v_perm, cd)
     B, N, S, H = q4.shape
     Bk, NK, T, Hk = k4.shape
     if Hk != H or v4.shape[:3] != k4.shape[:3] or Bk not in (1, B) or NK == 0 or N % NK:
-        raise InvalidArgument(f"FusedAttention: key {list(k4.shape)} and value {list(v4.shape)} (as [B, N, T, H]) do "
+        raise InvalidArgument(f"{op_name}: key {list(k4.shape)} and value {list(v4.shape)} (as [B, N, T, H]) do "
                               f"not match the query {list(q4.shape)}")
     HV = v4.shape[3]
     out = np.empty((B, S, N, HV) if out_bsnh else (B, N, S, HV), cd)
-    if out.size == 0 or T == 0:  # softmax over no keys: NaN
-        out.fill(np.nan)
+    if out.size == 0 or T == 0:  # softmax over no keys: NaN (or 0)
+        out.fill(0 if empty_zero else np.nan)
         return out if cd == dt else out.astype(dt)
     qs, ks, vs = _strides(q4), _strides(k4), _strides(v4)
     if qs[3] != 1 and H > 1:
@@ -340,22 +361,18 @@ def FusedAttention(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.nda
     full = (B, N, S, T)
     maf, mas = _NO_ADD[cd], [0, 0, 0, 0]
     if add_mask is not None:
-        maf, mas = _mask(add_mask, full, cd)
+        maf, mas = _mask(add_mask, full, cd, op_name)
     mkf, mks = _NO_KEEP, [0, 0, 0, 0]
     if keep_mask is not None:
-        mkf, mks = _mask(keep_mask, full, np.bool_)
-        if causal and keep_mask.shape[-2:] == (S, T):
-            mkf, mks = _NO_KEEP, [0, 0, 0, 0]  # a slice of tril from the origin: keep = t <= s, computed
-        else:
-            causal = 0  # not [.., S, T]: apply it as the boolean mask it is
+        mkf, mks = _mask(keep_mask, full, np.bool_, op_name)
     st = np.array([qs, ks, vs, os_, mas, mks], np.int64)
-    params = np.array([B, N, NK, S, T, H, HV, add_mask is not None, keep_mask is not None and not causal, keep_is,
-                       where_first, causal, k_rows], np.int64)
+    params = np.array([B, N, NK, S, T, H, HV, add_mask is not None, keep_mask is not None, keep_is,
+                       where_first, causal, k_rows, causal_offset, empty_zero], np.int64)
     tasks = B * N * ((S + SB - 1) // SB)
     nparts = min(get_num_threads() or usable_cpus(), tasks, max(1, int(4.0 * B * N * S * T * max(H, HV)
                                                                        // _FLOPS_PER_PART)))
     _run_parts((cblas_address(cd), qf, kf, vf, out.reshape(-1), st, maf, mkf, params[:7], params[7:],
-                cd.type(scale), cd.type(float(fill))), nparts)
+                cd.type(scale), cd.type(fill)), nparts)
     return out if cd == dt else out.astype(dt)
 
 

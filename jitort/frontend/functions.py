@@ -28,7 +28,8 @@ import onnx
 from onnx import AttributeProto, FunctionProto, NodeProto, TypeProto, helper, numpy_helper
 
 from jitort.frontend.refine import Refiner, active
-from jitort.frontend.rewrites import (LEGACY_BROADCAST, castlike_as_cast, defined_in, in_domain, legacy_broadcast,
+from jitort.frontend.rewrites import (LEGACY_BROADCAST, castlike_as_cast, defined_in, direct_attention, in_domain,
+                                      legacy_broadcast,
                                       type_bodies, untypable, with_free_variables)
 from jitort.ir import Value
 from jitort.kernels.registry import is_registered
@@ -236,6 +237,9 @@ def _expand(g: onnx.GraphProto, opsets: dict[str, int], values: dict[str, Any], 
         if n.op_type in ("Cast", "Equal") and domain == "" and untypable(n, values):
             n = in_domain(n, "jitort")  # kernels/lowbit.py: types Numba cannot compute with
             domain = "jitort"
+        if n.op_type == "Attention" and domain == "" and version >= 23 and direct_attention(n, values):
+            refine.node(n, domain, version, opsets)  # typed by onnx's schema, then run by the kernel
+            n, domain = in_domain(n, "jitort"), "jitort"
         if (n.op_type == "Constant" and domain == "") or is_registered(n.op_type, domain, version):
             refine.node(n, domain, version, {**opsets, domain: version})
             yield with_free_variables(type_bodies(n, domain, version, values)), version

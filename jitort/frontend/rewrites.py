@@ -7,6 +7,9 @@
 * Cast/Equal touching a type Numba cannot compute with (float8, int4, strings, ...) moves to the
   ``jitort`` domain (library kernels in ``kernels/lowbit.py``).
 * Binary ops of opset < 7 (``broadcast``/``axis`` attributes) become their opset-7 form.
+* Attention (opset 23 on) moves to the ``jitort`` domain when the attention kernel computes all it
+  asks for (``direct_attention``; kernels/attention_op.py), instead of expanding into onnx's
+  function body of ~40 nodes with an [S, T] score tensor.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import AttributeProto, NodeProto, TypeProto, helper, numpy_helper
+from onnx import AttributeProto, NodeProto, TensorProto, TypeProto, helper, numpy_helper
 
 from jitort.kernels.lowbit import numba_typed
 
@@ -124,6 +127,33 @@ def untypable(n: NodeProto, values: dict[str, Any]) -> bool:
         if a.name == "to":
             dts.append(np.dtype(helper.tensor_dtype_to_np_dtype(a.i)))
     return any(not numba_typed(d) for d in dts)
+
+
+_ATTENTION_FLOATS = (TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.DOUBLE)
+
+
+def direct_attention(n: NodeProto, values: dict[str, Any]) -> bool:
+    """An ONNX Attention node (opset 23 on) that kernels/attention_op.py computes whole: a float16/32/64
+    query, no softcap, no sliding window, no qk_matmul_output output, no nonpad_kv_seqlen input, past
+    key and value both or neither, and a softmax in float32 or the input type."""
+    q = values.get(n.input[0]) if n.input else None
+    dt = q.type.dtype if q is not None else None
+    if dt is None or np.dtype(dt) not in (np.float16, np.float32, np.float64):
+        return False
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    if attrs.get("softcap", 0.0) != 0.0 or attrs.get("softmax_precision", elem) not in (TensorProto.FLOAT, elem):
+        return False
+    if attrs.get("left_window_size", -1) != -1 or attrs.get("right_window_size", -1) != -1:
+        return False
+    known = {"is_causal", "q_num_heads", "kv_num_heads", "scale", "softcap", "softmax_precision",
+             "qk_matmul_output_mode", "left_window_size", "right_window_size"}
+    if set(attrs) - known:
+        return False
+    ins = list(n.input) + [""] * 7
+    if len(n.input) > 7 or ins[6] or bool(ins[4]) != bool(ins[5]):
+        return False
+    return len(n.output) <= 3 or not any(n.output[3:])
 
 
 def in_domain(n: NodeProto, domain: str) -> NodeProto:
