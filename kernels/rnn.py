@@ -35,7 +35,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import FLOAT, Call, compute_dtype_for, default_call, lookup, op
-from jitort.kernels.rnn_cells import ACTIVATION_CODES, gru_dir, lstm_dir, rnn_dir
+from jitort.kernels.rnn_cells import _CODES, _gru_dir, _lstm_dir, _rnn_dir
 
 _TAKES_ALPHA = {"affine", "leakyrelu", "thresholdedrelu", "scaledtanh", "hardsigmoid", "elu"}
 _TAKES_BETA = {"affine", "scaledtanh", "hardsigmoid"}
@@ -85,10 +85,10 @@ def _parse_attrs(op_type: str, direction: str, activations: Sequence[str] | None
     be = np.zeros(len(names))
     for k, name in enumerate(names):
         key = str(name).lower()
-        if key not in ACTIVATION_CODES:
+        if key not in _CODES:
             raise Fail(f"{op_type}: unsupported activation '{name}'; expected one of Relu, Tanh, Sigmoid, "
                        "Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu, Softsign, Softplus")
-        codes[k] = ACTIVATION_CODES[key]
+        codes[k] = _CODES[key]
         da, db = _DEFAULT_ALPHA_BETA.get(key, (0.0, 0.0))
         if key in _TAKES_ALPHA:
             al[k] = alphas.pop(0) if alphas else da
@@ -231,13 +231,13 @@ def _run(op_type: str, X: np.ndarray, W: Any, R: np.ndarray | None, B: np.ndarra
         codes, al, be = a.codes[d], a.alphas[dt.char][d], a.betas[dt.char][d]
         if op_type == "LSTM":
             assert c is not None
-            lstm_dir(xw, off, pk.r[d], pk.bias[d], peep[d], P is not None, bool(input_forget), lens, rev,
-                     h[d], c[d], y, d, codes, al, be, clip, use_clip)
+            _lstm_dir(xw, off, pk.r[d], pk.bias[d], peep[d], P is not None, bool(input_forget), lens, rev,
+                      h[d], c[d], y, d, codes, al, be, clip, use_clip)
         elif op_type == "GRU":
-            gru_dir(xw, off, pk.r[d], pk.r_zr[d], pk.r_h[d], pk.bias[d], pk.bias_rh[d], pk.lbr, lens, rev,
-                    h[d], y, d, codes, al, be, clip, use_clip)
+            _gru_dir(xw, off, pk.r[d], pk.r_zr[d], pk.r_h[d], pk.bias[d], pk.bias_rh[d], pk.lbr, lens, rev,
+                     h[d], y, d, codes, al, be, clip, use_clip)
         else:
-            rnn_dir(xw, off, pk.r[d], pk.bias[d], lens, rev, h[d], y, d, codes, al, be, clip, use_clip)
+            _rnn_dir(xw, off, pk.r[d], pk.bias[d], lens, rev, h[d], y, d, codes, al, be, clip, use_clip)
 
     if lmin == 0:  # onnxruntime returns zeros, not the initial state, for empty sequences
         empty = lens == 0

@@ -2,7 +2,7 @@
 packing, the driver): one ``@njit`` kernel per cell type that runs one direction over time, the
 activations they apply by int code, and the per-step BLAS product.
 
-Activations are int codes (``ACTIVATION_CODES``), so a kernel compiles once per dtype, not per activation
+Activations are int codes (``_CODES``), so a kernel compiles once per dtype, not per activation
 set; the default activation set without clip takes a branch-free loop that vectorises. float32
 math stays float32 (``jitort.kernels.fastmath``).
 """
@@ -21,9 +21,9 @@ from jitort.kernels.fastmath import (exp_f32, exp_f64, log_f32, log_f64, sigmoid
 # Codes used by the kernels.  SIGMOID and TANH first: the fast path checks for them.
 _SIGMOID, _TANH, _RELU, _AFFINE, _LEAKY, _THRESH, _SCALED_TANH, _HARD_SIGMOID, _ELU, _SOFTSIGN, \
     _SOFTPLUS = range(11)
-ACTIVATION_CODES = {"sigmoid": _SIGMOID, "tanh": _TANH, "relu": _RELU, "affine": _AFFINE, "leakyrelu": _LEAKY,
-                    "thresholdedrelu": _THRESH, "scaledtanh": _SCALED_TANH, "hardsigmoid": _HARD_SIGMOID,
-                    "elu": _ELU, "softsign": _SOFTSIGN, "softplus": _SOFTPLUS}
+_CODES = {"sigmoid": _SIGMOID, "tanh": _TANH, "relu": _RELU, "affine": _AFFINE, "leakyrelu": _LEAKY,
+          "thresholdedrelu": _THRESH, "scaledtanh": _SCALED_TANH, "hardsigmoid": _HARD_SIGMOID,
+          "elu": _ELU, "softsign": _SOFTSIGN, "softplus": _SOFTPLUS}
 
 
 def _k(x, v):  # type: ignore[no-untyped-def]
@@ -157,7 +157,7 @@ def _recur(r, hT, prodT, prod):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def lstm_dir(xw, off, r, bias, peep, use_peep, input_forget, lens, reverse, h, c, y, yd,
+def _lstm_dir(xw, off, r, bias, peep, use_peep, input_forget, lens, reverse, h, c, y, yd,
               codes, alphas, betas, clip, use_clip):  # type: ignore[no-untyped-def]
     nb, hs = h.shape
     maxlen = 0
@@ -237,7 +237,7 @@ def lstm_dir(xw, off, r, bias, peep, use_peep, input_forget, lens, reverse, h, c
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def gru_dir(xw, off, r, r_zr, r_h, bias, bias_rh, lbr, lens, reverse, h, y, yd,
+def _gru_dir(xw, off, r, r_zr, r_h, bias, bias_rh, lbr, lens, reverse, h, y, yd,
              codes, alphas, betas, clip, use_clip):  # type: ignore[no-untyped-def]
     # lbr: one product with r [3H, H]; else r_zr [2H, H] first, then r_h [H, H] times r (.) H_{t-1}.
     # bias [3H]: Wb+Rb for z and r, Wbh for h; bias_rh [H]: Rbh.
@@ -339,7 +339,7 @@ def gru_dir(xw, off, r, r_zr, r_h, bias, bias_rh, lbr, lens, reverse, h, y, yd,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def rnn_dir(xw, off, r, bias, lens, reverse, h, y, yd, codes, alphas, betas, clip,
+def _rnn_dir(xw, off, r, bias, lens, reverse, h, y, yd, codes, alphas, betas, clip,
              use_clip):  # type: ignore[no-untyped-def]
     nb, hs = h.shape
     maxlen = 0

@@ -254,8 +254,8 @@ def test_optional_outputs(op: str, outputs: tuple[bool, ...]) -> None:
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
 def test_new_batch_size_and_length_do_not_recompile(op: str) -> None:
-    from jitort.kernels import rnn_cells
-    kernel = {"LSTM": rnn_cells.lstm_dir, "GRU": rnn_cells.gru_dir, "RNN": rnn_cells.rnn_dir}[op]
+    from jitort.kernels import rnn
+    kernel = {"LSTM": rnn._lstm_dir, "GRU": rnn._gru_dir, "RNN": rnn._rnn_dir}[op]
     v = inputs(op, 5, 2, 3, 4, "bidirectional", seed=1)
     m, _ = model(op, {**v, "X": v["X"]}, hidden_size=4, direction="bidirectional")
     # X with symbolic batch and sequence dims, so one session serves every shape.
