@@ -121,10 +121,11 @@ def slice_index(shape: Sequence[int], starts: Sequence[int], ends: Sequence[int]
     if len(ends) != n or len(axes) != n or (steps is not None and len(steps) != n):
         raise InvalidArgument(f"Slice: starts, ends, axes and steps must have the same length "
                               f"(got {len(starts)}, {len(ends)}, {len(axes)}, {None if steps is None else len(steps)})")
-    idx: list[slice] = [slice(None)] * len(shape)
+    r = len(shape)
+    idx: list[slice] = [slice(None)] * r
     seen = set()
     for k in range(n):
-        a = norm_axis("Slice", axes[k], len(shape))
+        a = norm_axis("Slice", axes[k], r)
         if a in seen:
             raise InvalidArgument(f"Slice: axes {list(axes)} repeat axis {a}")
         seen.add(a)
