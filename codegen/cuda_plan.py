@@ -32,7 +32,7 @@ from jitort.codegen.plan import PlanEmitter, PlanTarget, Step, is_fused
 from jitort.codegen.source import IndentedBuffer, comment_safe, string_literal
 from jitort.ir import Graph, Node
 from jitort.kernels.cuda import ops
-from jitort.kernels.cuda.ops import CudaCall, Dev, HostRef
+from jitort.kernels.cuda.call import CudaCall, Dev, HostRef
 from jitort.kernels.registry import Ref
 from jitort.passes.partition import CUDA, TO_DEVICE, TO_HOST, is_copy
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.options import SessionOptions, _OrtEnum
+from jitort.options import OrtEnum, SessionOptions
 
 __all__ = ["ModelPackage", "ModelPackageComponentContext", "ModelPackageContext", "ModelPackageOptions",
            "ModelPackageWriteMode"]
@@ -23,7 +23,7 @@ def _unsupported(what: str) -> NoReturn:
                             "variant's .onnx file with InferenceSession instead")
 
 
-class ModelPackageWriteMode(_OrtEnum):
+class ModelPackageWriteMode(OrtEnum):
     """How ``ModelPackage.commit`` writes a package."""
 
     PRESERVE = 0

@@ -41,7 +41,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class _OrtEnum(int, enum.Enum):
+class OrtEnum(int, enum.Enum):
     """An int-valued enum that prints like onnxruntime's pybind11 enums.
 
     ``str()``/``format()`` give ``'GraphOptimizationLevel.ORT_ENABLE_ALL'`` on every Python version
@@ -59,7 +59,7 @@ class _OrtEnum(int, enum.Enum):
         return f"<{type(self).__name__}.{self.name}: {int(self)}>"
 
 
-class GraphOptimizationLevel(_OrtEnum):
+class GraphOptimizationLevel(OrtEnum):
     """How much graph rewriting to do before compiling (``ORT_DISABLE_ALL`` keeps the graph as is)."""
 
     ORT_DISABLE_ALL = 0
@@ -69,14 +69,14 @@ class GraphOptimizationLevel(_OrtEnum):
     ORT_ENABLE_ALL = 99
 
 
-class ExecutionMode(_OrtEnum):
+class ExecutionMode(OrtEnum):
     """Run independent graph branches one after another or concurrently."""
 
     ORT_SEQUENTIAL = 0
     ORT_PARALLEL = 1
 
 
-class ExecutionOrder(_OrtEnum):
+class ExecutionOrder(OrtEnum):
     """Order in which nodes are scheduled."""
 
     DEFAULT = 0
@@ -84,7 +84,7 @@ class ExecutionOrder(_OrtEnum):
     MEMORY_EFFICIENT = 2
 
 
-class OrtAllocatorType(_OrtEnum):
+class OrtAllocatorType(OrtEnum):
     """Allocator kind (accepted for compatibility; jitort allocates with numpy)."""
 
     INVALID = -1
@@ -92,7 +92,7 @@ class OrtAllocatorType(_OrtEnum):
     ORT_ARENA_ALLOCATOR = 1
 
 
-class OrtMemType(_OrtEnum):
+class OrtMemType(OrtEnum):
     """Memory kind of a device allocation. ``CPU`` is an alias of ``CPU_OUTPUT``, as in onnxruntime."""
 
     CPU_INPUT = -2
@@ -136,8 +136,8 @@ def _check_str(owner: str, name: str, value: object) -> str:
     raise _type_error(owner, name, "str", value)
 
 
-def _enum_checker(cls: type[_OrtEnum]) -> Callable[[str, str, object], Any]:
-    def check(owner: str, name: str, value: object) -> _OrtEnum:
+def _enum_checker(cls: type[OrtEnum]) -> Callable[[str, str, object], Any]:
+    def check(owner: str, name: str, value: object) -> OrtEnum:
         # A plain int is refused, as onnxruntime refuses it: it is usually a mix-up of two enums.
         if isinstance(value, cls):
             return value

@@ -31,7 +31,7 @@ from jitort.ir import Dim
 from jitort.kernels.threads import set_num_threads, usable_cpus
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers, logger, warn
-from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, _is_device
+from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, is_device
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -349,7 +349,7 @@ class InferenceSession:
         device_ok = hasattr(self._plan, "run_on")
         if isinstance(x, OrtValue):
             return x._array() if device_ok and x._device[0] == "cuda" else x.numpy()
-        if not isinstance(x, (list, tuple, np.generic)) and _is_device(x):
+        if not isinstance(x, (list, tuple, np.generic)) and is_device(x):
             return x if device_ok else x.copy_to_host()
         if isinstance(x, (list, tuple)):
             return np.asarray(x, dtype=spec.dtype)

@@ -80,7 +80,7 @@ def _cuda_rt() -> Any:
     return runtime
 
 
-def _is_device(x: Any) -> bool:
+def is_device(x: Any) -> bool:
     """A CUDA array (numba's, CuPy's, PyTorch's...; the simulator's in tests). Imports nothing."""
     if isinstance(x, np.ndarray) or x is None:
         return False
@@ -90,17 +90,17 @@ def _is_device(x: Any) -> bool:
 def _to_device_like(arr: Any, device: Device) -> Any:
     """``arr`` (host or device) where ``device`` says, copying only when it is elsewhere."""
     if device[0] == "cuda":
-        return _cuda_rt().as_device_array(arr) if _is_device(arr) else _cuda_rt().upload(np.asarray(arr))
-    return arr.copy_to_host() if _is_device(arr) else arr
+        return _cuda_rt().as_device_array(arr) if is_device(arr) else _cuda_rt().upload(np.asarray(arr))
+    return arr.copy_to_host() if is_device(arr) else arr
 
 
 def _copy_into(dst: Any, src: Any) -> None:
     """Copy ``src`` into the existing buffer ``dst``; either may be on the device."""
-    if _is_device(dst):
+    if is_device(dst):
         d = _cuda_rt().as_device_array(dst)
-        d.copy_to_device(_cuda_rt().as_device_array(src) if _is_device(src) else np.ascontiguousarray(src))
+        d.copy_to_device(_cuda_rt().as_device_array(src) if is_device(src) else np.ascontiguousarray(src))
     else:
-        np.copyto(dst, src.copy_to_host() if _is_device(src) else src)
+        np.copyto(dst, src.copy_to_host() if is_device(src) else src)
 
 
 def _host_array(arr: np.ndarray) -> np.ndarray:
@@ -128,7 +128,7 @@ class OrtValue:
 
         ``numpy_obj`` is kept alive as long as this value: the object ``data`` was made from.
         """
-        if data is not None and not isinstance(data, np.ndarray) and not (device[0] == "cuda" and _is_device(data)):
+        if data is not None and not isinstance(data, np.ndarray) and not (device[0] == "cuda" and is_device(data)):
             raise TypeError(f"OrtValue data must be a numpy.ndarray, got {type(data).__name__}")
         self._data: np.ndarray | None = data
         self._device: Device = device
@@ -261,7 +261,7 @@ class OrtValue:
         ``data`` must have the same dtype and number of elements; its shape may differ.
         """
         src = data._array() if isinstance(data, OrtValue) else data
-        if not isinstance(src, np.ndarray) and not _is_device(src):
+        if not isinstance(src, np.ndarray) and not is_device(src):
             raise TypeError("data must be a numpy.ndarray or an OrtValue.")
         dst = self._array()
         if src.dtype != dst.dtype:
@@ -448,7 +448,7 @@ class IOBinding:
 
     def synchronize_inputs(self) -> None:
         """Wait for pending device work (CUDA); a no-op on CPU, where bound memory is always visible."""
-        if any(_is_device(x) for x in self._inputs.values()):
+        if any(is_device(x) for x in self._inputs.values()):
             from numba import cuda
             cuda.synchronize()
 

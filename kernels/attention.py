@@ -34,7 +34,7 @@ from numba.extending import overload
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.attention_gemm import cblas_address, gemm, set_blas_threads_here
-from jitort.kernels.reduce import fexp, fmaximum, is_half, radd
+from jitort.kernels.reduce_math import fexp, fmaximum, is_half, radd
 from jitort.kernels.softmax import exp_block as _exp
 from jitort.kernels.registry import op
 from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus

@@ -1,6 +1,6 @@
 """jitort's binding to BLAS's ``cblas_[sd]gemm``: numpy's own bundled OpenBLAS (ILP64), called from
 ``@njit`` code through an intrinsic at a run-time address (an argument, not a constant, so kernels
-that call it cache). MatMul/Gemm/Einsum on dynamic operands (``linalg``) and the fused attention's
+that call it cache). MatMul/Gemm/Einsum on dynamic operands (``batched_gemm``) and the fused attention's
 per-block products (``attention_gemm``) use it.
 
 Measured on a 2-vCPU AMD EPYC (AVX2, 1 thread): numpy's OpenBLAS 0.3.31 runs sgemm with a small M

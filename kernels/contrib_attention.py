@@ -21,7 +21,7 @@ from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Node, TensorType
 from jitort.kernels.registry import op
-from jitort.kernels.softmax import _softmax
+from jitort.kernels.softmax import softmax
 from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
@@ -83,7 +83,7 @@ def attend(op_type: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: flo
         except ValueError:
             raise InvalidArgument(f"{op_type}: attention_bias of shape {list(bias.shape)} does not broadcast to "
                                   f"the scores {list(scores.shape)}") from None
-    probs = _softmax("Softmax", np.ascontiguousarray(scores), -1, False)
+    probs = softmax("Softmax", np.ascontiguousarray(scores), -1, False)
     out = np.matmul(probs, v)  # [B, N, S, Hv]
     return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(B, S, N * v.shape[-1])
 

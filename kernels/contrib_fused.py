@@ -3,7 +3,7 @@
 scale). Each lowers onto jitort's standard kernel: FusedConv onto jitort's own FusedConv
 (kernels/conv_fused.py: the activation and Z in the conv's epilogue) when the epilogue has the
 activation,
-FusedGemm and FusedMatMul onto kernels/linalg.py's batched GEMM.
+FusedGemm and FusedMatMul onto kernels/batched_gemm.py's batched GEMM.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import conv as conv_mod
+from jitort.kernels.batched_gemm import as_dtype, bmm, gemm_compute_dtype
 from jitort.kernels.contrib_infer import infer_as
-from jitort.kernels.linalg import Gemm, _bmm, _compute_dtype, _matmul, _to
+from jitort.kernels.matmul import Gemm, matmul_to
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.protos import fill_defaults
 
@@ -169,7 +170,7 @@ def _lower_fused_gemm(node: Node, g: Graph) -> Call:
 def FusedGemm(A: np.ndarray, B: np.ndarray, C: np.ndarray | None = None, *, alpha: float = 1.0, beta: float = 1.0,
               transA: int = 0, transB: int = 0, activation: str = "", activation_alpha: float | None = None,
               activation_beta: float | None = None, activation_gamma: float | None = None) -> np.ndarray:
-    """activation(alpha * A' @ B' + beta * C): Gemm (kernels/linalg.py), then the activation with
+    """activation(alpha * A' @ B' + beta * C): Gemm (kernels/matmul.py), then the activation with
     activation_alpha/beta/gamma as its parameters."""
     act = _gemm_activation("FusedGemm", activation, activation_alpha, activation_beta, activation_gamma)
     y = Gemm(A, B, C, alpha=alpha, beta=beta, transA=transA, transB=transB)
@@ -210,11 +211,11 @@ def FusedMatMul(A: np.ndarray, B: np.ndarray, *, alpha: float = 1.0, transA: int
     if A.dtype != B.dtype:
         raise InvalidArgument(f"FusedMatMul: A and B must share one element type, got {A.dtype} and {B.dtype}")
     if A.ndim >= 2 and B.ndim >= 2:
-        cd = _compute_dtype(A.dtype, "FusedMatMul")
-        a = np.ascontiguousarray(_to(_arrange(A, transBatchA, 0), cd))
-        b = np.ascontiguousarray(_to(_arrange(B, transBatchB, 0), cd))
-        return _to(_bmm(a, b, transA, transB, "FusedMatMul", alpha), A.dtype)
-    y = _matmul(A, B, A.dtype)
+        cd = gemm_compute_dtype(A.dtype, "FusedMatMul")
+        a = np.ascontiguousarray(as_dtype(_arrange(A, transBatchA, 0), cd))
+        b = np.ascontiguousarray(as_dtype(_arrange(B, transBatchB, 0), cd))
+        return as_dtype(bmm(a, b, transA, transB, "FusedMatMul", alpha), A.dtype)
+    y = matmul_to(A, B, A.dtype)
     if alpha != 1:
         y = (y * y.dtype.type(alpha)).astype(A.dtype, copy=False)
     return y

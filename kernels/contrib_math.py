@@ -1,6 +1,6 @@
 """The com.microsoft versions of Trilu, Range and Inverse that onnxruntime's CPU provider registers
-(opset 1 of its domain). Trilu and Range compute as their default-domain namesakes (kernels/shape.py),
-Range with ``delta`` optional (default 1). Inverse inverts the last two dims of [..., n, n] (LU with
+(opset 1 of its domain). Trilu and Range compute as their default-domain namesakes (kernels/movement.py,
+kernels/shape.py), Range with ``delta`` optional (default 1). Inverse inverts the last two dims of [..., n, n] (LU with
 partial pivoting, numpy's), float16 through float32. A singular matrix has no inverse: onnxruntime's
 Eigen inverse returns inf/nan there without an error; jitort returns inf for such a matrix (not an
 error either; the values are not claimed to equal Eigen's)."""
@@ -11,9 +11,9 @@ import numpy as np
 from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
 from jitort.kernels.contrib_infer import same_as_input
+from jitort.kernels.movement import Trilu as _Trilu
 from jitort.kernels.registry import op
 from jitort.kernels.shape import Range as _Range
-from jitort.kernels.shape import Trilu as _Trilu
 from jitort.protos import unknown_dim
 
 MS = "com.microsoft"

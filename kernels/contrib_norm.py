@@ -17,10 +17,10 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
+from jitort.kernels.reduce_math import radd
 from jitort.kernels.registry import op
 from jitort.kernels.softmax import LayerNormalization as _LayerNormalization17
-from jitort.kernels.reduce import radd
-from jitort.kernels.softmax import _float_compute, _row_sqdev, _row_sum, _split
+from jitort.kernels.softmax import axis_split, float_compute, row_sqdev, row_sum
 
 MS = "com.microsoft"
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -54,8 +54,8 @@ def _norm_rows(x, skip, bias, gamma, beta, has_skip, has_bias, has_beta, simplif
         else:
             for i in range(D):
                 tr[i] = xr[i]
-        mean = x.dtype.type(0) if simplified else _row_sum(tr) * inv_d
-        inv = one / math.sqrt(_row_sqdev(tr, mean) * inv_d + eps)
+        mean = x.dtype.type(0) if simplified else row_sum(tr) * inv_d
+        inv = one / math.sqrt(row_sqdev(tr, mean) * inv_d + eps)
         yr = y[o]
         if has_beta:
             for i in range(D):
@@ -79,10 +79,10 @@ def _normalize(op_name: str, x: np.ndarray, N: int, D: int, skip: np.ndarray | N
                gamma: np.ndarray, beta: np.ndarray | None, simplified: bool, eps: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(y, t, mean, inv) in the compute dtype, y and t shaped [N, D]."""
-    xc = _float_compute(op_name, x).reshape(N, D)
+    xc = float_compute(op_name, x).reshape(N, D)
     dt = xc.dtype
     if skip is not None:
-        sc = _float_compute(op_name, skip).reshape(-1, D) if skip.size else skip.reshape(0, D)
+        sc = float_compute(op_name, skip).reshape(-1, D) if skip.size else skip.reshape(0, D)
         if sc.shape[0] == 0 or N % sc.shape[0]:
             raise InvalidArgument(f"{op_name}: skip of shape {list(skip.shape)} does not broadcast to the input "
                                   f"{list(x.shape)}")
@@ -164,7 +164,7 @@ def SimplifiedLayerNormalization(X: np.ndarray, scale: np.ndarray, *, axis: int 
                                  epsilon: float = SIMPLIFIED_EPSILON, stash_type: int = 1, _nout: int = 1,
                                  _dtypes: tuple = ()) -> Any:
     """RMSNorm over the dims from ``axis``: ``X / sqrt(mean(X^2) + epsilon) * scale``."""
-    N, D, _ = _split("SimplifiedLayerNormalization", X.shape, axis, True)
+    N, D, _ = axis_split("SimplifiedLayerNormalization", X.shape, axis, True)
     if scale.size != D:
         raise InvalidArgument(f"SimplifiedLayerNormalization: scale of shape {list(scale.shape)} does not match "
                               f"the normalised size {D} of input {list(X.shape)} at axis {axis}")
@@ -243,7 +243,7 @@ def EmbedLayerNormalization(input_ids: np.ndarray, segment_ids: np.ndarray | Non
             raise InvalidArgument(f"{name}: position_ids of shape {list(position_ids.shape)} must be (1, {S}) or "
                                   f"({B}, {S})")
         pos = np.broadcast_to(position_ids.reshape(-1, S), (B, S))
-    dt = _float_compute(name, word_embedding).dtype
+    dt = float_compute(name, word_embedding).dtype
     emb = np.take(word_embedding, _ids(name, "input_ids", input_ids, word_embedding.shape[0]), axis=0).astype(dt)
     emb = emb.reshape(B * S, D)
     extra = np.take(position_embedding, _ids(name, "position_ids", pos, position_embedding.shape[0]),
@@ -285,9 +285,9 @@ def _fused_rows(x, skip, gamma, beta, has_skip, has_gamma, has_beta, simplified,
                 acc = radd(acc, v)
         else:
             tr = xr
-            acc = _row_sum(xr)
+            acc = row_sum(xr)
         mean = zero if simplified else acc * inv_d
-        inv = one / math.sqrt(_row_sqdev(tr, mean) * inv_d + eps)
+        inv = one / math.sqrt(row_sqdev(tr, mean) * inv_d + eps)
         if has_gamma and has_beta:
             for i in range(D):
                 yr[i] = (tr[i] - mean) * inv * gamma[i] + beta[i]
@@ -330,7 +330,7 @@ def FusedNorm(x: np.ndarray, skip: np.ndarray | None = None, gamma: np.ndarray |
         x, skip = np.broadcast_to(x, shape), np.ascontiguousarray(np.broadcast_to(skip, shape))
         x = np.ascontiguousarray(x)
         D, N = shape[-1], math.prod(shape[:-1])
-    xc = _float_compute(name, x)
+    xc = float_compute(name, x)
     dt = xc.dtype
     xc = np.ascontiguousarray(xc).reshape(N, D)
     sc = np.ascontiguousarray(skip, dt).reshape(N, D) if skip is not None else xc

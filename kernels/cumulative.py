@@ -11,7 +11,7 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.reduce import is_half
+from jitort.kernels.reduce_math import is_half
 from jitort.kernels.registry import op
 from jitort.arrays import contiguous
 

@@ -1,7 +1,7 @@
 """Sampling grids: GridSample (16, 20, 22) samples an N-D input at grid coordinates; AffineGrid (20)
 makes the grid of an affine transform. Coordinates, padding and cubic weights follow onnxruntime's
 CPU kernels; the cubic weights and the saturating integer store are Resize's
-(``kernels/resize.py``).
+(``kernels/resize_tables.py``).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from numba import njit
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.registry import op
-from jitort.kernels.resize import cubic_coeffs, store_interpolated
+from jitort.kernels.resize_tables import cubic_coeffs, store_interpolated
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 

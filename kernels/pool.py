@@ -1,19 +1,15 @@
-"""Pooling: MaxPool (+ Indices), AveragePool, LpPool and their Global forms.
+"""Windowed pooling: MaxPool (+ Indices), AveragePool, LpPool. (The Global forms are in
+kernels/global_pool.py; output sizes and padding in kernels/pool_geometry.py.)
 
-Windowed pooling is separable. 1-D and 2-D MaxPool/AveragePool (the CNN cases) run ``pool2d._pool2d``,
+Windowed pooling is separable. 1-D and 2-D MaxPool/AveragePool (the CNN cases) run ``pool2d.pool2d``,
 one kernel per dtype and kind: a vertical pass reduces each window's input rows, a horizontal pass reduces each
 output column's taps, and both run over whole planes where one index formula covers them (see the
 section comment), so the short rows of late layers cost no per-row overhead. A window that is the
-whole plane runs the global kernel. 3-D windows and LpPool take the per-row kernels
+whole plane runs the global kernel (``global_pool.global_run``). 3-D windows and LpPool take the per-row kernels
 ``_max_pool``/``_sum_pool``. Averages divide by a product of per-axis counts, which is exactly
 onnxruntime's divisor in both count_include_pad modes (taps inside input + pads, or inside the input
 only). What depends only on the input shape (output shape, kernel choice, geometry) is prepared once
 per shape: the plan passes the attributes as tuples, so a call costs a dict lookup.
-
-Output sizes follow onnxruntime 1.31, measured against it: with ceil_mode, a last window that
-would start inside the end padding is dropped (onnx's shape inference does not do that, so its
-static shape can be one larger than the run-time one). auto_pad SAME_* computes the padding from
-the undilated kernel, as onnxruntime does.
 
 MaxPool's values-only path propagates NaN (``np.maximum`` in windows; the global max runs eight
 chains of the plain ``max``, which vectorises better, plus a NaN flag) and reduces in a different
@@ -23,122 +19,21 @@ keeping the first maximum, exactly as onnxruntime.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 from numba import njit
 
-from jitort.errors import InvalidArgument
-from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.convutil import _ow_range
-from jitort.kernels.pool2d import _axis_count, _pool2d
+from jitort.kernels.global_pool import global_run
+from jitort.kernels.pool2d import axis_count, pool2d
+from jitort.kernels.pool_geometry import (AVG, LP, MAX, as_planes4, geometry_array, lowest, pool_attrs,
+                                          pool_compute_dtype, pool_geometry)
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 _EP = dict(nogil=True, error_model="numpy")
-
-MAX, AVG, LP = 0, 1, 2
-
-
-# --- geometry ------------------------------------------------------------------------------------
-
-def _cdiv(a: int, b: int) -> int:
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-@lru_cache(maxsize=1024)
-def pool_geometry(op_name: str, in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
-                  dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, ceil_mode: int
-                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(output dims, begin pads, end pads) of a windowed pooling."""
-    r = len(in_sp)
-    out, begin, end = [], [], []
-    for d in range(r):
-        i, k, s, dl = in_sp[d], kernel[d], strides[d], dilations[d]
-        ph, pt = pads[d], pads[d + r]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            need = (_cdiv(i + s - 1, s) - 1) * s + k - i
-            ph = _cdiv(need + 1, 2) if auto_pad == "SAME_LOWER" else _cdiv(need, 2)
-            pt = need - ph
-        elif auto_pad == "VALID":
-            ph = pt = 0
-        elif auto_pad not in ("NOTSET", ""):
-            raise InvalidArgument(f"{op_name}: auto_pad '{auto_pad}' is not one of NOTSET, SAME_UPPER, "
-                                  "SAME_LOWER, VALID")
-        num = np.float32(i + ph + pt - dl * (k - 1) - 1) / np.float32(s)
-        o = int(np.ceil(num) if ceil_mode else num) + 1
-        if ceil_mode and (o - 1) * s >= i + ph:
-            o -= 1
-        if o <= 0:
-            raise InvalidArgument(f"{op_name}: input spatial shape {list(in_sp)} is too small for kernel "
-                                  f"{list(kernel)} with strides {list(strides)}, dilations {list(dilations)} and "
-                                  f"pads {list(pads)}")
-        out.append(o)
-        begin.append(ph)
-        end.append(pt)
-    return tuple(out), tuple(begin), tuple(end)
-
-
-def _pad3(v: Sequence[int], fill: int) -> tuple[int, ...]:
-    v = tuple(int(t) for t in v)
-    return (fill,) * (3 - len(v)) + v
-
-
-def _as4(x: np.ndarray) -> np.ndarray:
-    """[N, C, *sp] -> [N*C, D, H, W] (a view)."""
-    sp = x.shape[2:]
-    return x.reshape((x.shape[0] * x.shape[1],) + (1,) * (3 - len(sp)) + sp)
-
-
-def _norm(op_name: str, x: np.ndarray, kernel_shape: Sequence[int] | None, strides: Sequence[int] | None,
-          dilations: Sequence[int] | None, pads: Sequence[int] | None, check_pads: bool = True
-          ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    r = x.ndim - 2
-    if x.ndim < 3:
-        raise InvalidArgument(f"{op_name}: input must have rank >= 3, got shape {list(x.shape)}")
-    if r > 3:
-        raise OrtNotImplemented(f"{op_name}: jitort supports 1-D, 2-D and 3-D pooling, got input rank {x.ndim}")
-    if not kernel_shape or len(kernel_shape) != r:
-        raise InvalidArgument(f"{op_name}: kernel_shape {kernel_shape} does not match the input's {r} spatial dims")
-    k = tuple(int(v) for v in kernel_shape)
-    s = tuple(int(v) for v in strides) if strides else (1,) * r
-    dl = tuple(int(v) for v in dilations) if dilations else (1,) * r
-    p = tuple(int(v) for v in pads) if pads else (0,) * (2 * r)
-    if len(s) != r or len(dl) != r or len(p) != 2 * r:
-        raise InvalidArgument(f"{op_name}: strides {list(s)}, dilations {list(dl)} or pads {list(p)} do not match "
-                              f"kernel_shape {list(k)}")
-    if any(v <= 0 for v in k + s + dl):
-        raise InvalidArgument(f"{op_name}: kernel_shape, strides and dilations must be positive")
-    if check_pads and any(p[d] >= k[d] or p[d + r] >= k[d] for d in range(r)):
-        raise InvalidArgument(f"{op_name}: Pad should be smaller than kernel (pads {list(p)}, kernel {list(k)})")
-    return k, s, dl, p
-
-
-def _geo(k: tuple[int, ...], s: tuple[int, ...], dl: tuple[int, ...], begin: tuple[int, ...],
-         end: tuple[int, ...]) -> np.ndarray:
-    return np.array(_pad3(k, 1) + _pad3(s, 1) + _pad3(dl, 1) + _pad3(begin, 0) + _pad3(end, 0), np.int64)
-
-
-_FLOAT_CD = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64),
-             np.dtype(np.float16): np.dtype(np.float32)}
-
-
-def _compute_dtype(op_name: str, dt: np.dtype, ints: bool = False) -> np.dtype:
-    dt = np.dtype(dt)
-    if dt in _FLOAT_CD:
-        return _FLOAT_CD[dt]
-    if dt.name == "bfloat16":
-        return np.dtype(np.float32)
-    if ints and dt in (np.int8, np.uint8):
-        return dt
-    raise OrtNotImplemented(f"{op_name}: jitort does not support input dtype {dt}")
-
-
-def _lowest(dt: np.dtype) -> Any:
-    return np.finfo(dt).min if dt.kind == "f" else np.iinfo(dt).min
 
 
 # --- windowed pooling ----------------------------------------------------------------------------
@@ -287,13 +182,13 @@ def _sum_pool(x, out, geo, lp, cip, p):  # type: ignore[no-untyped-def]
     rows = np.empty(kd * kh, np.int64)
     cx = np.empty(OW, x.dtype)  # taps per column (averages divide by a product of per-axis counts)
     for ow in range(OW):
-        cx[ow] = _axis_count(ow, sw, dw, kw, pw, W, W + ew if cip else 0)
+        cx[ow] = axis_count(ow, sw, dw, kw, pw, W, W + ew if cip else 0)
     inv_p = (zero + 1) / p
     xf = x.reshape(P, D * H * W)
     for c in range(P):
         xc = xf[c]
         for od in range(OD):
-            cz = _axis_count(od, sd, dd, kd, pd, D, D + ed if cip else 0)
+            cz = axis_count(od, sd, dd, kd, pd, D, D + ed if cip else 0)
             for oh in range(OH):
                 orow = out[c, od, oh]
                 n = _rows(od, oh, geo, D, H, W, rows)
@@ -307,7 +202,7 @@ def _sum_pool(x, out, geo, lp, cip, p):  # type: ignore[no-untyped-def]
                     for j in range(OW):
                         orow[j] = orow[j] ** inv_p
                 else:
-                    czy = x.dtype.type(cz * _axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0))
+                    czy = x.dtype.type(cz * axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0))
                     for j in range(OW):
                         orow[j] = orow[j] / (czy * cx[j])
 
@@ -366,12 +261,12 @@ def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int]
              auto_pad: str, ceil_mode: int, p: float) -> tuple:
     """Everything about a windowed pooling call that depends on the input's shape and dtype only: the
     kernel to run, the shapes to view input and output as, the geometry array and two scalars."""
-    cd = _compute_dtype(op_name, X.dtype, ints=mode == MAX)
-    k, s, dl, pp = _norm(op_name, X, kernel_shape, strides, dilations, pads, check_pads=auto_pad in ("NOTSET", ""))
+    cd = pool_compute_dtype(op_name, X.dtype, ints=mode == MAX)
+    k, s, dl, pp = pool_attrs(op_name, X, kernel_shape, strides, dilations, pads, check_pads=auto_pad in ("NOTSET", ""))
     out_sp, begin, end = pool_geometry(op_name, tuple(X.shape[2:]), k, s, dl, pp, auto_pad, int(ceil_mode))
     oshape = X.shape[:2] + out_sp
-    geo = _geo(k, s, dl, begin, end)
-    low = np.array(_lowest(cd), cd)[()]
+    geo = geometry_array(k, s, dl, begin, end)
+    low = np.array(lowest(cd), cd)[()]
     pv = np.array(p if cd.kind == "f" else 2, cd)[()]
     planes = X.shape[0] * X.shape[1]
     if out_sp == (1,) * len(out_sp) and k == X.shape[2:] and not any(begin + end) and set(dl) == {1} \
@@ -407,9 +302,9 @@ def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int
     out = np.empty(oshape, cd)
     if out.size:
         if kind == _2D:
-            _pool2d(x.reshape(xs), out.reshape(os_), geo, None if mode == MAX else True, bool(cip), a0)
+            pool2d(x.reshape(xs), out.reshape(os_), geo, None if mode == MAX else True, bool(cip), a0)
         elif kind == _GLOBAL:
-            _global_run(x.reshape(xs), out.reshape(os_), mode, pv, a0)
+            global_run(x.reshape(xs), out.reshape(os_), mode, pv, a0)
         elif mode == MAX:
             _max_pool(x.reshape(xs), out.reshape(os_), geo, a0)
         else:
@@ -435,14 +330,14 @@ _pool_run.compile_parts = _compile_parts  # type: ignore[attr-defined]
 def _maxpool_with_indices(X: np.ndarray, kernel_shape: Sequence[int] | None, strides: Sequence[int] | None,
                           dilations: Sequence[int] | None, pads: Sequence[int] | None, auto_pad: str,
                           ceil_mode: int, storage_order: int) -> Any:
-    cd = _compute_dtype("MaxPool", X.dtype, ints=True)
-    k, s, dl, pp = _norm("MaxPool", X, kernel_shape, strides, dilations, pads, check_pads=auto_pad in ("NOTSET", ""))
+    cd = pool_compute_dtype("MaxPool", X.dtype, ints=True)
+    k, s, dl, pp = pool_attrs("MaxPool", X, kernel_shape, strides, dilations, pads, check_pads=auto_pad in ("NOTSET", ""))
     out_sp, begin, end = pool_geometry("MaxPool", tuple(X.shape[2:]), k, s, dl, pp, auto_pad, int(ceil_mode))
     out = np.empty(X.shape[:2] + out_sp, cd)
     ind = np.empty(out.shape, np.int64)
     if out.size:
-        _maxpool_indices(_as4(np.ascontiguousarray(X, cd)), _as4(out), _as4(ind), _geo(k, s, dl, begin, end),
-                         int(storage_order), 0, np.array(_lowest(cd), cd)[()])
+        _maxpool_indices(as_planes4(np.ascontiguousarray(X, cd)), as_planes4(out), as_planes4(ind), geometry_array(k, s, dl, begin, end),
+                         int(storage_order), 0, np.array(lowest(cd), cd)[()])
     return out.astype(X.dtype, copy=False), ind
 
 
@@ -489,139 +384,3 @@ def LpPool(X: np.ndarray, *, auto_pad: str, ceil_mode: int = 0, dilations: Seque
            strides: Sequence[int] | None = None) -> np.ndarray:
     """LpPool (opset 1: float p, 2/11: int p, 18: ceil_mode and dilations)."""
     return _pool_run(X, "LpPool", LP, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, 0, float(p))
-
-
-# --- global pooling ------------------------------------------------------------------------------
-
-@njit(**_EP)
-def _max8(xc, L):  # type: ignore[no-untyped-def]
-    """max(xc[:L]) (NaN if any is NaN), L > 0: eight independent chains of the plain max (one vector
-    register) and a separate NaN flag, twice as fast as a chain of NaN-propagating np.maximum."""
-    n8 = L - L % 8
-    m = xc[0]
-    if n8:
-        a0, a1, a2, a3, a4, a5, a6, a7 = xc[0], xc[1], xc[2], xc[3], xc[4], xc[5], xc[6], xc[7]
-        for j in range(8, n8, 8):
-            a0 = max(a0, xc[j])
-            a1 = max(a1, xc[j + 1])
-            a2 = max(a2, xc[j + 2])
-            a3 = max(a3, xc[j + 3])
-            a4 = max(a4, xc[j + 4])
-            a5 = max(a5, xc[j + 5])
-            a6 = max(a6, xc[j + 6])
-            a7 = max(a7, xc[j + 7])
-        m = max(max(max(a0, a4), max(a1, a5)), max(max(a2, a6), max(a3, a7)))
-    for j in range(n8, L):
-        m = max(m, xc[j])
-    nan = False
-    for j in range(L):
-        nan |= xc[j] != xc[j]
-    return m, nan
-
-
-@njit(**_EP)
-def _sum8(xc, L, zero):  # type: ignore[no-untyped-def]
-    """sum(xc[:L]) in eight interleaved partial sums (vectorised; onnxruntime's order differs as well)."""
-    n8 = L - L % 8
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
-    for j in range(0, n8, 8):
-        a0 += xc[j]
-        a1 += xc[j + 1]
-        a2 += xc[j + 2]
-        a3 += xc[j + 3]
-        a4 += xc[j + 4]
-        a5 += xc[j + 5]
-        a6 += xc[j + 6]
-        a7 += xc[j + 7]
-    s = ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
-    for j in range(n8, L):
-        s += xc[j]
-    return s
-
-
-@njit(**_KW)
-def _global(x, out, mode, p, lowest):  # type: ignore[no-untyped-def]
-    """x [P, L] -> out [P]."""
-    P, L = x.shape
-    zero = lowest - lowest
-    one = zero + 1
-    for c in range(P):
-        xc = x[c]
-        if mode == MAX:
-            if L == 0:
-                out[c] = lowest
-                continue
-            m, nan = _max8(xc, L)
-            out[c] = m
-            if nan:
-                out[c] = np.nan
-        elif mode == AVG:
-            out[c] = _sum8(xc, L, zero) / L
-        else:
-            s = zero
-            if p == 2:
-                for j in range(L):
-                    s += xc[j] * xc[j]
-            else:
-                for j in range(L):
-                    s += abs(xc[j]) ** p
-            out[c] = s ** (one / p)
-
-
-@njit(**_KW)
-def _global_mean(x, out, ones):  # type: ignore[no-untyped-def]
-    """x [P, L] -> out [P], float32/float64: one BLAS gemv (x @ ones; 4-5x faster than summing short
-    rows of 49 or 196 values one plane at a time), then the division by L."""
-    np.dot(x, ones, out)
-    L = x.shape[1]
-    for c in range(out.shape[0]):
-        out[c] = out[c] / L
-
-
-_ONES: dict[tuple, np.ndarray] = {}
-
-
-def _global_run(x2: np.ndarray, out: np.ndarray, mode: int, p: Any, low: Any) -> None:
-    """x2 [P, L] -> out [P] (C-contiguous, the compute dtype)."""
-    if mode == AVG and x2.shape[1]:
-        key = (x2.dtype, x2.shape[1])
-        ones = _ONES.get(key)
-        if ones is None:
-            ones = _ONES[key] = np.ones(x2.shape[1], x2.dtype)
-        _global_mean(x2, out, ones)
-    else:
-        _global(x2, out, mode, p, low)
-
-
-_GLOBAL_SCALARS: dict[np.dtype, tuple] = {}
-
-
-def _global_pool(op_name: str, X: np.ndarray, mode: int, p: float = 2.0) -> np.ndarray:
-    if X.ndim < 3:
-        raise InvalidArgument(f"{op_name}: input must have rank >= 3, got shape {list(X.shape)}")
-    sc = _GLOBAL_SCALARS.get(X.dtype)
-    if sc is None:
-        cd = _compute_dtype(op_name, X.dtype)
-        sc = _GLOBAL_SCALARS[X.dtype] = (cd, np.array(_lowest(cd), cd)[()])
-    cd, low = sc
-    out = np.empty(X.shape[:2] + (1,) * (X.ndim - 2), cd)
-    x = X if X.dtype == cd and X.flags.c_contiguous else np.ascontiguousarray(X, cd)
-    if out.size:
-        _global_run(x.reshape(X.shape[0] * X.shape[1], -1), out.reshape(-1), mode, cd.type(p), low)
-    return out if X.dtype == cd else out.astype(X.dtype)
-
-
-@op("GlobalAveragePool", since=1)
-def GlobalAveragePool(X: np.ndarray) -> np.ndarray:
-    return _global_pool("GlobalAveragePool", X, AVG)
-
-
-@op("GlobalMaxPool", since=1)
-def GlobalMaxPool(X: np.ndarray) -> np.ndarray:
-    return _global_pool("GlobalMaxPool", X, MAX)
-
-
-@op("GlobalLpPool", since=1)
-def GlobalLpPool(X: np.ndarray, *, p: float) -> np.ndarray:
-    """GlobalLpPool (opset 1: float p, 2: int p)."""
-    return _global_pool("GlobalLpPool", X, LP, float(p))

@@ -15,7 +15,7 @@ _EP = dict(nogil=True, error_model="numpy")
 
 
 @njit(**_EP)
-def _axis_count(o, s, d, k, pb, n, limit):  # type: ignore[no-untyped-def]
+def axis_count(o, s, d, k, pb, n, limit):  # type: ignore[no-untyped-def]
     """Taps of window o on one axis inside [0, n) (limit == 0) or inside [-pb, n + end pad) (limit > 0)."""
     c = 0
     start = o * s - pb
@@ -175,7 +175,7 @@ def _fix_column(vb, W, o, OH, OW, ow, t0, nt, dw, avg, dv, ident):  # type: igno
 
 
 @njit(**_KW)
-def _pool2d(x, out, geo, avg, cip, ident):  # type: ignore[no-untyped-def]
+def pool2d(x, out, geo, avg, cip, ident):  # type: ignore[no-untyped-def]
     """x [P, H, W] -> out [P, OH, OW]: MaxPool (avg None) or AveragePool (avg True; cip:
     count_include_pad). ``avg is None`` is decided when Numba compiles (it prunes branches on a
     None argument), so the MaxPool specialisation has no averaging loops: a model with MaxPool
@@ -203,9 +203,9 @@ def _pool2d(x, out, geo, avg, cip, ident):  # type: ignore[no-untyped-def]
     if avg is not None:
         cx = np.empty(OW, np.int64)
         for ow in range(OW):
-            cx[ow] = _axis_count(ow, sw, dw, kw, pw, W, W + ew if cip else 0)
+            cx[ow] = axis_count(ow, sw, dw, kw, pw, W, W + ew if cip else 0)
         for oh in range(OH):
-            cy = _axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0)
+            cy = axis_count(oh, sh, dh, kh, ph, H, H + eh if cip else 0)
             for ow in range(OW):
                 c = cy * cx[ow]
                 for ci in range(CH):

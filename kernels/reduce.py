@@ -1,5 +1,6 @@
-"""Reductions: the ten Reduce* ops and ArgMax/ArgMin (CumSum lives with CumProd in
-``kernels/cumulative.py``, TopK in ``kernels/topk.py``).
+"""Reductions: the ten Reduce* ops (ArgMax/ArgMin are in ``kernels/argminmax.py``, CumSum lives with
+CumProd in ``kernels/cumulative.py``, TopK in ``kernels/topk.py``; the scalar building blocks of
+the loops, ``vmax``/``radd``/``fexp``..., in ``kernels/reduce_math.py``).
 
 Every reduction is brought to one of two layouts by a free reshape: ``[O, R]`` (the reduced axes
 are contiguous and trailing: one row per output, the common case) or ``[O, R, I]`` (contiguous
@@ -27,104 +28,15 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.fastmath import exp_f32
+from jitort.kernels.reduce_math import fexp, fmaximum, is_half, radd, rmul, vmax, vmin
 from jitort.kernels.registry import Call, Ref, op
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy")
-
-
-# --- scalar building blocks (shared with kernels.softmax) -----------------------------------------
-# Intrinsics rather than function-wide fastmath flags: the flags would also reach exp_f32 inlined
-# in the same function, whose rounding tricks need strict IEEE arithmetic.
-
-def _float_intrinsic(name: str) -> Any:
-    @intrinsic
-    def f(typingctx, a, b):  # type: ignore[no-untyped-def]
-        if not (isinstance(a, types.Float) and a == b):
-            return None
-
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            if name == "fadd":  # reassociable: lets LLVM vectorise a sum
-                return builder.fadd(args[0], args[1], flags=("reassoc",))
-            if name == "fmul":
-                return builder.fmul(args[0], args[1], flags=("reassoc",))
-            ty = args[0].type
-            fn = builder.module.declare_intrinsic(name, [ty], ir.FunctionType(ty, [ty, ty]))
-            return builder.call(fn, args)
-
-        return a(a, b), codegen
-    return f
-
-
-fmaximum = _float_intrinsic("llvm.maximum")  # NaN-propagating max, vectorisable
-fminimum = _float_intrinsic("llvm.minimum")
-_fadd_reassoc = _float_intrinsic("fadd")
-_fmul_reassoc = _float_intrinsic("fmul")
-
-
-def vmax(a: Any, b: Any) -> Any:
-    """max(a, b) for reduction loops: NaN-propagating for floats."""
-    raise NotImplementedError  # only callable from @njit code
-
-
-def vmin(a: Any, b: Any) -> Any:
-    raise NotImplementedError
-
-
-def radd(a: Any, b: Any) -> Any:
-    """a + b that a reduction loop may reorder (vectorise); exact order for integers anyway."""
-    raise NotImplementedError
-
-
-def rmul(a: Any, b: Any) -> Any:
-    raise NotImplementedError
-
-
-def fexp(x: Any) -> Any:
-    """exp in the argument's own precision: jitort's vectorisable exp_f32 for float32."""
-    raise NotImplementedError
-
-
-@overload(vmax, inline="always")
-def _vmax_ov(a, b):  # type: ignore[no-untyped-def]
-    if isinstance(a, types.Float):
-        return lambda a, b: fmaximum(a, b)
-    return lambda a, b: a if a > b else b
-
-
-@overload(vmin, inline="always")
-def _vmin_ov(a, b):  # type: ignore[no-untyped-def]
-    if isinstance(a, types.Float):
-        return lambda a, b: fminimum(a, b)
-    return lambda a, b: a if a < b else b
-
-
-@overload(radd, inline="always")
-def _radd_ov(a, b):  # type: ignore[no-untyped-def]
-    if isinstance(a, types.Float) and a == b:
-        return lambda a, b: _fadd_reassoc(a, b)
-    return lambda a, b: a + b
-
-
-@overload(rmul, inline="always")
-def _rmul_ov(a, b):  # type: ignore[no-untyped-def]
-    if isinstance(a, types.Float) and a == b:
-        return lambda a, b: _fmul_reassoc(a, b)
-    return lambda a, b: a * b
-
-
-@overload(fexp, inline="always")
-def _fexp_ov(x):  # type: ignore[no-untyped-def]
-    if x == types.float32:
-        return lambda x: exp_f32(x)
-    return lambda x: math.exp(x)
 
 
 # --- row kernels: x [O, R] -> out [O]; R >= 1 ------------------------------------------------------
@@ -303,12 +215,6 @@ _KERNELS = {
 _BOOL_OK = ("ReduceMax", "ReduceMin")
 
 
-def is_half(dt: np.dtype) -> bool:
-    """float16 or bfloat16 (ml_dtypes): stored in 2 bytes, computed in float32.
-    (``dtype.name`` would say it directly but costs ~10 us per call in numpy 2.)"""
-    return dt.itemsize == 2 and dt.kind in "fV"
-
-
 def normalize_axes(op_type: str, axes: Sequence[int], rank: int) -> tuple[int, ...]:
     """Sorted, deduplicated, non-negative axes; a scalar accepts axis 0 or -1 (and has none)."""
     out = set()
@@ -384,7 +290,7 @@ def _int_logsumexp(x: np.ndarray, out_shape: tuple[int, ...], O: int, R: int, I:
     return _saturate(np.log(count) + m, x.dtype).reshape(out_shape)
 
 
-def _flag(op_type: str, name: str, value: int) -> bool:
+def bool_attr(op_type: str, name: str, value: int) -> bool:
     """A 0/1 attribute. Other values are refused: onnx's inference reads them as true, onnxruntime's
     kernels as false, so any answer would contradict one of them."""
     if value not in (0, 1):
@@ -396,7 +302,7 @@ def reduce(op_type: str, x: np.ndarray, axes: tuple[int, ...] | None, keepdims: 
            noop_with_empty_axes: int = 0) -> np.ndarray:
     """The reduction ``op_type`` of ``x`` over ``axes`` (None or () = all, or none with
     ``noop_with_empty_axes``)."""
-    out_shape, O, R, I, perm = _layout(op_type, x.shape, axes, _flag(op_type, "keepdims", keepdims),
+    out_shape, O, R, I, perm = _layout(op_type, x.shape, axes, bool_attr(op_type, "keepdims", keepdims),
                                        bool(noop_with_empty_axes))
     if O * I == 0:
         return np.empty(out_shape, x.dtype)
@@ -479,82 +385,3 @@ def _register_reduce(op_type: str, input_since: int) -> None:
 
 for _name in _KERNELS:
     _register_reduce(_name, 13 if _name == "ReduceSum" else 18)
-
-
-# --- ArgMax / ArgMin -------------------------------------------------------------------------------
-# onnxruntime's semantics, NaN included: the first element seeds the best value and a later one
-# replaces it only if strictly better (>= / <= with select_last_index), so a NaN wins only as the
-# first element.
-
-@njit(**_JIT)
-def _arg_rows(x, out, largest, last):  # type: ignore[no-untyped-def]
-    for o in range(x.shape[0]):
-        best = x[o, 0]
-        k = 0
-        for r in range(1, x.shape[1]):
-            v = x[o, r]
-            if largest:
-                better = v >= best if last else v > best
-            else:
-                better = v <= best if last else v < best
-            if better:
-                best = v
-                k = r
-        out[o] = k
-
-
-@njit(**_JIT)
-def _arg_cols(x, out, largest, last):  # type: ignore[no-untyped-def]
-    O, R, I = x.shape
-    best = np.empty(I, x.dtype)
-    for o in range(O):
-        for i in range(I):
-            best[i] = x[o, 0, i]
-            out[o, i] = 0
-        for r in range(1, R):
-            for i in range(I):
-                v = x[o, r, i]
-                if largest:
-                    better = v >= best[i] if last else v > best[i]
-                else:
-                    better = v <= best[i] if last else v < best[i]
-                if better:
-                    best[i] = v
-                    out[o, i] = r
-
-
-def _arg(op_type: str, x: np.ndarray, axis: int, keepdims: int, select_last_index: int) -> np.ndarray:
-    if is_half(x.dtype):
-        x = x.astype(np.float32)
-    elif x.dtype == np.bool_:
-        x = x.view(np.uint8)
-    elif x.dtype.kind not in "fiu":
-        raise OrtNotImplemented(f"{op_type}: input dtype {x.dtype} is not supported")
-    rank = max(x.ndim, 1)
-    if not -rank <= axis < rank:
-        raise InvalidArgument(f"{op_type}: axis {axis} is out of range for a tensor of rank {x.ndim}")
-    shape = x.shape if x.ndim else (1,)
-    axis = axis + rank if axis < 0 else axis
-    O, R, I = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
-    out_shape = shape[:axis] + ((1,) if _flag(op_type, "keepdims", keepdims) else ()) + shape[axis + 1:]
-    out = np.empty(out_shape, np.int64)
-    if O * I == 0:
-        return out
-    if R == 0:
-        raise InvalidArgument(f"{op_type}: cannot take the arg-extreme over axis {axis} of size 0")
-    largest, last = op_type == "ArgMax", bool(select_last_index)
-    if I == 1:
-        _arg_rows(x.reshape(O, R), out.reshape(O), largest, last)
-    else:
-        _arg_cols(x.reshape(O, R, I), out.reshape(O, I), largest, last)
-    return out
-
-
-@op("ArgMax", since=1)
-def ArgMax(data: np.ndarray, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> np.ndarray:
-    return _arg("ArgMax", data, axis, keepdims, select_last_index)
-
-
-@op("ArgMin", since=1)
-def ArgMin(data: np.ndarray, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> np.ndarray:
-    return _arg("ArgMin", data, axis, keepdims, select_last_index)

@@ -3,7 +3,7 @@
 Both follow onnxruntime's arithmetic: MaxRoiPool rounds the scaled roi corners half away from zero
 and sizes its bins in float32; RoiAlign precomputes the bilinear corners and weights of every sample
 point once per roi, shares them across channels, and computes in the input dtype. The compute
-dtype (float16 -> float32) and the max identity come from kernels/pool.py.
+dtype (float16 -> float32) and the max identity come from kernels/pool_geometry.py.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from jitort.errors import InvalidArgument
-from jitort.kernels.pool import _lowest
+from jitort.kernels.pool_geometry import lowest
 from jitort.kernels.registry import FLOAT, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -72,7 +72,7 @@ def MaxRoiPool(X: np.ndarray, rois: np.ndarray, *, pooled_shape: Sequence[int], 
     out = np.empty((rois.shape[0], X.shape[1], int(pooled_shape[0]), int(pooled_shape[1])), cd)
     if out.size:
         _max_roi_pool(np.ascontiguousarray(X, cd), np.ascontiguousarray(ri), out,
-                      np.array(_lowest(cd), cd)[()])
+                      np.array(lowest(cd), cd)[()])
     return out.astype(X.dtype, copy=False)
 
 

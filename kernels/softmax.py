@@ -21,7 +21,7 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.reduce import fexp, fmaximum, is_half, radd
+from jitort.kernels.reduce_math import fexp, fmaximum, is_half, radd
 from jitort.kernels.registry import op
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -30,7 +30,7 @@ _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmat
 # --- row helpers (1-D, contiguous) -------------------------------------------------------------------
 
 @njit(**_JIT)
-def _row_max(x):  # type: ignore[no-untyped-def]
+def row_max(x):  # type: ignore[no-untyped-def]
     m = x[0]
     for i in range(1, x.shape[0]):
         m = fmaximum(m, x[i])
@@ -38,7 +38,7 @@ def _row_max(x):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _row_sum(x):  # type: ignore[no-untyped-def]
+def row_sum(x):  # type: ignore[no-untyped-def]
     s = x.dtype.type(0)
     for i in range(x.shape[0]):
         s = radd(s, x[i])
@@ -46,7 +46,7 @@ def _row_sum(x):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _row_sqdev(x, mean):  # type: ignore[no-untyped-def]
+def row_sqdev(x, mean):  # type: ignore[no-untyped-def]
     s = x.dtype.type(0)
     for i in range(x.shape[0]):
         d = x[i] - mean
@@ -55,13 +55,9 @@ def _row_sqdev(x, mean):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _exp(x, y):  # type: ignore[no-untyped-def]
+def exp_block(x, y):  # type: ignore[no-untyped-def]
     for i in range(x.shape[0]):
         y[i] = fexp(x[i])
-
-
-# Public names of the row helpers for other kernels (the fused attention kernel).
-row_max, row_sum, exp_block = _row_max, _row_sum, _exp
 
 
 # --- Softmax / LogSoftmax --------------------------------------------------------------------------
@@ -83,13 +79,13 @@ def _softmax_rows(x, y, log):  # type: ignore[no-untyped-def]
         for b in range(nb):
             xr = x[o0 + b]
             tr = t[b * D:(b + 1) * D]
-            m = _row_max(xr)
+            m = row_max(xr)
             for i in range(D):
                 tr[i] = xr[i] - m
-        _exp(t[:nb * D], yf[o0 * D:(o0 + nb) * D])
+        exp_block(t[:nb * D], yf[o0 * D:(o0 + nb) * D])
         for b in range(nb):
             yr = y[o0 + b]
-            s = _row_sum(yr)
+            s = row_sum(yr)
             if log:
                 tr = t[b * D:(b + 1) * D]
                 c = math.log(s)
@@ -133,7 +129,7 @@ def _softmax_cols(x, y, log):  # type: ignore[no-untyped-def]
                     y[o, r, i] *= s[i]
 
 
-def _float_compute(op_type: str, x: np.ndarray) -> np.ndarray:
+def float_compute(op_type: str, x: np.ndarray) -> np.ndarray:
     """The array to compute on: float32/float64 as is, float16/bfloat16 widened to float32."""
     if x.dtype in (np.float32, np.float64):
         return x
@@ -142,7 +138,8 @@ def _float_compute(op_type: str, x: np.ndarray) -> np.ndarray:
     raise OrtNotImplemented(f"{op_type}: input dtype {x.dtype} is not supported (float types only)")
 
 
-def _split(op_type: str, shape: tuple[int, ...], axis: int, coerce_2d: bool) -> tuple[int, int, int]:
+def axis_split(op_type: str, shape: tuple[int, ...], axis: int, coerce_2d: bool) -> tuple[int, int, int]:
+    """``(O, R, I)``: the sizes before, at and after ``axis`` (``coerce_2d``: everything from ``axis`` on is R)."""
     rank = len(shape)
     if rank == 0:
         raise InvalidArgument(f"{op_type}: the input must have rank >= 1, got a scalar")
@@ -155,9 +152,9 @@ def _split(op_type: str, shape: tuple[int, ...], axis: int, coerce_2d: bool) -> 
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
-def _softmax(op_type: str, x: np.ndarray, axis: int, coerce_2d: bool) -> np.ndarray:
-    O, R, I = _split(op_type, x.shape, axis, coerce_2d)
-    xc = _float_compute(op_type, x)
+def softmax(op_type: str, x: np.ndarray, axis: int, coerce_2d: bool) -> np.ndarray:
+    O, R, I = axis_split(op_type, x.shape, axis, coerce_2d)
+    xc = float_compute(op_type, x)
     y = np.empty(x.shape, xc.dtype)
     if y.size:
         log = op_type == "LogSoftmax"
@@ -175,22 +172,22 @@ def _compile_parts(input: np.ndarray, *, axis: int = -1) -> dict[str, float]:
 
 @op("Softmax", since=1)
 def Softmax_1(input: np.ndarray, *, axis: int = 1) -> np.ndarray:
-    return _softmax("Softmax", input, axis, True)
+    return softmax("Softmax", input, axis, True)
 
 
 @op("Softmax", since=13)
 def Softmax(input: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    return _softmax("Softmax", input, axis, False)
+    return softmax("Softmax", input, axis, False)
 
 
 @op("LogSoftmax", since=1)
 def LogSoftmax_1(input: np.ndarray, *, axis: int = 1) -> np.ndarray:
-    return _softmax("LogSoftmax", input, axis, True)
+    return softmax("LogSoftmax", input, axis, True)
 
 
 @op("LogSoftmax", since=13)
 def LogSoftmax(input: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    return _softmax("LogSoftmax", input, axis, False)
+    return softmax("LogSoftmax", input, axis, False)
 
 
 # --- Hardmax ---------------------------------------------------------------------------------------
@@ -217,8 +214,8 @@ def _hardmax_cols(x, y):  # type: ignore[no-untyped-def]
 
 
 def _hardmax(x: np.ndarray, axis: int, coerce_2d: bool) -> np.ndarray:
-    O, R, I = _split("Hardmax", x.shape, axis, coerce_2d)
-    xc = _float_compute("Hardmax", x)
+    O, R, I = axis_split("Hardmax", x.shape, axis, coerce_2d)
+    xc = float_compute("Hardmax", x)
     y = np.zeros(x.shape, xc.dtype)
     if y.size:
         _hardmax_cols(xc.reshape(O, R, I), y.reshape(O, R, I))
@@ -249,8 +246,8 @@ def _layernorm(x, scale, bias, has_bias, eps, y, mean_out, inv_out):  # type: ig
     for o in range(N):
         xr = x[o]
         yr = y[o]
-        mean = _row_sum(xr) * inv_d
-        var = _row_sqdev(xr, mean) * inv_d
+        mean = row_sum(xr) * inv_d
+        var = row_sqdev(xr, mean) * inv_d
         inv = one / math.sqrt(var + eps)
         if has_bias:
             for i in range(D):
@@ -277,9 +274,9 @@ def _param(name: str, p: np.ndarray, norm_shape: tuple[int, ...], dt: np.dtype) 
 def LayerNormalization(X: np.ndarray, Scale: np.ndarray, B: np.ndarray | None = None, *, axis: int = -1,
                        epsilon: float = 1e-5, stash_type: int = 1, _nout: int = 1,
                        _dtypes: tuple = ()) -> Any:
-    N, D, _ = _split("LayerNormalization", X.shape, axis, True)
+    N, D, _ = axis_split("LayerNormalization", X.shape, axis, True)
     a = axis + X.ndim if axis < 0 else axis
-    xc = _float_compute("LayerNormalization", X)
+    xc = float_compute("LayerNormalization", X)
     dt = xc.dtype
     scale = _param("Scale", Scale, X.shape[a:], dt)
     bias = _param("B", B, X.shape[a:], dt) if B is not None else scale

@@ -9,7 +9,7 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.reduce import is_half
+from jitort.kernels.reduce_math import is_half
 from jitort.kernels.registry import op
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy")

@@ -6,7 +6,7 @@ import pytest
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels import linalg
+from jitort.kernels import batched_gemm, einsum, matmul
 from oracle import assert_close, check, make_model, node_model, rand, run_jitort
 
 from onnx import helper
@@ -99,7 +99,7 @@ def test_matmul_bfloat16():
     import ml_dtypes
     bf = ml_dtypes.bfloat16
     a, b = rand((2, 3, 8), np.float32, 1).astype(bf), rand((8, 4), np.float32, 2).astype(bf)
-    got = linalg.MatMul(a, b)
+    got = matmul.MatMul(a, b)
     want = (a.astype(np.float32) @ b.astype(np.float32)).astype(bf)
     assert got.dtype == bf and got.shape == (2, 3, 4)
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-2)
@@ -115,21 +115,21 @@ def test_matmul_symbolic_batch_no_recompile():
         a = rand((b, s, 16), np.float32, b)
         check(m, {"a": a})
         if n_sigs is None:
-            n_sigs = len(linalg._gemm_batched.signatures)
-        assert len(linalg._gemm_batched.signatures) == n_sigs
+            n_sigs = len(batched_gemm.gemm_batched.signatures)
+        assert len(batched_gemm.gemm_batched.signatures) == n_sigs
 
 
 def test_matmul_errors():
     with pytest.raises(InvalidArgument, match="MatMul: inner dimensions"):
-        linalg.MatMul(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32))
+        matmul.MatMul(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32))
     with pytest.raises(InvalidArgument, match="MatMul: batch dimensions"):
-        linalg.MatMul(np.ones((2, 2, 3), np.float32), np.ones((3, 3, 5), np.float32))
+        matmul.MatMul(np.ones((2, 2, 3), np.float32), np.ones((3, 3, 5), np.float32))
     with pytest.raises(InvalidArgument, match="rank"):
-        linalg.MatMul(np.ones((), np.float32), np.ones((3,), np.float32))
+        matmul.MatMul(np.ones((), np.float32), np.ones((3,), np.float32))
     with pytest.raises(InvalidArgument, match="element type"):
-        linalg.MatMul(np.ones((2, 3), np.float32), np.ones((3, 5), np.float64))
+        matmul.MatMul(np.ones((2, 3), np.float32), np.ones((3, 5), np.float64))
     with pytest.raises(OrtNotImplemented, match="MatMul.*bool"):
-        linalg.MatMul(np.ones((2, 3), bool), np.ones((3, 5), bool))
+        matmul.MatMul(np.ones((2, 3), bool), np.ones((3, 5), bool))
 
 
 # --- Gemm -----------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_gemm_constant_weight(dtype, transB, const_c):
 
 @pytest.mark.parametrize("pretranspose", [False, True])
 def test_gemm_pretranspose_switch(monkeypatch, pretranspose):
-    monkeypatch.setattr(linalg, "PRETRANSPOSE_B", pretranspose)
+    monkeypatch.setattr(matmul, "PRETRANSPOSE_B", pretranspose)
     a, w, c = rand((3, 10), np.float32, 1), rand((6, 10), np.float32, 2), rand((3, 6), np.float32, 3)
     m = node_model("Gemm", {"a": a}, opset=13, initializers={"w": w, "c": c}, transB=1, alpha=2.0)
     check(m, {"a": a}, rtol=1e-5, atol=1e-4)
@@ -241,7 +241,7 @@ def test_gemm_old_opsets(opset, broadcast):
 
 def test_gemm_old_opset_needs_broadcast():
     with pytest.raises(InvalidArgument, match="Gemm: C of shape"):
-        linalg.Gemm_1(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones((4,), np.float32),
+        matmul.Gemm_1(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones((4,), np.float32),
                       alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0)
 
 
@@ -264,13 +264,13 @@ def test_gemm_integers(dtype, alpha, beta, trans):
 
 def test_gemm_errors():
     with pytest.raises(InvalidArgument, match="Gemm: A and B must be 2-D"):
-        linalg.Gemm(np.ones((2, 2, 3), np.float32), np.ones((3, 4), np.float32), alpha=1.0, beta=1.0,
+        matmul.Gemm(np.ones((2, 2, 3), np.float32), np.ones((3, 4), np.float32), alpha=1.0, beta=1.0,
                     transA=0, transB=0)
     with pytest.raises(InvalidArgument, match="Gemm: inner dimensions"):
-        linalg.Gemm(np.ones((2, 3), np.float32), np.ones((4, 4), np.float32), alpha=1.0, beta=1.0,
+        matmul.Gemm(np.ones((2, 3), np.float32), np.ones((4, 4), np.float32), alpha=1.0, beta=1.0,
                     transA=0, transB=0)
     with pytest.raises(InvalidArgument, match="Gemm: C of shape"):
-        linalg.Gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones((3,), np.float32),
+        matmul.Gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones((3,), np.float32),
                     alpha=1.0, beta=1.0, transA=0, transB=0)
 
 
@@ -345,7 +345,7 @@ def test_einsum_other_integers(equation, shapes, dtype):
 def test_einsum_ellipsis_broadcasting(equation, shapes):
     """numpy broadcasts ellipsis dimensions; onnx shape inference rejects it, so numpy is the oracle."""
     xs = [rand(s, np.float32, k + 1) for k, s in enumerate(shapes)]
-    got = linalg.Einsum(*xs, equation=equation)
+    got = einsum.Einsum(*xs, equation=equation)
     np.testing.assert_allclose(got, np.einsum(equation, *xs), rtol=1e-5, atol=1e-5)
 
 
@@ -353,7 +353,7 @@ def test_einsum_opset_28_bfloat16_formula():
     import ml_dtypes
     bf = ml_dtypes.bfloat16
     a, b = rand((2, 3, 4), np.float32, 1).astype(bf), rand((2, 4, 5), np.float32, 2).astype(bf)
-    got = linalg.Einsum(a, b, equation="bij,bjk->bik")
+    got = einsum.Einsum(a, b, equation="bij,bjk->bik")
     want = np.einsum("bij,bjk->bik", a.astype(np.float32), b.astype(np.float32))
     assert got.dtype == bf
     np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-2, atol=2e-2)
@@ -362,15 +362,15 @@ def test_einsum_opset_28_bfloat16_formula():
 def test_einsum_attention_is_copy_free(monkeypatch):
     """'bhqd,bhkd->bhqk' reaches the GEMM with both operands as views (B transposed by BLAS)."""
     seen = []
-    real = linalg._bmm
+    real = einsum.bmm
 
     def spy(a, b, ta, tb, *args, **kw):
         seen.append((ta, tb, a.base is not None, b.base is not None))
         return real(a, b, ta, tb, *args, **kw)
 
-    monkeypatch.setattr(linalg, "_bmm", spy)
+    monkeypatch.setattr(einsum, "bmm", spy)
     q, k = rand((2, 3, 4, 5), np.float32, 1), rand((2, 3, 6, 5), np.float32, 2)
-    got = linalg.Einsum(q, k, equation="bhqd,bhkd->bhqk")
+    got = einsum.Einsum(q, k, equation="bhqd,bhkd->bhqk")
     np.testing.assert_allclose(got, np.einsum("bhqd,bhkd->bhqk", q, k), rtol=1e-5, atol=1e-5)
     assert seen == [(0, 1, True, True)]
 
@@ -378,21 +378,21 @@ def test_einsum_attention_is_copy_free(monkeypatch):
 def test_einsum_errors():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(InvalidArgument, match="operand terms"):
-        linalg.Einsum(x, equation="ij,jk->ik")
+        einsum.Einsum(x, equation="ij,jk->ik")
     with pytest.raises(InvalidArgument, match="rank"):
-        linalg.Einsum(x, equation="ijk->i")
+        einsum.Einsum(x, equation="ijk->i")
     with pytest.raises(InvalidArgument, match="is in no input"):
-        linalg.Einsum(x, equation="ij->k")
+        einsum.Einsum(x, equation="ij->k")
     with pytest.raises(InvalidArgument, match="has sizes 3 and 4"):
-        linalg.Einsum(x, np.ones((4, 5), np.float32), equation="ij,jk->ik")
+        einsum.Einsum(x, np.ones((4, 5), np.float32), equation="ij,jk->ik")
     with pytest.raises(OrtNotImplemented, match="Einsum.*bool"):
-        linalg.Einsum(x.astype(bool), equation="ij->ji")
+        einsum.Einsum(x.astype(bool), equation="ij->ji")
 
 
 @pytest.mark.parametrize("equation", ["ij->ij", "ij", "...->..."])
 def test_einsum_identity_does_not_alias_input(equation):
     x = rand((3, 4), np.float32, 1)
-    y = linalg.Einsum(x, equation=equation)
+    y = einsum.Einsum(x, equation=equation)
     assert not np.may_share_memory(x, y)
     np.testing.assert_array_equal(x, y)
 
@@ -400,10 +400,10 @@ def test_einsum_identity_does_not_alias_input(equation):
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_scipy_blas_fallback(monkeypatch, dtype):
     """Without numpy's ILP64 cblas the same kernel calls scipy's BLAS through Numba's helper."""
-    monkeypatch.setattr(linalg, "_CBLAS", {})
+    monkeypatch.setattr(batched_gemm, "CBLAS_GEMM", {})
     a, b, c = rand((5, 7), dtype, 1), rand((3, 5), dtype, 2), rand((3,), dtype, 3)
-    got = linalg.Gemm(a, b, c, alpha=0.5, beta=2.0, transA=1, transB=1)
+    got = matmul.Gemm(a, b, c, alpha=0.5, beta=2.0, transA=1, transB=1)
     np.testing.assert_allclose(got, _np_gemm(a, b, c, 0.5, 2.0, 1, 1), **_tol(dtype, 5))
     x, y = rand((2, 3, 4, 6), dtype, 4), rand((2, 3, 5, 6), dtype, 5)
-    np.testing.assert_allclose(linalg.Einsum(x, y, equation="bhqd,bhkd->bhqk"),
+    np.testing.assert_allclose(einsum.Einsum(x, y, equation="bhqd,bhkd->bhqk"),
                                np.einsum("bhqd,bhkd->bhqk", x, y), **_tol(dtype, 6))

@@ -11,6 +11,7 @@ from onnx import helper
 
 import jitort
 from jitort.errors import InvalidArgument
+from jitort.kernels import global_pool, pool2d
 from jitort.kernels import pool as P
 from oracle import assert_close, check, make_model, node_model, rand, run_ort
 
@@ -164,8 +165,8 @@ def test_global_dtypes_and_opset1():
     for op in ("GlobalAveragePool", "GlobalMaxPool"):
         check(node_model(op, {"x": x16}), {"x": x16}, rtol=1e-3, atol=1e-3)
     x = rand((2, 3, 9, 8), np.float64, seed=12)
-    np.testing.assert_allclose(P.GlobalAveragePool(x), x.mean((2, 3), keepdims=True), rtol=1e-12)
-    np.testing.assert_array_equal(P.GlobalMaxPool(x), x.max((2, 3), keepdims=True))
+    np.testing.assert_allclose(global_pool.GlobalAveragePool(x), x.mean((2, 3), keepdims=True), rtol=1e-12)
+    np.testing.assert_array_equal(global_pool.GlobalMaxPool(x), x.max((2, 3), keepdims=True))
     x32 = x.astype(np.float32)
     m = node_model("GlobalLpPool", {"x": x32}, opset=1, p=2.5)
     got = jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x32})[0]
@@ -173,7 +174,7 @@ def test_global_dtypes_and_opset1():
 
 
 def _n_signatures() -> int:
-    return sum(len(k.signatures) for k in (P._pool2d, P._max_pool, P._sum_pool, P._global))
+    return sum(len(k.signatures) for k in (pool2d.pool2d, P._max_pool, P._sum_pool, global_pool.global_kernel))
 
 
 def test_batch_change_does_not_compile():
@@ -329,5 +330,5 @@ def test_nan_propagates():
     y = P.MaxPool(x, auto_pad="NOTSET", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     ref = pool_ref(x.astype(np.float64), "max", [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
-    g = P.GlobalMaxPool(x).reshape(-1)
+    g = global_pool.GlobalMaxPool(x).reshape(-1)
     assert np.isnan(g[0]) and not np.isnan(g[1]) and np.isnan(g[2])

@@ -8,7 +8,7 @@ jitort with onnxruntime (``jitort.bench``). ``jitort profile MODEL`` puts jitort
 to onnxruntime's per-node profile (``jitort.cli.profile``). ``jitort cache`` inspects and
 cleans the on-disk cache.
 ``jitort conformance`` runs onnx's backend conformance cases in worker subprocesses and writes a
-per-op report (``jitort/conformance.py``).
+per-op report (``jitort/cli/conformance.py`` over ``jitort/conformance.py``).
 
 Exit codes: 0 success; 1 outputs disagree (rtol 1e-3, atol 1e-4); 2 usage error (bad argument,
 missing file, onnxruntime not installed); 3 jitort (or, for ``--compare-ort``, onnxruntime) failed
@@ -24,9 +24,8 @@ import os
 import sys
 from typing import Sequence
 
-from jitort.cli import bench, cache, compile, explain, profile, run
+from jitort.cli import bench, cache, compile, conformance, explain, profile, run
 from jitort.cli.common import EXIT_OK, EXIT_USAGE, UsageError
-from jitort.conformance import add_parser as add_conformance_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                "2 usage error, 3 jitort (or onnxruntime) failed on the model.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for add in (run.add_parser, explain.add_parser, bench.add_parser, cache.add_parser, add_conformance_parser,
+    for add in (run.add_parser, explain.add_parser, bench.add_parser, cache.add_parser, conformance.add_parser,
                 compile.add_parser, profile.add_parser):
         add(sub)
     return p

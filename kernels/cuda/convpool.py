@@ -24,9 +24,8 @@ from numba import cuda, int64, void
 from jitort.errors import InvalidArgument
 from jitort.kernels.conv_setup import _check_conv, conv_geometry
 from jitort.kernels.cuda.runtime import FLOATS, SIMULATOR, A, cdiv, compiled, flat, grid1d, signatures
-from jitort.kernels.pool import _norm as pool_norm
-from jitort.kernels.pool import pool_geometry
-from jitort.kernels.pool2d import _axis_count as cpu_axis_count
+from jitort.kernels.pool2d import axis_count as cpu_axis_count
+from jitort.kernels.pool_geometry import pool_attrs, pool_geometry
 
 TILE = 8 if SIMULATOR else 16  # the simulator runs each thread as a Python thread: smaller blocks there
 _MAX_Z = 65535
@@ -205,7 +204,7 @@ def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, z: Any = Non
 
 def pool(ctx: Any, slots: tuple, x: Any, *, op_name: str, auto_pad: str, ceil_mode: int, kernel_shape: tuple,
          strides: tuple | None, dilations: tuple | None, pads: tuple | None, count_include_pad: int) -> Any:
-    k, s, dl, p = pool_norm(op_name, x, kernel_shape, strides, dilations, pads,
+    k, s, dl, p = pool_attrs(op_name, x, kernel_shape, strides, dilations, pads,
                             check_pads=auto_pad in ("NOTSET", ""))
     out_sp, begin, end = pool_geometry(op_name, tuple(x.shape[2:]), k, s, dl, p, auto_pad, int(ceil_mode))
     dt = np.dtype(x.dtype)

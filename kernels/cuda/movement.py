@@ -23,7 +23,8 @@ from numba import cuda, int32, int64, void
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.cuda.runtime import MOVE_KEYS, A, compiled, flat, grid1d, signatures
-from jitort.kernels.shape import _clamped
+from jitort.kernels.movement import slice_index
+from jitort.kernels.shape import norm_axis
 
 RANK = 6
 _BYTE = np.zeros(1, np.uint8)
@@ -182,17 +183,10 @@ def expand(ctx: Any, slots: tuple, x: Any, shape: np.ndarray) -> Any:
     return gather_view(ctx, slots[0], x, np.broadcast_to(d, out), d)
 
 
-def _norm_axis(op: str, axis: int, rank: int) -> int:
-    if not -rank <= axis < rank:
-        raise InvalidArgument(f"{op}: axis {axis} is out of range for a tensor of rank {rank}; expected a value "
-                              f"in [{-rank}, {rank - 1}]")
-    return axis + rank if axis < 0 else axis
-
-
 def concat(ctx: Any, slots: tuple, *xs: Any, axis: int) -> Any:
     first = xs[0]
     r = first.ndim
-    a = _norm_axis("Concat", axis, r)
+    a = norm_axis("Concat", axis, r)
     for x in xs:
         if x.ndim != r or any(x.shape[k] != first.shape[k] for k in range(r) if k != a):
             raise InvalidArgument(f"Concat: inputs of shapes {[list(t.shape) for t in xs]} cannot be "
@@ -215,7 +209,7 @@ def split(ctx: Any, slots: tuple, x: Any, split: Any = None, *, axis: int, sizes
     """Split (every opset): sizes from the ``split`` input, the attribute, num_outputs chunks, or equal parts."""
     if x.ndim == 0:
         raise InvalidArgument("Split: the input must have rank >= 1")
-    a = _norm_axis("Split", axis, x.ndim)
+    a = norm_axis("Split", axis, x.ndim)
     dim = int(x.shape[a])
     if split is not None:
         parts = [int(v) for v in np.asarray(split).reshape(-1)]
@@ -252,26 +246,13 @@ def slice_(ctx: Any, slots: tuple, x: Any, starts: Any = None, ends: Any = None,
     else:
         ax = [int(v) for v in np.asarray(axes).reshape(-1)] if axes is not None else list(range(len(st)))
         sp = [int(v) for v in np.asarray(steps).reshape(-1)] if steps is not None else [1] * len(st)
-    n = len(st)
-    if len(en) != n or len(ax) != n or len(sp) != n:
-        raise InvalidArgument(f"Slice: starts, ends, axes and steps must have the same length (got {len(st)}, "
-                              f"{len(en)}, {len(ax)}, {len(sp)})")
-    idx: list[slice] = [slice(None)] * x.ndim
-    seen = set()
-    for k in range(n):
-        a = _norm_axis("Slice", ax[k], x.ndim)
-        if a in seen:
-            raise InvalidArgument(f"Slice: axes {ax} repeat axis {a}")
-        seen.add(a)
-        if sp[k] == 0:
-            raise InvalidArgument("Slice: steps must not be 0")
-        idx[a] = _clamped(st[k], en[k], sp[k], int(x.shape[a]))
+    idx = slice_index(tuple(int(s) for s in x.shape), st, en, ax, sp)
     d = dummy(x.shape)
-    return gather_view(ctx, slots[0], x, d[tuple(idx)], d)
+    return gather_view(ctx, slots[0], x, d[idx], d)
 
 
 def gather(ctx: Any, slots: tuple, data: Any, indices: Any, *, axis: int) -> Any:
-    a = _norm_axis("Gather", axis, data.ndim)
+    a = norm_axis("Gather", axis, data.ndim)
     out_shape = tuple(data.shape[:a]) + tuple(indices.shape) + tuple(data.shape[a + 1:])
     y = ctx.alloc(slots[0], out_shape, data.dtype)
     n = int(y.size)
