@@ -1,6 +1,6 @@
 """MatMul and Gemm on jitort's packed GEMM (gemm.py) when the weights are constant.
 
-The ``lower`` hooks of MatMul and Gemm (linalg.py) call ``lower_packed``: a float32 product whose B is
+The ``lower`` hooks of MatMul and Gemm (matmul.py) call ``lower_packed``: a float32 product whose B is
 a 2-D initializer (Gemm's transB applied, alpha 1) gets B packed once, at lowering, into a constant
 of the plan (``gemm.pack_b``), so the cache entry and the AOT artifact store the packed panels and a
 run never re-packs them (OpenBLAS packs B on every call). Everything else keeps the BLAS path.

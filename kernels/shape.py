@@ -24,7 +24,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.registry import Call, OpDef, Ref, default_call, op
 
-Shape = tuple[int, ...]
+Dims = tuple[int, ...]
 
 
 # --- helpers shared with kernels.gather ---------------------------------------------------------
@@ -59,7 +59,7 @@ def rank_of(node: Node, g: Graph, k: int = 0) -> int | None:
     return g.type_of(node.inputs[k]).rank
 
 
-def static_shape(node: Node, g: Graph, k: int = 0) -> Shape | None:
+def static_shape(node: Node, g: Graph, k: int = 0) -> Dims | None:
     """Input k's shape when every dim is static (graph inputs are checked against them at run time)."""
     t = g.type_of(node.inputs[k])
     return tuple(t.shape) if t.is_static() else None  # type: ignore[arg-type]
@@ -76,7 +76,7 @@ def _shape_error(opname: str, x: np.ndarray, want: Any, e: Exception) -> Invalid
 
 # --- Reshape ------------------------------------------------------------------------------------
 
-def _reshape_to(data: np.ndarray, shape: Shape) -> np.ndarray:
+def _reshape_to(data: np.ndarray, shape: Dims) -> np.ndarray:
     try:
         return data.reshape(shape)
     except ValueError as e:
@@ -86,7 +86,7 @@ def _reshape_to(data: np.ndarray, shape: Shape) -> np.ndarray:
 _reshape_to.compile_parts = lambda *args, **kwargs: {}  # type: ignore[attr-defined]  # numpy only
 
 
-def _reshape_zeros(data: np.ndarray, shape: Shape) -> np.ndarray:
+def _reshape_zeros(data: np.ndarray, shape: Dims) -> np.ndarray:
     """allowzero=0: a 0 in ``shape`` copies the input's dimension at that index."""
     ds = data.shape
     if len(shape) > len(ds) and any(d == 0 for d in shape[len(ds):]):
@@ -108,7 +108,7 @@ def _reshape(data: np.ndarray, shape: Sequence[int], allowzero: int) -> np.ndarr
     return _reshape_zeros(data, s) if 0 in s else _reshape_to(data, s)
 
 
-def _reshape_prefix(data: np.ndarray, n: int, tail: Shape) -> np.ndarray:
+def _reshape_prefix(data: np.ndarray, n: int, tail: Dims) -> np.ndarray:
     """allowzero=0 with the zeros leading (``[0, 0, -1]``, ``[0, 128, 768]``): keep n input dims."""
     s = data.shape
     if len(s) >= n:
@@ -179,7 +179,7 @@ def Flatten(input: np.ndarray, *, axis: int = 1) -> np.ndarray:
     return input.reshape(math.prod(s[:a]), math.prod(s[a:]))
 
 
-def _squeeze_axes(data: np.ndarray, axes: Shape) -> np.ndarray:
+def _squeeze_axes(data: np.ndarray, axes: Dims) -> np.ndarray:
     try:
         return data.squeeze(axes)
     except ValueError:
@@ -224,7 +224,7 @@ def Squeeze(data: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
     return _squeeze(data, ints(axes))
 
 
-def _unsqueeze_at(data: np.ndarray, axes: Shape) -> np.ndarray:
+def _unsqueeze_at(data: np.ndarray, axes: Dims) -> np.ndarray:
     """``axes``: sorted, normalised positions in the output."""
     s = data.shape
     for a in axes:

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from jitort.bench import stats
 from jitort.bench.flops import count_model, node_flops
-from jitort.bench.harness import (NOSPIN, BenchConfig, compare_outputs, ort_session_options, ort_spin_modes,
-                                  spin_label)
+from jitort.bench.agreement import compare_outputs
+from jitort.bench.harness import NOSPIN, BenchConfig, ort_session_options, ort_spin_modes, spin_label
 from jitort.bench.report import Progress
 from jitort.bench.workload import parse_spec, prepare, with_batch
 from jitort.cli import main

@@ -1,4 +1,4 @@
-"""Trilu, OneHot, NonZero, Compress, ReverseSequence, DepthToSpace, SpaceToDepth (kernels/shape.py,
+"""Trilu, OneHot, NonZero, Compress, ReverseSequence, DepthToSpace, SpaceToDepth (kernels/movement.py,
 gather.py, layout.py) against onnxruntime or a numpy formula of the spec (helpers: tests/shape_cases.py).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Shape and view ops (kernels/shape.py, kernels/layout.py) against onnxruntime: Reshape, Transpose,
-Flatten, Squeeze, Unsqueeze, Identity, Concat, Split, Slice, Expand, Tile, Shape, Size,
+"""Shape and view ops (kernels/shape.py, kernels/movement.py, kernels/layout.py) against onnxruntime:
+Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Identity, Concat, Split, Slice, Expand, Tile, Shape, Size,
 ConstantOfShape, Range, EyeLike, Dropout, Pad.
 
 Each case runs twice where it matters: with the shape/axes/indices inputs as initializers (the

@@ -37,11 +37,7 @@ import datetime as _dt
 import json
 import os
 import re
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,17 +48,18 @@ import numpy as np
 import onnx
 
 from jitort.bench import machine, stats
+from jitort.bench.agreement import agreement, load_npz
 from jitort.bench.flops import ModelCount, count_model
+from jitort.bench.workers import Worker, WorkerError
 from jitort.bench.workload import Workload, load_model, prepare
 
-__all__ = ["BASELINE", "BenchConfig", "NOSPIN", "ORT_SPIN_CHOICES", "Results", "RUNTIMES", "compare_outputs", "ort_session_options",
+__all__ = ["BASELINE", "BenchConfig", "NOSPIN", "ORT_SPIN_CHOICES", "Results", "RUNTIMES", "ort_session_options",
            "ort_spin_modes", "run_benchmark", "spin_label"]
 
 NOSPIN = "onnxruntime-nospin"  # onnxruntime with session.intra_op.allow_spinning=0 (see ort_spin_modes)
 RUNTIMES = ("jitort", "onnxruntime", NOSPIN)
 ALIASES = {"ort": "onnxruntime", "onnx_runtime": "onnxruntime", "ort-nospin": NOSPIN}
 BASELINE = "onnxruntime"
-WORKER = Path(__file__).with_name("worker.py")
 SCHEMA = "jitort.bench/1"
 
 # --- onnxruntime's spinning threads --------------------------------------------------------------------
@@ -173,140 +170,6 @@ class Results:
     def exit_status(self) -> int:
         """0: everything ran and agrees; 1: some outputs disagree; 3: some runtime failed on a model."""
         return 3 if self.failures else 1 if self.disagreements else 0
-
-
-# --- worker processes ------------------------------------------------------------------------------
-
-class WorkerError(Exception):
-    """The worker process died or timed out, or reported a failure (``error``: "Type: message")."""
-
-
-class Worker:
-    """A ``worker.py`` process for one runtime, talked to through JSON lines."""
-
-    def __init__(self, runtime: str, env: dict[str, str], log: Path) -> None:
-        self.runtime = runtime
-        self.log_path = log
-        rfd, wfd = os.pipe()
-        with open(log, "wb") as logf:
-            self.proc = subprocess.Popen([sys.executable, str(WORKER), str(wfd)], stdin=subprocess.PIPE,
-                                         stdout=logf, stderr=subprocess.STDOUT, pass_fds=(wfd,), env=env)
-        os.close(wfd)
-        self.fd = rfd
-        self.buf = b""
-        self.peak_rss_kb: int | None = None
-
-    def call(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise WorkerError(self._died()) from None
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            ready = select.select([self.fd], [], [], max(0.0, left))[0] if left > 0 else []
-            if not ready:
-                self.kill()
-                raise WorkerError(f"timed out after {timeout:g} s ({msg['cmd']})")
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                raise WorkerError(self._died())
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        reply = json.loads(line)
-        self.peak_rss_kb = reply.get("rss_kb", self.peak_rss_kb)
-        if not reply.get("ok"):
-            raise WorkerError(reply.get("error") or "unknown failure")
-        return reply
-
-    def _died(self) -> str:
-        try:
-            code = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            code = self.proc.returncode
-        how = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        return f"worker process died ({how}): {self.log_tail()}"
-
-    def log_tail(self, n: int = 600) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip()
-        except OSError:
-            return ""
-        return text[-n:].replace("\n", " | ")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.call({"cmd": "exit"}, timeout=30)
-            except WorkerError:
-                pass
-        self.kill()
-        os.close(self.fd)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
-        if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-
-
-# --- outputs agreement -----------------------------------------------------------------------------
-
-def compare_outputs(got: np.ndarray, ref: np.ndarray, rtol: float = 1e-3, atol: float = 1e-4) -> dict[str, Any]:
-    """``ok`` when ``|got - ref| <= atol + rtol * |ref|`` everywhere with NaNs in the same places;
-    ``max_abs`` and ``max_rel`` (relative over elements with ``|ref| > atol``)."""
-    out: dict[str, Any] = {"shape": list(ref.shape), "dtype": str(ref.dtype)}
-    if got.shape != ref.shape:
-        return {**out, "ok": False, "max_abs": None, "max_rel": None,
-                "note": f"shape {list(got.shape)} != reference {list(ref.shape)}"}
-    if got.size == 0:
-        return {**out, "ok": True, "max_abs": 0.0, "max_rel": 0.0}
-    g, r = got.astype(np.float64), ref.astype(np.float64)
-    same_nan = np.isnan(g) == np.isnan(r)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.abs(g - r)
-        diff[(g == r) | np.isnan(g) | np.isnan(r)] = 0.0
-        diff[~np.isfinite(diff)] = np.inf
-        big = np.isfinite(r) & (np.abs(r) > atol)
-        rel = float(np.max(diff[big] / np.abs(r[big]))) if big.any() else 0.0
-        ok = bool(same_nan.all()) and bool(np.allclose(g, r, rtol=rtol, atol=atol, equal_nan=True))
-    res = {**out, "ok": ok, "max_abs": _finite(float(diff.max())), "max_rel": _finite(rel)}
-    if not same_nan.all():
-        res["note"] = f"NaN in different places ({int((~same_nan).sum())})"
-    return res
-
-
-def _finite(x: float) -> float | None:
-    return x if np.isfinite(x) else None
-
-
-def _agreement(got: list[np.ndarray], ref: list[np.ndarray], names: list[str], rtol: float,
-               atol: float) -> dict[str, Any]:
-    outs = []
-    for n, a, b in zip(names, got, ref):
-        outs.append({"name": n, **compare_outputs(a, b, rtol, atol)})
-    if len(got) != len(ref):
-        outs.append({"name": "?", "ok": False, "note": f"{len(got)} outputs vs {len(ref)}"})
-    abs_ = [o["max_abs"] for o in outs if o.get("max_abs") is not None]
-    rel = [o["max_rel"] for o in outs if o.get("max_rel") is not None]
-    ok = all(o["ok"] for o in outs)
-    return {"reference": BASELINE, "ok": ok, "rtol": rtol, "atol": atol,
-            "max_abs": max(abs_) if abs_ else None, "max_rel": max(rel) if rel else None, "outputs": outs}
-
-
-def _load_npz(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return [z[f"o{k}"] for k in range(len(z.files))]
 
 
 # --- records -----------------------------------------------------------------------------------------
@@ -461,7 +324,7 @@ class _Bench:
                                             first_run_s=rep["first_run_s"][0], import_s=rep["import_s"],
                                             compiled_new_process=rep["compiled"][0],
                                             baseline_rss_mb=_mb(rep["baseline_rss_kb"]))
-                    outputs[rt] = (_load_npz(out_path), rep["output_names"])
+                    outputs[rt] = (load_npz(out_path), rep["output_names"])
                     if rep["compiled"][0] and cfg.cold and (t, b) == (cfg.threads[0], cfg.batch[0]):
                         recs[(rt, t, b)]["notes"].append(
                             f"{rt} compiled {rep['compiled'][0]} function(s) in a new process although the cold "
@@ -475,7 +338,7 @@ class _Bench:
                 ref, names = outputs[BASELINE]
                 for rt, (got, _) in outputs.items():
                     if rt != BASELINE:
-                        agr = _agreement(got, ref, names, cfg.rtol, cfg.atol)
+                        agr = agreement(got, ref, names, cfg.rtol, cfg.atol, BASELINE)
                         recs[(rt, t, b)]["agreement"] = agr
                         if not agr["ok"]:
                             self.progress.note(f"{label}: {rt} outputs DISAGREE with {BASELINE} "

@@ -1,4 +1,4 @@
-"""One runtime on one model, in a process of its own, driven by the harness (``harness.Worker``).
+"""One runtime on one model, in a process of its own, driven by the harness (``workers.Worker``).
 
 Run as a script (``python worker.py REPLY_FD``), not as ``-m jitort.bench.worker``: importing the
 ``jitort`` package imports Numba, and the onnxruntime worker must not carry Numba's memory in its
