@@ -413,3 +413,24 @@ def test_label_encoder_invalid_attributes_fail_like_onnxruntime(case: str) -> No
         assert type(want.value).__name__ == "Fail"
         with pytest.raises(Fail):
             jitort.InferenceSession(m.SerializeToString())
+
+
+def test_tree_rows_split_over_threads_keep_one_threads_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 128 rows x 200 trees is two parts' work: 2 threads take 64-row parts (rows are independent and
+    # each row sums its trees in order, so the bits cannot depend on the split)
+    from jitort.kernels import ml_trees
+    split: list[int] = []
+    real = ml_trees.run_parts
+    monkeypatch.setattr(ml_trees, "run_parts", lambda fn, n: (split.append(n), real(fn, n))[1])
+    t = _trees(200, 5, 2, MODE_SETS["all"], seed=11, missing=True)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=2,
+               **_attrs(t, "target")).SerializeToString()
+    x = {"X": _x(128, 5, nan=True)}
+    outs = []
+    for threads in (1, 2):
+        so = jitort.SessionOptions()
+        so.intra_op_num_threads = threads
+        outs.append(jitort.InferenceSession(m, so).run(None, x)[0])
+    assert split and split[-1] == 2
+    assert outs[0].tobytes() == outs[1].tobytes()
+    np.testing.assert_allclose(outs[1], ort_session(onnx.load_from_string(m)).run(None, x)[0], rtol=1e-5, atol=1e-6)
