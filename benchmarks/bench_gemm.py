@@ -81,7 +81,7 @@ def sessions(model: onnx.ModelProto, threads: int, spinning: bool = True):
     return jitort.InferenceSession(model.SerializeToString(), jso), ref
 
 
-def _time(sess, feeds, seconds: float) -> float:
+def burst_median(sess, feeds, seconds: float) -> float:  # type: ignore[no-untyped-def]
     """Median per-run time of a burst lasting about ``seconds``."""
     run = sess.run
     run(None, feeds)
@@ -190,8 +190,8 @@ def main() -> None:
             diff = float(np.abs(js.run(None, feeds)[0] - rs.run(None, feeds)[0]).max())
             tj, tr = [], []
             for _ in range(args.rounds):
-                tj.append(_time(js, feeds, args.seconds))
-                tr.append(_time(rs, feeds, args.seconds))
+                tj.append(burst_median(js, feeds, args.seconds))
+                tr.append(burst_median(rs, feeds, args.seconds))
             mj, mr = statistics.median(tj), statistics.median(tr)
             del rs  # its threads stop (no spinning onnxruntime pool left behind the next row)
             ratios.setdefault(col, []).append(mj / mr)

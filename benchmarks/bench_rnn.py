@@ -14,7 +14,6 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jitort  # noqa: E402
+from bench_gemm import burst_median  # noqa: E402
 from bench_trees import cpu_name, load  # noqa: E402
 
 # (name, op, direction, seq, batch, input, hidden)
@@ -75,22 +75,6 @@ def sessions(model: onnx.ModelProto, threads: int):  # type: ignore[no-untyped-d
     return jitort.InferenceSession(model.SerializeToString(), jso), ref
 
 
-def _time(sess, feeds, seconds: float) -> float:  # type: ignore[no-untyped-def]
-    """Median per-run time of a burst lasting about ``seconds`` (after one warm-up call)."""
-    run = sess.run
-    run(None, feeds)
-    t0 = time.perf_counter()
-    run(None, feeds)
-    one = max(time.perf_counter() - t0, 1e-7)
-    n = max(3, min(2000, int(seconds / one)))
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        run(None, feeds)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
@@ -115,8 +99,8 @@ def main() -> None:
             diff = max(float(np.abs(a - b).max()) for a, b in zip(js.run(None, feeds), rs.run(None, feeds)))
             tj, tr = [], []
             for _ in range(args.rounds):  # interleaved: noise hits both alike
-                tj.append(_time(js, feeds, args.seconds))
-                tr.append(_time(rs, feeds, args.seconds))
+                tj.append(burst_median(js, feeds, args.seconds))
+                tr.append(burst_median(rs, feeds, args.seconds))
             mj, mr = statistics.median(tj), statistics.median(tr)
             ratios.setdefault(t, []).append(mj / mr)
             print(f"{name:26s} {t:3d} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
