@@ -105,6 +105,17 @@ class Graph:
                 elif isinstance(a, list) and a and isinstance(a[0], Graph):
                     yield from a
 
+    def subgraph_reads(self) -> set[str]:
+        """Every name this graph's subgraphs (at any depth) read or return: a pass that renames,
+        removes or moves a value of this graph must leave these alone."""
+        names: set[str] = set()
+        for sub in self.subgraphs():
+            for n in sub.nodes:
+                names.update(i for i in n.inputs if i)
+            names.update(sub.outputs)
+            names |= sub.subgraph_reads()
+        return names
+
     def __str__(self) -> str:
         lines = [f"graph {self.name or '<main>'}("
                  + ", ".join(f"{i}: {self.type_of(i)}" for i in self.inputs) + ")"]

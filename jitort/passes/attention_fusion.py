@@ -34,22 +34,12 @@ class _Refuse(Exception):
     pass
 
 
-def _subgraph_reads(g: Graph) -> set[str]:
-    names: set[str] = set()
-    for sub in g.subgraphs():
-        for n in sub.nodes:
-            names.update(i for i in n.inputs if i)
-        names.update(sub.outputs)
-        names |= _subgraph_reads(sub)
-    return names
-
-
 class _Ctx:
     def __init__(self, g: Graph) -> None:
         self.g = g
         self.producers = g.producers()
         self.consumers = g.consumers()
-        self.protected = set(g.outputs) | _subgraph_reads(g)
+        self.protected = set(g.outputs) | g.subgraph_reads()
 
     def sole(self, value: str) -> Node | None:
         """The one node reading ``value`` when nothing else (graph output, subgraph) reads it."""

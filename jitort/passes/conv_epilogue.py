@@ -29,26 +29,6 @@ from jitort.kernels.conv_fused import make_fused
 _SIMPLE_ACTS = ("Relu", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Clip")
 
 
-def _subgraph_reads(g: Graph) -> set[str]:
-    names: set[str] = set()
-
-    def walk(sub: Graph) -> None:
-        for n in sub.nodes:
-            names.update(i for i in n.inputs if i)
-            for a in n.attrs.values():
-                for s in (a if isinstance(a, list) else [a]):
-                    if isinstance(s, Graph):
-                        walk(s)
-        names.update(sub.outputs)
-
-    for n in g.nodes:
-        for a in n.attrs.values():
-            for s in (a if isinstance(a, list) else [a]):
-                if isinstance(s, Graph):
-                    walk(s)
-    return names
-
-
 def _fresh(g: Graph, base: str) -> str:
     name, k = base, 0
     while name in g.values:
@@ -67,7 +47,7 @@ class _Ctx:
     def __init__(self, g: Graph) -> None:
         self.g = g
         self.consumers = g.consumers()
-        self.protected = set(g.outputs) | _subgraph_reads(g)
+        self.protected = set(g.outputs) | g.subgraph_reads()
         self.removed: set[int] = set()
 
     def sole_consumer(self, value: str) -> Node | None:

@@ -28,16 +28,6 @@ from jitort.kernels.gemm_ops import lower_packed
 _ACTS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Gelu")
 
 
-def _protected(g: Graph) -> set[str]:
-    """Graph outputs and every name a subgraph reads (folding those away would break them)."""
-    names = set(g.outputs)
-    for sub in g.subgraphs():
-        for n in sub.nodes:
-            names.update(i for i in n.inputs if i)
-        names.update(sub.outputs)
-    return names
-
-
 def _scalar(g: Graph, name: str) -> float | None:
     c = g.const(name)
     return None if c is None or c.size != 1 else float(c.reshape(-1)[0])
@@ -110,7 +100,7 @@ def _same_shape(g: Graph, a: str, b: str) -> bool:
 def fuse_gemm_epilogue(g: Graph) -> Graph:
     """Fold bias, residual and activation into MatMul/Gemm products (see the module docstring)."""
     consumers = g.consumers()
-    walk = _Chain(g, consumers, _protected(g))
+    walk = _Chain(g, consumers, set(g.outputs) | g.subgraph_reads())
     removed: set[int] = set()
     replace: dict[int, Node] = {}
     for n in g.nodes:

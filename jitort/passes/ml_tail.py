@@ -18,16 +18,6 @@ from jitort.ir import Graph, Node
 ML = "ai.onnx.ml"
 
 
-def _protected(g: Graph) -> set[str]:
-    """Names a subgraph reads (renaming those would break it)."""
-    names: set[str] = set()
-    for sub in g.subgraphs():
-        for n in sub.nodes:
-            names.update(i for i in n.inputs if i)
-        names.update(sub.outputs)
-    return names
-
-
 def _dtype(g: Graph, name: str) -> np.dtype | None:
     t = g.type_of(name)
     return None if t is None or t.dtype is None else np.dtype(t.dtype)
@@ -63,7 +53,7 @@ def drop_ml_no_ops(g: Graph) -> Graph:
     """Remove no-op Cast / Mul-by-one / Div-by-one steps after ai.onnx.ml nodes (see the module doc)."""
     if not any(n.domain == ML for n in g.nodes):
         return g
-    protected = _protected(g)
+    protected = g.subgraph_reads()
     outputs = set(g.outputs)
     from_ml = {o for n in g.nodes if n.domain == ML for o in n.outputs if o}
     keep: list[Node] = []

@@ -39,11 +39,7 @@ class _Ctx:
         self.g = g
         self.producers = g.producers()
         self.consumers = g.consumers()
-        self.protected = set(g.outputs)
-        for sub in g.subgraphs():
-            for n in sub.nodes:
-                self.protected.update(i for i in n.inputs if i)
-            self.protected.update(sub.outputs)
+        self.protected = set(g.outputs) | g.subgraph_reads()
         self.removed: set[int] = set()
 
     def readers(self, value: str) -> list[Node]:

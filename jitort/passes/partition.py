@@ -75,18 +75,8 @@ def partition(g: Graph, providers: list[str]) -> Graph:
 
 # --- placement refinements -------------------------------------------------------------------
 
-def _subgraph_reads(g: Graph) -> set[str]:
-    names: set[str] = set()
-    for sub in g.subgraphs():
-        for n in sub.nodes:
-            names.update(i for i in n.inputs if i)
-        names.update(sub.outputs)
-        names |= _subgraph_reads(sub)
-    return names
-
-
 def _keep_subgraph_reads_on_cpu(g: Graph) -> None:
-    reads = _subgraph_reads(g)
+    reads = g.subgraph_reads()
     if not reads:
         return
     for n in g.nodes:
