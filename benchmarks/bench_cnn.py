@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import re
 import statistics
-import subprocess
 import time
 from typing import Any, Callable
 
@@ -40,23 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _isa() -> str:
-    import llvmlite.binding as ll
-    feats = ll.get_host_cpu_features().flatten().split(",")
-    return "AVX-512" if "+avx512f" in feats else "AVX2" if "+avx2" in feats else "SSE"
+from jitort.bench.machine import cpu_label
 
 
 def conv_model(x_shape: tuple[int, ...], m: int, kernel: tuple[int, ...], strides: tuple[int, ...] | None = None,
@@ -168,7 +150,7 @@ def main() -> None:
             x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
             work.append(("layers", name, conv_model(xs, m, k, s, p, grp, relu), {"x": x}))
 
-    print(f"CPU: {_cpu()} ({_isa()}), {os.cpu_count()} logical CPUs; jitort {jitort.__version__}, "
+    print(f"CPU: {cpu_label()}; jitort {jitort.__version__}, "
           f"onnxruntime {ort.__version__}")
     print(f"load average at start: {os.getloadavg()}")
     # one column per (threads, onnxruntime spinning): 2-thread cells are measured once against

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from oracle import make_model  # noqa: E402
 
 import jitort  # noqa: E402
+from jitort.bench.machine import cpu_label  # noqa: E402
 
 F32 = np.float32
 
@@ -128,26 +128,13 @@ def time_run(sess, feeds: dict[str, np.ndarray], min_s: float = 0.02) -> tuple[f
     return t / n * 1e6, (time.thread_time() - c0) / n * 1e6
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                flags = open("/proc/cpuinfo").read()
-                isa = "AVX-512F" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-                return f"{name} ({isa}, {os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--case", nargs="*", default=list(CASES))
     args = ap.parse_args()
-    print(f"CPU: {cpu_name()}; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"CPU: {cpu_label()}; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"{'case':28s} {'thr':>3s} {'jitort us':>10s} {'ort us':>10s} {'ratio':>6s} {'cpu-time ratio':>14s}")
     ratios: dict[int, list[float]] = {t: [] for t in args.threads}
     for name in args.case:

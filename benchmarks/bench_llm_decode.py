@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ import numpy as np
 import onnxruntime
 
 import jitort
+from jitort.bench.machine import cpu_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_llm_decode import empty_cache, llama_decoder  # noqa: E402
@@ -42,16 +42,6 @@ MODELS = {
     "large": dict(vocab=4096, hidden=768, heads=12, kv_heads=4, layers=4, ffn=2048, max_len=1024),
     "large-int4": dict(vocab=4096, hidden=768, heads=12, kv_heads=4, layers=4, ffn=2048, max_len=1024, int4=True),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _load() -> str:
@@ -155,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
     ap.add_argument("--op-rows", default="1,128", help="rows of A of the MatMulNBits table ('': none)")
     args = ap.parse_args(argv)
-    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
+    print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
     print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio | load |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):

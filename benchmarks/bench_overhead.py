@@ -26,11 +26,12 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trees import cpu_name, load  # noqa: E402
+from bench_trees import load  # noqa: E402
 from oracle import make_model  # noqa: E402
 from test_session import _chain_model  # noqa: E402  (the same chain the tests check)
 
 import jitort  # noqa: E402
+from jitort.bench.machine import cpu_label  # noqa: E402
 
 F = np.float32
 
@@ -135,7 +136,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--threads", default="1,2")
     args = ap.parse_args()
-    print(f"CPU: {cpu_name()}; {load()} at start")
+    print(f"CPU: {cpu_label()}; {load()} at start")
     print(f"{'case':26s} {'thr':>3s} {'nodes':>5s} {'jitort us':>10s} {'ort us':>9s} {'j us/node':>9s} "
           f"{'o us/node':>9s} {'ratio':>6s}")
     for name, (model, feeds, div) in cases().items():

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jitort  # noqa: E402
+from jitort.bench.machine import cpu_label  # noqa: E402
 from bench_gemm import burst_median  # noqa: E402
-from bench_trees import cpu_name, load  # noqa: E402
+from bench_trees import load  # noqa: E402
 
 # (name, op, direction, seq, batch, input, hidden)
 CASES = [
@@ -86,7 +87,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.seconds = 3, 0.03
     import onnxruntime
-    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
+    print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
     print(f"{'case':26s} {'thr':>3s} {'jitort ms':>10s} {'ort ms':>9s} {'ratio':>6s}  maxdiff")
     ratios: dict[int, list[float]] = {}
     for name, op, direction, S, B, I, H in CASES:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from jitort.bench.machine import cpu_label
 from jitort.kernels import threads as T
 
 
@@ -35,14 +35,6 @@ def _work(x, reps, part, nparts):  # type: ignore[no-untyped-def]
         for i in range(part * n, (part + 1) * n):
             s += x[i] * np.float32(1.0000001)
     x[part * n] += s * np.float32(0)
-
-
-def _cpu() -> str:
-    if os.path.exists("/proc/cpuinfo"):
-        for ln in open("/proc/cpuinfo"):
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -64,7 +56,7 @@ def main() -> None:
     gap_reps = max(1, round(args.gap / us_per_rep))
     pools = {f"pool spin={s}": T.Pool(spin_cycles=int(s)) for s in args.spin.split(",")}
     ex = ThreadPoolExecutor(max_workers=1)
-    print(f"CPU: {_cpu()}; load {os.getloadavg()}; one rep {us_per_rep:.2f} us; gap {args.gap:g} us")
+    print(f"CPU: {cpu_label()}; load {os.getloadavg()}; one rep {us_per_rep:.2f} us; gap {args.gap:g} us")
     for w in (float(v) for v in args.work.split(",")):
         reps = max(1, round(w / us_per_rep))
 

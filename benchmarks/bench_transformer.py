@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -27,6 +26,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from jitort.bench.machine import cpu_label
 
 F32 = TensorProto.FLOAT
 
@@ -348,18 +349,6 @@ def measure(name: str, threads: int, rounds: int, round_time: float,
     return statistics.median(tj), statistics.median(tr), diff
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = next(line for line in info.splitlines() if line.startswith("flags"))
-        isa = "AVX-512F" if " avx512f" in flags else ("AVX2" if " avx2" in flags else "SSE")
-        return f"{model}, {isa}, {os.cpu_count()} vCPU"
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", default="1,2")
@@ -379,7 +368,7 @@ def main() -> None:
     names = [n for n in CASES if not args.only or any(s in n for s in args.only.split(","))]
     cols = [(int(t), spin) for t in args.threads.split(",") for spin in ort_spin_modes(int(t), args.ort_spin)]
     labels = [spin_label(t, spin) for t, spin in cols]
-    print(f"CPU: {cpu_name()}; clock: {args.clock}; load before: {os.getloadavg()[0]:.2f}; "
+    print(f"CPU: {cpu_label()}; clock: {args.clock}; load before: {os.getloadavg()[0]:.2f}; "
           f"'nospin': onnxruntime with session.intra_op.allow_spinning=0")
     print(f"{'case':34s} " + " ".join(f"{c + ' jit ms':>15s} {'ort ms':>8s} {'ratio':>6s}" for c in labels)
           + "  max|diff|")

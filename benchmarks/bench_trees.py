@@ -11,27 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
-import subprocess
 import time
 from typing import Any, Callable
 
 import numpy as np
 
-
-def cpu_name() -> str:
-    """The CPU's model name from lscpu, with AVX-512F noted when present."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                k, _, v = ln.partition(":")
-                info.setdefault(k.strip(), v.strip())
-    except OSError:
-        pass
-    fam = f" (family {info['cpu family']} model {info['model']})" if "cpu family" in info and "model" in info else ""
-    return _cpu() + fam + (", AVX-512F" if "avx512f" in info.get("flags", "").split() else "")
+from jitort.bench.machine import cpu_label
 
 
 def load() -> str:
@@ -40,17 +26,6 @@ def load() -> str:
         return "load average " + ", ".join(f"{v:.2f}" for v in __import__("os").getloadavg())
     except OSError:
         return "load average unknown"
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _models(quick: bool) -> list[tuple[str, Any, int]]:
@@ -119,7 +94,7 @@ def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False) ->
     import jitort
     budget = 0.05 if quick else 0.2
     rounds = 3 if quick else 5
-    print(f"CPU: {cpu_name()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
+    print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__}; {load()} at start")
     print(f"{'model':26} {'thr':>3} {'batch':>6} {'ort us':>10} {'jitort us':>10} {'ratio':>6}")
     ratios: dict[int, list[float]] = {}
     for name, onx, f in models:

@@ -82,6 +82,23 @@ def cpu_info() -> dict[str, Any]:
             "flags_avx2": "avx2" in ls.get("Flags", "")}
 
 
+def cpu_label() -> str:
+    """One line naming the CPU for a benchmark table: model name, family/model numbers where
+    /proc/cpuinfo has them (a virtualised "AMD EPYC" says little without them), widest vector ISA,
+    and the CPUs this process may use."""
+    info = cpu_info()
+    fam = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        m = re.search(r"^cpu family\s*:\s*(\d+)$.*?^model\s*:\s*(\d+)$", text, re.M | re.S)
+        fam = f" (family {m.group(1)} model {m.group(2)})" if m else ""
+    except OSError:
+        pass
+    isa = "AVX-512F" if info["flags_avx512"] else "AVX2" if info["flags_avx2"] else "no AVX2"
+    return f"{info['model_name'] or 'unknown CPU'}{fam}, {isa}, {info['usable_cpus']} CPUs"
+
+
 def _best(fn: Callable[[], Any], reps: int) -> float:
     fn()
     best = float("inf")
