@@ -23,8 +23,8 @@ from onnx import helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from oracle import make_model  # noqa: E402
 
-import jitort  # noqa: E402
 from jitort.bench.machine import cpu_label  # noqa: E402
+from bench_overhead import sessions  # noqa: E402
 
 F32 = np.float32
 
@@ -102,17 +102,6 @@ CASES: dict[str, Callable[[], tuple[onnx.ModelProto, dict[str, np.ndarray]]]] = 
     "bias+Relu [256,768]": lambda: _bias_act(relu, 256, 768),
     "bias+GELU(erf) [8,768]": lambda: _bias_act(gelu_erf, 8, 768),
 }
-
-
-def sessions(model: onnx.ModelProto, threads: int):  # type: ignore[no-untyped-def]
-    import onnxruntime
-    so = onnxruntime.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    jso = jitort.SessionOptions()
-    jso.intra_op_num_threads = threads
-    return jitort.InferenceSession(model.SerializeToString(), jso), ref
 
 
 def time_run(sess, feeds: dict[str, np.ndarray], min_s: float = 0.02) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jitort  # noqa: E402
 from jitort.bench.machine import cpu_label  # noqa: E402
+from bench_overhead import sessions  # noqa: E402
 from bench_gemm import burst_median  # noqa: E402
 from bench_trees import load  # noqa: E402
 
@@ -63,17 +63,6 @@ def build(op: str, direction: str, S: int, B: int, I: int, H: int, seed: int = 0
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
     m.ir_version = 8
     return m
-
-
-def sessions(model: onnx.ModelProto, threads: int):  # type: ignore[no-untyped-def]
-    import onnxruntime
-    so = onnxruntime.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    jso = jitort.SessionOptions()
-    jso.intra_op_num_threads = threads
-    return jitort.InferenceSession(model.SerializeToString(), jso), ref
 
 
 def main() -> None:
