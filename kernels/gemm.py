@@ -45,7 +45,8 @@ from numba.extending import intrinsic
 
 from jitort.cache import record_compile
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
-from jitort.kernels.threads import intra_op_threads, run_parts
+from jitort.kernels.native_parts import PART_SIG, as_ptr, f32_arg, set_f32_arg
+from jitort.kernels.threads import intra_op_threads, run_native
 from jitort.kernels.vecir import Vec, fma_rows
 
 PANEL = 16  # columns per packed panel: fixed, so packed weights are the same on every host
@@ -391,17 +392,13 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 
 
 # --- threads -------------------------------------------------------------------------------------
+# A split product runs as a native job (threads.run_native): its parts are the C functions
+# ``gemm_part_avx512`` / ``gemm_part_avx2`` (one chunk of the output each, through the same ``_gemm``
+# as the one-thread kernels, so every element is bitwise what one thread computes), called by the pool's
+# workers without the GIL. Handing a part to a worker then costs a cache line or two, not a GIL
+# hand-over (20-45 us measured on the 2-vCPU Zen 4 VM with Python parts).
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-# Small-M products: one part per 16 MiB of B, so only products with 32 MiB of weights and more (an
-# LLM's 4096x4096 float32 projection at decode) split. Measured on the 2-vCPU Zen 4 dev VM under load
-# 12-20 from other jobs (no quiet crossover could be seen there): a forced 2-way split of a 1-5 row
-# product never ran faster than one thread, from 256 KiB to 16 MiB of B, in the medians or in the
-# fastest 5 % of calls (``bench_gemm.py --split-sweep``), and at 1 MiB per part the model-level A/B
-# against the previous code (bench_gemm, 2 threads) lost 12-27 us per product (1x768x768 36 -> 48 us,
-# gpt2 1x768x2304 92 -> 117 us): a worker that claims a chunk and then waits for a CPU holds the
-# caller. Above 32 MiB that cost is a few percent of the product, and on a quiet machine the split
-# streams B with both cores.
 _BYTES_PER_PART = 16 << 20
 
 
@@ -415,24 +412,108 @@ def parts(M: int, N: int, K: int, threads: int) -> int:
     return max(1, min(threads, int(work)))
 
 
+def _tile_rows(M: int) -> int:
+    """Rows of the register tile ``_gemm`` uses for M rows (the main tile, or the tail's)."""
+    return MR if M >= MR else 1 if M == 1 else 2 if M == 2 else 4 if M <= 4 else 6
+
+
 def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int, int, int]]:
     """(m0, m1, p0, p1) chunks of the output: whole column tiles when there are enough of them (always
     for small M: a GEMV splits by N), else row blocks of whole tiles. One chunk when the work is too
     small to share (``parts``)."""
     nparts = parts(M, N, K, threads)
-    npan = panels(N)
+    out = np.empty(8 * nparts, np.int64)
+    n = _split_into(M, panels(N), nparts, TILES[_VBYTES[isa]][_tile_rows(M)], out, 0)
+    return [tuple(int(x) for x in out[4 * i:4 * i + 4]) for i in range(n)]  # type: ignore[misc]
+
+
+@njit(inline="always")
+def _split_into(M, npan, nparts, np_tile, out, at):  # type: ignore[no-untyped-def]
+    """``split``'s chunks written as (m0, m1, p0, p1) rows from out[at]; returns their count."""
     if nparts <= 1:
-        return [(0, M, 0, npan)]
-    rows = MR if M >= MR else 1 if M == 1 else 2 if M == 2 else 4 if M <= 4 else 6  # the tile _gemm uses
-    np_tile = TILES[_VBYTES[isa]][rows]
+        out[at], out[at + 1], out[at + 2], out[at + 3] = 0, M, 0, npan
+        return 1
     ntiles = -(-npan // np_tile)
     want = 2 * nparts  # a few chunks per thread: a late thread costs at most one chunk
-    if ntiles >= want or ntiles >= -(-M // MR):
-        per = -(-ntiles // min(want, ntiles))
-        return [(0, M, t * np_tile, min(npan, (t + per) * np_tile)) for t in range(0, ntiles, per)]
     mt = -(-M // MR)
+    n = 0
+    if ntiles >= want or ntiles >= mt:
+        per = -(-ntiles // min(want, ntiles))
+        for t in range(0, ntiles, per):
+            o = at + 4 * n
+            out[o], out[o + 1], out[o + 2], out[o + 3] = 0, M, t * np_tile, min(npan, (t + per) * np_tile)
+            n += 1
+        return n
     per = -(-mt // min(want, mt))
-    return [(t * MR, min(M, (t + per) * MR), 0, npan) for t in range(0, mt, per)]
+    for t in range(0, mt, per):
+        o = at + 4 * n
+        out[o], out[o + 1], out[o + 2], out[o + 3] = t * MR, min(M, (t + per) * MR), 0, npan
+        n += 1
+    return n
+
+
+# the argument vector of a GEMM part: these slots, then (m0, m1, p0, p1) per chunk from slot _ARGC
+_A, _M, _K, _BP, _BPN, _C, _N, _BIAS, _BIASN, _HASB, _R, _RM, _RN, _HASR, _ACT, _LO, _HI, _POSTF = range(18)
+_ARGC = 20
+
+
+@njit(cache=True, nogil=True)
+def _gemm_argv(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, nparts, np_tile):  # type: ignore[no-untyped-def]
+    """The argument vector of a split product (``gemm_part_*``) and its number of chunks."""
+    argv = np.empty(_ARGC + 8 * nparts, np.int64)
+    M, K = a.shape
+    argv[_A], argv[_M], argv[_K] = _addr(a), M, K
+    argv[_BP], argv[_BPN] = _addr(bp), bp.size
+    argv[_C], argv[_N] = _addr(c), c.shape[1]
+    argv[_BIAS], argv[_BIASN], argv[_HASB] = _addr(bias), bias.size, hasb
+    argv[_R], argv[_RM], argv[_RN], argv[_HASR] = _addr(res), res.shape[0], res.shape[1], hasr
+    argv[_ACT], argv[_POSTF] = act, post
+    set_f32_arg(argv, _LO, lo)
+    set_f32_arg(argv, _HI, hi)
+    n = _split_into(M, -(-c.shape[1] // PANEL), nparts, np_tile, argv, _ARGC)
+    return argv, n
+
+
+@njit(inline="always")
+def _part(VB, k, args):  # type: ignore[no-untyped-def]
+    f32 = np.float32
+    M = args[_M]
+    a = carray(as_ptr(args[_A], f32), (M, args[_K]))
+    bp = carray(as_ptr(args[_BP], f32), (args[_BPN],))
+    c = carray(as_ptr(args[_C], f32), (M, args[_N]))
+    bias = carray(as_ptr(args[_BIAS], f32), (args[_BIASN],))
+    res = carray(as_ptr(args[_R], f32), (args[_RM], args[_RN]))
+    o = _ARGC + 4 * k
+    _gemm(VB, a, bp, c, bias, args[_HASB], res, args[_HASR], args[_ACT], f32_arg(args, _LO), f32_arg(args, _HI),
+          args[_POSTF], args[o], args[o + 1], args[o + 2], args[o + 3])
+
+
+def gemm_part_avx512(k, args):  # type: ignore[no-untyped-def]
+    """Part k of a split product (``_gemm_argv``'s argument vector), 64-byte vectors."""
+    _part(64, k, args)
+
+
+def gemm_part_avx2(k, args):  # type: ignore[no-untyped-def]
+    """``gemm_part_avx512`` with AVX2's vectors and tiles."""
+    _part(32, k, args)
+
+
+_PARTS = {"avx512": gemm_part_avx512, "avx2": gemm_part_avx2}
+_PART_C: dict[str, Any] = {}  # isa -> its cfunc, alive for the process (jobs hold the address)
+
+
+def part_address(isa: str) -> int:
+    """Address of the GEMM part function for isa, compiled (or loaded from the cache) on first use."""
+    f = _PART_C.get(isa)
+    if f is None:
+        with _POST_LOCK:
+            f = _PART_C.get(isa)
+            if f is None:
+                t0 = time.perf_counter()
+                f = _PART_C[isa] = cfunc(PART_SIG, cache=True, error_model="numpy")(_PARTS[isa])
+                if not f.cache_hits:
+                    record_compile(f"{__name__}.{_PARTS[isa].__name__}", time.perf_counter() - t0)
+    return int(f.address)
 
 
 def threads() -> int:
@@ -456,19 +537,16 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
     isa = isa or default_isa()
-    kern = KERNELS[isa]
     r = _Z2 if res is None else res
     hasr = 0 if res is None else 1
     f32 = np.float32
     post = post_address(act) if act >= _POST else 0
     nt = nthreads or threads()
-    if nt <= 1 or parts(M, n, K, nt) <= 1:  # one thread's work: no split
-        kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
+    nparts = parts(M, n, K, nt) if nt > 1 else 1
+    if nparts <= 1:  # one thread's work: no split
+        KERNELS[isa](a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
         return out
-    chunks = split(M, n, K, isa, nt)
-    if len(chunks) == 1:
-        kern(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
-    else:
-        hb, flo, fhi = int(hasb), f32(lo), f32(hi)
-        run_parts(lambda k: kern(a, bp, out, bias, hb, r, hasr, act, flo, fhi, post, *chunks[k]), len(chunks), nt)
+    argv, nchunks = _gemm_argv(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, nparts,
+                               TILES[_VBYTES[isa]][_tile_rows(M)])
+    run_native(part_address(isa), argv, nchunks, nt)
     return out

@@ -25,11 +25,17 @@ time, in a per-thread scratch buffer: never a float copy of the whole weight).
 """
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+import threading
+import time
+from typing import Any
 
+import numpy as np
+from numba import carray, cfunc, njit
+
+from jitort.cache import record_compile
 from jitort.kernels import gemm, threads
 from jitort.kernels.gemm import PANEL
+from jitort.kernels.native_parts import PART_SIG, addr, as_ptr, f32_arg, set_f32_arg
 
 NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
 # Rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM: measured (2-vCPU AMD EPYC
@@ -207,25 +213,125 @@ def dequant_panels(w, s, z, zdef, bits, block, K, p0, p1, out):  # type: ignore[
                     out[o, k, c16] = row[j * PANEL + c16]
 
 
+# --- the GEMV split: native parts (threads.run_native), panels P*i//parts .. P*(i+1)//parts each ------
+_AP, _M, _KP, _ASUM, _BLOCKS, _W, _P, _KW, _S, _Z, _ZDEF, _BIAS, _Y, _N, _PARTS = range(15)
+
+
+@njit(cache=True, nogil=True)
+def _gemv_argv(ap, asum, w, s, z, zdef, bias, y, parts):  # type: ignore[no-untyped-def]
+    """The argument vector of a split GEMV (z, bias: any float32 arrays where the model has none)."""
+    argv = np.empty(15, np.int64)
+    argv[_AP], argv[_M], argv[_KP] = addr(ap), ap.shape[0], ap.shape[1]
+    argv[_ASUM], argv[_BLOCKS] = addr(asum), asum.shape[1]
+    argv[_W], argv[_P], argv[_KW] = addr(w), w.shape[0], w.shape[1]
+    argv[_S], argv[_Z], argv[_BIAS], argv[_Y], argv[_N] = addr(s), addr(z), addr(bias), addr(y), y.shape[1]
+    set_f32_arg(argv, _ZDEF, zdef)
+    argv[_PARTS] = parts
+    return argv
+
+
+@njit(inline="always")
+def _gemv_args(k, v):  # type: ignore[no-untyped-def]
+    """(a, asum, w, s, z, zdef, bias, y, p0, p1) of part k: z and bias as arrays (a part function
+    passes None instead where the model has none)."""
+    f32 = np.float32
+    M, P, blocks = v[_M], v[_P], v[_BLOCKS]
+    a = carray(as_ptr(v[_AP], f32), (M, v[_KP]))
+    asum = carray(as_ptr(v[_ASUM], f32), (M, blocks))
+    w = carray(as_ptr(v[_W], np.int32), (P, v[_KW], NC))
+    s = carray(as_ptr(v[_S], f32), (P, blocks, NC))
+    z = carray(as_ptr(v[_Z], f32), (P, blocks, NC))
+    bias = carray(as_ptr(v[_BIAS], f32), (v[_N],))
+    y = carray(as_ptr(v[_Y], f32), (M, v[_N]))
+    parts = v[_PARTS]
+    return a, asum, w, s, z, f32_arg(v, _ZDEF), bias, y, P * k // parts, P * (k + 1) // parts
+
+
+# one part function per (bits, zero points, bias): the kernels prune what is None at compile time
+def gemv4_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv4(a, asum, w, s, None, zdef, None, y, p0, p1)
+
+
+def gemv4_z_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv4(a, asum, w, s, z, zdef, None, y, p0, p1)
+
+
+def gemv4_b_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv4(a, asum, w, s, None, zdef, bias, y, p0, p1)
+
+
+def gemv4_zb_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv4(a, asum, w, s, z, zdef, bias, y, p0, p1)
+
+
+def gemv8_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv8(a, asum, w, s, None, zdef, None, y, p0, p1)
+
+
+def gemv8_z_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv8(a, asum, w, s, z, zdef, None, y, p0, p1)
+
+
+def gemv8_b_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv8(a, asum, w, s, None, zdef, bias, y, p0, p1)
+
+
+def gemv8_zb_part(k, v):  # type: ignore[no-untyped-def]
+    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+    gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1)
+
+
+_GEMV_PARTS = {(4, False, False): gemv4_part, (4, True, False): gemv4_z_part, (4, False, True): gemv4_b_part,
+               (4, True, True): gemv4_zb_part, (8, False, False): gemv8_part, (8, True, False): gemv8_z_part,
+               (8, False, True): gemv8_b_part, (8, True, True): gemv8_zb_part}
+_GEMV_C: dict[tuple[int, bool, bool], Any] = {}  # alive for the process: jobs hold the addresses
+_GEMV_LOCK = threading.Lock()
+
+
+def gemv_part_address(bits: int, hasz: bool, hasb: bool) -> int:
+    """Address of the GEMV part function for (bits, zero points, bias), compiled or loaded from the
+    cache on first use (a model compiles only the combinations it has)."""
+    key = (bits, hasz, hasb)
+    f = _GEMV_C.get(key)
+    if f is None:
+        with _GEMV_LOCK:
+            f = _GEMV_C.get(key)
+            if f is None:
+                t0 = time.perf_counter()
+                f = _GEMV_C[key] = cfunc(PART_SIG, cache=True, error_model="numpy")(_GEMV_PARTS[key])
+                if not f.cache_hits:
+                    record_compile(f"{__name__}.{_GEMV_PARTS[key].__name__}", time.perf_counter() - t0)
+    return int(f.address)
+
+
 STRIP = 4  # panels of NC columns per prefill strip: 256 columns, K x 256 floats of scratch per thread
 
 
 def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
     """a [M, K] float32 @ the packed weight -> float32 [M, N] (+ bias): ``gemv4``/``gemv8`` for M <=
-    GEMV_ROWS; else strips of STRIP panels dequantised into kernels/gemm.py's packed layout and
-    multiplied by its GEMM. Both split panels (strips) over jitort's threads."""
+    GEMV_ROWS, split into native parts (panels) over jitort's threads; else strips of STRIP panels
+    dequantised into kernels/gemm.py's packed layout and multiplied by its GEMM, strips split over
+    jitort's threads."""
     M = a.shape[0]
     y = np.empty((M, pk.N), np.float32)
     b32 = None if bias is None else np.ascontiguousarray(bias.reshape(-1), np.float32)
     P = pk.w.shape[0]
     if M <= GEMV_ROWS and pk.bits in (4, 8):
         ap, asum = prep(a, pk)
-        kern = gemv4 if pk.bits == 4 else gemv8
         parts = threads.parts_for(P, M * pk.kp * pk.N, GEMV_MACS_PER_PART)
-
-        def part(i: int) -> None:
-            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, P * i // parts, P * (i + 1) // parts)
-        threads.run_parts(part, parts)
+        if parts <= 1:
+            (gemv4 if pk.bits == 4 else gemv8)(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, 0, P)
+            return y
+        argv = _gemv_argv(ap, asum, pk.w, pk.s, pk.s if pk.z is None else pk.z, pk.zdef,
+                          y[0] if b32 is None else b32, y, parts)
+        threads.run_native(gemv_part_address(pk.bits, pk.z is not None, b32 is not None), argv, parts)
         return y
     a32 = np.ascontiguousarray(a, np.float32)
     strips = -(-P // STRIP)

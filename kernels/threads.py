@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 from jitort.cache import import_file
+from jitort.kernels import native_parts as NP
 from jitort.kernels.spin import spin_while
 
 _lock = threading.Lock()
@@ -102,8 +103,9 @@ SPIN_CYCLES = SPIN_CYCLES_DEFAULT if "JITORT_THREAD_SPIN" not in os.environ else
 
 
 class _Job:
-    """One call's parts: claimed once each from ``claims`` by the caller and the workers; the thread
-    that finishes the last part sets the pool's done flag to this job's number and releases ``done``."""
+    """One Python call's parts: claimed once each from ``claims`` by the caller and the workers; the
+    thread that finishes the last part sets the pool's ``PYDONE`` word to this job's number and
+    releases ``done``."""
 
     __slots__ = ("fn", "nparts", "helpers", "gen", "ctl", "claims", "finished", "done", "error")
 
@@ -127,21 +129,25 @@ class _Job:
                 if self.error is None:
                     self.error = e
             if next(self.finished) == n:
-                self.ctl[1] = self.gen
+                self.ctl[NP.PYDONE] = self.gen
                 self.done.release()
 
 
 class Pool:
-    """Persistent worker threads and one job at a time (``run``). ``ctl[0]`` is the number of the
-    job last published, ``ctl[1]`` of the job last finished; workers wait for ``ctl[0]`` to change."""
+    """Persistent worker threads and one job at a time, Python (``run``) or native (``run_native``).
+    Workers (numbered from 1; the caller is 0) live in ``native_parts.worker_wait`` (machine code,
+    no GIL): they spin on the control array ``ctl`` for the next job, run native jobs' parts there,
+    and come back to Python only to sleep on ``cond``, to run a Python job's parts, or to wake a
+    caller blocked on ``done_cond``."""
 
     def __init__(self, spin_cycles: int | None = None) -> None:
         self.spin = SPIN_CYCLES if spin_cycles is None else spin_cycles
-        self.ctl = np.zeros(2, np.int64)
+        self.ctl = np.zeros(NP.CTL_SIZE, np.int64)
+        self.gen = 0
         self.job: _Job | None = None
         self.busy = threading.Lock()
         self.cond = threading.Condition(threading.Lock())
-        self.sleepers = 0
+        self.done_cond = threading.Condition(threading.Lock())
         self.closed = False
         self.workers: list[threading.Thread] = []
         self.grow_lock = threading.Lock()
@@ -150,25 +156,30 @@ class Pool:
         """At least n worker threads."""
         with self.grow_lock:
             while len(self.workers) < n:
-                t = threading.Thread(target=self._loop, args=(len(self.workers), int(self.ctl[0])), daemon=True,
-                                     name=f"jitort-kernel-{len(self.workers)}")
+                t = threading.Thread(target=self._loop, args=(len(self.workers) + 1, int(self.ctl[NP.GEN])),
+                                     daemon=True, name=f"jitort-kernel-{len(self.workers)}")
                 self.workers.append(t)
                 t.start()
 
-    def _loop(self, idx: int, seen: int) -> None:
+    def _loop(self, me: int, seen: int) -> None:
         ctl = self.ctl
         while not self.closed:
-            gen = int(spin_while(ctl, 0, seen, self.spin)) if self.spin else seen
-            if gen == seen:
+            code, gen = NP.worker_wait(ctl, me, seen, self.spin)
+            if code == NP.TIMED_OUT:
                 with self.cond:
-                    self.sleepers += 1
-                    while int(ctl[0]) == seen and not self.closed:
+                    g = NP.prepare_sleep(ctl)
+                    while g == seen and not self.closed:
                         self.cond.wait()
-                    self.sleepers -= 1
-                gen = int(ctl[0])
+                        g = int(ctl[NP.GEN])
+                    NP.end_sleep(ctl)
+                continue  # worker_wait sees the new job
             seen = gen
+            if code == NP.WAKE_CALLER:
+                with self.done_cond:
+                    self.done_cond.notify_all()
+                continue
             job = self.job
-            if job is not None and idx < job.helpers:
+            if job is not None and 2 * job.gen == gen and me <= job.helpers:
                 job.work()
 
     def close(self) -> None:
@@ -177,9 +188,13 @@ class Pool:
         with self.cond:
             self.cond.notify_all()
 
+    def _next_gen(self) -> int:
+        self.gen = self.gen % NP.GEN_MASK + 1
+        return self.gen
+
     def run(self, fn: Callable[[int], None], nparts: int, threads: int) -> None:
         """fn(part) for part in range(nparts) on this thread and up to threads - 1 workers."""
-        helpers = min(threads, nparts) - 1
+        helpers = min(threads, nparts, NP.MAX_HELPERS + 1) - 1
         if helpers <= 0 or not self.busy.acquire(blocking=False):
             # one thread, or the pool runs another job: a part calling run_parts (nested), or
             # another thread's session; running here cannot deadlock or oversubscribe the machine
@@ -189,22 +204,45 @@ class Pool:
             if len(self.workers) < helpers:
                 self.grow(helpers)
             ctl = self.ctl
-            gen = int(ctl[0]) + 1
+            gen = self._next_gen()
+            done_before = int(ctl[NP.PYDONE])
             job = self.job = _Job(fn, nparts, helpers, gen, ctl)
-            ctl[0] = gen
-            if self.sleepers:
+            if NP.publish_python(ctl, gen):
                 with self.cond:
                     self.cond.notify_all()
             job.work()
-            if int(ctl[1]) != gen and self.spin:
-                spin_while(ctl, 1, gen - 1, self.spin)
-            if int(ctl[1]) != gen:
+            if int(ctl[NP.PYDONE]) != gen and self.spin:
+                spin_while(ctl, NP.PYDONE, done_before, self.spin)
+            if int(ctl[NP.PYDONE]) != gen:
                 job.done.acquire()
         finally:
             self.job = None
             self.busy.release()
         if job.error is not None:
             raise job.error
+
+    def run_native(self, fn: int, argv: np.ndarray, nparts: int, threads: int) -> None:
+        """Part function fn (``native_parts.PART_SIG``) on parts 0..nparts-1 with argv, on this
+        thread and up to threads - 1 workers, without the GIL."""
+        helpers = min(threads, nparts, NP.MAX_HELPERS + 1) - 1
+        if helpers <= 0 or not self.busy.acquire(blocking=False):
+            NP.native_serial(fn, argv, nparts)
+            return
+        try:
+            if len(self.workers) < helpers:
+                self.grow(helpers)
+            ctl = self.ctl
+            st = NP.native_run(ctl, fn, argv, nparts, helpers, self._next_gen(), self.spin)
+            if st == NP.MUST_WAKE:
+                with self.cond:
+                    self.cond.notify_all()
+                st = NP.native_join(ctl, nparts, self.spin)
+            if st == NP.MUST_BLOCK:
+                with self.done_cond:
+                    while NP.finished(ctl) != nparts:
+                        self.done_cond.wait()
+        finally:
+            self.busy.release()
 
 
 def _serial(fn: Callable[[int], None], nparts: int) -> None:
@@ -221,20 +259,29 @@ def _serial(fn: Callable[[int], None], nparts: int) -> None:
 
 
 _pool: Pool | None = None
-_pool_pid = 0
 _pool_lock = threading.Lock()
 
 
 def pool() -> Pool:
     """This process's pool (a forked child inherits the object but not its threads: it gets a new one)."""
-    global _pool, _pool_pid
+    global _pool
     p = _pool
-    if p is not None and _pool_pid == os.getpid():
+    if p is not None:
         return p
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool, _pool_pid = Pool(), os.getpid()
+        if _pool is None:
+            _pool = Pool()
         return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's workers do not exist here (and its locks may be held)."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_parts(fn: Callable[[int], None], nparts: int, threads: int | None = None) -> None:
@@ -254,6 +301,21 @@ def run_parts(fn: Callable[[int], None], nparts: int, threads: int | None = None
             fn(0)
         return
     pool().run(fn, nparts, threads or intra_op_threads())
+
+
+def run_native(fn: int, argv: np.ndarray, nparts: int, threads: int | None = None) -> None:
+    """The native form of ``run_parts``: part function ``fn`` (the address of a ``cfunc`` with
+    ``native_parts.PART_SIG``) called as fn(k, argv) for k in range(nparts), on this thread and
+    jitort's workers, none of them taking the GIL. argv: a C-contiguous int64 array, kept alive by
+    this call. Parts are claimed as in ``run_parts``, through the same pool and workers (a call
+    while the pool is busy runs every part here); a part must not fail (validate before)."""
+    if argv.dtype != np.int64 or argv.ndim != 1 or not argv.flags.c_contiguous:
+        raise TypeError("run_native: argv must be a contiguous 1-D int64 array")
+    if not 0 <= nparts <= NP.MAX_PARTS:
+        raise ValueError(f"run_native: {nparts} parts (at most {NP.MAX_PARTS})")
+    if nparts == 0:
+        return
+    pool().run_native(fn, argv, nparts, threads or intra_op_threads())
 
 
 _local = threading.local()

@@ -118,6 +118,8 @@ def test_matmul_nbits_packed(bits, block, K, N, zp, bias, M, monkeypatch):
     calls = []
     run_parts = threads.run_parts
     monkeypatch.setattr(threads, "run_parts", lambda fn, n: (calls.append(n), run_parts(fn, n)))
+    run_native = threads.run_native  # the GEMV's split (native parts)
+    monkeypatch.setattr(threads, "run_native", lambda fn, argv, n: (calls.append(n), run_native(fn, argv, n)))
     two = _run(node, feeds, inits, nthreads=2)
     assert max(calls) == 2
     np.testing.assert_array_equal(one, two)
