@@ -4,7 +4,9 @@
 
 A ``nogil`` kernel doing about ``w`` microseconds of work in total is run (a) on one thread, (b) split in
 two parts through a ``threads.Pool`` for each spin budget (CPU cycles a worker and the caller busy-wait
-before blocking; 0: they block at once), and (c) through the design the pool replaced: a
+before blocking; 0: they block at once), as a Python job (``Pool.run``: each part a Python call, so a
+worker takes the GIL to start it) and as a native job (``Pool.run_native``: the same loop as a part
+function called by address, no GIL), and (c) through the design the pool replaced: a
 ThreadPoolExecutor whose worker blocks on its queue, one future per part, the caller running part 0.
 Calls come back to back with a gap of ``gap`` microseconds of single-thread work between them (the rest
 of a model between two split layers). Rounds interleave every variant (A, B, C, ...), medians per call;
@@ -21,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
-from numba import njit
+from numba import carray, cfunc, njit
 
 from jitort.bench.machine import cpu_label
+from jitort.kernels import native_parts as NP
 from jitort.kernels import threads as T
 
 
@@ -37,10 +40,16 @@ def _work(x, reps, part, nparts):  # type: ignore[no-untyped-def]
     x[part * n] += s * np.float32(0)
 
 
+@cfunc(NP.PART_SIG, cache=True)
+def _work_part(k, args):  # type: ignore[no-untyped-def]
+    """``_work(x, args[2], k, 2)`` as a part function: args = (x's address, x.size, reps)."""
+    _work(carray(NP.as_ptr(args[0], np.float32), (args[1],)), args[2], k, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--spin", default="0,20000,100000,400000", help="spin budgets in cycles to compare")
+    ap.add_argument("--spin", default="0,20000,100000", help="spin budgets in cycles to compare")
     ap.add_argument("--work", default="5,20,80,320", help="total work per call, microseconds (one thread)")
     ap.add_argument("--gap", type=float, default=20.0, help="single-thread work between calls, microseconds")
     args = ap.parse_args()
@@ -68,8 +77,11 @@ def main() -> None:
             _work(x, reps, 0, 2)
             f.result()
         variants: dict[str, Callable[[], None]] = {"one thread": serial, "executor (old)": futures}
+        argv = np.array([x.ctypes.data, x.size, reps], np.int64)
         for name, pool in pools.items():
             variants[name] = (lambda pool=pool: pool.run(lambda p: _work(x, reps, p, 2), 2, 2))
+            variants[name.replace("pool", "native")] = (
+                lambda pool=pool, argv=argv: pool.run_native(_work_part.address, argv, 2, 2))
         times: dict[str, list[float]] = {k: [] for k in variants}
         calls = max(20, int(0.02e6 / (w + args.gap)))
         for r in range(args.rounds):
@@ -82,9 +94,9 @@ def main() -> None:
                     _work(x, gap_reps, 0, 1)
                 times[name].append((time.perf_counter() - t0) / calls * 1e6)
         base = statistics.median(times["one thread"])
-        cells = ", ".join(f"{k} {statistics.median(v):7.1f} us ({statistics.median(v) / base:.2f})"
-                          for k, v in times.items())
-        print(f"work {w:6.0f} us: {cells}", flush=True)
+        print(f"work {w:6.0f} us (+ gap), load {os.getloadavg()[0]:.1f}:", flush=True)
+        for k, v in times.items():
+            print(f"    {k:22s} {statistics.median(v):8.1f} us  ratio {statistics.median(v) / base:5.2f}", flush=True)
     for pool in pools.values():
         pool.close()
     print(f"load after: {os.getloadavg()}")
