@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jitort  # noqa: E402
+from jitort.bench.machine import cpu_label  # noqa: E402
 from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label  # noqa: E402
 
 # (name, M, K, N, kind, activation): kind "mm" is MatMul + Add(bias), "gemm" is Gemm(transB=1) with C
@@ -97,20 +98,26 @@ def burst_median(sess, feeds, seconds: float) -> float:  # type: ignore[no-untyp
     return statistics.median(ts)
 
 
-def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4)) -> None:
+def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4), sizes_filter: str = "") -> None:
     """The measurement behind ``gemm._BYTES_PER_PART``: small-M products through ``gemm.gemm`` on one
-    thread and split over two (by column tiles, forced), interleaved rounds of ~10 ms bursts; prints
-    the medians of the rounds and the 5th percentiles of single calls (on a loaded machine: the calls
-    during which both threads had a CPU, what a quiet machine would see), as ratios split / one thread
-    per size of B."""
+    thread and split over two (by column tiles, forced) as native parts (``threads.run_native``, what
+    ``gemm.gemm`` does) and, for comparison, as the Python parts it used before (``threads.run_parts``
+    calling the one-thread kernel per chunk: a worker takes the GIL per part). Interleaved rounds of
+    ~10 ms bursts; prints the medians of the rounds and the 5th percentiles of single calls (on a loaded
+    machine: the calls during which both threads had a CPU, what a quiet machine would see), as ratios
+    split / one thread per size of B."""
     from jitort.kernels import gemm as G
-    from jitort.kernels.threads import set_num_threads
+    from jitort.kernels.threads import run_parts, set_num_threads
     set_num_threads(2)
     rng = np.random.default_rng(0)
-    print(f"small-M split sweep, GEMM path {G.default_isa()}, load {os.getloadavg()}")
+    print(f"small-M split sweep, CPU {cpu_label()}, GEMM path {G.default_isa()}, load {os.getloadavg()}")
     sizes = [(256, 256), (256, 512), (512, 512), (512, 1024), (768, 768), (768, 1536), (768, 2304), (3072, 768),
              (1024, 4096)]
+    if sizes_filter:
+        sizes = [(k, n) for k, n in sizes if f"{k}x{n}" in sizes_filter.split(",")]
     saved = G._BYTES_PER_PART
+    isa = G.default_isa()
+    f32 = np.float32
     try:
         for M in rows:
             for K, N in sizes:
@@ -118,36 +125,45 @@ def split_sweep(rounds: int, rows: tuple[int, ...] = (1, 2, 4)) -> None:
                 bp = G.pack_b(rng.standard_normal((K, N)).astype(np.float32))
                 bias = G.pad_bias(None, N)
                 out = np.empty((M, N), np.float32)
+                G._BYTES_PER_PART = 1
+                chunks = G.split(M, N, K, isa, 2)
+                G._BYTES_PER_PART = saved
+                kern = G.KERNELS[isa]
 
                 def one() -> None:
                     G.gemm(a, bp, N, bias, False, out=out, nthreads=1)
 
-                def two() -> None:
+                def native() -> None:
                     G._BYTES_PER_PART = 1  # force the split
                     G.gemm(a, bp, N, bias, False, out=out, nthreads=2)
                     G._BYTES_PER_PART = saved
-                one()
-                two()
+
+                def python() -> None:
+                    run_parts(lambda k: kern(a, bp, out, bias, 0, G._Z2, 0, 0, f32(0), f32(0), 0, *chunks[k]),
+                              len(chunks), 2)
+                variants = (("one", one), ("native", native), ("python", python))
+                for _, f in variants:
+                    f()
                 t0 = time.perf_counter()
                 one()
                 reps = max(3, int(0.01 / max(time.perf_counter() - t0, 1e-7)))
-                t1: list[float] = []
-                t2: list[float] = []
-                c1: list[float] = []
-                c2: list[float] = []
+                tm: dict[str, list[float]] = {k: [] for k, _ in variants}
+                cs: dict[str, list[float]] = {k: [] for k, _ in variants}
                 for r in range(rounds):
-                    for f, ts, cs in ((one, t1, c1), (two, t2, c2)) if r % 2 == 0 else ((two, t2, c2), (one, t1, c1)):
+                    order = variants[r % 3:] + variants[:r % 3]
+                    for name, f in order:
                         t0 = time.perf_counter()
                         for _ in range(reps):
                             t = time.perf_counter()
                             f()
-                            cs.append(time.perf_counter() - t)
-                        ts.append((time.perf_counter() - t0) / reps)
-                m1, m2 = statistics.median(t1), statistics.median(t2)
-                q1, q2 = np.percentile(c1, 5), np.percentile(c2, 5)
-                print(f"M={M} K={K:5d} N={N:5d} B {K * N * 4 >> 10:6d} KiB: 1 thread {m1 * 1e6:8.1f} us, "
-                      f"2 threads {m2 * 1e6:8.1f} us, ratio {m2 / m1:.2f}; fastest calls (5th percentile) "
-                      f"{q1 * 1e6:7.1f} / {q2 * 1e6:7.1f} us, ratio {q2 / q1:.2f}", flush=True)
+                            cs[name].append(time.perf_counter() - t)
+                        tm[name].append((time.perf_counter() - t0) / reps)
+                med = {k: statistics.median(v) for k, v in tm.items()}
+                q = {k: float(np.percentile(v, 5)) for k, v in cs.items()}
+                print(f"M={M} K={K:5d} N={N:5d} B {K * N * 4 >> 10:6d} KiB: medians 1T {med['one'] * 1e6:7.1f} us, "
+                      f"native {med['native'] / med['one']:.2f}, python {med['python'] / med['one']:.2f}; "
+                      f"5th pct 1T {q['one'] * 1e6:7.1f} us, native {q['native'] / q['one']:.2f}, "
+                      f"python {q['python'] / q['one']:.2f}; load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         G._BYTES_PER_PART = saved
     print(f"load after: {os.getloadavg()}")
@@ -164,9 +180,11 @@ def main() -> None:
                          "off (session.intra_op.allow_spinning=0)")
     ap.add_argument("--split-sweep", action="store_true",
                     help="only measure small-M products on 1 vs 2 threads (how gemm._BYTES_PER_PART was set)")
+    ap.add_argument("--rows", default="1,2,4", help="--split-sweep: rows of A")
+    ap.add_argument("--sizes", default="", help="--split-sweep: only these KxN, e.g. 768x768,1024x4096")
     args = ap.parse_args()
     if args.split_sweep:
-        split_sweep(max(args.rounds, 9))
+        split_sweep(max(args.rounds, 9), tuple(int(r) for r in args.rows.split(",")), args.sizes)
         return
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()

@@ -77,9 +77,40 @@ def _prefill_feeds(model, n: int) -> dict[str, np.ndarray]:
     return {"input_ids": prompt, "attention_mask": np.ones((1, n), np.int64), **empty_cache(model, 1)}
 
 
-def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, prefill: bool = False) -> dict:
+# --python-parts: jitort's split kernels as before native parts (kernels/native_parts.py): each part a
+# Python call (threads.NATIVE_PARTS False) and the split thresholds those had; interleaved with the
+# native form in the same rounds
+PYTHON_PARTS = dict(NATIVE_PARTS=False, BYTES_PER_PART=16 << 20, GEMV_MACS_PER_PART=1e6)
+
+
+def _variant(v: dict | None) -> dict:
+    """Set jitort's split mode to v (None: leave it); returns the previous one."""
+    from jitort.kernels import gemm, nbits
+    from jitort.kernels import threads as T
+    old = dict(NATIVE_PARTS=T.NATIVE_PARTS, BYTES_PER_PART=gemm._BYTES_PER_PART,
+               GEMV_MACS_PER_PART=nbits.GEMV_MACS_PER_PART)
+    if v is not None:
+        T.NATIVE_PARTS, gemm._BYTES_PER_PART = v["NATIVE_PARTS"], v["BYTES_PER_PART"]
+        nbits.GEMV_MACS_PER_PART = v["GEMV_MACS_PER_PART"]
+    return old
+
+
+def _timed(fns: list, rounds: int, warmup: int) -> list[float]:
+    """Medians of fns called in turn (one call each per round) after warm-ups."""
+    ts: list[list[float]] = [[] for _ in fns]
+    for k in range(warmup + rounds):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            if k >= warmup:
+                ts[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]
+
+
+def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, prefill: bool = False,
+          python_parts: bool = False) -> dict:
     """Decode-step latency at ``context`` (or, with ``prefill``, the latency of a ``context``-token
-    prompt on an empty cache)."""
+    prompt on an empty cache); with python_parts also jitort with ``PYTHON_PARTS`` (key ``py_ms``)."""
     model = llama_decoder(**MODELS[name])
     mine, ref = _sessions(model, threads)
     if prefill:
@@ -88,18 +119,21 @@ def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, p
         fm, fr = _decode_feeds(mine, model, context), _decode_feeds(ref, model, context)
     got, want = mine.run(["logits"], fm)[0], ref.run(["logits"], fr)[0]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
-    tm, tr = [], []
-    for k in range(warmup + rounds):
-        t0 = time.perf_counter()
-        mine.run(None, fm)
-        t1 = time.perf_counter()
-        ref.run(None, fr)
-        t2 = time.perf_counter()
-        if k >= warmup:
-            tm.append(t1 - t0)
-            tr.append(t2 - t1)
-    a, b = statistics.median(tm), statistics.median(tr)
-    return dict(model=name, threads=threads, context=context, jitort_ms=a * 1e3, ort_ms=b * 1e3, ratio=a / b)
+    native = _variant(None)
+
+    def old_parts() -> None:
+        _variant(PYTHON_PARTS)
+        try:
+            mine.run(None, fm)
+        finally:
+            _variant(native)
+    fns = [lambda: mine.run(None, fm), lambda: ref.run(None, fr)] + ([old_parts] if python_parts else [])
+    t = _timed(fns, rounds, warmup)
+    r = dict(model=name, threads=threads, context=context, jitort_ms=t[0] * 1e3, ort_ms=t[1] * 1e3,
+             ratio=t[0] / t[1])
+    if python_parts:
+        r.update(py_ms=t[2] * 1e3, py_ratio=t[2] / t[1])
+    return r
 
 
 OP_SHAPES = [(768, 768), (768, 2048), (2048, 768), (768, 4096)]  # q/o, gate/up, down, lm head
@@ -144,16 +178,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="tiny,large,large-int4")
     ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
     ap.add_argument("--op-rows", default="1,128", help="rows of A of the MatMulNBits table ('': none)")
+    ap.add_argument("--python-parts", action="store_true",
+                    help="decode table: also jitort with its split kernels' parts as Python calls (before native "
+                         "parts), interleaved")
     args = ap.parse_args(argv)
     print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
-    print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio | load |")
-    print("|---|---|---|---|---|---|---|")
+    py = args.python_parts
+    print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio |"
+          + (" python parts ms | ratio |" if py else "") + " load |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if py else "") + "---|")
     for name in args.models.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
             for context in (int(c) for c in args.contexts.split(",")):
-                r = bench(name, threads, context, args.rounds)
+                r = bench(name, threads, context, args.rounds, python_parts=py)
+                extra = f" {r['py_ms']:.3f} | {r['py_ratio']:.2f}x |" if py else ""
                 print(f"| {name} | {threads} | {context} | {r['jitort_ms']:.3f} | {r['ort_ms']:.3f} | "
-                      f"{r['ratio']:.2f}x | {_load()} |", flush=True)
+                      f"{r['ratio']:.2f}x |{extra} {_load()} |", flush=True)
     if args.prefill:
         print(f"\nprefill of {args.prefill} tokens (empty cache, batch 1)\n")
         print("| model | threads | jitort ms | onnxruntime ms | ratio | load |")

@@ -315,7 +315,16 @@ def run_native(fn: int, argv: np.ndarray, nparts: int, threads: int | None = Non
         raise ValueError(f"run_native: {nparts} parts (at most {NP.MAX_PARTS})")
     if nparts == 0:
         return
+    if not NATIVE_PARTS:
+        pool().run(lambda k: NP.native_one(fn, argv, k), nparts, threads or intra_op_threads())
+        return
     pool().run_native(fn, argv, nparts, threads or intra_op_threads())
+
+
+# False: run_native's parts go through run_parts (each part a Python call, as before native parts
+# existed): JITORT_NATIVE_PARTS=0, for comparisons (benchmarks/bench_threads.py, bench_gemm.py,
+# bench_llm_decode.py) and as a way around a problem in the native path
+NATIVE_PARTS = os.environ.get("JITORT_NATIVE_PARTS", "1") != "0"
 
 
 _local = threading.local()

@@ -193,3 +193,11 @@ def test_call_part_and_float_args_round_trip():
     _call(_scale_part.address, 1, argv)
     assert np.array_equal(x[64:], want[64:]) and np.array_equal(x[:64], np.arange(64, dtype=np.float32))
     assert hits.tolist() == [0, 1]
+
+
+def test_python_parts_fallback(monkeypatch):
+    """JITORT_NATIVE_PARTS=0 (threads.NATIVE_PARTS False): the same parts as Python calls on the pool."""
+    monkeypatch.setattr(T, "NATIVE_PARTS", False)
+    argv, x, hits, want = _job(5)
+    T.run_native(_scale_part.address, argv, 5, 2)
+    assert np.array_equal(x, want) and np.array_equal(hits, np.ones(5, np.int64))
