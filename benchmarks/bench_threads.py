@@ -1,6 +1,7 @@
 """jitort's thread pool (kernels/threads.py) on its own: what handing a part to a worker costs.
 
-    python benchmarks/bench_threads.py [--rounds 15] [--spin 0,20000,100000,400000]
+    python benchmarks/bench_threads.py [--rounds 15] [--spin 0,20000,100000]
+    python benchmarks/bench_threads.py --latency [--jobs 3000]
 
 A ``nogil`` kernel doing about ``w`` microseconds of work in total is run (a) on one thread, (b) split in
 two parts through a ``threads.Pool`` for each spin budget (CPU cycles a worker and the caller busy-wait
@@ -12,6 +13,13 @@ Calls come back to back with a gap of ``gap`` microseconds of single-thread work
 of a model between two split layers). Rounds interleave every variant (A, B, C, ...), medians per call;
 times are per call including the gap, the ratios variant / one thread (below 1: the split pays). Prints the CPU and the load average: on a
 machine with more runnable threads than CPUs, a worker waits for a CPU and no split can pay.
+
+``--latency``: the hand-over itself, less sensitive to other jobs on the machine. Each job has two
+parts of ~20 us; the part a worker runs records the cycle counter when it starts, and the latency is
+that minus the counter read just before the caller published the job (workers spinning: jobs follow
+each other with a 2 us gap). Percentiles over ``--jobs`` jobs, Python parts (``Pool.run``) and native
+parts (``Pool.run_native``) interleaved; only jobs where the worker took a part count (how many did is
+printed too).
 """
 from __future__ import annotations
 
@@ -23,11 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
-from numba import carray, cfunc, njit
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.extending import intrinsic
 
 from jitort.bench.machine import cpu_label
 from jitort.kernels import native_parts as NP
 from jitort.kernels import threads as T
+from jitort.kernels.spin import cycles
 
 
 @njit(nogil=True, cache=True)
@@ -38,6 +49,78 @@ def _work(x, reps, part, nparts):  # type: ignore[no-untyped-def]
         for i in range(part * n, (part + 1) * n):
             s += x[i] * np.float32(1.0000001)
     x[part * n] += s * np.float32(0)
+
+
+@intrinsic
+def _stack_address(typingctx):  # type: ignore[no-untyped-def]
+    """An address on this thread's stack (threads' stacks are megabytes apart)."""
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.ptrtoint(builder.alloca(ir.IntType(64)), ir.IntType(64))
+    return types.int64(), codegen
+
+
+@njit(nogil=True, cache=True)
+def _stamp(t, k, x, reps):  # type: ignore[no-untyped-def]
+    """t[k] = the cycle counter now, t[2 + k] = where this thread's stack is, then ~reps of _work
+    (part k of 2)."""
+    t[k] = cycles()
+    t[2 + k] = _stack_address()
+    _work(x, reps, k, 2)
+
+
+@njit(nogil=True, cache=True)
+def _now():  # type: ignore[no-untyped-def]
+    return cycles()
+
+
+@cfunc(NP.PART_SIG, cache=True)
+def _stamp_part(k, args):  # type: ignore[no-untyped-def]
+    """``_stamp`` as a part function: args = (t's address, x's address, x.size, reps)."""
+    _stamp(carray(NP.as_ptr(args[0], np.int64), (4,)), k, carray(NP.as_ptr(args[1], np.float32), (args[2],)),
+           args[3])
+
+
+def latency(jobs: int) -> None:
+    T.set_num_threads(2)
+    x = np.ones(8192, np.float32)
+    t = np.zeros(4, np.int64)
+    _work(x, 1, 0, 1)
+    t0 = time.perf_counter()
+    _work(x, 20, 0, 1)
+    reps = max(1, round(20 / ((time.perf_counter() - t0) / 20 * 1e6) / 2))
+    argv = np.array([t.ctypes.data, x.ctypes.data, x.size, reps], np.int64)
+    pool = T.Pool()
+    c0 = _now()
+    w0 = time.perf_counter()
+    time.sleep(0.05)
+    ghz = (_now() - c0) / (time.perf_counter() - w0) / 1e9
+    lat: dict[str, list[float]] = {"python parts": [], "native parts": []}
+    took = dict.fromkeys(lat, 0)
+    run = {"python parts": lambda: pool.run(lambda k: _stamp(t, k, x, reps), 2, 2),
+           "native parts": lambda: pool.run_native(_stamp_part.address, argv, 2, 2)}
+    for f in run.values():
+        f()
+    print(f"CPU: {cpu_label()}; load {os.getloadavg()}; cycle counter {ghz:.2f} GHz; parts of ~{reps * 2 * 20 / 20:.0f} reps")
+    for i in range(jobs):
+        for name, f in (list(run.items()) if i % 2 else list(run.items())[::-1]):
+            g = time.perf_counter() + 2e-6
+            while time.perf_counter() < g:
+                pass
+            t[:] = 0
+            c = _now()
+            f()
+            # the worker's part is the one that did not start first (the caller starts at once)
+            late = max(int(t[0]), int(t[1])) - c
+            if abs(int(t[2]) - int(t[3])) > (1 << 20) and late > 0:  # two threads ran the parts
+                lat[name].append(late / ghz / 1e3)
+                took[name] += 1
+    for name, v in lat.items():
+        if v:
+            p = np.percentile(v, [10, 50, 90])
+            print(f"{name:14s}: hand-over latency p10 {p[0]:7.1f} us, median {p[1]:7.1f} us, p90 {p[2]:7.1f} us "
+                  f"({len(v)} jobs of {jobs})")
+    pool.close()
+    print(f"load after: {os.getloadavg()}")
 
 
 @cfunc(NP.PART_SIG, cache=True)
@@ -52,7 +135,12 @@ def main() -> None:
     ap.add_argument("--spin", default="0,20000,100000", help="spin budgets in cycles to compare")
     ap.add_argument("--work", default="5,20,80,320", help="total work per call, microseconds (one thread)")
     ap.add_argument("--gap", type=float, default=20.0, help="single-thread work between calls, microseconds")
+    ap.add_argument("--latency", action="store_true", help="measure the hand-over latency only")
+    ap.add_argument("--jobs", type=int, default=3000)
     args = ap.parse_args()
+    if args.latency:
+        latency(args.jobs)
+        return
     T.set_num_threads(2)
     x = np.ones(8192, np.float32)
     _work(x, 1, 0, 1)

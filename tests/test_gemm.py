@@ -125,6 +125,26 @@ def test_small_m_products_split_by_columns_and_agree(M, monkeypatch):
                               _run(a, b, bias, act="Gelu", isa=isa, nthreads=1))
 
 
+@pytest.mark.parametrize("M", [1, 4, 50])
+def test_split_runs_as_native_parts_with_every_argument(M, monkeypatch):
+    """A split product is one native job (threads.run_native: GEMM part functions called by address
+    with an argument vector); bias, residual, Clip's float bounds and a stored-strip activation all
+    reach the parts: bitwise equal to one thread on each ISA path."""
+    K, N = 130, 700
+    monkeypatch.setattr(gemm, "_BYTES_PER_PART", 1 << 12)
+    monkeypatch.setattr(gemm, "_FLOPS_PER_PART", 1e3)
+    jobs: list[int] = []
+    real = gemm.run_native
+    monkeypatch.setattr(gemm, "run_native", lambda fn, argv, n, t: (jobs.append(n), real(fn, argv, n, t)))
+    a, b, bias, res = _rand((M, K), 20), _rand((K, N), 21), _rand(N, 22), _rand((M, N), 23)
+    for isa in ISAS:
+        for act, lo, hi in (("Clip", -0.3, 0.4), ("Gelu", 0, 0)):
+            one = _run(a, b, bias, res, act, lo, hi, isa=isa, nthreads=1)
+            n0 = len(jobs)
+            assert np.array_equal(_run(a, b, bias, res, act, lo, hi, isa=isa, nthreads=2), one), (isa, act)
+            assert len(jobs) == n0 + 1 and jobs[-1] > 1
+
+
 def test_identical_weight_columns_give_identical_outputs():
     """Columns at different positions in a register tile and in different tiles round alike."""
     K = 300
