@@ -3,6 +3,7 @@ intra-op threads. Prints a table of medians and ratios (jitort time / onnxruntim
 
     python benchmarks/bench_gemm.py [--rounds 7] [--threads 1,2] [--filter bert] [--seconds 0.05] [--ort-spin both]
     python benchmarks/bench_gemm.py --split-sweep     # small-M products, 1 vs 2 threads (gemm._BYTES_PER_PART)
+    python benchmarks/bench_gemm.py --threads 2 --python-parts   # + jitort with Python parts (before native parts)
 
 Rows at more than one thread come twice: ``2T`` against onnxruntime with its default spinning intra-op
 threads, ``2T nospin`` with ``session.intra_op.allow_spinning=0`` (``harness.ort_spin_modes``).
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jitort  # noqa: E402
 from jitort.bench.machine import cpu_label  # noqa: E402
+from jitort.kernels import threads as T  # noqa: E402
 from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label  # noqa: E402
 
 # (name, M, K, N, kind, activation): kind "mm" is MatMul + Add(bias), "gemm" is Gemm(transB=1) with C
@@ -180,6 +182,9 @@ def main() -> None:
                          "off (session.intra_op.allow_spinning=0)")
     ap.add_argument("--split-sweep", action="store_true",
                     help="only measure small-M products on 1 vs 2 threads (how gemm._BYTES_PER_PART was set)")
+    ap.add_argument("--python-parts", action="store_true",
+                    help="also time jitort with its split GEMM's parts as Python calls (threads.NATIVE_PARTS off), "
+                         "interleaved")
     ap.add_argument("--rows", default="1,2,4", help="--split-sweep: rows of A")
     ap.add_argument("--sizes", default="", help="--split-sweep: only these KxN, e.g. 768x768,1024x4096")
     args = ap.parse_args()
@@ -206,14 +211,26 @@ def main() -> None:
             col = spin_label(t, spin)
             js, rs = sessions(model, t, spin)
             diff = float(np.abs(js.run(None, feeds)[0] - rs.run(None, feeds)[0]).max())
-            tj, tr = [], []
+            tj, tr, tp = [], [], []
             for _ in range(args.rounds):
                 tj.append(burst_median(js, feeds, args.seconds))
                 tr.append(burst_median(rs, feeds, args.seconds))
+                if args.python_parts:
+                    T.NATIVE_PARTS = False
+                    try:
+                        tp.append(burst_median(js, feeds, args.seconds))
+                    finally:
+                        T.NATIVE_PARTS = True
             mj, mr = statistics.median(tj), statistics.median(tr)
             del rs  # its threads stop (no spinning onnxruntime pool left behind the next row)
             ratios.setdefault(col, []).append(mj / mr)
-            print(f"{name:28s} {col:>9s} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}", flush=True)
+            extra = ""
+            if tp:
+                mp = statistics.median(tp)
+                ratios.setdefault(col + " py", []).append(mp / mr)
+                extra = f"  python parts {mp * 1e3:.3f} ms ({mp / mr:.2f})"
+            print(f"{name:28s} {col:>9s} {mj * 1e3:10.3f} {mr * 1e3:9.3f} {mj / mr:6.2f}  {diff:.1e}{extra}",
+                  flush=True)
     for col, rs in ratios.items():
         print(f"{col}: geomean ratio {float(np.exp(np.mean(np.log(rs)))):.2f}, worst {max(rs):.2f}")
     print(f"load after: {os.getloadavg()}")

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512]
                                           [--models tiny,large,large-int4] [--prefill 128] [--op-rows 1,128]
+                                          [--python-parts]
 
 The models are ``tests/test_llm_decode.py``'s ``llama_decoder`` (onnxruntime-genai's graph layout,
 random weights): ``tiny`` (hidden 64, 4 heads / 2 KV heads, 2 layers, FFN 128, vocab 64),
@@ -14,6 +15,9 @@ calls each. A second table times the prefill of a ``--prefill``-token prompt on 
 logits are checked against onnxruntime's (rtol 1e-3). The ratio is jitort's median over
 onnxruntime's (below 1: jitort is faster). The CPU and the load average are printed with the
 numbers: absolute times on a shared machine are noisy, the interleaved ratios less so.
+
+``--python-parts`` adds a column to the decode table: jitort with its GEMM / MatMulNBits splits run as
+Python parts with the thresholds they had before native parts (``PYTHON_PARTS``), in the same rounds.
 
 A third table (``--op-rows``, empty: none) times one int4 MatMulNBits node (block 32, no zero
 points) alone, at the large model's projection shapes K x N and M rows of A (1: a decode step's

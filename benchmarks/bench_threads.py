@@ -15,7 +15,7 @@ times are per call including the gap, the ratios variant / one thread (below 1: 
 machine with more runnable threads than CPUs, a worker waits for a CPU and no split can pay.
 
 ``--latency``: the hand-over itself, less sensitive to other jobs on the machine. Each job has two
-parts of ~20 us; the part a worker runs records the cycle counter when it starts, and the latency is
+parts of ~``--part-us`` (50) us; the part a worker runs records the cycle counter when it starts, and the latency is
 that minus the counter read just before the caller published the job (workers spinning: jobs follow
 each other with a 2 us gap). Percentiles over ``--jobs`` jobs, Python parts (``Pool.run``) and native
 parts (``Pool.run_native``) interleaved; only jobs where the worker took a part count (how many did is
@@ -80,14 +80,14 @@ def _stamp_part(k, args):  # type: ignore[no-untyped-def]
            args[3])
 
 
-def latency(jobs: int) -> None:
+def latency(jobs: int, args_part_us: float = 50.0) -> None:
     T.set_num_threads(2)
     x = np.ones(8192, np.float32)
     t = np.zeros(4, np.int64)
     _work(x, 1, 0, 1)
     t0 = time.perf_counter()
     _work(x, 20, 0, 1)
-    reps = max(1, round(20 / ((time.perf_counter() - t0) / 20 * 1e6) / 2))
+    reps = max(1, round(args_part_us / ((time.perf_counter() - t0) / 20 * 1e6)))
     argv = np.array([t.ctypes.data, x.ctypes.data, x.size, reps], np.int64)
     pool = T.Pool()
     c0 = _now()
@@ -100,7 +100,7 @@ def latency(jobs: int) -> None:
            "native parts": lambda: pool.run_native(_stamp_part.address, argv, 2, 2)}
     for f in run.values():
         f()
-    print(f"CPU: {cpu_label()}; load {os.getloadavg()}; cycle counter {ghz:.2f} GHz; parts of ~{reps * 2 * 20 / 20:.0f} reps")
+    print(f"CPU: {cpu_label()}; load {os.getloadavg()}; cycle counter {ghz:.2f} GHz; parts of ~{args_part_us:g} us")
     for i in range(jobs):
         for name, f in (list(run.items()) if i % 2 else list(run.items())[::-1]):
             g = time.perf_counter() + 2e-6
@@ -137,9 +137,10 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=20.0, help="single-thread work between calls, microseconds")
     ap.add_argument("--latency", action="store_true", help="measure the hand-over latency only")
     ap.add_argument("--jobs", type=int, default=3000)
+    ap.add_argument("--part-us", type=float, default=50.0, help="--latency: work per part, microseconds")
     args = ap.parse_args()
     if args.latency:
-        latency(args.jobs)
+        latency(args.jobs, args.part_us)
         return
     T.set_num_threads(2)
     x = np.ones(8192, np.float32)

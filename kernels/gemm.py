@@ -23,6 +23,11 @@ literal argument of the kernels, not the import-time ``vecir.VB``: ``gemm_f32_av
 ``gemm_f32_avx2`` are separate cached functions, chosen per call (``default_isa``; ``JITORT_ISA=avx2``
 forces the narrower path on an AVX-512 host; the wider one is never taken on a host without it).
 
+Threads: a product worth splitting (``parts``) is cut into chunks of whole tiles (``split``) that run
+as one native job (threads.run_native): the chunk's C part function (``gemm_part_avx512`` /
+``gemm_part_avx2``, compiled on first use) is called by address on the pool's workers, which never
+take the GIL for it.
+
 Epilogue: bias (a padded row vector), residual R [M, N], and Relu / Clip / LeakyRelu / HardSwish /
 HardSigmoid run on the register tile before the store; Sigmoid, SiLU and GELU (erf, tanh) run on each
 stored column strip while it is in cache, with jitort's vectorisable float32 math (fastmath.py).
@@ -418,7 +423,18 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # hand-over (20-45 us measured on the 2-vCPU Zen 4 VM with Python parts).
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-_BYTES_PER_PART = 16 << 20
+# Small-M products (decode steps, batch-1 MatMul): one part per 2 MiB of B, so products from 4 MiB of
+# weights split (GPT-2's 768x2304 and 3072x768 at decode; not 768x768). Provisional: set from the
+# quiet-VM measurement in issue 15 (Python parts, 20-45 us per GIL hand-over: a split GEMV paid from
+# ~9 MiB of B) scaled to native parts, whose hand-over is a cache line to a spinning worker or a
+# condition-variable wake of a sleeping one (no GIL), and a worker that arrives late finds the chunks
+# taken (4 chunks for 2 threads: the caller waits for no worker that has not started). Not confirmed
+# here: on the 2-vCPU Zen 4 dev VM at load 12-16 (other engineers' jobs) no forced split of a 1-row
+# product paid at any size from 256 KiB to 16 MiB, native or Python parts (``bench_gemm.py
+# --split-sweep``): a worker that claims a chunk and is then preempted holds the caller. Re-measure on
+# a quiet machine (--split-sweep, and bench_llm_decode.py --python-parts at 2 threads) and move it.
+# The previous value, 16 MiB per part (Python parts), is what bench_llm_decode's --python-parts uses.
+_BYTES_PER_PART = 2 << 20
 
 
 def parts(M: int, N: int, K: int, threads: int) -> int:

@@ -113,7 +113,8 @@ def test_small_m_products_split_by_columns_and_agree(M, monkeypatch):
     element comes out bitwise as on one thread."""
     K, N = 768, 2304
     assert gemm.parts(1, 4096, 4096, 2) == 2  # 64 MiB of weights: split
-    assert gemm.parts(1, 2304, 768, 2) == 1 and gemm.parts(M, N, K, 1) == 1  # gpt2's 7 MiB: not worth it
+    assert gemm.parts(1, 2304, 768, 2) == 2 and gemm.parts(M, N, K, 1) == 1  # gpt2's 7 MiB: split (native parts)
+    assert gemm.parts(1, 768, 768, 2) == 1  # 2.25 MiB: not worth a hand-over
     monkeypatch.setattr(gemm, "_BYTES_PER_PART", 1 << 20)  # the mechanism at a test-sized shape
     for isa in ISAS:
         chunks = gemm.split(M, N, K, isa, 2)
