@@ -557,6 +557,7 @@ def threads() -> int:
 
 
 _Z2 = np.zeros((1, 1), np.float32)  # R when there is none (never read)
+_F0 = np.float32(0.0)
 
 
 def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, res: np.ndarray | None = None,
@@ -574,14 +575,15 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     isa = isa or default_isa()
     r = _Z2 if res is None else res
     hasr = 0 if res is None else 1
-    f32 = np.float32
+    flo = _F0 if lo == 0.0 else np.float32(lo)  # a NumPy scalar costs ~0.1 us to make: most calls have none
+    fhi = _F0 if hi == 0.0 else np.float32(hi)
     post = post_address(act) if act >= _POST else 0
-    nt = nthreads or threads()
+    nt = nthreads or intra_op_threads()
     nparts = parts(M, n, K, nt) if nt > 1 else 1
     if nparts <= 1:  # one thread's work: no split
-        KERNELS[isa](a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, 0, M, 0, panels(n))
+        KERNELS[isa](a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, 0, M, 0, -(-n // PANEL))
         return out
-    argv, nchunks = _gemm_argv(a, bp, out, bias, int(hasb), r, hasr, act, f32(lo), f32(hi), post, nparts,
+    argv, nchunks = _gemm_argv(a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, nparts,
                                TILES[_VBYTES[isa]][_tile_rows(M)])
     run_native(part_address(isa), argv, nchunks, nt)
     return out
