@@ -100,10 +100,15 @@ def _variant(v: dict | None) -> dict:
 
 
 def _timed(fns: list, rounds: int, warmup: int) -> list[float]:
-    """Medians of fns called in turn (one call each per round) after warm-ups."""
+    """Medians of fns called in turn (one call each per round) after warm-ups. The order rotates
+    every round: a call right after another runtime's finds part of its weights evicted from the
+    caches (the int4 decoder reads ~18 MB of weights per step: one runtime's fit the dev VM's 32 MiB
+    L3, two do not), so a fixed order favours whoever follows itself."""
     ts: list[list[float]] = [[] for _ in fns]
     for k in range(warmup + rounds):
-        for i, f in enumerate(fns):
+        for j in range(len(fns)):
+            i = (j + k) % len(fns)
+            f = fns[i]
             t0 = time.perf_counter()
             f()
             if k >= warmup:
