@@ -16,7 +16,7 @@ logits are checked against onnxruntime's (rtol 1e-3). The ratio is jitort's medi
 onnxruntime's (below 1: jitort is faster). The CPU and the load average are printed with the
 numbers: absolute times on a shared machine are noisy, the interleaved ratios less so.
 
-``--python-parts`` adds a column to the decode table: jitort with its GEMM / MatMulNBits splits run as
+``--python-parts`` adds a column to the decode and MatMulNBits tables: jitort with its GEMM / MatMulNBits splits run as
 Python parts with the thresholds they had before native parts (``PYTHON_PARTS``), in the same rounds.
 
 A third table (``--op-rows``, empty: none) times one int4 MatMulNBits node (block 32, no zero
@@ -148,8 +148,10 @@ def bench(name: str, threads: int, context: int, rounds: int, warmup: int = 5, p
 OP_SHAPES = [(768, 768), (768, 2048), (2048, 768), (768, 4096)]  # q/o, gate/up, down, lm head
 
 
-def bench_op(K: int, N: int, M: int, threads: int, rounds: int, warmup: int = 5) -> dict:
-    """One int4 MatMulNBits node, A [M, K]: jitort vs onnxruntime, interleaved."""
+def bench_op(K: int, N: int, M: int, threads: int, rounds: int, warmup: int = 5, python_parts: bool = False
+             ) -> dict:
+    """One int4 MatMulNBits node, A [M, K]: jitort vs onnxruntime, interleaved (with python_parts also
+    jitort with ``PYTHON_PARTS``: key ``py_us``)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from test_llm_decode import _quant4
@@ -165,18 +167,20 @@ def bench_op(K: int, N: int, M: int, threads: int, rounds: int, warmup: int = 5)
     mine, ref = _sessions(model, threads)
     feeds = {"a": np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)}
     np.testing.assert_allclose(mine.run(None, feeds)[0], ref.run(None, feeds)[0], rtol=1e-3, atol=1e-3)
-    tm, tr = [], []
-    for k in range(warmup + rounds):
-        t0 = time.perf_counter()
-        mine.run(None, feeds)
-        t1 = time.perf_counter()
-        ref.run(None, feeds)
-        t2 = time.perf_counter()
-        if k >= warmup:
-            tm.append(t1 - t0)
-            tr.append(t2 - t1)
-    a, b = statistics.median(tm), statistics.median(tr)
-    return dict(jitort_us=a * 1e6, ort_us=b * 1e6, ratio=a / b)
+    native = _variant(None)
+
+    def old_parts() -> None:
+        _variant(PYTHON_PARTS)
+        try:
+            mine.run(None, feeds)
+        finally:
+            _variant(native)
+    fns = [lambda: mine.run(None, feeds), lambda: ref.run(None, feeds)] + ([old_parts] if python_parts else [])
+    t = _timed(fns, rounds, warmup)
+    r = dict(jitort_us=t[0] * 1e6, ort_us=t[1] * 1e6, ratio=t[0] / t[1])
+    if python_parts:
+        r.update(py_us=t[2] * 1e6, py_ratio=t[2] / t[1])
+    return r
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,14 +220,16 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.op_rows:
         print("\none int4 MatMulNBits node (block 32), A [M, K] @ [K, N]\n")
-        print("| K x N | M | threads | jitort us | onnxruntime us | ratio | load |")
-        print("|---|---|---|---|---|---|---|")
+        print("| K x N | M | threads | jitort us | onnxruntime us | ratio |" + (" python parts us | ratio |" if py else "")
+              + " load |")
+        print("|---|---|---|---|---|---|" + ("---|---|" if py else "") + "---|")
         for M in (int(m) for m in args.op_rows.split(",")):
             for K, N in OP_SHAPES:
                 for threads in (int(t) for t in args.threads.split(",")):
-                    r = bench_op(K, N, M, threads, max(50, args.rounds) if M == 1 else args.rounds)
+                    r = bench_op(K, N, M, threads, max(50, args.rounds) if M == 1 else args.rounds, python_parts=py)
+                    extra = f" {r['py_us']:.0f} | {r['py_ratio']:.2f}x |" if py else ""
                     print(f"| {K} x {N} | {M} | {threads} | {r['jitort_us']:.0f} | {r['ort_us']:.0f} | "
-                          f"{r['ratio']:.2f}x | {_load()} |", flush=True)
+                          f"{r['ratio']:.2f}x |{extra} {_load()} |", flush=True)
 
 
 if __name__ == "__main__":
