@@ -18,6 +18,7 @@ from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, windo
 from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR
 from jitort.kernels.convutil import _EP
+from jitort.kernels.pool_geometry import trunc_div
 from jitort.kernels.winograd import wino_sizes
 
 # im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
@@ -39,12 +40,6 @@ _im2col_rows = njit(**_EP)(im2col_rows)
 
 # --- geometry (onnxruntime's rules, see conv_attributes.h) -----------------------------------------
 
-def _cdiv(a: int, b: int) -> int:
-    """C++ integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
 def _pad3(v: Sequence[int], fill: int) -> tuple[int, int, int]:
     v = tuple(int(t) for t in v)
     return (fill,) * (3 - len(v)) + v  # type: ignore[return-value]
@@ -62,13 +57,13 @@ def conv_geometry(in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tupl
         dk = dl * (k - 1) + 1
         ph, pt = pads[d], pads[d + r]
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            target = _cdiv(i + s - 1, s)
+            target = trunc_div(i + s - 1, s)
             need = (target - 1) * s + dk - i
-            o = _cdiv(i + need - dk, s) + 1
-            ph = _cdiv(need + 1, 2) if auto_pad == "SAME_LOWER" else _cdiv(need, 2)
+            o = trunc_div(i + need - dk, s) + 1
+            ph = trunc_div(need + 1, 2) if auto_pad == "SAME_LOWER" else trunc_div(need, 2)
         elif auto_pad == "VALID":
             ph = 0
-            o = _cdiv(i - dk, s) + 1
+            o = trunc_div(i - dk, s) + 1
         elif auto_pad in ("NOTSET", ""):
             o = int(np.float32(i + ph + pt - dk) / np.float32(s) + 1)
         else:
