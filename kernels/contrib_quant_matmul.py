@@ -18,7 +18,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import nbits
 from jitort.kernels.contrib_infer import infer_as
-from jitort.kernels.quant import DynamicQuantizeLinear, _centered
+from jitort.kernels.quant import DynamicQuantizeLinear, centered
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 MS = "com.microsoft"
@@ -183,7 +183,7 @@ def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarra
     if a_zero_point is not None and a_zero_point.size != 1:
         raise InvalidArgument(f"{op_name}: a_zero_point must be a scalar")
     bz = None if b_zero_point is None else _per_column(b_zero_point, N, "b_zero_point", op_name)
-    c = np.matmul(_centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
+    c = np.matmul(centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
                   (0.0 if bz is None else bz))
     scale = (a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32)).astype(np.float64)
     y = c * _per_column(scale, N, "b_scale", op_name)

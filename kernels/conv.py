@@ -5,10 +5,10 @@ viewed as [N, C, 1, 1, W] / [N, C, 1, H, W] (a free reshape), so a model pays on
 and not one per rank. Geometry (kernel, strides, dilations, begin pads, group) travels as one
 int64 array, the epilogue's alpha/beta as one array of the compute dtype; the activation is an int
 code the kernel branches on outside its inner loops, so a new activation never compiles anything.
-Per input shape, the path, geometry and scratch size are worked out once (``_setup``).
+Per input shape, the path, geometry and scratch size are worked out once (``conv_plan``).
 
 Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the order tried
-(conv_setup.py's ``_setup`` picks one per input shape):
+(conv_setup.py's ``conv_plan`` picks one per input shape):
 
 * 1-D, one group, Cg <= 4, K >= 16 (audio front ends: a learned STFT has C = 1, kernel 256, stride
   128): the window GEMM, out^T = windows @ W^T (conv_window.py).
@@ -30,7 +30,7 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
   blocks; otherwise im2col (``_conv_gemm``), blocked over output rows.
 
 Bias + Relu/Clip run on the register tile before the store; other activations per row or column
-block while the data is in cache (convutil's ``_epilogue``). A residual z (jitort's FusedConv,
+block while the data is in cache (convutil's ``epilogue_row``). A residual z (jitort's FusedConv,
 conv_fused.py: activation(conv + bias + z)) is added by convutil's ``epilogue_residual`` on the same
 blocks, after the bias, with the activation; kernels take z as None otherwise, which Numba prunes.
 The GEMMs are jitort's own (convgemm.py, on weights packed by the ``lower`` hook), not BLAS: every output element is one fma
@@ -57,19 +57,19 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv_dwblock import _conv_dwblock
+from jitort.kernels.conv_dwblock import dwblock_kernel
 from jitort.kernels.conv_gemm_t import conv_gemm_t, engine_part, pack_t_weights, pad_t_bias
-from jitort.kernels.conv_setup import (_DIRECT, _DWBLOCK, _GEMM_1X1, _GEMM_T, _IM2COL, _IMPLICIT, _IMPLICIT_GROUPS,
-                                       _IMPLICIT_KC, _IMPLICIT_MCT, _WINDOW, _WINOGRAD, _attrs_norm, _check_conv,
-                                       _compute_dtype, _im2col_rows, _prm, _setup)
-from jitort.kernels.conv_window import _conv_window, pack_window_weights, window_applies
+from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, GEMM_T, IM2COL, IMPLICIT, IMPLICIT_GROUPS,
+                                       IMPLICIT_KC, IMPLICIT_MCT, WINDOW, WINOGRAD, attrs_norm, check_conv,
+                                       compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
+from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _ow_range, _pad_phases, _share, epilogue_kind, epilogue_residual
+from jitort.kernels.convutil import EP, epilogue_row, ow_range, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import parts_for, run_parts, scratch
-from jitort.kernels.winograd import _conv_winograd, winograd_applies, winograd_weights
+from jitort.kernels.winograd import winograd_kernel, winograd_applies, winograd_weights
 
 ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "HardSwish": 5,
                "Sigmoid": 6, "SiLU": 7}
@@ -104,10 +104,10 @@ def _gemm_act(wp, ao, M, K, b, c, z, bias, bo, act, prm, ep, ga, bp):  # type: i
         cv = c[:, j0:j1]
         gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
         for m in range(M):
-            _epilogue(cv[m], bias[bo + m], act, prm, ep)
+            epilogue_row(cv[m], bias[bo + m], act, prm, ep)
 
 
-@njit(inline="always", **_EP)
+@njit(inline="always", **EP)
 def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
     sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles.
@@ -117,7 +117,7 @@ def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):
     Cg = C // group
     Mg = M // group
     bp = sc[:BBLOCK]
-    t0, t1 = _share((Mg + MR - 1) // MR, part, nparts)
+    t0, t1 = share((Mg + MR - 1) // MR, part, nparts)
     r0, r1 = t0 * MR, min(Mg, t1 * MR)
     if r0 >= r1:
         return
@@ -148,15 +148,15 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
     Mg = M // group
     K = Cg * kd * kh * kw
     R = OD * OH
-    rows = _im2col_rows(K, OW, R)
+    rows = im2col_rows_jit(K, OW, R)
     col = sc[:K * rows * OW]
     bp = sc[K * rows * OW:K * rows * OW + BBLOCK]
     zero = prm[2]
     los = np.empty(kw, np.int64)
     his = np.empty(kw, np.int64)
     for e in range(kw):
-        los[e], his[e] = _ow_range(e * dw - pw, sw, W, OW)
-    b0, b1 = _share((R + rows - 1) // rows, part, nparts)
+        los[e], his[e] = ow_range(e * dw - pw, sw, W, OW)
+    b0, b1 = share((R + rows - 1) // rows, part, nparts)
     for n in range(N):
         for g in range(group):
             for r0 in range(b0 * rows, min(R, b1 * rows), rows):
@@ -184,7 +184,7 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
 def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """The GEMM of im2col without im2col, for K = Cg*kd*kh*kw <= ``_IMPLICIT_MAX_K``: each group's
     input is copied once into a zero-padded buffer split into column-stride phases
-    (``_pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
+    (``pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
     vectors of output columns of one row, contiguous in a phase). Every output is one fma chain in
     k order, as on the GEMM paths. sc: scratch of ``_scratch_size`` elements; this call computes
     its ``part`` of the row tiles (each part pads the input itself)."""
@@ -214,12 +214,12 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
     NR = conv_tile_cols(x.dtype)
     fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     lo, hi = prm[0], prm[1]
-    t0, t1 = _share((Mg + MR - 1) // MR, part, nparts)
+    t0, t1 = share((Mg + MR - 1) // MR, part, nparts)
     for n in range(N):
         for g in range(group):
             for c in range(Cg):
-                _pad_phases(x, (n * C + g * Cg + c) * D * H * W, D, H, W, xbuf[c * plane:(c + 1) * plane], Dp, Hp, Wq,
-                            pd, ph, pw, sw, zero, n > 0 or g > 0)
+                pad_phases(x, (n * C + g * Cg + c) * D * H * W, D, H, W, xbuf[c * plane:(c + 1) * plane], Dp, Hp, Wq,
+                           pd, ph, pw, sw, zero, n > 0 or g > 0)
             wg = wp[g]
             # K blocks outermost over a chunk of column groups (two vectors of one output row), so
             # that an A block (MC x KC) stays in cache across the chunk; a later K block resumes the
@@ -227,13 +227,13 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
             # past the row's end (into a column group computed later) instead of masking them.
             nj = (OW + NR - 1) // NR
             ng = OD * OH * nj
-            for q0 in range(0, ng, _IMPLICIT_GROUPS):
-                q1 = min(ng, q0 + _IMPLICIT_GROUPS)
-                for k0 in range(0, K, _IMPLICIT_KC):
-                    kb = min(K - k0, _IMPLICIT_KC)
+            for q0 in range(0, ng, IMPLICIT_GROUPS):
+                q1 = min(ng, q0 + IMPLICIT_GROUPS)
+                for k0 in range(0, K, IMPLICIT_KC):
+                    kb = min(K - k0, IMPLICIT_KC)
                     f = fin if k0 + kb >= K else 0
                     acc = 1 if k0 > 0 else 0
-                    for i0 in range(t0, t1, _IMPLICIT_MCT):
+                    for i0 in range(t0, t1, IMPLICIT_MCT):
                         for q in range(q0, q1):
                             row = q // nj
                             j0 = (q - row * nj) * NR
@@ -243,7 +243,7 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                             nc = min(NR, OW - j0)
                             nv = 2 if nc * 2 > NR else 1  # a short row tail: one vector of columns
                             spill = 1 if kb == K and pos + nv * NR // 2 <= P else 0
-                            for i in range(i0, min(t1, i0 + _IMPLICIT_MCT)):
+                            for i in range(i0, min(t1, i0 + IMPLICIT_MCT)):
                                 m0 = g * Mg + i * MR
                                 if nv == 2:
                                     conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
@@ -260,10 +260,10 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                         epilogue_residual(out[n, m, ::1][p0:p1], z[n, m, ::1][p0:p1], act, prm, ep)
             if act > 2 and z is None:
                 for m in range(g * Mg + t0 * MR, g * Mg + min(Mg, t1 * MR)):
-                    _epilogue(out[n, m, ::1], b[m], act, prm, ep)
+                    epilogue_row(out[n, m, ::1], b[m], act, prm, ep)
 
 
-@njit(**_EP)
+@njit(**EP)
 def _im2col_row(dst, xc, r0, r1, OH, OW, D, H, zoff, yoff, sd, sh, lo, hi, off, sw,  # type: ignore[no-untyped-def]
                 zero):
     """dst[(r - r0)*OW + ow] = x[od*sd + zoff, oh*sh + yoff, ow*sw + off] (0 outside) for rows r0..r1."""
@@ -324,11 +324,11 @@ def _conv_direct(x, w, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, npart
     P = OD * OH * OW
     fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     plan = dw_plan(OH, OW, sh * Wp, sw, x.itemsize)
-    c0, c1 = _share(C, part, nparts)
+    c0, c1 = share(C, part, nparts)
     for n in range(N):
         for c in range(c0, c1):
-            _pad_phases(x, (n * C + c) * D * H * W, D, H, W, xbuf, Dp, Hp, Wp, pd, ph, pw, 1, zero,
-                        n > 0 or c > c0)
+            pad_phases(x, (n * C + c) * D * H * W, D, H, W, xbuf, Dp, Hp, Wp, pd, ph, pw, 1, zero,
+                       n > 0 or c > c0)
             for mm in range(Mg):
                 m = c * Mg + mm
                 for od in range(OD):
@@ -343,7 +343,7 @@ def _conv_direct(x, w, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, npart
                 if z is not None:
                     epilogue_residual(out[n, m, ::1], z[n, m, ::1], act, prm, ep)
                 elif act > 2:
-                    _epilogue(out[n, m, ::1], b[m], act, prm, ep)
+                    epilogue_row(out[n, m, ::1], b[m], act, prm, ep)
 
 
 # Elements of V plus the 16 GEMM results per block: 256K float32 = 1 MiB.
@@ -353,19 +353,18 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
                 z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                 strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
     """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
-    ``_prm``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
+    ``epilogue_params``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
     the residual added before the activation (the output's shape)."""
     if x.ndim != len(w_shape):
-        _check_conv(x, w_shape, group, None)
+        check_conv(x, w_shape, group, None)
     wt = w.ndim == 1 and w.size > 0  # packed for the transposed GEMM (pack_t_weights; Winograd's: empty)
-    out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = _setup(x.shape, w_shape, group, strides,
-                                                                           dilations, pads, auto_pad, u is not None,
-                                                                           wt)
+    out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = conv_plan(
+        x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None, wt)
     cd = w.dtype
-    if w.size == 0 and path != _WINOGRAD and math.prod(w_shape):
+    if w.size == 0 and path != WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
                                f"known when the model was lowered), but input shape {list(x.shape)} takes another")
-    if wt and path != _GEMM_T:
+    if wt and path != GEMM_T:
         raise RuntimeException(f"Conv: the weights were prepared for the transposed GEMM only (the input shape "
                                f"known when the model was lowered), but input shape {list(x.shape)} takes another")
     if z is not None and tuple(z.shape) != out_shape:
@@ -378,19 +377,19 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     o3 = out.reshape(o3s)
     z3 = None if z is None else np.ascontiguousarray(z, cd).reshape(o3s)
     ep = epilogue_kind(act)
-    if path == _GEMM_T:
+    if path == GEMM_T:
         conv_gemm_t(xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
         return out if out.dtype == x.dtype else out.astype(x.dtype)
-    if path == _DIRECT:
+    if path == DIRECT:
         fn, args = _conv_direct, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
-    elif path == _DWBLOCK:
-        fn, args = _conv_dwblock, (xc, w, b, o3, z3, geo, oh, ow, act, prm, ep)
-    elif path == _WINDOW:
-        fn, args = _conv_window, (xc, w, b, o3, z3, geo, ow, act, prm, ep)
-    elif path == _WINOGRAD:
-        fn, args = _conv_winograd, (xc, u, b, o3, z3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
-                                    gemm_address(cd))
-    elif path == _IMPLICIT:
+    elif path == DWBLOCK:
+        fn, args = dwblock_kernel, (xc, w, b, o3, z3, geo, oh, ow, act, prm, ep)
+    elif path == WINDOW:
+        fn, args = window_kernel, (xc, w, b, o3, z3, geo, ow, act, prm, ep)
+    elif path == WINOGRAD:
+        fn, args = winograd_kernel, (xc, u, b, o3, z3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
+                                     gemm_address(cd))
+    elif path == IMPLICIT:
         fn, args = _conv_implicit, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
     else:  # im2col, and 1x1 (its branch of _conv_gemm)
         fn, args = _conv_gemm, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
@@ -405,23 +404,23 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
 # What a call compiles, for the compile pool's split between processes (``jitort.compile_pool``):
 # each path's parts with their cold-compile seconds, measured on light_resnet50 (Zen 3, float32).
 _COMPILE_PARTS = {
-    _DIRECT: {"direct": 2.0},
-    _IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address (see gemm_part)
-    _WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
-    _IMPLICIT: {"implicit": 3.7},
-    _WINDOW: {"window": 1.5},
-    _DWBLOCK: {"dwblock": 1.5},
-    _GEMM_T: {"gemm_t": 1.0, "engine": 2.5},  # "engine": gemm.py's kernel (shared with MatMul)
+    DIRECT: {"direct": 2.0},
+    IM2COL: {"gemm": 1.4, "im2col": 3.8},  # "gemm": convgemm.gemm_address (see gemm_part)
+    WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
+    IMPLICIT: {"implicit": 3.7},
+    WINDOW: {"window": 1.5},
+    DWBLOCK: {"dwblock": 1.5},
+    GEMM_T: {"gemm_t": 1.0, "engine": 2.5},  # "engine": gemm.py's kernel (shared with MatMul)
 }
-_COMPILE_PARTS[_GEMM_1X1] = _COMPILE_PARTS[_IM2COL]  # one kernel, _conv_gemm
+_COMPILE_PARTS[GEMM_1X1] = _COMPILE_PARTS[IM2COL]  # one kernel, _conv_gemm
 
 
 def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                    z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
                    act: int) -> dict[str, float]:
-    path = _setup(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None,
-                  w.ndim == 1 and w.size > 0)[1]
+    path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None,
+                     w.ndim == 1 and w.size > 0)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
     res = "" if z is None else "+residual"  # the residual variant is a kernel signature of its own
     shared = {"gemm": gemm_part(w.dtype), "engine": engine_part()}
@@ -458,16 +457,16 @@ def conv_eager(X: np.ndarray, W: np.ndarray, B: np.ndarray | None, Z: np.ndarray
                beta: float, op_name: str = "Conv") -> np.ndarray:
     """act(Conv(X, W, B) (+ Z)) with the weights packed on the spot: the op functions' path (constant
     folding, weights known only at run time)."""
-    _check_conv(X, W.shape, group, kernel_shape)
-    cd = _compute_dtype(X.dtype, op_name)
+    check_conv(X, W.shape, group, kernel_shape)
+    cd = compute_dtype(X.dtype, op_name)
     rank = X.ndim - 2
-    _, s, dl, p = _attrs_norm(rank, W.shape[2:], strides, dilations, pads)
+    _, s, dl, p = attrs_norm(rank, W.shape[2:], strides, dilations, pads)
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B, cd)
     if b.shape != (W.shape[0],):
         raise InvalidArgument(f"{op_name}: B must have shape [{W.shape[0]}], got {list(b.shape)}")
     u = winograd_weights(W, cd) if winograd_applies(W.shape, group, s, dl) else None
-    return conv_packed(X, pack_conv_weights(W, group, cd), b, _prm(cd, alpha, beta), u, Z, w_shape=tuple(W.shape),
-                       auto_pad=auto_pad, group=group, strides=s, dilations=dl, pads=p,
+    return conv_packed(X, pack_conv_weights(W, group, cd), b, epilogue_params(cd, alpha, beta), u, Z,
+                       w_shape=tuple(W.shape), auto_pad=auto_pad, group=group, strides=s, dilations=dl, pads=p,
                        act=act_code(activation, op_name))
 
 
@@ -499,10 +498,10 @@ def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, b
     if ks and tuple(ks) != tuple(W.shape[2:]):
         raise Fail(f"{node.op_type} node '{node.name}': kernel_shape {list(ks)} is not compatible with W shape "
                    f"{list(W.shape)}")
-    cd = _compute_dtype(xt.dtype, node.op_type)
-    _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
+    cd = compute_dtype(xt.dtype, node.op_type)
+    _, s, dl, p = attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
     b = np.zeros(W.shape[0], cd) if B is None else np.ascontiguousarray(B.reshape(-1), cd)
-    prm = _prm(cd, alpha, beta)
+    prm = epilogue_params(cd, alpha, beta)
     kwargs: dict[str, Any] = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
                                   group=group, strides=s, dilations=dl, pads=p, act=act_code(activation, node.op_type))
     # With the input shape known, only the path that will run gets its weights (a 3x3 layer took
@@ -511,15 +510,15 @@ def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, b
     path = None
     if xt.is_static():
         try:
-            path = _setup(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"],
-                          wino, cd == np.float32)[1]
+            path = conv_plan(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"],
+                             wino, cd == np.float32)[1]
         except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
             pass
-    u = winograd_weights(W, cd) if wino and path in (None, _WINOGRAD) else None
-    if path == _GEMM_T:
+    u = winograd_weights(W, cd) if wino and path in (None, WINOGRAD) else None
+    if path == GEMM_T:
         return Call(conv_packed, [Ref(node.inputs[0]), pack_t_weights(W), pad_t_bias(b), prm, None,
                                   Ref(residual) if residual else None], kwargs)
-    w2 = np.empty(0, cd) if path == _WINOGRAD else pack_conv_weights(W, group, cd)
+    w2 = np.empty(0, cd) if path == WINOGRAD else pack_conv_weights(W, group, cd)
     return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u, Ref(residual) if residual else None], kwargs)
 
 

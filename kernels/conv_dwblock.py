@@ -22,7 +22,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from jitort.kernels.convutil import _epilogue, _share, epilogue_residual
+from jitort.kernels.convutil import epilogue_row, share, epilogue_residual
 from jitort.kernels.vecir import VB, Vec
 
 _U = 8  # output pixels per dw_pixels call (independent fma chains)
@@ -37,7 +37,7 @@ def dwblock_applies(x_rank: int, w_shape: tuple[int, ...], group: int, ow: int) 
 
 
 def dwblock_scratch(OH: int, OW: int, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, itemsize: int) -> int:
-    """Elements of scratch ``_conv_dwblock`` takes: the transposed padded block, the taps' weights,
+    """Elements of scratch ``dwblock_kernel`` takes: the transposed padded block, the taps' weights,
     the transposed result, and slack for the pixels of a last partial group."""
     vl = VB // itemsize
     hp, wp = (OH - 1) * sh + (kh - 1) * dh + 1, (OW - 1) * sw + (kw - 1) * dw + 1
@@ -110,7 +110,7 @@ def gather_row(typingctx, dst, do, src, so, step, n):  # type: ignore[no-untyped
 
 
 @njit(**_KW)
-def _conv_dwblock(x, w, b, out, z, geo, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def dwblock_kernel(x, w, b, out, z, geo, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, 1, H, W]; w [C, kh*kw]; out [N, C, OH*OW]; z None or the residual like out; geo as
     in conv.py (group C, 2-D). sc: ``dwblock_scratch`` elements; this call computes its ``part``
     of the channel blocks."""
@@ -135,7 +135,7 @@ def _conv_dwblock(x, w, b, out, z, geo, OH, OW, act, prm, ep, sc, part, nparts):
     of = out.reshape(out.size)
     HW = H * W
     fin = act + 1 if act <= 2 and z is None else 1
-    b0, b1 = _share((C + VL - 1) // VL, part, nparts)
+    b0, b1 = share((C + VL - 1) // VL, part, nparts)
     for n in range(N):
         for cb in range(b0, b1):
             c0 = cb * VL
@@ -167,4 +167,4 @@ def _conv_dwblock(x, w, b, out, z, geo, OH, OW, act, prm, ep, sc, part, nparts):
                 if z is not None:
                     epilogue_residual(out[n, m, ::1], z[n, m, ::1], act, prm, ep)
                 elif act > 2:
-                    _epilogue(out[n, m, ::1], zero, act, prm, ep)
+                    epilogue_row(out[n, m, ::1], zero, act, prm, ep)

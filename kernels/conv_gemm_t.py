@@ -7,7 +7,7 @@ turned around: ``out^T[P, M] = X^T[P, K] @ W^T[K, M]`` with output channels in t
 multiple of 16 in every CNN), on the engine with W^T packed once when the model is lowered
 (``pack_t_weights``). Per image: X is transposed into X^T (im2col first unless the kernel is 1x1
 without stride or padding), the engine runs, and its [P, M] result is transposed into the output
-with the epilogue the other paths use (convutil's ``_epilogue`` / ``epilogue_residual``).
+with the epilogue the other paths use (convutil's ``epilogue_row`` / ``epilogue_residual``).
 
 Measured on the 2-vCPU AMD EPYC (Zen 4, AVX-512) dev VM, 1 thread, conv 1x1 512->2048 on 7x7:
 1.40 ms through convgemm (74 GFLOP/s), 1.05 ms here (the engine's product 0.94, the transposes 0.09).
@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from jitort.kernels import gemm
-from jitort.kernels.convutil import _epilogue, epilogue_residual
+from jitort.kernels.convutil import epilogue_row, epilogue_residual
 from jitort.kernels.threads import scratch
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -137,7 +137,7 @@ def _transpose(x, xt):  # type: ignore[no-untyped-def]
 def _finish_t(ct, o, z, b, act, prm, ep):  # type: ignore[no-untyped-def]
     """o[m, p] = ct[p, m] (o [M, P], ct [P, M], both C-contiguous), then act(o + z) with a residual
     z [M, P] (the engine added the bias), else for activations past Clip bias + act (convutil's
-    ``_epilogue``; the engine added nothing), else nothing (the engine applied bias, Relu or Clip on
+    ``epilogue_row``; the engine added nothing), else nothing (the engine applied bias, Relu or Clip on
     its tile)."""
     M = o.shape[0]
     _transpose(ct, o)
@@ -146,7 +146,7 @@ def _finish_t(ct, o, z, b, act, prm, ep):  # type: ignore[no-untyped-def]
             epilogue_residual(o[m], z[m], act, prm, ep)
     elif act > 2:
         for m in range(M):
-            _epilogue(o[m], b[m], act, prm, ep)
+            epilogue_row(o[m], b[m], act, prm, ep)
 
 
 def conv_gemm_t(x: np.ndarray, wt: np.ndarray, b: np.ndarray, o3: np.ndarray, z3: np.ndarray | None,

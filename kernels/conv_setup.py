@@ -1,5 +1,5 @@
 """Convolution's per-shape plan: geometry (onnxruntime's rules), shape checks, and which kernel path
-a call takes with what scratch and how many units of work it splits into (``_setup``, cached per
+a call takes with what scratch and how many units of work it splits into (``conv_plan``, cached per
 input shape). The kernels are in conv.py (and winograd.py, conv_window.py); the paths and their
 order are described in conv.py's docstring."""
 from __future__ import annotations
@@ -17,7 +17,8 @@ from jitort.kernels.conv_gemm_t import gemm_t_applies
 from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
 from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR
-from jitort.kernels.convutil import _EP
+from jitort.kernels.convutil import EP
+from jitort.kernels.pool_geometry import trunc_div
 from jitort.kernels.winograd import wino_sizes
 
 # im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
@@ -28,24 +29,18 @@ _GEMM_COLS = 512
 
 def im2col_rows(K: int, OW: int, R: int) -> int:
     """Output rows per im2col block: GEMMs of ~_GEMM_COLS columns, a column tile of <= _BLOCK.
-    Plain Python for the per-shape setup; ``_im2col_rows`` is the same function jitted."""
+    Plain Python for the per-shape setup; ``im2col_rows_jit`` is the same function jitted."""
     rows = (_GEMM_COLS + OW - 1) // OW
     rows = min(rows, _BLOCK // max(K * OW, 1), R)
     return max(rows, 1)
 
 
-_im2col_rows = njit(**_EP)(im2col_rows)
+im2col_rows_jit = njit(**EP)(im2col_rows)
 
 
 # --- geometry (onnxruntime's rules, see conv_attributes.h) -----------------------------------------
 
-def _cdiv(a: int, b: int) -> int:
-    """C++ integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def _pad3(v: Sequence[int], fill: int) -> tuple[int, int, int]:
+def pad3(v: Sequence[int], fill: int) -> tuple[int, int, int]:
     v = tuple(int(t) for t in v)
     return (fill,) * (3 - len(v)) + v  # type: ignore[return-value]
 
@@ -62,13 +57,13 @@ def conv_geometry(in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tupl
         dk = dl * (k - 1) + 1
         ph, pt = pads[d], pads[d + r]
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            target = _cdiv(i + s - 1, s)
+            target = trunc_div(i + s - 1, s)
             need = (target - 1) * s + dk - i
-            o = _cdiv(i + need - dk, s) + 1
-            ph = _cdiv(need + 1, 2) if auto_pad == "SAME_LOWER" else _cdiv(need, 2)
+            o = trunc_div(i + need - dk, s) + 1
+            ph = trunc_div(need + 1, 2) if auto_pad == "SAME_LOWER" else trunc_div(need, 2)
         elif auto_pad == "VALID":
             ph = 0
-            o = _cdiv(i - dk, s) + 1
+            o = trunc_div(i - dk, s) + 1
         elif auto_pad in ("NOTSET", ""):
             o = int(np.float32(i + ph + pt - dk) / np.float32(s) + 1)
         else:
@@ -83,9 +78,9 @@ def conv_geometry(in_sp: tuple[int, ...], kernel: tuple[int, ...], strides: tupl
     return tuple(out), tuple(begin)
 
 
-def _attrs_norm(rank: int, kernel: Sequence[int], strides: Sequence[int] | None,
-                dilations: Sequence[int] | None, pads: Sequence[int] | None
-                ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+def attrs_norm(rank: int, kernel: Sequence[int], strides: Sequence[int] | None,
+               dilations: Sequence[int] | None, pads: Sequence[int] | None
+               ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     k = tuple(int(v) for v in kernel)
     s = tuple(int(v) for v in strides) if strides else (1,) * rank
     dl = tuple(int(v) for v in dilations) if dilations else (1,) * rank
@@ -93,16 +88,16 @@ def _attrs_norm(rank: int, kernel: Sequence[int], strides: Sequence[int] | None,
     return k, s, dl, p
 
 
-def _geo(group: int, k: tuple[int, ...], s: tuple[int, ...], dl: tuple[int, ...],
-         begin: tuple[int, ...]) -> np.ndarray:
-    return np.array((group,) + _pad3(k, 1) + _pad3(s, 1) + _pad3(dl, 1) + _pad3(begin, 0), np.int64)
+def geometry_array(group: int, k: tuple[int, ...], s: tuple[int, ...], dl: tuple[int, ...],
+                   begin: tuple[int, ...]) -> np.ndarray:
+    return np.array((group,) + pad3(k, 1) + pad3(s, 1) + pad3(dl, 1) + pad3(begin, 0), np.int64)
 
 
-def _prm(dt: np.dtype, alpha: float, beta: float) -> np.ndarray:
+def epilogue_params(dt: np.dtype, alpha: float, beta: float) -> np.ndarray:
     return np.array([alpha, beta, 0.0, 1.0, 1.0 / 6.0, 0.5], dt)
 
 
-def _compute_dtype(dt: np.dtype, op_name: str) -> np.dtype:
+def compute_dtype(dt: np.dtype, op_name: str) -> np.dtype:
     dt = np.dtype(dt)
     if dt in (np.float32, np.float64):
         return dt
@@ -111,14 +106,14 @@ def _compute_dtype(dt: np.dtype, op_name: str) -> np.dtype:
     raise OrtNotImplemented(f"{op_name}: jitort does not support dtype {dt} (float16/32/64 only)")
 
 
-def _as5d(x: np.ndarray) -> np.ndarray:
+def as5d(x: np.ndarray) -> np.ndarray:
     sp = x.shape[2:]
     return x.reshape(x.shape[:2] + (1,) * (3 - len(sp)) + sp)
 
 
 # --- checks and the per-shape plan ---------------------------------------------------------------
 
-def _check_conv(x: np.ndarray, w_shape: tuple[int, ...], group: int, kernel_shape: Sequence[int] | None) -> None:
+def check_conv(x: np.ndarray, w_shape: tuple[int, ...], group: int, kernel_shape: Sequence[int] | None) -> None:
     _check_conv_shapes(x.shape, w_shape, group)
     if kernel_shape and tuple(kernel_shape) != tuple(w_shape[2:]):
         raise Fail(f"Conv: kernel_shape {list(kernel_shape)} is not compatible with W shape {list(w_shape)}")
@@ -139,18 +134,18 @@ def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group
         raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
 
 
-_DIRECT, _GEMM_1X1, _WINOGRAD, _IM2COL, _IMPLICIT, _WINDOW, _DWBLOCK, _GEMM_T = range(8)
+DIRECT, GEMM_1X1, WINOGRAD, IM2COL, IMPLICIT, WINDOW, DWBLOCK, GEMM_T = range(8)
 _IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
-_IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
-_IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
+IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
+IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
 _IMPLICIT_MAX_MK = 400_000  # beyond one K block, the implicit GEMM's limit on Mg x K (see _implicit_fits)
-_IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
+IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
 
 
 @lru_cache(maxsize=1024)
-def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
-           dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool, gemm_t: bool = False
-           ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
+def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
+              dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool, gemm_t: bool = False
+              ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
                       float, int]:
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
     kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
@@ -162,40 +157,40 @@ def _setup(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strid
     kernel = tuple(w_shape[2:])
     out_sp, begin = conv_geometry(tuple(x_shape[2:]), kernel, strides, dilations, pads, auto_pad)
     N, M = x_shape[0], w_shape[0]
-    odhw = _pad3(out_sp, 1)
-    geo = _geo(group, kernel, strides, dilations, begin)
-    x5 = tuple(x_shape[:2]) + _pad3(x_shape[2:], 1)
+    odhw = pad3(out_sp, 1)
+    geo = geometry_array(group, kernel, strides, dilations, begin)
+    x5 = tuple(x_shape[:2]) + pad3(x_shape[2:], 1)
     if window_applies(w_shape, group):
-        path, xs = _WINDOW, x5
+        path, xs = WINDOW, x5
     elif dwblock_applies(len(x_shape), w_shape, group, odhw[2]):
-        path, xs = _DWBLOCK, x5
+        path, xs = DWBLOCK, x5
     elif w_shape[1] == 1:
-        path, xs = _DIRECT, x5
+        path, xs = DIRECT, x5
     elif gemm_t and gemm_t_applies(w_shape, group, int(np.prod(out_sp)), strides):
-        path, xs = _GEMM_T, x5
+        path, xs = GEMM_T, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
-        path, xs = _GEMM_1X1, x5
+        path, xs = GEMM_1X1, x5
     elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
-        path, xs = _IMPLICIT, x5
+        path, xs = IMPLICIT, x5
     elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
-        path, xs = _WINOGRAD, tuple(x_shape)
+        path, xs = WINOGRAD, tuple(x_shape)
     elif _implicit_fits(w_shape, group, odhw[2], small_k=False):
-        path, xs = _IMPLICIT, x5
+        path, xs = IMPLICIT, x5
     else:
-        path, xs = _IM2COL, x5
+        path, xs = IM2COL, x5
     nsc = _scratch_size(path, x_shape, w_shape, geo, odhw)
     P = int(np.prod(out_sp))
     flops = 2.0 * N * M * P * int(np.prod(w_shape[1:]))
     Mgt = -(-(M // group) // MR)
-    if path == _DIRECT:
+    if path == DIRECT:
         units = x_shape[1]
-    elif path == _WINDOW:
+    elif path == WINDOW:
         units = -(-odhw[2] // WIN_R)
-    elif path == _DWBLOCK:
+    elif path == DWBLOCK:
         units = -(-x_shape[1] // 8)
-    elif path == _WINOGRAD:
+    elif path == WINOGRAD:
         units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
-    elif path == _IM2COL:
+    elif path == IM2COL:
         units = -(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1]))
     else:
         units = Mgt
@@ -226,21 +221,21 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
     a buffer over glibc's mmap threshold is mapped and page-faulted on every call)."""
     od, oh, ow = odhw
     kd, kh, kw, sd, sh, sw, dd, dh, dw = (int(v) for v in geo[1:10])
-    if path == _DIRECT:
+    if path == DIRECT:
         dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
         return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
-    if path == _GEMM_1X1:
+    if path == GEMM_1X1:
         return BBLOCK
-    if path == _GEMM_T:
+    if path == GEMM_T:
         return 0  # conv_gemm_t takes its own (the gather and the engine's result)
-    if path == _DWBLOCK:
+    if path == DWBLOCK:
         return dwblock_scratch(oh, ow, kh, kw, sh, sw, dh, dw, 4)
-    if path == _WINDOW:
+    if path == WINDOW:
         return window_scratch(w_shape[1], ow, kw, sw, dw, window_cols(w_shape[0], np.dtype(np.float32)))
-    if path == _IMPLICIT:
+    if path == IMPLICIT:
         dp, hp = (od - 1) * sd + (kd - 1) * dd + 1, (oh - 1) * sh + (kh - 1) * dh + 1
         return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
-    if path == _WINOGRAD:
+    if path == WINOGRAD:
         C, M = x_shape[1], w_shape[0]
         _, sv, sm = wino_sizes(C, M, oh, ow)
         return C * (2 * ((oh + 1) // 2) + 2) * (2 * ((ow + 1) // 2) + 2) + 16 * (sv + sm) + BBLOCK

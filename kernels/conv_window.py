@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from jitort.kernels.convdirect import SLACK, copy_row, fill_row
-from jitort.kernels.convutil import _EP, _epilogue, _share
+from jitort.kernels.convutil import EP, epilogue_row, share
 from jitort.kernels.vecir import VB, Vec
 
 WIN_R = 6  # output positions per register tile
@@ -106,7 +106,7 @@ def win_tile(typingctx, xp, xo, sx, toff, wt, wo, ldw, t, to, ldt, nv):  # type:
 
 
 def window_scratch(C: int, OW: int, kw: int, sw: int, dw: int, mpad: int) -> int:
-    """Elements of scratch ``_conv_window`` takes: the padded input rows and one transposed block."""
+    """Elements of scratch ``window_kernel`` takes: the padded input rows and one transposed block."""
     return C * _row_len(OW, kw, sw, dw) + SLACK + _BLOCK_TILES * WIN_R * mpad
 
 
@@ -117,11 +117,11 @@ def _row_len(OW: int, kw: int, sw: int, dw: int) -> int:
     return (pp - 1) * sw + (kw - 1) * dw + 1
 
 
-_row_len_jit = njit(**_EP)(_row_len)
+_row_len_jit = njit(**EP)(_row_len)
 
 
 @njit(**_KW)
-def _conv_window(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
+def window_kernel(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, 1, 1, W]; wt from ``pack_window_weights``; out [N, M, OW]; z None or the residual
     [N, M, OW] (added before the activation); geo as in conv.py (group 1, 1-D). sc: scratch of
     ``window_scratch`` elements; this call computes its ``part`` of the position tiles."""
@@ -142,7 +142,7 @@ def _conv_window(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # 
     src0 = max(-pw, 0)
     n_in = max(0, min(W - src0, L - lo))
     ntiles = (OW + WIN_R - 1) // WIN_R
-    t0, t1 = _share(ntiles, part, nparts)
+    t0, t1 = share(ntiles, part, nparts)
     VLx = VB // x.itemsize
     TW = _NV * VLx  # output channels per tile
     for n in range(N):
@@ -171,7 +171,7 @@ def _conv_window(x, wt, b, out, z, geo, OW, act, prm, ep, sc, part, nparts):  # 
                     zrow = z[n, m]
                     for p in range(p0, p1):
                         orow[p] = tb[(p - p0) * mpad + m] + zrow[p]
-                _epilogue(orow[p0:p1], b[m], act, prm, ep)
+                epilogue_row(orow[p0:p1], b[m], act, prm, ep)
 
 
 def window_cols(M: int, dt: np.dtype) -> int:

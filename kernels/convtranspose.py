@@ -11,9 +11,9 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv_setup import _as5d, _attrs_norm, _compute_dtype, _geo, _im2col_rows
+from jitort.kernels.conv_setup import as5d, attrs_norm, compute_dtype, geometry_array, im2col_rows_jit
 from jitort.kernels.convgemm import BBLOCK, gemm_packed, pack_weights
-from jitort.kernels.convutil import _EP, _ow_range
+from jitort.kernels.convutil import EP, ow_range
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -34,7 +34,7 @@ def _convt(x, D, H, W, wt, b, out, geo):  # type: ignore[no-untyped-def]
     KK = kd * kh * kw
     R = D * H
     zero = np.zeros(1, x.dtype)[0]
-    rows = _im2col_rows(Mg * KK, W, R)  # the GEMM's columns per block, as in conv's im2col
+    rows = im2col_rows_jit(Mg * KK, W, R)  # the GEMM's columns per block, as in conv's im2col
     col = np.empty(Mg * KK * rows * W, x.dtype)
     bp = np.empty(BBLOCK, x.dtype)
     for m in range(M):
@@ -44,7 +44,7 @@ def _convt(x, D, H, W, wt, b, out, geo):  # type: ignore[no-untyped-def]
     his = np.empty(kw, np.int64)
     for e in range(kw):
         # input columns iw whose output column iw*sw + e*dw - pw lies in [0, OW)
-        los[e], his[e] = _ow_range(e * dw - pw, sw, OW, W)
+        los[e], his[e] = ow_range(e * dw - pw, sw, OW, W)
     for n in range(N):
         for g in range(group):
             for r0 in range(0, R, rows):
@@ -73,7 +73,7 @@ def _convt(x, D, H, W, wt, b, out, geo):  # type: ignore[no-untyped-def]
                                 k += 1
 
 
-@njit(**_EP)
+@njit(**EP)
 def _scatter_row(orow, srow, lo, hi, off, sw):  # type: ignore[no-untyped-def]
     """orow[iw*sw + off] += srow[iw] for iw in [lo, hi)."""
     if hi <= lo:
@@ -141,9 +141,9 @@ def convtranspose_packed(x: np.ndarray, wt: np.ndarray, b: np.ndarray, *, w_shap
     out = np.empty((x.shape[0], M) + out_sp, cd)
     if x.shape[0] and M:
         xc = np.ascontiguousarray(x, cd) if x.dtype != cd else x
-        x5 = _as5d(xc)
+        x5 = as5d(xc)
         _convt(xc.reshape(x5.shape[0], x5.shape[1], -1), x5.shape[2], x5.shape[3], x5.shape[4], wt, b,
-               _as5d(out), _geo(group, kernel, strides, dilations, begin))
+               as5d(out), geometry_array(group, kernel, strides, dilations, begin))
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
@@ -160,7 +160,7 @@ def _pack_convt(W: np.ndarray, B: np.ndarray | None, group: int, cd: np.dtype) -
 
 
 def _convt_attrs(rank: int, kernel: Sequence[int], a: dict[str, Any]) -> dict[str, Any]:
-    _, s, dl, p = _attrs_norm(rank, kernel, a.get("strides"), a.get("dilations"), a.get("pads"))
+    _, s, dl, p = attrs_norm(rank, kernel, a.get("strides"), a.get("dilations"), a.get("pads"))
     op_ = a.get("output_padding")
     return dict(auto_pad=a.get("auto_pad", "NOTSET"), group=int(a.get("group", 1)), strides=s, dilations=dl,
                 pads=p, output_padding=tuple(int(v) for v in op_) if op_ else (0,) * rank,
@@ -177,7 +177,7 @@ def ConvTranspose(X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None, *, 
         raise InvalidArgument(f"ConvTranspose: X {list(X.shape)} and W {list(W.shape)} must have the same rank >= 3")
     if kernel_shape and tuple(kernel_shape) != tuple(W.shape[2:]):
         raise Fail(f"ConvTranspose: kernel_shape {list(kernel_shape)} is not compatible with W {list(W.shape)}")
-    cd = _compute_dtype(X.dtype, "ConvTranspose")
+    cd = compute_dtype(X.dtype, "ConvTranspose")
     attrs = _convt_attrs(X.ndim - 2, W.shape[2:], dict(auto_pad=auto_pad, dilations=dilations, group=group,
                                                        output_padding=output_padding, output_shape=output_shape,
                                                        pads=pads, strides=strides))
@@ -196,7 +196,7 @@ def _lower_convt(node: Node, g: Graph) -> Call:
     if ks and tuple(ks) != tuple(W.shape[2:]):
         raise Fail(f"ConvTranspose node '{node.name}': kernel_shape {list(ks)} is not compatible with W "
                    f"{list(W.shape)}")
-    cd = _compute_dtype(xt.dtype, "ConvTranspose")
+    cd = compute_dtype(xt.dtype, "ConvTranspose")
     attrs = _convt_attrs(W.ndim - 2, W.shape[2:], node.attrs)
     wt, b = _pack_convt(W, B, attrs["group"], cd)
     return Call(convtranspose_packed, [Ref(node.inputs[0]), wt, b],

@@ -16,7 +16,7 @@ from numba.extending import intrinsic, overload
 from jitort.kernels.convdirect import copy_row, fill_row
 from jitort.kernels.fastmath import sigmoid_f32, sigmoid_f64
 
-_EP = dict(nogil=True, error_model="numpy")
+EP = dict(nogil=True, error_model="numpy")
 
 
 @intrinsic
@@ -31,20 +31,20 @@ def _contig(typingctx, a):  # type: ignore[no-untyped-def]
     return rt(a), codegen
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ep_none(a, bias):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         a[i] = a[i] + bias
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ep_relu(a, bias, zero):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = a[i] + bias
         a[i] = zero if v < zero else v
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ep_clip(a, bias, lo, hi):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = a[i] + bias
@@ -52,14 +52,14 @@ def _ep_clip(a, bias, lo, hi):  # type: ignore[no-untyped-def]
         a[i] = hi if v > hi else v
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ep_leaky(a, bias, zero, alpha):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = a[i] + bias
         a[i] = v if v >= zero else alpha * v
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ep_hardsigmoid(a, bias, zero, one, alpha, beta):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = alpha * (a[i] + bias) + beta
@@ -67,7 +67,7 @@ def _ep_hardsigmoid(a, bias, zero, one, alpha, beta):  # type: ignore[no-untyped
         a[i] = one if v > one else v
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ep_hardswish(a, bias, zero, one, sixth, half):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = a[i] + bias
@@ -117,7 +117,7 @@ def _ep_silu_ov(a, bias):  # type: ignore[no-untyped-def]
     return f64
 
 
-@njit(**_EP)
+@njit(**EP)
 def _epilogue_basic(row, bias, act, prm):  # type: ignore[no-untyped-def]
     """row[i] = act(row[i] + bias) in place for act 0-2 (none, Relu, Clip); row: a 1-D view with unit
     stride. NaN propagates as in the elementwise ops. prm = [alpha, beta, 0, 1, 1/6, 1/2] in the
@@ -131,7 +131,7 @@ def _epilogue_basic(row, bias, act, prm):  # type: ignore[no-untyped-def]
         _ep_clip(a, bias, prm[0], prm[1])
 
 
-@njit(**_EP)
+@njit(**EP)
 def _epilogue_all(row, bias, act, prm):  # type: ignore[no-untyped-def]
     """``_epilogue_basic`` for any activation code (3-7: LeakyRelu, HardSigmoid, HardSwish,
     Sigmoid, SiLU)."""
@@ -153,18 +153,18 @@ def _epilogue_all(row, bias, act, prm):  # type: ignore[no-untyped-def]
 
 def epilogue_kind(act: int) -> bool | None:
     """The ``ep`` argument of the conv kernels for activation code ``act``: None when act is none,
-    Relu or Clip, else True. Its *type* picks what ``_epilogue`` compiles: the other activations
+    Relu or Clip, else True. Its *type* picks what ``epilogue_row`` compiles: the other activations
     (Sigmoid and SiLU with their exp, LeakyRelu, HardSigmoid, HardSwish) cost ~1.5 s of cold
     compile in every kernel that links them, and most CNNs never use them."""
     return None if act <= 2 else True
 
 
-def _epilogue(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
+def epilogue_row(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
     """row = act(row + bias) in place (``_epilogue_basic`` / ``_epilogue_all``); ep from ``epilogue_kind``."""
     raise NotImplementedError("jitted code only")
 
 
-@overload(_epilogue, jit_options=_EP)
+@overload(epilogue_row, jit_options=EP)
 def _epilogue_ov(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
     if isinstance(ep, types.NoneType):
         return lambda row, bias, act, prm, ep: _epilogue_basic(row, bias, act, prm)
@@ -172,7 +172,7 @@ def _epilogue_ov(row, bias, act, prm, ep):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always", nogil=True, error_model="numpy")
-def _ow_range(off, sw, W, OW):  # type: ignore[no-untyped-def]
+def ow_range(off, sw, W, OW):  # type: ignore[no-untyped-def]
     """[lo, hi): the output columns ow whose input column ow*sw + off lies in [0, W)."""
     lo = 0 if off >= 0 else (-off + sw - 1) // sw
     hi = (W - off + sw - 1) // sw if W - off > 0 else 0
@@ -183,21 +183,21 @@ def _ow_range(off, sw, W, OW):  # type: ignore[no-untyped-def]
     return lo, hi
 
 
-@njit(**_EP)
-def _share(n, part, nparts):  # type: ignore[no-untyped-def]
+@njit(**EP)
+def share(n, part, nparts):  # type: ignore[no-untyped-def]
     """[lo, hi): part ``part`` of ``nparts`` balanced shares of n units."""
     return n * part // nparts, n * (part + 1) // nparts
 
 
-@njit(**_EP)
-def _pad_phases(x, so, D, H, W, xp, Dp, Hp, Wq, pd, ph, pw, sw, zero, interior_only):  # type: ignore[no-untyped-def]
+@njit(**EP)
+def pad_phases(x, so, D, H, W, xp, Dp, Hp, Wq, pd, ph, pw, sw, zero, interior_only):  # type: ignore[no-untyped-def]
     """xp.flat[((px*Dp + z)*Hp + y)*Wq + u] = x.flat[so + ((z-pd)*H + y-ph)*W + u*sw + px-pw], zero
     outside the plane: the zero-padded plane split into its sw column phases, so that a conv of
     column stride sw reads contiguous runs (phase (e*dw) % sw, column offset (e*dw) // sw); with
     sw == 1, the zero-padded plane itself (pads may be negative). interior_only: xp's zeros are
     already there (same geometry)."""
     for px in range(sw):
-        lo, hi = _ow_range(px - pw, sw, W, Wq)
+        lo, hi = ow_range(px - pw, sw, W, Wq)
         for z in range(Dp):
             iz = z - pd
             for y in range(Hp):
@@ -213,20 +213,20 @@ def _pad_phases(x, so, D, H, W, xp, Dp, Hp, Wq, pd, ph, pw, sw, zero, interior_o
                 copy_row(xp, row + lo, x, so + (iz * H + iy) * W + lo * sw + px - pw, hi - lo, sw)
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ez_add(a, z):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         a[i] = a[i] + z[i]
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ez_relu(a, z, zero):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = a[i] + z[i]
         a[i] = zero if v < zero else v
 
 
-@njit(**_EP)
+@njit(**EP)
 def _ez_clip(a, z, lo, hi):  # type: ignore[no-untyped-def]
     for i in range(a.shape[0]):
         v = a[i] + z[i]
@@ -241,7 +241,7 @@ def epilogue_residual(row, zrow, act, prm, ep):  # type: ignore[no-untyped-def]
     raise NotImplementedError("jitted code only")
 
 
-@overload(epilogue_residual, jit_options=_EP)
+@overload(epilogue_residual, jit_options=EP)
 def _epilogue_residual_ov(row, zrow, act, prm, ep):  # type: ignore[no-untyped-def]
     def impl(row, zrow, act, prm, ep):  # type: ignore[no-untyped-def]
         a = _contig(row)
@@ -253,5 +253,5 @@ def _epilogue_residual_ov(row, zrow, act, prm, ep):  # type: ignore[no-untyped-d
         else:
             _ez_add(a, z)
             if act > 2:
-                _epilogue(row, prm[2], act, prm, ep)
+                epilogue_row(row, prm[2], act, prm, ep)
     return impl

@@ -22,7 +22,7 @@ from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.conv_setup import _attrs_norm, conv_geometry
+from jitort.kernels.conv_setup import attrs_norm, conv_geometry
 from jitort.kernels.registry import FLOAT, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -134,7 +134,7 @@ def _deform_conv(X: np.ndarray, W: np.ndarray, offset: np.ndarray, B: np.ndarray
                               f"and M divisible by group (group {group})")
     if offset_group <= 0 or C % offset_group:
         raise InvalidArgument(f"{name}: input channels {C} are not divisible by offset_group {offset_group}")
-    kernel, s, dl, p = _attrs_norm(rank, W.shape[2:], strides, dilations, pads)
+    kernel, s, dl, p = attrs_norm(rank, W.shape[2:], strides, dilations, pads)
     out_sp, begin = conv_geometry(tuple(X.shape[2:]), kernel, s, dl, p, "NOTSET", name)
     KK = int(np.prod(kernel))
     want = (N, offset_group * KK * rank) + out_sp

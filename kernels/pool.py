@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from jitort.ir import Graph, Node
-from jitort.kernels.convutil import _ow_range
+from jitort.kernels.convutil import ow_range
 from jitort.kernels.global_pool import global_run
 from jitort.kernels.pool2d import axis_count, pool2d
 from jitort.kernels.pool_geometry import (AVG, LP, MAX, as_planes4, geometry_array, lowest, pool_attrs,
@@ -219,7 +219,7 @@ def _maxpool_indices(x, out, ind, geo, storage_order, plane0, lowest):  # type: 
     los = np.empty(kw, np.int64)
     his = np.empty(kw, np.int64)
     for e in range(kw):
-        los[e], his[e] = _ow_range(e * dw - pw, sw, W, OW)
+        los[e], his[e] = ow_range(e * dw - pw, sw, W, OW)
     for c in range(P):
         xc = x[c]
         base = (plane0 + c) * step

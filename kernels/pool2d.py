@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from jitort.kernels.convutil import _ow_range
+from jitort.kernels.convutil import ow_range
 from jitort.kernels.jit import njit_one
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -148,7 +148,7 @@ def _borders(lo, hi, count, s, d, k, pb, n):  # type: ignore[no-untyped-def]
     for q in range(m):
         o = q if q < lo else hi + q - lo
         pos[q] = o
-        e0, e1 = _ow_range(o * s - pb, d, n, k)
+        e0, e1 = ow_range(o * s - pb, d, n, k)
         if e1 > e0:
             first[q] = o * s - pb + e0 * d
             taps[q] = e1 - e0

@@ -20,7 +20,9 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 MAX, AVG, LP = 0, 1, 2  # the pooling kinds the kernels take
 
 
-def _cdiv(a: int, b: int) -> int:
+def trunc_div(a: int, b: int) -> int:
+    """C++ integer division (truncates toward zero), as onnxruntime's conv/pool attribute code divides
+    (shared with kernels/conv_setup.py)."""
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b >= 0) else -q
 
@@ -36,8 +38,8 @@ def pool_geometry(op_name: str, in_sp: tuple[int, ...], kernel: tuple[int, ...],
         i, k, s, dl = in_sp[d], kernel[d], strides[d], dilations[d]
         ph, pt = pads[d], pads[d + r]
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            need = (_cdiv(i + s - 1, s) - 1) * s + k - i
-            ph = _cdiv(need + 1, 2) if auto_pad == "SAME_LOWER" else _cdiv(need, 2)
+            need = (trunc_div(i + s - 1, s) - 1) * s + k - i
+            ph = trunc_div(need + 1, 2) if auto_pad == "SAME_LOWER" else trunc_div(need, 2)
             pt = need - ph
         elif auto_pad == "VALID":
             ph = pt = 0

@@ -28,7 +28,7 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels.conv_setup import _attrs_norm, _pad3, conv_geometry
+from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -211,14 +211,14 @@ def int_conv(x: np.ndarray, x_zp: int, wpk: np.ndarray, bias: np.ndarray | None,
     inner = tuple(slice(begin[d], begin[d] + sp[d]) for d in range(len(sp)))
     np.subtract(x, np.float32(x_zp), out=xp[(slice(None), slice(None)) + inner], dtype=np.float32)
     xp5 = xp.reshape((N, C) + (1,) * (5 - xp.ndim) + need)
-    geo = np.array((group,) + _pad3(kernel, 1) + _pad3(strides, 1) + _pad3(dilations, 1), np.int64)
-    od, oh, ow = _pad3(out_sp, 1)
+    geo = np.array((group,) + pad3(kernel, 1) + pad3(strides, 1) + pad3(dilations, 1), np.int64)
+    od, oh, ow = pad3(out_sp, 1)
     _qconv(xp5, wpk, int(np.prod(w_shape[1:])), b, out.reshape(N, M, -1), geo, od, oh, ow)
     return out
 
 
 def _geometry_kwargs(rank: int, kernel: Sequence[int], a: dict[str, Any]) -> dict[str, Any]:
-    _, s, dl, p = _attrs_norm(rank, kernel, a.get("strides"), a.get("dilations"), a.get("pads"))
+    _, s, dl, p = attrs_norm(rank, kernel, a.get("strides"), a.get("dilations"), a.get("pads"))
     return dict(auto_pad=a.get("auto_pad", "NOTSET"), group=int(a.get("group", 1)), strides=s, dilations=dl, pads=p)
 
 

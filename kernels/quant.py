@@ -187,7 +187,7 @@ def DynamicQuantizeLinear(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return contiguous(y), np.array(scale, np.float32), np.array(zp.astype(np.uint8))
 
 
-def _centered(v: np.ndarray, zp: np.ndarray | None, per_row: bool, op_name: str, what: str) -> np.ndarray:
+def centered(v: np.ndarray, zp: np.ndarray | None, per_row: bool, op_name: str, what: str) -> np.ndarray:
     """``v - zp`` as float64; a 1-D zero point is per row of A (axis -2) or per column of B (axis -1)."""
     f = v.astype(np.float64)
     if zp is None:
@@ -206,8 +206,8 @@ def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None 
     for v, name in ((A, "A"), (B, "B")):
         if v.dtype not in (np.int8, np.uint8):
             raise InvalidArgument(f"MatMulInteger: {name} must be int8 or uint8, got {v.dtype}")
-    c = np.matmul(_centered(A, a_zero_point, True, "MatMulInteger", "a_zero_point"),
-               _centered(B, b_zero_point, False, "MatMulInteger", "b_zero_point"))
+    c = np.matmul(centered(A, a_zero_point, True, "MatMulInteger", "a_zero_point"),
+               centered(B, b_zero_point, False, "MatMulInteger", "b_zero_point"))
     return contiguous(c.astype(np.int32))
 
 
@@ -218,8 +218,8 @@ def QLinearMatMul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray |
     for v, name in ((a, "a"), (b, "b")):
         if v.dtype not in (np.int8, np.uint8):
             raise OrtNotImplemented(f"QLinearMatMul: {name} of type {v.dtype} is not supported (int8/uint8 only)")
-    c = np.matmul(_centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
-               _centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
+    c = np.matmul(centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
+               centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
     # The scale product in float32 (the scales' type), applied to the integer product in float64.
     sa, sb, sy = (s.astype(np.float32) for s in (a_scale, b_scale, y_scale))
     if sa.ndim == 1 and sa.size > 1:

@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) convolution: 3x3, stride 1, dilation 1, one group (see ``_conv_winograd``).
+"""Winograd F(2x2, 3x3) convolution: 3x3, stride 1, dilation 1, one group (see ``winograd_kernel``).
 
 2.25x fewer multiplications than the direct sum; measured on Zen 3 it beats the direct GEMMs from
 ~32 input channels (below, convolution's implicit GEMM wins and Conv picks it). The 16 products
@@ -12,12 +12,12 @@ import numpy as np
 from numba import njit
 
 from jitort.kernels.convgemm import BBLOCK, gemm_at, pack_weights
-from jitort.kernels.convutil import _EP, _epilogue, _pad_phases, _share, epilogue_residual
+from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_residual
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 
 
-@njit(**_EP)
+@njit(**EP)
 def _wino_in(xp, V, C, Tb, ty0, ty1, TW):  # type: ignore[no-untyped-def]
     """V[4i+j, c*Tb + t] = (B^T d B)[i, j] for the 4x4 input patch d of tile t (tile rows ty0..ty1)."""
     for c in range(C):
@@ -48,7 +48,7 @@ def _wino_in(xp, V, C, Tb, ty0, ty1, TW):  # type: ignore[no-untyped-def]
                 v12[tx], v13[tx], v14[tx], v15[tx] = d0 - d2, d1 + d2, d2 - d1, d1 - d3
 
 
-@njit(**_EP)
+@njit(**EP)
 def _wino_out(Mt, out, zn, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: ignore[no-untyped-def]
     """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1, then bias (+ the
     residual zn [M, OH*OW] when not None) + activation."""
@@ -88,14 +88,15 @@ def _wino_out(Mt, out, zn, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: 
         r1 = min(2 * ty1, OH)
         seg = oma[r0 * OW:r1 * OW]
         if zn is None:
-            _epilogue(seg, b[m], act, prm, ep)
+            epilogue_row(seg, b[m], act, prm, ep)
         else:
-            _epilogue(seg, b[m], 0, prm, ep)
+            epilogue_row(seg, b[m], 0, prm, ep)
             epilogue_residual(seg, zn[m, ::1][r0 * OW:r1 * OW], act, prm, ep)
 
 
 @njit(**_KW)
-def _conv_winograd(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
+def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,  # type: ignore[no-untyped-def]
+                    nparts):
     """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; z None or the residual like out; 3x3, stride 1, dilation 1, group 1;
     ga: the GEMM's address (``convgemm.gemm_address``).
 
@@ -118,10 +119,10 @@ def _conv_winograd(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part, 
     bp = sc[nxp + 16 * (sv + sm):nxp + 16 * (sv + sm) + BBLOCK]
     for n in range(N):
         for c in range(C):
-            _pad_phases(x, (n * C + c) * H * W, 1, H, W, xp[c], 1, 2 * TH + 2, 2 * TW + 2, 0, ph, pw, 1, zero, n > 0)
+            pad_phases(x, (n * C + c) * H * W, 1, H, W, xp[c], 1, 2 * TH + 2, 2 * TW + 2, 0, ph, pw, 1, zero, n > 0)
         xp3 = xp[:, 0]
         on = out[n]
-        b0, b1 = _share((TH + rows - 1) // rows, part, nparts)
+        b0, b1 = share((TH + rows - 1) // rows, part, nparts)
         for ty0 in range(b0 * rows, min(TH, b1 * rows), rows):
             ty1 = min(TH, ty0 + rows)
             tb = (ty1 - ty0) * TW
@@ -147,7 +148,7 @@ def wino_sizes(C: int, M: int, OH: int, OW: int) -> tuple[int, int, int]:
     return Tb, (C * Tb + 1023) // 1024 * 1024 + 16, (M * Tb + 1023) // 1024 * 1024 + 16
 
 
-_wino_sizes = njit(**_EP)(wino_sizes)
+_wino_sizes = njit(**EP)(wino_sizes)
 
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])

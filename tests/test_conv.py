@@ -133,7 +133,7 @@ def test_conv_winograd(xs, m, attrs):
                  activation="Relu")
     ref = K.Conv(x64, w64, auto_pad=attrs.get("auto_pad", "NOTSET"), group=1, pads=attrs.get("pads"),
                  dilations=[1, 1])
-    _, _, _, p = K._attrs_norm(2, (3, 3), None, None, attrs.get("pads"))
+    _, _, _, p = K.attrs_norm(2, (3, 3), None, None, attrs.get("pads"))
     out_sp, begin = S.conv_geometry(xs[2:], (3, 3), (1, 1), (1, 1), p, attrs.get("auto_pad", "NOTSET"))
     np.testing.assert_allclose(ref, conv_ref(x64, w64, None, [1, 1], [1, 1], list(begin), list(out_sp), 1),
                                rtol=1e-10, atol=1e-10)
@@ -175,18 +175,18 @@ def test_kernels_write_nothing_past_the_output(xs, ws, attrs, residual):
     x, w, b = rand(xs, seed=1), rand(ws, seed=2), rand((ws[0],), seed=3)
     group = attrs.get("group", 1)
     r = len(xs) - 2
-    _, s_, dl, p = K._attrs_norm(r, ws[2:], attrs.get("strides"), None, attrs.get("pads"))
-    out_shape, path, geo, (od, oh, ow), xsh, o3s, nsc, _, _ = K._setup(xs, ws, group, s_, dl, p, "NOTSET", False)
+    _, s_, dl, p = K.attrs_norm(r, ws[2:], attrs.get("strides"), None, attrs.get("pads"))
+    out_shape, path, geo, (od, oh, ow), xsh, o3s, nsc, _, _ = K.conv_plan(xs, ws, group, s_, dl, p, "NOTSET", False)
     buf = np.full(int(np.prod(o3s)) + 64, 12345.0, np.float32)
     o3 = buf[:-64].reshape(o3s)
     z = rand(o3s, seed=4) if residual else None
     wp = K.pack_conv_weights(w, group, np.dtype(np.float32))
-    prm, sc = K._prm(np.float32, 0, 0), T.scratch(nsc, np.float32)
-    if path == K._WINDOW:
-        K._conv_window(x.reshape(xsh), wp, b, o3, z, geo, ow, 1, prm, None, sc, 0, 1)
+    prm, sc = K.epilogue_params(np.float32, 0, 0), T.scratch(nsc, np.float32)
+    if path == K.WINDOW:
+        K.window_kernel(x.reshape(xsh), wp, b, o3, z, geo, ow, 1, prm, None, sc, 0, 1)
     else:
-        assert path in (K._DIRECT, K._IMPLICIT)
-        kernel = K._conv_direct if path == K._DIRECT else K._conv_implicit
+        assert path in (K.DIRECT, K.IMPLICIT)
+        kernel = K._conv_direct if path == K.DIRECT else K._conv_implicit
         kernel(x.reshape(xsh), wp, b, o3, z, geo, od, oh, ow, 1, prm, None, sc, 0, 1)
     assert (buf[-64:] == 12345.0).all()
     ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b, list(s_), list(dl), list(geo[13 - r:]),
@@ -239,7 +239,7 @@ def test_conv_float64_vs_reference(xs, ws, attrs):
     m = node_model("Conv", {"x": x}, initializers={"w": w, "b": b}, **attrs)
     got = jitort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
     r = x.ndim - 2
-    k, s, dl, p = K._attrs_norm(r, ws[2:], attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"))
+    k, s, dl, p = K.attrs_norm(r, ws[2:], attrs.get("strides"), attrs.get("dilations"), attrs.get("pads"))
     out_sp, begin = S.conv_geometry(xs[2:], k, s, dl, p, attrs.get("auto_pad", "NOTSET"))
     ref = conv_ref(x, w, b, list(s), list(dl), list(begin), list(out_sp), attrs.get("group", 1))
     assert got.dtype == np.float64

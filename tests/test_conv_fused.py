@@ -201,8 +201,8 @@ def test_depthwise_small_planes_match_ort_and_the_plane_kernel(xs, attrs, residu
     x, w, b = rand(xs, seed=1), rand(ws, seed=2), rand((C,), seed=3)
     y = F.FusedConv(x, w, b, **kw)
     z = rand(y.shape, seed=4) if residual else None
-    assert conv_setup._setup(xs, ws, C, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("dilations", [1, 1])),
-                             tuple(attrs["pads"]), "NOTSET", False)[1] == conv_setup._DWBLOCK
+    assert conv_setup.conv_plan(xs, ws, C, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("dilations", [1, 1])),
+                             tuple(attrs["pads"]), "NOTSET", False)[1] == conv_setup.DWBLOCK
     got = F.FusedConv(x, w, b, z, **kw)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=C, **attrs)]
     feeds = {"x": x}
@@ -214,8 +214,8 @@ def test_depthwise_small_planes_match_ort_and_the_plane_kernel(xs, attrs, residu
     m = make_model(nodes, ins, ["y"], {"w": w, "b": b}, 13)
     assert_close([got], run_ort(m, feeds), rtol=1e-4, atol=1e-5)
     monkeypatch.setattr(conv_dwblock, "_MAX_OW", 0)  # the per-plane kernel: the same sums, bitwise
-    conv_setup._setup.cache_clear()
+    conv_setup.conv_plan.cache_clear()
     try:
         np.testing.assert_array_equal(F.FusedConv(x, w, b, z, **kw), got)
     finally:
-        conv_setup._setup.cache_clear()
+        conv_setup.conv_plan.cache_clear()

@@ -18,12 +18,12 @@ from oracle import assert_close, make_model, rand, run_ort
 @pytest.fixture(autouse=True)
 def _small_shapes_take_it(request, monkeypatch):
     """The path's cost rule wants hundreds of channels; the tests' small shapes take it by making
-    the transposes free in the rule (not in the kernels). ``_setup`` caches decisions per shape."""
+    the transposes free in the rule (not in the kernels). ``conv_plan`` caches decisions per shape."""
     if not request.node.name.startswith("test_the_rule"):
         monkeypatch.setattr(GT, "_MOVE", 0.0)
-    S._setup.cache_clear()
+    S.conv_plan.cache_clear()
     yield
-    S._setup.cache_clear()
+    S.conv_plan.cache_clear()
 
 
 def _model(xs, ws, attrs, act="", residual=False, bias=True, dtype=np.float32, seed=0):
@@ -73,27 +73,27 @@ def _takes_path(sess):
 
 def _path(xs, ws, group=1, strides=None, pads=None, gemm_t=True):
     r = len(xs) - 2
-    _, s, dl, p = K._attrs_norm(r, ws[2:], strides, None, pads)
-    return S._setup(tuple(xs), tuple(ws), group, s, dl, p, "NOTSET", False, gemm_t)[1]
+    _, s, dl, p = K.attrs_norm(r, ws[2:], strides, None, pads)
+    return S.conv_plan(tuple(xs), tuple(ws), group, s, dl, p, "NOTSET", False, gemm_t)[1]
 
 
 def test_the_rule_on_real_shapes():
-    assert _path((1, 512, 7, 7), (2048, 512, 1, 1)) == S._GEMM_T
-    assert _path((1, 1024, 14, 14), (2048, 1024, 1, 1), strides=[2, 2]) == S._GEMM_T
-    assert _path((1, 512, 14, 14), (512, 512, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1]) == S._GEMM_T
-    assert _path((1, 1024, 7, 7), (128, 1024, 1, 1)) != S._GEMM_T  # the transposes cost more than the waste
-    assert _path((1, 1024, 14, 14), (256, 1024, 1, 1)) != S._GEMM_T  # 94 % of lanes used
+    assert _path((1, 512, 7, 7), (2048, 512, 1, 1)) == S.GEMM_T
+    assert _path((1, 1024, 14, 14), (2048, 1024, 1, 1), strides=[2, 2]) == S.GEMM_T
+    assert _path((1, 512, 14, 14), (512, 512, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1]) == S.GEMM_T
+    assert _path((1, 1024, 7, 7), (128, 1024, 1, 1)) != S.GEMM_T  # the transposes cost more than the waste
+    assert _path((1, 1024, 14, 14), (256, 1024, 1, 1)) != S.GEMM_T  # 94 % of lanes used
 
 
 def test_which_shapes_take_it():
-    assert _path((1, 32, 7, 7), (48, 32, 1, 1)) == S._GEMM_T  # 49 of 64 lanes
-    assert _path((1, 32, 14, 14), (48, 32, 1, 1), strides=[2, 2]) == S._GEMM_T  # strided, 7x7 out
-    assert _path((1, 32, 7, 7), (48, 32, 1, 1), gemm_t=False) == S._GEMM_1X1  # no such weights
-    assert _path((1, 32, 12, 12), (48, 32, 1, 1)) == S._GEMM_1X1  # 144 positions fill whole vectors
-    assert _path((1, 32, 14, 14), (48, 32, 1, 1)) != S._GEMM_T  # 196 of 208 lanes
-    assert _path((1, 32, 7, 7), (48, 32, 3, 3), pads=[1, 1, 1, 1]) != S._GEMM_T  # 3x3 unstrided: Winograd
-    assert _path((1, 32, 14, 14), (48, 32, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1]) == S._GEMM_T
-    assert _path((1, 32, 7, 7), (48, 16, 1, 1), group=2) != S._GEMM_T
+    assert _path((1, 32, 7, 7), (48, 32, 1, 1)) == S.GEMM_T  # 49 of 64 lanes
+    assert _path((1, 32, 14, 14), (48, 32, 1, 1), strides=[2, 2]) == S.GEMM_T  # strided, 7x7 out
+    assert _path((1, 32, 7, 7), (48, 32, 1, 1), gemm_t=False) == S.GEMM_1X1  # no such weights
+    assert _path((1, 32, 12, 12), (48, 32, 1, 1)) == S.GEMM_1X1  # 144 positions fill whole vectors
+    assert _path((1, 32, 14, 14), (48, 32, 1, 1)) != S.GEMM_T  # 196 of 208 lanes
+    assert _path((1, 32, 7, 7), (48, 32, 3, 3), pads=[1, 1, 1, 1]) != S.GEMM_T  # 3x3 unstrided: Winograd
+    assert _path((1, 32, 14, 14), (48, 32, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1]) == S.GEMM_T
+    assert _path((1, 32, 7, 7), (48, 16, 1, 1), group=2) != S.GEMM_T
     assert not GT.gemm_t_applies((48, 32, 1, 1), 1, 300, (1, 1))  # beyond P_MAX
 
 
@@ -169,7 +169,7 @@ def test_a_shape_the_weights_were_not_prepared_for_is_refused():
     wt, b = GT.pack_t_weights(w), GT.pad_t_bias(rand((48,), seed=3))
     kw = dict(w_shape=(48, 32, 1, 1), auto_pad="NOTSET", group=1, strides=(1, 1), dilations=(1, 1),
               pads=(0, 0, 0, 0), act=0)
-    prm = K._prm(np.dtype(np.float32), 0.0, 0.0)
+    prm = K.epilogue_params(np.dtype(np.float32), 0.0, 0.0)
     x = rand((1, 32, 7, 7), seed=1)
     y = K.conv_packed(x, wt, b, prm, **kw)
     ref = np.einsum("mc,nchw->nmhw", w[:, :, 0, 0].astype(np.float64), x.astype(np.float64))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitort.ir import Graph, Node
+from jitort.passes.match import Reads
 
 DOMAIN = "jitort"
 OP = "FusedAttention"
@@ -34,24 +35,7 @@ class _Refuse(Exception):
     pass
 
 
-class _Ctx:
-    def __init__(self, g: Graph) -> None:
-        self.g = g
-        self.producers = g.producers()
-        self.consumers = g.consumers()
-        self.protected = set(g.outputs) | g.subgraph_reads()
-
-    def sole(self, value: str) -> Node | None:
-        """The one node reading ``value`` when nothing else (graph output, subgraph) reads it."""
-        cs = self.consumers.get(value, [])
-        return cs[0] if len(cs) == 1 and value not in self.protected else None
-
-    def scalar(self, name: str) -> float | None:
-        c = self.g.const(name)
-        if c is None or c.size != 1 or c.dtype.kind not in "fiu":
-            return None
-        return float(c.reshape(-1)[0])
-
+class _Ctx(Reads):
     def rank(self, name: str) -> int | None:
         return self.g.type_of(name).rank
 

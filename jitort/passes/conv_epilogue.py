@@ -19,15 +19,12 @@ the Add and activation into a separate kernel.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
 from jitort.ir import Graph, Node, TensorType, Value
 from jitort.kernels.conv_fused import make_fused
-
-_SIMPLE_ACTS = ("Relu", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Clip")
-
+from jitort.passes.match import Reads, activation
 
 def _fresh(g: Graph, base: str) -> str:
     name, k = base, 0
@@ -43,18 +40,10 @@ def _add_const(g: Graph, base: str, data: np.ndarray) -> str:
     return name
 
 
-class _Ctx:
+class _Ctx(Reads):
     def __init__(self, g: Graph) -> None:
-        self.g = g
-        self.consumers = g.consumers()
-        self.protected = set(g.outputs) | g.subgraph_reads()
+        super().__init__(g)
         self.removed: set[int] = set()
-
-    def sole_consumer(self, value: str) -> Node | None:
-        cs = self.consumers.get(value, [])
-        if value in self.protected or len(cs) != 1:
-            return None
-        return cs[0]
 
     def rewire(self, conv: Node, old_out: str, new_out: str, dead: list[Node]) -> None:
         """The conv now produces ``new_out``; the nodes in ``dead`` disappear."""
@@ -66,16 +55,9 @@ class _Ctx:
         self.consumers.pop(old_out, None)
 
 
-def _scalar_const(g: Graph, name: str) -> float | None:
-    c = g.const(name)
-    if c is None or c.size != 1:
-        return None
-    return float(c.reshape(-1)[0])
-
-
 def _fold_bn(ctx: _Ctx, conv: Node) -> Node | None:
     g = ctx.g
-    bn = ctx.sole_consumer(conv.outputs[0])
+    bn = ctx.sole(conv.outputs[0])
     if bn is None or bn.op_type != "BatchNormalization" or bn.domain != "" or bn.inputs[0] != conv.outputs[0]:
         return None
     if any(o for o in bn.outputs[1:]) or len(bn.inputs) < 5:
@@ -109,66 +91,28 @@ def _fold_bn(ctx: _Ctx, conv: Node) -> Node | None:
     return bn
 
 
-def _act_params(g: Graph, n: Node) -> tuple[str, float, float] | None:
-    a: dict[str, Any] = n.attrs
-    if n.op_type == "Relu" or n.op_type == "Sigmoid" or n.op_type == "HardSwish":
-        return n.op_type, 0.0, 0.0
-    if n.op_type == "LeakyRelu":
-        return "LeakyRelu", float(a.get("alpha", 0.01)), 0.0
-    if n.op_type == "HardSigmoid":
-        return "HardSigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
-    if n.op_type == "Clip":
-        if n.version < 11:
-            return "Clip", float(a.get("min", -np.inf)), float(a.get("max", np.inf))
-        lo, hi = -np.inf, np.inf
-        if len(n.inputs) > 1 and n.inputs[1]:
-            v = _scalar_const(g, n.inputs[1])
-            if v is None:
-                return None
-            lo = v
-        if len(n.inputs) > 2 and n.inputs[2]:
-            v = _scalar_const(g, n.inputs[2])
-            if v is None:
-                return None
-            hi = v
-        return "Clip", lo, hi
-    return None
-
-
 def _absorb_activation(ctx: _Ctx, conv: Node) -> list[Node]:
-    g = ctx.g
     y = conv.outputs[0]
-    if y in ctx.protected:
-        return []
-    cs = ctx.consumers.get(y, [])
-    if len(cs) == 1 and cs[0].domain == "" and cs[0].op_type in _SIMPLE_ACTS and cs[0].inputs[0] == y:
-        act = cs[0]
-        p = _act_params(g, act)
-        if p is None or len(act.outputs) != 1:
-            return []
+    act = ctx.sole(y)
+    p = activation(ctx.g, act) if act is not None and act.inputs[0] == y else None
+    if p is not None:
         make_fused(conv, *p)
-        ctx.rewire(conv, y, act.outputs[0], [act])
-        return [act]
-    if len(cs) == 2:
-        sig = next((c for c in cs if c.op_type == "Sigmoid" and c.domain == ""), None)
-        mul = next((c for c in cs if c.op_type == "Mul" and c.domain == ""), None)
-        if sig is None or mul is None or sig is mul:
-            return []
-        s = sig.outputs[0]
-        if sorted(mul.inputs) != sorted([y, s]) or ctx.sole_consumer(s) is not mul:
-            return []
-        make_fused(conv, "SiLU")
-        g.values.pop(s, None)
-        ctx.rewire(conv, y, mul.outputs[0], [sig, mul])
-        return [sig, mul]
-    return []
+        ctx.rewire(conv, y, act.outputs[0], [act])  # type: ignore[union-attr]
+        return [act]  # type: ignore[list-item]
+    silu = ctx.silu(y)
+    if silu is None:
+        return []
+    make_fused(conv, "SiLU")
+    ctx.g.values.pop(silu[0][0].outputs[0], None)
+    ctx.rewire(conv, y, silu[1], silu[0])
+    return silu[0]
 
 
 def _absorb_residual(ctx: _Ctx, conv: Node) -> Node | None:
     """A residual Add(y, z) / Sum(y, z) as y's only consumer: z of y's static shape and dtype."""
     g = ctx.g
     y = conv.outputs[0]
-    add = ctx.sole_consumer(y)
+    add = ctx.sole(y)
     if add is None or add.domain != "" or len(add.outputs) != 1 or len([i for i in add.inputs if i]) != 2:
         return None
     if not ((add.op_type == "Add" and add.version >= 7) or (add.op_type == "Sum" and add.version >= 6)):

@@ -18,78 +18,19 @@ activation. Every fold is recorded in ``g.notes``; runs before elementwise fusio
 """
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
 from jitort.ir import Graph, Node
 from jitort.kernels.gemm_ops import lower_packed
-
-_ACTS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Gelu")
-
-
-def _scalar(g: Graph, name: str) -> float | None:
-    c = g.const(name)
-    return None if c is None or c.size != 1 else float(c.reshape(-1)[0])
+from jitort.passes.match import Reads, activation
 
 
-def _activation(g: Graph, n: Node) -> tuple[str, float, float] | None:
-    a: dict[str, Any] = n.attrs
-    if n.domain == "com.microsoft" and n.op_type == "Gelu":
-        return "Gelu", 0.0, 0.0
-    if n.domain != "" or n.op_type not in _ACTS or len(n.outputs) != 1:
-        return None
-    if n.op_type == "Gelu":
-        approx = a.get("approximate", "none")
-        return ("GeluTanh" if approx == "tanh" else "Gelu"), 0.0, 0.0
-    if n.op_type == "LeakyRelu":
-        return "LeakyRelu", float(a.get("alpha", 0.01)), 0.0
-    if n.op_type == "HardSigmoid":
-        return "HardSigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
-    if n.op_type == "Clip":
-        if n.version < 11:
-            return "Clip", float(a.get("min", -3.4028234663852886e38)), float(a.get("max", 3.4028234663852886e38))
-        lo, hi = -np.inf, np.inf
-        for k in (1, 2):
-            if len(n.inputs) > k and n.inputs[k]:
-                v = _scalar(g, n.inputs[k])
-                if v is None:
-                    return None
-                lo, hi = (v, hi) if k == 1 else (lo, v)
-        return "Clip", lo, hi
-    return n.op_type, 0.0, 0.0
-
-
-class _Chain:
-    """Walks forward from a product over sole consumers."""
-
-    def __init__(self, g: Graph, consumers: dict[str, list[Node]], protected: set[str]) -> None:
-        self.g, self.consumers, self.protected = g, consumers, protected
-
-    def next(self, value: str) -> Node | None:
-        cs = self.consumers.get(value, [])
-        if value in self.protected or len(cs) != 1:
-            return None
-        return cs[0]
+class _Chain(Reads):
+    """Walks forward from a product over sole readers."""
 
     def add_operand(self, y: str) -> tuple[Node, str] | None:
-        n = self.next(y)
+        n = self.sole(y)
         if n is None or n.op_type != "Add" or n.domain != "" or len(n.inputs) != 2 or n.inputs[0] == n.inputs[1]:
             return None
         return n, n.inputs[1] if n.inputs[0] == y else n.inputs[0]
-
-    def silu(self, y: str) -> tuple[list[Node], str] | None:
-        cs = self.consumers.get(y, [])
-        if y in self.protected or len(cs) != 2:
-            return None
-        sig = next((c for c in cs if c.op_type == "Sigmoid" and c.domain == ""), None)
-        mul = next((c for c in cs if c.op_type == "Mul" and c.domain == ""), None)
-        if sig is None or mul is None or sig.inputs[0] != y:
-            return None
-        s = sig.outputs[0]
-        if sorted(mul.inputs) != sorted([y, s]) or self.next(s) is not mul:
-            return None
-        return [sig, mul], mul.outputs[0]
 
 
 def _same_shape(g: Graph, a: str, b: str) -> bool:
@@ -99,8 +40,7 @@ def _same_shape(g: Graph, a: str, b: str) -> bool:
 
 def fuse_gemm_epilogue(g: Graph) -> Graph:
     """Fold bias, residual and activation into MatMul/Gemm products (see the module docstring)."""
-    consumers = g.consumers()
-    walk = _Chain(g, consumers, set(g.outputs) | g.subgraph_reads())
+    walk = _Chain(g)
     removed: set[int] = set()
     replace: dict[int, Node] = {}
     for n in g.nodes:
@@ -129,8 +69,8 @@ def fuse_gemm_epilogue(g: Graph) -> Graph:
                 inputs[3] = step[1]
                 absorbed.append(step[0])
                 y = step[0].outputs[0]
-        act_node = walk.next(y)
-        act = _activation(g, act_node) if act_node is not None and act_node.inputs[0] == y else None
+        act_node = walk.sole(y)
+        act = activation(g, act_node, gelu=True) if act_node is not None and act_node.inputs[0] == y else None
         if act is not None:
             absorbed.append(act_node)  # type: ignore[arg-type]
             y = act_node.outputs[0]  # type: ignore[union-attr]

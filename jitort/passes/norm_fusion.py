@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jitort.ir import Graph, Node, toposort
+from jitort.passes.match import Reads
 
 DOMAIN = "jitort"
 OP = "FusedNorm"
@@ -34,12 +35,9 @@ class _Refuse(Exception):
     pass
 
 
-class _Ctx:
+class _Ctx(Reads):
     def __init__(self, g: Graph) -> None:
-        self.g = g
-        self.producers = g.producers()
-        self.consumers = g.consumers()
-        self.protected = set(g.outputs) | g.subgraph_reads()
+        super().__init__(g)
         self.removed: set[int] = set()
 
     def readers(self, value: str) -> list[Node]:
@@ -56,12 +54,6 @@ class _Ctx:
             raise _Refuse(f"{what} '{value}' is read by {len(rs)} nodes" +
                           (" and is a graph output" if value in self.protected else ""))
         return rs[0]
-
-    def scalar(self, name: str) -> float | None:
-        c = self.g.const(name)
-        if c is None or c.size != 1 or c.dtype.kind != "f":
-            return None
-        return float(c.reshape(-1)[0])
 
     def other(self, n: Node, value: str) -> str:
         return n.inputs[1] if n.inputs[0] == value else n.inputs[0]
@@ -104,7 +96,7 @@ def _inv_std(ctx: _Ctx, mean2: Node, absorbed: list[Node], x: str) -> tuple[floa
     """From the mean of squares: Add(eps) -> Sqrt -> Div(x, .) or Reciprocal -> Mul(x, .);
     returns (eps, the node whose output is the normalised x)."""
     add = ctx.only(mean2.outputs[0], "the variance")
-    eps = ctx.scalar(ctx.other(add, mean2.outputs[0])) if _is(add, "Add") else None
+    eps = ctx.scalar(ctx.other(add, mean2.outputs[0]), "f") if _is(add, "Add") else None
     if eps is None:
         raise _Refuse(f"the variance is not followed by Add of a scalar epsilon (got {add.op_type} '{add.name}')")
     sq = ctx.only(add.outputs[0], "variance + epsilon")

@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda, int64, void
 
 from jitort.errors import InvalidArgument
-from jitort.kernels.conv_setup import _check_conv, conv_geometry
+from jitort.kernels.conv_setup import check_conv, conv_geometry
 from jitort.kernels.cuda.runtime import FLOATS, SIMULATOR, A, cdiv, compiled, flat, grid1d, signatures
 from jitort.kernels.pool2d import axis_count as cpu_axis_count
 from jitort.kernels.pool_geometry import pool_attrs, pool_geometry
@@ -33,7 +33,7 @@ _MAX_Z = 65535
 
 @cuda.jit(device=True, inline="always")
 def activate(v, act, prm):  # type: ignore[no-untyped-def]
-    """prm = [alpha, beta, 0, 1, 1/6, 1/2] in the compute dtype (jitort.kernels.conv._prm)."""
+    """prm = [alpha, beta, 0, 1, 1/6, 1/2] in the compute dtype (jitort.kernels.conv_setup.epilogue_params)."""
     if act == 1:
         return prm[2] if v < prm[2] else v
     if act == 2:
@@ -173,7 +173,7 @@ def conv(ctx: Any, slots: tuple, x: Any, w2: Any, b: Any, prm: Any, z: Any = Non
          auto_pad: str, group: int, strides: tuple, dilations: tuple, pads: tuple, act: int) -> Any:
     """Conv on packed weights (w2 [M, Cg*prod(kernel)], b [M], prm: the epilogue's parameters), with
     z (None or of the output's shape) added before the activation."""
-    _check_conv(x, tuple(w_shape), group, None)
+    check_conv(x, tuple(w_shape), group, None)
     kernel = tuple(w_shape[2:])
     out_sp, begin = conv_geometry(tuple(x.shape[2:]), kernel, tuple(strides), tuple(dilations), tuple(pads),
                                   auto_pad)

@@ -35,7 +35,7 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.conv import ACTIVATIONS, act_code
 from jitort.kernels.conv_fused import epilogue, residual
-from jitort.kernels.conv_setup import _attrs_norm, _prm
+from jitort.kernels.conv_setup import attrs_norm, epilogue_params
 from jitort.kernels.cuda.call import (FLOATS, CudaCall, Dev, dev_ref, dtype_key, dtype_of, first_reason, float_in,
                                       present, rank_of)
 from jitort.kernels.cuda.movement_ops import MOVEMENT_TABLE
@@ -249,11 +249,11 @@ def _lower_conv(node: Node, g: Graph) -> CudaCall:
     B = g.const(node.inputs[2]) if present(node, 2) else None
     dt = dtype_of(g, node.inputs[0])
     a = node.attrs
-    _, s, dl, p = _attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
+    _, s, dl, p = attrs_norm(W.ndim - 2, W.shape[2:], a.get("strides"), a.get("dilations"), a.get("pads"))
     w2 = np.ascontiguousarray(W.reshape(W.shape[0], -1), dt)
     b = np.zeros(W.shape[0], dt) if B is None else np.ascontiguousarray(B.reshape(-1), dt)
     activation, alpha, beta = epilogue(node)
-    prm = _prm(dt, alpha, beta)  # type: ignore[arg-type]
+    prm = epilogue_params(dt, alpha, beta)  # type: ignore[arg-type]
     kw = dict(w_shape=tuple(int(d) for d in W.shape), auto_pad=a.get("auto_pad", "NOTSET"),
               group=int(a.get("group", 1)), strides=s, dilations=dl, pads=p,
               act=act_code(activation))
