@@ -209,7 +209,8 @@ def _lower(node: Node, g: Graph) -> Call:
     N, K = int(a.get("num_heads", 0)), int(a.get("kv_num_heads", 0))
     packed = not ins[1]
     plain = (len(node.inputs) <= 9 and len(node.outputs) <= 3 and N > 0 and K > 0 and N % K == 0
-             and typed(ins[0], _F32, 3) and (packed and not ins[2] or typed(ins[1], _F32, 3) and typed(ins[2], _F32, 3))
+             and typed(ins[0], _F32, 3)
+             and ((packed and not ins[2]) or (typed(ins[1], _F32, 3) and typed(ins[2], _F32, 3)))
              and typed(ins[3], _F32, 4) and typed(ins[4], _F32, 4) and typed(ins[5], _I32, 1)
              and ins[6] != "" and g.type_of(ins[6]).dtype == _I32
              and a.get("causal", 1) in (0, 1) and (a.get("causal", 1) == 1 or a.get("local_window_size", -1) == -1)
@@ -221,11 +222,10 @@ def _lower(node: Node, g: Graph) -> Call:
         plain = typed(ins[7], _F32, 2) and typed(ins[8], _F32, 2)
     if not plain:
         return call
-    kw = dict(a)
-    kw.pop("_nout", None)
-    step = (N, K, float(a.get("scale", 0.0)), float(a.get("softcap", 0.0)), rotary, bool(a.get("rotary_interleaved", 0)),
-            int(a.get("local_window_size", -1)), bool(a.get("causal", 1)), len(node.outputs))
-    kw["_nout"] = len(node.outputs)
+    kw = dict(a, _nout=len(node.outputs))
+    step = (N, K, float(a.get("scale", 0.0)), float(a.get("softcap", 0.0)), rotary,
+            bool(a.get("rotary_interleaved", 0)), int(a.get("local_window_size", -1)), bool(a.get("causal", 1)),
+            len(node.outputs))
     args = [Ref(i) if i else None for i in ins[:9]]
     return Call(GroupQueryAttention_step, args + [step, kw])
 
