@@ -22,7 +22,13 @@ One kernel writes Q (rotated, BNSH) and the caches; one kernel per (batch, KV he
 in blocks with an online softmax (running max and sum, the accumulator rescaled once per block), so
 nothing of size S x T is materialised and the compiled code does not depend on any length: one
 compile serves every prompt and every decode step. Work splits over (batch, KV head)
-units across the session's threads.
+units across the session's threads. (The kernels are in ``kernels/gqa_kernels.py``.)
+
+A model's plain step (float32, past caches given, no bias, sink, position_ids or later inputs,
+valid attributes: checked once, when the plan is lowered) calls ``GroupQueryAttention_step``:
+``gqa_kernels.decode_step`` checks the shapes and lengths and runs both kernels in one call, so a
+decode step costs a few us of Python instead of tens; whatever it declines (a bad length, work worth
+several threads, a strided input) runs the general function below, which raises or computes it.
 
 ``sliding_window_cache=1`` (a window-sized cache of capacity C = past_key's length, evicting
 internally): attention runs on a staging cache of the resident rows and the new ones (the masks
