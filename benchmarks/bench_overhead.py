@@ -8,8 +8,8 @@ kernel: the plan broadcasts at run time, like the Cast/Mul after a converted tre
 of 20 If nodes (one tiny branch each); a Loop of 100 iterations of a tiny body; and 20 blocks of shape glue (Shape, Gather, Unsqueeze,
 Concat, Reshape, Slice, Concat on a [1, T] tensor: 141 nodes, as in voice-activity models); and the
 single ops of a small decoder's step (the int64 attention-mask ReduceSum, SkipSimplifiedLayerNormalization
-of one token, GroupQueryAttention decoding one token over a 64-row cache: tests/test_llm_decode.py's tiny
-shapes). ``--cases`` picks cases by a substring of their names. Each
+of one token, RotaryEmbedding of one token's 4 heads, GroupQueryAttention decoding one token over a
+64-row cache: tests/test_llm_decode.py's tiny shapes). ``--cases`` picks cases by a substring of their names. Each
 round times ``--iters`` calls of one runtime, then the other (machine drift hits both alike); the
 table prints the medians (us per call, per node) and the ratio jitort / onnxruntime, with the CPU
 and the load average (the machine may be shared: read the ratios, not the absolute times).
@@ -115,11 +115,16 @@ def decoder_ops() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], int
                       "pk": (F, [1, 2, "P", H]), "pv": (F, [1, 2, "P", H]), "sl": (np.int32, [1]),
                       "tl": (np.int32, [])}, ["o", "ok", "ov"],
                      {"cos": np.cos(ang).astype(F), "sin": np.sin(ang).astype(F)}, opset=17, extra_opsets=ms)
+    rot = make_model([helper.make_node("RotaryEmbedding", ["q", "p", "cos", "sin"], ["r"], domain="com.microsoft",
+                                       num_heads=4)],
+                     {"q": (F, [1, "S", 64]), "p": (np.int64, [1, "S"])}, ["r"],
+                     {"cos": np.cos(ang).astype(F), "sin": np.sin(ang).astype(F)}, opset=17, extra_opsets=ms)
     x = {n: rng.standard_normal(s).astype(F) for n, s in (("q", (1, 1, 64)), ("k", (1, 1, 32)), ("v", (1, 1, 32)),
                                                          ("pk", (1, 2, P, H)), ("pv", (1, 2, P, H)))}
     return {
         "ReduceSum int64 [1,65]": (red, {"m": np.ones((1, 65), np.int64)}, 1),
         "SkipSimplifiedLN [1,1,64]": (norm, {"x": x["q"], "r": x["q"][::-1].copy()}, 1),
+        "RotaryEmbedding [1,1,64]": (rot, {"q": x["q"], "p": np.array([[P]], np.int64)}, 1),
         "GQA decode P=64": (gqa, dict(x, sl=np.array([P], np.int32), tl=np.array(P + 1, np.int32)), 1),
     }
 
