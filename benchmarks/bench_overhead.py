@@ -6,7 +6,10 @@ Cases: a 1-node Add of 1,000 floats; the 20-op elementwise chain of tests/test_s
 kernel) at two sizes; an elementwise Mul whose operand's dims are known only at run time (a "strided"
 kernel: the plan broadcasts at run time, like the Cast/Mul after a converted tree ensemble); a chain
 of 20 If nodes (one tiny branch each); a Loop of 100 iterations of a tiny body; and 20 blocks of shape glue (Shape, Gather, Unsqueeze,
-Concat, Reshape, Slice, Concat on a [1, T] tensor: 141 nodes, as in voice-activity models). Each
+Concat, Reshape, Slice, Concat on a [1, T] tensor: 141 nodes, as in voice-activity models); and the
+single ops of a small decoder's step (the int64 attention-mask ReduceSum, SkipSimplifiedLayerNormalization
+of one token, RotaryEmbedding of one token's 4 heads, GroupQueryAttention decoding one token over a
+64-row cache: tests/test_llm_decode.py's tiny shapes). ``--cases`` picks cases by a substring of their names. Each
 round times ``--iters`` calls of one runtime, then the other (machine drift hits both alike); the
 table prints the medians (us per call, per node) and the ratio jitort / onnxruntime, with the CPU
 and the load average (the machine may be shared: read the ratios, not the absolute times).
@@ -93,6 +96,39 @@ def shape_glue(n: int = 20) -> onnx.ModelProto:
     return make_model(nodes, {"x": (F, [1, "T"]), "h": (F, [1, 1])}, ["y"], inits)
 
 
+def decoder_ops() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], int]]:
+    """One-node models of a decoder step's small ops (hidden 64, 4 heads / 2 KV heads of 16, past 64)."""
+    rng = np.random.default_rng(1)
+    ms = {"com.microsoft": 1}
+    red = make_model([helper.make_node("ReduceSum", ["m", "a"], ["s"], keepdims=0)],
+                     {"m": (np.int64, [1, "T"])}, ["s"], {"a": np.array([1], np.int64)}, opset=17)
+    norm = make_model([helper.make_node("SkipSimplifiedLayerNormalization", ["x", "r", "g"], ["y", "", "", "t"],
+                                        domain="com.microsoft", epsilon=1e-5)],
+                      {"x": (F, [1, "S", 64]), "r": (F, [1, "S", 64])}, ["y", "t"],
+                      {"g": rng.standard_normal(64).astype(F)}, opset=17, extra_opsets=ms)
+    H, P = 16, 64
+    ang = np.arange(128)[:, None] * (1.0 / 10000 ** (np.arange(0, H, 2) / H))[None, :]
+    gqa = make_model([helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "sl", "tl", "cos", "sin"],
+                                       ["o", "ok", "ov"], domain="com.microsoft", num_heads=4, kv_num_heads=2,
+                                       do_rotary=1)],
+                     {"q": (F, [1, "S", 64]), "k": (F, [1, "S", 32]), "v": (F, [1, "S", 32]),
+                      "pk": (F, [1, 2, "P", H]), "pv": (F, [1, 2, "P", H]), "sl": (np.int32, [1]),
+                      "tl": (np.int32, [])}, ["o", "ok", "ov"],
+                     {"cos": np.cos(ang).astype(F), "sin": np.sin(ang).astype(F)}, opset=17, extra_opsets=ms)
+    rot = make_model([helper.make_node("RotaryEmbedding", ["q", "p", "cos", "sin"], ["r"], domain="com.microsoft",
+                                       num_heads=4)],
+                     {"q": (F, [1, "S", 64]), "p": (np.int64, [1, "S"])}, ["r"],
+                     {"cos": np.cos(ang).astype(F), "sin": np.sin(ang).astype(F)}, opset=17, extra_opsets=ms)
+    x = {n: rng.standard_normal(s).astype(F) for n, s in (("q", (1, 1, 64)), ("k", (1, 1, 32)), ("v", (1, 1, 32)),
+                                                         ("pk", (1, 2, P, H)), ("pv", (1, 2, P, H)))}
+    return {
+        "ReduceSum int64 [1,65]": (red, {"m": np.ones((1, 65), np.int64)}, 1),
+        "SkipSimplifiedLN [1,1,64]": (norm, {"x": x["q"], "r": x["q"][::-1].copy()}, 1),
+        "RotaryEmbedding [1,1,64]": (rot, {"q": x["q"], "p": np.array([[P]], np.int64)}, 1),
+        "GQA decode P=64": (gqa, dict(x, sl=np.array([P], np.int32), tl=np.array(P + 1, np.int32)), 1),
+    }
+
+
 def cases() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], int]]:
     """name -> (model, feeds, iteration divisor)."""
     rng = np.random.default_rng(0)
@@ -108,6 +144,7 @@ def cases() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], int]]:
                                             "x": rng.standard_normal((1, 16)).astype(F)}, 10),
         "shape glue x20 [1,65]": (shape_glue(), {"x": rng.standard_normal((1, 65)).astype(F),
                                                  "h": np.ones((1, 1), F)}, 1),
+        **decoder_ops(),
     }
 
 
@@ -135,11 +172,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--cases", default="", help="comma-separated substrings of case names (default: all)")
     args = ap.parse_args()
+    picks = [c for c in args.cases.split(",") if c]
     print(f"CPU: {cpu_label()}; {load()} at start")
     print(f"{'case':26s} {'thr':>3s} {'nodes':>5s} {'jitort us':>10s} {'ort us':>9s} {'j us/node':>9s} "
           f"{'o us/node':>9s} {'ratio':>6s}")
     for name, (model, feeds, div) in cases().items():
+        if picks and not any(p in name for p in picks):
+            continue
         for threads in (int(t) for t in args.threads.split(",")):
             js, rs = sessions(model, threads)
             for got, want in zip(js.run(None, feeds), rs.run(None, feeds)):

@@ -22,7 +22,13 @@ One kernel writes Q (rotated, BNSH) and the caches; one kernel per (batch, KV he
 in blocks with an online softmax (running max and sum, the accumulator rescaled once per block), so
 nothing of size S x T is materialised and the compiled code does not depend on any length: one
 compile serves every prompt and every decode step. Work splits over (batch, KV head)
-units across the session's threads.
+units across the session's threads. (The kernels are in ``kernels/gqa_kernels.py``.)
+
+A model's plain step (float32, past caches given, no bias, sink, position_ids or later inputs,
+valid attributes: checked once, when the plan is lowered) calls ``GroupQueryAttention_step``:
+``gqa_kernels.decode_step`` checks the shapes and lengths and runs both kernels in one call, so a
+decode step costs a few us of Python instead of tens; whatever it declines (a bad length, work worth
+several threads, a strided input) runs the general function below, which raises or computes it.
 
 ``sliding_window_cache=1`` (a window-sized cache of capacity C = past_key's length, evicting
 internally): attention runs on a staging cache of the resident rows and the new ones (the masks
@@ -41,172 +47,22 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.ir import Node, TensorType
-from jitort.kernels.fastmath import exp_f32, tanh_f32
-from jitort.kernels.registry import op
+from jitort.ir import Graph, Node, TensorType
+from jitort.kernels.gqa_kernels import attend as _attend
+from jitort.kernels.gqa_kernels import decode_step
+from jitort.kernels.gqa_kernels import prepare as _prepare
+from jitort.kernels.gqa_kernels import prepare_attend as _prepare_attend
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus
 from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
 OP = "GroupQueryAttention"
-BLOCK = 64  # keys per online-softmax block: scores of one block live in a small scratch row
-_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-# the score and softmax sums may reassociate (vectorised dot products); max/exp keep inf semantics
-_FAST: dict[str, Any] = dict(_JIT, fastmath={"contract", "reassoc"})
 _FLOPS_PER_PART = 4e6  # below this much work per thread, a pool hand-off costs more than it saves
-
-
-@njit(**_FAST)
-def _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
-    """Units (b, kv head) with ``unit % nparts == part``: for the query heads sharing that KV head
-    (each K/V row is read once for all of them), out[b, s, h*H:(h+1)*H] = the softmax-weighted sum
-    of V rows, every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B]; bias
-    [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
-    B, N, S, H = q.shape
-    K = kc.shape[1]
-    g = N // K
-    Bb, Nb, Tb = bias.shape[0], bias.shape[1], bias.shape[3]
-    neg = np.float32(-np.inf)
-    zero = np.float32(0)
-    sc = np.float32(scale)
-    cap = np.float32(softcap)
-    acc = np.empty((g, H), np.float32)
-    buf = np.empty((g, BLOCK), np.float32)
-    m = np.empty(g, np.float32)
-    lsum = np.empty(g, np.float32)
-    for unit in range(part, B * K, nparts):
-        b = unit // K
-        kh = unit - b * K
-        tb = total[b]
-        bb = b if Bb > 1 else 0
-        for s in range(S):
-            end = min(past[b] + s + 1, tb) if causal else tb
-            start = 0
-            if window >= 0 and end > window:
-                start = end - window
-            for r in range(g):
-                m[r] = sink[kh * g + r] if use_sink else neg
-                lsum[r] = zero
-                acc[r, :] = zero
-            for j0 in range(start, end, BLOCK):
-                n = min(BLOCK, end - j0)
-                for j in range(n):  # the block's scores, one K row for the g query heads
-                    kr = kc[b, kh, j0 + j]
-                    for r in range(g):
-                        qr = q[b, kh * g + r, s]
-                        x = zero
-                        for i in range(H):
-                            x += qr[i] * kr[i]
-                        buf[r, j] = x * sc
-                for r in range(g):
-                    br = buf[r]
-                    if cap > zero:
-                        for j in range(n):
-                            br[j] = cap * tanh_f32(br[j] / cap)
-                    if Tb > 0:
-                        bias_row = bias[bb, kh * g + r if Nb > 1 else 0, s]
-                        for j in range(n):
-                            br[j] += bias_row[j0 + j]
-                    bm = neg
-                    for j in range(n):
-                        bm = max(bm, br[j])
-                    if bm > m[r]:  # rescale what was summed under the old max
-                        c = exp_f32(m[r] - bm) if m[r] > neg else zero
-                        lsum[r] *= c
-                        for i in range(H):
-                            acc[r, i] *= c
-                        m[r] = bm
-                    t = zero
-                    for j in range(n):
-                        br[j] = exp_f32(br[j] - m[r])
-                        t += br[j]
-                    lsum[r] += t
-                for j in range(n):
-                    vr = vc[b, kh, j0 + j]
-                    for r in range(g):
-                        p = buf[r, j]
-                        ar = acc[r]
-                        for i in range(H):
-                            ar[i] += p * vr[i]
-            o = out[b, s]
-            for r in range(g):
-                h = kh * g + r
-                if use_sink:
-                    lsum[r] += exp_f32(sink[h] - m[r])
-                inv = np.float32(1) / lsum[r] if lsum[r] > zero else zero
-                for i in range(H):
-                    o[h * H + i] = acc[r, i] * inv
-
-
-@njit(**_JIT)
-def _rotate_row(x, pos, cos, sin, rotary, interleaved, y):
-    """y = x rotated at position ``pos`` (cos/sin [M, r/2]; features past r copied)."""
-    H = x.shape[0]
-    if not rotary:
-        for i in range(H):
-            y[i] = x[i]
-        return
-    half = cos.shape[1]
-    c, s = cos[pos], sin[pos]
-    if interleaved:
-        for i in range(half):
-            a, b = x[2 * i], x[2 * i + 1]
-            y[2 * i] = a * c[i] - b * s[i]
-            y[2 * i + 1] = b * c[i] + a * s[i]
-    else:
-        for i in range(half):
-            a, b = x[i], x[i + half]
-            y[i] = a * c[i] - b * s[i]
-            y[i + half] = b * c[i] + a * s[i]
-    for i in range(2 * half, H):
-        y[i] = x[i]
-
-
-@njit(**_JIT)
-def _copy_flat(src, dst, n):
-    """The first n elements of contiguous 2-D src into contiguous 2-D dst (one flat loop: a memcpy)."""
-    a, d = src.reshape(-1), dst.reshape(-1)
-    for i in range(n):
-        d[i] = a[i]
-
-
-@njit(**_JIT)
-def _prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc):
-    """Q heads of qs [B, S, *, H] (from head qo) rotated into q [B, N, S, H]; the caches kc, vc
-    [B, Nkv, L, H]: past rows [0, npast[b]) of pk, pv, the new K (rotated) and V rows of ks, vs
-    (from heads ko, vo) after them, zeros after that. pos [B, S] rotary positions."""
-    B, N, S, H = q.shape
-    K = kc.shape[1]
-    for b in range(B):
-        for s in range(S):
-            for h in range(N):
-                _rotate_row(qs[b, s, qo + h], pos[b, s], cos, sin, rotary, interleaved, q[b, h, s])
-        n0 = npast[b]
-        for k in range(K):
-            kd, vd = kc[b, k], vc[b, k]
-            if n0 > 0:  # (no past: pk, pv are a placeholder without rows)
-                _copy_flat(pk[b, k], kd, n0 * H)
-                _copy_flat(pv[b, k], vd, n0 * H)
-            for s in range(S):
-                _rotate_row(ks[b, s, ko + k], pos[b, s], cos, sin, rotary, interleaved, kd[n0 + s])
-                vd[n0 + s] = vs[b, s, vo + k]
-            kf, vf = kd.reshape(-1), vd.reshape(-1)
-            for i in range((n0 + S) * H, kf.shape[0]):
-                kf[i] = np.float32(0)
-                vf[i] = np.float32(0)
-
-
-@njit(**_JIT)
-def _prepare_attend(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc, total, past,
-                    causal, window, scale, softcap, bias, sink, use_sink, out):
-    """``_prepare`` then ``_attend`` on one thread."""
-    _prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc)
-    _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, 0, 1)
 
 
 def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
@@ -311,7 +167,76 @@ def _infer(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
     return [TensorType(q.dtype, (B, S, N * H)), present, present_v]
 
 
-@op(OP, since=1, domain=MS, infer=_infer)
+_F32, _I32 = np.dtype(np.float32), np.dtype(np.int32)
+# the fast step leaves work worth splitting over threads (_nparts > 1) to the general path
+_STEP_MAX_WORK = 2 * _FLOPS_PER_PART
+_STEP_ATTRS = ("num_heads", "kv_num_heads", "scale", "softcap", "do_rotary", "rotary_interleaved", "local_window_size",
+               "causal")
+
+
+def GroupQueryAttention_step(query: np.ndarray, key: np.ndarray | None, value: np.ndarray | None,
+                             past_key: np.ndarray, past_value: np.ndarray, seqlens_k: np.ndarray,
+                             total_sequence_length: np.ndarray, cos_cache: np.ndarray | None,
+                             sin_cache: np.ndarray | None, step: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
+    """A lowered GroupQueryAttention whose dtypes, ranks and attributes ``_lower`` checked when the
+    plan was built (``step``: num_heads, kv_num_heads, scale, softcap, do_rotary, rotary_interleaved,
+    local_window_size, causal, output count): ``decode_step`` checks the shapes and lengths and runs
+    it; anything it leaves (a wrong shape, work for several threads, a strided input) goes to
+    ``GroupQueryAttention(..., **attrs)``, whose results are the same bitwise, or whose error."""
+    N, K, scale, softcap, rotary, interleaved, window, causal, nout = step
+    packed = key is None
+    if total_sequence_length.size == 1 and query.flags.c_contiguous and past_key.flags.c_contiguous \
+            and past_value.flags.c_contiguous and (packed or (key.flags.c_contiguous  # type: ignore[union-attr]
+                                                             and value.flags.c_contiguous)):  # type: ignore[union-attr]
+        ks = query if packed else key
+        vs = query if packed else value
+        status, out, kc, vc = decode_step(
+            query, ks, vs, past_key, past_value, seqlens_k, total_sequence_length.item(),
+            _NO_CACHE if cos_cache is None else cos_cache, _NO_CACHE if sin_cache is None else sin_cache, N, K,
+            packed, scale, softcap, rotary, interleaved, window, causal, memory.limit(), _STEP_MAX_WORK)
+        if status == 0:
+            return out if nout == 1 else (out, kc, vc)[:nout]
+    return GroupQueryAttention(query, key, value, past_key, past_value, seqlens_k, total_sequence_length,
+                               cos_cache, sin_cache, **attrs)
+
+
+def _lower(node: Node, g: Graph) -> Call:
+    """``GroupQueryAttention_step`` where the node is a model's plain step (float32, past caches
+    given, seqlens_k int32 [B], no bias, sink, position_ids or extra inputs, valid attributes);
+    otherwise the general call."""
+    call = default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+    a = call.kwargs
+
+    def typed(name: str, dtype: np.dtype, rank: int) -> bool:
+        t = g.type_of(name) if name else None
+        return t is not None and t.dtype == dtype and t.rank == rank
+
+    N, K = int(a.get("num_heads", 0)), int(a.get("kv_num_heads", 0))
+    packed = not ins[1]
+    plain = (len(node.inputs) <= 9 and len(node.outputs) <= 3 and N > 0 and K > 0 and N % K == 0
+             and typed(ins[0], _F32, 3)
+             and ((packed and not ins[2]) or (typed(ins[1], _F32, 3) and typed(ins[2], _F32, 3)))
+             and typed(ins[3], _F32, 4) and typed(ins[4], _F32, 4) and typed(ins[5], _I32, 1)
+             and ins[6] != "" and g.type_of(ins[6]).dtype == _I32
+             and a.get("causal", 1) in (0, 1) and (a.get("causal", 1) == 1 or a.get("local_window_size", -1) == -1)
+             and a.get("smooth_softmax", -1) != 1 and not a.get("qk_output", 0) and not a.get("sliding_window_cache", 0)
+             and not a.get("kv_cache_bit_width", 0) and a.get("k_quant_type", "NONE") == "NONE"
+             and a.get("v_quant_type", "NONE") == "NONE")
+    rotary = bool(a.get("do_rotary", 0))
+    if plain and rotary:
+        plain = typed(ins[7], _F32, 2) and typed(ins[8], _F32, 2)
+    if not plain:
+        return call
+    kw = dict(a, _nout=len(node.outputs))
+    step = (N, K, float(a.get("scale", 0.0)), float(a.get("softcap", 0.0)), rotary,
+            bool(a.get("rotary_interleaved", 0)), int(a.get("local_window_size", -1)), bool(a.get("causal", 1)),
+            len(node.outputs))
+    args = [Ref(i) if i else None for i in ins[:9]]
+    return Call(GroupQueryAttention_step, args + [step, kw])
+
+
+@op(OP, since=1, domain=MS, infer=_infer, lower=_lower)
 def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value: np.ndarray | None = None,
                         past_key: np.ndarray | None = None, past_value: np.ndarray | None = None,
                         seqlens_k: np.ndarray | None = None, total_sequence_length: np.ndarray | None = None,

@@ -16,9 +16,9 @@ import numpy as np
 from numba import njit
 
 from jitort.errors import InvalidArgument
-from jitort.ir import Node, TensorType
+from jitort.ir import Graph, Node, TensorType
 from jitort.kernels.reduce_math import radd
-from jitort.kernels.registry import op
+from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.softmax import LayerNormalization as _LayerNormalization17
 from jitort.kernels.softmax import axis_split, float_compute, row_sqdev, row_sum
 
@@ -117,6 +117,111 @@ def _skip(op_name: str, input: np.ndarray, skip: np.ndarray, gamma: np.ndarray, 
     return outs[0] if nout == 1 else tuple(outs[:nout])
 
 
+# --- lowered steps: what the plan fixed (dtypes, ranks, the normalised size, constant weights) is
+# checked once; a run allocates and calls _norm_rows with the arguments the general path would pass,
+# so the results are the same bitwise. Anything else (other shapes at run time) takes the general path.
+
+_F32 = np.dtype(np.float32)
+
+
+def _const_vec(g: Graph, name: str, D: int) -> np.ndarray | None:
+    """A constant float32 weight of D elements as the row kernel reads it, or None."""
+    c = g.const(name) if name else None
+    if c is None or c.dtype != _F32 or c.size != D:
+        return None
+    return np.ascontiguousarray(c.reshape(D))
+
+
+def _static_last(g: Graph, name: str, axis: int) -> tuple[int, int] | None:
+    """(normalised axis, product of the dims from it) of a float32 value whose rank and those dims
+    the plan knows."""
+    t = g.type_of(name)
+    if t.dtype != _F32 or t.shape is None or not len(t.shape) or not -len(t.shape) <= axis < len(t.shape):
+        return None
+    a = axis + len(t.shape) if axis < 0 else axis
+    tail = t.shape[a:]
+    if not all(isinstance(d, int) and d > 0 for d in tail):
+        return None
+    return a, math.prod(tail)  # type: ignore[arg-type]
+
+
+def SkipNorm_step(input: np.ndarray, skip: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bias: np.ndarray,
+                  step: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
+    """Skip(Simplified)LayerNormalization lowered by ``_lower_skip``: ``step`` = (op, D, epsilon,
+    has_beta, has_bias, simplified, output count); ``attrs`` the general call's keywords."""
+    name, D, eps, has_beta, has_bias, simplified, nout = step
+    shape = input.shape
+    if skip.shape != shape or shape[-1] != D:
+        general = SkipSimplifiedLayerNormalization if simplified else SkipLayerNormalization
+        if simplified:
+            return general(input, skip, gamma, bias if has_bias else None, **attrs)
+        return general(input, skip, gamma, beta if has_beta else None, bias if has_bias else None, **attrs)
+    N = input.size // D
+    stat = shape[:-1] + (1,)
+    y, t = np.empty(shape, _F32), np.empty(shape, _F32)
+    mean, inv = np.empty(stat, _F32), np.empty(stat, _F32)
+    if N:
+        _norm_rows(input.reshape(N, D), skip.reshape(N, D), bias, gamma, beta, True, has_bias, has_beta, simplified,
+                   np.float32(eps), t.reshape(N, D), y.reshape(N, D), mean.reshape(N), inv.reshape(N))
+    return y if nout == 1 else (y, mean, inv, t)[:nout]
+
+
+def _lower_skip(node: Node, g: Graph) -> Call:
+    call = default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    simplified = node.op_type == "SkipSimplifiedLayerNormalization"
+    ins = list(node.inputs) + [""] * (5 - len(node.inputs))
+    if simplified:
+        ins = ins[:3] + ["", ins[3]]  # (input, skip, gamma, bias) -> the kernel's (.., beta, bias)
+    x = _static_last(g, ins[0], -1)
+    if x is None or len(node.inputs) > (4 if simplified else 5) or len(g.type_of(ins[0]).shape or ()) < 2 \
+            or not ins[1] or g.type_of(ins[1]).dtype != _F32:
+        return call
+    D = x[1]
+    gamma = _const_vec(g, ins[2], D)
+    beta = _const_vec(g, ins[3], D) if ins[3] else np.zeros(1, _F32)
+    bias = _const_vec(g, ins[4], D) if ins[4] else np.zeros(1, _F32)
+    if gamma is None or beta is None or bias is None:
+        return call
+    step = (node.op_type, D, float(call.kwargs.get("epsilon", SKIP_EPSILON)), bool(ins[3]), bool(ins[4]), simplified,
+            len(node.outputs))
+    kw = dict(call.kwargs)
+    return Call(SkipNorm_step, [Ref(ins[0]), Ref(ins[1]), gamma, beta, bias, step, kw])
+
+
+def SimplifiedLayerNormalization_step(X: np.ndarray, scale: np.ndarray, zero_row: np.ndarray, zero: np.ndarray,
+                                      step: tuple[Any, ...], attrs: dict[str, Any]) -> Any:
+    """SimplifiedLayerNormalization lowered by ``_lower_simplified`` (float32 in and out, a constant
+    scale): ``step`` = (normalised axis, D, epsilon, output count); ``attrs`` the general call's
+    keywords, for a run whose shape disagrees with the plan's."""
+    a, D, eps, nout = step
+    shape = X.shape
+    if X.ndim <= a or math.prod(shape[a:]) != D:
+        return SimplifiedLayerNormalization(X, scale, **attrs)
+    N = X.size // D
+    y = np.empty(shape, _F32)
+    t, mean, inv = np.empty((N, D), _F32), np.empty(N, _F32), np.empty(N, _F32)
+    if N:
+        _norm_rows(X.reshape(N, D), zero_row, zero, scale, zero, False, False, False, True, np.float32(eps), t,
+                   y.reshape(N, D), mean, inv)
+    return y if nout == 1 else (y, inv.reshape(shape[:a] + (1,) * (len(shape) - a)))
+
+
+def _lower_simplified(node: Node, g: Graph) -> Call:
+    call = default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    kw = call.kwargs
+    x = _static_last(g, node.inputs[0], int(kw.get("axis", -1)))
+    dts = kw.get("_dtypes", ())
+    if x is None or len(node.inputs) != 2 or len(node.outputs) > 2 or any(d != _F32 for d in dts if d is not None):
+        return call
+    a, D = x
+    scale = _const_vec(g, node.inputs[1], D)
+    if scale is None:
+        return call
+    step = (a, D, float(kw.get("epsilon", SIMPLIFIED_EPSILON)), len(node.outputs))
+    zeros = [np.zeros((1, D), _F32), np.zeros(1, _F32)]
+    return Call(SimplifiedLayerNormalization_step, [Ref(node.inputs[0]), scale, *zeros, step, dict(kw)])
+
+
 def _infer_skip(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
     x = ins[0]
     if x is None or x.dtype is None or x.shape is None:
@@ -125,13 +230,13 @@ def _infer_skip(node: Node, ins: list[TensorType | None]) -> list[TensorType | N
     return [TensorType(x.dtype, x.shape), stat, stat, TensorType(x.dtype, x.shape)]
 
 
-@op("SkipLayerNormalization", since=1, domain=MS, infer=_infer_skip)
+@op("SkipLayerNormalization", since=1, domain=MS, infer=_infer_skip, lower=_lower_skip)
 def SkipLayerNormalization(input: np.ndarray, skip: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None = None,
                            bias: np.ndarray | None = None, *, epsilon: float = SKIP_EPSILON, _nout: int = 1) -> Any:
     return _skip("SkipLayerNormalization", input, skip, gamma, beta, bias, epsilon, _nout, False)
 
 
-@op("SkipSimplifiedLayerNormalization", since=1, domain=MS, infer=_infer_skip)
+@op("SkipSimplifiedLayerNormalization", since=1, domain=MS, infer=_infer_skip, lower=_lower_skip)
 def SkipSimplifiedLayerNormalization(input: np.ndarray, skip: np.ndarray, gamma: np.ndarray,
                                      bias: np.ndarray | None = None, *, epsilon: float = SKIP_EPSILON,
                                      _nout: int = 1) -> Any:
@@ -159,7 +264,7 @@ def _infer_simplified(node: Node, ins: list[TensorType | None]) -> list[TensorTy
     return [TensorType(ydt, x.shape), TensorType(_stat_dtype(x.dtype), _stat_shape(x.shape, axis))]
 
 
-@op("SimplifiedLayerNormalization", since=1, infer=_infer_simplified)
+@op("SimplifiedLayerNormalization", since=1, infer=_infer_simplified, lower=_lower_simplified)
 def SimplifiedLayerNormalization(X: np.ndarray, scale: np.ndarray, *, axis: int = -1,
                                  epsilon: float = SIMPLIFIED_EPSILON, stash_type: int = 1, _nout: int = 1,
                                  _dtypes: tuple = ()) -> Any:

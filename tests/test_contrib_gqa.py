@@ -278,3 +278,80 @@ def test_query_seqlens(qlens, past, rotary):
     for b, (p, q) in enumerate(zip(past, qlens)):
         assert_close([got[0][b, :q], got[1][b, :, :p + q], got[2][b, :, :p + q]],
                      [want[0][b, :q], want[1][b, :, :p + q], want[2][b, :, :p + q]], 1e-4, 1e-5)
+
+
+# --- the lowered step (contrib_gqa.GroupQueryAttention_step): the plan's path for a model's step ---
+
+STEP_CASES = ["prompt_static_cache", "prompt_empty_past", "decode", "decode_ragged", "decode_packed",
+              "decode_static_cache", "subsequent_prompt", "rotary_packed_decode", "rotary_interleaved_decode",
+              "rotary_subsequent", "local_window_decode", "scale", "non_causal_decode"]
+
+
+def _session(feeds, names, attrs):
+    outs = ["y", "present_key", "present_value"]
+    node = helper.make_node("GroupQueryAttention", names, outs, domain="com.microsoft", **attrs)
+    m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, outs, {}, extra_opsets=MS)
+    return m, ort.InferenceSession(m.SerializeToString())
+
+
+@pytest.mark.parametrize("name", STEP_CASES)
+def test_step_path(name):
+    """Where the plan lowers the node to the step (past given, float32, no bias/sink/position_ids),
+    it calls it, matches onnxruntime, and gives the general path's bits (direct calls)."""
+    from jitort.kernels import contrib_gqa
+    N, kvN, H, B, S, opts = GRID[name]
+    feeds, names, attrs = _build(N, kvN, H, B, S, **opts)
+    m, sess = _session(feeds, names, attrs)
+    assert "contrib_gqa.GroupQueryAttention_step(" in sess.artifact.plan_source
+    assert_close(sess.run(None, feeds), run_ort(m, feeds), 1e-4, 1e-5)
+    args = [feeds.get(n) if n else None for n in names] + [None] * (9 - len(names))
+    kw = {**dict(scale=0.0, softcap=0.0, do_rotary=0, rotary_interleaved=0, local_window_size=-1, causal=1), **attrs}
+    step = (N, kvN, float(kw["scale"]), float(kw["softcap"]), bool(kw["do_rotary"]), bool(kw["rotary_interleaved"]),
+            int(kw["local_window_size"]), bool(kw["causal"]), 3)
+    got = contrib_gqa.GroupQueryAttention_step(*args[:9], step, dict(attrs, _nout=3))
+    want = contrib_gqa.GroupQueryAttention(*args[:9], _nout=3, **attrs)
+    status = contrib_gqa.decode_step(args[0], args[1] if args[1] is not None else args[0],
+                                     args[2] if args[2] is not None else args[0], args[3], args[4], args[5],
+                                     int(args[6]), *(np.zeros((1, 1), F) if a is None else a for a in args[7:9]),
+                                     N, kvN, args[1] is None, *step[2:8], 1 << 40, 1e30)[0]
+    assert status == 0  # the step ran its kernel, not the fallback
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_step_general_only():
+    """Nodes the step does not cover keep the general call (float16, position_ids, bias, sink, no past)."""
+    for dtype, opts in ((np.float16, dict(P=5)), (F, dict(P=6, rotary=8, pos=True)), (F, dict(P=5, bias="batch")),
+                        (F, dict(P=5, sink=True)), (F, {})):
+        feeds, names, attrs = _build(4, 2, 16, 2, 1, dtype=dtype, **opts)
+        m, sess = _session(feeds, names, attrs)
+        assert "GroupQueryAttention_step(" not in sess.artifact.plan_source
+        assert_close(sess.run(None, feeds), run_ort(m, feeds), *((1e-2, 1e-2) if dtype == np.float16 else (1e-4, 1e-5)))
+
+
+def test_step_falls_back():
+    """What the step's kernel leaves goes to the general path: work worth several threads (same
+    bits), a strided query (same bits), and invalid lengths (the general path's error)."""
+    from jitort.kernels import contrib_gqa
+    from jitort.capi.onnxruntime_pybind11_state import InvalidArgument
+    feeds, names, attrs = _build(4, 2, 16, 2, 1, P=6, seqlens=[7, 4], rotary=8)
+    args = [feeds[n] for n in names]
+    step = (4, 2, 0.0, 0.0, True, False, -1, True, 3)
+    kw = dict(attrs, _nout=3)
+    want = contrib_gqa.GroupQueryAttention(*args, **kw)
+    strided = np.repeat(args[0], 2, axis=2)[:, :, ::2]
+    assert not strided.flags.c_contiguous
+    for q in (args[0], strided):
+        with pytest.MonkeyPatch.context() as mp:
+            if q is args[0]:
+                mp.setattr(contrib_gqa, "_STEP_MAX_WORK", 0.0)
+            got = contrib_gqa.GroupQueryAttention_step(q, *args[1:], step, kw)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    bad = list(args)
+    bad[5] = np.array([9, 3], I32)  # seqlens_k + 1 = 10 > total_sequence_length 7
+    with pytest.raises(InvalidArgument, match="seqlens_k"):
+        contrib_gqa.GroupQueryAttention_step(*bad, step, kw)
+    m, sess = _session(feeds, names, attrs)
+    with pytest.raises(InvalidArgument, match="seqlens_k"):
+        sess.run(None, dict(feeds, seqlens_k=bad[5]))

@@ -135,3 +135,47 @@ def test_defaults_match_onnxruntime_schemas():
         _ort_default("EmbedLayerNormalization", "com.microsoft", "epsilon"))
     assert np.float32(norm.SIMPLIFIED_EPSILON) == np.float32(_ort_default("SimplifiedLayerNormalization", "", "epsilon"))
     assert np.float32(act.QUICKGELU_ALPHA) == np.float32(_ort_default("QuickGelu", "com.microsoft", "alpha"))
+
+
+# --- the lowered steps (float32, constant weights, a static normalised size) ---------------------
+
+@pytest.mark.parametrize("op,ins,n_out", [
+    ("SkipSimplifiedLayerNormalization", ["x", "s", "g", "bias"], 4),
+    ("SkipSimplifiedLayerNormalization", ["x", "s", "g"], 1),
+    ("SkipLayerNormalization", ["x", "s", "g", "b", "bias"], 4),
+    ("SkipLayerNormalization", ["x", "s", "g", "", "bias"], 2),
+    ("SimplifiedLayerNormalization", ["x", "g"], 2),
+    ("SimplifiedLayerNormalization", ["x", "g"], 1),
+])
+def test_norm_steps(op, ins, n_out):
+    """The plan calls the step; two batch/sequence shapes in one session match onnxruntime and the
+    general function's bits; a skip that broadcasts (1, S, D) takes the general path, same answer."""
+    from jitort.kernels import contrib_norm
+    D = 16
+    domain = "" if op == "SimplifiedLayerNormalization" else "com.microsoft"
+    inits = {"g": rand((D,), F, seed=3), "b": rand((D,), F, seed=4), "bias": rand((D,), F, seed=5)}
+    outs = (["y", "inv"] if domain == "" else ["y", "mean", "inv", "sum"])[:n_out]
+    if op == "SkipSimplifiedLayerNormalization" and n_out > 1:
+        outs[1] = ""  # no mean in the simplified form (onnxruntime leaves it unset)
+    node = helper.make_node(op, ins, outs, domain=domain, epsilon=1e-5)
+    outs = [o for o in outs if o]
+    types = {"x": (F, ["B", "S", D])}
+    if "s" in ins:
+        types["s"] = (F, ["SB", "S", D])
+    m = make_model([node], types, outs, {k: v for k, v in inits.items() if k in ins}, opset=17, extra_opsets=MS)
+    sess = ort.InferenceSession(m.SerializeToString())
+    step = "SimplifiedLayerNormalization_step(" if domain == "" else "SkipNorm_step("
+    assert f"contrib_norm.{step}" in sess.artifact.plan_source
+    general = getattr(contrib_norm, op)
+    for B, S, SB in ((1, 1, 1), (3, 5, 3), (2, 4, 1)):
+        feeds = {"x": rand((B, S, D), F, seed=B)}
+        if "s" in ins:
+            feeds["s"] = rand((SB, S, D), F, seed=S)
+        got = sess.run(None, feeds)
+        assert_close(got, run_ort(m, feeds), 1e-5, 1e-5)
+        args = [feeds.get(n, inits.get(n)) if n else None for n in ins]
+        want = general(*args, epsilon=1e-5, _nout=n_out)
+        want = [w for w, o in zip(want, node.output) if o] if n_out > 1 else [want]
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)

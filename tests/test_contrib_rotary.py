@@ -40,3 +40,25 @@ def test_rotary_embedding(rank, interleaved, rdim, pos, dtype):
                    extra_opsets={"com.microsoft": 1})
     tol = 2e-3 if dtype == np.float16 else 1e-5
     assert_close(ort.InferenceSession(m.SerializeToString()).run(None, feeds), run_ort(m, feeds), tol, tol)
+
+
+def test_rotary_positions_and_bits():
+    """Positions outside the caches are onnxruntime's InvalidArgument; the kernel's float32 results
+    are numpy's formula bit for bit (each product rounded, then the sum: no FMA), batch-broadcast
+    offset and 4-D input included."""
+    from jitort.capi.onnxruntime_pybind11_state import InvalidArgument
+    from jitort.kernels.contrib_rotary import RotaryEmbedding
+    ang = np.arange(MAXPOS)[:, None] * (1.0 / 10000 ** (np.arange(H // 2) / (H // 2)))[None]
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    x = rand((B, N, S, H), np.float32, seed=2)
+    for interleaved in (0, 1):
+        got = RotaryEmbedding(x, np.array([2], np.int64), cos, sin, interleaved=interleaved)
+        c, s = cos[2:2 + S][None, None], sin[2:2 + S][None, None]
+        a, b = (x[..., 0::2], x[..., 1::2]) if interleaved else (x[..., :H // 2], x[..., H // 2:])
+        want = np.empty_like(x)
+        lo, hi = (want[..., 0::2], want[..., 1::2]) if interleaved else (want[..., :H // 2], want[..., H // 2:])
+        lo[...], hi[...] = a * c - b * s, b * c + a * s
+        np.testing.assert_array_equal(got, want)
+    for p in (np.array([MAXPOS - S + 1], np.int64), np.array([[0, 1, 2, 3, 4], [-1, 0, 1, 2, 3]], np.int64)):
+        with pytest.raises(InvalidArgument, match="position ids"):
+            RotaryEmbedding(x, p, cos, sin)

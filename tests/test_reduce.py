@@ -234,6 +234,86 @@ def test_reduce_batch_changes() -> None:
                                        xx.mean(axis=tuple(axes), keepdims=True), rtol=1e-5, atol=1e-6)
 
 
+
+# --- integer reductions in one pass (float64 accumulation, truncation, saturation) and the lowered path
+
+INT_OPS = ["ReduceSum", "ReduceMean", "ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum"]
+
+
+def _int_oracle(op: str, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """onnxruntime's integer semantics as a numpy formula: the reduction in float64, truncated toward
+    zero, saturated at the dtype's limits (NaN: the minimum)."""
+    v = x.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = {"ReduceSum": lambda: v.sum(axes, keepdims=True), "ReduceMean": lambda: v.mean(axes, keepdims=True),
+             "ReduceProd": lambda: v.prod(axes, keepdims=True),
+             "ReduceSumSquare": lambda: (v * v).sum(axes, keepdims=True),
+             "ReduceL1": lambda: np.abs(v).sum(axes, keepdims=True),
+             "ReduceL2": lambda: np.sqrt((v * v).sum(axes, keepdims=True)),
+             "ReduceLogSum": lambda: np.log(v.sum(axes, keepdims=True))}[op]()
+        info = np.iinfo(x.dtype)
+        inside = (r > float(info.min)) & (r < float(info.max))
+        t = np.trunc(np.where(inside, r, 0)).astype(x.dtype)
+    return np.where(inside, t, np.where(r >= float(info.max), info.max, info.min)).astype(x.dtype)
+
+
+def _int_cases(dt: Any) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """Rows ([O, R]), columns ([O, R, I]) and transposed reductions, with rows that overflow the
+    dtype (both signs) and rows that stay inside it."""
+    info = np.iinfo(dt)
+    big = np.array([info.max, info.max // 2, info.max // 3, 1, 0, 2], dt)
+    low = np.array([info.min, info.min // 2, 1, 0, 3, 1], dt) if info.min else np.array([0, 1, 2, 3, 4, 5], dt)
+    small = (np.arange(6) % 5 + (1 if info.min == 0 else -2)).astype(dt)
+    x = np.stack([big, low, small, small[::-1], np.full(6, info.max, dt), np.full(6, 3, dt)])  # [6, 6]
+    x3 = np.stack([x, x[::-1], np.roll(x, 1, axis=1)])  # [3, 6, 6]
+    return [(x, (1,)), (x, (0,)), (x3, (1,)), (x3, (0, 2)), (x3, (0, 1)), (x3, (0, 1, 2))]
+
+
+@pytest.mark.parametrize("dt", [np.int32, np.int64], ids=["i32", "i64"])
+def test_reduce_int_overflow(dt: Any) -> None:
+    """int32/int64 (onnxruntime's integer kernels): overflowing sums, squares and products saturate
+    (no wrap-around), on the row, column and transposed layouts; R = 300 runs the vectorised loops."""
+    long = np.tile(np.array([[7, -3, 11, 0, 2]], dt), (4, 60))
+    long[1, 7] = np.iinfo(dt).max
+    for op in INT_OPS:
+        for x, axes in _int_cases(dt) + [(long, (1,)), (np.ascontiguousarray(long.T), (0,))]:
+            if op == "ReduceLogSum":  # a non-positive sum is the minimum
+                x = np.abs(x // 2)
+            m, feeds = reduce_model(op, x, axes, input_opset(op), "const")
+            got = run_jitort(m, feeds)[0]
+            np.testing.assert_array_equal(got, run_ort(m, feeds)[0], err_msg=f"{op} {x.shape} {axes}")
+            np.testing.assert_array_equal(got, _int_oracle(op, x, axes))
+
+
+@pytest.mark.parametrize("dt", [np.int8, np.uint8, np.int16, np.uint16, np.uint32, np.uint64])
+def test_reduce_int_small_types(dt: Any) -> None:
+    """Integer dtypes onnxruntime has no Reduce kernel for: the same semantics (float64, truncated,
+    saturated), the numpy formula as the oracle."""
+    for op in INT_OPS:
+        for x, axes in _int_cases(dt):
+            got = run_jitort(*reduce_model(op, x, axes, input_opset(op), "const"))[0]
+            np.testing.assert_array_equal(got, _int_oracle(op, x, axes), err_msg=f"{op} {dt} {x.shape} {axes}")
+
+
+@pytest.mark.parametrize("form", ["attr", "const"])
+def test_reduce_planned_shapes(form: str) -> None:
+    """Fixed axes lower to reduce_planned: each run's shape gets its own remembered layout (rows,
+    columns, transposed, empty), in one session, matching onnxruntime."""
+    op = "ReduceSum"
+    opset = 11 if form == "attr" else 13
+    x0 = rand((2, 3, 4), np.float32, 0)
+    m, _ = reduce_model(op, x0, (1,), opset, form, keepdims=0)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "a"
+    m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "c"
+    sess = jitort.InferenceSession(m.SerializeToString())
+    assert "reduce.reduce_planned(" in sess.artifact.plan_source
+    for shape in ((2, 3, 4), (5, 3, 1), (1, 3, 7), (0, 3, 2), (2, 3, 4)):
+        for dt in (np.float32,):
+            xx = rand(shape, dt, 1)
+            want = run_ort(m, {"x": xx})[0]
+            np.testing.assert_allclose(sess.run(None, {"x": xx})[0], want, rtol=1e-6, atol=1e-6)
+
+
 # --- ArgMax / ArgMin ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])

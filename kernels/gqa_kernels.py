@@ -1,0 +1,230 @@
+"""The compiled kernels of GroupQueryAttention (``kernels/contrib_gqa.py`` states the semantics and
+checks the inputs): ``prepare`` rotates Q and writes the KV caches, ``attend`` runs the online
+softmax per (batch, KV head) unit, and ``decode_step`` does both for the common case of a model's
+step (past caches given, no bias, sink or position_ids, one thread's work) after checking the
+shapes and lengths itself, so the Python around it is a few attribute reads per call.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from jitort.kernels.fastmath import exp_f32, tanh_f32
+
+BLOCK = 64  # keys per online-softmax block: scores of one block live in a small scratch row
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+# the score and softmax sums may reassociate (vectorised dot products); max/exp keep inf semantics
+_FAST: dict[str, Any] = dict(_JIT, fastmath={"contract", "reassoc"})
+
+
+@njit(**_FAST)
+def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
+    """Units (b, kv head) with ``unit % nparts == part``: for the query heads sharing that KV head
+    (each K/V row is read once for all of them), out[b, s, h*H:(h+1)*H] = the softmax-weighted sum
+    of V rows, every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B]; bias
+    [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
+    B, N, S, H = q.shape
+    K = kc.shape[1]
+    g = N // K
+    Bb, Nb, Tb = bias.shape[0], bias.shape[1], bias.shape[3]
+    neg = np.float32(-np.inf)
+    zero = np.float32(0)
+    sc = np.float32(scale)
+    cap = np.float32(softcap)
+    acc = np.empty((g, H), np.float32)
+    buf = np.empty((g, BLOCK), np.float32)
+    m = np.empty(g, np.float32)
+    lsum = np.empty(g, np.float32)
+    for unit in range(part, B * K, nparts):
+        b = unit // K
+        kh = unit - b * K
+        tb = total[b]
+        bb = b if Bb > 1 else 0
+        for s in range(S):
+            end = min(past[b] + s + 1, tb) if causal else tb
+            start = 0
+            if window >= 0 and end > window:
+                start = end - window
+            for r in range(g):
+                m[r] = sink[kh * g + r] if use_sink else neg
+                lsum[r] = zero
+                acc[r, :] = zero
+            for j0 in range(start, end, BLOCK):
+                n = min(BLOCK, end - j0)
+                for j in range(n):  # the block's scores, one K row for the g query heads
+                    kr = kc[b, kh, j0 + j]
+                    for r in range(g):
+                        qr = q[b, kh * g + r, s]
+                        x = zero
+                        for i in range(H):
+                            x += qr[i] * kr[i]
+                        buf[r, j] = x * sc
+                for r in range(g):
+                    br = buf[r]
+                    if cap > zero:
+                        for j in range(n):
+                            br[j] = cap * tanh_f32(br[j] / cap)
+                    if Tb > 0:
+                        bias_row = bias[bb, kh * g + r if Nb > 1 else 0, s]
+                        for j in range(n):
+                            br[j] += bias_row[j0 + j]
+                    bm = neg
+                    for j in range(n):
+                        bm = max(bm, br[j])
+                    if bm > m[r]:  # rescale what was summed under the old max
+                        c = exp_f32(m[r] - bm) if m[r] > neg else zero
+                        lsum[r] *= c
+                        for i in range(H):
+                            acc[r, i] *= c
+                        m[r] = bm
+                    t = zero
+                    for j in range(n):
+                        br[j] = exp_f32(br[j] - m[r])
+                        t += br[j]
+                    lsum[r] += t
+                for j in range(n):
+                    vr = vc[b, kh, j0 + j]
+                    for r in range(g):
+                        p = buf[r, j]
+                        ar = acc[r]
+                        for i in range(H):
+                            ar[i] += p * vr[i]
+            o = out[b, s]
+            for r in range(g):
+                h = kh * g + r
+                if use_sink:
+                    lsum[r] += exp_f32(sink[h] - m[r])
+                inv = np.float32(1) / lsum[r] if lsum[r] > zero else zero
+                for i in range(H):
+                    o[h * H + i] = acc[r, i] * inv
+
+
+@njit(**_JIT)
+def _rotate_row(x, pos, cos, sin, rotary, interleaved, y):
+    """y = x rotated at position ``pos`` (cos/sin [M, r/2]; features past r copied)."""
+    H = x.shape[0]
+    if not rotary:
+        for i in range(H):
+            y[i] = x[i]
+        return
+    half = cos.shape[1]
+    c, s = cos[pos], sin[pos]
+    if interleaved:
+        for i in range(half):
+            a, b = x[2 * i], x[2 * i + 1]
+            y[2 * i] = a * c[i] - b * s[i]
+            y[2 * i + 1] = b * c[i] + a * s[i]
+    else:
+        for i in range(half):
+            a, b = x[i], x[i + half]
+            y[i] = a * c[i] - b * s[i]
+            y[i + half] = b * c[i] + a * s[i]
+    for i in range(2 * half, H):
+        y[i] = x[i]
+
+
+@njit(**_JIT)
+def _copy_flat(src, dst, n):
+    """The first n elements of contiguous 2-D src into contiguous 2-D dst (one flat loop: a memcpy)."""
+    a, d = src.reshape(-1), dst.reshape(-1)
+    for i in range(n):
+        d[i] = a[i]
+
+
+@njit(**_JIT)
+def prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc):
+    """Q heads of qs [B, S, *, H] (from head qo) rotated into q [B, N, S, H]; the caches kc, vc
+    [B, Nkv, L, H]: past rows [0, npast[b]) of pk, pv, the new K (rotated) and V rows of ks, vs
+    (from heads ko, vo) after them, zeros after that. pos [B, S] rotary positions."""
+    B, N, S, H = q.shape
+    K = kc.shape[1]
+    for b in range(B):
+        for s in range(S):
+            for h in range(N):
+                _rotate_row(qs[b, s, qo + h], pos[b, s], cos, sin, rotary, interleaved, q[b, h, s])
+        n0 = npast[b]
+        for k in range(K):
+            kd, vd = kc[b, k], vc[b, k]
+            if n0 > 0:  # (no past: pk, pv are a placeholder without rows)
+                _copy_flat(pk[b, k], kd, n0 * H)
+                _copy_flat(pv[b, k], vd, n0 * H)
+            for s in range(S):
+                _rotate_row(ks[b, s, ko + k], pos[b, s], cos, sin, rotary, interleaved, kd[n0 + s])
+                vd[n0 + s] = vs[b, s, vo + k]
+            kf, vf = kd.reshape(-1), vd.reshape(-1)
+            for i in range((n0 + S) * H, kf.shape[0]):
+                kf[i] = np.float32(0)
+                vf[i] = np.float32(0)
+
+
+@njit(**_JIT)
+def prepare_attend(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc, total, past,
+                    causal, window, scale, softcap, bias, sink, use_sink, out):
+    """``prepare`` then ``attend`` on one thread."""
+    prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc)
+    attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, 0, 1)
+
+
+@njit(**_JIT)
+def decode_step(qs, ks, vs, pk, pv, seqlens, T, cos, sin, N, K, packed, scale, softcap, rotary, interleaved, window,
+                causal, max_bytes, max_work):  # type: ignore[no-untyped-def]
+    """GroupQueryAttention with past caches and none of bias, sink, position_ids, query_seqlens or the
+    windowed cache: ``prepare`` then ``attend`` on this thread. qs [B, S, N*H] (``packed``: [B, S,
+    (N + 2K) * H], ks and vs the same array), ks, vs [B, S, K*H]; pk, pv [B, K, P, H]; seqlens [B]
+    (int32, total length - 1); T the total_sequence_length. -> (0, out, present_key,
+    present_value), or (1, empty arrays) where a shape, a length, the caches' size (``max_bytes``)
+    or the work (``max_work`` flops: more is split over threads) is outside this case: the caller
+    runs the general path, which raises onnxruntime's error or does the work."""
+    B, S, D = qs.shape
+    P = pk.shape[2]
+    W = N + 2 * K if packed else N
+    H = D // W
+    L = max(T, P)
+    no = np.empty((0, 0, 0), np.float32)
+    no4 = np.empty((0, 0, 0, 0), np.float32)
+    if S < 1 or B < 1 or H < 1 or D != W * H or pk.shape[0] != B or pk.shape[1] != K or pk.shape[3] != H \
+            or pv.shape != pk.shape or seqlens.shape[0] != B:
+        return 1, no, no4, no4
+    if not packed and (ks.shape[0] != B or ks.shape[1] != S or ks.shape[2] != K * H or vs.shape != ks.shape):
+        return 1, no, no4, no4
+    first = S == T
+    if S > 1 and not first and B != 1:
+        return 1, no, no4, no4
+    lo, hi = seqlens[0] + 1, seqlens[0] + 1
+    for b in range(1, B):
+        lo, hi = min(lo, seqlens[b] + 1), max(hi, seqlens[b] + 1)
+    if lo < 1 or hi > L or (not first and (lo < S or hi - S > P)):
+        return 1, no, no4, no4
+    if rotary:
+        half = cos.shape[1]
+        if sin.shape != cos.shape or H % 16 or half % 8 or half > (H // 16) * 8 \
+                or (0 if first else lo - S) < 0 or (S - 1 if first else hi - 1) >= cos.shape[0]:
+            return 1, no, no4, no4
+    if 4 * B * K * L * H > max_bytes or 4.0 * S * L * H * B * N >= max_work:
+        return 1, no, no4, no4
+    tot = np.empty(B, np.int64)
+    past = np.zeros(B, np.int64)
+    pos = np.empty((B, S), np.int64)
+    for b in range(B):
+        tot[b] = seqlens[b] + 1
+        if not first:
+            past[b] = tot[b] - S
+        for s in range(S):
+            pos[b, s] = past[b] + s
+    q = np.empty((B, N, S, H), np.float32)
+    kc = np.empty((B, K, L, H), np.float32)
+    vc = np.empty((B, K, L, H), np.float32)
+    out = np.empty((B, S, N * H), np.float32)
+    q4 = qs.reshape(B, S, W, H)
+    if packed:
+        prepare(q4, q4, q4, 0, N, N + K, pk, pv, past, pos, cos, sin, rotary, interleaved, q, kc, vc)
+    else:
+        prepare(q4, ks.reshape(B, S, K, H), vs.reshape(B, S, K, H), 0, 0, 0, pk, pv, past, pos, cos, sin, rotary,
+                interleaved, q, kc, vc)
+    sc = scale if scale != 0.0 else 1.0 / math.sqrt(H)
+    attend(q, kc, vc, tot, past, causal, window, sc, softcap, np.zeros((1, 1, 1, 0), np.float32),
+           np.zeros(N, np.float32), False, out, 0, 1)
+    return 0, out, kc, vc
