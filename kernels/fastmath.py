@@ -51,7 +51,7 @@ __all__ = [
 # Flags for kernels that call these functions (see the module docstring: with inline='always' they reach the body).
 KERNEL_FLAGS: dict[str, object] = {"error_model": "numpy", "fastmath": False, "nogil": True}
 
-_INLINE = {"inline": "always", "error_model": "numpy", "fastmath": False, "nogil": True}
+INLINE = {"inline": "always", "error_model": "numpy", "fastmath": False, "nogil": True}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ _INLINE = {"inline": "always", "error_model": "numpy", "fastmath": False, "nogil
 # and a typing error (rather than silent float64 math) if a caller passes the wrong type.
 
 @intrinsic
-def _bitcast_i32_to_f32(typingctx, x):  # type: ignore[no-untyped-def]
+def bitcast_i32_to_f32(typingctx, x):  # type: ignore[no-untyped-def]
     if not (isinstance(x, types.Integer) and x.bitwidth == 32):
         return None
 
@@ -71,7 +71,7 @@ def _bitcast_i32_to_f32(typingctx, x):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def _bitcast_f32_to_i32(typingctx, x):  # type: ignore[no-untyped-def]
+def bitcast_f32_to_i32(typingctx, x):  # type: ignore[no-untyped-def]
     if x != types.float32:
         return None
 
@@ -131,21 +131,21 @@ _SQRT_2_OVER_PI = _F(0.797884560802865356)
 _GELU_TANH_C = _F(0.044715)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _ldexp_f32(y, n):  # type: ignore[no-untyped-def]
     """y * 2^n for n in [-150, 128]: two normal powers of two, so results may be subnormal or overflow to inf with a
     single rounding (the first product is exact)."""
     n1 = np.int32(n >> np.int32(1))
     n2 = np.int32(n - n1)
-    s1 = _bitcast_i32_to_f32(np.int32((n1 + np.int32(127)) << np.int32(23)))
-    s2 = _bitcast_i32_to_f32(np.int32((n2 + np.int32(127)) << np.int32(23)))
+    s1 = bitcast_i32_to_f32(np.int32((n1 + np.int32(127)) << np.int32(23)))
+    s2 = bitcast_i32_to_f32(np.int32((n2 + np.int32(127)) << np.int32(23)))
     return (y * s1) * s2
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # float32 functions
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def exp_f32(x):  # type: ignore[no-untyped-def]
     """e^x.  Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2; degree-5 minimax (Cephes) for (e^r - 1 - r)/r^2."""
     xc = x
@@ -165,23 +165,23 @@ def exp_f32(x):  # type: ignore[no-untyped-def]
     p = _fmuladd(p, r, _F(5.0000001201e-1))
     y = p * (r * r) + r + _ONE
     # n from t's bits (t = 1.5*2^23 + n exactly), not fptosi: fptosi of NaN would be poison.
-    n = np.int32(_bitcast_f32_to_i32(t) - np.int32(0x4B400000))
+    n = np.int32(bitcast_f32_to_i32(t) - np.int32(0x4B400000))
     res = _ldexp_f32(y, n)
     if x != x:
         res = x
     return res
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def log_f32(x):  # type: ignore[no-untyped-def]
     """Natural log.  x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log(1+f) = f - f^2/2 + f^3 P(f), P degree 8 (Cephes)."""
     # subnormals: scale into the normal range first.  Both as selects of constants (one branch on ``sub`` that
     # assigned two values kept the loop scalar when log followed other functions in a kernel).
     sub = x < _FLT_MIN
     xs = x * (_TWO_23 if sub else _ONE)
-    bits = _bitcast_f32_to_i32(xs)
+    bits = bitcast_f32_to_i32(xs)
     e = np.int32((bits >> np.int32(23)) - (np.int32(150) if sub else np.int32(127)))
-    m = _bitcast_i32_to_f32(np.int32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000)))  # [1, 2)
+    m = bitcast_i32_to_f32(np.int32((bits & np.int32(0x007FFFFF)) | np.int32(0x3F800000)))  # [1, 2)
     if m > _SQRT2:
         m = m * _HALF
         e = np.int32(e + np.int32(1))
@@ -213,7 +213,7 @@ def log_f32(x):  # type: ignore[no-untyped-def]
     return res
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def tanh_f32(x):  # type: ignore[no-untyped-def]
     """tanh: odd/even [13/6] rational minimax on the clamped input (the approximation Eigen and onnxruntime use)."""
     xc = x
@@ -242,7 +242,7 @@ def tanh_f32(x):  # type: ignore[no-untyped-def]
     return res
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def sigmoid_f32(x):  # type: ignore[no-untyped-def]
     """1/(1+e^-x), computed from e = e^-|x| <= 1 so nothing overflows: 1/(1+e) for x >= 0 and e/(1+e) for x < 0
     (relative accuracy also in the far negative tail, where the result is tiny or subnormal)."""
@@ -253,7 +253,7 @@ def sigmoid_f32(x):  # type: ignore[no-untyped-def]
     return num / (_ONE + e)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def erf_f32(x):  # type: ignore[no-untyped-def]
     """erf: odd/even [13/8] rational on the input clamped to [-4, 4] (the approximation Eigen uses)."""
     xc = x
@@ -285,13 +285,13 @@ def erf_f32(x):  # type: ignore[no-untyped-def]
     return res
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def gelu_erf_f32(x):  # type: ignore[no-untyped-def]
     """0.5 x (1 + erf(x/sqrt(2))).  gelu(-inf) is NaN, as the formula (and onnxruntime) give."""
     return (_HALF * x) * (_ONE + erf_f32(x * _FRAC_1_SQRT2))
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def gelu_tanh_f32(x):  # type: ignore[no-untyped-def]
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).  gelu(-inf) is NaN, as in onnxruntime."""
     inner = _SQRT_2_OVER_PI * (x + _GELU_TANH_C * (x * x * x))
@@ -302,39 +302,39 @@ def gelu_tanh_f32(x):  # type: ignore[no-untyped-def]
 # float64: libm is accurate and no vectorised float64 approximation is worth its error budget here.  These wrappers
 # exist so the code generator can treat both dtypes through one table.
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def exp_f64(x):  # type: ignore[no-untyped-def]
     return math.exp(x)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def log_f64(x):  # type: ignore[no-untyped-def]
     return math.log(x)  # inside @njit: nan for x < 0 and -inf for 0, no ValueError
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def tanh_f64(x):  # type: ignore[no-untyped-def]
     return math.tanh(x)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def sigmoid_f64(x):  # type: ignore[no-untyped-def]
     e = math.exp(-abs(x))
     s = 1.0 / (1.0 + e)
     return e * s if x < 0.0 else s
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def erf_f64(x):  # type: ignore[no-untyped-def]
     return math.erf(x)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def gelu_erf_f64(x):  # type: ignore[no-untyped-def]
     return (0.5 * x) * (1.0 + math.erf(x * 0.7071067811865476))
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def gelu_tanh_f64(x):  # type: ignore[no-untyped-def]
     return (0.5 * x) * (1.0 + math.tanh(0.7978845608028654 * (x + 0.044715 * (x * x * x))))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .fastmath import _INLINE, _bitcast_f32_to_i32, _bitcast_i32_to_f32
+from .fastmath import INLINE, bitcast_f32_to_i32, bitcast_i32_to_f32
 
 __all__ = ["f16_to_f32", "f32_to_f16", "bf16_to_f32", "f32_to_bf16"]
 
@@ -35,7 +35,7 @@ _DENORM_MAGIC = np.float32(0.5)
 _DENORM_MAGIC_BITS = _I(0x3F000000)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def f16_to_f32(h):  # type: ignore[no-untyped-def]
     """float16 bits (uint16) -> float32, exact."""
     hi = _I(h)
@@ -45,14 +45,14 @@ def f16_to_f32(h):  # type: ignore[no-untyped-def]
     if exp == _I(0x7C00):  # inf / NaN: exponent all ones, payload kept
         o = _I(o + _I(112 << 23))
     if exp == _I(0):  # zero / subnormal: build 2^-14 * (1 + m/1024), subtract 2^-14
-        o = _bitcast_f32_to_i32(_bitcast_i32_to_f32(_I(o + _I(1 << 23))) - _F16_MIN_NORMAL)
-    return _bitcast_i32_to_f32(_I(o | _I((hi & _I(0x8000)) << _I(16))))
+        o = bitcast_f32_to_i32(bitcast_i32_to_f32(_I(o + _I(1 << 23))) - _F16_MIN_NORMAL)
+    return bitcast_i32_to_f32(_I(o | _I((hi & _I(0x8000)) << _I(16))))
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def f32_to_f16(x):  # type: ignore[no-untyped-def]
     """float32 -> float16 bits (uint16), round to nearest even, exactly as numpy's ``astype(np.float16)``."""
-    f = _bitcast_f32_to_i32(x)
+    f = bitcast_f32_to_i32(x)
     sign = _I((f >> _I(16)) & _I(0x8000))
     a = _I(f & _I(0x7FFFFFFF))
     # normal float16 range: drop 13 mantissa bits with round-to-nearest-even (0xFFF + the lowest kept bit); a carry
@@ -60,7 +60,7 @@ def f32_to_f16(x):  # type: ignore[no-untyped-def]
     lsb = _I(_I(a >> _I(13)) & _I(1))
     o = _I(_I(_I(a + _I(((15 - 127) << 23) + 0xFFF)) + lsb) >> _I(13))
     if a < _I(0x38800000):  # below 2^-14: float16 subnormal or zero, rounded by a float add
-        o = _I(_bitcast_f32_to_i32(_bitcast_i32_to_f32(a) + _DENORM_MAGIC) - _DENORM_MAGIC_BITS)
+        o = _I(bitcast_f32_to_i32(bitcast_i32_to_f32(a) + _DENORM_MAGIC) - _DENORM_MAGIC_BITS)
     if a >= _I(0x47800000):  # >= 65536, inf
         o = _I(0x7C00)
     if a > _I(0x7F800000):  # NaN: keep the top payload bits, never let them become zero (that would be inf)
@@ -70,16 +70,16 @@ def f32_to_f16(x):  # type: ignore[no-untyped-def]
     return np.uint16(o | sign)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def bf16_to_f32(h):  # type: ignore[no-untyped-def]
     """bfloat16 bits (uint16) -> float32, exact: bfloat16 is the upper half of a float32."""
-    return _bitcast_i32_to_f32(_I(_I(h) << _I(16)))
+    return bitcast_i32_to_f32(_I(_I(h) << _I(16)))
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def f32_to_bf16(x):  # type: ignore[no-untyped-def]
     """float32 -> bfloat16 bits (uint16), round to nearest even, as ``ml_dtypes.bfloat16``."""
-    f = _bitcast_f32_to_i32(x)
+    f = bitcast_f32_to_i32(x)
     hi = _I(f >> _I(16))
     o = _I(_I(_I(f + _I(0x7FFF)) + _I(hi & _I(1))) >> _I(16))
     if x != x:

@@ -159,3 +159,15 @@ def test_uncovered_function_imports_finds_one() -> None:
             "def g():\n    # deferred: why\n    import os\n    from jitort import cache\n    return cache\n\n\n"
             "def h():\n    import jitort.kernels as k  # deferred: why\n    return k\n")
     assert uncovered_function_imports(text) == [3]
+
+
+def test_no_private_names_across_modules() -> None:
+    """What two modules share is public: no jitort module imports another one's ``_private`` name
+    (a private name is free to change with its own module)."""
+    bad = []
+    for m, f in _modules().items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("jitort")):
+                bad += [f"{m}: from {'.' * node.level}{node.module or ''} import {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)
