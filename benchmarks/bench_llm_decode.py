@@ -1,6 +1,6 @@
 """Per-token decode latency of a Llama-style decoder with a KV cache: jitort vs onnxruntime.
 
-    python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512]
+    python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512] [--ort-spin on|off]
                                           [--models tiny,large,large-int4] [--prefill 128] [--op-rows 1,128]
                                           [--python-parts]
 
@@ -36,6 +36,7 @@ import numpy as np
 import onnxruntime
 
 import jitort
+from jitort.bench.harness import ort_session_options
 from jitort.bench.machine import cpu_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -52,9 +53,11 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+ORT_SPIN = True  # --ort-spin: onnxruntime's intra-op threads spin after a run (its default)
+
+
 def _sessions(model, threads: int):
-    so = onnxruntime.SessionOptions()
-    so.intra_op_num_threads = threads
+    so = ort_session_options(threads, ORT_SPIN)
     ref = onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     jo = jitort.SessionOptions()
     jo.intra_op_num_threads = threads
@@ -191,11 +194,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="tiny,large,large-int4")
     ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
     ap.add_argument("--op-rows", default="1,128", help="rows of A of the MatMulNBits table ('': none)")
+    ap.add_argument("--ort-spin", choices=("on", "off"), default="on",
+                    help="onnxruntime's session.intra_op.allow_spinning: on (its default) or off; its spinning "
+                         "threads take the second core jitort's next 2-thread call needs on a 2-core machine")
     ap.add_argument("--python-parts", action="store_true",
                     help="decode table: also jitort with its split kernels' parts as Python calls (before native "
                          "parts), interleaved")
     args = ap.parse_args(argv)
-    print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__}; load average before: {_load()}")
+    global ORT_SPIN
+    ORT_SPIN = args.ort_spin == "on"
+    print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__} (intra-op spinning {args.ort_spin}); "
+          f"load average before: {_load()}")
     py = args.python_parts
     print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio |"
           + (" python parts ms | ratio |" if py else "") + " load |")
