@@ -22,6 +22,13 @@ sees); **steady rows/s** counts only the rows after the first batch, over the ti
 long job converges to). ``setup`` is what ``predict`` does on the driver before execution (the artifact compile on
 the first round, from the cache afterwards; loading it once; packing and ``ray.put``). Medians over
 rounds are printed as a markdown table. Outputs are checked against onnxruntime on every run.
+
+Where the first batch's time goes: each arm's callable class is a timed subclass (``TimedJitort``:
+``jitort.ray.Predictor``, also under ``predict``; ``TimedOrt``) whose actors record when their process
+started, when ``__init__`` was entered and left (and the session's own creation time), their first
+call, and the CPU seconds their process had used at each point; the tables after the first give
+medians for the actor that finished a batch first. CPU seconds before ``__init__`` are Ray's worker
+start plus importing the runtime; on a loaded machine they are steadier than the wall times.
 """
 from __future__ import annotations
 
@@ -71,17 +78,23 @@ class _Timeline:
 
     def _start(self) -> None:
         import psutil  # a Ray dependency
-        self._t = {"process": psutil.Process().create_time(), "init": time.time()}
+        self._p = psutil.Process()
+        self._t = {"process": self._p.create_time(), "init": time.time(), "cpu_init": self._cpu()}
+
+    def _cpu(self) -> float:
+        """CPU seconds this process has used (less sensitive to a loaded machine than wall time)."""
+        c = self._p.cpu_times()
+        return c.user + c.system
 
     def _ready(self, session_s: float) -> None:
-        self._t.update(ready=time.time(), session_s=session_s)
+        self._t.update(ready=time.time(), session_s=session_s, cpu_ready=self._cpu())
 
     def _timed_call(self, call: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "call" in self._t:
             return call(batch)
         t0 = time.time()
         out = call(batch)
-        self._t.update(call=t0, called=time.time())
+        self._t.update(call=t0, called=time.time(), cpu_called=self._cpu())
         Path(self.out_dir, f"{os.getpid()}.json").write_text(json.dumps(self._t))
         return out
 
@@ -114,7 +127,9 @@ def first_actor(out_dir: Path, t_start: float) -> dict[str, float]:
     t = min(lines, key=lambda x: x["called"])
     return {"process_start": t["process"] - t_start, "actor_init": t["init"] - t_start,
             "init_s": t["ready"] - t["init"], "session_s": t["session_s"], "wait_s": t["call"] - t["ready"],
-            "first_run_s": t["called"] - t["call"], "done": t["called"] - t_start}
+            "first_run_s": t["called"] - t["call"], "done": t["called"] - t_start,
+            "cpu_before_init": t["cpu_init"], "cpu_init": t["cpu_ready"] - t["cpu_init"],
+            "cpu_first_run": t["cpu_called"] - t["cpu_ready"]}
 
 
 def rows(n: int, seq: int) -> dict[str, np.ndarray]:
@@ -226,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             fb = statistics.median(x["first_batch"] for x in results if x["arm"] == arm and x["actors"] == actors)
             print(f"| {arm} | {actors} | {med['process_start']:.2f} | {med['actor_init']:.2f} | {med['init_s']:.2f} | "
                   f"{med['session_s']:.2f} | {med['wait_s']:.2f} | {med['first_run_s']:.2f} | {fb:.2f} |")
+    print("\nCPU seconds of that actor's process (user + system; steadier than wall time on a busy machine):\n")
+    print("| runtime | actors | before `__init__` (Ray's worker start, imports) | `__init__` | first run | total |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for actors in (1, 2):
+        for arm in arms:
+            tl = [x["timeline"] for x in results if x["arm"] == arm and x["actors"] == actors]
+            med = {k: statistics.median(t[k] for t in tl) for k in ("cpu_before_init", "cpu_init", "cpu_first_run")}
+            print(f"| {arm} | {actors} | {med['cpu_before_init']:.2f} | {med['cpu_init']:.2f} | "
+                  f"{med['cpu_first_run']:.2f} | {sum(med.values()):.2f} |")
     print(f"\njitort artifact: the first predict() compiled the artifact on the driver in {cold_setup:.1f} s "
           "(once per model and machine; later calls take it from the cache)")
     if args.json:

@@ -16,7 +16,6 @@ def infer_as(op_type: str, version: int, attrs: dict[str, Any], ins: list[Tensor
     # a plan that imports this module's callers is loaded
     import onnx
     from onnx import helper
-
     from jitort.protos import tensor_type, type_proto
     schema = onnx.defs.get_schema(op_type, version, "")
     names = [f"i{k}" if t is not None else "" for k, t in enumerate(ins)]
