@@ -15,7 +15,8 @@ object (:mod:`jitort.archive`) and puts it in Ray's object store, so a worker on
 needs the driver's disk. Each worker unpacks it once per node into ``<its jitort cache>/shipped/``
 (content-addressed; safe unpacking: no path traversal, no symlinks) and loads it. A worker whose CPU
 differs from the driver's (the artifact's compiled code targets the driver's CPU) falls back to
-compiling the model (the session's safe miss) and says so in its log.
+compiling the model (the session's safe miss) and says so in its log. A worker loading the artifact
+imports neither the compiler nor onnx (``jitort.aot`` is imported on the driver only).
 
 This is the only module of jitort that imports Ray (``pip install 'jitort[ray]'``).
 """
