@@ -22,6 +22,13 @@ sees); **steady rows/s** counts only the rows after the first batch, over the ti
 long job converges to). ``setup`` is what ``predict`` does on the driver before execution (the artifact compile on
 the first round, from the cache afterwards; loading it once; packing and ``ray.put``). Medians over
 rounds are printed as a markdown table. Outputs are checked against onnxruntime on every run.
+
+Where the first batch's time goes: each arm's callable class is a timed subclass (``TimedJitort``:
+``jitort.ray.Predictor``, also under ``predict``; ``TimedOrt``) whose actors record when their process
+started, when ``__init__`` was entered and left (and the session's own creation time), their first
+call, and the CPU seconds their process had used at each point; the tables after the first give
+medians for the actor that finished a batch first. CPU seconds before ``__init__`` are Ray's worker
+start plus importing the runtime; on a loaded machine they are steadier than the wall times.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -61,6 +69,69 @@ class OrtPredictor:
         return {**batch, **dict(zip(self.outputs, results))}
 
 
+class _Timeline:
+    """Mixin for an arm's callable class: the actor's timeline (``time.time()`` stamps: process start,
+    ``__init__`` entered and done, first call entered and done; the session's own creation seconds)
+    written to ``<out_dir>/<pid>.json`` after its first batch. Defined here, so Ray ships it by value."""
+
+    out_dir = ""
+
+    def _start(self) -> None:
+        import psutil  # a Ray dependency
+        self._p = psutil.Process()
+        self._t = {"process": self._p.create_time(), "init": time.time(), "cpu_init": self._cpu()}
+
+    def _cpu(self) -> float:
+        """CPU seconds this process has used (less sensitive to a loaded machine than wall time)."""
+        c = self._p.cpu_times()
+        return c.user + c.system
+
+    def _ready(self, session_s: float) -> None:
+        self._t.update(ready=time.time(), session_s=session_s, cpu_ready=self._cpu())
+
+    def _timed_call(self, call: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "call" in self._t:
+            return call(batch)
+        t0 = time.time()
+        out = call(batch)
+        self._t.update(call=t0, called=time.time(), cpu_called=self._cpu())
+        Path(self.out_dir, f"{os.getpid()}.json").write_text(json.dumps(self._t))
+        return out
+
+
+class TimedJitort(_Timeline, jr.Predictor):
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        self._start()
+        super().__init__(model, **kwargs)
+        self._ready(self.session.session_seconds)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._timed_call(super().__call__, batch)
+
+
+class TimedOrt(_Timeline, OrtPredictor):
+    def __init__(self, model: str, threads: int) -> None:
+        self._start()
+        t0 = time.perf_counter()
+        super().__init__(model, threads)
+        self._ready(time.perf_counter() - t0)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._timed_call(super().__call__, batch)
+
+
+def first_actor(out_dir: Path, t_start: float) -> dict[str, float]:
+    """The timeline of the actor whose first batch finished first, in seconds from ``t_start``
+    (the driver's first ``iter_batches`` call): where its time to first batch went."""
+    lines = [json.loads(f.read_text()) for f in out_dir.glob("*.json")]
+    t = min(lines, key=lambda x: x["called"])
+    return {"process_start": t["process"] - t_start, "actor_init": t["init"] - t_start,
+            "init_s": t["ready"] - t["init"], "session_s": t["session_s"], "wait_s": t["call"] - t["ready"],
+            "first_run_s": t["called"] - t["call"], "done": t["called"] - t_start,
+            "cpu_before_init": t["cpu_init"], "cpu_init": t["cpu_ready"] - t["cpu_init"],
+            "cpu_first_run": t["cpu_called"] - t["cpu_ready"]}
+
+
 def rows(n: int, seq: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     types = np.zeros((n, seq), np.int64)
@@ -82,16 +153,22 @@ def one_run(arm: str, actors: int, model: Path, data: dict[str, np.ndarray], bat
         ds = ray.data.from_items([{k: v[i] for k, v in data.items()} for i in range(n)],
                                  override_num_blocks=max(2 * actors, n // batch_size)).materialize()
         pool = ray.data.ActorPoolStrategy(size=actors)
+        timeline = Path(tempfile.mkdtemp(prefix="timeline-", dir=work))
+        TimedJitort.out_dir = TimedOrt.out_dir = str(timeline)
         t0 = time.perf_counter()
         if arm == "jitort artifact":
-            out = jr.predict(ds, str(model), batch_size=batch_size, concurrency=actors, num_cpus=1)
+            plain, jr.Predictor = jr.Predictor, TimedJitort  # predict() maps jr.Predictor: time it
+            try:
+                out = jr.predict(ds, str(model), batch_size=batch_size, concurrency=actors, num_cpus=1)
+            finally:
+                jr.Predictor = plain
         elif arm == "jitort per worker":
-            out = ds.map_batches(jr.Predictor, fn_constructor_kwargs={"model": str(model), "threads": 1},
+            out = ds.map_batches(TimedJitort, fn_constructor_kwargs={"model": str(model), "threads": 1},
                                  batch_size=batch_size, compute=pool, num_cpus=1, batch_format="numpy")
         else:
-            out = ds.map_batches(OrtPredictor, fn_constructor_kwargs={"model": str(model), "threads": 1},
+            out = ds.map_batches(TimedOrt, fn_constructor_kwargs={"model": str(model), "threads": 1},
                                  batch_size=batch_size, compute=pool, num_cpus=1, batch_format="numpy")
-        t1 = time.perf_counter()
+        t1, wall1 = time.perf_counter(), time.time()
         first = None
         got = np.empty_like(expected)
         seen = first_rows = 0
@@ -104,7 +181,8 @@ def one_run(arm: str, actors: int, model: Path, data: dict[str, np.ndarray], bat
         assert seen == n, (arm, seen, n)
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4, err_msg=arm)
         return {"arm": arm, "actors": actors, "setup": t1 - t0, "first_batch": first - t1, "total": t2 - t1,
-                "rows_per_s": n / (t2 - t1), "steady_rows_per_s": (n - first_rows) / max(t2 - first, 1e-9)}
+                "rows_per_s": n / (t2 - t1), "steady_rows_per_s": (n - first_rows) / max(t2 - first, 1e-9),
+                "timeline": first_actor(timeline, wall1)}
     finally:
         ray.shutdown()
 
@@ -151,6 +229,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {arm} | {actors} | {statistics.median(x['first_batch'] for x in rs):.2f} | "
                   f"{statistics.median(x['rows_per_s'] for x in rs):.0f} | "
                   f"{statistics.median(x['steady_rows_per_s'] for x in rs):.0f} | {setup} |")
+    print("\nWhere the first batch's time went (the first actor to finish a batch; seconds from the start of "
+          "execution, medians):\n")
+    print("| runtime | actors | worker process started | actor `__init__` entered | `__init__` | of which session "
+          "| waited for a batch | first run | first batch at the driver |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for actors in (1, 2):
+        for arm in arms:
+            tl = [x["timeline"] for x in results if x["arm"] == arm and x["actors"] == actors]
+            med = {k: statistics.median(t[k] for t in tl) for k in tl[0]}
+            fb = statistics.median(x["first_batch"] for x in results if x["arm"] == arm and x["actors"] == actors)
+            print(f"| {arm} | {actors} | {med['process_start']:.2f} | {med['actor_init']:.2f} | {med['init_s']:.2f} | "
+                  f"{med['session_s']:.2f} | {med['wait_s']:.2f} | {med['first_run_s']:.2f} | {fb:.2f} |")
+    print("\nCPU seconds of that actor's process (user + system; steadier than wall time on a busy machine):\n")
+    print("| runtime | actors | before `__init__` (Ray's worker start, imports) | `__init__` | first run | total |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for actors in (1, 2):
+        for arm in arms:
+            tl = [x["timeline"] for x in results if x["arm"] == arm and x["actors"] == actors]
+            med = {k: statistics.median(t[k] for t in tl) for k in ("cpu_before_init", "cpu_init", "cpu_first_run")}
+            print(f"| {arm} | {actors} | {med['cpu_before_init']:.2f} | {med['cpu_init']:.2f} | "
+                  f"{med['cpu_first_run']:.2f} | {sum(med.values()):.2f} |")
     print(f"\njitort artifact: the first predict() compiled the artifact on the driver in {cold_setup:.1f} s "
           "(once per model and machine; later calls take it from the cache)")
     if args.json:

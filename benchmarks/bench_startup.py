@@ -1,6 +1,7 @@
 """Start-up cost of a model in fresh processes: jitort cold (empty cache), warm (cache from the cold
 run), from a ``jitort compile`` artifact (empty cache), and onnxruntime's session creation, in one
-run, interleaved by round. Each child reports import time, session creation and its first run.
+run, interleaved by round. Each child reports import time, session creation and its first run, and
+whether onnx or ml_dtypes was imported by then (the artifact path of a float32 model imports neither).
 
     python benchmarks/bench_startup.py [MODEL] [--rounds 3] [--threads 1]
 
@@ -27,12 +28,13 @@ CHILD = textwrap.dedent("""
         import onnxruntime as rt
     else:
         import jitort as rt
-    from jitort.models import random_feeds
     t1 = time.perf_counter()
     so = rt.SessionOptions()
     so.intra_op_num_threads = threads
     s = rt.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     t2 = time.perf_counter()
+    heavy = [m for m in ("onnx", "ml_dtypes") if m in sys.modules]
+    from jitort.models import random_feeds  # after the timers: it imports onnx (and jitort for onnxruntime)
     feeds = random_feeds(s, seed=0)
     t3 = time.perf_counter()
     s.run(None, feeds)
@@ -41,7 +43,8 @@ CHILD = textwrap.dedent("""
     t5 = time.perf_counter()
     rep = getattr(s, "compile_report", {})
     print(json.dumps({"import": t1 - t0, "session": t2 - t1, "first_run": t4 - t3, "second_run": t5 - t4,
-                      "compiled": len(rep.get("compiled", [])), "loaded_from": rep.get("loaded_from", "")}))
+                      "compiled": len(rep.get("compiled", [])), "loaded_from": rep.get("loaded_from", ""),
+                      "heavy": heavy}))
 """)
 
 
@@ -91,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             rows["jitort artifact"].append(child("jitort", str(art), a.threads, tmp_path / f"art-cache{r}"))
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
     print(f"{Path(model).name}, {a.threads} thread(s), fresh processes, medians of {a.rounds} rounds (seconds)\n")
-    print("| | import | session creation | first run | second run | functions compiled |")
-    print("|---|---|---|---|---|---|")
+    print("| | import | session creation | first run | second run | functions compiled | onnx / ml_dtypes imported |")
+    print("|---|---|---|---|---|---|---|")
     for name, rs in rows.items():
         med = {k: statistics.median(r[k] for r in rs) for k in ("import", "session", "first_run", "second_run",
                                                                 "compiled")}
         print(f"| {name} | {med['import']:.2f} | {med['session']:.2f} | {med['first_run']:.3f} | "
-              f"{med['second_run']:.3f} | {med['compiled']:.0f} |")
+              f"{med['second_run']:.3f} | {med['compiled']:.0f} | {'yes' if any(r['heavy'] for r in rs) else 'no'} |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -49,7 +49,8 @@ from jitort.codegen.cuda_plan import kernel_ptx
 from jitort.compile_service import cache_key
 from jitort.compiler import compile_graph
 from jitort.errors import Fail
-from jitort.frontend.importer import import_model, load_model
+from jitort.frontend.importer import import_model
+from jitort.model_file import load_model
 from jitort.models import input_specs, warmup_feeds
 
 

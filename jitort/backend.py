@@ -19,7 +19,7 @@ from onnx import TypeProto, helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from jitort.errors import InvalidArgument
-from jitort.frontend.importer import load_model
+from jitort.model_file import load_model
 from jitort.options import SessionOptions
 from jitort.session import InferenceSession
 

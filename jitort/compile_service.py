@@ -20,22 +20,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import onnx
+from typing import TYPE_CHECKING, Any, Callable
 
 from jitort import artifact, cache, compile_pool, node_errors
 from jitort.codegen.plan import PROFILE_STEPS
 from jitort.compiled import Artifact
-from jitort.codegen.emit import lower
-from jitort.compiler import compile_graph, optimize
 from jitort.errors import Fail
-from jitort.frontend.importer import import_model
 from jitort.ir import Graph
 from jitort.kernels import registry
-from jitort.models import warmup_feeds
 from jitort.passes.partition import CUDA
 from jitort.runtime_info import warn
+
+if TYPE_CHECKING:  # onnx (and with it ml_dtypes, ~0.7 s) is imported by the compile path only
+    import onnx
 
 
 def cache_key(model_bytes: bytes, providers: list[str], fold: bool, fuse: bool, profile: bool = False
@@ -97,6 +94,7 @@ class Compilation:
     def _warm_up(self, run_feed: Callable[..., tuple]) -> None:
         """One run on inputs that are valid by construction (``models.warmup_feeds``); a failure
         only leaves the kernels to compile lazily, never fails the session."""
+        from jitort.models import warmup_feeds  # deliberate start-up deferral: after a fresh compile only
         t0 = time.perf_counter()
         mark = cache.compile_count()
         try:
@@ -127,12 +125,19 @@ def resolve(req: Request) -> Compilation:
 
 def rebuild_ir(proto: onnx.ModelProto, providers: list[str], fold: bool, fuse: bool) -> Graph:
     """The IR after passes (and the notes lowering adds), without emitting or compiling anything."""
+    # deliberate start-up deferral: the frontend and compiler (and onnx) only when something compiles
+    from jitort.codegen.emit import lower
+    from jitort.compiler import optimize
+    from jitort.frontend.importer import import_model
     g = optimize(import_model(proto), providers, fold=fold, fuse=fuse)
     lower(g)
     return g
 
 
 def _compile(req: Request, root: Path) -> Artifact:
+    # deliberate start-up deferral: a session that loads its artifact imports no compiler (nor onnx)
+    from jitort.compiler import compile_graph
+    from jitort.frontend.importer import import_model
     workers = None
     if CUDA not in req.providers:
         workers = compile_pool.early_workers(len(req.proto.graph.node), req.config, conv_dtypes(req.proto.graph))
@@ -223,6 +228,7 @@ def conv_dtypes(g: onnx.GraphProto) -> tuple[str, ...]:
     """The compute dtypes of the main graph's Conv nodes (float16 computes in float32): what the
     compile workers prepare the packed GEMM for. A weight's type comes from its initializer, a
     Constant/ConstantOfShape producing it, or the graph input it is; float32 when none says."""
+    import onnx  # on the compile path only, where the frontend has imported it already
     T = onnx.TensorProto
     kinds = {t.name: t.data_type for t in g.initializer}
     kinds.update({v.name: v.type.tensor_type.elem_type for v in g.input if v.type.HasField("tensor_type")})

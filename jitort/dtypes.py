@@ -7,8 +7,10 @@ this module, so the three spellings can never drift apart:
 * numpy dtype: ``np.dtype('float32')``; strings are ``object`` arrays, as onnxruntime returns them.
 * ORT type string: ``'tensor(float)'``, what ``NodeArg.type`` and ``OrtValue.data_type()`` report.
 
-bfloat16 and the 8-bit floats use ``ml_dtypes`` (a dependency of ``onnx``); when it is missing
-those types are simply absent from the tables and :func:`np_dtype` reports them as unsupported.
+bfloat16 and the 8-bit floats use ``ml_dtypes`` (a dependency of ``onnx``), imported only when a
+lookup first needs one of them (it is slow to import, and a float32 model never does); when it is
+missing those types are simply absent from the tables and :func:`np_dtype` reports them as
+unsupported.
 Packed sub-byte types (int4, uint4, int2, uint2, float4, float6) and float8e8m0 are named for error
 messages but have no numpy dtype here: ONNX stores two or more of them per byte while numpy
 (ml_dtypes) stores one per byte, so a table entry would silently mis-read raw tensor data.
@@ -16,7 +18,8 @@ messages but have no numpy dtype here: ONNX stores two or more of them per byte 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 
 if TYPE_CHECKING:
     import onnx
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 __all__ = [
     "ELEM_TYPE_NAMES",
@@ -77,40 +83,113 @@ ELEM_TYPE_NAMES: dict[int, str] = {
 }
 
 
-def _build_np_from_onnx() -> dict[int, np.dtype]:
-    table: dict[int, np.dtype] = {
-        1: np.dtype(np.float32),
-        2: np.dtype(np.uint8),
-        3: np.dtype(np.int8),
-        4: np.dtype(np.uint16),
-        5: np.dtype(np.int16),
-        6: np.dtype(np.int32),
-        7: np.dtype(np.int64),
-        8: np.dtype(object),
-        9: np.dtype(np.bool_),
-        10: np.dtype(np.float16),
-        11: np.dtype(np.float64),
-        12: np.dtype(np.uint32),
-        13: np.dtype(np.uint64),
-        14: np.dtype(np.complex64),
-        15: np.dtype(np.complex128),
-    }
+_ML_DTYPES: dict[int, str] = {16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2",
+                               20: "float8_e5m2fnuz"}
+"""The element types whose numpy dtype comes from ``ml_dtypes``: one byte (or two for bfloat16) per
+element in both ONNX and ml_dtypes, so raw data maps 1:1."""
+
+
+class _Table(Mapping[K, V]):
+    """A read-only dtype table whose ml_dtypes entries are added on first need.
+
+    ``import ml_dtypes`` costs ~0.6 s of CPU (more than the rest of ``import jitort`` without Numba),
+    and a float32 model never needs it: a fresh worker loading an artifact should not pay for it.
+    So the tables start with numpy's own types, and :func:`_add_ml_dtypes` fills in the rest when a
+    lookup misses on a key that may be one of them (:meth:`_may_need_ml`), or when the table is
+    iterated, so a reader always sees the whole table."""
+
+    def __init__(self, base: dict[K, V], may_need_ml: Callable[[Any], bool]) -> None:
+        self._d = base
+        self._may_need_ml = may_need_ml
+
+    def __getitem__(self, key: K) -> V:
+        try:
+            return self._d[key]
+        except (KeyError, TypeError):
+            if not self._may_need_ml(key) or not _add_ml_dtypes():
+                raise KeyError(key) from None
+            return self._d[key]
+
+    def get(self, key: K, default: Any = None) -> Any:  # Mapping.get, without its try/except per hit
+        v = self._d.get(key)
+        if v is None:
+            try:
+                return self[key]
+            except KeyError:
+                return default
+        return v
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[K]:
+        _add_ml_dtypes()
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        _add_ml_dtypes()
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+_ml_added: bool | None = None  # None: not tried yet
+
+
+def _add_ml_dtypes() -> bool:
+    """Import ml_dtypes once and add its types to both tables; False when it is missing (then
+    those types are simply absent: :func:`np_dtype` reports them as unsupported). Adding twice
+    from two threads is harmless: both write the same entries."""
+    global _ml_added
+    if _ml_added is not None:
+        return _ml_added
     try:
         import ml_dtypes
     except ImportError:  # pragma: no cover - onnx depends on ml_dtypes, so this is rare
-        return table
-    # One byte (or two for bfloat16) per element in both ONNX and ml_dtypes: raw data maps 1:1.
-    for elem, name in ((16, "bfloat16"), (17, "float8_e4m3fn"), (18, "float8_e4m3fnuz"),
-                       (19, "float8_e5m2"), (20, "float8_e5m2fnuz")):
+        _ml_added = False
+        return False
+    for elem, name in _ML_DTYPES.items():
         if hasattr(ml_dtypes, name):
-            table[elem] = np.dtype(getattr(ml_dtypes, name))
-    return table
+            dt = np.dtype(getattr(ml_dtypes, name))
+            NP_FROM_ONNX._d[elem] = dt
+            ONNX_FROM_NP._d[dt] = elem
+    _ml_added = True
+    return True
 
 
-NP_FROM_ONNX: dict[int, np.dtype] = _build_np_from_onnx()
-"""ONNX element type -> numpy dtype, for every element type jitort can hold in memory."""
+def _ml_dtype(dt: Any) -> bool:
+    # An ml_dtypes dtype exists only once ml_dtypes is imported: otherwise nothing to add.
+    return "ml_dtypes" in sys.modules and getattr(getattr(dt, "type", None), "__module__", "") == "ml_dtypes"
 
-ONNX_FROM_NP: dict[np.dtype, int] = {dt: elem for elem, dt in NP_FROM_ONNX.items()}
+
+_NUMPY_TYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.float32),
+    2: np.dtype(np.uint8),
+    3: np.dtype(np.int8),
+    4: np.dtype(np.uint16),
+    5: np.dtype(np.int16),
+    6: np.dtype(np.int32),
+    7: np.dtype(np.int64),
+    8: np.dtype(object),
+    9: np.dtype(np.bool_),
+    10: np.dtype(np.float16),
+    11: np.dtype(np.float64),
+    12: np.dtype(np.uint32),
+    13: np.dtype(np.uint64),
+    14: np.dtype(np.complex64),
+    15: np.dtype(np.complex128),
+}
+
+NP_FROM_ONNX: _Table[int, np.dtype] = _Table(dict(_NUMPY_TYPES), lambda elem: elem in _ML_DTYPES)
+"""ONNX element type -> numpy dtype, for every element type jitort can hold in memory (the
+ml_dtypes ones are imported on first use)."""
+
+ONNX_FROM_NP: _Table[np.dtype, int] = _Table({dt: elem for elem, dt in _NUMPY_TYPES.items()}, _ml_dtype)
 """numpy dtype -> ONNX element type. Fixed-width ``str``/``bytes`` dtypes are handled by
 :func:`onnx_elem_type`, since a dict cannot list every ``<U{n}``."""
 
@@ -182,7 +261,12 @@ def resolve_element_type(element_type: object) -> np.dtype:
     # bool is an int subclass, but nobody means TensorProto.FLOAT by passing True.
     if isinstance(element_type, (int, np.integer)) and not isinstance(element_type, (bool, np.bool_)):
         return np_dtype(int(element_type))
-    return np.dtype(element_type)  # type: ignore[call-overload]
+    try:
+        return np.dtype(element_type)  # type: ignore[call-overload]
+    except TypeError:  # 'bfloat16' and the float8 names are known to numpy once ml_dtypes is imported
+        if not isinstance(element_type, str) or not _add_ml_dtypes():
+            raise
+        return np.dtype(element_type)
 
 
 def type_proto_string(tp: onnx.TypeProto) -> str:

@@ -30,17 +30,20 @@ the caller in the same form, as onnxruntime returns one.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import onnx
 
 from jitort.dtypes import type_proto_string, type_string
 from jitort.errors import InvalidArgument
+from jitort.onnx_proto import messages
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["map_feed", "is_map_type"]
 
-_P = onnx.TensorProto
+_P = messages().TensorProto  # onnx's class, without importing onnx on every session's path
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 

@@ -15,7 +15,8 @@ object (:mod:`jitort.archive`) and puts it in Ray's object store, so a worker on
 needs the driver's disk. Each worker unpacks it once per node into ``<its jitort cache>/shipped/``
 (content-addressed; safe unpacking: no path traversal, no symlinks) and loads it. A worker whose CPU
 differs from the driver's (the artifact's compiled code targets the driver's CPU) falls back to
-compiling the model (the session's safe miss) and says so in its log.
+compiling the model (the session's safe miss) and says so in its log. A worker loading the artifact
+imports neither the compiler nor onnx (``jitort.aot`` is imported on the driver only).
 
 This is the only module of jitort that imports Ray (``pip install 'jitort[ray]'``).
 """
@@ -35,7 +36,7 @@ import numpy as np
 import ray
 
 import jitort
-from jitort import aot, archive, artifact, cache
+from jitort import archive, artifact, cache
 from jitort.errors import Fail, NoSuchFile
 
 __all__ = ["Predictor", "predict"]
@@ -200,6 +201,7 @@ def _model_path(model: Any, name: str, tmp: Path) -> Path:
 
 def _model_specs(path: Path, name: str) -> list[tuple[str, np.dtype, Any]]:
     """The model's graph inputs; Fail naming the model when it cannot be read."""
+    from jitort import aot  # deliberate start-up deferral: the compiler and onnx on the driver, not in workers
     onnx_file = path / "model.onnx" if path.is_dir() else path
     try:
         return aot.model_specs(str(onnx_file))
@@ -210,6 +212,7 @@ def _model_specs(path: Path, name: str) -> list[tuple[str, np.dtype, Any]]:
 def _compiled(path: Path, name: str, shapes: dict[str, list[int]]) -> Path:
     """The artifact of the model at ``path`` warmed up at ``shapes``, from ``<jitort cache>/artifacts/``
     or compiled into it now; Fail naming the model when it does not compile."""
+    from jitort import aot  # deliberate start-up deferral: the compiler and onnx on the driver, not in workers
     key, _ = artifact.model_key(path.read_bytes(), [], {"ray_warmup": shapes})
     out = cache.ensure_private_dir(cache.cache_root()) / "artifacts" / key[:2] / key
     if (out / artifact.MANIFEST).is_file():

@@ -15,10 +15,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import onnx
 
 from jitort import allocator, artifact, compile_service, feeds, memory, node_errors, profiling, run_state
 from jitort.arrays import contiguous
@@ -26,12 +25,15 @@ from jitort.codegen.plan import PROFILE_STEPS
 from jitort.compiled import Artifact
 from jitort.dtypes import type_string
 from jitort.errors import InvalidArgument, RuntimeException
-from jitort.frontend.importer import distinct_input_dims, load_model
 from jitort.ir import Dim
+from jitort.model_file import load_model
 from jitort.kernels.threads import set_num_threads, usable_cpus
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers, logger, warn
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, is_device
+
+if TYPE_CHECKING:  # onnx is imported where a model needs it, not by every session (see jitort.onnx_proto)
+    import onnx
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -56,6 +58,7 @@ def _as_value(x: Any, tp: onnx.TypeProto, name: str) -> Any:
         return [_as_value(e, tp.sequence_type.elem_type, name) for e in x]
     if tp.HasField("optional_type"):
         return None if x is None else _as_value(x, tp.optional_type.elem_type, name)
+    import onnx  # a sequence, optional or map input: onnx's helpers (a float32 tensor model never comes here)
     if isinstance(x, onnx.TensorProto):
         x = onnx.numpy_helper.to_array(x)
     x = x.numpy() if isinstance(x, OrtValue) else np.asarray(x)
@@ -105,6 +108,7 @@ def _apply_options(proto: onnx.ModelProto, so: SessionOptions) -> onnx.ModelProt
     inits = getattr(so, "_initializers", {})
     if not (dims or denots or inits):
         return proto
+    import onnx  # only with free-dimension overrides or added initializers
     proto2 = onnx.ModelProto()
     proto2.CopyFrom(proto)
     for vi in proto2.graph.input:
@@ -294,6 +298,8 @@ class InferenceSession:
         every input dim its own symbol (compiled, or loaded from the cache, on first need)."""
         with self._lock:
             if self._relaxed_session is None:
+                # deliberate start-up deferral: the frontend (and onnx) only when a feed needs the relaxed model
+                from jitort.frontend.importer import distinct_input_dims
                 proto = _apply_options(load_model(self._source)[0], self._sess_options)
                 self._relaxed_session = InferenceSession(distinct_input_dims(proto, across_inputs=True),
                                                          self._sess_options, self._providers,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from jitort.errors import InvalidArgument
 from jitort.kernels.registry import op
@@ -11,6 +10,7 @@ from jitort.arrays import contiguous
 
 @op("BitCast", since=26)
 def BitCast(x: np.ndarray, *, to: int) -> np.ndarray:
+    from onnx import helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
     out = np.dtype(helper.tensor_dtype_to_np_dtype(to))
     if x.dtype == object or out == object:
         raise InvalidArgument("BitCast: strings have no fixed bit width")

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import onnx
-from onnx import helper
-
 from jitort.ir import Node, TensorType
-from jitort.protos import tensor_type, type_proto
 
 
 def infer_as(op_type: str, version: int, attrs: dict[str, Any], ins: list[TensorType | None]
              ) -> list[TensorType | None]:
     """Output types of the standard ``op_type`` at opset ``version`` with ``attrs`` (those its schema
     knows) on inputs of types ``ins`` (None: an omitted optional input); [] when unknown."""
+    # deliberate start-up deferral: onnx (and ml_dtypes, ~0.7 s) when a model is compiled, not when
+    # a plan that imports this module's callers is loaded
+    import onnx
+    from onnx import helper
+    from jitort.protos import tensor_type, type_proto
     schema = onnx.defs.get_schema(op_type, version, "")
     names = [f"i{k}" if t is not None else "" for k, t in enumerate(ins)]
     while names and not names[-1]:

@@ -8,7 +8,6 @@ which convert with ml_dtypes' numpy casts (round to nearest even) plus ONNX's sa
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
@@ -57,6 +56,7 @@ def _to_e8m0(x: np.ndarray, saturate: int, round_mode: str) -> np.ndarray:
 @op("Cast", since=1, domain="jitort")
 def Cast(x: np.ndarray, *, to: int, saturate: int = 1, round_mode: str = "up") -> np.ndarray:
     """ONNX Cast where the source or target type is one Numba cannot type."""
+    from onnx import helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
     out = np.dtype(helper.tensor_dtype_to_np_dtype(to))
     src = x.dtype
     if out == src:

@@ -9,7 +9,6 @@ vectorised elementwise work; integer matrix products run as float64 BLAS product
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
@@ -23,6 +22,7 @@ _SMALL_FLOATS = {"float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn"}
 
 
 def _np(elem: int) -> np.dtype:
+    from onnx import helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
 
 

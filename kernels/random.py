@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import helper
 
 from jitort import memory
 from jitort.arrays import contiguous
@@ -47,6 +46,7 @@ def _dtype(dtype: int | None, like: np.ndarray | None, op_name: str) -> np.dtype
         if like is None:
             return np.dtype(np.float32)
         return like.dtype
+    from onnx import helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
     dt = np.dtype(helper.tensor_dtype_to_np_dtype(dtype))
     if dt.kind != "f" and dt.name != "bfloat16" and op_name != "Bernoulli":
         raise InvalidArgument(f"{op_name}: dtype must be a float type, got {dt}")
@@ -89,6 +89,7 @@ def Multinomial(x: np.ndarray, *, dtype: int = 6, sample_size: int = 1, gen: Any
     """[batch, classes] unnormalised log-probabilities -> [batch, sample_size] class indices."""
     if x.ndim != 2:
         raise InvalidArgument(f"Multinomial: input must be [batch_size, class_size], got {list(x.shape)}")
+    from onnx import helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
     out = np.dtype(helper.tensor_dtype_to_np_dtype(dtype))
     if out not in (np.int32, np.int64):
         raise InvalidArgument(f"Multinomial: dtype must be int32 or int64, got {out}")

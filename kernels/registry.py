@@ -54,6 +54,7 @@ from typing import Any, Callable, Container, Sequence
 
 import numpy as np
 
+from jitort.dtypes import resolve_element_type
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 import jitort.kernels as pkg
@@ -80,13 +81,18 @@ class ComputePolicy:
     """Which dtype an op computes in for a given input dtype: ``table`` maps the storage dtypes the
     op supports to their compute dtypes; any other dtype is refused with NotImplemented naming the op."""
 
-    def __init__(self, name: str, table: dict[np.dtype, np.dtype], supported: str):
+    def __init__(self, name: str, table: dict[np.dtype, np.dtype], supported: str,
+                 bfloat16: np.dtype | None = None):
         self.name = name
         self.table = table
         self.supported = supported
+        self.bfloat16 = bfloat16  # kept apart from ``table``: its key would need ml_dtypes imported
 
     def __call__(self, dt: Any, op_type: str) -> np.dtype:
+        dt = resolve_element_type(dt) if isinstance(dt, str) else dt  # 'bfloat16' too
         cd = self.table.get(np.dtype(dt))
+        if cd is None and self.bfloat16 is not None and np.dtype(dt) == BFLOAT16:
+            cd = self.bfloat16
         if cd is None:
             raise OrtNotImplemented(f"{op_type}: jitort does not support input dtype {np.dtype(dt)} "
                                     f"({self.supported})")
@@ -399,11 +405,9 @@ def run_call(call: Call, env: dict[str, np.ndarray]) -> Any:
 
 # --- the scalar-expression context -------------------------------------------------------------
 
-try:
-    import ml_dtypes as _ml
-    BFLOAT16: np.dtype | None = np.dtype(_ml.bfloat16)
-except ImportError:  # pragma: no cover - onnx depends on ml_dtypes
-    BFLOAT16 = None
+BFLOAT16 = "bfloat16"
+# ``dtype == BFLOAT16`` is true for ml_dtypes' bfloat16 only, without importing ml_dtypes (~0.7 s of
+# a fresh process's start-up; an array of that dtype exists only once something imported it).
 # Compare dtypes with these, not ``dtype.name``: building the name costs ~7 µs in numpy 2.4.
 
 _NP_NAMES = {np.dtype(t): t.__name__ for t in (np.float32, np.float64, np.int8, np.int16, np.int32,
@@ -418,8 +422,8 @@ def np_name(dt: np.dtype) -> str:
 
 
 def _policy(name: str, pairs: dict[Any, Any], supported: str) -> ComputePolicy:
-    table = {np.dtype(k): np.dtype(v) for k, v in pairs.items() if k is not None}
-    return ComputePolicy(name, table, supported)
+    table = {np.dtype(k): np.dtype(v) for k, v in pairs.items() if k is not BFLOAT16}
+    return ComputePolicy(name, table, supported, np.dtype(pairs[BFLOAT16]) if BFLOAT16 in pairs else None)
 
 
 _FLOAT_PAIRS = {np.float32: np.float32, np.float64: np.float64, np.float16: np.float32, BFLOAT16: np.float32}

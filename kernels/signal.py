@@ -8,7 +8,6 @@ to the input's type.
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
 
 from jitort import memory
 from jitort.errors import InvalidArgument
@@ -131,4 +130,5 @@ def MelWeightMatrix(num_mel_bins: np.ndarray, dft_length: np.ndarray, sample_rat
                 out[j, i] = (j - left) / (center - left)
         for j in range(center, right):
             out[j, i] = (right - j) / (right - center)
+    from onnx import helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
     return contiguous(out.astype(helper.tensor_dtype_to_np_dtype(output_datatype)))

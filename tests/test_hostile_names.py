@@ -140,7 +140,8 @@ def test_hostile_names_in_the_cuda_plan(kind: str, tmp_path: Path, monkeypatch: 
     pytest.importorskip("numba.cuda")
     from jitort import cache
     from jitort.compiler import compile_graph
-    from jitort.frontend.importer import import_model, load_model
+    from jitort.frontend.importer import import_model
+    from jitort.model_file import load_model
     sentinel = tmp_path / "pwned"
     monkeypatch.setenv("JITORT_CACHE_DIR", str(tmp_path / "cache"))
     proto, _ = load_model(_serialized(_model(_payloads(sentinel)[kind])))
