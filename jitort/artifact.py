@@ -530,8 +530,10 @@ def import_library_objects(src_root: Path, dst_root: Path) -> None:
                                     "the artifact was written)", [f])
             blobs[f.name] = data
         with cache.file_lock(dst / f"{index.name}.lock"):
-            for name, data in blobs.items():  # data files first: the index names them
+            # data files first: the index names them. No fsync (37 of them took ~0.14 s of a fresh
+            # Ray worker's session): the files are read through their record, a torn one is a miss
+            for name, data in blobs.items():
                 if name != index.name:
-                    cache.write_atomic(dst / name, data)
-            cache.write_atomic(dst / index.name, blobs[index.name])
+                    cache.write_atomic(dst / name, data, sync=False)
+            cache.write_atomic(dst / index.name, blobs[index.name], sync=False)
             cache.write_record(dst / index.name, {n: pins[n] for n in blobs})

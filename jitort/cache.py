@@ -109,14 +109,18 @@ def file_digest(path: Path) -> str:
             return digest(m)  # type: ignore[arg-type]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
+    """``path`` holds ``data`` or what it held before, never a part (a rename); with ``sync``, also
+    after a crash of the machine. Without it, a crash may leave a file of any content: right for
+    files read only through their record (``_verified_read``: a torn file is a miss)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
