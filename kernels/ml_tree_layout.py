@@ -65,6 +65,7 @@ class Ensemble:
     all_pos: bool           # every class weight >= 0
     out_dtype: np.dtype     # of the scores output
     buf: np.ndarray | None = None  # uint8: everything above the kernel reads, packed (see pack)
+    tdt: np.dtype | None = None    # the threshold type (thr.dtype), for the per-call input check
 
 
 # --- the packed form the kernel takes ----------------------------------------------------------
@@ -75,7 +76,7 @@ class Ensemble:
 
 SEGMENTS = ("pairs", "thr", "leafv", "aux", "modes", "nan_off", "roots", "depth", "wt", "wv", "base", "labels")
 S_PAIRS, S_THR, S_LEAFV, S_AUX, S_MODES, S_NAN, S_ROOTS, S_DEPTH, S_WT, S_WV, S_BASE, S_LABELS = range(len(SEGMENTS))
-SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos")
+SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos", "one_weight")
 H_SCALARS = 2 * len(SEGMENTS)
 HEADER = H_SCALARS + len(SCALARS)
 
@@ -93,12 +94,19 @@ def pack(e: Ensemble) -> np.ndarray:
     for k, a in enumerate(parts):
         header[2 * k], header[2 * k + 1] = off, a.nbytes
         off += -(-a.nbytes // 64) * 64
-    header[H_SCALARS:] = [e.n_targets, e.kind, e.agg, e.post, e.simple, e.track_nan, e.binary, e.all_pos]
+    one_weight = bool((e.aux[e.modes == LEAF, 1] == 1).all())  # every leaf scores one target
+    header[H_SCALARS:] = [e.n_targets, e.kind, e.agg, e.post, e.simple, e.track_nan, e.binary, e.all_pos, one_weight]
     buf = np.zeros(off + 64, np.uint8)
     buf[:header.nbytes] = header.view(np.uint8)
     for k, a in enumerate(parts):
         buf[header[2 * k]:header[2 * k] + a.nbytes] = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
     return buf
+
+
+def _packed(e: Ensemble) -> None:
+    """Fill in what the kernel and the per-call wrapper take, once."""
+    e.buf = pack(e)
+    e.tdt = e.thr.dtype
 
 
 # --- attributes -> flat layout ----------------------------------------------------------------
@@ -296,7 +304,7 @@ def build_v3(a: dict[str, Any], op_type: str, node: str, xdt: np.dtype | None) -
                  strings=np.array(strings, object) if strings else None,
                  binary=binary,
                  all_pos=bool((weights >= 0).all()), out_dtype=np.dtype(np.float32))
-    e.buf = pack(e)
+    _packed(e)
     return e
 
 
@@ -392,5 +400,5 @@ def build_v5(a: dict[str, Any], node: str, xdt: np.dtype | None) -> Ensemble:
     e = Ensemble(**flat, n_targets=n_targets, kind=REGRESSOR, agg=agg, post=post, base=np.zeros(0, tdt),
                  labels=np.zeros(0, np.int64), strings=None, binary=False, all_pos=bool((wv >= 0).all()),
                  out_dtype=out_dtype)
-    e.buf = pack(e)
+    _packed(e)
     return e

@@ -143,7 +143,7 @@ def _queue(xf, b, m, nf, roots, pairs, thr, nan_off, track_nan, cur, rows, item,
 
 
 @njit(cache=True, nogil=True)
-def _score(sc, has, leaves, nt, m, single, agg, leafv, aux, wt, wv):  # type: ignore[no-untyped-def]
+def _score(sc, has, leaves, nt, m, single, one_weight, agg, leafv, aux, wt, wv):  # type: ignore[no-untyped-def]
     """The weights of leaf ``leaves[t * m + j]`` (tree t < nt, row j < m) into row j's scores, in
     tree order (onnxruntime's aggregators, per target). One call per block, not per row and tree:
     a call passes its arrays with reference counting, which per row cost more than the walk of a
@@ -154,6 +154,14 @@ def _score(sc, has, leaves, nt, m, single, agg, leafv, aux, wt, wv):  # type: ig
                 sc[j, 0] += leafv[leaves[t * m + j]]
         for j in range(m):
             has[j, 0] = 1
+        return
+    if one_weight and (agg == SUM or agg == AVERAGE):  # gradient boosting: a tree scores one class
+        for t in range(nt):
+            for j in range(m):
+                n = np.int64(leaves[t * m + j])
+                k = wt[aux[2 * n]]
+                sc[j, k] += leafv[n]
+                has[j, k] = 1
         return
     for t in range(nt):
         for j in range(m):
@@ -325,7 +333,7 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
     labels = _segment(buf, h, S_LABELS).view(np.int64)
     C, kind, agg, post = h[H_SCALARS], h[H_SCALARS + 1], h[H_SCALARS + 2], h[H_SCALARS + 3]
     simple, track_nan = h[H_SCALARS + 4] != 0, h[H_SCALARS + 5] != 0
-    binary, all_pos = h[H_SCALARS + 6] != 0, h[H_SCALARS + 7] != 0
+    binary, all_pos, one_weight = h[H_SCALARS + 6] != 0, h[H_SCALARS + 7] != 0, h[H_SCALARS + 8] != 0
     xf = x.reshape(-1)
     nf = np.uint64(x.shape[1])
     B = BLOCK
@@ -346,7 +354,7 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
             for t in range(n_trees):
                 for j in range(m):
                     cur[j] = _walk(xf, np.uint64(b + j) * nf, np.uint64(roots[t]), pairs, thr, modes, nan_off)
-                _score(sc, has, cur, 1, m, single, agg, leafv, aux, wt, wv)
+                _score(sc, has, cur, 1, m, single, one_weight, agg, leafv, aux, wt, wv)
         elif m >= CHAINS:  # a tree at a time over the block's rows, in lockstep, scored as it ends
             for j in range(m):
                 rows[j] = np.uint64(b + j) * nf
@@ -354,10 +362,10 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
                 for j in range(m):
                     cur[j] = roots[t]
                 _lockstep(xf, rows, cur, m, depth[t], pairs, thr, nan_off, track_nan)
-                _score(sc, has, cur, 1, m, single, agg, leafv, aux, wt, wv)
+                _score(sc, has, cur, 1, m, single, one_weight, agg, leafv, aux, wt, wv)
         else:  # few rows: a queue of (tree, row) walks, scored in tree order
             _queue(xf, b, m, nf, roots, pairs, thr, nan_off, track_nan, cur, rows, item, leaves)
-            _score(sc, has, leaves, n_trees, m, single, agg, leafv, aux, wt, wv)
+            _score(sc, has, leaves, n_trees, m, single, one_weight, agg, leafv, aux, wt, wv)
         for j in range(m):
             if kind == CLASSIFIER:
                 label[b + j] = _finalize_classifier(sc[j], has[j], C, post, base, labels, binary, all_pos,
@@ -386,7 +394,9 @@ _NO_LABELS = np.zeros(0, np.int64)  # a regressor's evaluate writes no labels
 def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarray]:
     """(scores [N, C], labels [N] int64, empty for a regressor) for the rows of x, rows split across
     the session's threads when the work is large enough."""
-    if not (type(x) is np.ndarray and x.ndim == 2 and x.dtype == e.thr.dtype and x.flags.c_contiguous
+    # the common case checked in few attribute reads (builtin dtypes are singletons: an equal dtype
+    # that is not the same object takes the slow path, which returns x unchanged)
+    if not (type(x) is np.ndarray and x.dtype is e.tdt and x.ndim == 2 and x.flags.c_contiguous
             and x.shape[1] >= e.n_features):
         x = _input(x, e, op_type)
     n = x.shape[0]
@@ -440,12 +450,9 @@ def _lower_regressor(node: Node, g: Graph) -> Call:
 
 def _lower_v5(node: Node, g: Graph) -> Call:
     xdt = _xdtype(node, g)
-    if xdt is not None and xdt == np.float16:
-        e = build_v5(node.attrs, node.name, np.dtype(np.float32))
-        e.out_dtype = np.dtype(np.float32)
-    else:
-        e = build_v5(node.attrs, node.name, xdt)
-    return Call(run_v5, [Ref(node.inputs[0]), e])
+    if xdt is not None and xdt == np.float16:  # run in float32 (scores float32, cast back by run_v5)
+        xdt = np.dtype(np.float32)
+    return Call(run_v5, [Ref(node.inputs[0]), build_v5(node.attrs, node.name, xdt)])
 
 
 # The registered functions serve eager evaluation (constant folding) with the node's attributes;
