@@ -14,8 +14,10 @@ with leaves stepping to themselves, and walks are interleaved so the CPU overlap
 
 Other ensembles (EQ/NEQ splits) take the general walk, row by row. Scores accumulate per row in
 tree order in the threshold type (float32, or float64 for double inputs), as onnxruntime's
-single-threaded loop does, whatever order the walks finish in; threads split rows, never trees, so
-the result does not depend on the thread count. The final step reproduces onnxruntime's
+single-threaded loop does, whatever order the walks finish in, and whatever the thread split:
+threads take row ranges, or, with fewer rows than two row parts, tree ranges whose leaves go to one
+table that the calling thread then scores in tree order, so the result does not depend on the
+thread count. The final step reproduces onnxruntime's
 aggregators (``tree_ensemble_aggregator.h``) row by row, including their binary-classification
 special cases.
 """
@@ -331,9 +333,8 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
     wv = _segment(buf, h, S_WV).view(x.dtype)
     base = _segment(buf, h, S_BASE).view(x.dtype)
     labels = _segment(buf, h, S_LABELS).view(np.int64)
-    C, kind, agg, post = h[H_SCALARS], h[H_SCALARS + 1], h[H_SCALARS + 2], h[H_SCALARS + 3]
-    simple, track_nan = h[H_SCALARS + 4] != 0, h[H_SCALARS + 5] != 0
-    binary, all_pos, one_weight = h[H_SCALARS + 6] != 0, h[H_SCALARS + 7] != 0, h[H_SCALARS + 8] != 0
+    C, agg = h[H_SCALARS], h[H_SCALARS + 2]
+    simple, track_nan, one_weight = h[H_SCALARS + 4] != 0, h[H_SCALARS + 5] != 0, h[H_SCALARS + 8] != 0
     xf = x.reshape(-1)
     nf = np.uint64(x.shape[1])
     B = BLOCK
@@ -366,12 +367,72 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
         else:  # few rows: a queue of (tree, row) walks, scored in tree order
             _queue(xf, b, m, nf, roots, pairs, thr, nan_off, track_nan, cur, rows, item, leaves)
             _score(sc, has, leaves, n_trees, m, single, one_weight, agg, leafv, aux, wt, wv)
-        for j in range(m):
-            if kind == CLASSIFIER:
-                label[b + j] = _finalize_classifier(sc[j], has[j], C, post, base, labels, binary, all_pos,
-                                                    z[b + j], tmp)
-            else:
-                _finalize_regressor(sc[j], has[j], C, agg, post, n_trees, base, z[b + j], tmp)
+        _finish(sc, has, b, m, h, n_trees, base, labels, z, label, tmp)
+
+
+@njit(cache=True, nogil=True)
+def _finish(sc, has, b, m, h, n_trees, base, labels, z, label, tmp):  # type: ignore[no-untyped-def]
+    """Rows b..b+m-1's scores (sc, has rows 0..m-1) -> z and label (h: the packed header)."""
+    C, kind, agg, post = h[H_SCALARS], h[H_SCALARS + 1], h[H_SCALARS + 2], h[H_SCALARS + 3]
+    binary, all_pos = h[H_SCALARS + 6] != 0, h[H_SCALARS + 7] != 0
+    for j in range(m):
+        if kind == CLASSIFIER:
+            label[b + j] = _finalize_classifier(sc[j], has[j], C, post, base, labels, binary, all_pos, z[b + j], tmp)
+        else:
+            _finalize_regressor(sc[j], has[j], C, agg, post, n_trees, base, z[b + j], tmp)
+
+
+# --- few rows, trees split across threads ------------------------------------------------------
+# Fewer rows than two row parts leave a second thread idle; instead each part walks a range of
+# trees for all rows into one leaf table, and the calling thread then scores the table in tree
+# order, so the sums are the one-thread sums bit for bit.
+
+@njit(cache=True, nogil=True)
+def walk_trees(x, buf, n, t0, t1, leaves):  # type: ignore[no-untyped-def]
+    """The leaves of rows 0..n-1 (n <= BLOCK; a one-comparison ensemble) in trees [t0, t1):
+    ``leaves[t * n + j]``."""
+    h = buf[:HEADER * 8].view(np.int64)
+    pairs = _segment(buf, h, S_PAIRS).view(np.uint64)
+    thr = _segment(buf, h, S_THR).view(x.dtype)
+    nan_off = _segment(buf, h, S_NAN)
+    roots = _segment(buf, h, S_ROOTS).view(np.uint32)
+    depth = _segment(buf, h, S_DEPTH).view(np.int32)
+    track_nan = h[H_SCALARS + 5] != 0
+    xf = x.reshape(-1)
+    nf = np.uint64(x.shape[1])
+    cur = np.empty(max(n, CHAINS), np.uint32)
+    rows = np.empty(max(n, CHAINS), np.uint64)
+    item = np.empty(CHAINS, np.int64)
+    if n >= CHAINS:
+        for j in range(n):
+            rows[j] = np.uint64(j) * nf
+        for t in range(t0, t1):
+            for j in range(n):
+                cur[j] = roots[t]
+            _lockstep(xf, rows, cur, n, depth[t], pairs, thr, nan_off, track_nan)
+            for j in range(n):
+                leaves[t * n + j] = cur[j]
+    else:
+        _queue(xf, 0, n, nf, roots[t0:t1], pairs, thr, nan_off, track_nan, cur, rows, item, leaves[t0 * n:t1 * n])
+
+
+@njit(cache=True, nogil=True)
+def score_leaves(x, buf, n, leaves, z, label):  # type: ignore[no-untyped-def]
+    """Rows 0..n-1 (n <= BLOCK) scored from their leaves in every tree (walk_trees' table) -> z, label."""
+    h = buf[:HEADER * 8].view(np.int64)
+    leafv = _segment(buf, h, S_LEAFV).view(x.dtype)
+    aux = _segment(buf, h, S_AUX).view(np.int32)
+    n_trees = _segment(buf, h, S_ROOTS).view(np.uint32).shape[0]
+    wt = _segment(buf, h, S_WT).view(np.int32)
+    wv = _segment(buf, h, S_WV).view(x.dtype)
+    base = _segment(buf, h, S_BASE).view(x.dtype)
+    labels = _segment(buf, h, S_LABELS).view(np.int64)
+    C, agg = h[H_SCALARS], h[H_SCALARS + 2]
+    sc = np.zeros((n, C), x.dtype)
+    has = np.zeros((n, C), np.uint8)
+    tmp = np.empty(max(C, 2), np.float32)
+    _score(sc, has, leaves, n_trees, n, C == 1, h[H_SCALARS + 8] != 0, agg, leafv, aux, wt, wv)
+    _finish(sc, has, 0, n, h, n_trees, base, labels, z, label, tmp)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -392,8 +453,9 @@ _NO_LABELS = np.zeros(0, np.int64)  # a regressor's evaluate writes no labels
 
 
 def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [N, C], labels [N] int64, empty for a regressor) for the rows of x, rows split across
-    the session's threads when the work is large enough."""
+    """(scores [N, C], labels [N] int64, empty for a regressor) for the rows of x, split across the
+    session's threads when the work is large enough: by rows, or by trees when there are too few
+    rows for two row parts (the sums keep one thread's order either way)."""
     # the common case checked in few attribute reads (builtin dtypes are singletons: an equal dtype
     # that is not the same object takes the slow path, which returns x unchanged)
     if not (type(x) is np.ndarray and x.dtype is e.tdt and x.ndim == 2 and x.flags.c_contiguous
@@ -402,9 +464,23 @@ def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarra
     n = x.shape[0]
     z = np.empty((n, e.n_targets), e.out_dtype)
     lab = np.empty(n, np.int64) if e.kind == CLASSIFIER else _NO_LABELS
-    work = n * len(e.roots)
-    if work < _PARALLEL_WORK or n < 2 * _MIN_PART_ROWS:
+    n_trees = len(e.roots)
+    work = n * n_trees
+    if work < 2 * _PARALLEL_WORK:
         evaluate(x, e.buf, 0, n, z, lab)
+        return z, lab
+    if n < 2 * _MIN_PART_ROWS:  # too few rows for two row parts: split the trees
+        parts = parts_for(n_trees, work, _PARALLEL_WORK) if e.simple else 1
+        if parts <= 1:
+            evaluate(x, e.buf, 0, n, z, lab)
+            return z, lab
+        leaves = np.empty(n_trees * n, np.uint32)
+        tstep = -(-n_trees // parts)
+
+        def trees(p: int) -> None:
+            walk_trees(x, e.buf, n, min(n_trees, p * tstep), min(n_trees, (p + 1) * tstep), leaves)
+        run_parts(trees, parts)
+        score_leaves(x, e.buf, n, leaves, z, lab)
         return z, lab
     parts = parts_for(n // _MIN_PART_ROWS, work, _PARALLEL_WORK)
     if parts <= 1:
