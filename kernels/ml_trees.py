@@ -149,7 +149,7 @@ def _score(sc, has, leaves, nt, m, single, one_weight, agg, leafv, aux, wt, wv):
     """The weights of leaf ``leaves[t * m + j]`` (tree t < nt, row j < m) into row j's scores, in
     tree order (onnxruntime's aggregators, per target). One call per block, not per row and tree:
     a call passes its arrays with reference counting, which per row cost more than the walk of a
-    small tree (19 ns a row and tree, measured)."""
+    small tree (~19 ns a row and tree, measured on the loaded 2-vCPU Zen 4 VM)."""
     if single and (agg == SUM or agg == AVERAGE):
         for t in range(nt):
             for j in range(m):
