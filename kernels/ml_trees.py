@@ -7,7 +7,8 @@ per array argument, which at one row is a good part of onnxruntime's whole run. 
 one-comparison form (every split ``x <= t``) a walk step is ``n = child[n] + !(x[f[n]] <= t[n])``
 with leaves stepping to themselves, and walks are interleaved so the CPU overlaps their loads:
 
-* blocks of 32-64 rows take one tree at a time, every row one step together, for the tree's depth;
+* blocks of 8-64 rows (16-64 on unbalanced trees, ml_tree_layout.lock_rows) take one tree at a
+  time, every row one step together, for the tree's depth;
 * fewer rows keep 32 (tree, row) walks in flight from a queue: a walk that reaches its leaf hands
   its slot to the next one, so LightGBM's unbalanced trees waste no steps (measured 2.4x faster at
   one row than a lockstep over trees of similar depth; equal on balanced trees).
@@ -45,7 +46,7 @@ CHAINS = 32  # walks in flight: enough to hide the loads' latency
 # rows x trees per part (one part per this much work): 16-35 ns per row and tree on the Zen 4 dev
 # VM, so ~0.2-0.4 ms of work, against ~20-80 us to hand a part to a pool thread
 _PARALLEL_WORK = 12_000
-_MIN_PART_ROWS = 32  # a part's rows still walk as one block (the block path takes 32-64 rows)
+_MIN_PART_ROWS = 32  # a part's rows still walk in lockstep blocks
 
 
 # --- the kernel ---------------------------------------------------------------------------------
@@ -335,6 +336,7 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
     labels = _segment(buf, h, S_LABELS).view(np.int64)
     C, agg = h[H_SCALARS], h[H_SCALARS + 2]
     simple, track_nan, one_weight = h[H_SCALARS + 4] != 0, h[H_SCALARS + 5] != 0, h[H_SCALARS + 8] != 0
+    lock_rows = h[H_SCALARS + 9]
     xf = x.reshape(-1)
     nf = np.uint64(x.shape[1])
     B = BLOCK
@@ -356,7 +358,7 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
                 for j in range(m):
                     cur[j] = _walk(xf, np.uint64(b + j) * nf, np.uint64(roots[t]), pairs, thr, modes, nan_off)
                 _score(sc, has, cur, 1, m, single, one_weight, agg, leafv, aux, wt, wv)
-        elif m >= CHAINS:  # a tree at a time over the block's rows, in lockstep, scored as it ends
+        elif m >= lock_rows:  # a tree at a time over the block's rows, in lockstep, scored as it ends
             for j in range(m):
                 rows[j] = np.uint64(b + j) * nf
             for t in range(n_trees):
@@ -403,7 +405,7 @@ def walk_trees(x, buf, n, t0, t1, leaves):  # type: ignore[no-untyped-def]
     cur = np.empty(max(n, CHAINS), np.uint32)
     rows = np.empty(max(n, CHAINS), np.uint64)
     item = np.empty(CHAINS, np.int64)
-    if n >= CHAINS:
+    if n >= h[H_SCALARS + 9]:  # lock_rows
         for j in range(n):
             rows[j] = np.uint64(j) * nf
         for t in range(t0, t1):

@@ -494,3 +494,37 @@ def test_tree_general_walk_is_not_split_over_trees(monkeypatch: pytest.MonkeyPat
     got = jitort.InferenceSession(m.SerializeToString(), so).run(None, x)[0]
     assert not split
     np.testing.assert_allclose(got, ort_session(m).run(None, x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["balanced", "unbalanced"])
+def test_tree_lockstep_from_8_or_16_rows(shape: str) -> None:
+    # blocks of 8-15 rows walk in lockstep on balanced trees and through the queue on unbalanced
+    # ones (a leaf at every level down to depth 12): both paths agree with onnxruntime
+    from jitort.kernels.ml_tree_layout import build_v3, lock_rows
+    if shape == "balanced":
+        t = _trees(6, 4, 1, MODE_SETS["leq"], seed=31, missing=False)
+    else:
+        t = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false", "missing",
+                             "w_tree", "w_node", "w_id", "w_val")}
+        rng = np.random.default_rng(32)
+        for tree in range(4):  # a spine: node 2d splits into leaf 2d+1 and node 2d+2
+            for d in range(12):
+                for nid, leaf in ((2 * d, False), (2 * d + 1, True)) + (((2 * d + 2, True),) if d == 11 else ()):
+                    t["treeids"].append(tree)
+                    t["nodeids"].append(nid)
+                    t["featureids"].append(0 if leaf else int(rng.integers(0, F)))
+                    t["modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+                    t["values"].append(0.0 if leaf else float(np.round(rng.normal() * 4) / 4))
+                    t["true"].append(0 if leaf else nid + 1)
+                    t["false"].append(0 if leaf else nid + 2)
+                    t["missing"].append(0)
+                    if leaf:
+                        t["w_tree"].append(tree)
+                        t["w_node"].append(nid)
+                        t["w_id"].append(0)
+                        t["w_val"].append(float(rng.uniform(-1, 1)))
+    attrs = dict(n_targets=1, **_attrs(t, "target"))
+    assert lock_rows(build_v3(attrs, "TreeEnsembleRegressor", "n", np.dtype(np.float32))) == (
+        8 if shape == "balanced" else 16)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, **attrs)
+    compare(m, lambda n: {"X": _x(n, n)}, (5, 8, 12, 16, 20))
