@@ -1,6 +1,6 @@
 """Tree ensembles: jitort vs onnxruntime, interleaved, at 1 and 2 threads and batch 1, 64 and 10,000.
 
-    python benchmarks/bench_trees.py [--quick]
+    python benchmarks/bench_trees.py [--quick] [--batches 1,16,64,10000] [--models rf_reg,lgbm]
 
 Models are trained here on seeded synthetic data (scikit-learn random forest and gradient boosting,
 LightGBM) and converted with skl2onnx / onnxmltools. Each (model, threads, batch) cell times the two
@@ -86,7 +86,8 @@ def time_call(fn: Callable[[], Any], budget: float) -> float:
             return dt / n
 
 
-def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False) -> None:
+def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False,
+        batches: tuple[int, ...] = (1, 64, 10000)) -> None:
     """Time every (model, threads, batch) cell, interleaved, and print the table and the geomean per
     batch size. ``check``: first assert that both runtimes give the same answers."""
     import onnxruntime
@@ -107,7 +108,7 @@ def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False) ->
             jso = jitort.SessionOptions()
             jso.intra_op_num_threads = threads
             jit = jitort.InferenceSession(data, jso)
-            for batch in (1, 64, 10000):
+            for batch in batches:
                 x = np.random.default_rng(batch).normal(size=(batch, f)).astype(np.float32)
                 feed = {onx.graph.input[0].name: x}
                 if check:  # same answers before timing
@@ -130,8 +131,13 @@ def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False) ->
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one model, short rounds")
+    ap.add_argument("--batches", default="1,64,10000", help="comma-separated batch sizes")
+    ap.add_argument("--models", default="", help="comma-separated name prefixes (default: all)")
     args = ap.parse_args()
-    run(_models(args.quick), args.quick)
+    models = _models(args.quick)
+    if args.models:
+        models = [m for m in models if any(m[0].startswith(p) for p in args.models.split(","))]
+    run(models, args.quick, batches=tuple(int(b) for b in args.batches.split(",")))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Ensemble:
     track_nan: bool         # some NaN takes offset 0 (else a NaN compares false: offset 1)
     roots: np.ndarray       # int32 [trees]
     depth: np.ndarray       # int32 [trees]
+    leaf_depth: float       # the mean depth of a leaf, over every leaf
     wt: np.ndarray          # int32 [w]: target of each leaf weight
     wv: np.ndarray          # T [w]
     n_targets: int
@@ -65,6 +66,7 @@ class Ensemble:
     all_pos: bool           # every class weight >= 0
     out_dtype: np.dtype     # of the scores output
     buf: np.ndarray | None = None  # uint8: everything above the kernel reads, packed (see pack)
+    tdt: np.dtype | None = None    # the threshold type (thr.dtype), for the per-call input check
 
 
 # --- the packed form the kernel takes ----------------------------------------------------------
@@ -75,7 +77,8 @@ class Ensemble:
 
 SEGMENTS = ("pairs", "thr", "leafv", "aux", "modes", "nan_off", "roots", "depth", "wt", "wv", "base", "labels")
 S_PAIRS, S_THR, S_LEAFV, S_AUX, S_MODES, S_NAN, S_ROOTS, S_DEPTH, S_WT, S_WV, S_BASE, S_LABELS = range(len(SEGMENTS))
-SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos")
+SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos", "one_weight",
+           "lock_rows")
 H_SCALARS = 2 * len(SEGMENTS)
 HEADER = H_SCALARS + len(SCALARS)
 
@@ -93,12 +96,33 @@ def pack(e: Ensemble) -> np.ndarray:
     for k, a in enumerate(parts):
         header[2 * k], header[2 * k + 1] = off, a.nbytes
         off += -(-a.nbytes // 64) * 64
-    header[H_SCALARS:] = [e.n_targets, e.kind, e.agg, e.post, e.simple, e.track_nan, e.binary, e.all_pos]
+    one_weight = bool((e.aux[e.modes == LEAF, 1] == 1).all())  # every leaf scores one target
+    header[H_SCALARS:] = [e.n_targets, e.kind, e.agg, e.post, e.simple, e.track_nan, e.binary, e.all_pos, one_weight,
+                          lock_rows(e)]
     buf = np.zeros(off + 64, np.uint8)
     buf[:header.nbytes] = header.view(np.uint8)
     for k, a in enumerate(parts):
         buf[header[2 * k]:header[2 * k] + a.nbytes] = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
     return buf
+
+
+LOCK_ROWS_BALANCED, LOCK_ROWS_UNBALANCED = 8, 16
+
+
+def lock_rows(e: Ensemble) -> int:
+    """From how many rows a block walks one tree at a time in lockstep (every walk the tree's full
+    depth, no branches) rather than through the queue (each walk stops at its leaf). Measured on
+    the Zen 4 VM (CPU time): lockstep is 1.3-2x faster from 8 rows on trees whose leaves lie near
+    their deepest level (random forest, gradient boosting, XGBoost), and from 16 rows on LightGBM's
+    unbalanced trees (deepest level 2.5x the mean leaf depth); at 4 rows the queue wins on all."""
+    balanced = e.depth.mean() <= 1.5 * e.leaf_depth
+    return LOCK_ROWS_BALANCED if balanced else LOCK_ROWS_UNBALANCED
+
+
+def _packed(e: Ensemble) -> None:
+    """Fill in what the kernel and the per-call wrapper take, once."""
+    e.buf = pack(e)
+    e.tdt = e.thr.dtype
 
 
 # --- attributes -> flat layout ----------------------------------------------------------------
@@ -181,6 +205,7 @@ def _flatten(op_type: str, node: str, tdt: np.dtype, treeids: list, nodeids: lis
     wt_out: list[int] = []
     wv_out: list[Any] = []
     new_roots = []
+    leaf_depths, n_leaves = 0, 0
     limit = 64 * n + 64
     for r in roots:
         new_roots.append(len(fc))
@@ -206,6 +231,8 @@ def _flatten(op_type: str, node: str, tdt: np.dtype, treeids: list, nodeids: lis
                 mode_out[p] = LEAF
                 nan_off[p] = 1
                 dmax = max(dmax, d)
+                leaf_depths += d
+                n_leaves += 1
                 continue
             t, f = child_of[i]
             m, th, tracks = modes[i], vals[i], miss[i]
@@ -235,6 +262,7 @@ def _flatten(op_type: str, node: str, tdt: np.dtype, treeids: list, nodeids: lis
                 aux=np.array(aux, np.int32).reshape(-1, 2),
                 modes=np.array(mode_out, np.uint8), nan_off=nan_a, simple=simple, track_nan=not nan_a.all(),
                 roots=np.array(new_roots, np.int32), depth=np.array(depth, np.int32),
+                leaf_depth=leaf_depths / max(1, n_leaves),
                 wt=np.array(wt_out, np.int32), wv=np.array(wv_out, tdt),
                 n_features=int(max([featureids[i] for i in inner], default=-1)) + 1)
 
@@ -296,7 +324,7 @@ def build_v3(a: dict[str, Any], op_type: str, node: str, xdt: np.dtype | None) -
                  strings=np.array(strings, object) if strings else None,
                  binary=binary,
                  all_pos=bool((weights >= 0).all()), out_dtype=np.dtype(np.float32))
-    e.buf = pack(e)
+    _packed(e)
     return e
 
 
@@ -392,5 +420,5 @@ def build_v5(a: dict[str, Any], node: str, xdt: np.dtype | None) -> Ensemble:
     e = Ensemble(**flat, n_targets=n_targets, kind=REGRESSOR, agg=agg, post=post, base=np.zeros(0, tdt),
                  labels=np.zeros(0, np.int64), strings=None, binary=False, all_pos=bool((wv >= 0).all()),
                  out_dtype=out_dtype)
-    e.buf = pack(e)
+    _packed(e)
     return e

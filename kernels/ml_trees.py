@@ -7,15 +7,18 @@ per array argument, which at one row is a good part of onnxruntime's whole run. 
 one-comparison form (every split ``x <= t``) a walk step is ``n = child[n] + !(x[f[n]] <= t[n])``
 with leaves stepping to themselves, and walks are interleaved so the CPU overlaps their loads:
 
-* blocks of 32-64 rows take one tree at a time, every row one step together, for the tree's depth;
+* blocks of 8-64 rows (16-64 on unbalanced trees, ml_tree_layout.lock_rows) take one tree at a
+  time, every row one step together, for the tree's depth;
 * fewer rows keep 32 (tree, row) walks in flight from a queue: a walk that reaches its leaf hands
   its slot to the next one, so LightGBM's unbalanced trees waste no steps (measured 2.4x faster at
   one row than a lockstep over trees of similar depth; equal on balanced trees).
 
 Other ensembles (EQ/NEQ splits) take the general walk, row by row. Scores accumulate per row in
 tree order in the threshold type (float32, or float64 for double inputs), as onnxruntime's
-single-threaded loop does, whatever order the walks finish in; threads split rows, never trees, so
-the result does not depend on the thread count. The final step reproduces onnxruntime's
+single-threaded loop does, whatever order the walks finish in, and whatever the thread split:
+threads take row ranges, or, with fewer rows than two row parts, tree ranges whose leaves go to one
+table that the calling thread then scores in tree order, so the result does not depend on the
+thread count. The final step reproduces onnxruntime's
 aggregators (``tree_ensemble_aggregator.h``) row by row, including their binary-classification
 special cases.
 """
@@ -31,7 +34,7 @@ from jitort.ir import Graph, Node
 from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, classifier_types, float_types, input_dtype, logistic,
                                       post_row, probit)
 from jitort.kernels.ml_tree_layout import (AVERAGE, CLASSIFIER, EQ, GT, GTE, H_SCALARS, HEADER, LEAF, LEQ, LT,
-                                           MIN, ML, S_AUX, S_BASE, S_DEPTH, S_LABELS, S_LEAFV, S_MODES, S_NAN,
+                                           MAX, MIN, ML, S_AUX, S_BASE, S_DEPTH, S_LABELS, S_LEAFV, S_MODES, S_NAN,
                                            S_PAIRS, S_ROOTS, S_THR, S_WT, S_WV, SUM, Ensemble, build_v3,
                                            build_v5)
 from jitort.kernels.registry import Call, Ref, op
@@ -43,7 +46,7 @@ CHAINS = 32  # walks in flight: enough to hide the loads' latency
 # rows x trees per part (one part per this much work): 16-35 ns per row and tree on the Zen 4 dev
 # VM, so ~0.2-0.4 ms of work, against ~20-80 us to hand a part to a pool thread
 _PARALLEL_WORK = 12_000
-_MIN_PART_ROWS = 32  # a part's rows still walk as one block (the block path takes 32-64 rows)
+_MIN_PART_ROWS = 32  # a part's rows still walk in lockstep blocks
 
 
 # --- the kernel ---------------------------------------------------------------------------------
@@ -142,31 +145,51 @@ def _queue(xf, b, m, nf, roots, pairs, thr, nan_off, track_nan, cur, rows, item,
             cur[k] = c + o
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _add(sc, has, j, n, single, agg, leafv, aux, wt, wv):  # type: ignore[no-untyped-def]
-    """Leaf n's weights into row j's scores (onnxruntime's aggregators, per target)."""
-    if single:
-        w = leafv[n]
-        if agg == SUM or agg == AVERAGE:
-            sc[j, 0] += w
-        elif agg == MIN:
-            if not has[j, 0] or w < sc[j, 0]:
-                sc[j, 0] = w
-        elif not has[j, 0] or w > sc[j, 0]:
-            sc[j, 0] = w
-        has[j, 0] = 1
+@njit(cache=True, nogil=True)
+def _score(sc, has, leaves, nt, m, single, one_weight, agg, leafv, aux, wt, wv):  # type: ignore[no-untyped-def]
+    """The weights of leaf ``leaves[t * m + j]`` (tree t < nt, row j < m) into row j's scores, in
+    tree order (onnxruntime's aggregators, per target). One call per block, not per row and tree:
+    a call passes its arrays with reference counting, which per row cost more than the walk of a
+    small tree (~19 ns a row and tree, measured on the loaded 2-vCPU Zen 4 VM)."""
+    if single and (agg == SUM or agg == AVERAGE):
+        for t in range(nt):
+            for j in range(m):
+                sc[j, 0] += leafv[leaves[t * m + j]]
+        for j in range(m):
+            has[j, 0] = 1
         return
-    for q in range(aux[2 * n], aux[2 * n] + aux[2 * n + 1]):
-        k = wt[q]
-        w = wv[q]
-        if agg == SUM or agg == AVERAGE:
-            sc[j, k] += w
-        elif agg == MIN:
-            if not has[j, k] or w < sc[j, k]:
-                sc[j, k] = w
-        elif not has[j, k] or w > sc[j, k]:
-            sc[j, k] = w
-        has[j, k] = 1
+    if one_weight and (agg == SUM or agg == AVERAGE):  # gradient boosting: a tree scores one class
+        for t in range(nt):
+            for j in range(m):
+                n = np.int64(leaves[t * m + j])
+                k = wt[aux[2 * n]]
+                sc[j, k] += leafv[n]
+                has[j, k] = 1
+        return
+    for t in range(nt):
+        for j in range(m):
+            n = np.int64(leaves[t * m + j])
+            if single:
+                w = leafv[n]
+                if agg == MIN:
+                    if not has[j, 0] or w < sc[j, 0]:
+                        sc[j, 0] = w
+                elif agg == MAX:
+                    if not has[j, 0] or w > sc[j, 0]:
+                        sc[j, 0] = w
+                has[j, 0] = 1
+                continue
+            for q in range(aux[2 * n], aux[2 * n] + aux[2 * n + 1]):
+                k = wt[q]
+                w = wv[q]
+                if agg == SUM or agg == AVERAGE:
+                    sc[j, k] += w
+                elif agg == MIN:
+                    if not has[j, k] or w < sc[j, k]:
+                        sc[j, k] = w
+                elif not has[j, k] or w > sc[j, k]:
+                    sc[j, k] = w
+                has[j, k] = 1
 
 
 @njit(cache=True, nogil=True)
@@ -311,9 +334,9 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
     wv = _segment(buf, h, S_WV).view(x.dtype)
     base = _segment(buf, h, S_BASE).view(x.dtype)
     labels = _segment(buf, h, S_LABELS).view(np.int64)
-    C, kind, agg, post = h[H_SCALARS], h[H_SCALARS + 1], h[H_SCALARS + 2], h[H_SCALARS + 3]
-    simple, track_nan = h[H_SCALARS + 4] != 0, h[H_SCALARS + 5] != 0
-    binary, all_pos = h[H_SCALARS + 6] != 0, h[H_SCALARS + 7] != 0
+    C, agg = h[H_SCALARS], h[H_SCALARS + 2]
+    simple, track_nan, one_weight = h[H_SCALARS + 4] != 0, h[H_SCALARS + 5] != 0, h[H_SCALARS + 8] != 0
+    lock_rows = h[H_SCALARS + 9]
     xf = x.reshape(-1)
     nf = np.uint64(x.shape[1])
     B = BLOCK
@@ -333,28 +356,85 @@ def evaluate(x, buf, start, stop, z, label):  # type: ignore[no-untyped-def]
         if not simple:
             for t in range(n_trees):
                 for j in range(m):
-                    n = _walk(xf, np.uint64(b + j) * nf, np.uint64(roots[t]), pairs, thr, modes, nan_off)
-                    _add(sc, has, j, np.int64(n), single, agg, leafv, aux, wt, wv)
-        elif m >= CHAINS:  # a tree at a time over the block's rows, in lockstep, scored as it ends
+                    cur[j] = _walk(xf, np.uint64(b + j) * nf, np.uint64(roots[t]), pairs, thr, modes, nan_off)
+                _score(sc, has, cur, 1, m, single, one_weight, agg, leafv, aux, wt, wv)
+        elif m >= lock_rows:  # a tree at a time over the block's rows, in lockstep, scored as it ends
             for j in range(m):
                 rows[j] = np.uint64(b + j) * nf
             for t in range(n_trees):
                 for j in range(m):
                     cur[j] = roots[t]
                 _lockstep(xf, rows, cur, m, depth[t], pairs, thr, nan_off, track_nan)
-                for j in range(m):
-                    _add(sc, has, j, np.int64(cur[j]), single, agg, leafv, aux, wt, wv)
+                _score(sc, has, cur, 1, m, single, one_weight, agg, leafv, aux, wt, wv)
         else:  # few rows: a queue of (tree, row) walks, scored in tree order
             _queue(xf, b, m, nf, roots, pairs, thr, nan_off, track_nan, cur, rows, item, leaves)
-            for t in range(n_trees):
-                for j in range(m):
-                    _add(sc, has, j, np.int64(leaves[t * m + j]), single, agg, leafv, aux, wt, wv)
-        for j in range(m):
-            if kind == CLASSIFIER:
-                label[b + j] = _finalize_classifier(sc[j], has[j], C, post, base, labels, binary, all_pos,
-                                                    z[b + j], tmp)
-            else:
-                _finalize_regressor(sc[j], has[j], C, agg, post, n_trees, base, z[b + j], tmp)
+            _score(sc, has, leaves, n_trees, m, single, one_weight, agg, leafv, aux, wt, wv)
+        _finish(sc, has, b, m, h, n_trees, base, labels, z, label, tmp)
+
+
+@njit(cache=True, nogil=True)
+def _finish(sc, has, b, m, h, n_trees, base, labels, z, label, tmp):  # type: ignore[no-untyped-def]
+    """Rows b..b+m-1's scores (sc, has rows 0..m-1) -> z and label (h: the packed header)."""
+    C, kind, agg, post = h[H_SCALARS], h[H_SCALARS + 1], h[H_SCALARS + 2], h[H_SCALARS + 3]
+    binary, all_pos = h[H_SCALARS + 6] != 0, h[H_SCALARS + 7] != 0
+    for j in range(m):
+        if kind == CLASSIFIER:
+            label[b + j] = _finalize_classifier(sc[j], has[j], C, post, base, labels, binary, all_pos, z[b + j], tmp)
+        else:
+            _finalize_regressor(sc[j], has[j], C, agg, post, n_trees, base, z[b + j], tmp)
+
+
+# --- few rows, trees split across threads ------------------------------------------------------
+# Fewer rows than two row parts leave a second thread idle; instead each part walks a range of
+# trees for all rows into one leaf table, and the calling thread then scores the table in tree
+# order, so the sums are the one-thread sums bit for bit.
+
+@njit(cache=True, nogil=True)
+def walk_trees(x, buf, n, t0, t1, leaves):  # type: ignore[no-untyped-def]
+    """The leaves of rows 0..n-1 (n <= BLOCK; a one-comparison ensemble) in trees [t0, t1):
+    ``leaves[t * n + j]``."""
+    h = buf[:HEADER * 8].view(np.int64)
+    pairs = _segment(buf, h, S_PAIRS).view(np.uint64)
+    thr = _segment(buf, h, S_THR).view(x.dtype)
+    nan_off = _segment(buf, h, S_NAN)
+    roots = _segment(buf, h, S_ROOTS).view(np.uint32)
+    depth = _segment(buf, h, S_DEPTH).view(np.int32)
+    track_nan = h[H_SCALARS + 5] != 0
+    xf = x.reshape(-1)
+    nf = np.uint64(x.shape[1])
+    cur = np.empty(max(n, CHAINS), np.uint32)
+    rows = np.empty(max(n, CHAINS), np.uint64)
+    item = np.empty(CHAINS, np.int64)
+    if n >= h[H_SCALARS + 9]:  # lock_rows
+        for j in range(n):
+            rows[j] = np.uint64(j) * nf
+        for t in range(t0, t1):
+            for j in range(n):
+                cur[j] = roots[t]
+            _lockstep(xf, rows, cur, n, depth[t], pairs, thr, nan_off, track_nan)
+            for j in range(n):
+                leaves[t * n + j] = cur[j]
+    else:
+        _queue(xf, 0, n, nf, roots[t0:t1], pairs, thr, nan_off, track_nan, cur, rows, item, leaves[t0 * n:t1 * n])
+
+
+@njit(cache=True, nogil=True)
+def score_leaves(x, buf, n, leaves, z, label):  # type: ignore[no-untyped-def]
+    """Rows 0..n-1 (n <= BLOCK) scored from their leaves in every tree (walk_trees' table) -> z, label."""
+    h = buf[:HEADER * 8].view(np.int64)
+    leafv = _segment(buf, h, S_LEAFV).view(x.dtype)
+    aux = _segment(buf, h, S_AUX).view(np.int32)
+    n_trees = _segment(buf, h, S_ROOTS).view(np.uint32).shape[0]
+    wt = _segment(buf, h, S_WT).view(np.int32)
+    wv = _segment(buf, h, S_WV).view(x.dtype)
+    base = _segment(buf, h, S_BASE).view(x.dtype)
+    labels = _segment(buf, h, S_LABELS).view(np.int64)
+    C, agg = h[H_SCALARS], h[H_SCALARS + 2]
+    sc = np.zeros((n, C), x.dtype)
+    has = np.zeros((n, C), np.uint8)
+    tmp = np.empty(max(C, 2), np.float32)
+    _score(sc, has, leaves, n_trees, n, C == 1, h[H_SCALARS + 8] != 0, agg, leafv, aux, wt, wv)
+    _finish(sc, has, 0, n, h, n_trees, base, labels, z, label, tmp)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -375,17 +455,34 @@ _NO_LABELS = np.zeros(0, np.int64)  # a regressor's evaluate writes no labels
 
 
 def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [N, C], labels [N] int64, empty for a regressor) for the rows of x, rows split across
-    the session's threads when the work is large enough."""
-    if not (type(x) is np.ndarray and x.ndim == 2 and x.dtype == e.thr.dtype and x.flags.c_contiguous
+    """(scores [N, C], labels [N] int64, empty for a regressor) for the rows of x, split across the
+    session's threads when the work is large enough: by rows, or by trees when there are too few
+    rows for two row parts (the sums keep one thread's order either way)."""
+    # the common case checked in few attribute reads (builtin dtypes are singletons: an equal dtype
+    # that is not the same object takes the slow path, which returns x unchanged)
+    if not (type(x) is np.ndarray and x.dtype is e.tdt and x.ndim == 2 and x.flags.c_contiguous
             and x.shape[1] >= e.n_features):
         x = _input(x, e, op_type)
     n = x.shape[0]
     z = np.empty((n, e.n_targets), e.out_dtype)
     lab = np.empty(n, np.int64) if e.kind == CLASSIFIER else _NO_LABELS
-    work = n * len(e.roots)
-    if work < _PARALLEL_WORK or n < 2 * _MIN_PART_ROWS:
+    n_trees = len(e.roots)
+    work = n * n_trees
+    if work < 2 * _PARALLEL_WORK:
         evaluate(x, e.buf, 0, n, z, lab)
+        return z, lab
+    if n < 2 * _MIN_PART_ROWS:  # too few rows for two row parts: split the trees
+        parts = parts_for(n_trees, work, _PARALLEL_WORK) if e.simple else 1
+        if parts <= 1:
+            evaluate(x, e.buf, 0, n, z, lab)
+            return z, lab
+        leaves = np.empty(n_trees * n, np.uint32)
+        tstep = -(-n_trees // parts)
+
+        def trees(p: int) -> None:
+            walk_trees(x, e.buf, n, min(n_trees, p * tstep), min(n_trees, (p + 1) * tstep), leaves)
+        run_parts(trees, parts)
+        score_leaves(x, e.buf, n, leaves, z, lab)
         return z, lab
     parts = parts_for(n // _MIN_PART_ROWS, work, _PARALLEL_WORK)
     if parts <= 1:
@@ -431,12 +528,9 @@ def _lower_regressor(node: Node, g: Graph) -> Call:
 
 def _lower_v5(node: Node, g: Graph) -> Call:
     xdt = _xdtype(node, g)
-    if xdt is not None and xdt == np.float16:
-        e = build_v5(node.attrs, node.name, np.dtype(np.float32))
-        e.out_dtype = np.dtype(np.float32)
-    else:
-        e = build_v5(node.attrs, node.name, xdt)
-    return Call(run_v5, [Ref(node.inputs[0]), e])
+    if xdt is not None and xdt == np.float16:  # run in float32 (scores float32, cast back by run_v5)
+        xdt = np.dtype(np.float32)
+    return Call(run_v5, [Ref(node.inputs[0]), build_v5(node.attrs, node.name, xdt)])
 
 
 # The registered functions serve eager evaluation (constant folding) with the node's attributes;

@@ -43,9 +43,11 @@ def _x(n: int, seed: int, dtype: Any = np.float32, nan: bool = False) -> np.ndar
 
 
 def _trees(n_trees: int, depth: int, n_targets: int, modes: list[str], seed: int, missing: bool,
-           lo: float = -1.0, hi: float = 1.0, all_targets: bool = True) -> dict[str, list]:
+           lo: float = -1.0, hi: float = 1.0, all_targets: bool = True, one_target: bool = False
+           ) -> dict[str, list]:
     """Random complete-ish trees in the opset-3 attribute form (nodes listed breadth-first, leaves
-    carrying weights for all targets or a random subset)."""
+    carrying weights for all targets, a random subset, or (``one_target``) one random target, as
+    gradient boosting's trees do)."""
     rng = np.random.default_rng(seed)
     a: dict[str, list] = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false",
                                           "missing", "w_tree", "w_node", "w_id", "w_val")}
@@ -63,7 +65,7 @@ def _trees(n_trees: int, depth: int, n_targets: int, modes: list[str], seed: int
                 a["true"].append(0)
                 a["false"].append(0)
                 a["missing"].append(0)
-                targets = range(n_targets) if all_targets else sorted(
+                targets = [int(rng.integers(n_targets))] if one_target else range(n_targets) if all_targets else sorted(
                     rng.choice(n_targets, size=rng.integers(1, n_targets + 1), replace=False))
                 for k in targets:
                     a["w_tree"].append(t)
@@ -434,3 +436,95 @@ def test_tree_rows_split_over_threads_keep_one_threads_bits(monkeypatch: pytest.
     assert split and split[-1] == 2
     assert outs[0].tobytes() == outs[1].tobytes()
     np.testing.assert_allclose(outs[1], ort_session(onnx.load_from_string(m)).run(None, x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregate", ["SUM", "AVERAGE", "MIN"])
+def test_tree_regressor_one_weight_per_leaf(aggregate: str) -> None:
+    # every leaf scores one of 3 targets (gradient boosting's shape): SUM and AVERAGE take the
+    # kernel's one-weight scoring loop, MIN the general one
+    t = _trees(9, 4, 3, MODE_SETS["leq"], seed=21, missing=False, one_target=True)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=3,
+               aggregate_function=aggregate, base_values=[0.5, -0.5, 0.25], **_attrs(t, "target"))
+    compare(m, lambda n: {"X": _x(n, n)}, GRID_BATCHES)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 40])  # a queue of walks (1, 7), lockstep blocks (40)
+@pytest.mark.parametrize("op", ["TreeEnsembleRegressor", "TreeEnsembleClassifier"])
+def test_tree_trees_split_over_threads_keep_one_threads_bits(monkeypatch: pytest.MonkeyPatch, op: str,
+                                                             batch: int) -> None:
+    # fewer rows than two row parts: 2 threads walk halves of the trees into one leaf table, scored
+    # in tree order afterwards, so the bits equal one thread's (the threshold forced down so small
+    # models split)
+    from jitort.kernels import ml_trees
+    split: list[int] = []
+    real = ml_trees.run_parts
+    monkeypatch.setattr(ml_trees, "run_parts", lambda fn, n: (split.append(n), real(fn, n))[1])
+    monkeypatch.setattr(ml_trees, "_PARALLEL_WORK", 1)
+    t = _trees(31, 5, 3, MODE_SETS["gte_gt"], seed=12, missing=True, one_target=op.endswith("Classifier"))
+    if op.endswith("Classifier"):
+        m = _classifier(t, "int64s", 3, post_transform="SOFTMAX")
+    else:
+        m = _model(op, {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=3, **_attrs(t, "target"))
+    x = {"X": _x(batch, 6, nan=True)}
+    outs = []
+    for threads in (1, 2):
+        so = jitort.SessionOptions()
+        so.intra_op_num_threads = threads
+        outs.append(jitort.InferenceSession(m.SerializeToString(), so).run(None, x))
+    assert split and split[-1] == 2
+    for a, b in zip(*outs):
+        assert a.tobytes() == b.tobytes()
+    want = ort_session(m).run(None, x)
+    for a, w in zip(outs[1], want):
+        np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-6) if w.dtype.kind == "f" else np.testing.assert_array_equal(a, w)
+
+
+def test_tree_general_walk_is_not_split_over_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    # EQ/NEQ splits take the general row-by-row walk, which the tree split does not serve
+    from jitort.kernels import ml_trees
+    split: list[int] = []
+    monkeypatch.setattr(ml_trees, "run_parts", lambda fn, n: split.append(n))
+    monkeypatch.setattr(ml_trees, "_PARALLEL_WORK", 1)
+    t = _trees(20, 4, 2, MODE_SETS["all"], seed=13, missing=True)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=2,
+               **_attrs(t, "target"))
+    so = jitort.SessionOptions()
+    so.intra_op_num_threads = 2
+    x = {"X": _x(5, 7, nan=True)}
+    got = jitort.InferenceSession(m.SerializeToString(), so).run(None, x)[0]
+    assert not split
+    np.testing.assert_allclose(got, ort_session(m).run(None, x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["balanced", "unbalanced"])
+def test_tree_lockstep_from_8_or_16_rows(shape: str) -> None:
+    # blocks of 8-15 rows walk in lockstep on balanced trees and through the queue on unbalanced
+    # ones (a leaf at every level down to depth 12): both paths agree with onnxruntime
+    from jitort.kernels.ml_tree_layout import build_v3, lock_rows
+    if shape == "balanced":
+        t = _trees(6, 4, 1, MODE_SETS["leq"], seed=31, missing=False)
+    else:
+        t = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false", "missing",
+                             "w_tree", "w_node", "w_id", "w_val")}
+        rng = np.random.default_rng(32)
+        for tree in range(4):  # a spine: node 2d splits into leaf 2d+1 and node 2d+2
+            for d in range(12):
+                for nid, leaf in ((2 * d, False), (2 * d + 1, True)) + (((2 * d + 2, True),) if d == 11 else ()):
+                    t["treeids"].append(tree)
+                    t["nodeids"].append(nid)
+                    t["featureids"].append(0 if leaf else int(rng.integers(0, F)))
+                    t["modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+                    t["values"].append(0.0 if leaf else float(np.round(rng.normal() * 4) / 4))
+                    t["true"].append(0 if leaf else nid + 1)
+                    t["false"].append(0 if leaf else nid + 2)
+                    t["missing"].append(0)
+                    if leaf:
+                        t["w_tree"].append(tree)
+                        t["w_node"].append(nid)
+                        t["w_id"].append(0)
+                        t["w_val"].append(float(rng.uniform(-1, 1)))
+    attrs = dict(n_targets=1, **_attrs(t, "target"))
+    assert lock_rows(build_v3(attrs, "TreeEnsembleRegressor", "n", np.dtype(np.float32))) == (
+        8 if shape == "balanced" else 16)
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, **attrs)
+    compare(m, lambda n: {"X": _x(n, n)}, (5, 8, 12, 16, 20))
