@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from onnx import numpy_helper
 
 from jitort.arrays import contiguous
 from jitort.errors import Fail, InvalidArgument
@@ -45,7 +44,10 @@ class Encoder:
 def _tensor(t: Any) -> np.ndarray | None:
     if t is None:
         return None
-    return t if isinstance(t, np.ndarray) else numpy_helper.to_array(t)
+    if isinstance(t, np.ndarray):
+        return t
+    from onnx import numpy_helper  # not at the top: onnx imports ml_dtypes (~0.7 s), for models that need it only
+    return numpy_helper.to_array(t)
 
 
 def _from_lists(a: dict[str, Any], prefix: str, where: str) -> tuple[list, np.dtype] | None:
