@@ -172,6 +172,7 @@ class Pool:
         ctl = self.ctl
         while not self.closed:
             code, gen = NP.worker_wait(ctl, me, seen, self.spin)
+            seen = gen  # the native jobs worker_wait took part in are seen (else it spins on forever)
             if code == NP.TIMED_OUT:
                 with self.cond:
                     g = NP.prepare_sleep(ctl)
@@ -180,7 +181,6 @@ class Pool:
                         g = int(ctl[NP.GEN])
                     NP.end_sleep(ctl)
                 continue  # worker_wait sees the new job
-            seen = gen
             if code == NP.WAKE_CALLER:
                 with self.done_cond:
                     self.done_cond.notify_all()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -201,3 +202,20 @@ def test_python_parts_fallback(monkeypatch):
     argv, x, hits, want = _job(5)
     T.run_native(_scale_part.address, argv, 5, 2)
     assert np.array_equal(x, want) and np.array_equal(hits, np.ones(5, np.int64))
+
+
+def test_idle_workers_sleep_after_native_jobs():
+    """After native jobs, every worker stops spinning and sleeps (bounded spin): an idle session
+    burns no CPU. (A worker that did not count the jobs it took part in as seen spun on forever.)"""
+    for nparts in (2, 4, 9):
+        argv, x, hits, want = _job(nparts)
+        T.run_native(_scale_part.address, argv, nparts, 2)
+        assert np.array_equal(x, want)
+    pool = T.pool()
+    deadline = time.monotonic() + 5.0
+    while int(pool.ctl[NP.SLEEPERS]) < len(pool.workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert int(pool.ctl[NP.SLEEPERS]) == len(pool.workers) >= 1
+    c0 = time.process_time()
+    time.sleep(0.3)
+    assert time.process_time() - c0 < 0.1  # a spinning worker would take ~0.3 s of CPU here
