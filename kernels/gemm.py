@@ -423,18 +423,15 @@ def pad_bias(bias: np.ndarray | None, n: int) -> np.ndarray:
 # hand-over (20-45 us measured on the 2-vCPU Zen 4 VM with Python parts).
 
 _FLOPS_PER_PART = 4e6  # below ~50 us of work per thread, handing work to a thread costs more
-# Small-M products (decode steps, batch-1 MatMul): one part per 2 MiB of B, so products from 4 MiB of
-# weights split (GPT-2's 768x2304 and 3072x768 at decode; not 768x768). Provisional: set from the
-# quiet-VM measurement in issue 15 (Python parts, 20-45 us per GIL hand-over: a split GEMV paid from
-# ~9 MiB of B) scaled to native parts, whose hand-over is a cache line to a spinning worker or a
-# condition-variable wake of a sleeping one (no GIL), and a worker that arrives late finds the chunks
-# taken (4 chunks for 2 threads: the caller waits for no worker that has not started). Not confirmed
-# here: on the 2-vCPU Zen 4 dev VM at load 12-16 (other engineers' jobs) no forced split of a 1-row
-# product paid at any size from 256 KiB to 16 MiB, native or Python parts (``bench_gemm.py
-# --split-sweep``): a worker that claims a chunk and is then preempted holds the caller. Re-measure on
-# a quiet machine (--split-sweep, and bench_llm_decode.py --python-parts at 2 threads) and move it.
-# The previous value, 16 MiB per part (Python parts), is what bench_llm_decode's --python-parts uses.
-_BYTES_PER_PART = 2 << 20
+# Small-M products (decode steps, batch-1 MatMul): one part per 3 MiB of B, so products from 6 MiB of
+# weights split (GPT-2's 768x2304 and 3072x768, a 768x2048 FFN at decode; not 768x768). Measured on
+# the quiet 2-vCPU Zen 4 VM (``bench_gemm.py --split-sweep``, load 1.2, native parts; median time of
+# a forced split / one thread, calls back to back): M=1 at 4.6 MiB 1.44, 6.9 MiB 1.02, 9 MiB 0.82,
+# 16 MiB 0.62 (Python parts 2.18, 1.32, 0.83, 0.83); M=4 0.69 at 4.6 MiB, 0.64 at 9.2. In the
+# decoders (bench_llm_decode.py --python-parts, 2 threads) this threshold ran 4-8 % faster than Python
+# parts with 16 MiB. A worker that has slept (after JITORT_THREAD_SPIN cycles) is woken through a
+# condition variable, which is what a split below ~7 MiB cannot pay for.
+_BYTES_PER_PART = 3 << 20
 
 
 def parts(M: int, N: int, K: int, threads: int) -> int:
