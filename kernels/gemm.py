@@ -553,6 +553,13 @@ def threads() -> int:
     return intra_op_threads()
 
 
+# The one-thread kernel and the split's part function are separate compiled code. A warm-up (a
+# session's, ``jitort compile``'s, jitort.ray's on the driver) may take one path and a later process
+# the other: jitort.ray's driver warmed up at 2 threads and split its products, and its 1-thread Ray
+# workers then compiled ``gemm_f32_avx512`` at their first batch (6.4 s of CPU, seen with Numba's
+# compile events in the actor). Whichever path runs first in a process also compiles (or loads) the
+# other, so an artifact holds both.
+_BOTH_READY: set[str] = set()
 _Z2 = np.zeros((1, 1), np.float32)  # R when there is none (never read)
 _F0 = np.float32(0.0)
 
@@ -579,7 +586,13 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     nparts = parts(M, n, K, nt) if nt > 1 else 1
     if nparts <= 1:  # one thread's work: no split
         KERNELS[isa](a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, 0, M, 0, -(-n // PANEL))
+        if nt > 1 and isa not in _BOTH_READY:
+            _BOTH_READY.add(isa)
+            part_address(isa)  # see _BOTH_READY
         return out
+    if isa not in _BOTH_READY:
+        _BOTH_READY.add(isa)
+        KERNELS[isa](a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, 0, 0, 0, 0)  # no rows: see _BOTH_READY
     argv, nchunks = _gemm_argv(a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, nparts,
                                TILES[_VBYTES[isa]][_tile_rows(M)])
     run_native(part_address(isa), argv, nchunks, nt)

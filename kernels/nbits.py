@@ -291,6 +291,7 @@ def gemv8_zb_part(k, v):  # type: ignore[no-untyped-def]
 _GEMV_PARTS = {(4, False, False): gemv4_part, (4, True, False): gemv4_z_part, (4, False, True): gemv4_b_part,
                (4, True, True): gemv4_zb_part, (8, False, False): gemv8_part, (8, True, False): gemv8_z_part,
                (8, False, True): gemv8_b_part, (8, True, True): gemv8_zb_part}
+_BOTH_READY: set[tuple[int, bool, bool]] = set()  # GEMV keys whose njit kernel and part function are both ready
 _GEMV_C: dict[tuple[int, bool, bool], Any] = {}  # alive for the process: jobs hold the addresses
 _GEMV_LOCK = threading.Lock()
 
@@ -326,9 +327,17 @@ def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
     if M <= GEMV_ROWS and pk.bits in (4, 8):
         ap, asum = prep(a, pk)
         parts = threads.parts_for(P, M * pk.kp * pk.N, GEMV_MACS_PER_PART)
+        kern = gemv4 if pk.bits == 4 else gemv8
+        key = (pk.bits, pk.z is not None, b32 is not None)
         if parts <= 1:
-            (gemv4 if pk.bits == 4 else gemv8)(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, 0, P)
+            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, 0, P)
+            if key not in _BOTH_READY and threads.intra_op_threads() > 1:
+                _BOTH_READY.add(key)
+                gemv_part_address(*key)  # see gemm._BOTH_READY: an artifact holds both paths
             return y
+        if key not in _BOTH_READY:
+            _BOTH_READY.add(key)
+            kern(ap, asum, pk.w, pk.s, pk.z, pk.zdef, b32, y, 0, 0)  # no panels: see gemm._BOTH_READY
         argv = _gemv_argv(ap, asum, pk.w, pk.s, pk.s if pk.z is None else pk.z, pk.zdef,
                           y[0] if b32 is None else b32, y, parts)
         threads.run_native(gemv_part_address(pk.bits, pk.z is not None, b32 is not None), argv, parts)

@@ -369,3 +369,29 @@ def test_concurrent_split_products_from_several_threads(monkeypatch):
     for t in ts:
         t.join(60)
     assert not bad and not any(t.is_alive() for t in ts)
+
+
+def test_split_and_one_thread_paths_both_compiled(monkeypatch):
+    """Whichever GEMM path a process takes first also readies the other (the one-thread kernel and the
+    split's part function are separate compiled code): a warm-up that split its products must still
+    leave the one-thread kernel in an artifact for 1-thread workers (jitort.ray's driver/workers)."""
+    isa = gemm.default_isa()
+    monkeypatch.setattr(gemm, "_BOTH_READY", set())
+    monkeypatch.setattr(gemm, "_BYTES_PER_PART", 1 << 12)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((1, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 256)).astype(np.float32)
+    bp = gemm.pack_b(w)
+    bias = gemm.pad_bias(None, 256)
+    seen = []
+    real = gemm.KERNELS[isa]
+    monkeypatch.setitem(gemm.KERNELS, isa, lambda *args: (seen.append(args[11:13]), real(*args))[1])
+    y = gemm.gemm(a, bp, 256, bias, False, nthreads=2)  # splits: readies the one-thread kernel on no rows
+    np.testing.assert_allclose(y, a @ w, rtol=1e-5, atol=1e-5)
+    assert seen == [(0, 0)] and isa in gemm._BOTH_READY
+    monkeypatch.setattr(gemm, "_BOTH_READY", set())
+    monkeypatch.setattr(gemm, "_BYTES_PER_PART", 1 << 40)
+    addresses = []
+    monkeypatch.setattr(gemm, "part_address", lambda i: addresses.append(i) or 0)
+    gemm.gemm(a, bp, 256, bias, False, nthreads=2)  # does not split: readies the part function
+    assert addresses == [isa]
