@@ -36,21 +36,18 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
-import time
 from typing import Any, Callable
 
 import llvmlite.binding as ll
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from jitort.cache import record_compile
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
-from jitort.kernels.native_parts import PART_SIG, as_ptr, f32_arg, set_f32_arg
+from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
 from jitort.kernels.threads import intra_op_threads, run_native
 from jitort.kernels.vecir import Vec, fma_rows
 
@@ -269,35 +266,16 @@ def _gelu_tanh_row(p, n):  # type: ignore[no-untyped-def]
 
 
 _POST_FNS = {6: _sigmoid_row, 7: _silu_row, 8: _gelu_row, 9: _gelu_tanh_row}
-_POST_C: dict[int, Any] = {}  # act code -> its cfunc, alive for the process (kernels hold the address)
-_POST_LOCK = threading.Lock()
+_POST_C = CFuncs(__name__, types.void(types.CPointer(types.float32), types.int64), _POST_FNS)
 
 
 def post_address(act: int) -> int:
     """Address of the row activation for code act (>= 6), compiled or loaded on first use; 0 for
     the codes the register tile applies itself."""
-    if act < _POST:
-        return 0
-    f = _POST_C.get(act)
-    if f is None:
-        with _POST_LOCK:
-            f = _POST_C.get(act)
-            if f is None:
-                t0 = time.perf_counter()
-                sig = types.void(types.CPointer(types.float32), types.int64)
-                f = _POST_C[act] = cfunc(sig, cache=True, error_model="numpy")(_POST_FNS[act])
-                if not f.cache_hits:
-                    record_compile(f"{__name__}.{_POST_FNS[act].__name__}", time.perf_counter() - t0)
-    return int(f.address)
+    return 0 if act < _POST else _POST_C.address(act)
 
 
 # --- the blocked product -------------------------------------------------------------------------
-
-@njit(inline="always")
-def _addr(x):  # type: ignore[no-untyped-def]
-    """The data address as int64 (uintp mixed with int64 arithmetic would turn into float64)."""
-    return np.int64(x.ctypes.data)
-
 
 @njit(nogil=True, error_model="numpy")
 def _strip(R, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
@@ -310,7 +288,7 @@ def _strip(R, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0
     NP = _TILES64[R] if VB == 64 else _TILES32[R]
     ps = K * PANEL
     isz = 4
-    ad, bd = _addr(a), _addr(bp)
+    ad, bd = addr(a), addr(bp)
     lda = a.shape[1]
     tact = act if act < _POST else 0
     for jt in range(p0, p1, NP):
@@ -319,30 +297,30 @@ def _strip(R, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0
         w = min(N, j0 + npv * PANEL) - j0
         if w == npv * PANEL:
             ldc = N
-            cbase = _addr(c) + (m0 * ldc + j0) * isz
+            cbase = addr(c) + (m0 * ldc + j0) * isz
             ldr = ldc
             rbase = cbase
             if hasr:
                 ldr = res.shape[1]
-                rbase = _addr(res) + (m0 * ldr + j0) * isz
+                rbase = addr(res) + (m0 * ldr + j0) * isz
             cs = c[:0]
         else:
             cs = np.empty((m1 - m0, npv * PANEL), np.float32)
             ldc = ldr = npv * PANEL
-            cbase = rbase = _addr(cs)
+            cbase = rbase = addr(cs)
             if hasr:
                 rs = np.zeros((m1 - m0, ldr), np.float32)
                 for i in range(m1 - m0):  # loops: a 2-D slice assignment costs seconds of compile
                     for j in range(w):
                         rs[i, j] = res[m0 + i, j0 + j]
-                rbase = _addr(rs)
+                rbase = addr(rs)
         for k0 in range(0, max(K, 1), KC):
             kb = min(KC, K - k0)
             init = 1 if k0 > 0 else 0
             ep = 1 if k0 + KC >= K else 0
             for i in range(m0, m1, R):
                 _tile(R, VB, ad + (i * lda + k0) * isz, lda, min(R, m1 - i), bd + (jt * K + k0) * PANEL * isz, ps,
-                      npv, kb, cbase + (i - m0) * ldc * isz, ldc, init, ep, _addr(bias) + j0 * isz, hasb,
+                      npv, kb, cbase + (i - m0) * ldc * isz, ldc, init, ep, addr(bias) + j0 * isz, hasb,
                       rbase + (i - m0) * ldr * isz, ldr, hasr, tact, lo, hi)
         if cs.shape[0]:
             for i in range(m1 - m0):
@@ -350,7 +328,7 @@ def _strip(R, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0
                     c[m0 + i, j0 + j] = cs[i, j]
         if post:
             for i in range(m0, m1):
-                _call_row(post, _addr(c) + (i * N + j0) * isz, w)
+                _call_row(post, addr(c) + (i * N + j0) * isz, w)
 
 
 @njit(inline="always", nogil=True, error_model="numpy")
@@ -494,11 +472,11 @@ def _gemm_argv(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, nparts, np_ti
     """The argument vector of a split product (``gemm_part_*``) and its number of chunks."""
     argv = np.empty(_ARGC + 8 * nparts, np.int64)
     M, K = a.shape
-    argv[_A], argv[_M], argv[_K] = _addr(a), M, K
-    argv[_BP], argv[_BPN] = _addr(bp), bp.size
-    argv[_C], argv[_N] = _addr(c), c.shape[1]
-    argv[_BIAS], argv[_BIASN], argv[_HASB] = _addr(bias), bias.size, hasb
-    argv[_R], argv[_RM], argv[_RN], argv[_HASR] = _addr(res), res.shape[0], res.shape[1], hasr
+    argv[_A], argv[_M], argv[_K] = addr(a), M, K
+    argv[_BP], argv[_BPN] = addr(bp), bp.size
+    argv[_C], argv[_N] = addr(c), c.shape[1]
+    argv[_BIAS], argv[_BIASN], argv[_HASB] = addr(bias), bias.size, hasb
+    argv[_R], argv[_RM], argv[_RN], argv[_HASR] = addr(res), res.shape[0], res.shape[1], hasr
     argv[_ACT], argv[_POSTF] = act, post
     set_f32_arg(argv, _LO, lo)
     set_f32_arg(argv, _HI, hi)
@@ -531,21 +509,12 @@ def gemm_part_avx2(k, args):  # type: ignore[no-untyped-def]
 
 
 _PARTS = {"avx512": gemm_part_avx512, "avx2": gemm_part_avx2}
-_PART_C: dict[str, Any] = {}  # isa -> its cfunc, alive for the process (jobs hold the address)
+_PART_C = CFuncs(__name__, PART_SIG, _PARTS)
 
 
 def part_address(isa: str) -> int:
     """Address of the GEMM part function for isa, compiled (or loaded from the cache) on first use."""
-    f = _PART_C.get(isa)
-    if f is None:
-        with _POST_LOCK:
-            f = _PART_C.get(isa)
-            if f is None:
-                t0 = time.perf_counter()
-                f = _PART_C[isa] = cfunc(PART_SIG, cache=True, error_model="numpy")(_PARTS[isa])
-                if not f.cache_hits:
-                    record_compile(f"{__name__}.{_PARTS[isa].__name__}", time.perf_counter() - t0)
-    return int(f.address)
+    return _PART_C.address(isa)
 
 
 def threads() -> int:

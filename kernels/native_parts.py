@@ -26,12 +26,16 @@ sleeps and wakes): the control array ``ctl`` (int64, one cache line per hot word
 """
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from typing import Any, Callable, Hashable
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, types
+from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
+
+from jitort.cache import record_compile
 
 from jitort.kernels.spin import compare_swap, cycles, fetch_add, load_acquire, load_seq, pause, store_release, \
     store_seq
@@ -50,6 +54,30 @@ MAX_WAIT_SPIN = 1_000_000  # cycles (~0.4 ms at 2.6 GHz) a caller may spin for a
 TIMED_OUT, PYTHON_JOB, WAKE_CALLER = 0, 1, 2
 # native_run's answers
 DONE, MUST_BLOCK, MUST_WAKE = 1, 0, 2
+
+
+class CFuncs:
+    """C functions (``cfunc`` of ``sig``) made from ``fns[key]`` on first use, compiled or loaded from
+    Numba's cache, and kept alive for the process (jobs and kernels hold their addresses). A model
+    compiles only the keys it uses; a fresh compile is recorded (``jitort.cache.record_compile``)."""
+
+    def __init__(self, module: str, sig: Any, fns: dict[Hashable, Callable[..., Any]]) -> None:
+        self.module, self.sig, self.fns = module, sig, fns
+        self.made: dict[Hashable, Any] = {}
+        self.lock = threading.Lock()
+
+    def address(self, key: Hashable) -> int:
+        f = self.made.get(key)
+        if f is None:
+            with self.lock:
+                f = self.made.get(key)
+                if f is None:
+                    t0 = time.perf_counter()
+                    f = cfunc(self.sig, cache=True, error_model="numpy")(self.fns[key])
+                    if not f.cache_hits:
+                        record_compile(f"{self.module}.{self.fns[key].__name__}", time.perf_counter() - t0)
+                    self.made[key] = f
+        return int(f.address)
 
 
 @intrinsic
@@ -89,7 +117,7 @@ def as_ptr(typingctx, addr, dtype):  # type: ignore[no-untyped-def]
 
 @njit(inline="always")
 def addr(x):  # type: ignore[no-untyped-def]
-    """An array's data address as int64."""
+    """An array's data address as int64 (uintp mixed with int64 arithmetic would turn into float64)."""
     return np.int64(x.ctypes.data)
 
 

@@ -25,17 +25,12 @@ time, in a per-thread scratch buffer: never a float copy of the whole weight).
 """
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any
-
 import numpy as np
-from numba import carray, cfunc, njit
+from numba import carray, njit
 
-from jitort.cache import record_compile
 from jitort.kernels import gemm, threads
 from jitort.kernels.gemm import PANEL
-from jitort.kernels.native_parts import PART_SIG, addr, as_ptr, f32_arg, set_f32_arg
+from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
 
 NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
 # Rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM: measured (2-vCPU AMD EPYC
@@ -292,24 +287,13 @@ _GEMV_PARTS = {(4, False, False): gemv4_part, (4, True, False): gemv4_z_part, (4
                (4, True, True): gemv4_zb_part, (8, False, False): gemv8_part, (8, True, False): gemv8_z_part,
                (8, False, True): gemv8_b_part, (8, True, True): gemv8_zb_part}
 _BOTH_READY: set[tuple[int, bool, bool]] = set()  # GEMV keys whose njit kernel and part function are both ready
-_GEMV_C: dict[tuple[int, bool, bool], Any] = {}  # alive for the process: jobs hold the addresses
-_GEMV_LOCK = threading.Lock()
+_GEMV_C = CFuncs(__name__, PART_SIG, _GEMV_PARTS)
 
 
 def gemv_part_address(bits: int, hasz: bool, hasb: bool) -> int:
     """Address of the GEMV part function for (bits, zero points, bias), compiled or loaded from the
     cache on first use (a model compiles only the combinations it has)."""
-    key = (bits, hasz, hasb)
-    f = _GEMV_C.get(key)
-    if f is None:
-        with _GEMV_LOCK:
-            f = _GEMV_C.get(key)
-            if f is None:
-                t0 = time.perf_counter()
-                f = _GEMV_C[key] = cfunc(PART_SIG, cache=True, error_model="numpy")(_GEMV_PARTS[key])
-                if not f.cache_hits:
-                    record_compile(f"{__name__}.{_GEMV_PARTS[key].__name__}", time.perf_counter() - t0)
-    return int(f.address)
+    return _GEMV_C.address((bits, hasz, hasb))
 
 
 STRIP = 4  # panels of NC columns per prefill strip: 256 columns, K x 256 floats of scratch per thread
