@@ -37,6 +37,7 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from jitort.allocator import aligned_zeros
 from jitort.cache import record_compile
 from jitort.kernels.jit import njit_one
 from jitort.kernels.vecir import VB, Vec, fma_tile
@@ -44,7 +45,9 @@ from jitort.kernels.vecir import VB, Vec, fma_tile
 MR = 6  # rows per register tile: the packed-weight layout depends on it, so it is fixed everywhere
 _KC = 256  # K block: a packed B panel (KC x NR) stays in L1 across the row tiles of an MC block
 _MCT = 20  # row tiles per MC block (120 rows): the A block (MC x KC) stays in L2
-BBLOCK = 24576  # elements of gemm_packed's packed-B scratch (KC x NC); below glibc's 128 KiB mmap threshold
+_BPANELS = 24576  # elements of packed B panels per column block (KC x NC)
+_BSLACK = 16  # elements skipped to start the panels on a 64-byte boundary (jitort.allocator: +15-19 % on Ice Lake)
+BBLOCK = _BPANELS + _BSLACK  # elements of gemm_packed's packing scratch; below glibc's 128 KiB mmap threshold
 
 
 # --- the register tile ---------------------------------------------------------------------------
@@ -135,7 +138,7 @@ def pack_weights(w: np.ndarray, group: int = 1) -> np.ndarray:
     M, K = w.shape
     Mg = M // group
     Mb = -(-Mg // MR)
-    out = np.zeros((group, Mb, K, MR), w.dtype)
+    out = aligned_zeros((group, Mb, K, MR), w.dtype)
     wg = w.reshape(group, Mg, K)
     full = Mg // MR
     # one strided copy per tile row r (long contiguous reads): 2-3x faster than copying a
@@ -212,9 +215,11 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[
     ldc = c.strides[0] // isz
     Mb = (M + MR - 1) // MR
     kc = min(K, _KC)
-    NC = max(NR, (bp.shape[0] // max(kc, 1)) // NR * NR)
+    NC = max(NR, ((bp.shape[0] - _BSLACK) // max(kc, 1)) // NR * NR)
     nkb = max(1, (K + _KC - 1) // _KC)
     bpd = bp.ctypes.data
+    bpd += (-bpd) & 63  # whole-vector panel loads never straddle two cache lines
+    bp = bp[(bpd - bp.ctypes.data) // isz:]
     cpd = c.ctypes.data
     for j0 in range(0, N, NC):
         j1 = min(N, j0 + NC)

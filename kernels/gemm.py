@@ -46,6 +46,7 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from jitort.allocator import aligned_zeros
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
 from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
 from jitort.kernels.threads import intra_op_threads, run_native
@@ -373,7 +374,7 @@ def pack_b(b: np.ndarray) -> np.ndarray:
     """B [K, N] float32 -> the packed panels (1-D, ``panels(N) * K * 16`` elements)."""
     K, N = b.shape
     npan = panels(N)
-    out = np.zeros((npan, K, PANEL), np.float32)
+    out = aligned_zeros((npan, K, PANEL), np.float32)  # 64-byte aligned: see jitort.allocator
     full = N // PANEL
     out[:full] = b[:, :full * PANEL].reshape(K, full, PANEL).transpose(1, 0, 2)
     if full < npan:

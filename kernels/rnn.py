@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jitort.allocator import aligned
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
@@ -155,7 +156,7 @@ def _pad(v: np.ndarray) -> np.ndarray:
 def _rt(r: np.ndarray, packed: bool) -> np.ndarray:
     """[dirs, N, H] -> each direction's Rᵀ [H, N]: packed panels [dirs, len] or plain [dirs, H, N]."""
     if packed:
-        return np.stack([gemm.pack_b(np.ascontiguousarray(r[d].T)) for d in range(r.shape[0])])
+        return aligned(np.stack([gemm.pack_b(np.ascontiguousarray(r[d].T)) for d in range(r.shape[0])]))
     return np.ascontiguousarray(r.transpose(0, 2, 1))
 
 

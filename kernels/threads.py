@@ -29,6 +29,7 @@ import threading
 from typing import Any, Callable
 
 import numpy as np
+from jitort.allocator import aligned_empty
 from jitort.cache import import_file
 from jitort.kernels import native_parts as NP
 from jitort.kernels.spin import spin_while
@@ -346,7 +347,7 @@ def scratch(n: int, dt: np.dtype) -> np.ndarray:
         bufs = _local.bufs = {}
     a = bufs.get(dt)
     if a is None or a.shape[0] < n:
-        a = bufs[dt] = np.empty(max(n, 1), dt)
+        a = bufs[dt] = aligned_empty(max(n, 1), dt)  # kernels' whole-vector loads: see jitort.allocator
     return a
 
 

@@ -315,14 +315,18 @@ CHILD = textwrap.dedent("""
     x = np.load(sys.argv[2])
     y = s.run(None, {"x": x})[0]
     np.save(sys.argv[3], y)
-    print(json.dumps({"loaded_from": s.compile_report["loaded_from"]}))
+    packed = [c for c in s._compiled.consts.values()
+              if isinstance(c, np.ndarray) and c.ndim == 1 and c.size == int(sys.argv[4])]
+    print(json.dumps({"loaded_from": s.compile_report["loaded_from"],
+                      "packed_offsets": [c.ctypes.data % 64 for c in packed]}))
 """)
 
 
 def _child(model: str, x: Path, out: Path, cache: Path) -> dict:
     env = dict(os.environ, JITORT_CACHE_DIR=str(cache))
-    p = subprocess.run([sys.executable, "-c", CHILD, model, str(x), str(out)], env=env, capture_output=True,
-                       text=True, timeout=600)
+    size = gemm.panels(70) * 40 * gemm.PANEL  # _chain_model(9, 40, 70)'s packed weights
+    p = subprocess.run([sys.executable, "-c", CHILD, model, str(x), str(out), str(size)], env=env,
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -342,7 +346,9 @@ def test_packed_weights_survive_cache_and_artifact(tmp_path):
     p = subprocess.run([sys.executable, "-m", "jitort", "compile", str(path), "-o", str(art)], capture_output=True,
                        text=True, timeout=600, env=dict(os.environ, JITORT_CACHE_DIR=str(tmp_path / "c2")))
     assert p.returncode == 0, p.stderr[-3000:]
-    _child(str(art), tmp_path / "x.npy", tmp_path / "y3.npy", tmp_path / "c3")
+    third = _child(str(art), tmp_path / "x.npy", tmp_path / "y3.npy", tmp_path / "c3")
+    # fresh, from the cache, from the artifact: the panels start on a 64-byte boundary (jitort.allocator)
+    assert [r["packed_offsets"] for r in (first, second, third)] == [[0], [0], [0]]
     for k in (1, 2, 3):
         assert np.array_equal(np.load(tmp_path / f"y{k}.npy"), want), k
     consts = list((art / "consts").glob("*.npy"))
