@@ -243,7 +243,10 @@ def test_linear_regressor(targets: int, post: str) -> None:
     m = _model("LinearRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, targets=targets,
                coefficients=(rng.normal(size=targets * F) * scale).tolist(),
                intercepts=(0.5 + rng.normal(size=targets) * scale).tolist(), post_transform=post)
-    compare(m, lambda n: {"X": _x(n, n) * np.float32(0.1)}, GRID_BATCHES)
+    # onnxruntime's float32 erfinv (which jitort's PROBIT reproduces) is a staircase with ~4.2e-6 steps
+    # around 0.45: a score an ulp or two apart (a GEMM summing in another order, as MLAS does on Intel
+    # AVX-512 hosts for some rows) lands a step or a few away (seen: 3 steps, 1.25e-5)
+    compare(m, lambda n: {"X": _x(n, n) * np.float32(0.1)}, GRID_BATCHES, atol=3e-5 if post == "PROBIT" else 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
