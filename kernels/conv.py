@@ -65,7 +65,7 @@ from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, GEMM_T, IM2COL
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
-from jitort.kernels.convutil import EP, epilogue_row, ow_range, pad_phases, share, epilogue_kind, epilogue_residual
+from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import parts_for, run_parts, scratch
@@ -140,38 +140,31 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
     N, C, D, H, W = x.shape
     M = out.shape[1]
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
-    sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
+    sd, sh, sw, pd, ph, pw = geo[4], geo[5], geo[6], geo[10], geo[11], geo[12]
     if kd * kh * kw == 1 and sd * sh * sw == 1 and pd + ph + pw == 0 and OD * OH * OW == D * H * W:
         _conv_gemm_1x1(x.reshape(N, C, D * H * W), wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts)
         return
     Cg = C // group
     Mg = M // group
-    K = Cg * kd * kh * kw
+    T = kd * kh * kw
+    K = Cg * T
     R = OD * OH
     rows = im2col_rows_jit(K, OW, R)
     col = sc[:K * rows * OW]
     bp = sc[K * rows * OW:K * rows * OW + BBLOCK]
     zero = prm[2]
-    los = np.empty(kw, np.int64)
-    his = np.empty(kw, np.int64)
-    for e in range(kw):
-        los[e], his[e] = ow_range(e * dw - pw, sw, W, OW)
+    xf = x.reshape(-1)
+    plane = D * H * W
+    tab = np.empty(T * rows * OW, np.int64)
     b0, b1 = share((R + rows - 1) // rows, part, nparts)
-    for n in range(N):
-        for g in range(group):
-            for r0 in range(b0 * rows, min(R, b1 * rows), rows):
-                r1 = min(R, r0 + rows)
-                pb = (r1 - r0) * OW
-                colv = col[:K * pb].reshape(K, pb)
-                k = 0
-                for c in range(Cg):
-                    xc = x[n, g * Cg + c]
-                    for a in range(kd):
-                        for bb in range(kh):
-                            for e in range(kw):
-                                _im2col_row(colv[k], xc, r0, r1, OH, OW, D, H, a * dd - pd, bb * dh - ph, sd, sh,
-                                            los[e], his[e], e * dw - pw, sw, zero)
-                                k += 1
+    for r0 in range(b0 * rows, min(R, b1 * rows), rows):
+        r1 = min(R, r0 + rows)
+        pb = (r1 - r0) * OW
+        _im2col_table(tab, r0, r1, OH, OW, D, H, W, geo)
+        colv = col[:K * pb].reshape(K, pb)
+        for n in range(N):
+            for g in range(group):
+                _im2col_gather(col, xf, (n * C + g * Cg) * plane, plane, Cg, T, tab, pb, zero)
                 o = out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW]
                 if z is None:
                     _gemm_act(wp[g], 0, Mg, K, colv, o, None, b, g * Mg, act, prm, ep, ga, bp)
@@ -263,34 +256,42 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                     epilogue_row(out[n, m, ::1], b[m], act, prm, ep)
 
 
-@njit(**EP)
-def _im2col_row(dst, xc, r0, r1, OH, OW, D, H, zoff, yoff, sd, sh, lo, hi, off, sw,  # type: ignore[no-untyped-def]
-                zero):
-    """dst[(r - r0)*OW + ow] = x[od*sd + zoff, oh*sh + yoff, ow*sw + off] (0 outside) for rows r0..r1."""
-    for r in range(r0, r1):
-        od = r // OH
-        oh = r - od * OH
-        iz = od * sd + zoff
-        iy = oh * sh + yoff
-        drow = dst[(r - r0) * OW:(r - r0 + 1) * OW]
-        if iz < 0 or iz >= D or iy < 0 or iy >= H or hi <= lo:
-            for j in range(OW):
-                drow[j] = zero
-            continue
-        for j in range(lo):
-            drow[j] = zero
-        seg = drow[lo:hi]
-        if sw == 1:
-            src = xc[iz, iy, lo + off:hi + off]
-            for j in range(seg.shape[0]):
-                seg[j] = src[j]
-        else:
-            src = xc[iz, iy, lo * sw + off:(hi - 1) * sw + off + 1:sw]
-            for j in range(seg.shape[0]):
-                seg[j] = src[j]
-        tail = drow[hi:]
-        for j in range(tail.shape[0]):
-            tail[j] = zero
+@njit(inline="always", **EP)
+def _im2col_table(tab, r0, r1, OH, OW, D, H, W, geo):  # type: ignore[no-untyped-def]
+    """tab[t, q] for tap t = (a, bb, e) and block position q = (r - r0) * OW + ow (r = od * OH + oh,
+    r0 <= r < r1): the offset in an input plane that tap reads for that output, or -1 in the padding."""
+    kd, kh, kw = geo[1], geo[2], geo[3]
+    sd, sh, sw, dd, dh, dw, pd, ph, pw = geo[4], geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11], geo[12]
+    pb = (r1 - r0) * OW
+    for a in range(kd):
+        for bb in range(kh):
+            for e in range(kw):
+                tq = ((a * kh + bb) * kw + e) * pb
+                for q in range(r1 - r0):
+                    od = (r0 + q) // OH
+                    iz = od * sd + a * dd - pd
+                    iy = (r0 + q - od * OH) * sh + bb * dh - ph
+                    row = (iz * H + iy) * W if 0 <= iz < D and 0 <= iy < H else -1
+                    for j in range(OW):
+                        ix = j * sw + e * dw - pw
+                        tab[tq + q * OW + j] = row + ix if row >= 0 and 0 <= ix < W else -1
+
+
+@njit(inline="always", **EP)
+def _im2col_gather(col, xf, base, plane, Cg, T, tab, pb, zero):  # type: ignore[no-untyped-def]
+    """col[(c * T + t) * pb + q] = xf[base + c * plane + tab[t * pb + q]] (zero where tab is -1):
+    one long loop per (channel, tap) that vectorises as a masked gather (unsigned indices: no
+    wraparound select). It replaced a copy per (tap, output row) whose per-row overhead made
+    im2col 3-11 ns per element for strided 3x3 convs on small images (resnet50's 256-channel
+    stride-2 conv: 2.2 ms of im2col in a 4.9 ms conv; 0.34 ms this way), Intel Xeon (Ice Lake)."""
+    for c in range(Cg):
+        cb = base + c * plane
+        for t in range(T):
+            d = (c * T + t) * pb
+            tb = t * pb
+            for q in range(pb):
+                o = tab[np.uint64(tb + q)]
+                col[np.uint64(d + q)] = xf[np.uint64(cb + o)] if o >= 0 else zero
 
 
 @njit(**_KW)

@@ -19,6 +19,7 @@ from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR
 from jitort.kernels.convutil import EP
 from jitort.kernels.pool_geometry import trunc_div
+from jitort.kernels.vecir import VB
 from jitort.kernels.winograd import wino_sizes
 
 # im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
@@ -174,7 +175,7 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         path, xs = IMPLICIT, x5
     elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
         path, xs = WINOGRAD, tuple(x_shape)
-    elif _implicit_fits(w_shape, group, odhw[2], small_k=False):
+    elif _implicit_fits(w_shape, group, odhw[2], small_k=False, strided=any(int(t) > 1 for t in strides)):
         path, xs = IMPLICIT, x5
     else:
         path, xs = IM2COL, x5
@@ -197,22 +198,25 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
 
 
-def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool) -> bool:
-    """Whether the implicit GEMM beats the alternatives (measured on Zen 3, 1 thread): its tiles
-    hold two vectors of one output row, so rows must fill them (>= 75 %); with K <= one K block it
-    beats Winograd and im2col (no copies); with more, only while the weights of a group stay small
-    (Mg x K <= 400K: 5x5 and grouped convs won by 10-35 %, a 512x4608 one lost 1.6x). Never for a
-    strided 1x1 kernel: its phase-split copy takes the whole input where im2col gathers the used
-    columns only (im2col 25-40 % faster at 64..256 channels, resnet50's 512x256 s2 4.1 -> 2.9 ms)."""
+def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool, strided: bool = False) -> bool:
+    """Whether the implicit GEMM beats the alternatives: its tiles hold two vectors of one output
+    row, so rows must fill them (>= 75 %, the host's vectors); with K <= one K block it beats Winograd
+    and im2col (no copies); with more, only unstrided and while the weights of a group stay small
+    (Mg x K <= 400K). Never for a 1x1 kernel (its phase-split copy takes the whole input where im2col
+    gathers the used columns only). Re-measured after im2col became a table-driven gather (Intel Xeon
+    Ice Lake, 1 thread, interleaved, implicit -> im2col): 5x5 48->128 on 14x14 1.10 -> 0.73 ms, grouped
+    3x3 on 13x13 1.13 -> 0.69 (rows of 13-14 half-fill a 32-column AVX-512 tile), 3x3 128->128 stride
+    2 on 56x56 3.68 -> 2.85; kept: 5x5 on 28x28 (0.25 vs 0.43 ms), grouped 5x5 27x27, resnet50's conv1
+    (7x7 stride 2, K = 147: 2.95 vs 4.03)."""
     if int(np.prod(w_shape[2:])) == 1:
         return False
     K = int(np.prod(w_shape[1:]))
-    nr = 2 * 32 // 4  # conv_tile_cols(float32) on AVX2; a row's tail of <= nr/2 takes a half tile
+    nr = 2 * VB // 4  # conv_tile_cols(float32) on this host; a row's tail of <= nr/2 takes a half tile
     if ow < nr * 3 // 4 or ow / (ow // nr * nr + (nr if ow % nr > nr // 2 else nr // 2 if ow % nr else 0)) < 0.75:
         return False
     if small_k:
         return K <= _IMPLICIT_MAX_K
-    return (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
+    return not strided and (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
 
 
 def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,

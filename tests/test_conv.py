@@ -185,6 +185,8 @@ def test_kernels_write_nothing_past_the_output(xs, ws, attrs, residual):
     if path == K.WINDOW:
         K.window_kernel(x.reshape(xsh), wp, b, o3, z, geo, ow, 1, prm, None, sc, 0, 1)
     else:
+        if path == K.IM2COL:  # an AVX-512 host takes im2col for rows this short: run the implicit GEMM anyway
+            path, sc = K.IMPLICIT, T.scratch(S._scratch_size(K.IMPLICIT, xs, ws, geo, (od, oh, ow)), np.float32)
         assert path in (K.DIRECT, K.IMPLICIT)
         kernel = K._conv_direct if path == K.DIRECT else K._conv_implicit
         kernel(x.reshape(xsh), wp, b, o3, z, geo, od, oh, ow, 1, prm, None, sc, 0, 1)
