@@ -54,10 +54,23 @@ def row_sqdev(x, mean):  # type: ignore[no-untyped-def]
     return s
 
 
+_EXP_NORMAL = -87.3  # exp(x) >= float32's smallest normal (2**-126 = e**-87.34) from here up
+_EXP_NORMAL_F64 = -708.3  # float64's (2**-1022 = e**-708.40)
+
+
 @njit(**_JIT)
 def exp_block(x, y):  # type: ignore[no-untyped-def]
+    """y = exp(x) for x <= 0 (a softmax's shifted scores), results below float32's smallest normal
+    flushed to 0: computing a subnormal (or an underflow to 0) takes a microcode assist per vector
+    on Intel cores. Masked scores are -inf, and a causal attention block is half masked: on the
+    Ice Lake VM the assists doubled the time of a causal [2, 4, 128, 64] attention (0.6 -> 1.2 ms);
+    the flushed values (< 1.2e-38 before normalisation) change no result beyond that size."""
+    lo = x.dtype.type(_EXP_NORMAL if x.itemsize == 4 else _EXP_NORMAL_F64)
+    zero = x.dtype.type(0)
     for i in range(x.shape[0]):
-        y[i] = fexp(x[i])
+        v = x[i]
+        e = fexp(max(v, lo))
+        y[i] = zero if v < lo else e
 
 
 # --- Softmax / LogSoftmax --------------------------------------------------------------------------
