@@ -142,6 +142,7 @@ PREFILL_GRID = [
     (8, 64, 130, 64, "packed", True, 128),
     (8, 128, 300, 33, None, False, 3),
     (2, 16, 50, 100, "packed", True, 129),
+    (4, 16, 5, 3, "packed", True, 4),  # K inside one word, N inside one gemm panel
 ]
 
 
