@@ -111,7 +111,7 @@ PACKED_GRID = [
 @pytest.mark.parametrize("bits,block,K,N,zp,bias,M", PACKED_GRID)
 def test_matmul_nbits_packed(bits, block, K, N, zp, bias, M, monkeypatch):
     """Both paths of kernels/nbits.py against onnxruntime, on one thread and split over two
-    (every panel or strip its own part: same bits as one thread)."""
+    (every panel its own part: same bits as one thread)."""
     inits, ins = _nbits_inputs(np.random.default_rng(K + N + M), bits, block, K, N, zp, bias)
     node = helper.make_node("MatMulNBits", ins, ["y"], domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
     feeds = {"a": rand((M, K), seed=2)}
