@@ -19,24 +19,25 @@ any sum they join anyway). Rounding differs from onnxruntime's (which dequantise
 then multiplies) in the last bits of float32 only.
 
 ``gemv4``/``gemv8`` run the rows of A (decode: M = 1..``GEMV_ROWS``) panel by panel, a panel's
-packed weights staying in cache across rows. More rows (prefill) take ``dequant_panels``: a strip of
-columns dequantised into kernels/gemm.py's packed-B layout, multiplied by its GEMM (a strip at a
-time, in a per-thread scratch buffer: never a float copy of the whole weight).
+packed weights staying in cache across rows. More rows (prefill) and 2-bit weights take
+kernels/nbits_prefill.py: a panel dequantised into kernels/gemm.py's packed-B layout, then its
+register tile over every row of A (never a float copy of the whole weight).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import carray, njit
 
-from jitort.kernels import gemm, threads
-from jitort.kernels.gemm import PANEL
+from jitort.kernels import nbits_prefill, threads
 from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
 
 NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
-# Rows of A up to which the packed GEMV beats dequantise-a-strip + GEMM: measured (2-vCPU AMD EPYC
-# Zen 4, 1 thread, loaded) K x N = 768 x 2048, int4: M=1 64 us vs 835, M=8 484 vs 1128 (the strip
-# path's cost is mostly the dequantisation, whatever M).
-GEMV_ROWS = 16
+# Rows of A up to which the packed GEMV beats nbits_prefill's dequantise-a-panel + GEMM tile:
+# measured on the 2-vCPU Intel Xeon (Ice Lake) VM, 1 thread, int4 block 32, CPU time (load 2.9),
+# GEMV vs prefill in us: 768 x 768 M=1 49 vs 127, M=2 91 vs 131, M=4 197 vs 140; 768 x 2048 M=2
+# 220 vs 352, M=4 422 vs 348; 2048 x 768 M=2 399 vs 448, M=4 745 vs 484, M=16 1720 vs 704 (the GEMV
+# costs ~M times its M=1 time; the prefill's dequantisation is paid once, whatever M).
+GEMV_ROWS = 2
 GEMV_MACS_PER_PART = 1e6  # ~40 us of one thread's GEMV work: less is not worth handing to another
 
 
@@ -185,29 +186,6 @@ def gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1):  # type: ignore[no-untyped-d
             _store(tot, bias, y, m, p * NC)
 
 
-@njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
-def dequant_panels(w, s, z, zdef, bits, block, K, p0, p1, out):  # type: ignore[no-untyped-def]
-    """The float weight W[:K, p0*NC : p1*NC] (W[k, n] = (q[n, k] - zp) * s) written into ``out`` in
-    kernels/gemm.py's packed-B layout (``gemm.PANEL``-column panels [panel, K, PANEL])."""
-    per = 32 // bits
-    mask = np.int32((1 << bits) - 1)
-    sub = NC // PANEL
-    row = np.empty(NC, np.float32)
-    for p in range(p0, p1):
-        for k in range(K):
-            kw = k // per
-            sh = np.int32(bits * (k % per))
-            b = k // block
-            for c in range(NC):  # one vector loop over the panel's columns
-                q = np.float32(np.int32(np.int32(w[p, kw, c] >> sh) & mask))
-                zc = zdef if z is None else z[p, b, c]
-                row[c] = (q - zc) * s[p, b, c]
-            for j in range(sub):  # then copies of PANEL floats
-                o = (p - p0) * sub + j
-                for c16 in range(PANEL):
-                    out[o, k, c16] = row[j * PANEL + c16]
-
-
 # --- the GEMV split: native parts (threads.run_native), panels P*i//parts .. P*(i+1)//parts each ------
 _AP, _M, _KP, _ASUM, _BLOCKS, _W, _P, _KW, _S, _Z, _ZDEF, _BIAS, _Y, _N, _PARTS = range(15)
 
@@ -296,19 +274,15 @@ def gemv_part_address(bits: int, hasz: bool, hasb: bool) -> int:
     return _GEMV_C.address((bits, hasz, hasb))
 
 
-STRIP = 4  # panels of NC columns per prefill strip: 256 columns, K x 256 floats of scratch per thread
-
-
 def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
     """a [M, K] float32 @ the packed weight -> float32 [M, N] (+ bias): ``gemv4``/``gemv8`` for M <=
-    GEMV_ROWS, split into native parts (panels) over jitort's threads; else strips of STRIP panels
-    dequantised into kernels/gemm.py's packed layout and multiplied by its GEMM, strips split over
-    jitort's threads."""
+    GEMV_ROWS, split into native parts (panels) over jitort's threads; else (and for 2-bit weights)
+    kernels/nbits_prefill.py's dequantise-a-panel GEMM, panels split over jitort's threads."""
     M = a.shape[0]
-    y = np.empty((M, pk.N), np.float32)
     b32 = None if bias is None else np.ascontiguousarray(bias.reshape(-1), np.float32)
     P = pk.w.shape[0]
     if M <= GEMV_ROWS and pk.bits in (4, 8):
+        y = np.empty((M, pk.N), np.float32)
         ap, asum = prep(a, pk)
         parts = threads.parts_for(P, M * pk.kp * pk.N, GEMV_MACS_PER_PART)
         kern = gemv4 if pk.bits == 4 else gemv8
@@ -326,25 +300,4 @@ def matmul(a: np.ndarray, pk: Packed, bias: np.ndarray | None) -> np.ndarray:
                           y[0] if b32 is None else b32, y, parts)
         threads.run_native(gemv_part_address(pk.bits, pk.z is not None, b32 is not None), argv, parts)
         return y
-    a32 = np.ascontiguousarray(a, np.float32)
-    strips = -(-P // STRIP)
-    parts = threads.parts_for(strips, 2.0 * M * pk.K * pk.N)
-    zero = np.zeros(STRIP * NC, np.float32)
-
-    def run(i: int) -> None:
-        nbp = STRIP * NC * pk.K
-        buf = threads.scratch(nbp + M * STRIP * NC, np.dtype(np.float32))  # this thread's: weights, product
-        for t in range(strips * i // parts, strips * (i + 1) // parts):
-            p0, p1 = t * STRIP, min(P, (t + 1) * STRIP)
-            n0, n1 = p0 * NC, min(pk.N, p1 * NC)
-            bp = buf[:(p1 - p0) * NC * pk.K]
-            dequant_panels(pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, pk.K, p0, p1,
-                           bp.reshape((p1 - p0) * NC // PANEL, pk.K, PANEL))
-            yt = gemm.gemm(a32, bp, n1 - n0, zero, False, out=buf[nbp:nbp + M * (n1 - n0)].reshape(M, n1 - n0),
-                           nthreads=1)
-            if b32 is None:
-                y[:, n0:n1] = yt
-            else:
-                np.add(yt, b32[n0:n1], out=y[:, n0:n1])
-    threads.run_parts(run, parts)
-    return y
+    return nbits_prefill.matmul(a, pk.w, pk.s, pk.z, pk.zdef, pk.bits, pk.block, b32, pk.N)

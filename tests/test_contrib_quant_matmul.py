@@ -1,6 +1,7 @@
 """MatMulNBits (bits, block sizes, K not a multiple of the block, packed/float/absent zero points,
-bias, g_idx, constant or run-time weights; kernels/nbits.py's GEMV (M <= GEMV_ROWS) and strip
-GEMM paths, split over threads, float16 A, accuracy_level 4), MatMulIntegerToFloat and
+bias, g_idx, constant or run-time weights; kernels/nbits.py's GEMV (M <= GEMV_ROWS) and
+kernels/nbits_prefill.py's dequantise-a-panel GEMM, split over threads and on both ISA paths, float16
+A, accuracy_level 4), MatMulIntegerToFloat and
 DynamicQuantizeMatMul (com.microsoft) vs onnxruntime; the packed kernels' loops vectorise."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from onnx import helper
 
 import jitort as ort
-from jitort.kernels import nbits, threads
+from jitort.kernels import gemm, nbits, nbits_prefill, threads
 from oracle import assert_close, make_model, rand, run_ort
 
 F = np.float32
@@ -89,11 +90,13 @@ def test_matmul_nbits_g_idx():
 
 
 # (bits, block, K, N, zero points, bias, rows of A): N past one panel of nbits.NC with a ragged
-# tail; up to GEMV_ROWS (16) rows of 4/8-bit take the GEMV, more rows and 2-bit the dequantise-a-strip
-# GEMM (N past one strip, so that two threads get a strip each). onnxruntime's CPU kernel refuses
+# tail; up to GEMV_ROWS (2) rows of 4/8-bit take the GEMV, more rows and 2-bit the dequantise-a-panel
+# GEMM (N past one panel, so that two threads get a panel each). onnxruntime's CPU kernel refuses
 # 8-bit weights with float zero points.
 PACKED_GRID = [
     (4, 32, 96, 70, None, True, 1),
+    (4, 32, 96, 70, "packed", True, 2),
+    (8, 32, 64, 70, None, False, 2),
     (4, 16, 40, 130, "packed", False, 4),
     (4, 32, 64, 70, "float", True, 1),
     (8, 32, 96, 70, "packed", True, 1),
@@ -108,7 +111,7 @@ PACKED_GRID = [
 @pytest.mark.parametrize("bits,block,K,N,zp,bias,M", PACKED_GRID)
 def test_matmul_nbits_packed(bits, block, K, N, zp, bias, M, monkeypatch):
     """Both paths of kernels/nbits.py against onnxruntime, on one thread and split over two
-    (every panel or strip its own part: same bits as one thread)."""
+    (every panel its own part: same bits as one thread)."""
     inits, ins = _nbits_inputs(np.random.default_rng(K + N + M), bits, block, K, N, zp, bias)
     node = helper.make_node("MatMulNBits", ins, ["y"], domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
     feeds = {"a": rand((M, K), seed=2)}
@@ -123,6 +126,46 @@ def test_matmul_nbits_packed(bits, block, K, N, zp, bias, M, monkeypatch):
     two = _run(node, feeds, inits, nthreads=2)
     assert max(calls) == 2
     np.testing.assert_array_equal(one, two)
+
+
+# the prefill path (kernels/nbits_prefill.py), (bits, block, K, N, zero points, bias, rows of A):
+# blocks 16-128, K not a multiple of the block nor of a word's values (8 for 4-bit, 4 for 8-bit), N
+# not a multiple of a panel (nbits.NC = 64) nor of gemm.PANEL (16), rows for every register tile
+# shape (6-row tiles and 1-, 2- (as 3) and 4-row tails: 7, 128 = 21 * 6 + 2, 129, 3)
+PREFILL_GRID = [
+    (4, 16, 75, 100, None, False, 3),
+    (4, 32, 200, 130, "packed", True, 128),
+    (4, 64, 301, 70, "float", False, 129),
+    (4, 128, 260, 150, None, True, 7),
+    (8, 16, 41, 90, "packed", False, 129),
+    (8, 32, 101, 200, None, True, 7),
+    (8, 64, 130, 64, "packed", True, 128),
+    (8, 128, 300, 33, None, False, 3),
+    (2, 16, 50, 100, "packed", True, 129),
+    (4, 16, 5, 3, "packed", True, 4),  # K inside one word, N inside one gemm panel
+]
+
+
+@pytest.mark.parametrize("bits,block,K,N,zp,bias,M", PREFILL_GRID)
+def test_matmul_nbits_prefill(bits, block, K, N, zp, bias, M, monkeypatch):
+    """The dequantise-a-panel GEMM against onnxruntime (one thread); bitwise the same split over two
+    threads (every panel its own part) and on the AVX2 path (JITORT_ISA=avx2: gemm.py's tiles of
+    that path; on a host without AVX-512 both runs take it)."""
+    assert M > nbits.GEMV_ROWS or bits == 2
+    inits, ins = _nbits_inputs(np.random.default_rng(K + N + M + block), bits, block, K, N, zp, bias)
+    node = helper.make_node("MatMulNBits", ins, ["y"], domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
+    feeds = {"a": rand((M, K), seed=M)}
+    one = _run(node, feeds, inits, nthreads=1)
+    monkeypatch.setattr(threads, "PART_FLOPS", 1)
+    calls = []
+    run_native = threads.run_native
+    monkeypatch.setattr(threads, "run_native", lambda fn, argv, n: (calls.append(n), run_native(fn, argv, n)))
+    two = _run(node, feeds, inits, nthreads=2)
+    assert calls == [min(2, -(-N // nbits.NC))]  # a part per panel of NC columns
+    np.testing.assert_array_equal(one, two)
+    monkeypatch.setenv("JITORT_ISA", "avx2")
+    avx2 = _run(node, feeds, inits, nthreads=1)
+    np.testing.assert_array_equal(one, avx2)
 
 
 def test_matmul_nbits_float16():
@@ -151,24 +194,29 @@ def test_matmul_nbits_accuracy_level_4():
         np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6 * scale)
 
 
-def _vector_ir(fn, *args) -> str:
-    """Optimised LLVM IR of a kernel compiled afresh for ``args`` (cached code cannot be inspected)."""
+def _vector_ir(fn, *args, fastmath=True) -> str:
+    """Optimised LLVM IR of a kernel (or a plain function calling one) compiled afresh for ``args``
+    (cached code cannot be inspected)."""
     from numba import njit
-    fresh = njit(nogil=True, fastmath=True, error_model="numpy")(fn.py_func)
+    fresh = njit(nogil=True, fastmath=fastmath, error_model="numpy")(getattr(fn, "py_func", fn))
     fresh(*args)
     return fresh.inspect_llvm(fresh.signatures[0])
 
 
-@pytest.mark.parametrize("kernel", ["gemv4", "gemv8", "dequant_panels"])
+def _dequant4(w, s, out):  # type: ignore[no-untyped-def]
+    """nbits_prefill.dequant_group as its part functions inline it: bits a constant."""
+    nbits_prefill.dequant_group(w, s, s, 0, F(8), 4, 32, out.shape[1], 0, out)
+
+
+@pytest.mark.parametrize("kernel", ["gemv4", "gemv8", "dequant_group"])
 def test_nbits_kernels_vectorise(kernel):
     """The inner loops are vector code: int32 lanes converted to float (never int64: that takes
     AVX-512DQ) and vector float multiply-adds."""
     P, kw, blocks = 1, 8, 2
     w = np.zeros((P, kw, nbits.NC), np.int32)
     s = np.ones((P, blocks, nbits.NC), F)
-    if kernel == "dequant_panels":
-        ir = _vector_ir(nbits.dequant_panels, w, s, None, F(8), 4, 32, 64, 0, P,
-                        np.zeros((nbits.NC // nbits.PANEL, 64, nbits.PANEL), F))
+    if kernel == "dequant_group":
+        ir = _vector_ir(_dequant4, w, s, np.zeros((nbits.NC // gemm.PANEL, 64, gemm.PANEL), F), fastmath=False)
     else:
         per = 8 if kernel == "gemv4" else 4
         a = np.ones((1, kw * per), F)
