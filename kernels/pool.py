@@ -27,6 +27,7 @@ from numba import njit
 from jitort.ir import Graph, Node
 from jitort.kernels.convutil import ow_range
 from jitort.kernels.global_pool import global_run
+from jitort.kernels import pool_rows
 from jitort.kernels.pool2d import axis_count, pool2d
 from jitort.kernels.pool_geometry import (AVG, LP, MAX, as_planes4, geometry_array, lowest, pool_attrs,
                                           pool_compute_dtype, pool_geometry)
@@ -252,13 +253,13 @@ def _maxpool_indices(x, out, ind, geo, storage_order, plane0, lowest):  # type: 
                                         bi[ow] = base + iz + iy * D + ix * D * H
 
 
-_GLOBAL, _2D, _GENERIC = 0, 1, 2
+_GLOBAL, _2D, _GENERIC, _ROWS = 0, 1, 2, 3
 _PREPARED: dict[tuple, tuple] = {}
 
 
 def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int] | None,
              strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
-             auto_pad: str, ceil_mode: int, p: float) -> tuple:
+             auto_pad: str, ceil_mode: int, p: float, cip: int = 0) -> tuple:
     """Everything about a windowed pooling call that depends on the input's shape and dtype only: the
     kernel to run, the shapes to view input and output as, the geometry array and two scalars."""
     cd = pool_compute_dtype(op_name, X.dtype, ints=mode == MAX)
@@ -273,6 +274,9 @@ def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int]
             and mode != LP:  # the window is the whole plane
         return _GLOBAL, oshape, cd, geo, (planes, -1), (planes,), low, pv
     if X.ndim <= 4 and mode != LP:
+        rows = _rows_plan(X, cd, mode, k, s, dl, begin, end, out_sp, ceil_mode, cip)
+        if rows is not None:
+            return (_ROWS, oshape, cd) + rows
         sp = X.shape[2:]
         xs = (planes, sp[0] if len(sp) == 2 else 1, sp[-1])
         os_ = (planes, oshape[-2] if len(sp) == 2 else 1, oshape[-1])
@@ -281,18 +285,44 @@ def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int]
     return _GENERIC, oshape, cd, geo, x4, (planes,) + (1,) * (5 - X.ndim) + out_sp, low, pv
 
 
+def _rows_plan(X: np.ndarray, cd: np.dtype, mode: int, k: tuple[int, ...], s: tuple[int, ...],
+               dl: tuple[int, ...], begin: tuple[int, ...], end: tuple[int, ...], out_sp: tuple[int, ...],
+               ceil_mode: int, cip: int) -> tuple | None:
+    """(geometry vector, column counts, input and output views, 0, 0) for ``pool_rows`` (float32,
+    undilated, column stride 1 or 2, every window holding an input element), or None."""
+    if cd != np.float32 or set(dl) != {1} or s[-1] not in (1, 2):
+        return None
+    sp = X.shape[2:]
+    if len(sp) == 1:
+        h, kh, sh, ph, eh, oh = 1, 1, 1, 0, 0, 1
+    else:
+        h, kh, sh, ph, eh, oh = sp[0], k[0], s[0], begin[0], end[0], out_sp[0]
+    w, kw, sw, pw, ew, ow = sp[-1], k[-1], s[-1], begin[-1], end[-1], out_sp[-1]
+    for o_n, st, kk, pb, n in ((oh, sh, kh, ph, h), (ow, sw, kw, pw, w)):
+        for o in range(o_n):
+            t0 = o * st - pb
+            if min(t0 + kk, n) - max(t0, 0) < 1:
+                return None
+    g = pool_rows.geometry(h, w, oh, ow, kh, kw, sh, sw, ph, pw, eh, cip)
+    cx = np.ones(-(-ow // pool_rows.MAXV) * pool_rows.MAXV, np.float32)
+    for o in range(ow):
+        cx[o] = axis_count(o, sw, 1, kw, pw, w, w + ew if cip else 0)
+    planes = X.shape[0] * X.shape[1]
+    return g, (planes, h, w), (planes, oh, ow), cx, np.float32(2)
+
+
 def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int] | None,
               strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
               auto_pad: str, ceil_mode: int, cip: int, p: float) -> np.ndarray:
     """A windowed pooling (values only). The plan passes the attributes as tuples, so the per-shape
     preparation is looked up by one tuple hash."""
-    key = (X.shape, X.dtype, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)
+    key = (X.shape, X.dtype, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)
     try:
         g = _PREPARED.get(key)
     except TypeError:  # list attributes (a direct call): not hashable, not cached
         g, key = None, None
     if g is None:
-        g = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)
+        g = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)
         if key is not None:
             if len(_PREPARED) > 4096:
                 _PREPARED.clear()
@@ -301,7 +331,9 @@ def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int
     x = X if X.dtype == cd and X.flags.c_contiguous else np.ascontiguousarray(X, cd)
     out = np.empty(oshape, cd)
     if out.size:
-        if kind == _2D:
+        if kind == _ROWS:
+            pool_rows.run(x.reshape(xs), out.reshape(os_), geo, a0, mode)
+        elif kind == _2D:
             pool2d(x.reshape(xs), out.reshape(os_), geo, None if mode == MAX else True, bool(cip), a0)
         elif kind == _GLOBAL:
             global_run(x.reshape(xs), out.reshape(os_), mode, pv, a0)
@@ -316,7 +348,9 @@ def _compile_parts(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequenc
                    strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
                    auto_pad: str, ceil_mode: int, cip: int, p: float) -> dict[str, float]:
     """What a ``_pool_run`` call compiles, for ``jitort.compile_pool`` (seconds measured on Zen 3)."""
-    kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)[:3]
+    kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)[:3]
+    if kind == _ROWS:
+        return {f"pool_rows[{mode}]": 1.0}
     if kind == _2D:
         return {f"pool2d[{cd}]": 4.5} if mode == MAX else {f"avgpool2d[{cd}]": 5.5}
     if kind == _GLOBAL:
