@@ -288,7 +288,7 @@ def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int]
 def _rows_plan(X: np.ndarray, cd: np.dtype, mode: int, k: tuple[int, ...], s: tuple[int, ...],
                dl: tuple[int, ...], begin: tuple[int, ...], end: tuple[int, ...], out_sp: tuple[int, ...],
                ceil_mode: int, cip: int) -> tuple | None:
-    """(geometry vector, column counts, input and output views, 0, 0) for ``pool_rows`` (float32,
+    """(geometry vector, input and output views, column counts, lane table) for ``pool_rows`` (float32,
     undilated, column stride 1 or 2, every window holding an input element), or None."""
     if cd != np.float32 or set(dl) != {1} or s[-1] not in (1, 2):
         return None
@@ -308,7 +308,7 @@ def _rows_plan(X: np.ndarray, cd: np.dtype, mode: int, k: tuple[int, ...], s: tu
     for o in range(ow):
         cx[o] = axis_count(o, sw, 1, kw, pw, w, w + ew if cip else 0)
     planes = X.shape[0] * X.shape[1]
-    return g, (planes, h, w), (planes, oh, ow), cx, np.float32(2)
+    return g, (planes, h, w), (planes, oh, ow), cx, pool_rows.small_table(w, ow, kw, sw, pw)
 
 
 def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int] | None,
@@ -332,7 +332,7 @@ def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int
     out = np.empty(oshape, cd)
     if out.size:
         if kind == _ROWS:
-            pool_rows.run(x.reshape(xs), out.reshape(os_), geo, a0, mode)
+            pool_rows.run(x.reshape(xs), out.reshape(os_), geo, a0, pv, mode)
         elif kind == _2D:
             pool2d(x.reshape(xs), out.reshape(os_), geo, None if mode == MAX else True, bool(cip), a0)
         elif kind == _GLOBAL:

@@ -170,9 +170,100 @@ def _hori(typingctx, vbytes, avg, sw, kw, src, dst, ow, cx, cy):  # type: ignore
     return sig, codegen
 
 
+# --- planes of at most 32 columns (AVX-512): one output row in registers ---------------------------
+# Late CNN layers (7x7 .. 28x28 planes) have rows of one or two vectors: the row buffer's bookkeeping
+# (two passes, their loop set-up and masks) cost ~45 cycles per row, more than the arithmetic. Here
+# the window's rows are loaded (masked, the reduction's identity past W) into two registers V0, V1
+# (columns 0..31), and each output vector's tap e is one two-source permute of them (``vpermt2ps``)
+# with a lane table built once per shape (``small_table``): lane t reads column t*sw + e - pw, or the
+# identity where that is outside the registers (the left pad).
+
+TB_LANES = 16  # a table entry: 16 int32 column numbers; masks follow the 2 x KMAX entries
+KMAX = 8
+
+
+@intrinsic
+def _small_row(typingctx, vbytes, avg, src, step, n, dst, w, ow, kw, tb, cx, cy):  # type: ignore[no-untyped-def]
+    """dst[t] = op over e < kw of V[t*sw + e - pw] for t < ow, V[j] = op over r < n of src[r*step + j]
+    (j < w <= 32, ow <= 32): see the section comment; tb, cx: addresses of ``small_table`` and the
+    column counts. Emits nothing for 32-byte vectors (no two-source permute: callers never take it)."""
+    lit = _literals(vbytes, avg)
+    if lit is None:
+        return None
+    VB, AVG = lit
+    sig = types.void(vbytes, avg, src, step, n, dst, w, ow, kw, tb, cx, cy)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        if VB != 64:
+            return context.get_dummy_value()
+        _, _, src_, step_, n_, dst_, w_, ow_, kw_, tb_, cx_, cy_ = [
+            context.cast(builder, x, t, types.int64) for x, t in zip(args, signature.args)]
+        b = builder
+        v = Vec(context, b, types.float32, VB)
+        VL = v.VL
+        i32v = ir.VectorType(v.i32, VL)
+        ident = ir.Constant(v.vty, [0.0 if AVG else float("-inf")] * VL)
+        mload_f = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(v.vty, [v.vpty, v.i32, v.mty, v.vty]), f"llvm.masked.load.v{VL}f32.p0")
+        perm_f = cgutils.get_or_insert_function(
+            b.module, ir.FunctionType(v.vty, [v.vty, i32v, v.vty]), "llvm.x86.avx512.vpermi2var.ps.512")
+        sp, dp, cp = v.address(src_), v.address(dst_), v.address(cx_)
+        tp = b.inttoptr(tb_, v.i32.as_pointer())
+
+        def rows(off: int) -> ir.Value:
+            m = _below(v, b.sub(w_, v.c(off)))
+
+            def tap(r: ir.Value) -> ir.Value:
+                p = b.bitcast(v.at(sp, b.add(b.mul(r, step_), v.c(off))), v.vpty)
+                return b.call(mload_f, [p, ir.Constant(v.i32, 4), m, ident])
+            return _reduce(v, AVG, n_, tap(v.c(0)), tap)
+
+        v0 = rows(0)
+        v1s = cgutils.alloca_once_value(b, ident)
+        with b.if_then(b.icmp_signed(">", w_, v.c(VL))):
+            b.store(rows(VL), v1s)
+        v1 = b.load(v1s)
+        cyv = v.splat(b.sitofp(cy_, v.fty))
+
+        def out_vector(u: int) -> None:
+            def tap(e: ir.Value) -> ir.Value:
+                ent = b.add(v.c(u * KMAX), e)
+                idx = b.load(b.bitcast(b.gep(tp, [b.mul(ent, v.c(TB_LANES))]), i32v.as_pointer()), align=4)
+                bits = b.trunc(b.load(b.gep(tp, [b.add(ent, v.c(2 * KMAX * TB_LANES))])), ir.IntType(VL))
+                return b.select(b.bitcast(bits, v.mty), b.call(perm_f, [v0, idx, v1]), ident)
+            res = _reduce(v, AVG, kw_, tap(v.c(0)), tap)
+            if AVG:
+                res = b.fdiv(res, b.fmul(v.load(v.at(cp, v.c(u * VL))), cyv))
+            v.mstore(res, v.at(dp, v.c(u * VL)), _below(v, b.sub(ow_, v.c(u * VL))))
+
+        out_vector(0)
+        with b.if_then(b.icmp_signed(">", ow_, v.c(VL))):
+            out_vector(1)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+def small_table(w: int, ow: int, kw: int, sw: int, pw: int) -> np.ndarray:
+    """``_small_row``'s lane table: for output vector u < 2 and tap e < kw, 16 column numbers
+    (t*sw + e - pw for lane t = 16u + l), then per (u, e) a 16-bit mask of the lanes that read the
+    registers (the others take the identity: the left pad, or columns past 32, all padding)."""
+    tb = np.zeros(2 * KMAX * TB_LANES + 2 * KMAX, np.int32)
+    for u in range(2):
+        for e in range(min(kw, KMAX)):
+            m = 0
+            for lane in range(TB_LANES):
+                t = u * TB_LANES + lane
+                i = t * sw + e - pw
+                if t < ow and 0 <= i < 2 * TB_LANES:
+                    tb[(u * KMAX + e) * TB_LANES + lane] = i
+                    m |= 1 << lane
+            tb[2 * KMAX * TB_LANES + u * KMAX + e] = m
+    return tb
+
+
 # geometry vector g: the slots below (what depends on the input shape only; pool.py caches it)
-H, W, OH, OW, KH, KW, SH, SW, PH, PW, EH, CIP, NSCR = range(13)
-GEO_SIZE = 13
+H, W, OH, OW, KH, KW, SH, SW, PH, PW, EH, CIP, NSCR, SMALL = range(14)
+GEO_SIZE = 14
 
 
 BATCH = 8  # output rows whose vertical passes run before their horizontal ones (see _planes)
@@ -193,15 +284,25 @@ def scratch_floats(g: np.ndarray) -> int:
 
 
 @njit(inline="always")
-def _planes(VB, AVG, xa, oa, scr, nscr, cxa, g, p0, p1):  # type: ignore[no-untyped-def]
+def _planes(VB, AVG, xa, oa, scr, nscr, cxa, tba, g, p0, p1):  # type: ignore[no-untyped-def]
     """Planes p0..p1 of x (address xa, [P, H, W]) into out (oa, [P, OH, OW]) with nscr float32 words
-    of scratch at scr (64-byte aligned).
+    of scratch at scr (64-byte aligned); on AVX-512, planes of at most 32 columns (g[SMALL]) take
+    ``_small_row`` (lane table at tba).
 
     Output rows (of any plane: late layers have planes of 6-14 rows) go in batches of BATCH: the
     vertical passes of a batch, then its horizontal passes, so a horizontal pass does not read what
     was stored an instant before at another alignment (a store the CPU cannot forward)."""
     h, w, oh_n, ow_n = g[H], g[W], g[OH], g[OW]
     kh, kw, sh, sw, ph, pw, eh, cip = g[KH], g[KW], g[SH], g[SW], g[PH], g[PW], g[EH], g[CIP]
+    if VB == 64 and g[SMALL] != 0:
+        for c in range(p0, p1):
+            for oh in range(oh_n):
+                y0 = oh * sh - ph
+                lo = max(y0, 0)
+                n = min(y0 + kh, h) - lo
+                _small_row(VB, AVG, xa + (c * h + lo) * w * 4, w, n, oa + (c * oh_n + oh) * ow_n * 4, w, ow_n, kw,
+                           tba, cxa, min(kh, h + eh - y0) if cip else n)
+        return
     nmeta = 8 * BATCH // MAXV * MAXV
     meta = carray(as_ptr(scr, np.int64), (4 * BATCH,))
     L = (nscr - nmeta) // BATCH
@@ -237,26 +338,26 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_KW)
-def maxpool_f32_avx512(x, out, scr, cx, g, p0, p1):  # type: ignore[no-untyped-def]
+def maxpool_f32_avx512(x, out, scr, cx, tb, g, p0, p1):  # type: ignore[no-untyped-def]
     """out[p0:p1] = MaxPool of x[p0:p1] (x [P, H, W], out [P, OH, OW] C-contiguous float32; g the
     geometry vector; scr ``scratch_floats(g)`` float32, 64-byte aligned; cx unused)."""
-    _planes(64, 0, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), g, p0, p1)
+    _planes(64, 0, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), addr(tb), g, p0, p1)
 
 
 @njit(**_KW)
-def maxpool_f32_avx2(x, out, scr, cx, g, p0, p1):  # type: ignore[no-untyped-def]
-    _planes(32, 0, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), g, p0, p1)
+def maxpool_f32_avx2(x, out, scr, cx, tb, g, p0, p1):  # type: ignore[no-untyped-def]
+    _planes(32, 0, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), addr(tb), g, p0, p1)
 
 
 @njit(**_KW)
-def avgpool_f32_avx512(x, out, scr, cx, g, p0, p1):  # type: ignore[no-untyped-def]
+def avgpool_f32_avx512(x, out, scr, cx, tb, g, p0, p1):  # type: ignore[no-untyped-def]
     """AveragePool; cx: per output column the window's tap count, float32, padded to whole vectors."""
-    _planes(64, 1, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), g, p0, p1)
+    _planes(64, 1, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), addr(tb), g, p0, p1)
 
 
 @njit(**_KW)
-def avgpool_f32_avx2(x, out, scr, cx, g, p0, p1):  # type: ignore[no-untyped-def]
-    _planes(32, 1, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), g, p0, p1)
+def avgpool_f32_avx2(x, out, scr, cx, tb, g, p0, p1):  # type: ignore[no-untyped-def]
+    _planes(32, 1, addr(x), addr(out), addr(scr), g[NSCR], addr(cx), addr(tb), g, p0, p1)
 
 
 KERNELS = {("avx512", 0): maxpool_f32_avx512, ("avx2", 0): maxpool_f32_avx2,
@@ -266,16 +367,16 @@ KERNELS = {("avx512", 0): maxpool_f32_avx512, ("avx2", 0): maxpool_f32_avx2,
 # --- native parts: a split over planes --------------------------------------------------------------
 # argv: these slots, then the geometry vector; part k computes planes [k P / n, (k+1) P / n) with the
 # scratch at SCR + k * NSCR float32 words
-_X, _OUT, _SCR, _NSCR, _CX, _P, _N = range(7)
+_X, _OUT, _SCR, _NSCR, _CX, _P, _N, _TB = range(8)
 _G0 = 8
 
 
 @njit(cache=True, nogil=True)
-def part_argv(x, out, scr, nscr, cx, g, nparts):  # type: ignore[no-untyped-def]
+def part_argv(x, out, scr, nscr, cx, tb, g, nparts):  # type: ignore[no-untyped-def]
     """The argument vector of a split pooling (``*_part_*``)."""
     argv = np.empty(_G0 + GEO_SIZE, np.int64)
     argv[_X], argv[_OUT], argv[_SCR], argv[_NSCR], argv[_CX] = addr(x), addr(out), addr(scr), nscr, addr(cx)
-    argv[_P], argv[_N] = x.shape[0], nparts
+    argv[_P], argv[_N], argv[_TB] = x.shape[0], nparts, addr(tb)
     for i in range(GEO_SIZE):
         argv[_G0 + i] = g[i]
     return argv
@@ -286,7 +387,7 @@ def _part(VB, AVG, k, args):  # type: ignore[no-untyped-def]
     a = carray(args, (_G0 + GEO_SIZE,))
     g = a[_G0:]
     P, n, nscr = a[_P], a[_N], a[_NSCR]
-    _planes(VB, AVG, a[_X], a[_OUT], a[_SCR] + k * nscr * 4, nscr, a[_CX], g, k * P // n, (k + 1) * P // n)
+    _planes(VB, AVG, a[_X], a[_OUT], a[_SCR] + k * nscr * 4, nscr, a[_CX], a[_TB], g, k * P // n, (k + 1) * P // n)
 
 
 def maxpool_part_avx512(k, args):  # type: ignore[no-untyped-def]
@@ -319,33 +420,35 @@ def part_address(isa: str, avg: int) -> int:
 # kernels run at; a native part's hand-over costs a few us).
 _BYTES_PER_PART = 512 << 10
 _BOTH_READY: set[tuple[str, int]] = set()
+_SMALL_ROWS = True  # False: every plane through the row buffer (for comparisons)
 
 
 def geometry(h: int, w: int, oh: int, ow: int, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int, eh: int,
              cip: int) -> np.ndarray:
     """The geometry vector g (with its scratch size)."""
-    g = np.array([h, w, oh, ow, kh, kw, sh, sw, ph, pw, eh, cip, 0], np.int64)
+    g = np.array([h, w, oh, ow, kh, kw, sh, sw, ph, pw, eh, cip, 0, 0], np.int64)
     g[NSCR] = scratch_floats(g)
+    g[SMALL] = int(w <= 2 * TB_LANES and ow <= 2 * TB_LANES and kw <= KMAX and _SMALL_ROWS)
     return g
 
 
-def run(x: np.ndarray, out: np.ndarray, g: np.ndarray, cx: np.ndarray, avg: int) -> None:
+def run(x: np.ndarray, out: np.ndarray, g: np.ndarray, cx: np.ndarray, tb: np.ndarray, avg: int) -> None:
     """x [P, H, W] -> out [P, OH, OW] (float32, C-contiguous): MaxPool (avg 0) or AveragePool (avg 1,
-    cx the per-column tap counts), on the session's threads when the planes are worth splitting."""
+    cx the per-column tap counts; tb ``small_table``), on the session's threads when the planes are worth splitting."""
     key = (default_isa(), avg)
     nscr = int(g[NSCR])
     P = x.shape[0]
     nt = intra_op_threads()
     nparts = parts_for(P, x.nbytes + out.nbytes, _BYTES_PER_PART) if nt > 1 else 1
     if nparts <= 1:
-        KERNELS[key](x, out, scratch(nscr, np.dtype(np.float32)), cx, g, 0, P)
+        KERNELS[key](x, out, scratch(nscr, np.dtype(np.float32)), cx, tb, g, 0, P)
         if nt > 1 and key not in _BOTH_READY:  # a later split finds its part compiled (see gemm.py)
             _BOTH_READY.add(key)
             part_address(*key)
         return
     if key not in _BOTH_READY:
         _BOTH_READY.add(key)
-        KERNELS[key](x, out, scratch(nscr, np.dtype(np.float32)), cx, g, 0, 0)
+        KERNELS[key](x, out, scratch(nscr, np.dtype(np.float32)), cx, tb, g, 0, 0)
     n = min(P, 2 * nparts)  # a few parts per thread: a late thread costs at most one
     scr = scratch(n * nscr, np.dtype(np.float32))
-    run_native(part_address(*key), part_argv(x, out, scr, nscr, cx, g, n), n, nt)
+    run_native(part_address(*key), part_argv(x, out, scr, nscr, cx, tb, g, n), n, nt)

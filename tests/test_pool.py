@@ -335,6 +335,7 @@ def test_nan_propagates():
 
 
 # --- kernels/pool_rows.py: float32, undilated, column stride 1 or 2, both ISA paths, threads ----------
+# (planes of <= 32 columns take the register path on AVX-512, the row buffer on AVX2)
 
 ROWS_GRID = [((1, 3, 13, 13), [3, 3], [2, 2], [0, 0, 0, 0], 1),
              ((2, 5, 17, 31), [3, 3], [2, 2], [1, 1, 1, 1], 0),
@@ -344,7 +345,10 @@ ROWS_GRID = [((1, 3, 13, 13), [3, 3], [2, 2], [0, 0, 0, 0], 1),
              ((1, 2, 9, 40), [3, 2], [3, 2], [1, 0, 2, 1], 1),    # row stride 3, asymmetric pads
              ((1, 2, 20, 47), [5, 4], [1, 2], [2, 1, 2, 2], 0),   # taps beyond 3
              ((3, 2, 7, 5), [2, 3], [1, 1], [0, 1, 1, 1], 1),
-             ((1, 2, 1, 70), [1, 3], [1, 2], [0, 1, 0, 1], 1)]
+             ((1, 2, 1, 70), [1, 3], [1, 2], [0, 1, 0, 1], 1),
+             ((1, 3, 9, 29), [3, 3], [1, 1], [1, 1, 1, 1], 0),    # <= 32 columns: two output vectors
+             ((1, 2, 6, 32), [3, 3], [1, 1], [1, 1, 1, 1], 1),    # the end pad past the registers
+             ((1, 2, 5, 30), [2, 9], [1, 1], [0, 4, 1, 4], 0)]    # more taps than the lane table
 
 
 @pytest.mark.parametrize("isa", ["host", "avx2"])
