@@ -91,6 +91,16 @@ def ort_node_times(sess: Any, op: str) -> list[float]:
     return out
 
 
+def op_call(op: str, x: np.ndarray, attrs: dict[str, Any]) -> Any:
+    """jitort's op as a session's plan calls it (attributes as tuples: the per-shape preparation is
+    cached), without the session's per-run overhead: the counterpart of onnxruntime's kernel time."""
+    from jitort.kernels import global_pool, pool
+    if op == "GlobalAveragePool":
+        return lambda: global_pool.GlobalAveragePool(x)
+    a = {k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()}
+    return lambda: getattr(pool, op)(x, auto_pad="NOTSET", **a)
+
+
 def _median_run(run: Any, reps: int) -> float:
     ts = []
     for _ in range(reps):
@@ -111,7 +121,8 @@ def main() -> None:
 
     import jitort
     print(f"# {cpu_label()}  load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
-    print(f"{'layer':28s} {'T':>2s} {'jitort us':>10s} {'ort NCHWc':>10s} {'ratio':>6s} {'ort NCHW':>10s}")
+    print(f"{'layer (us)':28s} {'T':>2s} {'jit op':>10s} {'jit sess':>10s} {'ort NCHWc':>10s} {'ratio':>6s} "
+          f"{'ort NCHW':>10s}")
     ratios: dict[int, list[float]] = {}
     for t in (int(v) for v in args.threads.split(",")):
         for name, (op, shape, attrs) in LAYERS.items():
@@ -129,17 +140,20 @@ def main() -> None:
             po.enable_profiling = True
             po.profile_file_prefix = f"/tmp/bench_pool_{os.getpid()}"
             oc = ort.InferenceSession(conv_pool_model(op, shape, attrs), po, providers=["CPUExecutionProvider"])
-            tj, to = [], []
+            call = op_call(op, x, attrs)
+            np.testing.assert_array_equal(call(), js.run(None, feeds)[0])
+            tk, tj, to = [], [], []
             for _ in range(args.rounds):
                 tj.append(_median_run(lambda: js.run(None, feeds), args.reps))
+                tk.append(_median_run(call, args.reps))  # after the session's runs: its input is warm
                 to.append(_median_run(lambda: os_.run(None, feeds), args.reps))
                 for _ in range(args.reps):
                     oc.run(None, feeds)
             tc = ort_node_times(oc, op)[args.reps:]
-            mj, mo, mc = statistics.median(tj), statistics.median(to), statistics.median(tc)
+            mk, mj, mo, mc = (statistics.median(v) for v in (tk, tj, to, tc))
             ratios.setdefault(t, []).append(mj / mc)
-            print(f"{name:28s} {t:2d} {mj * 1e6:10.1f} {mc * 1e6:10.1f} {mj / mc:6.2f} {mo * 1e6:10.1f}",
-                  flush=True)
+            print(f"{name:28s} {t:2d} {mk * 1e6:10.1f} {mj * 1e6:10.1f} {mc * 1e6:10.1f} {mj / mc:6.2f} "
+                  f"{mo * 1e6:10.1f}", flush=True)
     for t, r in ratios.items():
         print(f"# geomean ratio at {t} thread(s): {float(np.exp(np.mean(np.log(r)))):.2f}  "
               f"load {os.getloadavg()[0]:.2f}")

@@ -1,9 +1,11 @@
 """Windowed pooling: MaxPool (+ Indices), AveragePool, LpPool. (The Global forms are in
 kernels/global_pool.py; output sizes and padding in kernels/pool_geometry.py.)
 
-Windowed pooling is separable. 1-D and 2-D MaxPool/AveragePool (the CNN cases) run ``pool2d.pool2d``,
-one kernel per dtype and kind: a vertical pass reduces each window's input rows, a horizontal pass reduces each
-output column's taps, and both run over whole planes where one index formula covers them (see the
+Windowed pooling is separable. float32 1-D and 2-D MaxPool/AveragePool with undilated windows and
+column stride 1 or 2 (the CNN pools) run ``pool_rows`` (explicit vector IR, one output row at a time,
+split over planes as native parts at 2 threads; see its docstring). The other 1-D and 2-D cases run
+``pool2d.pool2d``, one kernel per dtype and kind: a vertical pass reduces each window's input rows, a
+horizontal pass reduces each output column's taps, and both run over whole planes where one index formula covers them (see the
 section comment), so the short rows of late layers cost no per-row overhead. A window that is the
 whole plane runs the global kernel (``global_pool.global_run``). 3-D windows and LpPool take the per-row kernels
 ``_max_pool``/``_sum_pool``. Averages divide by a product of per-axis counts, which is exactly
@@ -11,10 +13,12 @@ onnxruntime's divisor in both count_include_pad modes (taps inside input + pads,
 only). What depends only on the input shape (output shape, kernel choice, geometry) is prepared once
 per shape: the plan passes the attributes as tuples, so a call costs a dict lookup.
 
-MaxPool's values-only path propagates NaN (``np.maximum`` in windows; the global max runs eight
-chains of the plain ``max``, which vectorises better, plus a NaN flag) and reduces in a different
-order from onnxruntime: results are equal except where a window holds a NaN (jitort: NaN;
-onnxruntime: depends on the position). The Indices path scans each window in row-major order
+MaxPool's values-only path propagates NaN (``np.maximum`` in windows, a compare-and-select max in
+pool_rows; the global max runs eight chains of the plain ``max``, which vectorises better, plus a NaN
+flag) and reduces in a different order from onnxruntime: results are equal except where a window
+holds a NaN (jitort: NaN; onnxruntime 1.32: the last tap's NaN survives, an earlier one is dropped,
+and its blocked NCHWc pool inside a CNN scans in another order) or only -inf (pool_rows: -inf;
+onnxruntime's plain kernel: the lowest float). The Indices path scans each window in row-major order
 keeping the first maximum, exactly as onnxruntime.
 """
 from __future__ import annotations
@@ -349,8 +353,8 @@ def _compile_parts(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequenc
                    auto_pad: str, ceil_mode: int, cip: int, p: float) -> dict[str, float]:
     """What a ``_pool_run`` call compiles, for ``jitort.compile_pool`` (seconds measured on Zen 3)."""
     kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)[:3]
-    if kind == _ROWS:
-        return {f"pool_rows[{mode}]": 1.0}
+    if kind == _ROWS:  # cold, one ISA path (measured on the Ice Lake VM, busy); its part function as much again
+        return {f"pool_rows[{mode}]": 3.0}
     if kind == _2D:
         return {f"pool2d[{cd}]": 4.5} if mode == MAX else {f"avgpool2d[{cd}]": 5.5}
     if kind == _GLOBAL:
