@@ -43,14 +43,17 @@ MAXV = 16  # the most float32 lanes of any path: buffers are padded by this many
 
 
 def _op(v: Vec, avg: int, a: ir.Value, x: ir.Value) -> ir.Value:
-    """Sum, or the NaN-propagating max: ``a > x ? a : x`` is one maxps (x when either is NaN), then
-    the accumulator's own NaN is kept. (AVX-512's one-instruction ``vrangeps`` max measured ~10 %
-    faster on small planes, but it returns the other operand for a quiet NaN, like maxNum.)"""
+    """Sum, or the plain max ``a > x ? a : x`` (one maxps; x when either is NaN: ``_reduce`` makes
+    the max NaN-propagating)."""
     b = v.b
     if avg:
         return b.fadd(a, x)
-    m = b.select(b.fcmp_ordered(">", a, x), a, x)
-    return b.select(b.fcmp_unordered("uno", a, a), a, m)
+    return b.select(b.fcmp_ordered(">", a, x), a, x)
+
+
+def _unordered(v: Vec, a: ir.Value, x: ir.Value) -> ir.Value:
+    """Lane mask: a or x is NaN (one compare)."""
+    return v.b.fcmp_unordered("uno", a, x)
 
 
 def _below(v: Vec, n: ir.Value) -> ir.Value:
@@ -76,21 +79,39 @@ def _vloop(v: Vec, n: ir.Value, body: Callable[[ir.Value, Any], None]) -> None:
 
 
 def _reduce(v: Vec, avg: int, k: ir.Value, first: ir.Value, tap: Callable[[ir.Value], ir.Value]) -> ir.Value:
-    """op over tap(0) .. tap(k-1) (k >= 1): unrolled for k = 2 and 3 (the common windows), else a loop."""
+    """op over tap(0) .. tap(k-1) (k >= 1): unrolled for k = 2 and 3 (the common windows), else a
+    loop. The max is NaN-propagating: a chain of plain maxps, and a NaN flag from one unordered
+    compare per two taps, then NaN where it is set. (A compare-and-select per max took two mask
+    compares per tap on port 5, which the stride-2 shuffles and permutes need too; AVX-512's
+    one-instruction ``vrangeps`` max returns the other operand for a quiet NaN, like maxNum.)"""
     b = v.b
     acc = cgutils.alloca_once(b, v.vty)
     b.store(first, acc)
+    flag = cgutils.alloca_once_value(b, ir.Constant(v.mty, [0] * v.VL))
     with b.if_else(b.icmp_signed("<=", k, v.c(3))) as (small, big):
         with small:
             with b.if_then(b.icmp_signed(">=", k, v.c(2))):
-                two = _op(v, avg, first, tap(v.c(1)))
+                t1 = tap(v.c(1))
+                two = _op(v, avg, first, t1)
                 b.store(two, acc)
+                if not avg:
+                    b.store(_unordered(v, first, t1), flag)
                 with b.if_then(b.icmp_signed("==", k, v.c(3))):
-                    b.store(_op(v, avg, two, tap(v.c(2))), acc)
+                    t2 = tap(v.c(2))
+                    b.store(_op(v, avg, two, t2), acc)
+                    if not avg:
+                        b.store(b.or_(b.load(flag), _unordered(v, t2, t2)), flag)
         with big:
+            if not avg:
+                b.store(_unordered(v, first, first), flag)
             with cgutils.for_range_slice(b, v.c(1), k, v.c(1)) as (e, _):
-                b.store(_op(v, avg, b.load(acc), tap(e)), acc)
-    return b.load(acc)
+                t = tap(e)
+                b.store(_op(v, avg, b.load(acc), t), acc)
+                if not avg:
+                    b.store(b.or_(b.load(flag), _unordered(v, t, t)), flag)
+    if avg:
+        return b.load(acc)
+    return b.select(b.load(flag), ir.Constant(v.vty, [float("nan")] * v.VL), b.load(acc))
 
 
 def _literals(vbytes: Any, avg: Any) -> tuple[int, int] | None:
