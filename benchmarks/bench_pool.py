@@ -4,10 +4,20 @@
 
 Each cell builds a one-node model (MaxPool / AveragePool / GlobalAveragePool with the attributes and
 input shape of a layer of squeezenet, resnet50, vgg19, inception v1/v2, densenet121, shufflenet),
-checks jitort's output against onnxruntime's, then times the two sessions in alternating rounds
-(A, B, A, B, ...; each round the median of a few back-to-back runs) and prints per runtime the median
-over rounds, and the ratio jitort / onnxruntime (below 1: jitort is faster). The header names the
-CPU and the load average: on a shared machine the 1-thread numbers are the steady ones.
+checks jitort's output against onnxruntime's, then times them in alternating rounds (each round the
+median of a few back-to-back runs of each) and prints the medians over rounds, in microseconds:
+
+- ``jit sess``: a jitort session run (first in each round: its input was evicted by onnxruntime's
+  runs before it);
+- ``jit op``: right after, jitort's op function as the session's plan calls it, its input warm;
+- ``ort NCHWc``: onnxruntime's pool kernel time (from its profiler) in a model where an identity
+  1x1 Conv comes first: the blocked-layout pool it runs inside a CNN, reading the Conv's output warm
+  from cache (what ``jitort profile`` compares against);
+- ``ratio``: ``jit op`` / ``ort NCHWc`` (below 1: jitort is faster);
+- ``ort NCHW``: onnxruntime's lone pool node (its plain NCHW kernel), a session run.
+
+The header names the CPU and the load average: on a shared machine the 1-thread numbers are the
+steady ones.
 """
 from __future__ import annotations
 
@@ -151,8 +161,8 @@ def main() -> None:
                     oc.run(None, feeds)
             tc = ort_node_times(oc, op)[args.reps:]
             mk, mj, mo, mc = (statistics.median(v) for v in (tk, tj, to, tc))
-            ratios.setdefault(t, []).append(mj / mc)
-            print(f"{name:28s} {t:2d} {mk * 1e6:10.1f} {mj * 1e6:10.1f} {mc * 1e6:10.1f} {mj / mc:6.2f} "
+            ratios.setdefault(t, []).append(mk / mc)
+            print(f"{name:28s} {t:2d} {mk * 1e6:10.1f} {mj * 1e6:10.1f} {mc * 1e6:10.1f} {mk / mc:6.2f} "
                   f"{mo * 1e6:10.1f}", flush=True)
     for t, r in ratios.items():
         print(f"# geomean ratio at {t} thread(s): {float(np.exp(np.mean(np.log(r)))):.2f}  "
