@@ -1,9 +1,11 @@
 """Windowed pooling: MaxPool (+ Indices), AveragePool, LpPool. (The Global forms are in
 kernels/global_pool.py; output sizes and padding in kernels/pool_geometry.py.)
 
-Windowed pooling is separable. 1-D and 2-D MaxPool/AveragePool (the CNN cases) run ``pool2d.pool2d``,
-one kernel per dtype and kind: a vertical pass reduces each window's input rows, a horizontal pass reduces each
-output column's taps, and both run over whole planes where one index formula covers them (see the
+Windowed pooling is separable. float32 1-D and 2-D MaxPool/AveragePool with undilated windows and
+column stride 1 or 2 (the CNN pools) run ``pool_rows`` (explicit vector IR, one output row at a time,
+split over planes as native parts at 2 threads; see its docstring). The other 1-D and 2-D cases run
+``pool2d.pool2d``, one kernel per dtype and kind: a vertical pass reduces each window's input rows, a
+horizontal pass reduces each output column's taps, and both run over whole planes where one index formula covers them (see the
 section comment), so the short rows of late layers cost no per-row overhead. A window that is the
 whole plane runs the global kernel (``global_pool.global_run``). 3-D windows and LpPool take the per-row kernels
 ``_max_pool``/``_sum_pool``. Averages divide by a product of per-axis counts, which is exactly
@@ -11,10 +13,12 @@ onnxruntime's divisor in both count_include_pad modes (taps inside input + pads,
 only). What depends only on the input shape (output shape, kernel choice, geometry) is prepared once
 per shape: the plan passes the attributes as tuples, so a call costs a dict lookup.
 
-MaxPool's values-only path propagates NaN (``np.maximum`` in windows; the global max runs eight
-chains of the plain ``max``, which vectorises better, plus a NaN flag) and reduces in a different
-order from onnxruntime: results are equal except where a window holds a NaN (jitort: NaN;
-onnxruntime: depends on the position). The Indices path scans each window in row-major order
+MaxPool's values-only path propagates NaN (``np.maximum`` in windows, a compare-and-select max in
+pool_rows; the global max runs eight chains of the plain ``max``, which vectorises better, plus a NaN
+flag) and reduces in a different order from onnxruntime: results are equal except where a window
+holds a NaN (jitort: NaN; onnxruntime 1.32: the last tap's NaN survives, an earlier one is dropped,
+and its blocked NCHWc pool inside a CNN scans in another order) or only -inf (pool_rows: -inf;
+onnxruntime's plain kernel: the lowest float). The Indices path scans each window in row-major order
 keeping the first maximum, exactly as onnxruntime.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ from numba import njit
 from jitort.ir import Graph, Node
 from jitort.kernels.convutil import ow_range
 from jitort.kernels.global_pool import global_run
+from jitort.kernels import pool_rows
 from jitort.kernels.pool2d import axis_count, pool2d
 from jitort.kernels.pool_geometry import (AVG, LP, MAX, as_planes4, geometry_array, lowest, pool_attrs,
                                           pool_compute_dtype, pool_geometry)
@@ -252,13 +257,13 @@ def _maxpool_indices(x, out, ind, geo, storage_order, plane0, lowest):  # type: 
                                         bi[ow] = base + iz + iy * D + ix * D * H
 
 
-_GLOBAL, _2D, _GENERIC = 0, 1, 2
+_GLOBAL, _2D, _GENERIC, _ROWS = 0, 1, 2, 3
 _PREPARED: dict[tuple, tuple] = {}
 
 
 def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int] | None,
              strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
-             auto_pad: str, ceil_mode: int, p: float) -> tuple:
+             auto_pad: str, ceil_mode: int, p: float, cip: int = 0) -> tuple:
     """Everything about a windowed pooling call that depends on the input's shape and dtype only: the
     kernel to run, the shapes to view input and output as, the geometry array and two scalars."""
     cd = pool_compute_dtype(op_name, X.dtype, ints=mode == MAX)
@@ -273,6 +278,9 @@ def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int]
             and mode != LP:  # the window is the whole plane
         return _GLOBAL, oshape, cd, geo, (planes, -1), (planes,), low, pv
     if X.ndim <= 4 and mode != LP:
+        rows = _rows_plan(X, cd, mode, k, s, dl, begin, end, out_sp, ceil_mode, cip)
+        if rows is not None:
+            return (_ROWS, oshape, cd) + rows
         sp = X.shape[2:]
         xs = (planes, sp[0] if len(sp) == 2 else 1, sp[-1])
         os_ = (planes, oshape[-2] if len(sp) == 2 else 1, oshape[-1])
@@ -281,18 +289,44 @@ def _prepare(op_name: str, X: np.ndarray, mode: int, kernel_shape: Sequence[int]
     return _GENERIC, oshape, cd, geo, x4, (planes,) + (1,) * (5 - X.ndim) + out_sp, low, pv
 
 
+def _rows_plan(X: np.ndarray, cd: np.dtype, mode: int, k: tuple[int, ...], s: tuple[int, ...],
+               dl: tuple[int, ...], begin: tuple[int, ...], end: tuple[int, ...], out_sp: tuple[int, ...],
+               ceil_mode: int, cip: int) -> tuple | None:
+    """(geometry vector, input and output views, column counts, lane table) for ``pool_rows`` (float32,
+    undilated, column stride 1 or 2, every window holding an input element), or None."""
+    if cd != np.float32 or set(dl) != {1} or s[-1] not in (1, 2):
+        return None
+    sp = X.shape[2:]
+    if len(sp) == 1:
+        h, kh, sh, ph, eh, oh = 1, 1, 1, 0, 0, 1
+    else:
+        h, kh, sh, ph, eh, oh = sp[0], k[0], s[0], begin[0], end[0], out_sp[0]
+    w, kw, sw, pw, ew, ow = sp[-1], k[-1], s[-1], begin[-1], end[-1], out_sp[-1]
+    for o_n, st, kk, pb, n in ((oh, sh, kh, ph, h), (ow, sw, kw, pw, w)):
+        for o in range(o_n):
+            t0 = o * st - pb
+            if min(t0 + kk, n) - max(t0, 0) < 1:
+                return None
+    g = pool_rows.geometry(h, w, oh, ow, kh, kw, sh, sw, ph, pw, eh, cip)
+    cx = np.ones(-(-ow // pool_rows.MAXV) * pool_rows.MAXV, np.float32)
+    for o in range(ow):
+        cx[o] = axis_count(o, sw, 1, kw, pw, w, w + ew if cip else 0)
+    planes = X.shape[0] * X.shape[1]
+    return g, (planes, h, w), (planes, oh, ow), cx, pool_rows.small_table(w, ow, kw, sw, pw)
+
+
 def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int] | None,
               strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
               auto_pad: str, ceil_mode: int, cip: int, p: float) -> np.ndarray:
     """A windowed pooling (values only). The plan passes the attributes as tuples, so the per-shape
     preparation is looked up by one tuple hash."""
-    key = (X.shape, X.dtype, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)
+    key = (X.shape, X.dtype, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)
     try:
         g = _PREPARED.get(key)
     except TypeError:  # list attributes (a direct call): not hashable, not cached
         g, key = None, None
     if g is None:
-        g = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)
+        g = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)
         if key is not None:
             if len(_PREPARED) > 4096:
                 _PREPARED.clear()
@@ -301,7 +335,9 @@ def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int
     x = X if X.dtype == cd and X.flags.c_contiguous else np.ascontiguousarray(X, cd)
     out = np.empty(oshape, cd)
     if out.size:
-        if kind == _2D:
+        if kind == _ROWS:
+            pool_rows.run(x.reshape(xs), out.reshape(os_), geo, a0, pv, mode)
+        elif kind == _2D:
             pool2d(x.reshape(xs), out.reshape(os_), geo, None if mode == MAX else True, bool(cip), a0)
         elif kind == _GLOBAL:
             global_run(x.reshape(xs), out.reshape(os_), mode, pv, a0)
@@ -316,7 +352,9 @@ def _compile_parts(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequenc
                    strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
                    auto_pad: str, ceil_mode: int, cip: int, p: float) -> dict[str, float]:
     """What a ``_pool_run`` call compiles, for ``jitort.compile_pool`` (seconds measured on Zen 3)."""
-    kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p)[:3]
+    kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)[:3]
+    if kind == _ROWS:  # cold, one ISA path (measured on the Ice Lake VM, busy); its part function as much again
+        return {f"pool_rows[{mode}]": 3.0}
     if kind == _2D:
         return {f"pool2d[{cd}]": 4.5} if mode == MAX else {f"avgpool2d[{cd}]": 5.5}
     if kind == _GLOBAL:

@@ -332,3 +332,92 @@ def test_nan_propagates():
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
     g = global_pool.GlobalMaxPool(x).reshape(-1)
     assert np.isnan(g[0]) and not np.isnan(g[1]) and np.isnan(g[2])
+
+
+# --- kernels/pool_rows.py: float32, undilated, column stride 1 or 2, both ISA paths, threads ----------
+# (planes of <= 32 columns take the register path on AVX-512, the row buffer on AVX2)
+
+ROWS_GRID = [((1, 3, 13, 13), [3, 3], [2, 2], [0, 0, 0, 0], 1),
+             ((2, 5, 17, 31), [3, 3], [2, 2], [1, 1, 1, 1], 0),
+             ((1, 4, 16, 33), [3, 3], [1, 1], [1, 1, 1, 1], 0),
+             ((1, 3, 14, 35), [2, 2], [2, 2], [0, 0, 0, 0], 1),
+             ((1, 3, 12, 12), [3, 3], [2, 2], [0, 0, 1, 1], 1),
+             ((1, 2, 9, 40), [3, 2], [3, 2], [1, 0, 2, 1], 1),    # row stride 3, asymmetric pads
+             ((1, 2, 20, 47), [5, 4], [1, 2], [2, 1, 2, 2], 0),   # taps beyond 3
+             ((3, 2, 7, 5), [2, 3], [1, 1], [0, 1, 1, 1], 1),
+             ((1, 2, 1, 70), [1, 3], [1, 2], [0, 1, 0, 1], 1),
+             ((1, 3, 9, 29), [3, 3], [1, 1], [1, 1, 1, 1], 0),    # <= 32 columns: two output vectors
+             ((1, 2, 6, 32), [3, 3], [1, 1], [1, 1, 1, 1], 1),    # the end pad past the registers
+             ((1, 2, 5, 30), [2, 9], [1, 1], [0, 4, 1, 4], 0)]    # more taps than the lane table
+
+
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+@pytest.mark.parametrize("case", range(len(ROWS_GRID)))
+def test_rows_kernel_grid(isa, case, monkeypatch):
+    """Odd sizes, row tails shorter and longer than a vector, pads, ceil_mode, both averaging modes,
+    against onnxruntime; and NaN propagation (a NaN anywhere in a window) against the window-by-window
+    reference, on the host's vector width and on AVX2's."""
+    if isa == "avx2":
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+    shape, k, s, pads, ceil = ROWS_GRID[case]
+    x = rand(shape, seed=30 + case)
+    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=ceil)
+    check(node_model("MaxPool", {"x": x}, opset=12, **attrs), {"x": x})
+    for cip in (0, 1):
+        check(node_model("AveragePool", {"x": x}, opset=19, count_include_pad=cip, **attrs), {"x": x},
+              rtol=1e-5, atol=1e-6)
+    xn = x.copy()
+    flat = xn.reshape(-1)
+    rng = np.random.default_rng(case)
+    flat[rng.integers(0, flat.size, max(1, flat.size // 20))] = np.nan
+    flat[rng.integers(0, flat.size, max(1, flat.size // 20))] = -np.inf
+    flat[rng.integers(0, flat.size, max(1, flat.size // 40))] = np.inf
+    y = P.MaxPool(xn, auto_pad="NOTSET", kernel_shape=tuple(k), strides=tuple(s), pads=tuple(pads), ceil_mode=ceil)
+    ref = pool_ref(xn.astype(np.float64), "max", k, s, [1, 1], pads, ceil)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(y[~np.isnan(y)], ref[~np.isnan(ref)].astype(np.float32))
+
+
+def test_rows_all_minus_inf_window():
+    """A window of -inf gives -inf (the identity of the max is -inf, not the lowest float)."""
+    x = rand((1, 2, 6, 6), seed=40)
+    x[0, 0, :3, :3] = -np.inf
+    y = P.MaxPool(x, auto_pad="NOTSET", kernel_shape=(3, 3), strides=(3, 3))
+    assert y[0, 0, 0, 0] == -np.inf and np.isfinite(y[0, 1]).all()
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1))])
+@pytest.mark.parametrize("isa", ["host", "avx2"])
+def test_rows_two_threads(op, attrs, isa, monkeypatch):
+    """At 2 threads a large enough pooling splits over planes as native parts: bitwise the 1-thread
+    result, and onnxruntime's."""
+    if isa == "avx2":
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+    x = rand((2, 40, 61, 63), seed=41)  # ~1 MiB: worth a split (pool_rows._BYTES_PER_PART)
+    m = node_model(op, {"x": x}, opset=19, **attrs)
+    outs = []
+    for t in (1, 2):
+        so = jitort.SessionOptions()
+        so.intra_op_num_threads = t
+        outs.append(jitort.InferenceSession(m.SerializeToString(), so).run(None, {"x": x})[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert_close([outs[1]], run_ort(m, {"x": x}), 1e-5, 1e-6)
+
+
+def test_rows_split_runs_native_parts(monkeypatch):
+    """The 2-thread split of ``pool_rows.run`` goes through ``run_native`` with several parts."""
+    from jitort.kernels import pool_rows, threads
+    seen = []
+    real = pool_rows.run_native
+    monkeypatch.setattr(pool_rows, "run_native", lambda fn, argv, n, t: (seen.append((n, t)), real(fn, argv, n, t)))
+    monkeypatch.setattr(pool_rows, "intra_op_threads", lambda: 2)
+    monkeypatch.setattr(threads, "intra_op_threads", lambda: 2)
+    x = rand((1, 64, 80, 80), seed=42)
+    y = P.MaxPool(x, auto_pad="NOTSET", kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    ref = pool_ref(x.astype(np.float64), "max", [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])
+    np.testing.assert_array_equal(y, ref.astype(np.float32))
+    assert seen and seen[0][0] >= 2 and seen[0][1] == 2
