@@ -201,8 +201,9 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
 def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool, strided: bool = False) -> bool:
     """Whether the implicit GEMM beats the alternatives: its tiles hold two vectors of one output
     row, so rows must fill them (>= 75 %, the host's vectors); with K <= one K block it beats Winograd
-    and im2col (no copies); with more, only unstrided and while the weights of a group stay small
-    (Mg x K <= 400K). Never for a 1x1 kernel (its phase-split copy takes the whole input where im2col
+    and im2col (no copies); with more, only while the weights of a group stay small (Mg x K <= 400K),
+    and strided only with few input channels (<= 16 per group: alexnet's 11x11 stride 4 on 3
+    channels, 2.66 vs 3.24 ms). Never for a 1x1 kernel (its phase-split copy takes the whole input where im2col
     gathers the used columns only). Re-measured after im2col became a table-driven gather (Intel Xeon
     Ice Lake, 1 thread, interleaved, implicit -> im2col): 5x5 48->128 on 14x14 1.10 -> 0.73 ms, grouped
     3x3 on 13x13 1.13 -> 0.69 (rows of 13-14 half-fill a 32-column AVX-512 tile), 3x3 128->128 stride
@@ -216,7 +217,7 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool,
         return False
     if small_k:
         return K <= _IMPLICIT_MAX_K
-    return not strided and (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
+    return (not strided or w_shape[1] <= 16) and (w_shape[0] // group) * K <= _IMPLICIT_MAX_MK
 
 
 def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,
