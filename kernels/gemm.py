@@ -567,3 +567,47 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
                                TILES[_VBYTES[isa]][_tile_rows(M)])
     run_native(part_address(isa), argv, nchunks, nt)
     return out
+
+
+# --- small products, one thread: the compiled kernel called without Numba's dispatch ----------------
+# A decode step's projections (1 x 64 x 64 in the tiny decoder) compute for well under a microsecond,
+# and the Python around them was what a call cost: on the Intel Xeon (Ice Lake) dev VM, 1 thread,
+# ``gemm_ops.matmul_packed`` took ~8.5 us per call, of which the kernel call ~2.7 us (~1 us of it
+# Numba typing 15 arguments and looking up the signature). ``gemm_small`` is the lean path:
+# ``matmul_packed`` checks what the plan cannot guarantee (dtype, shape, layout of A), and the
+# kernel is called through its compiled entry for the one signature every caller here passes.
+
+_F32C2 = types.Array(types.float32, 2, "C")
+_F32C1 = types.Array(types.float32, 1, "C")
+# gemm_f32_*(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
+_SIG = (_F32C2, _F32C1, _F32C2, _F32C1, types.int64, _F32C2, types.int64, types.int64, types.float32,
+        types.float32, types.int64, types.int64, types.int64, types.int64, types.int64)
+_ENTRIES: dict[str, Callable[..., None]] = {}
+
+
+def kernel_entry(isa: str) -> Callable[..., None]:
+    """``KERNELS[isa]`` compiled (or loaded from the cache: the same entry a dispatched call makes)
+    for ``_SIG``, as the compiled function itself. It checks no types: a float64 array would be read
+    as float32, so its callers pass exactly ``_SIG``'s types (arrays float32, C-contiguous, aligned;
+    Python ints and floats for the scalars, which it converts)."""
+    f = _ENTRIES.get(isa)
+    if f is None:
+        f = _ENTRIES[isa] = KERNELS[isa].compile(_SIG)
+    return f
+
+
+def gemm_small(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: int, act: int, lo: float, hi: float,
+               out: np.ndarray) -> bool:
+    """out = act(a @ B + bias) on this thread when the product is not worth splitting (``parts``):
+    True when done, False (nothing written) when the caller must take ``gemm``. The caller guarantees
+    the kernel's types: a [M, K] (M > 0) and out [M, n] float32, C-contiguous and aligned, bp from
+    ``pack_b``, bias from ``pad_bias``, hasb and act ints, lo and hi floats (converted to float32
+    by the call, as ``gemm`` does). Bitwise what ``gemm`` computes (the same kernel)."""
+    isa = default_isa()
+    nt = intra_op_threads()
+    M, K = a.shape
+    if nt > 1 and (isa not in _BOTH_READY or parts(M, n, K, nt) > 1):
+        return False  # a split, or the first call of a threaded session: gemm readies both paths
+    f = _ENTRIES.get(isa) or kernel_entry(isa)
+    f(a, bp, out, bias, hasb, _Z2, 0, act, lo, hi, post_address(act) if act >= _POST else 0, 0, M, 0, -(-n // PANEL))
+    return True
