@@ -573,8 +573,9 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
 # --- small products, one thread: the compiled kernel called without Numba's dispatch ----------------
 # A decode step's projections (1 x 64 x 64 in the tiny decoder) compute for well under a microsecond,
 # and the Python around them was what a call cost: on the Intel Xeon (Ice Lake) dev VM, 1 thread,
-# ``gemm_ops.matmul_packed`` took ~8.5 us per call, of which the kernel call ~2.7 us (~1 us of it
-# Numba typing 15 arguments, see entry.py). ``gemm_small`` is the lean path:
+# load ~1.2, ``gemm_ops.matmul_packed`` took ~5.4 us per call, of which the dispatched kernel call
+# ~2.7 us (~1 us of it Numba typing 15 arguments, see entry.py); ~4.3 us on this path. ``gemm_small``
+# is the lean path:
 # ``matmul_packed`` checks what the plan cannot guarantee (dtype, shape, layout of A), and the
 # kernel is called through its compiled entry for the one signature every caller here passes.
 
