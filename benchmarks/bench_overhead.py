@@ -8,7 +8,8 @@ kernel: the plan broadcasts at run time, like the Cast/Mul after a converted tre
 of 20 If nodes (one tiny branch each); a Loop of 100 iterations of a tiny body; and 20 blocks of shape glue (Shape, Gather, Unsqueeze,
 Concat, Reshape, Slice, Concat on a [1, T] tensor: 141 nodes, as in voice-activity models); and the
 single ops of a small decoder's step (the int64 attention-mask ReduceSum, SkipSimplifiedLayerNormalization
-of one token, RotaryEmbedding of one token's 4 heads, GroupQueryAttention decoding one token over a
+of one token, RotaryEmbedding of one token's 4 heads, a [1, 1, 64] x [64, 64] projection MatMul, the token
+embedding's one-row Gather, GroupQueryAttention decoding one token over a
 64-row cache: tests/test_llm_decode.py's tiny shapes). ``--cases`` picks cases by a substring of their names. Each
 round times ``--iters`` calls of one runtime, then the other (machine drift hits both alike); the
 table prints the medians (us per call, per node) and the ratio jitort / onnxruntime, with the CPU
@@ -119,9 +120,15 @@ def decoder_ops() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], int
                                        num_heads=4)],
                      {"q": (F, [1, "S", 64]), "p": (np.int64, [1, "S"])}, ["r"],
                      {"cos": np.cos(ang).astype(F), "sin": np.sin(ang).astype(F)}, opset=17, extra_opsets=ms)
+    mm = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": (F, [1, "S", 64])}, ["y"],
+                    {"w": rng.standard_normal((64, 64)).astype(F)}, opset=17)
+    emb = make_model([helper.make_node("Gather", ["e", "i"], ["y"], axis=0)], {"i": (np.int64, [1, "S"])}, ["y"],
+                     {"e": rng.standard_normal((64, 64)).astype(F)}, opset=17)
     x = {n: rng.standard_normal(s).astype(F) for n, s in (("q", (1, 1, 64)), ("k", (1, 1, 32)), ("v", (1, 1, 32)),
                                                          ("pk", (1, 2, P, H)), ("pv", (1, 2, P, H)))}
     return {
+        "MatMul [1,1,64]x[64,64]": (mm, {"x": x["q"]}, 1),
+        "Gather embedding [1,1]": (emb, {"i": np.array([[5]], np.int64)}, 1),
         "ReduceSum int64 [1,65]": (red, {"m": np.ones((1, 65), np.int64)}, 1),
         "SkipSimplifiedLN [1,1,64]": (norm, {"x": x["q"], "r": x["q"][::-1].copy()}, 1),
         "RotaryEmbedding [1,1,64]": (rot, {"q": x["q"], "p": np.array([[P]], np.int64)}, 1),

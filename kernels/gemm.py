@@ -47,6 +47,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from jitort.allocator import aligned_zeros
+from jitort.kernels.entry import Entry, c_array
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
 from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
 from jitort.kernels.threads import intra_op_threads, run_native
@@ -567,3 +568,37 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
                                TILES[_VBYTES[isa]][_tile_rows(M)])
     run_native(part_address(isa), argv, nchunks, nt)
     return out
+
+
+# --- small products, one thread: the compiled kernel called without Numba's dispatch ----------------
+# A decode step's projections (1 x 64 x 64 in the tiny decoder) compute for well under a microsecond,
+# and the Python around them was what a call cost: on the Intel Xeon (Ice Lake) dev VM, 1 thread,
+# load ~1.2, ``gemm_ops.matmul_packed`` took ~5.4 us per call, of which the dispatched kernel call
+# ~2.7 us (~1 us of it Numba typing 15 arguments, see entry.py); ~4.3 us on this path. ``gemm_small``
+# is the lean path:
+# ``matmul_packed`` checks what the plan cannot guarantee (dtype, shape, layout of A), and the
+# kernel is called through its compiled entry for the one signature every caller here passes.
+
+_F32C2, _F32C1 = c_array(np.float32, 2), c_array(np.float32, 1)
+# gemm_f32_*(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
+_SIG = (_F32C2, _F32C1, _F32C2, _F32C1, types.int64, _F32C2, types.int64, types.int64, types.float32,
+        types.float32, types.int64, types.int64, types.int64, types.int64, types.int64)
+_ENTRIES = {isa: Entry(k, _SIG) for isa, k in KERNELS.items()}
+
+
+def gemm_small(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: int, act: int, lo: float, hi: float,
+               out: np.ndarray) -> bool:
+    """out = act(a @ B + bias) on this thread when the product is not worth splitting (``parts``):
+    True when done, False (nothing written) when the caller must take ``gemm``. The caller guarantees
+    the kernel's types: a [M, K] (M > 0) and out [M, n] float32, C-contiguous and aligned, bp from
+    ``pack_b``, bias from ``pad_bias``, hasb and act ints, lo and hi floats (converted to float32
+    by the call, as ``gemm`` does). Bitwise what ``gemm`` computes (the same kernel)."""
+    isa = default_isa()
+    nt = intra_op_threads()
+    M, K = a.shape
+    if nt > 1 and (isa not in _BOTH_READY or parts(M, n, K, nt) > 1):
+        return False  # a split, or the first call of a threaded session: gemm readies both paths
+    e = _ENTRIES[isa]
+    (e.fn or e.get())(a, bp, out, bias, hasb, _Z2, 0, act, lo, hi, post_address(act) if act >= _POST else 0,
+                      0, M, 0, -(-n // PANEL))
+    return True

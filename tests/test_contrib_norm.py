@@ -179,3 +179,25 @@ def test_norm_steps(op, ins, n_out):
         assert len(got) == len(want)
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+def test_norm_steps_take_the_dispatched_kernel_for_strided_inputs():
+    """The steps call _norm_rows' compiled entry (no type checks) only for float32 C-contiguous inputs;
+    a strided input dispatches as before (another signature), with the same bits."""
+    from jitort.kernels import contrib_norm
+    D = 16
+    g, zero = rand((D,), F, seed=3), np.zeros(1, F)
+    wide = rand((2, 3, 2 * D), F, seed=1)
+    x, skip = wide[:, :, ::2], rand((2, 3, D), F, seed=2)
+    assert not x.flags.c_contiguous
+    step = ("SkipSimplifiedLayerNormalization", D, 1e-5, False, False, True, 4)
+    got = contrib_norm.SkipNorm_step(x, skip, g, zero, zero, step, {"epsilon": 1e-5})
+    want = contrib_norm.SkipNorm_step(np.ascontiguousarray(x), skip, g, zero, zero, step, {"epsilon": 1e-5})
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    zrow = np.zeros((1, D), F)
+    got = contrib_norm.SimplifiedLayerNormalization_step(x, g, zrow, zero, (2, D, 1e-5, 2), {"epsilon": 1e-5})
+    want = contrib_norm.SimplifiedLayerNormalization_step(np.ascontiguousarray(x), g, zrow, zero, (2, D, 1e-5, 2),
+                                                          {"epsilon": 1e-5})
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+import jitort
 from jitort.errors import InvalidArgument
 from oracle import assert_close, make_model, rand
 from shape_cases import DT_IDS, DTYPES, both, case, data, i64, raises, run_jitort
@@ -31,6 +32,20 @@ def test_gather_dtypes(dt: Any) -> None:
          expect=[x[[4, 0, -5]]] if dt is object else None)
     both("Gather", [("x", data([5], dt)), ("i", np.array(-2))], ["i"], axis=0)
     case("Gather", [("x", data([5, 2], dt)), ("i", np.array(1))], ["i"], axis=1, sym=True)
+
+
+def test_gather_one_row_copies() -> None:
+    """One index on axis 0 (a decode step's token embedding, [batch, seq] = [1, 1]) takes a lean path;
+    its output is a copy: writing into it leaves the table alone."""
+    table = data([6, 4])
+    for ind in (np.array([[3]]), np.array([[-6]]), np.array([5], np.int32)):
+        both("Gather", [("x", table), ("i", ind)], ["x"], axis=0)
+    m = make_model([helper.make_node("Gather", ["x", "i"], ["y"], axis=0)], {"i": (np.int64, [1, 1])}, ["y"],
+                   {"x": table}, opset=13)
+    sess = jitort.InferenceSession(m.SerializeToString())
+    y = sess.run(None, {"i": np.array([[2]])})[0]
+    y[...] = 0
+    assert_close(sess.run(None, {"i": np.array([[2]])}), [table[[[2]]]], 0, 0)
 
 
 def test_gather_shape_scalar_chain() -> None:

@@ -401,3 +401,83 @@ def test_split_and_one_thread_paths_both_compiled(monkeypatch):
     monkeypatch.setattr(gemm, "part_address", lambda i: addresses.append(i) or 0)
     gemm.gemm(a, bp, 256, bias, False, nthreads=2)  # does not split: readies the part function
     assert addresses == [isa]
+
+
+# --- the lean path of small products (gemm.gemm_small) -----------------------------------------------
+
+def _packed_call(a, w, act="", bias=None, lo=0.0, hi=0.0):
+    from jitort.kernels import gemm_ops
+    k, n = w.shape
+    code, lo, hi = gemm_ops.act_params(act, lo, hi)
+    return gemm_ops.matmul_packed(a, gemm.pack_b(w), gemm.pad_bias(bias, n), None, k=k, n=n,
+                                  hasb=int(bias is not None), transA=0, act=code, lo=lo, hi=hi)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("isa", ISAS)
+def test_lean_matmul_path_is_bitwise_the_general_one(isa, threads, monkeypatch):
+    """matmul_packed's lean path (the compiled kernel called without Numba's dispatch) gives what
+    gemm.gemm gives, for every rank of A, the activations (on the tile, on the stored strip), with and
+    without bias; a product worth splitting, and the first product of a threaded process, take gemm."""
+    monkeypatch.setenv("JITORT_ISA", isa)
+    monkeypatch.setattr(gemm, "intra_op_threads", lambda: threads)
+    monkeypatch.setattr(gemm, "_BOTH_READY", set())
+    real, general = gemm.gemm, []
+    w, bias = _rand((64, 40), 1), _rand(40, 2)
+    for shape in [(64,), (1, 64), (1, 1, 64), (3, 2, 64), (0, 64), (2, 0, 64), (7, 64)]:
+        a = _rand(shape, 3)
+        for act, lo, hi in [("", 0, 0), ("Clip", -0.5, 0.5), ("SiLU", 0, 0)]:
+            for b in (None, bias):
+                want = _run(a.reshape(-1, 64), w, b, act=act, lo=lo, hi=hi, isa=isa).reshape(shape[:-1] + (40,))
+                monkeypatch.setattr(gemm, "gemm", lambda *x, **k: (general.append(x[0].shape), real(*x, **k))[1])
+                got = _packed_call(a, w, act, b, lo, hi)
+                monkeypatch.setattr(gemm, "gemm", real)
+                assert got.shape == want.shape and got.dtype == np.float32
+                assert np.array_equal(got, want), (shape, act)
+                ref = _ref_act(a.astype(np.float64) @ w + (0 if b is None else b), act, lo, hi)
+                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # one thread: never gemm; two: the first product readies both paths through gemm, then none
+    assert general == ([] if threads == 1 else [(1, 64)])
+    big, wb = _rand((1, 2048), 4), _rand((2048, 1024), 5)  # 8 MiB of weights: split at 2 threads
+    want = _run(big, wb, isa=isa)
+    monkeypatch.setattr(gemm, "gemm", lambda *x, **k: (general.append(x[0].shape), real(*x, **k))[1])
+    assert np.array_equal(_packed_call(big, wb), want)
+    assert general[-1:] == ([(1, 2048)] if threads > 1 else [])
+
+
+def test_lean_matmul_path_leaves_strided_and_unaligned_a_to_gemm(monkeypatch):
+    real, general = gemm.gemm, []
+    w = _rand((16, 24), 1)
+    base = _rand((4, 32), 2)
+    raw = np.zeros(4 * 16 * 4 + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, 4 * 16, offset=1).reshape(4, 16)
+    unaligned[...] = base[:, :16]
+    assert not unaligned.flags.aligned
+    # gemm gets an aligned copy here (an unaligned A would compile another kernel signature)
+    monkeypatch.setattr(gemm, "gemm", lambda a, *x, **k: (general.append(a.flags.c_contiguous), real(np.array(a), *x, **k))[1])
+    for a in (base[:, ::2], unaligned):
+        np.testing.assert_allclose(_packed_call(a, w), np.asarray(a, np.float64) @ w, rtol=1e-5, atol=1e-5)
+    assert len(general) == 2
+
+
+def test_lean_matmul_path_keeps_the_errors():
+    w = _rand((16, 24), 1)
+    with pytest.raises(InvalidArgument, match="element type float64"):
+        _packed_call(_rand((2, 16), 2).astype(np.float64), w)
+    for shape in [(2, 15), (16, 2), ()]:
+        with pytest.raises(InvalidArgument, match="inner dimensions"):
+            _packed_call(_rand(shape, 2), w)
+
+
+def test_decode_shaped_matmul_wrong_shape_names_the_node():
+    """A [batch, seq, hidden] MatMul as a decoder's projection: right shapes match onnxruntime, a wrong
+    hidden size raises InvalidArgument naming the node (the lean path leaves it to the checks)."""
+    m = make_model([helper.make_node("MatMul", ["x", "W"], ["y"], name="layers.0.q_proj")],
+                   {"x": (np.float32, ["b", "s", "h"])}, ["y"], {"W": _rand((64, 48), 1)})
+    s = _session(m)
+    for shape in [(1, 1, 64), (2, 5, 64)]:
+        feeds = {"x": _rand(shape, 2)}
+        np.testing.assert_allclose(s.run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidArgument, match="layers.0.q_proj") as e:
+        s.run(None, {"x": _rand((1, 1, 63), 2)})
+    assert "inner dimensions" in str(e.value)
