@@ -72,7 +72,7 @@ from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.conv_parts import PartFactory, conv_argv, part_scratch, part_stride, view1, view2, view3, view4, \
     view5
-from jitort.kernels.native_parts import PART_SIG, CFuncs, native_serial
+from jitort.kernels.native_parts import PART_SIG, CFuncs
 from jitort.kernels.threads import parts_for, run_native, scratch
 from jitort.kernels import conv_parts as CP
 from jitort.kernels.winograd import winograd_kernel, winograd_applies, winograd_weights
@@ -418,16 +418,12 @@ _gemm_inline = njit(**_INLINE)(_conv_gemm.py_func)
 _PARTS = CFuncs(__name__, PART_SIG, PartFactory("conv_part", _make_part))
 
 
-def _c(a: np.ndarray) -> np.ndarray:
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
 def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                 z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                 strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
     """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
     ``epilogue_params``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
-    the residual added before the activation (the output's shape)."""
+    the residual added before the activation (the output's shape). w, b, prm and u C-contiguous."""
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
     wt = w.ndim == 1 and w.size > 0  # packed for the transposed GEMM (pack_t_weights; Winograd's: empty)
@@ -462,13 +458,11 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     wk = u if kern == "winograd" else w
     nparts = parts_for(units, flops)
     stride = part_stride(nsc, cd.itemsize) if nparts > 1 else max(nsc, 1)
-    sc = scratch(stride * nparts, cd)
-    argv = conv_argv(_c(xc), _c(wk), _c(b), o3, None if z3 is None else _c(z3), geo, _c(prm), sc, stride, nparts,
-                     od, oh, ow, act, ga, int(geo[11]), int(geo[12]))
     fn = _PARTS.address((kern, cd.type, z is not None, ep is not None))
-    if nparts <= 1:
-        native_serial(fn, argv, 1)
-    else:
+    # one part: conv_argv runs it (and refuses a strided array: the lowering's and conv_eager's are not)
+    argv = conv_argv(fn, xc if xc.flags.c_contiguous else np.ascontiguousarray(xc), wk, b, o3, z3, geo, prm,
+                     scratch(stride * nparts, cd), stride, nparts, od, oh, ow, act, ga)
+    if nparts > 1:
         run_native(fn, argv, nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 

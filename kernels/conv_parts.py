@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 from numba import carray, njit
 
-from jitort.kernels.native_parts import addr, as_ptr
+from jitort.kernels.native_parts import addr, as_ptr, call_part
 
 SCRATCH_ALIGN = 64  # bytes: what jitort.allocator aligns to (the GEMM panels' whole-vector loads)
 
@@ -51,13 +51,23 @@ def _put(argv, s, a):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def conv_argv(x, w, b, out, z, geo, prm, sc, stride, nparts, od, oh, ow, act, ga, ph, pw):  # type: ignore[no-untyped-def]
+def conv_argv(fn, x, w, b, out, z, geo, prm, sc, stride, nparts, od, oh, ow, act, ga):  # type: ignore[no-untyped-def]
     """The argument vector of a conv part function: every array C-contiguous (the caller checks)
     and alive until the job ends; z None when there is no residual; sc holds nparts slices of
-    ``stride`` elements (``part_stride``)."""
+    ``stride`` elements (``part_stride``). With one part, also runs it (part function ``fn``) here,
+    without the GIL: a one-part conv then costs one call from Python, not two."""
+    # free for arrays typed C-contiguous (Numba answers from the type); a part reading a strided
+    # array through its address alone would compute a wrong answer silently
+    ok = x.flags.c_contiguous and w.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous
+    ok = ok and geo.flags.c_contiguous and prm.flags.c_contiguous and sc.flags.c_contiguous
+    if z is not None:
+        ok = ok and z.flags.c_contiguous
+    if not ok:
+        raise ValueError("conv_argv: the arrays must be C-contiguous")
     argv = np.zeros(ARGC, np.int64)
     argv[NPARTS], argv[SC_STRIDE] = nparts, stride * sc.itemsize
-    argv[OD], argv[OH], argv[OW], argv[ACT], argv[GA], argv[PH], argv[PW] = od, oh, ow, act, ga, ph, pw
+    argv[OD], argv[OH], argv[OW], argv[ACT], argv[GA] = od, oh, ow, act, ga
+    argv[PH], argv[PW] = geo[11], geo[12]  # the begin pads (Winograd takes them as scalars)
     _put(argv, X, x)
     _put(argv, W, w)
     _put(argv, B, b)
@@ -67,6 +77,8 @@ def conv_argv(x, w, b, out, z, geo, prm, sc, stride, nparts, od, oh, ow, act, ga
     _put(argv, GEO, geo)
     _put(argv, PRM, prm)
     argv[SC], argv[SC + 1] = addr(sc), stride
+    if nparts == 1:
+        call_part(fn, 0, addr(argv))
     return argv
 
 
