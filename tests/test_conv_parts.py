@@ -29,6 +29,7 @@ PATHS = {
     "dwblock": ((2, 40, 7, 7), (40, 1, 3, 3), dict(group=40, pads=[1, 1, 1, 1]), S.DWBLOCK),
     "window": ((1, 1, 600), (40, 1, 32), dict(strides=[8], pads=[4, 4]), S.WINDOW),
     "winograd": ((1, 32, 40, 40), (40, 32, 3, 3), dict(pads=[1, 1, 1, 1]), S.WINOGRAD),
+    "winograd_small": ((1, 256, 8, 8), (256, 256, 3, 3), dict(pads=[1, 1, 1, 1]), S.WINOGRAD),  # one block: by channels
     "implicit": ((1, 16, 20, 20), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1]), S.IMPLICIT),
     "im2col": ((1, 16, 400, 21), (24, 16, 3, 3), dict(strides=[2, 2]), S.IM2COL),
     "1x1": ((2, 16, 12, 12), (40, 16, 1, 1), dict(), S.GEMM_1X1),
@@ -91,7 +92,8 @@ def test_native_split_is_bitwise_one_thread_and_matches_ort(path, act, residual,
     two = F.FusedConv(x, w, b, z, **kw)
     assert jobs == [2]
     np.testing.assert_array_equal(two, one)
-    assert_close([one], _ort(x, w, b, z, attrs, act), rtol=1e-4, atol=1e-5)
+    ref = _ort(x, w, b, z, attrs, act)
+    assert_close([one], ref, rtol=1e-4, atol=1e-6 * max(10.0, float(np.abs(ref[0]).max())))  # K up to 2304
 
 
 @pytest.mark.parametrize("path", ["direct", "im2col", "winograd"])
