@@ -36,9 +36,11 @@ blocks, after the bias, with the activation; kernels take z as None otherwise, w
 The GEMMs are jitort's own (convgemm.py, on weights packed by the ``lower`` hook), not BLAS: every output element is one fma
 chain in k order on every path, so output channels with identical weights get bitwise identical
 values, as in onnxruntime (OpenBLAS's rounding depends on the channel's position in its register
-tile; see convgemm's docstring for the light_squeezenet case). Work is split between threads
-(threads.py's ``run_parts``) by output channels, rows or positions, never within a sum, so results
-do not depend on the thread count.
+tile; see convgemm's docstring for the light_squeezenet case). Work is split between threads by
+output channels, rows or positions, never within a sum, so results do not depend on the thread
+count. Each kernel runs through a part function (``_make_part``, conv_parts.py): its parts are
+native parts (threads.py's ``run_native``: the pool's workers run them without the GIL), and its
+one-part call is the same function on this thread.
 
 Inner loops index slices from 0: a computed index that Numba cannot prove non-negative gets a
 wraparound select per element, which keeps the loop scalar (depthwise 3x3 was 10x slower).
@@ -68,7 +70,11 @@ from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
-from jitort.kernels.threads import parts_for, run_parts, scratch
+from jitort.kernels.conv_parts import PartFactory, conv_argv, part_scratch, part_stride, view1, view2, view3, view4, \
+    view5
+from jitort.kernels.native_parts import PART_SIG, CFuncs
+from jitort.kernels.threads import parts_for, run_native, scratch
+from jitort.kernels import conv_parts as CP
 from jitort.kernels.winograd import winograd_kernel, winograd_applies, winograd_weights
 
 ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "HardSwish": 5,
@@ -350,12 +356,75 @@ def _conv_direct(x, w, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, npart
 # Elements of V plus the 16 GEMM results per block: 256K float32 = 1 MiB.
 
 
+# --- part functions: every split kernel runs as native parts (conv_parts.py) ---------------------
+# The kernel a path runs, by name (the part functions' key; IM2COL and GEMM_1X1 share _conv_gemm)
+_KERNEL = {DIRECT: "direct", DWBLOCK: "dwblock", WINDOW: "window", WINOGRAD: "winograd", IMPLICIT: "implicit",
+           IM2COL: "gemm", GEMM_1X1: "gemm"}
+
+
+def _make_part(kernel: str, dt: type, residual: bool, ep_all: bool) -> Any:
+    """The part function of one (kernel, compute dtype, residual or not, epilogue kind): rebuilds the
+    kernel's arrays from the argument vector (``conv_parts.conv_argv``) and calls the kernel on part
+    k with part k's own scratch. Its cells are plain constants (a name, a NumPy scalar type, bools)
+    on which Numba prunes the branches before typing, so each compiles one kernel call, and Numba's
+    cache keys it by them. Every scalar comes from argv (not a constant): a literal argument would
+    compile the kernel once more, specialised on it."""
+    def part(k, argv):  # type: ignore[no-untyped-def]
+        if kernel == "winograd":
+            x = view4(argv, CP.X, dt)
+        else:
+            x = view5(argv, CP.X, dt)
+        w = view2(argv, CP.W, dt)
+        b = view1(argv, CP.B, dt)
+        out = view3(argv, CP.OUT, dt)
+        if residual:
+            z = view3(argv, CP.Z, dt)
+        else:
+            z = None
+        geo = view1(argv, CP.GEO, np.int64)
+        prm = view1(argv, CP.PRM, dt)
+        if ep_all:
+            ep = argv[CP.ACT] >= 0  # True, typed as a run-time bool (the kernels' ``ep``: see epilogue_kind)
+        else:
+            ep = None
+        sc = part_scratch(argv, k, dt)
+        nparts = argv[CP.NPARTS]
+        od, oh, ow, act, ga = argv[CP.OD], argv[CP.OH], argv[CP.OW], argv[CP.ACT], argv[CP.GA]
+        if kernel == "direct":
+            _direct_inline(x, w, b, out, z, geo, od, oh, ow, act, prm, ep, sc, k, nparts)
+        elif kernel == "dwblock":
+            _dwblock_inline(x, w, b, out, z, geo, oh, ow, act, prm, ep, sc, k, nparts)
+        elif kernel == "window":
+            _window_inline(x, w, b, out, z, geo, ow, act, prm, ep, sc, k, nparts)
+        elif kernel == "winograd":
+            _winograd_inline(x, w, b, out, z, argv[CP.PH], argv[CP.PW], oh, ow, act, prm, ep, ga, sc, k, nparts)
+        elif kernel == "implicit":
+            _implicit_inline(x, w, b, out, z, geo, od, oh, ow, act, prm, ep, sc, k, nparts)
+        else:
+            _gemm_inline(x, w, b, out, z, geo, od, oh, ow, act, prm, ep, ga, sc, k, nparts)
+    return part
+
+
+# The part functions call the kernels' Python functions inlined (Numba IR, before typing): a call to
+# the kernel's dispatcher compiled the kernel on its own (and for the cache), then again inside the
+# part function, which links its code (measured: +10 s of cold compile over six conv paths); inlined,
+# the kernel compiles once, in the part function, which the one-part call uses too.
+_INLINE = dict(inline="always", **EP)
+_direct_inline = njit(**_INLINE)(_conv_direct.py_func)
+_dwblock_inline = njit(**_INLINE)(dwblock_kernel.py_func)
+_window_inline = njit(**_INLINE)(window_kernel.py_func)
+_winograd_inline = njit(**_INLINE)(winograd_kernel.py_func)
+_implicit_inline = njit(**_INLINE)(_conv_implicit.py_func)
+_gemm_inline = njit(**_INLINE)(_conv_gemm.py_func)
+_PARTS = CFuncs(__name__, PART_SIG, PartFactory("conv_part", _make_part))
+
+
 def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                 z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                 strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
     """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
     ``epilogue_params``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
-    the residual added before the activation (the output's shape)."""
+    the residual added before the activation (the output's shape). w, b, prm and u C-contiguous."""
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
     wt = w.ndim == 1 and w.size > 0  # packed for the transposed GEMM (pack_t_weights; Winograd's: empty)
@@ -381,24 +450,21 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if path == GEMM_T:
         conv_gemm_t(xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
         return out if out.dtype == x.dtype else out.astype(x.dtype)
-    if path == DIRECT:
-        fn, args = _conv_direct, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
-    elif path == DWBLOCK:
-        fn, args = dwblock_kernel, (xc, w, b, o3, z3, geo, oh, ow, act, prm, ep)
-    elif path == WINDOW:
-        fn, args = window_kernel, (xc, w, b, o3, z3, geo, ow, act, prm, ep)
-    elif path == WINOGRAD:
-        fn, args = winograd_kernel, (xc, u, b, o3, z3, int(geo[11]), int(geo[12]), oh, ow, act, prm, ep,
-                                     gemm_address(cd))
-    elif path == IMPLICIT:
-        fn, args = _conv_implicit, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
-    else:  # im2col, and 1x1 (its branch of _conv_gemm)
-        fn, args = _conv_gemm, (xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep, gemm_address(cd))
+    # Every split path (and its one-part call: one compiled function serves both, so whichever a
+    # process runs first, an artifact holds what the other needs) runs its kernel through its part
+    # function (_make_part), on parts claimed by the pool's workers without the GIL; the checks above
+    # are all a part could fail (a part cannot raise).
+    kern = _KERNEL[path]
+    ga = gemm_address(cd) if kern in ("gemm", "winograd") else 0
+    wk = u if kern == "winograd" else w
     nparts = parts_for(units, flops)
-    if nparts <= 1:
-        fn(*args, scratch(nsc, cd), 0, 1)
-    else:
-        run_parts(lambda p: fn(*args, scratch(nsc, cd), p, nparts), nparts)
+    stride = part_stride(nsc, cd.itemsize) if nparts > 1 else max(nsc, 1)
+    fn = _PARTS.address((kern, cd.type, z is not None, ep is not None))
+    # one part: conv_argv runs it (and refuses a strided array: the lowering's and conv_eager's are not)
+    argv = conv_argv(fn, xc if xc.flags.c_contiguous else np.ascontiguousarray(xc), wk, b, o3, z3, geo, prm,
+                     scratch(stride * nparts, cd), stride, nparts, od, oh, ow, act, ga)
+    if nparts > 1:
+        run_native(fn, argv, nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
@@ -423,10 +489,15 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
     path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None,
                      w.ndim == 1 and w.size > 0)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
-    res = "" if z is None else "+residual"  # the residual variant is a kernel signature of its own
+    # the residual and the epilogue kind: each a part function of its own (_make_part)
+    res = "" if z is None else "+residual"
+    variant = res + ("" if ep == "epilogue" else "+epilogue_all")
     shared = {"gemm": gemm_part(w.dtype), "engine": engine_part()}
-    return {shared.get(p, f"{p}[{w.dtype}]{res}"): c
-            for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
+    parts = {shared.get(p, f"{p}[{w.dtype}]{variant}"): c
+             for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
+    if path != GEMM_T:  # conv_parts.conv_argv: one signature per dtype, input rank and residual
+        parts[f"{CP.__name__}.conv_argv[{w.dtype}, {5 if path != WINOGRAD else 4}-D]{res}"] = 0.4
+    return parts
 
 
 conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]

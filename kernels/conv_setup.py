@@ -141,6 +141,10 @@ IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chai
 IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
 _IMPLICIT_MAX_MK = 400_000  # beyond one K block, the implicit GEMM's limit on Mg x K (see _implicit_fits)
 IMPLICIT_MCT = 20  # row tiles per A block (120 rows x KC: L2)
+# Winograd on one tile-row block (small planes) splits by output channels from this much work: on the
+# Intel Xeon (Ice Lake) VM at 2 threads, load ~1.3, 512->512 at 7x7 (231 MFLOP) 3.6 -> 2.4 ms median;
+# 64->256 at 13x13 (50 MFLOP) 496 -> 588 us median (min 431 -> 303): the worker's wake-up ate the gain
+_WINO_SPLIT_FLOPS = 6e7
 
 
 @lru_cache(maxsize=1024)
@@ -189,8 +193,10 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         units = -(-odhw[2] // WIN_R)
     elif path == DWBLOCK:
         units = -(-x_shape[1] // 8)
-    elif path == WINOGRAD:
+    elif path == WINOGRAD:  # tile-row blocks, or when they are few, row tiles of output channels
         units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
+        if flops >= _WINO_SPLIT_FLOPS:
+            units = max(units, Mgt)
     elif path == IM2COL:
         units = -(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1]))
     else:

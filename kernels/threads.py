@@ -15,8 +15,9 @@ another thread costs more than it saves).
 ``run_native`` is the same pool for parts that are C functions (``native_parts.PART_SIG``, called by
 address with an int64 argument vector): the workers run them in machine code without ever taking
 the GIL, where a Python part costs each worker a GIL hand-over to start it (a futex wake and a
-reschedule: 20-45 us measured on the 2-vCPU Zen 4 VM). GEMM's and MatMulNBits' GEMV splits use it;
-the other kernels still pass Python callables to ``run_parts``.
+reschedule: 20-45 us measured on the 2-vCPU Zen 4 VM). GEMM's, MatMulNBits' GEMV and the
+convolutions' splits use it (conv_parts.py); the other kernels still pass Python callables to
+``run_parts``.
 """
 from __future__ import annotations
 

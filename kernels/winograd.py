@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from jitort.kernels.convgemm import BBLOCK, gemm_at, pack_weights
+from jitort.kernels.convgemm import BBLOCK, MR, gemm_at, pack_weights
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_residual
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
@@ -49,13 +49,12 @@ def _wino_in(xp, V, C, Tb, ty0, ty1, TW):  # type: ignore[no-untyped-def]
 
 
 @njit(**EP)
-def _wino_out(Mt, out, zn, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep):  # type: ignore[no-untyped-def]
-    """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1, then bias (+ the
-    residual zn [M, OH*OW] when not None) + activation."""
-    M = out.shape[0]
+def _wino_out(Mt, out, zn, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep, c0, c1):  # type: ignore[no-untyped-def]
+    """out[m, 2ty + a, 2tx + e] = (A^T Mt A)[a, e] for tile rows ty0..ty1 and channels c0..c1, then
+    bias (+ the residual zn [M, OH*OW] when not None) + activation."""
     full_w = 2 * TW == OW
     TWf = TW if full_w else TW - 1
-    for m in range(M):
+    for m in range(c0, c1):
         om = out[m]
         oma = out[m, ::1]  # layout 'A' for the epilogue, as elsewhere (one compile of it per dtype)
         for ty in range(ty0, ty1):
@@ -104,7 +103,9 @@ def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,
     the input tiles are transformed (V = B^T d B), the 16 products U[k] @ V[k] are GEMMs, and
     the output transform (A^T m A) writes the block, which the epilogue then finishes in place.
     sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the tile-row
-    blocks (each part pads the input itself)."""
+    blocks, or when there are too few blocks to share evenly (small planes: resnet50's 7x7,
+    squeezenet's 13x13 are one block), of the output channels' row tiles; each part pads and
+    transforms the input itself (1/M of the GEMMs' work)."""
     N, C, H, W = x.shape
     M = out.shape[1]
     TH = (OH + 1) // 2
@@ -117,23 +118,32 @@ def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,
     V = sc[nxp:nxp + 16 * sv].reshape(16, sv)
     Mt = sc[nxp + 16 * sv:nxp + 16 * (sv + sm)].reshape(16, sm)
     bp = sc[nxp + 16 * (sv + sm):nxp + 16 * (sv + sm) + BBLOCK]
+    nb = (TH + rows - 1) // rows
+    if nb % nparts == 0 or nb >= 2 * nparts:  # every channel, a share of the blocks
+        b0, b1 = share(nb, part, nparts)
+        t0, t1 = 0, (M + MR - 1) // MR
+    else:  # every block, a share of the row tiles (a GEMM row's sum does not depend on its tile)
+        b0, b1 = 0, nb
+        t0, t1 = share((M + MR - 1) // MR, part, nparts)
+    c0, c1 = t0 * MR, min(M, t1 * MR)
+    if b0 >= b1 or c0 >= c1:
+        return
     for n in range(N):
         for c in range(C):
             pad_phases(x, (n * C + c) * H * W, 1, H, W, xp[c], 1, 2 * TH + 2, 2 * TW + 2, 0, ph, pw, 1, zero, n > 0)
         xp3 = xp[:, 0]
         on = out[n]
-        b0, b1 = share((TH + rows - 1) // rows, part, nparts)
         for ty0 in range(b0 * rows, min(TH, b1 * rows), rows):
             ty1 = min(TH, ty0 + rows)
             tb = (ty1 - ty0) * TW
             _wino_in(xp3, V, C, Tb, ty0, ty1, TW)
             for k in range(16):
-                gemm_at(ga, U[k], 0, M, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb],
-                        Mt[k, :M * Tb].reshape(M, Tb)[:, :tb], b, 0, 0, zero, zero, bp)
+                gemm_at(ga, U[k], t0 * C * MR, c1 - c0, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb],
+                        Mt[k, :M * Tb].reshape(M, Tb)[c0:c1, :tb], b, 0, 0, zero, zero, bp)
             if z is None:
-                _wino_out(Mt, on, None, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
+                _wino_out(Mt, on, None, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep, c0, c1)
             else:
-                _wino_out(Mt, on, z[n], b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep)
+                _wino_out(Mt, on, z[n], b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep, c0, c1)
 
 
 def wino_sizes(C: int, M: int, OH: int, OW: int) -> tuple[int, int, int]:
