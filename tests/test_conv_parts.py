@@ -30,7 +30,7 @@ PATHS = {
     "window": ((1, 1, 600), (40, 1, 32), dict(strides=[8], pads=[4, 4]), S.WINDOW),
     "winograd": ((1, 32, 40, 40), (40, 32, 3, 3), dict(pads=[1, 1, 1, 1]), S.WINOGRAD),
     "winograd_small": ((1, 256, 8, 8), (256, 256, 3, 3), dict(pads=[1, 1, 1, 1]), S.WINOGRAD),  # one block: by channels
-    "implicit": ((1, 16, 20, 20), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1]), S.IMPLICIT),
+    "implicit": ((1, 16, 20, 28), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1]), S.IMPLICIT),  # rows fill 32-column tiles
     "im2col": ((1, 16, 400, 21), (24, 16, 3, 3), dict(strides=[2, 2]), S.IM2COL),
     "1x1": ((2, 16, 12, 12), (40, 16, 1, 1), dict(), S.GEMM_1X1),
 }
