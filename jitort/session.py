@@ -27,7 +27,7 @@ from jitort.dtypes import type_string
 from jitort.errors import InvalidArgument, RuntimeException
 from jitort.ir import Dim
 from jitort.model_file import load_model
-from jitort.kernels.threads import set_num_threads, usable_cpus
+from jitort.kernels.threads import current_setting, set_num_threads, usable_cpus
 from jitort.options import RunOptions, SessionOptions
 from jitort.runtime_info import get_available_providers, logger, warn
 from jitort.values import IOBinding, ModelMetadata, NodeArg, OrtValue, is_device
@@ -203,6 +203,7 @@ class InferenceSession:
                 raise InvalidArgument(f"graph input '{name}' has no tensor element type")
         self._input_names = [s.name for s in self._specs]
         self._n_inputs = len(self._specs)
+        self._threads: tuple[int, int] = (0, 0)  # (threads, BLAS threads) this session runs with
         self._set_threads()
         self._plan, self._run_feed = job.start(self._bind)
         del job, req, proto  # the session keeps the artifact, not the model
@@ -367,6 +368,8 @@ class InferenceSession:
             run_options: RunOptions | None = None) -> list[np.ndarray]:
         """Run the model: ``output_names`` None or empty means every output, in model order."""
         try:
+            if current_setting() != self._threads:
+                set_num_threads(*self._threads)  # another session of this process set its own count
             if run_options is None and self._profiler is None and self._tensor_limit is None:
                 outs = self._run_feed(input_feed)
             else:
@@ -468,8 +471,9 @@ class InferenceSession:
     def _set_threads(self) -> None:
         """intra_op_num_threads (0: the usable cores) for jitort's kernels and BLAS; a model that
         runs jitort's own threaded GEMMs (convolutions, packed MatMul/Gemm: ``Artifact.own_threads``)
-        keeps BLAS single-threaded, so no spinning BLAS worker competes with them (``kernels.threads``)."""
+        keeps BLAS single-threaded, so no spinning BLAS worker competes with them (``kernels.threads``).
+        The setting is process-wide: ``run`` puts this session's back when another session changed it."""
         n = int(self._sess_options.intra_op_num_threads or 0)
-        own = self._compiled.own_threads
-        if n > 0 or own:
-            set_num_threads(n if n > 0 else usable_cpus(), blas=1 if own else None)
+        n = n if n > 0 else usable_cpus()
+        self._threads = (n, 1 if self._compiled.own_threads else n)
+        set_num_threads(*self._threads)

@@ -142,7 +142,8 @@ def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):
 def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """im2col per block of output rows, then the GEMM; a 1x1 conv without stride or padding skips
     im2col (``_conv_gemm_1x1``). sc: scratch of ``_scratch_size`` elements; this call computes its
-    ``part`` of the row blocks (of the row tiles for 1x1)."""
+    ``part`` of the row blocks, or with fewer blocks than parts of the output channels' row tiles
+    (of the row tiles for 1x1)."""
     N, C, D, H, W = x.shape
     M = out.shape[1]
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
@@ -162,7 +163,17 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
     xf = x.reshape(-1)
     plane = D * H * W
     tab = np.empty(T * rows * OW, np.int64)
-    b0, b1 = share((R + rows - 1) // rows, part, nparts)
+    nblocks = (R + rows - 1) // rows
+    # fewer row blocks than parts (small planes: resnet50's 1x1 stride-2 512->1024 is one block):
+    # each part gathers every block itself and computes its share of the output channels' row tiles
+    b0, b1, t0, t1 = 0, nblocks, 0, (Mg + MR - 1) // MR
+    if nblocks >= nparts:
+        b0, b1 = share(nblocks, part, nparts)
+    else:
+        t0, t1 = share(t1, part, nparts)
+    m0, m1 = t0 * MR, min(Mg, t1 * MR)
+    if m0 >= m1:
+        return
     for r0 in range(b0 * rows, min(R, b1 * rows), rows):
         r1 = min(R, r0 + rows)
         pb = (r1 - r0) * OW
@@ -171,12 +182,12 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
         for n in range(N):
             for g in range(group):
                 _im2col_gather(col, xf, (n * C + g * Cg) * plane, plane, Cg, T, tab, pb, zero)
-                o = out[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW]
+                o = out[n, g * Mg + m0:g * Mg + m1, r0 * OW:r1 * OW]
                 if z is None:
-                    _gemm_act(wp[g], 0, Mg, K, colv, o, None, b, g * Mg, act, prm, ep, ga, bp)
+                    _gemm_act(wp[g], t0 * K * MR, m1 - m0, K, colv, o, None, b, g * Mg + m0, act, prm, ep, ga, bp)
                 else:
-                    _gemm_act(wp[g], 0, Mg, K, colv, o, z[n, g * Mg:(g + 1) * Mg, r0 * OW:r1 * OW], b, g * Mg, act,
-                              prm, ep, ga, bp)
+                    _gemm_act(wp[g], t0 * K * MR, m1 - m0, K, colv, o, z[n, g * Mg + m0:g * Mg + m1, r0 * OW:r1 * OW],
+                              b, g * Mg + m0, act, prm, ep, ga, bp)
 
 
 @njit(**_KW)

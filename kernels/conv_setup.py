@@ -197,8 +197,8 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
         if flops >= _WINO_SPLIT_FLOPS:
             units = max(units, Mgt)
-    elif path == IM2COL:
-        units = -(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1]))
+    elif path == IM2COL:  # row blocks, or (fewer blocks than threads) the output channels' row tiles
+        units = max(-(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1])), Mgt)
     else:
         units = Mgt
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units

@@ -66,6 +66,11 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def current_setting() -> tuple[int, int] | None:
+    """(threads, BLAS threads) as ``set_num_threads`` last set them (None: never)."""
+    return _current
+
+
 def get_num_threads() -> int | None:
     return None if _current is None else _current[0]
 

@@ -32,6 +32,7 @@ PATHS = {
     "winograd_small": ((1, 256, 8, 8), (256, 256, 3, 3), dict(pads=[1, 1, 1, 1]), S.WINOGRAD),  # one block: by channels
     "implicit": ((1, 16, 20, 28), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1]), S.IMPLICIT),  # rows fill 32-column tiles
     "im2col": ((1, 16, 400, 21), (24, 16, 3, 3), dict(strides=[2, 2]), S.IM2COL),
+    "im2col_one_block": ((1, 32, 14, 14), (64, 32, 1, 1), dict(strides=[2, 2]), S.IM2COL),  # by channels
     "1x1": ((2, 16, 12, 12), (40, 16, 1, 1), dict(), S.GEMM_1X1),
 }
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import onnx
 import pytest
 
 from jitort.kernels import threads as T
@@ -131,3 +132,22 @@ def test_spin_while_is_bounded_and_sees_other_threads_writes():
     t.start()
     assert spin_while(flags, 0, 0, 10 ** 11) == 3  # a write from another thread ends the wait
     t.join()
+
+
+def test_each_session_runs_with_its_own_thread_count():
+    """Sessions of one process with different intra_op_num_threads: each run uses its session's count
+    (the count is process-wide in jitort's kernels; a run restores its session's when another
+    session set a different one)."""
+    import jitort
+    from jitort.kernels import threads
+    from oracle import make_model
+    m = make_model([onnx.helper.make_node("Relu", ["x"], ["y"])], {"x": (np.float32, [2, 3])}, ["y"]).SerializeToString()
+    sessions = {}
+    for n in (1, 2, 3):
+        so = jitort.SessionOptions()
+        so.intra_op_num_threads = n
+        sessions[n] = jitort.InferenceSession(m, so)
+    x = np.ones((2, 3), np.float32)
+    for n in (1, 3, 2, 1):
+        sessions[n].run(None, {"x": x})
+        assert threads.get_num_threads() == n
