@@ -53,11 +53,13 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
         if (n, blas) == _current:
             return
         import numba
-        # scipy's OpenBLAS is loaded already (jitort.kernels' import): threadpoolctl limits only
-        # loaded libraries
-        from threadpoolctl import threadpool_limits
-        _limiter = threadpool_limits(limits=blas, user_api="blas")
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+        if _current is None or _current[1] != blas:  # threadpoolctl takes ~1 ms: only when BLAS's count changes
+            # scipy's OpenBLAS is loaded already (jitort.kernels' import): threadpoolctl limits only
+            # loaded libraries
+            from threadpoolctl import threadpool_limits
+            _limiter = threadpool_limits(limits=blas, user_api="blas")
+        if _current is None or _current[0] != n:
+            numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
         _current = (n, blas)
 
 
