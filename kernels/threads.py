@@ -109,12 +109,17 @@ def _spin_cycles() -> int:
         return SPIN_CYCLES_DEFAULT
 
 
-# ~8 us at 2.6 GHz (this VM's TSC): enough for the next split kernel of a plan, which follows within
-# microseconds. benchmarks/bench_threads.py on the 2-vCPU dev VM at load 9-17 (other jobs): a 100000-cycle
-# spin was never the fastest variant (a spinning worker takes CPU time its own caller needs on an
-# oversubscribed machine); 0 and 20000 were within noise of each other. JITORT_THREAD_SPIN overrides
-# (0: never spin).
-SPIN_CYCLES_DEFAULT = 20_000
+# ~70 us at 2.8 GHz: a worker stays awake across the unsplit steps between two split kernels of a
+# plan. Waking a sleeping worker (condition variable, then the GIL) cost 50-80 us on the quiet 2-vCPU
+# Intel Xeon (Ice Lake) VM: benchmarks/bench_threads.py (load 0.7), a native job of 80 us of work split
+# in two took 1.13x one thread's time with a 20000-cycle spin and 0.65x with 100000 (320 us: 0.68x,
+# 0.57x); at 2 threads, 200000 against 20000 took densenet121 86 vs 99 ms, inception_v2 39 vs 63,
+# squeezenet 9.7 vs 11.7, resnet50 60 vs 63 (zfnet512 unchanged). The spin is bounded, so an idle
+# session stops burning CPU ~70 us after its last job (onnxruntime's workers spin far longer by
+# default). An earlier tuning on an oversubscribed VM (load 9-17) preferred short spins: a spinning
+# worker takes CPU its own caller needs when there are more runnable threads than CPUs.
+# JITORT_THREAD_SPIN overrides (0: never spin).
+SPIN_CYCLES_DEFAULT = 200_000
 SPIN_CYCLES = SPIN_CYCLES_DEFAULT if "JITORT_THREAD_SPIN" not in os.environ else _spin_cycles()
 
 
