@@ -53,7 +53,7 @@ def set_num_threads(n: int, blas: int | None = None) -> None:
         if (n, blas) == _current:
             return
         import numba
-        if _current is None or _current[1] != blas:  # threadpoolctl takes ~1 ms: only when BLAS's count changes
+        if _current is None or _current[1] != blas:  # threadpoolctl takes ~0.5 ms: only when BLAS's count changes
             # scipy's OpenBLAS is loaded already (jitort.kernels' import): threadpoolctl limits only
             # loaded libraries
             from threadpoolctl import threadpool_limits
