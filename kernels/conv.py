@@ -66,7 +66,7 @@ from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, GEMM_T, IM2COL
                                        compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
 from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
-from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
+from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES, gemm_address, gemm_at, gemm_part, pack_weights
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
@@ -253,16 +253,25 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                             nc = min(NR, OW - j0)
                             nv = 2 if nc * 2 > NR else 1  # a short row tail: one vector of columns
                             spill = 1 if kb == K and pos + nv * NR // 2 <= P else 0
-                            for i in range(i0, min(t1, i0 + IMPLICIT_MCT)):
+                            iend = min(t1, i0 + IMPLICIT_MCT)
+                            for i in range(i0, iend, ROW_TILES):
                                 m0 = g * Mg + i * MR
-                                if nv == 2:
-                                    conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
-                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, spill, acc,
-                                              b, m0, f, lo, hi, 1, 2)
+                                ao = (i * K + k0) * MR
+                                oo = (n * M + m0) * P + pos
+                                if ROW_TILES == 2 and i + 1 < iend:
+                                    mr = min(2 * MR, Mg - i * MR)
+                                    if nv == 2:
+                                        conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
+                                                  b, m0, f, lo, hi, 1, 2, ao + K * MR, 2)
+                                    else:
+                                        conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
+                                                  b, m0, f, lo, hi, 1, 1, ao + K * MR, 2)
+                                elif nv == 2:
+                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, min(MR, Mg - i * MR), nc,
+                                              spill, acc, b, m0, f, lo, hi, 1, 2, ao, 1)
                                 else:
-                                    conv_tile(wg, (i * K + k0) * MR, xbuf, xo, toff, k0, kb, 1, out,
-                                              (n * M + m0) * P + pos, P, min(MR, Mg - i * MR), nc, spill, acc,
-                                              b, m0, f, lo, hi, 1, 1)
+                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, min(MR, Mg - i * MR), nc,
+                                              spill, acc, b, m0, f, lo, hi, 1, 1, ao, 1)
                 if z is not None:  # the chunk's positions, still in cache (a spill lands past p1 only)
                     p0 = (q0 // nj) * OW + (q0 % nj) * NR
                     p1 = ((q1 - 1) // nj) * OW + min(OW, ((q1 - 1) % nj) * NR + NR)

@@ -153,26 +153,27 @@ def _conv_tile_cols_ov(dt):  # type: ignore[no-untyped-def]
 
 @intrinsic
 def conv_tile(typingctx, a, ao, xp, xo, toff, ko, K, sx, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin,  # type: ignore[no-untyped-def]
-              lo, hi, sw, nv):
+              lo, hi, sw, nv, ao2, rt):
     """out[oo + r*ldo + j] = fin(C0 + sum_k a[ao + k*MR + r] * xp[xo + toff[ko + k] + j*sx]) for
     r < mrows, j < ncols, k < K: convgemm's tile (``tile_codegen``: C0, spill, fin) with B[k, j]
     read from a zero-padded input at tap offsets (j: nv vectors of output columns of one row; xp
     needs ``SLACK * sx`` elements past its end). sw (literal): ``Vec.read``'s column read; nv
-    (literal): 2 (``conv_tile_cols``) or 1 for a row's short tail."""
+    (literal): 2 (``conv_tile_cols``) or 1 for a row's short tail. rt (literal): row tiles, 1 or 2
+    (``convgemm.ROW_TILES``: rows MR + r read a[ao2 + k*MR + r], mrows up to 2 MR)."""
     if not all(isinstance(t, types.Array) for t in (a, xp, toff, out, bias)):
         return None
-    if not (isinstance(sw, types.IntegerLiteral) and isinstance(nv, types.IntegerLiteral)):
+    if not all(isinstance(t, types.IntegerLiteral) for t in (sw, nv, rt)):
         return None
     dt = out.dtype
     if a.dtype != dt or xp.dtype != dt or bias.dtype != dt or lo != dt or hi != dt:
         return None
-    SW, NV = sw.literal_value, nv.literal_value
+    SW, NV, RT = sw.literal_value, nv.literal_value, rt.literal_value
     sig = types.void(a, ao, xp, xo, toff, ko, K, sx, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
-                     sw, nv)
+                     sw, nv, ao2, rt)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         (av, ao_, xpv, xo_, toffv, ko_, K_, sx_, outv, oo_, ldo_, mrows_, ncols_, spill_, init_, biasv, bo_, fin_,
-         lo_, hi_, _, _) = args
+         lo_, hi_, _, _, ao2_, _) = args
         v = Vec(context, builder, dt)
         xbase = v.data(signature.args[2], xpv, xo_)
         tptr = v.data(signature.args[4], toffv, ko_)
@@ -183,7 +184,8 @@ def conv_tile(typingctx, a, ao, xp, xo, toff, ko, K, sx, out, oo, ldo, mrows, nc
             return [v.read(p if j == 0 else v.at(p, builder.mul(v.c(j), vstep)), SW, sx_) for j in range(NV)]
 
         tile_codegen(v, NV, v.data(signature.args[0], av, ao_), K_, b_vecs, v.data(signature.args[8], outv, oo_),
-                     ldo_, mrows_, ncols_, spill_, init_, v.data(signature.args[15], biasv, bo_), fin_, lo_, hi_)
+                     ldo_, mrows_, ncols_, spill_, init_, v.data(signature.args[15], biasv, bo_), fin_, lo_, hi_,
+                     v.data(signature.args[0], av, ao2_) if RT == 2 else None)
         return context.get_dummy_value()
 
     return sig, codegen

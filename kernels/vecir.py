@@ -121,6 +121,13 @@ class Vec:
         everything = ir.Constant(self.mty, [1] * VL)
         return b.call(self._gather, [b.inttoptr(addr, self._pvty), self.align, everything, self.zero])
 
+    def prefetch_write(self, p: ir.Value) -> None:
+        """Hint that the cache line at element pointer p is about to be written (``prefetchw``)."""
+        i8p = ir.IntType(8).as_pointer()
+        fn = self._fn("llvm.prefetch.p0", ir.VoidType(), [i8p, self.i32, self.i32, self.i32])
+        self.b.call(fn, [self.b.bitcast(p, i8p), ir.Constant(self.i32, 1), ir.Constant(self.i32, 3),
+                         ir.Constant(self.i32, 1)])
+
     # --- arithmetic ----------------------------------------------------------------------------
     def fma(self, a: ir.Value, x: ir.Value, acc: ir.Value) -> ir.Value:
         return self.b.call(self._fma, [a, x, acc])
