@@ -92,23 +92,22 @@ _KW = dict(cache=True, nogil=True, error_model="numpy")
 def _gemm_act(wp, ao, M, K, b, c, z, bias, bo, act, prm, ep, ga, bp):  # type: ignore[no-untyped-def]
     """c[M, N] = act(W @ b + bias[bo:bo+M] (+ z)) with W packed (``convgemm.pack_weights``, from
     element ao: a row tile boundary), through the GEMM at address ga (``convgemm.gemm_address``).
-    Without a residual z, Relu and Clip (and none) run on the GEMM's register tile, the other
-    activations per column block while it is in cache. With z, the GEMM (+ bias) runs whole and
-    then act(c + z) row by row: per column block, z's rows were read in short strided runs, which
-    cost more than the whole pass (resnet50's residual 1x1 convs: +2 ms over a separate Sum+Relu)."""
-    if z is not None:
-        gemm_at(ga, wp, ao, M, K, b, c, bias, bo, 1, prm[0], prm[1], bp)
-        for m in range(M):
-            epilogue_residual(c[m], z[m], act, prm, ep)
-        return
+    Relu and Clip (and none), and the residual z, run on the GEMM's register tile, the other
+    activations per column block while it is in cache (with z: the GEMM + bias + z runs whole, then
+    the activation row by row)."""
     if act <= 2:
-        gemm_at(ga, wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp)
+        gemm_at(ga, wp, ao, M, K, b, c, bias, bo, act + 1, prm[0], prm[1], bp, z)
+        return
+    if z is not None:
+        gemm_at(ga, wp, ao, M, K, b, c, bias, bo, 1, prm[0], prm[1], bp, z)
+        for m in range(M):
+            epilogue_row(c[m], prm[2], act, prm, ep)
         return
     N = c.shape[1]
     for j0 in range(0, N, _EP_COLS):
         j1 = min(N, j0 + _EP_COLS)
         cv = c[:, j0:j1]
-        gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp)
+        gemm_at(ga, wp, ao, M, K, b[:, j0:j1], cv, bias, bo, 0, prm[0], prm[1], bp, None)
         for m in range(M):
             epilogue_row(cv[m], bias[bo + m], act, prm, ep)
 

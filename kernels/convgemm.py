@@ -66,13 +66,16 @@ BBLOCK = _BPANELS + _BSLACK  # elements of gemm_packed's packing scratch; below 
 
 def tile_codegen(v: Vec, nvec: int, a: ir.Value, K: ir.Value, b_vecs: Callable[[ir.Value], list[ir.Value]],
                  c: ir.Value, ldc: ir.Value, mrows: ir.Value, ncols: ir.Value, spill: ir.Value, init: ir.Value,
-                 bias: ir.Value, fin: ir.Value, lo: ir.Value, hi: ir.Value, a2: ir.Value | None = None) -> None:
+                 bias: ir.Value, fin: ir.Value, lo: ir.Value, hi: ir.Value, a2: ir.Value | None = None,
+                 z: ir.Value | None = None, ldz: ir.Value | None = None) -> None:
     """An MR x (nvec vectors) tile: C[r, :ncols] = fin(C0 + sum_k a[k*MR + r] * B[k, :]) for
     r < mrows (a, c, bias: element pointers; ldc: C's row stride). C0 is zero, or C itself when
     init != 0 (resuming an earlier K block's fma chain). fin: ``Vec.epilogue``. Stores (and
     init's loads) are full vectors when ncols fills them or ``spill`` != 0 (the columns past
     ncols belong to data written later), else masked past ncols. With ``a2`` (the next row tile's
-    weights) the tile is 2 MR rows: rows MR + r read a2[k*MR + r] (mrows up to 2 MR)."""
+    weights) the tile is 2 MR rows: rows MR + r read a2[k*MR + r] (mrows up to 2 MR). With ``z``
+    (a pointer, null for none; row stride ldz) and fin != 0, z[r, :ncols] is added after the bias,
+    before the activation (a fused residual Add)."""
     b = v.b
     MR2 = MR if a2 is None else 2 * MR
     NR = nvec * v.VL
@@ -114,34 +117,47 @@ def tile_codegen(v: Vec, nvec: int, a: ir.Value, K: ir.Value, b_vecs: Callable[[
                        b_vecs, start)
     finish = v.epilogue(fin, lo, hi)
 
-    def store_c(r: int, row: ir.Value, is_full: bool) -> None:
+    def store_c(r: int, row: ir.Value, is_full: bool, zrow: ir.Value | None = None) -> None:
         bv = v.splat(b.load(v.at(bias, r)))
         for j in range(nvec):
-            x, p = finish(res[r][j], bv), v.at(row, j * v.VL)
+            zv = None
+            if zrow is not None:
+                zp = v.at(zrow, j * v.VL)
+                zv = v.load(zp) if is_full else v.mload(zp, masks[j])
+            x, p = finish(res[r][j], bv, zv), v.at(row, j * v.VL)
             if is_full:
                 v.store(x, p)
             else:
                 v.mstore(x, p, masks[j])
 
-    each_row(store_c)
+    if z is None:
+        each_row(store_c)
+        return
+    hasz = b.and_(b.icmp_unsigned("!=", b.ptrtoint(z, v.i64), v.c(0)), b.icmp_signed("!=", fin, v.c(0)))
+    with b.if_else(hasz) as (then, other):
+        with then:
+            each_row(lambda r, row, is_full: store_c(r, row, is_full, v.at(z, b.mul(v.c(r), ldz))))
+        with other:
+            each_row(store_c)
 
 
 @intrinsic
-def _tile(typingctx, a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, fin, lo, hi, nv, rt):  # type: ignore[no-untyped-def]
+def _tile(typingctx, a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, fin, lo, hi, zp, ldz, nv, rt):  # type: ignore[no-untyped-def]
     """``tile_codegen`` on a packed B panel at address ``bp`` (rows of nv vectors), A from element
     ao of a, C at address cp: C[r, :ncols] = fin(C0 + sum_k A[r, k] Bp[k, :]) for r < mrows,
     k < kb. fin 0: the sums; 1: + bias[bo + r]; 2: + bias, Relu; 3: + bias, Clip(lo, hi).
-    rt (literal): row tiles, 1 or 2 (``ROW_TILES``: rows MR + r from element ao2 of a)."""
+    rt (literal): row tiles, 1 or 2 (``ROW_TILES``: rows MR + r from element ao2 of a). zp: the
+    address of a residual added with the bias (row stride ldz), or 0."""
     if not all(isinstance(t, types.IntegerLiteral) for t in (nv, rt)) or not isinstance(a, types.Array):
         return None
     dt = a.dtype
     if bias.dtype != dt or lo != dt or hi != dt:
         return None
     NV, RT = nv.literal_value, rt.literal_value
-    sig = types.void(a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, fin, lo, hi, nv, rt)
+    sig = types.void(a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, fin, lo, hi, zp, ldz, nv, rt)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        av, ao_, ao2_, bp_, cp_, ldc_, kb_, mrows_, ncols_, init_, biasv, bo_, fin_, lo_, hi_, _, _ = args
+        av, ao_, ao2_, bp_, cp_, ldc_, kb_, mrows_, ncols_, init_, biasv, bo_, fin_, lo_, hi_, zp_, ldz_, _, _ = args
         v = Vec(context, builder, dt)
         bbase = v.address(bp_)
 
@@ -151,7 +167,7 @@ def _tile(typingctx, a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, 
 
         a2 = v.data(signature.args[0], av, ao2_) if RT == 2 else None
         tile_codegen(v, NV, v.data(signature.args[0], av, ao_), kb_, b_vecs, v.address(cp_), ldc_, mrows_, ncols_,
-                     v.c(0), init_, v.data(signature.args[10], biasv, bo_), fin_, lo_, hi_, a2)
+                     v.c(0), init_, v.data(signature.args[10], biasv, bo_), fin_, lo_, hi_, a2, v.address(zp_), ldz_)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -229,10 +245,11 @@ def _pack_b(b, k0, k1, j0, j1, NR, bp):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always", nogil=True, error_model="numpy")  # compiled inside its callers only: _gemm_c, ConvTranspose
-def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[no-untyped-def]
-    """c[:M] = fin(A @ b): A packed (``pack_weights``) starting at element ``ao`` of ap, b [K, N]
+def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, zp, ldz):  # type: ignore[no-untyped-def]
+    """c[:M] = fin(A @ b (+ z)): A packed (``pack_weights``) starting at element ``ao`` of ap, b [K, N]
     and c [M, N] 2-D views with unit inner stride. fin as in ``_tile`` (bias[bo:bo+M]); bp is a
-    scratch of ``BBLOCK`` elements (allocate it once per conv call)."""
+    scratch of ``BBLOCK`` elements (allocate it once per conv call). zp: the address of a residual
+    z [M, N] (row stride ldz, unit inner stride) added after the bias (fin != 0 only), or 0."""
     N = b.shape[1]
     if M == 0 or N == 0:
         return
@@ -264,27 +281,30 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[
                 ao_i = ao + (i * K + k0) * MR
                 mr = min(ROW_TILES * MR, M - i * MR)
                 rt = 2 if ROW_TILES == 2 and mr > MR else 1  # literal per branch below
+                zrow = zp + (i * MR * ldz + j0) * isz if zp != 0 and f != 0 else 0
                 for p in range(nf):
                     pp = bpd + p * kb * NR * isz
                     cpt = cpd + (i * MR * ldc + j0 + p * NR) * isz
+                    zpt = zrow + p * NR * isz if zrow != 0 else 0
                     if rt == 2:
                         _tile(ap, ao_i, ao_i + K * MR, pp, cpt, ldc, kb, mr, NR, init, bias, bo + i * MR, f, lo, hi,
-                              2, 2)
+                              zpt, ldz, 2, 2)
                     else:
-                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, NR, init, bias, bo + i * MR, f, lo, hi, 2, 1)
+                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, NR, init, bias, bo + i * MR, f, lo, hi, zpt, ldz, 2, 1)
                 if w:
                     pp = bpd + nf * kb * NR * isz
                     cpt = cpd + (i * MR * ldc + j0 + nf * NR) * isz
+                    zpt = zrow + nf * NR * isz if zrow != 0 else 0
                     if rt == 2 and w > VL:
                         _tile(ap, ao_i, ao_i + K * MR, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi,
-                              2, 2)
+                              zpt, ldz, 2, 2)
                     elif rt == 2:
                         _tile(ap, ao_i, ao_i + K * MR, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi,
-                              1, 2)
+                              zpt, ldz, 1, 2)
                     elif w > VL:
-                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi, 2, 1)
+                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi, zpt, ldz, 2, 1)
                     else:
-                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi, 1, 1)
+                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi, zpt, ldz, 1, 1)
 
 
 # --- one compiled GEMM per process, called by address ----------------------------------------------
@@ -295,11 +315,12 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[
 # part of a kernel's code, so kernels stay cacheable across processes. One indirect call per GEMM
 # (a column block of a conv) costs nothing measurable.
 
-def _gemm_c(ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp):  # type: ignore[no-untyped-def]
+def _gemm_c(ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp, zp, ldz):  # type: ignore[no-untyped-def]
     """``gemm_packed`` on raw pointers: A (nap elements), B [K, N] with row stride ldb, C [M, N] with
-    row stride ldc, bias (nbias), the packing scratch (nbp)."""
+    row stride ldc, bias (nbias), the packing scratch (nbp), the residual's address (or 0) and row
+    stride."""
     gemm_packed(carray(ap, (nap,)), ao, M, K, carray(b, (K, ldb))[:, :N], carray(c, (M, ldc))[:, :N],
-                carray(bias, (nbias,)), bo, fin, lo, hi, carray(bp, (nbp,)))
+                carray(bias, (nbias,)), bo, fin, lo, hi, carray(bp, (nbp,)), zp, ldz)
 
 
 _GEMM_C: dict[str, Any] = {}  # dtype -> the cfunc; kept alive for the process (callers hold its address)
@@ -323,7 +344,7 @@ def gemm_address(dt: np.dtype) -> int:
                 T = numba.from_dtype(dt)
                 P = types.CPointer(T)
                 i = types.intp
-                sig = types.void(P, i, i, i, i, P, i, i, P, i, P, i, i, i, T, T, P, i)
+                sig = types.void(P, i, i, i, i, P, i, i, P, i, P, i, i, i, T, T, P, i, i, i)
                 t0 = time.perf_counter()
                 f = _GEMM_C[dt.str] = cfunc(sig, cache=True, error_model="numpy")(_gemm_c)
                 if not f.cache_hits:  # compiled, not loaded: report it like the kernels' compiles
@@ -333,13 +354,13 @@ def gemm_address(dt: np.dtype) -> int:
 
 @intrinsic
 def _call_gemm(typingctx, addr, ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi,  # type: ignore[no-untyped-def]
-               bp, nbp):
+               bp, nbp, zp, ldz):
     """Call the C entry point at ``addr`` (``gemm_address``); the pointer arguments come as integer
     addresses (``arr.ctypes.data``) and become element pointers here."""
     if not isinstance(lo, types.Float) or hi != lo:
         return None
     T = lo
-    argtys = (addr, ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp)
+    argtys = (addr, ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp, zp, ldz)
     pointers = {1, 6, 9, 11, 17}  # positions (in argtys) of the arrays' addresses
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -366,13 +387,18 @@ def _call_gemm(typingctx, addr, ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbia
     return types.void(*argtys), codegen
 
 
-@njit_one(any_layout=("b", "c"), nogil=True, error_model="numpy", cache=True)
-def gemm_at(addr, ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp):  # type: ignore[no-untyped-def]
-    """``gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp)`` through the C entry point at
-    ``addr`` (``gemm_address`` of the element type). b and c need a unit inner stride, as there."""
+@njit_one(any_layout=("b", "c", "z"), nogil=True, error_model="numpy", cache=True)
+def gemm_at(addr, ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, z):  # type: ignore[no-untyped-def]
+    """``gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, z...)`` through the C entry point
+    at ``addr`` (``gemm_address`` of the element type). b, c and z (a residual [M, N] added after
+    the bias, or None) need a unit inner stride, as there."""
     isz = c.itemsize
     N = b.shape[1]
     ldb = b.strides[0] // isz if K > 1 else N
     ldc = c.strides[0] // isz if M > 1 else N
+    zp, ldz = 0, 0
+    if z is not None:
+        zp = z.ctypes.data
+        ldz = z.strides[0] // isz if M > 1 else N
     _call_gemm(addr, ap.ctypes.data, ap.shape[0], ao, M, K, b.ctypes.data, ldb, N, c.ctypes.data, ldc,
-               bias.ctypes.data, bias.shape[0], bo, fin, lo, hi, bp.ctypes.data, bp.shape[0])
+               bias.ctypes.data, bias.shape[0], bo, fin, lo, hi, bp.ctypes.data, bp.shape[0], zp, ldz)

@@ -52,7 +52,7 @@ def _convt(x, D, H, W, wt, b, out, geo):  # type: ignore[no-untyped-def]
                 pb = (r1 - r0) * W
                 colv = col[:Mg * KK * pb].reshape(Mg * KK, pb)
                 gemm_packed(wt[g], 0, Mg * KK, Cg, x[n, g * Cg:(g + 1) * Cg, r0 * W:r1 * W], colv, b, 0, 0, zero,
-                            zero, bp)
+                            zero, bp, 0, 0)
                 k = 0
                 for m in range(Mg):
                     om = out[n, g * Mg + m]

@@ -133,16 +133,19 @@ class Vec:
         return self.b.call(self._fma, [a, x, acc])
 
     def epilogue(self, fin: ir.Value, lo: ir.Value, hi: ir.Value) -> Callable[[ir.Value, ir.Value], ir.Value]:
-        """finish(x, bias_vec) for the run-time epilogue code fin: 0 x; 1 x + bias; 2 Relu of it;
-        3 Clip(lo, hi) of it; written as the elementwise ops' selects (NaN passes through)."""
+        """finish(x, bias_vec[, z_vec]) for the run-time epilogue code fin: 0 x; 1 x + bias (+ z);
+        2 Relu of it; 3 Clip(lo, hi) of it; written as the elementwise ops' selects (NaN passes
+        through)."""
         b = self.b
         zs, los, his = self.splat(ir.Constant(self.fty, 0.0)), self.splat(lo), self.splat(hi)
         is_relu = b.icmp_signed("==", fin, self.c(2))
         is_clip = b.icmp_signed("==", fin, self.c(3))
         has_fin = b.icmp_signed("!=", fin, self.c(0))
 
-        def finish(x: ir.Value, bias: ir.Value) -> ir.Value:
+        def finish(x: ir.Value, bias: ir.Value, z: ir.Value | None = None) -> ir.Value:
             y = b.fadd(x, bias)
+            if z is not None:  # a residual, added after the bias and before the activation
+                y = b.fadd(y, z)
             yr = b.select(b.fcmp_ordered("<", y, zs), zs, y)
             yc = b.select(b.fcmp_ordered("<", y, los), los, y)
             yc = b.select(b.fcmp_ordered(">", yc, his), his, yc)

@@ -139,7 +139,7 @@ def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,
             _wino_in(xp3, V, C, Tb, ty0, ty1, TW)
             for k in range(16):
                 gemm_at(ga, U[k], t0 * C * MR, c1 - c0, C, V[k, :C * Tb].reshape(C, Tb)[:, :tb],
-                        Mt[k, :M * Tb].reshape(M, Tb)[c0:c1, :tb], b, 0, 0, zero, zero, bp)
+                        Mt[k, :M * Tb].reshape(M, Tb)[c0:c1, :tb], b, 0, 0, zero, zero, bp, None)
             if z is None:
                 _wino_out(Mt, on, None, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep, c0, c1)
             else:

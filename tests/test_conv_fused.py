@@ -45,6 +45,9 @@ def _session(m, threads=1):
 PATHS = {
     "1x1": ((1, 16, 9, 10), (24, 16, 1, 1), dict()),
     "im2col": ((1, 8, 19, 15), (12, 8, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+    # two K blocks (K > 256), 13 output channels (a double row tile and a partial one), 32 + 3 columns
+    "1x1 K blocks": ((1, 300, 5, 7), (13, 300, 1, 1), dict()),
+    "im2col K blocks": ((1, 40, 9, 9), (19, 40, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1])),
     "implicit": ((2, 4, 9, 20), (10, 4, 3, 3), dict(pads=[1, 1, 1, 1])),
     "winograd": ((1, 16, 10, 9), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1])),
     "depthwise": ((1, 6, 9, 11), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1])),
