@@ -192,3 +192,22 @@ def test_bad_tensor_data_is_refused_naming_it(case: str, where: str) -> None:
     assert "'w'" in str(got.value)
     with pytest.raises(Exception):  # onnxruntime refuses the model too  # noqa: B017
         run_ort(m, {})
+
+
+def test_constant_fill_folds_within_the_session_limit() -> None:
+    """A constant ConstantOfShape past the fold budget (64 MiB) is folded all the same: it would fill
+    the same tensor at every run under the session's limit (the light CNNs' fully connected weights);
+    one over the limit is left to run time, where it fails naming the node."""
+    from jitort.passes.const_fold import MAX_FOLD_BYTES
+    node = helper.make_node("ConstantOfShape", ["s"], ["y"], name="cos")
+    n = MAX_FOLD_BYTES // 4 + 1024
+    data, _ = _model(node, {"s": _i64(n)}, const=True)
+    sess = ort.InferenceSession(data)
+    assert [x.op_type for x in sess.artifact.ir().nodes] == []
+    y = sess.run(None, {})[0]
+    assert y.shape == (n,) and not y.any()
+    data, _ = _model(node, {"s": _i64(BIG, BIG)}, const=True)
+    sess = ort.InferenceSession(data)
+    assert [x.op_type for x in sess.artifact.ir().nodes] == ["ConstantOfShape"]
+    with pytest.raises(errors.Fail, match="cos"):
+        sess.run(None, {})
