@@ -83,6 +83,7 @@ ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "H
 _EP_COLS = 256  # column block of the GEMM + separate-epilogue path (activations other than Relu/Clip)
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
+_COLS = 32  # a 1x1 conv split by columns cuts them at multiples of this (whole AVX-512 panels, 128 bytes)
 
 
 # --- Conv kernels --------------------------------------------------------------------------------
@@ -115,26 +116,36 @@ def _gemm_act(wp, ao, M, K, b, c, z, bias, bo, act, prm, ep, ga, bp):  # type: i
 @njit(inline="always", **EP)
 def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """x [N, C, P], out [N, M, P], wp [group, ...]: out[n, group g] = W_g @ x[n, group g].
-    sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles.
+    sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the columns
+    (output positions) when there are at least as many as output channels, else of the row tiles:
+    each part packs the columns of x it multiplies, so a split by row tiles packs all of x once per
+    part, and a split by columns reads all of W once per part; the smaller of the two repeats.
     Part of ``_conv_gemm`` (inlined: one kernel module, one copy of the GEMM to compile)."""
-    N, C = x.shape[0], x.shape[1]
+    N, C, P = x.shape[0], x.shape[1], x.shape[2]
     M = out.shape[1]
     Cg = C // group
     Mg = M // group
     bp = sc[:BBLOCK]
-    t0, t1 = share((Mg + MR - 1) // MR, part, nparts)
+    t0, t1 = 0, (Mg + MR - 1) // MR
+    p0, p1 = 0, P
+    if nparts > 1:
+        if P >= Mg:
+            q0, q1 = share((P + _COLS - 1) // _COLS, part, nparts)
+            p0, p1 = q0 * _COLS, min(P, q1 * _COLS)
+        else:
+            t0, t1 = share(t1, part, nparts)
     r0, r1 = t0 * MR, min(Mg, t1 * MR)
-    if r0 >= r1:
+    if r0 >= r1 or p0 >= p1:
         return
     for n in range(N):
         for g in range(group):
-            o = out[n, g * Mg + r0:g * Mg + r1]
+            o = out[n, g * Mg + r0:g * Mg + r1, p0:p1]
+            xs = x[n, g * Cg:(g + 1) * Cg, p0:p1]
             if z is None:
-                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg], o, None, b, g * Mg + r0, act,
-                          prm, ep, ga, bp)
+                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, xs, o, None, b, g * Mg + r0, act, prm, ep, ga, bp)
             else:
-                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, x[n, g * Cg:(g + 1) * Cg], o,
-                          z[n, g * Mg + r0:g * Mg + r1], b, g * Mg + r0, act, prm, ep, ga, bp)
+                _gemm_act(wp[g], t0 * Cg * MR, r1 - r0, Cg, xs, o, z[n, g * Mg + r0:g * Mg + r1, p0:p1], b,
+                          g * Mg + r0, act, prm, ep, ga, bp)
 
 
 @njit(**_KW)

@@ -199,6 +199,8 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
             units = max(units, Mgt)
     elif path == IM2COL:  # row blocks, or (fewer blocks than threads) the output channels' row tiles
         units = max(-(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1])), Mgt)
+    elif path == GEMM_1X1:  # columns (32 at a time), or with fewer positions than channels, row tiles
+        units = -(-P // 32) if P >= M // group else Mgt
     else:
         units = Mgt
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
