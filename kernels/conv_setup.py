@@ -16,7 +16,7 @@ from jitort.kernels.conv_dwblock import dwblock_applies, dwblock_scratch
 from jitort.kernels.conv_gemm_t import gemm_t_applies
 from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
 from jitort.kernels.convdirect import SLACK
-from jitort.kernels.convgemm import BBLOCK, MR
+from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES
 from jitort.kernels.convutil import EP
 from jitort.kernels.pool_geometry import trunc_div
 from jitort.kernels.vecir import VB
@@ -206,6 +206,11 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
 
 
+# Whether conv_plan takes the implicit GEMM at all: not on AVX-512 (``_implicit_fits``). Tests turn
+# it on there to keep the kernel covered (then clear conv_plan's cache).
+IMPLICIT_GEMM = ROW_TILES == 1
+
+
 def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool, strided: bool = False) -> bool:
     """Whether the implicit GEMM beats the alternatives: its tiles hold two vectors of one output
     row, so rows must fill them (>= 75 %, the host's vectors); with K <= one K block it beats Winograd
@@ -216,8 +221,13 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool,
     Ice Lake, 1 thread, interleaved, implicit -> im2col): 5x5 48->128 on 14x14 1.10 -> 0.73 ms, grouped
     3x3 on 13x13 1.13 -> 0.69 (rows of 13-14 half-fill a 32-column AVX-512 tile), 3x3 128->128 stride
     2 on 56x56 3.68 -> 2.85; kept: 5x5 on 28x28 (0.25 vs 0.43 ms), grouped 5x5 27x27, resnet50's conv1
-    (7x7 stride 2, K = 147: 2.95 vs 4.03)."""
-    if int(np.prod(w_shape[2:])) == 1:
+    (7x7 stride 2, K = 147: 2.95 vs 4.03). On AVX-512 never, since the GEMM runs two row tiles per
+    register tile, rows outermost, prefetching its output (``convgemm``): re-measured there (Ice
+    Lake-SP, 1 thread, interleaved, implicit vs im2col): squeezenet's 3x3 stride-2 stem 1.26 vs 1.03
+    ms, its 3x3 16->64 on 55x55 0.70 vs 0.65, resnet50's 7x7 stem 3.69 vs 3.37, alexnet's 11x11
+    3.12 vs 3.06, 5x5 16->32 on 28x28 0.234 vs 0.211, grouped 5x5 on 27x27 6.08 vs 6.02 (a loaded
+    machine: both paths alike)."""
+    if int(np.prod(w_shape[2:])) == 1 or not IMPLICIT_GEMM:
         return False
     K = int(np.prod(w_shape[1:]))
     nr = 2 * VB // 4  # conv_tile_cols(float32) on this host; a row's tail of <= nr/2 takes a half tile

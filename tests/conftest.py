@@ -1,6 +1,8 @@
 import os
 import tempfile
 
+import pytest
+
 # Tests use a private, per-run cache so they never depend on (or pollute) the user's cache;
 # pytest-xdist workers share it, which also exercises the cache's locking.
 os.environ.setdefault("JITORT_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jitort-test-cache-{os.getuid()}"))
@@ -16,3 +18,14 @@ def pytest_report_header(config):  # noqa: ANN001, ANN201 - pytest's hook signat
         return f"oracle: onnxruntime {version('onnxruntime')} (the test extra pins the release range)"
     except PackageNotFoundError:
         return "oracle: onnxruntime is not installed"
+
+
+@pytest.fixture
+def implicit_gemm(monkeypatch):  # noqa: ANN001, ANN201
+    """conv_plan may take the implicit GEMM on any host (it never does on AVX-512, where im2col is
+    faster): modules that test that kernel directly keep it covered there."""
+    from jitort.kernels import conv_setup
+    monkeypatch.setattr(conv_setup, "IMPLICIT_GEMM", True)
+    conv_setup.conv_plan.cache_clear()
+    yield
+    conv_setup.conv_plan.cache_clear()

@@ -23,6 +23,9 @@ from jitort.kernels import conv_setup as S
 from jitort.kernels import threads as T
 from oracle import assert_close, make_model, rand, run_ort
 
+# the implicit GEMM is covered on every host (an AVX-512 host takes im2col instead: conv_setup)
+pytestmark = pytest.mark.usefixtures("implicit_gemm")
+
 # one case per kernel that splits: (x, w, attrs, the path conv_plan must pick)
 PATHS = {
     "direct": ((1, 12, 20, 20), (24, 1, 3, 3), dict(group=12, pads=[1, 1, 1, 1]), S.DIRECT),
