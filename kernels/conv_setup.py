@@ -177,7 +177,7 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         path, xs = GEMM_1X1, x5
     elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
         path, xs = IMPLICIT, x5
-    elif winograd and odhw[1] >= 4 and odhw[2] >= 4:
+    elif winograd and odhw[1] >= 4 and odhw[2] >= 4 and _winograd_pays(w_shape[1], odhw[1] * odhw[2]):
         path, xs = WINOGRAD, tuple(x_shape)
     elif _implicit_fits(w_shape, group, odhw[2], small_k=False, strided=any(int(t) > 1 for t in strides)):
         path, xs = IMPLICIT, x5
@@ -206,9 +206,21 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
 
 
-# Whether conv_plan takes the implicit GEMM at all: not on AVX-512 (``_implicit_fits``). Tests turn
-# it on there to keep the kernel covered (then clear conv_plan's cache).
-IMPLICIT_GEMM = ROW_TILES == 1
+def _winograd_pays(channels: int, positions: int) -> bool:
+    """Whether Winograd beats im2col for a 3x3 stride-1 conv with this many input channels (its
+    GEMMs' K) and output positions per plane. On AVX-512 (two row tiles per register tile) only with
+    >= 64 channels on >= 14x14, or >= 256: measured on Ice Lake-SP, 1 thread, interleaved (Winograd
+    vs im2col, ms): 64->64 on 56x56 2.24 vs 3.30, 128 on 28x28 1.88 vs 2.63, 256 on 14x14 2.37 vs
+    3.25, 512 on 7x7 2.80 vs 2.89; but squeezenet's 16->64 on 55x55 0.88 vs 0.81, 32->128 on 27x27
+    0.66 vs 0.62, 48->192 on 13x13 0.51 vs 0.45, 64->256 on 13x13 0.80 vs 0.72 (short K, few tiles:
+    the transforms cost more than the 2.25x fewer multiplies save). Elsewhere always."""
+    return not WIDE_TILE_RULES or channels >= 256 or (channels >= 64 and positions >= 196)
+
+
+# Whether conv_plan picks paths by the rules measured with the two-row-tile GEMM (AVX-512: no implicit
+# GEMM, Winograd only where it pays, ``_implicit_fits``, ``_winograd_pays``). Tests of those kernels
+# turn it off to keep them covered on every host (then clear conv_plan's cache).
+WIDE_TILE_RULES = ROW_TILES == 2
 
 
 def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool, strided: bool = False) -> bool:
@@ -227,7 +239,7 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool,
     ms, its 3x3 16->64 on 55x55 0.70 vs 0.65, resnet50's 7x7 stem 3.69 vs 3.37, alexnet's 11x11
     3.12 vs 3.06, 5x5 16->32 on 28x28 0.234 vs 0.211, grouped 5x5 on 27x27 6.08 vs 6.02 (a loaded
     machine: both paths alike)."""
-    if int(np.prod(w_shape[2:])) == 1 or not IMPLICIT_GEMM:
+    if int(np.prod(w_shape[2:])) == 1 or WIDE_TILE_RULES:
         return False
     K = int(np.prod(w_shape[1:]))
     nr = 2 * VB // 4  # conv_tile_cols(float32) on this host; a row's tail of <= nr/2 takes a half tile

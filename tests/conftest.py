@@ -21,11 +21,12 @@ def pytest_report_header(config):  # noqa: ANN001, ANN201 - pytest's hook signat
 
 
 @pytest.fixture
-def implicit_gemm(monkeypatch):  # noqa: ANN001, ANN201
-    """conv_plan may take the implicit GEMM on any host (it never does on AVX-512, where im2col is
-    faster): modules that test that kernel directly keep it covered there."""
+def all_conv_paths(monkeypatch):  # noqa: ANN001, ANN201
+    """conv_plan picks paths by the rules that take every kernel (an AVX-512 host never takes the
+    implicit GEMM, and Winograd only on many channels): modules that test those kernels directly
+    keep them covered on every host."""
     from jitort.kernels import conv_setup
-    monkeypatch.setattr(conv_setup, "IMPLICIT_GEMM", True)
+    monkeypatch.setattr(conv_setup, "WIDE_TILE_RULES", False)
     conv_setup.conv_plan.cache_clear()
     yield
     conv_setup.conv_plan.cache_clear()

@@ -15,8 +15,8 @@ from jitort.kernels import threads as T
 from jitort.kernels.registry import lookup
 from oracle import assert_close, make_model, rand, run_ort
 
-# the implicit GEMM is covered on every host (an AVX-512 host takes im2col instead: conv_setup)
-pytestmark = pytest.mark.usefixtures("implicit_gemm")
+# every conv kernel is covered on every host (conv_setup.WIDE_TILE_RULES)
+pytestmark = pytest.mark.usefixtures("all_conv_paths")
 
 
 def _residual_model(xs, ws, attrs, act, sum_op=False, swap=False, opset=13):

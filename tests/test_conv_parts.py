@@ -23,8 +23,8 @@ from jitort.kernels import conv_setup as S
 from jitort.kernels import threads as T
 from oracle import assert_close, make_model, rand, run_ort
 
-# the implicit GEMM is covered on every host (an AVX-512 host takes im2col instead: conv_setup)
-pytestmark = pytest.mark.usefixtures("implicit_gemm")
+# every conv kernel is covered on every host (conv_setup.WIDE_TILE_RULES)
+pytestmark = pytest.mark.usefixtures("all_conv_paths")
 
 # one case per kernel that splits: (x, w, attrs, the path conv_plan must pick)
 PATHS = {
