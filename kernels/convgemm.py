@@ -142,7 +142,8 @@ def tile_codegen(v: Vec, nvec: int, a: ir.Value, K: ir.Value, b_vecs: Callable[[
 
 
 @intrinsic
-def _tile(typingctx, a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, fin, lo, hi, zp, ldz, nv, rt):  # type: ignore[no-untyped-def]
+def _tile(typingctx, a, ao, ao2, bp, cp, ldc, kb, mrows, ncols, init, bias, bo, fin, lo, hi, zp, ldz,  # type: ignore[no-untyped-def]
+          nv, rt):
     """``tile_codegen`` on a packed B panel at address ``bp`` (rows of nv vectors), A from element
     ao of a, C at address cp: C[r, :ncols] = fin(C0 + sum_k A[r, k] Bp[k, :]) for r < mrows,
     k < kb. fin 0: the sums; 1: + bias[bo + r]; 2: + bias, Relu; 3: + bias, Clip(lo, hi).
@@ -278,33 +279,32 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, zp, ldz):  # type
             # row tiles outermost: a tile's weights (<= 2 MR x KC) stay in L1 while it passes the
             # panels (L2), and C is written row by row, in runs the hardware prefetcher follows
             for i in range(0, Mb, ROW_TILES):
-                ao_i = ao + (i * K + k0) * MR
+                a1 = ao + (i * K + k0) * MR
+                a2 = a1 + K * MR  # the next row tile's weights (read by two-tile calls only)
+                bi = bo + i * MR
                 mr = min(ROW_TILES * MR, M - i * MR)
-                rt = 2 if ROW_TILES == 2 and mr > MR else 1  # literal per branch below
+                two = ROW_TILES == 2 and mr > MR
                 zrow = zp + (i * MR * ldz + j0) * isz if zp != 0 and f != 0 else 0
                 for p in range(nf):
                     pp = bpd + p * kb * NR * isz
                     cpt = cpd + (i * MR * ldc + j0 + p * NR) * isz
                     zpt = zrow + p * NR * isz if zrow != 0 else 0
-                    if rt == 2:
-                        _tile(ap, ao_i, ao_i + K * MR, pp, cpt, ldc, kb, mr, NR, init, bias, bo + i * MR, f, lo, hi,
-                              zpt, ldz, 2, 2)
+                    if two:
+                        _tile(ap, a1, a2, pp, cpt, ldc, kb, mr, NR, init, bias, bi, f, lo, hi, zpt, ldz, 2, 2)
                     else:
-                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, NR, init, bias, bo + i * MR, f, lo, hi, zpt, ldz, 2, 1)
-                if w:
+                        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, NR, init, bias, bi, f, lo, hi, zpt, ldz, 2, 1)
+                if w:  # the last, narrower panel
                     pp = bpd + nf * kb * NR * isz
                     cpt = cpd + (i * MR * ldc + j0 + nf * NR) * isz
                     zpt = zrow + nf * NR * isz if zrow != 0 else 0
-                    if rt == 2 and w > VL:
-                        _tile(ap, ao_i, ao_i + K * MR, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi,
-                              zpt, ldz, 2, 2)
-                    elif rt == 2:
-                        _tile(ap, ao_i, ao_i + K * MR, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi,
-                              zpt, ldz, 1, 2)
+                    if two and w > VL:
+                        _tile(ap, a1, a2, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 2, 2)
+                    elif two:
+                        _tile(ap, a1, a2, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 1, 2)
                     elif w > VL:
-                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi, zpt, ldz, 2, 1)
+                        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 2, 1)
                     else:
-                        _tile(ap, ao_i, ao_i, pp, cpt, ldc, kb, mr, w, init, bias, bo + i * MR, f, lo, hi, zpt, ldz, 1, 1)
+                        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 1, 1)
 
 
 # --- one compiled GEMM per process, called by address ----------------------------------------------
@@ -315,7 +315,8 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, zp, ldz):  # type
 # part of a kernel's code, so kernels stay cacheable across processes. One indirect call per GEMM
 # (a column block of a conv) costs nothing measurable.
 
-def _gemm_c(ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp, zp, ldz):  # type: ignore[no-untyped-def]
+def _gemm_c(ap, nap, ao, M, K, b, ldb, N, c, ldc, bias, nbias, bo, fin, lo, hi, bp, nbp,  # type: ignore[no-untyped-def]
+            zp, ldz):
     """``gemm_packed`` on raw pointers: A (nap elements), B [K, N] with row stride ldb, C [M, N] with
     row stride ldc, bias (nbias), the packing scratch (nbp), the residual's address (or 0) and row
     stride."""
