@@ -458,8 +458,9 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
     wt = w.ndim == 1 and w.size > 0  # packed for the transposed GEMM (pack_t_weights; Winograd's: empty)
+    wino = 0 if u is None else 2 if w.size == 0 else 1  # 2: Winograd's are the only weights
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = conv_plan(
-        x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None, wt)
+        x.shape, w_shape, group, strides, dilations, pads, auto_pad, wino, wt)
     cd = w.dtype
     if w.size == 0 and path != WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
@@ -516,8 +517,8 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
                    z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
                    act: int) -> dict[str, float]:
-    path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad, u is not None,
-                     w.ndim == 1 and w.size > 0)[1]
+    path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad,
+                     0 if u is None else 2 if w.size == 0 else 1, w.ndim == 1 and w.size > 0)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
     # the residual and the epilogue kind: each a part function of its own (_make_part)
     res = "" if z is None else "+residual"

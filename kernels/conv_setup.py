@@ -155,7 +155,9 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
     kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
     can split between threads). winograd / gemm_t: whether the Winograd / transposed-GEMM weights
-    exist (the lowering passes gemm_t only for float32 weights). Saves ~8 us of Python per call (a
+    exist (the lowering passes gemm_t only for float32 weights); winograd 2: they are the only
+    weights (the lowering's host took Winograd for this shape), so Winograd runs wherever it can
+    whatever this host's rule (``_winograd_pays``): an artifact built on another host stays correct. Saves ~8 us of Python per call (a
     conv is often under 100 us).
     The geometry array is shared: kernels only read it."""
     _check_conv_shapes(x_shape, w_shape, group)
@@ -177,7 +179,7 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         path, xs = GEMM_1X1, x5
     elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
         path, xs = IMPLICIT, x5
-    elif winograd and odhw[1] >= 4 and odhw[2] >= 4 and _winograd_pays(w_shape[1], odhw[1] * odhw[2]):
+    elif winograd and odhw[1] >= 4 and odhw[2] >= 4 and (winograd == 2 or _winograd_pays(w_shape[1], odhw[1] * odhw[2])):
         path, xs = WINOGRAD, tuple(x_shape)
     elif _implicit_fits(w_shape, group, odhw[2], small_k=False, strided=any(int(t) > 1 for t in strides)):
         path, xs = IMPLICIT, x5
@@ -217,9 +219,9 @@ def _winograd_pays(channels: int, positions: int) -> bool:
     return not WIDE_TILE_RULES or channels >= 256 or (channels >= 64 and positions >= 196)
 
 
-# Whether conv_plan picks paths by the rules measured with the two-row-tile GEMM (AVX-512: no implicit
-# GEMM, Winograd only where it pays, ``_implicit_fits``, ``_winograd_pays``). Tests of those kernels
-# turn it off to keep them covered on every host (then clear conv_plan's cache).
+# Whether conv_plan picks Winograd by the rule measured with the two-row-tile GEMM (AVX-512,
+# ``_winograd_pays``). Tests of that kernel turn it off to keep it covered on every host (then clear
+# conv_plan's cache).
 WIDE_TILE_RULES = ROW_TILES == 2
 
 
@@ -233,13 +235,10 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool,
     Ice Lake, 1 thread, interleaved, implicit -> im2col): 5x5 48->128 on 14x14 1.10 -> 0.73 ms, grouped
     3x3 on 13x13 1.13 -> 0.69 (rows of 13-14 half-fill a 32-column AVX-512 tile), 3x3 128->128 stride
     2 on 56x56 3.68 -> 2.85; kept: 5x5 on 28x28 (0.25 vs 0.43 ms), grouped 5x5 27x27, resnet50's conv1
-    (7x7 stride 2, K = 147: 2.95 vs 4.03). On AVX-512 never, since the GEMM runs two row tiles per
-    register tile, rows outermost, prefetching its output (``convgemm``): re-measured there (Ice
-    Lake-SP, 1 thread, interleaved, implicit vs im2col): squeezenet's 3x3 stride-2 stem 1.26 vs 1.03
-    ms, its 3x3 16->64 on 55x55 0.70 vs 0.65, resnet50's 7x7 stem 3.69 vs 3.37, alexnet's 11x11
-    3.12 vs 3.06, 5x5 16->32 on 28x28 0.234 vs 0.211, grouped 5x5 on 27x27 6.08 vs 6.02 (a loaded
-    machine: both paths alike)."""
-    if int(np.prod(w_shape[2:])) == 1 or WIDE_TILE_RULES:
+    (7x7 stride 2, K = 147: 2.95 vs 4.03). Still so with the two-row-tile GEMM (same host, loaded,
+    implicit vs im2col, ms): resnet50's stem 3.32 vs 4.96, alexnet's 11x11 3.26 vs 4.25,
+    squeezenet's 3x3 16->64 on 55x55 0.67 vs 0.88, 5x5 16->32 on 28x28 0.30 vs 0.49."""
+    if int(np.prod(w_shape[2:])) == 1:
         return False
     K = int(np.prod(w_shape[1:]))
     nr = 2 * VB // 4  # conv_tile_cols(float32) on this host; a row's tail of <= nr/2 takes a half tile

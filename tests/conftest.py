@@ -22,9 +22,8 @@ def pytest_report_header(config):  # noqa: ANN001, ANN201 - pytest's hook signat
 
 @pytest.fixture
 def all_conv_paths(monkeypatch):  # noqa: ANN001, ANN201
-    """conv_plan picks paths by the rules that take every kernel (an AVX-512 host never takes the
-    implicit GEMM, and Winograd only on many channels): modules that test those kernels directly
-    keep them covered on every host."""
+    """conv_plan picks paths by the rules that take every kernel (an AVX-512 host takes Winograd on
+    many channels only): modules that test those kernels directly keep them covered on every host."""
     from jitort.kernels import conv_setup
     monkeypatch.setattr(conv_setup, "WIDE_TILE_RULES", False)
     conv_setup.conv_plan.cache_clear()

@@ -588,3 +588,24 @@ def test_lowering_prepares_the_weights_of_the_path_that_runs(dims):
         with pytest.raises(Exception, match="Winograd path only"):
             K.conv_packed(np.zeros((1, 64, 3, 3), np.float32), packed, b, prm, wino, w_shape=(16, 64, 3, 3),
                           auto_pad="NOTSET", group=1, strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1), act=0)
+
+
+def test_winograd_only_weights_run_winograd_whatever_the_host_rule(monkeypatch):
+    """Weights prepared for Winograd only (the lowering's host took Winograd for the shape) run
+    Winograd even where this host's rule would take im2col (an artifact built on another host)."""
+    from jitort.kernels import conv_setup as S
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = np.zeros(16, np.float32)
+    kw = dict(w_shape=(16, 16, 3, 3), auto_pad="NOTSET", group=1, strides=(1, 1), dilations=(1, 1),
+              pads=(1, 1, 1, 1), act=0)
+    u = K.winograd_weights(w, np.dtype(np.float32))
+    prm = K.epilogue_params(np.float32, 0, 0)
+    want = K.conv_packed(x, K.pack_conv_weights(w, 1, np.dtype(np.float32)), b, prm, None, **kw)
+    for wide in (False, True):
+        monkeypatch.setattr(S, "WIDE_TILE_RULES", wide)
+        S.conv_plan.cache_clear()
+        got = K.conv_packed(x, np.empty(0, np.float32), b, prm, u, **kw)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    S.conv_plan.cache_clear()
