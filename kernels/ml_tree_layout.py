@@ -66,6 +66,8 @@ class Ensemble:
     out_dtype: np.dtype     # of the scores output
     buf: np.ndarray | None = None  # uint8: everything above the kernel reads, packed (see pack)
     tdt: np.dtype | None = None    # the threshold type (thr.dtype), for the per-call input check
+    n_trees: int = 0
+    op_type: str = ""              # for error messages
     entry: Any = None              # this process's compiled entry of the kernel (ml_trees), not pickled
 
     def __getstate__(self) -> dict[str, Any]:
@@ -120,10 +122,12 @@ def pack(e: Ensemble) -> np.ndarray:
     return buf
 
 
-def _packed(e: Ensemble) -> None:
+def _packed(e: Ensemble, op_type: str) -> None:
     """Fill in what the kernel and the per-call wrapper take, once."""
     e.buf = pack(e)
     e.tdt = e.thr.dtype
+    e.n_trees = len(e.roots)
+    e.op_type = op_type
 
 
 # --- attributes -> flat layout ----------------------------------------------------------------
@@ -321,7 +325,7 @@ def build_v3(a: dict[str, Any], op_type: str, node: str, xdt: np.dtype | None) -
                  strings=np.array(strings, object) if strings else None,
                  binary=binary,
                  all_pos=bool((weights >= 0).all()), out_dtype=np.dtype(np.float32))
-    _packed(e)
+    _packed(e, op_type)
     return e
 
 
@@ -417,5 +421,5 @@ def build_v5(a: dict[str, Any], node: str, xdt: np.dtype | None) -> Ensemble:
     e = Ensemble(**flat, n_targets=n_targets, kind=REGRESSOR, agg=agg, post=post, base=np.zeros(0, tdt),
                  labels=np.zeros(0, np.int64), strings=None, binary=False, all_pos=bool((wv >= 0).all()),
                  out_dtype=out_dtype)
-    _packed(e)
+    _packed(e, op_type)
     return e

@@ -136,20 +136,33 @@ def _score(sc, has, leaves, nt, m, single, one_weight, agg, leafv, aux, wt, wv):
     tree order (onnxruntime's aggregators, per target). One call per block, not per row and tree:
     a call passes its arrays with reference counting, which per row cost more than the walk of a
     small tree (~19 ns a row and tree, measured on the loaded 2-vCPU Zen 4 VM)."""
+    # SUM/AVERAGE: a row's running sum stays in a register while its trees score one target (the
+    # same additions in the same order; through memory, each tree waited for the previous store).
+    # One row, Intel Xeon (Ice Lake) dev VM: xgb 300x6 4.5 -> 4.3 us, LightGBM 500 trees 9.7 -> 9.2
     if single and (agg == SUM or agg == AVERAGE):
-        for t in range(nt):
-            for j in range(m):
-                sc[j, 0] += leafv[leaves[t * m + j]]
         for j in range(m):
+            s = sc[j, 0]
+            for t in range(nt):
+                s += leafv[leaves[t * m + j]]
+            sc[j, 0] = s
             has[j, 0] = 1
         return
     if one_weight and (agg == SUM or agg == AVERAGE):  # gradient boosting: a tree scores one class
-        for t in range(nt):
-            for j in range(m):
+        for j in range(m):
+            kc = -1
+            s = sc[j, 0]
+            for t in range(nt):
                 n = np.int64(leaves[t * m + j])
                 k = wt[aux[2 * n]]
-                sc[j, k] += leafv[n]
+                if k != kc:
+                    if kc >= 0:
+                        sc[j, kc] = s
+                    kc = k
+                    s = sc[j, k]
+                s += leafv[n]
                 has[j, k] = 1
+            if kc >= 0:
+                sc[j, kc] = s
         return
     for t in range(nt):
         for j in range(m):
@@ -427,7 +440,8 @@ def score_leaves(x, buf, n, leaves, z, label):  # type: ignore[no-untyped-def]
 
 # --- running ------------------------------------------------------------------------------------
 
-def _input(x: np.ndarray, e: Ensemble, op_type: str) -> np.ndarray:
+def _input(x: np.ndarray, e: Ensemble) -> np.ndarray:
+    op_type = e.op_type
     if x.ndim == 1:
         x = x.reshape(1, -1)
     elif x.ndim != 2:
@@ -442,47 +456,58 @@ def _input(x: np.ndarray, e: Ensemble, op_type: str) -> np.ndarray:
 
 
 _NO_LABELS = np.zeros(0, np.int64)  # a regressor's evaluate writes no labels
+_ENTRIES: dict[tuple[np.dtype, np.dtype], Entry] = {}
 
 
 def _entry(e: Ensemble) -> Any:
-    """evaluate's compiled entry for this ensemble's types (kernels/entry.py): x and z C-contiguous
-    and aligned, of the threshold and score types."""
+    """evaluate's compiled entry (kernels/entry.py) for this ensemble's types: x and z C-contiguous
+    and aligned, of the threshold and score types; kept on the ensemble for its next runs."""
     key = (e.tdt, e.out_dtype)
     ent = _ENTRIES.get(key)
     if ent is None:
         ent = _ENTRIES[key] = Entry(evaluate, (c_array(e.tdt, 2), c_array(np.uint8, 1), types.int64, types.int64,
                                                c_array(e.out_dtype, 2), c_array(np.int64, 1)))
-    e.entry = ent
-    return ent
+    e.entry = ent.get()
+    return e.entry
 
 
-_ENTRIES: dict[tuple[np.dtype, np.dtype], Entry] = {}
+def run(x: np.ndarray, e: Ensemble) -> Any:
+    """The node's outputs for the rows of x: (labels [N], scores [N, C]) for a classifier, scores
+    otherwise. One thread (every batch-1 run) calls evaluate's compiled entry; larger work is split
+    across the session's threads (_split).
 
-
-def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [N, C], labels [N] int64, empty for a regressor) for the rows of x, split across the
-    session's threads when the work is large enough: by rows, or by trees when there are too few
-    rows for two row parts (the sums keep one thread's order either way)."""
+    Measured on the Intel Xeon (Ice Lake) dev VM at one row (rf 50x12 classifier): 4.05 us, of which
+    the entry's call 2.64 us and the check and two allocations the rest; the dispatched call under a
+    second Python layer (run_classifier) took 4.57 us."""
     # the common case checked in few attribute reads (builtin dtypes are singletons: an equal dtype
     # that is not the same object takes the slow path, which returns x unchanged)
     if not (type(x) is np.ndarray and x.dtype is e.tdt and x.ndim == 2 and x.shape[1] >= e.n_features
             and (f := x.flags).c_contiguous and f.aligned):
-        x = _input(x, e, op_type)
+        x = _input(x, e)
     n = x.shape[0]
     z = np.empty((n, e.n_targets), e.out_dtype)
     lab = np.empty(n, np.int64) if e.kind == CLASSIFIER else _NO_LABELS
-    n_trees = len(e.roots)
+    if n * e.n_trees < 2 * _PARALLEL_WORK:
+        (e.entry or _entry(e))(x, e.buf, 0, n, z, lab)
+    else:
+        _split(x, e, n, z, lab)
+    if lab is _NO_LABELS:
+        return z
+    # both C-contiguous and writeable: fresh here, or fresh from the string lookup
+    return (lab if e.strings is None else e.strings[lab]), z
+
+
+def _split(x: np.ndarray, e: Ensemble, n: int, z: np.ndarray, lab: np.ndarray) -> None:
+    """evaluate split across the session's threads when the work is large enough: by rows, or by
+    trees when there are too few rows for two row parts (the sums keep one thread's order either
+    way)."""
+    n_trees = e.n_trees
     work = n * n_trees
-    if work < 2 * _PARALLEL_WORK:
-        # one thread (every batch-1 run): the compiled entry, without Numba's typing of 6 arguments
-        ent = e.entry or _entry(e)
-        (ent.fn or ent.get())(x, e.buf, 0, n, z, lab)
-        return z, lab
     if n < 2 * _MIN_PART_ROWS:  # too few rows for two row parts: split the trees
         parts = parts_for(n_trees, work, _PARALLEL_WORK) if e.simple else 1
         if parts <= 1:
             evaluate(x, e.buf, 0, n, z, lab)
-            return z, lab
+            return
         leaves = np.empty(n_trees * n, np.uint32)
         tstep = -(-n_trees // parts)
 
@@ -490,34 +515,24 @@ def run(x: np.ndarray, e: Ensemble, op_type: str) -> tuple[np.ndarray, np.ndarra
             walk_trees(x, e.buf, n, min(n_trees, p * tstep), min(n_trees, (p + 1) * tstep), leaves)
         run_parts(trees, parts)
         score_leaves(x, e.buf, n, leaves, z, lab)
-        return z, lab
+        return
     parts = parts_for(n // _MIN_PART_ROWS, work, _PARALLEL_WORK)
     if parts <= 1:
         evaluate(x, e.buf, 0, n, z, lab)
-        return z, lab
+        return
     step = -(-n // parts)
     step = -(-step // _MIN_PART_ROWS) * _MIN_PART_ROWS
 
     def part(p: int) -> None:
         evaluate(x, e.buf, min(n, p * step), min(n, (p + 1) * step), z, lab)
     run_parts(part, parts)
-    return z, lab
-
-
-def run_classifier(x: np.ndarray, e: Ensemble) -> tuple[np.ndarray, np.ndarray]:
-    z, lab = run(x, e, "TreeEnsembleClassifier")
-    # both C-contiguous and writeable: fresh from run, or fresh from the string lookup
-    return (lab if e.strings is None else e.strings[lab]), z
-
-
-def run_regressor(x: np.ndarray, e: Ensemble) -> np.ndarray:
-    return run(x, e, "TreeEnsembleRegressor")[0]
 
 
 def run_v5(x: np.ndarray, e: Ensemble) -> np.ndarray:
+    """TreeEnsemble on a float16 input: run in float32, scores cast back."""
     if x.dtype == np.float16:
-        return run(x.astype(np.float32), e, "TreeEnsemble")[0].astype(np.float16)
-    return run(x, e, "TreeEnsemble")[0]
+        return run(x.astype(np.float32), e).astype(np.float16)
+    return run(x, e)
 
 
 def _xdtype(node: Node, g: Graph) -> np.dtype | None:
@@ -525,32 +540,28 @@ def _xdtype(node: Node, g: Graph) -> np.dtype | None:
     return None if dt is None else np.dtype(dt)
 
 
-def _lower_classifier(node: Node, g: Graph) -> Call:
-    return Call(run_classifier, [Ref(node.inputs[0]), build_v3(node.attrs, node.op_type, node.name, _xdtype(node, g))])
-
-
-def _lower_regressor(node: Node, g: Graph) -> Call:
-    return Call(run_regressor, [Ref(node.inputs[0]), build_v3(node.attrs, node.op_type, node.name, _xdtype(node, g))])
+def _lower_v3(node: Node, g: Graph) -> Call:
+    return Call(run, [Ref(node.inputs[0]), build_v3(node.attrs, node.op_type, node.name, _xdtype(node, g))])
 
 
 def _lower_v5(node: Node, g: Graph) -> Call:
     xdt = _xdtype(node, g)
     if xdt is not None and xdt == np.float16:  # run in float32 (scores float32, cast back by run_v5)
-        xdt = np.dtype(np.float32)
-    return Call(run_v5, [Ref(node.inputs[0]), build_v5(node.attrs, node.name, xdt)])
+        return Call(run_v5, [Ref(node.inputs[0]), build_v5(node.attrs, node.name, np.dtype(np.float32))])
+    return Call(run_v5 if xdt is None else run, [Ref(node.inputs[0]), build_v5(node.attrs, node.name, xdt)])
 
 
 # The registered functions serve eager evaluation (constant folding) with the node's attributes;
 # sessions go through the lower hooks, which build the Ensemble once.
 
-@op("TreeEnsembleClassifier", since=1, domain=ML, lower=_lower_classifier, infer=classifier_types)
+@op("TreeEnsembleClassifier", since=1, domain=ML, lower=_lower_v3, infer=classifier_types)
 def TreeEnsembleClassifier(x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
-    return run_classifier(x, build_v3(attrs, "TreeEnsembleClassifier", "", x.dtype))
+    return run(x, build_v3(attrs, "TreeEnsembleClassifier", "", x.dtype))
 
 
-@op("TreeEnsembleRegressor", since=1, domain=ML, lower=_lower_regressor, infer=float_types)
+@op("TreeEnsembleRegressor", since=1, domain=ML, lower=_lower_v3, infer=float_types)
 def TreeEnsembleRegressor(x: np.ndarray, **attrs: Any) -> np.ndarray:
-    return run_regressor(x, build_v3(attrs, "TreeEnsembleRegressor", "", x.dtype))
+    return run(x, build_v3(attrs, "TreeEnsembleRegressor", "", x.dtype))
 
 
 @op("TreeEnsemble", since=5, domain=ML, lower=_lower_v5, infer=input_dtype)

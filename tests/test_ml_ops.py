@@ -547,19 +547,19 @@ def test_tree_ensemble_pickled_keeps_the_fast_path() -> None:
     t = _trees(12, 5, 2, MODE_SETS["leq"], seed=41, missing=True)
     e = build_v3(dict(n_targets=2, **_attrs(t, "target")), "TreeEnsembleRegressor", "n", np.dtype(np.float32))
     x = _x(3, 42, nan=True)
-    want = ml_trees.run_regressor(x, e)
+    want = ml_trees.run(x, e)
     assert e.entry is not None
     e2 = pickle.loads(pickle.dumps(e))
     assert e2.entry is None and e2.tdt is np.dtype(np.float32) and e2.out_dtype is np.dtype(np.float32)
-    assert ml_trees.run_regressor(x, e2).tobytes() == want.tobytes()
+    assert ml_trees.run(x, e2).tobytes() == want.tobytes()
     raw = np.zeros(x.nbytes + 1, np.uint8)
     unaligned = raw[1:].view(np.float32).reshape(x.shape)
     unaligned[...] = x
     assert not unaligned.flags.aligned
-    assert ml_trees.run_regressor(unaligned, e2).tobytes() == want.tobytes()
+    assert ml_trees.run(unaligned, e2).tobytes() == want.tobytes()
     wide = np.zeros((3, 2 * F), np.float32)
     wide[:, ::2] = x
-    assert ml_trees.run_regressor(wide[:, ::2], e2).tobytes() == want.tobytes()
+    assert ml_trees.run(wide[:, ::2], e2).tobytes() == want.tobytes()
     m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=2,
                **_attrs(t, "target"))
     np.testing.assert_allclose(want, ort_session(m).run(None, {"X": x})[0], rtol=1e-5, atol=1e-6)
