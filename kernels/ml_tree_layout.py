@@ -51,7 +51,6 @@ class Ensemble:
     track_nan: bool         # some NaN takes offset 0 (else a NaN compares false: offset 1)
     roots: np.ndarray       # int32 [trees]
     depth: np.ndarray       # int32 [trees]
-    leaf_depth: float       # the mean depth of a leaf, over every leaf
     wt: np.ndarray          # int32 [w]: target of each leaf weight
     wv: np.ndarray          # T [w]
     n_targets: int
@@ -67,6 +66,21 @@ class Ensemble:
     out_dtype: np.dtype     # of the scores output
     buf: np.ndarray | None = None  # uint8: everything above the kernel reads, packed (see pack)
     tdt: np.dtype | None = None    # the threshold type (thr.dtype), for the per-call input check
+    n_trees: int = 0
+    op_type: str = ""              # for error messages
+    entry: Any = None              # this process's compiled entry of the kernel (ml_trees), not pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "entry": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An unpickled dtype (a session loaded from the cache) is an equal object, not NumPy's
+        # builtin singleton, and the per-call check compares dtypes by identity: restore it.
+        self.__dict__.update(state)
+        for k in ("tdt", "out_dtype"):
+            d = state.get(k)
+            if d is not None:
+                setattr(self, k, np.dtype(d.type))
 
 
 # --- the packed form the kernel takes ----------------------------------------------------------
@@ -75,30 +89,32 @@ class Ensemble:
 # (byte offset, byte length) of each segment below, then the scalars; every segment is 64-byte
 # aligned so float64 and uint64 views of it are aligned.
 
-SEGMENTS = ("pairs", "thr", "leafv", "aux", "modes", "nan_off", "roots", "depth", "wt", "wv", "base", "labels")
-S_PAIRS, S_THR, S_LEAFV, S_AUX, S_MODES, S_NAN, S_ROOTS, S_DEPTH, S_WT, S_WV, S_BASE, S_LABELS = range(len(SEGMENTS))
-SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos", "one_weight",
-           "lock_rows")
+SEGMENTS = ("pairs", "thr", "leafv", "aux", "modes", "nan_off", "roots", "depth", "wt", "wv", "base", "labels",
+            "order")
+(S_PAIRS, S_THR, S_LEAFV, S_AUX, S_MODES, S_NAN, S_ROOTS, S_DEPTH, S_WT, S_WV, S_BASE, S_LABELS,
+ S_ORDER) = range(len(SEGMENTS))
+SCALARS = ("n_targets", "kind", "agg", "post", "simple", "track_nan", "binary", "all_pos", "one_weight")
 H_SCALARS = 2 * len(SEGMENTS)
 HEADER = H_SCALARS + len(SCALARS)
 
 
 def pack(e: Ensemble) -> np.ndarray:
     """The ensemble as one aligned uint8 buffer (header, then the segments). ``pairs`` holds each
-    node's (feature, child) as one uint64 (feature in the low half)."""
+    node's (feature, child) as one uint64 (feature in the low half); ``order`` the tree indices by
+    depth (stable), the order in which few rows walk the trees in lockstep groups."""
     tdt = e.thr.dtype
     pairs = np.ascontiguousarray(e.fc.astype(np.uint32)).view(np.uint64).reshape(-1)
     parts = [pairs, e.thr, e.leafv.astype(tdt), e.aux.astype(np.int32).reshape(-1), e.modes.astype(np.uint8),
              e.nan_off.astype(np.uint8), e.roots.astype(np.uint32), e.depth.astype(np.int32),
-             e.wt.astype(np.int32), e.wv.astype(tdt), e.base.astype(tdt), e.labels.astype(np.int64)]
+             e.wt.astype(np.int32), e.wv.astype(tdt), e.base.astype(tdt), e.labels.astype(np.int64),
+             np.argsort(e.depth, kind="stable").astype(np.uint32)]
     header = np.zeros(HEADER, np.int64)
     off = -(-HEADER * 8 // 64) * 64
     for k, a in enumerate(parts):
         header[2 * k], header[2 * k + 1] = off, a.nbytes
         off += -(-a.nbytes // 64) * 64
     one_weight = bool((e.aux[e.modes == LEAF, 1] == 1).all())  # every leaf scores one target
-    header[H_SCALARS:] = [e.n_targets, e.kind, e.agg, e.post, e.simple, e.track_nan, e.binary, e.all_pos, one_weight,
-                          lock_rows(e)]
+    header[H_SCALARS:] = [e.n_targets, e.kind, e.agg, e.post, e.simple, e.track_nan, e.binary, e.all_pos, one_weight]
     buf = np.zeros(off + 64, np.uint8)
     buf[:header.nbytes] = header.view(np.uint8)
     for k, a in enumerate(parts):
@@ -106,23 +122,12 @@ def pack(e: Ensemble) -> np.ndarray:
     return buf
 
 
-LOCK_ROWS_BALANCED, LOCK_ROWS_UNBALANCED = 8, 16
-
-
-def lock_rows(e: Ensemble) -> int:
-    """From how many rows a block walks one tree at a time in lockstep (every walk the tree's full
-    depth, no branches) rather than through the queue (each walk stops at its leaf). Measured on
-    the Zen 4 VM (CPU time): lockstep is 1.3-2x faster from 8 rows on trees whose leaves lie near
-    their deepest level (random forest, gradient boosting, XGBoost), and from 16 rows on LightGBM's
-    unbalanced trees (deepest level 2.5x the mean leaf depth); at 4 rows the queue wins on all."""
-    balanced = e.depth.mean() <= 1.5 * e.leaf_depth
-    return LOCK_ROWS_BALANCED if balanced else LOCK_ROWS_UNBALANCED
-
-
-def _packed(e: Ensemble) -> None:
+def _packed(e: Ensemble, op_type: str) -> None:
     """Fill in what the kernel and the per-call wrapper take, once."""
     e.buf = pack(e)
     e.tdt = e.thr.dtype
+    e.n_trees = len(e.roots)
+    e.op_type = op_type
 
 
 # --- attributes -> flat layout ----------------------------------------------------------------
@@ -205,7 +210,6 @@ def _flatten(op_type: str, node: str, tdt: np.dtype, treeids: list, nodeids: lis
     wt_out: list[int] = []
     wv_out: list[Any] = []
     new_roots = []
-    leaf_depths, n_leaves = 0, 0
     limit = 64 * n + 64
     for r in roots:
         new_roots.append(len(fc))
@@ -231,8 +235,6 @@ def _flatten(op_type: str, node: str, tdt: np.dtype, treeids: list, nodeids: lis
                 mode_out[p] = LEAF
                 nan_off[p] = 1
                 dmax = max(dmax, d)
-                leaf_depths += d
-                n_leaves += 1
                 continue
             t, f = child_of[i]
             m, th, tracks = modes[i], vals[i], miss[i]
@@ -262,7 +264,6 @@ def _flatten(op_type: str, node: str, tdt: np.dtype, treeids: list, nodeids: lis
                 aux=np.array(aux, np.int32).reshape(-1, 2),
                 modes=np.array(mode_out, np.uint8), nan_off=nan_a, simple=simple, track_nan=not nan_a.all(),
                 roots=np.array(new_roots, np.int32), depth=np.array(depth, np.int32),
-                leaf_depth=leaf_depths / max(1, n_leaves),
                 wt=np.array(wt_out, np.int32), wv=np.array(wv_out, tdt),
                 n_features=int(max([featureids[i] for i in inner], default=-1)) + 1)
 
@@ -324,7 +325,7 @@ def build_v3(a: dict[str, Any], op_type: str, node: str, xdt: np.dtype | None) -
                  strings=np.array(strings, object) if strings else None,
                  binary=binary,
                  all_pos=bool((weights >= 0).all()), out_dtype=np.dtype(np.float32))
-    _packed(e)
+    _packed(e, op_type)
     return e
 
 
@@ -420,5 +421,5 @@ def build_v5(a: dict[str, Any], node: str, xdt: np.dtype | None) -> Ensemble:
     e = Ensemble(**flat, n_targets=n_targets, kind=REGRESSOR, agg=agg, post=post, base=np.zeros(0, tdt),
                  labels=np.zeros(0, np.int64), strings=None, binary=False, all_pos=bool((wv >= 0).all()),
                  out_dtype=out_dtype)
-    _packed(e)
+    _packed(e, op_type)
     return e

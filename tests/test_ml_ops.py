@@ -18,7 +18,7 @@ from ml_compare import compare, ort_session
 
 ML = "ai.onnx.ml"
 F = 5  # features
-GRID_BATCHES = (1, 7, 64, 300)  # 7: a queue of walks over several rows; 300: blocks of 64 and a tail of 44
+GRID_BATCHES = (1, 7, 64, 300)  # 7: groups of walks over several rows; 300: blocks of 64 and a tail of 44
 POSTS = ["NONE", "SOFTMAX", "LOGISTIC", "SOFTMAX_ZERO", "PROBIT"]
 
 
@@ -451,7 +451,7 @@ def test_tree_regressor_one_weight_per_leaf(aggregate: str) -> None:
     compare(m, lambda n: {"X": _x(n, n)}, GRID_BATCHES)
 
 
-@pytest.mark.parametrize("batch", [1, 7, 40])  # a queue of walks (1, 7), lockstep blocks (40)
+@pytest.mark.parametrize("batch", [1, 7, 40])  # groups of walks (1, 7), one tree at a time (40)
 @pytest.mark.parametrize("op", ["TreeEnsembleRegressor", "TreeEnsembleClassifier"])
 def test_tree_trees_split_over_threads_keep_one_threads_bits(monkeypatch: pytest.MonkeyPatch, op: str,
                                                              batch: int) -> None:
@@ -500,19 +500,23 @@ def test_tree_general_walk_is_not_split_over_trees(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("shape", ["balanced", "unbalanced"])
-def test_tree_lockstep_from_8_or_16_rows(shape: str) -> None:
-    # blocks of 8-15 rows walk in lockstep on balanced trees and through the queue on unbalanced
-    # ones (a leaf at every level down to depth 12): both paths agree with onnxruntime
-    from jitort.kernels.ml_tree_layout import build_v3, lock_rows
+def test_tree_groups_and_lockstep_blocks(shape: str) -> None:
+    # blocks of fewer than GROUP_ROWS rows walk in depth-ordered groups of (tree, row) walks, larger
+    # ones a tree at a time (70 rows: a 64-row block, then a 6-row one), on balanced trees and on
+    # unbalanced ones (a leaf at every level down to depth 12; trees of different depths, so the
+    # depth order differs from the tree order): both agree with onnxruntime
+    from jitort.kernels.ml_trees import GROUP_ROWS
+    assert 8 < GROUP_ROWS <= 64
     if shape == "balanced":
         t = _trees(6, 4, 1, MODE_SETS["leq"], seed=31, missing=False)
     else:
         t = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false", "missing",
                              "w_tree", "w_node", "w_id", "w_val")}
         rng = np.random.default_rng(32)
-        for tree in range(4):  # a spine: node 2d splits into leaf 2d+1 and node 2d+2
-            for d in range(12):
-                for nid, leaf in ((2 * d, False), (2 * d + 1, True)) + (((2 * d + 2, True),) if d == 11 else ()):
+        for tree in range(40):  # a spine: node 2d splits into leaf 2d+1 and node 2d+2
+            depth = 12 - tree % 7
+            for d in range(depth):
+                for nid, leaf in ((2 * d, False), (2 * d + 1, True)) + (((2 * d + 2, True),) if d == depth - 1 else ()):
                     t["treeids"].append(tree)
                     t["nodeids"].append(nid)
                     t["featureids"].append(0 if leaf else int(rng.integers(0, F)))
@@ -527,7 +531,35 @@ def test_tree_lockstep_from_8_or_16_rows(shape: str) -> None:
                         t["w_id"].append(0)
                         t["w_val"].append(float(rng.uniform(-1, 1)))
     attrs = dict(n_targets=1, **_attrs(t, "target"))
-    assert lock_rows(build_v3(attrs, "TreeEnsembleRegressor", "n", np.dtype(np.float32))) == (
-        8 if shape == "balanced" else 16)
     m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, **attrs)
-    compare(m, lambda n: {"X": _x(n, n)}, (5, 8, 12, 16, 20))
+    compare(m, lambda n: {"X": _x(n, n)}, (1, 5, GROUP_ROWS - 1, GROUP_ROWS, 40, 70))
+
+
+def test_tree_ensemble_pickled_keeps_the_fast_path() -> None:
+    # a session loaded from the cache unpickles its Ensemble: the dtypes come back as NumPy's builtin
+    # singletons (the per-call check compares them by identity), the process's compiled entry is
+    # not pickled, and the unpickled ensemble gives the same bits; unaligned and strided inputs are
+    # copied before the compiled entry reads them
+    import pickle
+
+    from jitort.kernels import ml_trees
+    from jitort.kernels.ml_tree_layout import build_v3
+    t = _trees(12, 5, 2, MODE_SETS["leq"], seed=41, missing=True)
+    e = build_v3(dict(n_targets=2, **_attrs(t, "target")), "TreeEnsembleRegressor", "n", np.dtype(np.float32))
+    x = _x(3, 42, nan=True)
+    want = ml_trees.run(x, e)
+    assert e.entry is not None
+    e2 = pickle.loads(pickle.dumps(e))
+    assert e2.entry is None and e2.tdt is np.dtype(np.float32) and e2.out_dtype is np.dtype(np.float32)
+    assert ml_trees.run(x, e2).tobytes() == want.tobytes()
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    assert ml_trees.run(unaligned, e2).tobytes() == want.tobytes()
+    wide = np.zeros((3, 2 * F), np.float32)
+    wide[:, ::2] = x
+    assert ml_trees.run(wide[:, ::2], e2).tobytes() == want.tobytes()
+    m = _model("TreeEnsembleRegressor", {"X": (TP.FLOAT, [None, F])}, {"Y": TP.FLOAT}, n_targets=2,
+               **_attrs(t, "target"))
+    np.testing.assert_allclose(want, ort_session(m).run(None, {"X": x})[0], rtol=1e-5, atol=1e-6)
