@@ -20,6 +20,59 @@ _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmat
 _FAST: dict[str, Any] = dict(_JIT, fastmath={"contract", "reassoc"})
 
 
+@njit(inline="always")
+def _scores(kb, q, b, h0, s, j0, n, sc, buf):  # type: ignore[no-untyped-def]
+    """buf[r, j] = sc * q[b, h0 + r, s] . kb[j0 + j] for j < n and the g = buf.shape[0] query heads
+    from h0, key rows kb [L, H] (rows taken by integer indices, so Numba knows them contiguous): four keys per pass over a query row (four independent sums: one load of q per four FMAs,
+    and four reductions in flight instead of one)."""
+    g, H = buf.shape[0], kb.shape[1]
+    zero = np.float32(0)
+    j = 0
+    while j + 4 <= n:
+        k0, k1, k2, k3 = kb[j0 + j], kb[j0 + j + 1], kb[j0 + j + 2], kb[j0 + j + 3]
+        for r in range(g):
+            qr = q[b, h0 + r, s]
+            x0 = x1 = x2 = x3 = zero
+            for i in range(H):
+                qi = qr[i]
+                x0 += qi * k0[i]
+                x1 += qi * k1[i]
+                x2 += qi * k2[i]
+                x3 += qi * k3[i]
+            buf[r, j], buf[r, j + 1], buf[r, j + 2], buf[r, j + 3] = x0 * sc, x1 * sc, x2 * sc, x3 * sc
+        j += 4
+    while j < n:
+        kr = kb[j0 + j]
+        for r in range(g):
+            qr = q[b, h0 + r, s]
+            x = zero
+            for i in range(H):
+                x += qr[i] * kr[i]
+            buf[r, j] = x * sc
+        j += 1
+
+
+@njit(inline="always")
+def _weighted_rows(vb, buf, j0, n, acc):  # type: ignore[no-untyped-def]
+    """acc[r] += sum_j buf[r, j] * vb[j0 + j] for j < n: four value rows per pass over acc[r] (one
+    load and store of the accumulator per four FMAs)."""
+    g, H = acc.shape
+    for r in range(g):
+        ar, pr = acc[r], buf[r]
+        j = 0
+        while j + 4 <= n:
+            p0, p1, p2, p3 = pr[j], pr[j + 1], pr[j + 2], pr[j + 3]
+            v0, v1, v2, v3 = vb[j0 + j], vb[j0 + j + 1], vb[j0 + j + 2], vb[j0 + j + 3]
+            for i in range(H):
+                ar[i] += (p0 * v0[i] + p1 * v1[i]) + (p2 * v2[i] + p3 * v3[i])
+            j += 4
+        while j < n:
+            p, vr = pr[j], vb[j0 + j]
+            for i in range(H):
+                ar[i] += p * vr[i]
+            j += 1
+
+
 @njit(**_FAST)
 def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
     """Units (b, kv head) with ``unit % nparts == part``: for the query heads sharing that KV head
@@ -54,14 +107,7 @@ def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, u
                 acc[r, :] = zero
             for j0 in range(start, end, BLOCK):
                 n = min(BLOCK, end - j0)
-                for j in range(n):  # the block's scores, one K row for the g query heads
-                    kr = kc[b, kh, j0 + j]
-                    for r in range(g):
-                        qr = q[b, kh * g + r, s]
-                        x = zero
-                        for i in range(H):
-                            x += qr[i] * kr[i]
-                        buf[r, j] = x * sc
+                _scores(kc[b, kh], q, b, kh * g, s, j0, n, sc, buf)
                 for r in range(g):
                     br = buf[r]
                     if cap > zero:
@@ -85,13 +131,7 @@ def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, u
                         br[j] = exp_f32(br[j] - m[r])
                         t += br[j]
                     lsum[r] += t
-                for j in range(n):
-                    vr = vc[b, kh, j0 + j]
-                    for r in range(g):
-                        p = buf[r, j]
-                        ar = acc[r]
-                        for i in range(H):
-                            ar[i] += p * vr[i]
+                _weighted_rows(vc[b, kh], buf, j0, n, acc)
             o = out[b, s]
             for r in range(g):
                 h = kh * g + r
