@@ -73,6 +73,21 @@ def _weighted_rows(vb, buf, j0, n, acc):  # type: ignore[no-untyped-def]
             j += 1
 
 
+@njit(inline="always")
+def _max_of(x, n):  # type: ignore[no-untyped-def]
+    """max(x[:n]) (-inf when n is 0) in four running maxima: one dependent compare per four values."""
+    neg = np.float32(-np.inf)
+    m0 = m1 = m2 = m3 = neg
+    j = 0
+    while j + 4 <= n:
+        m0, m1, m2, m3 = max(m0, x[j]), max(m1, x[j + 1]), max(m2, x[j + 2]), max(m3, x[j + 3])
+        j += 4
+    while j < n:
+        m0 = max(m0, x[j])
+        j += 1
+    return max(max(m0, m1), max(m2, m3))
+
+
 @njit(**_FAST)
 def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts):
     """Units (b, kv head) with ``unit % nparts == part``: for the query heads sharing that KV head
@@ -117,19 +132,19 @@ def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, u
                         bias_row = bias[bb, kh * g + r if Nb > 1 else 0, s]
                         for j in range(n):
                             br[j] += bias_row[j0 + j]
-                    bm = neg
-                    for j in range(n):
-                        bm = max(bm, br[j])
+                    bm = _max_of(br, n)
                     if bm > m[r]:  # rescale what was summed under the old max
                         c = exp_f32(m[r] - bm) if m[r] > neg else zero
                         lsum[r] *= c
                         for i in range(H):
                             acc[r, i] *= c
                         m[r] = bm
+                    mr = m[r]  # a local: a store to br could alias m[r] for all LLVM knows, keeping the loop scalar
                     t = zero
                     for j in range(n):
-                        br[j] = exp_f32(br[j] - m[r])
-                        t += br[j]
+                        e = exp_f32(br[j] - mr)
+                        br[j] = e
+                        t += e
                     lsum[r] += t
                 _weighted_rows(vc[b, kh], buf, j0, n, acc)
             o = out[b, s]
