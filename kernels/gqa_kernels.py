@@ -94,6 +94,30 @@ def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, u
     (each K/V row is read once for all of them), out[b, s, h*H:(h+1)*H] = the softmax-weighted sum
     of V rows, every query row s. q [B, N, S, H]; kc, vc [B, Nkv, L, H]; total, past [B]; bias
     [Bb, Nb, S, Tb] (Bb in {1, B}, Nb in {1, N}; Tb 0: none); sink [N]; out [B, S, N*H]."""
+    _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts, kc, vc,
+            np.zeros(q.shape[0], np.int64))
+
+
+@njit(inline="always")
+def _copy_rows(src, dst, lo, hi):  # type: ignore[no-untyped-def]
+    """Rows [lo, hi) of contiguous 2-D src into contiguous 2-D dst (one flat loop: a memcpy). The
+    early return tells LLVM the indices are not negative: with a possibly negative start the
+    wrap-around of each index kept the loop scalar (36 us for 128 KiB instead of ~4)."""
+    H = src.shape[1]
+    o, n = lo * H, (hi - lo) * H
+    if o < 0 or n <= 0:
+        return
+    a, d = src.reshape(-1), dst.reshape(-1)
+    for i in range(n):
+        d[o + i] = a[o + i]
+
+
+@njit(**_FAST)
+def _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, part, nparts, pk, pv,
+            ncopy):
+    """``attend``, and with ``ncopy[b]`` > 0 it first fills cache rows [0, ncopy[b]) of unit (b, kv
+    head) from pk, pv [B, Nkv, P, H], block by block just before the first query row reads them (the
+    row is then read from L1, not again from memory after a copy of the whole cache)."""
     B, N, S, H = q.shape
     K = kc.shape[1]
     g = N // K
@@ -111,18 +135,26 @@ def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, u
         kh = unit - b * K
         tb = total[b]
         bb = b if Bb > 1 else 0
+        nc = ncopy[b]
+        kb, vb = kc[b, kh], vc[b, kh]
         for s in range(S):
             end = min(past[b] + s + 1, tb) if causal else tb
             start = 0
             if window >= 0 and end > window:
                 start = end - window
+            if s == 0 and nc > 0:  # rows before the first window
+                _copy_rows(pk[b, kh], kb, 0, min(start, nc))
+                _copy_rows(pv[b, kh], vb, 0, min(start, nc))
             for r in range(g):
                 m[r] = sink[kh * g + r] if use_sink else neg
                 lsum[r] = zero
                 acc[r, :] = zero
             for j0 in range(start, end, BLOCK):
                 n = min(BLOCK, end - j0)
-                _scores(kc[b, kh], q, b, kh * g, s, j0, n, sc, buf)
+                if s == 0 and j0 < nc:
+                    _copy_rows(pk[b, kh], kb, j0, min(j0 + n, nc))
+                    _copy_rows(pv[b, kh], vb, j0, min(j0 + n, nc))
+                _scores(kb, q, b, kh * g, s, j0, n, sc, buf)
                 for r in range(g):
                     br = buf[r]
                     if cap > zero:
@@ -146,7 +178,10 @@ def attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, u
                         br[j] = e
                         t += e
                     lsum[r] += t
-                _weighted_rows(vc[b, kh], buf, j0, n, acc)
+                _weighted_rows(vb, buf, j0, n, acc)
+            if s == 0 and nc > max(start, end):  # rows after the first query row's keys
+                _copy_rows(pk[b, kh], kb, max(start, end), nc)
+                _copy_rows(pv[b, kh], vb, max(start, end), nc)
             o = out[b, s]
             for r in range(g):
                 h = kh * g + r
@@ -190,7 +225,7 @@ def _copy_flat(src, dst, n):
 
 
 @njit(**_JIT)
-def prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc):
+def prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc, copy_past=True):
     """Q heads of qs [B, S, *, H] (from head qo) rotated into q [B, N, S, H]; the caches kc, vc
     [B, Nkv, L, H]: past rows [0, npast[b]) of pk, pv, the new K (rotated) and V rows of ks, vs
     (from heads ko, vo) after them, zeros after that. pos [B, S] rotary positions."""
@@ -203,7 +238,7 @@ def prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interl
         n0 = npast[b]
         for k in range(K):
             kd, vd = kc[b, k], vc[b, k]
-            if n0 > 0:  # (no past: pk, pv are a placeholder without rows)
+            if n0 > 0 and copy_past:  # (no past: pk, pv are a placeholder without rows)
                 _copy_flat(pk[b, k], kd, n0 * H)
                 _copy_flat(pv[b, k], vd, n0 * H)
             for s in range(S):
@@ -275,11 +310,12 @@ def decode_step(qs, ks, vs, pk, pv, seqlens, T, cos, sin, N, K, packed, scale, s
     out = np.empty((B, S, N * H), np.float32)
     q4 = qs.reshape(B, S, W, H)
     if packed:
-        prepare(q4, q4, q4, 0, N, N + K, pk, pv, past, pos, cos, sin, rotary, interleaved, q, kc, vc)
+        prepare(q4, q4, q4, 0, N, N + K, pk, pv, past, pos, cos, sin, rotary, interleaved, q, kc, vc, False)
     else:
         prepare(q4, ks.reshape(B, S, K, H), vs.reshape(B, S, K, H), 0, 0, 0, pk, pv, past, pos, cos, sin, rotary,
-                interleaved, q, kc, vc)
+                interleaved, q, kc, vc, False)
     sc = scale if scale != 0.0 else 1.0 / math.sqrt(H)
-    attend(q, kc, vc, tot, past, causal, window, sc, softcap, np.zeros((1, 1, 1, 0), np.float32),
-           np.zeros(N, np.float32), False, out, 0, 1)
+    # the past rows are copied by the attention, block by block as it reads them (``_attend``)
+    _attend(q, kc, vc, tot, past, causal, window, sc, softcap, np.zeros((1, 1, 1, 0), np.float32),
+            np.zeros(N, np.float32), False, out, 0, 1, pk, pv, past)
     return 0, out, kc, vc
