@@ -25,10 +25,13 @@ register tile over every row of A (never a float copy of the whole weight).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import carray, njit
 
 from jitort.kernels import nbits_prefill, threads
+from jitort.kernels.conv_parts import PartFactory
 from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
 
 NC = 64          # output columns per panel: 4 AVX-512 / 8 AVX2 vectors of float32
@@ -258,52 +261,27 @@ def _gemv_args(k, v):  # type: ignore[no-untyped-def]
     return a, asum, w, s, z, f32_arg(v, _ZDEF), bias, y, P * k // parts, P * (k + 1) // parts
 
 
-# one part function per (bits, zero points, bias): the kernels prune what is None at compile time
-def gemv4_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv4(a, asum, w, s, None, zdef, None, y, p0, p1)
+def _make_gemv_part(bits: int, hasz: bool, hasb: bool) -> Any:
+    """The GEMV part function of one (bits, zero points, bias). Its cells are plain constants on
+    which Numba prunes the branches before typing: each compiles one kernel call, with None where the
+    model has no zero points or bias (which the kernel then prunes at compile time), and Numba's
+    cache keys it by them. The kernels are globals, never captured (a captured dispatcher is no
+    constant the cache can key)."""
+    def part(k, v):  # type: ignore[no-untyped-def]
+        a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
+        if not hasz:
+            z = None
+        if not hasb:
+            bias = None
+        if bits == 4:
+            gemv4(a, asum, w, s, z, zdef, bias, y, p0, p1)
+        else:
+            gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1)
+    return part
 
 
-def gemv4_z_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv4(a, asum, w, s, z, zdef, None, y, p0, p1)
-
-
-def gemv4_b_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv4(a, asum, w, s, None, zdef, bias, y, p0, p1)
-
-
-def gemv4_zb_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv4(a, asum, w, s, z, zdef, bias, y, p0, p1)
-
-
-def gemv8_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv8(a, asum, w, s, None, zdef, None, y, p0, p1)
-
-
-def gemv8_z_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv8(a, asum, w, s, z, zdef, None, y, p0, p1)
-
-
-def gemv8_b_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv8(a, asum, w, s, None, zdef, bias, y, p0, p1)
-
-
-def gemv8_zb_part(k, v):  # type: ignore[no-untyped-def]
-    a, asum, w, s, z, zdef, bias, y, p0, p1 = _gemv_args(k, v)
-    gemv8(a, asum, w, s, z, zdef, bias, y, p0, p1)
-
-
-_GEMV_PARTS = {(4, False, False): gemv4_part, (4, True, False): gemv4_z_part, (4, False, True): gemv4_b_part,
-               (4, True, True): gemv4_zb_part, (8, False, False): gemv8_part, (8, True, False): gemv8_z_part,
-               (8, False, True): gemv8_b_part, (8, True, True): gemv8_zb_part}
 _BOTH_READY: set[tuple[int, bool, bool]] = set()  # GEMV keys whose njit kernel and part function are both ready
-_GEMV_C = CFuncs(__name__, PART_SIG, _GEMV_PARTS)
+_GEMV_C = CFuncs(__name__, PART_SIG, PartFactory("gemv_part", _make_gemv_part))
 
 
 def gemv_part_address(bits: int, hasz: bool, hasb: bool) -> int:
