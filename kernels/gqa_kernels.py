@@ -23,8 +23,9 @@ _FAST: dict[str, Any] = dict(_JIT, fastmath={"contract", "reassoc"})
 @njit(inline="always")
 def _scores(kb, q, b, h0, s, j0, n, sc, buf):  # type: ignore[no-untyped-def]
     """buf[r, j] = sc * q[b, h0 + r, s] . kb[j0 + j] for j < n and the g = buf.shape[0] query heads
-    from h0, key rows kb [L, H] (rows taken by integer indices, so Numba knows them contiguous): four keys per pass over a query row (four independent sums: one load of q per four FMAs,
-    and four reductions in flight instead of one)."""
+    from h0, key rows kb [L, H] (rows taken by integer indices, so Numba knows them contiguous):
+    four keys per pass over a query row (four independent sums: one load of q per four FMAs, and
+    four reductions in flight instead of one)."""
     g, H = buf.shape[0], kb.shape[1]
     zero = np.float32(0)
     j = 0

@@ -75,7 +75,8 @@ def _packed_node(g: Graph, ns: list[Node], widths: list[int], nbits: bool, out: 
         v = np.concatenate([c.reshape(w, -1) for c, w in zip(cs, widths)], axis=0)  # type: ignore[union-attr]
         c0 = cs[0]
         shape = (-1,) if c0.ndim == 1 else (sum(widths),) + tuple(c0.shape[1:])  # type: ignore[union-attr]
-        new.append(const(("", "weight", "scales", "zero_points", "", "bias")[k], np.ascontiguousarray(v.reshape(shape))))
+        tag = ("", "weight", "scales", "zero_points", "", "bias")[k]
+        new.append(const(tag, np.ascontiguousarray(v.reshape(shape))))
     while new and not new[-1]:
         new.pop()
     attrs = dict(first.attrs, N=sum(widths))
