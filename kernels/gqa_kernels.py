@@ -2,7 +2,11 @@
 checks the inputs): ``prepare`` rotates Q and writes the KV caches, ``attend`` runs the online
 softmax per (batch, KV head) unit, and ``decode_step`` does both for the common case of a model's
 step (past caches given, no bias, sink or position_ids, one thread's work) after checking the
-shapes and lengths itself, so the Python around it is a few attribute reads per call.
+shapes and lengths itself, so the Python around it is a few attribute reads per call. There the
+attention itself copies the past rows into the present, block by block just before it reads them
+(``_attend``), so each past row comes from memory once: a decode step of the 4-layer, 12/4-head
+decoder at 512 positions spent ~330 us per layer in GroupQueryAttention, mostly memory traffic,
+when the whole cache was copied first and read again (Intel Xeon Ice Lake VM, 1 thread).
 """
 from __future__ import annotations
 
