@@ -32,6 +32,7 @@ from jitort.passes.fusion import fuse_elementwise
 from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
 from jitort.passes.ml_tail import drop_ml_no_ops
 from jitort.passes.norm_fusion import fuse_norms
+from jitort.passes.qkv_fusion import fuse_qkv
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
 from jitort.passes.shapes import complete_types
@@ -54,7 +55,7 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
         ps += [fold, drop_ml_no_ops, remove_dead]
     if fuse:
         cpu_only = CUDA not in providers  # jitort-domain fused ops with CPU kernels only: CUDA runs them unfused
-        ps += [fuse_attention, fuse_norms] if cpu_only else []
+        ps += [fuse_attention, fuse_norms, fuse_qkv] if cpu_only else []
         ps += [fuse_conv_epilogue]
         ps += [fuse_gemm_epilogue] if cpu_only else []
         ps += [fuse_elementwise]

@@ -29,10 +29,13 @@ compiled (or loaded from the cache) on first use.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import carray, njit
 
 from jitort.kernels import gemm, threads
+from jitort.kernels.conv_parts import PartFactory
 from jitort.kernels.gemm import PANEL
 from jitort.kernels.native_parts import PART_SIG, CFuncs, as_ptr, f32_arg
 
@@ -123,35 +126,20 @@ def _prefill(kern, bits, k, v):  # type: ignore[no-untyped-def]
         kern(a, bp, y, bias, v[_HASB], y, off, off, zero, zero, off, off, M, p * gp, min(npan, (p + 1) * gp))
 
 
-# one part function per (ISA, bits): bits constant, so dequant_group's loops unroll (zero points or
-# not is a run-time flag: a loop-invariant branch, which LLVM hoists out of the loops)
-def prefill_avx512_4(k, v):  # type: ignore[no-untyped-def]
-    _prefill(gemm.gemm_f32_avx512, 4, k, v)
+def _make_part(isa: str, bits: int) -> Any:
+    """The part function of one (ISA path, bits). Its cells are constants: Numba prunes the ISA
+    branch before typing, and bits constant unrolls dequant_group's loops (zero points or not is a
+    run-time flag: a loop-invariant branch, which LLVM hoists out of the loops). gemm.py's kernels
+    are reached as module globals, never captured."""
+    def part(k, v):  # type: ignore[no-untyped-def]
+        if isa == "avx512":
+            _prefill(gemm.gemm_f32_avx512, bits, k, v)
+        else:
+            _prefill(gemm.gemm_f32_avx2, bits, k, v)
+    return part
 
 
-def prefill_avx512_8(k, v):  # type: ignore[no-untyped-def]
-    _prefill(gemm.gemm_f32_avx512, 8, k, v)
-
-
-def prefill_avx512_2(k, v):  # type: ignore[no-untyped-def]
-    _prefill(gemm.gemm_f32_avx512, 2, k, v)
-
-
-def prefill_avx2_4(k, v):  # type: ignore[no-untyped-def]
-    _prefill(gemm.gemm_f32_avx2, 4, k, v)
-
-
-def prefill_avx2_8(k, v):  # type: ignore[no-untyped-def]
-    _prefill(gemm.gemm_f32_avx2, 8, k, v)
-
-
-def prefill_avx2_2(k, v):  # type: ignore[no-untyped-def]
-    _prefill(gemm.gemm_f32_avx2, 2, k, v)
-
-
-_PART_FNS = {("avx512", 4): prefill_avx512_4, ("avx512", 8): prefill_avx512_8, ("avx512", 2): prefill_avx512_2,
-             ("avx2", 4): prefill_avx2_4, ("avx2", 8): prefill_avx2_8, ("avx2", 2): prefill_avx2_2}
-_PART_C = CFuncs(__name__, PART_SIG, _PART_FNS)
+_PART_C = CFuncs(__name__, PART_SIG, PartFactory("prefill", _make_part))
 
 
 def part_address(isa: str, bits: int) -> int:
