@@ -152,8 +152,8 @@ def _conv_gemm_1x1(x, wp, b, out, z, group, act, prm, ep, ga, sc, part, nparts):
 def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, nparts):  # type: ignore[no-untyped-def]
     """im2col per block of output rows, then the GEMM; a 1x1 conv without stride or padding skips
     im2col (``_conv_gemm_1x1``). sc: scratch of ``_scratch_size`` elements; this call computes its
-    ``part`` of the row blocks, or with fewer blocks than parts of the output channels' row tiles
-    (of the row tiles for 1x1)."""
+    ``part`` of the row blocks (made small enough that each part has one), or with fewer output
+    rows than parts of the output channels' row tiles (1x1: see ``_conv_gemm_1x1``)."""
     N, C, D, H, W = x.shape
     M = out.shape[1]
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]
@@ -167,6 +167,10 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
     K = Cg * T
     R = OD * OH
     rows = im2col_rows_jit(K, OW, R)
+    if nparts > 1 and (R + rows - 1) // rows < nparts <= R:
+        # fewer row blocks than parts: smaller blocks, one per part (each part gathers and packs
+        # only its own columns; a split by output channels repeats both in every part)
+        rows = (R + nparts - 1) // nparts
     col = sc[:K * rows * OW]
     bp = sc[K * rows * OW:K * rows * OW + BBLOCK]
     zero = prm[2]
@@ -174,8 +178,8 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
     plane = D * H * W
     tab = np.empty(T * rows * OW, np.int64)
     nblocks = (R + rows - 1) // rows
-    # fewer row blocks than parts (small planes: resnet50's 1x1 stride-2 512->1024 is one block):
-    # each part gathers every block itself and computes its share of the output channels' row tiles
+    # fewer output rows than parts: each part gathers every block itself and computes its share of
+    # the output channels' row tiles
     b0, b1, t0, t1 = 0, nblocks, 0, (Mg + MR - 1) // MR
     if nblocks >= nparts:
         b0, b1 = share(nblocks, part, nparts)
