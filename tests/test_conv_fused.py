@@ -225,3 +225,34 @@ def test_depthwise_small_planes_match_ort_and_the_plane_kernel(xs, attrs, residu
         np.testing.assert_array_equal(F.FusedConv(x, w, b, z, **kw), got)
     finally:
         conv_setup.conv_plan.cache_clear()
+
+
+@pytest.mark.parametrize("cshape", [(8, 1, 1), (1, 8, 1, 1), (1,), ()])
+def test_per_channel_mul_add_fold_into_the_conv(cshape):
+    """Conv -> BatchNormalization -> Mul(scale) -> Add(shift) -> Relu (caffe2's BN + scale layers, as
+    in inception_v2): one FusedConv, matching onnxruntime."""
+    rng = np.random.default_rng(3)
+    m = 8
+    inits = {"w": rand((m, 4, 3, 3), seed=1), "b": rand((m,), seed=2), "sc": rand((m,), seed=3, low=0.5, high=1.5),
+             "bb": rand((m,), seed=4), "mu": rand((m,), seed=5), "var": rand((m,), seed=6, low=0.5, high=1.5),
+             "s": rng.uniform(0.5, 2.0, cshape).astype(np.float32), "t": rng.uniform(-1, 1, cshape).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "sc", "bb", "mu", "var"], ["n"]),
+             helper.make_node("Mul", ["n", "s"], ["p"]), helper.make_node("Add", ["t", "p"], ["q"]),
+             helper.make_node("Relu", ["q"], ["y"])]
+    model = make_model(nodes, {"x": (np.float32, [1, 4, 9, 9])}, ["y"], inits, 13)
+    sess = jitort.InferenceSession(model.SerializeToString())
+    assert [n.op_type for n in sess.artifact.ir().nodes] == ["FusedConv"]
+    feeds = {"x": rand((1, 4, 9, 9), seed=7)}
+    assert_close(sess.run(None, feeds), run_ort(model, feeds), rtol=1e-5, atol=1e-5)
+
+
+def test_mul_that_broadcasts_beyond_the_channels_stays():
+    """A Mul whose constant varies along a spatial axis is no per-channel scale: not folded."""
+    inits = {"w": rand((8, 4, 1, 1), seed=1), "s": rand((1, 1, 1, 5), seed=2)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    model = make_model(nodes, {"x": (np.float32, [1, 4, 5, 5])}, ["y"], inits, 13)
+    sess = jitort.InferenceSession(model.SerializeToString())
+    assert len(sess.artifact.ir().nodes) == 2  # the Conv, then the Mul (alone or in a fused kernel)
+    feeds = {"x": rand((1, 4, 5, 5), seed=3)}
+    assert_close(sess.run(None, feeds), run_ort(model, feeds), rtol=1e-5, atol=1e-5)

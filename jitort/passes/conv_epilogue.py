@@ -1,5 +1,5 @@
-"""Fold what follows a Conv into the Conv: an inference BatchNormalization into its constant weights,
-then a residual Add and one activation into its epilogue (bias, + residual, activation applied to
+"""Fold what follows a Conv into the Conv: an inference BatchNormalization and Mul/Add by per-channel
+constants into its constant weights and bias, then a residual Add and one activation into its epilogue (bias, + residual, activation applied to
 the output block while it is in cache; see kernels/conv_fused.py).
 
 Invariant after the pass: no Conv with constant W and B (or no B) feeds a foldable inference
@@ -91,6 +91,56 @@ def _fold_bn(ctx: _Ctx, conv: Node) -> Node | None:
     return bn
 
 
+def _channel_vector(g: Graph, name: str, y: str, M: int) -> np.ndarray | None:
+    """The constant ``name`` as M per-output-channel values when it broadcasts against the conv's
+    output ``y`` along the channel axis only (a scalar, or [M, 1, ..], [1, M, 1, ..] of at most y's
+    rank), without changing y's shape; else None."""
+    c = g.const(name)
+    ty = g.type_of(y)
+    if c is None or ty.shape is None or c.dtype.kind != "f" or c.ndim > len(ty.shape):
+        return None
+    dims = (1,) * (len(ty.shape) - c.ndim) + tuple(c.shape)
+    if any(d != 1 for k, d in enumerate(dims) if k != 1) or dims[1] not in (1, M):
+        return None
+    return np.broadcast_to(c.reshape(-1), (M,)) if c.size == 1 else c.reshape(-1)
+
+
+def _fold_affine(ctx: _Ctx, conv: Node) -> list[Node]:
+    """Mul and Add of per-output-channel constants after the conv (caffe2's BatchNormalization +
+    scale layers: inception_v2, densenet) into its weights and bias, in graph order, as
+    onnxruntime's ConvMulFusion/ConvAddFusion do: one pass over the output fewer per node."""
+    g = ctx.g
+    done: list[Node] = []
+    while True:
+        y = conv.outputs[0]
+        n = ctx.sole(y)
+        if n is None or n.domain != "" or n.op_type not in ("Mul", "Add") or n.version < 7:
+            return done
+        if len(n.inputs) != 2 or len(n.outputs) != 1 or y not in n.inputs or n.inputs[0] == n.inputs[1]:
+            return done
+        W = g.const(conv.inputs[1])
+        has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
+        B = g.const(conv.inputs[2]) if has_b else None
+        if W is None or (has_b and B is None) or W.dtype.kind != "f" or W.ndim < 3:
+            return done
+        M = W.shape[0]
+        other = n.inputs[1] if n.inputs[0] == y else n.inputs[0]
+        c = _channel_vector(g, other, y, M)
+        ty = g.type_of(n.outputs[0])
+        if c is None or c.dtype != W.dtype or (ty.dtype is not None and np.dtype(ty.dtype) != W.dtype):
+            return done
+        b0 = np.zeros(M, W.dtype) if B is None else B.reshape(-1)
+        if n.op_type == "Mul":
+            w2 = W * c.reshape((M,) + (1,) * (W.ndim - 1))
+            b2 = b0 * c
+            conv.inputs = [conv.inputs[0], _add_const(g, f"{conv.name}.W_mul", w2),
+                           _add_const(g, f"{conv.name}.B_mul", b2)]
+        else:
+            conv.inputs = [conv.inputs[0], conv.inputs[1], _add_const(g, f"{conv.name}.B_add", b0 + c)]
+        ctx.rewire(conv, y, n.outputs[0], [n])
+        done.append(n)
+
+
 def _absorb_activation(ctx: _Ctx, conv: Node) -> list[Node]:
     y = conv.outputs[0]
     act = ctx.sole(y)
@@ -149,10 +199,12 @@ def fuse_conv_epilogue(g: Graph) -> Graph:
         parts = [conv.name]
         written = len(conv.inputs)  # a folded BatchNormalization may give the Conv a bias
         bn = _fold_bn(ctx, conv)
+        affine = _fold_affine(ctx, conv)
         add = _absorb_residual(ctx, conv)
         if add is not None:
             moved[id(add)] = conv
-        absorbed = ([bn] if bn is not None else []) + ([add] if add is not None else []) + _absorb_activation(ctx, conv)
+        absorbed = ([bn] if bn is not None else []) + affine + ([add] if add is not None else []) + \
+            _absorb_activation(ctx, conv)
         parts += [n.name for n in absorbed]
         if absorbed:
             conv.attrs["_absorbed"], conv.attrs["_written_inputs"] = absorbed, written
