@@ -27,6 +27,7 @@ from jitort.ir import Graph, verify
 from jitort.kernels import subgraph
 from jitort.passes.attention_fusion import fuse_attention
 from jitort.passes.const_fold import fold_constants
+from jitort.passes.bn_affine import bn_as_affine
 from jitort.passes.conv_epilogue import fuse_conv_epilogue
 from jitort.passes.fusion import fuse_elementwise
 from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
@@ -57,6 +58,7 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
         cpu_only = CUDA not in providers  # jitort-domain fused ops with CPU kernels only: CUDA runs them unfused
         ps += [fuse_attention, fuse_norms, fuse_qkv] if cpu_only else []
         ps += [fuse_conv_epilogue]
+        ps += [bn_as_affine] if cpu_only else []
         ps += [fuse_gemm_epilogue] if cpu_only else []
         ps += [fuse_elementwise]
     ps += [partition_to_providers]

@@ -361,3 +361,24 @@ def test_batchnorm_training_after_conv_not_folded():
              helper.make_node("Relu", ["y"], ["z"])]
     m = make_model(nodes, {"x": (np.float32, x.shape)}, ["z", "rm", "rv"], {"w": w, **p}, opset=15)
     check(m, {"x": x}, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7), (3, 6), (1, 6, 9)])
+def test_batchnorm_joins_the_elementwise_chain_around_it(shape):
+    """An inference BatchNormalization no Conv absorbs becomes Mul + Add by per-channel constants
+    (passes/bn_affine.py): with the Mul, Add and Relu after it, one fused kernel; as onnxruntime."""
+    from onnx import helper
+
+    from oracle import make_model, run_ort
+    c = shape[1]
+    cs = (c,) + (1,) * (len(shape) - 2)
+    p = {"sc": rand((c,), seed=1, low=0.5, high=1.5), "b": rand((c,), seed=2), "mu": rand((c,), seed=3),
+         "var": rand((c,), seed=4, low=0.5, high=1.5), "s": rand(cs, seed=5), "t": rand(cs, seed=6)}
+    nodes = [helper.make_node("BatchNormalization", ["x", "sc", "b", "mu", "var"], ["n"], epsilon=1e-3),
+             helper.make_node("Mul", ["n", "s"], ["m"]), helper.make_node("Add", ["m", "t"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    model = make_model(nodes, {"x": (np.float32, list(shape))}, ["y"], p, 15)
+    sess = jitort.InferenceSession(model.SerializeToString())
+    assert len(sess.artifact.ir().nodes) == 1
+    feeds = {"x": rand(shape, seed=7)}
+    assert_close(sess.run(None, feeds), run_ort(model, feeds), rtol=1e-5, atol=1e-5)
