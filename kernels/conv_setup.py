@@ -211,11 +211,12 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
 def _winograd_pays(channels: int, positions: int) -> bool:
     """Whether Winograd beats im2col for a 3x3 stride-1 conv with this many input channels (its
     GEMMs' K) and output positions per plane. On AVX-512 (two row tiles per register tile) only with
-    >= 64 channels on >= 14x14, or >= 256: measured on Ice Lake-SP, 1 thread, interleaved (Winograd
-    vs im2col, ms): 64->64 on 56x56 2.24 vs 3.30, 128 on 28x28 1.88 vs 2.63, 256 on 14x14 2.37 vs
-    3.25, 512 on 7x7 2.80 vs 2.89; but squeezenet's 16->64 on 55x55 0.88 vs 0.81, 32->128 on 27x27
-    0.66 vs 0.62, 48->192 on 13x13 0.51 vs 0.45, 64->256 on 13x13 0.80 vs 0.72 (short K, few tiles:
-    the transforms cost more than the 2.25x fewer multiplies save). Elsewhere always."""
+    >= 64 channels on >= 14x14, or >= 256: with short K and few tiles its transforms cost about what
+    the 2.25x fewer multiplies save. Measured on Ice Lake-SP, 1 thread, one session with both weight
+    sets, the rules alternated per run (this rule vs Winograd whenever it applies, ms): 32->128 on
+    27x27 0.79 vs 0.93 (implicit GEMM instead), 48->192 on 13x13 0.41 vs 0.43, 64->256 on 13x13 0.53
+    vs 0.53, 32->96 on 28x28 0.48 vs 0.46; the run-to-run noise there was +-10 % (64->64 on 56x56,
+    Winograd both ways: 2.07 vs 2.33), so the rule is a small gain at best. Elsewhere always."""
     return not WIDE_TILE_RULES or channels >= 256 or (channels >= 64 and positions >= 196)
 
 
