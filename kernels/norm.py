@@ -168,7 +168,7 @@ def _lp_norm(x, p, out):  # type: ignore[no-untyped-def]
 
 # --- BatchNormalization ------------------------------------------------------------------------
 
-def _bn_fold(x_dtype: np.dtype, C: int, scale: np.ndarray, B: np.ndarray, mean: np.ndarray, var: np.ndarray,
+def bn_fold(x_dtype: np.dtype, C: int, scale: np.ndarray, B: np.ndarray, mean: np.ndarray, var: np.ndarray,
              epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel s = scale / sqrt(var + eps), t = B - mean * s (in float64, then the compute dtype)."""
     dt = _compute(np.empty(0, x_dtype)).dtype
@@ -200,7 +200,7 @@ def _lower_bn(node: Node, g: Graph) -> Call:
                 and params[0].ndim == 1)  # type: ignore[union-attr]
     if not foldable:
         return default_call(d, node, g)
-    s, t = _bn_fold(np.dtype(xt.dtype), params[0].size, *params, a["epsilon"])  # type: ignore[union-attr,misc]
+    s, t = bn_fold(np.dtype(xt.dtype), params[0].size, *params, a["epsilon"])  # type: ignore[union-attr,misc]
     return Call(_bn_apply, [Ref(node.inputs[0]), s, t])
 
 
@@ -259,7 +259,7 @@ def BatchNormalization(x: np.ndarray, scale: np.ndarray, B: np.ndarray, mean: np
     if x.ndim < 2:
         raise InvalidArgument(f"BatchNormalization: X must have rank >= 2 ([N, C, ...]), got shape {x.shape}")
     C = x.shape[1] if spatial else int(np.prod(x.shape[1:]))
-    s, t = _bn_fold(x.dtype, C, scale, B, mean, var, epsilon)
+    s, t = bn_fold(x.dtype, C, scale, B, mean, var, epsilon)
     if spatial:
         return _bn_apply(x, s, t)
     # per-activation statistics: one value per (c, d1, ...) element

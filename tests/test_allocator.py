@@ -50,5 +50,5 @@ def test_conv_gemm_on_a_misaligned_scratch_matches_numpy():
         raw = np.empty(convgemm.BBLOCK + 16, np.float32)
         c = np.empty((M, N), np.float32)
         convgemm.gemm_at(ga, ap, 0, M, K, b, c, bias, 0, 1, np.float32(0), np.float32(0),
-                         raw[skew:skew + convgemm.BBLOCK])
+                         raw[skew:skew + convgemm.BBLOCK], None)
         np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4)

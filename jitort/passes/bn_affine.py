@@ -2,7 +2,7 @@
 so that elementwise fusion takes it into the chain around it.
 
 BatchNormalization's kernel already runs as one pass ``x * s[c] + t[c]`` with s and t folded at
-compile time (``kernels.norm._bn_fold``); as a node of its own it is still a pass over the tensor
+compile time (``kernels.norm.bn_fold``); as a node of its own it is still a pass over the tensor
 that the elementwise ops next to it cannot share. densenet121's pre-activation blocks (concat ->
 BatchNormalization -> Mul -> Add -> Relu -> Conv, caffe2's BN and scale layers) ran 62 of them
 beside 62 fused Mul+Add+Relu kernels; written as Mul and Add, each block is one fused kernel.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from jitort.ir import Graph, Node, TensorType, Value
-from jitort.kernels.norm import _bn_fold
+from jitort.kernels.norm import bn_fold
 
 
 def _fresh(g: Graph, base: str) -> str:
@@ -59,7 +59,7 @@ def _rewrite(g: Graph, n: Node) -> list[Node] | None:
     if dt not in (np.float32, np.float64) or not isinstance(C, int) or \
             any(p.ndim != 1 or p.size != C for p in params):  # type: ignore[union-attr]
         return None
-    s, t = _bn_fold(dt, C, *params, float(a.get("epsilon", 1e-5)))  # type: ignore[misc]
+    s, t = bn_fold(dt, C, *params, float(a.get("epsilon", 1e-5)))  # type: ignore[misc]
     cshape = (C,) + (1,) * (len(xt.shape) - 2)
     sn, tn, mid = _fresh(g, f"{n.name}.scale"), _fresh(g, f"{n.name}.shift"), _fresh(g, f"{n.name}.scaled")
     g.values[sn] = Value(sn, TensorType(dt, cshape), np.ascontiguousarray(s.reshape(cshape)))
