@@ -71,6 +71,14 @@ class Graph:
     name: str = ""
     notes: list[str] = field(default_factory=list)  # decisions passes explain (fusion refusals, folds)
 
+    def fresh_name(self, base: str) -> str:
+        """``base``, or ``base_1``, ``base_2``, ...: the first that names no value of the graph."""
+        name, k = base, 0
+        while name in self.values:
+            k += 1
+            name = f"{base}_{k}"
+        return name
+
     def value(self, name: str) -> Value:
         v = self.values.get(name)
         if v is None:

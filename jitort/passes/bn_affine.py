@@ -20,14 +20,6 @@ from jitort.ir import Graph, Node, TensorType, Value
 from jitort.kernels.norm import bn_fold
 
 
-def _fresh(g: Graph, base: str) -> str:
-    name, k = base, 0
-    while name in g.values:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
 def bn_as_affine(g: Graph) -> Graph:
     """Rewrite each qualifying BatchNormalization (see the module docstring)."""
     nodes: list[Node] = []
@@ -61,7 +53,8 @@ def _rewrite(g: Graph, n: Node) -> list[Node] | None:
         return None
     s, t = bn_fold(dt, C, *params, float(a.get("epsilon", 1e-5)))  # type: ignore[misc]
     cshape = (C,) + (1,) * (len(xt.shape) - 2)
-    sn, tn, mid = _fresh(g, f"{n.name}.scale"), _fresh(g, f"{n.name}.shift"), _fresh(g, f"{n.name}.scaled")
+    sn, tn = g.fresh_name(f"{n.name}.scale"), g.fresh_name(f"{n.name}.shift")
+    mid = g.fresh_name(f"{n.name}.scaled")
     g.values[sn] = Value(sn, TensorType(dt, cshape), np.ascontiguousarray(s.reshape(cshape)))
     g.values[tn] = Value(tn, TensorType(dt, cshape), np.ascontiguousarray(t.reshape(cshape)))
     g.values[mid] = Value(mid, TensorType(dt, tuple(xt.shape)))

@@ -26,16 +26,9 @@ from jitort.ir import Graph, Node, TensorType, Value
 from jitort.kernels.conv_fused import make_fused
 from jitort.passes.match import Reads, activation
 
-def _fresh(g: Graph, base: str) -> str:
-    name, k = base, 0
-    while name in g.values:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
 
 def _add_const(g: Graph, base: str, data: np.ndarray) -> str:
-    name = _fresh(g, base)
+    name = g.fresh_name(base)
     g.values[name] = Value(name, TensorType(data.dtype, tuple(data.shape)), np.ascontiguousarray(data))
     return name
 

@@ -137,16 +137,8 @@ def _shape_arithmetic_on_cpu(g: Graph) -> None:
 
 # --- copies ------------------------------------------------------------------------------------
 
-def _fresh(g: Graph, base: str) -> str:
-    name, k = base, 0
-    while name in g.values:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
 def _new_value(g: Graph, like: str, base: str) -> str:
-    name = _fresh(g, base)
+    name = g.fresh_name(base)
     t = g.type_of(like)
     g.values[name] = Value(name, TensorType(t.dtype, t.shape))
     return name
@@ -193,7 +185,7 @@ def insert_copies(g: Graph) -> Graph:
     for k, o in enumerate(g.outputs):
         if loc.get(o) != DEVICE:
             continue
-        dev = _fresh(g, o + "::cuda")
+        dev = g.fresh_name(o + "::cuda")
         g.values[dev] = Value(dev, TensorType(g.type_of(o).dtype, g.type_of(o).shape))
         p = producer_index[o]
         _rename(g.nodes[p], o, dev, outputs=True)
