@@ -48,6 +48,17 @@ class _Ctx(Reads):
         self.consumers.pop(old_out, None)
 
 
+def _const_weights(g: Graph, conv: Node) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The conv's constant float W (rank >= 3) and B (None when it has none), or None when either
+    is not a compile-time constant: only then can what follows fold into them."""
+    W = g.const(conv.inputs[1])
+    has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
+    B = g.const(conv.inputs[2]) if has_b else None
+    if W is None or (has_b and B is None) or W.dtype.kind != "f" or W.ndim < 3:
+        return None
+    return W, B
+
+
 def _fold_bn(ctx: _Ctx, conv: Node) -> Node | None:
     g = ctx.g
     bn = ctx.sole(conv.outputs[0])
@@ -59,11 +70,10 @@ def _fold_bn(ctx: _Ctx, conv: Node) -> Node | None:
         return None
     if bn.version < 6:
         return None
-    W = g.const(conv.inputs[1])
-    has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
-    B = g.const(conv.inputs[2]) if has_b else None
-    if W is None or (has_b and B is None) or W.dtype.kind != "f" or W.ndim < 3:
+    wb = _const_weights(g, conv)
+    if wb is None:
         return None
+    W, B = wb
     params = [g.const(i) for i in bn.inputs[1:5]]
     M = W.shape[0]
     if any(p is None or p.size != M for p in params):
@@ -111,11 +121,10 @@ def _fold_affine(ctx: _Ctx, conv: Node) -> list[Node]:
             return done
         if len(n.inputs) != 2 or len(n.outputs) != 1 or y not in n.inputs or n.inputs[0] == n.inputs[1]:
             return done
-        W = g.const(conv.inputs[1])
-        has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
-        B = g.const(conv.inputs[2]) if has_b else None
-        if W is None or (has_b and B is None) or W.dtype.kind != "f" or W.ndim < 3:
+        wb = _const_weights(g, conv)
+        if wb is None:
             return done
+        W, B = wb
         M = W.shape[0]
         other = n.inputs[1] if n.inputs[0] == y else n.inputs[0]
         c = _channel_vector(g, other, y, M)
