@@ -32,7 +32,8 @@ ISAS = ["avx2"] + (["avx512"] if gemm.host_isa() == "avx512" else [])
 
 # (M, K, N): tails in every dimension, K beyond one K block, N beyond one column tile, 1000+
 SHAPES = [(1, 1, 1), (1, 768, 100), (2, 33, 17), (3, 5, 16), (4, 300, 97), (5, 64, 48), (6, 7, 15),
-          (7, 513, 130), (13, 1, 33), (64, 257, 64), (130, 70, 1030), (1001, 40, 9), (3, 1100, 1025)]
+          (7, 513, 130), (13, 1, 33), (64, 257, 64), (130, 70, 1030), (1001, 40, 9), (3, 1100, 1025),
+          (40, 100, 32), (50, 300, 80), (25, 600, 48)]  # the last rows: AVX-512's narrow 12 x 2 tile
 
 
 def _rand(shape, seed, lo=-1.0, hi=1.0):
@@ -89,15 +90,16 @@ def test_bitwise_across_isas_threads_and_chunks(mkn):
     for isa in ISAS:
         assert np.array_equal(_run(a, b, bias, isa=isa, nthreads=2), base)
         bp, pb = gemm.pack_b(b), gemm.pad_bias(bias, N)
-        out = np.full((M, N), np.nan, np.float32)
-        kern = gemm.KERNELS[isa]
         npan = gemm.panels(N)
         rows = sorted({0, M // 3, M // 2, M})
         cols = sorted({0, npan // 2, npan})
-        for m0, m1 in zip(rows, rows[1:]):
-            for p0, p1 in zip(cols, cols[1:]):
-                kern(a, bp, out, pb, 1, gemm._Z2, 0, 0, np.float32(0), np.float32(0), 0, m0, m1, p0, p1)
-        assert np.array_equal(out, base), isa
+        for key in [isa] + (["avx512n"] if isa == "avx512" else []):  # the narrow kernel on any chunk
+            kern = gemm.KERNELS[key]
+            out = np.full((M, N), np.nan, np.float32)
+            for m0, m1 in zip(rows, rows[1:]):
+                for p0, p1 in zip(cols, cols[1:]):
+                    kern(a, bp, out, pb, 1, gemm._Z2, 0, 0, np.float32(0), np.float32(0), 0, m0, m1, p0, p1)
+            assert np.array_equal(out, base), key
 
 
 def test_two_threads_split_the_work_and_agree():
@@ -164,7 +166,7 @@ ACTS = [("Relu", 0, 0), ("Clip", -0.3, 0.4), ("LeakyRelu", 0.1, 0), ("HardSwish"
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act,lo,hi", ACTS)
 def test_every_epilogue(isa, act, lo, hi):
-    M, K, N = 9, 70, 37  # row and column tails
+    M, K, N = 29, 70, 30  # row and column tails; 2 panels: AVX-512's narrow 12-row tile
     a, b, bias, res = _rand((M, K), 11), _rand((K, N), 12), _rand(N, 13), _rand((M, N), 14)
     s = a.astype(np.float64) @ b
     got = _run(a, b, bias, res, act, lo, hi, isa=isa)
