@@ -117,9 +117,11 @@ def run(models: list[tuple[str, Any, int]], quick: bool, check: bool = False,
                                                    np.asarray(w, np.float64) if w.dtype.kind == "f" else w,
                                                    rtol=1e-4, atol=1e-5)
                 a, b = [], []
-                for _ in range(rounds):  # interleaved
-                    a.append(time_call(lambda: ort.run(None, feed), budget))
-                    b.append(time_call(lambda: jit.run(None, feed), budget))
+                for k in range(rounds):  # interleaved, the order alternating: at 2 threads the runtime that
+                    # comes second starts while the first one's threads still spin (onnxruntime's for a while)
+                    first, second = ((ort, a), (jit, b)) if k % 2 == 0 else ((jit, b), (ort, a))
+                    for sess, ts in (first, second):
+                        ts.append(time_call(lambda: sess.run(None, feed), budget))
                 ta, tb = statistics.median(a) * 1e6, statistics.median(b) * 1e6
                 ratios.setdefault(batch, []).append(tb / ta)
                 print(f"{name:26} {threads:>3} {batch:>6} {ta:>10.1f} {tb:>10.1f} {tb / ta:>6.2f}", flush=True)

@@ -16,6 +16,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.ir import TensorType
 from jitort.kernels.ml_scores import float_types, input_dtype
 from jitort.kernels.registry import op
+from jitort.kernels.threads import parts_for, run_parts
 from jitort.arrays import contiguous
 
 ML = "ai.onnx.ml"
@@ -44,10 +45,10 @@ MAX, L1, L2 = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _normalize(x, out, norm):  # type: ignore[no-untyped-def]
-    """Rows of x (any numeric type) -> out float32, onnxruntime's order of operations."""
-    n, c = x.shape
-    for r in range(n):
+def _normalize(x, out, norm, r0, r1):  # type: ignore[no-untyped-def]
+    """Rows r0..r1-1 of x (any numeric type) -> out float32, onnxruntime's order of operations."""
+    c = x.shape[1]
+    for r in range(r0, r1):
         if norm == MAX:
             s = np.float32(-3.4028234663852886e38)
             for k in range(c):
@@ -73,6 +74,23 @@ def _normalize(x, out, norm):  # type: ignore[no-untyped-def]
                 out[r, k] = np.float32(x[r, k]) / s
 
 
+# _normalize's cost, ~1.7 ns per element on the Ice Lake VM (10,000 x 5 L1: 85 us): ~50 us of work per part
+_NORM_PER_PART = 30_000.0
+
+
+def _normalize_rows(x2: np.ndarray, code: int) -> np.ndarray:
+    """``_normalize`` of every row, rows split across the session's threads when there are enough."""
+    n = x2.shape[0]
+    out = np.empty(x2.shape, np.float32)
+    parts = parts_for(n, float(x2.size), _NORM_PER_PART)
+    if parts <= 1:
+        _normalize(x2, out, code, 0, n)
+    else:
+        step = -(-n // parts)
+        run_parts(lambda p: _normalize(x2, out, code, min(n, p * step), min(n, (p + 1) * step)), parts)
+    return out
+
+
 @op("Normalizer", since=1, domain=ML, infer=float_types)
 def Normalizer(x: np.ndarray, *, norm: str = "MAX") -> np.ndarray:
     codes = {"MAX": MAX, "L1": L1, "L2": L2}
@@ -82,14 +100,11 @@ def Normalizer(x: np.ndarray, *, norm: str = "MAX") -> np.ndarray:
         raise InvalidArgument("Normalizer: input shape needs to be at least a single dimension")
     if x.ndim <= 2:  # normalised along the last axis: no moves (np.moveaxis costs ~2 us a call)
         x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
-        out = np.empty(x2.shape, np.float32)
-        _normalize(x2, out, codes[norm])
-        return out.reshape(x.shape)
+        return _normalize_rows(x2, codes[norm]).reshape(x.shape)
     # normalised along axis 1
     xm = np.moveaxis(x, 1, -1)
     x2 = np.ascontiguousarray(xm.reshape(-1, xm.shape[-1]))
-    out = np.empty(x2.shape, np.float32)
-    _normalize(x2, out, codes[norm])
+    out = _normalize_rows(x2, codes[norm])
     return contiguous(np.moveaxis(out.reshape(xm.shape), -1, 1))
 
 

@@ -233,9 +233,9 @@ def test_svm_kernels_keep_each_rows_arithmetic() -> None:
     np.testing.assert_allclose(many, sv.astype(np.float64) @ x.T.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("outputs", [3, 20])
+@pytest.mark.parametrize("outputs", [1, 3, 5, 8, 9, 20])
 def test_linear_product_paths(outputs: int) -> None:
-    """ml_linear.Packed: dot products (< 16 outputs) or the packed GEMM (>= 16) against float64, and the
+    """ml_linear.Packed: dot products (<= 8 outputs) or the packed GEMM (more) against float64, and the
     same bits whether the rows run in one part or split across threads."""
     from jitort.kernels import ml_linear
     rng = np.random.default_rng(13)
