@@ -141,9 +141,9 @@ def _finish_t(ct, o, z, b, act, prm, ep):  # type: ignore[no-untyped-def]
     its tile)."""
     M = o.shape[0]
     _transpose(ct, o)
-    if z is not None:
-        for m in range(M):
-            epilogue_residual(o[m], z[m], act, prm, ep)
+    if z is not None:  # elementwise (the bias is in): one call over the whole output, not one per row
+        # (2048 rows of 49: ~100 ns a call, 0.20 ms of a 0.28 ms finish on the Ice Lake VM)
+        epilogue_residual(o.reshape(-1), z.reshape(-1), act, prm, ep)
     elif act > 2:
         for m in range(M):
             epilogue_row(o[m], b[m], act, prm, ep)
