@@ -433,6 +433,23 @@ def test_identity_in_graph_and_dropout_old() -> None:
     case("Dropout", [("x", x)], opset=6, n_out=2, is_test=1, expect=[x, np.ones_like(x)])
 
 
+@pytest.mark.parametrize("read", [False, True])
+def test_dropout_with_an_unread_mask_leaves_the_plan(read: bool) -> None:
+    """Exporters of opset <= 9 name Dropout's mask output though nothing reads it (squeezenet, alexnet,
+    vgg19): such a Dropout is removed like an Identity; a mask that is read (here, a graph output)
+    keeps the node, whose mask is all ones."""
+    from jitort.compiler import optimize
+    from jitort.frontend.importer import import_model
+    x = data([2, 3])
+    nodes = [helper.make_node("Dropout", ["x"], ["d", "mask"], ratio=0.5), helper.make_node("Relu", ["d"], ["y"])]
+    outs = ["y", "mask"] if read else ["y"]
+    m = make_model(nodes, {"x": (np.float32, [2, 3])}, outs, opset=9)
+    g = optimize(import_model(m), ["CPUExecutionProvider"])
+    assert any(n.op_type == "Dropout" for n in g.nodes) == read
+    want = [np.maximum(x, 0)] + ([np.ones(x.shape, np.float32)] if read else [])
+    assert_close(run_jitort(m, {"x": x}), want, 0, 0)
+
+
 # --- Pad ----------------------------------------------------------------------------------------
 
 PADS = [[1, 2, 0, 1], [0, 0, 0, 0], [2, 1, 2, 3], [-1, 0, 0, -2], [-1, 1, 2, -1], [0, 3, 0, 0]]

@@ -26,14 +26,18 @@ def _subgraphs(n: Node) -> list[Graph]:
     return out
 
 
-def _is_passthrough(n: Node, g: Graph) -> bool:
+def _is_passthrough(n: Node, g: Graph, used: set[str]) -> bool:
+    """Whether n copies its input: Identity, or an inference Dropout whose mask output (if any) nothing
+    reads (``used``: the names read anywhere, subgraphs and graph outputs included)."""
     if n.domain != "":
         return False
     if n.op_type == "Identity":
         return True
     if n.op_type == "Dropout":
-        # Inference: output = input. Needs no mask output, and (opset >= 12) training_mode absent/false.
-        if len(n.outputs) > 1 and n.outputs[1]:
+        # Inference: output = input. The mask, when it is read, is all ones (the kernel makes it); a
+        # mask nobody reads (what exporters of opset <= 9 wrote) costs nothing. Opset >= 12:
+        # training_mode absent or false.
+        if len(n.outputs) > 1 and n.outputs[1] and n.outputs[1] in used:
             return False
         if len(n.inputs) > 2 and n.inputs[2]:
             t = g.const(n.inputs[2])
@@ -45,8 +49,9 @@ def _is_passthrough(n: Node, g: Graph) -> bool:
 def remove_passthrough(g: Graph) -> Graph:
     keep: list[Node] = []
     outputs = set(g.outputs)
+    used = _used_names(g) | outputs
     for n in g.nodes:
-        if _is_passthrough(n, g) and n.outputs[0] not in outputs and n.inputs and n.inputs[0]:
+        if _is_passthrough(n, g, used) and n.outputs[0] not in outputs and n.inputs and n.inputs[0]:
             _rename_inputs(g.nodes, n.outputs[0], n.inputs[0])
             continue
         keep.append(n)
