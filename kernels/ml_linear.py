@@ -25,7 +25,7 @@ from jitort.kernels.ml_scores import (LOGISTIC, NONE, PROBIT, SOFTMAX, classifie
                                       post_code, post_row, post_rows)
 from jitort.kernels.registry import Call, Ref, op
 from jitort.kernels.threads import parts_for, run_parts
-from jitort.kernels.vecir import Vec
+from jitort.kernels.vecir import VB, Vec
 from jitort.arrays import contiguous
 
 ML = "ai.onnx.ml"
@@ -55,29 +55,30 @@ def argmax_first(z: np.ndarray) -> np.ndarray:
 
 
 @intrinsic
-def _dot_block(typingctx, J, x, xo, w, j0, nj, k, out, oo, bias):  # type: ignore[no-untyped-def]
-    """out[oo + j] = x[xo:xo+k] . w[j0 + j] + bias[j0 + j] for j < nj <= J (J a literal 4 or 8; float32,
+def _dot_block(typingctx, vbytes, J, x, xo, w, j0, nj, k, out, oo, bias):  # type: ignore[no-untyped-def]
+    """out[oo + j] = x[xo:xo+k] . w[j0 + j] + bias[j0 + j] for j < nj <= J (vbytes the vector width in
+    bytes and J, 4 or 8, literals; float32,
     C-contiguous; w [C, k] flattened): per product one fma chain over the host's vectors (the last one
     masked), the J chains interleaved, then one tree of shuffles and adds that halves every chain's
     lanes together, ending with the J sums in one vector (``_sum_lanes``). Numba's own loop (a
     reassociated reduction per product, four 8-lane accumulators, a scalar tail) took ~4-5x as long on
     the Ice Lake VM. Products past nj compute on the last one's weights and are not stored."""
-    if not isinstance(J, types.IntegerLiteral):
+    if not isinstance(J, types.IntegerLiteral) or not isinstance(vbytes, types.IntegerLiteral):
         return None
     if x != types.float32[::1] or w != types.float32[::1] or out != types.float32[::1] or bias != types.float32[::1]:
         return None
-    sig = types.void(J, x, xo, w, j0, nj, k, out, oo, bias)
-    nJ = J.literal_value
+    sig = types.void(vbytes, J, x, xo, w, j0, nj, k, out, oo, bias)
+    nJ, VBY = J.literal_value, vbytes.literal_value
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         b = builder
-        v = Vec(context, b, types.float32)
-        xo_, j0_, nj_, k_, oo_ = (context.cast(b, args[i], signature.args[i], types.int64) for i in (2, 4, 5, 6, 8))
-        px = v.data(signature.args[1], args[1], xo_)
+        v = Vec(context, b, types.float32, VBY)
+        xo_, j0_, nj_, k_, oo_ = (context.cast(b, args[i], signature.args[i], types.int64) for i in (3, 5, 6, 7, 9))
+        px = v.data(signature.args[2], args[2], xo_)
         pw = []
         for j in range(nJ):
             jj = b.add(j0_, b.select(b.icmp_signed("<", v.c(j), nj_), v.c(j), b.sub(nj_, v.c(1))))
-            pw.append(v.data(signature.args[3], args[3], b.mul(jj, k_)))
+            pw.append(v.data(signature.args[4], args[4], b.mul(jj, k_)))
         VL = v.c(v.VL)
         nfull = b.sdiv(k_, VL)
         pre = b.block
@@ -106,8 +107,8 @@ def _dot_block(typingctx, J, x, xo, w, j0, nj, k, out, oo, bias):  # type: ignor
         mask = v.below(b.sub(k_, off))
         xv = v.mload(v.at(px, off), mask)
         sums = _sum_lanes(b, v.i32, [v.fma(xv, v.mload(v.at(pw[j], off), mask), totals[j]) for j in range(nJ)])
-        pout = v.data(signature.args[7], args[7], oo_)
-        pb = v.data(signature.args[9], args[9], j0_)
+        pout = v.data(signature.args[8], args[8], oo_)
+        pb = v.data(signature.args[10], args[10], j0_)
         for j in range(nJ):
             s = b.fadd(b.extract_element(sums, ir.Constant(v.i32, j)), b.load(v.at(pb, j)))
             with b.if_then(b.icmp_signed("<", v.c(j), nj_), likely=True):
@@ -145,21 +146,32 @@ def _sum_lanes(b: ir.IRBuilder, i32: ir.Type, vecs: list[ir.Value]) -> ir.Value:
     return res
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _dots(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
-    """out[r, j] = x[r] . w[j] + b[j] for rows r0..r1-1, 4 or 8 products per pass over a row
-    (``_dot_block``: each sum's order fixed by the number of features and the vector width, not by
-    the thread, the row or the batch)."""
+@njit(inline="always", nogil=True, error_model="numpy")
+def _dots_at(VBY, x, w, b, out, r0, r1):  # type: ignore[no-untyped-def]
     k = x.shape[1]
     c = w.shape[0]
     xf, wf, of = x.reshape(-1), w.reshape(-1), out.reshape(-1)
     for r in range(r0, r1):
         j = 0
         while c - j > 4:
-            _dot_block(8, xf, r * k, wf, j, min(8, c - j), k, of, r * c + j, b)
+            _dot_block(VBY, 8, xf, r * k, wf, j, min(8, c - j), k, of, r * c + j, b)
             j += 8
         if j < c:
-            _dot_block(4, xf, r * k, wf, j, c - j, k, of, r * c + j, b)
+            _dot_block(VBY, 4, xf, r * k, wf, j, c - j, k, of, r * c + j, b)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _dots(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
+    """out[r, j] = x[r] . w[j] + b[j] for rows r0..r1-1, 4 or 8 products per pass over a row
+    (``_dot_block`` with the host's vectors: each sum's order fixed by the number of features and the
+    vector width, not by the thread, the row or the batch)."""
+    _dots_at(VB, x, w, b, out, r0, r1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def dots_avx2(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
+    """``_dots`` with 32-byte vectors whatever the host (tests run the AVX2 hosts' code on AVX-512)."""
+    _dots_at(32, x, w, b, out, r0, r1)
 
 
 class Packed:

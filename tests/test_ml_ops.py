@@ -235,6 +235,24 @@ def test_linear_classifier(classes: int, post: str, labels: str) -> None:
     compare(m, lambda n: {"X": _x(n, n)}, GRID_BATCHES)
 
 
+@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"])
+@pytest.mark.parametrize("classes", [2, 5, 8, 12])
+def test_linear_classifier_wide_rows_and_split_batches(classes: int, post: str) -> None:
+    """37 features (whole vectors and a masked tail on either vector width), 2-8 classes on the
+    dot-product pass (4 or 8 chains) and 12 on the GEMM, a batch that splits across threads, NaN rows."""
+    rng = np.random.default_rng(40 + classes)
+    f = 37
+    m = _model("LinearClassifier", {"X": (TP.FLOAT, [None, f])}, {"Y": TP.INT64, "Z": TP.FLOAT},
+               coefficients=(rng.normal(size=classes * f) * 0.3).tolist(), intercepts=rng.normal(size=classes).tolist(),
+               post_transform=post, classlabels_ints=list(range(classes)))
+
+    def feeds(n: int) -> dict[str, np.ndarray]:
+        x = np.random.default_rng(n).normal(size=(n, f)).astype(np.float32)
+        x[n // 2, 3] = np.nan
+        return {"X": x}
+    compare(m, feeds, (1, 13, 20000), rtol=1e-5, atol=2e-6)
+
+
 @pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "PROBIT"])
 @pytest.mark.parametrize("targets", [1, 3])
 def test_linear_regressor(targets: int, post: str) -> None:

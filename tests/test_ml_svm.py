@@ -245,3 +245,10 @@ def test_linear_product_paths(outputs: int) -> None:
     got = p.product(x)
     np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(got[:7], p.product(x[:7]))
+    if outputs <= ml_linear.DOT_OUTPUTS:  # the AVX2 hosts' vector width, on any host
+        out = np.empty((300, outputs), np.float32)
+        for f in (100, 37, 5):
+            xf = np.ascontiguousarray(x[:300, :f])
+            wf = np.ascontiguousarray(w[:f].T)
+            ml_linear.dots_avx2(xf, wf, b, out, 0, 300)
+            np.testing.assert_allclose(out, xf.astype(np.float64) @ w[:f] + b, rtol=1e-4, atol=1e-4)
