@@ -43,14 +43,18 @@ def post_code(name: str, op_type: str, node: str) -> int:
     return code
 
 
-@njit(cache=True, nogil=True)
+# a float division by 0 is inf or NaN, as in onnxruntime's C++ (a softmax of a row with nothing to sum: NaN)
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_JIT)
 def logistic(v: np.float32) -> np.float32:
     v = np.float32(v)
     e = _F1 / (_F1 + np.float32(math.exp(-abs(v))))
     return _F1 - e if v < 0 else e
 
 
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def erfinv(x: np.float32) -> np.float32:
     x = np.float32(x)
     sgn = np.float32(-1.0) if x < 0 else _F1
@@ -62,12 +66,12 @@ def erfinv(x: np.float32) -> np.float32:
     return sgn * np.float32(math.sqrt(v3))
 
 
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def probit(v: np.float32) -> np.float32:
     return _SQRT2 * erfinv(_F2 * np.float32(v) - _F1)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def softmax_row(z: np.ndarray, n: int, zero: bool) -> None:
     """In place over z[:n] (float32); ``zero``: SOFTMAX_ZERO (scores within 1e-7 of 0 are not
     exponentiated but scaled by exp(-max))."""
@@ -92,7 +96,7 @@ def softmax_row(z: np.ndarray, n: int, zero: bool) -> None:
         z[k] = z[k] / s
 
 
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def post_row(z: np.ndarray, n: int, post: int) -> None:
     """onnxruntime's ``write_scores`` for two or more scores: z[:n] float32, in place."""
     if post == PROBIT:
@@ -107,7 +111,7 @@ def post_row(z: np.ndarray, n: int, post: int) -> None:
         softmax_row(z, n, True)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_JIT)
 def post_rows(z: np.ndarray, post: int) -> None:
     """onnxruntime's ``batched_update_scores_inplace`` without a second class: z [N, C] float32 in
     place; with one score per row only PROBIT applies."""

@@ -253,6 +253,15 @@ def test_linear_classifier_wide_rows_and_split_batches(classes: int, post: str) 
     compare(m, feeds, (1, 13, 20000), rtol=1e-5, atol=2e-6)
 
 
+def test_softmax_zero_of_a_row_with_nothing_to_sum_is_nan_not_an_error() -> None:
+    """All scores 0 (or NaN) under SOFTMAX_ZERO: onnxruntime divides 0 by 0 (NaN); jitort raised
+    ZeroDivisionError (the float division's Python error model)."""
+    m = _model("LinearClassifier", {"X": (TP.FLOAT, [None, 2])}, {"Y": TP.INT64, "Z": TP.FLOAT},
+               coefficients=[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], intercepts=[0.0, 0.0, 0.0], post_transform="SOFTMAX_ZERO",
+               classlabels_ints=[0, 1, 2])
+    compare(m, lambda n: {"X": np.zeros((n, 2), np.float32)}, (1, 3))
+
+
 @pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "PROBIT"])
 @pytest.mark.parametrize("targets", [1, 3])
 def test_linear_regressor(targets: int, post: str) -> None:
