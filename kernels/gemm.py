@@ -365,12 +365,13 @@ def _gemm(VB, NW, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0
 def _rows(VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
     """Rows m0..m1 by panels p0..p1 with the main tile, then the rows' tail; on AVX-512 rows that
     4-row tiles cover and 6-row tiles do not take 4-row tiles alone (``_tile_rows``)."""
-    if VB == 64 and (m1 - m0) % MR != 0 and (m1 - m0) % 4 == 0:
+    if VB == 64 and _rows4(m1 - m0, p1 - p0):
         # one strip: B (the weights) is read once. A tail strip reads all of it again, from memory
         # when it is bigger than L2. Ice Lake-SP VM, 1 thread, B cold, ms (6-row tiles + tail ->
         # 4-row tiles, 4 x 6 panels, as many accumulators): 16x1024x1024 0.68 -> 0.54, 8x1024x1024
         # 0.56 -> 0.44, 20x768x768 0.44 -> 0.38, 128x768x768 1.26 -> 1.18; in cache 20x768x768
-        # 0.25 -> 0.20; 128x768x3072 within noise.
+        # 0.25 -> 0.20; 128x768x3072 within noise. Not where the 4-row tile's 6-panel column tiles
+        # would compute many more padding columns than the tail's pass costs (``_rows4``).
         _strip(4, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
         return
     mf = m0 + (m1 - m0) // MR * MR
@@ -474,9 +475,18 @@ def parts(M: int, N: int, K: int, threads: int) -> int:
     return max(1, min(threads, int(work)))
 
 
-def _tile_rows(M: int, isa: str) -> int:
-    """Rows of the register tile ``_gemm`` uses for M rows (the main tile, or the tail's)."""
-    if isa == "avx512" and M % MR and not M % 4:
+@njit(inline="always")
+def _rows4(M, npan):  # type: ignore[no-untyped-def]
+    """Whether M rows by npan panels take AVX-512's 4-row tiles alone (``_rows``): M a multiple of 4
+    but not of 6, and the padding panels their 6-panel column tiles add over the 6-row tile's 4-panel
+    ones, over all M rows, cost at most what re-reading B costs (counted as 6 rows' worth):
+    16 x 64 panels yes (2 padding panels), 200 x 19 no (5 against 1)."""
+    return M % MR != 0 and M % 4 == 0 and ((-npan) % 6 - (-npan) % 4) * M <= 6 * npan
+
+
+def _tile_rows(M: int, isa: str, npan: int) -> int:
+    """Rows of the register tile ``_gemm`` uses for M rows by npan panels (the main tile, or the tail's)."""
+    if isa == "avx512" and _rows4(M, npan):
         return 4
     return MR if M >= MR else 1 if M == 1 else 2 if M == 2 else 4 if M <= 4 else 6
 
@@ -487,7 +497,7 @@ def split(M: int, N: int, K: int, isa: str, threads: int) -> list[tuple[int, int
     small to share (``parts``)."""
     nparts = parts(M, N, K, threads)
     out = np.empty(8 * nparts, np.int64)
-    n = _split_into(M, panels(N), nparts, TILES[_VBYTES[isa]][_tile_rows(M, isa)], out, 0)
+    n = _split_into(M, panels(N), nparts, TILES[_VBYTES[isa]][_tile_rows(M, isa, panels(N))], out, 0)
     return [tuple(int(x) for x in out[4 * i:4 * i + 4]) for i in range(n)]  # type: ignore[misc]
 
 
@@ -623,7 +633,7 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
         _BOTH_READY.add(key)
         KERNELS[key](a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, 0, 0, 0, 0)  # no rows: see _BOTH_READY
     argv, nchunks = _gemm_argv(a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, nparts,
-                               TILES[_VBYTES[isa]][_tile_rows(M, isa)])
+                               TILES[_VBYTES[isa]][_tile_rows(M, isa, panels(n))])
     run_native(part_address(key), argv, nchunks, nt)
     return out
 
