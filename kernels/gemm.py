@@ -364,14 +364,14 @@ def _gemm(VB, NW, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0
 @njit(inline="always", nogil=True, error_model="numpy")
 def _rows(VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1):  # type: ignore[no-untyped-def]
     """Rows m0..m1 by panels p0..p1 with the main tile, then the rows' tail; on AVX-512 rows that
-    4-row tiles cover and 6-row tiles do not take 4-row tiles alone (``_tile_rows``)."""
+    4-row tiles cover and 6-row tiles do not take 4-row tiles alone (``rows4``)."""
     if VB == 64 and _rows4(m1 - m0, p1 - p0):
         # one strip: B (the weights) is read once. A tail strip reads all of it again, from memory
         # when it is bigger than L2. Ice Lake-SP VM, 1 thread, B cold, ms (6-row tiles + tail ->
         # 4-row tiles, 4 x 6 panels, as many accumulators): 16x1024x1024 0.68 -> 0.54, 8x1024x1024
         # 0.56 -> 0.44, 20x768x768 0.44 -> 0.38, 128x768x768 1.26 -> 1.18; in cache 20x768x768
         # 0.25 -> 0.20; 128x768x3072 within noise. Not where the 4-row tile's 6-panel column tiles
-        # would compute many more padding columns than the tail's pass costs (``_rows4``).
+        # would compute many more padding columns than the tail's pass costs (``rows4``).
         _strip(4, VB, a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
         return
     mf = m0 + (m1 - m0) // MR * MR
@@ -475,8 +475,7 @@ def parts(M: int, N: int, K: int, threads: int) -> int:
     return max(1, min(threads, int(work)))
 
 
-@njit(inline="always")
-def _rows4(M, npan):  # type: ignore[no-untyped-def]
+def rows4(M: int, npan: int) -> bool:
     """Whether M rows by npan panels take AVX-512's 4-row tiles alone (``_rows``): M a multiple of 4
     but not of 6, and the padding panels their 6-panel column tiles add over the 6-row tile's 4-panel
     ones, over all M rows, cost at most what re-reading B costs (counted as 6 rows' worth):
@@ -484,9 +483,12 @@ def _rows4(M, npan):  # type: ignore[no-untyped-def]
     return M % MR != 0 and M % 4 == 0 and ((-npan) % 6 - (-npan) % 4) * M <= 6 * npan
 
 
+_rows4 = njit(inline="always")(rows4)  # the kernels' copy (the Python one plans splits: no compile)
+
+
 def _tile_rows(M: int, isa: str, npan: int) -> int:
     """Rows of the register tile ``_gemm`` uses for M rows by npan panels (the main tile, or the tail's)."""
-    if isa == "avx512" and _rows4(M, npan):
+    if isa == "avx512" and rows4(M, npan):
         return 4
     return MR if M >= MR else 1 if M == 1 else 2 if M == 2 else 4 if M <= 4 else 6
 
