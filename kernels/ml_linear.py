@@ -1,11 +1,13 @@
 """Linear models of ai.onnx.ml: LinearClassifier and LinearRegressor.
 
-Scores are one float32 product ``X @ W^T + b`` (``Packed``: on jitort's packed GEMM, kernels/gemm.py,
-the coefficients packed once at lowering and the intercepts as its bias, when there are 16 outputs
-or more; else one vectorised dot product per score), rows split across the session's threads for
-large batches, as onnxruntime computes them in float32 whatever the input type. One compiled pass then takes the labels and applies the post-transform
-in place (onnxruntime's batched ones, kernels/ml_scores.py), including the binary classifier's
-second class ``[1 - s, s]`` (of the raw score, or of its logistic under LOGISTIC).
+Scores are one float32 product ``X @ W^T + b`` (``Packed``: up to 8 outputs as vectorised dot
+products, all of a row's in one pass; more on jitort's packed GEMM, kernels/gemm.py, the coefficients
+packed once at lowering and the intercepts as its bias), rows split across the session's threads for
+large batches, as onnxruntime computes them in float32 whatever the input type. A classifier on the dot
+products runs scores, labels and post-transform per block of rows in one compiled pass (``_classify``);
+otherwise one compiled pass after the product takes the labels and applies the post-transform
+(onnxruntime's batched ones, kernels/ml_scores.py), including the binary classifier's second class
+``[1 - s, s]`` (of the raw score, or of its logistic under LOGISTIC).
 """
 from __future__ import annotations
 
