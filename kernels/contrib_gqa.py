@@ -22,7 +22,9 @@ One kernel writes Q (rotated, BNSH) and the caches; one kernel per (batch, KV he
 in blocks with an online softmax (running max and sum, the accumulator rescaled once per block), so
 nothing of size S x T is materialised and the compiled code does not depend on any length: one
 compile serves every prompt and every decode step. Work splits over (batch, KV head)
-units across the session's threads. (The kernels are in ``kernels/gqa_kernels.py``.)
+units across the session's threads. (The kernels are in ``kernels/gqa_kernels.py``.) A prompt of
+``TILE_ROWS`` query rows or more runs its attention on score tiles from GEMMs instead
+(``kernels/gqa_prefill.py``): the same semantics, rounding differently.
 
 A model's plain step (float32, past caches given, no bias, sink, position_ids or later inputs,
 valid attributes: checked once, when the plan is lowered) calls ``GroupQueryAttention_step``:
@@ -56,12 +58,15 @@ from jitort.kernels.gqa_kernels import attend as _attend
 from jitort.kernels.gqa_kernels import decode_step
 from jitort.kernels.gqa_kernels import prepare as _prepare
 from jitort.kernels.gqa_kernels import prepare_attend as _prepare_attend
+from jitort.kernels import gqa_prefill
+from jitort.kernels.attention_gemm import cblas_address, set_blas_threads_here
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus
 from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
 OP = "GroupQueryAttention"
+TILE_ROWS = 16  # from this many query rows on, the attention runs on GEMM tiles (gqa_prefill)
 _FLOPS_PER_PART = 4e6  # below this much work per thread, a pool hand-off costs more than it saves
 
 
@@ -72,6 +77,25 @@ def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
         _attend(*args, 0, 1)
         return
     run_parts(lambda p: _attend(*args, p, nparts), nparts, nparts)
+
+
+def _tile_part(args: tuple[Any, ...], p: int, nparts: int) -> None:
+    set_blas_threads_here(1)
+    gqa_prefill.attend_tiles(*args, *gqa_prefill.scratch(), p, nparts)
+
+
+def _run_tiles(args: tuple[Any, ...], nparts: int) -> None:
+    """``gqa_prefill.attend_tiles`` over its tasks on jitort's pool, each thread's GEMMs on one BLAS
+    thread; tasks are split, never shared: results do not depend on nparts."""
+    prev = set_blas_threads_here(1)
+    try:
+        if nparts <= 1:
+            gqa_prefill.attend_tiles(*args, *gqa_prefill.scratch(), 0, 1)
+        else:
+            run_parts(lambda p: _tile_part(args, p, nparts), nparts, nparts)
+    finally:
+        if prev > 0:
+            set_blas_threads_here(prev)
 
 
 def _unsupported(what: str) -> OrtNotImplemented:
@@ -181,12 +205,13 @@ def GroupQueryAttention_step(query: np.ndarray, key: np.ndarray | None, value: n
     """A lowered GroupQueryAttention whose dtypes, ranks and attributes ``_lower`` checked when the
     plan was built (``step``: num_heads, kv_num_heads, scale, softcap, do_rotary, rotary_interleaved,
     local_window_size, causal, output count): ``decode_step`` checks the shapes and lengths and runs
-    it; anything it leaves (a wrong shape, work for several threads, a strided input) goes to
+    it; anything it leaves (a wrong shape, work for several threads, a prompt of ``TILE_ROWS`` rows or
+    more, a strided input) goes to
     ``GroupQueryAttention(..., **attrs)``, whose results are the same bitwise, or whose error."""
     N, K, scale, softcap, rotary, interleaved, window, causal, nout = step
     packed = key is None
-    if total_sequence_length.size == 1 and query.flags.c_contiguous and past_key.flags.c_contiguous \
-            and past_value.flags.c_contiguous and (packed or (key.flags.c_contiguous  # type: ignore[union-attr]
+    if query.shape[1] < TILE_ROWS and total_sequence_length.size == 1 and query.flags.c_contiguous \
+            and past_key.flags.c_contiguous and past_value.flags.c_contiguous and (packed or (key.flags.c_contiguous  # type: ignore[union-attr]
                                                              and value.flags.c_contiguous)):  # type: ignore[union-attr]
         ks = query if packed else key
         vs = query if packed else value
@@ -390,7 +415,11 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     prep = (qs, ks, vs, *heads, pk, pv, npast, pos, cos, sin, bool(do_rotary), bool(rotary_interleaved), q, kc, vc)
     att = (tot, past, bool(causal), int(local_window_size), sc, float(softcap), bias, sink, use_sink, out)
     nparts = _nparts(B, kvN, N, S, L, H)
-    if nparts == 1:
+    if S >= TILE_ROWS:  # a prompt: score tiles from GEMMs (gqa_prefill)
+        _prepare(*prep)
+        tasks = B * kvN * (-(-S // gqa_prefill.SB))
+        _run_tiles((cblas_address(_F32), q, kc, vc) + att, min(nparts, tasks))
+    elif nparts == 1:
         _prepare_attend(*prep, *att)  # one dispatch from Python: each costs ~1 us per argument
     else:
         _prepare(*prep)
