@@ -64,8 +64,10 @@ def attend_tiles(fn, q, kc, vc, total, past, causal, window, scale, softcap, bia
     hi_s = np.empty(SB, np.int64)
     nsb = (S + SB - 1) // SB
     for task in range(part, B * K * nsb, nparts):
-        sb = task % nsb
         unit = task // nsb
+        sb = task % nsb
+        if unit % 2:  # odd units take their blocks last first: a causal block's work grows with sb,
+            sb = nsb - 1 - sb  # so 2 parts get the same work (else one got all the last blocks)
         b = unit // K
         kh = unit - b * K
         s0 = sb * SB
