@@ -23,8 +23,8 @@ in blocks with an online softmax (running max and sum, the accumulator rescaled 
 nothing of size S x T is materialised and the compiled code does not depend on any length: one
 compile serves every prompt and every decode step. Work splits over (batch, KV head)
 units across the session's threads. (The kernels are in ``kernels/gqa_kernels.py``.) A prompt of
-``TILE_ROWS`` query rows or more runs its attention on score tiles from GEMMs instead
-(``kernels/gqa_prefill.py``): the same semantics, rounding differently.
+``TILE_ROWS`` query rows or more and ``TILE_FLOPS`` of work runs its attention on score tiles from
+GEMMs instead (``kernels/gqa_prefill.py``): the same semantics, rounding differently.
 
 A model's plain step (float32, past caches given, no bias, sink, position_ids or later inputs,
 valid attributes: checked once, when the plan is lowered) calls ``GroupQueryAttention_step``:
@@ -66,7 +66,18 @@ from jitort.protos import unknown_dim
 
 MS = "com.microsoft"
 OP = "GroupQueryAttention"
-TILE_ROWS = 16  # from this many query rows on, the attention runs on GEMM tiles (gqa_prefill)
+# a prompt of TILE_ROWS query rows or more and TILE_FLOPS of attention work runs on GEMM tiles
+# (gqa_prefill): their fixed cost (the general path's Python, BLAS calls per head) is ~35 us more. On
+# the Intel Ice Lake VM, 1 thread, the tiles vs the row kernel: 12/4 heads of 64, S = 16: 84 vs 59 us,
+# S = 32: 145 vs 143, S = 64: 345 vs 462; 4/2 heads of 16, S = 32: 67 vs 41, S = 64: 103 vs 101.
+TILE_ROWS = 16
+TILE_FLOPS = 4e6
+
+
+def _tiles(B: int, N: int, S: int, L: int, H: int) -> bool:
+    return S >= TILE_ROWS and 4.0 * S * L * H * B * N >= TILE_FLOPS
+
+
 _FLOPS_PER_PART = 4e6  # below this much work per thread, a pool hand-off costs more than it saves
 
 
@@ -205,14 +216,17 @@ def GroupQueryAttention_step(query: np.ndarray, key: np.ndarray | None, value: n
     """A lowered GroupQueryAttention whose dtypes, ranks and attributes ``_lower`` checked when the
     plan was built (``step``: num_heads, kv_num_heads, scale, softcap, do_rotary, rotary_interleaved,
     local_window_size, causal, output count): ``decode_step`` checks the shapes and lengths and runs
-    it; anything it leaves (a wrong shape, work for several threads, a prompt of ``TILE_ROWS`` rows or
-    more, a strided input) goes to
+    it; anything it leaves (a wrong shape, work for several threads, a prompt for the tiles
+    (``_tiles``), a strided input) goes to
     ``GroupQueryAttention(..., **attrs)``, whose results are the same bitwise, or whose error."""
     N, K, scale, softcap, rotary, interleaved, window, causal, nout = step
     packed = key is None
-    if query.shape[1] < TILE_ROWS and total_sequence_length.size == 1 and query.flags.c_contiguous \
-            and past_key.flags.c_contiguous and past_value.flags.c_contiguous and (packed or (key.flags.c_contiguous  # type: ignore[union-attr]
-                                                             and value.flags.c_contiguous)):  # type: ignore[union-attr]
+    B, S, D = query.shape
+    if total_sequence_length.size == 1 and query.flags.c_contiguous and past_key.flags.c_contiguous \
+            and past_value.flags.c_contiguous and (packed or (key.flags.c_contiguous  # type: ignore[union-attr]
+                                                             and value.flags.c_contiguous)) \
+            and (S < TILE_ROWS or not _tiles(B, N, S, max(int(total_sequence_length.item()), past_key.shape[2]),
+                                             D // (N + 2 * K if packed else N))):  # type: ignore[union-attr]
         ks = query if packed else key
         vs = query if packed else value
         status, out, kc, vc = decode_step(
@@ -415,7 +429,7 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     prep = (qs, ks, vs, *heads, pk, pv, npast, pos, cos, sin, bool(do_rotary), bool(rotary_interleaved), q, kc, vc)
     att = (tot, past, bool(causal), int(local_window_size), sc, float(softcap), bias, sink, use_sink, out)
     nparts = _nparts(B, kvN, N, S, L, H)
-    if S >= TILE_ROWS:  # a prompt: score tiles from GEMMs (gqa_prefill)
+    if _tiles(B, N, S, L, H):  # a prompt: score tiles from GEMMs (gqa_prefill)
         _prepare(*prep)
         tasks = B * kvN * (-(-S // gqa_prefill.SB))
         _run_tiles((cblas_address(_F32), q, kc, vc) + att, min(nparts, tasks))

@@ -108,8 +108,15 @@ def test_group_query_attention(name):
     _check(*_build(N, kvN, H, B, S, **opts))
 
 
-# prompts of TILE_ROWS (16) rows or more run on GEMM tiles (kernels/gqa_prefill.py): several query
-# blocks (SB = 64), several key blocks (TB = 128: a long past), masks cutting through blocks
+# prompts of TILE_ROWS (16) rows or more run on GEMM tiles (kernels/gqa_prefill.py) where the work
+# is worth it (TILE_FLOPS, 0 here): several query blocks (SB = 64), several key blocks (TB = 128: a
+# long past), masks cutting through blocks
+
+
+@pytest.fixture
+def tiles(monkeypatch):
+    from jitort.kernels import contrib_gqa
+    monkeypatch.setattr(contrib_gqa, "TILE_FLOPS", 0)
 TILE_GRID = {
     "prompt": (4, 2, 32, 2, 70, {}),
     "prompt_padded": (4, 2, 16, 2, 40, dict(seqlens=[40, 23])),
@@ -128,13 +135,13 @@ TILE_GRID = {
 
 
 @pytest.mark.parametrize("name", list(TILE_GRID))
-def test_prompt_tiles(name):
+def test_prompt_tiles(name, tiles):
     N, kvN, H, B, S, opts = TILE_GRID[name]
     _check(*_build(N, kvN, H, B, S, **opts))
 
 
 @pytest.mark.parametrize("name", ["prompt", "window_long_past", "all_options"])
-def test_prompt_tiles_without_blas(name, monkeypatch):
+def test_prompt_tiles_without_blas(name, monkeypatch, tiles):
     """The tiles' loop GEMM (no BLAS: attention_gemm's fallback) gives onnxruntime's result too."""
     from jitort.kernels import attention_gemm
     monkeypatch.setattr(attention_gemm, "use_blas", False)
@@ -142,7 +149,7 @@ def test_prompt_tiles_without_blas(name, monkeypatch):
     _check(*_build(N, kvN, H, B, S, **opts))
 
 
-def test_prompt_tiles_threads_and_rows(monkeypatch):
+def test_prompt_tiles_threads_and_rows(monkeypatch, tiles):
     """The tiles' tasks split over 2 threads give the same bits as 1 thread; the row kernel
     (gqa_kernels.attend, TILE_ROWS raised) agrees to rounding."""
     from jitort.kernels import contrib_gqa
