@@ -94,21 +94,20 @@ def attend_tiles(fn, q, kc, vc, total, past, causal, window, scale, softcap, bia
             for t0 in range(lo, hi, TB):
                 nt = min(TB, hi - t0)
                 gemm(fn, 0, 1, ns, nt, H, sc32, qf[qo:], H, kf[ko + t0 * H:], H, zero, sc, nt)
+                sc2 = sc[:ns * nt].reshape(ns, nt)  # 2-D indices, not row views (an NRT count pair each)
                 for i in range(ns):
-                    row = sc[i * nt:(i + 1) * nt]
                     if cap > zero:
                         for j in range(nt):
-                            row[j] = cap * tanh_f32(row[j] / cap)
+                            sc2[i, j] = cap * tanh_f32(sc2[i, j] / cap)
                     if Tb > 0:
-                        brow = bias[bb, h if Nb > 1 else 0, s0 + i]
+                        hb = h if Nb > 1 else 0
                         for j in range(nt):
-                            row[j] += brow[t0 + j]
-                    a = min(max(lo_s[i] - t0, 0), nt)
-                    e = min(max(hi_s[i] - t0, a), nt)
-                    for j in range(a):
-                        row[j] = ninf
-                    for j in range(e, nt):
-                        row[j] = ninf
+                            sc2[i, j] += bias[bb, hb, s0 + i, t0 + j]
+                    a = lo_s[i] - t0
+                    e = hi_s[i] - t0
+                    if a > 0 or e < nt:  # one select pass (vectorises; a loop from a bound did not)
+                        for j in range(nt):
+                            sc2[i, j] = sc2[i, j] if a <= j < e else ninf
                 _max_shift(sc, sci, ns, nt, m, shift, t0 == lo and not use_sink)
                 _exp(sc[:ns * nt], pr[:ns * nt])
                 _sums(pr, ns, nt, lsum, shift)
@@ -116,22 +115,19 @@ def attend_tiles(fn, q, kc, vc, total, past, causal, window, scale, softcap, bia
                     for i in range(ns):
                         a = shift[i]
                         if a != one:
-                            orow = of[oo + i * D:oo + i * D + H]
                             for j in range(H):
-                                orow[j] *= a
+                                out[b, s0 + i, h * H + j] *= a
                 gemm(fn, 0, 0, ns, H, nt, one, pr, nt, vf[ko + t0 * H:], H, zero if t0 == lo else one, of[oo:], D)
             for i in range(ns):
-                orow = of[oo + i * D:oo + i * D + H]
                 if lo >= hi:  # no row of this block sees a key
                     for j in range(H):
-                        orow[j] = zero
+                        out[b, s0 + i, h * H + j] = zero
                     continue
                 if use_sink:
                     lsum[i] += exp_f32(sink[h] - m[i])
                 inv = one / lsum[i] if lsum[i] > zero else zero
                 for j in range(H):
-                    orow[j] *= inv
-
+                    out[b, s0 + i, h * H + j] *= inv
 
 _local = threading.local()
 
