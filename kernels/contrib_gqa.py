@@ -54,12 +54,12 @@ from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
+from jitort.kernels import gqa_prefill
+from jitort.kernels.attention_gemm import cblas_address, set_blas_threads_here
 from jitort.kernels.gqa_kernels import attend as _attend
 from jitort.kernels.gqa_kernels import decode_step
 from jitort.kernels.gqa_kernels import prepare as _prepare
 from jitort.kernels.gqa_kernels import prepare_attend as _prepare_attend
-from jitort.kernels import gqa_prefill
-from jitort.kernels.attention_gemm import cblas_address, set_blas_threads_here
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus
 from jitort.protos import unknown_dim
@@ -216,9 +216,9 @@ def GroupQueryAttention_step(query: np.ndarray, key: np.ndarray | None, value: n
     """A lowered GroupQueryAttention whose dtypes, ranks and attributes ``_lower`` checked when the
     plan was built (``step``: num_heads, kv_num_heads, scale, softcap, do_rotary, rotary_interleaved,
     local_window_size, causal, output count): ``decode_step`` checks the shapes and lengths and runs
-    it; anything it leaves (a wrong shape, work for several threads, a prompt for the tiles
-    (``_tiles``), a strided input) goes to
-    ``GroupQueryAttention(..., **attrs)``, whose results are the same bitwise, or whose error."""
+    it; anything it leaves (a wrong shape, work for several threads, a strided input) goes to
+    ``GroupQueryAttention(..., **attrs)``, whose results are the same bitwise, or whose error. A
+    prompt for the tiles (``_tiles``) goes there directly."""
     N, K, scale, softcap, rotary, interleaved, window, causal, nout = step
     packed = key is None
     B, S, D = query.shape
