@@ -400,7 +400,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     # the caches: past rows, then the new ones (onnxruntime writes all S new rows, padding included);
     # their length comes from a model input: bounded before allocating
     memory.check(OP, (B, kvN, L, H), np.float32)
-    q = np.empty((B, N, S, H), np.float32)
+    tiles = _tiles(B, N, S, L, H)  # a prompt: score tiles from GEMMs (gqa_prefill), which rotate Q themselves
+    q = np.empty((B, N, 0 if tiles else S, H), np.float32)
     kc = np.empty((B, kvN, L, H), np.float32)
     vc = np.empty((B, kvN, L, H), np.float32)
     npast = np.zeros(B, np.int64) if first else past
@@ -429,10 +430,11 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
     prep = (qs, ks, vs, *heads, pk, pv, npast, pos, cos, sin, bool(do_rotary), bool(rotary_interleaved), q, kc, vc)
     att = (tot, past, bool(causal), int(local_window_size), sc, float(softcap), bias, sink, use_sink, out)
     nparts = _nparts(B, kvN, N, S, L, H)
-    if _tiles(B, N, S, L, H):  # a prompt: score tiles from GEMMs (gqa_prefill)
+    if tiles:
         _prepare(*prep)
         tasks = B * kvN * (-(-S // gqa_prefill.SB))
-        _run_tiles((cblas_address(_F32), q, kc, vc) + att, min(nparts, tasks))
+        rot = (qs, heads[0], pos, cos, sin, bool(do_rotary), bool(rotary_interleaved))
+        _run_tiles((cblas_address(_F32),) + rot + (kc, vc) + att, min(nparts, tasks))
     elif nparts == 1:
         _prepare_attend(*prep, *att)  # one dispatch from Python: each costs ~1 us per argument
     else:

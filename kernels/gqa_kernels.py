@@ -242,14 +242,16 @@ def _copy_flat(src, dst, n):
 
 @njit(**_JIT)
 def prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interleaved, q, kc, vc, copy_past=True):
-    """Q heads of qs [B, S, *, H] (from head qo) rotated into q [B, N, S, H]; the caches kc, vc
-    [B, Nkv, L, H]: past rows [0, npast[b]) of pk, pv, the new K (rotated) and V rows of ks, vs
-    (from heads ko, vo) after them, zeros after that. pos [B, S] rotary positions."""
-    B, N, S, H = q.shape
+    """Q heads of qs [B, S, *, H] (from head qo) rotated into q [B, N, S, H] (q [B, N, 0, H]: none,
+    the caller rotates Q itself); the caches kc, vc [B, Nkv, L, H]: past rows [0, npast[b]) of pk,
+    pv, the new K (rotated) and V rows of ks, vs (from heads ko, vo) after them, zeros after that.
+    pos [B, S] rotary positions."""
+    B, S, H = qs.shape[0], qs.shape[1], qs.shape[3]
+    N = q.shape[1]
     K = kc.shape[1]
     for b in range(B):
         pb = pos[b]
-        for h in range(N):
+        for h in range(N if q.shape[2] == S else 0):
             _rotate_rows(qs[b, :, qo + h], q[b, h], 0, pb, cos, sin, rotary, interleaved)
         n0 = npast[b]
         for k in range(K):

@@ -18,7 +18,10 @@ thread runs its GEMMs on one BLAS thread (``attention_gemm.set_blas_threads_here
 Measured on the Intel Xeon (Ice Lake-SP) 2-vCPU VM, one thread, the benchmark decoder's shapes
 (S = 128, 12 query / 4 KV heads, H = 64), caches warm: the attention of a 128-token prompt took
 1.3-1.5 ms per layer with ``gqa_kernels.attend``, 0.62 ms here (0.37 ms of it the GEMMs, ~100
-GFLOP/s; SB = 32 was 3 % faster, SB = 128 40 % slower).
+GFLOP/s; SB = 32 was 3 % faster, SB = 128 40 % slower). Each task rotates its query rows itself
+(one head's block at a time, into an L1 scratch): inside the model run, where the caches are cold,
+``prepare`` writing a rotated Q [B, N, S, H] took 255-280 us per layer, 100 us without Q, and the
+whole node 1.45-1.75 ms per layer, 1.2-1.25 ms after (CPU time, the VM under load ~2).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from numba import njit
 from jitort.kernels.attention import _max_shift, _sums
 from jitort.kernels.attention_gemm import gemm
 from jitort.kernels.fastmath import exp_f32, tanh_f32
+from jitort.kernels.gqa_kernels import _rotate_rows
 from jitort.kernels.softmax import exp_block as _exp
 
 SB = 64   # query rows per task
@@ -39,24 +43,30 @@ _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmat
 
 
 @njit(**_JIT)
-def attend_tiles(fn, q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, use_sink, out, sc, pr,
-                 part, nparts):  # type: ignore[no-untyped-def]
+def attend_tiles(fn, qs, qo, pos, cos, sin, rotary, interleaved, kc, vc, total, past, causal, window, scale, softcap,
+                 bias, sink, use_sink, out, sc, pr, part, nparts):  # type: ignore[no-untyped-def]
     """Tasks (b, kv head, query block) with ``task % nparts == part``: out[b, s, h*H:(h+1)*H] =
-    softmax over keys [start_s, end_s) of the scores, times V. q [B, N, S, H]; kc, vc [B, Nkv, L, H];
-    total, past [B]; bias [Bb, Nb, S, Tb] (Tb 0: none); sink [N]; out [B, S, N*H]; sc, pr: this
-    thread's scratch of SB * TB floats. ``fn``: the cblas_sgemm address (0: loop kernel)."""
-    B, N, S, H = q.shape
+    softmax over keys [start_s, end_s) of the scores, times V. The query heads are qs [B, S, *, H]
+    from head qo, rotated here block by block at positions pos [B, S] (``rotary``; cos/sin [M, r/2]):
+    writing a rotated Q [B, N, S, H] and reading it back cost more (caches cold in a model run).
+    kc, vc [B, Nkv, L, H]; total, past [B]; bias [Bb, Nb, S, Tb] (Tb 0: none); sink [N]; out [B, S,
+    N*H]; sc, pr: this thread's scratch of SB * TB floats. ``fn``: the cblas_sgemm address (0: loop
+    kernel)."""
+    B, S, H = qs.shape[0], qs.shape[1], qs.shape[3]
+    D = out.shape[2]
+    N = D // H
     K, L = kc.shape[1], kc.shape[2]
     g = N // K
-    D = N * H
     Bb, Nb, Tb = bias.shape[0], bias.shape[1], bias.shape[3]
     ninf = np.float32(-np.inf)
     zero = np.float32(0)
     one = np.float32(1)
     sc32 = np.float32(scale)
     cap = np.float32(softcap)
+    qb = np.empty((SB, H), np.float32)  # one head's rotated query rows of a block
+    qf = qb.reshape(-1)
     sci = sc.view(np.int32)
-    qf, kf, vf, of = q.reshape(-1), kc.reshape(-1), vc.reshape(-1), out.reshape(-1)
+    kf, vf, of = kc.reshape(-1), vc.reshape(-1), out.reshape(-1)
     m = np.empty(SB, np.float32)
     shift = np.empty(SB, np.float32)
     lsum = np.empty(SB, np.float32)
@@ -86,14 +96,14 @@ def attend_tiles(fn, q, kc, vc, total, past, causal, window, scale, softcap, bia
         bb = b if Bb > 1 else 0
         for r in range(g):
             h = kh * g + r
-            qo = ((b * N + h) * S + s0) * H
+            _rotate_rows(qs[b, s0:s0 + ns, qo + h], qb, 0, pos[b, s0:s0 + ns], cos, sin, rotary, interleaved)
             oo = (b * S + s0) * D + h * H
             for i in range(ns):
                 m[i] = sink[h] if use_sink else ninf
                 lsum[i] = zero
             for t0 in range(lo, hi, TB):
                 nt = min(TB, hi - t0)
-                gemm(fn, 0, 1, ns, nt, H, sc32, qf[qo:], H, kf[ko + t0 * H:], H, zero, sc, nt)
+                gemm(fn, 0, 1, ns, nt, H, sc32, qf, H, kf[ko + t0 * H:], H, zero, sc, nt)
                 sc2 = sc[:ns * nt].reshape(ns, nt)  # 2-D indices, not row views (an NRT count pair each)
                 for i in range(ns):
                     if cap > zero:
