@@ -2,7 +2,7 @@
 
     python benchmarks/bench_llm_decode.py [--rounds 30] [--threads 1,2] [--contexts 64,512] [--ort-spin on|off]
                                           [--models tiny,large,large-int4] [--prefill 128] [--op-rows 1,128]
-                                          [--python-parts] [--clock wall|thread]
+                                          [--python-parts] [--clock wall|thread] [--save-models DIR]
 
 The models are ``tests/test_llm_decode.py``'s ``llama_decoder`` (onnxruntime-genai's graph layout,
 random weights): ``tiny`` (hidden 64, 4 heads / 2 KV heads, 2 layers, FFN 128, vocab 64),
@@ -23,6 +23,10 @@ with more threads are then not latencies (their other threads' work is not count
 
 ``--python-parts`` adds a column to the decode and MatMulNBits tables: jitort with its GEMM / MatMulNBits splits run as
 Python parts with the thresholds they had before native parts (``PYTHON_PARTS``), in the same rounds.
+
+``--contexts ''`` leaves the decode table out. ``--save-models DIR`` writes each model as
+``DIR/<model>.onnx`` (for ``jitort profile DIR/large.onnx --dim sequence_length=128 ...`` or a
+per-op comparison with onnxruntime's profile).
 
 A third table (``--op-rows``, empty: none) times one int4 MatMulNBits node (block 32, no zero
 points) alone, at the large model's projection shapes K x N and M rows of A (1: a decode step's
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--contexts", default="64,512")
+    ap.add_argument("--contexts", default="64,512", help="decode-step contexts ('': no decode table)")
+    ap.add_argument("--save-models", metavar="DIR", help="also write each model to DIR/<model>.onnx")
     ap.add_argument("--models", default="tiny,large,large-int4")
     ap.add_argument("--prefill", type=int, default=128, help="prompt length of the prefill table (0: none)")
     ap.add_argument("--op-rows", default="1,128", help="rows of A of the MatMulNBits table ('': none)")
@@ -219,12 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {cpu_label()}; onnxruntime {onnxruntime.__version__} (intra-op spinning {args.ort_spin}); "
           f"clock: {args.clock}; load average before: {_load()}")
     py = args.python_parts
+    if args.save_models:
+        import onnx
+        os.makedirs(args.save_models, exist_ok=True)
+        for name in args.models.split(","):
+            onnx.save(llama_decoder(**MODELS[name]), os.path.join(args.save_models, f"{name}.onnx"))
     print("| model | threads | context | jitort ms/token | onnxruntime ms/token | ratio |"
           + (" python parts ms | ratio |" if py else "") + " load |")
     print("|---|---|---|---|---|---|" + ("---|---|" if py else "") + "---|")
     for name in args.models.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
-            for context in (int(c) for c in args.contexts.split(",")):
+            for context in (int(c) for c in args.contexts.split(",") if c):
                 r = bench(name, threads, context, args.rounds, python_parts=py)
                 extra = f" {r['py_ms']:.3f} | {r['py_ratio']:.2f}x |" if py else ""
                 print(f"| {name} | {threads} | {context} | {r['jitort_ms']:.3f} | {r['ort_ms']:.3f} | "

@@ -108,6 +108,64 @@ def test_group_query_attention(name):
     _check(*_build(N, kvN, H, B, S, **opts))
 
 
+# prompts of TILE_ROWS (16) rows or more run on GEMM tiles (kernels/gqa_prefill.py) where the work
+# is worth it (TILE_FLOPS, 0 here): several query blocks (SB = 64), several key blocks (TB = 128: a
+# long past), masks cutting through blocks
+
+
+@pytest.fixture
+def tiles(monkeypatch):
+    from jitort.kernels import contrib_gqa
+    monkeypatch.setattr(contrib_gqa, "TILE_FLOPS", 0)
+TILE_GRID = {
+    "prompt": (4, 2, 32, 2, 70, {}),
+    "prompt_padded": (4, 2, 16, 2, 40, dict(seqlens=[40, 23])),
+    "prompt_packed_rotary": (4, 2, 32, 1, 33, dict(packed=True, rotary=16)),
+    "rotary_interleaved": (4, 2, 16, 2, 20, dict(rotary=8, rotary_interleaved=1)),
+    "mha": (2, 2, 16, 1, 16, {}),
+    "subsequent_long_past": (4, 1, 16, 1, 40, dict(P=150, rotary=8)),
+    "static_cache": (4, 2, 16, 2, 20, dict(P=40, seqlens=[20, 17], total=20)),
+    "window": (4, 2, 16, 1, 90, dict(local_window_size=20)),
+    "window_long_past": (2, 1, 16, 1, 50, dict(P=200, local_window_size=130)),
+    "all_options": (4, 2, 16, 1, 30, dict(rotary=8, local_window_size=7, softcap=3.0, bias="head", sink=True)),
+    "smooth_softmax": (4, 2, 16, 2, 20, dict(smooth_softmax=1)),
+    "bias_batch_past": (4, 2, 16, 1, 20, dict(P=10, bias="batch")),
+    "non_causal": (4, 2, 16, 2, 24, dict(causal=0, seqlens=[24, 13])),
+}
+
+
+@pytest.mark.parametrize("name", list(TILE_GRID))
+def test_prompt_tiles(name, tiles):
+    N, kvN, H, B, S, opts = TILE_GRID[name]
+    _check(*_build(N, kvN, H, B, S, **opts))
+
+
+@pytest.mark.parametrize("name", ["prompt", "window_long_past", "all_options"])
+def test_prompt_tiles_without_blas(name, monkeypatch, tiles):
+    """The tiles' loop GEMM (no BLAS: attention_gemm's fallback) gives onnxruntime's result too."""
+    from jitort.kernels import attention_gemm
+    monkeypatch.setattr(attention_gemm, "use_blas", False)
+    N, kvN, H, B, S, opts = TILE_GRID[name]
+    _check(*_build(N, kvN, H, B, S, **opts))
+
+
+def test_prompt_tiles_threads_and_rows(monkeypatch, tiles):
+    """The tiles' tasks split over 2 threads give the same bits as 1 thread; the row kernel
+    (gqa_kernels.attend, TILE_ROWS raised) agrees to rounding."""
+    from jitort.kernels import contrib_gqa
+    feeds, names, attrs = _build(4, 2, 16, 2, 70, rotary=8, seqlens=[70, 51], bias="head")
+    args = [feeds.get(n) if n else None for n in names]
+    outs = {}
+    for parts in (1, 2):
+        monkeypatch.setattr(contrib_gqa, "_nparts", lambda *a, p=parts: p)
+        outs[parts] = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
+    for a, b in zip(outs[1], outs[2]):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(contrib_gqa, "TILE_ROWS", 1 << 30)
+    rows = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
+    assert_close(list(outs[1]), list(rows), 1e-5, 1e-6)
+
+
 def test_float16():
     feeds, names, attrs = _build(4, 2, 16, 2, 1, P=5, rotary=8, dtype=np.float16)
     _check(feeds, names, attrs, rtol=1e-2, atol=1e-2)
