@@ -56,7 +56,7 @@ def _int_view_ov(x):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _max_shift(sc, sci, ns, nt, m, shift, first):  # type: ignore[no-untyped-def]
+def max_shift(sc, sci, ns, nt, m, shift, first):  # type: ignore[no-untyped-def]
     """Per row of the [ns, nt] tile: the running max m (new max -> m, rescale factor of the earlier
     partial sums -> shift), and the row minus it. The row max goes through order-preserving integer
     keys: that reduction vectorises, a float max stays a scalar chain (0.09 vs 0.55 ns per float32
@@ -89,7 +89,7 @@ def _max_shift(sc, sci, ns, nt, m, shift, first):  # type: ignore[no-untyped-def
 
 
 @njit(**_JIT)
-def _sums(pr, ns, nt, lsum, shift):  # type: ignore[no-untyped-def]
+def row_sums(pr, ns, nt, lsum, shift):  # type: ignore[no-untyped-def]
     zero = pr.dtype.type(0)
     for i in range(ns):
         base = i * nt
@@ -192,9 +192,9 @@ def _attend(fn, q, k, v, o, st, madd, mkeep, dims, flags, scale, fill, sc, pr, p
                                 row[j] = fill
                     elif has_add:
                         _add(row, madd, b * st[4, 0] + n * st[4, 1] + s * st[4, 2] + t0 * st[4, 3], st[4, 3])
-            _max_shift(sc, sci, ns, nt, m, shift, t0 == 0)
+            max_shift(sc, sci, ns, nt, m, shift, t0 == 0)
             _exp(sc[:ns * nt], pr[:ns * nt])  # one flat call: see kernels/softmax.py
-            _sums(pr, ns, nt, lsum, shift)
+            row_sums(pr, ns, nt, lsum, shift)
             for i in range(ns):
                 if t0 > 0 and shift[i] != one:
                     orow = o[oo + i * st[3, 2]:oo + i * st[3, 2] + HV]

@@ -200,7 +200,7 @@ def _attend(q, kc, vc, total, past, causal, window, scale, softcap, bias, sink, 
 
 
 @njit(inline="always")
-def _rotate_rows(x, y, y0, pos, cos, sin, rotary, interleaved):  # type: ignore[no-untyped-def]
+def rotate_rows(x, y, y0, pos, cos, sin, rotary, interleaved):  # type: ignore[no-untyped-def]
     """y[y0 + s] = x[s] rotated at position pos[s], for the S rows of x [S, H] (a head's rows, strided)
     into y [*, H] (cos/sin [M, r/2]; features past r copied). Row by row with 2-D indices on two
     views per head: called per row with four row views (NRT reference counts each) it cost ~0.1 us a
@@ -252,15 +252,15 @@ def prepare(qs, ks, vs, qo, ko, vo, pk, pv, npast, pos, cos, sin, rotary, interl
     for b in range(B):
         pb = pos[b]
         for h in range(N if q.shape[2] == S else 0):
-            _rotate_rows(qs[b, :, qo + h], q[b, h], 0, pb, cos, sin, rotary, interleaved)
+            rotate_rows(qs[b, :, qo + h], q[b, h], 0, pb, cos, sin, rotary, interleaved)
         n0 = npast[b]
         for k in range(K):
             kd, vd = kc[b, k], vc[b, k]
             if n0 > 0 and copy_past:  # (no past: pk, pv are a placeholder without rows)
                 _copy_flat(pk[b, k], kd, n0 * H)
                 _copy_flat(pv[b, k], vd, n0 * H)
-            _rotate_rows(ks[b, :, ko + k], kd, n0, pb, cos, sin, rotary, interleaved)
-            _rotate_rows(vs[b, :, vo + k], vd, n0, pb, cos, sin, False, False)
+            rotate_rows(ks[b, :, ko + k], kd, n0, pb, cos, sin, rotary, interleaved)
+            rotate_rows(vs[b, :, vo + k], vd, n0, pb, cos, sin, False, False)
             kf, vf = kd.reshape(-1), vd.reshape(-1)
             for i in range((n0 + S) * H, kf.shape[0]):
                 kf[i] = np.float32(0)

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from jitort.kernels.attention import _max_shift, _sums
+from jitort.kernels.attention import max_shift, row_sums
 from jitort.kernels.attention_gemm import gemm
 from jitort.kernels.fastmath import exp_f32, tanh_f32
-from jitort.kernels.gqa_kernels import _rotate_rows
+from jitort.kernels.gqa_kernels import rotate_rows
 from jitort.kernels.softmax import exp_block as _exp
 
 SB = 64   # query rows per task
@@ -96,7 +96,7 @@ def attend_tiles(fn, qs, qo, pos, cos, sin, rotary, interleaved, kc, vc, total, 
         bb = b if Bb > 1 else 0
         for r in range(g):
             h = kh * g + r
-            _rotate_rows(qs[b, s0:s0 + ns, qo + h], qb, 0, pos[b, s0:s0 + ns], cos, sin, rotary, interleaved)
+            rotate_rows(qs[b, s0:s0 + ns, qo + h], qb, 0, pos[b, s0:s0 + ns], cos, sin, rotary, interleaved)
             oo = (b * S + s0) * D + h * H
             for i in range(ns):
                 m[i] = sink[h] if use_sink else ninf
@@ -118,9 +118,9 @@ def attend_tiles(fn, qs, qo, pos, cos, sin, rotary, interleaved, kc, vc, total, 
                     if a > 0 or e < nt:  # one select pass (vectorises; a loop from a bound did not)
                         for j in range(nt):
                             sc2[i, j] = sc2[i, j] if a <= j < e else ninf
-                _max_shift(sc, sci, ns, nt, m, shift, t0 == lo and not use_sink)
+                max_shift(sc, sci, ns, nt, m, shift, t0 == lo and not use_sink)
                 _exp(sc[:ns * nt], pr[:ns * nt])
-                _sums(pr, ns, nt, lsum, shift)
+                row_sums(pr, ns, nt, lsum, shift)
                 if t0 > lo:
                     for i in range(ns):
                         a = shift[i]
