@@ -63,8 +63,10 @@ def _dot_block(typingctx, vbytes, J, x, xo, w, j0, nj, k, out, oo, bias):  # typ
     C-contiguous; w [C, k] flattened): per product one fma chain over the host's vectors (the last one
     masked), the J chains interleaved, then one tree of shuffles and adds that halves every chain's
     lanes together, ending with the J sums in one vector (``_sum_lanes``). Numba's own loop (a
-    reassociated reduction per product, four 8-lane accumulators, a scalar tail) took ~4-5x as long on
-    the Ice Lake VM. Products past nj compute on the last one's weights and are not stored."""
+    reassociated reduction per product, four 8-lane accumulators, a scalar tail) took 1.2-2.8x as long
+    on the Ice Lake VM, 1 thread, 10,000 rows: 50 features to 3 outputs 439 vs 157 us, to 1 output 174
+    vs 143; 100 features to 5 outputs 1.5x the GEMM's time on padded panels, now 0.8x. Products past nj
+    compute on the last one's weights and are not stored."""
     if not isinstance(J, types.IntegerLiteral) or not isinstance(vbytes, types.IntegerLiteral):
         return None
     if x != types.float32[::1] or w != types.float32[::1] or out != types.float32[::1] or bias != types.float32[::1]:
