@@ -155,15 +155,23 @@ def test_prompt_tiles_threads_and_rows(monkeypatch, tiles):
     from jitort.kernels import contrib_gqa
     feeds, names, attrs = _build(4, 2, 16, 2, 70, rotary=8, seqlens=[70, 51], bias="head")
     args = [feeds.get(n) if n else None for n in names]
+    one = _same_bits_on_1_and_2_parts(monkeypatch, args, attrs)
+    monkeypatch.setattr(contrib_gqa, "TILE_ROWS", 1 << 30)
+    rows = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
+    assert_close(list(one), list(rows), 1e-5, 1e-6)
+
+
+def _same_bits_on_1_and_2_parts(monkeypatch, args, attrs):
+    """GroupQueryAttention's outputs with its work in 1 and in 2 parts, asserted bitwise equal; the
+    1-part outputs."""
+    from jitort.kernels import contrib_gqa
     outs = {}
     for parts in (1, 2):
         monkeypatch.setattr(contrib_gqa, "_nparts", lambda *a, p=parts: p)
         outs[parts] = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
     for a, b in zip(outs[1], outs[2]):
         np.testing.assert_array_equal(a, b)
-    monkeypatch.setattr(contrib_gqa, "TILE_ROWS", 1 << 30)
-    rows = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
-    assert_close(list(outs[1]), list(rows), 1e-5, 1e-6)
+    return outs[1]
 
 
 def test_float16():
@@ -188,19 +196,13 @@ def test_refused(attrs, what):
 def test_threads_split_units(monkeypatch):
     """The (batch, KV head) units split over 2 threads give the same bits as 1 thread (each unit's
     rows are written by one thread, in one order), and onnxruntime's result."""
-    from jitort.kernels import contrib_gqa
     feeds, names, attrs = _build(4, 2, 16, 2, 6, rotary=8, bias="head")
     args = [feeds.get(n) if n else None for n in names]
-    outs = {}
-    for parts in (1, 2):
-        monkeypatch.setattr(contrib_gqa, "_nparts", lambda *a, p=parts: p)
-        outs[parts] = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
-    for a, b in zip(outs[1], outs[2]):
-        np.testing.assert_array_equal(a, b)
+    one = _same_bits_on_1_and_2_parts(monkeypatch, args, attrs)
     node = helper.make_node("GroupQueryAttention", names, ["y", "pk", "pv"], domain="com.microsoft", **attrs)
     m = make_model([node], {k: (v.dtype, list(v.shape)) for k, v in feeds.items()}, ["y", "pk", "pv"], {},
                    extra_opsets=MS)
-    assert_close(list(outs[2]), run_ort(m, feeds), 1e-4, 1e-5)
+    assert_close(list(one), run_ort(m, feeds), 1e-4, 1e-5)
 
 
 def _shared_buffer_decode(rt, m, feeds, steps):
