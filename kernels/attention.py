@@ -24,7 +24,6 @@ heads and of the merged output cost no copy. K/V with fewer heads than Q (GQA/MQ
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -33,11 +32,11 @@ from numba.extending import overload
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
-from jitort.kernels.attention_gemm import cblas_address, gemm, set_blas_threads_here
+from jitort.kernels.attention_gemm import cblas_address, gemm, run_tasks
 from jitort.kernels.reduce_math import fexp, fmaximum, is_half, radd
 from jitort.kernels.softmax import exp_block as _exp
 from jitort.kernels.registry import op
-from jitort.kernels.threads import get_num_threads, run_parts, usable_cpus
+from jitort.kernels.threads import get_num_threads, usable_cpus
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 SB = 128    # query rows per task
@@ -243,41 +242,6 @@ def _mask(m: np.ndarray, full: tuple[int, int, int, int], dt: Any, op_name: str)
     return c.reshape(-1), st
 
 
-_local = threading.local()
-
-
-def _scratch(dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's two [SB * TB] score tiles, reused across calls (one kernel runs at a time per
-    thread): a fresh 128 KB buffer per call would be mmapped and page-faulted every time."""
-    bufs = getattr(_local, "bufs", None)
-    if bufs is None:
-        bufs = _local.bufs = {}
-    pair = bufs.get(dt)
-    if pair is None:
-        pair = bufs[dt] = (np.empty(SB * TB, dt), np.empty(SB * TB, dt))
-    return pair
-
-
-def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
-    """_attend(*args, part, nparts) for each part on jitort's pool (threads.run_parts; nogil); tasks
-    are split, never shared, so results do not depend on the thread count. Every thread runs its
-    GEMMs on one BLAS thread (attention_gemm.set_blas_threads_here)."""
-    prev = set_blas_threads_here(1)
-    try:
-        if nparts <= 1:
-            _attend(*args, *_scratch(args[4].dtype), 0, 1)
-            return
-        run_parts(lambda p: _part(args, p, nparts), nparts, nparts)
-    finally:
-        if prev > 0:
-            set_blas_threads_here(prev)
-
-
-def _part(args: tuple[Any, ...], p: int, nparts: int) -> None:
-    set_blas_threads_here(1)
-    _attend(*args, *_scratch(args[4].dtype), p, nparts)
-
-
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _NO_ADD = {_F32: np.zeros(1, _F32), _F64: np.zeros(1, _F64)}
 _NO_KEEP = np.zeros(1, np.bool_)
@@ -360,8 +324,8 @@ def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, add_mask: np.ndarray | N
     tasks = B * N * ((S + SB - 1) // SB)
     nparts = min(get_num_threads() or usable_cpus(), tasks, max(1, int(4.0 * B * N * S * T * max(H, HV)
                                                                        // _FLOPS_PER_PART)))
-    _run_parts((cblas_address(cd), qf, kf, vf, out.reshape(-1), st, maf, mkf, params[:7], params[7:],
-                cd.type(scale), cd.type(fill)), nparts)
+    run_tasks(_attend, (cblas_address(cd), qf, kf, vf, out.reshape(-1), st, maf, mkf, params[:7], params[7:],
+                        cd.type(scale), cd.type(fill)), SB * TB, cd, nparts)
     return out if cd == dt else out.astype(dt)
 
 

@@ -10,11 +10,14 @@ tests run too).
 from __future__ import annotations
 
 import os
+import threading
+from typing import Any, Callable
 
 import numpy as np
 from numba import njit
 
 from jitort.kernels import blas
+from jitort.kernels.threads import run_parts
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def gemm(fn, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # type: ignore[no-untyped-def]
@@ -62,3 +65,39 @@ def set_blas_threads_here(n: int) -> int:
     OpenBLAS threading them too (its threshold is M*N*K >= 262144) made 2-thread runs slower than
     1-thread ones here, and under load a few hundred times slower (threads spinning for each other)."""
     return blas.set_threads_local(n)
+
+
+_local = threading.local()
+
+
+def tile_pair(n: int, dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two score tiles of n elements of dt (scores, probabilities), reused across calls
+    (one kernel runs at a time per thread): a fresh 128 KB buffer per call would be mmapped and
+    page-faulted every time."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    pair = bufs.get((n, dt))
+    if pair is None:
+        pair = bufs[(n, dt)] = (np.empty(n, dt), np.empty(n, dt))
+    return pair
+
+
+def run_tasks(kernel: Callable[..., None], args: tuple[Any, ...], n: int, dt: np.dtype, nparts: int) -> None:
+    """kernel(*args, *tile_pair(n, dt), part, nparts) for each part on jitort's pool (threads.run_parts;
+    the kernel releases the GIL). The kernel splits its tasks by part, never shares one, so results do
+    not depend on the thread count; every thread runs its GEMMs on one BLAS thread."""
+    prev = set_blas_threads_here(1)
+    try:
+        if nparts <= 1:
+            kernel(*args, *tile_pair(n, dt), 0, 1)
+            return
+        run_parts(lambda p: _task(kernel, args, n, dt, p, nparts), nparts, nparts)
+    finally:
+        if prev > 0:
+            set_blas_threads_here(prev)
+
+
+def _task(kernel: Callable[..., None], args: tuple[Any, ...], n: int, dt: np.dtype, p: int, nparts: int) -> None:
+    set_blas_threads_here(1)
+    kernel(*args, *tile_pair(n, dt), p, nparts)

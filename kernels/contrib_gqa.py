@@ -55,7 +55,7 @@ from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import gqa_prefill
-from jitort.kernels.attention_gemm import cblas_address, set_blas_threads_here
+from jitort.kernels.attention_gemm import cblas_address, run_tasks
 from jitort.kernels.gqa_kernels import attend as _attend
 from jitort.kernels.gqa_kernels import decode_step
 from jitort.kernels.gqa_kernels import prepare as _prepare
@@ -88,25 +88,6 @@ def _run_parts(args: tuple[Any, ...], nparts: int) -> None:
         _attend(*args, 0, 1)
         return
     run_parts(lambda p: _attend(*args, p, nparts), nparts, nparts)
-
-
-def _tile_part(args: tuple[Any, ...], p: int, nparts: int) -> None:
-    set_blas_threads_here(1)
-    gqa_prefill.attend_tiles(*args, *gqa_prefill.scratch(), p, nparts)
-
-
-def _run_tiles(args: tuple[Any, ...], nparts: int) -> None:
-    """``gqa_prefill.attend_tiles`` over its tasks on jitort's pool, each thread's GEMMs on one BLAS
-    thread; tasks are split, never shared: results do not depend on nparts."""
-    prev = set_blas_threads_here(1)
-    try:
-        if nparts <= 1:
-            gqa_prefill.attend_tiles(*args, *gqa_prefill.scratch(), 0, 1)
-        else:
-            run_parts(lambda p: _tile_part(args, p, nparts), nparts, nparts)
-    finally:
-        if prev > 0:
-            set_blas_threads_here(prev)
 
 
 def _unsupported(what: str) -> OrtNotImplemented:
@@ -434,7 +415,8 @@ def GroupQueryAttention(query: np.ndarray, key: np.ndarray | None = None, value:
         _prepare(*prep)
         tasks = B * kvN * (-(-S // gqa_prefill.SB))
         rot = (qs, heads[0], pos, cos, sin, bool(do_rotary), bool(rotary_interleaved))
-        _run_tiles((cblas_address(_F32),) + rot + (kc, vc) + att, min(nparts, tasks))
+        run_tasks(gqa_prefill.attend_tiles, (cblas_address(_F32),) + rot + (kc, vc) + att,
+                  gqa_prefill.SB * gqa_prefill.TB, _F32, min(nparts, tasks))
     elif nparts == 1:
         _prepare_attend(*prep, *att)  # one dispatch from Python: each costs ~1 us per argument
     else:

@@ -25,7 +25,6 @@ whole node 1.45-1.75 ms per layer, 1.2-1.25 ms after (CPU time, the VM under loa
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -138,13 +137,3 @@ def attend_tiles(fn, qs, qo, pos, cos, sin, rotary, interleaved, kc, vc, total, 
                 inv = one / lsum[i] if lsum[i] > zero else zero
                 for j in range(H):
                     out[b, s0 + i, h * H + j] *= inv
-
-_local = threading.local()
-
-
-def scratch() -> tuple[np.ndarray, np.ndarray]:
-    """This thread's two [SB * TB] float32 score tiles, reused across calls."""
-    pair = getattr(_local, "pair", None)
-    if pair is None:
-        pair = _local.pair = (np.empty(SB * TB, np.float32), np.empty(SB * TB, np.float32))
-    return pair
