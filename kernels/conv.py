@@ -83,7 +83,7 @@ ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "H
 _EP_COLS = 256  # column block of the GEMM + separate-epilogue path (activations other than Relu/Clip)
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
-_COLS = 32  # a 1x1 conv split by columns cuts them at multiples of this (whole AVX-512 panels, 128 bytes)
+_COLS = 64  # a 1x1 conv split by columns cuts them at multiples of this (whole AVX-512 panels, 256 bytes)
 
 
 # --- Conv kernels --------------------------------------------------------------------------------

@@ -25,10 +25,16 @@ loop, so C is written row by row in runs, and each tile prefetches its output li
 before its k loop: on the Intel Xeon Ice Lake-SP VM, with C and B not in cache (1 thread), resnet50's
 1x1 256x64 @ 64x3136 took 1.89 ms with panels outermost (Goto/BLIS order: C written down 120 rows
 per panel) and no prefetch, 1.47 with the prefetch, 1.00 with both; 512x128 @ 128x784 1.21 -> 0.91;
-with everything in cache the two orders are within noise. The register tile (MR rows x NR columns,
-12 accumulator vectors; two of them side by side on AVX-512, ``ROW_TILES``) is vector IR (vecir.py).
-Measured on a 2-vCPU AMD EPYC (Zen 3, AVX2): the tile alone runs at 103 GFLOP/s float32, whole
-GEMMs at 85-105 % of OpenBLAS (~84).
+with everything in cache the two orders are within noise. The register tile is vector IR (vecir.py):
+MR = 6 rows x ``PANEL_VECS`` vectors, 24 accumulators on AVX-512 (6 x 64 floats), 12 on AVX2 (6 x 16),
+with a panel's last columns on 1 to PANEL_VECS - 1 vectors. Measured on the 2-vCPU Intel Xeon Ice
+Lake-SP VM (AVX-512, fp32 FMA peak 177 GFLOP/s at 1 thread): a register-only loop of the tile from
+L1 runs at 166 GFLOP/s as 12 rows x 2 vectors (14 loads per 24 fmas) but 176-178 as 6 x 4 (10
+loads), and 6 x 4 holds 176 streaming B from L2 where 12 x 2 drops to 148. Whole GEMMs, 1 thread,
+warm, 12 x 2 -> 6 x 4 (with 256 KiB column blocks): M 256 K 64 N 3136 124 -> 135 GFLOP/s, 512x128x784
+131 -> 146, 256x256x1024 128 -> 152, 2048x512x49 107 -> 123; light_resnet50's convolutions 83.9 ->
+73.1 ms against onnxruntime's 59 (its NCHWc 1x1 kernel runs at 160). On a 2-vCPU AMD EPYC (Zen 3,
+AVX2): the 6 x 16 tile alone runs at 103 GFLOP/s float32, whole GEMMs at 85-105 % of OpenBLAS (~84).
 """
 from __future__ import annotations
 
@@ -49,17 +55,21 @@ from jitort.kernels.jit import njit_one
 from jitort.kernels.vecir import VB, Vec, fma_rows, fma_tile
 
 MR = 6  # rows per register tile: the packed-weight layout depends on it, so it is fixed everywhere
-# Row tiles per register tile: with AVX-512's 32 vector registers two MR-row tiles run as one
+# Row tiles per register tile of the implicit GEMM (convdirect's ``conv_tile``, whose tiles are two
+# vectors of one output row): with AVX-512's 32 vector registers two MR-row tiles run as one
 # 2 MR x NR tile (24 accumulators; two B vector loads per 24 fmas instead of per 12). Measured on the
 # Intel Xeon Ice Lake-SP VM (AVX-512), 1 thread, whole GEMMs with A and B in cache: 240x256x768 105 ->
 # 139 GFLOP/s, 128x512x784 104 -> 127, 256x1024x196 102 -> 122, 1024x256x196 117 -> 133;
 # light_resnet50 106 -> 85 ms. AVX2's 16 registers hold one tile. The packed layout is the same either
 # way, and so is every element's fma chain (bitwise-identical results).
 ROW_TILES = 2 if VB == 64 else 1
-_KC = 256  # K block: a packed B panel (KC x NR) stays in L1 across the row tiles of an MC block
-_BPANELS = 24576  # elements of packed B panels per column block (KC x NC)
+_KC = 256  # K block: a row tile's weights (MR x KC) stay in L1 while it passes the block's panels
+# Vectors per packed B panel (the register tile is MR rows x PANEL_VECS vectors): AVX-512 6 x 4 (24
+# accumulators), AVX2 6 x 2 (12 of its 16 registers).
+PANEL_VECS = 4 if VB == 64 else 2
+_BPANELS = 65536  # elements of packed B panels per column block (KC x NC: 256 KiB, in L2)
 _BSLACK = 16  # elements skipped to start the panels on a 64-byte boundary (jitort.allocator: +15-19 % on Ice Lake)
-BBLOCK = _BPANELS + _BSLACK  # elements of gemm_packed's packing scratch; below glibc's 128 KiB mmap threshold
+BBLOCK = _BPANELS + _BSLACK  # elements of gemm_packed's packing scratch
 
 
 # --- the register tile ---------------------------------------------------------------------------
@@ -225,24 +235,48 @@ def _pack_panel(typingctx, b, src, ldb, dst, kb, ncols, nv):  # type: ignore[no-
 
 
 @njit(inline="always", nogil=True, error_model="numpy")
+def _pack_cols(b, src, ldb, dst, kb, ncols, nv):  # type: ignore[no-untyped-def]
+    """``_pack_panel`` with a run-time vector count nv (1 to 4: one literal instance each)."""
+    if nv == 4:
+        _pack_panel(b, src, ldb, dst, kb, ncols, 4)
+    elif nv == 3:
+        _pack_panel(b, src, ldb, dst, kb, ncols, 3)
+    elif nv == 2:
+        _pack_panel(b, src, ldb, dst, kb, ncols, 2)
+    else:
+        _pack_panel(b, src, ldb, dst, kb, ncols, 1)
+
+
+@njit(inline="always", nogil=True, error_model="numpy")
 def _pack_b(b, k0, k1, j0, j1, NR, bp):  # type: ignore[no-untyped-def]
-    """bp <- B[k0:k1, j0:j1] as panels [KB][NR]; a last panel of at most NR/2 columns is [KB][NR/2].
-    Columns past j1 in the last panel are zero-filled."""
+    """bp <- B[k0:k1, j0:j1] as panels [KB][NR]; a last, narrower panel of w columns is
+    [KB][ceil(w / VL) vectors], zero-filled past j1."""
     kb = k1 - k0
     n = j1 - j0
     nf = n // NR
     w = n - nf * NR
     isz = b.itemsize
+    VL = VB // isz
     ldb = b.strides[0] // isz
     src = b.ctypes.data + (k0 * ldb + j0) * isz
     dst = bp.ctypes.data
     for p in range(nf):
-        _pack_panel(bp, src + p * NR * isz, ldb, dst + p * kb * NR * isz, kb, NR, 2)
+        _pack_cols(bp, src + p * NR * isz, ldb, dst + p * kb * NR * isz, kb, NR, NR // VL)
     if w:
-        if w <= NR // 2:
-            _pack_panel(bp, src + nf * NR * isz, ldb, dst + nf * kb * NR * isz, kb, w, 1)
-        else:
-            _pack_panel(bp, src + nf * NR * isz, ldb, dst + nf * kb * NR * isz, kb, w, 2)
+        _pack_cols(bp, src + nf * NR * isz, ldb, dst + nf * kb * NR * isz, kb, w, (w + VL - 1) // VL)
+
+
+@njit(inline="always", nogil=True, error_model="numpy")
+def _tile_nv(ap, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, nv):  # type: ignore[no-untyped-def]
+    """``_tile`` (one row tile) with a run-time vector count nv (1 to 4)."""
+    if nv == 4:
+        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 4, 1)
+    elif nv == 3:
+        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 3, 1)
+    elif nv == 2:
+        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 2, 1)
+    else:
+        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 1, 1)
 
 
 @njit(inline="always", nogil=True, error_model="numpy")  # compiled inside its callers only: _gemm_c, ConvTranspose
@@ -256,7 +290,7 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, zp, ldz):  # type
         return
     isz = c.itemsize
     VL = VB // isz
-    NR = 2 * VL
+    NR = PANEL_VECS * VL
     ldc = c.strides[0] // isz
     Mb = (M + MR - 1) // MR
     kc = min(K, _KC)
@@ -276,35 +310,23 @@ def gemm_packed(ap, ao, M, K, b, c, bias, bo, fin, lo, hi, bp, zp, ldz):  # type
             init = 1 if kbi > 0 else 0
             f = fin if kbi == nkb - 1 else 0
             _pack_b(b, k0, k0 + kb, j0, j1, NR, bp)
-            # row tiles outermost: a tile's weights (<= 2 MR x KC) stay in L1 while it passes the
+            # row tiles outermost: a tile's weights (MR x KC) stay in L1 while it passes the
             # panels (L2), and C is written row by row, in runs the hardware prefetcher follows
-            for i in range(0, Mb, ROW_TILES):
+            for i in range(Mb):
                 a1 = ao + (i * K + k0) * MR
-                a2 = a1 + K * MR  # the next row tile's weights (read by two-tile calls only)
                 bi = bo + i * MR
-                mr = min(ROW_TILES * MR, M - i * MR)
-                two = ROW_TILES == 2 and mr > MR
+                mr = min(MR, M - i * MR)
                 zrow = zp + (i * MR * ldz + j0) * isz if zp != 0 and f != 0 else 0
                 for p in range(nf):
                     pp = bpd + p * kb * NR * isz
                     cpt = cpd + (i * MR * ldc + j0 + p * NR) * isz
                     zpt = zrow + p * NR * isz if zrow != 0 else 0
-                    if two:
-                        _tile(ap, a1, a2, pp, cpt, ldc, kb, mr, NR, init, bias, bi, f, lo, hi, zpt, ldz, 2, 2)
-                    else:
-                        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, NR, init, bias, bi, f, lo, hi, zpt, ldz, 2, 1)
+                    _tile_nv(ap, a1, pp, cpt, ldc, kb, mr, NR, init, bias, bi, f, lo, hi, zpt, ldz, PANEL_VECS)
                 if w:  # the last, narrower panel
                     pp = bpd + nf * kb * NR * isz
                     cpt = cpd + (i * MR * ldc + j0 + nf * NR) * isz
                     zpt = zrow + nf * NR * isz if zrow != 0 else 0
-                    if two and w > VL:
-                        _tile(ap, a1, a2, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 2, 2)
-                    elif two:
-                        _tile(ap, a1, a2, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 1, 2)
-                    elif w > VL:
-                        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 2, 1)
-                    else:
-                        _tile(ap, a1, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, 1, 1)
+                    _tile_nv(ap, a1, pp, cpt, ldc, kb, mr, w, init, bias, bi, f, lo, hi, zpt, ldz, (w + VL - 1) // VL)
 
 
 # --- one compiled GEMM per process, called by address ----------------------------------------------
