@@ -199,6 +199,34 @@ def test_fused_node_matches_numpy_reference_long_keys():
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("B,Bk,N,NK,S,T,H,HV,causal", [
+    (2, 2, 4, 2, 150, 528, 32, 16, 0),   # 3 key blocks, GQA heads
+    (1, 1, 2, 2, 300, 320, 16, 48, 1),   # causal: a key block cut short for the first query blocks
+    (3, 1, 2, 1, 40, 64, 64, 64, 0),     # K and V shared across the batch (Bk 1)
+    (1, 1, 3, 3, 33, 70, 24, 20, 1),     # odd sizes
+])
+def test_fused_attention_blocks_match_numpy(B, Bk, N, NK, S, T, H, HV, causal):
+    """The attention kernel against float64 numpy: key and query blocks, causal cuts, GQA heads, a
+    batch-shared K/V, an additive mask, head sizes that differ between K and V."""
+    from jitort.kernels.attention import attend
+    rng = np.random.default_rng(B * 100 + T)
+    q = rng.standard_normal((B, S, N, H)).astype(F32)
+    k = rng.standard_normal((Bk, T, NK, H)).astype(F32)
+    v = rng.standard_normal((Bk, T, NK, HV)).astype(F32)
+    madd = rng.standard_normal((B, 1, 1, T)).astype(F32)
+    perm = (0, 2, 1, 3)
+    out = attend(q, k, v, madd, None, q_perm=perm, k_perm=perm, v_perm=perm, out_bsnh=1, scale=0.3, causal=causal,
+                 causal_offset=T - S)
+    kk = np.repeat(np.broadcast_to(k.transpose(perm), (B, NK, T, H)), N // NK, axis=1).astype(np.float64)
+    vv = np.repeat(np.broadcast_to(v.transpose(perm), (B, NK, T, HV)), N // NK, axis=1).astype(np.float64)
+    sc = np.matmul(q.transpose(perm).astype(np.float64), np.swapaxes(kk, -1, -2)) * 0.3 + madd
+    if causal:
+        sc = np.where(np.arange(T)[None, :] <= np.arange(S)[:, None] + (T - S), sc, -np.inf)
+    p = np.exp(sc - sc.max(-1, keepdims=True))
+    want = np.matmul(p / p.sum(-1, keepdims=True), vv).transpose(perm)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
 def test_make_model_helper_still_runs_unfused_softmax():
     """A lone Softmax (no attention around it) is left alone and leaves no note."""
     model = make_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {"x": (F32, [2, 3, 4, 5])}, ["y"])
