@@ -265,6 +265,48 @@ def test_matmul_bias_activation_vs_onnxruntime(act):
     np.testing.assert_allclose(got, run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
 
 
+def _gelu_written_out(form):  # type: ignore[no-untyped-def]
+    """y = MatMul(x, W) + b, then GELU written out in one of the exporters' orders (form), read by y only."""
+    c = {"sq": np.float32(np.sqrt(2)), "isq": np.float32(1 / np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}
+    first = (helper.make_node("Mul", ["y1", "isq"], ["d"]) if form == "mul" else
+             helper.make_node("Div", ["y1", "sq"], ["d"]))
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y1"]), first,
+             helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["one", "e"], ["e1"])]
+    if form in ("div", "mul"):  # Mul(Mul(y, e1), 0.5): torch's legacy exporter
+        nodes += [helper.make_node("Mul", ["y1", "e1"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])]
+    elif form == "half_first":  # Mul(Mul(y, 0.5), e1)
+        nodes += [helper.make_node("Mul", ["half", "y1"], ["m"]), helper.make_node("Mul", ["e1", "m"], ["y"])]
+    else:  # Mul(y, Mul(e1, 0.5))
+        nodes += [helper.make_node("Mul", ["e1", "half"], ["m"]), helper.make_node("Mul", ["y1", "m"], ["y"])]
+    inits = dict(c, W=_rand((48, 40), 1), b=_rand(40, 2))
+    return make_model(nodes, {"x": (np.float32, [10, 48])}, ["y"], inits, opset=17)
+
+
+@pytest.mark.parametrize("form", ["div", "mul", "half_first", "half_last"])
+def test_gelu_written_out_folds_into_the_epilogue(form):
+    m = _gelu_written_out(form)
+    fused = _fused(m)
+    assert len(fused) == 1 and fused[0].attrs.get("_activation") == "Gelu"
+    g = optimize(import_model(m), ["CPUExecutionProvider"])
+    assert [n.op_type for n in g.nodes] == ["MatMul"], [n.op_type for n in g.nodes]
+    feeds = _feeds(m)
+    np.testing.assert_allclose(_session(m).run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_gelu_written_out_not_folded_when_a_part_differs():
+    """Another constant (not sqrt 2), or a second reader of an intermediate: the chain stays as it is."""
+    m = _gelu_written_out("div")
+    for init in m.graph.initializer:
+        if init.name == "sq":
+            init.CopyFrom(onnx.numpy_helper.from_array(np.array(1.5, np.float32), "sq"))
+    assert not any(n.attrs.get("_activation") for n in _fused(m))
+    feeds = _feeds(m)
+    np.testing.assert_allclose(_session(m).run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+    m = _gelu_written_out("half_last")
+    m.graph.output.append(helper.make_value_info("e1", onnx.TypeProto()))
+    assert not any(n.attrs.get("_activation") for n in _fused(m))
+
+
 @pytest.mark.parametrize("attrs,c_shape", [
     (dict(transB=1), (33,)), (dict(transB=1), (1, 33)), (dict(), ()), (dict(transA=1), (12, 33)),
     (dict(transA=1, transB=1, beta=0.5), (33,)), (dict(beta=2.0), (12, 1)), (dict(), None),

@@ -8,7 +8,8 @@ next node and neither a graph output nor read by a subgraph:
     y = Add(y, b)                            b a constant row vector ([N], [1, N], scalar); not after a Gemm with C
     y = Add(y, R)                            R a run-time value of y's exact shape
     y = act(y)                               Relu, Clip (constant bounds), LeakyRelu, HardSwish, HardSigmoid,
-                                             Sigmoid, Mul(y, Sigmoid(y)) = SiLU, Gelu (opset 20, com.microsoft)
+                                             Sigmoid, Mul(y, Sigmoid(y)) = SiLU, Gelu (opset 20, com.microsoft),
+                                             GELU written out (y * 0.5 * (1 + Erf(y / sqrt 2)), any order)
 
 Invariant after the pass: such a chain is one node of domain ``jitort`` and the product's op type, with
 inputs ``A, W, bias-or-C, R`` ("" where absent), the product's attributes, ``_activation`` /
@@ -76,10 +77,15 @@ def fuse_gemm_epilogue(g: Graph) -> Graph:
             y = act_node.outputs[0]  # type: ignore[union-attr]
         else:
             silu = walk.silu(y)
+            gelu = walk.gelu_erf(y) if silu is None else None
             if silu is not None:
                 act = ("SiLU", 0.0, 0.0)
                 absorbed += silu[0]
                 y = silu[1]
+            elif gelu is not None:
+                act = ("Gelu", 0.0, 0.0)
+                absorbed += gelu[0]
+                y = gelu[1]
         if not absorbed:
             continue
         if act is not None:

@@ -89,3 +89,54 @@ class Reads:
         if sorted(mul.inputs) != sorted([y, s]) or self.sole(s) is not mul:
             return None
         return [sig, mul], mul.outputs[0]
+
+    def gelu_erf(self, y: str) -> tuple[list[Node], str] | None:
+        """(the nodes, the last one's output) when y's only readers compute the exact GELU written out,
+        ``y * 0.5 * (1 + Erf(y / sqrt(2)))``, as torch's exporters and hand-built graphs write it:
+        ``Div(y, sqrt 2)`` or ``Mul(y, 1/sqrt 2)``, Erf, ``Add(., 1)``, and the two multiplies by y and
+        0.5 in any order (``Mul(Mul(y, e), 0.5)``, ``Mul(y, Mul(e, 0.5))``, ``Mul(Mul(y, 0.5), e)``); each
+        intermediate read by the next node only."""
+        cs = self.consumers.get(y, [])
+        if y in self.protected or len(cs) != 2:
+            return None
+
+        def const_of(n: Node, x: str) -> float | None:  # n = op(x, c) with c a scalar constant, either order
+            if n.domain != "" or len(n.inputs) != 2 or n.inputs.count(x) != 1:
+                return None
+            return self.scalar(n.inputs[1] if n.inputs[0] == x else n.inputs[0], "f")
+
+        def near(v: float | None, want: float) -> bool:
+            return v is not None and abs(v - want) <= 1e-5 * abs(want)
+
+        scale = next((c for c in cs if (c.op_type == "Div" and c.inputs[0] == y and near(const_of(c, y), 2 ** 0.5))
+                      or (c.op_type == "Mul" and near(const_of(c, y), 2 ** -0.5))), None)
+        if scale is None:
+            return None
+        other = cs[1] if cs[0] is scale else cs[0]
+        erf = self.sole(scale.outputs[0])
+        if erf is None or erf.op_type != "Erf" or erf.domain != "":
+            return None
+        add = self.sole(erf.outputs[0])
+        if add is None or add.op_type != "Add" or not near(const_of(add, erf.outputs[0]), 1.0):
+            return None
+        e = add.outputs[0]
+        if other.op_type != "Mul" or other.domain != "":
+            return None
+        nxt = self.sole(e)
+        if sorted(other.inputs) == sorted([y, e]):  # Mul(Mul(y, e), 0.5)
+            last = self.sole(other.outputs[0])
+            if last is None or last.op_type != "Mul" or not near(const_of(last, other.outputs[0]), 0.5):
+                return None
+            return [scale, erf, add, other, last], last.outputs[0]
+        if near(const_of(other, y), 0.5):  # Mul(Mul(y, 0.5), e)
+            if nxt is None or nxt.op_type != "Mul" or nxt.domain != "" or sorted(nxt.inputs) != sorted(
+                    [other.outputs[0], e]) or self.sole(other.outputs[0]) is not nxt:
+                return None
+            return [scale, erf, add, other, nxt], nxt.outputs[0]
+        # Mul(y, Mul(e, 0.5))
+        if nxt is None or nxt.op_type != "Mul" or not near(const_of(nxt, e), 0.5):
+            return None
+        if sorted(other.inputs) != sorted([y, nxt.outputs[0]]) or self.sole(nxt.outputs[0]) is not other:
+            return None
+        return [scale, erf, add, nxt, other], other.outputs[0]
+
