@@ -16,10 +16,6 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
   vector lanes (conv_dwblock.py).
 * Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
   input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
-* float32, one group, a 1x1 or strided kernel on few output positions that would leave >= 15 % of
-  the paths below' vector lanes empty, by more than the transposes cost (resnet50's 7x7 stage):
-  the transposed GEMM on the MatMul engine, channels in vector lanes (conv_gemm_t.py, on W^T the
-  ``lower`` hook packs when the input shape is known).
 * 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
   output (``_conv_gemm_1x1``).
 * K <= 256 (first layers, small convs): the implicit GEMM, ``_conv_implicit`` (convdirect's
@@ -60,8 +56,7 @@ from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.conv_dwblock import dwblock_kernel
-from jitort.kernels.conv_gemm_t import conv_gemm_t, engine_part, pack_t_weights, pad_t_bias
-from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, GEMM_T, IM2COL, IMPLICIT, IMPLICIT_GROUPS,
+from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, IM2COL, IMPLICIT, IMPLICIT_GROUPS,
                                        IMPLICIT_KC, IMPLICIT_MCT, WINDOW, WINOGRAD, attrs_norm, check_conv,
                                        compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
@@ -461,16 +456,12 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     the residual added before the activation (the output's shape). w, b, prm and u C-contiguous."""
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
-    wt = w.ndim == 1 and w.size > 0  # packed for the transposed GEMM (pack_t_weights; Winograd's: empty)
     wino = 0 if u is None else 2 if w.size == 0 else 1  # 2: Winograd's are the only weights
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = conv_plan(
-        x.shape, w_shape, group, strides, dilations, pads, auto_pad, wino, wt)
+        x.shape, w_shape, group, strides, dilations, pads, auto_pad, wino)
     cd = w.dtype
     if w.size == 0 and path != WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
-                               f"known when the model was lowered), but input shape {list(x.shape)} takes another")
-    if wt and path != GEMM_T:
-        raise RuntimeException(f"Conv: the weights were prepared for the transposed GEMM only (the input shape "
                                f"known when the model was lowered), but input shape {list(x.shape)} takes another")
     if z is not None and tuple(z.shape) != out_shape:
         raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output "
@@ -482,9 +473,6 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     o3 = out.reshape(o3s)
     z3 = None if z is None else np.ascontiguousarray(z, cd).reshape(o3s)
     ep = epilogue_kind(act)
-    if path == GEMM_T:
-        conv_gemm_t(xc, w, b, o3, z3, geo, od, oh, ow, act, prm, ep)
-        return out if out.dtype == x.dtype else out.astype(x.dtype)
     # Every split path (and its one-part call: one compiled function serves both, so whichever a
     # process runs first, an artifact holds what the other needs) runs its kernel through its part
     # function (_make_part), on parts claimed by the pool's workers without the GIL; the checks above
@@ -512,7 +500,6 @@ _COMPILE_PARTS = {
     IMPLICIT: {"implicit": 3.7},
     WINDOW: {"window": 1.5},
     DWBLOCK: {"dwblock": 1.5},
-    GEMM_T: {"gemm_t": 1.0, "engine": 2.5},  # "engine": gemm.py's kernel (shared with MatMul)
 }
 _COMPILE_PARTS[GEMM_1X1] = _COMPILE_PARTS[IM2COL]  # one kernel, _conv_gemm
 
@@ -522,16 +509,16 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
                    act: int) -> dict[str, float]:
     path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad,
-                     0 if u is None else 2 if w.size == 0 else 1, w.ndim == 1 and w.size > 0)[1]
+                     0 if u is None else 2 if w.size == 0 else 1)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
     # the residual and the epilogue kind: each a part function of its own (_make_part)
     res = "" if z is None else "+residual"
     variant = res + ("" if ep == "epilogue" else "+epilogue_all")
-    shared = {"gemm": gemm_part(w.dtype), "engine": engine_part()}
+    shared = {"gemm": gemm_part(w.dtype)}
     parts = {shared.get(p, f"{p}[{w.dtype}]{variant}"): c
              for p, c in {**_COMPILE_PARTS[path], ep: 0.6 if ep == "epilogue" else 2.2}.items()}
-    if path != GEMM_T:  # conv_parts.conv_argv: one signature per dtype, input rank and residual
-        parts[f"{CP.__name__}.conv_argv[{w.dtype}, {5 if path != WINOGRAD else 4}-D]{res}"] = 0.4
+    # conv_parts.conv_argv: one signature per dtype, input rank and residual
+    parts[f"{CP.__name__}.conv_argv[{w.dtype}, {5 if path != WINOGRAD else 4}-D]{res}"] = 0.4
     return parts
 
 
@@ -618,13 +605,10 @@ def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, b
     if xt.is_static():
         try:
             path = conv_plan(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"],
-                             wino, cd == np.float32)[1]
+                             wino)[1]
         except Exception:  # noqa: BLE001 - a shape the kernel rejects fails at run time, with its message
             pass
     u = winograd_weights(W, cd) if wino and path in (None, WINOGRAD) else None
-    if path == GEMM_T:
-        return Call(conv_packed, [Ref(node.inputs[0]), pack_t_weights(W), pad_t_bias(b), prm, None,
-                                  Ref(residual) if residual else None], kwargs)
     w2 = np.empty(0, cd) if path == WINOGRAD else pack_conv_weights(W, group, cd)
     return Call(conv_packed, [Ref(node.inputs[0]), w2, b, prm, u, Ref(residual) if residual else None], kwargs)
 

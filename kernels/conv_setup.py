@@ -13,7 +13,6 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.conv_dwblock import dwblock_applies, dwblock_scratch
-from jitort.kernels.conv_gemm_t import gemm_t_applies
 from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
 from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES
@@ -135,7 +134,7 @@ def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group
         raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
 
 
-DIRECT, GEMM_1X1, WINOGRAD, IM2COL, IMPLICIT, WINDOW, DWBLOCK, GEMM_T = range(8)
+DIRECT, GEMM_1X1, WINOGRAD, IM2COL, IMPLICIT, WINDOW, DWBLOCK = range(7)
 _IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
 IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
 IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
@@ -149,13 +148,12 @@ _WINO_SPLIT_FLOPS = 6e7
 
 @lru_cache(maxsize=1024)
 def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
-              dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool, gemm_t: bool = False
+              dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
               ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
                       float, int]:
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
     kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
-    can split between threads). winograd / gemm_t: whether the Winograd / transposed-GEMM weights
-    exist (the lowering passes gemm_t only for float32 weights); winograd 2: they are the only
+    can split between threads). winograd: whether the Winograd weights exist; 2: they are the only
     weights (the lowering's host took Winograd for this shape), so Winograd runs wherever it can
     whatever this host's rule (``_winograd_pays``): an artifact built on another host stays correct. Saves ~8 us of Python per call (a
     conv is often under 100 us).
@@ -173,8 +171,6 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         path, xs = DWBLOCK, x5
     elif w_shape[1] == 1:
         path, xs = DIRECT, x5
-    elif gemm_t and gemm_t_applies(w_shape, group, int(np.prod(out_sp)), strides):
-        path, xs = GEMM_T, x5
     elif all(k == 1 for k in kernel) and out_sp == tuple(x_shape[2:]) and not any(begin) and all(s == 1 for s in strides):
         path, xs = GEMM_1X1, x5
     elif _implicit_fits(w_shape, group, odhw[2], small_k=True):
@@ -261,8 +257,6 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
     if path == GEMM_1X1:
         return BBLOCK
-    if path == GEMM_T:
-        return 0  # conv_gemm_t takes its own (the gather and the engine's result)
     if path == DWBLOCK:
         return dwblock_scratch(oh, ow, kh, kw, sh, sw, dh, dw, 4)
     if path == WINDOW:
