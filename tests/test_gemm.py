@@ -293,6 +293,35 @@ def test_gelu_written_out_folds_into_the_epilogue(form):
     np.testing.assert_allclose(_session(m).run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
 
 
+def _gelu_tanh_written_out(order):  # type: ignore[no-untyped-def]
+    """y = MatMul(x, W) + b, then GPT-2's tanh GELU written out, the last two multiplies in ``order``."""
+    c = {"three": np.float32(3), "k": np.float32(0.044715), "s": np.float32(np.sqrt(2 / np.pi)),
+         "one": np.float32(1), "half": np.float32(0.5)}
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y1"]),
+             helper.make_node("Pow", ["y1", "three"], ["p"]), helper.make_node("Mul", ["k", "p"], ["q"]),
+             helper.make_node("Add", ["y1", "q"], ["a"]), helper.make_node("Mul", ["a", "s"], ["m"]),
+             helper.make_node("Tanh", ["m"], ["t"]), helper.make_node("Add", ["t", "one"], ["t1"])]
+    if order == "half_first":  # GPT-2's: Mul(Mul(y, 0.5), 1 + tanh)
+        nodes += [helper.make_node("Mul", ["y1", "half"], ["h"]), helper.make_node("Mul", ["h", "t1"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["y1", "t1"], ["h"]), helper.make_node("Mul", ["h", "half"], ["y"])]
+    inits = dict(c, W=_rand((48, 40), 1), b=_rand(40, 2))
+    return make_model(nodes, {"x": (np.float32, [10, 48])}, ["y"], inits, opset=17)
+
+
+@pytest.mark.parametrize("order", ["half_first", "half_last"])
+def test_gelu_tanh_written_out_folds_into_the_epilogue(order):
+    m = _gelu_tanh_written_out(order)
+    fused = _fused(m)
+    assert len(fused) == 1 and fused[0].attrs.get("_activation") == "GeluTanh"
+    g = optimize(import_model(m), ["CPUExecutionProvider"])
+    assert [n.op_type for n in g.nodes] == ["MatMul"], [n.op_type for n in g.nodes]
+    feeds = _feeds(m)
+    np.testing.assert_allclose(_session(m).run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+    m.graph.output.append(helper.make_value_info("t", onnx.TypeProto()))  # an intermediate read elsewhere
+    assert not any(n.attrs.get("_activation") for n in _fused(m))
+
+
 def test_gelu_written_out_not_folded_when_a_part_differs():
     """Another constant (not sqrt 2), or a second reader of an intermediate: the chain stays as it is."""
     m = _gelu_written_out("div")

@@ -9,7 +9,8 @@ next node and neither a graph output nor read by a subgraph:
     y = Add(y, R)                            R a run-time value of y's exact shape
     y = act(y)                               Relu, Clip (constant bounds), LeakyRelu, HardSwish, HardSigmoid,
                                              Sigmoid, Mul(y, Sigmoid(y)) = SiLU, Gelu (opset 20, com.microsoft),
-                                             GELU written out (y * 0.5 * (1 + Erf(y / sqrt 2)), any order)
+                                             GELU written out (y * 0.5 * (1 + Erf(y / sqrt 2)), any order),
+                                             and its tanh form (GPT-2's: Pow, Mul, Add, Mul, Tanh, Add, Muls)
 
 Invariant after the pass: such a chain is one node of domain ``jitort`` and the product's op type, with
 inputs ``A, W, bias-or-C, R`` ("" where absent), the product's attributes, ``_activation`` /
@@ -78,6 +79,7 @@ def fuse_gemm_epilogue(g: Graph) -> Graph:
         else:
             silu = walk.silu(y)
             gelu = walk.gelu_erf(y) if silu is None else None
+            gelu_tanh = walk.gelu_tanh(y) if silu is None and gelu is None else None
             if silu is not None:
                 act = ("SiLU", 0.0, 0.0)
                 absorbed += silu[0]
@@ -86,6 +88,10 @@ def fuse_gemm_epilogue(g: Graph) -> Graph:
                 act = ("Gelu", 0.0, 0.0)
                 absorbed += gelu[0]
                 y = gelu[1]
+            elif gelu_tanh is not None:
+                act = ("GeluTanh", 0.0, 0.0)
+                absorbed += gelu_tanh[0]
+                y = gelu_tanh[1]
         if not absorbed:
             continue
         if act is not None:

@@ -58,6 +58,11 @@ def activation(g: Graph, n: Node, gelu: bool = False) -> tuple[str, float, float
     return None
 
 
+def _near(v: float | None, want: float) -> bool:
+    """v is want to float32 precision (exporters write constants such as sqrt 2 in float32)."""
+    return v is not None and abs(v - want) <= 1e-5 * abs(want)
+
+
 class Reads:
     """A graph's producers and consumers, and its protected values, taken once for a pass."""
 
@@ -74,6 +79,12 @@ class Reads:
 
     def scalar(self, name: str, kinds: str = "fiu") -> float | None:
         return scalar(self.g, name, kinds)
+
+    def _const_of(self, n: Node, x: str) -> float | None:
+        """c where n = op(x, c) (either order) and c is a one-element float constant, else None."""
+        if n.domain != "" or len(n.inputs) != 2 or n.inputs.count(x) != 1:
+            return None
+        return self.scalar(n.inputs[1] if n.inputs[0] == x else n.inputs[0], "f")
 
     def silu(self, y: str) -> tuple[list[Node], str] | None:
         """([Sigmoid, Mul], Mul's output) when y's only readers are ``s = Sigmoid(y)`` and
@@ -100,16 +111,9 @@ class Reads:
         if y in self.protected or len(cs) != 2:
             return None
 
-        def const_of(n: Node, x: str) -> float | None:  # n = op(x, c) with c a scalar constant, either order
-            if n.domain != "" or len(n.inputs) != 2 or n.inputs.count(x) != 1:
-                return None
-            return self.scalar(n.inputs[1] if n.inputs[0] == x else n.inputs[0], "f")
-
-        def near(v: float | None, want: float) -> bool:
-            return v is not None and abs(v - want) <= 1e-5 * abs(want)
-
-        scale = next((c for c in cs if (c.op_type == "Div" and c.inputs[0] == y and near(const_of(c, y), 2 ** 0.5))
-                      or (c.op_type == "Mul" and near(const_of(c, y), 2 ** -0.5))), None)
+        scale = next((c for c in cs if (c.op_type == "Div" and c.inputs[0] == y and _near(self._const_of(c, y),
+                                                                                         2 ** 0.5))
+                      or (c.op_type == "Mul" and _near(self._const_of(c, y), 2 ** -0.5))), None)
         if scale is None:
             return None
         other = cs[1] if cs[0] is scale else cs[0]
@@ -117,26 +121,70 @@ class Reads:
         if erf is None or erf.op_type != "Erf" or erf.domain != "":
             return None
         add = self.sole(erf.outputs[0])
-        if add is None or add.op_type != "Add" or not near(const_of(add, erf.outputs[0]), 1.0):
+        if add is None or add.op_type != "Add" or not _near(self._const_of(add, erf.outputs[0]), 1.0):
             return None
-        e = add.outputs[0]
+        tail = self._times_half(y, other, add.outputs[0])
+        if tail is None:
+            return None
+        return [scale, erf, add] + tail[0], tail[1]
+
+    def gelu_tanh(self, y: str) -> tuple[list[Node], str] | None:
+        """(the nodes, the last one's output) when y's only readers compute tanh-approximated GELU written
+        out, ``y * 0.5 * (1 + Tanh(sqrt(2/pi) * (y + 0.044715 * y^3)))`` (GPT-2's "gelu_new"):
+        ``Pow(y, 3)``, ``Mul(., 0.044715)``, ``Add(y, .)``,
+        ``Mul(., sqrt(2/pi))``, Tanh, ``Add(., 1)``, and the multiplies by y and 0.5 in any order (as in
+        ``gelu_erf``); each intermediate read by the next node only."""
+        cs = self.consumers.get(y, [])
+        if y in self.protected or len(cs) != 3:
+            return None
+
+        pw = next((c for c in cs if c.op_type == "Pow" and c.domain == "" and c.inputs[0] == y
+                   and _near(self.scalar(c.inputs[1], "fiu"), 3.0)), None)
+        if pw is None:
+            return None
+        cube = self.sole(pw.outputs[0])
+        if cube is None or cube.op_type != "Mul" or not _near(self._const_of(cube, pw.outputs[0]), 0.044715):
+            return None
+        inner = self.sole(cube.outputs[0])
+        if inner is None or inner.op_type != "Add" or inner.domain != "" or sorted(inner.inputs) != sorted(
+                [y, cube.outputs[0]]) or inner not in cs:
+            return None
+        sc = self.sole(inner.outputs[0])
+        if sc is None or sc.op_type != "Mul" or not _near(self._const_of(sc, inner.outputs[0]), (2 / np.pi) ** 0.5):
+            return None
+        th = self.sole(sc.outputs[0])
+        if th is None or th.op_type != "Tanh" or th.domain != "":
+            return None
+        add = self.sole(th.outputs[0])
+        if add is None or add.op_type != "Add" or not _near(self._const_of(add, th.outputs[0]), 1.0):
+            return None
+        other = next(c for c in cs if c is not pw and c is not inner)
+        tail = self._times_half(y, other, add.outputs[0])
+        if tail is None:
+            return None
+        return [pw, cube, inner, sc, th, add] + tail[0], tail[1]
+
+    def _times_half(self, y: str, other: Node, e: str) -> tuple[list[Node], str] | None:
+        """The two multiplies of ``y * 0.5 * e`` in any order, ``other`` being y's reader among them:
+        ``Mul(Mul(y, e), 0.5)``, ``Mul(Mul(y, 0.5), e)`` or ``Mul(y, Mul(e, 0.5))``."""
+        def half(n: Node | None, x: str) -> bool:
+            return n is not None and n.op_type == "Mul" and _near(self._const_of(n, x), 0.5)
+
         if other.op_type != "Mul" or other.domain != "":
             return None
         nxt = self.sole(e)
-        if sorted(other.inputs) == sorted([y, e]):  # Mul(Mul(y, e), 0.5)
+        if sorted(other.inputs) == sorted([y, e]):
             last = self.sole(other.outputs[0])
-            if last is None or last.op_type != "Mul" or not near(const_of(last, other.outputs[0]), 0.5):
+            if last is None or not half(last, other.outputs[0]):
                 return None
-            return [scale, erf, add, other, last], last.outputs[0]
-        if near(const_of(other, y), 0.5):  # Mul(Mul(y, 0.5), e)
+            return [other, last], last.outputs[0]
+        if half(other, y):
             if nxt is None or nxt.op_type != "Mul" or nxt.domain != "" or sorted(nxt.inputs) != sorted(
                     [other.outputs[0], e]) or self.sole(other.outputs[0]) is not nxt:
                 return None
-            return [scale, erf, add, other, nxt], nxt.outputs[0]
-        # Mul(y, Mul(e, 0.5))
-        if nxt is None or nxt.op_type != "Mul" or not near(const_of(nxt, e), 0.5):
+            return [other, nxt], nxt.outputs[0]
+        if nxt is None or not half(nxt, e) or sorted(other.inputs) != sorted([y, nxt.outputs[0]]) or \
+                self.sole(nxt.outputs[0]) is not other:
             return None
-        if sorted(other.inputs) != sorted([y, nxt.outputs[0]]) or self.sole(nxt.outputs[0]) is not other:
-            return None
-        return [scale, erf, add, nxt, other], other.outputs[0]
+        return [nxt, other], other.outputs[0]
 
