@@ -32,9 +32,12 @@ Lake-SP VM (AVX-512, fp32 FMA peak 177 GFLOP/s at 1 thread): a register-only loo
 L1 runs at 166 GFLOP/s as 12 rows x 2 vectors (14 loads per 24 fmas) but 176-178 as 6 x 4 (10
 loads), and 6 x 4 holds 176 streaming B from L2 where 12 x 2 drops to 148. Whole GEMMs, 1 thread,
 warm, 12 x 2 -> 6 x 4 (with 256 KiB column blocks): M 256 K 64 N 3136 124 -> 135 GFLOP/s, 512x128x784
-131 -> 146, 256x256x1024 128 -> 152, 2048x512x49 107 -> 123; light_resnet50's convolutions 83.9 ->
-73.1 ms against onnxruntime's 59 (its NCHWc 1x1 kernel runs at 160). On a 2-vCPU AMD EPYC (Zen 3,
-AVX2): the 6 x 16 tile alone runs at 103 GFLOP/s float32, whole GEMMs at 85-105 % of OpenBLAS (~84).
+131 -> 146, 256x256x1024 128 -> 152, 2048x512x49 107 -> 123. Inside light_resnet50 (its convs'
+inputs and outputs mostly out of L2) the gain shrinks to 2-3 % of the 1x1 and Winograd convs' time
+(per-node profiles against onnxruntime's, old and new code alternating), within the whole model's
+noise: there the convs are bound by moving data, where onnxruntime's NCHWc kernels (its 1x1 at
+160 GFLOP/s) keep it in cache. On a 2-vCPU AMD EPYC (Zen 3, AVX2): the 6 x 16 tile alone runs at
+103 GFLOP/s float32, whole GEMMs at 85-105 % of OpenBLAS (~84).
 """
 from __future__ import annotations
 
