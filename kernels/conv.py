@@ -60,8 +60,8 @@ from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, IM2COL, IMPLIC
                                        IMPLICIT_KC, IMPLICIT_MCT, WINDOW, WINOGRAD, attrs_norm, check_conv,
                                        compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
-from jitort.kernels.convdirect import SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
-from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES, gemm_address, gemm_at, gemm_part, pack_weights
+from jitort.kernels.convdirect import IMPLICIT_VECS, SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
+from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
@@ -203,9 +203,19 @@ def _conv_gemm(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, ga, sc, part, np
 def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, nparts):  # type: ignore[no-untyped-def]
     """The GEMM of im2col without im2col, for K = Cg*kd*kh*kw <= ``_IMPLICIT_MAX_K``: each group's
     input is copied once into a zero-padded buffer split into column-stride phases
-    (``pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: two
-    vectors of output columns of one row, contiguous in a phase). Every output is one fma chain in
-    k order, as on the GEMM paths. sc: scratch of ``_scratch_size`` elements; this call computes
+    (``pad_phases``), and ``conv_tile`` reads B[k, j] straight from it at tap offsets (j: up to
+    ``IMPLICIT_VECS`` vectors of output columns of one row, contiguous in a phase). Every output is
+    one fma chain in k order, as on the GEMM paths.
+
+    The register tile is the GEMM's, MR rows x IMPLICIT_VECS vectors, a row's tail on the vectors
+    it needs; on AVX-512 a tile of at most 2 vectors (rows of <= 32 columns, tails) takes two row
+    tiles at once (12 x 2: 2 B loads per 24 fmas, where 6 x 2 needs them per 12). Measured on the
+    Intel Xeon Ice Lake-SP VM (AVX-512), 1 thread, single Conv + Relu sessions, old 12 x 2 tiles ->
+    these, alternating processes (3 rounds, us): squeezenet's stem (3->64 3x3 s2, 224) 1170-1205 ->
+    744-1026, resnet50's (7x7 s2) 3664-3811 -> 2484-3556, zfnet's 5404-5559 -> 3980-4908, 3x3 16->64
+    on 55x55 761-875 -> 625-778, 40->64 on 55x55 (K blocks) 2076-2240 -> 1653-1980; rows of 27-28
+    (12 x 2 both ways) equal. Inside whole networks (light_squeezenet, light_resnet50,
+    light_zfnet512, ratios to onnxruntime) the difference is within the VM's noise. sc: scratch of ``_scratch_size`` elements; this call computes
     its ``part`` of the row tiles (each part pads the input itself)."""
     N, C, D, H, W = x.shape
     M = out.shape[1]
@@ -231,6 +241,8 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                     k += 1
     P = OD * OH * OW
     NR = conv_tile_cols(x.dtype)
+    VL = NR // IMPLICIT_VECS
+    GROUPS = max(1, IMPLICIT_GROUPS * 2 // IMPLICIT_VECS)  # column groups per pass: the same columns on every host
     fin = act + 1 if act <= 2 and z is None else (1 if z is not None else 0)
     lo, hi = prm[0], prm[1]
     t0, t1 = share((Mg + MR - 1) // MR, part, nparts)
@@ -240,14 +252,14 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                 pad_phases(x, (n * C + g * Cg + c) * D * H * W, D, H, W, xbuf[c * plane:(c + 1) * plane], Dp, Hp, Wq,
                            pd, ph, pw, sw, zero, n > 0 or g > 0)
             wg = wp[g]
-            # K blocks outermost over a chunk of column groups (two vectors of one output row), so
+            # K blocks outermost over a chunk of column groups (a tile's columns of one output row), so
             # that an A block (MC x KC) stays in cache across the chunk; a later K block resumes the
             # fma chain from the output. With a single K block a tile may also write its junk columns
             # past the row's end (into a column group computed later) instead of masking them.
             nj = (OW + NR - 1) // NR
             ng = OD * OH * nj
-            for q0 in range(0, ng, IMPLICIT_GROUPS):
-                q1 = min(ng, q0 + IMPLICIT_GROUPS)
+            for q0 in range(0, ng, GROUPS):
+                q1 = min(ng, q0 + GROUPS)
                 for k0 in range(0, K, IMPLICIT_KC):
                     kb = min(K - k0, IMPLICIT_KC)
                     f = fin if k0 + kb >= K else 0
@@ -260,14 +272,15 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                             xo = (od * sd * Hp + (row - od * OH) * sh) * Wq + j0
                             pos = row * OW + j0
                             nc = min(NR, OW - j0)
-                            nv = 2 if nc * 2 > NR else 1  # a short row tail: one vector of columns
-                            spill = 1 if kb == K and pos + nv * NR // 2 <= P else 0
+                            nv = (nc + VL - 1) // VL  # a row's tail: the vectors it needs
+                            spill = 1 if kb == K and pos + nv * VL <= P else 0
                             iend = min(t1, i0 + IMPLICIT_MCT)
-                            for i in range(i0, iend, ROW_TILES):
+                            i = i0
+                            while i < iend:
                                 m0 = g * Mg + i * MR
                                 ao = (i * K + k0) * MR
                                 oo = (n * M + m0) * P + pos
-                                if ROW_TILES == 2 and i + 1 < iend:
+                                if IMPLICIT_VECS == 4 and nv <= 2 and i + 1 < iend:  # two row tiles: 12 x nv
                                     mr = min(2 * MR, Mg - i * MR)
                                     if nv == 2:
                                         conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
@@ -275,12 +288,22 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                                     else:
                                         conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
                                                   b, m0, f, lo, hi, 1, 1, ao + K * MR, 2)
+                                    i += 2
+                                    continue
+                                mr = min(MR, Mg - i * MR)
+                                if nv == 4:
+                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
+                                              b, m0, f, lo, hi, 1, 4, ao, 1)
+                                elif nv == 3:
+                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
+                                              b, m0, f, lo, hi, 1, 3, ao, 1)
                                 elif nv == 2:
-                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, min(MR, Mg - i * MR), nc,
-                                              spill, acc, b, m0, f, lo, hi, 1, 2, ao, 1)
+                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
+                                              b, m0, f, lo, hi, 1, 2, ao, 1)
                                 else:
-                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, min(MR, Mg - i * MR), nc,
-                                              spill, acc, b, m0, f, lo, hi, 1, 1, ao, 1)
+                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
+                                              b, m0, f, lo, hi, 1, 1, ao, 1)
+                                i += 1
                 if z is not None:  # the chunk's positions, still in cache (a spill lands past p1 only)
                     p0 = (q0 // nj) * OW + (q0 % nj) * NR
                     p1 = ((q1 - 1) // nj) * OW + min(OW, ((q1 - 1) % nj) * NR + NR)

@@ -223,9 +223,9 @@ WIDE_TILE_RULES = ROW_TILES == 2
 
 
 def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool, strided: bool = False) -> bool:
-    """Whether the implicit GEMM beats the alternatives: its tiles hold two vectors of one output
-    row, so rows must fill them (>= 75 %, the host's vectors); with K <= one K block it beats Winograd
-    and im2col (no copies); with more, only while the weights of a group stay small (Mg x K <= 400K),
+    """Whether the implicit GEMM beats the alternatives: its tiles hold vectors of one output row
+    (the rule was measured with two per tile), so rows must fill them (>= 75 %, the host's
+    vectors); with K <= one K block it beats Winograd and im2col (no copies); with more, only while the weights of a group stay small (Mg x K <= 400K),
     and strided only with few input channels (<= 16 per group: alexnet's 11x11 stride 4 on 3
     channels, 2.66 vs 3.24 ms). Never for a 1x1 kernel (its phase-split copy takes the whole input where im2col
     gathers the used columns only). Re-measured after im2col became a table-driven gather (Intel Xeon
@@ -238,7 +238,7 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool,
     if int(np.prod(w_shape[2:])) == 1:
         return False
     K = int(np.prod(w_shape[1:]))
-    nr = 2 * VB // 4  # conv_tile_cols(float32) on this host; a row's tail of <= nr/2 takes a half tile
+    nr = 2 * VB // 4  # two float32 vectors: the rule was measured with tiles of 2 vectors and half-tile tails
     if ow < nr * 3 // 4 or ow / (ow // nr * nr + (nr if ow % nr > nr // 2 else nr // 2 if ow % nr else 0)) < 0.75:
         return False
     if small_k:

@@ -25,10 +25,13 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from jitort.kernels.convgemm import tile_codegen
+from jitort.kernels.convgemm import PANEL_VECS, tile_codegen
 from jitort.kernels.vecir import VB, Vec, lanes
 
 SLACK = 80  # elements a padded input needs past its end: full vectors read up to 2*VL beyond a row
+# Vectors of output columns per implicit-GEMM tile (MR rows x IMPLICIT_VECS vectors, a row's tail on
+# fewer): the GEMM's register tile, 6 x 4 on AVX-512, 6 x 2 on AVX2.
+IMPLICIT_VECS = PANEL_VECS
 
 
 def _dw_u(isz: int) -> int:
@@ -144,10 +147,10 @@ def conv_tile_cols(dt):  # type: ignore[no-untyped-def]
 
 @overload(conv_tile_cols)
 def _conv_tile_cols_ov(dt):  # type: ignore[no-untyped-def]
-    """Output columns of a full ``conv_tile`` for the dtype (2 vectors)."""
+    """Output columns of a full ``conv_tile`` for the dtype (``IMPLICIT_VECS`` vectors)."""
     if not isinstance(dt, types.DType):
         return None
-    n = 2 * lanes(dt.dtype.bitwidth // 8)
+    n = IMPLICIT_VECS * lanes(dt.dtype.bitwidth // 8)
     return lambda dt: n
 
 
@@ -158,8 +161,8 @@ def conv_tile(typingctx, a, ao, xp, xo, toff, ko, K, sx, out, oo, ldo, mrows, nc
     r < mrows, j < ncols, k < K: convgemm's tile (``tile_codegen``: C0, spill, fin) with B[k, j]
     read from a zero-padded input at tap offsets (j: nv vectors of output columns of one row; xp
     needs ``SLACK * sx`` elements past its end). sw (literal): ``Vec.read``'s column read; nv
-    (literal): 2 (``conv_tile_cols``) or 1 for a row's short tail. rt (literal): row tiles, 1 or 2
-    (``convgemm.ROW_TILES``: rows MR + r read a[ao2 + k*MR + r], mrows up to 2 MR)."""
+    (literal): ``IMPLICIT_VECS`` (``conv_tile_cols``) or fewer for a row's short tail. rt (literal):
+    row tiles, 1 or 2 (rows MR + r read a[ao2 + k*MR + r], mrows up to 2 MR)."""
     if not all(isinstance(t, types.Array) for t in (a, xp, toff, out, bias)):
         return None
     if not all(isinstance(t, types.IntegerLiteral) for t in (sw, nv, rt)):

@@ -91,6 +91,9 @@ CONV_CASES = [
     ((1, 2, 9, 70), (20, 2, 1, 5), dict(strides=[2, 4], pads=[0, 2, 0, 2])),  # column phases of stride 4
     ((1, 40, 13, 30), (10, 40, 3, 3), dict(pads=[1, 1, 1, 1], group=1, dilations=[1, 2])),  # implicit, K blocks
     ((2, 36, 9, 20), (14, 18, 3, 3), dict(pads=[1, 1, 1, 1], group=2)),  # implicit, K blocks, half-tile tails
+    ((1, 5, 6, 100), (9, 5, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit, rows of 100: a 64-column tile + 3 vectors
+    ((1, 3, 9, 147), (13, 3, 3, 3), dict(strides=[2, 2])),  # implicit, rows of 73: 64 columns + a 9-column tail
+    ((1, 40, 5, 55), (7, 40, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit, K blocks, rows of 55 (one tile, masked)
 ]
 
 
@@ -168,6 +171,8 @@ def test_output_channels_with_equal_weights_are_bitwise_equal(xs, ws, attrs):
     ((2, 3, 2, 9), (6, 1, 3, 3), dict(group=3, pads=[1, 1, 1, 1], strides=[1, 2])),
     ((2, 3, 4, 13), (7, 3, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, short rows
     ((1, 40, 3, 14), (7, 40, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, K blocks
+    ((1, 3, 3, 113), (7, 3, 3, 3), dict(strides=[2, 2])),  # implicit GEMM, rows of 56 (2 x 3.5 AVX-512 vectors)
+    ((1, 4, 3, 50), (7, 4, 3, 3), dict(pads=[1, 1, 1, 1])),  # implicit GEMM, rows of 50, the last one's tail
     ((2, 1, 77), (9, 1, 20), dict(pads=[3, 2], strides=[7])),  # window, position tiles past the end
 ])
 @pytest.mark.parametrize("residual", [False, True])
