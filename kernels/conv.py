@@ -61,7 +61,7 @@ from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, IM2COL, IMPLIC
                                        compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
 from jitort.kernels.convdirect import IMPLICIT_VECS, SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
-from jitort.kernels.convgemm import BBLOCK, MR, gemm_address, gemm_at, gemm_part, pack_weights
+from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES, gemm_address, gemm_at, gemm_part, pack_weights
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
@@ -280,7 +280,7 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                                 m0 = g * Mg + i * MR
                                 ao = (i * K + k0) * MR
                                 oo = (n * M + m0) * P + pos
-                                if IMPLICIT_VECS == 4 and nv <= 2 and i + 1 < iend:  # two row tiles: 12 x nv
+                                if ROW_TILES == 2 and nv <= 2 and i + 1 < iend:  # two row tiles: 12 x nv
                                     mr = min(2 * MR, Mg - i * MR)
                                     if nv == 2:
                                         conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,

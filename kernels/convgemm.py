@@ -58,9 +58,10 @@ from jitort.kernels.jit import njit_one
 from jitort.kernels.vecir import VB, Vec, fma_rows, fma_tile
 
 MR = 6  # rows per register tile: the packed-weight layout depends on it, so it is fixed everywhere
-# Row tiles per register tile of the implicit GEMM (convdirect's ``conv_tile``, whose tiles are two
-# vectors of one output row): with AVX-512's 32 vector registers two MR-row tiles run as one
-# 2 MR x NR tile (24 accumulators; two B vector loads per 24 fmas instead of per 12). Measured on the
+# Row tiles per register tile where a tile has at most two vectors of columns (the implicit GEMM's
+# short rows and row tails, conv.py): with AVX-512's 32 vector registers two MR-row tiles run as one
+# 2 MR x NR tile (24 accumulators; two B vector loads per 24 fmas instead of per 12). conv_setup's
+# Winograd rule (``WIDE_TILE_RULES``) was measured with these tiles. Measured on the
 # Intel Xeon Ice Lake-SP VM (AVX-512), 1 thread, whole GEMMs with A and B in cache: 240x256x768 105 ->
 # 139 GFLOP/s, 128x512x784 104 -> 127, 256x1024x196 102 -> 122, 1024x256x196 117 -> 133;
 # light_resnet50 106 -> 85 ms. AVX2's 16 registers hold one tile. The packed layout is the same either

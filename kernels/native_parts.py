@@ -38,7 +38,7 @@ from numba.extending import intrinsic
 from jitort.cache import record_compile
 
 from jitort.kernels.spin import compare_swap, cycles, fetch_add, load_acquire, load_seq, pause, store_release, \
-    store_seq
+    store_seq, yield_cpu
 
 PART_SIG = types.void(types.int64, types.CPointer(types.int64))
 
@@ -159,13 +159,16 @@ def _run_claimed(ctl, c):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True)
-def worker_wait(ctl, me, seen, spin):  # type: ignore[no-untyped-def]
-    """A worker's life between two visits to Python: spin (about ``spin`` cycles, restarted after
-    each job) on ``GEN``, taking parts of each native job published. Returns (TIMED_OUT, GEN last
+def worker_wait(ctl, me, seen, spin, spin_yield):  # type: ignore[no-untyped-def]
+    """A worker's life between two visits to Python: spin on ``GEN`` (restarted after each job),
+    taking parts of each native job published, for about ``spin`` cycles, then on up to
+    ``spin_yield`` cycles in all yielding the CPU (``yield_cpu``) between reads: a thread waiting
+    for this CPU gets it, an idle machine keeps the worker awake. Returns (TIMED_OUT, GEN last
     seen), (PYTHON_JOB, its GEN) or (WAKE_CALLER, GEN last seen): this worker finished the last part
     of a job whose caller blocks."""
     t0 = cycles()
     n = 0
+    limit = max(spin, spin_yield)
     while True:
         g = load_acquire(ctl, GEN)
         if g != seen:
@@ -183,12 +186,16 @@ def worker_wait(ctl, me, seen, spin):  # type: ignore[no-untyped-def]
             t0 = cycles()
             n = 0
             continue
-        if n >= spin:
+        if n >= limit:
             return TIMED_OUT, seen
         pause()
         n += 1
-        if (n & 31) == 0 and cycles() - t0 > spin:
-            return TIMED_OUT, seen
+        if (n & 31) == 0:
+            spent = cycles() - t0
+            if spent > limit:
+                return TIMED_OUT, seen
+            if spent > spin:
+                yield_cpu()
 
 
 @njit(inline="always")

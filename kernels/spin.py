@@ -8,7 +8,10 @@ thread that asks), and a plain Numba loop would hoist the load out of the loop (
 writes memory) and never see the change.
 
 Between reads the x86 ``pause`` instruction tells the core it is spinning (on an SMT sibling it
-yields the pipeline; elsewhere nothing is emitted). Time is read from ``llvm.readcyclecounter``
+yields the pipeline; elsewhere nothing is emitted). ``yield_cpu`` calls the OS's ``sched_yield``
+(a spinning thread that another runnable thread is waiting behind hands it the CPU; with none it
+returns at once), for waits that should stay cheap on a machine with more runnable threads than
+CPUs; where libc has no ``sched_yield`` it is a ``pause``. Time is read from ``llvm.readcyclecounter``
 (the TSC on x86: about 1-4 cycles per nanosecond on today's hosts); on a target without a cycle
 counter it reads 0, and the iteration count (at most ``budget``: every iteration takes at least a
 cycle) still bounds the wait.
@@ -23,6 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import ctypes
+import ctypes.util
+
 import llvmlite.binding as ll
 from llvmlite import ir
 from numba import njit, types
@@ -30,6 +36,20 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _X86 = ll.get_process_triple().split("-")[0] in ("x86_64", "i386", "i686", "amd64")
+
+
+def _libc_sched_yield() -> bool:
+    """Make libc's ``sched_yield`` known to the JIT linker by name (compiled code, cached or not,
+    refers to it by symbol); False where libc has none."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or None).sched_yield
+    except (OSError, AttributeError):
+        return False
+    ll.add_symbol("sched_yield", ctypes.cast(fn, ctypes.c_void_p).value)
+    return True
+
+
+_SCHED_YIELD = _libc_sched_yield()
 
 
 def _int64_vector(arr) -> bool:  # type: ignore[no-untyped-def]
@@ -120,6 +140,23 @@ def pause(typingctx):  # type: ignore[no-untyped-def]
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def yield_cpu(typingctx):  # type: ignore[no-untyped-def]
+    """libc ``sched_yield()`` (the result ignored); ``pause`` where libc has none."""
+    sig = types.void()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        if _SCHED_YIELD:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(fn, [])
+        elif _X86:
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
                                                 "llvm.x86.sse2.pause")
             builder.call(fn, [])

@@ -98,8 +98,8 @@ def parts_for(units: int, work: float, per_part: float | None = None) -> int:
 # parts itself; persistent workers claim parts from the same counter, so a worker the OS starts late
 # finds nothing left and the caller never waits for it. Hand-over without a system call where it
 # can: after a job, a worker spins (``native_parts.worker_wait``, without the GIL) for up to
-# ``SPIN_CYCLES`` on the job word before it sleeps on a condition variable, running native jobs'
-# parts as they come, and the caller spins on the completion count before it blocks. The spin is
+# ``SPIN_CYCLES`` on the job word (then, yielding the CPU between reads, up to ``SPIN_YIELD_FACTOR``
+# times as long) before it sleeps on a condition variable, running native jobs' parts as they come, and the caller spins on the completion count before it blocks. The spin is
 # bounded, so an idle session burns no CPU after that. The protocol is native_parts.py's.
 
 def _spin_cycles() -> int:
@@ -109,18 +109,33 @@ def _spin_cycles() -> int:
         return SPIN_CYCLES_DEFAULT
 
 
-# ~70 us at 2.8 GHz: a worker stays awake across the unsplit steps between two split kernels of a
-# plan. Waking a sleeping worker (condition variable, then the GIL) cost 50-80 us on the quiet 2-vCPU
+# ~70 us at 2.8 GHz of plain spinning (then SPIN_YIELD_FACTOR times as long yielding the CPU between
+# reads): a worker stays awake across the unsplit steps between two split kernels of a plan. Waking
+# a sleeping worker (condition variable, then the GIL) cost 50-80 us on the quiet 2-vCPU
 # Intel Xeon (Ice Lake) VM: benchmarks/bench_threads.py (load 0.7), a native job of 80 us of work split
 # in two took 1.13x one thread's time with a 20000-cycle spin and 0.65x with 100000 (320 us: 0.68x,
 # 0.57x); at 2 threads, 200000 against 20000 took densenet121 86 vs 99 ms, inception_v2 39 vs 63,
 # squeezenet 9.7 vs 11.7, resnet50 60 vs 63 (zfnet512 unchanged). The spin is bounded, so an idle
-# session stops burning CPU ~70 us after its last job (onnxruntime's workers spin far longer by
+# session stops burning CPU ~0.7 ms after its last job (onnxruntime's workers spin longer by
 # default). An earlier tuning on an oversubscribed VM (load 9-17) preferred short spins: a spinning
 # worker takes CPU its own caller needs when there are more runnable threads than CPUs.
 # JITORT_THREAD_SPIN overrides (0: never spin).
 SPIN_CYCLES_DEFAULT = 200_000
 SPIN_CYCLES = SPIN_CYCLES_DEFAULT if "JITORT_THREAD_SPIN" not in os.environ else _spin_cycles()
+# After SPIN_CYCLES a worker spins on for up to this many times as long, yielding the CPU between
+# reads (``native_parts.worker_wait``): ~0.7 ms in all, enough to stay awake across a plan's unsplit
+# steps (a Concat, a pool, a small conv: light_squeezenet's gaps reach ~0.3 ms), while a thread of
+# another process (or session) that waits for this CPU gets it at the next read. Measured on the
+# 2-vCPU Intel Xeon Ice Lake-SP VM at 2 threads, onnxruntime with spinning off: a plain spin of 2M
+# cycles instead of 200K took the nine light CNNs' geomean ratio from 1.27x/1.23x to 1.21x/1.12x
+# (light_squeezenet 2.21x/2.03x -> 1.75x/1.54x) and bench_transformer's from 1.03x/1.00x to
+# 0.93x/0.90x, but with two such processes at once (4 threads on 2 CPUs) it took light_squeezenet
+# from 11.6-14.4 to 16-20 ms and light_resnet50 from 95-157 to 135-142 ms: hence the yields. With
+# them (200K cycles, then yielding up to 2M), against the plain 200K, alternating processes: alone,
+# the CNN geomean 1.16x/1.21x vs 1.27x/1.27x, transformers 0.94x/0.91x vs 1.04x/1.02x; two processes
+# at once, light_squeezenet 14.2/13.6 and 11.2/10.2 ms vs 15.2/16.4 and 13.9/12.9, light_resnet50
+# 115/106 and 98/102 ms vs 102/103 and 105/126 (no worse).
+SPIN_YIELD_FACTOR = 10
 
 
 class _Job:
@@ -185,7 +200,7 @@ class Pool:
     def _loop(self, me: int, seen: int) -> None:
         ctl = self.ctl
         while not self.closed:
-            code, gen = NP.worker_wait(ctl, me, seen, self.spin)
+            code, gen = NP.worker_wait(ctl, me, seen, self.spin, self.spin * SPIN_YIELD_FACTOR)
             seen = gen  # the native jobs worker_wait took part in are seen (else it spins on forever)
             if code == NP.TIMED_OUT:
                 with self.cond:

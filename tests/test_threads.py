@@ -134,6 +134,24 @@ def test_spin_while_is_bounded_and_sees_other_threads_writes():
     t.join()
 
 
+def test_worker_wait_yields_then_times_out_or_takes_the_next_job():
+    """A worker spins, then spins yielding the CPU (sched_yield) up to its second budget, then gives
+    up (TIMED_OUT); a job published during the yielding phase ends the wait (PYTHON_JOB)."""
+    from jitort.kernels import native_parts as NP
+    ctl = np.zeros(NP.CTL_SIZE, np.int64)
+    seen = int(ctl[NP.GEN])
+    t0 = time.perf_counter()
+    code, gen = NP.worker_wait(ctl, 1, seen, 1_000, 3_000_000)
+    assert (code, gen) == (NP.TIMED_OUT, seen)
+    assert time.perf_counter() - t0 < 1.0
+    # a Python job (even GEN) published 20 ms in: long past the plain spin, inside the yielding one
+    t = threading.Timer(0.02, lambda: ctl.__setitem__(NP.GEN, seen + 2))
+    t.start()
+    code, gen = NP.worker_wait(ctl, 1, seen, 1_000, 10 ** 12)
+    t.join()
+    assert (code, gen) == (NP.PYTHON_JOB, seen + 2)
+
+
 def test_each_session_runs_with_its_own_thread_count():
     """Sessions of one process with different intra_op_num_threads: each run uses its session's count
     (the count is process-wide in jitort's kernels; a run restores its session's when another
