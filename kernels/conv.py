@@ -215,8 +215,10 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
     744-1026, resnet50's (7x7 s2) 3664-3811 -> 2484-3556, zfnet's 5404-5559 -> 3980-4908, 3x3 16->64
     on 55x55 761-875 -> 625-778, 40->64 on 55x55 (K blocks) 2076-2240 -> 1653-1980; rows of 27-28
     (12 x 2 both ways) equal. Inside whole networks (light_squeezenet, light_resnet50,
-    light_zfnet512, ratios to onnxruntime) the difference is within the VM's noise. sc: scratch of ``_scratch_size`` elements; this call computes
-    its ``part`` of the row tiles (each part pads the input itself)."""
+    light_zfnet512, ratios to onnxruntime) the difference is within the VM's noise.
+
+    sc: scratch of ``_scratch_size`` elements; this call computes its ``part`` of the row tiles
+    (each part pads the input itself)."""
     N, C, D, H, W = x.shape
     M = out.shape[1]
     group, kd, kh, kw = geo[0], geo[1], geo[2], geo[3]

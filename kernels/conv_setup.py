@@ -223,18 +223,18 @@ WIDE_TILE_RULES = ROW_TILES == 2
 
 
 def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool, strided: bool = False) -> bool:
-    """Whether the implicit GEMM beats the alternatives: its tiles hold vectors of one output row
-    (the rule was measured with two per tile), so rows must fill them (>= 75 %, the host's
-    vectors); with K <= one K block it beats Winograd and im2col (no copies); with more, only while the weights of a group stay small (Mg x K <= 400K),
-    and strided only with few input channels (<= 16 per group: alexnet's 11x11 stride 4 on 3
-    channels, 2.66 vs 3.24 ms). Never for a 1x1 kernel (its phase-split copy takes the whole input where im2col
-    gathers the used columns only). Re-measured after im2col became a table-driven gather (Intel Xeon
-    Ice Lake, 1 thread, interleaved, implicit -> im2col): 5x5 48->128 on 14x14 1.10 -> 0.73 ms, grouped
-    3x3 on 13x13 1.13 -> 0.69 (rows of 13-14 half-fill a 32-column AVX-512 tile), 3x3 128->128 stride
-    2 on 56x56 3.68 -> 2.85; kept: 5x5 on 28x28 (0.25 vs 0.43 ms), grouped 5x5 27x27, resnet50's conv1
-    (7x7 stride 2, K = 147: 2.95 vs 4.03). Still so with the two-row-tile GEMM (same host, loaded,
-    implicit vs im2col, ms): resnet50's stem 3.32 vs 4.96, alexnet's 11x11 3.26 vs 4.25,
-    squeezenet's 3x3 16->64 on 55x55 0.67 vs 0.88, 5x5 16->32 on 28x28 0.30 vs 0.49."""
+    """Whether the implicit GEMM beats the alternatives: its tiles hold vectors of one output row (the rule was
+    measured with two per tile), so rows must fill them (>= 75 %, the host's vectors); with K <= one K block
+    it beats Winograd and im2col (no copies); with more, only while the weights of a group stay small (Mg x K
+    <= 400K), and strided only with few input channels (<= 16 per group: alexnet's 11x11 stride 4 on 3
+    channels, 2.66 vs 3.24 ms). Never for a 1x1 kernel (its phase-split copy takes the whole input where
+    im2col gathers the used columns only). Re-measured after im2col became a table-driven gather (Intel Xeon
+    Ice Lake, 1 thread, interleaved, implicit -> im2col): 5x5 48->128 on 14x14 1.10 -> 0.73 ms, grouped 3x3 on
+    13x13 1.13 -> 0.69 (rows of 13-14 half-fill a 32-column AVX-512 tile), 3x3 128->128 stride 2 on 56x56 3.68
+    -> 2.85; kept: 5x5 on 28x28 (0.25 vs 0.43 ms), grouped 5x5 27x27, resnet50's conv1 (7x7 stride 2, K = 147:
+    2.95 vs 4.03). Still so with the two-row-tile GEMM (same host, loaded, implicit vs im2col, ms): resnet50's
+    stem 3.32 vs 4.96, alexnet's 11x11 3.26 vs 4.25, squeezenet's 3x3 16->64 on 55x55 0.67 vs 0.88, 5x5 16->32
+    on 28x28 0.30 vs 0.49."""
     if int(np.prod(w_shape[2:])) == 1:
         return False
     K = int(np.prod(w_shape[1:]))

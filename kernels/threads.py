@@ -99,8 +99,9 @@ def parts_for(units: int, work: float, per_part: float | None = None) -> int:
 # finds nothing left and the caller never waits for it. Hand-over without a system call where it
 # can: after a job, a worker spins (``native_parts.worker_wait``, without the GIL) for up to
 # ``SPIN_CYCLES`` on the job word (then, yielding the CPU between reads, up to ``SPIN_YIELD_FACTOR``
-# times as long) before it sleeps on a condition variable, running native jobs' parts as they come, and the caller spins on the completion count before it blocks. The spin is
-# bounded, so an idle session burns no CPU after that. The protocol is native_parts.py's.
+# times as long) before it sleeps on a condition variable, running native jobs' parts as they come,
+# and the caller spins on the completion count before it blocks. The spin is bounded, so an idle
+# session burns no CPU after that. The protocol is native_parts.py's.
 
 def _spin_cycles() -> int:
     try:

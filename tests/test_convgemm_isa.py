@@ -61,8 +61,8 @@ np.savez(sys.argv[1], **out)
 def _run(tmp_path, name: str, env: dict[str, str]) -> dict[str, np.ndarray]:
     path = tmp_path / f"{name}.npz"
     e = dict(os.environ, **env)
-    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(path), repr(SHAPES), repr(CONVS)], env=e, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(path), repr(SHAPES), repr(CONVS)], env=e,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     with np.load(path) as f:
         return dict(f)
