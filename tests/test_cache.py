@@ -150,7 +150,7 @@ def test_artifact_loads_in_fresh_process_with_zero_compilation(tmp_path, models)
     art = tmp_path / "art"
     compile_artifact(str(models[0]), str(art), {"input_embeds": [2, 5, 64]}, quiet=True)
     # the block's GELU and residual Adds fold into its GEMMs' epilogues, so it may have no generated
-    # kernel (rep["kernels"]); the artifact holds the library kernels it runs, compiled
+    # kernel (the report's "kernels"); the artifact holds the library kernels it runs, compiled
     assert (art / "manifest.json").exists() and any(p.suffix == ".nbi" for p in (art / "library").rglob("*"))
     fresh_root = tmp_path / "other-cache"
     r = _run_child(fresh_root, art)
