@@ -133,16 +133,21 @@ def compare_swap(typingctx, arr, i, old, new):  # type: ignore[no-untyped-def]
     return types.boolean(arr, types.intp, old, new), codegen
 
 
+def _emit_pause(builder: Any) -> None:
+    """x86 ``pause`` at the builder's position; nothing on other targets."""
+    if _X86:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                            "llvm.x86.sse2.pause")
+        builder.call(fn, [])
+
+
 @intrinsic
 def pause(typingctx):  # type: ignore[no-untyped-def]
     """x86 ``pause``; nothing on other targets."""
     sig = types.void()
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        if _X86:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+        _emit_pause(builder)
         return context.get_dummy_value()
     return sig, codegen
 
@@ -156,10 +161,8 @@ def yield_cpu(typingctx):  # type: ignore[no-untyped-def]
         if _SCHED_YIELD:
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
             builder.call(fn, [])
-        elif _X86:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+        else:
+            _emit_pause(builder)
         return context.get_dummy_value()
     return sig, codegen
 

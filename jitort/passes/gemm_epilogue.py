@@ -76,22 +76,14 @@ def fuse_gemm_epilogue(g: Graph) -> Graph:
         if act is not None:
             absorbed.append(act_node)  # type: ignore[arg-type]
             y = act_node.outputs[0]  # type: ignore[union-attr]
-        else:
-            silu = walk.silu(y)
-            gelu = walk.gelu_erf(y) if silu is None else None
-            gelu_tanh = walk.gelu_tanh(y) if silu is None and gelu is None else None
-            if silu is not None:
-                act = ("SiLU", 0.0, 0.0)
-                absorbed += silu[0]
-                y = silu[1]
-            elif gelu is not None:
-                act = ("Gelu", 0.0, 0.0)
-                absorbed += gelu[0]
-                y = gelu[1]
-            elif gelu_tanh is not None:
-                act = ("GeluTanh", 0.0, 0.0)
-                absorbed += gelu_tanh[0]
-                y = gelu_tanh[1]
+        else:  # activations written out as several nodes
+            for name, written in (("SiLU", walk.silu), ("Gelu", walk.gelu_erf), ("GeluTanh", walk.gelu_tanh)):
+                found = written(y)
+                if found is not None:
+                    act = (name, 0.0, 0.0)
+                    absorbed += found[0]
+                    y = found[1]
+                    break
         if not absorbed:
             continue
         if act is not None:
