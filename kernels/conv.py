@@ -60,7 +60,7 @@ from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, IM2COL, IMPLIC
                                        IMPLICIT_KC, IMPLICIT_MCT, WINDOW, WINOGRAD, attrs_norm, check_conv,
                                        compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
-from jitort.kernels.convdirect import IMPLICIT_VECS, SLACK, conv_tile, conv_tile_cols, dw_plan, dw_plane
+from jitort.kernels.convdirect import IMPLICIT_VECS, SLACK, conv_tile_cols, conv_tile_nv, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES, gemm_address, gemm_at, gemm_part, pack_weights
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
@@ -282,30 +282,11 @@ def _conv_implicit(x, wp, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, np
                                 m0 = g * Mg + i * MR
                                 ao = (i * K + k0) * MR
                                 oo = (n * M + m0) * P + pos
-                                if ROW_TILES == 2 and nv <= 2 and i + 1 < iend:  # two row tiles: 12 x nv
-                                    mr = min(2 * MR, Mg - i * MR)
-                                    if nv == 2:
-                                        conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
-                                                  b, m0, f, lo, hi, 1, 2, ao + K * MR, 2)
-                                    else:
-                                        conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
-                                                  b, m0, f, lo, hi, 1, 1, ao + K * MR, 2)
-                                    i += 2
-                                    continue
-                                mr = min(MR, Mg - i * MR)
-                                if nv == 4:
-                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
-                                              b, m0, f, lo, hi, 1, 4, ao, 1)
-                                elif nv == 3:
-                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
-                                              b, m0, f, lo, hi, 1, 3, ao, 1)
-                                elif nv == 2:
-                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
-                                              b, m0, f, lo, hi, 1, 2, ao, 1)
-                                else:
-                                    conv_tile(wg, ao, xbuf, xo, toff, k0, kb, 1, out, oo, P, mr, nc, spill, acc,
-                                              b, m0, f, lo, hi, 1, 1, ao, 1)
-                                i += 1
+                                two = ROW_TILES == 2 and nv <= 2 and i + 1 < iend  # two row tiles: 12 x nv
+                                mr = min(2 * MR if two else MR, Mg - i * MR)
+                                conv_tile_nv(wg, ao, xbuf, xo, toff, k0, kb, out, oo, P, mr, nc, spill, acc, b, m0, f,
+                                             lo, hi, nv, ao + K * MR if two else ao, two)
+                                i += 2 if two else 1
                 if z is not None:  # the chunk's positions, still in cache (a spill lands past p1 only)
                     p0 = (q0 // nj) * OW + (q0 % nj) * NR
                     p1 = ((q1 - 1) // nj) * OW + min(OW, ((q1 - 1) % nj) * NR + NR)

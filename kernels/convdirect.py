@@ -194,6 +194,32 @@ def conv_tile(typingctx, a, ao, xp, xo, toff, ko, K, sx, out, oo, ldo, mrows, nc
     return sig, codegen
 
 
+@njit(inline="always", nogil=True, error_model="numpy")
+def conv_tile_nv(a, ao, xp, xo, toff, ko, K, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi, nv, ao2,
+                 two):  # type: ignore[no-untyped-def]
+    """``conv_tile`` (unit column stride) with a run-time vector count nv (1 to ``IMPLICIT_VECS``;
+    one literal instance each) and, with ``two``, two row tiles (nv <= 2; rows MR + r from ao2)."""
+    if two:
+        if nv == 2:
+            conv_tile(a, ao, xp, xo, toff, ko, K, 1, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
+                      1, 2, ao2, 2)
+        else:
+            conv_tile(a, ao, xp, xo, toff, ko, K, 1, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
+                      1, 1, ao2, 2)
+    elif nv == 4:
+        conv_tile(a, ao, xp, xo, toff, ko, K, 1, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
+                  1, 4, ao, 1)
+    elif nv == 3:
+        conv_tile(a, ao, xp, xo, toff, ko, K, 1, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
+                  1, 3, ao, 1)
+    elif nv == 2:
+        conv_tile(a, ao, xp, xo, toff, ko, K, 1, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
+                  1, 2, ao, 1)
+    else:
+        conv_tile(a, ao, xp, xo, toff, ko, K, 1, out, oo, ldo, mrows, ncols, spill, init, bias, bo, fin, lo, hi,
+                  1, 1, ao, 1)
+
+
 # --- row moves without array views ----------------------------------------------------------------
 
 @intrinsic
