@@ -432,7 +432,8 @@ def _make_part(kernel: str, dt: type, residual: bool, ep_all: bool) -> Any:
         elif kernel == "window":
             _window_inline(x, w, b, out, z, geo, ow, act, prm, ep, sc, k, nparts)
         elif kernel == "winograd":
-            _winograd_inline(x, w, b, out, z, argv[CP.PH], argv[CP.PW], oh, ow, act, prm, ep, ga, sc, k, nparts)
+            _winograd_inline(x, w, b, out, z, argv[CP.PH], argv[CP.PW], oh, ow, argv[CP.BLK], act, prm, ep, ga, sc, k,
+                             nparts)
         elif kernel == "implicit":
             _implicit_inline(x, w, b, out, z, geo, od, oh, ow, act, prm, ep, sc, k, nparts)
         else:
@@ -463,7 +464,7 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
     wino = 0 if u is None else 2 if w.size == 0 else 1  # 2: Winograd's are the only weights
-    out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units = conv_plan(
+    out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units, blk = conv_plan(
         x.shape, w_shape, group, strides, dilations, pads, auto_pad, wino)
     cd = w.dtype
     if w.size == 0 and path != WINOGRAD and math.prod(w_shape):
@@ -491,7 +492,7 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     fn = _PARTS.address((kern, cd.type, z is not None, ep is not None))
     # one part: conv_argv runs it (and refuses a strided array: the lowering's and conv_eager's are not)
     argv = conv_argv(fn, xc if xc.flags.c_contiguous else np.ascontiguousarray(xc), wk, b, o3, z3, geo, prm,
-                     scratch(stride * nparts, cd), stride, nparts, od, oh, ow, act, ga)
+                     scratch(stride * nparts, cd), stride, nparts, od, oh, ow, act, ga, blk)
     if nparts > 1:
         run_native(fn, argv, nparts)
     return out if out.dtype == x.dtype else out.astype(x.dtype)

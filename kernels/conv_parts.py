@@ -30,7 +30,8 @@ from jitort.kernels.native_parts import addr, as_ptr, call_part
 SCRATCH_ALIGN = 64  # bytes: what jitort.allocator aligns to (the GEMM panels' whole-vector loads)
 
 # argv: these int64 slots, then one block of ARR_SLOTS per array (address, then up to 5 dims)
-NPARTS, SC_STRIDE, OD, OH, OW, ACT, GA, PH, PW = range(9)
+# BLK: a kernel's block size where the per-shape plan chooses it (Winograd: tile rows per block)
+NPARTS, SC_STRIDE, OD, OH, OW, ACT, GA, PH, PW, BLK = range(10)
 ARR_SLOTS = 6
 X, W, B, OUT, Z, GEO, PRM, SC = (16 + ARR_SLOTS * i for i in range(8))
 ARGC = SC + ARR_SLOTS
@@ -51,7 +52,7 @@ def _put(argv, s, a):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def conv_argv(fn, x, w, b, out, z, geo, prm, sc, stride, nparts, od, oh, ow, act, ga):  # type: ignore[no-untyped-def]
+def conv_argv(fn, x, w, b, out, z, geo, prm, sc, stride, nparts, od, oh, ow, act, ga, blk):  # type: ignore[no-untyped-def]
     """The argument vector of a conv part function: every array C-contiguous (the caller checks)
     and alive until the job ends; z None when there is no residual; sc holds nparts slices of
     ``stride`` elements (``part_stride``). With one part, also runs it (part function ``fn``) here,
@@ -66,7 +67,7 @@ def conv_argv(fn, x, w, b, out, z, geo, prm, sc, stride, nparts, od, oh, ow, act
         raise ValueError("conv_argv: the arrays must be C-contiguous")
     argv = np.zeros(ARGC, np.int64)
     argv[NPARTS], argv[SC_STRIDE] = nparts, stride * sc.itemsize
-    argv[OD], argv[OH], argv[OW], argv[ACT], argv[GA] = od, oh, ow, act, ga
+    argv[OD], argv[OH], argv[OW], argv[ACT], argv[GA], argv[BLK] = od, oh, ow, act, ga, blk
     argv[PH], argv[PW] = geo[11], geo[12]  # the begin pads (Winograd takes them as scalars)
     _put(argv, X, x)
     _put(argv, W, w)

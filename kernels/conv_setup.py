@@ -19,7 +19,7 @@ from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES
 from jitort.kernels.convutil import EP
 from jitort.kernels.pool_geometry import trunc_div
 from jitort.kernels.vecir import VB
-from jitort.kernels.winograd import wino_sizes
+from jitort.kernels.winograd import wino_rows, wino_strides
 
 # im2col: aim for GEMMs of ~512 columns (the GEMM is efficient from there), with a column tile of
 # at most 256K elements (1 MiB float32). Measured on the 3x3 64->64 56x56 case; flat beyond.
@@ -150,10 +150,10 @@ _WINO_SPLIT_FLOPS = 6e7
 def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
               dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
               ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
-                      float, int]:
+                      float, int, int]:
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
     kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
-    can split between threads). winograd: whether the Winograd weights exist; 2: they are the only
+    can split between threads, the kernel's block: Winograd's tile rows per block, else 0). winograd: whether the Winograd weights exist; 2: they are the only
     weights (the lowering's host took Winograd for this shape), so Winograd runs wherever it can
     whatever this host's rule (``_winograd_pays``): an artifact built on another host stays correct. Saves ~8 us of Python per call (a
     conv is often under 100 us).
@@ -181,7 +181,8 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         path, xs = IMPLICIT, x5
     else:
         path, xs = IM2COL, x5
-    nsc = _scratch_size(path, x_shape, w_shape, geo, odhw)
+    blk = wino_rows(x_shape[1], M, odhw[1], odhw[2]) if path == WINOGRAD else 0
+    nsc = _scratch_size(path, x_shape, w_shape, geo, odhw, blk)
     P = int(np.prod(out_sp))
     flops = 2.0 * N * M * P * int(np.prod(w_shape[1:]))
     Mgt = -(-(M // group) // MR)
@@ -192,7 +193,7 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     elif path == DWBLOCK:
         units = -(-x_shape[1] // 8)
     elif path == WINOGRAD:  # tile-row blocks, or when they are few, row tiles of output channels
-        units = -(-((odhw[1] + 1) // 2) // (wino_sizes(x_shape[1], M, odhw[1], odhw[2])[0] // ((odhw[2] + 1) // 2)))
+        units = -(-((odhw[1] + 1) // 2) // blk)
         if flops >= _WINO_SPLIT_FLOPS:
             units = max(units, Mgt)
     elif path == IM2COL:  # row blocks, or (fewer blocks than threads) the output channels' row tiles
@@ -201,7 +202,7 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
         units = -(-P // 32) if P >= M // group else Mgt
     else:
         units = Mgt
-    return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units
+    return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units, blk
 
 
 def _winograd_pays(channels: int, positions: int) -> bool:
@@ -247,7 +248,7 @@ def _implicit_fits(w_shape: tuple[int, ...], group: int, ow: int, small_k: bool,
 
 
 def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: np.ndarray,
-                  odhw: tuple[int, int, int]) -> int:
+                  odhw: tuple[int, int, int], blk: int) -> int:
     """Elements of working memory a kernel takes from ``_scratch`` (instead of allocating per call:
     a buffer over glibc's mmap threshold is mapped and page-faulted on every call)."""
     od, oh, ow = odhw
@@ -266,7 +267,7 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return w_shape[1] * sw * dp * hp * (ow + ((kw - 1) * dw) // sw) + SLACK
     if path == WINOGRAD:
         C, M = x_shape[1], w_shape[0]
-        _, sv, sm = wino_sizes(C, M, oh, ow)
+        sv, sm = wino_strides(C, M, blk * ((ow + 1) // 2))
         return C * (2 * ((oh + 1) // 2) + 2) * (2 * ((ow + 1) // 2) + 2) + 16 * (sv + sm) + BBLOCK
     K = int(np.prod(w_shape[1:]))
     return K * im2col_rows(K, ow, od * oh) * ow + BBLOCK

@@ -94,7 +94,7 @@ def _wino_out(Mt, out, zn, b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep, c0, c1):  
 
 
 @njit(**_KW)
-def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,  # type: ignore[no-untyped-def]
+def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, rows, act, prm, ep, ga, sc, part,  # type: ignore[no-untyped-def]
                     nparts):
     """x [N, C, H, W]; U [16, packed M x C]; out [N, M, OH*OW]; z None or the residual like out; 3x3, stride 1, dilation 1, group 1;
     ga: the GEMM's address (``convgemm.gemm_address``).
@@ -111,8 +111,8 @@ def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,
     TH = (OH + 1) // 2
     TW = (OW + 1) // 2
     zero = prm[2]
-    Tb, sv, sm = _wino_sizes(C, M, OH, OW)
-    rows = Tb // TW
+    Tb = rows * TW
+    sv, sm = _wino_strides(C, M, Tb)
     nxp = C * (2 * TH + 2) * (2 * TW + 2)
     xp = sc[:nxp].reshape(C, 1, 2 * TH + 2, 2 * TW + 2)
     V = sc[nxp:nxp + 16 * sv].reshape(16, sv)
@@ -146,19 +146,27 @@ def winograd_kernel(x, U, b, out, z, ph, pw, OH, OW, act, prm, ep, ga, sc, part,
                 _wino_out(Mt, on, z[n], b, Tb, ty0, ty1, TW, OH, OW, act, prm, ep, c0, c1)
 
 
-def wino_sizes(C: int, M: int, OH: int, OW: int) -> tuple[int, int, int]:
-    """(tiles per block, row stride of V, of Mt). The strides are 4 KiB multiples + 64 B, so the 16
-    planes read together fall in different L1 sets (a power-of-two stride made the transforms 3.5x
-    slower at some block sizes). Plain Python for the per-shape setup (nothing to compile before
-    a session's first kernel); ``_wino_sizes`` is the same function jitted for the kernel."""
+def wino_rows(C: int, M: int, OH: int, OW: int) -> int:
+    """Tile rows per block (the per-shape plan's choice, ``conv_setup.conv_plan``). Each block reads all
+    16 transformed weight matrices (16 M x C) again; its V and Mt hold 16 (C + M) values per tile. A
+    block is at least ``_WINO_BLOCK`` values of V and Mt (they stay in L2), and at least M C / (C + M)
+    tiles, so that the weights read per tile are at most what V and Mt hold: with 512 channels in and
+    out that is 256 tiles, where the L2 rule alone gave 16 (one 28-wide tile row), and the 16 GEMMs
+    were 512 x 512 x 14, bound by reading the 16 MiB of weights again per block (see README's table)."""
     TH = (OH + 1) // 2
     TW = (OW + 1) // 2
-    rows = max(1, min(TH, (_WINO_BLOCK // (16 * (C + M))) // TW))
-    Tb = rows * TW
-    return Tb, (C * Tb + 1023) // 1024 * 1024 + 16, (M * Tb + 1023) // 1024 * 1024 + 16
+    return max(1, min(TH, max(_WINO_BLOCK // (16 * (C + M)), M * C // (C + M)) // TW))
 
 
-_wino_sizes = njit(**EP)(wino_sizes)
+def wino_strides(C: int, M: int, Tb: int) -> tuple[int, int]:
+    """Row strides of V and Mt for blocks of Tb tiles: 4 KiB multiples + 64 B, so the 16 planes read
+    together fall in different L1 sets (a power-of-two stride made the transforms 3.5x slower at
+    some block sizes). Plain Python for the per-shape setup; ``_wino_strides`` is the same function
+    jitted for the kernel."""
+    return (C * Tb + 1023) // 1024 * 1024 + 16, (M * Tb + 1023) // 1024 * 1024 + 16
+
+
+_wino_strides = njit(**EP)(wino_strides)
 
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])

@@ -119,7 +119,9 @@ WINOGRAD_CASES = [  # 3x3, stride 1, >= 16 channels: Winograd F(2x2, 3x3)
     ((1, 16, 7, 5), 24, dict()),
     ((1, 16, 10, 9), 16, dict(pads=[0, 2, 1, 0])),
     ((1, 20, 13, 12), 16, dict(auto_pad="SAME_UPPER")),
-    ((2, 32, 28, 28), 48, dict(pads=[1, 1, 1, 1])),  # several tile-row blocks
+    ((2, 32, 28, 28), 48, dict(pads=[1, 1, 1, 1])),  # one block of 14 tile rows
+    ((1, 32, 32, 34), 32, dict(pads=[1, 1, 1, 1])),  # blocks of 15 tile rows and of 1 (winograd.wino_rows)
+    ((1, 96, 20, 20), 160, dict(pads=[1, 1, 1, 1])),  # blocks of 6 and 4 rows (60 tiles by the weights' rule)
     ((1, 64, 6, 70), 16, dict(pads=[1, 1, 1, 1])),
 ]
 
@@ -182,7 +184,7 @@ def test_kernels_write_nothing_past_the_output(xs, ws, attrs, residual):
     group = attrs.get("group", 1)
     r = len(xs) - 2
     _, s_, dl, p = K.attrs_norm(r, ws[2:], attrs.get("strides"), None, attrs.get("pads"))
-    out_shape, path, geo, (od, oh, ow), xsh, o3s, nsc, _, _ = K.conv_plan(xs, ws, group, s_, dl, p, "NOTSET", False)
+    out_shape, path, geo, (od, oh, ow), xsh, o3s, nsc, _, _, _ = K.conv_plan(xs, ws, group, s_, dl, p, "NOTSET", False)
     buf = np.full(int(np.prod(o3s)) + 64, 12345.0, np.float32)
     o3 = buf[:-64].reshape(o3s)
     z = rand(o3s, seed=4) if residual else None
@@ -192,7 +194,7 @@ def test_kernels_write_nothing_past_the_output(xs, ws, attrs, residual):
         K.window_kernel(x.reshape(xsh), wp, b, o3, z, geo, ow, 1, prm, None, sc, 0, 1)
     else:
         if path == K.IM2COL:  # an AVX-512 host takes im2col for rows this short: run the implicit GEMM anyway
-            path, sc = K.IMPLICIT, T.scratch(S._scratch_size(K.IMPLICIT, xs, ws, geo, (od, oh, ow)), np.float32)
+            path, sc = K.IMPLICIT, T.scratch(S._scratch_size(K.IMPLICIT, xs, ws, geo, (od, oh, ow), 0), np.float32)
         assert path in (K.DIRECT, K.IMPLICIT)
         kernel = K._conv_direct if path == K.DIRECT else K._conv_implicit
         kernel(x.reshape(xsh), wp, b, o3, z, geo, od, oh, ow, 1, prm, None, sc, 0, 1)
