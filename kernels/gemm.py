@@ -47,9 +47,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from jitort.allocator import aligned_zeros
-from jitort.kernels.entry import Entry, c_array
 from jitort.kernels.fastmath import gelu_erf_f32, gelu_tanh_f32, sigmoid_f32
-from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, f32_arg, set_f32_arg
+from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, as_ptr, call_part, f32_arg, set_f32_arg
 from jitort.kernels.threads import intra_op_threads, run_native
 from jitort.kernels.vecir import Vec, fma_rows
 
@@ -417,7 +416,13 @@ KERNELS = {"avx512": gemm_f32_avx512, "avx512n": gemm_f32_avx512n, "avx2": gemm_
 def narrow_key(isa: str, M: int, n: int) -> str:
     """The kernel key for an M x n product on isa: "avx512n" where AVX-512's narrow tile runs (12 rows
     or more, whole panels ending in 1 or 2 past a multiple of 4), else isa."""
-    return "avx512n" if isa == "avx512" and M >= 12 and -(-n // PANEL) % 4 in (1, 2) else isa
+    return "avx512n" if isa == "avx512" and _narrow(M, -(-n // PANEL)) else isa
+
+
+@njit(inline="always")
+def _narrow(M, npan):  # type: ignore[no-untyped-def]
+    """``narrow_key``'s rule on M rows by npan panels (compiled into ``_small_product`` too)."""
+    return M >= 12 and (npan % 4 == 1 or npan % 4 == 2)
 
 
 # --- packing -------------------------------------------------------------------------------------
@@ -640,36 +645,57 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     return out
 
 
-# --- small products, one thread: the compiled kernel called without Numba's dispatch ----------------
-# A decode step's projections (1 x 64 x 64 in the tiny decoder) compute for well under a microsecond,
-# and the Python around them was what a call cost: on the Intel Xeon (Ice Lake) dev VM, 1 thread,
-# load ~1.2, ``gemm_ops.matmul_packed`` took ~5.4 us per call, of which the dispatched kernel call
-# ~2.7 us (~1 us of it Numba typing 15 arguments, see entry.py); ~4.3 us on this path. ``gemm_small``
-# is the lean path:
-# ``matmul_packed`` checks what the plan cannot guarantee (dtype, shape, layout of A), and the
-# kernel is called through its compiled entry for the one signature every caller here passes.
+# --- small products, one thread: one compiled call ------------------------------------------------
+# A decode step's projections (1 x 64 x 128 in the tiny decoder) compute for well under a
+# microsecond, and the Python around them is what a call costs. Measured on the Intel Xeon (Ice Lake)
+# dev VM, 1 thread, a [1, 1, 64] @ [64, 128] MatMul through ``gemm_ops.matmul_packed``: 8.3 us when it
+# looked up the ISA's kernel, checked, reshaped and called the kernel's compiled entry (1.3 us of
+# that the entry call, 15 arguments); ``_small_product`` instead reshapes, builds the argument vector
+# and calls the split path's part function (the same ``_gemm``: bitwise what ``gemm`` computes) in one
+# compiled call. Both its kernels (wide and AVX-512's narrow one) are addresses, so it compiles none.
 
-_F32C2, _F32C1 = c_array(np.float32, 2), c_array(np.float32, 1)
-# gemm_f32_*(a, bp, c, bias, hasb, res, hasr, act, lo, hi, post, m0, m1, p0, p1)
-_SIG = (_F32C2, _F32C1, _F32C2, _F32C1, types.int64, _F32C2, types.int64, types.int64, types.float32,
-        types.float32, types.int64, types.int64, types.int64, types.int64, types.int64)
-_ENTRIES = {isa: Entry(k, _SIG) for isa, k in KERNELS.items()}
+@njit(cache=True, nogil=True, error_model="numpy")
+def _small_product(fn, fnn, a, bp, bias, out, k, n, hasb, act, lo, hi, post):  # type: ignore[no-untyped-def]
+    """out = act(a @ B + bias) for a [..., k] and out [..., n] float32 (C-contiguous, M = a.size / k
+    rows each) through the part function at fn, or at fnn (AVX-512's narrow kernel, 0: none) where
+    ``narrow_key`` takes it."""
+    M = a.size // k
+    if M == 0:
+        return
+    a2 = a.reshape(M, k)
+    npan = (n + PANEL - 1) // PANEL
+    f = fnn if fnn != 0 and _narrow(M, npan) else fn
+    argv = np.empty(_ARGC + 4, np.int64)
+    argv[_A], argv[_M], argv[_K] = addr(a2), M, k
+    argv[_BP], argv[_BPN] = addr(bp), bp.size
+    argv[_C], argv[_N] = addr(out), n
+    argv[_BIAS], argv[_BIASN], argv[_HASB] = addr(bias), bias.size, hasb
+    argv[_R], argv[_RM], argv[_RN], argv[_HASR] = addr(bias), 1, 1, 0  # no residual (never read)
+    argv[_ACT], argv[_POSTF] = act, post
+    set_f32_arg(argv, _LO, lo)
+    set_f32_arg(argv, _HI, hi)
+    argv[_ARGC], argv[_ARGC + 1], argv[_ARGC + 2], argv[_ARGC + 3] = 0, M, 0, npan  # one chunk: everything
+    call_part(f, 0, addr(argv))
+
+
+_SMALL_FNS: dict[str, tuple[int, int]] = {}
 
 
 def gemm_small(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: int, act: int, lo: float, hi: float,
                out: np.ndarray) -> bool:
     """out = act(a @ B + bias) on this thread when the product is not worth splitting (``parts``):
     True when done, False (nothing written) when the caller must take ``gemm``. The caller guarantees
-    the kernel's types: a [M, K] (M > 0) and out [M, n] float32, C-contiguous and aligned, bp from
-    ``pack_b``, bias from ``pad_bias``, hasb and act ints, lo and hi floats (converted to float32
-    by the call, as ``gemm`` does). Bitwise what ``gemm`` computes (the same kernel)."""
-    isa = default_isa()
+    the types: a [..., K] and out [..., n] float32 with the same M = a.size / K rows (M > 0),
+    C-contiguous and aligned, bp from ``pack_b``, bias from ``pad_bias``, hasb and act ints, lo and
+    hi floats (float32 in the kernel, as in ``gemm``). Bitwise what ``gemm`` computes."""
+    K = a.shape[-1]
     nt = intra_op_threads()
-    M, K = a.shape
-    key = narrow_key(isa, M, n)
-    if nt > 1 and (key not in _BOTH_READY or parts(M, n, K, nt) > 1):
-        return False  # a split, or the first call of a threaded session: gemm readies both paths
-    e = _ENTRIES[key]
-    (e.fn or e.get())(a, bp, out, bias, hasb, _Z2, 0, act, lo, hi, post_address(act) if act >= _POST else 0,
-                      0, M, 0, -(-n // PANEL))
+    if nt > 1 and parts(a.size // K, n, K, nt) > 1:
+        return False
+    isa = default_isa()
+    fns = _SMALL_FNS.get(isa)
+    if fns is None:
+        fns = _SMALL_FNS[isa] = (part_address(isa), part_address("avx512n") if isa == "avx512" else 0)
+    _small_product(fns[0], fns[1], a, bp, bias, out, K, n, hasb, act, lo, hi,
+                   post_address(act) if act >= _POST else 0)
     return True

@@ -42,12 +42,10 @@ def matmul_packed(a: np.ndarray, bp: np.ndarray, bias: np.ndarray, res: np.ndarr
     shape = a.shape
     if res is None and not transA and shape and shape[-1] == k > 0 and a.dtype == _F32:
         # the common case (a MatMul without residual) on its lean path: see gemm.gemm_small
-        M = a.size // k
-        out = np.empty((M, n), _F32)
+        out = np.empty(shape[:-1] + (n,), _F32)
         f = a.flags
-        if not M or (f.c_contiguous and f.aligned and gemm.gemm_small(a if len(shape) == 2 else a.reshape(M, k),
-                                                                      bp, n, bias, hasb, act, lo, hi, out)):
-            return out if len(shape) == 2 else out.reshape(shape[:-1] + (n,))
+        if not out.size or (f.c_contiguous and f.aligned and gemm.gemm_small(a, bp, n, bias, hasb, act, lo, hi, out)):
+            return out
     if a.dtype != _F32:
         raise InvalidArgument(f"MatMul: A has element type {a.dtype}, the weights float32")
     if transA:
