@@ -51,6 +51,7 @@ class CudaTarget(PlanTarget):
 
     kind = "CUDA plan"
     profiled = False
+    concat_in_place = False  # its steps run where the partition put them: no CPU producer writes into another's
     # launcher modules share their short names with CPU kernel families (gemm, rows, ...)
     module_prefixes = (("jitort.kernels.cuda.", "cu_"),)
 

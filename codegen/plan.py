@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from jitort.codegen.broadcast import output_shape_source
 from jitort.codegen.cpu import FusedKernel, fused_kernel
 from jitort.codegen.feed_check import emit_feed_check
@@ -29,7 +31,8 @@ from jitort.codegen.linemap import NodeLines, build_line_map, line_map_source
 from jitort.codegen.names import PlanNames, as_storage, keyword, module_alias
 from jitort.codegen.source import GENERATED_HEADER, IndentedBuffer, comment_safe
 from jitort.ir import Graph, Node
-from jitort.kernels.registry import Call, lower_node
+from jitort.kernels.movement import Concat as _CONCAT
+from jitort.kernels.registry import Call, Ref, lower_node
 from jitort.passes.fusion import FUSED
 from jitort.profiling import step_info
 
@@ -100,6 +103,7 @@ class PlanTarget:
 
     kind = "plan"                                      # the module docstring's word
     profiled = True                                    # has a profiled variant
+    concat_in_place = True                             # producers write into Concat outputs (InPlace)
     module_prefixes: tuple[tuple[str, str], ...] = ()  # (module prefix, alias prefix) for imports
 
     def lower(self, n: Node, g: Graph) -> Step:
@@ -178,12 +182,14 @@ class PlanEmitter:
         return f"{short}.{qn}"
 
     # --- CPU steps --------------------------------------------------------------------------------
-    def emit_call(self, n: Node, call: Call) -> None:
-        """``outs = module.fn(args..., key=value...)``."""
+    def emit_call(self, n: Node, call: Call, into: str = "") -> None:
+        """``outs = module.fn(args..., key=value...[, out=into])``."""
         names = self.names
         fn = self.fn_ref(call.fn, f"{n.name}.fn")
         args = [names.literal(a, n.name) if a is not None else "None" for a in call.args]
         args += [f"{keyword(key)}={names.literal(v, n.name + '.' + key)}" for key, v in call.kwargs.items()]
+        if into:
+            args.append(f"out={into}")
         outs = [names.ref(o) if o else "_" for o in n.outputs]
         self.body.writeline(f"{', '.join(outs)} = {fn}({', '.join(args)})")
 
@@ -215,6 +221,15 @@ class PlanEmitter:
         args += [as_storage(x, g.type_of(o).dtype) for x, o in zip(outs, fk.outputs)]
         body.writeline(f"{fk.name}({', '.join(args)})")
 
+    def emit_concat_copies(self, n: Node, copies: list[tuple[str, int, int]]) -> None:
+        """A Concat whose output its producers wrote into (``concat_in_place``): copy the other inputs
+        into their channel ranges."""
+        out = self.names.ref(n.outputs[0])
+        for value, c0, c1 in copies:
+            self.body.writeline(f"{out}[:, {c0}:{c1}] = {self.names.ref(value)}")
+        if not copies:
+            self.body.writeline("pass  # every input was written in place")
+
     # --- the module -------------------------------------------------------------------------------
     def emit(self, steps: list[Step], title: str) -> Emitted:
         g, names, body, target = self.g, self.names, self.body, self.target
@@ -226,6 +241,7 @@ class PlanEmitter:
                     last_use[i] = k
         keep = set(g.outputs) | set(g.inputs)
         labels = [step_label(s.node) for s in steps]
+        places = concat_in_place(g, steps) if target.concat_in_place else InPlace({}, {}, {})
         target.begin(self, steps)
         for k, s in enumerate(steps):
             n = s.node
@@ -240,9 +256,15 @@ class PlanEmitter:
                     target.emit_device(self, k, s)
                 elif s.kernel is not None:
                     self.emit_fused(s.kernel)
+                elif k in places.copies:
+                    self.emit_concat_copies(n, places.copies[k])
                 else:
                     assert s.call is not None
-                    self.emit_call(n, s.call)
+                    for value, shape in places.allocs.get(k, ()):
+                        dt = names.dtype(g.type_of(value).dtype)
+                        body.writeline(f"{names.ref(value)} = np.empty({shape!r}, {dt})")
+                    into = places.into.get(k)
+                    self.emit_call(n, s.call, f"{names.ref(into[0])}[:, {into[1]}:{into[2]}]" if into else "")
                 if self.profile:
                     infos.append(step_info(s, g, s.kernel.name if s.kernel is not None else _function_label(s.call)))
                     ins = _tuple_source(names.local.get(i) if i else None for i in n.inputs)
@@ -317,3 +339,76 @@ def _function_label(call: Call | None) -> str:
     mod = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     return f"{mod.removeprefix('jitort.')}.{name}"
+
+
+@dataclass
+class InPlace:
+    """Concat outputs written in place by their producers (``concat_in_place``), by step index:
+    ``allocs`` the Concat outputs (value, static shape) allocated before a step, ``into`` a producer's
+    (Concat output, first channel, end channel), ``copies`` a Concat step's other inputs (value, first
+    channel, end channel) it still copies."""
+
+    allocs: dict[int, list[tuple[str, tuple[int, ...]]]]
+    into: dict[int, tuple[str, int, int]]
+    copies: dict[int, list[tuple[str, int, int]]]
+
+
+def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
+    """Concats on the channel axis of a batch of one (inception blocks, squeezenet's fire modules,
+    densenet) whose inputs come from library calls that can write into a given array (``writes_into``:
+    Conv) and feed nothing else: the Concat's output is allocated before the first such producer, each
+    writes its channel range of it (for a batch of one a contiguous slice), and the Concat copies only
+    the other inputs. Static shapes, float32 only; anything else keeps the copying Concat."""
+    producer: dict[str, int] = {}
+    uses: dict[str, int] = {}
+    for k, s in enumerate(steps):
+        for o in s.node.outputs:
+            if o:
+                producer[o] = k
+        for i in s.node.inputs:
+            if i:
+                uses[i] = uses.get(i, 0) + 1
+    for o in g.outputs:
+        uses[o] = uses.get(o, 0) + 1
+    res = InPlace({}, {}, {})
+    for k, s in enumerate(steps):
+        call = s.call
+        if call is None or call.fn is not _CONCAT or len(s.node.outputs) != 1:
+            continue
+        out = s.node.outputs[0]
+        t = g.type_of(out)
+        if t.dtype is None or np.dtype(t.dtype) != np.float32 or not t.is_static() or len(t.shape) < 2 \
+                or t.shape[0] != 1:
+            continue
+        rank = len(t.shape)
+        axis = int(call.kwargs.get("axis", 1))
+        if axis + (rank if axis < 0 else 0) != 1 or not all(isinstance(a, Ref) for a in call.args):
+            continue
+        spans, c0, ok = [], 0, True
+        for a in call.args:
+            it = g.type_of(a.name)
+            if it.shape is None or not it.is_static() or len(it.shape) != rank:
+                ok = False
+                break
+            spans.append((a.name, c0, c0 + int(it.shape[1])))
+            c0 += int(it.shape[1])
+        if not ok or c0 != t.shape[1]:
+            continue
+        into, copies = [], []
+        for name, a0, a1 in spans:
+            p = producer.get(name)
+            ps = steps[p] if p is not None else None
+            if (ps is not None and ps.call is not None and getattr(ps.call.fn, "writes_into", False)
+                    and uses.get(name) == 1 and len(ps.node.outputs) == 1 and g.const(name) is None
+                    and np.dtype(g.type_of(name).dtype) == np.float32):
+                into.append((p, name, a0, a1))
+            else:
+                copies.append((name, a0, a1))
+        if not into:
+            continue
+        first = min(p for p, _, _, _ in into)
+        res.allocs.setdefault(first, []).append((out, tuple(int(d) for d in t.shape)))
+        for p, _, a0, a1 in into:
+            res.into[p] = (out, a0, a1)
+        res.copies[k] = copies
+    return res

@@ -457,10 +457,13 @@ _PARTS = CFuncs(__name__, PART_SIG, PartFactory("conv_part", _make_part))
 
 def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                 z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
-                strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int) -> np.ndarray:
+                strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int,
+                out: np.ndarray | None = None) -> np.ndarray:
     """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
     ``epilogue_params``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
-    the residual added before the activation (the output's shape). w, b, prm and u C-contiguous."""
+    the residual added before the activation (the output's shape). w, b, prm and u C-contiguous.
+    out: where to write the result (returned), a C-contiguous array of the output's shape and dtype (the
+    plan passes a slice of a Concat's output: codegen/plan.py's ``concat_in_place``), else allocated."""
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
     wino = 0 if u is None else 2 if w.size == 0 else 1  # 2: Winograd's are the only weights
@@ -473,7 +476,11 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     if z is not None and tuple(z.shape) != out_shape:
         raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output "
                               f"{list(out_shape)}")
-    out = np.empty(out_shape, cd)
+    if out is None:
+        out = np.empty(out_shape, cd)
+    elif out.shape != out_shape or out.dtype != cd or x.dtype != cd or not out.flags.c_contiguous:
+        raise RuntimeException(f"Conv: cannot write an output of shape {list(out_shape)} ({x.dtype}) into an "
+                               f"array of shape {list(out.shape)} ({out.dtype}, contiguous: {out.flags.c_contiguous})")
     if out_shape[0] == 0 or out_shape[1] == 0:
         return out.astype(x.dtype, copy=False)
     xc = (np.ascontiguousarray(x, cd) if x.dtype != cd else x).reshape(xs)
@@ -514,7 +521,7 @@ _COMPILE_PARTS[GEMM_1X1] = _COMPILE_PARTS[IM2COL]  # one kernel, _conv_gemm
 def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                    z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
-                   act: int) -> dict[str, float]:
+                   act: int, out: np.ndarray | None = None) -> dict[str, float]:
     path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad,
                      0 if u is None else 2 if w.size == 0 else 1)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
@@ -531,6 +538,7 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
 
 conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]
 conv_packed.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
+conv_packed.writes_into = True  # type: ignore[attr-defined]  # takes out= (codegen/plan.py's concat_in_place)
 
 
 def pack_conv_weights(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:

@@ -153,11 +153,11 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
                       float, int, int]:
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
     kernel sees it, the output as [N, M, P], scratch elements, flops, units of work the kernel
-    can split between threads, the kernel's block: Winograd's tile rows per block, else 0). winograd: whether the Winograd weights exist; 2: they are the only
-    weights (the lowering's host took Winograd for this shape), so Winograd runs wherever it can
-    whatever this host's rule (``_winograd_pays``): an artifact built on another host stays correct. Saves ~8 us of Python per call (a
-    conv is often under 100 us).
-    The geometry array is shared: kernels only read it."""
+    can split between threads, the kernel's block: Winograd's tile rows per block, else 0).
+    winograd: whether the Winograd weights exist; 2: they are the only weights (the lowering's host
+    took Winograd for this shape), so Winograd runs wherever it can whatever this host's rule
+    (``_winograd_pays``): an artifact built on another host stays correct. Saves ~8 us of Python per
+    call (a conv is often under 100 us). The geometry array is shared: kernels only read it."""
     _check_conv_shapes(x_shape, w_shape, group)
     kernel = tuple(w_shape[2:])
     out_sp, begin = conv_geometry(tuple(x_shape[2:]), kernel, strides, dilations, pads, auto_pad)

@@ -137,3 +137,64 @@ def test_steps_broadcast_at_run_time_match_onnxruntime() -> None:
             np.testing.assert_array_equal(got, want)
     with pytest.raises(errors.ALL_ERRORS, match="Name:'sub'"):
         sess.run(None, {"x": np.ones((2, 3), F), "y": np.ones((2, 4), F)})
+
+
+# --- Concat outputs written in place by their producers (codegen.plan.concat_in_place) ----------------
+
+def _fire(batch: int = 1, extra_use: bool = False, pool_branch: bool = False):  # type: ignore[no-untyped-def]
+    """squeezenet's fire module shape: a 1x1 and a 3x3 Conv (+Relu) of one input, concatenated on the
+    channels; optionally a MaxPool branch (not a Conv: copied) and a second use of one Conv's output."""
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((5, 4, 1, 1)).astype(F), "w3": rng.standard_normal((6, 4, 3, 3)).astype(F),
+             "b3": rng.standard_normal(6).astype(F)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="e1x1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["x", "w3", "b3"], ["c3"], name="e3x3", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c3"], ["r3"])]
+    cat = ["r1", "r3"]
+    if pool_branch:
+        nodes.append(helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        cat.insert(1, "p")
+    nodes.append(helper.make_node("Concat", cat, ["y"], name="cat", axis=1))
+    outs = {"y": (F, None)}
+    if extra_use:
+        nodes.append(helper.make_node("Neg", ["r3"], ["n"]))
+        outs["n"] = (F, None)
+    return make_model(nodes, {"x": (F, [batch, 4, 7, 9])}, outs, inits)
+
+
+@pytest.mark.parametrize("case", ["fire", "pool_branch", "extra_use", "batch2"])
+def test_concat_inputs_written_in_place_match_onnxruntime(case: str) -> None:
+    model = _fire(batch=2 if case == "batch2" else 1, extra_use=case == "extra_use", pool_branch=case == "pool_branch")
+    sess = ort.InferenceSession(model.SerializeToString())
+    src = sess.artifact.plan_source
+    into = [line for line in src.splitlines() if "out=" in line]
+    if case == "batch2":  # a channel slice of a batch of 2 is not contiguous: the Concat copies
+        assert not into and "movement.Concat(" in src
+    elif case == "extra_use":  # r3 feeds Neg too: only the 1x1 writes in place, the Concat copies r3
+        assert len(into) == 1 and "[:, 0:5])" in into[0] and "movement.Concat(" not in src
+        assert any("[:, 5:11] = " in line for line in src.splitlines())
+    elif case == "pool_branch":  # the MaxPool output is copied between the two Conv ranges
+        assert len(into) == 2 and "[:, 0:5])" in into[0] and "[:, 9:15])" in into[1]
+        assert any("[:, 5:9] = " in line for line in src.splitlines())
+    else:
+        assert len(into) == 2 and "every input was written in place" in src
+    ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x": np.random.default_rng(1).standard_normal(model.graph.input[0].type.tensor_type.shape.dim[0].dim_value
+                                                            * 4 * 7 * 9).astype(F).reshape(-1, 4, 7, 9)}
+    for _ in range(2):  # the second run reuses nothing of the first
+        for got, want in zip(sess.run(None, feeds), ref.run(None, feeds)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_refuses_an_out_array_of_another_shape() -> None:
+    from jitort.kernels import conv as K
+    x = np.ones((1, 4, 7, 9), F)
+    w = np.ones((5, 4, 1, 1), F)
+    kw = dict(w_shape=w.shape, auto_pad="NOTSET", group=1, strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0), act=0)
+    args = (x, K.pack_conv_weights(w, 1, np.dtype(F)), np.zeros(5, F), K.epilogue_params(np.dtype(F), 0.0, 0.0))
+    buf = np.zeros((1, 8, 7, 9), F)
+    got = K.conv_packed(*args, **kw, out=buf[:, 1:6])
+    assert got.base is buf and (buf[:, 1:6] == 4).all() and (buf[:, 0] == 0).all() and (buf[:, 6:] == 0).all()
+    with pytest.raises(errors.ALL_ERRORS, match="cannot write an output of shape"):
+        K.conv_packed(*args, **kw, out=buf[:, 0:4])
