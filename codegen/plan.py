@@ -103,7 +103,7 @@ class PlanTarget:
 
     kind = "plan"                                      # the module docstring's word
     profiled = True                                    # has a profiled variant
-    concat_in_place = True                             # producers write into Concat outputs (InPlace)
+    concat_in_place = True                             # Concat outputs written in place (InPlace)
     module_prefixes: tuple[tuple[str, str], ...] = ()  # (module prefix, alias prefix) for imports
 
     def lower(self, n: Node, g: Graph) -> Step:
@@ -221,14 +221,16 @@ class PlanEmitter:
         args += [as_storage(x, g.type_of(o).dtype) for x, o in zip(outs, fk.outputs)]
         body.writeline(f"{fk.name}({', '.join(args)})")
 
-    def emit_concat_copies(self, n: Node, copies: list[tuple[str, int, int]]) -> None:
-        """A Concat whose output its producers wrote into (``concat_in_place``): copy the other inputs
-        into their channel ranges."""
+    def emit_concat_in_place(self, n: Node, buf: ConcatBuffer, channels: int, copies: list[tuple[str, int, int]],
+                             last: bool) -> None:
+        """A Concat written in place (``concat_in_place``): its output is the buffer's first channels;
+        copy the inputs not already there into their channel ranges."""
         out = self.names.ref(n.outputs[0])
+        self.body.writeline(f"{out} = {buf.local}[:, :{channels}]")
         for value, c0, c1 in copies:
-            self.body.writeline(f"{out}[:, {c0}:{c1}] = {self.names.ref(value)}")
-        if not copies:
-            self.body.writeline("pass  # every input was written in place")
+            self.body.writeline(f"{buf.local}[:, {c0}:{c1}] = {self.names.ref(value)}")
+        if last:
+            self.body.writeline(f"del {buf.local}")
 
     # --- the module -------------------------------------------------------------------------------
     def emit(self, steps: list[Step], title: str) -> Emitted:
@@ -241,7 +243,7 @@ class PlanEmitter:
                     last_use[i] = k
         keep = set(g.outputs) | set(g.inputs)
         labels = [step_label(s.node) for s in steps]
-        places = concat_in_place(g, steps) if target.concat_in_place else InPlace({}, {}, {})
+        places = concat_in_place(g, steps) if target.concat_in_place else InPlace([], {}, {})
         target.begin(self, steps)
         for k, s in enumerate(steps):
             n = s.node
@@ -252,19 +254,21 @@ class PlanEmitter:
                 body.writeline(f"# {head}{target.where(s)}")
                 if self.profile:
                     body.writeline("_t = _pc()")
+                for buf in places.allocs(k):
+                    body.writeline(f"{buf.local} = np.empty({tuple(buf.shape)!r}, np.float32)")
                 if s.device is not None:
                     target.emit_device(self, k, s)
                 elif s.kernel is not None:
                     self.emit_fused(s.kernel)
-                elif k in places.copies:
-                    self.emit_concat_copies(n, places.copies[k])
+                elif k in places.concats:
+                    b, channels, copies = places.concats[k]
+                    buf = places.buffers[b]
+                    self.emit_concat_in_place(n, buf, channels, copies, buf.last == k)
                 else:
                     assert s.call is not None
-                    for value, shape in places.allocs.get(k, ()):
-                        dt = names.dtype(g.type_of(value).dtype)
-                        body.writeline(f"{names.ref(value)} = np.empty({shape!r}, {dt})")
                     into = places.into.get(k)
-                    self.emit_call(n, s.call, f"{names.ref(into[0])}[:, {into[1]}:{into[2]}]" if into else "")
+                    dst = f"{places.buffers[into[0]].local}[:, {into[1]}:{into[2]}]" if into else ""
+                    self.emit_call(n, s.call, dst)
                 if self.profile:
                     infos.append(step_info(s, g, s.kernel.name if s.kernel is not None else _function_label(s.call)))
                     ins = _tuple_source(names.local.get(i) if i else None for i in n.inputs)
@@ -342,23 +346,40 @@ def _function_label(call: Call | None) -> str:
 
 
 @dataclass
-class InPlace:
-    """Concat outputs written in place by their producers (``concat_in_place``), by step index:
-    ``allocs`` the Concat outputs (value, static shape) allocated before a step, ``into`` a producer's
-    (Concat output, first channel, end channel), ``copies`` a Concat step's other inputs (value, first
-    channel, end channel) it still copies."""
+class ConcatBuffer:
+    """One buffer that Concat outputs are channel prefixes of (``concat_in_place``): its local, shape
+    (the widest Concat of its chain), the step before whose call it is allocated, and the last Concat
+    step that takes a view of it (after which its local is dropped)."""
 
-    allocs: dict[int, list[tuple[str, tuple[int, ...]]]]
-    into: dict[int, tuple[str, int, int]]
-    copies: dict[int, list[tuple[str, int, int]]]
+    local: str
+    shape: list[int]
+    alloc: int
+    last: int
+
+
+@dataclass
+class InPlace:
+    """Concat outputs written in place (``concat_in_place``), by step index: ``into`` a producer's
+    (buffer, first channel, end channel); ``concats`` a Concat step's (buffer, its channels, the other
+    inputs it still copies: value, first channel, end channel)."""
+
+    buffers: list[ConcatBuffer]
+    into: dict[int, tuple[int, int, int]]
+    concats: dict[int, tuple[int, int, list[tuple[str, int, int]]]]
+
+    def allocs(self, k: int) -> list[ConcatBuffer]:
+        return [b for b in self.buffers if b.alloc == k]
 
 
 def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
     """Concats on the channel axis of a batch of one (inception blocks, squeezenet's fire modules,
-    densenet) whose inputs come from library calls that can write into a given array (``writes_into``:
-    Conv) and feed nothing else: the Concat's output is allocated before the first such producer, each
-    writes its channel range of it (for a batch of one a contiguous slice), and the Concat copies only
-    the other inputs. Static shapes, float32 only; anything else keeps the copying Concat."""
+    densenet), static shapes, float32: each output is a channel prefix of a buffer allocated before
+    the first step that writes into it. An input produced by a library call that can write into a
+    given array (``writes_into``: Conv) and feeding nothing else is written straight into its channel
+    range (for a batch of one a contiguous slice); an input that is an earlier such Concat's output
+    (densenet: each layer's Concat extends the previous one) is already the buffer's prefix, when no
+    other Concat extends it; the Concat copies only the other inputs. Anything else keeps the copying
+    Concat."""
     producer: dict[str, int] = {}
     uses: dict[str, int] = {}
     for k, s in enumerate(steps):
@@ -370,13 +391,13 @@ def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
                 uses[i] = uses.get(i, 0) + 1
     for o in g.outputs:
         uses[o] = uses.get(o, 0) + 1
-    res = InPlace({}, {}, {})
+    res = InPlace([], {}, {})
+    extended: set[str] = set()
     for k, s in enumerate(steps):
         call = s.call
         if call is None or call.fn is not _CONCAT or len(s.node.outputs) != 1:
             continue
-        out = s.node.outputs[0]
-        t = g.type_of(out)
+        t = g.type_of(s.node.outputs[0])
         if t.dtype is None or np.dtype(t.dtype) != np.float32 or not t.is_static() or len(t.shape) < 2 \
                 or t.shape[0] != 1:
             continue
@@ -394,21 +415,28 @@ def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
             c0 += int(it.shape[1])
         if not ok or c0 != t.shape[1]:
             continue
-        into, copies = [], []
+        first = spans[0][0]
+        q = producer.get(first)
+        if q in res.concats and first not in extended and first not in g.outputs:
+            extended.add(first)  # the earlier Concat's output is this one's prefix already
+            buf = res.concats[q][0]
+            b = res.buffers[buf]
+            b.shape[1] = max(b.shape[1], c0)
+            b.last = k
+            spans = spans[1:]
+        else:
+            buf = len(res.buffers)
+            res.buffers.append(ConcatBuffer(f"_cat{buf}", [int(d) for d in t.shape], k, k))
+        copies = []
         for name, a0, a1 in spans:
             p = producer.get(name)
             ps = steps[p] if p is not None else None
             if (ps is not None and ps.call is not None and getattr(ps.call.fn, "writes_into", False)
                     and uses.get(name) == 1 and len(ps.node.outputs) == 1 and g.const(name) is None
-                    and np.dtype(g.type_of(name).dtype) == np.float32):
-                into.append((p, name, a0, a1))
+                    and np.dtype(g.type_of(name).dtype) == np.float32 and p not in res.into):
+                res.into[p] = (buf, a0, a1)
+                res.buffers[buf].alloc = min(res.buffers[buf].alloc, p)
             else:
                 copies.append((name, a0, a1))
-        if not into:
-            continue
-        first = min(p for p, _, _, _ in into)
-        res.allocs.setdefault(first, []).append((out, tuple(int(d) for d in t.shape)))
-        for p, _, a0, a1 in into:
-            res.into[p] = (out, a0, a1)
-        res.copies[k] = copies
+        res.concats[k] = (buf, c0, copies)
     return res
