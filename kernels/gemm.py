@@ -416,13 +416,15 @@ KERNELS = {"avx512": gemm_f32_avx512, "avx512n": gemm_f32_avx512n, "avx2": gemm_
 def narrow_key(isa: str, M: int, n: int) -> str:
     """The kernel key for an M x n product on isa: "avx512n" where AVX-512's narrow tile runs (12 rows
     or more, whole panels ending in 1 or 2 past a multiple of 4), else isa."""
-    return "avx512n" if isa == "avx512" and _narrow(M, -(-n // PANEL)) else isa
+    return "avx512n" if isa == "avx512" and narrow_rule(M, -(-n // PANEL)) else isa
 
 
-@njit(inline="always")
-def _narrow(M, npan):  # type: ignore[no-untyped-def]
-    """``narrow_key``'s rule on M rows by npan panels (compiled into ``_small_product`` too)."""
+def narrow_rule(M: int, npan: int) -> bool:
+    """``narrow_key``'s rule on M rows by npan panels."""
     return M >= 12 and (npan % 4 == 1 or npan % 4 == 2)
+
+
+_narrow = njit(inline="always")(narrow_rule)  # the copy compiled into ``_small_product``
 
 
 # --- packing -------------------------------------------------------------------------------------
