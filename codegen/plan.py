@@ -375,22 +375,14 @@ def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
     """Concats on the channel axis of a batch of one (inception blocks, squeezenet's fire modules,
     densenet), static shapes, float32: each output is a channel prefix of a buffer allocated before
     the first step that writes into it. An input produced by a library call that can write into a
-    given array (``writes_into``: Conv) and feeding nothing else is written straight into its channel
-    range (for a batch of one a contiguous slice); an input that is an earlier such Concat's output
+    given array (``writes_into``: Conv, pooling) and not a graph output is written straight into its
+    channel range (for a batch of one a contiguous slice; its other consumers read that view, and no
+    step writes into its inputs); an input that is an earlier such Concat's output
     (densenet: each layer's Concat extends the previous one) is already the buffer's prefix, when no
     other Concat extends it; the Concat copies only the other inputs. Anything else keeps the copying
     Concat."""
-    producer: dict[str, int] = {}
-    uses: dict[str, int] = {}
-    for k, s in enumerate(steps):
-        for o in s.node.outputs:
-            if o:
-                producer[o] = k
-        for i in s.node.inputs:
-            if i:
-                uses[i] = uses.get(i, 0) + 1
-    for o in g.outputs:
-        uses[o] = uses.get(o, 0) + 1
+    producer = {o: k for k, s in enumerate(steps) for o in s.node.outputs if o}
+    outputs = set(g.outputs)
     res = InPlace([], {}, {})
     extended: set[str] = set()
     for k, s in enumerate(steps):
@@ -417,7 +409,7 @@ def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
             continue
         first = spans[0][0]
         q = producer.get(first)
-        if q in res.concats and first not in extended and first not in g.outputs:
+        if q in res.concats and first not in extended and first not in outputs:
             extended.add(first)  # the earlier Concat's output is this one's prefix already
             buf = res.concats[q][0]
             b = res.buffers[buf]
@@ -432,7 +424,7 @@ def concat_in_place(g: Graph, steps: list[Step]) -> InPlace:
             p = producer.get(name)
             ps = steps[p] if p is not None else None
             if (ps is not None and ps.call is not None and getattr(ps.call.fn, "writes_into", False)
-                    and uses.get(name) == 1 and len(ps.node.outputs) == 1 and g.const(name) is None
+                    and name not in outputs and len(ps.node.outputs) == 1 and g.const(name) is None
                     and np.dtype(g.type_of(name).dtype) == np.float32 and p not in res.into):
                 res.into[p] = (buf, a0, a1)
                 res.buffers[buf].alloc = min(res.buffers[buf].alloc, p)

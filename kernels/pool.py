@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
+from jitort.errors import RuntimeException
 from jitort.ir import Graph, Node
 from jitort.kernels.convutil import ow_range
 from jitort.kernels.global_pool import global_run
@@ -317,9 +318,11 @@ def _rows_plan(X: np.ndarray, cd: np.dtype, mode: int, k: tuple[int, ...], s: tu
 
 def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int] | None,
               strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
-              auto_pad: str, ceil_mode: int, cip: int, p: float) -> np.ndarray:
+              auto_pad: str, ceil_mode: int, cip: int, p: float, out: np.ndarray | None = None) -> np.ndarray:
     """A windowed pooling (values only). The plan passes the attributes as tuples, so the per-shape
-    preparation is looked up by one tuple hash."""
+    preparation is looked up by one tuple hash. out: where to write the result (returned), a
+    C-contiguous array of the output's shape and X's dtype (the plan passes a slice of a Concat's
+    output: codegen/plan.py's ``concat_in_place``), else allocated."""
     key = (X.shape, X.dtype, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)
     try:
         g = _PREPARED.get(key)
@@ -333,7 +336,11 @@ def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int
             _PREPARED[key] = g
     kind, oshape, cd, geo, xs, os_, a0, pv = g
     x = X if X.dtype == cd and X.flags.c_contiguous else np.ascontiguousarray(X, cd)
-    out = np.empty(oshape, cd)
+    if out is None:
+        out = np.empty(oshape, cd)
+    elif out.shape != tuple(oshape) or out.dtype != cd or X.dtype != cd or not out.flags.c_contiguous:
+        raise RuntimeException(f"{op_name}: cannot write an output of shape {list(oshape)} ({X.dtype}) into an "
+                               f"array of shape {list(out.shape)} ({out.dtype}, contiguous: {out.flags.c_contiguous})")
     if out.size:
         if kind == _ROWS:
             pool_rows.run(x.reshape(xs), out.reshape(os_), geo, a0, pv, mode)
@@ -350,7 +357,8 @@ def _pool_run(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int
 
 def _compile_parts(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequence[int] | None,
                    strides: Sequence[int] | None, dilations: Sequence[int] | None, pads: Sequence[int] | None,
-                   auto_pad: str, ceil_mode: int, cip: int, p: float) -> dict[str, float]:
+                   auto_pad: str, ceil_mode: int, cip: int, p: float, out: np.ndarray | None = None
+                   ) -> dict[str, float]:
     """What a ``_pool_run`` call compiles, for ``jitort.compile_pool`` (seconds measured on Zen 3)."""
     kind, _, cd = _prepare(op_name, X, mode, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, p, cip)[:3]
     if kind == _ROWS:  # cold, one ISA path (measured on the Ice Lake VM, busy); its part function as much again
@@ -363,6 +371,7 @@ def _compile_parts(X: np.ndarray, op_name: str, mode: int, kernel_shape: Sequenc
 
 
 _pool_run.compile_parts = _compile_parts  # type: ignore[attr-defined]
+_pool_run.writes_into = True  # type: ignore[attr-defined]  # takes out= (codegen/plan.py's concat_in_place)
 
 
 def _maxpool_with_indices(X: np.ndarray, kernel_shape: Sequence[int] | None, strides: Sequence[int] | None,

@@ -141,9 +141,11 @@ def test_steps_broadcast_at_run_time_match_onnxruntime() -> None:
 
 # --- Concat outputs written in place by their producers (codegen.plan.concat_in_place) ----------------
 
-def _fire(batch: int = 1, extra_use: bool = False, pool_branch: bool = False):  # type: ignore[no-untyped-def]
+def _fire(batch: int = 1, extra_use: bool = False, pool_branch: bool = False,  # type: ignore[no-untyped-def]
+          as_output: bool = False):
     """squeezenet's fire module shape: a 1x1 and a 3x3 Conv (+Relu) of one input, concatenated on the
-    channels; optionally a MaxPool branch (not a Conv: copied) and a second use of one Conv's output."""
+    channels; optionally a MaxPool branch, a second consumer of one Conv's output, and that output a
+    graph output too."""
     rng = np.random.default_rng(0)
     inits = {"w1": rng.standard_normal((5, 4, 1, 1)).astype(F), "w3": rng.standard_normal((6, 4, 3, 3)).astype(F),
              "b3": rng.standard_normal(6).astype(F)}
@@ -160,24 +162,29 @@ def _fire(batch: int = 1, extra_use: bool = False, pool_branch: bool = False):  
     if extra_use:
         nodes.append(helper.make_node("Neg", ["r3"], ["n"]))
         outs["n"] = (F, None)
+    if as_output:
+        outs["r3"] = (F, None)
     return make_model(nodes, {"x": (F, [batch, 4, 7, 9])}, outs, inits)
 
 
-@pytest.mark.parametrize("case", ["fire", "pool_branch", "extra_use", "batch2"])
+@pytest.mark.parametrize("case", ["fire", "pool_branch", "extra_use", "as_output", "batch2"])
 def test_concat_inputs_written_in_place_match_onnxruntime(case: str) -> None:
-    model = _fire(batch=2 if case == "batch2" else 1, extra_use=case == "extra_use", pool_branch=case == "pool_branch")
+    model = _fire(batch=2 if case == "batch2" else 1, extra_use=case in ("extra_use", "as_output"),
+                  pool_branch=case == "pool_branch", as_output=case == "as_output")
     sess = ort.InferenceSession(model.SerializeToString())
     src = sess.artifact.plan_source
     into = [line for line in src.splitlines() if "out=" in line]
     lines = src.splitlines()
     if case == "batch2":  # a channel slice of a batch of 2 is not contiguous: the Concat copies
         assert not into and "movement.Concat(" in src
-    elif case == "extra_use":  # r3 feeds Neg too: only the 1x1 writes in place, the Concat copies r3
+    elif case == "as_output":  # r3 is a graph output too: the Concat copies it
         assert len(into) == 1 and "out=_cat0[:, 0:5])" in into[0] and "movement.Concat(" not in src
         assert any(line.strip().startswith("_cat0[:, 5:11] = ") for line in lines)
-    elif case == "pool_branch":  # the MaxPool output is copied between the two Conv ranges
-        assert len(into) == 2 and "[:, 0:5])" in into[0] and "[:, 9:15])" in into[1]
-        assert any(line.strip().startswith("_cat0[:, 5:9] = ") for line in lines)
+    elif case == "extra_use":  # r3 feeds Neg too: Neg reads its range of the Concat's output
+        assert len(into) == 2 and not any(line.strip().startswith("_cat0[:") for line in lines)
+    elif case == "pool_branch":  # the MaxPool writes its range between the two Conv ranges too
+        assert sorted(line.split("out=")[1] for line in into) == ["_cat0[:, 0:5])", "_cat0[:, 5:9])", "_cat0[:, 9:15])"]
+        assert not any(line.strip().startswith("_cat0[:") for line in lines)
     else:
         assert len(into) == 2 and not any(line.strip().startswith("_cat0[:") for line in lines)
     ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -227,10 +234,10 @@ def test_concat_chains_share_one_buffer(fork: bool) -> None:
     src = sess.artifact.plan_source
     lines = [line.strip() for line in src.splitlines()]
     assert "_cat0 = np.empty((1, 13, 6, 5), np.float32)" in lines and "movement.Concat(" not in src
-    assert sum("out=_cat0[" in line for line in lines) == 3
     copies = [line.split(" = ")[0] for line in lines if line.startswith("_cat") and "] = " in line]
-    # the block's first input (the MaxPool output) is copied; with the fork, cat1 into the second buffer
-    assert copies == ["_cat0[:, 0:4]"] + (["_cat1[:, 0:7]"] if fork else []), copies
+    # the block's first input (a MaxPool) writes its range too; with the fork, cat1 is copied into a second buffer
+    assert copies == (["_cat1[:, 0:7]"] if fork else []), copies
+    assert sum("out=_cat0[" in line for line in lines) == 4
     ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"x": rng.standard_normal((1, 4, 6, 5)).astype(F)}
     for _ in range(2):
