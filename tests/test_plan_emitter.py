@@ -190,7 +190,7 @@ def test_concat_inputs_written_in_place_match_onnxruntime(case: str) -> None:
     ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"x": np.random.default_rng(1).standard_normal(model.graph.input[0].type.tensor_type.shape.dim[0].dim_value
                                                             * 4 * 7 * 9).astype(F).reshape(-1, 4, 7, 9)}
-    for _ in range(2):  # the second run reuses nothing of the first
+    for _ in range(2):  # a second run into fresh buffers gives the same
         for got, want in zip(sess.run(None, feeds), ref.run(None, feeds)):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -211,9 +211,9 @@ def test_conv_refuses_an_out_array_of_another_shape() -> None:
 @pytest.mark.parametrize("fork", [False, True])
 def test_concat_chains_share_one_buffer(fork: bool) -> None:
     """densenet's dense block: each layer's Concat extends the previous Concat's output, whose
-    channels are then the prefix of one buffer (nothing copied but the block's first input). With
-    ``fork`` a second Concat also starts from the first one's output: it copies it (one extension
-    per output)."""
+    channels are then the prefix of one buffer; the block's first input (a MaxPool) and every layer's
+    Conv write their ranges, so nothing is copied. With ``fork`` a second Concat also starts from the
+    first one's output: it copies it into a buffer of its own (one extension per output)."""
     rng = np.random.default_rng(2)
     pool = helper.make_node("MaxPool", ["x"], ["cat0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     inits, nodes, prev, c = {}, [pool], "cat0", 4
