@@ -606,9 +606,20 @@ def threads() -> int:
 # workers then compiled ``gemm_f32_avx512`` at their first batch (6.4 s of CPU, seen with Numba's
 # compile events in the actor). Whichever path runs first in a process also compiles (or loads) the
 # other, so an artifact holds both.
+# The same holds for AVX-512's narrow kernel: the first products (a short sequence) may have too few
+# rows for it and a later, longer one take it, so a product with narrow columns readies it whatever
+# its rows (tests/test_transformer_fusion.py: a second sequence length compiles nothing).
 _BOTH_READY: set[str] = set()
 _Z2 = np.zeros((1, 1), np.float32)  # R when there is none (never read)
 _F0 = np.float32(0.0)
+
+
+def _ready(key: str, a: np.ndarray, bp: np.ndarray, out: np.ndarray, bias: np.ndarray) -> None:
+    """Compile (or load) both paths of kernel key: the one-thread kernel, run on no rows with
+    ``gemm``'s argument types, and the split's part function."""
+    _BOTH_READY.add(key)
+    KERNELS[key](a, bp, out, bias, 0, _Z2, 0, 0, _F0, _F0, 0, 0, 0, 0, 0)
+    part_address(key)
 
 
 def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, res: np.ndarray | None = None,
@@ -632,15 +643,15 @@ def gemm(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: bool, re
     nt = nthreads or intra_op_threads()
     nparts = parts(M, n, K, nt) if nt > 1 else 1
     key = narrow_key(isa, M, n)
+    if isa == "avx512" and key == isa and narrow_rule(12, panels(n)) and "avx512n" not in _BOTH_READY:
+        _ready("avx512n", a, bp, out, bias)  # more rows take it: see _BOTH_READY
     if nparts <= 1:  # one thread's work: no split
         KERNELS[key](a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, 0, M, 0, -(-n // PANEL))
         if nt > 1 and key not in _BOTH_READY:
-            _BOTH_READY.add(key)
-            part_address(key)  # see _BOTH_READY
+            _ready(key, a, bp, out, bias)
         return out
     if key not in _BOTH_READY:
-        _BOTH_READY.add(key)
-        KERNELS[key](a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, 0, 0, 0, 0)  # no rows: see _BOTH_READY
+        _ready(key, a, bp, out, bias)
     argv, nchunks = _gemm_argv(a, bp, out, bias, int(hasb), r, hasr, act, flo, fhi, post, nparts,
                                TILES[_VBYTES[isa]][_tile_rows(M, isa, panels(n))])
     run_native(part_address(key), argv, nchunks, nt)
@@ -698,6 +709,10 @@ def gemm_small(a: np.ndarray, bp: np.ndarray, n: int, bias: np.ndarray, hasb: in
     fns = _SMALL_FNS.get(isa)
     if fns is None:
         fns = _SMALL_FNS[isa] = (part_address(isa), part_address("avx512n") if isa == "avx512" else 0)
+        a2, o2 = a.reshape(-1, K), out.reshape(-1, n)
+        for key in (isa, "avx512n") if isa == "avx512" else (isa,):
+            if key not in _BOTH_READY:  # a later product with more rows, or split, runs gemm
+                _ready(key, a2, bp, o2, bias)
     _small_product(fns[0], fns[1], a, bp, bias, out, K, n, hasb, act, lo, hi,
                    post_address(act) if act >= _POST else 0)
     return True
