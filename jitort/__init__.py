@@ -14,6 +14,7 @@ codegen/passes/evaluate (the compiler's internals) -> frontend -> compiler -> ar
 compile_service -> session/values/options/aot/ray/backend -> cli.
 """
 
+from jitort import numba_target  # noqa: F401 - first: Numba's target is fixed at its first compile
 from jitort import capi
 from jitort.options import (
     ExecutionMode,
