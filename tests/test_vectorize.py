@@ -209,3 +209,42 @@ def test_run_split_runs_every_part_once_and_reraises(monkeypatch: pytest.MonkeyP
             raise ValueError("part failed")
     with pytest.raises(ValueError, match="part failed"):
         parallel.run_split(boom, (), 2)
+
+
+_TARGET_PROBE = """
+import re, numpy as np, llvmlite.binding as ll, numba, jitort
+from numba import njit
+@njit(fastmath={"contract"})
+def scale(x, y):
+    for i in range(x.shape[0]):
+        y[i] = x[i] * np.float32(1.5) + np.float32(0.25)
+x = np.ones(64, np.float32); scale(x, x.copy())
+asm = list(scale.inspect_asm().values())[0]
+print(numba.config.CPU_FEATURES or "", "+avx512f" in ll.get_host_cpu_features().flatten().split(","),
+      len(re.findall("zmm", asm)), sep="|")
+"""
+
+
+def test_numba_target_prefers_512_bit_vectors_on_avx512_hosts(tmp_path):
+    """jitort sets Numba's features to the host's plus -prefer-256-bit on an AVX-512 host (before
+    anything compiles), so loops LLVM vectorises use zmm; a NUMBA_CPU_FEATURES of the user's is
+    kept as it is. On an AVX2 host nothing changes."""
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+
+    def probe(extra: dict[str, str]) -> tuple[str, bool, int]:
+        out = subprocess.run([sys.executable, "-c", _TARGET_PROBE], env={**env, **extra}, capture_output=True,
+                             text=True, check=True).stdout.strip().splitlines()[-1]
+        feats, avx512, zmm = out.split("|")
+        return feats, avx512 == "True", int(zmm)
+
+    feats, avx512, zmm = probe({})
+    if avx512:
+        assert feats.endswith(",-prefer-256-bit") and "+avx512f" in feats.split(",") and zmm > 0
+    else:
+        assert feats == "" and zmm == 0
+    mine = "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+cmov"
+    feats, _, zmm = probe({"NUMBA_CPU_FEATURES": mine})
+    assert feats == mine and zmm == 0
