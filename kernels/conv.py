@@ -16,6 +16,9 @@ Paths (Cg = C / group input channels per group, K = Cg * prod(kernel)), in the o
   vector lanes (conv_dwblock.py).
 * Cg == 1 (depthwise, incl. channel multipliers): ``_conv_direct``, a zero-padded copy of each
   input plane and convdirect's ``dw_plane`` (taps along output rows in vector registers).
+* weights the lowering packed for it (2-D, one group, stride 1, a static shape its rule takes: few
+  output channels or a 7x7 plane with many input channels): output channels in vector lanes over the
+  zero-padded plane's grid (conv_lanes.py).
 * 1x1, stride 1, no padding: a GEMM W[Mg, Cg] @ X[Cg, P] per group, written straight into the
   output (``_conv_gemm_1x1``).
 * K <= 256 (first layers, small convs): the implicit GEMM, ``_conv_implicit`` (convdirect's
@@ -57,11 +60,13 @@ from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels.conv_dwblock import dwblock_kernel
 from jitort.kernels.conv_setup import (DIRECT, DWBLOCK, GEMM_1X1, IM2COL, IMPLICIT, IMPLICIT_GROUPS,
-                                       IMPLICIT_KC, IMPLICIT_MCT, WINDOW, WINOGRAD, attrs_norm, check_conv,
-                                       compute_dtype, im2col_rows_jit, epilogue_params, conv_plan)
+                                       IMPLICIT_KC, IMPLICIT_MCT, LANES, WINDOW, WINOGRAD, attrs_norm, check_conv,
+                                       compute_dtype, im2col_rows_jit, epilogue_params, conv_plan, lanes_pays)
+from jitort.kernels.conv_lanes import SLACK as LANES_SLACK, TILE_ROWS, lanes_kernel, lanes_pad, pack_lanes
 from jitort.kernels.conv_window import pack_window_weights, window_applies, window_kernel
 from jitort.kernels.convdirect import IMPLICIT_VECS, SLACK, conv_tile_cols, conv_tile_nv, dw_plan, dw_plane
 from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES, gemm_address, gemm_at, gemm_part, pack_weights
+from jitort.kernels.gemm import default_isa
 from jitort.kernels.convutil import EP, epilogue_row, pad_phases, share, epilogue_kind, epilogue_residual
 from jitort.kernels.jit import njit_one
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
@@ -78,6 +83,7 @@ ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "HardSigmoid": 4, "H
 _EP_COLS = 256  # column block of the GEMM + separate-epilogue path (activations other than Relu/Clip)
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
+LANES_R = max(TILE_ROWS.values())  # positions a lanes tile reads from its first
 _COLS = 64  # a 1x1 conv split by columns cuts them at multiples of this (whole AVX-512 panels, 256 bytes)
 
 
@@ -394,7 +400,7 @@ def _conv_direct(x, w, b, out, z, geo, OD, OH, OW, act, prm, ep, sc, part, npart
 # --- part functions: every split kernel runs as native parts (conv_parts.py) ---------------------
 # The kernel a path runs, by name (the part functions' key; IM2COL and GEMM_1X1 share _conv_gemm)
 _KERNEL = {DIRECT: "direct", DWBLOCK: "dwblock", WINDOW: "window", WINOGRAD: "winograd", IMPLICIT: "implicit",
-           IM2COL: "gemm", GEMM_1X1: "gemm"}
+           IM2COL: "gemm", GEMM_1X1: "gemm", LANES: "lanes"}  # lanes: "lanes64" / "lanes32" by the ISA in use
 
 
 def _make_part(kernel: str, dt: type, residual: bool, ep_all: bool) -> Any:
@@ -436,6 +442,10 @@ def _make_part(kernel: str, dt: type, residual: bool, ep_all: bool) -> Any:
                              nparts)
         elif kernel == "implicit":
             _implicit_inline(x, w, b, out, z, geo, od, oh, ow, act, prm, ep, sc, k, nparts)
+        elif kernel == "lanes64":
+            _lanes_inline(64, x, w, b, out, z, geo, oh, ow, act, prm, sc, k, nparts)
+        elif kernel == "lanes32":
+            _lanes_inline(32, x, w, b, out, z, geo, oh, ow, act, prm, sc, k, nparts)
         else:
             _gemm_inline(x, w, b, out, z, geo, od, oh, ow, act, prm, ep, ga, sc, k, nparts)
     return part
@@ -452,23 +462,25 @@ _window_inline = njit(**_INLINE)(window_kernel.py_func)
 _winograd_inline = njit(**_INLINE)(winograd_kernel.py_func)
 _implicit_inline = njit(**_INLINE)(_conv_implicit.py_func)
 _gemm_inline = njit(**_INLINE)(_conv_gemm.py_func)
+_lanes_inline = njit(**_INLINE)(lanes_kernel.py_func)
 _PARTS = CFuncs(__name__, PART_SIG, PartFactory("conv_part", _make_part))
 
 
 def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                 z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                 strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], act: int,
-                out: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, lanes: int = 0) -> np.ndarray:
     """Conv on pre-packed weights (``pack_conv_weights``) and b [M] in the compute dtype, prm from
     ``epilogue_params``, u the packed Winograd weights when ``winograd_applies`` (else None), and z None or
     the residual added before the activation (the output's shape). w, b, prm and u C-contiguous.
     out: where to write the result (returned), a C-contiguous array of the output's shape and dtype (the
-    plan passes a slice of a Concat's output: codegen/plan.py's ``concat_in_place``), else allocated."""
+    plan passes a slice of a Concat's output: codegen/plan.py's ``concat_in_place``), else allocated.
+    lanes: w (and b, padded to whole channel pairs) are packed for conv_lanes.py (``pack_lanes``)."""
     if x.ndim != len(w_shape):
         check_conv(x, w_shape, group, None)
     wino = 0 if u is None else 2 if w.size == 0 else 1  # 2: Winograd's are the only weights
     out_shape, path, geo, (od, oh, ow), xs, o3s, nsc, flops, units, blk = conv_plan(
-        x.shape, w_shape, group, strides, dilations, pads, auto_pad, wino)
+        x.shape, w_shape, group, strides, dilations, pads, auto_pad, wino, lanes)
     cd = w.dtype
     if w.size == 0 and path != WINOGRAD and math.prod(w_shape):
         raise RuntimeException(f"Conv: the weights were prepared for the Winograd path only (the input shape "
@@ -492,6 +504,9 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
     # function (_make_part), on parts claimed by the pool's workers without the GIL; the checks above
     # are all a part could fail (a part cannot raise).
     kern = _KERNEL[path]
+    if kern == "lanes":
+        kern = "lanes64" if default_isa() == "avx512" else "lanes32"
+        xc = _lanes_input(xc, w_shape, oh, ow, int(geo[11]), int(geo[12]))
     ga = gemm_address(cd) if kern in ("gemm", "winograd") else 0
     wk = u if kern == "winograd" else w
     nparts = parts_for(units, flops)
@@ -513,6 +528,7 @@ _COMPILE_PARTS = {
     WINOGRAD: {"gemm": 1.4, "winograd": 5.2},
     IMPLICIT: {"implicit": 3.7},
     WINDOW: {"window": 1.5},
+    LANES: {"lanes": 3.0},
     DWBLOCK: {"dwblock": 1.5},
 }
 _COMPILE_PARTS[GEMM_1X1] = _COMPILE_PARTS[IM2COL]  # one kernel, _conv_gemm
@@ -521,9 +537,9 @@ _COMPILE_PARTS[GEMM_1X1] = _COMPILE_PARTS[IM2COL]  # one kernel, _conv_gemm
 def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u: np.ndarray | None = None,
                    z: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                    strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...],
-                   act: int, out: np.ndarray | None = None) -> dict[str, float]:
+                   act: int, out: np.ndarray | None = None, lanes: int = 0) -> dict[str, float]:
     path = conv_plan(x.shape, w_shape, group, strides, dilations, pads, auto_pad,
-                     0 if u is None else 2 if w.size == 0 else 1)[1]
+                     0 if u is None else 2 if w.size == 0 else 1, lanes)[1]
     ep = "epilogue" if epilogue_kind(act) is None else "epilogue_all"
     # the residual and the epilogue kind: each a part function of its own (_make_part)
     res = "" if z is None else "+residual"
@@ -539,6 +555,22 @@ def _compile_parts(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray,
 conv_packed.compile_parts = _compile_parts  # type: ignore[attr-defined]
 conv_packed.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 conv_packed.writes_into = True  # type: ignore[attr-defined]  # takes out= (codegen/plan.py's concat_in_place)
+
+
+def _lanes_input(x: np.ndarray, w_shape: tuple[int, ...], OH: int, OW: int, ph: int, pw: int) -> np.ndarray:
+    """x [N, C, 1, H, W] as conv_lanes.py reads it: zero-padded to [N, C, 1, OH + KH - 1, OW + KW - 1]
+    (a new array, ``SLACK`` elements longer: a tile may read past the last position when a plane has
+    fewer positions than a tile), or x itself when that is its shape already."""
+    N, C, H, W = x.shape[0], x.shape[1], x.shape[3], x.shape[4]
+    Hp, Wp = OH + w_shape[2] - 1, OW + w_shape[3] - 1
+    if (Hp, Wp) == (H, W) and (OH - 1) * Wp + OW >= LANES_R and x.flags.c_contiguous:
+        return x
+    n = N * C * Hp * Wp
+    xp = np.empty(n + LANES_SLACK, x.dtype)
+    xp[n:] = 0
+    xp5 = xp[:n].reshape(N, C, 1, Hp, Wp)
+    lanes_pad(x, xp5, ph, pw)
+    return xp5
 
 
 def pack_conv_weights(W: np.ndarray, group: int, cd: np.dtype) -> np.ndarray:
@@ -615,6 +647,14 @@ def lower_conv(node: Node, g: Graph, activation: str = "", alpha: float = 0.0, b
                                   group=group, strides=s, dilations=dl, pads=p, act=act_code(activation, node.op_type))
     # With the input shape known, only the path that will run gets its weights (a 3x3 layer took
     # both the packed GEMM and the Winograd weights: resnet50 lowered 162 MB of constants, now 129 MB)
+    if cd == np.float32 and xt.is_static() and kwargs["act"] <= 2 \
+            and lanes_pays(tuple(int(d) for d in xt.shape), kwargs["w_shape"], group, s, dl, p, kwargs["auto_pad"]):
+        M = W.shape[0]
+        bl = np.zeros(-(-M // 32) * 32, cd)  # whole channel pairs (the tile reads them)
+        bl[:M] = b
+        kwargs["lanes"] = 1
+        return Call(conv_packed, [Ref(node.inputs[0]), pack_lanes(np.asarray(W, cd)), bl, prm, None,
+                                  Ref(residual) if residual else None], kwargs)
     wino = winograd_applies(W.shape, group, s, dl)
     path = None
     if xt.is_static():

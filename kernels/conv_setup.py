@@ -13,6 +13,7 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.kernels.conv_dwblock import dwblock_applies, dwblock_scratch
+from jitort.kernels.conv_lanes import ACC as LANES_ACC, TB as LANES_TB, lanes_applies, lanes_rule
 from jitort.kernels.conv_window import WIN_R, window_applies, window_cols, window_scratch
 from jitort.kernels.convdirect import SLACK
 from jitort.kernels.convgemm import BBLOCK, MR, ROW_TILES
@@ -134,7 +135,7 @@ def _check_conv_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group
         raise Fail(f"Conv: output channels M={w_shape[0]} is not divisible by group {group}")
 
 
-DIRECT, GEMM_1X1, WINOGRAD, IM2COL, IMPLICIT, WINDOW, DWBLOCK = range(7)
+DIRECT, GEMM_1X1, WINOGRAD, IM2COL, IMPLICIT, WINDOW, DWBLOCK, LANES = range(8)
 _IMPLICIT_MAX_K = 256  # the implicit GEMM keeps the whole K sum in registers (no K blocks)
 IMPLICIT_KC = 256  # its K block when K is larger (the tile resumes the fma chain from the output)
 IMPLICIT_GROUPS = 8  # column groups (of 2 vectors) per K-block pass
@@ -148,7 +149,7 @@ _WINO_SPLIT_FLOPS = 6e7
 
 @lru_cache(maxsize=1024)
 def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
-              dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool
+              dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str, winograd: bool, lanes: int = 0
               ) -> tuple[tuple[int, ...], int, np.ndarray, tuple[int, int, int], tuple[int, ...], tuple[int, ...], int,
                       float, int, int]:
     """Per input shape, once: (output shape, path, geometry array, (OD, OH, OW), the input as the
@@ -157,7 +158,9 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     winograd: whether the Winograd weights exist; 2: they are the only weights (the lowering's host
     took Winograd for this shape), so Winograd runs wherever it can whatever this host's rule
     (``_winograd_pays``): an artifact built on another host stays correct. Saves ~8 us of Python per
-    call (a conv is often under 100 us). The geometry array is shared: kernels only read it."""
+    call (a conv is often under 100 us). The geometry array is shared: kernels only read it. lanes:
+    the weights are packed for conv_lanes.py (the lowering took it for this shape: ``lanes_pays``),
+    whose path then runs."""
     _check_conv_shapes(x_shape, w_shape, group)
     kernel = tuple(w_shape[2:])
     out_sp, begin = conv_geometry(tuple(x_shape[2:]), kernel, strides, dilations, pads, auto_pad)
@@ -165,7 +168,13 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
     odhw = pad3(out_sp, 1)
     geo = geometry_array(group, kernel, strides, dilations, begin)
     x5 = tuple(x_shape[:2]) + pad3(x_shape[2:], 1)
-    if window_applies(w_shape, group):
+    if lanes:
+        if len(x_shape) != 4 or not lanes_applies(w_shape, group, strides, dilations,
+                                                  _lanes_pads(x_shape, w_shape, begin, out_sp)):
+            raise Fail(f"Conv: the weights were prepared for the lanes path only (the input shape known when the "
+                       f"model was lowered), but input shape {list(x_shape)} takes another")
+        path, xs = LANES, x5
+    elif window_applies(w_shape, group):
         path, xs = WINDOW, x5
     elif dwblock_applies(len(x_shape), w_shape, group, odhw[2]):
         path, xs = DWBLOCK, x5
@@ -198,11 +207,32 @@ def conv_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, st
             units = max(units, Mgt)
     elif path == IM2COL:  # row blocks, or (fewer blocks than threads) the output channels' row tiles
         units = max(-(-(odhw[0] * odhw[1]) // im2col_rows(int(np.prod(w_shape[1:])), odhw[2], odhw[0] * odhw[1])), Mgt)
+    elif path == LANES:  # channel pairs x blocks of tiles (AVX-512's: conv_lanes.lanes_conv)
+        units = -(-M // 32) * -(-(odhw[1] * (odhw[2] + w_shape[3] - 1)) // (12 * LANES_TB))
     elif path == GEMM_1X1:  # columns (32 at a time), or with fewer positions than channels, row tiles
         units = -(-P // 32) if P >= M // group else Mgt
     else:
         units = Mgt
     return (N, M) + out_sp, path, geo, odhw, xs, (N, M, P), nsc, flops, units, blk
+
+
+def _lanes_pads(x_shape: tuple[int, ...], w_shape: tuple[int, ...], begin: tuple[int, ...],
+                out_sp: tuple[int, ...]) -> tuple[int, ...]:
+    """(top, left, bottom, right) pads of a 2-D stride-1 conv with these output sizes."""
+    ph, pw = begin[-2], begin[-1]
+    return ph, pw, out_sp[-2] + w_shape[-2] - 1 - x_shape[-2] - ph, out_sp[-1] + w_shape[-1] - 1 - x_shape[-1] - pw
+
+
+def lanes_pays(x_shape: tuple[int, ...], w_shape: tuple[int, ...], group: int, strides: tuple[int, ...],
+               dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str) -> bool:
+    """Whether the lowering packs a conv's weights for conv_lanes.py (float32, static shape, an
+    activation of none, Relu or Clip: the caller checks those): on an AVX-512 host (the rule's), where
+    the kernel applies and ``lanes_rule`` takes it."""
+    if len(x_shape) != 4 or len(w_shape) != 4 or VB != 64:
+        return False
+    out_sp, begin = conv_geometry(tuple(x_shape[2:]), tuple(w_shape[2:]), strides, dilations, pads, auto_pad)
+    return (lanes_applies(w_shape, group, strides, dilations, _lanes_pads(x_shape, w_shape, begin, out_sp))
+            and lanes_rule(w_shape, (out_sp[0], out_sp[1])))
 
 
 def _winograd_pays(channels: int, positions: int) -> bool:
@@ -258,6 +288,8 @@ def _scratch_size(path: int, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         return dp * hp * ((ow - 1) * sw + (kw - 1) * dw + 1) + SLACK * max(sw, 1)
     if path == GEMM_1X1:
         return BBLOCK
+    if path == LANES:
+        return LANES_ACC
     if path == DWBLOCK:
         return dwblock_scratch(oh, ow, kh, kw, sh, sw, dh, dw, 4)
     if path == WINDOW:

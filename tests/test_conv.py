@@ -576,7 +576,7 @@ def test_lowering_prepares_the_weights_of_the_path_that_runs(dims):
     agree with onnxruntime."""
     from onnx import TensorProto, numpy_helper
     rng = np.random.default_rng(5)
-    w = rng.standard_normal((16, 64, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((128, 64, 3, 3)).astype(np.float32)  # (not conv_lanes.lanes_rule's: M > 96)
     x = rng.standard_normal((1, 64, 14, 14)).astype(np.float32)  # Winograd on every host
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
@@ -593,7 +593,7 @@ def test_lowering_prepares_the_weights_of_the_path_that_runs(dims):
     assert (packed.size == 0) == isinstance(dims[0], int)
     if isinstance(dims[0], int):  # a shape the weights were not prepared for is refused, not computed wrong
         with pytest.raises(Exception, match="Winograd path only"):
-            K.conv_packed(np.zeros((1, 64, 3, 3), np.float32), packed, b, prm, wino, w_shape=(16, 64, 3, 3),
+            K.conv_packed(np.zeros((1, 64, 3, 3), np.float32), packed, b, prm, wino, w_shape=(128, 64, 3, 3),
                           auto_pad="NOTSET", group=1, strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1), act=0)
 
 
