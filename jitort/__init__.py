@@ -9,7 +9,7 @@ Inside, one path: ModelProto -> ``frontend`` (import) -> ``passes`` -> ``compile
 emission through ``codegen``) -> ``cache``/``artifact`` -> ``compile_service`` (which owns that path
 and returns one ``compiled.Artifact``) -> ``session``. Layers, lowest first (a module imports only
 from its layer or below; ``tests/test_layers.py`` fails on any import cycle):
-errors/ir/arrays/dtypes/memory/cache -> protos -> kernels (registry, op families, engines) ->
+errors/ir/arrays/dtypes/memory/cache/numba_target -> protos -> kernels (registry, op families, engines) ->
 codegen/passes/evaluate (the compiler's internals) -> frontend -> compiler -> artifact/compile_pool ->
 compile_service -> session/values/options/aot/ray/backend -> cli.
 """
