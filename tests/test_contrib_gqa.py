@@ -151,14 +151,16 @@ def test_prompt_tiles_without_blas(name, monkeypatch, tiles):
 
 def test_prompt_tiles_threads_and_rows(monkeypatch, tiles):
     """The tiles' tasks split over 2 threads give the same bits as 1 thread; the row kernel
-    (gqa_kernels.attend, TILE_ROWS raised) agrees to rounding."""
+    (gqa_kernels.attend, TILE_ROWS raised) agrees to rounding: the two sum in different orders (and
+    their vectorised sums' order follows the vector width: with 512-bit vectors an element of
+    magnitude ~2 differed by 1.1e-6), so to the tolerance the onnxruntime comparisons use."""
     from jitort.kernels import contrib_gqa
     feeds, names, attrs = _build(4, 2, 16, 2, 70, rotary=8, seqlens=[70, 51], bias="head")
     args = [feeds.get(n) if n else None for n in names]
     one = _same_bits_on_1_and_2_parts(monkeypatch, args, attrs)
     monkeypatch.setattr(contrib_gqa, "TILE_ROWS", 1 << 30)
     rows = contrib_gqa.GroupQueryAttention(*args, _nout=3, **attrs)
-    assert_close(list(one), list(rows), 1e-5, 1e-6)
+    assert_close(list(one), list(rows), 1e-4, 1e-5)
 
 
 def _same_bits_on_1_and_2_parts(monkeypatch, args, attrs):
