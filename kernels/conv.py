@@ -55,6 +55,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
+from jitort import memory
 from jitort.errors import Fail, InvalidArgument, RuntimeException
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
@@ -489,6 +490,8 @@ def conv_packed(x: np.ndarray, w: np.ndarray, b: np.ndarray, prm: np.ndarray, u:
         raise InvalidArgument(f"FusedConv: the residual input has shape {list(z.shape)}, the output "
                               f"{list(out_shape)}")
     if out is None:
+        if o3s[0] * o3s[1] * o3s[2] * cd.itemsize > memory.limit():  # pads are attributes: a model's to choose
+            memory.check("Conv", out_shape, cd)
         out = np.empty(out_shape, cd)
     elif out.shape != out_shape or out.dtype != cd or x.dtype != cd or not out.flags.c_contiguous:
         raise RuntimeException(f"Conv: cannot write an output of shape {list(out_shape)} ({x.dtype}) into an "
@@ -566,6 +569,8 @@ def _lanes_input(x: np.ndarray, w_shape: tuple[int, ...], OH: int, OW: int, ph: 
     if (Hp, Wp) == (H, W) and (OH - 1) * Wp + OW >= LANES_R and x.flags.c_contiguous:
         return x
     n = N * C * Hp * Wp
+    if n * x.itemsize > memory.limit():
+        memory.check("Conv", (N, C, Hp, Wp), x.dtype)
     xp = np.empty(n + LANES_SLACK, x.dtype)
     xp[n:] = 0
     xp5 = xp[:n].reshape(N, C, 1, Hp, Wp)

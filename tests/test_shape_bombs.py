@@ -211,3 +211,24 @@ def test_constant_fill_folds_within_the_session_limit() -> None:
     assert [x.op_type for x in sess.artifact.ir().nodes] == ["ConstantOfShape"]
     with pytest.raises(errors.Fail, match="cos"):
         sess.run(None, {})
+
+
+def test_conv_pads_over_the_limit_fail_naming_the_node() -> None:
+    """Conv's output size follows its pads, attributes a model chooses: over the session's limit the
+    run fails with onnxruntime's Fail naming the node and the limit, before allocating, and the
+    session stays usable (a model within the limit runs)."""
+    w = np.ones((4, 1, 3, 3), np.float32)
+    x = np.ones((1, 1, 3, 3), np.float32)
+    for pads, name in (([1, 1, 1, 1], "ok"), ([300, 300, 300, 300], "huge")):
+        g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=pads, name=f"conv_{name}")], "g",
+                              [_vi("x", F, [1, 1, 3, 3])], [_vi("y", F, None)], [numpy_helper.from_array(w, "w")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=ORT_MAX_IR)
+        so = ort.SessionOptions()
+        so.add_session_config_entry("session.jitort.max_tensor_bytes", str(1 << 20))  # the huge one: 5.8 MB
+        sess = ort.InferenceSession(m.SerializeToString(), so)
+        if name == "ok":
+            np.testing.assert_allclose(sess.run(None, {"x": x})[0], run_ort(m, {"x": x})[0], rtol=1e-5)
+            continue
+        for _ in range(2):  # the same failure again: the session stays usable
+            with pytest.raises(errors.Fail, match="running Conv node. Name:'conv_huge'.*over jitort's limit"):
+                sess.run(None, {"x": x})
