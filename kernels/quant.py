@@ -2,13 +2,18 @@
 integers and the float8/float6/float4 formats through ml_dtypes), DynamicQuantizeLinear,
 MatMulInteger, QLinearMatMul.
 
-Rounding is round-half-to-even (``np.rint``), as the spec says. The arithmetic is numpy's
-vectorised elementwise work; integer matrix products run as float64 BLAS products, exact for
-8-bit operands (every partial sum stays far below 2**53).
+Rounding is round-half-to-even (``np.rint``), as the spec says. The common case, float32 <-> int8 or
+uint8 with a per-tensor or per-axis scale (what onnxruntime's quantisers write between the layers
+of a QDQ model), runs as one compiled pass (``_q8``, ``_dq8``: one read, one write); the other
+cases are numpy's elementwise work, which made five passes with temporaries (1.1 ms for a
+QuantizeLinear of 800K floats on the Ice Lake VM). Both compute the same float32 operations in the
+same order. Integer matrix products run as float64 BLAS products, exact for 8-bit operands (every
+partial sum stays far below 2**53).
 """
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
@@ -52,8 +57,65 @@ def _broadcastable(v: np.ndarray, shape: tuple[int, ...], axis: int, block_size:
     return np.repeat(v, block_size, axis=ax)[tuple(slice(0, d) for d in shape)]
 
 
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+_F32 = np.dtype(np.float32)
+_INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
+
+
+@njit(**_JIT)
+def _q8(x, s, z, y, lo, hi):  # type: ignore[no-untyped-def]
+    """y[o, c, i] = clip(rint(x[o, c, i] / s[c]) + z[c], lo, hi): x float32 [O, C, I], s and z float32
+    [C], y int8 or uint8 — the numpy path's float32 operations in its order, in one pass."""
+    O, C, I = x.shape
+    for o in range(O):
+        for c in range(C):
+            sc, zc = s[c], z[c]
+            xr, yr = x[o, c], y[o, c]
+            for i in range(I):
+                yr[i] = min(max(np.rint(xr[i] / sc) + zc, lo), hi)
+
+
+@njit(**_JIT)
+def _dq8(x, s, z, y):  # type: ignore[no-untyped-def]
+    """y[o, c, i] = (float32(x[o, c, i]) - z[c]) * s[c]: x int8 or uint8 [O, C, I], s and z float32 [C]."""
+    O, C, I = x.shape
+    for o in range(O):
+        for c in range(C):
+            sc, zc = s[c], z[c]
+            xr, yr = x[o, c], y[o, c]
+            for i in range(I):
+                yr[i] = (np.float32(xr[i]) - zc) * sc
+
+
+def _axis_view(x: np.ndarray, v: np.ndarray, zp: np.ndarray | None, axis: int, block_size: int
+               ) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray] | None:
+    """(x as [outer, C, inner], the scale and zero point as float32 [C]) for ``_q8``/``_dq8``: a
+    per-tensor (C = 1) or per-axis scale of float32, a zero point of the same layout; None otherwise
+    (blocked, or shapes the numpy path reports)."""
+    if block_size or v.dtype != _F32 or (zp is not None and zp.shape != v.shape):
+        return None
+    if v.size == 1 and v.ndim <= 1:
+        dims = (1, 1, x.size)
+    else:
+        rank = x.ndim
+        ax = axis + rank if axis < 0 else axis
+        if v.ndim != 1 or not 0 <= ax < rank or v.shape[0] != x.shape[ax]:
+            return None
+        dims = (int(np.prod(x.shape[:ax])), x.shape[ax], int(np.prod(x.shape[ax + 1:])))
+    z = np.zeros(dims[1], _F32) if zp is None else zp.reshape(-1).astype(_F32)
+    return dims, np.ascontiguousarray(v.reshape(-1)), z
+
+
 def _quantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int, saturate: int, block_size: int,
               out: np.dtype, precision: int = 0) -> np.ndarray:
+    if x.dtype == _F32 and out in _INT8 and not precision and x.size:
+        fast = _axis_view(x, scale, zp, axis, block_size)
+        if fast is not None:
+            dims, sv, zv = fast
+            lo, hi = _INT_RANGES[out.name]
+            y = np.empty(x.shape, out)
+            _q8(np.ascontiguousarray(x).reshape(dims), sv, zv, y.reshape(dims), np.float32(lo), np.float32(hi))
+            return y
     s = _broadcastable(scale, x.shape, axis, block_size, "scale", "QuantizeLinear")
     if precision:
         p = _np(precision)
@@ -136,6 +198,13 @@ def QuantizeLinear21(x: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarra
 
 def _dequantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int, block_size: int,
                 out: np.dtype) -> np.ndarray:
+    if x.dtype in _INT8 and out == _F32 and x.size and (zp is None or zp.dtype == x.dtype):
+        fast = _axis_view(x, scale, zp, axis, block_size)
+        if fast is not None:
+            dims, sv, zv = fast
+            y = np.empty(x.shape, _F32)
+            _dq8(np.ascontiguousarray(x).reshape(dims), sv, zv, y.reshape(dims))
+            return y
     name = x.dtype.name
     if name in _FLOAT8 or name in _SMALL_FLOATS or name == "float8_e8m0fnu":
         if zp is not None and name in _FLOAT8 and np.any(zp.astype(np.float32) != 0):

@@ -30,7 +30,7 @@ def _q(shape, dt, seed):
 
 
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
-@pytest.mark.parametrize("dt,bshape", [(np.uint8, (3, 4, 5)), (np.int8, (5,)), (np.uint8, (4, 1))])
+@pytest.mark.parametrize("dt,bshape", [(np.uint8, (3, 4, 5)), (np.int8, (5,)), (np.uint8, (4, 1)), (np.int8, (1,))])
 def test_qlinear_binary(op, dt, bshape):
     inits = {"sa": np.array(0.05, F), "za": np.array(3, dt), "sb": np.array(0.02, F),
              "zb": np.array(-2 if dt == np.int8 else 7, dt),
@@ -190,3 +190,26 @@ def test_dynamic_quantize_lstm(tmp_path, direction, per_channel, peep):
             t.CopyFrom(onnx.numpy_helper.from_array(w if t.name == "W" else r, t.name))
     for g_, w_ in zip(got, run_ort(ref, feeds)):
         np.testing.assert_allclose(g_, w_, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary_compiled_pass_is_the_numpy_path(op):
+    """The one-pass kernel (same shapes, or a scalar operand) gives the bits of the float32 formula
+    requantised by numpy (``quant``), ties included."""
+    from jitort.kernels import contrib_qlinear as Q
+    rng = np.random.default_rng(9)
+    a, b = _q((64, 129), np.uint8, 7), _q((64, 129), np.uint8, 8)
+    args = (np.array(0.5, F), np.array(3, np.uint8), b, np.array(0.25, F), np.array(9, np.uint8),
+            np.array(rng.choice([0.5, 1.0, 0.75]), F), np.array(4, np.uint8))
+    fn = getattr(Q, op)
+    fast = [fn(a, *args), fn(a[:1, :1].reshape(1), *args), fn(a, *args[:2], b[:1, :1], *args[3:])]
+    ref = [Q.quant(v, np.array(1, F), args[-1], np.uint8, op) for v in (
+        _float_op(op, a, b, args), _float_op(op, a[:1, :1].reshape(1), b, args), _float_op(op, a, b[:1, :1], args))]
+    for f, r in zip(fast, ref):
+        np.testing.assert_array_equal(f, r)
+
+
+def _float_op(op, a, b, args):  # type: ignore[no-untyped-def]
+    sa, za, _, sb, zb, sc, _ = args
+    x1, x2 = a.astype(F) - F(za), b.astype(F) - F(zb)
+    return (x1 * x2) * (F(sa) * F(sb) / F(sc)) if op == "QLinearMul" else x1 * (F(sa) / F(sc)) + x2 * (F(sb) / F(sc))

@@ -154,3 +154,22 @@ def test_quantize_bad_axis_and_zero_point_type() -> None:
                    input_names=["q", "s"])
     assert run_jitort(m, {"q": q})[0].dtype == np.float32
 
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+@pytest.mark.parametrize("axis", [None, 1, -1])
+def test_quantize_compiled_pass_is_the_numpy_path(dt, axis, monkeypatch):
+    """float32 <-> 8-bit with a per-tensor or per-axis scale runs as one compiled pass: the numpy
+    path's bits, ties (x / scale exactly halfway) and saturation included."""
+    from jitort.kernels import quant as Q
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-600, 600, (3, 5, 7)) / 2).astype(np.float32)  # halves: ties for scale 1
+    n = 1 if axis is None else x.shape[axis]
+    scale = np.array(1.0, np.float32) if axis is None else rng.choice([1.0, 0.5, 0.3], n).astype(np.float32)
+    zp = np.array(7, dt) if axis is None else rng.integers(-5, 6, n).astype(dt)
+    ax = 1 if axis is None else axis
+    fast_q = Q._quantize(x, scale, zp, ax, 1, 0, np.dtype(dt))
+    fast_dq = Q._dequantize(fast_q, scale, zp, ax, 0, np.dtype(np.float32))
+    monkeypatch.setattr(Q, "_axis_view", lambda *a: None)
+    np.testing.assert_array_equal(fast_q, Q._quantize(x, scale, zp, ax, 1, 0, np.dtype(dt)))
+    np.testing.assert_array_equal(fast_dq, Q._dequantize(fast_q, scale, zp, ax, 0, np.dtype(np.float32)))
