@@ -68,11 +68,16 @@ _POST = 6
 
 
 @functools.lru_cache(maxsize=1)
-def host_isa() -> str:
-    """"avx512" when the host (or Numba's configured CPU) has AVX-512F, else "avx2" (asked once:
-    llvmlite's feature query costs ~0.7 ms)."""
+def host_features() -> frozenset[str]:
+    """The features the host (or Numba's configured CPU) has, LLVM's names without the "+" (asked
+    once: llvmlite's feature query costs ~0.7 ms)."""
     feats = numba.config.CPU_FEATURES or ll.get_host_cpu_features().flatten()
-    return "avx512" if "+avx512f" in feats.split(",") else "avx2"
+    return frozenset(f[1:] for f in feats.split(",") if f.startswith("+"))
+
+
+def host_isa() -> str:
+    """"avx512" when the host has AVX-512F, else "avx2"."""
+    return "avx512" if "avx512f" in host_features() else "avx2"
 
 
 def _isa_env() -> str | None:

@@ -28,8 +28,11 @@ from numba import njit
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
+from jitort.kernels import qconv_vnni as V
 from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
+from jitort.kernels.gemm import default_isa, host_features
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
+from jitort.kernels.threads import parts_for, run_parts
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 # im2col column tile: at most 256K float32 (1 MiB), GEMMs of ~512 columns (as kernels/conv.py).
@@ -332,7 +335,77 @@ def _lower_qlinearconv(node: Node, g: Graph) -> Call:
     if ks and tuple(ks) != tuple(w.shape[2:]):
         raise Fail(f"QLinearConv node '{node.name}': kernel_shape {list(ks)} is not compatible with w shape "
                    f"{list(w.shape)}")
-    wpk = pack_weights(w, wz, "QLinearConv")
     r = [Ref(n) if n else None for n in ins]
+    geo = _geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)
+    xt = g.type_of(ins[0])
+    if (vnni() and xt.dtype is not None and geo["auto_pad"] == "NOTSET"
+            and V.applies(np.dtype(xt.dtype), w, wz, geo["group"], geo["strides"], geo["dilations"], geo["pads"][:2])):
+        wl, wsum = V.pack(w)
+        return Call(qlinearconv_vnni, [r[0], r[1], r[2], wl, wsum, r[4], r[6], r[7], r[8]],
+                    dict(w_shape=tuple(int(d) for d in w.shape), **geo))
+    wpk = pack_weights(w, wz, "QLinearConv")
     return Call(qlinearconv_packed, [r[0], r[1], r[2], wpk, r[4], r[6], r[7], r[8]],
                 dict(w_shape=tuple(int(d) for d in w.shape), **_geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)))
+
+
+# --- QLinearConv on AVX-512 VNNI (qconv_vnni.py) ------------------------------------------------------
+
+def vnni() -> bool:
+    """Whether the lowering packs weights for qconv_vnni.py: the host has AVX-512 VNNI (an artifact
+    taken to a host without it, or ``JITORT_ISA=avx2``, runs the same plan on
+    ``qconv_lanes_portable``)."""
+    return "avx512vnni" in host_features()
+
+
+def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
+                     wsum: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None,
+                     B: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
+                     strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...]) -> np.ndarray:
+    """QLinearConv with weights packed by ``qconv_vnni.pack`` (the lowering checked ``applies``)."""
+    name = "QLinearConv"
+    _check_int8(x, name, "x")
+    if x_zero_point is not None and x_zero_point.dtype != x.dtype:
+        raise InvalidArgument(f"{name}: x_zero_point type {x_zero_point.dtype} differs from x's {x.dtype}")
+    _check_geometry(x, w_shape, group, None, name)
+    M, C, KH, KW = w_shape
+    scale = _out_scales(x_scale, w_scale, y_scale, M)
+    out_dt = np.dtype(y_zero_point.dtype if y_zero_point is not None else x.dtype)
+    if out_dt not in _RANGES:
+        raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out_dt}")
+    bias = _bias(B, M)
+    out_sp, begin = conv_geometry(tuple(x.shape[2:]), (KH, KW), strides, dilations, pads, auto_pad, name)
+    N, (OH, OW), s = x.shape[0], out_sp, strides[0]
+    y = np.empty((N, M, OH, OW), out_dt)
+    if y.size == 0:
+        return y
+    flip = 128 if x.dtype == np.int8 else 0
+    zx = _scalar(x_zero_point, name, "x_zero_point") + flip  # as the u8 the kernel reads
+    Mp = -(-M // 32) * 32
+    comp = np.zeros(Mp, np.int32)
+    comp[:M] = (np.zeros(M, np.int64) if bias is None else bias.astype(np.int64)) - zx * wsum
+    sc = np.zeros(Mp, np.float32)
+    sc[:M] = scale
+    lo, hi = _RANGES[out_dt]
+    zy = np.float32(_scalar(y_zero_point, name, "y_zero_point"))
+    Hq, Wq = V.grid(OH, OW, KH, KW, s)
+    Cp = -(-C // 4) * 4
+    n = s * s * Hq * Wq * Cp
+    buf = np.empty(n + V.R * Cp + 64, np.uint8)  # a tile may read up to R positions past the planes
+    buf[n:] = 0
+    xp = buf[:n].reshape(s * s, Hq, Wq, Cp)
+    off = V.offsets(Cp // 4, KH, KW, Hq, Wq, Cp, s)
+    o = np.empty((OH * OW, Mp), np.uint8)
+    flops = 2.0 * M * OH * OW * C * KH * KW / 4  # int8: ~4x the float32 rate
+    nparts = parts_for(V.units(M, OH, OW, Wq), flops)
+    xb = x.view(np.uint8)
+    yb = y.view(np.uint8).reshape(N, M, OH * OW)
+    kernel = V.qconv_lanes if vnni() and default_isa() == "avx512" else V.qconv_lanes_portable
+    for i in range(N):
+        V.nhwc_pad(xb[i], xp, begin[0], begin[1], s, zx, flip)
+        args = (buf, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, o)
+        if nparts > 1:
+            run_parts(lambda k: kernel(*args, k, nparts), nparts)
+        else:
+            kernel(*args, 0, 1)
+        V.to_nchw(o, yb[i], M)
+    return y

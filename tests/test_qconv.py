@@ -314,3 +314,60 @@ def test_qlinearconv_errors():
         f = dict(base, **{key: bad})
         m, ff = qlinear_model(f, False)
         _raises(m, ff, exc)
+
+
+# --- QLinearConv on AVX-512 VNNI (kernels/qconv_vnni.py) ----------------------------------------------
+
+VNNI_GEOMS = [  # x shape, w shape, attrs: strides 1 and 2, asymmetric and no pads, channels off 4 and 32,
+    # planes smaller than a tile, a 7x7 stem, a batch of two
+    ((1, 13, 17, 17), (40, 13, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((2, 8, 9, 10), (33, 8, 3, 3), dict(pads=[0, 1, 2, 0], strides=[2, 2])),
+    ((1, 64, 14, 14), (24, 64, 1, 1), {}),
+    ((1, 36, 8, 8), (70, 36, 1, 1), dict(strides=[2, 2])),
+    ((1, 3, 23, 22), (16, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2])),
+    ((1, 5, 3, 3), (7, 5, 3, 3), {}),
+    ((1, 6, 12, 11), (9, 6, 5, 5), dict(pads=[2, 2, 2, 2])),
+]
+
+
+def vnni_feeds(xs: Any, ws: Any, xd: Any, yd: Any, per_channel: bool, seed: int) -> dict[str, np.ndarray]:
+    f = qlinear_feeds(xs, ws, xd, S8, yd, per_channel, seed=seed)
+    f["wz"] = np.zeros(ws[0], S8) if per_channel else np.array(0, S8)  # int8 weights, symmetric
+    return f
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
+@pytest.mark.parametrize("geom", range(len(VNNI_GEOMS)))
+@pytest.mark.parametrize("xd,yd", [(U8, U8), (S8, S8), (U8, S8)], ids=["u8", "s8", "u8->s8"])
+def test_qlinearconv_vnni_is_exact(xd, yd, geom, per_channel, threads, monkeypatch):
+    """int8 weights with zero zero points (what onnxruntime's quantisers write): on an AVX-512 VNNI
+    host the plan runs qconv_vnni.py's kernel (elsewhere the portable one), and both give the exact
+    oracle's bytes on full-range inputs, split between threads or not; so does that plan with
+    JITORT_ISA=avx2 (its weights on ``qconv_lanes_portable``, as on a host without VNNI)."""
+    from jitort.kernels import qconv as QC
+    from jitort.kernels import threads as T
+    xs, ws, attrs = VNNI_GEOMS[geom]
+    feeds = vnni_feeds(xs, ws, xd, yd, per_channel, seed=geom)
+    m, f = qlinear_model(feeds, True, **attrs)
+    if threads > 1:
+        monkeypatch.setattr(T, "PART_FLOPS", 1.0)
+    so = jitort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = jitort.InferenceSession(m.SerializeToString(), so)
+    assert ("qlinearconv_vnni" in sess.artifact.plan_source) == QC.vnni()
+    got = sess.run(None, f)[0]
+    want = qlinear_ref(feeds, **attrs)
+    assert got.dtype == yd
+    assert np.array_equal(got, want)
+    monkeypatch.setenv("JITORT_ISA", "avx2")
+    assert np.array_equal(sess.run(None, f)[0], want)
+
+
+def test_qlinearconv_vnni_matches_onnxruntime():
+    """The u8 x s8 case onnxruntime's quantisers produce, on inputs its int16 pair sums cannot saturate."""
+    xs, ws, attrs = VNNI_GEOMS[0]
+    feeds = qlinear_feeds(xs, ws, U8, S8, U8, True, seed=5, xr=(0, 127), wr=(-127, 127))
+    feeds["wz"] = np.zeros(ws[0], S8)
+    m, f = qlinear_model(feeds, True, **attrs)
+    check(m, f)
