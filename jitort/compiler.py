@@ -33,6 +33,7 @@ from jitort.passes.fusion import fuse_elementwise
 from jitort.passes.gemm_epilogue import fuse_gemm_epilogue
 from jitort.passes.ml_tail import drop_ml_no_ops
 from jitort.passes.norm_fusion import fuse_norms
+from jitort.passes.qdq_fusion import fuse_qdq
 from jitort.passes.qkv_fusion import fuse_qkv
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
@@ -52,6 +53,8 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
     def partition_to_providers(g: Graph) -> Graph:
         return partition(g, list(providers))
     ps: list[Pass] = [remove_passthrough, remove_dead, complete_types]
+    if fuse:  # before folding, which would turn the weights' DequantizeLinear into float weights
+        ps += [fuse_qdq]
     if fold_consts:
         ps += [fold, drop_ml_no_ops, remove_dead]
     if fuse:

@@ -1,0 +1,115 @@
+"""QDQ models (onnxruntime.quantization's default output) run on the quantised kernels
+(jitort/passes/qdq_fusion.py): a ResNet-style block network built here, quantised at test time by
+onnxruntime's own quantiser in both formats, agrees with onnxruntime within one output quantisation
+step, and its QDQ form runs the same quantised operators as its QOperator form."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import jitort
+from jitort.compiler import pass_list
+from jitort.frontend.importer import import_model
+from oracle import run_ort
+
+
+def _cnn(seed: int = 0) -> onnx.ModelProto:
+    """Stem conv (stride 2) + MaxPool, a bottleneck block with a projection and a residual Add, one
+    without, GlobalAveragePool: the shapes of a small ResNet."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def conv(x: str, cin: int, cout: int, k: int, s: int = 1, relu: bool = True) -> str:
+        name = f"c{len(nodes)}"
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, name + "_w"),
+                      numpy_helper.from_array((rng.standard_normal(cout) * 0.05).astype(np.float32), name + "_b")])
+        nodes.append(helper.make_node("Conv", [x, name + "_w", name + "_b"], [name], kernel_shape=[k, k],
+                                      strides=[s, s], pads=[k // 2] * 4))
+        if not relu:
+            return name
+        nodes.append(helper.make_node("Relu", [name], [name + "_r"]))
+        return name + "_r"
+
+    x = conv("x", 3, 16, 5, 2)
+    nodes.append(helper.make_node("MaxPool", [x], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    x, c = "mp", 16
+    for i, (mid, out) in enumerate([(8, 32), (8, 32)]):
+        a = conv(x, c, mid, 1)
+        b = conv(a, mid, mid, 3)
+        y = conv(b, mid, out, 1, relu=False)
+        skip = conv(x, c, out, 1, relu=False) if i == 0 else x
+        nodes.append(helper.make_node("Add", [y, skip], [f"add{i}"]))
+        nodes.append(helper.make_node("Relu", [f"add{i}"], [f"blk{i}"]))
+        x, c = f"blk{i}", out
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"]))
+    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _quantised(tmp: Path, fmt: str, per_channel: bool) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.k = 0
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            self.k += 1
+            return None if self.k > 3 else {"x": np.random.default_rng(self.k).random((1, 3, 32, 32), np.float32)}
+
+    src, dst = tmp / "f.onnx", tmp / f"{fmt}.onnx"
+    onnx.save(_cnn(), src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+    return onnx.load(dst)
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    g = import_model(model)
+    for p in pass_list(["CPUExecutionProvider"]):
+        g = p(g)
+    ops = []
+    for n in g.nodes:
+        ops += [b.op_type for b in n.attrs["body"].nodes] if n.op_type == "FusedElementwise" else [n.op_type]
+    return ops
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
+def test_qdq_model_runs_the_quantised_operators(tmp_path, per_channel):
+    qdq, qop = _quantised(tmp_path, "qdq", per_channel), _quantised(tmp_path, "qop", per_channel)
+    ops = _ops(qdq)
+    assert ops.count("QLinearConv") == 8 and ops.count("QLinearAdd") == 2
+    assert "QLinearGlobalAveragePool" in ops and "Conv" not in ops and "FusedConv" not in ops
+    assert ops.count("DequantizeLinear") == 1 and ops.count("QuantizeLinear") == 1  # the model's borders
+    x = {"x": np.random.default_rng(7).random((1, 3, 32, 32), np.float32)}
+    step = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer if i.name == "y_scale")))
+    outs = []
+    for m in (qdq, qop):
+        got, want = jitort.InferenceSession(m.SerializeToString()).run(None, x)[0], run_ort(m, x)[0]
+        assert np.abs(got - want).max() <= step * 1.001
+        outs.append(got)
+    np.testing.assert_array_equal(outs[0], outs[1])  # the QDQ form runs as the QOperator form
+
+
+def test_what_does_not_fit_stays_float(tmp_path):
+    """A conv whose output the QuantizeLinear does not read alone, and a bias whose scale is not
+    x_scale * w_scale, stay float (and still agree with onnxruntime)."""
+    qdq = _quantised(tmp_path, "qdq", False)
+    g = qdq.graph
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    g.output.append(helper.make_tensor_value_info(convs[0].output[0], TensorProto.FLOAT, None))  # read twice now
+    bias_scale = next(i for i in g.initializer if i.name == convs[2].input[2] + "_quantized_scale")
+    arr = numpy_helper.to_array(bias_scale) * np.float32(1.5)
+    bias_scale.CopyFrom(numpy_helper.from_array(arr, bias_scale.name))
+    ops = _ops(qdq)
+    assert ops.count("QLinearConv") == 6 and ops.count("Conv") + ops.count("FusedConv") == 2
+    x = {"x": np.random.default_rng(8).random((1, 3, 32, 32), np.float32)}
+    got, want = jitort.InferenceSession(qdq.SerializeToString()).run(None, x), run_ort(qdq, x)
+    for a, b in zip(got, want):
+        assert np.abs(a - b).max() <= 0.05 * max(1.0, np.abs(b).max())
