@@ -20,6 +20,7 @@ point) is a constant the ``lower`` hooks centre and pack it once at compile time
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ from jitort.kernels import qconv_vnni as V
 from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
 from jitort.kernels.gemm import default_isa, host_features
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
-from jitort.kernels.threads import parts_for, run_parts
+from jitort.kernels.threads import parts_for, run_parts, scratch
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 # im2col column tile: at most 256K float32 (1 MiB), GEMMs of ~512 columns (as kernels/conv.py).
@@ -357,6 +358,19 @@ def vnni() -> bool:
     return "avx512vnni" in host_features()
 
 
+@lru_cache(maxsize=256)
+def _vnni_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...],
+               pads: tuple[int, ...], auto_pad: str) -> tuple[tuple[int, ...], tuple[int, ...], int, int, int, np.ndarray]:
+    """Per input shape, once: (output plane, begin pads, phase plane Hq x Wq, padded channels Cp, the
+    k offsets) of ``qlinearconv_vnni`` (the offsets are shared: the kernel only reads them)."""
+    M, C, KH, KW = w_shape
+    out_sp, begin = conv_geometry(tuple(x_shape[2:]), (KH, KW), strides, dilations, pads, auto_pad, "QLinearConv")
+    s = strides[0]
+    Hq, Wq = V.grid(out_sp[0], out_sp[1], KH, KW, s)
+    Cp = -(-C // 4) * 4
+    return tuple(out_sp), tuple(begin), Hq, Wq, Cp, V.offsets(Cp // 4, KH, KW, Hq, Wq, Cp, s)
+
+
 def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
                      wsum: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None,
                      B: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
@@ -373,8 +387,8 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     if out_dt not in _RANGES:
         raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out_dt}")
     bias = _bias(B, M)
-    out_sp, begin = conv_geometry(tuple(x.shape[2:]), (KH, KW), strides, dilations, pads, auto_pad, name)
-    N, (OH, OW), s = x.shape[0], out_sp, strides[0]
+    (OH, OW), begin, Hq, Wq, Cp, off = _vnni_plan(tuple(x.shape), tuple(w_shape), strides, dilations, pads, auto_pad)
+    N, s = x.shape[0], strides[0]
     y = np.empty((N, M, OH, OW), out_dt)
     if y.size == 0:
         return y
@@ -387,25 +401,35 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     sc[:M] = scale
     lo, hi = _RANGES[out_dt]
     zy = np.float32(_scalar(y_zero_point, name, "y_zero_point"))
-    Hq, Wq = V.grid(OH, OW, KH, KW, s)
-    Cp = -(-C // 4) * 4
     n = s * s * Hq * Wq * Cp
-    buf = np.empty(n + V.R * Cp + 64, np.uint8)  # a tile may read up to R positions past the planes
+    nb = n + V.R * Cp + 64  # a tile may read up to R positions past the planes
+    # this thread's reused buffer (a fresh one this size is page-faulted on every call, and at
+    # 2 threads the faults of the parts contended: the call took longer than at 1 thread)
+    work = scratch(nb + OH * OW * Mp, np.dtype(np.uint8))
+    buf = work[:nb]
     buf[n:] = 0
     xp = buf[:n].reshape(s * s, Hq, Wq, Cp)
-    off = V.offsets(Cp // 4, KH, KW, Hq, Wq, Cp, s)
-    o = np.empty((OH * OW, Mp), np.uint8)
+    o = work[nb:nb + OH * OW * Mp].reshape(OH * OW, Mp)
     flops = 2.0 * M * OH * OW * C * KH * KW / 4  # int8: ~4x the float32 rate
     nparts = parts_for(V.units(M, OH, OW, Wq), flops)
     xb = x.view(np.uint8)
     yb = y.view(np.uint8).reshape(N, M, OH * OW)
     kernel = V.qconv_lanes if vnni() and default_isa() == "avx512" else V.qconv_lanes_portable
+    # the layout copies split too from _COPY_PART bytes (serial, they were a third of a 2-thread call)
+    copy_parts = parts_for(Hq * s, float(n + OH * OW * Mp), _COPY_PART)
     for i in range(N):
-        V.nhwc_pad(xb[i], xp, begin[0], begin[1], s, zx, flip)
-        args = (buf, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, o)
-        if nparts > 1:
-            run_parts(lambda k: kernel(*args, k, nparts), nparts)
-        else:
-            kernel(*args, 0, 1)
-        V.to_nchw(o, yb[i], M)
+        _split(V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
+        _split(kernel, (buf, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, o), nparts)
+        _split(V.to_nchw, (o, yb[i], M), copy_parts)
     return y
+
+
+_COPY_PART = 1 << 17  # bytes of layout copy worth a part
+
+
+def _split(fn: Any, args: tuple[Any, ...], nparts: int) -> None:
+    """fn(*args, part, nparts) for every part, on the pool's threads when nparts > 1."""
+    if nparts > 1:
+        run_parts(lambda k: fn(*args, k, nparts), nparts)
+    else:
+        fn(*args, 0, 1)
