@@ -35,6 +35,7 @@ from jitort.passes.ml_tail import drop_ml_no_ops
 from jitort.passes.norm_fusion import fuse_norms
 from jitort.passes.qdq_fusion import fuse_qdq
 from jitort.passes.qkv_fusion import fuse_qkv
+from jitort.passes.quant_nhwc import quant_nhwc
 from jitort.passes.partition import CUDA, partition
 from jitort.passes.retype import retype
 from jitort.passes.shapes import complete_types
@@ -59,7 +60,7 @@ def pass_list(providers: Sequence[str], fold_consts: bool = True, fuse: bool = T
         ps += [fold, drop_ml_no_ops, remove_dead]
     if fuse:
         cpu_only = CUDA not in providers  # jitort-domain fused ops with CPU kernels only: CUDA runs them unfused
-        ps += [fuse_attention, fuse_norms, fuse_qkv] if cpu_only else []
+        ps += [quant_nhwc, fuse_attention, fuse_norms, fuse_qkv] if cpu_only else []
         ps += [fuse_conv_epilogue]
         ps += [bn_as_affine] if cpu_only else []
         ps += [fuse_gemm_epilogue] if cpu_only else []

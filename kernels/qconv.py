@@ -326,6 +326,20 @@ def QLinearConv(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | N
                               y_scale, y_zero_point, B, w_shape=tuple(w.shape), **geo)
 
 
+def _vnni_call(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None, nhwc: int) -> Call | None:
+    """The qconv_vnni call of a QLinearConv node with constant weights, where it applies."""
+    ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+    geo = _geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)
+    xt = g.type_of(ins[0])
+    if not (vnni() and xt.dtype is not None and geo["auto_pad"] == "NOTSET"
+            and V.applies(np.dtype(xt.dtype), w, wz, geo["group"], geo["strides"], geo["dilations"], geo["pads"][:2])):
+        return None
+    wl, wsum = V.pack(w)
+    r = [Ref(n) if n else None for n in ins]
+    return Call(qlinearconv_vnni, [r[0], r[1], r[2], wl, wsum, r[4], r[6], r[7], r[8]],
+                dict(w_shape=tuple(int(d) for d in w.shape), nhwc=nhwc, **geo))
+
+
 def _lower_qlinearconv(node: Node, g: Graph) -> Call:
     ins = list(node.inputs) + [""] * (9 - len(node.inputs))
     w = g.const(ins[3])
@@ -336,14 +350,10 @@ def _lower_qlinearconv(node: Node, g: Graph) -> Call:
     if ks and tuple(ks) != tuple(w.shape[2:]):
         raise Fail(f"QLinearConv node '{node.name}': kernel_shape {list(ks)} is not compatible with w shape "
                    f"{list(w.shape)}")
+    vn = _vnni_call(node, g, w, wz, 0)
+    if vn is not None:
+        return vn
     r = [Ref(n) if n else None for n in ins]
-    geo = _geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)
-    xt = g.type_of(ins[0])
-    if (vnni() and xt.dtype is not None and geo["auto_pad"] == "NOTSET"
-            and V.applies(np.dtype(xt.dtype), w, wz, geo["group"], geo["strides"], geo["dilations"], geo["pads"][:2])):
-        wl, wsum = V.pack(w)
-        return Call(qlinearconv_vnni, [r[0], r[1], r[2], wl, wsum, r[4], r[6], r[7], r[8]],
-                    dict(w_shape=tuple(int(d) for d in w.shape), **geo))
     wpk = pack_weights(w, wz, "QLinearConv")
     return Call(qlinearconv_packed, [r[0], r[1], r[2], wpk, r[4], r[6], r[7], r[8]],
                 dict(w_shape=tuple(int(d) for d in w.shape), **_geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)))
@@ -374,22 +384,25 @@ def _vnni_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tupl
 def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
                      wsum: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None,
                      B: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
-                     strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...]) -> np.ndarray:
-    """QLinearConv with weights packed by ``qconv_vnni.pack`` (the lowering checked ``applies``)."""
-    name = "QLinearConv"
+                     strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], nhwc: int = 0
+                     ) -> np.ndarray:
+    """QLinearConv with weights packed by ``qconv_vnni.pack`` (the lowering checked ``applies``);
+    ``nhwc``: x and the output are NHWC (``QLinearConvNhwc``, jitort/passes/quant_nhwc.py)."""
+    name = "QLinearConvNhwc" if nhwc else "QLinearConv"
     _check_int8(x, name, "x")
     if x_zero_point is not None and x_zero_point.dtype != x.dtype:
         raise InvalidArgument(f"{name}: x_zero_point type {x_zero_point.dtype} differs from x's {x.dtype}")
-    _check_geometry(x, w_shape, group, None, name)
+    xv = np.moveaxis(x, 3, 1) if nhwc and x.ndim == 4 else x  # the NCHW view: shapes and checks
+    _check_geometry(xv, w_shape, group, None, name)
     M, C, KH, KW = w_shape
     scale = _out_scales(x_scale, w_scale, y_scale, M)
     out_dt = np.dtype(y_zero_point.dtype if y_zero_point is not None else x.dtype)
     if out_dt not in _RANGES:
         raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out_dt}")
     bias = _bias(B, M)
-    (OH, OW), begin, Hq, Wq, Cp, off = _vnni_plan(tuple(x.shape), tuple(w_shape), strides, dilations, pads, auto_pad)
+    (OH, OW), begin, Hq, Wq, Cp, off = _vnni_plan(tuple(xv.shape), tuple(w_shape), strides, dilations, pads, auto_pad)
     N, s = x.shape[0], strides[0]
-    y = np.empty((N, M, OH, OW), out_dt)
+    y = np.empty((N, OH, OW, M) if nhwc else (N, M, OH, OW), out_dt)
     if y.size == 0:
         return y
     flip = 128 if x.dtype == np.int8 else 0
@@ -405,22 +418,25 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     nb = n + V.R * Cp + 64  # a tile may read up to R positions past the planes
     # this thread's reused buffer (a fresh one this size is page-faulted on every call, and at
     # 2 threads the faults of the parts contended: the call took longer than at 1 thread)
-    work = scratch(nb + OH * OW * Mp, np.dtype(np.uint8))
+    direct = nhwc and Mp == M  # the tiles write the output itself
+    work = scratch(nb + (0 if direct else OH * OW * Mp), np.dtype(np.uint8))
     buf = work[:nb]
     buf[n:] = 0
     xp = buf[:n].reshape(s * s, Hq, Wq, Cp)
-    o = work[nb:nb + OH * OW * Mp].reshape(OH * OW, Mp)
+    o = None if direct else work[nb:nb + OH * OW * Mp].reshape(OH * OW, Mp)
     flops = 2.0 * M * OH * OW * C * KH * KW / 4  # int8: ~4x the float32 rate
     nparts = parts_for(V.units(M, OH, OW, Wq), flops)
     xb = x.view(np.uint8)
-    yb = y.view(np.uint8).reshape(N, M, OH * OW)
+    yb = y.view(np.uint8).reshape((N, OH * OW, M) if nhwc else (N, M, OH * OW))
     kernel = V.qconv_lanes if vnni() and default_isa() == "avx512" else V.qconv_lanes_portable
     # the layout copies split too from _COPY_PART bytes (serial, they were a third of a 2-thread call)
     copy_parts = parts_for(Hq * s, float(n + OH * OW * Mp), _COPY_PART)
     for i in range(N):
-        _split(V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
-        _split(kernel, (buf, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, o), nparts)
-        _split(V.to_nchw, (o, yb[i], M), copy_parts)
+        _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
+        oi = yb[i] if direct else o
+        _split(kernel, (buf, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi), nparts)
+        if not direct:
+            _split(V.to_nhwc if nhwc else V.to_nchw, (o, yb[i], M), copy_parts)
     return y
 
 
@@ -433,3 +449,33 @@ def _split(fn: Any, args: tuple[Any, ...], nparts: int) -> None:
         run_parts(lambda k: fn(*args, k, nparts), nparts)
     else:
         fn(*args, 0, 1)
+
+
+# --- QLinearConv on NHWC tensors (jitort/passes/quant_nhwc.py's) -----------------------------------------
+
+def vnni_nhwc_applies(node: Node, g: Graph) -> bool:
+    """Whether a QLinearConv node can run as ``QLinearConvNhwc``: constant weights, a 4-D input, and
+    qconv_vnni's kernel taking it on this host."""
+    ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+    w = g.const(ins[3])
+    wz = g.const(ins[5]) if ins[5] else None
+    xt = g.type_of(ins[0])
+    if w is None or (ins[5] and wz is None) or w.ndim != 4 or xt.rank != 4:
+        return False
+    ks = node.attrs.get("kernel_shape")
+    return (not ks or tuple(ks) == tuple(w.shape[2:])) and _vnni_call(node, g, w, wz, 1) is not None
+
+
+def _lower_nhwc(node: Node, g: Graph) -> Call:
+    ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+    w, wz = g.const(ins[3]), (g.const(ins[5]) if ins[5] else None)
+    call = None if w is None else _vnni_call(node, g, w, wz, 1)
+    if call is None:
+        raise Fail(f"{node.describe()}: the NHWC form needs constant int8 weights the VNNI kernel takes")
+    return call
+
+
+@op("QLinearConvNhwc", since=1, domain="jitort", lower=_lower_nhwc)
+def QLinearConvNhwc(*args: Any, **kwargs: Any) -> np.ndarray:
+    """QLinearConv on NHWC x and y (jitort/passes/quant_nhwc.py writes it; only its lowering runs)."""
+    raise Fail("QLinearConvNhwc runs through its lowering only")

@@ -117,6 +117,41 @@ def nhwc_pad(x, xp, ph, pw, s, zb, flip, part, nparts):  # type: ignore[no-untyp
 
 
 @njit(cache=True, nogil=True)
+def nhwc_pad_nhwc(x, xp, ph, pw, s, zb, flip, part, nparts):  # type: ignore[no-untyped-def]
+    """``nhwc_pad`` from an NHWC image x [H, W, C]: rows of pixels copied, no transpose."""
+    H, W, C = x.shape
+    SS, Hq, Wq, Cp = xp.shape
+    r0, r1 = share(s * Hq, part, nparts)
+    for r in range(r0, r1):
+        a, i = r // Hq, r % Hq
+        h = i * s + a - ph
+        for bb in range(s):
+            dst = xp[a * s + bb, i]
+            for j in range(Wq):
+                w = j * s + bb - pw
+                d = dst[j]
+                if h < 0 or h >= H or w < 0 or w >= W:
+                    for c in range(C):
+                        d[c] = zb
+                else:
+                    src = x[h, w]
+                    for c in range(C):
+                        d[c] = src[c] ^ flip
+                for c in range(C, Cp):
+                    d[c] = 0
+
+
+@njit(cache=True, nogil=True)
+def to_nhwc(o, out, M, part, nparts):  # type: ignore[no-untyped-def]
+    """out [P, M] = o [P, Mp][:, :M] (an NHWC output whose channels are not a whole number of pairs)."""
+    P = o.shape[0]
+    p0, p1 = share(P, part, nparts)
+    for p in range(p0, p1):
+        for m in range(M):
+            out[p, m] = o[p, m]
+
+
+@njit(cache=True, nogil=True)
 def to_nchw(o, out, M, part, nparts):  # type: ignore[no-untyped-def]
     """out [M, P] = o [P, Mp][:, :M] transposed (bytes), this part's share of the positions, in
     blocks of BT x BT (2.4x faster than position by position here)."""

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import jitort
 from jitort.compiler import pass_list
+from jitort.kernels import qconv as QC
 from jitort.frontend.importer import import_model
 from oracle import run_ort
 
@@ -84,9 +85,13 @@ def _ops(model: onnx.ModelProto) -> list[str]:
 def test_qdq_model_runs_the_quantised_operators(tmp_path, per_channel):
     qdq, qop = _quantised(tmp_path, "qdq", per_channel), _quantised(tmp_path, "qop", per_channel)
     ops = _ops(qdq)
-    assert ops.count("QLinearConv") == 8 and ops.count("QLinearAdd") == 2
+    nhwc = ops.count("QLinearConvNhwc")
+    assert ops.count("QLinearConv") + nhwc == 8 and ops.count("QLinearAdd") == 2
     assert "QLinearGlobalAveragePool" in ops and "Conv" not in ops and "FusedConv" not in ops
     assert ops.count("DequantizeLinear") == 1 and ops.count("QuantizeLinear") == 1  # the model's borders
+    # on an AVX-512 VNNI host every conv runs on NHWC tensors, transposed at the borders only
+    # (into the stem, out of it for its MaxPool, into the first block, out of the last for the pool)
+    assert nhwc == (8 if QC.vnni() else 0) and ops.count("Transpose") == (4 if QC.vnni() else 0)
     x = {"x": np.random.default_rng(7).random((1, 3, 32, 32), np.float32)}
     step = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer if i.name == "y_scale")))
     outs = []
@@ -108,8 +113,22 @@ def test_what_does_not_fit_stays_float(tmp_path):
     arr = numpy_helper.to_array(bias_scale) * np.float32(1.5)
     bias_scale.CopyFrom(numpy_helper.from_array(arr, bias_scale.name))
     ops = _ops(qdq)
-    assert ops.count("QLinearConv") == 6 and ops.count("Conv") + ops.count("FusedConv") == 2
+    assert ops.count("QLinearConv") + ops.count("QLinearConvNhwc") == 6
+    assert ops.count("Conv") + ops.count("FusedConv") == 2
     x = {"x": np.random.default_rng(8).random((1, 3, 32, 32), np.float32)}
     got, want = jitort.InferenceSession(qdq.SerializeToString()).run(None, x), run_ort(qdq, x)
     for a, b in zip(got, want):
         assert np.abs(a - b).max() <= 0.05 * max(1.0, np.abs(b).max())
+
+
+def test_nhwc_layout_changes_no_bit(tmp_path, monkeypatch):
+    """The quantised network with its convolutions on NHWC tensors (jitort/passes/quant_nhwc.py) gives
+    the bytes of the same network on NCHW tensors."""
+    from jitort.passes import quant_nhwc
+    qop = _quantised(tmp_path, "qop", True)
+    x = {"x": np.random.default_rng(9).random((1, 3, 32, 32), np.float32)}
+    a = jitort.InferenceSession(qop.SerializeToString()).run(None, x)[0]
+    monkeypatch.setattr(quant_nhwc, "vnni_nhwc_applies", lambda n, g: False)
+    assert "QLinearConvNhwc" not in _ops(qop)
+    b = jitort.InferenceSession(qop.SerializeToString()).run(None, x)[0]
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,85 @@
+"""Quantised convolutions in NHWC: the layout their int8 kernel computes in, kept between them.
+
+kernels/qconv_vnni.py computes a QLinearConv on the input's pixels with their channels contiguous
+(NHWC) and writes its output that way; on NCHW tensors each call transposed its input in and its
+output back out, a third of its time in a quantised ResNet. onnxruntime runs a quantised network in
+NHWC between a Transpose at each border; so does jitort after this pass: every QLinearConv the VNNI
+kernel takes (``qconv.vnni_nhwc_applies``) becomes ``QLinearConvNhwc`` (domain jitort) on NHWC
+tensors, a QLinearAdd with an NHWC operand runs on NHWC operands (elementwise: the layout does not
+matter to it, only that both agree), and a ``Transpose`` converts a value where a reader needs the
+other layout (graph inputs and outputs, pools, anything else), once per value.
+
+Invariant after the pass: every input of a QLinearConvNhwc and every operand of a QLinearAdd that reads
+one is NHWC; every other reader of a converted node's output (and a graph output) reads an NCHW value of
+its original name. Runs on hosts with AVX-512 VNNI only (elsewhere nothing changes).
+"""
+from __future__ import annotations
+
+from jitort.ir import Graph, Node, TensorType, Value
+from jitort.kernels.qconv import vnni_nhwc_applies
+
+MS = "com.microsoft"
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def _nhwc(t: TensorType) -> TensorType:
+    s = t.shape
+    assert s is not None and len(s) == 4
+    return TensorType(t.dtype, (s[0], s[2], s[3], s[1]))
+
+
+def quant_nhwc(g: Graph) -> Graph:
+    convs = {id(n) for n in g.nodes if n.op_type == "QLinearConv" and n.domain == "" and vnni_nhwc_applies(n, g)}
+    if not convs:
+        return g
+    producers, consumers = g.producers(), g.consumers()
+    protected = set(g.outputs) | g.subgraph_reads()
+    converted = set(convs)
+    for n in g.nodes:  # topological order: an Add reading an Add converted before it converts too
+        if n.op_type == "QLinearAdd" and n.domain == MS and len(n.inputs) >= 7:
+            a, b = g.type_of(n.inputs[0]), g.type_of(n.inputs[3])
+            if a.rank == 4 and a.shape == b.shape and any(
+                    id(producers[v]) in converted for v in (n.inputs[0], n.inputs[3]) if v in producers):
+                converted.add(id(n))
+    opset = g.opsets.get("", 13)
+    nhwc: dict[str, str] = {}  # a value's NHWC twin
+    out: list[Node] = []
+    moved = 0  # Transposes written
+
+    def twin(v: str) -> str:
+        """The NHWC form of v, from a Transpose the first time an NCHW value is asked for."""
+        if v not in nhwc:
+            name = g.fresh_name(v + "_nhwc")
+            g.values[name] = Value(name, _nhwc(g.type_of(v)))
+            out.append(Node("Transpose", [v], [name], {"perm": TO_NHWC}, name=name, version=opset))
+            nhwc[v] = name
+            nonlocal moved
+            moved += 1
+        return nhwc[v]
+
+    for n in g.nodes:
+        if id(n) not in converted:
+            out.append(n)
+            continue
+        is_conv = id(n) in convs
+        ins = list(n.inputs)
+        for k in ([0] if is_conv else [0, 3]):
+            ins[k] = twin(ins[k])
+        y = n.outputs[0]
+        name = g.fresh_name(y + "_nhwc")
+        g.values[name] = Value(name, _nhwc(g.type_of(y)))
+        if is_conv:
+            out.append(Node("QLinearConvNhwc", ins, [name], dict(n.attrs), name=n.name, domain="jitort", version=1))
+        else:
+            n.inputs, n.outputs = ins, [name]
+            out.append(n)
+        nhwc[y] = name
+        if y in protected or any(id(c) not in converted for c in consumers.get(y, [])):
+            out.append(Node("Transpose", [name], [y], {"perm": TO_NCHW}, name=y + "_nchw", version=opset))
+            moved += 1
+        else:
+            g.values.pop(y, None)
+    g.nodes = out
+    g.notes.append(f"quant_nhwc: {len(convs)} QLinearConv and {len(converted) - len(convs)} QLinearAdd run on NHWC "
+                   f"tensors, {moved} Transposes at the borders")
+    return g
