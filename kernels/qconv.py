@@ -326,16 +326,24 @@ def QLinearConv(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | N
                               y_scale, y_zero_point, B, w_shape=tuple(w.shape), **geo)
 
 
-def _vnni_call(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None, nhwc: int) -> Call | None:
-    """The qconv_vnni call of a QLinearConv node with constant weights, where it applies."""
-    ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+def _vnni_geometry(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None) -> dict[str, Any] | None:
+    """The geometry keywords of a QLinearConv node with constant weights where qconv_vnni.py's kernel
+    takes it (``vnni``, explicit pads, ``qconv_vnni.applies``), else None."""
     geo = _geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)
-    xt = g.type_of(ins[0])
+    xt = g.type_of(node.inputs[0])
     if not (vnni() and xt.dtype is not None and geo["auto_pad"] == "NOTSET"
             and V.applies(np.dtype(xt.dtype), w, wz, geo["group"], geo["strides"], geo["dilations"], geo["pads"][:2])):
         return None
+    return geo
+
+
+def _vnni_call(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None, nhwc: int) -> Call | None:
+    """The qconv_vnni call of a QLinearConv node with constant weights, where it applies."""
+    geo = _vnni_geometry(node, g, w, wz)
+    if geo is None:
+        return None
     wl, wsum = V.pack(w)
-    r = [Ref(n) if n else None for n in ins]
+    r = [Ref(n) if n else None for n in list(node.inputs) + [""] * (9 - len(node.inputs))]
     return Call(qlinearconv_vnni, [r[0], r[1], r[2], wl, wsum, r[4], r[6], r[7], r[8]],
                 dict(w_shape=tuple(int(d) for d in w.shape), nhwc=nhwc, **geo))
 
@@ -463,7 +471,7 @@ def vnni_nhwc_applies(node: Node, g: Graph) -> bool:
     if w is None or (ins[5] and wz is None) or w.ndim != 4 or xt.rank != 4:
         return False
     ks = node.attrs.get("kernel_shape")
-    return (not ks or tuple(ks) == tuple(w.shape[2:])) and _vnni_call(node, g, w, wz, 1) is not None
+    return (not ks or tuple(ks) == tuple(w.shape[2:])) and _vnni_geometry(node, g, w, wz) is not None
 
 
 def _lower_nhwc(node: Node, g: Graph) -> Call:

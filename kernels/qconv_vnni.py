@@ -7,20 +7,27 @@ the same network in float32. On a host with AVX-512 VNNI this path computes the 
 sums with ``vpdpbusd`` (64 u8 x s8 products per instruction) and requantises them in registers.
 
 Layout, as conv_lanes.py for float32: the input is copied once per call into the zero-point-padded
-NHWC form (``nhwc_pad``: per pixel its channels contiguous, padded to a multiple of 4; with stride 2
-split into its 2 x 2 phases, so every tap reads consecutive pixels of one phase plane); a register
-tile holds R = 12 output positions x 2 vectors of 16 output channels (24 zmm of int32 sums); per
-k = (tap, 4 input channels) it broadcasts each position's 4 channel bytes (one 32-bit load) and
-multiplies them into the 2 weight vectors (16 channels x 4 bytes each). Positions run over the phase
-plane's grid (row length Wq), so a tile spans row ends; those past OW are computed and not stored.
+NHWC form (``nhwc_pad`` from NCHW, ``nhwc_pad_nhwc`` from NHWC: per pixel its channels contiguous,
+padded to a multiple of 4; with stride 2 split into its 2 x 2 phases, so every tap reads consecutive
+pixels of one phase plane); a register tile holds R = 8 output positions x 2 vectors of 16 output
+channels (16 zmm of int32 sums); per k = (tap, 4 input channels) it broadcasts each position's 4
+channel bytes (one 32-bit load) and multiplies them into the 2 weight vectors (16 channels x 4 bytes
+each). With 12 positions (24 sums, as the float32 kernel) the 12 broadcasts LLVM hoists ahead of the
+products did not fit the 32 registers: the sums spilled and 64->64 3x3 on 56x56 took 1.27 ms of
+tiles instead of 0.42 (Ice Lake VM). Positions run over the phase plane's grid (row length Wq), so a
+tile spans row ends; those past OW are computed and not stored. The tile stores NHWC bytes: the
+output itself when it is NHWC with whole channel pairs (jitort/passes/quant_nhwc.py keeps a quantised
+network NHWC between its convolutions), else a buffer that one pass copies out (``to_nchw``,
+``to_nhwc``). Work splits by blocks of positions, so threads never write the same output line.
 
 Exactness and onnxruntime's semantics: x is read as u8 (an int8 input with its sign bit flipped,
 x + 128, and so its zero point); the sum is sum(x w) over all taps + ``comp[m]`` = bias[m] -
 zx * sum(w[m]), where padded pixels hold zx: the int32 sum (x - zx)(w) + bias, exactly, as qconv.py
 forms it (weights must have zero zero points: what onnxruntime's quantisers write for int8
 weights; others take qconv.py's path). The requantisation is qconv.py's ``_requantise`` in vector
-form: float32(sum) * scale[m], clamped to [lo - zy, hi - zy], rounded half to even, + zy.
-The tile stores NHWC bytes; one pass writes them back as NCHW.
+form: float32(sum) * scale[m], clamped to [lo - zy, hi - zy], rounded half to even, + zy. Where the
+plan runs without VNNI (``JITORT_ISA=avx2``, or a host without it), ``qconv_lanes_portable``
+computes the same bytes from the same packed weights, slowly (integer loops).
 """
 from __future__ import annotations
 
@@ -38,7 +45,7 @@ from jitort.kernels.native_parts import addr
 
 R = 8  # positions per register tile
 VLANES = 16  # int32 lanes per zmm: output channels per vector
-TB = 16  # tiles per unit of work (their weights, a channel pair's, stay in L1/L2 while they pass)
+TB = 16  # tiles per unit of work
 STRIDES = (1, 2)
 BT = 16  # the layout transposes' block (pixels x channels)
 
