@@ -2,20 +2,24 @@
 
 QLinearAveragePool dequantises ``(x - x_zero_point) * x_scale`` to float32, averages as AveragePool
 does (same attributes; ``channels_last=1`` reads and writes NHWC) and requantises to y's scale and
-zero point (kernels/contrib_qlinear.py's ``quant``). NhwcMaxPool is MaxPool on an int8/uint8 NHWC
-tensor. Both reuse the default-domain pooling kernels (kernels/pool.py) on an NCHW view.
+zero point (kernels/contrib_qlinear.py's ``quant``), on the default-domain pooling kernels
+(kernels/pool.py) on an NCHW view. NhwcMaxPool is MaxPool on an int8/uint8 NHWC tensor: 2-D
+windows run in place on NHWC (``_nhwc_max2d``: per output pixel the max of its window's pixels,
+channels in the vector lanes), other ranks on MaxPool's kernels through an NCHW copy.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
+from numba import njit
 
 from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
 from jitort.kernels.contrib_infer import infer_as
 from jitort.kernels.contrib_qlinear import dequant, quant
 from jitort.kernels.pool import AveragePool, MaxPool
+from jitort.kernels.pool_geometry import pool_geometry
 from jitort.kernels.registry import op
 
 MS = "com.microsoft"
@@ -74,6 +78,41 @@ def NhwcMaxPool(x: np.ndarray, *, auto_pad: str = "NOTSET", ceil_mode: int = 0,
     _check_rank("NhwcMaxPool", x)
     if x.dtype not in (np.int8, np.uint8):
         raise InvalidArgument(f"NhwcMaxPool: x must be int8 or uint8, got {x.dtype}")
+    if x.ndim == 4 and len(kernel_shape) == 2:
+        k = tuple(int(v) for v in kernel_shape)
+        st = tuple(int(v) for v in strides) if strides else (1, 1)
+        dl = tuple(int(v) for v in dilations) if dilations else (1, 1)
+        (oh, ow), begin, _ = pool_geometry("NhwcMaxPool", tuple(x.shape[1:3]), k, st, dl,
+                                           tuple(int(v) for v in pads) if pads else (0,) * 4, auto_pad, ceil_mode)
+        y = np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+        if y.size:
+            _nhwc_max2d(np.ascontiguousarray(x), y, k[0], k[1], st[0], st[1], dl[0], dl[1], begin[0], begin[1])
+        return y
     y = MaxPool(_to_first(x), auto_pad=auto_pad, ceil_mode=ceil_mode, dilations=dilations,
                 kernel_shape=kernel_shape, pads=pads, strides=strides)
     return _to_last(y)
+
+
+@njit(cache=True, nogil=True)
+def _nhwc_max2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):  # type: ignore[no-untyped-def]
+    """y [N, OH, OW, C] = the max over each window's pixels inside x [N, H, W, C] (padding never wins)."""
+    N, H, W, C = x.shape
+    OH, OW = y.shape[1], y.shape[2]
+    lowest = x.dtype.type(np.iinfo(x.dtype).min)
+    for n in range(N):
+        for i in range(OH):
+            for j in range(OW):
+                d = y[n, i, j]
+                for c in range(C):
+                    d[c] = lowest
+                for a in range(kh):
+                    h = i * sh - ph + a * dh
+                    if h < 0 or h >= H:
+                        continue
+                    for b in range(kw):
+                        w = j * sw - pw + b * dw
+                        if w < 0 or w >= W:
+                            continue
+                        src = x[n, h, w]
+                        for c in range(C):
+                            d[c] = max(d[c], src[c])

@@ -136,6 +136,7 @@ def test_qlinear_average_pool(dt, attrs, last):
     (np.uint8, dict(kernel_shape=[2, 2])),
     (np.int8, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
     (np.uint8, dict(kernel_shape=[2, 2], dilations=[2, 2], ceil_mode=1, strides=[2, 2])),
+    (np.int8, dict(kernel_shape=[3, 2], auto_pad="SAME_UPPER", strides=[2, 1])),
 ])
 def test_nhwc_max_pool(dt, attrs):
     node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain="com.microsoft", **attrs)
