@@ -132,3 +132,29 @@ def test_nhwc_layout_changes_no_bit(tmp_path, monkeypatch):
     assert "QLinearConvNhwc" not in _ops(qop)
     b = jitort.InferenceSession(qop.SerializeToString()).run(None, x)[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_nhwc_values_read_in_both_layouts(monkeypatch):
+    """A converted conv's output that is a graph output and also feeds another conv: the plan
+    transposes it back for the output and keeps the NHWC twin for the conv; bytes as without the pass."""
+    from jitort.passes import quant_nhwc
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(v, n) for n, v in {
+        "s": np.array(0.05, np.float32), "z": np.array(120, np.uint8), "ws": np.array(0.01, np.float32),
+        "wz": np.array(0, np.int8), "w1": rng.integers(-60, 60, (16, 8, 3, 3)).astype(np.int8),
+        "w2": rng.integers(-60, 60, (12, 16, 1, 1)).astype(np.int8)}.items()]
+    nodes = [helper.make_node("QLinearConv", ["x", "s", "z", "w1", "ws", "wz", "s", "z"], ["y1"], pads=[1] * 4),
+             helper.make_node("QLinearConv", ["y1", "s", "z", "w2", "ws", "wz", "s", "z"], ["y2"])]
+    g = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 8, 9, 7])],
+                          [helper.make_tensor_value_info("y1", TensorProto.UINT8, None),
+                           helper.make_tensor_value_info("y2", TensorProto.UINT8, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    x = {"x": rng.integers(0, 256, (2, 8, 9, 7)).astype(np.uint8)}
+    ops = _ops(m)
+    assert ops.count("QLinearConvNhwc") == (2 if QC.vnni() else 0)
+    a = jitort.InferenceSession(m.SerializeToString()).run(None, x)
+    monkeypatch.setattr(quant_nhwc, "vnni_nhwc_applies", lambda n, g: False)
+    b = jitort.InferenceSession(m.SerializeToString()).run(None, x)
+    for u, v, w in zip(a, b, run_ort(m, x)):
+        np.testing.assert_array_equal(u, v)
+        np.testing.assert_array_equal(u, w)

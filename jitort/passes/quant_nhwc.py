@@ -31,6 +31,11 @@ def _nhwc(t: TensorType) -> TensorType:
     return TensorType(t.dtype, (s[0], s[2], s[3], s[1]))
 
 
+def _out4(g: Graph, n: Node) -> bool:
+    """n has one output, of a known rank of 4 (its NHWC twin's type derives from it)."""
+    return len(n.outputs) == 1 and g.type_of(n.outputs[0]).rank == 4
+
+
 def _readers(g: Graph, n: Node) -> list[int] | None:
     """The inputs of n that may be NHWC when n runs in NHWC: QLinearAdd's operands (of one 4-D shape),
     an 8-bit 2-D MaxPool's (as com.microsoft's NhwcMaxPool) and QLinearGlobalAveragePool's (with
@@ -50,7 +55,8 @@ def _readers(g: Graph, n: Node) -> list[int] | None:
 
 
 def quant_nhwc(g: Graph) -> Graph:
-    convs = {id(n) for n in g.nodes if n.op_type == "QLinearConv" and n.domain == "" and vnni_nhwc_applies(n, g)}
+    convs = {id(n) for n in g.nodes if n.op_type == "QLinearConv" and n.domain == "" and _out4(g, n)
+             and vnni_nhwc_applies(n, g)}
     if not convs:
         return g
     producers, consumers = g.producers(), g.consumers()
@@ -63,7 +69,7 @@ def quant_nhwc(g: Graph) -> Graph:
 
     for n in g.nodes:  # topological order: a node reading one converted before it converts too
         ks = _readers(g, n)
-        if ks is not None and from_converted(n, ks):
+        if ks is not None and _out4(g, n) and from_converted(n, ks):
             converted.add(id(n))
             operands[id(n)] = ks
     opset = g.opsets.get("", 13)
