@@ -439,14 +439,24 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     kernel = V.qconv_lanes if vnni() and default_isa() == "avx512" else V.qconv_lanes_portable
     # the layout copies split too from _COPY_PART bytes (serial, they were a third of a 2-thread call)
     copy_parts = parts_for(Hq * s, float(n + OH * OW * Mp), _COPY_PART)
+    # an NHWC u8 input that needs no padding is the kernel's grid itself (1x1 convs without stride: a
+    # copy of the whole input saved); a tile reads past the grid only when the plane has < R positions
+    as_is = (nhwc and flip == 0 and s == 1 and Cp == C and (Hq, Wq) == tuple(x.shape[1:3])
+             and (OH - 1) * Wq + OW >= V.R and x.flags.c_contiguous)
     for i in range(N):
-        _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
+        if as_is:
+            src = xb[i].reshape(-1)
+        else:
+            _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
+            src = buf
         oi = yb[i] if direct else o
-        _split(kernel, (buf, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi), nparts)
+        _split(kernel, (src, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi), nparts)
         if not direct:
             _split(V.to_nhwc if nhwc else V.to_nchw, (o, yb[i], M), copy_parts)
     return y
 
+
+qlinearconv_vnni.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 
 _COPY_PART = 1 << 17  # bytes of layout copy worth a part
 
