@@ -33,7 +33,7 @@ from jitort.kernels import qconv_vnni as V
 from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
 from jitort.kernels.gemm import default_isa, host_features
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
-from jitort.kernels.threads import parts_for, run_parts, scratch
+from jitort.kernels.threads import intra_op_threads, parts_for, run_native, run_parts, scratch
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 # im2col column tile: at most 256K float32 (1 MiB), GEMMs of ~512 columns (as kernels/conv.py).
@@ -437,6 +437,8 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     xb = x.view(np.uint8)
     yb = y.view(np.uint8).reshape((N, OH * OW, M) if nhwc else (N, M, OH * OW))
     kernel = V.qconv_lanes if vnni() and default_isa() == "avx512" else V.qconv_lanes_portable
+    if kernel is V.qconv_lanes and intra_op_threads() > 1:
+        V.part_address()  # compiled (or loaded) at the first call, whether it splits or not: warm-up covers it
     # the layout copies split too from _COPY_PART bytes (serial, they were a third of a 2-thread call)
     copy_parts = parts_for(Hq * s, float(n + OH * OW * Mp), _COPY_PART)
     # an NHWC u8 input that needs no padding is the kernel's grid itself (1x1 convs without stride: a
@@ -450,7 +452,11 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
             _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
             src = buf
         oi = yb[i] if direct else o
-        _split(kernel, (src, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi), nparts)
+        args = (src, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi)
+        if nparts > 1 and kernel is V.qconv_lanes:  # native parts: the workers start without the GIL
+            run_native(V.part_address(), V.part_argv(*args, nparts), nparts)
+        else:
+            _split(kernel, args, nparts)
         if not direct:
             _split(V.to_nhwc if nhwc else V.to_nchw, (o, yb[i], M), copy_parts)
     return y

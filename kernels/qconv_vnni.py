@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from jitort.allocator import aligned_empty
 from jitort.kernels.convutil import share
-from jitort.kernels.native_parts import addr
+from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, f32_arg, set_f32_arg
 
 R = 8  # positions per register tile
 VLANES = 16  # int32 lanes per zmm: output channels per vector
@@ -278,19 +278,14 @@ def _qtile(typingctx, x, off, K, w0, w1, rows, p0, Cp, Wq, OW, out, Mp, c0, comp
     return sig, codegen
 
 
-@njit(cache=True, nogil=True)
-def qconv_lanes(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, part, nparts):  # type: ignore[no-untyped-def]
-    """One image: o [OH OW, Mp] (NHWC bytes, Mp = ceil(M / 32) 32) from the padded phase planes xp
-    (flat bytes, pixels of Cp bytes, R pixels' worth beyond), this part's share of (channel pair,
-    block of TB tiles) units."""
-    K = off.shape[0]
+@njit(inline="always")
+def _lanes(xa, Cp, offa, K, wa, ca, sa, zy, lo, hi, Wq, OH, OW, M, oa, Mp, part, nparts):  # type: ignore[no-untyped-def]
+    """``qconv_lanes`` on addresses (what the native part function has)."""
     ng = (M + 31) // 32
-    Mp = o.shape[1]
     PV = (OH - 1) * Wq + OW
     nt = (PV + R - 1) // R
     nu = (nt + TB - 1) // TB
     u0, u1 = share(ng * nu, part, nparts)
-    xa, oa, ca, sa, wa, offa = addr(xp), addr(o), addr(comp), addr(scale), addr(wl), addr(off)
     kw = K * VLANES * 4  # bytes of one weight block
     for u in range(u0, u1):
         # units position-block-major: parts write disjoint output rows (a row is one cache line of
@@ -304,6 +299,47 @@ def qconv_lanes(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, part
                 p0 = PV - R
             _qtile(xa, offa, K, wa + 2 * g * kw, wa + (2 * g + 1) * kw, min(R, PV - p0), p0, Cp, Wq, OW, oa, Mp,
                    32 * g, ca, sa, zy, lo, hi)
+
+
+@njit(cache=True, nogil=True)
+def qconv_lanes(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, part, nparts):  # type: ignore[no-untyped-def]
+    """One image: o [OH OW, Mp] (NHWC bytes, Mp = ceil(M / 32) 32) from the padded phase planes xp
+    (flat bytes, pixels of Cp bytes, R pixels' worth beyond), this part's share of (channel pair,
+    block of TB tiles) units."""
+    _lanes(addr(xp), Cp, addr(off), off.shape[0], addr(wl), addr(comp), addr(scale), zy, lo, hi, Wq, OH, OW, M,
+           addr(o), o.shape[1], part, nparts)
+
+
+# the split form's argument vector (``part_argv``): addresses, sizes, and the float32 scalars' bits
+_XA, _CP, _OFF, _K, _WA, _CA, _SA, _ZY, _LO, _HI, _WQ, _OH, _OW, _M, _OA, _MP, _NP = range(17)
+
+
+@njit(cache=True, nogil=True)
+def part_argv(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, nparts):  # type: ignore[no-untyped-def]
+    """The argument vector of a split ``qconv_lanes`` (``lanes_part``), the arrays kept alive by the caller."""
+    a = np.zeros(17, np.int64)
+    a[_XA], a[_CP], a[_OFF], a[_K], a[_WA], a[_CA], a[_SA] = (addr(xp), Cp, addr(off), off.shape[0], addr(wl),
+                                                            addr(comp), addr(scale))
+    set_f32_arg(a, _ZY, zy)
+    set_f32_arg(a, _LO, lo)
+    set_f32_arg(a, _HI, hi)
+    a[_WQ], a[_OH], a[_OW], a[_M], a[_OA], a[_MP], a[_NP] = Wq, OH, OW, M, addr(o), o.shape[1], nparts
+    return a
+
+
+def lanes_part(k, argv):  # type: ignore[no-untyped-def]
+    """Part k of a split ``qconv_lanes`` (native: the pool's workers run it without the GIL)."""
+    _lanes(argv[_XA], argv[_CP], argv[_OFF], argv[_K], argv[_WA], argv[_CA], argv[_SA], f32_arg(argv, _ZY),
+           f32_arg(argv, _LO), f32_arg(argv, _HI), argv[_WQ], argv[_OH], argv[_OW], argv[_M], argv[_OA], argv[_MP],
+           k, argv[_NP])
+
+
+_PARTS = CFuncs(__name__, PART_SIG, {"vnni": lanes_part})
+
+
+def part_address() -> int:
+    """Address of ``lanes_part``'s C function (compiled or loaded from the cache on first use)."""
+    return _PARTS.address("vnni")
 
 
 @njit(cache=True, nogil=True)
