@@ -2,8 +2,8 @@
 
     python benchmarks/bench_quant.py [--threads 1,2] [--rounds N] [--ort-spin both|on|off]
 
-Workloads, all built here: a ResNet-style network (7x7 stride-2 stem, MaxPool, bottleneck blocks
-with projections at 56x56, 28x28 and 14x14, GlobalAveragePool) in float32 and quantised by
+Workloads, all built here: a ResNet-style network (``jitort.zoo.resnet``: 7x7 stride-2 stem, MaxPool,
+bottleneck blocks with projections at 56x56, 28x28 and 14x14, GlobalAveragePool) in float32 and quantised by
 onnxruntime's own ``quantize_static`` (uint8 activations, int8 per-channel weights, calibrated on
 seeded random images) in its two formats, QOperator (QLinearConv, QLinearAdd, ...) and QDQ
 (QuantizeLinear/DequantizeLinear around float ops, the default); and single QLinearConv layers of
@@ -15,12 +15,10 @@ alternating rounds and reports the medians, the minimums and their ratios jitort
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,42 +31,6 @@ from bench_cnn import _cell  # noqa: E402
 
 from jitort.bench.harness import ORT_SPIN_CHOICES, ort_session_options, ort_spin_modes, spin_label  # noqa: E402
 from jitort.bench.machine import cpu_label  # noqa: E402
-
-
-def resnet(seed: int = 0) -> onnx.ModelProto:
-    """Stem, MaxPool and two bottleneck blocks per stage (64->256, 128->512 stride 2, 256->1024
-    stride 2), GlobalAveragePool; Conv + Relu as exporters write them."""
-    rng = np.random.default_rng(seed)
-    nodes: list[Any] = []
-    inits: list[Any] = []
-
-    def conv(x: str, cin: int, cout: int, k: int, s: int = 1, relu: bool = True) -> str:
-        name = f"c{len(nodes)}"
-        w = (rng.standard_normal((cout, cin, k, k)) * math.sqrt(2 / (cin * k * k))).astype(np.float32)
-        inits.extend([numpy_helper.from_array(w, name + "_w"),
-                      numpy_helper.from_array((rng.standard_normal(cout) * 0.01).astype(np.float32), name + "_b")])
-        nodes.append(helper.make_node("Conv", [x, name + "_w", name + "_b"], [name], kernel_shape=[k, k],
-                                      strides=[s, s], pads=[k // 2] * 4))
-        if not relu:
-            return name
-        nodes.append(helper.make_node("Relu", [name], [name + "_r"]))
-        return name + "_r"
-
-    x = conv("x", 3, 64, 7, 2)
-    nodes.append(helper.make_node("MaxPool", [x], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
-    x, c = "mp", 64
-    for mid, out, s in ((64, 256, 1), (128, 512, 2), (256, 1024, 2)):
-        for i in range(2):
-            st = s if i == 0 else 1
-            y = conv(conv(conv(x, c, mid, 1), mid, mid, 3, st), mid, out, 1, relu=False)
-            skip = conv(x, c, out, 1, st, relu=False) if i == 0 else x
-            a = f"add{len(nodes)}"
-            nodes += [helper.make_node("Add", [y, skip], [a]), helper.make_node("Relu", [a], [a + "_r"])]
-            x, c = a + "_r", out
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"]))
-    g = helper.make_graph(nodes, "resnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
 def qlinearconv(c: int, m: int, h: int, k: int, s: int, seed: int = 0) -> onnx.ModelProto:
@@ -130,12 +92,13 @@ def main() -> None:
     import onnxruntime as ort
 
     import jitort
+    from jitort import zoo
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice on pre-processing
     rng = np.random.default_rng(0)
     image = {"x": rng.random((1, 3, 224, 224), np.float32)}
     work: list[tuple[str, str, bytes, dict[str, np.ndarray]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        f = resnet()
+        f = zoo.resnet()
         work.append(("models", "resnet float32", f.SerializeToString(), image))
         for fmt in ("qop", "qdq"):
             work.append(("models", f"resnet int8 {fmt}", quantised(f, fmt, Path(tmp)).SerializeToString(), image))

@@ -15,6 +15,9 @@ sequence dims where the real exporters use them.
   Where(-inf) masking, tanh-GELU decomposed into Pow/Mul/Tanh.
 * ``conv_block`` — a ResNet basic block, NCHW: Conv 3x3 -> BatchNormalization -> Relu -> Conv 3x3 ->
   BatchNormalization, plus the block's input (residual Add), then Relu.
+* ``resnet`` — a small ResNet with bottleneck blocks (stem Conv + MaxPool, 1x1/3x3/1x1 convs with
+  biases, projections, residual Adds, GlobalAveragePool), the float model onnxruntime's quantiser
+  is given in tests and ``benchmarks/bench_quant.py``.
 """
 from __future__ import annotations
 
@@ -252,3 +255,31 @@ def conv_block(channels: int = 64, size: int = 56, batch: int | str = "N", seed:
     shape = [batch, channels, size, size]
     return b.model([helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
                    [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)], opset, "conv_block")
+
+
+def resnet(size: int = 224, stem: int = 64, stages: Sequence[tuple[int, int, int, int]] = (
+        (64, 256, 2, 1), (128, 512, 2, 2), (256, 1024, 2, 2)), stem_kernel: int = 7, seed: int = 0,
+        opset: int = 13) -> onnx.ModelProto:
+    """Input x [1, 3, size, size]: a stride-2 stem Conv + Relu, MaxPool 3x3 stride 2, then per stage
+    (mid channels, out channels, blocks, stride) bottleneck blocks (1x1, 3x3 with the stride, 1x1;
+    the first with a 1x1 projection), each Conv with a bias and Relu except before the residual Add,
+    Relu after it; GlobalAveragePool. He-initialised, seeded."""
+    b = _Builder(seed)
+
+    def conv(x: str, cin: int, cout: int, k: int, s: int = 1, relu: bool = True) -> str:
+        w = b.weight([cout, cin, k, k], "conv.weight", scale=math.sqrt(2 / (cin * k * k)))
+        bias = b.const((b.rng.standard_normal(cout) * 0.01).astype(np.float32), "conv.bias")
+        y = b.op("Conv", [x, w, bias], kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
+        return b.op("Relu", [y]) if relu else y
+
+    x = b.op("MaxPool", [conv("x", 3, stem, stem_kernel, 2)], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    c = stem
+    for mid, out, blocks, stride in stages:
+        for i in range(blocks):
+            s = stride if i == 0 else 1
+            y = conv(conv(conv(x, c, mid, 1), mid, mid, 3, s), mid, out, 1, relu=False)
+            skip = conv(x, c, out, 1, s, relu=False) if i == 0 else x
+            x, c = b.op("Relu", [b.op("Add", [y, skip])]), out
+    y = b.op("GlobalAveragePool", [x])
+    return b.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], opset, "resnet")

@@ -12,45 +12,17 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import jitort
+from jitort import zoo
 from jitort.compiler import pass_list
 from jitort.kernels import qconv as QC
 from jitort.frontend.importer import import_model
 from oracle import run_ort
 
 
-def _cnn(seed: int = 0) -> onnx.ModelProto:
-    """Stem conv (stride 2) + MaxPool, a bottleneck block with a projection and a residual Add, one
-    without, GlobalAveragePool: the shapes of a small ResNet."""
-    rng = np.random.default_rng(seed)
-    nodes, inits = [], []
-
-    def conv(x: str, cin: int, cout: int, k: int, s: int = 1, relu: bool = True) -> str:
-        name = f"c{len(nodes)}"
-        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))).astype(np.float32)
-        inits.extend([numpy_helper.from_array(w, name + "_w"),
-                      numpy_helper.from_array((rng.standard_normal(cout) * 0.05).astype(np.float32), name + "_b")])
-        nodes.append(helper.make_node("Conv", [x, name + "_w", name + "_b"], [name], kernel_shape=[k, k],
-                                      strides=[s, s], pads=[k // 2] * 4))
-        if not relu:
-            return name
-        nodes.append(helper.make_node("Relu", [name], [name + "_r"]))
-        return name + "_r"
-
-    x = conv("x", 3, 16, 5, 2)
-    nodes.append(helper.make_node("MaxPool", [x], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
-    x, c = "mp", 16
-    for i, (mid, out) in enumerate([(8, 32), (8, 32)]):
-        a = conv(x, c, mid, 1)
-        b = conv(a, mid, mid, 3)
-        y = conv(b, mid, out, 1, relu=False)
-        skip = conv(x, c, out, 1, relu=False) if i == 0 else x
-        nodes.append(helper.make_node("Add", [y, skip], [f"add{i}"]))
-        nodes.append(helper.make_node("Relu", [f"add{i}"], [f"blk{i}"]))
-        x, c = f"blk{i}", out
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"]))
-    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+def _cnn() -> onnx.ModelProto:
+    """A small ResNet: 5x5 stride-2 stem + MaxPool, two bottleneck blocks (the first with a projection),
+    GlobalAveragePool, on 32x32 images."""
+    return zoo.resnet(size=32, stem=16, stages=((8, 32, 2, 1),), stem_kernel=5)
 
 
 def _quantised(tmp: Path, fmt: str, per_channel: bool) -> onnx.ModelProto:
@@ -93,7 +65,8 @@ def test_qdq_model_runs_the_quantised_operators(tmp_path, per_channel):
     # (into the stem, out of the pool: MaxPool and GlobalAveragePool run on NHWC too)
     assert nhwc == (8 if QC.vnni() else 0) and ops.count("Transpose") == (2 if QC.vnni() else 0)
     x = {"x": np.random.default_rng(7).random((1, 3, 32, 32), np.float32)}
-    step = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer if i.name == "y_scale")))
+    out_dq = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == qdq.graph.output[0].name)
+    step = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer if i.name == out_dq.input[1])))
     outs = []
     for m in (qdq, qop):
         got, want = jitort.InferenceSession(m.SerializeToString()).run(None, x)[0], run_ort(m, x)[0]
