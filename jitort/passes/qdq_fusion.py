@@ -111,6 +111,8 @@ def _conv(f: _Fuser, n: Node) -> tuple[Node, Node] | None:
     wq = g.const(w.q)
     if wq is None or wq.ndim < 3:
         return None
+    if y.z is None and np.dtype(g.type_of(q.outputs[0]).dtype) != np.dtype(g.type_of(x.q).dtype):
+        return None  # QLinearConv without y_zero_point writes x's type
     M = wq.shape[0]
     if not w.per_tensor and (w.s.size != M or w.axis not in (0, -wq.ndim)):
         return None
