@@ -25,7 +25,7 @@ def _cnn() -> onnx.ModelProto:
     return zoo.resnet(size=32, stem=16, stages=((8, 32, 2, 1),), stem_kernel=5)
 
 
-def _quantised(tmp: Path, fmt: str, per_channel: bool) -> onnx.ModelProto:
+def _quantised(tmp: Path, fmt: str, per_channel: bool, int8_activations: bool = False) -> onnx.ModelProto:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -39,7 +39,8 @@ def _quantised(tmp: Path, fmt: str, per_channel: bool) -> onnx.ModelProto:
     src, dst = tmp / "f.onnx", tmp / f"{fmt}.onnx"
     onnx.save(_cnn(), src)
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+                    activation_type=QuantType.QInt8 if int8_activations else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=per_channel)
     return onnx.load(dst)
 
 
@@ -53,9 +54,10 @@ def _ops(model: onnx.ModelProto) -> list[str]:
     return ops
 
 
-@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
-def test_qdq_model_runs_the_quantised_operators(tmp_path, per_channel):
-    qdq, qop = _quantised(tmp_path, "qdq", per_channel), _quantised(tmp_path, "qop", per_channel)
+@pytest.mark.parametrize("per_channel,int8", [(False, False), (True, False), (True, True)],
+                         ids=["tensor", "channel", "int8-activations"])
+def test_qdq_model_runs_the_quantised_operators(tmp_path, per_channel, int8):
+    qdq, qop = _quantised(tmp_path, "qdq", per_channel, int8), _quantised(tmp_path, "qop", per_channel, int8)
     ops = _ops(qdq)
     nhwc = ops.count("QLinearConvNhwc")
     assert ops.count("QLinearConv") + nhwc == 8 and ops.count("QLinearAdd") == 2
