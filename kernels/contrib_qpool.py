@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
+from jitort import memory
 from jitort.errors import InvalidArgument
 from jitort.ir import Node, TensorType
 from jitort.kernels.contrib_infer import infer_as
@@ -84,7 +85,7 @@ def NhwcMaxPool(x: np.ndarray, *, auto_pad: str = "NOTSET", ceil_mode: int = 0,
         dl = tuple(int(v) for v in dilations) if dilations else (1, 1)
         (oh, ow), begin, _ = pool_geometry("NhwcMaxPool", tuple(x.shape[1:3]), k, st, dl,
                                            tuple(int(v) for v in pads) if pads else (0,) * 4, auto_pad, ceil_mode)
-        y = np.empty((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+        y = np.empty(memory.check("NhwcMaxPool", (x.shape[0], oh, ow, x.shape[3]), x.dtype), x.dtype)
         if y.size:
             _nhwc_max2d(np.ascontiguousarray(x), y, k[0], k[1], st[0], st[1], dl[0], dl[1], begin[0], begin[1])
         return y

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
+from jitort import memory
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
@@ -203,7 +204,7 @@ def int_conv(x: np.ndarray, x_zp: int, wpk: np.ndarray, bias: np.ndarray | None,
     if any(b < 0 for b in begin):
         raise OrtNotImplemented(f"{op_name}: negative pads {list(pads)} are not supported")
     N, C, M = x.shape[0], x.shape[1], w_shape[0]
-    out = np.empty((N, M) + out_sp, np.int32)
+    out = np.empty(memory.check(op_name, (N, M) + tuple(out_sp), np.int32), np.int32)  # pads: the model's
     if out.size == 0:
         return out
     b = np.zeros(M, np.int32) if bias is None else bias
@@ -211,7 +212,7 @@ def int_conv(x: np.ndarray, x_zp: int, wpk: np.ndarray, bias: np.ndarray | None,
     sp = x.shape[2:]
     need = tuple(max(sp[d] + begin[d], (out_sp[d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1)
                  for d in range(len(sp)))
-    xp = np.zeros((N, C) + need, np.float32)
+    xp = np.zeros(memory.check(op_name, (N, C) + need, np.float32), np.float32)
     inner = tuple(slice(begin[d], begin[d] + sp[d]) for d in range(len(sp)))
     np.subtract(x, np.float32(x_zp), out=xp[(slice(None), slice(None)) + inner], dtype=np.float32)
     xp5 = xp.reshape((N, C) + (1,) * (5 - xp.ndim) + need)
@@ -410,20 +411,23 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     bias = _bias(B, M)
     (OH, OW), begin, Hq, Wq, Cp, off = _vnni_plan(tuple(xv.shape), tuple(w_shape), strides, dilations, pads, auto_pad)
     N, s = x.shape[0], strides[0]
+    Mp = -(-M // 32) * 32
+    n = s * s * Hq * Wq * Cp
+    nb = n + V.R * Cp + 64  # a tile may read up to R positions past the planes
+    # sizes that pads (a model's attributes) decide: checked before allocating, as conv_packed does
+    memory.check(name, (N, OH, OW, M), out_dt)
+    memory.check(name, (nb + OH * OW * Mp,), np.uint8)
     y = np.empty((N, OH, OW, M) if nhwc else (N, M, OH, OW), out_dt)
     if y.size == 0:
         return y
     flip = 128 if x.dtype == np.int8 else 0
     zx = _scalar(x_zero_point, name, "x_zero_point") + flip  # as the u8 the kernel reads
-    Mp = -(-M // 32) * 32
     comp = np.zeros(Mp, np.int32)
     comp[:M] = (np.zeros(M, np.int64) if bias is None else bias.astype(np.int64)) - zx * wsum
     sc = np.zeros(Mp, np.float32)
     sc[:M] = scale
     lo, hi = _RANGES[out_dt]
     zy = np.float32(_scalar(y_zero_point, name, "y_zero_point"))
-    n = s * s * Hq * Wq * Cp
-    nb = n + V.R * Cp + 64  # a tile may read up to R positions past the planes
     # this thread's reused buffer (a fresh one this size is page-faulted on every call, and at
     # 2 threads the faults of the parts contended: the call took longer than at 1 thread)
     direct = nhwc and Mp == M  # the tiles write the output itself

@@ -232,3 +232,27 @@ def test_conv_pads_over_the_limit_fail_naming_the_node() -> None:
         for _ in range(2):  # the same failure again: the session stays usable
             with pytest.raises(errors.Fail, match="running Conv node. Name:'conv_huge'.*over jitort's limit"):
                 sess.run(None, {"x": x})
+
+
+def test_qlinearconv_pads_over_the_limit_fail_naming_the_node() -> None:
+    """The same for QLinearConv on the VNNI kernel (int8 weights; elsewhere the portable path): over
+    the limit, Fail naming the node before allocating."""
+    u8, s8, f32 = np.uint8, np.int8, np.float32
+    inits = {"s": np.array(0.1, f32), "z": np.array(3, u8), "w": np.ones((32, 4, 3, 3), s8),
+             "ws": np.array(0.01, f32), "wz": np.array(0, s8)}
+    x = np.ones((1, 4, 3, 3), u8)
+    for pads, name in (([1, 1, 1, 1], "ok"), ([200, 200, 200, 200], "huge")):
+        node = helper.make_node("QLinearConv", ["x", "s", "z", "w", "ws", "wz", "s", "z"], ["y"], pads=pads,
+                                name=f"qconv_{name}")
+        g = helper.make_graph([node], "g", [_vi("x", TP.UINT8, [1, 4, 3, 3])], [_vi("y", TP.UINT8, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=ORT_MAX_IR)
+        so = ort.SessionOptions()
+        so.add_session_config_entry("session.jitort.max_tensor_bytes", str(1 << 20))  # the huge one: 5.2 MB
+        sess = ort.InferenceSession(m.SerializeToString(), so)
+        if name == "ok":
+            np.testing.assert_array_equal(sess.run(None, {"x": x})[0], run_ort(m, {"x": x})[0])
+            continue
+        for _ in range(2):
+            with pytest.raises(errors.Fail, match="QLinearConv.*qconv_huge.*over jitort's limit"):
+                sess.run(None, {"x": x})
