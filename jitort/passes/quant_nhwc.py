@@ -79,12 +79,12 @@ def quant_nhwc(g: Graph) -> Graph:
 
     def twin(v: str) -> str:
         """The NHWC form of v, from a Transpose the first time an NCHW value is asked for."""
+        nonlocal moved
         if v not in nhwc:
             name = g.fresh_name(v + "_nhwc")
             g.values[name] = Value(name, _nhwc(g.type_of(v)))
             out.append(Node("Transpose", [v], [name], {"perm": TO_NHWC}, name=name, version=opset))
             nhwc[v] = name
-            nonlocal moved
             moved += 1
         return nhwc[v]
 
