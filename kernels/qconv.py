@@ -20,6 +20,7 @@ point) is a constant the ``lower`` hooks centre and pack it once at compile time
 """
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -30,7 +31,7 @@ from jitort import memory
 from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
-from jitort.kernels import qconv_vnni as V
+from jitort.kernels import qconv_lanes as V
 from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
 from jitort.kernels.gemm import default_isa, host_features
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
@@ -327,25 +328,25 @@ def QLinearConv(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | N
                               y_scale, y_zero_point, B, w_shape=tuple(w.shape), **geo)
 
 
-def _vnni_geometry(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None) -> dict[str, Any] | None:
-    """The geometry keywords of a QLinearConv node with constant weights where qconv_vnni.py's kernel
-    takes it (``vnni``, explicit pads, ``qconv_vnni.applies``), else None."""
+def _lanes_geometry(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None) -> dict[str, Any] | None:
+    """The geometry keywords of a QLinearConv node with constant weights where qconv_lanes.py's kernel
+    takes it (``int8_lanes``, explicit pads, ``qconv_lanes.applies``), else None."""
     geo = _geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)
     xt = g.type_of(node.inputs[0])
-    if not (vnni() and xt.dtype is not None and geo["auto_pad"] == "NOTSET"
+    if not (int8_lanes() and xt.dtype is not None and geo["auto_pad"] == "NOTSET"
             and V.applies(np.dtype(xt.dtype), w, wz, geo["group"], geo["strides"], geo["dilations"], geo["pads"][:2])):
         return None
     return geo
 
 
-def _vnni_call(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None, nhwc: int) -> Call | None:
-    """The qconv_vnni call of a QLinearConv node with constant weights, where it applies."""
-    geo = _vnni_geometry(node, g, w, wz)
+def _lanes_call(node: Node, g: Graph, w: np.ndarray, wz: np.ndarray | None, nhwc: int) -> Call | None:
+    """The qconv_lanes call of a QLinearConv node with constant weights, where it applies."""
+    geo = _lanes_geometry(node, g, w, wz)
     if geo is None:
         return None
     wl, wsum = V.pack(w)
     r = [Ref(n) if n else None for n in list(node.inputs) + [""] * (9 - len(node.inputs))]
-    return Call(qlinearconv_vnni, [r[0], r[1], r[2], wl, wsum, r[4], r[6], r[7], r[8]],
+    return Call(qlinearconv_lanes, [r[0], r[1], r[2], wl, wsum, r[4], r[6], r[7], r[8]],
                 dict(w_shape=tuple(int(d) for d in w.shape), nhwc=nhwc, **geo))
 
 
@@ -359,29 +360,37 @@ def _lower_qlinearconv(node: Node, g: Graph) -> Call:
     if ks and tuple(ks) != tuple(w.shape[2:]):
         raise Fail(f"QLinearConv node '{node.name}': kernel_shape {list(ks)} is not compatible with w shape "
                    f"{list(w.shape)}")
-    vn = _vnni_call(node, g, w, wz, 0)
-    if vn is not None:
-        return vn
+    lanes = _lanes_call(node, g, w, wz, 0)
+    if lanes is not None:
+        return lanes
     r = [Ref(n) if n else None for n in ins]
     wpk = pack_weights(w, wz, "QLinearConv")
     return Call(qlinearconv_packed, [r[0], r[1], r[2], wpk, r[4], r[6], r[7], r[8]],
                 dict(w_shape=tuple(int(d) for d in w.shape), **_geometry_kwargs(w.ndim - 2, w.shape[2:], node.attrs)))
 
 
-# --- QLinearConv on AVX-512 VNNI (qconv_vnni.py) ------------------------------------------------------
+# --- QLinearConv on integer vector tiles (qconv_lanes.py) ----------------------------------------------
 
-def vnni() -> bool:
-    """Whether the lowering packs weights for qconv_vnni.py: the host has AVX-512 VNNI (an artifact
-    taken to a host without it, or ``JITORT_ISA=avx2``, runs the same plan on
-    ``qconv_lanes_portable``)."""
-    return "avx512vnni" in host_features()
+def int8_lanes() -> bool:
+    """Whether the lowering packs weights for qconv_lanes.py: the host has AVX2 (the plan runs on
+    the tiles ``tile_kind`` names where it runs)."""
+    return "avx2" in host_features()
+
+
+def tile_kind() -> str:
+    """The tiles this process runs qconv_lanes.py's kernel on: "vnni" (AVX-512 VNNI, unless
+    ``JITORT_ISA=avx2``), "avx2", or "portable" (integer loops)."""
+    feats = host_features()
+    if default_isa() == "avx512" and "avx512vnni" in feats:
+        return "vnni"
+    return "avx2" if "avx2" in feats else "portable"
 
 
 @lru_cache(maxsize=256)
-def _vnni_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...],
+def _lanes_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...],
                pads: tuple[int, ...], auto_pad: str) -> tuple[tuple[int, ...], tuple[int, ...], int, int, int, np.ndarray]:
     """Per input shape, once: (output plane, begin pads, phase plane Hq x Wq, padded channels Cp, the
-    k offsets) of ``qlinearconv_vnni`` (the offsets are shared: the kernel only reads them)."""
+    k offsets) of ``qlinearconv_lanes`` (the offsets are shared: the kernel only reads them)."""
     M, C, KH, KW = w_shape
     out_sp, begin = conv_geometry(tuple(x_shape[2:]), (KH, KW), strides, dilations, pads, auto_pad, "QLinearConv")
     s = strides[0]
@@ -390,12 +399,12 @@ def _vnni_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tupl
     return tuple(out_sp), tuple(begin), Hq, Wq, Cp, V.offsets(Cp // 4, KH, KW, Hq, Wq, Cp, s)
 
 
-def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
+def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
                      wsum: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None,
                      B: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
                      strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], nhwc: int = 0
                      ) -> np.ndarray:
-    """QLinearConv with weights packed by ``qconv_vnni.pack`` (the lowering checked ``applies``);
+    """QLinearConv with weights packed by ``qconv_lanes.pack`` (the lowering checked ``applies``);
     ``nhwc``: x and the output are NHWC (``QLinearConvNhwc``, jitort/passes/quant_nhwc.py)."""
     name = "QLinearConvNhwc" if nhwc else "QLinearConv"
     _check_int8(x, name, "x")
@@ -409,7 +418,7 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     if out_dt not in _RANGES:
         raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out_dt}")
     bias = _bias(B, M)
-    (OH, OW), begin, Hq, Wq, Cp, off = _vnni_plan(tuple(xv.shape), tuple(w_shape), strides, dilations, pads, auto_pad)
+    (OH, OW), begin, Hq, Wq, Cp, off = _lanes_plan(tuple(xv.shape), tuple(w_shape), strides, dilations, pads, auto_pad)
     N, s = x.shape[0], strides[0]
     Mp = -(-M // 32) * 32
     n = s * s * Hq * Wq * Cp
@@ -437,12 +446,14 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     xp = buf[:n].reshape(s * s, Hq, Wq, Cp)
     o = None if direct else work[nb:nb + OH * OW * Mp].reshape(OH * OW, Mp)
     flops = 2.0 * M * OH * OW * C * KH * KW / 4  # int8: ~4x the float32 rate
-    nparts = parts_for(V.units(M, OH, OW, Wq), flops)
+    kind = tile_kind()
+    kernel = {"vnni": V.qconv_lanes_vnni, "avx2": V.qconv_lanes_avx2}.get(kind, V.qconv_lanes_portable)
+    nparts = parts_for(V.units(M, OH, OW, Wq, kind), flops)
     xb = x.view(np.uint8)
     yb = y.view(np.uint8).reshape((N, OH * OW, M) if nhwc else (N, M, OH * OW))
-    kernel = V.qconv_lanes if vnni() and default_isa() == "avx512" else V.qconv_lanes_portable
-    if kernel is V.qconv_lanes and intra_op_threads() > 1:
-        V.part_address()  # compiled (or loaded) at the first call, whether it splits or not: warm-up covers it
+    native = kind in V.TILES
+    if native and intra_op_threads() > 1:
+        V.part_address(kind)  # compiled (or loaded) at the first call, whether it splits or not: warm-up covers it
     # the layout copies split too from _COPY_PART bytes (serial, they were a third of a 2-thread call)
     copy_parts = parts_for(Hq * s, float(n + OH * OW * Mp), _COPY_PART)
     # an NHWC u8 input that needs no padding is the kernel's grid itself (1x1 convs without stride: a
@@ -456,9 +467,9 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
             _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
             src = buf
         oi = yb[i] if direct else o
-        args = (src, Cp, off, wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi)
-        if nparts > 1 and kernel is V.qconv_lanes:  # native parts: the workers start without the GIL
-            run_native(V.part_address(), V.part_argv(*args, nparts), nparts)
+        args = (src, Cp, off, _wide(wl) if kind == "avx2" else wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi)
+        if nparts > 1 and native:  # native parts: the workers start without the GIL
+            run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
         else:
             _split(kernel, args, nparts)
         if not direct:
@@ -466,9 +477,19 @@ def qlinearconv_vnni(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarra
     return y
 
 
-qlinearconv_vnni.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
+qlinearconv_lanes.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 
 _COPY_PART = 1 << 17  # bytes of layout copy worth a part
+_WIDE: dict[int, np.ndarray] = {}
+
+
+def _wide(wl: np.ndarray) -> np.ndarray:
+    """``qconv_lanes.wide(wl)``, made at wl's first call on AVX2 tiles and kept while wl lives."""
+    w = _WIDE.get(id(wl))
+    if w is None:
+        w = _WIDE[id(wl)] = V.wide(wl)
+        weakref.finalize(wl, _WIDE.pop, id(wl), None)
+    return w
 
 
 def _split(fn: Any, args: tuple[Any, ...], nparts: int) -> None:
@@ -481,9 +502,9 @@ def _split(fn: Any, args: tuple[Any, ...], nparts: int) -> None:
 
 # --- QLinearConv on NHWC tensors (jitort/passes/quant_nhwc.py's) -----------------------------------------
 
-def vnni_nhwc_applies(node: Node, g: Graph) -> bool:
+def lanes_nhwc_applies(node: Node, g: Graph) -> bool:
     """Whether a QLinearConv node can run as ``QLinearConvNhwc``: constant weights, a 4-D input, and
-    qconv_vnni's kernel taking it on this host."""
+    qconv_lanes's kernel taking it on this host."""
     ins = list(node.inputs) + [""] * (9 - len(node.inputs))
     w = g.const(ins[3])
     wz = g.const(ins[5]) if ins[5] else None
@@ -491,15 +512,15 @@ def vnni_nhwc_applies(node: Node, g: Graph) -> bool:
     if w is None or (ins[5] and wz is None) or w.ndim != 4 or xt.rank != 4:
         return False
     ks = node.attrs.get("kernel_shape")
-    return (not ks or tuple(ks) == tuple(w.shape[2:])) and _vnni_geometry(node, g, w, wz) is not None
+    return (not ks or tuple(ks) == tuple(w.shape[2:])) and _lanes_geometry(node, g, w, wz) is not None
 
 
 def _lower_nhwc(node: Node, g: Graph) -> Call:
     ins = list(node.inputs) + [""] * (9 - len(node.inputs))
     w, wz = g.const(ins[3]), (g.const(ins[5]) if ins[5] else None)
-    call = None if w is None else _vnni_call(node, g, w, wz, 1)
+    call = None if w is None else _lanes_call(node, g, w, wz, 1)
     if call is None:
-        raise Fail(f"{node.describe()}: the NHWC form needs constant int8 weights the VNNI kernel takes")
+        raise Fail(f"{node.describe()}: the NHWC form needs constant int8 weights qconv_lanes.py's kernel takes")
     return call
 
 

@@ -316,9 +316,9 @@ def test_qlinearconv_errors():
         _raises(m, ff, exc)
 
 
-# --- QLinearConv on AVX-512 VNNI (kernels/qconv_vnni.py) ----------------------------------------------
+# --- QLinearConv on integer vector tiles (kernels/qconv_lanes.py) -------------------------------------
 
-VNNI_GEOMS = [  # x shape, w shape, attrs: strides 1 and 2, asymmetric and no pads, channels off 4 and 32,
+LANES_GEOMS = [  # x shape, w shape, attrs: strides 1 and 2, asymmetric and no pads, channels off 4 and 32,
     # planes smaller than a tile, a 7x7 stem, a batch of two
     ((1, 13, 17, 17), (40, 13, 3, 3), dict(pads=[1, 1, 1, 1])),
     ((2, 8, 9, 10), (33, 8, 3, 3), dict(pads=[0, 1, 2, 0], strides=[2, 2])),
@@ -330,7 +330,7 @@ VNNI_GEOMS = [  # x shape, w shape, attrs: strides 1 and 2, asymmetric and no pa
 ]
 
 
-def vnni_feeds(xs: Any, ws: Any, xd: Any, yd: Any, per_channel: bool, seed: int) -> dict[str, np.ndarray]:
+def lanes_feeds(xs: Any, ws: Any, xd: Any, yd: Any, per_channel: bool, seed: int) -> dict[str, np.ndarray]:
     f = qlinear_feeds(xs, ws, xd, S8, yd, per_channel, seed=seed)
     f["wz"] = np.zeros(ws[0], S8) if per_channel else np.array(0, S8)  # int8 weights, symmetric
     return f
@@ -338,35 +338,40 @@ def vnni_feeds(xs: Any, ws: Any, xd: Any, yd: Any, per_channel: bool, seed: int)
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
-@pytest.mark.parametrize("geom", range(len(VNNI_GEOMS)))
+@pytest.mark.parametrize("geom", range(len(LANES_GEOMS)))
 @pytest.mark.parametrize("xd,yd", [(U8, U8), (S8, S8), (U8, S8)], ids=["u8", "s8", "u8->s8"])
-def test_qlinearconv_vnni_is_exact(xd, yd, geom, per_channel, threads, monkeypatch):
-    """int8 weights with zero zero points (what onnxruntime's quantisers write): on an AVX-512 VNNI
-    host the plan runs qconv_vnni.py's kernel (elsewhere the portable one), and both give the exact
-    oracle's bytes on full-range inputs, split between threads or not; so does that plan with
-    JITORT_ISA=avx2 (its weights on ``qconv_lanes_portable``, as on a host without VNNI)."""
+def test_qlinearconv_lanes_is_exact(xd, yd, geom, per_channel, threads, monkeypatch):
+    """int8 weights with zero zero points (what onnxruntime's quantisers write): on an AVX2 host the
+    plan runs qconv_lanes.py's kernel (elsewhere qconv.py's float32 path), on the host's tiles (VNNI
+    on this VM), then on the AVX2 ones (JITORT_ISA=avx2, as on Zen 3) and the portable loops (a host
+    with neither), each giving the exact oracle's bytes on full-range inputs, split between threads
+    or not."""
     from jitort.kernels import qconv as QC
     from jitort.kernels import threads as T
-    xs, ws, attrs = VNNI_GEOMS[geom]
-    feeds = vnni_feeds(xs, ws, xd, yd, per_channel, seed=geom)
+    xs, ws, attrs = LANES_GEOMS[geom]
+    feeds = lanes_feeds(xs, ws, xd, yd, per_channel, seed=geom)
     m, f = qlinear_model(feeds, True, **attrs)
     if threads > 1:
         monkeypatch.setattr(T, "PART_FLOPS", 1.0)
     so = jitort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = jitort.InferenceSession(m.SerializeToString(), so)
-    assert ("qlinearconv_vnni" in sess.artifact.plan_source) == QC.vnni()
+    assert ("qlinearconv_lanes" in sess.artifact.plan_source) == QC.int8_lanes()
     got = sess.run(None, f)[0]
     want = qlinear_ref(feeds, **attrs)
     assert got.dtype == yd
     assert np.array_equal(got, want)
-    monkeypatch.setenv("JITORT_ISA", "avx2")
-    assert np.array_equal(sess.run(None, f)[0], want)
+    if QC.int8_lanes():
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+        assert QC.tile_kind() == "avx2"
+        assert np.array_equal(sess.run(None, f)[0], want)
+        monkeypatch.setattr(QC, "tile_kind", lambda: "portable")
+        assert np.array_equal(sess.run(None, f)[0], want)
 
 
-def test_qlinearconv_vnni_matches_onnxruntime():
+def test_qlinearconv_lanes_matches_onnxruntime():
     """The u8 x s8 case onnxruntime's quantisers produce, on inputs its int16 pair sums cannot saturate."""
-    xs, ws, attrs = VNNI_GEOMS[0]
+    xs, ws, attrs = LANES_GEOMS[0]
     feeds = qlinear_feeds(xs, ws, U8, S8, U8, True, seed=5, xr=(0, 127), wr=(-127, 127))
     feeds["wz"] = np.zeros(ws[0], S8)
     m, f = qlinear_model(feeds, True, **attrs)

@@ -63,9 +63,9 @@ def test_qdq_model_runs_the_quantised_operators(tmp_path, per_channel, int8):
     assert ops.count("QLinearConv") + nhwc == 8 and ops.count("QLinearAdd") == 2
     assert "QLinearGlobalAveragePool" in ops and "Conv" not in ops and "FusedConv" not in ops
     assert ops.count("DequantizeLinear") == 1 and ops.count("QuantizeLinear") == 1  # the model's borders
-    # on an AVX-512 VNNI host every conv runs on NHWC tensors, transposed at the borders only
+    # on an AVX2 host every conv runs on NHWC tensors, transposed at the borders only
     # (into the stem, out of the pool: MaxPool and GlobalAveragePool run on NHWC too)
-    assert nhwc == (8 if QC.vnni() else 0) and ops.count("Transpose") == (2 if QC.vnni() else 0)
+    assert nhwc == (8 if QC.int8_lanes() else 0) and ops.count("Transpose") == (2 if QC.int8_lanes() else 0)
     x = {"x": np.random.default_rng(7).random((1, 3, 32, 32), np.float32)}
     out_dq = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == qdq.graph.output[0].name)
     step = float(numpy_helper.to_array(next(i for i in qdq.graph.initializer if i.name == out_dq.input[1])))
@@ -103,7 +103,7 @@ def test_nhwc_layout_changes_no_bit(tmp_path, monkeypatch):
     qop = _quantised(tmp_path, "qop", True)
     x = {"x": np.random.default_rng(9).random((1, 3, 32, 32), np.float32)}
     a = jitort.InferenceSession(qop.SerializeToString()).run(None, x)[0]
-    monkeypatch.setattr(quant_nhwc, "vnni_nhwc_applies", lambda n, g: False)
+    monkeypatch.setattr(quant_nhwc, "lanes_nhwc_applies", lambda n, g: False)
     assert "QLinearConvNhwc" not in _ops(qop)
     b = jitort.InferenceSession(qop.SerializeToString()).run(None, x)[0]
     np.testing.assert_array_equal(a, b)
@@ -126,9 +126,9 @@ def test_nhwc_values_read_in_both_layouts(monkeypatch):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     x = {"x": rng.integers(0, 256, (2, 8, 9, 7)).astype(np.uint8)}
     ops = _ops(m)
-    assert ops.count("QLinearConvNhwc") == (2 if QC.vnni() else 0)
+    assert ops.count("QLinearConvNhwc") == (2 if QC.int8_lanes() else 0)
     a = jitort.InferenceSession(m.SerializeToString()).run(None, x)
-    monkeypatch.setattr(quant_nhwc, "vnni_nhwc_applies", lambda n, g: False)
+    monkeypatch.setattr(quant_nhwc, "lanes_nhwc_applies", lambda n, g: False)
     b = jitort.InferenceSession(m.SerializeToString()).run(None, x)
     for u, v, w in zip(a, b, run_ort(m, x)):
         np.testing.assert_array_equal(u, v)

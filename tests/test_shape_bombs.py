@@ -235,8 +235,8 @@ def test_conv_pads_over_the_limit_fail_naming_the_node() -> None:
 
 
 def test_qlinearconv_pads_over_the_limit_fail_naming_the_node() -> None:
-    """The same for QLinearConv on the VNNI kernel (int8 weights; elsewhere the portable path): over
-    the limit, Fail naming the node before allocating."""
+    """The same for QLinearConv on the int8 lanes kernel (int8 weights, AVX2 hosts; elsewhere the
+    portable path): over the limit, Fail naming the node before allocating."""
     u8, s8, f32 = np.uint8, np.int8, np.float32
     inits = {"s": np.array(0.1, f32), "z": np.array(3, u8), "w": np.ones((32, 4, 3, 3), s8),
              "ws": np.array(0.01, f32), "wz": np.array(0, s8)}

@@ -1,10 +1,10 @@
 """Quantised convolutions in NHWC: the layout their int8 kernel computes in, kept between them.
 
-kernels/qconv_vnni.py computes a QLinearConv on the input's pixels with their channels contiguous
+kernels/qconv_lanes.py computes a QLinearConv on the input's pixels with their channels contiguous
 (NHWC) and writes its output that way; on NCHW tensors each call transposed its input in and its
 output back out, a third of its time in a quantised ResNet. onnxruntime runs a quantised network in
-NHWC between a Transpose at each border; so does jitort after this pass: every QLinearConv the VNNI
-kernel takes (``qconv.vnni_nhwc_applies``) becomes ``QLinearConvNhwc`` (domain jitort) on NHWC
+NHWC between a Transpose at each border; so does jitort after this pass: every QLinearConv the int8
+lanes kernel takes (``qconv.lanes_nhwc_applies``) becomes ``QLinearConvNhwc`` (domain jitort) on NHWC
 tensors; a QLinearAdd with an NHWC operand runs on NHWC operands (elementwise: the layout does not
 matter to it, only that both agree), an 8-bit MaxPool reading one becomes com.microsoft's NhwcMaxPool
 and a QLinearGlobalAveragePool takes channels_last; a ``Transpose`` converts a value where a reader
@@ -12,14 +12,14 @@ needs the other layout (graph inputs and outputs, anything else), once per value
 
 Invariant after the pass: every NHWC-read input of a converted node is NHWC; every other reader of a
 converted node's output (and a graph output) reads an NCHW value of its original name. Runs on hosts
-with AVX-512 VNNI only (elsewhere nothing changes).
+with AVX2 (``qconv.int8_lanes``; elsewhere nothing changes).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from jitort.ir import Graph, Node, TensorType, Value
-from jitort.kernels.qconv import vnni_nhwc_applies
+from jitort.kernels.qconv import lanes_nhwc_applies
 
 MS = "com.microsoft"
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
@@ -56,7 +56,7 @@ def _readers(g: Graph, n: Node) -> list[int] | None:
 
 def quant_nhwc(g: Graph) -> Graph:
     convs = {id(n) for n in g.nodes if n.op_type == "QLinearConv" and n.domain == "" and _out4(g, n)
-             and vnni_nhwc_applies(n, g)}
+             and lanes_nhwc_applies(n, g)}
     if not convs:
         return g
     producers, consumers = g.producers(), g.consumers()
