@@ -20,7 +20,6 @@ point) is a constant the ``lower`` hooks centre and pack it once at compile time
 """
 from __future__ import annotations
 
-import weakref
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -447,7 +446,7 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
     o = None if direct else work[nb:nb + OH * OW * Mp].reshape(OH * OW, Mp)
     flops = 2.0 * M * OH * OW * C * KH * KW / 4  # int8: ~4x the float32 rate
     kind = tile_kind()
-    kernel = {"vnni": V.qconv_lanes_vnni, "avx2": V.qconv_lanes_avx2}.get(kind, V.qconv_lanes_portable)
+    kernel, wk = V.kernel(kind), V.weights(kind, wl)
     nparts = parts_for(V.units(M, OH, OW, Wq, kind), flops)
     xb = x.view(np.uint8)
     yb = y.view(np.uint8).reshape((N, OH * OW, M) if nhwc else (N, M, OH * OW))
@@ -467,7 +466,7 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
             _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
             src = buf
         oi = yb[i] if direct else o
-        args = (src, Cp, off, _wide(wl) if kind == "avx2" else wl, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi)
+        args = (src, Cp, off, wk, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi, V.Q8)
         if nparts > 1 and native:  # native parts: the workers start without the GIL
             run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
         else:
@@ -480,16 +479,6 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
 qlinearconv_lanes.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 
 _COPY_PART = 1 << 17  # bytes of layout copy worth a part
-_WIDE: dict[int, np.ndarray] = {}
-
-
-def _wide(wl: np.ndarray) -> np.ndarray:
-    """``qconv_lanes.wide(wl)``, made at wl's first call on AVX2 tiles and kept while wl lives."""
-    w = _WIDE.get(id(wl))
-    if w is None:
-        w = _WIDE[id(wl)] = V.wide(wl)
-        weakref.finalize(wl, _WIDE.pop, id(wl), None)
-    return w
 
 
 def _split(fn: Any, args: tuple[Any, ...], nparts: int) -> None:

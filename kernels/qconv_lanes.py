@@ -45,6 +45,7 @@ weights, slowly (integer loops).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,7 @@ VLANES = 16  # output channels per weight block (one zmm of int32 lanes)
 TB = 16  # tiles per unit of work
 STRIDES = (1, 2)
 BT = 16  # the layout transposes' block (pixels x channels)
+Q8, I32 = 0, 1  # what a kernel stores (``mode``): requantised 8-bit values, or the int32 sums
 
 
 def applies(x_dtype: np.dtype, w: np.ndarray, w_zp: np.ndarray | None, group: int, strides: tuple[int, ...],
@@ -98,6 +100,18 @@ def wide(wl: np.ndarray) -> np.ndarray:
     v[:, :, :, 0] = b[..., 0::2]
     v[:, :, :, 1] = b[..., 1::2]
     return out
+
+
+_WIDE: dict[int, np.ndarray] = {}
+
+
+def wide_of(wl: np.ndarray) -> np.ndarray:
+    """``wide(wl)``, made at wl's first call on AVX2 tiles and kept while wl lives."""
+    w = _WIDE.get(id(wl))
+    if w is None:
+        w = _WIDE[id(wl)] = wide(wl)
+        weakref.finalize(wl, _WIDE.pop, id(wl), None)
+    return w
 
 
 def grid(OH: int, OW: int, KH: int, KW: int, s: int) -> tuple[int, int]:
@@ -213,21 +227,23 @@ def _make_tile(kind: str) -> Any:
     function per kind, holding only its own instruction set's intrinsics)."""
     RT, width, L = TILES[kind]
 
-    def tile(typingctx, x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi):  # type: ignore[no-untyped-def]
+    def tile(typingctx, x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode):  # type: ignore[no-untyped-def]
         """One tile: positions p0 .. p0 + rows - 1 of the phase grid (row length Wq; those at
         ow >= OW not stored), output channels c0 .. c0 + width - 1. x: the padded NHWC bytes at
         position 0 (position p at p Cp bytes); off: int64 [K] byte offsets of each k; w: the tile's
         first weight block at k = 0, the second kw bytes after it (vnni: 64 bytes per k, 16 channels
-        x 4 bytes; avx2: ``wide``'s 128); out: NHWC bytes of the output (position oh OW + ow at its Mp bytes); comp
-        int32 and scale float32 per channel (>= c0 + width elements)."""
-        sig = types.void(x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi)
+        x 4 bytes; avx2: ``wide``'s 128); out: the NHWC output, position oh OW + ow at element (oh OW + ow) Mp,
+        of bytes (mode Q8: the sums plus comp requantised) or int32 (mode I32: the sums plus comp);
+        comp int32 and scale float32 per channel (>= c0 + width elements)."""
+        sig = types.void(x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             b = builder
             i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
             (x_, off_, K_, w_, kw_, rows_, p0_, Cp_, Wq_, OW_, out_, Mp_, c0_, comp_, scale_) = [
                 context.cast(b, a, t, types.int64) for a, t in zip(args[:15], signature.args[:15])]
-            zy_, lo_, hi_ = args[15:]  # float32
+            zy_, lo_, hi_ = args[15:18]  # float32
+            mode_ = context.cast(b, args[18], signature.args[18], types.int64)
             vi = ir.VectorType(i32, L)
             vf = ir.VectorType(ir.FloatType(), L)
             vb = ir.VectorType(i8, L)
@@ -332,13 +348,19 @@ def _make_tile(kind: str) -> Any:
                     oh = b.select(wrap, b.add(oh, one), oh)
                 keep = b.and_(b.icmp_signed("<", c(r), rows_), b.icmp_signed("<", ow, OW_))
                 with b.if_then(keep, likely=True):
-                    dst = b.add(b.add(out_, b.mul(b.add(b.mul(oh, OW_), ow), Mp_)), c0_)
-                    for q in range(NV):
-                        f = b.fmul(b.sitofp(b.add(fin[r][q], compv[q]), vf), scalev[q])
-                        f = b.select(b.fcmp_ordered(">=", f, flo), f, flo)
-                        f = b.select(b.fcmp_ordered(">", f, fhi), fhi, f)
-                        y = b.add(b.fptosi(b.call(rint, [f]), vi), zyv)
-                        b.store(b.trunc(y, vb), ptr(b.add(dst, c(L * q)), vb), align=1)
+                    at = b.add(b.mul(b.add(b.mul(oh, OW_), ow), Mp_), c0_)  # the element of channel c0
+                    with b.if_else(b.icmp_signed("==", mode_, c(I32))) as (as_i32, as_q8):
+                        with as_i32:  # the int32 sums themselves
+                            for q in range(NV):
+                                dst = b.add(out_, b.mul(b.add(at, c(L * q)), c(4)))
+                                b.store(b.add(fin[r][q], compv[q]), ptr(dst, vi), align=4)
+                        with as_q8:
+                            for q in range(NV):
+                                f = b.fmul(b.sitofp(b.add(fin[r][q], compv[q]), vf), scalev[q])
+                                f = b.select(b.fcmp_ordered(">=", f, flo), f, flo)
+                                f = b.select(b.fcmp_ordered(">", f, fhi), fhi, f)
+                                y = b.add(b.fptosi(b.call(rint, [f]), vi), zyv)
+                                b.store(b.trunc(y, vb), ptr(b.add(b.add(out_, at), c(L * q)), vb), align=1)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -355,7 +377,7 @@ def _make_lanes(kind: str) -> Any:
     kstep = 64 if kind == "vnni" else 128  # bytes of a block per k
 
     @njit(inline="always")
-    def lanes(xa, Cp, offa, K, wa, ca, sa, zy, lo, hi, Wq, OH, OW, M, oa, Mp, part, nparts):  # type: ignore[no-untyped-def]
+    def lanes(xa, Cp, offa, K, wa, ca, sa, zy, lo, hi, Wq, OH, OW, M, oa, Mp, mode, part, nparts):  # type: ignore[no-untyped-def]
         ng = (M + width - 1) // width
         PV = (OH - 1) * Wq + OW
         nt = (PV + RT - 1) // RT
@@ -373,7 +395,7 @@ def _make_lanes(kind: str) -> Any:
                 if p0 + RT > PV and PV >= RT:  # the last tile ends at the last position
                     p0 = PV - RT
                 tile(xa, offa, K, wa + nblk * g * kb, kb, min(RT, PV - p0), p0, Cp, Wq, OW, oa, Mp, width * g, ca, sa,
-                     zy, lo, hi)
+                     zy, lo, hi, mode)
 
     return lanes
 
@@ -383,35 +405,35 @@ _lanes_avx2 = _make_lanes("avx2")
 
 
 @njit(cache=True, nogil=True)
-def qconv_lanes_vnni(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, part, nparts):  # type: ignore[no-untyped-def]
+def qconv_lanes_vnni(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, part, nparts):  # type: ignore[no-untyped-def]
     """One image: o [OH OW, Mp] (NHWC bytes, Mp = ceil(M / 32) 32) from the padded phase planes xp
     (flat bytes, pixels of Cp bytes, R pixels' worth beyond), this part's share of (32 channels,
     block of TB tiles) units, on VNNI tiles (wl: ``pack``'s weights)."""
     _lanes_vnni(addr(xp), Cp, addr(off), off.shape[0], addr(wl), addr(comp), addr(scale), zy, lo, hi, Wq, OH, OW, M,
-                addr(o), o.shape[1], part, nparts)
+                addr(o), o.shape[1], mode, part, nparts)
 
 
 @njit(cache=True, nogil=True)
-def qconv_lanes_avx2(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, part, nparts):  # type: ignore[no-untyped-def]
+def qconv_lanes_avx2(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, part, nparts):  # type: ignore[no-untyped-def]
     """``qconv_lanes_vnni`` on AVX2 tiles (wl: ``wide``'s weights)."""
     _lanes_avx2(addr(xp), Cp, addr(off), off.shape[0], addr(wl), addr(comp), addr(scale), zy, lo, hi, Wq, OH, OW, M,
-                addr(o), o.shape[1], part, nparts)
+                addr(o), o.shape[1], mode, part, nparts)
 
 
 # the split form's argument vector (``part_argv``): addresses, sizes, and the float32 scalars' bits
-_XA, _CP, _OFF, _K, _WA, _CA, _SA, _ZY, _LO, _HI, _WQ, _OH, _OW, _M, _OA, _MP, _NP = range(17)
+_XA, _CP, _OFF, _K, _WA, _CA, _SA, _ZY, _LO, _HI, _WQ, _OH, _OW, _M, _OA, _MP, _MODE, _NP = range(18)
 
 
 @njit(cache=True, nogil=True)
-def part_argv(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, nparts):  # type: ignore[no-untyped-def]
+def part_argv(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, nparts):  # type: ignore[no-untyped-def]
     """The argument vector of a split ``qconv_lanes_*`` (``part_address``), the arrays kept alive by the caller."""
-    a = np.zeros(17, np.int64)
+    a = np.zeros(18, np.int64)
     a[_XA], a[_CP], a[_OFF], a[_K], a[_WA], a[_CA], a[_SA] = (addr(xp), Cp, addr(off), off.shape[0], addr(wl),
                                                             addr(comp), addr(scale))
     set_f32_arg(a, _ZY, zy)
     set_f32_arg(a, _LO, lo)
     set_f32_arg(a, _HI, hi)
-    a[_WQ], a[_OH], a[_OW], a[_M], a[_OA], a[_MP], a[_NP] = Wq, OH, OW, M, addr(o), o.shape[1], nparts
+    a[_WQ], a[_OH], a[_OW], a[_M], a[_OA], a[_MP], a[_MODE], a[_NP] = Wq, OH, OW, M, addr(o), o.shape[1], mode, nparts
     return a
 
 
@@ -419,14 +441,14 @@ def part_vnni(k, argv):  # type: ignore[no-untyped-def]
     """Part k of a split ``qconv_lanes_vnni`` (native: the pool's workers run it without the GIL)."""
     _lanes_vnni(argv[_XA], argv[_CP], argv[_OFF], argv[_K], argv[_WA], argv[_CA], argv[_SA], f32_arg(argv, _ZY),
                 f32_arg(argv, _LO), f32_arg(argv, _HI), argv[_WQ], argv[_OH], argv[_OW], argv[_M], argv[_OA],
-                argv[_MP], k, argv[_NP])
+                argv[_MP], argv[_MODE], k, argv[_NP])
 
 
 def part_avx2(k, argv):  # type: ignore[no-untyped-def]
     """Part k of a split ``qconv_lanes_avx2``."""
     _lanes_avx2(argv[_XA], argv[_CP], argv[_OFF], argv[_K], argv[_WA], argv[_CA], argv[_SA], f32_arg(argv, _ZY),
                 f32_arg(argv, _LO), f32_arg(argv, _HI), argv[_WQ], argv[_OH], argv[_OW], argv[_M], argv[_OA],
-                argv[_MP], k, argv[_NP])
+                argv[_MP], argv[_MODE], k, argv[_NP])
 
 
 _PARTS = CFuncs(__name__, PART_SIG, {"vnni": part_vnni, "avx2": part_avx2})
@@ -438,7 +460,7 @@ def part_address(kind: str) -> int:
 
 
 @njit(cache=True, nogil=True)
-def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, part, nparts):  # type: ignore[no-untyped-def]
+def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, part, nparts):  # type: ignore[no-untyped-def]
     """``qconv_lanes_vnni`` on neither VNNI nor AVX2 (a plan taken to such a host), on ``pack``'s
     weights and the same float32 requantisation: integer sums of the bytes, vectorised by LLVM over
     the 16 lanes of a weight block."""
@@ -467,12 +489,26 @@ def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M
                                    + x3 * np.int32(wk[l, 3]))
                 for l in range(VLANES):
                     m = blk * VLANES + l
+                    if mode == I32:
+                        o[p, m] = acc[l] + comp[m]
+                        continue
                     f = np.float32(acc[l] + comp[m]) * scale[m]
                     if not f >= flo:
                         f = flo
                     if f > fhi:
                         f = fhi
                     o[p, m] = np.int32(np.rint(f)) + izy
+
+
+def kernel(kind: str) -> Any:
+    """The kernel of ``kind``'s tiles (``tile_kind`` in qconv.py): ``qconv_lanes_vnni``,
+    ``qconv_lanes_avx2`` or ``qconv_lanes_portable``."""
+    return {"vnni": qconv_lanes_vnni, "avx2": qconv_lanes_avx2}.get(kind, qconv_lanes_portable)
+
+
+def weights(kind: str, wl: np.ndarray) -> np.ndarray:
+    """``pack``'s weights wl as ``kind``'s kernel reads them."""
+    return wide_of(wl) if kind == "avx2" else wl
 
 
 def offsets(C4: int, KH: int, KW: int, Hq: int, Wq: int, Cp: int, s: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Quantisation: QuantizeLinear, DequantizeLinear (per-tensor, per-axis, blocked; 8/16/4/2-bit
 integers and the float8/float6/float4 formats through ml_dtypes), DynamicQuantizeLinear,
-MatMulInteger, QLinearMatMul.
+QLinearMatMul (MatMulInteger: kernels/qmatmul.py).
 
 Rounding is round-half-to-even (``np.rint``), as the spec says. The common case, float32 <-> int8 or
 uint8 with a per-tensor or per-axis scale (what onnxruntime's quantisers write between the layers
@@ -252,8 +252,11 @@ def DynamicQuantizeLinear(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     lo = np.float32(min(np.float32(0), x.min())) if x.size else np.float32(0)
     scale = np.float32(1.0 if hi == lo else (hi - lo)) / np.float32(qmax - qmin)
     zp = np.rint(np.float32(max(qmin, min(qmax, np.float32(qmin - lo / scale)))))
-    y = np.clip(np.rint(x / scale) + zp, qmin, qmax).astype(np.uint8)
-    return contiguous(y), np.array(scale, np.float32), np.array(zp.astype(np.uint8))
+    y = np.empty(x.shape, np.uint8)
+    if y.size:  # clip(rint(x / scale) + zp, 0, 255) in one compiled pass (numpy's five took 1.4 ms for 393K floats)
+        _q8(np.ascontiguousarray(x).reshape(1, 1, -1), np.full(1, scale, np.float32), np.full(1, zp, np.float32),
+            y.reshape(1, 1, -1), qmin, qmax)
+    return y, np.array(scale, np.float32), np.array(zp.astype(np.uint8))
 
 
 def centered(v: np.ndarray, zp: np.ndarray | None, per_row: bool, op_name: str, what: str) -> np.ndarray:
@@ -267,17 +270,6 @@ def centered(v: np.ndarray, zp: np.ndarray | None, per_row: bool, op_name: str, 
             raise InvalidArgument(f"{op_name}: {what} has {z.shape[0]} elements for {v.shape[-2] if v.ndim > 1 else 1} rows")
         z = z.reshape(-1, 1)
     return f - z
-
-
-@op("MatMulInteger", since=10)
-def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None = None,
-                  b_zero_point: np.ndarray | None = None) -> np.ndarray:
-    for v, name in ((A, "A"), (B, "B")):
-        if v.dtype not in (np.int8, np.uint8):
-            raise InvalidArgument(f"MatMulInteger: {name} must be int8 or uint8, got {v.dtype}")
-    c = np.matmul(centered(A, a_zero_point, True, "MatMulInteger", "a_zero_point"),
-               centered(B, b_zero_point, False, "MatMulInteger", "b_zero_point"))
-    return contiguous(c.astype(np.int32))
 
 
 @op("QLinearMatMul", since=10)

@@ -1,0 +1,95 @@
+"""MatMulInteger with constant int8 weights on kernels/qconv_lanes.py's integer tiles
+(kernels/qmatmul.py): the exact int32 product against numpy's int64 one on full-range operands, on
+every tile kind (the host's, AVX2, the portable loops), split between threads or not; and the
+int8 transformer layer onnxruntime's ``quantize_dynamic`` writes, against onnxruntime."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import jitort
+from jitort import zoo
+from jitort.errors import InvalidArgument
+from jitort.kernels import qconv as QC
+from jitort.kernels import threads as T
+from oracle import run_ort
+
+GEOMS = [  # A's leading shape, K, N: K off 4, N off 32, fewer rows than a tile, batches
+    ((1, 64), 96, 64),
+    ((5,), 13, 40),
+    ((2, 3, 9), 64, 33),
+    ((1,), 100, 70),
+    ((3, 17), 7, 96),
+]
+
+
+def _model(lead: tuple[int, ...], K: int, N: int, adt: Any, zp: int | None, seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
+    B = np.random.default_rng(seed).integers(-128, 128, (K, N)).astype(np.int8)
+    inits = [numpy_helper.from_array(B, "B")]
+    ins = ["A", "B"]
+    if zp is not None:
+        inits += [numpy_helper.from_array(np.array(zp, adt), "az"), numpy_helper.from_array(np.array(0, np.int8), "bz")]
+        ins += ["az", "bz"]
+    tt = TensorProto.UINT8 if adt == np.uint8 else TensorProto.INT8
+    g = helper.make_graph([helper.make_node("MatMulInteger", ins, ["Y"])], "g",
+                          [helper.make_tensor_value_info("A", tt, list(lead) + [K])],
+                          [helper.make_tensor_value_info("Y", TensorProto.INT32, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), B
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("geom", range(len(GEOMS)))
+@pytest.mark.parametrize("adt,zp", [(np.uint8, 131), (np.int8, -3), (np.uint8, None)], ids=["u8", "s8", "u8-nozp"])
+def test_matmul_integer_tiles_are_exact(adt: Any, zp: int | None, geom: int, threads: int, monkeypatch: Any) -> None:
+    lead, K, N = GEOMS[geom]
+    m, B = _model(lead, K, N, adt, zp, seed=geom)
+    if threads > 1:
+        monkeypatch.setattr(T, "PART_FLOPS", 1.0)
+    so = jitort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = jitort.InferenceSession(m.SerializeToString(), so)
+    assert ("matmul_integer_lanes" in sess.artifact.plan_source) == QC.int8_lanes()
+    info = np.iinfo(adt)
+    A = np.random.default_rng(geom + 10).integers(info.min, info.max + 1, lead + (K,)).astype(adt)
+    want = (A.astype(np.int64) - (zp or 0)) @ B.astype(np.int64)
+    got = sess.run(None, {"A": A})[0]
+    assert got.dtype == np.int32 and np.array_equal(got, want)
+    if QC.int8_lanes():
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+        assert np.array_equal(sess.run(None, {"A": A})[0], want)
+        monkeypatch.setattr(QC, "tile_kind", lambda: "portable")
+        assert np.array_equal(sess.run(None, {"A": A})[0], want)
+
+
+def test_matmul_integer_tiles_check_shapes() -> None:
+    """A (declared [n, k]) whose k differs from B's rows: InvalidArgument naming both shapes."""
+    m, _ = _model((4,), 16, 32, np.uint8, 3, seed=0)
+    m.graph.input[0].CopyFrom(helper.make_tensor_value_info("A", TensorProto.UINT8, ["n", "k"]))
+    sess = jitort.InferenceSession(m.SerializeToString())
+    with pytest.raises(InvalidArgument, match=r"MatMulInteger.*\[4, 12\].*\[16, 32\]"):
+        sess.run(None, {"A": np.zeros((4, 12), np.uint8)})
+    assert sess.run(None, {"A": np.zeros((4, 16), np.uint8)})[0].shape == (4, 32)  # still usable
+
+
+def test_quantize_dynamic_transformer_layer_matches_onnxruntime(tmp_path: Path) -> None:
+    """A BERT-style layer quantised by onnxruntime's ``quantize_dynamic`` (int8 weights): every
+    MatMulInteger on the tiles, the output within onnxruntime's tolerance (its DynamicQuantizeMatMul
+    sums in another order, and ours is exact)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(zoo.bert_layer(hidden=64, heads=4, ffn=128), src)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    q = onnx.load(dst)
+    sess = jitort.InferenceSession(q.SerializeToString())
+    n = sum(n.op_type == "MatMulInteger" for n in q.graph.node)
+    assert n == 6 and sess.artifact.plan_source.count("matmul_integer_lanes(") == (n if QC.int8_lanes() else 0)
+    for seq in (16, 9):  # a second sequence length: no recompile needed, same answers
+        rng = np.random.default_rng(seq)
+        feeds = {"hidden_states": rng.standard_normal((2, seq, 64), np.float32),
+                 "attention_mask": np.ones((2, seq), np.int64)}
+        np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(q, feeds)[0], rtol=1e-3, atol=2e-2)
