@@ -1,13 +1,11 @@
-"""onnxruntime's quantised matrix products (com.microsoft): MatMulNBits (2/4/8-bit blockwise weights,
-packed zero points or float ones; g_idx only as the identity block assignment), MatMulIntegerToFloat
-and DynamicQuantizeMatMul.
+"""onnxruntime's blockwise-quantised matrix product (com.microsoft): MatMulNBits (2/4/8-bit blockwise
+weights, packed zero points or float ones; g_idx only as the identity block assignment). Its 8-bit
+integer products, MatMulIntegerToFloat and DynamicQuantizeMatMul, are in kernels/qmatmul.py.
 
 MatMulNBits' constant weights are re-packed once, when the node is lowered, into the layout of
 kernels/nbits.py's kernels, which read the 2/4/8-bit values themselves (a GEMV for a few rows of A,
 float tiles through BLAS for more): no float copy of the weight is kept (float64 A, outside
-onnxruntime's types, still gets one). Weights that arrive at run time are dequantised per call. MatMulIntegerToFloat and
-DynamicQuantizeMatMul reuse kernels/quant.py: the zero-point-centred integer product (exact in
-float64) times the scales, DynamicQuantizeLinear for A.
+onnxruntime's types, still gets one). Weights that arrive at run time are dequantised per call.
 """
 from __future__ import annotations
 
@@ -17,8 +15,6 @@ from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import nbits
-from jitort.kernels.contrib_infer import infer_as
-from jitort.kernels.quant import DynamicQuantizeLinear, centered
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 
 MS = "com.microsoft"
@@ -159,61 +155,3 @@ def MatMulNBits(A: np.ndarray, B: np.ndarray, scales: np.ndarray, zero_points: n
                                 "with weight_prepacked=1")
     w = dequantize_nbits(B, scales, zero_points, g_idx, K, N, bits, block_size, _compute(A.dtype))
     return _matmul_float(A, w, bias)
-
-
-# --- MatMulIntegerToFloat, DynamicQuantizeMatMul ------------------------------------------------------
-
-def _per_column(v: np.ndarray, N: int, what: str, op_name: str) -> np.ndarray:
-    """A scalar, or one value per output column ([N]), as float64 broadcasting over [..., N]."""
-    f = v.astype(np.float64)
-    if f.size == 1:
-        return f.reshape(())
-    if f.size != N:
-        raise InvalidArgument(f"{op_name}: {what} must be a scalar or have N={N} elements, got {list(v.shape)}")
-    return f.reshape(N)
-
-
-def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
-                  a_zero_point: np.ndarray | None, b_zero_point: np.ndarray | None, bias: np.ndarray | None,
-                  out: np.dtype) -> np.ndarray:
-    for v, name in ((A, "A"), (B, "B")):
-        if v.dtype not in (np.int8, np.uint8):
-            raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
-    N = B.shape[-1]
-    if a_zero_point is not None and a_zero_point.size != 1:
-        raise InvalidArgument(f"{op_name}: a_zero_point must be a scalar")
-    bz = None if b_zero_point is None else _per_column(b_zero_point, N, "b_zero_point", op_name)
-    c = np.matmul(centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
-                  (0.0 if bz is None else bz))
-    scale = (a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32)).astype(np.float64)
-    y = c * _per_column(scale, N, "b_scale", op_name)
-    if bias is not None:
-        y = y + _per_column(bias, N, "bias", op_name)
-    return np.ascontiguousarray(y.astype(out))
-
-
-def _infer_matmul_like(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    a, b = ins[0], ins[1] if len(ins) > 1 else None
-    scale = ins[2] if len(ins) > 2 else None
-    out = infer_as("MatMulInteger", 10, {}, [a, b])
-    if not out or out[0] is None or scale is None:
-        return []
-    dt = a.dtype if node.op_type == "DynamicQuantizeMatMul" and a is not None else scale.dtype
-    return [TensorType(dt, out[0].shape)]
-
-
-@op("MatMulIntegerToFloat", since=1, domain=MS, infer=_infer_matmul_like)
-def MatMulIntegerToFloat(A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
-                         a_zero_point: np.ndarray | None = None, b_zero_point: np.ndarray | None = None,
-                         bias: np.ndarray | None = None) -> np.ndarray:
-    """(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias, b_zp and b_scale per column or scalar."""
-    return _int_to_float("MatMulIntegerToFloat", A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias,
-                         a_scale.dtype)
-
-
-@op("DynamicQuantizeMatMul", since=1, domain=MS, infer=_infer_matmul_like)
-def DynamicQuantizeMatMul(A: np.ndarray, B: np.ndarray, b_scale: np.ndarray, b_zero_point: np.ndarray | None = None,
-                          bias: np.ndarray | None = None) -> np.ndarray:
-    """A quantised to uint8 as DynamicQuantizeLinear does, then MatMulIntegerToFloat."""
-    qa, sa, za = DynamicQuantizeLinear(A.astype(np.float32, copy=False))
-    return _int_to_float("DynamicQuantizeMatMul", qa, B, sa, b_scale, za, b_zero_point, bias, A.dtype)

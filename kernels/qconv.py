@@ -466,7 +466,7 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
             _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
             src = buf
         oi = yb[i] if direct else o
-        args = (src, Cp, off, wk, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi, V.Q8)
+        args = (src, Cp, off, wk, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi, V.Q8, sc)
         if nparts > 1 and native:  # native parts: the workers start without the GIL
             run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
         else:

@@ -63,7 +63,7 @@ VLANES = 16  # output channels per weight block (one zmm of int32 lanes)
 TB = 16  # tiles per unit of work
 STRIDES = (1, 2)
 BT = 16  # the layout transposes' block (pixels x channels)
-Q8, I32 = 0, 1  # what a kernel stores (``mode``): requantised 8-bit values, or the int32 sums
+Q8, I32, F32 = 0, 1, 2  # what a kernel stores (``mode``): requantised 8-bit values, the int32 sums, or float32
 
 
 def applies(x_dtype: np.dtype, w: np.ndarray, w_zp: np.ndarray | None, group: int, strides: tuple[int, ...],
@@ -227,15 +227,16 @@ def _make_tile(kind: str) -> Any:
     function per kind, holding only its own instruction set's intrinsics)."""
     RT, width, L = TILES[kind]
 
-    def tile(typingctx, x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode):  # type: ignore[no-untyped-def]
+    def tile(typingctx, x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias):  # type: ignore[no-untyped-def]
         """One tile: positions p0 .. p0 + rows - 1 of the phase grid (row length Wq; those at
         ow >= OW not stored), output channels c0 .. c0 + width - 1. x: the padded NHWC bytes at
         position 0 (position p at p Cp bytes); off: int64 [K] byte offsets of each k; w: the tile's
         first weight block at k = 0, the second kw bytes after it (vnni: 64 bytes per k, 16 channels
         x 4 bytes; avx2: ``wide``'s 128); out: the NHWC output, position oh OW + ow at element (oh OW + ow) Mp,
-        of bytes (mode Q8: the sums plus comp requantised) or int32 (mode I32: the sums plus comp);
-        comp int32 and scale float32 per channel (>= c0 + width elements)."""
-        sig = types.void(x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode)
+        of bytes (mode Q8: the sums plus comp requantised), int32 (mode I32: the sums plus comp) or
+        float32 (mode F32: float32(sums plus comp) * scale + bias); comp int32, scale and bias float32
+        per channel (>= c0 + width elements; bias read in mode F32 only)."""
+        sig = types.void(x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             b = builder
@@ -243,7 +244,7 @@ def _make_tile(kind: str) -> Any:
             (x_, off_, K_, w_, kw_, rows_, p0_, Cp_, Wq_, OW_, out_, Mp_, c0_, comp_, scale_) = [
                 context.cast(b, a, t, types.int64) for a, t in zip(args[:15], signature.args[:15])]
             zy_, lo_, hi_ = args[15:18]  # float32
-            mode_ = context.cast(b, args[18], signature.args[18], types.int64)
+            mode_, bias_ = [context.cast(b, a, t, types.int64) for a, t in zip(args[18:], signature.args[18:])]
             vi = ir.VectorType(i32, L)
             vf = ir.VectorType(ir.FloatType(), L)
             vb = ir.VectorType(i8, L)
@@ -349,11 +350,19 @@ def _make_tile(kind: str) -> Any:
                 keep = b.and_(b.icmp_signed("<", c(r), rows_), b.icmp_signed("<", ow, OW_))
                 with b.if_then(keep, likely=True):
                     at = b.add(b.mul(b.add(b.mul(oh, OW_), ow), Mp_), c0_)  # the element of channel c0
-                    with b.if_else(b.icmp_signed("==", mode_, c(I32))) as (as_i32, as_q8):
-                        with as_i32:  # the int32 sums themselves
+                    with b.if_else(b.icmp_signed("==", mode_, c(Q8)), likely=True) as (as_q8, wide_out):
+                        with wide_out:  # 4-byte elements: the int32 sums themselves, or as float32
+                            is_f32 = b.icmp_signed("==", mode_, c(F32))
                             for q in range(NV):
                                 dst = b.add(out_, b.mul(b.add(at, c(L * q)), c(4)))
-                                b.store(b.add(fin[r][q], compv[q]), ptr(dst, vi), align=4)
+                                v = b.add(fin[r][q], compv[q])
+                                with b.if_else(is_f32) as (as_f32, as_i32):
+                                    with as_f32:
+                                        ch = b.mul(b.add(c0_, c(L * q)), c(4))
+                                        bv = b.load(ptr(b.add(bias_, ch), vf), align=4)
+                                        b.store(b.fadd(b.fmul(b.sitofp(v, vf), scalev[q]), bv), ptr(dst, vf), align=4)
+                                    with as_i32:
+                                        b.store(v, ptr(dst, vi), align=4)
                         with as_q8:
                             for q in range(NV):
                                 f = b.fmul(b.sitofp(b.add(fin[r][q], compv[q]), vf), scalev[q])
@@ -377,7 +386,7 @@ def _make_lanes(kind: str) -> Any:
     kstep = 64 if kind == "vnni" else 128  # bytes of a block per k
 
     @njit(inline="always")
-    def lanes(xa, Cp, offa, K, wa, ca, sa, zy, lo, hi, Wq, OH, OW, M, oa, Mp, mode, part, nparts):  # type: ignore[no-untyped-def]
+    def lanes(xa, Cp, offa, K, wa, ca, sa, zy, lo, hi, Wq, OH, OW, M, oa, Mp, mode, ba, part, nparts):  # type: ignore[no-untyped-def]
         ng = (M + width - 1) // width
         PV = (OH - 1) * Wq + OW
         nt = (PV + RT - 1) // RT
@@ -395,9 +404,16 @@ def _make_lanes(kind: str) -> Any:
                 if p0 + RT > PV and PV >= RT:  # the last tile ends at the last position
                     p0 = PV - RT
                 tile(xa, offa, K, wa + nblk * g * kb, kb, min(RT, PV - p0), p0, Cp, Wq, OW, oa, Mp, width * g, ca, sa,
-                     zy, lo, hi, mode)
+                     zy, lo, hi, mode, ba)
 
     return lanes
+
+
+@njit(inline="always")
+def _row(o, mode):  # type: ignore[no-untyped-def]
+    """Elements per output row: o is the output's bytes [positions, row bytes] in every mode (one
+    compiled kernel whatever it stores)."""
+    return o.shape[1] if mode == Q8 else o.shape[1] // 4
 
 
 _lanes_vnni = _make_lanes("vnni")
@@ -405,35 +421,37 @@ _lanes_avx2 = _make_lanes("avx2")
 
 
 @njit(cache=True, nogil=True)
-def qconv_lanes_vnni(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, part, nparts):  # type: ignore[no-untyped-def]
-    """One image: o [OH OW, Mp] (NHWC bytes, Mp = ceil(M / 32) 32) from the padded phase planes xp
-    (flat bytes, pixels of Cp bytes, R pixels' worth beyond), this part's share of (32 channels,
-    block of TB tiles) units, on VNNI tiles (wl: ``pack``'s weights)."""
+def qconv_lanes_vnni(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, bias, part, nparts):  # type: ignore[no-untyped-def]
+    """One image: o [OH OW, Mp] (NHWC, Mp >= ceil(M / 32) 32 elements of what ``mode`` stores, as
+    bytes) from the padded phase planes xp (flat bytes, pixels of Cp bytes, R pixels' worth beyond),
+    this part's share of (32 channels, block of TB tiles) units, on VNNI tiles (wl: ``pack``'s
+    weights)."""
     _lanes_vnni(addr(xp), Cp, addr(off), off.shape[0], addr(wl), addr(comp), addr(scale), zy, lo, hi, Wq, OH, OW, M,
-                addr(o), o.shape[1], mode, part, nparts)
+                addr(o), _row(o, mode), mode, addr(bias), part, nparts)
 
 
 @njit(cache=True, nogil=True)
-def qconv_lanes_avx2(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, part, nparts):  # type: ignore[no-untyped-def]
+def qconv_lanes_avx2(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, bias, part, nparts):  # type: ignore[no-untyped-def]
     """``qconv_lanes_vnni`` on AVX2 tiles (wl: ``wide``'s weights)."""
     _lanes_avx2(addr(xp), Cp, addr(off), off.shape[0], addr(wl), addr(comp), addr(scale), zy, lo, hi, Wq, OH, OW, M,
-                addr(o), o.shape[1], mode, part, nparts)
+                addr(o), _row(o, mode), mode, addr(bias), part, nparts)
 
 
 # the split form's argument vector (``part_argv``): addresses, sizes, and the float32 scalars' bits
-_XA, _CP, _OFF, _K, _WA, _CA, _SA, _ZY, _LO, _HI, _WQ, _OH, _OW, _M, _OA, _MP, _MODE, _NP = range(18)
+_XA, _CP, _OFF, _K, _WA, _CA, _SA, _ZY, _LO, _HI, _WQ, _OH, _OW, _M, _OA, _MP, _MODE, _BA, _NP = range(19)
 
 
 @njit(cache=True, nogil=True)
-def part_argv(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, nparts):  # type: ignore[no-untyped-def]
+def part_argv(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, bias, nparts):  # type: ignore[no-untyped-def]
     """The argument vector of a split ``qconv_lanes_*`` (``part_address``), the arrays kept alive by the caller."""
-    a = np.zeros(18, np.int64)
+    a = np.zeros(19, np.int64)
     a[_XA], a[_CP], a[_OFF], a[_K], a[_WA], a[_CA], a[_SA] = (addr(xp), Cp, addr(off), off.shape[0], addr(wl),
                                                             addr(comp), addr(scale))
     set_f32_arg(a, _ZY, zy)
     set_f32_arg(a, _LO, lo)
     set_f32_arg(a, _HI, hi)
-    a[_WQ], a[_OH], a[_OW], a[_M], a[_OA], a[_MP], a[_MODE], a[_NP] = Wq, OH, OW, M, addr(o), o.shape[1], mode, nparts
+    a[_WQ], a[_OH], a[_OW], a[_M], a[_OA], a[_MP], a[_MODE], a[_BA], a[_NP] = (Wq, OH, OW, M, addr(o), _row(o, mode),
+                                                                       mode, addr(bias), nparts)
     return a
 
 
@@ -441,14 +459,14 @@ def part_vnni(k, argv):  # type: ignore[no-untyped-def]
     """Part k of a split ``qconv_lanes_vnni`` (native: the pool's workers run it without the GIL)."""
     _lanes_vnni(argv[_XA], argv[_CP], argv[_OFF], argv[_K], argv[_WA], argv[_CA], argv[_SA], f32_arg(argv, _ZY),
                 f32_arg(argv, _LO), f32_arg(argv, _HI), argv[_WQ], argv[_OH], argv[_OW], argv[_M], argv[_OA],
-                argv[_MP], argv[_MODE], k, argv[_NP])
+                argv[_MP], argv[_MODE], argv[_BA], k, argv[_NP])
 
 
 def part_avx2(k, argv):  # type: ignore[no-untyped-def]
     """Part k of a split ``qconv_lanes_avx2``."""
     _lanes_avx2(argv[_XA], argv[_CP], argv[_OFF], argv[_K], argv[_WA], argv[_CA], argv[_SA], f32_arg(argv, _ZY),
                 f32_arg(argv, _LO), f32_arg(argv, _HI), argv[_WQ], argv[_OH], argv[_OW], argv[_M], argv[_OA],
-                argv[_MP], argv[_MODE], k, argv[_NP])
+                argv[_MP], argv[_MODE], argv[_BA], k, argv[_NP])
 
 
 _PARTS = CFuncs(__name__, PART_SIG, {"vnni": part_vnni, "avx2": part_avx2})
@@ -460,7 +478,7 @@ def part_address(kind: str) -> int:
 
 
 @njit(cache=True, nogil=True)
-def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, part, nparts):  # type: ignore[no-untyped-def]
+def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M, o, mode, bias, part, nparts):  # type: ignore[no-untyped-def]
     """``qconv_lanes_vnni`` on neither VNNI nor AVX2 (a plan taken to such a host), on ``pack``'s
     weights and the same float32 requantisation: integer sums of the bytes, vectorised by LLVM over
     the 16 lanes of a weight block."""
@@ -472,6 +490,7 @@ def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M
     flo, fhi = lo - zy, hi - zy
     izy = np.int32(zy)
     acc = np.empty(VLANES, np.int32)
+    oi, of = o.view(np.int32), o.view(np.float32)  # o: bytes in every mode, 4 per element but in Q8
     for g in range(ng):
         for p in range(p0, p1):
             oh = p // OW
@@ -490,7 +509,10 @@ def qconv_lanes_portable(xp, Cp, off, wl, comp, scale, zy, lo, hi, Wq, OH, OW, M
                 for l in range(VLANES):
                     m = blk * VLANES + l
                     if mode == I32:
-                        o[p, m] = acc[l] + comp[m]
+                        oi[p, m] = acc[l] + comp[m]
+                        continue
+                    if mode == F32:
+                        of[p, m] = np.float32(acc[l] + comp[m]) * scale[m] + bias[m]
                         continue
                     f = np.float32(acc[l] + comp[m]) * scale[m]
                     if not f >= flo:

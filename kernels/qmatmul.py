@@ -1,4 +1,6 @@
-"""MatMulInteger (opset 10): the exact int32 product (A - a_zero_point) @ (B - b_zero_point).
+"""Integer matrix products: MatMulInteger (opset 10), the exact int32 product (A - a_zero_point) @
+(B - b_zero_point), and onnxruntime's MatMulIntegerToFloat (that product in float32, times
+a_scale * b_scale, plus bias) and DynamicQuantizeMatMul (A quantised by DynamicQuantizeLinear first).
 
 onnxruntime's ``quantize_dynamic`` (how int8 transformers are made) writes every MatMul with
 constant weights as DynamicQuantizeLinear(A) -> MatMulInteger(A, B int8, a_zp, 0) -> Cast -> Mul by
@@ -17,18 +19,21 @@ float64 products vs onnxruntime's 9.1 ms (Ice Lake VM, 1 thread, session 18).
 from __future__ import annotations
 
 from functools import lru_cache
+
 import numpy as np
 
 from jitort import memory
 from jitort.arrays import contiguous
 from jitort.errors import InvalidArgument
-from jitort.ir import Graph, Node
+from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import qconv_lanes as V
+from jitort.kernels.contrib_infer import infer_as
 from jitort.kernels.qconv import int8_lanes, tile_kind
-from jitort.kernels.quant import centered
+from jitort.kernels.quant import DynamicQuantizeLinear, centered
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
 from jitort.kernels.threads import intra_op_threads, parts_for, run_native, scratch
 
+MS = "com.microsoft"
 _TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 
 
@@ -40,15 +45,10 @@ def _check(A: np.ndarray, B: np.ndarray) -> None:
 
 def _lower(node: Node, g: Graph) -> Call:
     ins = list(node.inputs) + [""] * (4 - len(node.inputs))
-    B = g.const(ins[1])
-    bz = g.const(ins[3]) if ins[3] else None
-    at = g.type_of(ins[0])
-    if (int8_lanes() and B is not None and B.ndim == 2 and B.dtype == np.int8 and (not ins[3] or bz is not None)
-            and (bz is None or not np.any(bz)) and at.dtype is not None and np.dtype(at.dtype) in _TYPES
-            and (at.rank is None or at.rank >= 2) and B.shape[0] > 0 and B.shape[1] > 0):
-        wl, wsum = V.pack(np.ascontiguousarray(B.T).reshape(B.shape[1], B.shape[0], 1, 1))
-        return Call(matmul_integer_lanes, [Ref(ins[0]), Ref(ins[2]) if ins[2] else None, B, wl, wsum], {})
-    return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    t = weights_on_tiles(node, g, ins[1], ins[3])
+    if t is None:
+        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    return Call(matmul_integer_lanes, [Ref(ins[0]), Ref(ins[2]) if ins[2] else None, *t], {})
 
 
 @op("MatMulInteger", since=10, lower=_lower)
@@ -60,36 +60,119 @@ def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None 
     return contiguous(c.astype(np.int32))
 
 
+def _lower_to_float(node: Node, g: Graph) -> Call:
+    ins = list(node.inputs) + [""] * (7 - len(node.inputs))
+    t = weights_on_tiles(node, g, ins[1], ins[5])
+    if t is None:
+        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    r = [Ref(n) if n else None for n in ins]
+    return Call(matmul_integer_to_float_lanes, [r[0], r[2], r[3], r[4], r[6], *t], {})
+
+
+def _lower_dynamic(node: Node, g: Graph) -> Call:
+    ins = list(node.inputs) + [""] * (5 - len(node.inputs))
+    t = weights_on_tiles(node, g, ins[1], ins[3], (np.dtype(np.float32),))
+    if t is None:
+        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    r = [Ref(n) if n else None for n in ins]
+    return Call(dynamic_quantize_matmul_lanes, [r[0], r[2], r[4], *t], {})
+
+
+# --- MatMulIntegerToFloat, DynamicQuantizeMatMul (com.microsoft) ----------------------------------------
+
+def _per_column(v: np.ndarray, N: int, what: str, op_name: str) -> np.ndarray:
+    """A scalar, or one value per output column ([N]), as float64 broadcasting over [..., N]."""
+    f = v.astype(np.float64)
+    if f.size == 1:
+        return f.reshape(())
+    if f.size != N:
+        raise InvalidArgument(f"{op_name}: {what} must be a scalar or have N={N} elements, got {list(v.shape)}")
+    return f.reshape(N)
+
+
+def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                  a_zero_point: np.ndarray | None, b_zero_point: np.ndarray | None, bias: np.ndarray | None,
+                  out: np.dtype) -> np.ndarray:
+    for v, name in ((A, "A"), (B, "B")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
+    N = B.shape[-1]
+    if a_zero_point is not None and a_zero_point.size != 1:
+        raise InvalidArgument(f"{op_name}: a_zero_point must be a scalar")
+    bz = None if b_zero_point is None else _per_column(b_zero_point, N, "b_zero_point", op_name)
+    c = np.matmul(centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
+                  (0.0 if bz is None else bz))
+    scale = (a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32)).astype(np.float64)
+    y = c * _per_column(scale, N, "b_scale", op_name)
+    if bias is not None:
+        y = y + _per_column(bias, N, "bias", op_name)
+    return np.ascontiguousarray(y.astype(out))
+
+
+def _infer_matmul_like(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
+    a, b = ins[0], ins[1] if len(ins) > 1 else None
+    scale = ins[2] if len(ins) > 2 else None
+    out = infer_as("MatMulInteger", 10, {}, [a, b])
+    if not out or out[0] is None or scale is None:
+        return []
+    dt = a.dtype if node.op_type == "DynamicQuantizeMatMul" and a is not None else scale.dtype
+    return [TensorType(dt, out[0].shape)]
+
+
+@op("MatMulIntegerToFloat", since=1, domain=MS, infer=_infer_matmul_like, lower=_lower_to_float)
+def MatMulIntegerToFloat(A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                         a_zero_point: np.ndarray | None = None, b_zero_point: np.ndarray | None = None,
+                         bias: np.ndarray | None = None) -> np.ndarray:
+    """(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias, b_zp and b_scale per column or scalar."""
+    return _int_to_float("MatMulIntegerToFloat", A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias,
+                         a_scale.dtype)
+
+
+@op("DynamicQuantizeMatMul", since=1, domain=MS, infer=_infer_matmul_like, lower=_lower_dynamic)
+def DynamicQuantizeMatMul(A: np.ndarray, B: np.ndarray, b_scale: np.ndarray, b_zero_point: np.ndarray | None = None,
+                          bias: np.ndarray | None = None) -> np.ndarray:
+    """A quantised to uint8 as DynamicQuantizeLinear does, then MatMulIntegerToFloat."""
+    qa, sa, za = DynamicQuantizeLinear(A.astype(np.float32, copy=False))
+    return _int_to_float("DynamicQuantizeMatMul", qa, B, sa, b_scale, za, b_zero_point, bias, A.dtype)
+
+
 @lru_cache(maxsize=64)
 def _offsets(Cp: int) -> np.ndarray:
     return V.offsets(Cp // 4, 1, 1, 1, 1, Cp, 1)  # the 4-byte words of one row
 
 
-def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
-                         wsum: np.ndarray) -> np.ndarray:
-    """MatMulInteger with constant int8 B (zero zero points), packed by ``qconv_lanes.pack`` as the
-    weights of N 1 x 1 filters; a per-row a_zero_point or a 1-D A takes the numpy product."""
-    _check(A, B)
-    K, N = B.shape
-    if A.ndim < 2 or (a_zero_point is not None and a_zero_point.size != 1):
-        return MatMulInteger(A, B, a_zero_point)
+def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, N: int, wl: np.ndarray,
+             wsum: np.ndarray, mode: int, scale: np.ndarray | None = None, bias: np.ndarray | None = None
+             ) -> np.ndarray:
+    """(A - a_zero_point) @ B on the tiles (B: ``qconv_lanes.pack``'s wl, its column sums wsum), A
+    8-bit [..., K] with a scalar zero point (checked by the caller): the int32 product (mode I32) or
+    float32(product) * scale + bias per column (F32; scale float32 [N], bias float32 [N] or None)."""
     if A.shape[-1] != K:
-        raise InvalidArgument(f"MatMulInteger: A's last dimension {A.shape[-1]} does not match B's first {K} "
-                              f"(A {list(A.shape)}, B {list(B.shape)})")
+        raise InvalidArgument(f"{name}: A's last dimension {A.shape[-1]} does not match B's first {K} "
+                              f"(A {list(A.shape)}, B [{K}, {N}])")
     if a_zero_point is not None and a_zero_point.dtype != A.dtype:
-        raise InvalidArgument(f"MatMulInteger: a_zero_point type {a_zero_point.dtype} differs from A's {A.dtype}")
+        raise InvalidArgument(f"{name}: a_zero_point type {a_zero_point.dtype} differs from A's {A.dtype}")
     lead = A.shape[:-1]
     P = int(np.prod(lead))
-    memory.check("MatMulInteger", lead + (N,), np.dtype(np.int32))
-    y = np.empty(lead + (N,), np.int32)
+    out_dt = np.dtype(np.int32 if mode == V.I32 else np.float32)
+    memory.check(name, lead + (N,), out_dt)
+    y = np.empty(lead + (N,), out_dt)
     if y.size == 0:
         return y
+    Np = -(-N // 32) * 32
+    sc = bs = _zeros(Np)
+    if mode == V.F32:
+        assert scale is not None
+        sc = np.zeros(Np, np.float32)
+        sc[:N] = scale
+        if bias is not None:
+            bs = np.zeros(Np, np.float32)
+            bs[:N] = bias
     if K == 0:
-        y[...] = 0
+        y[...] = 0 if mode == V.I32 else bs[:N]
         return y
     flip = 128 if A.dtype == np.int8 else 0
     za = (0 if a_zero_point is None else int(a_zero_point.reshape(-1)[0])) + flip  # as the u8 the tiles read
-    Np = -(-N // 32) * 32
     comp = np.zeros(Np, np.int32)
     comp[:N] = -za * wsum
     Cp = -(-K // 4) * 4
@@ -103,11 +186,11 @@ def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.n
         rows[:, K:] = 0
         src[P * Cp:] = 0  # the tile of the last rows reads up to R rows past them
     y2 = y.reshape(P, N)
-    o = y2 if Np == N else scratch(P * Np, np.dtype(np.int32))[:P * Np].reshape(P, Np)
+    o = y2 if Np == N else scratch(P * Np, out_dt)[:P * Np].reshape(P, Np)
     kind = tile_kind()
     native = kind in V.TILES
-    args = (src, Cp, _offsets(Cp), V.weights(kind, wl), comp, _zero_scales(Np), np.float32(0), np.float32(0),
-            np.float32(0), P, 1, P, N, o, V.I32)
+    args = (src, Cp, _offsets(Cp), V.weights(kind, wl), comp, sc, np.float32(0), np.float32(0), np.float32(0), P, 1,
+            P, N, o.view(np.uint8), mode, bs)
     nparts = parts_for(V.units(N, 1, P, P, kind), 2.0 * P * N * K / 4) if native else 1
     if nparts > 1:
         run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
@@ -120,11 +203,84 @@ def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.n
     return y
 
 
-matmul_integer_lanes.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
+def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
+                         wsum: np.ndarray) -> np.ndarray:
+    """MatMulInteger with constant int8 B (zero zero points), packed by ``qconv_lanes.pack`` as the
+    weights of N 1 x 1 filters; a per-row a_zero_point or a 1-D A takes the numpy product."""
+    _check(A, B)
+    if A.ndim < 2 or (a_zero_point is not None and a_zero_point.size != 1):
+        return MatMulInteger(A, B, a_zero_point)
+    return _product("MatMulInteger", A, a_zero_point, B.shape[0], B.shape[1], wl, wsum, V.I32)
+
+
+def _float_scale(name: str, a_scale: np.ndarray, b_scale: np.ndarray, N: int) -> np.ndarray:
+    """a_scale * b_scale per column in float32, as onnxruntime's multiplier."""
+    if a_scale.size != 1:
+        raise InvalidArgument(f"{name}: a_scale must be a scalar, got {list(a_scale.shape)}")
+    if b_scale.size not in (1, N):
+        raise InvalidArgument(f"{name}: b_scale must be a scalar or have N={N} elements, got {list(b_scale.shape)}")
+    return np.broadcast_to(a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32).reshape(-1), (N,))
+
+
+def _float_bias(name: str, bias: np.ndarray | None, N: int) -> np.ndarray | None:
+    if bias is not None and bias.size != N:
+        raise InvalidArgument(f"{name}: bias must have N={N} elements, got {list(bias.shape)}")
+    return None if bias is None else bias.astype(np.float32).reshape(N)
+
+
+def matmul_integer_to_float_lanes(A: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                                  a_zero_point: np.ndarray | None, bias: np.ndarray | None, B: np.ndarray,
+                                  wl: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+    """com.microsoft MatMulIntegerToFloat with constant int8 B (zero zero points) on the tiles:
+    float32(the int32 product) * (a_scale * b_scale) + bias, as onnxruntime computes it; float16
+    scales, a per-row a_zero_point or a 1-D A take the float64 path."""
+    name = "MatMulIntegerToFloat"
+    _check(A, B)
+    if (A.ndim < 2 or (a_zero_point is not None and a_zero_point.size != 1) or a_scale.dtype != np.float32
+            or b_scale.dtype != np.float32):
+        return MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zero_point, None, bias)
+    N = B.shape[1]
+    return _product(name, A, a_zero_point, B.shape[0], N, wl, wsum, V.F32, _float_scale(name, a_scale, b_scale, N),
+                    _float_bias(name, bias, N))
+
+
+def dynamic_quantize_matmul_lanes(A: np.ndarray, b_scale: np.ndarray, bias: np.ndarray | None, B: np.ndarray,
+                                  wl: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+    """com.microsoft DynamicQuantizeMatMul with constant int8 B (zero zero points): A quantised by
+    DynamicQuantizeLinear, then ``matmul_integer_to_float_lanes``."""
+    if A.dtype != np.float32 or A.ndim < 2 or b_scale.dtype != np.float32:
+        return DynamicQuantizeMatMul(A, B, b_scale, None, bias)
+    qa, sa, za = DynamicQuantizeLinear(A)
+    name = "DynamicQuantizeMatMul"
+    N = B.shape[1]
+    return _product(name, qa, za, B.shape[0], N, wl, wsum, V.F32, _float_scale(name, sa, b_scale, N),
+                    _float_bias(name, bias, N))
+
+
+for _f in (matmul_integer_lanes, matmul_integer_to_float_lanes, dynamic_quantize_matmul_lanes):
+    _f.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
+
+
+def weights_on_tiles(node: Node, g: Graph, b: str, bz: str, a_types: tuple[np.dtype, ...] = _TYPES
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(B, its packed weights, their column sums) when node's B (input ``b``, zero point ``bz``) is a
+    constant 2-D int8 matrix with zero zero points, its A (input 0) of a type in ``a_types`` and rank
+    >= 2 or unknown, and the host runs the tiles; else None."""
+    B = g.const(b)
+    z = g.const(bz) if bz else None
+    at = g.type_of(node.inputs[0])
+    if not (int8_lanes() and B is not None and B.ndim == 2 and B.dtype == np.int8 and (not bz or z is not None)
+            and (z is None or not np.any(z)) and at.dtype is not None and np.dtype(at.dtype) in a_types
+            and (at.rank is None or at.rank >= 2) and B.shape[0] > 0 and B.shape[1] > 0):
+        return None
+    wl, wsum = V.pack(np.ascontiguousarray(B.T).reshape(B.shape[1], B.shape[0], 1, 1))
+    return B, wl, wsum
+
+
 
 
 @lru_cache(maxsize=64)
-def _zero_scales(n: int) -> np.ndarray:
-    """The tiles' per-channel float32 scales, unused in mode I32 (zeros, never written: a read-only
-    array would be another type to Numba, and another compile)."""
+def _zeros(n: int) -> np.ndarray:
+    """n float32 zeros, never written: the tiles' scales and bias where they go unread (mode I32) or
+    add nothing (no bias); a read-only array would be another type to Numba, and another compile."""
     return np.zeros(n, np.float32)

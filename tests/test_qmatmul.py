@@ -93,3 +93,53 @@ def test_quantize_dynamic_transformer_layer_matches_onnxruntime(tmp_path: Path) 
         feeds = {"hidden_states": rng.standard_normal((2, seq, 64), np.float32),
                  "attention_mask": np.ones((2, seq), np.int64)}
         np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(q, feeds)[0], rtol=1e-3, atol=2e-2)
+
+
+def _contrib(op: str, lead: tuple[int, ...], K: int, N: int, adt: Any, per_column: bool, bias: bool,
+             seed: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """MatMulIntegerToFloat (8-bit A input) or DynamicQuantizeMatMul (float A) with constant int8 B and
+    zero B zero points, a_scale (MatMulIntegerToFloat) a graph input as DynamicQuantizeLinear makes it."""
+    rng = np.random.default_rng(seed)
+    B = rng.integers(-128, 128, (K, N)).astype(np.int8)
+    sb = (rng.random(N) * 0.01 + 0.001).astype(np.float32) if per_column else np.array(0.004, np.float32)
+    inits = {"B": B, "sb": sb, "zb": np.zeros(N if per_column else (), np.int8)}
+    if bias:
+        inits["bias"] = rng.standard_normal(N).astype(np.float32)
+    if op == "DynamicQuantizeMatMul":
+        ins, feeds = ["A", "B", "sb", "zb", "bias" if bias else ""], {"A": rng.standard_normal(lead + (K,)).astype(np.float32)}
+    else:
+        info = np.iinfo(adt)
+        feeds = {"A": rng.integers(info.min, info.max + 1, lead + (K,)).astype(adt), "sa": np.array(0.02, np.float32)}
+        inits["za"] = np.array(5, adt)
+        ins = ["A", "B", "sa", "sb", "za", "zb", "bias" if bias else ""]
+    while not ins[-1]:
+        ins.pop()
+    g = helper.make_graph([helper.make_node(op, ins, ["Y"], domain="com.microsoft")], "g",
+                          [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+                           for k, v in feeds.items()],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]), feeds
+
+
+@pytest.mark.parametrize("op", ["MatMulIntegerToFloat", "DynamicQuantizeMatMul"])
+@pytest.mark.parametrize("geom", [0, 2, 4])
+@pytest.mark.parametrize("adt,per_column,bias", [(np.uint8, False, True), (np.int8, True, False), (np.uint8, True, True)],
+                         ids=["u8-tensor-bias", "s8-column", "u8-column-bias"])
+def test_matmul_integer_to_float_on_tiles_matches_onnxruntime(op: str, geom: int, adt: Any, per_column: bool,
+                                                              bias: bool, monkeypatch: Any) -> None:
+    """float32(product) * a_scale * b_scale + bias on the tiles (every kind) vs onnxruntime's kernel."""
+    if op == "DynamicQuantizeMatMul" and adt == np.int8:
+        adt = np.uint8  # its A is float: the quantised A is always uint8
+    lead, K, N = GEOMS[geom]
+    m, feeds = _contrib(op, lead, K, N, adt, per_column, bias, seed=geom)
+    sess = jitort.InferenceSession(m.SerializeToString())
+    tiles = {"MatMulIntegerToFloat": "matmul_integer_to_float_lanes", "DynamicQuantizeMatMul": "dynamic_quantize_matmul_lanes"}
+    assert (tiles[op] in sess.artifact.plan_source) == QC.int8_lanes()
+    want = run_ort(m, feeds)[0]
+    np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-5)
+    if QC.int8_lanes():
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+        np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-5)
+        monkeypatch.setattr(QC, "tile_kind", lambda: "portable")
+        np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-5)

@@ -12,7 +12,11 @@ folding (which would turn the weights' DequantizeLinear into float weights):
 - ``Q(Add(DQ(a), DQ(b)))`` -> ``QLinearAdd`` and ``Q(GlobalAveragePool(DQ(x)))`` ->
   ``QLinearGlobalAveragePool`` (com.microsoft, as onnxruntime runs them);
 - ``Q(MaxPool(DQ(x)))`` with the same scale and zero point on both sides -> ``MaxPool(x)``
-  (exact: the max commutes with the monotonic dequantisation).
+  (exact: the max commutes with the monotonic dequantisation);
+- and from ``quantize_dynamic``'s graphs: ``MatMulInteger(A, B)`` with a constant B -> ``Cast`` to
+  float -> ``Mul`` by a scalar or per-column float32 scale (-> ``Add`` of a constant bias) ->
+  com.microsoft ``MatMulIntegerToFloat`` (the same float32 operations, in the product's epilogue:
+  kernels/qmatmul.py).
 
 Each Q/DQ must be per tensor (except the weights'), of 8-bit integers with float32 scales, and the
 float op's output must be read by the Q alone. The integer kernels round once where the float
@@ -24,12 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from jitort.ir import Graph, Node
+from jitort.ir import Graph, Node, TensorType
 from jitort.passes.match import Reads
 
 MS = "com.microsoft"
 _INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
 _F32 = np.dtype(np.float32)
+_FLOAT = 1  # TensorProto.FLOAT
 
 
 class _QDQ:
@@ -92,12 +97,14 @@ class _Fuser(Reads):
             return None
         return q, p
 
-    def replace(self, n: Node, q: Node, new: Node) -> None:
-        """``new`` (producing q's output) takes n's place; n and q go."""
-        self.g.values.pop(n.outputs[0], None)
-        self.dead.update((id(n), id(q)))
+    def replace(self, n: Node, gone: list[Node], new: Node) -> None:
+        """``new`` (producing the last of ``gone``'s output) takes n's place; n and ``gone`` go."""
+        for m in [n] + gone[:-1]:
+            self.g.values.pop(m.outputs[0], None)
+        self.dead.update(id(m) for m in [n] + gone)
         self.g.nodes[self.g.nodes.index(n)] = new
-        self.g.notes.append(f"qdq: {n.describe()} with its QuantizeLinear '{q.name}' runs as {new.op_type}")
+        after = " and ".join(f"{m.op_type} '{m.name}'" for m in gone)
+        self.g.notes.append(f"qdq: {n.describe()} with its {after} runs as {new.op_type}")
 
 
 def _conv(f: _Fuser, n: Node) -> tuple[Node, Node] | None:
@@ -172,7 +179,43 @@ def _maxpool(f: _Fuser, n: Node) -> tuple[Node, Node] | None:
     return Node("MaxPool", [x.q], [q.outputs[0]], dict(n.attrs), name=n.name, version=n.version), q
 
 
-_RULES = {"Conv": _conv, "Add": _add, "GlobalAveragePool": _gap, "MaxPool": _maxpool}
+def _matmul_integer(f: _Fuser, n: Node) -> tuple[Node, list[Node]] | None:
+    """MatMulInteger with a constant 2-D B -> Cast to float -> Mul by a float32 scalar or per-column
+    scale s (-> Add of a constant float32 bias [N]): what ``quantize_dynamic`` writes for a MatMul,
+    and onnxruntime runs as one MatMulIntegerToFloat (the scale in the product's epilogue)."""
+    g = f.g
+    ins = list(n.inputs) + [""] * (4 - len(n.inputs))
+    B = g.const(ins[1])
+    if B is None or B.ndim != 2 or len(n.outputs) != 1:
+        return None
+    N = B.shape[1]
+    cast = f.sole(n.outputs[0])
+    if cast is None or (cast.op_type, cast.domain) != ("Cast", "") or cast.attrs.get("to") != _FLOAT:
+        return None
+    mul = f.sole(cast.outputs[0])
+    if mul is None or (mul.op_type, mul.domain) != ("Mul", "") or len(mul.inputs) != 2:
+        return None
+    others = [i for i in mul.inputs if i != cast.outputs[0]]
+    st = g.type_of(others[0]) if len(others) == 1 else None
+    if (st is None or st.dtype is None or np.dtype(st.dtype) != _F32 or st.shape is None
+            or not (tuple(st.shape) == (N,) or (len(st.shape) <= 1 and all(d == 1 for d in st.shape)))):
+        return None
+    gone, bias = [cast, mul], ""
+    add = f.sole(mul.outputs[0])
+    if add is not None and (add.op_type, add.domain) == ("Add", "") and len(add.inputs) == 2:
+        c = [i for i in add.inputs if i != mul.outputs[0]]
+        v = g.const(c[0]) if len(c) == 1 else None
+        if v is not None and v.dtype == _F32 and v.shape == (N,):
+            gone, bias = gone + [add], c[0]
+    one = g.fresh_name(f"{n.outputs[0]}/one")
+    g.value(one).const = np.ones((), _F32)
+    g.value(one).type = TensorType(_F32, ())
+    return Node("MatMulIntegerToFloat", [ins[0], ins[1], others[0], one, ins[2], ins[3]] + ([bias] if bias else []),
+                [gone[-1].outputs[0]], name=n.name, domain=MS, version=1), gone
+
+
+_RULES = {"Conv": _conv, "Add": _add, "GlobalAveragePool": _gap, "MaxPool": _maxpool,
+          "MatMulInteger": _matmul_integer}
 
 
 def fuse_qdq(g: Graph) -> Graph:
@@ -183,6 +226,6 @@ def fuse_qdq(g: Graph) -> Graph:
             continue
         done = rule(f, n)
         if done is not None:
-            f.replace(n, done[1], done[0])
+            f.replace(n, done[1] if isinstance(done[1], list) else [done[1]], done[0])
     g.nodes = [n for n in g.nodes if id(n) not in f.dead]
     return g
