@@ -10,19 +10,22 @@ requantises them there.
 Layout, as conv_lanes.py for float32: the input is copied once per call into the zero-point-padded
 NHWC form (``nhwc_pad`` from NCHW, ``nhwc_pad_nhwc`` from NHWC: per pixel its channels contiguous,
 padded to a multiple of 4; with stride 2 split into its 2 x 2 phases, so every tap reads consecutive
-pixels of one phase plane). A register tile holds RT output positions x 32 output channels; per k =
-(tap, 4 input channels) it broadcasts each position's 4 channel bytes (one 32-bit load) and
-multiplies them into the weights of the 32 channels. Positions run over the phase plane's grid (row
+pixels of one phase plane). A register tile holds RT output positions x 32 or 64 output channels;
+per k = (tap, 4 input channels) it broadcasts each position's 4 channel bytes (one 32-bit load) and
+multiplies them into the weights of its channels. Positions run over the phase plane's grid (row
 length Wq), so a tile spans row ends; those past OW are computed and not stored. The tile stores NHWC
 bytes: the output itself when it is NHWC with whole channel pairs (jitort/passes/quant_nhwc.py keeps
 a quantised network NHWC between its convolutions), else a buffer that one pass copies out
 (``to_nchw``, ``to_nhwc``). Work splits by blocks of positions, so threads never write the same
 output line. The tiles (``TILES``):
 
-- ``vnni``: 8 positions x 2 zmm of 16 int32 sums; ``vpdpbusd`` adds 4 u8 x s8 products per lane
-  (``pack``'s weights: per 16 channels and k, 16 words of 4 bytes). With 12 positions (24 sums, as
-  the float32 kernel) the 12 broadcasts LLVM hoists ahead of the products did not fit the 32
-  registers: the sums spilled and 64->64 3x3 on 56x56 took 1.27 ms of tiles instead of 0.42.
+- ``vnni``: 6 positions x 4 zmm of 16 int32 sums (64 channels; a last group of at most 32 channels
+  takes an 8 x 2 tile, ``TAIL``); ``vpdpbusd`` adds 4 u8 x s8 products per lane (``pack``'s weights:
+  per 16 channels and k, 16 words of 4 bytes). 6 x 4 against 8 x 2, alternating processes on the Ice
+  Lake VM: ResNet-50's 3x3 and 1x1 QLinearConvs 0.43-0.55 ms against 0.46-0.76, the
+  ``quantize_dynamic`` BERT-base layer 1.13-1.15x onnxruntime's time against 1.19-1.25x. With 12 x 2
+  (24 sums, as the float32 kernel) the 12 broadcasts LLVM hoists ahead of the products did not fit
+  the 32 registers: the sums spilled and 64->64 3x3 on 56x56 took 1.27 ms of tiles instead of 0.42.
 - ``avx2`` (hosts without VNNI: AMD Zen 3, older Intel): 3 positions x 4 ymm of 8 int32 sums (12 of the
   16 ymm registers). AVX2 has no widening byte dot product that is exact (``pmaddubsw`` saturates
   its int16 pair sums: onnxruntime's u8s8 kernel on such hosts does), so the 4 input bytes become
@@ -216,35 +219,36 @@ def to_nchw(o, out, M, part, nparts):  # type: ignore[no-untyped-def]
                         out[m, p] = o[p, m]
 
 
-TILES = {  # kind: (positions per tile R, output channels per tile, int32 lanes per vector)
-    "vnni": (R, 32, 16),  # 8 x 2 zmm of sums
+TILES = {  # kind: (positions per tile, output channels per tile, int32 lanes per vector)
+    "vnni": (6, 64, 16),  # 6 x 4 zmm of sums
     "avx2": (3, 32, 8),  # 3 x 4 ymm of sums (16 ymm registers: 12 sums, the broadcast bytes as 2 pairs)
 }
+TAIL = {"vnni": (R, 32)}  # the tile of a last group of at most 32 channels (positions, channels)
 
 
-def _make_tile(kind: str) -> Any:
-    """The register tile of ``kind`` as an intrinsic on integer addresses (see ``TILES``: one LLVM
-    function per kind, holding only its own instruction set's intrinsics)."""
-    RT, width, L = TILES[kind]
+def _make_tile(kind: str, RT: int, width: int) -> Any:
+    """The register tile of ``kind`` (RT positions x width channels) as an intrinsic on integer
+    addresses (see ``TILES``: holding only its own instruction set's intrinsics)."""
+    L = TILES[kind][2]
 
-    def tile(typingctx, x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias):  # type: ignore[no-untyped-def]
-        """One tile: positions p0 .. p0 + rows - 1 of the phase grid (row length Wq; those at
-        ow >= OW not stored), output channels c0 .. c0 + width - 1. x: the padded NHWC bytes at
+    def tile(typingctx, x, off, K, w, kw, skip, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias):  # type: ignore[no-untyped-def]
+        """One tile: positions p0 .. p0 + RT - 1 of the phase grid (row length Wq), of which
+        p0 + skip .. p0 + rows - 1 are stored (those at ow >= OW not), output channels c0 .. c0 + width - 1. x: the padded NHWC bytes at
         position 0 (position p at p Cp bytes); off: int64 [K] byte offsets of each k; w: the tile's
         first weight block at k = 0, the second kw bytes after it (vnni: 64 bytes per k, 16 channels
         x 4 bytes; avx2: ``wide``'s 128); out: the NHWC output, position oh OW + ow at element (oh OW + ow) Mp,
         of bytes (mode Q8: the sums plus comp requantised), int32 (mode I32: the sums plus comp) or
         float32 (mode F32: float32(sums plus comp) * scale + bias); comp int32, scale and bias float32
         per channel (>= c0 + width elements; bias read in mode F32 only)."""
-        sig = types.void(x, off, K, w, kw, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias)
+        sig = types.void(x, off, K, w, kw, skip, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             b = builder
             i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            (x_, off_, K_, w_, kw_, rows_, p0_, Cp_, Wq_, OW_, out_, Mp_, c0_, comp_, scale_) = [
-                context.cast(b, a, t, types.int64) for a, t in zip(args[:15], signature.args[:15])]
-            zy_, lo_, hi_ = args[15:18]  # float32
-            mode_, bias_ = [context.cast(b, a, t, types.int64) for a, t in zip(args[18:], signature.args[18:])]
+            (x_, off_, K_, w_, kw_, skip_, rows_, p0_, Cp_, Wq_, OW_, out_, Mp_, c0_, comp_, scale_) = [
+                context.cast(b, a, t, types.int64) for a, t in zip(args[:16], signature.args[:16])]
+            zy_, lo_, hi_ = args[16:19]  # float32
+            mode_, bias_ = [context.cast(b, a, t, types.int64) for a, t in zip(args[19:], signature.args[19:])]
             vi = ir.VectorType(i32, L)
             vf = ir.VectorType(ir.FloatType(), L)
             vb = ir.VectorType(i8, L)
@@ -254,7 +258,7 @@ def _make_tile(kind: str) -> Any:
             if kind == "vnni":
                 dot = cgutils.get_or_insert_function(b.module, ir.FunctionType(vi, [vi, vi, vi]),
                                                      "llvm.x86.avx512.vpdpbusd.512")
-                wq = [w_, b.add(w_, kw_)]  # vector q: block q
+                wq = [b.add(w_, b.mul(kw_, ir.Constant(i64, q))) for q in range(NV)]  # vector q: block q
                 kstep = 64
             else:
                 madd = cgutils.get_or_insert_function(b.module, ir.FunctionType(vi, [vh, vh]),
@@ -307,7 +311,7 @@ def _make_tile(kind: str) -> Any:
                 a = b.load(ptr(b.add(xo, b.mul(c(r), Cp_)), i32), align=4)
                 av = splat(a, vi)
                 if kind == "vnni":
-                    new.append([b.call(dot, [acc[r][q], av, wv[q]]) for q in range(2)])
+                    new.append([b.call(dot, [acc[r][q], av, wv[q]]) for q in range(NV)])
                     continue
                 # the 4 input bytes x0..x3 as int16 pairs (x0, x2) and (x1, x3), zero-extended: products
                 # of pairs summed into int32 by pmaddwd, exactly (|x w| <= 255 x 128)
@@ -347,7 +351,8 @@ def _make_tile(kind: str) -> Any:
                     wrap = b.icmp_signed("==", ow, Wq_)
                     ow = b.select(wrap, c(0), ow)
                     oh = b.select(wrap, b.add(oh, one), oh)
-                keep = b.and_(b.icmp_signed("<", c(r), rows_), b.icmp_signed("<", ow, OW_))
+                keep = b.and_(b.and_(b.icmp_signed("<=", skip_, c(r)), b.icmp_signed("<", c(r), rows_)),
+                              b.icmp_signed("<", ow, OW_))
                 with b.if_then(keep, likely=True):
                     at = b.add(b.mul(b.add(b.mul(oh, OW_), ow), Mp_), c0_)  # the element of channel c0
                     with b.if_else(b.icmp_signed("==", mode_, c(Q8)), likely=True) as (as_q8, wide_out):
@@ -378,33 +383,52 @@ def _make_tile(kind: str) -> Any:
     return intrinsic(tile)
 
 
+def _make_run(kind: str, RT: int, width: int) -> Any:
+    """The tiles of RT positions x width channels over positions pb0 .. pb1 - 1 (of PV) of one
+    channel group: a tile past the grid's end is moved back to end at its last position (it reads
+    inside the grid: an NHWC input read in place has nothing after it) and stores only its own."""
+    tile = _make_tile(kind, RT, width)
+
+    @njit(inline="always")
+    def run(xa, offa, K, wg, kb, pb0, pb1, PV, Cp, Wq, OW, oa, Mp, c0, ca, sa, zy, lo, hi, mode, ba):  # type: ignore[no-untyped-def]
+        for p0 in range(pb0, pb1, RT):
+            n = min(RT, pb1 - p0)
+            q0 = p0
+            if p0 + RT > PV and PV >= RT:
+                q0 = PV - RT
+            tile(xa, offa, K, wg, kb, p0 - q0, p0 - q0 + n, q0, Cp, Wq, OW, oa, Mp, c0, ca, sa, zy, lo, hi, mode, ba)
+
+    return run
+
+
 def _make_lanes(kind: str) -> Any:
-    """The kernel's loop over tiles of ``kind``, on addresses (what the native part functions have)."""
+    """The kernel's loop over tiles of ``kind``, on addresses (what the native part functions have):
+    units of (channel group, block of TB tiles' positions), position-block-major, so parts write
+    disjoint output rows (a row is one cache line of Mp = 64 bytes at 64 channels: split by channels,
+    two threads wrote halves of every line and the 2-thread call took longer than one thread's)."""
     RT, width, _ = TILES[kind]
-    tile = _make_tile(kind)
-    nblk = width // VLANES  # weight blocks (16 channels, kb bytes) per tile
-    kstep = 64 if kind == "vnni" else 128  # bytes of a block per k
+    main = _make_run(kind, RT, width)
+    RT2, width2 = TAIL.get(kind, (RT, width))
+    tail = _make_run(kind, RT2, width2) if kind in TAIL else main
+    kstep = 64 if kind == "vnni" else 128  # bytes of a weight block (16 channels) per k
 
     @njit(inline="always")
     def lanes(xa, Cp, offa, K, wa, ca, sa, zy, lo, hi, Wq, OH, OW, M, oa, Mp, mode, ba, part, nparts):  # type: ignore[no-untyped-def]
         ng = (M + width - 1) // width
         PV = (OH - 1) * Wq + OW
-        nt = (PV + RT - 1) // RT
-        nu = (nt + TB - 1) // TB
-        u0, u1 = share(ng * nu, part, nparts)
-        kb = K * kstep  # bytes of one weight block
+        blk = RT * TB
+        u0, u1 = share(ng * ((PV + blk - 1) // blk), part, nparts)
+        kb = K * kstep
         for u in range(u0, u1):
-            # units position-block-major: parts write disjoint output rows (a row is one cache line of
-            # Mp = 64 bytes at 64 channels: split by channel pairs, two threads wrote halves of every
-            # line and the 2-thread call took longer than one thread's)
             g = u % ng
-            t0 = (u // ng) * TB
-            for t in range(t0, min(nt, t0 + TB)):
-                p0 = t * RT
-                if p0 + RT > PV and PV >= RT:  # the last tile ends at the last position
-                    p0 = PV - RT
-                tile(xa, offa, K, wa + nblk * g * kb, kb, min(RT, PV - p0), p0, Cp, Wq, OW, oa, Mp, width * g, ca, sa,
-                     zy, lo, hi, mode, ba)
+            pb0 = (u // ng) * blk
+            pb1 = min(PV, pb0 + blk)
+            c0 = width * g
+            wg = wa + (c0 // VLANES) * kb
+            if M - c0 <= width2:  # a last group the narrower tile covers
+                tail(xa, offa, K, wg, kb, pb0, pb1, PV, Cp, Wq, OW, oa, Mp, c0, ca, sa, zy, lo, hi, mode, ba)
+            else:
+                main(xa, offa, K, wg, kb, pb0, pb1, PV, Cp, Wq, OW, oa, Mp, c0, ca, sa, zy, lo, hi, mode, ba)
 
     return lanes
 
@@ -546,6 +570,6 @@ def offsets(C4: int, KH: int, KW: int, Hq: int, Wq: int, Cp: int, s: int) -> np.
 
 
 def units(M: int, OH: int, OW: int, Wq: int, kind: str) -> int:
-    """Units of work a call on ``kind``'s tiles splits into (channel groups x tile blocks)."""
+    """Units of work a call on ``kind``'s tiles splits into (channel groups x position blocks)."""
     RT, width, _ = TILES.get(kind, TILES["vnni"])
     return -(-M // width) * -(-((OH - 1) * Wq + OW) // (RT * TB))

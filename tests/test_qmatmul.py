@@ -78,8 +78,9 @@ def test_matmul_integer_tiles_check_shapes() -> None:
 
 def test_quantize_dynamic_transformer_layer_matches_onnxruntime(tmp_path: Path) -> None:
     """A BERT-style layer quantised by onnxruntime's ``quantize_dynamic`` (int8 weights): every
-    MatMulInteger on the tiles, the output within onnxruntime's tolerance (its DynamicQuantizeMatMul
-    sums in another order, and ours is exact)."""
+    MatMulInteger -> Cast -> Mul (-> Add bias) fused to MatMulIntegerToFloat (jitort/passes/
+    qdq_fusion.py) on the tiles, the output within onnxruntime's tolerance (it quantises and sums
+    its own way)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(zoo.bert_layer(hidden=64, heads=4, ffn=128), src)
@@ -87,7 +88,9 @@ def test_quantize_dynamic_transformer_layer_matches_onnxruntime(tmp_path: Path) 
     q = onnx.load(dst)
     sess = jitort.InferenceSession(q.SerializeToString())
     n = sum(n.op_type == "MatMulInteger" for n in q.graph.node)
-    assert n == 6 and sess.artifact.plan_source.count("matmul_integer_lanes(") == (n if QC.int8_lanes() else 0)
+    src = sess.artifact.plan_source
+    assert n == 6 and src.count("'MatMulIntegerToFloat'") == n and "'MatMulInteger'" not in src
+    assert src.count("matmul_integer_to_float_lanes(") == (n if QC.int8_lanes() else 0)
     for seq in (16, 9):  # a second sequence length: no recompile needed, same answers
         rng = np.random.default_rng(seq)
         feeds = {"hidden_states": rng.standard_normal((2, seq, 64), np.float32),
@@ -143,3 +146,28 @@ def test_matmul_integer_to_float_on_tiles_matches_onnxruntime(op: str, geom: int
         np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-5)
         monkeypatch.setattr(QC, "tile_kind", lambda: "portable")
         np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale_shape,fuses", [((), True), ((24,), True), ((5, 24), False), ((1, 1, 1), False)])
+def test_matmul_integer_cast_mul_fuses_only_for_scalar_or_column_scales(scale_shape: tuple[int, ...],
+                                                                         fuses: bool) -> None:
+    """MatMulInteger -> Cast -> Mul(s) -> Add(bias) becomes MatMulIntegerToFloat only where s is a
+    scalar or per column of rank <= 1 (a rank-3 s would broadcast the output up a rank); the answer
+    is onnxruntime's either way."""
+    rng = np.random.default_rng(3)
+    B = rng.integers(-128, 128, (16, 24)).astype(np.int8)
+    s = np.asarray(rng.random(scale_shape) * 0.01 + 0.001, np.float32)
+    nodes = [helper.make_node("MatMulInteger", ["A", "B", "az"], ["c"]),
+             helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["s", "cf"], ["m"]),
+             helper.make_node("Add", ["m", "bias"], ["Y"])]
+    inits = {"B": B, "az": np.array(7, np.uint8), "bias": rng.standard_normal(24).astype(np.float32)}
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("A", TensorProto.UINT8, [5, 16]),
+                                       helper.make_tensor_value_info("s", TensorProto.FLOAT, list(scale_shape))],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    sess = jitort.InferenceSession(m.SerializeToString())
+    assert ("'MatMulIntegerToFloat'" in sess.artifact.plan_source) == fuses
+    feeds = {"A": rng.integers(0, 256, (5, 16)).astype(np.uint8), "s": s}
+    np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-6, atol=1e-5)

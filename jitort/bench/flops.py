@@ -12,7 +12,7 @@ FLOPs (a multiply-add is two):
 * Conv: ``2 * N * M * (C/group) * prod(kernel) * prod(output spatial)`` = ``2 * size(Y) * size(W[1:])``,
   plus one per output element when there is a bias. ConvTranspose: ``2 * size(X) * size(W[1:])`` (+ bias).
 * MatMul: ``2 * M * N * K`` per batch matrix (``2 * size(Y) * K``); Gemm: ``2 * M * N * K``, plus
-  ``M * N`` when C (the bias) is given. MatMulInteger likewise.
+  ``M * N`` when C (the bias) is given. MatMulInteger, MatMulIntegerToFloat, DynamicQuantizeMatMul likewise.
 * Elementwise ops (``ELEMENTWISE``): one per output element; variadic Sum/Max/Min/Mean: ``inputs - 1``.
 * BatchNormalization (inference, statistics given): 2 per element (a multiply and an add).
   Layer/Instance/Group normalization: 8 per element; Softmax/LogSoftmax: 4 per element;
@@ -111,7 +111,7 @@ def node_flops(op_type: str, attrs: dict[str, Any], ins: Sequence[Shape | None],
         if y is None or not has(0) or not has(1):
             return None
         return 2 * _size(ins[0]) * _size(ins[1][1:]) + (_size(y) if has(2) else 0)  # type: ignore[arg-type,index]
-    if op_type in ("MatMul", "MatMulInteger"):
+    if op_type in ("MatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
         if y is None or not has(0):
             return None
         return 2 * _size(y) * ins[0][-1]  # type: ignore[index]

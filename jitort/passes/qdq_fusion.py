@@ -210,7 +210,8 @@ def _matmul_integer(f: _Fuser, n: Node) -> tuple[Node, list[Node]] | None:
     one = g.fresh_name(f"{n.outputs[0]}/one")
     g.value(one).const = np.ones((), _F32)
     g.value(one).type = TensorType(_F32, ())
-    return Node("MatMulIntegerToFloat", [ins[0], ins[1], others[0], one, ins[2], ins[3]] + ([bias] if bias else []),
+    scales = [one, others[0]] if tuple(st.shape) == (N,) and N > 1 else [others[0], one]  # a_scale is a scalar
+    return Node("MatMulIntegerToFloat", [ins[0], ins[1], *scales, ins[2], ins[3]] + ([bias] if bias else []),
                 [gone[-1].outputs[0]], name=n.name, domain=MS, version=1), gone
 
 
