@@ -1,4 +1,4 @@
-"""Quantised CNNs: jitort vs onnxruntime, interleaved, at 1 and 2 threads.
+"""Quantised models: jitort vs onnxruntime, interleaved, at 1 and 2 threads.
 
     python benchmarks/bench_quant.py [--threads 1,2] [--rounds N] [--ort-spin both|on|off]
 
@@ -6,8 +6,11 @@ Workloads, all built here: a ResNet-style network (``jitort.zoo.resnet``: 7x7 st
 bottleneck blocks with projections at 56x56, 28x28 and 14x14, GlobalAveragePool) in float32 and quantised by
 onnxruntime's own ``quantize_static`` (uint8 activations, int8 per-channel weights, calibrated on
 seeded random images) in its two formats, QOperator (QLinearConv, QLinearAdd, ...) and QDQ
-(QuantizeLinear/DequantizeLinear around float ops, the default); and single QLinearConv layers of
-ResNet-50's shapes. Each cell checks jitort's output against onnxruntime's (the largest difference,
+(QuantizeLinear/DequantizeLinear around float ops, the default); single QLinearConv layers of
+ResNet-50's shapes; and a BERT-base encoder layer (``jitort.zoo.bert_layer``, hidden 768, 128
+tokens) in float32 and quantised by ``quantize_dynamic`` (int8 weights, DynamicQuantizeLinear +
+MatMulInteger), as written and as onnxruntime's optimiser saves it (DynamicQuantizeMatMul,
+MatMulIntegerToFloat, Attention, SkipLayerNormalization...). Each cell checks jitort's output against onnxruntime's (the largest difference,
 in units of the output's quantisation step where it is quantised), then times the two in
 alternating rounds and reports the medians, the minimums and their ratios jitort / onnxruntime (below
 1: jitort is faster), as bench_cnn.py does. The header names the CPU.
@@ -79,6 +82,24 @@ def quantised(model: onnx.ModelProto, fmt: str, tmp: Path) -> onnx.ModelProto:
     return onnx.load(dst)
 
 
+def dynamic(model: onnx.ModelProto, tmp: Path, optimised: bool) -> onnx.ModelProto:
+    """``model`` quantised by onnxruntime's ``quantize_dynamic`` (int8 weights), and with
+    ``optimised`` as onnxruntime's optimiser saves it (DynamicQuantizeMatMul, MatMulIntegerToFloat,
+    its fused attention and norms: what ``optimized_model_filepath`` writes)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    src, dst, opt = tmp / "dyn_float.onnx", tmp / "dyn_int8.onnx", tmp / "dyn_int8_opt.onnx"
+    onnx.save(model, src)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    if not optimised:
+        return onnx.load(dst)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(opt)
+    ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
+    return onnx.load(opt)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2")
@@ -102,6 +123,13 @@ def main() -> None:
         work.append(("models", "resnet float32", f.SerializeToString(), image))
         for fmt in ("qop", "qdq"):
             work.append(("models", f"resnet int8 {fmt}", quantised(f, fmt, Path(tmp)).SerializeToString(), image))
+        bert = zoo.bert_layer(hidden=768, heads=12, ffn=3072)
+        tokens = {"hidden_states": rng.standard_normal((1, 128, 768), np.float32),
+                  "attention_mask": np.ones((1, 128), np.int64)}
+        work.append(("models", "bert-base layer float32", bert.SerializeToString(), tokens))
+        for opt in (False, True):
+            work.append(("models", "bert-base layer int8 dynamic" + (", ort-optimised" if opt else ""),
+                         dynamic(bert, Path(tmp), opt).SerializeToString(), tokens))
     for name, (c, m, h, k, s) in LAYERS.items():
         x = rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
         work.append(("layers", name, qlinearconv(c, m, h, k, s).SerializeToString(), {"x": x}))

@@ -232,3 +232,39 @@ def test_make_model_helper_still_runs_unfused_softmax():
     model = make_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {"x": (F32, [2, 3, 4, 5])}, ["y"])
     sess = jitort.InferenceSession(model.SerializeToString())
     assert _ops(sess) == ["Softmax"] and not [n for n in sess.artifact.ir().notes if "attention" in n]
+
+
+@pytest.mark.parametrize("style", ["legacy", "dynamo"])
+def test_onnxruntime_optimised_encoder_fuses_attention(style, tmp_path):
+    """The encoder as onnxruntime's optimiser saves it (ORT_ENABLE_EXTENDED: the score MatMul and its
+    scale become com.microsoft FusedMatMul(q, k, alpha, transB)): still one FusedAttention."""
+    import onnx
+    import onnxruntime as ort
+    src, dst = tmp_path / "f.onnx", tmp_path / "opt.onnx"
+    onnx.save(bt.encoder_layer(24, 2, 32, style=style, mask="add" if style == "legacy" else "bool"), src)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    model = onnx.load(dst)
+    assert "FusedMatMul" in {n.op_type for n in model.graph.node}
+    sess = _check_lengths(model, (7, 40))
+    assert _ops(sess).count("FusedAttention") == 1, _ops(sess)
+
+
+@pytest.mark.parametrize("trans_b", [1, 0])
+def test_fused_matmul_scores(trans_b):
+    """FusedMatMul(q, k, alpha, transB=1) and FusedMatMul(q, Transpose(k), alpha) as the score product."""
+    H = 5
+    b = bt.Builder()
+    kk = "k" if trans_b else b.op("Transpose", ["k"], perm=[0, 1, 3, 2])
+    s = b.op("FusedMatMul", ["q", kk], domain="com.microsoft", alpha=1 / math.sqrt(H), transB=trans_b)
+    o = b.op("MatMul", [b.op("Softmax", [b.op("Add", ["m", s])], axis=-1), "v"])
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", 2, "S", H]) for n in "qkv"]
+    vi.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, ["B", 1, "S", "S"]))
+    model = b.model(vi, [o], 17, "sdpa")
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    sess = jitort.InferenceSession(model.SerializeToString())
+    assert _ops(sess).count("FusedAttention") == 1 and "FusedMatMul" not in _ops(sess)
+    feeds = _sdpa_feeds("add")
+    assert_close(sess.run(None, feeds), run_ort(model, feeds), rtol=1e-5, atol=1e-6)

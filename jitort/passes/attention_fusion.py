@@ -3,6 +3,8 @@
 Recognised, from each Softmax over the last axis of a rank-4 score tensor whose probabilities only
 feed ``MatMul(probs, V)``, walking back to ``MatMul(Q', K')``:
 
+* the score MatMul may be com.microsoft's ``FusedMatMul(Q', K, alpha, transB)`` (what onnxruntime's
+  optimiser writes for MatMul(Q, Transpose(K)) / sqrt(d)), without transA or batch transposes;
 * between the score MatMul and the Softmax: Mul/Div by scalar constants (the legacy exporter's
   ``Div(., sqrt(d))``), then at most one ``Add(., mask)`` and at most one ``Where(bool, ., c)`` /
   ``Where(bool, c, .)`` with a scalar constant ``c``, in either order (the padding mask, the dynamo
@@ -29,6 +31,19 @@ from jitort.passes.match import Reads
 
 DOMAIN = "jitort"
 OP = "FusedAttention"
+MS = "com.microsoft"
+
+
+def _score_product(n: Node) -> tuple[float, int] | None:
+    """(alpha, transB) when n computes the scores: MatMul, or FusedMatMul without transA and batch
+    transposes."""
+    if n.op_type == "MatMul" and not n.domain:
+        return 1.0, 0
+    a = n.attrs
+    if (n.op_type == "FusedMatMul" and n.domain == MS and not a.get("transA", 0) and not a.get("transBatchA", 0)
+            and not a.get("transBatchB", 0)):
+        return float(a.get("alpha", 1.0)), int(a.get("transB", 0))
+    return None
 
 
 class _Refuse(Exception):
@@ -124,7 +139,8 @@ def _match(ctx: _Ctx, sm: Node) -> tuple[Node, list[Node]]:
             why = "is a graph output" if cur in ctx.protected else \
                 f"is read by {len(ctx.consumers.get(cur, []))} nodes"
             raise _Refuse(f"the intermediate score value '{cur}' {why}")
-        if p.op_type == "MatMul" and not p.domain:
+        product = _score_product(p)
+        if product is not None:
             qk = p
             absorbed.append(p)
             break
@@ -142,7 +158,7 @@ def _match(ctx: _Ctx, sm: Node) -> tuple[Node, list[Node]]:
             chain = cands[0]
         steps.append((chain, p))
         cur = chain
-    scale, add, keep, fill, keep_is, order = 1.0, "", "", "-inf", 1, []
+    scale, add, keep, fill, keep_is, order = product[0], "", "", "-inf", 1, []
     for chain, n in reversed(steps):  # from the MatMul towards the Softmax
         if n.op_type in ("Mul", "Div"):
             if order:
@@ -171,6 +187,8 @@ def _match(ctx: _Ctx, sm: Node) -> tuple[Node, list[Node]]:
     for name, what in ((q, "query"), (k, "key"), (v, "value")):
         if ctx.rank(name) != 4:
             raise _Refuse(f"the {what} '{name}' is not of rank 4")
+    if product[1]:  # FusedMatMul's transB: its B is K itself, not K^T
+        kt_perm = [kt_perm[i] for i in (0, 1, 3, 2)]
     k_perm = [kt_perm[i] for i in (0, 1, 3, 2)]
     out, out_bsnh = pv.outputs[0], 0
     t = ctx.sole(out)
@@ -190,10 +208,10 @@ def _on_path(ctx: _Ctx, value: str) -> bool:
     """``value`` leads back to a MatMul through score steps (it is the scores, not the mask)."""
     for _ in range(16):
         p = ctx.producers.get(value)
+        if p is not None and _score_product(p) is not None:
+            return ctx.sole(value) is not None
         if p is None or p.domain:
             return False
-        if p.op_type == "MatMul":
-            return ctx.sole(value) is not None
         if p.op_type not in ("Add", "Mul", "Div", "Where") or ctx.sole(value) is None:
             return False
         cands = [i for i in (p.inputs[1:] if p.op_type == "Where" else p.inputs) if i and ctx.rank(i) == 4]
