@@ -25,6 +25,7 @@ import numpy as np
 from jitort import memory
 from jitort.arrays import contiguous
 from jitort.errors import InvalidArgument
+from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import qconv_lanes as V
 from jitort.kernels.contrib_infer import infer_as
@@ -35,6 +36,7 @@ from jitort.kernels.threads import intra_op_threads, parts_for, run_native, scra
 
 MS = "com.microsoft"
 _TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
+_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 
 def _check(A: np.ndarray, B: np.ndarray) -> None:
@@ -76,6 +78,61 @@ def _lower_dynamic(node: Node, g: Graph) -> Call:
         return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
     r = [Ref(n) if n else None for n in ins]
     return Call(dynamic_quantize_matmul_lanes, [r[0], r[2], r[4], *t], {})
+
+
+def _lower_qlinear(node: Node, g: Graph) -> Call:
+    ins = list(node.inputs) + [""] * (8 - len(node.inputs))
+    t = weights_on_tiles(node, g, ins[3], ins[5])
+    if t is None:
+        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+    r = [Ref(n) if n else None for n in ins]
+    return Call(qlinear_matmul_lanes, [r[0], r[1], r[2], r[4], r[6], r[7], *t], {})
+
+
+@op("QLinearMatMul", since=10, lower=_lower_qlinear)
+def QLinearMatMul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b: np.ndarray,
+                  b_scale: np.ndarray, b_zero_point: np.ndarray | None, y_scale: np.ndarray,
+                  y_zero_point: np.ndarray | None = None) -> np.ndarray:
+    for v, name in ((a, "a"), (b, "b")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise OrtNotImplemented(f"QLinearMatMul: {name} of type {v.dtype} is not supported (int8/uint8 only)")
+    c = np.matmul(centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
+               centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
+    # The scale product in float32 (the scales' type), applied to the integer product in float64.
+    sa, sb, sy = (s.astype(np.float32) for s in (a_scale, b_scale, y_scale))
+    if sa.ndim == 1 and sa.size > 1:
+        sa = sa.reshape(-1, 1)  # per row of a
+    factor = (sa * sb) / sy.reshape(())
+    d = c * factor
+    out = y_zero_point.dtype if y_zero_point is not None else a.dtype
+    if y_zero_point is not None:
+        d = d + y_zero_point.astype(np.float64)
+    lo, hi = _RANGES[np.dtype(out)]
+    return contiguous(np.clip(np.rint(d), lo, hi).astype(out))
+
+
+def qlinear_matmul_lanes(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b_scale: np.ndarray,
+                         y_scale: np.ndarray, y_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
+                         wsum: np.ndarray) -> np.ndarray:
+    """QLinearMatMul with constant int8 b (zero zero points) on the tiles: the exact product
+    requantised as QLinearConv's is (float32 multiplier a_scale * b_scale / y_scale, round half to
+    even, y_zero_point, saturation); per-row scales or zero points of a, or a 1-D a, take the numpy
+    path."""
+    name = "QLinearMatMul"
+    if a.dtype not in _TYPES:
+        raise OrtNotImplemented(f"{name}: a of type {a.dtype} is not supported (int8/uint8 only)")
+    N = B.shape[1]
+    if (a.ndim < 2 or a_scale.size != 1 or (a_zero_point is not None and a_zero_point.size != 1)
+            or y_scale.size != 1 or (y_zero_point is not None and y_zero_point.size != 1)
+            or b_scale.size not in (1, N)):
+        return QLinearMatMul(a, a_scale, a_zero_point, B, b_scale, None, y_scale, y_zero_point)
+    out = np.dtype(y_zero_point.dtype if y_zero_point is not None else a.dtype)
+    if out not in _RANGES:
+        raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out}")
+    sa, sy = np.float32(a_scale.reshape(-1)[0]), np.float32(y_scale.reshape(-1)[0])
+    scale = np.broadcast_to((sa * b_scale.astype(np.float32).reshape(-1)) / sy, (N,))
+    zy = 0 if y_zero_point is None else int(y_zero_point.reshape(-1)[0])
+    return _product(name, a, a_zero_point, B.shape[0], N, wl, wsum, V.Q8, scale, out=out, zy=zy)
 
 
 # --- MatMulIntegerToFloat, DynamicQuantizeMatMul (com.microsoft) ----------------------------------------
@@ -142,11 +199,13 @@ def _offsets(Cp: int) -> np.ndarray:
 
 
 def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, N: int, wl: np.ndarray,
-             wsum: np.ndarray, mode: int, scale: np.ndarray | None = None, bias: np.ndarray | None = None
-             ) -> np.ndarray:
+             wsum: np.ndarray, mode: int, scale: np.ndarray | None = None, bias: np.ndarray | None = None,
+             out: np.dtype | None = None, zy: int = 0) -> np.ndarray:
     """(A - a_zero_point) @ B on the tiles (B: ``qconv_lanes.pack``'s wl, its column sums wsum), A
-    8-bit [..., K] with a scalar zero point (checked by the caller): the int32 product (mode I32) or
-    float32(product) * scale + bias per column (F32; scale float32 [N], bias float32 [N] or None)."""
+    8-bit [..., K] with a scalar zero point (checked by the caller): the int32 product (mode I32),
+    float32(product) * scale + bias per column (F32; scale float32 [N], bias float32 [N] or None),
+    or the product requantised to ``out`` (uint8/int8) with per-column multipliers ``scale`` and
+    zero point ``zy`` (Q8)."""
     if A.shape[-1] != K:
         raise InvalidArgument(f"{name}: A's last dimension {A.shape[-1]} does not match B's first {K} "
                               f"(A {list(A.shape)}, B [{K}, {N}])")
@@ -154,14 +213,14 @@ def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, 
         raise InvalidArgument(f"{name}: a_zero_point type {a_zero_point.dtype} differs from A's {A.dtype}")
     lead = A.shape[:-1]
     P = int(np.prod(lead))
-    out_dt = np.dtype(np.int32 if mode == V.I32 else np.float32)
+    out_dt = np.dtype(np.int32 if mode == V.I32 else np.float32) if out is None else out
     memory.check(name, lead + (N,), out_dt)
     y = np.empty(lead + (N,), out_dt)
     if y.size == 0:
         return y
     Np = -(-N // 32) * 32
     sc = bs = _zeros(Np)
-    if mode == V.F32:
+    if mode != V.I32:
         assert scale is not None
         sc = np.zeros(Np, np.float32)
         sc[:N] = scale
@@ -169,7 +228,7 @@ def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, 
             bs = np.zeros(Np, np.float32)
             bs[:N] = bias
     if K == 0:
-        y[...] = 0 if mode == V.I32 else bs[:N]
+        y[...] = 0 if mode == V.I32 else bs[:N] if mode == V.F32 else np.clip(zy, *_RANGES[out_dt])
         return y
     flip = 128 if A.dtype == np.int8 else 0
     za = (0 if a_zero_point is None else int(a_zero_point.reshape(-1)[0])) + flip  # as the u8 the tiles read
@@ -177,20 +236,27 @@ def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, 
     comp[:N] = -za * wsum
     Cp = -(-K // 4) * 4
     a2 = A.reshape(P, K).view(np.uint8)
-    if flip == 0 and Cp == K and P >= V.R and a2.flags.c_contiguous:
+    y2 = y.reshape(P, N)
+    as_is = flip == 0 and Cp == K and P >= V.R and a2.flags.c_contiguous
+    # this thread's buffer: A's padded rows (unless read in place), then the output rows when N is
+    # not a whole number of tiles' channels (bytes; 64-byte aligned)
+    na = 0 if as_is else -(-(P * Cp + V.R * Cp) // 64) * 64
+    no = 0 if Np == N else P * Np * out_dt.itemsize
+    buf = scratch(na + no, np.dtype(np.uint8))
+    if as_is:
         src = a2.reshape(-1)  # the rows as they are: a tile reads whole 4-byte words of one row
     else:
-        src = scratch(P * Cp + V.R * Cp + 64, np.dtype(np.uint8))[:P * Cp + V.R * Cp + 64]
+        src = buf[:na]
         rows = src[:P * Cp].reshape(P, Cp)
         np.bitwise_xor(a2, np.uint8(flip), out=rows[:, :K])
         rows[:, K:] = 0
         src[P * Cp:] = 0  # the tile of the last rows reads up to R rows past them
-    y2 = y.reshape(P, N)
-    o = y2 if Np == N else scratch(P * Np, out_dt)[:P * Np].reshape(P, Np)
+    o = y2 if Np == N else buf[na:na + no].view(out_dt).reshape(P, Np)
     kind = tile_kind()
     native = kind in V.TILES
-    args = (src, Cp, _offsets(Cp), V.weights(kind, wl), comp, sc, np.float32(0), np.float32(0), np.float32(0), P, 1,
-            P, N, o.view(np.uint8), mode, bs)
+    lo, hi = _RANGES.get(out_dt, (0, 0))
+    args = (src, Cp, _offsets(Cp), V.weights(kind, wl), comp, sc, np.float32(zy), np.float32(lo), np.float32(hi), P,
+            1, P, N, o.view(np.uint8), mode, bs)
     nparts = parts_for(V.units(N, 1, P, P, kind), 2.0 * P * N * K / 4) if native else 1
     if nparts > 1:
         run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
@@ -257,7 +323,7 @@ def dynamic_quantize_matmul_lanes(A: np.ndarray, b_scale: np.ndarray, bias: np.n
                     _float_bias(name, bias, N))
 
 
-for _f in (matmul_integer_lanes, matmul_integer_to_float_lanes, dynamic_quantize_matmul_lanes):
+for _f in (matmul_integer_lanes, matmul_integer_to_float_lanes, dynamic_quantize_matmul_lanes, qlinear_matmul_lanes):
     _f.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
 
 

@@ -1,6 +1,6 @@
 """Quantisation: QuantizeLinear, DequantizeLinear (per-tensor, per-axis, blocked; 8/16/4/2-bit
-integers and the float8/float6/float4 formats through ml_dtypes), DynamicQuantizeLinear,
-QLinearMatMul (MatMulInteger: kernels/qmatmul.py).
+integers and the float8/float6/float4 formats through ml_dtypes), DynamicQuantizeLinear (the
+integer matrix products: kernels/qmatmul.py).
 
 Rounding is round-half-to-even (``np.rint``), as the spec says. The common case, float32 <-> int8 or
 uint8 with a per-tensor or per-axis scale (what onnxruntime's quantisers write between the layers
@@ -270,25 +270,3 @@ def centered(v: np.ndarray, zp: np.ndarray | None, per_row: bool, op_name: str, 
             raise InvalidArgument(f"{op_name}: {what} has {z.shape[0]} elements for {v.shape[-2] if v.ndim > 1 else 1} rows")
         z = z.reshape(-1, 1)
     return f - z
-
-
-@op("QLinearMatMul", since=10)
-def QLinearMatMul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b: np.ndarray,
-                  b_scale: np.ndarray, b_zero_point: np.ndarray | None, y_scale: np.ndarray,
-                  y_zero_point: np.ndarray | None = None) -> np.ndarray:
-    for v, name in ((a, "a"), (b, "b")):
-        if v.dtype not in (np.int8, np.uint8):
-            raise OrtNotImplemented(f"QLinearMatMul: {name} of type {v.dtype} is not supported (int8/uint8 only)")
-    c = np.matmul(centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
-               centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
-    # The scale product in float32 (the scales' type), applied to the integer product in float64.
-    sa, sb, sy = (s.astype(np.float32) for s in (a_scale, b_scale, y_scale))
-    if sa.ndim == 1 and sa.size > 1:
-        sa = sa.reshape(-1, 1)  # per row of a
-    factor = (sa * sb) / sy.reshape(())
-    d = c * factor
-    out = y_zero_point.dtype if y_zero_point is not None else a.dtype
-    if y_zero_point is not None:
-        d = d + y_zero_point.astype(np.float64)
-    lo, hi = _INT_RANGES[np.dtype(out).name]
-    return contiguous(np.clip(np.rint(d), lo, hi).astype(out))

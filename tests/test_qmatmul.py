@@ -171,3 +171,73 @@ def test_matmul_integer_cast_mul_fuses_only_for_scalar_or_column_scales(scale_sh
     assert ("'MatMulIntegerToFloat'" in sess.artifact.plan_source) == fuses
     feeds = {"A": rng.integers(0, 256, (5, 16)).astype(np.uint8), "s": s}
     np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(m, feeds)[0], rtol=1e-6, atol=1e-5)
+
+
+def _qlinear_matmul(lead: tuple[int, ...], K: int, N: int, adt: Any, ydt: Any, per_column: bool,
+                    seed: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    inits = {"as": np.array(0.03, np.float32), "az": np.array(7 if adt == np.uint8 else -3, adt),
+             "B": rng.integers(-128, 128, (K, N)).astype(np.int8),
+             "bs": (rng.random(N) * 0.01 + 0.001).astype(np.float32) if per_column else np.array(0.004, np.float32),
+             "bz": np.zeros(N if per_column else (), np.int8),
+             "ys": np.array(0.9, np.float32), "yz": np.array(100 if ydt == np.uint8 else -5, ydt)}
+    node = helper.make_node("QLinearMatMul", ["A", "as", "az", "B", "bs", "bz", "ys", "yz"], ["Y"])
+    tt = helper.np_dtype_to_tensor_dtype(np.dtype(adt))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", tt, list(lead) + [K])],
+                          [helper.make_tensor_value_info("Y", helper.np_dtype_to_tensor_dtype(np.dtype(ydt)), None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    info = np.iinfo(adt)
+    feeds = {"A": rng.integers(info.min, info.max + 1, lead + (K,)).astype(adt)}
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), feeds
+
+
+@pytest.mark.parametrize("geom", [0, 1, 2, 4])
+@pytest.mark.parametrize("adt,ydt,per_column", [(np.uint8, np.uint8, False), (np.int8, np.int8, True),
+                                                (np.uint8, np.uint8, True)], ids=["u8", "s8-column", "u8-column"])
+def test_qlinear_matmul_on_tiles_matches_onnxruntime(geom: int, adt: Any, ydt: Any, per_column: bool,
+                                                     monkeypatch: Any) -> None:
+    """QLinearMatMul with constant int8 b: requantised on the tiles (every kind) to onnxruntime's bytes."""
+    lead, K, N = GEOMS[geom]
+    m, feeds = _qlinear_matmul(lead, K, N, adt, ydt, per_column, seed=geom)
+    sess = jitort.InferenceSession(m.SerializeToString())
+    assert ("qlinear_matmul_lanes" in sess.artifact.plan_source) == QC.int8_lanes()
+    want = run_ort(m, feeds)[0]
+    got = sess.run(None, feeds)[0]
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    if QC.int8_lanes():
+        monkeypatch.setenv("JITORT_ISA", "avx2")
+        assert np.array_equal(sess.run(None, feeds)[0], want)
+        monkeypatch.setattr(QC, "tile_kind", lambda: "portable")
+        assert np.array_equal(sess.run(None, feeds)[0], want)
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+def test_quantize_static_transformer_layer_matches_onnxruntime(fmt: str, tmp_path: Path) -> None:
+    """A BERT-style layer quantised by ``quantize_static`` (uint8 activations, int8 weights): its
+    MatMuls with constant weights run as QLinearMatMul (the QDQ form fused, jitort/passes/qdq_fusion.py)
+    on the tiles (the QOperator form quantises the two attention products too: QLinearMatMul of
+    activations, on the numpy path; the QDQ form's stay float MatMuls between their Q/DQ), within
+    one output quantisation step of onnxruntime."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.k = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            self.k += 1
+            rng = np.random.default_rng(self.k)
+            return None if self.k > 3 else {"hidden_states": rng.standard_normal((1, 16, 64), np.float32),
+                                            "attention_mask": np.ones((1, 16), np.int64)}
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(zoo.bert_layer(hidden=64, heads=4, ffn=128), src)
+    quantize_static(str(src), str(dst), Reader(), weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator, op_types_to_quantize=["MatMul"])
+    q = onnx.load(dst)
+    sess = jitort.InferenceSession(q.SerializeToString())
+    src_plan = sess.artifact.plan_source
+    assert src_plan.count("'QLinearMatMul'") == (8 if fmt == "qop" else 6)
+    assert src_plan.count("qlinear_matmul_lanes(") == (6 if QC.int8_lanes() else 0)
+    rng = np.random.default_rng(0)
+    feeds = {"hidden_states": rng.standard_normal((1, 16, 64), np.float32), "attention_mask": np.ones((1, 16), np.int64)}
+    np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(q, feeds)[0], rtol=1e-2, atol=5e-2)

@@ -13,6 +13,8 @@ folding (which would turn the weights' DequantizeLinear into float weights):
   ``QLinearGlobalAveragePool`` (com.microsoft, as onnxruntime runs them);
 - ``Q(MaxPool(DQ(x)))`` with the same scale and zero point on both sides -> ``MaxPool(x)``
   (exact: the max commutes with the monotonic dequantisation);
+- ``Q(MatMul(DQ(a), DQ(b)))`` -> ``QLinearMatMul``: a per tensor, b a constant 2-D matrix per tensor
+  or per column;
 - and from ``quantize_dynamic``'s graphs: ``MatMulInteger(A, B)`` with a constant B -> ``Cast`` to
   float -> ``Mul`` by a scalar or per-column float32 scale (-> ``Add`` of a constant bias) ->
   com.microsoft ``MatMulIntegerToFloat`` (the same float32 operations, in the product's epilogue:
@@ -179,6 +181,25 @@ def _maxpool(f: _Fuser, n: Node) -> tuple[Node, Node] | None:
     return Node("MaxPool", [x.q], [q.outputs[0]], dict(n.attrs), name=n.name, version=n.version), q
 
 
+def _matmul(f: _Fuser, n: Node) -> tuple[Node, Node] | None:
+    """``Q(MatMul(DQ(a), DQ(b)))`` -> QLinearMatMul: a per tensor, b a constant 2-D 8-bit matrix per
+    tensor or per column (axis 1)."""
+    if len(n.inputs) != 2:
+        return None
+    a, b = f.dq(n.inputs[0]), f.dq(n.inputs[1])
+    after = f.q_after(n)
+    if a is None or b is None or after is None or not a.per_tensor:
+        return None
+    bq = f.g.const(b.q)
+    if bq is None or bq.ndim != 2 or not (b.per_tensor or (b.s.size == bq.shape[1] and b.axis in (1, -1))):
+        return None
+    q, y = after
+    if y.z is None and np.dtype(f.g.type_of(q.outputs[0]).dtype) != np.dtype(f.g.type_of(a.q).dtype):
+        return None  # QLinearMatMul without y_zero_point writes a's type
+    return Node("QLinearMatMul", [a.q, a.scale, a.zp, b.q, b.scale, b.zp, y.scale, y.zp], [q.outputs[0]],
+                name=n.name, version=max(10, f.g.opsets.get("", n.version))), q
+
+
 def _matmul_integer(f: _Fuser, n: Node) -> tuple[Node, list[Node]] | None:
     """MatMulInteger with a constant 2-D B -> Cast to float -> Mul by a float32 scalar or per-column
     scale s (-> Add of a constant float32 bias [N]): what ``quantize_dynamic`` writes for a MatMul,
@@ -215,7 +236,7 @@ def _matmul_integer(f: _Fuser, n: Node) -> tuple[Node, list[Node]] | None:
                 [gone[-1].outputs[0]], name=n.name, domain=MS, version=1), gone
 
 
-_RULES = {"Conv": _conv, "Add": _add, "GlobalAveragePool": _gap, "MaxPool": _maxpool,
+_RULES = {"Conv": _conv, "Add": _add, "GlobalAveragePool": _gap, "MaxPool": _maxpool, "MatMul": _matmul,
           "MatMulInteger": _matmul_integer}
 
 
