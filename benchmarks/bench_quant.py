@@ -10,7 +10,8 @@ seeded random images) in its two formats, QOperator (QLinearConv, QLinearAdd, ..
 ResNet-50's shapes; and a BERT-base encoder layer (``jitort.zoo.bert_layer``, hidden 768, 128
 tokens) in float32 and quantised by ``quantize_dynamic`` (int8 weights, DynamicQuantizeLinear +
 MatMulInteger), as written and as onnxruntime's optimiser saves it (DynamicQuantizeMatMul,
-MatMulIntegerToFloat, Attention, SkipLayerNormalization...). Each cell checks jitort's output against onnxruntime's (the largest difference,
+MatMulIntegerToFloat, FusedMatMul, SkipLayerNormalization...), and by ``quantize_static`` (QDQ).
+Each cell checks jitort's output against onnxruntime's (the largest difference,
 in units of the output's quantisation step where it is quantised), then times the two in
 alternating rounds and reports the medians, the minimums and their ratios jitort / onnxruntime (below
 1: jitort is faster), as bench_cnn.py does. The header names the CPU.
@@ -63,7 +64,17 @@ LAYERS = {  # (C, M, H, kernel, stride): ResNet-50's shapes
 }
 
 
-def quantised(model: onnx.ModelProto, fmt: str, tmp: Path) -> onnx.ModelProto:
+def _images(k: int) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(k).random((1, 3, 224, 224), np.float32)}
+
+
+def _tokens(k: int) -> dict[str, np.ndarray]:
+    return {"hidden_states": np.random.default_rng(k).standard_normal((1, 128, 768), np.float32),
+            "attention_mask": np.ones((1, 128), np.int64)}
+
+
+def quantised(model: onnx.ModelProto, fmt: str, tmp: Path, calibration: Any = _images) -> onnx.ModelProto:
+    """``model`` quantised by ``quantize_static`` in ``fmt`` (qop/qdq), calibrated on 4 seeded inputs."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -72,7 +83,7 @@ def quantised(model: onnx.ModelProto, fmt: str, tmp: Path) -> onnx.ModelProto:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             self.k += 1
-            return None if self.k > 4 else {"x": np.random.default_rng(self.k).random((1, 3, 224, 224), np.float32)}
+            return None if self.k > 4 else calibration(self.k)
 
     src, dst = tmp / "float.onnx", tmp / f"{fmt}.onnx"
     onnx.save(model, src)
@@ -124,12 +135,13 @@ def main() -> None:
         for fmt in ("qop", "qdq"):
             work.append(("models", f"resnet int8 {fmt}", quantised(f, fmt, Path(tmp)).SerializeToString(), image))
         bert = zoo.bert_layer(hidden=768, heads=12, ffn=3072)
-        tokens = {"hidden_states": rng.standard_normal((1, 128, 768), np.float32),
-                  "attention_mask": np.ones((1, 128), np.int64)}
+        tokens = _tokens(0)
         work.append(("models", "bert-base layer float32", bert.SerializeToString(), tokens))
         for opt in (False, True):
             work.append(("models", "bert-base layer int8 dynamic" + (", ort-optimised" if opt else ""),
                          dynamic(bert, Path(tmp), opt).SerializeToString(), tokens))
+        work.append(("models", "bert-base layer int8 static qdq",
+                     quantised(bert, "qdq", Path(tmp), _tokens).SerializeToString(), tokens))
     for name, (c, m, h, k, s) in LAYERS.items():
         x = rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
         work.append(("layers", name, qlinearconv(c, m, h, k, s).SerializeToString(), {"x": x}))

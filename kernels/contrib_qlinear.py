@@ -5,7 +5,8 @@ Each is its float op between a dequantisation and a requantisation: ``x = (q - z
 float32, the op, ``y = clip(rint(v / y_scale + y_zp))`` (round half to even; the zero point added
 before rounding as onnxruntime's kernels do, after it for QLinearConcat) in the zero point's type. Scales and zero points are per tensor, as onnxruntime's kernels take them.
 
-QLinearAdd/QLinearMul on operands of one shape (or one a scalar) and QLinearGlobalAveragePool run as
+QLinearAdd/QLinearMul on operands of one shape (or one repeated whole along the other: a scalar, a
+bias) and QLinearGlobalAveragePool run as
 one compiled pass (``_binary8``, ``_gap8``, ``_gap8_last``) computing the same float32 operations in the same order
 as the numpy path, which the other cases take (its temporaries cost ~3 ms for a QLinearAdd of 800K
 elements on the Ice Lake VM; onnxruntime 0.1 ms).
@@ -66,8 +67,9 @@ def _qadd(x1, x2, ra, rb, zc, lo, hi, mul):  # type: ignore[no-untyped-def]
 @njit(**_JIT)
 def _binary8(a, b, za, zb, ra, rb, zc, lo, hi, mul, y):  # type: ignore[no-untyped-def]
     """y = clip(rint(v + zc), lo, hi) with v = (a - za) ra + (b - zb) rb, or with ``mul``
-    ((a - za)(b - zb)) ra, in float32; a, b and y 1-D of one length, or a or b of length 1 (each
-    case its own loop: a run-time stride keeps LLVM from vectorising)."""
+    ((a - za)(b - zb)) ra, in float32; a, b and y 1-D of one length, or a or b of length 1, or
+    repeated whole along the other (each case its own loop: a run-time stride keeps LLVM from
+    vectorising)."""
     n = y.shape[0]
     if a.shape[0] == n and b.shape[0] == n:
         for i in range(n):
@@ -76,10 +78,22 @@ def _binary8(a, b, za, zb, ra, rb, zc, lo, hi, mul, y):  # type: ignore[no-untyp
         x2 = np.float32(b[0]) - zb
         for i in range(n):
             y[i] = _qadd(np.float32(a[i]) - za, x2, ra, rb, zc, lo, hi, mul)
-    else:
+    elif a.shape[0] == 1:
         x1 = np.float32(a[0]) - za
         for i in range(n):
             y[i] = _qadd(x1, np.float32(b[i]) - zb, ra, rb, zc, lo, hi, mul)
+    elif a.shape[0] == n:  # b repeats along the rows of a (a bias [m] added to [..., m])
+        m = b.shape[0]
+        for r in range(0, n, m):  # row views: indices known non-negative, so the loop vectorises
+            yr, ar = y[r:r + m], a[r:r + m]
+            for i in range(m):
+                yr[i] = _qadd(np.float32(ar[i]) - za, np.float32(b[i]) - zb, ra, rb, zc, lo, hi, mul)
+    else:  # a repeats along the rows of b
+        m = a.shape[0]
+        for r in range(0, n, m):
+            yr, br = y[r:r + m], b[r:r + m]
+            for i in range(m):
+                yr[i] = _qadd(np.float32(a[i]) - za, np.float32(br[i]) - zb, ra, rb, zc, lo, hi, mul)
 
 
 @njit(**_JIT)
@@ -109,6 +123,19 @@ def _gap8_last(x, zx, ratio, zy, lo, hi, y):  # type: ignore[no-untyped-def]
             y[n, c] = min(max(np.rint(np.float32(t[c] - zx * size) * ratio + zy), lo), hi)
 
 
+def _repeats(small: tuple[int, ...], big: tuple[int, ...]) -> bool:
+    """Broadcasting ``small`` to ``big`` repeats it whole along big's flat order: its shape, leading
+    1s stripped, is big's trailing dims (a scalar, a bias [N] against [..., N], a mask [1, 1, 1, T]
+    against [B, H, S, T] with B = 1)."""
+    if len(small) > len(big):
+        return False
+    k = 0
+    while k < len(small) and small[k] == 1:
+        k += 1
+    core = small[k:]
+    return not core or tuple(big[len(big) - len(core):]) == tuple(core)
+
+
 def _binary(op_name: str, fn: str, A: np.ndarray, A_scale: np.ndarray, A_zero_point: np.ndarray | None,
             B: np.ndarray, B_scale: np.ndarray, B_zero_point: np.ndarray | None, C_scale: np.ndarray,
             C_zero_point: np.ndarray | None) -> np.ndarray:
@@ -117,7 +144,7 @@ def _binary(op_name: str, fn: str, A: np.ndarray, A_scale: np.ndarray, A_zero_po
     _check(A, op_name)
     za, zb = (np.float32(_scalar(z, op_name, "zero point")) for z in (A_zero_point, B_zero_point))
     sa, sb, sc = (np.float32(_scalar(v, op_name, "scale")) for v in (A_scale, B_scale, C_scale))
-    if A.shape == B.shape or (B.size == 1 and B.ndim <= A.ndim) or (A.size == 1 and A.ndim <= B.ndim):
+    if A.shape == B.shape or _repeats(B.shape, A.shape) or _repeats(A.shape, B.shape):
         shape = np.broadcast_shapes(A.shape, B.shape)
         zc = np.float32(_scalar(C_zero_point, op_name, "zero point"))
         info = np.iinfo(A.dtype)

@@ -195,17 +195,19 @@ def test_dynamic_quantize_lstm(tmp_path, direction, per_channel, peep):
 
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 def test_qlinear_binary_compiled_pass_is_the_numpy_path(op):
-    """The one-pass kernel (same shapes, or a scalar operand) gives the bits of the float32 formula
-    requantised by numpy (``quant``), ties included."""
+    """The one-pass kernel (same shapes, a scalar operand, or one repeated along the other's rows)
+    gives the bits of the float32 formula requantised by numpy (``quant``), ties included."""
     from jitort.kernels import contrib_qlinear as Q
     rng = np.random.default_rng(9)
     a, b = _q((64, 129), np.uint8, 7), _q((64, 129), np.uint8, 8)
     args = (np.array(0.5, F), np.array(3, np.uint8), b, np.array(0.25, F), np.array(9, np.uint8),
             np.array(rng.choice([0.5, 1.0, 0.75]), F), np.array(4, np.uint8))
     fn = getattr(Q, op)
-    fast = [fn(a, *args), fn(a[:1, :1].reshape(1), *args), fn(a, *args[:2], b[:1, :1], *args[3:])]
+    fast = [fn(a, *args), fn(a[:1, :1].reshape(1), *args), fn(a, *args[:2], b[:1, :1], *args[3:]),
+            fn(a, *args[:2], b[0], *args[3:]), fn(a[0], *args)]  # and a row repeated along the other
     ref = [Q.quant(v, np.array(1, F), args[-1], np.uint8, op) for v in (
-        _float_op(op, a, b, args), _float_op(op, a[:1, :1].reshape(1), b, args), _float_op(op, a, b[:1, :1], args))]
+        _float_op(op, a, b, args), _float_op(op, a[:1, :1].reshape(1), b, args), _float_op(op, a, b[:1, :1], args),
+        _float_op(op, a, b[0], args), _float_op(op, a[0], b, args))]
     for f, r in zip(fast, ref):
         np.testing.assert_array_equal(f, r)
 
