@@ -233,13 +233,14 @@ def _make_tile(kind: str, RT: int, width: int) -> Any:
 
     def tile(typingctx, x, off, K, w, kw, skip, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias):  # type: ignore[no-untyped-def]
         """One tile: positions p0 .. p0 + RT - 1 of the phase grid (row length Wq), of which
-        p0 + skip .. p0 + rows - 1 are stored (those at ow >= OW not), output channels c0 .. c0 + width - 1. x: the padded NHWC bytes at
-        position 0 (position p at p Cp bytes); off: int64 [K] byte offsets of each k; w: the tile's
-        first weight block at k = 0, the second kw bytes after it (vnni: 64 bytes per k, 16 channels
-        x 4 bytes; avx2: ``wide``'s 128); out: the NHWC output, position oh OW + ow at element (oh OW + ow) Mp,
-        of bytes (mode Q8: the sums plus comp requantised), int32 (mode I32: the sums plus comp) or
-        float32 (mode F32: float32(sums plus comp) * scale + bias); comp int32, scale and bias float32
-        per channel (>= c0 + width elements; bias read in mode F32 only)."""
+        p0 + skip .. p0 + rows - 1 are stored (those at ow >= OW not), output channels c0 ..
+        c0 + width - 1. x: the padded NHWC bytes at position 0 (position p at p Cp bytes); off:
+        int64 [K] byte offsets of each k; w: the tile's first weight block at k = 0, the next kw
+        bytes after it (vnni: 64 bytes per k, 16 channels x 4 bytes; avx2: ``wide``'s 128); out:
+        the NHWC output, position oh OW + ow at element (oh OW + ow) Mp, of bytes (mode Q8: the
+        sums plus comp requantised), int32 (mode I32: the sums plus comp) or float32 (mode F32:
+        float32(sums plus comp) * scale + bias); comp int32, scale and bias float32 per channel
+        (>= c0 + width elements; bias read in mode F32 only)."""
         sig = types.void(x, off, K, w, kw, skip, rows, p0, Cp, Wq, OW, out, Mp, c0, comp, scale, zy, lo, hi, mode, bias)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:

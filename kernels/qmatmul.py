@@ -19,6 +19,7 @@ float64 products vs onnxruntime's 9.1 ms (Ice Lake VM, 1 thread, session 18).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -45,157 +46,18 @@ def _check(A: np.ndarray, B: np.ndarray) -> None:
             raise InvalidArgument(f"MatMulInteger: {name} must be int8 or uint8, got {v.dtype}")
 
 
-def _lower(node: Node, g: Graph) -> Call:
-    ins = list(node.inputs) + [""] * (4 - len(node.inputs))
-    t = weights_on_tiles(node, g, ins[1], ins[3])
-    if t is None:
-        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
-    return Call(matmul_integer_lanes, [Ref(ins[0]), Ref(ins[2]) if ins[2] else None, *t], {})
-
-
-@op("MatMulInteger", since=10, lower=_lower)
-def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None = None,
-                  b_zero_point: np.ndarray | None = None) -> np.ndarray:
-    _check(A, B)
-    c = np.matmul(centered(A, a_zero_point, True, "MatMulInteger", "a_zero_point"),
-                  centered(B, b_zero_point, False, "MatMulInteger", "b_zero_point"))
-    return contiguous(c.astype(np.int32))
-
-
-def _lower_to_float(node: Node, g: Graph) -> Call:
-    ins = list(node.inputs) + [""] * (7 - len(node.inputs))
-    t = weights_on_tiles(node, g, ins[1], ins[5])
-    if t is None:
-        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
-    r = [Ref(n) if n else None for n in ins]
-    return Call(matmul_integer_to_float_lanes, [r[0], r[2], r[3], r[4], r[6], *t], {})
-
-
-def _lower_dynamic(node: Node, g: Graph) -> Call:
-    ins = list(node.inputs) + [""] * (5 - len(node.inputs))
-    t = weights_on_tiles(node, g, ins[1], ins[3], (np.dtype(np.float32),))
-    if t is None:
-        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
-    r = [Ref(n) if n else None for n in ins]
-    return Call(dynamic_quantize_matmul_lanes, [r[0], r[2], r[4], *t], {})
-
-
-def _lower_qlinear(node: Node, g: Graph) -> Call:
-    ins = list(node.inputs) + [""] * (8 - len(node.inputs))
-    t = weights_on_tiles(node, g, ins[3], ins[5])
-    if t is None:
-        return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
-    r = [Ref(n) if n else None for n in ins]
-    return Call(qlinear_matmul_lanes, [r[0], r[1], r[2], r[4], r[6], r[7], *t], {})
-
-
-@op("QLinearMatMul", since=10, lower=_lower_qlinear)
-def QLinearMatMul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b: np.ndarray,
-                  b_scale: np.ndarray, b_zero_point: np.ndarray | None, y_scale: np.ndarray,
-                  y_zero_point: np.ndarray | None = None) -> np.ndarray:
-    for v, name in ((a, "a"), (b, "b")):
-        if v.dtype not in (np.int8, np.uint8):
-            raise OrtNotImplemented(f"QLinearMatMul: {name} of type {v.dtype} is not supported (int8/uint8 only)")
-    c = np.matmul(centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
-               centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
-    # The scale product in float32 (the scales' type), applied to the integer product in float64.
-    sa, sb, sy = (s.astype(np.float32) for s in (a_scale, b_scale, y_scale))
-    if sa.ndim == 1 and sa.size > 1:
-        sa = sa.reshape(-1, 1)  # per row of a
-    factor = (sa * sb) / sy.reshape(())
-    d = c * factor
-    out = y_zero_point.dtype if y_zero_point is not None else a.dtype
-    if y_zero_point is not None:
-        d = d + y_zero_point.astype(np.float64)
-    lo, hi = _RANGES[np.dtype(out)]
-    return contiguous(np.clip(np.rint(d), lo, hi).astype(out))
-
-
-def qlinear_matmul_lanes(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b_scale: np.ndarray,
-                         y_scale: np.ndarray, y_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
-                         wsum: np.ndarray) -> np.ndarray:
-    """QLinearMatMul with constant int8 b (zero zero points) on the tiles: the exact product
-    requantised as QLinearConv's is (float32 multiplier a_scale * b_scale / y_scale, round half to
-    even, y_zero_point, saturation); per-row scales or zero points of a, or a 1-D a, take the numpy
-    path."""
-    name = "QLinearMatMul"
-    if a.dtype not in _TYPES:
-        raise OrtNotImplemented(f"{name}: a of type {a.dtype} is not supported (int8/uint8 only)")
-    N = B.shape[1]
-    if (a.ndim < 2 or a_scale.size != 1 or (a_zero_point is not None and a_zero_point.size != 1)
-            or y_scale.size != 1 or (y_zero_point is not None and y_zero_point.size != 1)
-            or b_scale.size not in (1, N)):
-        return QLinearMatMul(a, a_scale, a_zero_point, B, b_scale, None, y_scale, y_zero_point)
-    out = np.dtype(y_zero_point.dtype if y_zero_point is not None else a.dtype)
-    if out not in _RANGES:
-        raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out}")
-    sa, sy = np.float32(a_scale.reshape(-1)[0]), np.float32(y_scale.reshape(-1)[0])
-    scale = np.broadcast_to((sa * b_scale.astype(np.float32).reshape(-1)) / sy, (N,))
-    zy = 0 if y_zero_point is None else int(y_zero_point.reshape(-1)[0])
-    return _product(name, a, a_zero_point, B.shape[0], N, wl, wsum, V.Q8, scale, out=out, zy=zy)
-
-
-# --- MatMulIntegerToFloat, DynamicQuantizeMatMul (com.microsoft) ----------------------------------------
-
-def _per_column(v: np.ndarray, N: int, what: str, op_name: str) -> np.ndarray:
-    """A scalar, or one value per output column ([N]), as float64 broadcasting over [..., N]."""
-    f = v.astype(np.float64)
-    if f.size == 1:
-        return f.reshape(())
-    if f.size != N:
-        raise InvalidArgument(f"{op_name}: {what} must be a scalar or have N={N} elements, got {list(v.shape)}")
-    return f.reshape(N)
-
-
-def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
-                  a_zero_point: np.ndarray | None, b_zero_point: np.ndarray | None, bias: np.ndarray | None,
-                  out: np.dtype) -> np.ndarray:
-    for v, name in ((A, "A"), (B, "B")):
-        if v.dtype not in (np.int8, np.uint8):
-            raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
-    N = B.shape[-1]
-    if a_zero_point is not None and a_zero_point.size != 1:
-        raise InvalidArgument(f"{op_name}: a_zero_point must be a scalar")
-    bz = None if b_zero_point is None else _per_column(b_zero_point, N, "b_zero_point", op_name)
-    c = np.matmul(centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
-                  (0.0 if bz is None else bz))
-    scale = (a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32)).astype(np.float64)
-    y = c * _per_column(scale, N, "b_scale", op_name)
-    if bias is not None:
-        y = y + _per_column(bias, N, "bias", op_name)
-    return np.ascontiguousarray(y.astype(out))
-
-
-def _infer_matmul_like(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
-    a, b = ins[0], ins[1] if len(ins) > 1 else None
-    scale = ins[2] if len(ins) > 2 else None
-    out = infer_as("MatMulInteger", 10, {}, [a, b])
-    if not out or out[0] is None or scale is None:
-        return []
-    dt = a.dtype if node.op_type == "DynamicQuantizeMatMul" and a is not None else scale.dtype
-    return [TensorType(dt, out[0].shape)]
-
-
-@op("MatMulIntegerToFloat", since=1, domain=MS, infer=_infer_matmul_like, lower=_lower_to_float)
-def MatMulIntegerToFloat(A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
-                         a_zero_point: np.ndarray | None = None, b_zero_point: np.ndarray | None = None,
-                         bias: np.ndarray | None = None) -> np.ndarray:
-    """(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias, b_zp and b_scale per column or scalar."""
-    return _int_to_float("MatMulIntegerToFloat", A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias,
-                         a_scale.dtype)
-
-
-@op("DynamicQuantizeMatMul", since=1, domain=MS, infer=_infer_matmul_like, lower=_lower_dynamic)
-def DynamicQuantizeMatMul(A: np.ndarray, B: np.ndarray, b_scale: np.ndarray, b_zero_point: np.ndarray | None = None,
-                          bias: np.ndarray | None = None) -> np.ndarray:
-    """A quantised to uint8 as DynamicQuantizeLinear does, then MatMulIntegerToFloat."""
-    qa, sa, za = DynamicQuantizeLinear(A.astype(np.float32, copy=False))
-    return _int_to_float("DynamicQuantizeMatMul", qa, B, sa, b_scale, za, b_zero_point, bias, A.dtype)
-
+# --- the product on the tiles ---------------------------------------------------------------------
 
 @lru_cache(maxsize=64)
 def _offsets(Cp: int) -> np.ndarray:
     return V.offsets(Cp // 4, 1, 1, 1, 1, Cp, 1)  # the 4-byte words of one row
+
+
+@lru_cache(maxsize=64)
+def _zeros(n: int) -> np.ndarray:
+    """n float32 zeros, never written: the tiles' scales and bias where they go unread (mode I32) or
+    add nothing (no bias); a read-only array would be another type to Numba, and another compile."""
+    return np.zeros(n, np.float32)
 
 
 def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, N: int, wl: np.ndarray,
@@ -269,6 +131,37 @@ def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, 
     return y
 
 
+def weights_on_tiles(node: Node, g: Graph, b: str, bz: str, a_types: tuple[np.dtype, ...] = _TYPES
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(B, its packed weights, their column sums) when node's B (input ``b``, zero point ``bz``) is a
+    constant 2-D int8 matrix with zero zero points, its A (input 0) of a type in ``a_types`` and rank
+    >= 2 or unknown, and the host runs the tiles; else None."""
+    B = g.const(b)
+    z = g.const(bz) if bz else None
+    at = g.type_of(node.inputs[0])
+    if not (int8_lanes() and B is not None and B.ndim == 2 and B.dtype == np.int8 and (not bz or z is not None)
+            and (z is None or not np.any(z)) and at.dtype is not None and np.dtype(at.dtype) in a_types
+            and (at.rank is None or at.rank >= 2) and B.shape[0] > 0 and B.shape[1] > 0):
+        return None
+    wl, wsum = V.pack(np.ascontiguousarray(B.T).reshape(B.shape[1], B.shape[0], 1, 1))
+    return B, wl, wsum
+
+
+def _on_tiles(fn: Any, arity: int, b: int, bz: int, keep: tuple[int, ...], a_types: tuple[np.dtype, ...] = _TYPES
+              ) -> Any:
+    """The lowering of an op whose B (input ``b``, its zero point input ``bz``) may run on the tiles
+    (``weights_on_tiles``): ``fn(inputs keep..., B, packed B, column sums)``, else the op's own."""
+    def lower(node: Node, g: Graph) -> Call:
+        ins = list(node.inputs) + [""] * (arity - len(node.inputs))
+        t = weights_on_tiles(node, g, ins[b], ins[bz], a_types)
+        if t is None:
+            return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
+        return Call(fn, [Ref(ins[i]) if ins[i] else None for i in keep] + list(t), {})
+    return lower
+
+
+# --- MatMulInteger --------------------------------------------------------------------------------
+
 def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
                          wsum: np.ndarray) -> np.ndarray:
     """MatMulInteger with constant int8 B (zero zero points), packed by ``qconv_lanes.pack`` as the
@@ -278,6 +171,65 @@ def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.n
         return MatMulInteger(A, B, a_zero_point)
     return _product("MatMulInteger", A, a_zero_point, B.shape[0], B.shape[1], wl, wsum, V.I32)
 
+
+@op("MatMulInteger", since=10, lower=_on_tiles(matmul_integer_lanes, 4, 1, 3, (0, 2)))
+def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None = None,
+                  b_zero_point: np.ndarray | None = None) -> np.ndarray:
+    _check(A, B)
+    c = np.matmul(centered(A, a_zero_point, True, "MatMulInteger", "a_zero_point"),
+                  centered(B, b_zero_point, False, "MatMulInteger", "b_zero_point"))
+    return contiguous(c.astype(np.int32))
+
+
+# --- QLinearMatMul --------------------------------------------------------------------------------
+
+def qlinear_matmul_lanes(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b_scale: np.ndarray,
+                         y_scale: np.ndarray, y_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
+                         wsum: np.ndarray) -> np.ndarray:
+    """QLinearMatMul with constant int8 b (zero zero points) on the tiles: the exact product
+    requantised as QLinearConv's is (float32 multiplier a_scale * b_scale / y_scale, round half to
+    even, y_zero_point, saturation); per-row scales or zero points of a, or a 1-D a, take the numpy
+    path."""
+    name = "QLinearMatMul"
+    if a.dtype not in _TYPES:
+        raise OrtNotImplemented(f"{name}: a of type {a.dtype} is not supported (int8/uint8 only)")
+    N = B.shape[1]
+    if (a.ndim < 2 or a_scale.size != 1 or (a_zero_point is not None and a_zero_point.size != 1)
+            or y_scale.size != 1 or (y_zero_point is not None and y_zero_point.size != 1)
+            or b_scale.size not in (1, N)):
+        return QLinearMatMul(a, a_scale, a_zero_point, B, b_scale, None, y_scale, y_zero_point)
+    out = np.dtype(y_zero_point.dtype if y_zero_point is not None else a.dtype)
+    if out not in _RANGES:
+        raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out}")
+    sa, sy = np.float32(a_scale.reshape(-1)[0]), np.float32(y_scale.reshape(-1)[0])
+    scale = np.broadcast_to((sa * b_scale.astype(np.float32).reshape(-1)) / sy, (N,))
+    zy = 0 if y_zero_point is None else int(y_zero_point.reshape(-1)[0])
+    return _product(name, a, a_zero_point, B.shape[0], N, wl, wsum, V.Q8, scale, out=out, zy=zy)
+
+
+@op("QLinearMatMul", since=10, lower=_on_tiles(qlinear_matmul_lanes, 8, 3, 5, (0, 1, 2, 4, 6, 7)))
+def QLinearMatMul(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b: np.ndarray,
+                  b_scale: np.ndarray, b_zero_point: np.ndarray | None, y_scale: np.ndarray,
+                  y_zero_point: np.ndarray | None = None) -> np.ndarray:
+    for v, name in ((a, "a"), (b, "b")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise OrtNotImplemented(f"QLinearMatMul: {name} of type {v.dtype} is not supported (int8/uint8 only)")
+    c = np.matmul(centered(a, a_zero_point, True, "QLinearMatMul", "a_zero_point"),
+               centered(b, b_zero_point, False, "QLinearMatMul", "b_zero_point"))
+    # The scale product in float32 (the scales' type), applied to the integer product in float64.
+    sa, sb, sy = (s.astype(np.float32) for s in (a_scale, b_scale, y_scale))
+    if sa.ndim == 1 and sa.size > 1:
+        sa = sa.reshape(-1, 1)  # per row of a
+    factor = (sa * sb) / sy.reshape(())
+    d = c * factor
+    out = y_zero_point.dtype if y_zero_point is not None else a.dtype
+    if y_zero_point is not None:
+        d = d + y_zero_point.astype(np.float64)
+    lo, hi = _RANGES[np.dtype(out)]
+    return contiguous(np.clip(np.rint(d), lo, hi).astype(out))
+
+
+# --- MatMulIntegerToFloat, DynamicQuantizeMatMul (com.microsoft) ----------------------------------
 
 def _float_scale(name: str, a_scale: np.ndarray, b_scale: np.ndarray, N: int) -> np.ndarray:
     """a_scale * b_scale per column in float32, as onnxruntime's multiplier."""
@@ -323,30 +275,63 @@ def dynamic_quantize_matmul_lanes(A: np.ndarray, b_scale: np.ndarray, bias: np.n
                     _float_bias(name, bias, N))
 
 
-for _f in (matmul_integer_lanes, matmul_integer_to_float_lanes, dynamic_quantize_matmul_lanes, qlinear_matmul_lanes):
+def _per_column(v: np.ndarray, N: int, what: str, op_name: str) -> np.ndarray:
+    """A scalar, or one value per output column ([N]), as float64 broadcasting over [..., N]."""
+    f = v.astype(np.float64)
+    if f.size == 1:
+        return f.reshape(())
+    if f.size != N:
+        raise InvalidArgument(f"{op_name}: {what} must be a scalar or have N={N} elements, got {list(v.shape)}")
+    return f.reshape(N)
+
+
+def _int_to_float(op_name: str, A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                  a_zero_point: np.ndarray | None, b_zero_point: np.ndarray | None, bias: np.ndarray | None,
+                  out: np.dtype) -> np.ndarray:
+    for v, name in ((A, "A"), (B, "B")):
+        if v.dtype not in (np.int8, np.uint8):
+            raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
+    N = B.shape[-1]
+    if a_zero_point is not None and a_zero_point.size != 1:
+        raise InvalidArgument(f"{op_name}: a_zero_point must be a scalar")
+    bz = None if b_zero_point is None else _per_column(b_zero_point, N, "b_zero_point", op_name)
+    c = np.matmul(centered(A, a_zero_point, False, op_name, "a_zero_point"), B.astype(np.float64) -
+                  (0.0 if bz is None else bz))
+    scale = (a_scale.astype(np.float32).reshape(()) * b_scale.astype(np.float32)).astype(np.float64)
+    y = c * _per_column(scale, N, "b_scale", op_name)
+    if bias is not None:
+        y = y + _per_column(bias, N, "bias", op_name)
+    return np.ascontiguousarray(y.astype(out))
+
+
+def _infer_matmul_like(node: Node, ins: list[TensorType | None]) -> list[TensorType | None]:
+    a, b = ins[0], ins[1] if len(ins) > 1 else None
+    scale = ins[2] if len(ins) > 2 else None
+    out = infer_as("MatMulInteger", 10, {}, [a, b])
+    if not out or out[0] is None or scale is None:
+        return []
+    dt = a.dtype if node.op_type == "DynamicQuantizeMatMul" and a is not None else scale.dtype
+    return [TensorType(dt, out[0].shape)]
+
+
+@op("MatMulIntegerToFloat", since=1, domain=MS, infer=_infer_matmul_like,
+    lower=_on_tiles(matmul_integer_to_float_lanes, 7, 1, 5, (0, 2, 3, 4, 6)))
+def MatMulIntegerToFloat(A: np.ndarray, B: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
+                         a_zero_point: np.ndarray | None = None, b_zero_point: np.ndarray | None = None,
+                         bias: np.ndarray | None = None) -> np.ndarray:
+    """(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias, b_zp and b_scale per column or scalar."""
+    return _int_to_float("MatMulIntegerToFloat", A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias,
+                         a_scale.dtype)
+
+
+@op("DynamicQuantizeMatMul", since=1, domain=MS, infer=_infer_matmul_like,
+    lower=_on_tiles(dynamic_quantize_matmul_lanes, 5, 1, 3, (0, 2, 4), (np.dtype(np.float32),)))
+def DynamicQuantizeMatMul(A: np.ndarray, B: np.ndarray, b_scale: np.ndarray, b_zero_point: np.ndarray | None = None,
+                          bias: np.ndarray | None = None) -> np.ndarray:
+    """A quantised to uint8 as DynamicQuantizeLinear does, then MatMulIntegerToFloat."""
+    qa, sa, za = DynamicQuantizeLinear(A.astype(np.float32, copy=False))
+    return _int_to_float("DynamicQuantizeMatMul", qa, B, sa, b_scale, za, b_zero_point, bias, A.dtype)
+
+
+for _f in (matmul_integer_lanes, qlinear_matmul_lanes, matmul_integer_to_float_lanes, dynamic_quantize_matmul_lanes):
     _f.own_threads = True  # type: ignore[attr-defined]  # jitort.compiled.Artifact.own_threads
-
-
-def weights_on_tiles(node: Node, g: Graph, b: str, bz: str, a_types: tuple[np.dtype, ...] = _TYPES
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(B, its packed weights, their column sums) when node's B (input ``b``, zero point ``bz``) is a
-    constant 2-D int8 matrix with zero zero points, its A (input 0) of a type in ``a_types`` and rank
-    >= 2 or unknown, and the host runs the tiles; else None."""
-    B = g.const(b)
-    z = g.const(bz) if bz else None
-    at = g.type_of(node.inputs[0])
-    if not (int8_lanes() and B is not None and B.ndim == 2 and B.dtype == np.int8 and (not bz or z is not None)
-            and (z is None or not np.any(z)) and at.dtype is not None and np.dtype(at.dtype) in a_types
-            and (at.rank is None or at.rank >= 2) and B.shape[0] > 0 and B.shape[1] > 0):
-        return None
-    wl, wsum = V.pack(np.ascontiguousarray(B.T).reshape(B.shape[1], B.shape[0], 1, 1))
-    return B, wl, wsum
-
-
-
-
-@lru_cache(maxsize=64)
-def _zeros(n: int) -> np.ndarray:
-    """n float32 zeros, never written: the tiles' scales and bias where they go unread (mode I32) or
-    add nothing (no bias); a read-only array would be another type to Numba, and another compile."""
-    return np.zeros(n, np.float32)

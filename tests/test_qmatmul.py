@@ -28,7 +28,8 @@ GEOMS = [  # A's leading shape, K, N: K off 4, N off 32, fewer rows than a tile,
 ]
 
 
-def _model(lead: tuple[int, ...], K: int, N: int, adt: Any, zp: int | None, seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
+def _model(lead: tuple[int, ...], K: int, N: int, adt: Any, zp: int | None,
+           seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
     B = np.random.default_rng(seed).integers(-128, 128, (K, N)).astype(np.int8)
     inits = [numpy_helper.from_array(B, "B")]
     ins = ["A", "B"]
@@ -109,7 +110,8 @@ def _contrib(op: str, lead: tuple[int, ...], K: int, N: int, adt: Any, per_colum
     if bias:
         inits["bias"] = rng.standard_normal(N).astype(np.float32)
     if op == "DynamicQuantizeMatMul":
-        ins, feeds = ["A", "B", "sb", "zb", "bias" if bias else ""], {"A": rng.standard_normal(lead + (K,)).astype(np.float32)}
+        ins = ["A", "B", "sb", "zb", "bias" if bias else ""]
+        feeds = {"A": rng.standard_normal(lead + (K,)).astype(np.float32)}
     else:
         info = np.iinfo(adt)
         feeds = {"A": rng.integers(info.min, info.max + 1, lead + (K,)).astype(adt), "sa": np.array(0.02, np.float32)}
@@ -122,12 +124,14 @@ def _contrib(op: str, lead: tuple[int, ...], K: int, N: int, adt: Any, per_colum
                            for k, v in feeds.items()],
                           [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
                           [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]), feeds
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(g, opset_imports=opsets), feeds
 
 
 @pytest.mark.parametrize("op", ["MatMulIntegerToFloat", "DynamicQuantizeMatMul"])
 @pytest.mark.parametrize("geom", [0, 2, 4])
-@pytest.mark.parametrize("adt,per_column,bias", [(np.uint8, False, True), (np.int8, True, False), (np.uint8, True, True)],
+@pytest.mark.parametrize("adt,per_column,bias", [(np.uint8, False, True), (np.int8, True, False),
+                                                 (np.uint8, True, True)],
                          ids=["u8-tensor-bias", "s8-column", "u8-column-bias"])
 def test_matmul_integer_to_float_on_tiles_matches_onnxruntime(op: str, geom: int, adt: Any, per_column: bool,
                                                               bias: bool, monkeypatch: Any) -> None:
@@ -137,7 +141,8 @@ def test_matmul_integer_to_float_on_tiles_matches_onnxruntime(op: str, geom: int
     lead, K, N = GEOMS[geom]
     m, feeds = _contrib(op, lead, K, N, adt, per_column, bias, seed=geom)
     sess = jitort.InferenceSession(m.SerializeToString())
-    tiles = {"MatMulIntegerToFloat": "matmul_integer_to_float_lanes", "DynamicQuantizeMatMul": "dynamic_quantize_matmul_lanes"}
+    tiles = {"MatMulIntegerToFloat": "matmul_integer_to_float_lanes",
+             "DynamicQuantizeMatMul": "dynamic_quantize_matmul_lanes"}
     assert (tiles[op] in sess.artifact.plan_source) == QC.int8_lanes()
     want = run_ort(m, feeds)[0]
     np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-5)
@@ -232,12 +237,14 @@ def test_quantize_static_transformer_layer_matches_onnxruntime(fmt: str, tmp_pat
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(zoo.bert_layer(hidden=64, heads=4, ffn=128), src)
     quantize_static(str(src), str(dst), Reader(), weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator, op_types_to_quantize=["MatMul"])
+                    quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                    op_types_to_quantize=["MatMul"])
     q = onnx.load(dst)
     sess = jitort.InferenceSession(q.SerializeToString())
     src_plan = sess.artifact.plan_source
     assert src_plan.count("'QLinearMatMul'") == (8 if fmt == "qop" else 6)
     assert src_plan.count("qlinear_matmul_lanes(") == (6 if QC.int8_lanes() else 0)
     rng = np.random.default_rng(0)
-    feeds = {"hidden_states": rng.standard_normal((1, 16, 64), np.float32), "attention_mask": np.ones((1, 16), np.int64)}
+    feeds = {"hidden_states": rng.standard_normal((1, 16, 64), np.float32),
+             "attention_mask": np.ones((1, 16), np.int64)}
     np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(q, feeds)[0], rtol=1e-2, atol=5e-2)
