@@ -386,8 +386,9 @@ def tile_kind() -> str:
 
 
 @lru_cache(maxsize=256)
-def _lanes_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...],
-               pads: tuple[int, ...], auto_pad: str) -> tuple[tuple[int, ...], tuple[int, ...], int, int, int, np.ndarray]:
+def _lanes_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tuple[int, ...],
+                dilations: tuple[int, ...], pads: tuple[int, ...], auto_pad: str
+                ) -> tuple[tuple[int, ...], tuple[int, ...], int, int, int, np.ndarray]:
     """Per input shape, once: (output plane, begin pads, phase plane Hq x Wq, padded channels Cp, the
     k offsets) of ``qlinearconv_lanes`` (the offsets are shared: the kernel only reads them)."""
     M, C, KH, KW = w_shape
@@ -399,10 +400,10 @@ def _lanes_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tup
 
 
 def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
-                     wsum: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None,
-                     B: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
-                     strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], nhwc: int = 0
-                     ) -> np.ndarray:
+                      wsum: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray, y_zero_point: np.ndarray | None,
+                      B: np.ndarray | None = None, *, w_shape: tuple[int, ...], auto_pad: str, group: int,
+                      strides: tuple[int, ...], dilations: tuple[int, ...], pads: tuple[int, ...], nhwc: int = 0
+                      ) -> np.ndarray:
     """QLinearConv with weights packed by ``qconv_lanes.pack`` (the lowering checked ``applies``);
     ``nhwc``: x and the output are NHWC (``QLinearConvNhwc``, jitort/passes/quant_nhwc.py)."""
     name = "QLinearConvNhwc" if nhwc else "QLinearConv"

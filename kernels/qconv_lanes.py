@@ -17,7 +17,9 @@ length Wq), so a tile spans row ends; those past OW are computed and not stored.
 bytes: the output itself when it is NHWC with whole channel pairs (jitort/passes/quant_nhwc.py keeps
 a quantised network NHWC between its convolutions), else a buffer that one pass copies out
 (``to_nchw``, ``to_nhwc``). Work splits by blocks of positions, so threads never write the same
-output line. The tiles (``TILES``):
+output line. kernels/qmatmul.py runs the integer matrix products on the same kernels (A's rows as the
+positions of a 1 x 1 convolution), storing the requantised bytes, the int32 sums or float32
+(``mode``: Q8, I32, F32). The tiles (``TILES``):
 
 - ``vnni``: 6 positions x 4 zmm of 16 int32 sums (64 channels; a last group of at most 32 channels
   takes an 8 x 2 tile, ``TAIL``); ``vpdpbusd`` adds 4 u8 x s8 products per lane (``pack``'s weights:

@@ -40,10 +40,10 @@ _TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 _RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 
-def _check(A: np.ndarray, B: np.ndarray) -> None:
+def _check(A: np.ndarray, B: np.ndarray, op_name: str = "MatMulInteger") -> None:
     for v, name in ((A, "A"), (B, "B")):
         if v.dtype not in _TYPES:
-            raise InvalidArgument(f"MatMulInteger: {name} must be int8 or uint8, got {v.dtype}")
+            raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
 
 
 # --- the product on the tiles ---------------------------------------------------------------------
@@ -253,7 +253,7 @@ def matmul_integer_to_float_lanes(A: np.ndarray, a_scale: np.ndarray, b_scale: n
     float32(the int32 product) * (a_scale * b_scale) + bias, as onnxruntime computes it; float16
     scales, a per-row a_zero_point or a 1-D A take the float64 path."""
     name = "MatMulIntegerToFloat"
-    _check(A, B)
+    _check(A, B, name)
     if (A.ndim < 2 or (a_zero_point is not None and a_zero_point.size != 1) or a_scale.dtype != np.float32
             or b_scale.dtype != np.float32):
         return MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zero_point, None, bias)

@@ -248,3 +248,23 @@ def test_quantize_static_transformer_layer_matches_onnxruntime(fmt: str, tmp_pat
     feeds = {"hidden_states": rng.standard_normal((1, 16, 64), np.float32),
              "attention_mask": np.ones((1, 16), np.int64)}
     np.testing.assert_allclose(sess.run(None, feeds)[0], run_ort(q, feeds)[0], rtol=1e-2, atol=5e-2)
+
+
+def test_matmul_integer_with_per_row_zero_point_stays_unfused() -> None:
+    """A per-row a_zero_point (the spec's MatMulInteger allows it, MatMulIntegerToFloat does not): no
+    fusion, the spec's answer (onnxruntime refuses per-row zero points: numpy is the oracle)."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("MatMulInteger", ["A", "B", "az"], ["c"]),
+             helper.make_node("Cast", ["c"], ["cf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["cf", "s"], ["Y"])]
+    inits = {"B": rng.integers(-128, 128, (8, 32)).astype(np.int8), "az": np.arange(3, dtype=np.uint8),
+             "s": np.array(0.01, np.float32)}
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("A", TensorProto.UINT8, [3, 8])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    sess = jitort.InferenceSession(m.SerializeToString())
+    assert "'MatMulIntegerToFloat'" not in sess.artifact.plan_source
+    A = rng.integers(0, 256, (3, 8)).astype(np.uint8)
+    want = ((A.astype(np.int64) - inits["az"][:, None]) @ inits["B"].astype(np.int64)).astype(np.float32) * np.float32(0.01)
+    np.testing.assert_array_equal(sess.run(None, {"A": A})[0], want)

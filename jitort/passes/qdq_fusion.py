@@ -207,7 +207,9 @@ def _matmul_integer(f: _Fuser, n: Node) -> tuple[Node, list[Node]] | None:
     g = f.g
     ins = list(n.inputs) + [""] * (4 - len(n.inputs))
     B = g.const(ins[1])
-    if B is None or B.ndim != 2 or len(n.outputs) != 1:
+    zt = g.type_of(ins[2]) if ins[2] else None  # MatMulIntegerToFloat takes a scalar a_zero_point only
+    if (B is None or B.ndim != 2 or len(n.outputs) != 1
+            or (zt is not None and (zt.shape is None or len(zt.shape) > 1 or any(d != 1 for d in zt.shape)))):
         return None
     N = B.shape[1]
     cast = f.sole(n.outputs[0])
