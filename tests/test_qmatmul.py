@@ -266,5 +266,6 @@ def test_matmul_integer_with_per_row_zero_point_stays_unfused() -> None:
     sess = jitort.InferenceSession(m.SerializeToString())
     assert "'MatMulIntegerToFloat'" not in sess.artifact.plan_source
     A = rng.integers(0, 256, (3, 8)).astype(np.uint8)
-    want = ((A.astype(np.int64) - inits["az"][:, None]) @ inits["B"].astype(np.int64)).astype(np.float32) * np.float32(0.01)
+    c = (A.astype(np.int64) - inits["az"][:, None]) @ inits["B"].astype(np.int64)
+    want = c.astype(np.float32) * np.float32(0.01)
     np.testing.assert_array_equal(sess.run(None, {"A": A})[0], want)
