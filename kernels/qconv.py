@@ -31,6 +31,7 @@ from jitort.errors import Fail, InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node
 from jitort.kernels import qconv_lanes as V
+from jitort.kernels import qconv_layout as L
 from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
 from jitort.kernels.gemm import default_isa, host_features
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
@@ -394,9 +395,9 @@ def _lanes_plan(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: tup
     M, C, KH, KW = w_shape
     out_sp, begin = conv_geometry(tuple(x_shape[2:]), (KH, KW), strides, dilations, pads, auto_pad, "QLinearConv")
     s = strides[0]
-    Hq, Wq = V.grid(out_sp[0], out_sp[1], KH, KW, s)
+    Hq, Wq = L.grid(out_sp[0], out_sp[1], KH, KW, s)
     Cp = -(-C // 4) * 4
-    return tuple(out_sp), tuple(begin), Hq, Wq, Cp, V.offsets(Cp // 4, KH, KW, Hq, Wq, Cp, s)
+    return tuple(out_sp), tuple(begin), Hq, Wq, Cp, L.offsets(Cp // 4, KH, KW, Hq, Wq, Cp, s)
 
 
 def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarray | None, wl: np.ndarray,
@@ -464,7 +465,7 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
         if as_is:
             src = xb[i].reshape(-1)
         else:
-            _split(V.nhwc_pad_nhwc if nhwc else V.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
+            _split(L.nhwc_pad_nhwc if nhwc else L.nhwc_pad, (xb[i], xp, begin[0], begin[1], s, zx, flip), copy_parts)
             src = buf
         oi = yb[i] if direct else o
         args = (src, Cp, off, wk, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi, V.Q8, sc)
@@ -473,7 +474,7 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
         else:
             _split(kernel, args, nparts)
         if not direct:
-            _split(V.to_nhwc if nhwc else V.to_nchw, (o, yb[i], M), copy_parts)
+            _split(L.to_nhwc if nhwc else L.to_nchw, (o, yb[i], M), copy_parts)
     return y
 
 

@@ -8,18 +8,18 @@ network in float32. This path computes the same exact int32 sums in integer regi
 requantises them there.
 
 Layout, as conv_lanes.py for float32: the input is copied once per call into the zero-point-padded
-NHWC form (``nhwc_pad`` from NCHW, ``nhwc_pad_nhwc`` from NHWC: per pixel its channels contiguous,
-padded to a multiple of 4; with stride 2 split into its 2 x 2 phases, so every tap reads consecutive
-pixels of one phase plane). A register tile holds RT output positions x 32 or 64 output channels;
+NHWC form (kernels/qconv_layout.py: per pixel its channels contiguous, padded to a multiple of 4;
+with stride 2 split into its 2 x 2 phases, so every tap reads consecutive pixels of one phase
+plane). A register tile holds RT output positions x 32 or 64 output channels;
 per k = (tap, 4 input channels) it broadcasts each position's 4 channel bytes (one 32-bit load) and
 multiplies them into the weights of its channels. Positions run over the phase plane's grid (row
 length Wq), so a tile spans row ends; those past OW are computed and not stored. The tile stores NHWC
 bytes: the output itself when it is NHWC with whole channel pairs (jitort/passes/quant_nhwc.py keeps
 a quantised network NHWC between its convolutions), else a buffer that one pass copies out
-(``to_nchw``, ``to_nhwc``). Work splits by blocks of positions, so threads never write the same
-output line. kernels/qmatmul.py runs the integer matrix products on the same kernels (A's rows as the
-positions of a 1 x 1 convolution), storing the requantised bytes, the int32 sums or float32
-(``mode``: Q8, I32, F32). The tiles (``TILES``):
+(qconv_layout.py's ``to_nchw``, ``to_nhwc``). Work splits by blocks of positions, so threads never
+write the same output line. kernels/qmatmul.py runs the integer matrix products on the same kernels
+(A's rows as the positions of a 1 x 1 convolution), storing the requantised bytes, the int32 sums
+or float32 (``mode``: Q8, I32, F32). The tiles (``TILES``):
 
 - ``vnni``: 6 positions x 4 zmm of 16 int32 sums (64 channels; a last group of at most 32 channels
   takes an 8 x 2 tile, ``TAIL``); ``vpdpbusd`` adds 4 u8 x s8 products per lane (``pack``'s weights:
@@ -67,7 +67,6 @@ R = 8  # positions per VNNI register tile, the most of any tile
 VLANES = 16  # output channels per weight block (one zmm of int32 lanes)
 TB = 16  # tiles per unit of work
 STRIDES = (1, 2)
-BT = 16  # the layout transposes' block (pixels x channels)
 Q8, I32, F32 = 0, 1, 2  # what a kernel stores (``mode``): requantised 8-bit values, the int32 sums, or float32
 
 
@@ -117,108 +116,6 @@ def wide_of(wl: np.ndarray) -> np.ndarray:
         w = _WIDE[id(wl)] = wide(wl)
         weakref.finalize(wl, _WIDE.pop, id(wl), None)
     return w
-
-
-def grid(OH: int, OW: int, KH: int, KW: int, s: int) -> tuple[int, int]:
-    """(Hq, Wq): rows and row length of each of the s x s phase planes (``nhwc_pad``)."""
-    return OH + (KH - 1) // s, OW + (KW - 1) // s
-
-
-@njit(cache=True, nogil=True)
-def nhwc_pad(x, xp, ph, pw, s, zb, flip, part, nparts):  # type: ignore[no-untyped-def]
-    """xp [SS, Hq, Wq, Cp] (one image) = x [C, H, W] (uint8 bytes, XOR flip) zero-point-padded at
-    (ph, pw) and split into phases: xp[a s + b, i, j, c] = padded x[c, i s + a, j s + b]; pixels in
-    the padding hold zb, channels past C hold 0; this part's share of the phase rows. The inside is
-    transposed in blocks of BT pixels x BT channels (both sides' lines stay in L1)."""
-    C, H, W = x.shape
-    SS, Hq, Wq, Cp = xp.shape
-    r0, r1 = share(s * Hq, part, nparts)  # this part's phase rows
-    for r in range(r0, r1):
-        a, i = r // Hq, r % Hq
-        h = i * s + a - ph
-        for bb in range(s):
-            dst = xp[a * s + bb, i]
-            # columns j reading inside x: j s + bb - pw in [0, W)
-            j0 = min(Wq, max(0, (pw - bb + s - 1) // s))
-            j1 = max(j0, min(Wq, (W + pw - bb + s - 1) // s))
-            if h < 0 or h >= H:
-                j0 = j1 = Wq
-            for j in range(Wq):
-                if j < j0 or j >= j1:
-                    for c in range(C):
-                        dst[j, c] = zb
-                for c in range(C, Cp):
-                    dst[j, c] = 0
-            if j0 >= j1:
-                continue
-            src = x[:, h]
-            for jb in range(j0, j1, BT):
-                je = min(j1, jb + BT)
-                for cb in range(0, C, BT):
-                    if je - jb == BT and cb + BT <= C:  # a whole block: fixed trip counts
-                        for jj in range(BT):
-                            col = (jb + jj) * s + bb - pw
-                            for cc in range(BT):
-                                dst[jb + jj, cb + cc] = src[cb + cc, col] ^ flip
-                    else:
-                        for j in range(jb, je):
-                            col = j * s + bb - pw
-                            for c in range(cb, min(C, cb + BT)):
-                                dst[j, c] = src[c, col] ^ flip
-
-
-@njit(cache=True, nogil=True)
-def nhwc_pad_nhwc(x, xp, ph, pw, s, zb, flip, part, nparts):  # type: ignore[no-untyped-def]
-    """``nhwc_pad`` from an NHWC image x [H, W, C]: rows of pixels copied, no transpose."""
-    H, W, C = x.shape
-    SS, Hq, Wq, Cp = xp.shape
-    r0, r1 = share(s * Hq, part, nparts)
-    for r in range(r0, r1):
-        a, i = r // Hq, r % Hq
-        h = i * s + a - ph
-        for bb in range(s):
-            dst = xp[a * s + bb, i]
-            for j in range(Wq):
-                w = j * s + bb - pw
-                d = dst[j]
-                if h < 0 or h >= H or w < 0 or w >= W:
-                    for c in range(C):
-                        d[c] = zb
-                else:
-                    src = x[h, w]
-                    for c in range(C):
-                        d[c] = src[c] ^ flip
-                for c in range(C, Cp):
-                    d[c] = 0
-
-
-@njit(cache=True, nogil=True)
-def to_nhwc(o, out, M, part, nparts):  # type: ignore[no-untyped-def]
-    """out [P, M] = o [P, Mp][:, :M] (an NHWC output whose channels are not a whole number of pairs)."""
-    P = o.shape[0]
-    p0, p1 = share(P, part, nparts)
-    for p in range(p0, p1):
-        for m in range(M):
-            out[p, m] = o[p, m]
-
-
-@njit(cache=True, nogil=True)
-def to_nchw(o, out, M, part, nparts):  # type: ignore[no-untyped-def]
-    """out [M, P] = o [P, Mp][:, :M] transposed (bytes), this part's share of the positions, in
-    blocks of BT x BT (2.4x faster than position by position here)."""
-    P = o.shape[0]
-    b0, b1 = share((P + BT - 1) // BT, part, nparts)
-    for p0 in range(b0 * BT, min(P, b1 * BT), BT):
-        p1 = min(P, p0 + BT)
-        for m0 in range(0, M, BT):
-            if p1 - p0 == BT and m0 + BT <= M:  # a whole block: fixed trip counts
-                for i in range(BT):
-                    for j in range(BT):
-                        out[m0 + j, p0 + i] = o[p0 + i, m0 + j]
-            else:
-                for p in range(p0, p1):
-                    for m in range(m0, min(M, m0 + BT)):
-                        out[m, p] = o[p, m]
 
 
 TILES = {  # kind: (positions per tile, output channels per tile, int32 lanes per vector)
@@ -558,18 +455,6 @@ def kernel(kind: str) -> Any:
 def weights(kind: str, wl: np.ndarray) -> np.ndarray:
     """``pack``'s weights wl as ``kind``'s kernel reads them."""
     return wide_of(wl) if kind == "avx2" else wl
-
-
-def offsets(C4: int, KH: int, KW: int, Hq: int, Wq: int, Cp: int, s: int) -> np.ndarray:
-    """Byte offset of each k = (tap kh KW + kw, channel quad q) from a position's first byte."""
-    off = np.empty(KH * KW * C4, np.int64)
-    for i in range(KH):
-        for j in range(KW):
-            ph = (i % s) * s + j % s
-            base = ((ph * Hq + i // s) * Wq + j // s) * Cp
-            t = i * KW + j
-            off[t * C4:(t + 1) * C4] = base + 4 * np.arange(C4)
-    return off
 
 
 def units(M: int, OH: int, OW: int, Wq: int, kind: str) -> int:

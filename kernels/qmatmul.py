@@ -36,6 +36,7 @@ from jitort.errors import InvalidArgument
 from jitort.errors import NotImplemented as OrtNotImplemented
 from jitort.ir import Graph, Node, TensorType
 from jitort.kernels import qconv_lanes as V
+from jitort.kernels import qconv_layout as L
 from jitort.kernels.contrib_infer import infer_as
 from jitort.kernels.qconv import int8_lanes, tile_kind
 from jitort.kernels.quant import DynamicQuantizeLinear, centered
@@ -57,7 +58,7 @@ def _check(A: np.ndarray, B: np.ndarray, op_name: str = "MatMulInteger") -> None
 
 @lru_cache(maxsize=64)
 def _offsets(Cp: int) -> np.ndarray:
-    return V.offsets(Cp // 4, 1, 1, 1, 1, Cp, 1)  # the 4-byte words of one row
+    return L.offsets(Cp // 4, 1, 1, 1, 1, Cp, 1)  # the 4-byte words of one row
 
 
 @lru_cache(maxsize=64)
