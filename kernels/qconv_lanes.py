@@ -95,6 +95,12 @@ def pack(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, w.reshape(M, -1).astype(np.int64).sum(axis=1)
 
 
+def unpack(wl: np.ndarray, M: int, C: int) -> np.ndarray:
+    """The int8 W [M, C] that ``pack`` packed as 1 x 1 filters (for a fallback that needs the matrix)."""
+    nb = wl.shape[0]
+    return wl.view(np.int8).reshape(nb, -1, VLANES, 4).transpose(0, 2, 1, 3).reshape(nb * VLANES, -1)[:M, :C]
+
+
 def wide(wl: np.ndarray) -> np.ndarray:
     """``pack``'s weights as the AVX2 tiles read them: per block and k, for lanes 0-7 then 8-15, the
     lanes' (w0, w2) then (w1, w3) as sign-extended int16 pairs (32 bytes each; 128 bytes per k)."""

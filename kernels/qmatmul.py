@@ -48,10 +48,15 @@ _TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 _RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
 
-def _check(A: np.ndarray, B: np.ndarray, op_name: str = "MatMulInteger") -> None:
+def _check(A: np.ndarray, B: np.ndarray | None, op_name: str = "MatMulInteger") -> None:
     for v, name in ((A, "A"), (B, "B")):
-        if v.dtype not in _TYPES:
+        if v is not None and v.dtype not in _TYPES:
             raise InvalidArgument(f"{op_name}: {name} must be int8 or uint8, got {v.dtype}")
+
+
+def _matrix(wl: np.ndarray, K: int, N: int) -> np.ndarray:
+    """The constant B [K, N] packed in wl, for the numpy path's cases (it is not kept beside wl)."""
+    return np.ascontiguousarray(V.unpack(wl, N, K).T)
 
 
 # --- the product on the tiles ---------------------------------------------------------------------
@@ -140,8 +145,8 @@ def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, 
 
 
 def weights_on_tiles(node: Node, g: Graph, b: str, bz: str, a_types: tuple[np.dtype, ...] = _TYPES
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(B, its packed weights, their column sums) when node's B (input ``b``, zero point ``bz``) is a
+                     ) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """(B's packed weights, their column sums, K, N) when node's B (input ``b``, zero point ``bz``) is a
     constant 2-D int8 matrix with zero zero points, its A (input 0) of a type in ``a_types`` and rank
     >= 2 or unknown, and the host runs the tiles; else None."""
     B = g.const(b)
@@ -152,32 +157,32 @@ def weights_on_tiles(node: Node, g: Graph, b: str, bz: str, a_types: tuple[np.dt
             and (at.rank is None or at.rank >= 2) and B.shape[0] > 0 and B.shape[1] > 0):
         return None
     wl, wsum = V.pack(np.ascontiguousarray(B.T).reshape(B.shape[1], B.shape[0], 1, 1))
-    return B, wl, wsum
+    return wl, wsum, int(B.shape[0]), int(B.shape[1])
 
 
 def _on_tiles(fn: Any, arity: int, b: int, bz: int, keep: tuple[int, ...], a_types: tuple[np.dtype, ...] = _TYPES
               ) -> Any:
     """The lowering of an op whose B (input ``b``, its zero point input ``bz``) may run on the tiles
-    (``weights_on_tiles``): ``fn(inputs keep..., B, packed B, column sums)``, else the op's own."""
+    (``weights_on_tiles``): ``fn(inputs keep..., packed B, column sums, K=, N=)``, else the op's own."""
     def lower(node: Node, g: Graph) -> Call:
         ins = list(node.inputs) + [""] * (arity - len(node.inputs))
         t = weights_on_tiles(node, g, ins[b], ins[bz], a_types)
         if t is None:
             return default_call(lookup(node.op_type, node.domain, node.version, node.name), node, g)
-        return Call(fn, [Ref(ins[i]) if ins[i] else None for i in keep] + list(t), {})
+        return Call(fn, [Ref(ins[i]) if ins[i] else None for i in keep] + list(t[:2]), dict(K=t[2], N=t[3]))
     return lower
 
 
 # --- MatMulInteger --------------------------------------------------------------------------------
 
-def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
-                         wsum: np.ndarray) -> np.ndarray:
+def matmul_integer_lanes(A: np.ndarray, a_zero_point: np.ndarray | None, wl: np.ndarray, wsum: np.ndarray, *,
+                         K: int, N: int) -> np.ndarray:
     """MatMulInteger with constant int8 B (zero zero points), packed by ``qconv_lanes.pack`` as the
     weights of N 1 x 1 filters; a per-row a_zero_point or a 1-D A takes the numpy product."""
-    _check(A, B)
+    _check(A, None)
     if A.ndim < 2 or (a_zero_point is not None and a_zero_point.size != 1):
-        return MatMulInteger(A, B, a_zero_point)
-    return _product("MatMulInteger", A, a_zero_point, B.shape[0], B.shape[1], wl, wsum, V.I32)
+        return MatMulInteger(A, _matrix(wl, K, N), a_zero_point)
+    return _product("MatMulInteger", A, a_zero_point, K, N, wl, wsum, V.I32)
 
 
 @op("MatMulInteger", since=10, lower=_on_tiles(matmul_integer_lanes, 4, 1, 3, (0, 2)))
@@ -192,8 +197,8 @@ def MatMulInteger(A: np.ndarray, B: np.ndarray, a_zero_point: np.ndarray | None 
 # --- QLinearMatMul --------------------------------------------------------------------------------
 
 def qlinear_matmul_lanes(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.ndarray | None, b_scale: np.ndarray,
-                         y_scale: np.ndarray, y_zero_point: np.ndarray | None, B: np.ndarray, wl: np.ndarray,
-                         wsum: np.ndarray) -> np.ndarray:
+                         y_scale: np.ndarray, y_zero_point: np.ndarray | None, wl: np.ndarray, wsum: np.ndarray,
+                         *, K: int, N: int) -> np.ndarray:
     """QLinearMatMul with constant int8 b (zero zero points) on the tiles: the exact product
     requantised as QLinearConv's is (float32 multiplier a_scale * b_scale / y_scale, round half to
     even, y_zero_point, saturation); per-row scales or zero points of a, or a 1-D a, take the numpy
@@ -201,18 +206,17 @@ def qlinear_matmul_lanes(a: np.ndarray, a_scale: np.ndarray, a_zero_point: np.nd
     name = "QLinearMatMul"
     if a.dtype not in _TYPES:
         raise OrtNotImplemented(f"{name}: a of type {a.dtype} is not supported (int8/uint8 only)")
-    N = B.shape[1]
     if (a.ndim < 2 or a_scale.size != 1 or (a_zero_point is not None and a_zero_point.size != 1)
             or y_scale.size != 1 or (y_zero_point is not None and y_zero_point.size != 1)
             or b_scale.size not in (1, N)):
-        return QLinearMatMul(a, a_scale, a_zero_point, B, b_scale, None, y_scale, y_zero_point)
+        return QLinearMatMul(a, a_scale, a_zero_point, _matrix(wl, K, N), b_scale, None, y_scale, y_zero_point)
     out = np.dtype(y_zero_point.dtype if y_zero_point is not None else a.dtype)
     if out not in _RANGES:
         raise InvalidArgument(f"{name}: y_zero_point must be uint8 or int8, got {out}")
     sa, sy = np.float32(a_scale.reshape(-1)[0]), np.float32(y_scale.reshape(-1)[0])
     scale = np.broadcast_to((sa * b_scale.astype(np.float32).reshape(-1)) / sy, (N,))
     zy = 0 if y_zero_point is None else int(y_zero_point.reshape(-1)[0])
-    return _product(name, a, a_zero_point, B.shape[0], N, wl, wsum, V.Q8, scale, out=out, zy=zy)
+    return _product(name, a, a_zero_point, K, N, wl, wsum, V.Q8, scale, out=out, zy=zy)
 
 
 @op("QLinearMatMul", since=10, lower=_on_tiles(qlinear_matmul_lanes, 8, 3, 5, (0, 1, 2, 4, 6, 7)))
@@ -255,31 +259,29 @@ def _float_bias(name: str, bias: np.ndarray | None, N: int) -> np.ndarray | None
 
 
 def matmul_integer_to_float_lanes(A: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray,
-                                  a_zero_point: np.ndarray | None, bias: np.ndarray | None, B: np.ndarray,
-                                  wl: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+                                  a_zero_point: np.ndarray | None, bias: np.ndarray | None, wl: np.ndarray,
+                                  wsum: np.ndarray, *, K: int, N: int) -> np.ndarray:
     """com.microsoft MatMulIntegerToFloat with constant int8 B (zero zero points) on the tiles:
     float32(the int32 product) * (a_scale * b_scale) + bias, as onnxruntime computes it; float16
     scales, a per-row a_zero_point or a 1-D A take the float64 path."""
     name = "MatMulIntegerToFloat"
-    _check(A, B, name)
+    _check(A, None, name)
     if (A.ndim < 2 or (a_zero_point is not None and a_zero_point.size != 1) or a_scale.dtype != np.float32
             or b_scale.dtype != np.float32):
-        return MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zero_point, None, bias)
-    N = B.shape[1]
-    return _product(name, A, a_zero_point, B.shape[0], N, wl, wsum, V.F32, _float_scale(name, a_scale, b_scale, N),
+        return MatMulIntegerToFloat(A, _matrix(wl, K, N), a_scale, b_scale, a_zero_point, None, bias)
+    return _product(name, A, a_zero_point, K, N, wl, wsum, V.F32, _float_scale(name, a_scale, b_scale, N),
                     _float_bias(name, bias, N))
 
 
-def dynamic_quantize_matmul_lanes(A: np.ndarray, b_scale: np.ndarray, bias: np.ndarray | None, B: np.ndarray,
-                                  wl: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+def dynamic_quantize_matmul_lanes(A: np.ndarray, b_scale: np.ndarray, bias: np.ndarray | None, wl: np.ndarray,
+                                  wsum: np.ndarray, *, K: int, N: int) -> np.ndarray:
     """com.microsoft DynamicQuantizeMatMul with constant int8 B (zero zero points): A quantised by
     DynamicQuantizeLinear, then ``matmul_integer_to_float_lanes``."""
     if A.dtype != np.float32 or A.ndim < 2 or b_scale.dtype != np.float32:
-        return DynamicQuantizeMatMul(A, B, b_scale, None, bias)
+        return DynamicQuantizeMatMul(A, _matrix(wl, K, N), b_scale, None, bias)
     qa, sa, za = DynamicQuantizeLinear(A)
     name = "DynamicQuantizeMatMul"
-    N = B.shape[1]
-    return _product(name, qa, za, B.shape[0], N, wl, wsum, V.F32, _float_scale(name, sa, b_scale, N),
+    return _product(name, qa, za, K, N, wl, wsum, V.F32, _float_scale(name, sa, b_scale, N),
                     _float_bias(name, bias, N))
 
 

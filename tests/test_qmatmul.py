@@ -269,3 +269,30 @@ def test_matmul_integer_with_per_row_zero_point_stays_unfused() -> None:
     c = (A.astype(np.int64) - inits["az"][:, None]) @ inits["B"].astype(np.int64)
     want = c.astype(np.float32) * np.float32(0.01)
     np.testing.assert_array_equal(sess.run(None, {"A": A})[0], want)
+
+
+@pytest.mark.parametrize("op", ["MatMulInteger", "MatMulIntegerToFloat"])
+def test_tiles_fall_back_for_a_one_dimensional_a(op: str) -> None:
+    """A declared without a shape (so the product lowers to the tiles) and fed 1-D at run time: the
+    numpy path, on the weights unpacked from the tiles' packing (B is not kept beside it)."""
+    rng = np.random.default_rng(6)
+    B = rng.integers(-128, 128, (12, 40)).astype(np.int8)
+    inits = {"B": B, "az": np.array(9, np.uint8), "sa": np.array(0.02, np.float32), "sb": np.array(0.03, np.float32)}
+    ins = ["A", "B", "az"] if op == "MatMulInteger" else ["A", "B", "sa", "sb", "az"]
+    out = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
+    node = helper.make_node(op, ins, ["Y"], domain="" if op == "MatMulInteger" else "com.microsoft")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.UINT8, None)],
+                          [helper.make_tensor_value_info("Y", out, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items() if k in ins])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    sess = jitort.InferenceSession(m.SerializeToString())
+    tiles = "matmul_integer_lanes(" if op == "MatMulInteger" else "matmul_integer_to_float_lanes("
+    assert (tiles in sess.artifact.plan_source) == QC.int8_lanes()
+    A = rng.integers(0, 256, 12).astype(np.uint8)
+    c = (A.astype(np.int64) - 9) @ B.astype(np.int64)
+    got = sess.run(None, {"A": A})[0]
+    if op == "MatMulInteger":
+        assert np.array_equal(got, c)
+    else:
+        np.testing.assert_allclose(got, c * np.float64(np.float32(0.02) * np.float32(0.03)), rtol=1e-6)
+    assert np.array_equal(sess.run(None, {"A": np.stack([A, A])})[0][1], got)  # and 2-D on the tiles
