@@ -35,7 +35,7 @@ from jitort.kernels import qconv_layout as L
 from jitort.kernels.conv_setup import attrs_norm, pad3, conv_geometry
 from jitort.kernels.gemm import default_isa, host_features
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
-from jitort.kernels.threads import intra_op_threads, parts_for, run_native, run_parts, scratch
+from jitort.kernels.threads import parts_for, run_parts, scratch
 
 _KW = dict(cache=True, nogil=True, error_model="numpy")
 # im2col column tile: at most 256K float32 (1 MiB), GEMMs of ~512 columns (as kernels/conv.py).
@@ -448,13 +448,10 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
     o = None if direct else work[nb:nb + OH * OW * Mp].reshape(OH * OW, Mp)
     flops = 2.0 * M * OH * OW * C * KH * KW / 4  # int8: ~4x the float32 rate
     kind = tile_kind()
-    kernel, wk = V.kernel(kind), V.weights(kind, wl)
+    wk = V.weights(kind, wl)
     nparts = parts_for(V.units(M, OH, OW, Wq, kind), flops)
     xb = x.view(np.uint8)
     yb = y.view(np.uint8).reshape((N, OH * OW, M) if nhwc else (N, M, OH * OW))
-    native = kind in V.TILES
-    if native and intra_op_threads() > 1:
-        V.part_address(kind)  # compiled (or loaded) at the first call, whether it splits or not: warm-up covers it
     # the layout copies split too from _COPY_PART bytes (serial, they were a third of a 2-thread call)
     copy_parts = parts_for(Hq * s, float(n + OH * OW * Mp), _COPY_PART)
     # an NHWC u8 input that needs no padding is the kernel's grid itself (1x1 convs without stride: a
@@ -469,10 +466,7 @@ def qlinearconv_lanes(x: np.ndarray, x_scale: np.ndarray, x_zero_point: np.ndarr
             src = buf
         oi = yb[i] if direct else o
         args = (src, Cp, off, wk, comp, sc, zy, np.float32(lo), np.float32(hi), Wq, OH, OW, M, oi, V.Q8, sc)
-        if nparts > 1 and native:  # native parts: the workers start without the GIL
-            run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
-        else:
-            _split(kernel, args, nparts)
+        V.run(kind, args, nparts)
         if not direct:
             _split(L.to_nhwc if nhwc else L.to_nchw, (o, yb[i], M), copy_parts)
     return y

@@ -62,6 +62,7 @@ from numba.extending import intrinsic
 from jitort.allocator import aligned_empty
 from jitort.kernels.convutil import share
 from jitort.kernels.native_parts import PART_SIG, CFuncs, addr, f32_arg, set_f32_arg
+from jitort.kernels.threads import intra_op_threads, run_native, run_parts
 
 R = 8  # positions per VNNI register tile, the most of any tile
 VLANES = 16  # output channels per weight block (one zmm of int32 lanes)
@@ -456,6 +457,24 @@ def kernel(kind: str) -> Any:
     """The kernel of ``kind``'s tiles (``tile_kind`` in qconv.py): ``qconv_lanes_vnni``,
     ``qconv_lanes_avx2`` or ``qconv_lanes_portable``."""
     return {"vnni": qconv_lanes_vnni, "avx2": qconv_lanes_avx2}.get(kind, qconv_lanes_portable)
+
+
+def run(kind: str, args: tuple[Any, ...], nparts: int) -> None:
+    """``kind``'s kernel over ``args`` (its arguments but part, nparts) in nparts parts: native parts
+    for the tiles (the pool's workers start them without the GIL; their part function is compiled
+    at the first call of a multi-thread session, split or not, so warm-up covers it), Python parts
+    for the portable loops."""
+    if kind in TILES:
+        if nparts > 1:
+            run_native(part_address(kind), part_argv(*args, nparts), nparts)
+            return
+        if intra_op_threads() > 1:
+            part_address(kind)
+        kernel(kind)(*args, 0, 1)
+    elif nparts > 1:
+        run_parts(lambda k: qconv_lanes_portable(*args, k, nparts), nparts)
+    else:
+        qconv_lanes_portable(*args, 0, 1)
 
 
 def weights(kind: str, wl: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from jitort.kernels.contrib_infer import infer_as
 from jitort.kernels.qconv import int8_lanes, tile_kind
 from jitort.kernels.quant import DynamicQuantizeLinear, centered
 from jitort.kernels.registry import Call, Ref, default_call, lookup, op
-from jitort.kernels.threads import intra_op_threads, parts_for, run_native, scratch
+from jitort.kernels.threads import parts_for, scratch
 
 MS = "com.microsoft"
 _TYPES = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -128,17 +128,10 @@ def _product(name: str, A: np.ndarray, a_zero_point: np.ndarray | None, K: int, 
         src[P * Cp:] = 0  # the tile of the last rows reads up to R rows past them
     o = y2 if Np == N else buf[na:na + no].view(out_dt).reshape(P, Np)
     kind = tile_kind()
-    native = kind in V.TILES
     lo, hi = _RANGES.get(out_dt, (0, 0))
     args = (src, Cp, _offsets(Cp), V.weights(kind, wl), comp, sc, np.float32(zy), np.float32(lo), np.float32(hi), P,
             1, P, N, o.view(np.uint8), mode, bs)
-    nparts = parts_for(V.units(N, 1, P, P, kind), 2.0 * P * N * K / 4) if native else 1
-    if nparts > 1:
-        run_native(V.part_address(kind), V.part_argv(*args, nparts), nparts)
-    else:
-        if native and intra_op_threads() > 1:
-            V.part_address(kind)  # compiled at the first call, whether it splits or not: warm-up covers it
-        V.kernel(kind)(*args, 0, 1)
+    V.run(kind, args, parts_for(V.units(N, 1, P, P, kind), 2.0 * P * N * K / 4) if kind in V.TILES else 1)
     if o is not y2:
         y2[...] = o[:, :N]
     return y
